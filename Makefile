@@ -1,0 +1,69 @@
+# sinkscope build. `make` builds ./sinkscope; `make test` runs every test optimized and
+# under AddressSanitizer+UBSan; `make bench` runs the benchmarks (not part of the tests).
+CC      ?= cc
+ARCH    ?= -march=native
+PKGS     = openblas jansson libpng
+PKG_CFLAGS := $(shell pkg-config --cflags $(PKGS))
+PKG_LIBS   := $(shell pkg-config --libs $(PKGS))
+WARN     = -Wall -Wextra -Wshadow -Wno-unused-parameter -Werror=implicit-function-declaration
+CFLAGS_COMMON = -std=c11 -D_GNU_SOURCE $(WARN) -fopenmp -Isrc $(PKG_CFLAGS)
+OPTFLAGS = -O3 $(ARCH) -g
+SANFLAGS = -O1 -g -fno-omit-frame-pointer -fsanitize=address,undefined -fno-sanitize-recover=undefined
+LDLIBS   = $(PKG_LIBS) -lm -fopenmp
+
+LIB_SRC  = $(sort $(wildcard src/*/*.c))
+LIB_SRC := $(filter-out src/cli/%,$(LIB_SRC))
+CLI_SRC  = $(sort $(wildcard src/cli/*.c))
+TEST_SRC = $(sort $(wildcard tests/test_*.c))
+TEST_HELPERS = $(filter-out tests/test_%,$(wildcard tests/*.c))
+HDRS     = $(wildcard src/*/*.h) $(wildcard tests/*.h)
+
+# Two build flavours in separate trees: build/opt (default) and build/san.
+define flavour
+$(1)_LIB_OBJ  = $$(LIB_SRC:%.c=build/$(1)/%.o)
+$(1)_CLI_OBJ  = $$(CLI_SRC:%.c=build/$(1)/%.o)
+$(1)_TH_OBJ   = $$(TEST_HELPERS:%.c=build/$(1)/%.o)
+$(1)_TESTS    = $$(TEST_SRC:tests/%.c=build/$(1)/tests/%)
+build/$(1)/%.o: %.c $$(HDRS)
+	@mkdir -p $$(dir $$@)
+	$$(CC) $$(CFLAGS_COMMON) $(2) -c $$< -o $$@
+build/$(1)/libsinkscope.a: $$($(1)_LIB_OBJ)
+	@rm -f $$@; ar rcs $$@ $$^
+build/$(1)/sinkscope: $$($(1)_CLI_OBJ) build/$(1)/libsinkscope.a
+	$$(CC) $(2) -o $$@ $$^ $$(LDLIBS)
+build/$(1)/tests/%: tests/%.c $$($(1)_TH_OBJ) build/$(1)/libsinkscope.a $$(HDRS)
+	@mkdir -p $$(dir $$@)
+	$$(CC) $$(CFLAGS_COMMON) $(2) -Itests -o $$@ $$< $$($(1)_TH_OBJ) build/$(1)/libsinkscope.a $$(LDLIBS) -lcmocka
+endef
+$(eval $(call flavour,opt,$(OPTFLAGS)))
+$(eval $(call flavour,san,$(SANFLAGS)))
+
+.PHONY: all test test-opt test-san bench fuzz clean
+all: sinkscope
+sinkscope: build/opt/sinkscope
+	cp $< $@
+
+# Tests: every tests/test_*.c is one cmocka program. run-tests prints one closing line.
+test: test-opt test-san
+test-opt: sinkscope $(opt_TESTS)
+	@tests/run-tests opt $(opt_TESTS)
+test-san: build/san/sinkscope $(san_TESTS)
+	@ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1 \
+	  SINKSCOPE_BIN=build/san/sinkscope tests/run-tests san $(san_TESTS)
+
+build/opt/bench/%: bench/%.c build/opt/libsinkscope.a $(HDRS)
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS_COMMON) $(OPTFLAGS) -o $@ $< build/opt/libsinkscope.a $(LDLIBS)
+bench: sinkscope $(patsubst bench/%.c,build/opt/bench/%,$(wildcard bench/*.c))
+	@for b in $(patsubst bench/%.c,build/opt/bench/%,$(wildcard bench/*.c)); do echo "== $$b"; $$b || exit 1; done
+
+# libFuzzer target for the safetensors parser (needs clang); see README.
+FUZZ_SRC = src/io/safetensors.c src/core/err.c
+fuzz: build/fuzz/fuzz_safetensors
+build/fuzz/fuzz_safetensors: fuzz/fuzz_safetensors.c $(FUZZ_SRC) $(HDRS)
+	@mkdir -p $(dir $@)
+	clang -std=c11 -D_GNU_SOURCE -g -O1 -Isrc $(shell pkg-config --cflags jansson) \
+	  -fsanitize=fuzzer,address,undefined -o $@ fuzz/fuzz_safetensors.c $(FUZZ_SRC) $(shell pkg-config --libs jansson) -lm
+
+clean:
+	rm -rf build sinkscope

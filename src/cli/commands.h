@@ -1,0 +1,6 @@
+/* One function per sub-command; argv[0] is the sub-command name. Return the process exit code. */
+#ifndef SS_COMMANDS_H
+#define SS_COMMANDS_H
+int cmd_forward(int argc, char **argv);
+int cmd_init(int argc, char **argv);
+#endif

@@ -1,0 +1,34 @@
+/* sinkscope: the command-line program. Dispatches to one cmd_* function per sub-command. */
+#include <stdio.h>
+#include <string.h>
+
+#include "cli/commands.h"
+
+typedef struct {
+    const char *name;
+    int (*fn)(int, char **);
+    const char *help;
+} command;
+
+static const command COMMANDS[] = {
+    {"forward", cmd_forward, "run one transformer forward pass on inputs from a safetensors file"},
+    {"init", cmd_init, "create a random-weight model folder from a config.json"},
+};
+
+static void usage(FILE *f) {
+    fprintf(f, "usage: sinkscope COMMAND [options]   (sinkscope COMMAND --help for its options)\n\n");
+    for (size_t i = 0; i < sizeof COMMANDS / sizeof COMMANDS[0]; i++)
+        fprintf(f, "  %-10s %s\n", COMMANDS[i].name, COMMANDS[i].help);
+}
+
+int main(int argc, char **argv) {
+    if (argc < 2 || !strcmp(argv[1], "--help") || !strcmp(argv[1], "-h")) {
+        usage(argc < 2 ? stderr : stdout);
+        return argc < 2 ? 2 : 0;
+    }
+    for (size_t i = 0; i < sizeof COMMANDS / sizeof COMMANDS[0]; i++)
+        if (!strcmp(argv[1], COMMANDS[i].name)) return COMMANDS[i].fn(argc - 1, argv + 1);
+    fprintf(stderr, "sinkscope: unknown command '%s'\n", argv[1]);
+    usage(stderr);
+    return 2;
+}

@@ -1,0 +1,42 @@
+#include "core/err.h"
+
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+static _Thread_local char g_err[1024];
+
+int ss_fail(int code, const char *fmt, ...) {
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(g_err, sizeof g_err, fmt, ap);
+    va_end(ap);
+    return code;
+}
+
+int ss_err_prefix(int code, const char *fmt, ...) {
+    char pre[512], old[1024];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(pre, sizeof pre, fmt, ap);
+    va_end(ap);
+    memcpy(old, g_err, sizeof old);
+    snprintf(g_err, sizeof g_err, "%s%s", pre, old);
+    return code;
+}
+
+const char *ss_err(void) { return g_err[0] ? g_err : "unknown error"; }
+void ss_err_clear(void) { g_err[0] = 0; }
+
+void *ss_malloc(size_t n) {
+    void *p = malloc(n ? n : 1);
+    if (!p) ss_fail(SS_ENOMEM, "out of memory allocating %zu bytes", n);
+    return p;
+}
+
+void *ss_calloc(size_t count, size_t size) {
+    void *p = calloc(count ? count : 1, size ? size : 1);
+    if (!p) ss_fail(SS_ENOMEM, "out of memory allocating %zu x %zu bytes", count, size);
+    return p;
+}

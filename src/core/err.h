@@ -1,0 +1,40 @@
+/* err: one thread-local "last error" string, stb-style.
+ *
+ * Functions that can fail return a negative code (or NULL) and leave a one-line reason here,
+ * naming the file and the tensor or field at fault. Callers add context with ss_err_prefix()
+ * and the CLI prints ss_err() once before exiting non-zero.
+ */
+#ifndef SS_ERR_H
+#define SS_ERR_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#define SS_OK 0
+#define SS_EIO -1      /* could not open / read / write a file */
+#define SS_EFORMAT -2  /* malformed or corrupt content */
+#define SS_ESHAPE -3   /* a tensor or input has the wrong shape */
+#define SS_EMISSING -4 /* something required is absent */
+#define SS_EARG -5     /* a bad argument or option value */
+#define SS_ENOMEM -6   /* allocation failed or a size overflowed */
+
+/* Set the error (printf-style); returns `code` so callers can `return ss_fail(SS_EIO, ...)`. */
+int ss_fail(int code, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+/* Prepend context ("file.safetensors: ") to the current error. Returns `code`. */
+int ss_err_prefix(int code, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+const char *ss_err(void);
+void ss_err_clear(void);
+
+/* Overflow-checked size arithmetic: return 0 on success, -1 on overflow. */
+static inline int ss_mul_size(size_t a, size_t b, size_t *out) {
+    return __builtin_mul_overflow(a, b, out) ? -1 : 0;
+}
+static inline int ss_add_size(size_t a, size_t b, size_t *out) {
+    return __builtin_add_overflow(a, b, out) ? -1 : 0;
+}
+
+/* malloc/calloc that set the error on failure. */
+void *ss_malloc(size_t n);
+void *ss_calloc(size_t count, size_t size);
+
+#endif
