@@ -1,0 +1,201 @@
+/* sinkscope forward: one transformer forward pass on inputs named like diffusers' arguments. */
+#include <jansson.h>
+#include <omp.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "cli/args.h"
+#include "cli/commands.h"
+#include "core/err.h"
+#include "io/safetensors.h"
+#include "models/sd3.h"
+#include "sink/sink.h"
+
+static const char USAGE[] =
+    "usage: sinkscope forward --model DIR --inputs IN.safetensors --out OUT.safetensors\n"
+    "                         [--dump-blocks] [--probe BLOCKS] [--probe-queries image|text|all]\n"
+    "                         [--topk K] [--stats FILE.json] [--condition FILE.json] [--threads N]\n"
+    "\n"
+    "  --model DIR        diffusers transformer folder (config.json + diffusion_pytorch_model*.safetensors)\n"
+    "  --inputs FILE      hidden_states [B,C,H,W], encoder_hidden_states [B,S,J],\n"
+    "                     pooled_projections [B,P], timestep [B] (raw scheduler timestep in [0,1000])\n"
+    "  --out FILE         writes sample [B,C,H,W]; with --dump-blocks also block.{i} [B,N,D]\n"
+    "                     (image stream after block i); with --probe also mass.{i} [B,H,N+S]\n"
+    "                     (incoming mass per key averaged over the image queries, keys image first)\n"
+    "  --probe BLOCKS     comma-separated block indices to probe (e.g. 0,6,12)\n"
+    "  --probe-queries Q  query rows the probe statistics average over (default image)\n"
+    "  --topk K           sinks recorded per head (default 5)\n"
+    "  --stats FILE       probe statistics and intervention verification as JSON\n"
+    "                     (default: OUT with .safetensors replaced by .stats.json, when probing or intervening)\n"
+    "  --condition FILE   one intervention condition object (schema: README, section Conditions)\n"
+    "  --threads N        OpenMP/BLAS threads (default: all cores)\n";
+
+typedef struct {
+    sd3_hooks inner;
+    float **dump; /* [L] -> [B,N,D] copies, or NULL */
+} fwd_hooks;
+
+static int fwd_attention(void *ctx, int block, const attn_args *a) {
+    fwd_hooks *f = ctx;
+    return f->inner.joint_attention ? f->inner.joint_attention(f->inner.ctx, block, a) : attn_forward(a, NULL);
+}
+
+static int fwd_block_output(void *ctx, int block, const float *x, int B, int N, int D) {
+    fwd_hooks *f = ctx;
+    if (f->dump) {
+        f->dump[block] = ss_malloc(sizeof(float) * B * N * D);
+        if (!f->dump[block]) return SS_ENOMEM;
+        memcpy(f->dump[block], x, sizeof(float) * B * N * D);
+    }
+    return f->inner.block_output ? f->inner.block_output(f->inner.ctx, block, x, B, N, D) : 0;
+}
+
+/* Fetch an input tensor as fp32, checking its rank; dims[] receives the shape. */
+static int input(const st_file *f, const char *path, const char *name, int ndim, int64_t *dims, float **out) {
+    const st_tensor *t = st_find(f, name);
+    if (!t) return ss_fail(SS_EMISSING, "%s: input tensor '%s' is missing", path, name);
+    if (t->ndim != ndim) return ss_fail(SS_ESHAPE, "%s: input '%s' has %d dimensions, expected %d", path, name, t->ndim, ndim);
+    for (int i = 0; i < ndim; i++) dims[i] = t->shape[i];
+    *out = ss_malloc(sizeof(float) * (t->numel ? t->numel : 1));
+    if (!*out) return SS_ENOMEM;
+    return st_to_f32(*out, t);
+}
+
+int cmd_forward(int argc, char **argv) {
+    const char *model_dir = NULL, *in_path = NULL, *out_path = NULL, *probe_s = NULL, *pq_s = "image", *topk_s = "5",
+               *stats_path = NULL, *cond_path = NULL, *threads_s = NULL;
+    int dump_blocks = 0;
+    cli_opt opts[] = {{"model", &model_dir, NULL},     {"inputs", &in_path, NULL},      {"out", &out_path, NULL},
+                      {"dump-blocks", NULL, &dump_blocks}, {"probe", &probe_s, NULL},   {"probe-queries", &pq_s, NULL},
+                      {"topk", &topk_s, NULL},         {"stats", &stats_path, NULL},    {"condition", &cond_path, NULL},
+                      {"threads", &threads_s, NULL}};
+    int pr = cli_parse(argc, argv, opts, sizeof opts / sizeof opts[0], USAGE);
+    if (pr) return pr > 0 ? 0 : 2;
+    if (!model_dir || !in_path || !out_path) {
+        fprintf(stderr, "sinkscope forward: --model, --inputs and --out are required\n%s", USAGE);
+        return 2;
+    }
+    long topk, nthreads;
+    if (cli_int("forward", "topk", topk_s, 1, 64, &topk)) return 2;
+    if (threads_s) {
+        if (cli_int("forward", "threads", threads_s, 1, 4096, &nthreads)) return 2;
+        omp_set_num_threads((int)nthreads);
+    }
+    sink_tokens pq = !strcmp(pq_s, "image") ? TOK_IMAGE : !strcmp(pq_s, "text") ? TOK_TEXT : !strcmp(pq_s, "all") ? TOK_ALL : (sink_tokens)-1;
+    if ((int)pq < 0) {
+        fprintf(stderr, "sinkscope forward: --probe-queries must be image, text or all\n");
+        return 2;
+    }
+    int probe_blocks[COND_MAX_LAYERS], nprobe = 0;
+    if (probe_s && (nprobe = cli_int_list("forward", "probe", probe_s, probe_blocks, COND_MAX_LAYERS)) < 0) return 2;
+
+    int rc = 0, exit_code = 1;
+    sd3_model *m = NULL;
+    st_file *in = NULL;
+    sink_ctx *sk = NULL;
+    st_writer *w = NULL;
+    float *x = NULL, *ctx = NULL, *pooled = NULL, *t = NULL, *out = NULL, **dump = NULL;
+    sink_condition cond;
+    if (cond_path && (rc = sink_condition_load(&cond, cond_path)) < 0) goto done;
+    if ((rc = sd3_load(&m, model_dir)) < 0) goto done;
+    const sd3_config *c = &m->cfg;
+    for (int i = 0; i < nprobe; i++)
+        if (probe_blocks[i] >= c->num_layers) {
+            rc = ss_fail(SS_EARG, "--probe: block %d does not exist (%s has %d blocks)", probe_blocks[i], model_dir, c->num_layers);
+            goto done;
+        }
+    if (cond_path)
+        for (int i = 0; i < cond.n_layers; i++)
+            if (cond.layers[i] >= c->num_layers) {
+                rc = ss_fail(SS_EARG, "%s: field 'layers' names block %d, but the model has %d blocks", cond_path,
+                             cond.layers[i], c->num_layers);
+                goto done;
+            }
+    if ((rc = st_open(&in, in_path)) < 0) goto done;
+    int64_t dx[4] = {0}, dc[3] = {0}, dp[2] = {0}, dt[1] = {0};
+    if ((rc = input(in, in_path, "hidden_states", 4, dx, &x)) < 0 || (rc = input(in, in_path, "encoder_hidden_states", 3, dc, &ctx)) < 0 ||
+        (rc = input(in, in_path, "pooled_projections", 2, dp, &pooled)) < 0 || (rc = input(in, in_path, "timestep", 1, dt, &t)) < 0)
+        goto done;
+    const int64_t B = dx[0];
+    if (B < 1 || dc[0] != B || dp[0] != B || dt[0] != B) {
+        rc = ss_fail(SS_ESHAPE, "%s: batch sizes disagree (hidden_states %lld, encoder_hidden_states %lld, pooled_projections %lld, timestep %lld)",
+                     in_path, (long long)B, (long long)dc[0], (long long)dp[0], (long long)dt[0]);
+        goto done;
+    }
+    if (dx[1] != c->in_channels || dc[2] != c->joint_attention_dim || dp[1] != c->pooled_projection_dim || dc[1] < 1 ||
+        dx[2] > 1 << 16 || dx[3] > 1 << 16 || dc[1] > 1 << 20 || B > 4096) {
+        rc = ss_fail(SS_ESHAPE, "%s: shapes hidden_states [%lld,%lld,%lld,%lld], encoder_hidden_states [%lld,%lld,%lld], "
+                     "pooled_projections [%lld,%lld] do not fit the model (in_channels %d, joint_attention_dim %d, pooled_projection_dim %d)",
+                     in_path, (long long)dx[0], (long long)dx[1], (long long)dx[2], (long long)dx[3], (long long)dc[0], (long long)dc[1],
+                     (long long)dc[2], (long long)dp[0], (long long)dp[1], c->in_channels, c->joint_attention_dim, c->pooled_projection_dim);
+        goto done;
+    }
+    const int Hl = (int)dx[2], Wl = (int)dx[3], S = (int)dc[1], D = m->D, p = c->patch_size, N = (Hl / p) * (Wl / p);
+    out = ss_malloc(sizeof(float) * B * c->out_channels * Hl * Wl);
+    sk = sink_ctx_new();
+    if (!out || !sk) { rc = SS_ENOMEM; goto done; }
+    if ((rc = sink_ctx_set_probe(sk, probe_blocks, nprobe, pq, (int)topk, 1)) < 0) goto done;
+    if (cond_path) sink_ctx_set_condition(sk, &cond);
+    if (dump_blocks && !(dump = ss_calloc((size_t)c->num_layers, sizeof *dump))) { rc = SS_ENOMEM; goto done; }
+    fwd_hooks fh = {.inner = sink_ctx_hooks(sk), .dump = dump};
+    sd3_hooks hk = {.ctx = &fh, .joint_attention = fwd_attention, .block_output = fwd_block_output};
+    if ((rc = sd3_forward(m, out, x, ctx, pooled, t, (int)B, Hl, Wl, S, &hk)) < 0) goto done;
+
+    w = st_writer_new();
+    if (!w) { rc = SS_ENOMEM; goto done; }
+    int64_t so[4] = {B, c->out_channels, Hl, Wl};
+    if ((rc = st_writer_add_f32(w, "sample", ST_F32, 4, so, out)) < 0) goto done;
+    char name[64];
+    for (int i = 0; dump && i < c->num_layers; i++) {
+        int64_t sb[3] = {B, N, D};
+        snprintf(name, sizeof name, "block.%d", i);
+        if ((rc = st_writer_add_f32(w, name, ST_F32, 3, sb, dump[i])) < 0) goto done;
+    }
+    for (int i = 0; i < sink_ctx_record_count(sk); i++) {
+        const sink_record *r = sink_ctx_record(sk, i);
+        if (!r->mass) continue;
+        int64_t sm[3] = {r->B, r->H, r->T};
+        snprintf(name, sizeof name, "mass.%d", r->block);
+        if ((rc = st_writer_add_f32(w, name, ST_F32, 3, sm, r->mass)) < 0) goto done;
+    }
+    if ((rc = st_writer_save(w, out_path)) < 0) goto done;
+    if (nprobe || cond_path) {
+        char def[4200];
+        if (!stats_path) {
+            size_t L = strlen(out_path);
+            const char *ext = ".safetensors";
+            size_t el = strlen(ext);
+            int cut = L > el && !strcmp(out_path + L - el, ext);
+            snprintf(def, sizeof def, "%.*s.stats.json", (int)(cut ? L - el : L), out_path);
+            stats_path = def;
+        }
+        json_t *root = json_object(), *recs = json_array();
+        json_object_set_new(root, "model", json_string(model_dir));
+        json_object_set_new(root, "inputs", json_string(in_path));
+        json_object_set_new(root, "condition", cond_path ? (json_t *)sink_condition_to_json(&cond) : json_null());
+        for (int i = 0; i < sink_ctx_record_count(sk); i++)
+            json_array_append_new(recs, (json_t *)sink_record_to_json(sink_ctx_record(sk, i)));
+        json_object_set_new(root, "records", recs);
+        char tmp[4300];
+        snprintf(tmp, sizeof tmp, "%s.tmp", stats_path);
+        int jr = json_dump_file(root, tmp, JSON_INDENT(1) | JSON_PRESERVE_ORDER | JSON_REAL_PRECISION(9));
+        json_decref(root);
+        if (jr || rename(tmp, stats_path)) {
+            remove(tmp);
+            rc = ss_fail(SS_EIO, "%s: cannot write the statistics", stats_path);
+            goto done;
+        }
+    }
+    exit_code = 0;
+done:
+    if (rc < 0) fprintf(stderr, "sinkscope forward: %s\n", ss_err());
+    for (int i = 0; dump && m && i < m->cfg.num_layers; i++) free(dump[i]);
+    free(dump);
+    st_writer_free(w);
+    sink_ctx_free(sk);
+    free(x); free(ctx); free(pooled); free(t); free(out);
+    st_close(in);
+    sd3_free(m);
+    return exit_code;
+}

@@ -1,0 +1,97 @@
+#include "core/ops.h"
+
+#include <cblas.h>
+#include <math.h>
+
+#include "core/fastmath.h"
+
+void op_linear_ld(float *y, int ldy, const float *x, int ldx, const ss_linear *l, int M) {
+    if (M <= 0) return;
+    if (l->b) {
+#pragma omp parallel for schedule(static) if ((size_t)M * l->out > 65536)
+        for (int i = 0; i < M; i++)
+            for (int o = 0; o < l->out; o++) y[(size_t)i * ldy + o] = l->b[o];
+    }
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, M, l->out, l->in, 1.0f, x, ldx, l->w,
+                l->in, l->b ? 1.0f : 0.0f, y, ldy);
+}
+
+/* Row statistics in double: D is at most a few thousand, so this costs nothing and keeps the
+ * variance accurate for rows with a large mean (massive activations). */
+static void row_moments(const float *x, int D, float eps, float *mean, float *rstd) {
+    double s = 0, ss = 0;
+    for (int j = 0; j < D; j++) s += x[j];
+    double mu = s / D;
+    for (int j = 0; j < D; j++) {
+        double d = x[j] - mu;
+        ss += d * d;
+    }
+    *mean = (float)mu;
+    *rstd = (float)(1.0 / sqrt(ss / D + eps));
+}
+
+void op_layernorm(float *y, const float *x, int M, int D, float eps) {
+#pragma omp parallel for schedule(static)
+    for (int i = 0; i < M; i++) {
+        const float *xi = x + (size_t)i * D;
+        float *yi = y + (size_t)i * D, mu, rs;
+        row_moments(xi, D, eps, &mu, &rs);
+        for (int j = 0; j < D; j++) yi[j] = (xi[j] - mu) * rs;
+    }
+}
+
+void op_ln_modulate(float *y, const float *x, const float *shift, const float *scale, int M, int D,
+                    float eps) {
+#pragma omp parallel for schedule(static)
+    for (int i = 0; i < M; i++) {
+        const float *xi = x + (size_t)i * D;
+        float *yi = y + (size_t)i * D, mu, rs;
+        row_moments(xi, D, eps, &mu, &rs);
+        for (int j = 0; j < D; j++) yi[j] = (xi[j] - mu) * rs * (1.0f + scale[j]) + shift[j];
+    }
+}
+
+void op_rmsnorm_heads(float *x, int ld, const float *w, int M, int H, int dh, float eps) {
+#pragma omp parallel for schedule(static)
+    for (int i = 0; i < M; i++)
+        for (int h = 0; h < H; h++) {
+            float *v = x + (size_t)i * ld + (size_t)h * dh;
+            double ss = 0;
+            for (int d = 0; d < dh; d++) ss += (double)v[d] * v[d];
+            float r = (float)(1.0 / sqrt(ss / dh + eps));
+            for (int d = 0; d < dh; d++) v[d] = v[d] * r * w[d];
+        }
+}
+
+void op_gelu_tanh(float *x, size_t n) {
+#pragma omp parallel for simd schedule(static)
+    for (size_t i = 0; i < n; i++) x[i] = ss_gelu_tanh(x[i]);
+}
+
+void op_silu(float *y, const float *x, size_t n) {
+#pragma omp parallel for simd schedule(static) if (n > 65536)
+    for (size_t i = 0; i < n; i++) y[i] = ss_silu(x[i]);
+}
+
+void op_add_gated(float *y, const float *x, const float *gate, int M, int D) {
+#pragma omp parallel for schedule(static)
+    for (int i = 0; i < M; i++) {
+        float *yi = y + (size_t)i * D;
+        const float *xi = x + (size_t)i * D;
+#pragma omp simd
+        for (int j = 0; j < D; j++) yi[j] += gate[j] * xi[j];
+    }
+}
+
+void op_timestep_embedding(float *out, const float *t, int B, int dim) {
+    int half = dim / 2;
+    for (int b = 0; b < B; b++)
+        for (int k = 0; k < half; k++) {
+            /* diffusers: fp32 exponent, fp32 product; we keep them in double, which is what the
+             * float64 reference computes and within fp32 rounding of the fp32 pipeline. */
+            double freq = exp(-log(10000.0) * k / half);
+            double arg = (double)t[b] * freq;
+            out[(size_t)b * dim + k] = (float)cos(arg);
+            out[(size_t)b * dim + half + k] = (float)sin(arg);
+        }
+}

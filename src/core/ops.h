@@ -1,0 +1,33 @@
+/* ops: the dense layers of a DiT, fp32, output first and dimensions last (llama2.c style).
+ * Matrix products go to BLAS (sgemm); elementwise loops use OpenMP. Rows are tokens. */
+#ifndef SS_OPS_H
+#define SS_OPS_H
+
+#include <stddef.h>
+
+/* A Linear(in, out) layer as diffusers stores it: W [out, in] row-major, b [out] or NULL. */
+typedef struct {
+    const float *w, *b;
+    int in, out;
+} ss_linear;
+
+/* y[M,out] = x[M,in] . W^T + b, with row strides ldy/ldx (in floats). */
+void op_linear_ld(float *y, int ldy, const float *x, int ldx, const ss_linear *l, int M);
+static inline void op_linear(float *y, const float *x, const ss_linear *l, int M) {
+    op_linear_ld(y, l->out, x, l->in, l, M);
+}
+/* LayerNorm over the last dim, no affine, biased variance: y = (x - mean)/sqrt(var + eps). */
+void op_layernorm(float *y, const float *x, int M, int D, float eps);
+/* y = LN(x) * (1 + scale) + shift for M rows sharing one scale/shift vector [D]. */
+void op_ln_modulate(float *y, const float *x, const float *shift, const float *scale, int M, int D,
+                    float eps);
+/* x[M, H*dh] in place: RMSNorm over each head's dh values, times w[dh]. */
+void op_rmsnorm_heads(float *x, int ld, const float *w, int M, int H, int dh, float eps);
+void op_gelu_tanh(float *x, size_t n);
+void op_silu(float *y, const float *x, size_t n);
+/* y[M,D] += gate[D] * x[M,D] (gate broadcast over rows). */
+void op_add_gated(float *y, const float *x, const float *gate, int M, int D);
+/* Sinusoidal embedding, diffusers Timesteps(dim, flip_sin_to_cos=True, shift=0): cos then sin. */
+void op_timestep_embedding(float *out, const float *t, int B, int dim);
+
+#endif

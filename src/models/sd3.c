@@ -1,0 +1,214 @@
+/* SD3Transformer2DModel forward pass (dit-spec.md section 2.3-2.5). */
+#include "models/sd3.h"
+
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "core/err.h"
+
+/* Working buffers of one forward pass, sized for B, N image and S text tokens. */
+typedef struct {
+    float *X, *C;         /* streams [B,N,D], [B,S,D] */
+    float *temb, *stemb;  /* [B,D] conditioning and silu(conditioning) */
+    float *modx, *modc;   /* [B,9D], [B,6D] */
+    float *nx, *nc, *nx2; /* modulated inputs */
+    float *Q, *K, *V, *O; /* joint [B,T,D] */
+    float *ax, *ac;       /* projected attention outputs */
+    float *hid;           /* FF hidden [max(N,S)*B, 4D] */
+    float *tmp;           /* [B*max(N,S), max(D, patch)] */
+} work;
+
+static void work_free(work *w) {
+    float **p = (float **)w;
+    for (size_t i = 0; i < sizeof *w / sizeof(float *); i++) free(p[i]);
+}
+
+static int work_alloc(work *w, int B, int N, int S, int D, int patch) {
+    memset(w, 0, sizeof *w);
+    const size_t T = (size_t)N + S, NS = N > S ? N : S, wide = D > patch ? D : patch;
+    struct { float **p; size_t n; } plan[] = {
+        {&w->X, (size_t)B * N * D}, {&w->C, (size_t)B * S * D}, {&w->temb, (size_t)B * D},
+        {&w->stemb, (size_t)B * D}, {&w->modx, (size_t)B * 9 * D}, {&w->modc, (size_t)B * 6 * D},
+        {&w->nx, (size_t)B * N * D}, {&w->nc, (size_t)B * S * D}, {&w->nx2, (size_t)B * N * D},
+        {&w->Q, B * T * D}, {&w->K, B * T * D}, {&w->V, B * T * D}, {&w->O, B * T * D},
+        {&w->ax, (size_t)B * N * D}, {&w->ac, (size_t)B * S * D}, {&w->hid, B * NS * 4 * D},
+        {&w->tmp, B * NS * wide},
+    };
+    for (size_t i = 0; i < sizeof plan / sizeof plan[0]; i++) {
+        *plan[i].p = malloc(sizeof(float) * (plan[i].n ? plan[i].n : 1));
+        if (!*plan[i].p) {
+            work_free(w);
+            return ss_fail(SS_ENOMEM, "forward: out of memory (B=%d, N=%d, S=%d, D=%d)", B, N, S, D);
+        }
+    }
+    return 0;
+}
+
+/* x += gate * FF(LN(x)(1+scale)+shift) for M rows of one batch element. */
+static void ff_residual(float *x, const float *shift, const float *scale, const float *gate,
+                        const ss_linear *f1, const ss_linear *f2, float *tmp, float *hid, int M, int D) {
+    op_ln_modulate(tmp, x, shift, scale, M, D, 1e-6f);
+    op_linear(hid, tmp, f1, M);
+    op_gelu_tanh(hid, (size_t)M * f1->out);
+    op_linear(tmp, hid, f2, M);
+    op_add_gated(x, tmp, gate, M, D);
+}
+
+static int block_forward(const sd3_model *m, int i, work *w, int B, int N, int S, const sd3_hooks *hk) {
+    const sd3_block *bk = &m->blocks[i];
+    const int D = m->D, H = m->cfg.num_heads, dh = m->cfg.head_dim, T = N + S;
+    const int nmx = bk->dual ? 9 : 6, nmc = bk->last ? 2 : 6;
+    op_linear(w->modx, w->stemb, &bk->norm1, B);
+    op_linear(w->modc, w->stemb, &bk->norm1_ctx, B);
+    for (int b = 0; b < B; b++) {
+        const float *mx = w->modx + (size_t)b * nmx * D, *mc = w->modc + (size_t)b * nmc * D;
+        const float *xb = w->X + (size_t)b * N * D, *cb = w->C + (size_t)b * S * D;
+        op_ln_modulate(w->nx + (size_t)b * N * D, xb, mx + 0 * D, mx + 1 * D, N, D, 1e-6f);
+        if (bk->dual) op_ln_modulate(w->nx2 + (size_t)b * N * D, xb, mx + 6 * D, mx + 7 * D, N, D, 1e-6f);
+        if (bk->last) /* AdaLayerNormContinuous: scale rows first, then shift */
+            op_ln_modulate(w->nc + (size_t)b * S * D, cb, mc + 1 * D, mc + 0 * D, S, D, 1e-6f);
+        else
+            op_ln_modulate(w->nc + (size_t)b * S * D, cb, mc + 0 * D, mc + 1 * D, S, D, 1e-6f);
+        /* Joint Q/K/V rows: image tokens first, then text, per batch element. */
+        const size_t jo = (size_t)b * T * D, io = jo + (size_t)N * D;
+        op_linear(w->Q + jo, w->nx + (size_t)b * N * D, &bk->q, N);
+        op_linear(w->K + jo, w->nx + (size_t)b * N * D, &bk->k, N);
+        op_linear(w->V + jo, w->nx + (size_t)b * N * D, &bk->v, N);
+        op_linear(w->Q + io, w->nc + (size_t)b * S * D, &bk->add_q, S);
+        op_linear(w->K + io, w->nc + (size_t)b * S * D, &bk->add_k, S);
+        op_linear(w->V + io, w->nc + (size_t)b * S * D, &bk->add_v, S);
+        if (bk->norm_q) {
+            op_rmsnorm_heads(w->Q + jo, D, bk->norm_q, N, H, dh, 1e-6f);
+            op_rmsnorm_heads(w->K + jo, D, bk->norm_k, N, H, dh, 1e-6f);
+            op_rmsnorm_heads(w->Q + io, D, bk->norm_added_q, S, H, dh, 1e-6f);
+            op_rmsnorm_heads(w->K + io, D, bk->norm_added_k, S, H, dh, 1e-6f);
+        }
+    }
+    attn_args a = {.B = B, .H = H, .dh = dh, .T = T, .ld = D, .n_img = N,
+                   .q = w->Q, .k = w->K, .v = w->V, .out = w->O};
+    int rc = hk && hk->joint_attention ? hk->joint_attention(hk->ctx, i, &a) : attn_forward(&a, NULL);
+    if (rc < 0) return rc;
+    for (int b = 0; b < B; b++) {
+        const float *mx = w->modx + (size_t)b * nmx * D;
+        const size_t jo = (size_t)b * T * D;
+        op_linear(w->ax + (size_t)b * N * D, w->O + jo, &bk->out, N);
+        op_add_gated(w->X + (size_t)b * N * D, w->ax + (size_t)b * N * D, mx + 2 * D, N, D);
+        if (!bk->last) op_linear(w->ac + (size_t)b * S * D, w->O + jo + (size_t)N * D, &bk->add_out, S);
+    }
+    if (bk->dual) { /* attn2: image-only self-attention on nx2, after the joint residual */
+        op_linear(w->Q, w->nx2, &bk->q2, B * N);
+        op_linear(w->K, w->nx2, &bk->k2, B * N);
+        op_linear(w->V, w->nx2, &bk->v2, B * N);
+        if (bk->norm_q2) {
+            op_rmsnorm_heads(w->Q, D, bk->norm_q2, B * N, H, dh, 1e-6f);
+            op_rmsnorm_heads(w->K, D, bk->norm_k2, B * N, H, dh, 1e-6f);
+        }
+        attn_args a2 = {.B = B, .H = H, .dh = dh, .T = N, .ld = D, .n_img = N,
+                        .q = w->Q, .k = w->K, .v = w->V, .out = w->O};
+        if ((rc = attn_forward(&a2, NULL)) < 0) return rc;
+        op_linear(w->ax, w->O, &bk->out2, B * N);
+        for (int b = 0; b < B; b++)
+            op_add_gated(w->X + (size_t)b * N * D, w->ax + (size_t)b * N * D, w->modx + (size_t)b * 9 * D + 8 * D, N, D);
+    }
+    for (int b = 0; b < B; b++) {
+        const float *mx = w->modx + (size_t)b * nmx * D;
+        ff_residual(w->X + (size_t)b * N * D, mx + 3 * D, mx + 4 * D, mx + 5 * D, &bk->ff1, &bk->ff2, w->tmp,
+                    w->hid, N, D);
+        if (bk->last) continue;
+        const float *mc = w->modc + (size_t)b * 6 * D;
+        float *cb = w->C + (size_t)b * S * D;
+        op_add_gated(cb, w->ac + (size_t)b * S * D, mc + 2 * D, S, D);
+        ff_residual(cb, mc + 3 * D, mc + 4 * D, mc + 5 * D, &bk->cff1, &bk->cff2, w->tmp, w->hid, S, D);
+    }
+    if (hk && hk->block_output && (rc = hk->block_output(hk->ctx, i, w->X, B, N, D)) < 0) return rc;
+    return 0;
+}
+
+int sd3_forward(const sd3_model *m, float *out, const float *x, const float *ctx, const float *pooled,
+                const float *t, int B, int Hl, int Wl, int S, const sd3_hooks *hooks) {
+    const sd3_config *c = &m->cfg;
+    const int p = c->patch_size, D = m->D, M = c->pos_embed_max_size, Cin = c->in_channels;
+    if (B < 1 || S < 1 || Hl < p || Wl < p || Hl % p || Wl % p)
+        return ss_fail(SS_ESHAPE, "forward: latent %dx%d must be a positive multiple of the patch size %d (B=%d, S=%d)",
+                       Hl, Wl, p, B, S);
+    const int h = Hl / p, wd = Wl / p, N = h * wd;
+    if (h > M || wd > M)
+        return ss_fail(SS_ESHAPE, "forward: a latent of %dx%d gives a %dx%d patch grid, larger than pos_embed_max_size %d",
+                       Hl, Wl, h, wd, M);
+    work w;
+    int rc = work_alloc(&w, B, N, S, D, Cin * p * p);
+    if (rc < 0) return rc;
+    /* 1. patch embedding: gather (c, py, px) patch vectors, then one matrix product */
+    for (int b = 0; b < B; b++)
+        for (int r = 0; r < h; r++)
+            for (int q = 0; q < wd; q++) {
+                float *pv = w.tmp + ((size_t)b * N + (size_t)r * wd + q) * Cin * p * p;
+                for (int ci = 0; ci < Cin; ci++)
+                    for (int py = 0; py < p; py++)
+                        for (int px = 0; px < p; px++)
+                            pv[(ci * p + py) * p + px] = x[(((size_t)b * Cin + ci) * Hl + r * p + py) * Wl + q * p + px];
+            }
+    op_linear(w.X, w.tmp, &m->patch, B * N);
+    /* 2. centre crop of the position table */
+    const int top = (M - h) / 2, left = (M - wd) / 2;
+    for (int b = 0; b < B; b++)
+        for (int r = 0; r < h; r++)
+            for (int q = 0; q < wd; q++) {
+                float *xr = w.X + ((size_t)b * N + (size_t)r * wd + q) * D;
+                const float *pr = m->pos_table + ((size_t)(top + r) * M + left + q) * D;
+                for (int d = 0; d < D; d++) xr[d] += pr[d];
+            }
+    /* 3. conditioning: temb = TimestepEmbedding(sinusoid(t)) + TextProj(pooled) */
+    float *temb0 = w.tmp; /* [B,256] */
+    op_timestep_embedding(temb0, t, B, 256);
+    op_linear(w.modx, temb0, &m->t1, B);
+    op_silu(w.modx, w.modx, (size_t)B * D);
+    op_linear(w.temb, w.modx, &m->t2, B);
+    op_linear(w.modx, pooled, &m->p1, B);
+    op_silu(w.modx, w.modx, (size_t)B * D);
+    op_linear(w.modc, w.modx, &m->p2, B);
+    for (size_t i = 0; i < (size_t)B * D; i++) w.temb[i] += w.modc[i];
+    op_silu(w.stemb, w.temb, (size_t)B * D);
+    op_linear(w.C, ctx, &m->ctx_embed, B * S);
+    /* 4. blocks */
+    for (int i = 0; i < c->num_layers && rc == 0; i++) rc = block_forward(m, i, &w, B, N, S, hooks);
+    if (rc == 0) {
+        /* 5. final layer: AdaLayerNormContinuous (scale, shift), then proj_out */
+        const int Cout = c->out_channels, pp = p * p * Cout;
+        op_linear(w.modx, w.stemb, &m->norm_out, B);
+        for (int b = 0; b < B; b++)
+            op_ln_modulate(w.nx + (size_t)b * N * D, w.X + (size_t)b * N * D, w.modx + (size_t)b * 2 * D + D,
+                           w.modx + (size_t)b * 2 * D, N, D, 1e-6f);
+        op_linear(w.hid, w.nx, &m->proj_out, B * N);
+        /* 6. unpatchify: channel (py*p + px)*Cout + c inside a token */
+        for (int b = 0; b < B; b++)
+            for (int r = 0; r < h; r++)
+                for (int q = 0; q < wd; q++) {
+                    const float *y = w.hid + ((size_t)b * N + (size_t)r * wd + q) * pp;
+                    for (int py = 0; py < p; py++)
+                        for (int px = 0; px < p; px++)
+                            for (int co = 0; co < Cout; co++)
+                                out[(((size_t)b * Cout + co) * Hl + r * p + py) * Wl + q * p + px] =
+                                    y[(py * p + px) * Cout + co];
+                }
+    }
+    work_free(&w);
+    return rc;
+}
+
+double sd3_forward_flops(const sd3_config *c, int B, int Hl, int Wl, int S) {
+    const double D = (double)c->num_heads * c->head_dim, p = c->patch_size;
+    const double N = (Hl / p) * (Wl / p), T = N + S;
+    double f = 2 * N * D * c->in_channels * p * p + 2 * S * D * c->joint_attention_dim;
+    for (int i = 0; i < c->num_layers; i++) {
+        const int last = i == c->num_layers - 1;
+        f += 2 * T * D * D * 3;                 /* q, k, v of both streams */
+        f += 2 * (N + (last ? 0 : S)) * D * D;  /* output projections */
+        f += 2 * 2 * T * T * D;                 /* QK^T and PV */
+        f += 2 * (N + (last ? 0 : S)) * D * 4 * D * 2; /* feed-forwards */
+        if (c->dual[i]) f += 2 * N * D * D * 4 + 2 * 2 * N * N * D;
+    }
+    f += 2 * N * D * p * p * c->out_channels;
+    return f * B;
+}

@@ -1,0 +1,88 @@
+/* sd3: diffusers' SD3Transformer2DModel (SD3-medium, SD3.5-large, SD3.5-medium), fp32 compute.
+ *
+ * A model is a plain struct: the config plus pointers to each weight. F32 weights point into the
+ * mmapped safetensors file (no copy); F16/BF16 weights are converted once into a single fp32
+ * arena and the file is unmapped, so a BF16 checkpoint costs its fp32 size and no more.
+ *
+ *   sd3_model *m; if (sd3_load(&m, "path/to/transformer") < 0) die(ss_err());
+ *   sd3_forward(m, out, latents, ctx, pooled, t, B, Hl, Wl, S, NULL);
+ *   sd3_free(m);
+ *
+ * See shared/docs/dit-spec.md section 2 for the architecture this follows.
+ */
+#ifndef SS_SD3_H
+#define SS_SD3_H
+
+#include <stdint.h>
+
+#include "core/attn.h"
+#include "core/ops.h"
+
+#define SD3_MAX_LAYERS 256
+
+typedef struct {
+    int sample_size, patch_size, in_channels, out_channels;
+    int num_layers, head_dim, num_heads;
+    int joint_attention_dim, caption_projection_dim, pooled_projection_dim, pos_embed_max_size;
+    int qk_norm;                       /* 0 none, 1 rms_norm */
+    uint8_t dual[SD3_MAX_LAYERS];      /* dual_attention_layers membership */
+} sd3_config;
+
+typedef struct {
+    int dual, last;
+    ss_linear norm1, norm1_ctx;                 /* [6D|9D, D], [6D|2D, D] */
+    ss_linear q, k, v, add_q, add_k, add_v;
+    ss_linear out, add_out;                     /* add_out.w == NULL in the last block */
+    const float *norm_q, *norm_k, *norm_added_q, *norm_added_k; /* [dh] or NULL */
+    ss_linear q2, k2, v2, out2;                 /* attn2 (dual blocks) */
+    const float *norm_q2, *norm_k2;
+    ss_linear ff1, ff2, cff1, cff2;             /* cff*.w == NULL in the last block */
+} sd3_block;
+
+typedef struct sd3_model {
+    sd3_config cfg;
+    int D;
+    const float *pos_table; /* [M*M, D] */
+    ss_linear patch;        /* conv as a linear over (c, py, px) patch vectors: [D, C*p*p] */
+    ss_linear t1, t2, p1, p2, ctx_embed, norm_out, proj_out;
+    sd3_block *blocks;
+    /* storage */
+    void *files;  /* st_set *, kept while F32 weights point into it */
+    float *arena; /* converted weights */
+} sd3_model;
+
+/* Parse a diffusers config.json; errors name the file and field. */
+int sd3_config_load(sd3_config *cfg, const char *path);
+int sd3_config_save(const sd3_config *cfg, const char *path);
+/* Calls fn for every tensor the config implies, with its diffusers name and shape. */
+int sd3_enumerate_tensors(const sd3_config *cfg,
+                          void (*fn)(void *ctx, const char *name, int ndim, const int64_t *shape), void *ctx);
+/* Load a transformer folder (config.json + diffusion_pytorch_model*.safetensors). Every expected
+ * tensor is checked for presence, dtype and shape before anything is computed. */
+int sd3_load(sd3_model **out, const char *dir);
+void sd3_free(sd3_model *m);
+
+/* Callbacks the sink probe and interventions attach to. All optional. */
+typedef struct {
+    void *ctx;
+    /* Replaces the plain attn_forward of block `block`'s joint attention. Tokens: image first. */
+    int (*joint_attention)(void *ctx, int block, const attn_args *a);
+    /* Sees the image stream [B, N, D] after each block. */
+    int (*block_output)(void *ctx, int block, const float *x, int B, int N, int D);
+} sd3_hooks;
+
+/* out [B, Cout, Hl, Wl] = velocity prediction. x [B, Cin, Hl, Wl], ctx [B, S, J], pooled [B, P],
+ * t [B] raw scheduler timesteps in [0, 1000]. Hl and Wl must be even, Hl/2 and Wl/2 <= M. */
+int sd3_forward(const sd3_model *m, float *out, const float *x, const float *ctx, const float *pooled,
+                const float *t, int B, int Hl, int Wl, int S, const sd3_hooks *hooks);
+
+/* Write a random-weight model folder (config.json + diffusion_pytorch_model.safetensors) with
+ * weights stored as `dtype` (an st_dtype: F32, F16 or BF16). */
+int sd3_init_random(const sd3_config *cfg, const char *dir, uint64_t seed, int dtype);
+/* The 2D sin-cos position table of dit-spec 2.6 over an M x M grid, [M*M, D]. */
+void sd3_sincos_table(float *out, int M, int D, double base_size, double interp);
+
+/* Floating-point operations of one forward pass (matrix products and attention). */
+double sd3_forward_flops(const sd3_config *c, int B, int Hl, int Wl, int S);
+
+#endif

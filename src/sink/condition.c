@@ -1,0 +1,242 @@
+#include "sink/condition.h"
+
+#include <jansson.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "core/err.h"
+
+static const char *const TOKENS[] = {"all", "text", "image"};
+static const char *const SELECTS[] = {"topk", "fixed", "random"};
+static const char *const VALUES[] = {"zero", "mean", "lerp"};
+
+const char *sink_tokens_name(sink_tokens t) { return TOKENS[t]; }
+
+static int enum_field(json_t *v, const char *where, const char *key, const char *const *names, int n, int *out) {
+    if (!json_is_string(v)) return ss_fail(SS_EFORMAT, "%s: field '%s' must be a string", where, key);
+    for (int i = 0; i < n; i++)
+        if (!strcmp(json_string_value(v), names[i])) {
+            *out = i;
+            return 0;
+        }
+    char opts[128] = "";
+    for (int i = 0; i < n; i++) snprintf(opts + strlen(opts), sizeof opts - strlen(opts), "%s%s", i ? ", " : "", names[i]);
+    return ss_fail(SS_EFORMAT, "%s: field '%s' is \"%s\"; expected one of: %s", where, key, json_string_value(v), opts);
+}
+
+static int num_field(json_t *v, const char *where, const char *key, double lo, double hi, double *out) {
+    if (!json_is_number(v)) return ss_fail(SS_EFORMAT, "%s: field '%s' must be a number", where, key);
+    double x = json_number_value(v);
+    if (!(x >= lo && x <= hi)) return ss_fail(SS_EFORMAT, "%s: field '%s' = %g is outside [%g, %g]", where, key, x, lo, hi);
+    *out = x;
+    return 0;
+}
+
+static int int_list(json_t *v, const char *where, const char *key, int maxn, int hi, int *dst, int *n) {
+    if (!json_is_array(v)) return ss_fail(SS_EFORMAT, "%s: field '%s' must be a list of integers", where, key);
+    if ((int)json_array_size(v) > maxn)
+        return ss_fail(SS_EFORMAT, "%s: field '%s' has %zu entries, at most %d allowed", where, key, json_array_size(v), maxn);
+    size_t i;
+    json_t *e;
+    json_array_foreach(v, i, e) {
+        if (!json_is_integer(e) || json_integer_value(e) < 0 || json_integer_value(e) > hi)
+            return ss_fail(SS_EFORMAT, "%s: field '%s'[%zu] must be an integer in [0, %d]", where, key, i, hi);
+        for (size_t j = 0; j < i; j++)
+            if (dst[j] == (int)json_integer_value(e))
+                return ss_fail(SS_EFORMAT, "%s: field '%s' lists %d twice", where, key, dst[j]);
+        dst[i] = (int)json_integer_value(e);
+    }
+    *n = (int)json_array_size(v);
+    return 0;
+}
+
+int sink_condition_from_json(sink_condition *c, const void *vobj, const char *where) {
+    json_t *obj = (json_t *)vobj;
+    memset(c, 0, sizeof *c);
+    c->select = SEL_TOPK;
+    c->k = 1;
+    c->keys = TOK_ALL;
+    c->queries = TOK_IMAGE;
+    c->eta = 0.0f;
+    c->value = VAL_ZERO;
+    c->alpha = 0.5f;
+    c->step_hi = 1.0;
+    if (!json_is_object(obj)) return ss_fail(SS_EFORMAT, "%s: a condition must be a JSON object", where);
+    int have_layers = 0, have_k = 0, have_value = 0, have_alpha = 0, have_eta = 0, have_indices = 0, rc = 0;
+    const char *key;
+    json_t *v;
+    json_object_foreach(obj, key, v) {
+        int e = 0;
+        double x = 0;
+        if (!strcmp(key, "name")) {
+            if (!json_is_string(v)) return ss_fail(SS_EFORMAT, "%s: field 'name' must be a string", where);
+            if (strlen(json_string_value(v)) >= sizeof c->name)
+                return ss_fail(SS_EFORMAT, "%s: field 'name' is longer than %zu characters", where, sizeof c->name - 1);
+            snprintf(c->name, sizeof c->name, "%s", json_string_value(v));
+        } else if (!strcmp(key, "layers")) {
+            if ((rc = int_list(v, where, key, COND_MAX_LAYERS, COND_MAX_LAYERS - 1, c->layers, &c->n_layers))) return rc;
+            have_layers = 1;
+        } else if (!strcmp(key, "select")) {
+            if ((rc = enum_field(v, where, key, SELECTS, 3, &e))) return rc;
+            c->select = (sink_select)e;
+        } else if (!strcmp(key, "k")) {
+            if (!json_is_integer(v) || json_integer_value(v) < 1 || json_integer_value(v) > COND_MAX_K)
+                return ss_fail(SS_EFORMAT, "%s: field 'k' must be an integer in [1, %d]", where, COND_MAX_K);
+            c->k = (int)json_integer_value(v);
+            have_k = 1;
+        } else if (!strcmp(key, "rank_by")) {
+            static const char *const R[] = {"head", "union"};
+            if ((rc = enum_field(v, where, key, R, 2, &c->rank_union))) return rc;
+        } else if (!strcmp(key, "indices")) {
+            if ((rc = int_list(v, where, key, COND_MAX_K, 1 << 30, c->indices, &c->n_indices))) return rc;
+            have_indices = 1;
+        } else if (!strcmp(key, "keys") || !strcmp(key, "queries")) {
+            if ((rc = enum_field(v, where, key, TOKENS, 3, &e))) return rc;
+            if (key[0] == 'k') c->keys = (sink_tokens)e;
+            else c->queries = (sink_tokens)e;
+        } else if (!strcmp(key, "path")) {
+            static const char *const P[] = {"score", "value"};
+            if ((rc = enum_field(v, where, key, P, 2, &c->value_path))) return rc;
+        } else if (!strcmp(key, "eta")) {
+            if ((rc = num_field(v, where, key, 0, 1, &x))) return rc;
+            c->eta = (float)x;
+            have_eta = 1;
+        } else if (!strcmp(key, "value")) {
+            if ((rc = enum_field(v, where, key, VALUES, 3, &e))) return rc;
+            c->value = (sink_value)e;
+            have_value = 1;
+        } else if (!strcmp(key, "alpha")) {
+            if ((rc = num_field(v, where, key, 0, 1, &x))) return rc;
+            c->alpha = (float)x;
+            have_alpha = 1;
+        } else if (!strcmp(key, "steps")) {
+            if (!json_is_array(v) || json_array_size(v) != 2)
+                return ss_fail(SS_EFORMAT, "%s: field 'steps' must be a list [a, b] of normalized times in [0, 1]", where);
+            if ((rc = num_field(json_array_get(v, 0), where, "steps[0]", 0, 1, &c->step_lo)) ||
+                (rc = num_field(json_array_get(v, 1), where, "steps[1]", 0, 1, &c->step_hi)))
+                return rc;
+            if (c->step_lo > c->step_hi)
+                return ss_fail(SS_EFORMAT, "%s: field 'steps' = [%g, %g] has a > b", where, c->step_lo, c->step_hi);
+        } else if (!strcmp(key, "seed")) {
+            if (!json_is_integer(v) || json_integer_value(v) < 0)
+                return ss_fail(SS_EFORMAT, "%s: field 'seed' must be a non-negative integer", where);
+            c->seed = (uint64_t)json_integer_value(v);
+        } else if (!strcmp(key, "min_topk_margin") || !strcmp(key, "description")) {
+            /* informational (the fixtures record the ranking margin) */
+        } else {
+            return ss_fail(SS_EFORMAT, "%s: unknown field '%s'", where, key);
+        }
+    }
+    if (!have_layers) return ss_fail(SS_EFORMAT, "%s: missing field 'layers' (use [] for a no-op)", where);
+    if (c->select == SEL_FIXED) {
+        if (!have_indices || c->n_indices == 0)
+            return ss_fail(SS_EFORMAT, "%s: select \"fixed\" needs a non-empty field 'indices'", where);
+        if (have_k && c->k != c->n_indices)
+            return ss_fail(SS_EFORMAT, "%s: field 'k' = %d does not match the %d 'indices'", where, c->k, c->n_indices);
+        c->k = c->n_indices;
+    } else if (have_indices) {
+        return ss_fail(SS_EFORMAT, "%s: field 'indices' is only valid with select \"fixed\"", where);
+    }
+    if (c->value_path && have_eta) return ss_fail(SS_EFORMAT, "%s: field 'eta' is only valid with path \"score\"", where);
+    if (!c->value_path && (have_value || have_alpha))
+        return ss_fail(SS_EFORMAT, "%s: fields 'value'/'alpha' are only valid with path \"value\"", where);
+    if (c->value_path && !have_value) return ss_fail(SS_EFORMAT, "%s: path \"value\" needs field 'value'", where);
+    if (c->value_path && c->value == VAL_LERP && !have_alpha)
+        return ss_fail(SS_EFORMAT, "%s: value \"lerp\" needs field 'alpha'", where);
+    return 0;
+}
+
+static json_t *load_json(const char *path) {
+    json_error_t je;
+    json_t *root = json_load_file(path, JSON_REJECT_DUPLICATES, &je);
+    if (!root) {
+        FILE *f = fopen(path, "rb");
+        if (!f) ss_fail(SS_EIO, "%s: cannot open", path);
+        else {
+            fclose(f);
+            ss_fail(SS_EFORMAT, "%s: not valid JSON (line %d, column %d: %s)", path, je.line, je.column, je.text);
+        }
+    }
+    return root;
+}
+
+int sink_condition_load(sink_condition *c, const char *path) {
+    json_t *root = load_json(path);
+    if (!root) return SS_EFORMAT;
+    int rc = sink_condition_from_json(c, root, path);
+    json_decref(root);
+    return rc;
+}
+
+int sink_condition_list_load(sink_condition **out, int *n, const char *path) {
+    *out = NULL;
+    *n = 0;
+    json_t *root = load_json(path);
+    if (!root) return SS_EFORMAT;
+    int rc = 0;
+    if (json_is_object(root)) {
+        *out = ss_malloc(sizeof **out);
+        if (!*out) rc = SS_ENOMEM;
+        else if ((rc = sink_condition_from_json(*out, root, path)) == 0) *n = 1;
+    } else if (json_is_array(root)) {
+        size_t m = json_array_size(root);
+        *out = ss_calloc(m ? m : 1, sizeof **out);
+        if (!*out) rc = SS_ENOMEM;
+        for (size_t i = 0; rc == 0 && i < m; i++) {
+            char where[600];
+            snprintf(where, sizeof where, "%s: condition %zu", path, i);
+            rc = sink_condition_from_json(&(*out)[i], json_array_get(root, i), where);
+        }
+        if (rc == 0) *n = (int)m;
+    } else {
+        rc = ss_fail(SS_EFORMAT, "%s: expected a condition object or a list of them", path);
+    }
+    if (rc) {
+        free(*out);
+        *out = NULL;
+    }
+    json_decref(root);
+    return rc;
+}
+
+void *sink_condition_to_json(const sink_condition *c) {
+    json_t *o = json_object(), *layers = json_array();
+    json_object_set_new(o, "name", json_string(c->name));
+    for (int i = 0; i < c->n_layers; i++) json_array_append_new(layers, json_integer(c->layers[i]));
+    json_object_set_new(o, "layers", layers);
+    json_object_set_new(o, "select", json_string(SELECTS[c->select]));
+    json_object_set_new(o, "k", json_integer(c->k));
+    json_object_set_new(o, "rank_by", json_string(c->rank_union ? "union" : "head"));
+    if (c->select == SEL_FIXED) {
+        json_t *ix = json_array();
+        for (int i = 0; i < c->n_indices; i++) json_array_append_new(ix, json_integer(c->indices[i]));
+        json_object_set_new(o, "indices", ix);
+    }
+    json_object_set_new(o, "keys", json_string(TOKENS[c->keys]));
+    json_object_set_new(o, "queries", json_string(TOKENS[c->queries]));
+    json_object_set_new(o, "path", json_string(c->value_path ? "value" : "score"));
+    if (c->value_path) {
+        json_object_set_new(o, "value", json_string(VALUES[c->value]));
+        if (c->value == VAL_LERP) json_object_set_new(o, "alpha", json_real(c->alpha));
+    } else {
+        json_object_set_new(o, "eta", json_real(c->eta));
+    }
+    json_t *st = json_array();
+    json_array_append_new(st, json_real(c->step_lo));
+    json_array_append_new(st, json_real(c->step_hi));
+    json_object_set_new(o, "steps", st);
+    json_object_set_new(o, "seed", json_integer((json_int_t)c->seed));
+    return o;
+}
+
+int sink_condition_has_layer(const sink_condition *c, int block) {
+    for (int i = 0; i < c->n_layers; i++)
+        if (c->layers[i] == block) return 1;
+    return 0;
+}
+
+int sink_condition_active(const sink_condition *c, double tfrac) {
+    return tfrac < 0 || (tfrac >= c->step_lo - 1e-12 && tfrac <= c->step_hi + 1e-12);
+}

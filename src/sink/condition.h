@@ -1,0 +1,53 @@
+/* condition: one intervention, as a value type parsed from the JSON schema of
+ * shared/fixtures/README.md plus `steps` and `seed`. The CLI (`forward --condition`), the sampler
+ * and experiment lists (`run`) all use this one parser.
+ *
+ *   {"name": "A1", "layers": [12], "select": "topk", "k": 1, "rank_by": "head", "keys": "all",
+ *    "queries": "image", "path": "score", "eta": 0.0, "steps": [0.0, 1.0]}
+ *
+ * Unknown fields, wrong types and out-of-range values are rejected; the error names the field.
+ */
+#ifndef SS_CONDITION_H
+#define SS_CONDITION_H
+
+#include <stdint.h>
+
+#define COND_MAX_LAYERS 256
+#define COND_MAX_K 64
+
+typedef enum { SEL_TOPK, SEL_FIXED, SEL_RANDOM } sink_select;
+typedef enum { TOK_ALL, TOK_TEXT, TOK_IMAGE } sink_tokens;
+typedef enum { VAL_ZERO, VAL_MEAN, VAL_LERP } sink_value;
+
+typedef struct {
+    char name[128];
+    int n_layers;
+    int layers[COND_MAX_LAYERS];
+    sink_select select;
+    int k;
+    int rank_union;     /* rank_by: 0 head, 1 union */
+    int n_indices;
+    int indices[COND_MAX_K];
+    sink_tokens keys, queries;
+    int value_path;     /* path: 0 score, 1 value */
+    float eta;
+    sink_value value;
+    float alpha;
+    double step_lo, step_hi; /* window of normalized denoising time t/T, 0 = noisiest step */
+    uint64_t seed;
+} sink_condition;
+
+/* obj is a jansson json_t *; `where` prefixes errors (e.g. "cond.json: conditions[2]"). */
+int sink_condition_from_json(sink_condition *c, const void *obj, const char *where);
+/* A file holding one condition object. */
+int sink_condition_load(sink_condition *c, const char *path);
+/* A file holding a list of condition objects (or one object). *out is malloc'ed. */
+int sink_condition_list_load(sink_condition **out, int *n, const char *path);
+/* A new jansson object (json_t *) that parses back to the same condition. */
+void *sink_condition_to_json(const sink_condition *c);
+int sink_condition_has_layer(const sink_condition *c, int block);
+/* Does the condition act at normalized time tfrac? (tfrac < 0: not sampling, always yes) */
+int sink_condition_active(const sink_condition *c, double tfrac);
+const char *sink_tokens_name(sink_tokens t);
+
+#endif
