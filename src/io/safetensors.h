@@ -48,6 +48,9 @@ int st_count(const st_file *f);
 const st_tensor *st_get(const st_file *f, int i);
 const st_tensor *st_find(const st_file *f, const char *name); /* NULL if absent (no error set) */
 const char *st_metadata(const st_file *f, const char *key);  /* __metadata__ value or NULL */
+/* Parse a safetensors image already in memory (same validation as st_open). `buf` must outlive
+ * the st_file: tensors point into it. `label` stands for the path in messages and st_tensor.file. */
+int st_open_memory(st_file **out, const void *buf, size_t n, const char *label);
 
 /* ---- a model folder: a single file, or shards listed by an index.json ---- */
 typedef struct st_set st_set;
