@@ -22,7 +22,10 @@ int ss_err_prefix(int code, const char *fmt, ...) {
     vsnprintf(pre, sizeof pre, fmt, ap);
     va_end(ap);
     memcpy(old, g_err, sizeof old);
-    snprintf(g_err, sizeof g_err, "%s%s", pre, old);
+    size_t n = strlen(pre);
+    if (n >= sizeof g_err) n = sizeof g_err - 1;
+    memcpy(g_err, pre, n);
+    snprintf(g_err + n, sizeof g_err - n, "%.*s", (int)(sizeof g_err - n - 1), old);
     return code;
 }
 
