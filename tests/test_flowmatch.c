@@ -91,6 +91,7 @@ static void test_spec_values(void **st) {
     assert_true(fabs(s.sigmas[1] - 0.98738062) < 1e-8);
     assert_true(fabs(s.sigmas[27] - 0.00892857) < 1e-8);
     assert_true(fabs(s.timesteps[27] - 8.928572) < 1e-5);
+    fm_free(&s);
     /* schnell: no dynamic shift, shift 1 -> plain linear sigmas */
     fm_config_default(&c);
     double sig[4], mu = 1.15;

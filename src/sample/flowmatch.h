@@ -39,6 +39,7 @@ void fm_config_default(fm_config *c);
  * stochastic_sampling, a non-exponential time_shift_type) are rejected when set. */
 int fm_config_load(fm_config *c, const char *path);
 
+/* Starts an empty schedule (does not free a previous one: call fm_free first). */
 int fm_init(fm_sched *s, const fm_config *c);
 /* sigmas: NULL (SD3 path: linspace between sigma_max and sigma_min) or n explicit sigmas
  * (FLUX path). mu: required iff use_dynamic_shifting. Replaces any previous schedule. */
