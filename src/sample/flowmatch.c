@@ -1,6 +1,8 @@
 #include "sample/flowmatch.h"
 
+#include <errno.h>
 #include <jansson.h>
+#include <stdio.h>
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
@@ -65,10 +67,21 @@ static int check_unsupported(json_t *root, const char *path) {
     return 0;
 }
 
-int fm_config_load(fm_config *c, const char *path) {
+/* Parses a JSON file; open failures and syntax errors get different messages and codes. */
+static int load_json(const char *path, json_t **out) {
+    FILE *f = fopen(path, "rb");
+    if (!f) return ss_fail(SS_EIO, "%s: cannot open: %s", path, strerror(errno));
     json_error_t je;
-    json_t *root = json_load_file(path, 0, &je);
-    if (!root) return ss_fail(SS_EIO, "%s: cannot read JSON (line %d: %s)", path, je.line, je.text);
+    *out = json_loadf(f, 0, &je);
+    fclose(f);
+    if (!*out) return ss_fail(SS_EFORMAT, "%s: invalid JSON at line %d: %s", path, je.line, je.text);
+    return 0;
+}
+
+int fm_config_load(fm_config *c, const char *path) {
+    json_t *root = NULL;
+    int err = load_json(path, &root);
+    if (err < 0) return err;
     fm_config t;
     fm_config_default(&t);
     int rc = SS_EFORMAT;

@@ -1,6 +1,8 @@
 #include "text/encoder.h"
 
+#include <errno.h>
 #include <jansson.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -26,10 +28,21 @@ int te_config_check(const te_config *c, const char *where) {
     return 0;
 }
 
-int te_config_load(te_config *c, const char *path) {
+/* Parses a JSON file; open failures and syntax errors get different messages and codes. */
+static int load_json(const char *path, json_t **out) {
+    FILE *f = fopen(path, "rb");
+    if (!f) return ss_fail(SS_EIO, "%s: cannot open: %s", path, strerror(errno));
     json_error_t je;
-    json_t *root = json_load_file(path, 0, &je);
-    if (!root) return ss_fail(SS_EIO, "%s: cannot read JSON (line %d: %s)", path, je.line, je.text);
+    *out = json_loadf(f, 0, &je);
+    fclose(f);
+    if (!*out) return ss_fail(SS_EFORMAT, "%s: invalid JSON at line %d: %s", path, je.line, je.text);
+    return 0;
+}
+
+int te_config_load(te_config *c, const char *path) {
+    json_t *root = NULL;
+    int err = load_json(path, &root);
+    if (err < 0) return err;
     int rc = 0;
     te_config t;
     if (!json_is_object(root)) rc = ss_fail(SS_EFORMAT, "%s: expected a JSON object", path);

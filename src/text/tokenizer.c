@@ -1,5 +1,6 @@
 #include "text/tokenizer.h"
 
+#include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -100,7 +101,7 @@ const char *tok_vocab_path(const tok_vocab *v) { return v->path; }
 static char *read_all(const char *path, size_t *len) {
     FILE *f = fopen(path, "rb");
     if (!f) {
-        ss_fail(SS_EIO, "%s: cannot open vocabulary file", path);
+        ss_fail(SS_EIO, "%s: cannot open vocabulary file: %s", path, strerror(errno));
         return NULL;
     }
     size_t cap = 4096, n = 0;
