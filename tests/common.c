@@ -1,0 +1,103 @@
+#include "common.h"
+
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/wait.h>
+#include <math.h>
+
+#include "io/safetensors.h"
+
+const char *tc_shared(void) {
+    const char *s = getenv("SINKSCOPE_SHARED");
+    return s && *s ? s : "../shared";
+}
+
+const char *tc_path(const char *fmt, ...) {
+    static char buf[8][1024];
+    static int k;
+    char rel[900];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(rel, sizeof rel, fmt, ap);
+    va_end(ap);
+    char *b = buf[k++ % 8];
+    snprintf(b, 1024, "%s/%s", tc_shared(), rel);
+    return b;
+}
+
+float *tc_load(const char *file, const char *name, size_t *numel, int64_t *shape, int *ndim) {
+    st_file *f;
+    if (st_open(&f, file) < 0) return NULL;
+    const st_tensor *t = st_find(f, name);
+    float *x = NULL;
+    if (t) {
+        x = malloc(sizeof(float) * (t->numel ? t->numel : 1));
+        if (x && st_to_f32(x, t) < 0) {
+            free(x);
+            x = NULL;
+        }
+        if (numel) *numel = (size_t)t->numel;
+        if (shape) memcpy(shape, t->shape, sizeof(int64_t) * t->ndim);
+        if (ndim) *ndim = t->ndim;
+    }
+    st_close(f);
+    return x;
+}
+
+double tc_rel_l2(const float *a, const float *b, size_t n) {
+    double num = 0, den = 0;
+    for (size_t i = 0; i < n; i++) {
+        double d = (double)a[i] - b[i];
+        num += d * d;
+        den += (double)b[i] * b[i];
+    }
+    return den > 0 ? sqrt(num / den) : sqrt(num);
+}
+
+char *tc_tmpdir(void) {
+    char *t = strdup("/tmp/sinkscope-test-XXXXXX");
+    if (!mkdtemp(t)) {
+        free(t);
+        return NULL;
+    }
+    return t;
+}
+
+void tc_rmtree(const char *dir) {
+    char cmd[1200];
+    snprintf(cmd, sizeof cmd, "rm -rf '%s'", dir);
+    if (system(cmd) != 0) fprintf(stderr, "warning: could not remove %s\n", dir);
+}
+
+const char *tc_bin(void) {
+    const char *s = getenv("SINKSCOPE_BIN");
+    return s && *s ? s : "./sinkscope";
+}
+
+int tc_run(char *buf, size_t cap, const char *fmt, ...) {
+    char cmd[4096];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(cmd, sizeof cmd - 8, fmt, ap);
+    va_end(ap);
+    strcat(cmd, " 2>&1");
+    FILE *p = popen(cmd, "r");
+    if (!p) return -1;
+    size_t n = fread(buf, 1, cap - 1, p);
+    buf[n] = 0;
+    int st = pclose(p);
+    return WIFEXITED(st) ? WEXITSTATUS(st) : -1;
+}
+
+void tc_fill(float *x, size_t n, uint64_t seed, float a) {
+    uint64_t s = seed * 0x9E3779B97F4A7C15ull + 0x1234567ull;
+    for (size_t i = 0; i < n; i++) {
+        s ^= s >> 12;
+        s ^= s << 25;
+        s ^= s >> 27;
+        double u = (double)((s * 2685821657736338717ull) >> 11) * 0x1.0p-53;
+        x[i] = (float)((2 * u - 1) * a);
+    }
+}

@@ -1,0 +1,26 @@
+/* Helpers shared by the test programs (linked into each of them). */
+#ifndef SS_TEST_COMMON_H
+#define SS_TEST_COMMON_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+/* ../shared, or $SINKSCOPE_SHARED: where the fixtures and docs live beside the checkout. */
+const char *tc_shared(void);
+/* Path under tc_shared(), in a static rotating buffer. */
+const char *tc_path(const char *fmt, ...);
+/* A tensor of a safetensors file as malloc'ed fp32; NULL if absent. numel/shape optional. */
+float *tc_load(const char *file, const char *name, size_t *numel, int64_t *shape, int *ndim);
+/* ||a-b|| / ||b|| in double. */
+double tc_rel_l2(const float *a, const float *b, size_t n);
+/* A fresh temporary directory (mkdtemp) and recursive removal. */
+char *tc_tmpdir(void);
+void tc_rmtree(const char *dir);
+/* The sinkscope program under test ($SINKSCOPE_BIN or ./sinkscope). */
+const char *tc_bin(void);
+/* Run a shell command, capture its stderr+stdout into buf; returns the exit status. */
+int tc_run(char *buf, size_t cap, const char *fmt, ...);
+/* Deterministic pseudo-random floats in [-a, a]. */
+void tc_fill(float *x, size_t n, uint64_t seed, float a);
+
+#endif

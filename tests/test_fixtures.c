@@ -1,0 +1,246 @@
+/* The SD3 engine against diffusers' own outputs (shared/fixtures): every block, the sample, the
+ * attention mass, every intervention; and the no-op guarantees (bit-identical outputs). */
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <setjmp.h>
+#include <cmocka.h>
+#include <jansson.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <math.h>
+
+#include "common.h"
+#include "core/err.h"
+#include "models/sd3.h"
+#include "sink/sink.h"
+
+static const char *const FIXTURES[] = {"sd3-tiny-a", "sd3-tiny-a-bf16", "sd35-tiny-b"};
+
+typedef struct {
+    sd3_model *m;
+    float *x, *ctx, *pooled, *t;
+    int B, Hl, Wl, S, N;
+    size_t nout;
+    const char *dir, *expected;
+} fx;
+
+static void fx_load(fx *f, const char *name) {
+    memset(f, 0, sizeof *f);
+    f->dir = tc_path("fixtures/%s", name);
+    f->expected = tc_path("fixtures/%s/expected.safetensors", name);
+    if (sd3_load(&f->m, f->dir) < 0) fail_msg("%s", ss_err());
+    const char *in = tc_path("fixtures/%s/inputs.safetensors", name);
+    int64_t sx[4], sc[3];
+    f->x = tc_load(in, "hidden_states", NULL, sx, NULL);
+    f->ctx = tc_load(in, "encoder_hidden_states", NULL, sc, NULL);
+    f->pooled = tc_load(in, "pooled_projections", NULL, NULL, NULL);
+    f->t = tc_load(in, "timestep", NULL, NULL, NULL);
+    assert_non_null(f->x);
+    assert_non_null(f->ctx);
+    assert_non_null(f->pooled);
+    assert_non_null(f->t);
+    f->B = (int)sx[0];
+    f->Hl = (int)sx[2];
+    f->Wl = (int)sx[3];
+    f->S = (int)sc[1];
+    f->N = (f->Hl / 2) * (f->Wl / 2);
+    f->nout = (size_t)f->B * f->m->cfg.out_channels * f->Hl * f->Wl;
+}
+
+static void fx_free(fx *f) {
+    sd3_free(f->m);
+    free(f->x);
+    free(f->ctx);
+    free(f->pooled);
+    free(f->t);
+}
+
+static float *fx_run(fx *f, sink_ctx *sk) {
+    float *out = malloc(sizeof(float) * f->nout);
+    sd3_hooks hk;
+    if (sk) hk = sink_ctx_hooks(sk);
+    if (sd3_forward(f->m, out, f->x, f->ctx, f->pooled, f->t, f->B, f->Hl, f->Wl, f->S, sk ? &hk : NULL) < 0)
+        fail_msg("%s", ss_err());
+    return out;
+}
+
+/* block outputs captured by a hook */
+typedef struct {
+    float *blocks[16];
+} capture;
+static int cap_block(void *ctx, int block, const float *x, int B, int N, int D) {
+    capture *c = ctx;
+    c->blocks[block] = malloc(sizeof(float) * B * N * D);
+    memcpy(c->blocks[block], x, sizeof(float) * B * N * D);
+    return 0;
+}
+
+static void check(const char *what, const char *fixture, const float *got, const float *want, size_t n, double tol) {
+    assert_non_null(want);
+    double e = tc_rel_l2(got, want, n);
+    printf("  %-16s %-28s rel L2 %.3e (tolerance %.0e)\n", fixture, what, e, tol);
+    assert_true(e <= tol);
+}
+
+static void test_forward_matches_diffusers(void **state) {
+    (void)state;
+    for (size_t k = 0; k < sizeof FIXTURES / sizeof FIXTURES[0]; k++) {
+        fx f;
+        fx_load(&f, FIXTURES[k]);
+        capture cap = {0};
+        sd3_hooks hk = {.ctx = &cap, .block_output = cap_block};
+        float *out = malloc(sizeof(float) * f.nout);
+        assert_int_equal(sd3_forward(f.m, out, f.x, f.ctx, f.pooled, f.t, f.B, f.Hl, f.Wl, f.S, &hk), 0);
+        float *want = tc_load(f.expected, "sample", NULL, NULL, NULL);
+        check("sample", FIXTURES[k], out, want, f.nout, 1e-4);
+        free(want);
+        for (int i = 0; i < f.m->cfg.num_layers; i++) {
+            char name[32];
+            snprintf(name, sizeof name, "block.%d", i);
+            float *wb = tc_load(f.expected, name, NULL, NULL, NULL);
+            check(name, FIXTURES[k], cap.blocks[i], wb, (size_t)f.B * f.N * f.m->D, 1e-4);
+            free(wb);
+            free(cap.blocks[i]);
+        }
+        free(out);
+        fx_free(&f);
+    }
+}
+
+static void test_probe_mass_matches_diffusers(void **state) {
+    (void)state;
+    for (size_t k = 0; k < sizeof FIXTURES / sizeof FIXTURES[0]; k++) {
+        fx f;
+        fx_load(&f, FIXTURES[k]);
+        sink_ctx *sk = sink_ctx_new();
+        int blocks[16];
+        for (int i = 0; i < f.m->cfg.num_layers; i++) blocks[i] = i;
+        assert_int_equal(sink_ctx_set_probe(sk, blocks, f.m->cfg.num_layers, TOK_IMAGE, 3, 1), 0);
+        float *out = fx_run(&f, sk);
+        assert_int_equal(sink_ctx_record_count(sk), f.m->cfg.num_layers);
+        for (int i = 0; i < sink_ctx_record_count(sk); i++) {
+            const sink_record *r = sink_ctx_record(sk, i);
+            char name[32];
+            snprintf(name, sizeof name, "mass.%d", r->block);
+            size_t n;
+            float *want = tc_load(f.expected, name, &n, NULL, NULL);
+            assert_int_equal(n, (size_t)r->B * r->H * r->T);
+            check(name, FIXTURES[k], r->mass, want, n, 1e-5);
+            /* MaxMass is the head mean of each head's largest mass */
+            for (int b = 0; b < r->B; b++) {
+                double mm = 0;
+                for (int h = 0; h < r->H; h++) {
+                    float mx = 0;
+                    for (int j = 0; j < r->T; j++) mx = want[((size_t)b * r->H + h) * r->T + j] > mx ? want[((size_t)b * r->H + h) * r->T + j] : mx;
+                    mm += mx;
+                }
+                assert_true(fabs(mm / r->H - r->max_mass[b]) < 1e-5);
+            }
+            free(want);
+        }
+        free(out);
+        sink_ctx_free(sk);
+        fx_free(&f);
+    }
+}
+
+static void test_interventions_match_diffusers(void **state) {
+    (void)state;
+    for (size_t k = 0; k < sizeof FIXTURES / sizeof FIXTURES[0]; k++) {
+        fx f;
+        fx_load(&f, FIXTURES[k]);
+        json_error_t je;
+        json_t *list = json_load_file(tc_path("fixtures/%s/interventions.json", FIXTURES[k]), 0, &je);
+        assert_non_null(list);
+        float *base = tc_load(f.expected, "sample", NULL, NULL, NULL);
+        size_t i;
+        json_t *obj;
+        int count = 0;
+        json_array_foreach(list, i, obj) {
+            sink_condition c;
+            if (sink_condition_from_json(&c, obj, "interventions.json") < 0) fail_msg("%s", ss_err());
+            sink_ctx *sk = sink_ctx_new();
+            sink_ctx_set_condition(sk, &c);
+            float *out = fx_run(&f, sk);
+            char name[160];
+            snprintf(name, sizeof name, "sample.%s", c.name);
+            float *want = tc_load(f.expected, name, NULL, NULL, NULL);
+            check(name, FIXTURES[k], out, want, f.nout, 1e-4);
+            /* the intervention must matter: the reference differs from the baseline */
+            assert_true(tc_rel_l2(want, base, f.nout) > 1e-3);
+            /* verification record at every intervened block */
+            int nrec = 0;
+            for (int r = 0; r < sink_ctx_record_count(sk); r++) {
+                const sink_record *rec = sink_ctx_record(sk, r);
+                assert_true(rec->intervened);
+                assert_true(sink_condition_has_layer(&c, rec->block));
+                if (!c.value_path)
+                    for (int bh = 0; bh < rec->B * rec->H; bh++)
+                    {
+                        /* per row: after = eta b / (1 - (1-eta) b), so eta b <= after <= b */
+                        assert_true(rec->before[bh] > 0);
+                        assert_true(rec->after[bh] <= rec->before[bh] * (1 + 1e-6));
+                        assert_true(rec->after[bh] >= c.eta * rec->before[bh] * (1 - 1e-6));
+                        if (c.eta == 0) assert_true(rec->after[bh] == 0);
+                    }
+                nrec++;
+            }
+            assert_int_equal(nrec, c.n_layers);
+            free(out);
+            free(want);
+            sink_ctx_free(sk);
+            count++;
+        }
+        assert_true(count >= 9);
+        free(base);
+        json_decref(list);
+        fx_free(&f);
+    }
+}
+
+static void test_noop_is_bit_identical(void **state) {
+    (void)state;
+    for (size_t k = 0; k < sizeof FIXTURES / sizeof FIXTURES[0]; k++) {
+        fx f;
+        fx_load(&f, FIXTURES[k]);
+        float *plain = fx_run(&f, NULL);
+        /* probe attached at every block, no intervention */
+        sink_ctx *sk = sink_ctx_new();
+        int blocks[16];
+        for (int i = 0; i < f.m->cfg.num_layers; i++) blocks[i] = i;
+        sink_ctx_set_probe(sk, blocks, f.m->cfg.num_layers, TOK_ALL, 5, 1);
+        float *probed = fx_run(&f, sk);
+        assert_memory_equal(plain, probed, sizeof(float) * f.nout);
+        sink_ctx_free(sk);
+        /* a condition with no layers */
+        sink_condition c;
+        json_t *o = json_pack("{s:s, s:[], s:s, s:i, s:s, s:f}", "name", "noop", "layers", "select", "topk", "k", 1,
+                              "path", "score", "eta", 0.0);
+        assert_int_equal(sink_condition_from_json(&c, o, "noop"), 0);
+        json_decref(o);
+        sk = sink_ctx_new();
+        sink_ctx_set_condition(sk, &c);
+        sink_ctx_set_probe(sk, blocks, f.m->cfg.num_layers, TOK_IMAGE, 5, 0);
+        float *noop = fx_run(&f, sk);
+        assert_memory_equal(plain, noop, sizeof(float) * f.nout);
+        /* eta = 1 re-weights by exactly one; it may round differently, but only at fp32 level */
+        printf("  %-16s no-op outputs bit-identical (probe at all blocks; empty layers)\n", FIXTURES[k]);
+        sink_ctx_free(sk);
+        free(plain);
+        free(probed);
+        free(noop);
+        fx_free(&f);
+    }
+}
+
+int main(void) {
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_forward_matches_diffusers),
+        cmocka_unit_test(test_probe_mass_matches_diffusers),
+        cmocka_unit_test(test_interventions_match_diffusers),
+        cmocka_unit_test(test_noop_is_bit_identical),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
