@@ -19,6 +19,9 @@ typedef struct {
     double ent[ATTN_BQ];
 } scratch;
 
+static int g_kc = ATTN_KC;
+void attn_set_key_chunk(int kc) { g_kc = kc > 0 ? kc : ATTN_KC; }
+
 static inline size_t idx3(const attn_args *a, int b, int h, int t) {
     return ((size_t)b * a->H + h) * a->T + t;
 }
@@ -57,7 +60,7 @@ static void tile(const attn_args *a, const attn_stats *st, scratch *w, int b, in
     const size_t base = (size_t)b * T * ld + (size_t)h * dh;
     const float *Q = a->q + base + (size_t)i0 * ld, *K = a->k + base, *V = a->v + base;
     const float scale = 1.0f / sqrtf((float)dh);
-    const int nchunk = (T + ATTN_KC - 1) / ATTN_KC;
+    const int KC = g_kc, nchunk = (T + KC - 1) / KC;
     const int probe = st && (st->mass_img || st->mass_txt || st->row_entropy || st->row_top5);
     const int want_cols = st && (st->mass_img || st->mass_txt);
     float m[ATTN_BQ], l[ATTN_BQ];
@@ -68,7 +71,7 @@ static void tile(const attn_args *a, const attn_stats *st, scratch *w, int b, in
         for (int t = 0; t < 5; t++) w->top[r][t] = 0;
     }
     for (int c = 0; c < nchunk; c++) {
-        const int j0 = c * ATTN_KC, kc = T - j0 < ATTN_KC ? T - j0 : ATTN_KC;
+        const int j0 = c * KC, kc = T - j0 < KC ? T - j0 : KC;
         cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, bq, kc, dh, scale, Q, ld,
                     K + (size_t)j0 * ld, ld, 0.0f, w->S, kc);
         if (probe && nchunk == 1 && want_cols) {
@@ -111,7 +114,7 @@ static void tile(const attn_args *a, const attn_stats *st, scratch *w, int b, in
     /* Keys spread over several chunks: the final max and sum are known only now. */
     if (probe && nchunk > 1)
         for (int c = 0; c < nchunk; c++) {
-            const int j0 = c * ATTN_KC, kc = T - j0 < ATTN_KC ? T - j0 : ATTN_KC;
+            const int j0 = c * KC, kc = T - j0 < KC ? T - j0 : KC;
             cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, bq, kc, dh, scale, Q, ld,
                         K + (size_t)j0 * ld, ld, 0.0f, w->S, kc);
             memset(w->col_img, 0, sizeof(float) * kc);
@@ -173,7 +176,7 @@ static scratch *scratch_new(int n, int kc, int dh) {
 }
 
 int attn_forward(const attn_args *a, const attn_stats *st) {
-    const int T = a->T, kc = T < ATTN_KC ? T : ATTN_KC;
+    const int T = a->T, kc = T < g_kc ? T : g_kc;
     const int nthr = omp_get_max_threads();
     const int want_cols = st && (st->mass_img || st->mass_txt);
     scratch *w = scratch_new(nthr, kc, a->dh);
@@ -267,9 +270,10 @@ int attn_reference(const attn_args *a, const attn_stats *st) {
     return 0;
 }
 
-/* Recompute one query row from scratch with the chosen keys re-weighted by eta. */
+/* Recompute one query row from scratch with the chosen keys re-weighted by eta (score path) or
+ * their values replaced by vrep (value path, vrep != NULL). */
 static void row_recompute(const attn_args *a, size_t base, int i, const int *keys, int k, float eta,
-                          float m, float *o) {
+                          const float *vrep, float m, float *o) {
     const int T = a->T, dh = a->dh, ld = a->ld;
     const float scale = 1.0f / sqrtf((float)dh);
     const float *q = a->q + base + (size_t)i * ld;
@@ -279,11 +283,14 @@ static void row_recompute(const attn_args *a, size_t base, int i, const int *key
         float s = 0;
         for (int d = 0; d < dh; d++) s += q[d] * kj[d];
         double e = exp((double)(s * scale) - m);
+        const float *vj = a->v + base + (size_t)j * ld;
         for (int t = 0; t < k; t++)
-            if (keys[t] == j) e *= eta;
+            if (keys[t] == j) {
+                if (vrep) vj = vrep + (size_t)t * dh;
+                else e *= eta;
+            }
         if (e == 0) continue;
         sum += e;
-        const float *vj = a->v + base + (size_t)j * ld;
         for (int d = 0; d < dh; d++) acc[d] += e * vj[d];
     }
     for (int d = 0; d < dh; d++) o[d] = (float)(acc[d] / sum);
@@ -321,6 +328,12 @@ int attn_apply_reweight(const attn_args *a, const attn_stats *st, const attn_rew
                     esum += e[t];
                 }
                 sb += esum / l;
+                if (rw->value_path && esum > 0.75 * l) {
+                    /* most of the row's weight is being changed: O + delta would cancel */
+                    row_recompute(a, base, i, keys, k, 1.0f, vrep, m, o);
+                    sa += esum / l;
+                    continue;
+                }
                 if (rw->value_path) {
                     /* O' = O + sum_t p_t (v'_t - v_t); the weights stay as they are. */
                     for (int t = 0; t < k; t++) {
@@ -335,7 +348,7 @@ int attn_apply_reweight(const attn_args *a, const attn_stats *st, const attn_rew
                 const double removed = (1.0 - rw->eta) * esum, l2 = l - removed;
                 sa += rw->eta * esum / l2;
                 if (l2 < 0.25 * l) {
-                    row_recompute(a, base, i, keys, k, rw->eta, m, o);
+                    row_recompute(a, base, i, keys, k, rw->eta, NULL, m, o);
                     continue;
                 }
                 /* O' = (O l - (1-eta) sum_t e_t v_t) / l' */

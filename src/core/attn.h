@@ -43,6 +43,9 @@ typedef struct {
     float *row_top5;    /* per query row: sum of the 5 largest p */
 } attn_stats;
 
+/* Keys per chunk (default ATTN_KC); tests lower it to exercise the online-softmax path. */
+void attn_set_key_chunk(int kc);
+
 /* Plain or probed attention. Returns 0, or a negative code if scratch memory ran out. */
 int attn_forward(const attn_args *a, const attn_stats *st);
 
@@ -56,9 +59,9 @@ int attn_reference(const attn_args *a, const attn_stats *st);
  *   value path: key j's value vector is replaced by vrep (the attention weights are unchanged).
  * keys: [B, H, k] key indices, -1 = unused slot. vrep: [B, H, k, dh] (value path only).
  * before/after ([B, H], may be NULL): the chosen keys' mass averaged over rows [r0, r1), before
- * and after the re-weighting. Rows whose remaining softmax mass would fall below 1/4 are
- * recomputed from scratch instead of by subtraction, so removing a dominant sink keeps fp32
- * accuracy. */
+ * and after the re-weighting. Rows where the chosen keys hold over 3/4 of the softmax mass are
+ * recomputed from scratch instead of corrected by subtraction, so removing a dominant sink keeps
+ * fp32 accuracy (the correction would cancel). */
 typedef struct {
     int k;
     const int *keys;
