@@ -237,6 +237,28 @@ static void test_t_ppf(void **state) {
             if (e > 1e-12) fail_msg("round trip df=%g q=%g: x=%g cdf err %g", df, q, x, e);
         }
     }
+    /* sweep far outside scipy's range: df 0.05 .. 1e12, q down to 1e-300. The achievable
+     * accuracy of cdf(ppf(q)) is ~eps times the conditioning |x| f(x) / F(x) (about df in the
+     * far tail); a quantile beyond DBL_MAX must come back as -inf, and only then. */
+    const double dfs[] = {0.05, 0.3, 0.9, 1.01, 3, 15, 200, 5e3, 1e5, 1e9, 1e12};
+    double worst = 0;
+    int ninf = 0, npts = 0;
+    for (size_t i = 0; i < sizeof dfs / sizeof *dfs; i++)
+        for (double q = 1e-300; q <= 0.5; q *= 5.3) {
+            double df = dfs[i], x = stats_t_ppf(q, df);
+            npts++;
+            if (isinf(x)) {
+                assert_true(x < 0 && stats_t_cdf(-DBL_MAX, df) > q);
+                ninf++;
+                continue;
+            }
+            double F = stats_t_cdf(x, df), cond = fabs(x) * stats_t_pdf(x, df) / F;
+            double e = relerr(F, q) / (1 + cond);
+            if (e > worst) worst = e;
+            if (e > 1e-12) fail_msg("t_ppf round trip df=%g q=%g x=%g: err %g", df, q, x, e);
+        }
+    print_message("  %-22s %d points (%d beyond DBL_MAX): max rel err of cdf(ppf(q)) / (1 + "
+                  "cond) %.3g\n", "t_ppf sweep", npts, ninf, worst);
     /* closed forms: df = 1: tan(pi (q - 1/2)); df = 2: (2q - 1) / sqrt(2 q (1 - q)) */
     double m1 = 0, m2 = 0;
     for (double q = 1e-300; q < 0.5; q *= 3.7) {

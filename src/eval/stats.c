@@ -253,14 +253,18 @@ double stats_t_sf(double t, double df) {
     return t >= 0 ? t_tail(t, df) : 0.5 + t_centre(-t, df);
 }
 
+/* log density at |t| = at (finite df); stays finite where the density underflows */
+static double t_logpdf(double at, double df) {
+    /* log1p(t^2/df) without overflowing t^2 */
+    double l = at > 1e150 ? 2 * log(at) - log(df) : log1p(at * at / df);
+    return -stats_lbeta(0.5 * df, 0.5) - 0.5 * log(df) - 0.5 * (df + 1) * l;
+}
+
 double stats_t_pdf(double t, double df) {
     if (isnan(t) || !df_ok(df)) return NAN;
     if (isinf(df)) return norm_pdf(t);
-    double at = fabs(t);
-    if (isinf(at)) return 0.0;
-    /* log1p(t^2/df) without overflowing t^2 */
-    double l = at > 1e150 ? 2 * log(at) - log(df) : log1p(at * at / df);
-    return exp(-stats_lbeta(0.5 * df, 0.5) - 0.5 * log(df) - 0.5 * (df + 1) * l);
+    if (isinf(t)) return 0.0;
+    return exp(t_logpdf(fabs(t), df));
 }
 
 /* Starting point for the t quantile a = |t| at lower-tail probability p < 0.5: the better of a
@@ -274,7 +278,7 @@ static double t_ppf_guess(double p, double df) {
     double g4 = ((((79 * z2 + 776) * z2 + 1482) * z2 - 1920) * z2 - 945) * z / 92160;
     double acf = z + (g1 + (g2 + (g3 + g4 / df) / df) / df) / df;
     double la = (-stats_lbeta(0.5 * df, 0.5) + (0.5 * df - 1) * log(df) - log(p)) / df;
-    double atail = la > 709 ? INFINITY : exp(la);
+    double atail = la > 709.78 ? INFINITY : exp(la); /* log(DBL_MAX) = 709.78 */
     if (!(acf > 0) || !isfinite(acf)) return atail;
     if (!isfinite(atail)) return acf;
     /* compare in log-probability space */
@@ -297,14 +301,9 @@ double stats_t_ppf(double p, double df) {
     double lo = 0.0, hi = INFINITY;
     double a = t_ppf_guess(p, df);
     if (!(a > 0)) a = 1.0;
+    if (a > DBL_MAX) a = DBL_MAX;
     for (int it = 0; it < 400; it++) {
-        if (isinf(a)) {
-            /* the root is beyond DBL_MAX only if even DBL_MAX is not far enough */
-            if (t_tail(DBL_MAX, df) > p) return -INFINITY;
-            a = DBL_MAX;
-        }
         double r, dr;
-        double pdf = stats_t_pdf(a, df);
         if (tail) {
             double s = t_tail(a, df);
             if (!(s > 0)) { /* underflowed: too far out */
@@ -313,10 +312,10 @@ double stats_t_ppf(double p, double df) {
                 continue;
             }
             r = log(p / s);
-            dr = a * pdf / s; /* dr / d(log a) */
+            dr = exp(log(a) + t_logpdf(a, df) - log(s)); /* dr / d(log a), ~df far out */
         } else {
             r = t_centre(a, df) - (0.5 - p);
-            dr = pdf;
+            dr = stats_t_pdf(a, df);
         }
         if (r == 0) return -a;
         if (r < 0) lo = a; else hi = a;
@@ -330,8 +329,13 @@ double stats_t_ppf(double p, double df) {
         }
         if (!(next > lo && next < hi)) { /* bisect: geometrically while the bracket is wide */
             if (isinf(hi)) next = tail ? 1e10 * lo : 2 * lo;
-            else if (lo > 0 && hi > 4 * lo) next = sqrt(lo) * sqrt(hi);
-            else next = 0.5 * (lo + hi);
+            else if (lo > 0 && hi / 4 > lo) next = sqrt(lo) * sqrt(hi);
+            else next = lo + 0.5 * (hi - lo); /* lo + hi may overflow near DBL_MAX */
+        }
+        if (next > DBL_MAX) {
+            /* P(T < -DBL_MAX) > p already: the quantile is not representable */
+            if (lo >= DBL_MAX) return -INFINITY;
+            next = DBL_MAX;
         }
         if (fabs(next - a) <= 2e-16 * a || (isfinite(hi) && hi - lo <= 4e-16 * hi)) {
             a = next;
