@@ -38,7 +38,7 @@ double stats_lgamma(double x);                     /* log|Gamma(x)|, thread-safe
 double stats_lbeta(double a, double b);            /* log B(a, b) for a, b > 0 */
 double stats_betainc(double a, double b, double x);  /* regularized I_x(a, b), a, b > 0, 0<=x<=1 */
 double stats_betainc_upper(double a, double b, double x); /* 1 - I_x(a, b), without cancellation */
-double stats_t_cdf(double t, double df);           /* P(T <= t), df > 0 (df = inf: normal) */
+double stats_t_cdf(double t, double df);           /* P(T <= t), df > 0 (df > 1e30: normal) */
 double stats_t_sf(double t, double df);            /* P(T > t), accurate in the upper tail */
 double stats_t_pdf(double t, double df);
 double stats_t_ppf(double p, double df);           /* quantile: P(T <= x) = p, 0 <= p <= 1 */
