@@ -8,9 +8,12 @@
  *   stats_bootstrap_mean_ci(d, n, 1000, .95, seed, &lo, &hi)
  *                                           percentile bootstrap, np.percentile(method='linear')
  *   stats_holm(p, m, adj)                   statsmodels multipletests(p, method='holm')[1]
+ *                                           (same algorithm; tested against it written in numpy)
  *   stats_tost_paired(d, n, 0.002, .05, &e) two one-sided t-tests, equivalence within +-margin
  *   stats_dd(x_sink, x_rand, n, ...)        difference of differences (sink vs random masking)
  *   stats_dose_trend(dose, y, n, &tr)       scipy.stats.linregress + scipy.stats.spearmanr
+ *
+ * All functions are reentrant (no global state; the bootstrap generator lives on the stack).
  *
  * Errors: functions returning int give SS_OK or a negative SS_E* code with ss_err() set (bad
  * sizes, non-finite inputs, out-of-range parameters). Scalar special functions return NaN on a
@@ -32,7 +35,11 @@
 
 #include <stdint.h>
 
-/* ---- special functions (NaN for invalid arguments) ---- */
+/* ---- special functions (NaN for invalid arguments) ----
+ * Measured against scipy 1.10 and exact arithmetic (tests/test_stats.c prints the numbers):
+ * relative error ~1e-13 or better wherever the result is above 1e-300, for df from 0.05 to
+ * 1e30 (larger df is the normal). betainc loses up to ~eps/min(a, b) when a parameter is far
+ * below 1; the t distribution (b = 1/2) is unaffected. */
 
 double stats_lgamma(double x);                     /* log|Gamma(x)|, thread-safe */
 double stats_lbeta(double a, double b);            /* log B(a, b) for a, b > 0 */
@@ -41,7 +48,8 @@ double stats_betainc_upper(double a, double b, double x); /* 1 - I_x(a, b), with
 double stats_t_cdf(double t, double df);           /* P(T <= t), df > 0 (df > 1e30: normal) */
 double stats_t_sf(double t, double df);            /* P(T > t), accurate in the upper tail */
 double stats_t_pdf(double t, double df);
-double stats_t_ppf(double p, double df);           /* quantile: P(T <= x) = p, 0 <= p <= 1 */
+double stats_t_ppf(double p, double df);           /* quantile: P(T <= x) = p, 0 <= p <= 1;
+                                                      -+inf if beyond DBL_MAX (tiny df) */
 double stats_norm_cdf(double x);
 double stats_norm_sf(double x);
 double stats_norm_ppf(double p);
@@ -110,7 +118,8 @@ typedef struct {
     double p;         /* max(p_lower, p_upper): the TOST p-value */
     double ci_lo, ci_hi; /* (1 - 2 alpha) CI: mean -+ t_{1-alpha, df} se */
     int equivalent;   /* p < alpha (equivalently, the CI lies inside (-margin, margin)) */
-    int zero_var;     /* se == 0: p = 0 if |mean| < margin, else 1 */
+    int zero_var;     /* se == 0: t-test convention above, so p = 0 if |mean| < margin,
+                         0.5 exactly on a margin, 1 outside */
 } stats_tost;
 
 /* TOST for the mean paired difference d (e.g. b - a) within +-margin. n >= 2, margin > 0,
