@@ -298,7 +298,8 @@ static int st_parse_root(st_file *f, const json_t *root, const uint8_t *data, si
     json_t *v;
     json_object_foreach((json_t *)root, key, v) {
         if (strcmp(key, "__metadata__") == 0) {
-            if (st_parse_metadata(f, v) < 0) return SS_EFORMAT;
+            int rc = st_parse_metadata(f, v);
+            if (rc < 0) return rc;
             continue;
         }
         st_tensor *t = &f->t[f->n];
@@ -473,7 +474,9 @@ static int st_set_add_file(st_set *s, const char *path) {
     st_file **nf = realloc(s->files, (size_t)(s->nfiles + 1) * sizeof *nf);
     if (!nf) return ss_fail(SS_ENOMEM, "out of memory");
     s->files = nf;
-    return st_open(&s->files[s->nfiles++], path) < 0 ? (s->nfiles--, SS_EFORMAT) : 0;
+    int rc = st_open(&s->files[s->nfiles], path);
+    if (rc == 0) s->nfiles++;
+    return rc;
 }
 
 /* dir/name as a new string; "dir" of "x.json" is ".". */
