@@ -1,0 +1,157 @@
+/* sinkscope generate: text to PNG with a pipeline folder, optionally under a sink intervention. */
+#include <jansson.h>
+#include <omp.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "cli/args.h"
+#include "cli/commands.h"
+#include "core/err.h"
+#include "io/png.h"
+#include "sample/pipeline.h"
+#include "sink/sink.h"
+
+#define EMBEDDED_MODEL "models/shapeworld"
+
+static const char USAGE[] =
+    "usage: sinkscope generate --prompt TEXT --out FILE.png [--seed N] [--steps N] [--cfg X]\n"
+    "                          [--model DIR] [--condition FILE.json] [--threads N]\n"
+    "\n"
+    "  --prompt TEXT      caption; every word must be in the model's tokenizer/vocab.txt\n"
+    "  --out FILE         PNG to write; the generation parameters go into tEXt chunks\n"
+    "  --seed N           noise seed (default 0): N(0,1) from Philox stream 0 of the seed\n"
+    "  --steps N          FlowMatch Euler steps (default 20)\n"
+    "  --cfg X            classifier-free guidance scale, on when > 1 (default 4)\n"
+    "  --model DIR        pipeline folder (model_index.json, transformer/, text_encoder/, tokenizer/,\n"
+    "                     scheduler/); default: " EMBEDDED_MODEL " next to the executable, else in\n"
+    "                     the current directory\n"
+    "  --condition FILE   one intervention condition object (schema: README, section Conditions);\n"
+    "                     its 'steps' window is in t/T = step / (steps - 1), 0 = noisiest\n"
+    "  --threads N        OpenMP/BLAS threads (default: all cores); the image does not depend on it\n";
+
+static int has_index(const char *dir) {
+    char p[4300];
+    if ((size_t)snprintf(p, sizeof p, "%s/model_index.json", dir) >= sizeof p) return 0;
+    return access(p, F_OK) == 0;
+}
+
+/* The embedded model: next to the executable first, then in the current directory. */
+static int find_embedded(char *out, size_t size) {
+    char exe[4096];
+    ssize_t len = readlink("/proc/self/exe", exe, sizeof exe - 1);
+    if (len > 0) {
+        exe[len] = 0;
+        char *slash = strrchr(exe, '/');
+        if (slash) {
+            *slash = 0;
+            if ((size_t)snprintf(out, size, "%s/%s", exe, EMBEDDED_MODEL) < size && has_index(out)) return 0;
+        }
+    }
+    snprintf(out, size, "%s", EMBEDDED_MODEL);
+    return has_index(out) ? 0 : -1;
+}
+
+static void progress(void *ctx, int step, int steps, const float *sample) {
+    (void)ctx, (void)sample;
+    fprintf(stderr, "\rsinkscope generate: step %d/%d", step + 1, steps);
+    if (step + 1 == steps) fputc('\n', stderr);
+}
+
+int cmd_generate(int argc, char **argv) {
+    const char *prompt = NULL, *out_path = NULL, *seed_s = "0", *steps_s = NULL, *cfg_s = NULL, *model_dir = NULL,
+               *cond_path = NULL, *threads_s = NULL;
+    cli_opt opts[] = {{"prompt", &prompt, NULL}, {"out", &out_path, NULL},         {"seed", &seed_s, NULL},
+                      {"steps", &steps_s, NULL}, {"cfg", &cfg_s, NULL},            {"model", &model_dir, NULL},
+                      {"condition", &cond_path, NULL}, {"threads", &threads_s, NULL}};
+    int pr = cli_parse(argc, argv, opts, sizeof opts / sizeof opts[0], USAGE);
+    if (pr) return pr > 0 ? 0 : 2;
+    if (!prompt || !out_path) {
+        fprintf(stderr, "sinkscope generate: --prompt and --out are required\n%s", USAGE);
+        return 2;
+    }
+    pipe_params p;
+    pipe_params_default(&p);
+    p.prompt = prompt;
+    long seed, steps = p.steps, nthreads;
+    double cfg = p.cfg;
+    if (cli_int("generate", "seed", seed_s, 0, 0x7fffffffffffffffL, &seed)) return 2;
+    if (steps_s && cli_int("generate", "steps", steps_s, 1, PIPE_MAX_STEPS, &steps)) return 2;
+    if (cfg_s && cli_double("generate", "cfg", cfg_s, 0, 1000, &cfg)) return 2;
+    if (threads_s) {
+        if (cli_int("generate", "threads", threads_s, 1, 4096, &nthreads)) return 2;
+        omp_set_num_threads((int)nthreads);
+    }
+    p.seed = (uint64_t)seed;
+    p.steps = (int)steps;
+    p.cfg = cfg;
+    char embedded[4200];
+    if (!model_dir) {
+        if (find_embedded(embedded, sizeof embedded) < 0) {
+            fprintf(stderr, "sinkscope generate: no --model given and the embedded model " EMBEDDED_MODEL
+                            " was not found (looked next to the executable and in the current directory)\n");
+            return 1;
+        }
+        model_dir = embedded;
+    }
+
+    int rc = 0, exit_code = 1;
+    pipeline *pp = NULL;
+    sink_ctx *sk = NULL;
+    uint8_t *rgb = NULL;
+    char *cond_json = NULL;
+    sink_condition cond;
+    if (cond_path) {
+        if ((rc = sink_condition_load(&cond, cond_path)) < 0) goto done;
+        json_t *cj = sink_condition_to_json(&cond);
+        cond_json = json_dumps(cj, JSON_COMPACT | JSON_PRESERVE_ORDER | JSON_REAL_PRECISION(17));
+        json_decref(cj);
+        if (!cond_json) {
+            rc = ss_fail(SS_ENOMEM, "out of memory");
+            goto done;
+        }
+    }
+    if ((rc = pipe_load(&pp, model_dir)) < 0) goto done;
+    if (cond_path) {
+        for (int i = 0; i < cond.n_layers; i++)
+            if (cond.layers[i] >= pp->transformer->cfg.num_layers) {
+                rc = ss_fail(SS_EARG, "%s: field 'layers' names block %d, but the model has %d blocks", cond_path,
+                             cond.layers[i], pp->transformer->cfg.num_layers);
+                goto done;
+            }
+        if (!(sk = sink_ctx_new())) {
+            rc = SS_ENOMEM;
+            goto done;
+        }
+        sink_ctx_set_condition(sk, &cond);
+    }
+    int H, W;
+    if ((rc = pipe_image_size(pp, &p, &H, &W)) < 0) goto done;
+    if (!(rgb = ss_malloc((size_t)3 * H * W))) {
+        rc = SS_ENOMEM;
+        goto done;
+    }
+    if (isatty(STDERR_FILENO)) p.progress = progress;
+    if ((rc = pipe_generate(pp, &p, rgb, sk, NULL)) < 0) goto done;
+
+    char seed_v[32], steps_v[32], cfg_v[48];
+    snprintf(seed_v, sizeof seed_v, "%lld", (long long)seed);
+    snprintf(steps_v, sizeof steps_v, "%d", p.steps);
+    for (int prec = 1; prec <= 17; prec++) { /* shortest text that reads back as the same double */
+        snprintf(cfg_v, sizeof cfg_v, "%.*g", prec, p.cfg);
+        if (strtod(cfg_v, NULL) == p.cfg) break;
+    }
+    const char *kv[] = {"prompt", prompt,   "seed",     seed_v, "steps", steps_v, "cfg", cfg_v, "model", model_dir,
+                        "Software", "sinkscope " SINKSCOPE_VERSION, "condition", cond_json};
+    const int n_kv = cond_json ? 7 : 6;
+    if ((rc = png_write_rgb(out_path, W, H, rgb, kv, n_kv)) < 0) goto done;
+    exit_code = 0;
+done:
+    if (rc < 0) fprintf(stderr, "sinkscope generate: %s\n", ss_err());
+    free(cond_json);
+    free(rgb);
+    sink_ctx_free(sk);
+    pipe_free(pp);
+    return exit_code;
+}
