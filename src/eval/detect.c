@@ -13,7 +13,7 @@
 
 sw_detect_opts sw_detect_defaults(void) {
     sw_detect_opts o = {.fg_alpha = 0.5, .color_resid = 0.45, .strong_dist = 80.0,
-                        .min_area = 10, .min_score = 0.55};
+                        .min_area = 8, .min_score = 0.6};
     return o;
 }
 
@@ -94,10 +94,26 @@ static void label_pixels(const uint8_t *rgb, size_t np, const int bg[3], const s
 
 #define PAD 4 /* evaluation window: component bbox + PAD px on each side */
 
-static const double CLASS_FILL[SW_NCLASS] = {0.785398163397448, 1.0, 0.5};
-/* variance of x and of y over the shape, in units of W^2 and H^2 */
-static const double CLASS_VARX[SW_NCLASS] = {1.0 / 16, 1.0 / 12, 1.0 / 24};
-static const double CLASS_VARY[SW_NCLASS] = {1.0 / 16, 1.0 / 12, 1.0 / 18};
+/* Templates: the ShapeWorld classes, then shapes that are NOT ShapeWorld classes but resemble
+ * them (an upside-down triangle, a diamond). A component matching one of those best is not
+ * reported: the detector must not turn every blob into the nearest class. */
+enum { T_INV_TRIANGLE = SW_NCLASS, T_DIAMOND, NTEMPLATE };
+/* fill of the box; centroid's depth in the box (fraction of H); variance of x and of y over
+ * the shape, in units of W^2 and H^2 */
+static const double T_FILL[NTEMPLATE] = {0.785398163397448, 1.0, 0.5, 0.5, 0.5};
+static const double T_CY[NTEMPLATE] = {0.5, 0.5, 2.0 / 3, 1.0 / 3, 0.5};
+static const double T_VARX[NTEMPLATE] = {1.0 / 16, 1.0 / 12, 1.0 / 24, 1.0 / 24, 1.0 / 24};
+static const double T_VARY[NTEMPLATE] = {1.0 / 16, 1.0 / 12, 1.0 / 18, 1.0 / 18, 1.0 / 24};
+
+static int template_contains(int t, int64_t X, int64_t Y, int64_t W, int64_t H, int64_t u,
+                             int64_t v) {
+    if (t < SW_NCLASS) return sw_shape_contains(t, X, Y, W, H, u, v);
+    if (u < X || u >= X + W || v < Y || v >= Y + H) return 0;
+    int64_t du = 2 * (u - X) - W, dv = 2 * (v - Y) - H;
+    int64_t adu = du < 0 ? -du : du, adv = dv < 0 ? -dv : dv;
+    if (t == T_INV_TRIANGLE) return adu * H <= (Y + H - v) * W;
+    return adu * H + adv * W <= W * H; /* diamond */
+}
 
 typedef struct {
     int gx, gy, gw, gh; /* window origin and size in px */
@@ -137,15 +153,16 @@ static double soft_iou(const window *wd, const double *t) {
     return uni > 0 ? inter / uni : 0;
 }
 
-/* Best soft IoU of class `cls` with the alpha map of the window. */
-static double class_iou(window *wd, int cls, double mass, double mx, double my, double vx,
-                        double vy) {
+/* Best soft IoU of template `t` with the alpha map of the window. */
+static double class_iou(window *wd, int t, double mass, double mx, double my, double vx,
+                        double vy, double *aspect_out) {
     /* box aspect W/H from the spread of the mass along x and y, as this class would have it */
-    double aspect = sqrt((vx / CLASS_VARX[cls]) / (vy / CLASS_VARY[cls]));
+    double aspect = sqrt((vx / T_VARX[t]) / (vy / T_VARY[t]));
     aspect = aspect < 0.5 ? 0.5 : aspect > 2 ? 2 : aspect;
-    double area = mass / CLASS_FILL[cls];
+    *aspect_out = aspect;
+    double area = mass / T_FILL[t];
     double W = sqrt(area * aspect), H = sqrt(area / aspect);
-    double X = mx - W / 2, Y = cls == SW_TRIANGLE ? my - 2 * H / 3 : my - H / 2;
+    double X = mx - W / 2, Y = my - T_CY[t] * H;
     int64_t X8 = (int64_t)floor(8 * X + 0.5), Y8 = (int64_t)floor(8 * Y + 0.5);
     int64_t W8 = (int64_t)floor(8 * W + 0.5), H8 = (int64_t)floor(8 * H + 0.5);
     if (W8 < 1) W8 = 1;
@@ -157,7 +174,7 @@ static double class_iou(window *wd, int cls, double mass, double mx, double my, 
             int k = 0;
             for (int sy = 0; sy < 4; sy++)
                 for (int sx = 0; sx < 4; sx++)
-                    k += sw_shape_contains(cls, X8, Y8, W8, H8, 8 * px + 2 * sx + 1,
+                    k += template_contains(t, X8, Y8, W8, H8, 8 * px + 2 * sx + 1,
                                            8 * py + 2 * sy + 1);
             wd->t[y * gw + x] = k / 16.0;
         }
@@ -173,11 +190,227 @@ static double class_iou(window *wd, int cls, double mass, double mx, double my, 
     return best;
 }
 
+/* Raw strength of pixel q: its projection on the background -> palette color line (in units of
+ * that color), or, for a component of no palette color, its distance from the background. */
+static double raw_alpha(const uint8_t *rgb, size_t q, const int bg[3], int color) {
+    double d[3];
+    for (int k = 0; k < 3; k++) d[k] = (double)rgb[3 * q + k] - bg[k];
+    if (color < 0) return sqrt(d[0] * d[0] + d[1] * d[1] + d[2] * d[2]);
+    double dot = 0, vv = 0;
+    for (int k = 0; k < 3; k++) {
+        double v = (double)SW_PALETTE[color][k] - bg[k];
+        dot += d[k] * v;
+        vv += v * v;
+    }
+    return vv > 0 ? dot / vv : 0;
+}
+
+static int cmp_double(const void *pa, const void *pb) {
+    double a = *(const double *)pa, b = *(const double *)pb;
+    return (a > b) - (a < b);
+}
+
+/* Fill wd->a with the alpha map of component `id`: the pixels it owns (its own and the ring of
+ * background pixels nearest to it, see own_pixels); everything else is 0. Alpha is the raw
+ * strength divided by the component's plateau (75th percentile of its pixels' strengths; for
+ * palette colors kept within [0.5, 1]), so a faded but otherwise right shape still reads as
+ * alpha ~1 inside. `scratch` holds `area` doubles. */
+static void alpha_window(window *wd, const uint8_t *rgb, int w, int h, const int bg[3],
+                         const int *comp, const int *owner, int id, int color, int area,
+                         double *scratch) {
+    int n = 0;
+    for (int y = 0; y < wd->gh; y++)
+        for (int x = 0; x < wd->gw; x++) {
+            int px = wd->gx + x, py = wd->gy + y;
+            if (px >= 0 && py >= 0 && px < w && py < h && comp[(size_t)py * w + px] == id && n < area)
+                scratch[n++] = raw_alpha(rgb, (size_t)py * w + px, bg, color);
+        }
+    double plateau = 1;
+    if (n > 0) {
+        qsort(scratch, (size_t)n, sizeof *scratch, cmp_double);
+        plateau = scratch[(3 * (n - 1)) / 4];
+    }
+    if (color >= 0) plateau = plateau < 0.5 ? 0.5 : plateau > 1 ? 1 : plateau;
+    else if (plateau < 1) plateau = 1;
+    for (int y = 0; y < wd->gh; y++)
+        for (int x = 0; x < wd->gw; x++) {
+            int px = wd->gx + x, py = wd->gy + y;
+            double a = 0;
+            if (px >= 0 && py >= 0 && px < w && py < h) {
+                size_t q = (size_t)py * w + px;
+                if (owner[q] == id) {
+                    a = raw_alpha(rgb, q, bg, color) / plateau;
+                    a = a < -1 ? -1 : a > 1 ? 1 : a;
+                }
+            }
+            wd->a[y * wd->gw + x] = a;
+        }
+}
+
+#define RING 2 /* background pixels up to this far (Chebyshev) from a component are its ring */
+
+/* owner[p] = the component that pixel p belongs to for the soft analysis: its own component, or
+ * for a background pixel the single nearest component within RING px (-1 when none is that
+ * close, or when two are equally near). Multi-source breadth-first search, 8-connected. */
+static void own_pixels(const int *comp, int w, int h, int *owner, int *dist, int *queue) {
+    size_t np = (size_t)w * (size_t)h, head = 0, tail = 0;
+    for (size_t i = 0; i < np; i++) {
+        owner[i] = comp[i];
+        dist[i] = comp[i] >= 0 ? 0 : -1;
+        if (comp[i] >= 0) queue[tail++] = (int)i;
+    }
+    while (head < tail) {
+        int p = queue[head++];
+        if (dist[p] >= RING || owner[p] < 0) continue; /* contested pixels do not spread */
+        int px = p % w, py = p / w;
+        for (int dy = -1; dy <= 1; dy++)
+            for (int dx = -1; dx <= 1; dx++) {
+                int nx = px + dx, ny = py + dy;
+                if ((!dx && !dy) || nx < 0 || ny < 0 || nx >= w || ny >= h) continue;
+                int q = ny * w + nx;
+                if (dist[q] < 0) {
+                    dist[q] = dist[p] + 1;
+                    owner[q] = owner[p];
+                    queue[tail++] = q;
+                } else if (dist[q] == dist[p] + 1 && owner[q] != owner[p]) {
+                    owner[q] = -1; /* equally near to two components */
+                }
+            }
+    }
+}
+
 static int det_cmp(const void *pa, const void *pb) {
     const sw_det *a = pa, *b = pb;
     if (a->score != b->score) return a->score > b->score ? -1 : 1;
     if (a->y0 != b->y0) return a->y0 < b->y0 ? -1 : 1;
     return (a->x0 > b->x0) - (a->x0 < b->x0);
+}
+
+typedef struct {
+    int x0, y0, x1, y1; /* inclusive */
+    int area;
+    int votes[SW_NCOLOR];
+} comp_info;
+
+/* 4-connected components of foreground pixels. Components smaller than min_area are erased
+ * (comp = -1). Returns the number of components kept (ids 0..n-1), or a negative code. */
+static int find_components(const signed char *label, int w, int h, int min_area, int *comp,
+                           int *stack, comp_info **info_out) {
+    size_t np = (size_t)w * (size_t)h;
+    comp_info *info = NULL;
+    int n = 0, cap = 0;
+    for (size_t i = 0; i < np; i++) comp[i] = -1;
+    for (size_t seed = 0; seed < np; seed++) {
+        if (label[seed] == LBL_BG || comp[seed] != -1) continue;
+        comp_info ci = {w, h, -1, -1, 0, {0}};
+        int top = 0;
+        comp[seed] = n;
+        stack[top++] = (int)seed;
+        while (top > 0) {
+            int p = stack[--top];
+            int px = p % w, py = p / w;
+            ci.area++;
+            if (label[p] >= 0) ci.votes[label[p]]++;
+            if (px < ci.x0) ci.x0 = px;
+            if (px > ci.x1) ci.x1 = px;
+            if (py < ci.y0) ci.y0 = py;
+            if (py > ci.y1) ci.y1 = py;
+            int nb[4] = {px > 0 ? p - 1 : -1, px < w - 1 ? p + 1 : -1, py > 0 ? p - w : -1,
+                         py < h - 1 ? p + w : -1};
+            for (int k = 0; k < 4; k++) {
+                int q = nb[k];
+                if (q >= 0 && label[q] != LBL_BG && comp[q] == -1) {
+                    comp[q] = n;
+                    stack[top++] = q;
+                }
+            }
+        }
+        if (ci.area < min_area) { /* erase it: mark its pixels as visited but owned by none */
+            for (int py = ci.y0; py <= ci.y1; py++)
+                for (int px = ci.x0; px <= ci.x1; px++)
+                    if (comp[(size_t)py * w + px] == n) comp[(size_t)py * w + px] = -3;
+            continue;
+        }
+        if (n == cap) {
+            int ncap = cap ? 2 * cap : 16;
+            comp_info *ni = realloc(info, (size_t)ncap * sizeof *ni);
+            if (!ni) {
+                free(info);
+                return ss_fail(SS_ENOMEM, "sw_detect: out of memory");
+            }
+            info = ni;
+            cap = ncap;
+        }
+        info[n++] = ci;
+    }
+    for (size_t i = 0; i < np; i++)
+        if (comp[i] == -3) comp[i] = -1;
+    *info_out = info;
+    return n;
+}
+
+/* Classify component `id`; returns 0 and fills *d, or 1 when it is not a shape, or < 0. */
+static int classify(const uint8_t *rgb, int w, int h, const int bg[3], const int *comp,
+                    const int *owner, int id, const comp_info *ci, const sw_detect_opts *o,
+                    sw_det *d) {
+    int bw = ci->x1 - ci->x0 + 1, bh = ci->y1 - ci->y0 + 1;
+    int color = -1, bestv = 0;
+    for (int c = 0; c < SW_NCOLOR; c++)
+        if (ci->votes[c] > bestv) {
+            bestv = ci->votes[c];
+            color = c;
+        }
+    if (2 * bestv < ci->area) color = -1;
+    window wd = {ci->x0 - PAD, ci->y0 - PAD, bw + 2 * PAD, bh + 2 * PAD, NULL, NULL, NULL};
+    size_t wn = (size_t)wd.gw * (size_t)wd.gh;
+    wd.a = malloc((3 * wn + (size_t)ci->area) * sizeof(double));
+    if (!wd.a) return ss_fail(SS_ENOMEM, "sw_detect: out of memory");
+    wd.t = wd.a + wn;
+    wd.tmp = wd.t + wn;
+    alpha_window(&wd, rgb, w, h, bg, comp, owner, id, color, ci->area, wd.tmp + wn);
+    double mass = 0, mx = 0, my = 0;
+    for (int y = 0; y < wd.gh; y++)
+        for (int x = 0; x < wd.gw; x++) {
+            double a = wd.a[y * wd.gw + x];
+            mass += a;
+            mx += a * (wd.gx + x + 0.5);
+            my += a * (wd.gy + y + 0.5);
+        }
+    int best_cls = -1;
+    double best_iou = -1, best_aspect = 1;
+    if (mass > 0) {
+        mx /= mass;
+        my /= mass;
+        double vx = 0, vy = 0;
+        for (int y = 0; y < wd.gh; y++)
+            for (int x = 0; x < wd.gw; x++) {
+                double a = wd.a[y * wd.gw + x];
+                double ex = wd.gx + x + 0.5 - mx, ey = wd.gy + y + 0.5 - my;
+                vx += a * ex * ex;
+                vy += a * ey * ey;
+            }
+        vx = vx > 0 ? vx / mass : 1e-9;
+        vy = vy > 0 ? vy / mass : 1e-9;
+        for (int t = 0; t < NTEMPLATE; t++) {
+            double aspect;
+            double iou = class_iou(&wd, t, mass, mx, my, vx, vy, &aspect);
+            if (iou > best_iou) {
+                best_iou = iou;
+                best_cls = t;
+                best_aspect = aspect;
+            }
+        }
+    }
+    free(wd.a);
+    /* ShapeWorld shapes have square boxes: penalize fitted aspect ratios below 0.8 */
+    double ratio = best_aspect < 1 ? best_aspect : 1 / best_aspect;
+    double score = best_iou * (ratio >= 0.8 ? 1.0 : (ratio / 0.8) * (ratio / 0.8));
+    if (best_cls < 0 || best_cls >= SW_NCLASS || score < o->min_score) return 1;
+    *d = (sw_det){.cls = best_cls, .color = color, .x0 = ci->x0, .y0 = ci->y0,
+                  .x1 = ci->x1 + 1, .y1 = ci->y1 + 1, .cx = (ci->x0 + ci->x1 + 1) / 2.0,
+                  .cy = (ci->y0 + ci->y1 + 1) / 2.0, .area = ci->area, .iou = best_iou,
+                  .score = score};
+    return 0;
 }
 
 int sw_detect(const uint8_t *rgb, int w, int h, const sw_detect_opts *opts, sw_det *out, int cap) {
@@ -189,147 +422,37 @@ int sw_detect(const uint8_t *rgb, int w, int h, const sw_detect_opts *opts, sw_d
     if (min_area < 4) min_area = 4;
     signed char *label = ss_malloc(np);
     int *comp = ss_malloc(np * sizeof *comp);
-    int *stack = ss_malloc(np * sizeof *stack);
+    int *owner = ss_malloc(np * sizeof *owner);
+    int *dist = ss_malloc(np * sizeof *dist);
+    int *queue = ss_malloc(np * sizeof *queue);
+    comp_info *info = NULL;
     sw_det *dets = NULL;
-    int n = 0, dcap = 0, rc = SS_OK;
-    if (!label || !comp || !stack) {
+    int n = 0, rc = SS_OK;
+    if (!label || !comp || !owner || !dist || !queue) {
         rc = SS_ENOMEM;
         goto done;
     }
     int bg[3];
     estimate_background(rgb, w, h, bg);
     label_pixels(rgb, np, bg, &o, label);
-    for (size_t i = 0; i < np; i++) comp[i] = -1;
-    int ncomp = 0;
-    for (size_t seed = 0; seed < np; seed++) {
-        if (label[seed] == LBL_BG || comp[seed] >= 0) continue;
-        int id = ncomp++;
-        int votes[SW_NCOLOR] = {0};
-        int area = 0, x0 = w, y0 = h, x1 = -1, y1 = -1, top = 0;
-        comp[seed] = id;
-        stack[top++] = (int)seed;
-        while (top > 0) {
-            int p = stack[--top];
-            int px = p % w, py = p / w;
-            area++;
-            if (label[p] >= 0) votes[label[p]]++;
-            if (px < x0) x0 = px;
-            if (px > x1) x1 = px;
-            if (py < y0) y0 = py;
-            if (py > y1) y1 = py;
-            int nb[4] = {px > 0 ? p - 1 : -1, px < w - 1 ? p + 1 : -1, py > 0 ? p - w : -1,
-                         py < h - 1 ? p + w : -1};
-            for (int k = 0; k < 4; k++) {
-                int q = nb[k];
-                if (q >= 0 && label[q] != LBL_BG && comp[q] < 0) {
-                    comp[q] = id;
-                    stack[top++] = q;
-                }
-            }
-        }
-        if (area < min_area) continue;
-        int bw = x1 - x0 + 1, bh = y1 - y0 + 1;
-        int color = -1, bestv = 0;
-        for (int c = 0; c < SW_NCOLOR; c++)
-            if (votes[c] > bestv) {
-                bestv = votes[c];
-                color = c;
-            }
-        if (2 * bestv < area) color = -1;
-        /* alpha map over the window: the component and the ring of pixels around it that belong
-         * to no other component */
-        window wd = {x0 - PAD, y0 - PAD, bw + 2 * PAD, bh + 2 * PAD, NULL, NULL, NULL};
-        size_t wn = (size_t)wd.gw * (size_t)wd.gh;
-        wd.a = malloc(3 * wn * sizeof(double));
-        if (!wd.a) {
-            rc = ss_fail(SS_ENOMEM, "sw_detect: out of memory");
+    int ncomp = find_components(label, w, h, min_area, comp, queue, &info);
+    if (ncomp < 0) {
+        rc = ncomp;
+        goto done;
+    }
+    own_pixels(comp, w, h, owner, dist, queue);
+    dets = ss_malloc((size_t)(ncomp > 0 ? ncomp : 1) * sizeof *dets);
+    if (!dets) {
+        rc = SS_ENOMEM;
+        goto done;
+    }
+    for (int id = 0; id < ncomp; id++) {
+        int r = classify(rgb, w, h, bg, comp, owner, id, &info[id], &o, &dets[n]);
+        if (r < 0) {
+            rc = r;
             goto done;
         }
-        wd.t = wd.a + wn;
-        wd.tmp = wd.t + wn;
-        double v[3] = {0, 0, 0}, vv = 0, dmax = 1;
-        if (color >= 0) {
-            for (int k = 0; k < 3; k++) {
-                v[k] = (double)SW_PALETTE[color][k] - bg[k];
-                vv += v[k] * v[k];
-            }
-        } else { /* no palette color: scale by the strongest pixel of the component */
-            for (int py = y0; py <= y1; py++)
-                for (int px = x0; px <= x1; px++) {
-                    size_t q = (size_t)py * w + px;
-                    if (comp[q] != id) continue;
-                    double dd = 0;
-                    for (int k = 0; k < 3; k++) dd += ((double)rgb[3 * q + k] - bg[k]) * ((double)rgb[3 * q + k] - bg[k]);
-                    if (sqrt(dd) > dmax) dmax = sqrt(dd);
-                }
-        }
-        double mass = 0, mx = 0, my = 0;
-        for (int y = 0; y < wd.gh; y++)
-            for (int x = 0; x < wd.gw; x++) {
-                int px = wd.gx + x, py = wd.gy + y;
-                double a = 0;
-                if (px >= 0 && py >= 0 && px < w && py < h) {
-                    size_t q = (size_t)py * w + px;
-                    int in = comp[q] == id;
-                    if (!in && comp[q] < 0 && label[q] == LBL_BG) /* ring: touches the component */
-                        for (int dy = -1; dy <= 1 && !in; dy++)
-                            for (int dx = -1; dx <= 1 && !in; dx++) {
-                                int nx = px + dx, ny = py + dy;
-                                in = nx >= 0 && ny >= 0 && nx < w && ny < h &&
-                                     comp[(size_t)ny * w + nx] == id;
-                            }
-                    if (in) {
-                        double d[3];
-                        for (int k = 0; k < 3; k++) d[k] = (double)rgb[3 * q + k] - bg[k];
-                        if (color >= 0) a = (d[0] * v[0] + d[1] * v[1] + d[2] * v[2]) / vv;
-                        else a = sqrt(d[0] * d[0] + d[1] * d[1] + d[2] * d[2]) / dmax;
-                        a = a < -1 ? -1 : a > 1 ? 1 : a;
-                    }
-                }
-                wd.a[y * wd.gw + x] = a;
-                mass += a;
-                mx += a * (px + 0.5);
-                my += a * (py + 0.5);
-            }
-        int best_cls = -1;
-        double best_iou = -1;
-        if (mass > 0) {
-            mx /= mass;
-            my /= mass;
-            double vx = 0, vy = 0;
-            for (int y = 0; y < wd.gh; y++)
-                for (int x = 0; x < wd.gw; x++) {
-                    double a = wd.a[y * wd.gw + x], ex = wd.gx + x + 0.5 - mx, ey = wd.gy + y + 0.5 - my;
-                    vx += a * ex * ex;
-                    vy += a * ey * ey;
-                }
-            vx = vx / mass + 1e-9;
-            vy = vy / mass + 1e-9;
-            for (int cls = 0; cls < SW_NCLASS; cls++) {
-                double iou = class_iou(&wd, cls, mass, mx, my, vx, vy);
-                if (iou > best_iou) {
-                    best_iou = iou;
-                    best_cls = cls;
-                }
-            }
-        }
-        free(wd.a);
-        double ratio = bw < bh ? (double)bw / bh : (double)bh / bw;
-        double score = best_iou * (ratio >= 0.75 ? 1.0 : ratio / 0.75);
-        if (best_cls < 0 || score < o.min_score) continue;
-        if (n == dcap) {
-            int ncap = dcap ? 2 * dcap : 16;
-            sw_det *nd = realloc(dets, (size_t)ncap * sizeof *nd);
-            if (!nd) {
-                rc = ss_fail(SS_ENOMEM, "sw_detect: out of memory");
-                goto done;
-            }
-            dets = nd;
-            dcap = ncap;
-        }
-        dets[n++] = (sw_det){.cls = best_cls, .color = color, .x0 = x0, .y0 = y0, .x1 = x1 + 1,
-                             .y1 = y1 + 1, .cx = (x0 + x1 + 1) / 2.0, .cy = (y0 + y1 + 1) / 2.0,
-                             .area = area, .iou = best_iou, .score = score};
+        if (r == 0) n++;
     }
     if (n > 1) qsort(dets, (size_t)n, sizeof *dets, det_cmp);
     if (n > cap) n = cap;
@@ -337,7 +460,10 @@ int sw_detect(const uint8_t *rgb, int w, int h, const sw_detect_opts *opts, sw_d
 done:
     free(label);
     free(comp);
-    free(stack);
+    free(owner);
+    free(dist);
+    free(queue);
+    free(info);
     free(dets);
     return rc ? rc : n;
 }

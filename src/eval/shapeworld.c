@@ -15,9 +15,9 @@ const uint8_t SW_PALETTE[SW_NCOLOR][3] = {
     {220, 40, 40},  /* red */
     {250, 130, 10}, /* orange */
     {240, 225, 40}, /* yellow */
-    {40, 170, 60},  /* green */
+    {30, 170, 50},  /* green */
     {40, 80, 220},  /* blue */
-    {150, 40, 190}, /* purple */
+    {130, 30, 200}, /* purple */
 };
 
 static const char *const CLASS_NAMES[SW_NCLASS] = {"circle", "square", "triangle"};
