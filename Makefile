@@ -38,7 +38,7 @@ endef
 $(eval $(call flavour,opt,$(OPTFLAGS)))
 $(eval $(call flavour,san,$(SANFLAGS)))
 
-.PHONY: all test test-opt test-san bench fuzz clean
+.PHONY: all test test-opt test-san bench fuzz clean demo
 all: sinkscope
 sinkscope: build/opt/sinkscope
 	cp $< $@
@@ -64,6 +64,14 @@ build/fuzz/fuzz_safetensors: fuzz/fuzz_safetensors.c $(FUZZ_SRC) $(HDRS)
 	@mkdir -p $(dir $@)
 	clang -std=c11 -D_GNU_SOURCE -g -O1 -Isrc $(shell pkg-config --cflags jansson) \
 	  -fsanitize=fuzzer,address,undefined -o $@ fuzz/fuzz_safetensors.c $(FUZZ_SRC) $(shell pkg-config --libs jansson) -lm
+
+# The main job on the embedded default. Until the embedded model lands this is a random-weight
+# SD3-style model: init, then a probed forward pass with a top-1 sink removal at block 2.
+demo: sinkscope
+	./sinkscope init --config configs/sd3-tiny.json --out out/demo-model --seed 1 --inputs out/demo-model/inputs.safetensors
+	./sinkscope forward --model out/demo-model --inputs out/demo-model/inputs.safetensors \
+	  --out out/demo-model/out.safetensors --probe 0,1,2,3 --condition configs/conditions/a1-top1.json
+	@echo "statistics: out/demo-model/out.stats.json; tensors: out/demo-model/out.safetensors"
 
 clean:
 	rm -rf build sinkscope

@@ -160,6 +160,28 @@ int cmd_forward(int argc, char **argv) {
         if ((rc = st_writer_add_f32(w, name, ST_F32, 3, sm, r->mass)) < 0) goto done;
     }
     if ((rc = st_writer_save(w, out_path)) < 0) goto done;
+    for (int i = 0; i < sink_ctx_record_count(sk); i++) {
+        const sink_record *r = sink_ctx_record(sk, i);
+        for (int b = 0; b < r->B; b++) {
+            if (r->probed)
+                printf("block %2d batch %d: MaxMass %.4f  entropy %.3f  top-5 conc. %.3f  top-1 sink: key %d (%s, mass %.4f; "
+                       "text in %.0f%% of heads, index 0 in %.0f%%)  activation max %.2f p95 %.2f\n",
+                       r->block, b, r->max_mass[b], r->entropy[b], r->top5[b], r->top_idx[(size_t)b * r->H * r->topk],
+                       r->top_idx[(size_t)b * r->H * r->topk] >= r->n_img ? "text" : "image", r->top_mass[(size_t)b * r->H * r->topk],
+                       100 * r->text_frac[b], 100 * r->idx0_frac[b], r->act_max[b], r->act_p95[b]);
+            if (r->intervened) {
+                double sb = 0, sa = 0;
+                for (int h = 0; h < r->H; h++) {
+                    sb += r->before[(size_t)b * r->H + h] / r->H;
+                    sa += r->after[(size_t)b * r->H + h] / r->H;
+                }
+                if (sa > 0)
+                    printf("block %2d batch %d: intervention: suppressed keys' mass %.3e -> %.3e (reduction %.3g x)\n", r->block, b, sb, sa, sb / sa);
+                else
+                    printf("block %2d batch %d: intervention: suppressed keys' mass %.3e -> 0 (removed)\n", r->block, b, sb);
+            }
+        }
+    }
     if (nprobe || cond_path) {
         char def[4200];
         if (!stats_path) {
