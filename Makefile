@@ -75,3 +75,4 @@ demo: sinkscope
 
 clean:
 	rm -rf build sinkscope
+.SECONDARY:
