@@ -44,8 +44,10 @@ static void rm_tree(const char *dir) {
         if (!strcmp(e->d_name, ".") || !strcmp(e->d_name, "..")) continue;
         snprintf(p, sizeof p, "%s/%s", dir, e->d_name);
         struct stat st;
-        if (stat(p, &st) == 0 && S_ISDIR(st.st_mode)) rm_tree(p);
-        else remove(p);
+        if (stat(p, &st) == 0 && S_ISDIR(st.st_mode))
+            rm_tree(p);
+        else
+            remove(p);
     }
     closedir(d);
     rmdir(dir);
@@ -140,9 +142,10 @@ static void test_png_roundtrip(void **state) {
     const int w = 37, h = 23;
     uint8_t *rgb = malloc((size_t)w * h * 3);
     assert_non_null(rgb);
-    for (int i = 0; i < w * h * 3; i++) rgb[i] = (uint8_t)(i * 7 + (i / 3) * 13);
-    const char *kv[] = {"prompt", "a photo of a red circle", "parameters", "seed=42 steps=28 cfg=4.5",
-                        "empty", ""};
+    for (int i = 0; i < w * h * 3; i++)
+        rgb[i] = (uint8_t)(i * 7 + (i / 3) * 13);
+    const char *kv[] = {
+        "prompt", "a photo of a red circle", "parameters", "seed=42 steps=28 cfg=4.5", "empty", ""};
     char p1[256], p2[256], tmp[300];
     tmp_path(p1, sizeof p1, "a.png");
     tmp_path(p2, sizeof p2, "b.png");
@@ -288,10 +291,12 @@ static void test_jsonl_errors(void **state) {
         {"{\"tag\": 3, \"prompt\": \"x\"}\n", ":1: \"tag\" is not a string"},
         {"{\"tag\": \"t\", \"prompt\": [\"x\"]}\n", ":1: \"prompt\" is not a string"},
         {"[1, 2]\n", ":1: record is not a JSON object"},
-        {"{\"tag\": \"t\", \"prompt\": \"x\", \"include\": {}}\n", ":1: \"include\" is not an array"},
+        {"{\"tag\": \"t\", \"prompt\": \"x\", \"include\": {}}\n",
+         ":1: \"include\" is not an array"},
         {"{\"tag\": \"t\", \"prompt\": \"x\", \"include\": [{\"count\": 1}]}\n",
          ":1: include[0] has no \"class\""},
-        {"{\"tag\": \"t\", \"prompt\": \"x\", \"include\": [{\"class\": \"a\", \"count\": \"2\"}]}\n",
+        {"{\"tag\": \"t\", \"prompt\": \"x\", \"include\": [{\"class\": \"a\", \"count\": "
+         "\"2\"}]}\n",
          ":1: include[0].count is not an integer"},
         {"{\"tag\": \"t\", \"prompt\": \"x\", \"include\": [{\"class\": \"a\", \"count\": 0}]}\n",
          "out of range"},
@@ -316,7 +321,8 @@ static void test_jsonl_errors(void **state) {
         assert_int_equal(gv_load_jsonl(p, &m, &n), SS_EFORMAT);
         assert_null(m);
         if (!strstr(ss_err(), name) || !strstr(ss_err(), cases[i].want))
-            fail_msg("case %zu: error '%s' lacks '%s' or the file name", i, ss_err(), cases[i].want);
+            fail_msg("case %zu: error '%s' lacks '%s' or the file name", i, ss_err(),
+                     cases[i].want);
     }
     tmp_path(p, sizeof p, "absent.jsonl");
     assert_int_equal(gv_load_jsonl(p, &m, &n), SS_EIO);
@@ -353,7 +359,8 @@ static void test_geneval_file_roundtrip(void **state) {
     int n = 0;
     while (fgets(line, sizeof line, f)) {
         size_t len = strlen(line);
-        while (len && (line[len - 1] == '\n' || line[len - 1] == '\r')) line[--len] = 0;
+        while (len && (line[len - 1] == '\n' || line[len - 1] == '\r'))
+            line[--len] = 0;
         if (!len) continue;
         gv_meta m;
         if (gv_parse_line(line, path, n + 1, &m)) fail_msg("%s", ss_err());
@@ -365,20 +372,24 @@ static void test_geneval_file_roundtrip(void **state) {
     assert_true(n >= 500);
 }
 
-/* ---- scoring rules ---------------------------------------------------------------------------- */
+/* ---- scoring rules ----------------------------------------------------------------------------
+ */
 
 static void test_score_counting(void **state) {
     (void)state;
-    gv_meta m = parse("{\"tag\": \"counting\", \"include\": [{\"class\": \"circle\", \"count\": 2}], "
-                      "\"exclude\": [{\"class\": \"circle\", \"count\": 3}], \"prompt\": \"p\"}");
+    gv_meta m =
+        parse("{\"tag\": \"counting\", \"include\": [{\"class\": \"circle\", \"count\": 2}], "
+              "\"exclude\": [{\"class\": \"circle\", \"count\": 3}], \"prompt\": \"p\"}");
     gv_det d[4] = {det("circle", "red", 0, 0, 8, 8, .9), det("circle", "blue", 20, 0, 28, 8, .8),
-                   det("square", "red", 0, 20, 8, 28, .9), det("circle", "red", 20, 20, 28, 28, .7)};
+                   det("square", "red", 0, 20, 8, 28, .9),
+                   det("circle", "red", 20, 20, 28, 28, .7)};
     char reason[256];
     assert_int_equal(gv_score(&m, d, 1, reason, sizeof reason), 0);
     assert_non_null(strstr(reason, "expected circle>=2, found 1"));
     assert_int_equal(gv_score(&m, d, 2, reason, sizeof reason), 1);
     assert_string_equal(reason, "");
-    assert_int_equal(gv_score(&m, d, 3, reason, sizeof reason), 1); /* other classes do not matter */
+    assert_int_equal(gv_score(&m, d, 3, reason, sizeof reason),
+                     1); /* other classes do not matter */
     assert_int_equal(gv_score(&m, d, 4, reason, sizeof reason), 0); /* 3 circles: excluded */
     assert_non_null(strstr(reason, "expected circle<3, found 3"));
     /* include is ">= count": without the exclude clause, 3 circles satisfy "2 circles" */
@@ -409,9 +420,10 @@ static void test_score_colors(void **state) {
 
 static void test_score_color_attr_and_two_object(void **state) {
     (void)state;
-    gv_meta m = parse("{\"tag\": \"color_attr\", \"include\": [{\"class\": \"circle\", \"count\": 1, "
-                      "\"color\": \"red\"}, {\"class\": \"square\", \"count\": 1, \"color\": "
-                      "\"blue\"}], \"prompt\": \"p\"}");
+    gv_meta m =
+        parse("{\"tag\": \"color_attr\", \"include\": [{\"class\": \"circle\", \"count\": 1, "
+              "\"color\": \"red\"}, {\"class\": \"square\", \"count\": 1, \"color\": "
+              "\"blue\"}], \"prompt\": \"p\"}");
     gv_det d[2] = {det("circle", "red", 0, 0, 8, 8, .9), det("square", "blue", 20, 0, 28, 8, .9)};
     assert_int_equal(gv_score(&m, d, 2, NULL, 0), 1);
     d[0].color = "blue";
@@ -421,16 +433,18 @@ static void test_score_color_attr_and_two_object(void **state) {
     assert_non_null(strstr(reason, "expected red circle"));
     assert_non_null(strstr(reason, "expected blue square"));
 
-    gv_meta t = parse("{\"tag\": \"two_object\", \"include\": [{\"class\": \"circle\", \"count\": 1}, "
-                      "{\"class\": \"triangle\", \"count\": 1}], \"prompt\": \"p\"}");
+    gv_meta t =
+        parse("{\"tag\": \"two_object\", \"include\": [{\"class\": \"circle\", \"count\": 1}, "
+              "{\"class\": \"triangle\", \"count\": 1}], \"prompt\": \"p\"}");
     gv_det e[2] = {det("circle", "red", 0, 0, 8, 8, .9), det("square", "blue", 20, 0, 28, 8, .9)};
     assert_int_equal(gv_score(&t, e, 2, reason, sizeof reason), 0);
     assert_non_null(strstr(reason, "expected triangle>=1, found 0"));
     e[1].cls = "triangle";
     assert_int_equal(gv_score(&t, e, 2, NULL, 0), 1);
 
-    gv_meta s = parse("{\"tag\": \"single_object\", \"include\": [{\"class\": \"square\", \"count\": "
-                      "1}], \"prompt\": \"p\"}");
+    gv_meta s =
+        parse("{\"tag\": \"single_object\", \"include\": [{\"class\": \"square\", \"count\": "
+              "1}], \"prompt\": \"p\"}");
     assert_int_equal(gv_score(&s, e, 2, NULL, 0), 0);
     assert_int_equal(gv_score(&s, d, 2, NULL, 0), 1);
 }
@@ -438,10 +452,12 @@ static void test_score_color_attr_and_two_object(void **state) {
 static void test_score_position(void **state) {
     (void)state;
     /* "a photo of a square right of a circle": clause 0 = circle (target), clause 1 = square */
-    gv_meta m = parse("{\"tag\": \"position\", \"include\": [{\"class\": \"circle\", \"count\": 1}, "
-                      "{\"class\": \"square\", \"count\": 1, \"position\": [\"right of\", 0]}], "
-                      "\"prompt\": \"p\"}");
-    gv_det d[2] = {det("circle", "red", 0, 10, 10, 20, .9), det("square", "blue", 20, 10, 30, 20, .9)};
+    gv_meta m =
+        parse("{\"tag\": \"position\", \"include\": [{\"class\": \"circle\", \"count\": 1}, "
+              "{\"class\": \"square\", \"count\": 1, \"position\": [\"right of\", 0]}], "
+              "\"prompt\": \"p\"}");
+    gv_det d[2] = {det("circle", "red", 0, 10, 10, 20, .9),
+                   det("square", "blue", 20, 10, 30, 20, .9)};
     char reason[256];
     assert_int_equal(gv_score(&m, d, 2, reason, sizeof reason), 1);
     /* mirrored: left of, wrong */
@@ -484,7 +500,8 @@ static void test_score_position(void **state) {
     assert_non_null(strstr(reason, "no target for square to be right of"));
     /* every target object must be satisfied: a second, less confident circle is not in the
      * matched group (count 1), so it does not matter */
-    gv_det three[3] = {det("circle", "red", 0, 10, 10, 20, .9), det("square", "b", 20, 10, 30, 20, .9),
+    gv_det three[3] = {det("circle", "red", 0, 10, 10, 20, .9),
+                       det("square", "b", 20, 10, 30, 20, .9),
                        det("circle", "red", 40, 10, 50, 20, .5)};
     assert_int_equal(gv_score(&m, three, 3, NULL, 0), 1);
     three[2].score = .95; /* now the right-most circle is the target: square is left of it */
@@ -518,7 +535,8 @@ static void test_summary(void **state) {
     gv_summary_free(&s);
 }
 
-/* ---- ShapeWorld: captions, vocabulary, sampling ------------------------------------------------- */
+/* ---- ShapeWorld: captions, vocabulary, sampling -------------------------------------------------
+ */
 
 static void check_words_in_vocab(const char *prompt) {
     const char *const *v = sw_vocabulary();
@@ -526,7 +544,8 @@ static void check_words_in_vocab(const char *prompt) {
     snprintf(buf, sizeof buf, "%s", prompt);
     for (char *tok = strtok(buf, " "); tok; tok = strtok(NULL, " ")) {
         int found = 0;
-        for (int i = 0; v[i]; i++) found |= !strcmp(v[i], tok);
+        for (int i = 0; v[i]; i++)
+            found |= !strcmp(v[i], tok);
         if (!found) fail_msg("word '%s' of '%s' is not in sw_vocabulary()", tok, prompt);
     }
 }
@@ -537,7 +556,8 @@ static void test_captions(void **state) {
         {"{\"tag\": \"single_object\", \"include\": [{\"class\": \"circle\", \"count\": 1}], "
          "\"prompt\": \"\"}",
          "a photo of a circle"},
-        {"{\"tag\": \"two_object\", \"include\": [{\"class\": \"circle\", \"count\": 1}, {\"class\": "
+        {"{\"tag\": \"two_object\", \"include\": [{\"class\": \"circle\", \"count\": 1}, "
+         "{\"class\": "
          "\"square\", \"count\": 1}], \"prompt\": \"\"}",
          "a photo of a circle and a square"},
         {"{\"tag\": \"counting\", \"include\": [{\"class\": \"triangle\", \"count\": 3}], "
@@ -593,8 +613,10 @@ static void test_vocabulary(void **state) {
     int n = 0;
     for (; v[n]; n++) {
         assert_true(strlen(v[n]) > 0);
-        for (const char *c = v[n]; *c; c++) assert_true(*c >= 'a' && *c <= 'z');
-        for (int j = 0; j < n; j++) assert_string_not_equal(v[j], v[n]);
+        for (const char *c = v[n]; *c; c++)
+            assert_true(*c >= 'a' && *c <= 'z');
+        for (int j = 0; j < n; j++)
+            assert_string_not_equal(v[j], v[n]);
     }
     /* every word is used by some caption: collect the words of many captions */
     int *used = calloc((size_t)n, sizeof *used);
@@ -650,7 +672,8 @@ static void test_sampling(void **state) {
         sw_scene_dets(&s1, gt);
         assert_int_equal(gv_score(&m1, gt, s1.n, NULL, 0), 1);
     }
-    for (int t = 0; t < SW_NTAG; t++) assert_int_equal(tag_count[t], 200);
+    for (int t = 0; t < SW_NTAG; t++)
+        assert_int_equal(tag_count[t], 200);
     /* different seeds give different data */
     sw_scene s3;
     gv_meta m3;
@@ -664,18 +687,21 @@ static void test_sampling(void **state) {
     }
     assert_true(differ >= 18);
     /* metadata that ShapeWorld cannot satisfy or does not know */
-    gv_meta bad = parse("{\"tag\": \"single_object\", \"include\": [{\"class\": \"zebra\", \"count\": "
-                        "1}], \"prompt\": \"p\"}");
+    gv_meta bad =
+        parse("{\"tag\": \"single_object\", \"include\": [{\"class\": \"zebra\", \"count\": "
+              "1}], \"prompt\": \"p\"}");
     assert_int_equal(sw_scene_for_meta(&bad, 1, 32, 32, &s3), SS_EARG);
     assert_non_null(strstr(ss_err(), "zebra"));
     bad = parse("{\"tag\": \"counting\", \"include\": [{\"class\": \"circle\", \"count\": 5}], "
                 "\"prompt\": \"p\"}");
     assert_int_equal(sw_scene_for_meta(&bad, 1, 32, 32, &s3), SS_EARG);
-    bad = parse("{\"tag\": \"x\", \"include\": [{\"class\": \"circle\", \"count\": 1}], \"exclude\": "
-                "[{\"class\": \"circle\", \"count\": 1}], \"prompt\": \"p\"}");
+    bad =
+        parse("{\"tag\": \"x\", \"include\": [{\"class\": \"circle\", \"count\": 1}], \"exclude\": "
+              "[{\"class\": \"circle\", \"count\": 1}], \"prompt\": \"p\"}");
     assert_int_equal(sw_scene_for_meta(&bad, 1, 32, 32, &s3), SS_EARG);
-    bad = parse("{\"tag\": \"colors\", \"include\": [{\"class\": \"circle\", \"count\": 1, \"color\": "
-                "\"pink\"}], \"prompt\": \"p\"}");
+    bad = parse(
+        "{\"tag\": \"colors\", \"include\": [{\"class\": \"circle\", \"count\": 1, \"color\": "
+        "\"pink\"}], \"prompt\": \"p\"}");
     assert_int_equal(sw_scene_for_meta(&bad, 1, 32, 32, &s3), SS_EARG);
     assert_int_equal(sw_sample(1, 0, -1, 8, 8, &s3, &m3), SS_EARG);
 }
@@ -688,8 +714,8 @@ static void test_render(void **state) {
     assert_int_equal(sw_render(&s, rgb), SS_OK);
     for (int y = 0; y < 16; y++)
         for (int x = 0; x < 16; x++) {
-            const uint8_t *want = (x >= 2 && x < 10 && y >= 3 && y < 11) ? SW_PALETTE[SW_BLUE]
-                                                                          : SW_BACKGROUND;
+            const uint8_t *want =
+                (x >= 2 && x < 10 && y >= 3 && y < 11) ? SW_PALETTE[SW_BLUE] : SW_BACKGROUND;
             assert_memory_equal(rgb + 3 * (y * 16 + x), want, 3);
         }
     /* circle: exact area up to anti-aliasing; triangle: half the box; apex up */
@@ -698,7 +724,8 @@ static void test_render(void **state) {
         s.obj[0] = (sw_object){c, SW_RED, 0, 0, 16, 16, 8, 8};
         int k = 0;
         for (int y = 0; y < 16; y++)
-            for (int x = 0; x < 16; x++) k += sw_shape_coverage(c, 0, 0, 16, 16, x, y);
+            for (int x = 0; x < 16; x++)
+                k += sw_shape_coverage(c, 0, 0, 16, 16, x, y);
         area[c] = k;
     }
     assert_true(abs(area[SW_SQUARE] - 256 * 16) == 0);
@@ -709,7 +736,8 @@ static void test_render(void **state) {
     assert_true(sw_shape_coverage(SW_TRIANGLE, 0, 0, 16, 16, 7, 0) > 0);
 }
 
-/* ---- detector ----------------------------------------------------------------------------------- */
+/* ---- detector -----------------------------------------------------------------------------------
+ */
 
 enum { COND_CLEAN, COND_NOISE, COND_BLUR, COND_BLUR_NOISE, NCOND };
 static const char *const COND_NAMES[NCOND] = {"clean", "noise 8/255", "3x3 box blur",
@@ -717,7 +745,8 @@ static const char *const COND_NAMES[NCOND] = {"clean", "noise 8/255", "3x3 box b
 
 /* Render n_per_tag scenes per tag, degrade, detect, score. Returns scene accuracy; also checks
  * object-level agreement (class, color, box within 2 px). */
-static double detection_accuracy(int cond, int n_per_tag, int size, uint64_t seed, double *obj_acc) {
+static double detection_accuracy(int cond, int n_per_tag, int size, uint64_t seed,
+                                 double *obj_acc) {
     int ok = 0, total = 0, obj_ok = 0, obj_total = 0;
     uint8_t *rgb = malloc((size_t)size * size * 3);
     sw_det d[64];
@@ -729,7 +758,8 @@ static double detection_accuracy(int cond, int n_per_tag, int size, uint64_t see
         assert_int_equal(sw_sample(seed, (uint64_t)i, -1, size, size, &s, &m), SS_OK);
         assert_int_equal(sw_render(&s, rgb), SS_OK);
         if (cond == COND_BLUR || cond == COND_BLUR_NOISE) box_blur3(rgb, size, size);
-        if (cond == COND_NOISE || cond == COND_BLUR_NOISE) add_noise(rgb, (size_t)size * size * 3, 8);
+        if (cond == COND_NOISE || cond == COND_BLUR_NOISE)
+            add_noise(rgb, (size_t)size * size * 3, 8);
         int n = sw_detect(rgb, size, size, NULL, d, 64);
         assert_true(n >= 0);
         sw_dets_to_gv(d, n, g);
@@ -773,13 +803,15 @@ static void test_detect_64(void **state) {
     for (int cond = 0; cond < NCOND; cond += 3) {
         double obj;
         double acc = detection_accuracy(cond, 20, 64, 77, &obj);
-        print_message("64x64 %-13s: %.2f%% of 120 scenes scored correct\n", COND_NAMES[cond], 100 * acc);
+        print_message("64x64 %-13s: %.2f%% of 120 scenes scored correct\n", COND_NAMES[cond],
+                      100 * acc);
         assert_true(acc >= 0.99);
     }
 }
 
 static void fill_bg(uint8_t *rgb, int w, int h) {
-    for (int i = 0; i < w * h; i++) memcpy(rgb + 3 * i, SW_BACKGROUND, 3);
+    for (int i = 0; i < w * h; i++)
+        memcpy(rgb + 3 * i, SW_BACKGROUND, 3);
 }
 
 static void test_detect_rejects(void **state) {
@@ -807,13 +839,15 @@ static void test_detect_rejects(void **state) {
     /* a 2:1 bar is not a square */
     fill_bg(rgb, 32, 32);
     for (int y = 10; y < 16; y++)
-        for (int x = 6; x < 18; x++) memcpy(rgb + 3 * (y * 32 + x), SW_PALETTE[SW_GREEN], 3);
+        for (int x = 6; x < 18; x++)
+            memcpy(rgb + 3 * (y * 32 + x), SW_PALETTE[SW_GREEN], 3);
     assert_int_equal(sw_detect(rgb, 32, 32, NULL, d, 8), 0);
     /* a pink square is a square of no palette color: it counts as a square, not as red */
     fill_bg(rgb, 32, 32);
     const uint8_t pink[3] = {240, 130, 180};
     for (int y = 10; y < 20; y++)
-        for (int x = 10; x < 20; x++) memcpy(rgb + 3 * (y * 32 + x), pink, 3);
+        for (int x = 10; x < 20; x++)
+            memcpy(rgb + 3 * (y * 32 + x), pink, 3);
     assert_int_equal(sw_detect(rgb, 32, 32, NULL, d, 8), 1);
     assert_int_equal(d[0].cls, SW_SQUARE);
     assert_int_equal(d[0].color, -1);
@@ -826,7 +860,8 @@ static void test_detect_rejects(void **state) {
     fill_bg(rgb, 32, 32);
     const uint8_t dark[3] = {170, 70, 70};
     for (int y = 10; y < 20; y++)
-        for (int x = 10; x < 20; x++) memcpy(rgb + 3 * (y * 32 + x), dark, 3);
+        for (int x = 10; x < 20; x++)
+            memcpy(rgb + 3 * (y * 32 + x), dark, 3);
     assert_int_equal(sw_detect(rgb, 32, 32, NULL, d, 8), 1);
     assert_int_equal(d[0].color, SW_RED);
     assert_int_equal(d[0].cls, SW_SQUARE);
@@ -835,7 +870,8 @@ static void test_detect_rejects(void **state) {
     s.obj[0] = (sw_object){SW_CIRCLE, SW_PURPLE, 3, 3, 12, 12, 7.5, 7.5};
     s.obj[1] = (sw_object){SW_TRIANGLE, SW_YELLOW, 16, 18, 26, 28, 21, 23};
     assert_int_equal(sw_render(&s, rgb), SS_OK);
-    for (size_t i = 0; i < sizeof rgb; i++) rgb[i] = (uint8_t)(rgb[i] + (i % 3 == 0 ? 12 : 0));
+    for (size_t i = 0; i < sizeof rgb; i++)
+        rgb[i] = (uint8_t)(rgb[i] + (i % 3 == 0 ? 12 : 0));
     assert_int_equal(sw_detect(rgb, 32, 32, NULL, d, 8), 2);
     /* capacity: keep the best */
     assert_int_equal(sw_detect(rgb, 32, 32, NULL, d, 1), 1);
@@ -843,7 +879,8 @@ static void test_detect_rejects(void **state) {
     assert_int_equal(sw_detect(NULL, 32, 32, NULL, d, 8), SS_EARG);
 }
 
-/* ---- evaluation set, dataset, folder scoring -------------------------------------------------- */
+/* ---- evaluation set, dataset, folder scoring --------------------------------------------------
+ */
 
 static void test_eval_set(void **state) {
     (void)state;
@@ -878,15 +915,19 @@ static void test_eval_set(void **state) {
         default: break;
         }
     }
-    for (int t = 0; t < SW_NTAG; t++) assert_int_equal(per_tag[t], SW_EVAL_PER_TAG);
+    for (int t = 0; t < SW_NTAG; t++)
+        assert_int_equal(per_tag[t], SW_EVAL_PER_TAG);
     for (int c = 0; c < SW_NCLASS; c++) {
         assert_int_equal(single[c], SW_EVAL_PER_TAG / SW_NCLASS);
-        for (int k = 2; k <= 4; k++) assert_int_equal(count_cls[c][k], SW_EVAL_PER_TAG / 9);
-        for (int k = 0; k < SW_NCOLOR; k++) assert_int_equal(col_cls[c][k], SW_EVAL_PER_TAG / 18);
+        for (int k = 2; k <= 4; k++)
+            assert_int_equal(count_cls[c][k], SW_EVAL_PER_TAG / 9);
+        for (int k = 0; k < SW_NCOLOR; k++)
+            assert_int_equal(col_cls[c][k], SW_EVAL_PER_TAG / 18);
         for (int k = 0; k < SW_NCLASS; k++)
             if (k != c) assert_int_equal(pos_pair[c][k], SW_EVAL_PER_TAG / 6);
     }
-    for (int r = 0; r < GV_NREL; r++) assert_int_equal(rel[r], SW_EVAL_PER_TAG / 4);
+    for (int r = 0; r < GV_NREL; r++)
+        assert_int_equal(rel[r], SW_EVAL_PER_TAG / 4);
     for (int k = 0; k < SW_NCOLOR; k++) {
         assert_int_equal(attr1[k], SW_EVAL_PER_TAG / 6);
         assert_int_equal(attr2[k], SW_EVAL_PER_TAG / 6);

@@ -90,9 +90,9 @@ int sw_score_dir(const char *dir, const char *prompts_path, const sw_detect_opts
     rc = list_images(dir, &out->img, &out->n_img);
     if (rc) goto fail;
     if (out->n_img == 0) {
-        rc = ss_fail(SS_EMISSING,
-                     "%s: no images named <prompt index, 5+ digits>_<sample>.png (e.g. 00000_0.png)",
-                     dir);
+        rc = ss_fail(
+            SS_EMISSING,
+            "%s: no images named <prompt index, 5+ digits>_<sample>.png (e.g. 00000_0.png)", dir);
         goto fail;
     }
     rc = gv_summary_init(&out->sum, out->n_meta);
@@ -207,7 +207,8 @@ int sw_score_write_json(const sw_score_report *r, const char *path) {
         json_array_append_new(imgs, o);
     }
     json_object_set_new(root, "results", imgs);
-    int rc = json_dump_file(root, path, JSON_INDENT(1) | JSON_PRESERVE_ORDER | JSON_REAL_PRECISION(6));
+    int rc =
+        json_dump_file(root, path, JSON_INDENT(1) | JSON_PRESERVE_ORDER | JSON_REAL_PRECISION(6));
     json_decref(root);
     if (rc) return ss_fail(SS_EIO, "%s: cannot write JSON report", path);
     return SS_OK;

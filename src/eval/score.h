@@ -15,18 +15,18 @@
 #define SW_SCORE_MAX_DET 16 /* detections kept per image in the report (scoring uses all) */
 
 typedef struct {
-    char file[256];      /* file name inside DIR */
-    int index;           /* prompt index */
+    char file[256]; /* file name inside DIR */
+    int index;      /* prompt index */
     long long sample;
     int correct;
     char reason[512];
     int w, h;
-    int n_det;           /* detections stored below (at most SW_SCORE_MAX_DET) */
+    int n_det; /* detections stored below (at most SW_SCORE_MAX_DET) */
     sw_det det[SW_SCORE_MAX_DET];
 } sw_image_result;
 
 typedef struct {
-    gv_meta *meta;       /* the prompts */
+    gv_meta *meta; /* the prompts */
     int n_meta;
     sw_image_result *img; /* sorted by (index, sample) */
     int n_img;
