@@ -12,8 +12,8 @@
 #define LBL_NOCOLOR (-1)
 
 sw_detect_opts sw_detect_defaults(void) {
-    sw_detect_opts o = {.fg_alpha = 0.5, .color_resid = 0.45, .strong_dist = 80.0,
-                        .min_area = 8, .min_score = 0.6};
+    sw_detect_opts o = {
+        .fg_alpha = 0.5, .color_resid = 0.45, .strong_dist = 80.0, .min_area = 8, .min_score = 0.6};
     return o;
 }
 
@@ -25,19 +25,22 @@ static void estimate_background(const uint8_t *rgb, int w, int h, int bg[3]) {
         for (int x = 0; x < w; x++) {
             if (y != 0 && y != h - 1 && x != 0 && x != w - 1) continue;
             const uint8_t *p = rgb + 3 * ((size_t)y * w + x);
-            for (int c = 0; c < 3; c++) hist[c][p[c]]++;
+            for (int c = 0; c < 3; c++)
+                hist[c][p[c]]++;
             n++;
         }
     int far = 0;
     for (int c = 0; c < 3; c++) {
         long acc = 0;
         int v = 0;
-        while (v < 255 && (acc += hist[c][v]) * 2 < n) v++;
+        while (v < 255 && (acc += hist[c][v]) * 2 < n)
+            v++;
         bg[c] = v;
         if (abs(v - SW_BACKGROUND[c]) > 40) far = 1;
     }
     if (far)
-        for (int c = 0; c < 3; c++) bg[c] = SW_BACKGROUND[c];
+        for (int c = 0; c < 3; c++)
+            bg[c] = SW_BACKGROUND[c];
 }
 
 /* Label every pixel: LBL_BG, LBL_NOCOLOR (foreground of no palette color) or a palette color. */
@@ -77,20 +80,24 @@ static void label_pixels(const uint8_t *rgb, size_t np, const int bg[3], const s
         }
         int colored = best >= 0 && best_a >= o->fg_alpha &&
                       best_r2 <= o->color_resid * o->color_resid * vv[best];
-        if (colored) label[i] = (signed char)best;
-        else if (dd >= o->strong_dist * o->strong_dist) label[i] = LBL_NOCOLOR;
-        else label[i] = LBL_BG;
+        if (colored)
+            label[i] = (signed char)best;
+        else if (dd >= o->strong_dist * o->strong_dist)
+            label[i] = LBL_NOCOLOR;
+        else
+            label[i] = LBL_BG;
     }
 }
 
 /* ---- classification on the soft alpha map -------------------------------------------------
- * Blur moves mass across the 0.5 threshold, so the thresholded mask of a small blurred shape loses
- * its corners and tips. The soft alpha map keeps what blur preserves: total mass and centroid. For each
- * class the template box follows from them (mass = class fill x box area; centroid = box
- * center, or 2/3 down for the apex-up triangle); the template is then compared with the alpha
- * map by soft IoU, sharp and at two blur levels (binomial kernels, sigma 0.71 and 1.0), and the
- * best match counts. Alpha is clamped to [-1, 1], not [0, 1], so that background noise around
- * the shape averages out instead of adding mass. */
+ * Blur moves mass across the 0.5 threshold, so the thresholded mask of a small blurred shape
+ * loses its corners and tips. The soft alpha map keeps what blur preserves: total mass and
+ * centroid. For each template the box follows from them (mass = fill x box area; centroid =
+ * box center, or 2/3 down for the apex-up triangle) and from the x/y spread of the mass; the
+ * template is then compared with the alpha map by soft IoU, sharp and at two blur levels
+ * (binomial kernels, sigma 0.71 and 1.0), and the best match counts. Alpha is clamped to
+ * [-1, 1], not [0, 1], so that background noise around the shape averages out instead of
+ * adding mass. */
 
 #define PAD 4 /* evaluation window: component bbox + PAD px on each side */
 
@@ -154,8 +161,8 @@ static double soft_iou(const window *wd, const double *t) {
 }
 
 /* Best soft IoU of template `t` with the alpha map of the window. */
-static double class_iou(window *wd, int t, double mass, double mx, double my, double vx,
-                        double vy, double *aspect_out) {
+static double class_iou(window *wd, int t, double mass, double mx, double my, double vx, double vy,
+                        double *aspect_out) {
     /* box aspect W/H from the spread of the mass along x and y, as this class would have it */
     double aspect = sqrt((vx / T_VARX[t]) / (vy / T_VARY[t]));
     aspect = aspect < 0.5 ? 0.5 : aspect > 2 ? 2 : aspect;
@@ -194,7 +201,8 @@ static double class_iou(window *wd, int t, double mass, double mx, double my, do
  * that color), or, for a component of no palette color, its distance from the background. */
 static double raw_alpha(const uint8_t *rgb, size_t q, const int bg[3], int color) {
     double d[3];
-    for (int k = 0; k < 3; k++) d[k] = (double)rgb[3 * q + k] - bg[k];
+    for (int k = 0; k < 3; k++)
+        d[k] = (double)rgb[3 * q + k] - bg[k];
     if (color < 0) return sqrt(d[0] * d[0] + d[1] * d[1] + d[2] * d[2]);
     double dot = 0, vv = 0;
     for (int k = 0; k < 3; k++) {
@@ -222,7 +230,8 @@ static void alpha_window(window *wd, const uint8_t *rgb, int w, int h, const int
     for (int y = 0; y < wd->gh; y++)
         for (int x = 0; x < wd->gw; x++) {
             int px = wd->gx + x, py = wd->gy + y;
-            if (px >= 0 && py >= 0 && px < w && py < h && comp[(size_t)py * w + px] == id && n < area)
+            if (px >= 0 && py >= 0 && px < w && py < h && comp[(size_t)py * w + px] == id &&
+                n < area)
                 scratch[n++] = raw_alpha(rgb, (size_t)py * w + px, bg, color);
         }
     double plateau = 1;
@@ -230,8 +239,10 @@ static void alpha_window(window *wd, const uint8_t *rgb, int w, int h, const int
         qsort(scratch, (size_t)n, sizeof *scratch, cmp_double);
         plateau = scratch[(3 * (n - 1)) / 4];
     }
-    if (color >= 0) plateau = plateau < 0.5 ? 0.5 : plateau > 1 ? 1 : plateau;
-    else if (plateau < 1) plateau = 1;
+    if (color >= 0)
+        plateau = plateau < 0.5 ? 0.5 : plateau > 1 ? 1 : plateau;
+    else if (plateau < 1)
+        plateau = 1;
     for (int y = 0; y < wd->gh; y++)
         for (int x = 0; x < wd->gw; x++) {
             int px = wd->gx + x, py = wd->gy + y;
@@ -299,7 +310,8 @@ static int find_components(const signed char *label, int w, int h, int min_area,
     size_t np = (size_t)w * (size_t)h;
     comp_info *info = NULL;
     int n = 0, cap = 0;
-    for (size_t i = 0; i < np; i++) comp[i] = -1;
+    for (size_t i = 0; i < np; i++)
+        comp[i] = -1;
     for (size_t seed = 0; seed < np; seed++) {
         if (label[seed] == LBL_BG || comp[seed] != -1) continue;
         comp_info ci = {w, h, -1, -1, 0, {0}};
@@ -406,9 +418,16 @@ static int classify(const uint8_t *rgb, int w, int h, const int bg[3], const int
     double ratio = best_aspect < 1 ? best_aspect : 1 / best_aspect;
     double score = best_iou * (ratio >= 0.8 ? 1.0 : (ratio / 0.8) * (ratio / 0.8));
     if (best_cls < 0 || best_cls >= SW_NCLASS || score < o->min_score) return 1;
-    *d = (sw_det){.cls = best_cls, .color = color, .x0 = ci->x0, .y0 = ci->y0,
-                  .x1 = ci->x1 + 1, .y1 = ci->y1 + 1, .cx = (ci->x0 + ci->x1 + 1) / 2.0,
-                  .cy = (ci->y0 + ci->y1 + 1) / 2.0, .area = ci->area, .iou = best_iou,
+    *d = (sw_det){.cls = best_cls,
+                  .color = color,
+                  .x0 = ci->x0,
+                  .y0 = ci->y0,
+                  .x1 = ci->x1 + 1,
+                  .y1 = ci->y1 + 1,
+                  .cx = (ci->x0 + ci->x1 + 1) / 2.0,
+                  .cy = (ci->y0 + ci->y1 + 1) / 2.0,
+                  .area = ci->area,
+                  .iou = best_iou,
                   .score = score};
     return 0;
 }
@@ -471,7 +490,12 @@ done:
 void sw_dets_to_gv(const sw_det *d, int n, gv_det *out) {
     for (int i = 0; i < n; i++) {
         const char *color = sw_color_name(d[i].color);
-        out[i] = (gv_det){sw_class_name(d[i].cls), color ? color : "", d[i].x0, d[i].y0,
-                          d[i].x1, d[i].y1, d[i].score};
+        out[i] = (gv_det){sw_class_name(d[i].cls),
+                          color ? color : "",
+                          d[i].x0,
+                          d[i].y0,
+                          d[i].x1,
+                          d[i].y1,
+                          d[i].score};
     }
 }

@@ -228,11 +228,16 @@ static void put_str(sbuf *b, const char *s) {
     for (; *s; s++) {
         unsigned char c = (unsigned char)*s;
         char tmp[8];
-        if (c == '"') put(b, "\\\"");
-        else if (c == '\\') put(b, "\\\\");
-        else if (c == '\n') put(b, "\\n");
-        else if (c == '\t') put(b, "\\t");
-        else if (c == '\r') put(b, "\\r");
+        if (c == '"')
+            put(b, "\\\"");
+        else if (c == '\\')
+            put(b, "\\\\");
+        else if (c == '\n')
+            put(b, "\\n");
+        else if (c == '\t')
+            put(b, "\\t");
+        else if (c == '\r')
+            put(b, "\\r");
         else if (c < 0x20) {
             snprintf(tmp, sizeof tmp, "\\u%04x", c);
             put(b, tmp);
@@ -306,7 +311,8 @@ unsigned gv_relations(const gv_det *a, const gv_det *b, double margin) {
     double dim[2] = {fabs(a->x1 - a->x0) + fabs(b->x1 - b->x0),
                      fabs(a->y1 - a->y0) + fabs(b->y1 - b->y0)};
     double rev[2];
-    for (int k = 0; k < 2; k++) rev[k] = fmax(fabs(off[k]) - margin * dim[k], 0.0) * sgn(off[k]);
+    for (int k = 0; k < 2; k++)
+        rev[k] = fmax(fabs(off[k]) - margin * dim[k], 0.0) * sgn(off[k]);
     if (fabs(rev[0]) < 1e-3 && fabs(rev[1]) < 1e-3) return 0;
     double norm = hypot(off[0], off[1]);
     double dx = rev[0] / norm, dy = rev[1] / norm;
@@ -401,8 +407,9 @@ int gv_score(const gv_meta *m, const gv_det *dets, int n_dets, char *reason, siz
                                 char rl[64];
                                 rel_list(rels, rl, sizeof rl);
                                 matched = 0;
-                                reason_add(reason, reason_cap, "expected %s %s target, found %s target",
-                                           c->cls, gv_rel_name(c->rel), rl);
+                                reason_add(reason, reason_cap,
+                                           "expected %s %s target, found %s target", c->cls,
+                                           gv_rel_name(c->rel), rl);
                                 break;
                             }
                         }
@@ -453,7 +460,8 @@ int gv_summary_add(gv_summary *s, int prompt_index, const char *tag, int correct
         return ss_fail(SS_EARG, "prompt index %d out of range (0..%d)", prompt_index,
                        s->n_prompts - 1);
     int t = 0;
-    while (t < s->n_tags && strcmp(s->tag[t], tag)) t++;
+    while (t < s->n_tags && strcmp(s->tag[t], tag))
+        t++;
     if (t == s->n_tags) {
         if (t == (int)(sizeof s->tag / sizeof s->tag[0]))
             return ss_fail(SS_EARG, "too many distinct tags (at most %d)", t);
@@ -478,19 +486,22 @@ double gv_summary_tag_accuracy(const gv_summary *s, int t) {
 double gv_summary_overall(const gv_summary *s) {
     if (s->n_tags == 0) return 0.0;
     double sum = 0;
-    for (int t = 0; t < s->n_tags; t++) sum += gv_summary_tag_accuracy(s, t);
+    for (int t = 0; t < s->n_tags; t++)
+        sum += gv_summary_tag_accuracy(s, t);
     return sum / s->n_tags;
 }
 
 int gv_summary_prompts_scored(const gv_summary *s) {
     int n = 0;
-    for (int i = 0; i < s->n_prompts; i++) n += s->prompt_seen[i];
+    for (int i = 0; i < s->n_prompts; i++)
+        n += s->prompt_seen[i];
     return n;
 }
 
 int gv_summary_prompts_correct(const gv_summary *s) {
     int n = 0;
-    for (int i = 0; i < s->n_prompts; i++) n += s->prompt_ok[i];
+    for (int i = 0; i < s->n_prompts; i++)
+        n += s->prompt_ok[i];
     return n;
 }
 
@@ -504,7 +515,7 @@ void gv_summary_print(const gv_summary *s, FILE *f) {
     fprintf(f, "%% correct prompts: %.2f%%\n\n", ps ? 100.0 * pc / ps : 0.0);
     fprintf(f, "Task breakdown\n==============\n");
     for (int t = 0; t < s->n_tags; t++)
-        fprintf(f, "%-16s = %6.2f%% (%ld / %ld)\n", s->tag[t], 100.0 * gv_summary_tag_accuracy(s, t),
-                s->tag_correct[t], s->tag_total[t]);
+        fprintf(f, "%-16s = %6.2f%% (%ld / %ld)\n", s->tag[t],
+                100.0 * gv_summary_tag_accuracy(s, t), s->tag_correct[t], s->tag_total[t]);
     fprintf(f, "\nOverall score (avg. over tasks): %.5f\n", gv_summary_overall(s));
 }

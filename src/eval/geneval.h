@@ -33,9 +33,9 @@
 #include <stddef.h>
 #include <stdio.h>
 
-#define GV_NAME_MAX 48     /* class / color / tag names, including the NUL */
-#define GV_PROMPT_MAX 512  /* prompt text, including the NUL */
-#define GV_MAX_CLAUSES 8   /* per include / exclude list */
+#define GV_NAME_MAX 48    /* class / color / tag names, including the NUL */
+#define GV_PROMPT_MAX 512 /* prompt text, including the NUL */
+#define GV_MAX_CLAUSES 8  /* per include / exclude list */
 
 enum { GV_REL_NONE = -1, GV_LEFT_OF = 0, GV_RIGHT_OF, GV_ABOVE, GV_BELOW, GV_NREL };
 #define GV_POSITION_MARGIN 0.1
@@ -65,8 +65,8 @@ typedef struct {
     double score;
 } gv_det;
 
-const char *gv_rel_name(int rel);     /* "left of", "right of", "above", "below" */
-int gv_rel_from_name(const char *s);  /* GV_REL_NONE when not one of those */
+const char *gv_rel_name(int rel);    /* "left of", "right of", "above", "below" */
+int gv_rel_from_name(const char *s); /* GV_REL_NONE when not one of those */
 
 /* Parse one JSON line. `path` and `line` only name the place in error messages. */
 int gv_parse_line(const char *text, const char *path, int line, gv_meta *out);
@@ -90,7 +90,7 @@ typedef struct {
     char tag[16][GV_NAME_MAX];
     long tag_correct[16], tag_total[16];
     long images, images_correct;
-    int n_prompts;         /* size of the prompt table below */
+    int n_prompts; /* size of the prompt table below */
     unsigned char *prompt_seen, *prompt_ok;
 } gv_summary;
 

@@ -29,10 +29,9 @@ static const char *const TAG_NAMES[SW_NTAG] = {"single_object", "two_object", "c
 static const char *const NUMBER_WORDS[5] = {"zero", "one", "two", "three", "four"};
 
 static const char *const VOCAB[] = {
-    "a",      "an",     "photo",  "of",     "and",      "left",    "right",   "above",
-    "below",  "two",    "three",  "four",   "red",      "orange",  "yellow",  "green",
-    "blue",   "purple", "circle", "square", "triangle", "circles", "squares", "triangles",
-    NULL};
+    "a",      "an",     "photo",    "of",      "and",     "left",      "right", "above", "below",
+    "two",    "three",  "four",     "red",     "orange",  "yellow",    "green", "blue",  "purple",
+    "circle", "square", "triangle", "circles", "squares", "triangles", NULL};
 
 const char *sw_class_name(int c) { return c >= 0 && c < SW_NCLASS ? CLASS_NAMES[c] : NULL; }
 const char *sw_class_plural(int c) { return c >= 0 && c < SW_NCLASS ? CLASS_PLURALS[c] : NULL; }
@@ -69,7 +68,8 @@ static int rng_below(sw_rng *r, int n) { /* uniform in [0, n) */
 }
 static int rng_range(sw_rng *r, int lo, int hi) { return lo + rng_below(r, hi - lo + 1); }
 static sw_rng rng_seed(uint64_t seed, uint64_t index, uint64_t stream) {
-    sw_rng r = {mix64(seed + 0x9e3779b97f4a7c15ull) ^ mix64(index * 0xd1b54a32d192ed03ull + stream)};
+    sw_rng r = {mix64(seed + 0x9e3779b97f4a7c15ull) ^
+                mix64(index * 0xd1b54a32d192ed03ull + stream)};
     return r;
 }
 
@@ -113,8 +113,7 @@ int sw_make_prompt(gv_meta *m) {
     case SW_COLOR_ATTR:
         n = snprintf(m->prompt, sizeof m->prompt, "a photo of %s and %s", a, b);
         break;
-    default:
-        n = snprintf(m->prompt, sizeof m->prompt, "a photo of %s", a);
+    default: n = snprintf(m->prompt, sizeof m->prompt, "a photo of %s", a);
     }
     if (n < 0 || (size_t)n >= sizeof m->prompt) return ss_fail(SS_EARG, "prompt too long");
     return SS_OK;
@@ -166,8 +165,7 @@ static int build_meta(gv_meta *m, int tag, int cls_a, int cls_b, int count, int 
         set_clause(&m->include[0], cls_a, 1, col_a);
         set_clause(&m->include[1], cls_b, 1, col_b);
         break;
-    default:
-        return ss_fail(SS_EARG, "bad ShapeWorld tag %d", tag);
+    default: return ss_fail(SS_EARG, "bad ShapeWorld tag %d", tag);
     }
     return sw_make_prompt(m);
 }
@@ -239,7 +237,8 @@ int sw_scene_for_meta(const gv_meta *m, uint64_t seed, int w, int h, sw_scene *o
     for (int i = 0; i < n; i++)
         if (col[i] < 0) col[i] = rng_below(&r, SW_NCOLOR);
     int mdim = w < h ? w : h;
-    static const int SMIN[SW_MAX_OBJ + 1] = {0, 8, 8, 7, 7}, SMAX[SW_MAX_OBJ + 1] = {0, 12, 12, 11, 10};
+    static const int SMIN[SW_MAX_OBJ + 1] = {0, 8, 8, 7, 7},
+                                       SMAX[SW_MAX_OBJ + 1] = {0, 12, 12, 11, 10};
     int smin = scale_px(SMIN[n], mdim), smax = scale_px(SMAX[n], mdim);
     int gap = scale_px(2, mdim), border = scale_px(1, mdim);
     if (border < 1) border = 1;
@@ -291,7 +290,8 @@ int sw_scene_for_meta(const gv_meta *m, uint64_t seed, int w, int h, sw_scene *o
         sw_scene_dets(out, dets);
         int sc = gv_score(m, dets, n, NULL, 0);
         if (sc < 0) return sc;
-        if (!sc) return ss_fail(SS_EARG, "metadata '%s' cannot be satisfied in ShapeWorld", m->prompt);
+        if (!sc)
+            return ss_fail(SS_EARG, "metadata '%s' cannot be satisfied in ShapeWorld", m->prompt);
         return SS_OK;
     }
     return ss_fail(SS_EARG, "could not place the objects of '%s' in %dx%d", m->prompt, w, h);
@@ -300,7 +300,8 @@ int sw_scene_for_meta(const gv_meta *m, uint64_t seed, int w, int h, sw_scene *o
 void sw_scene_dets(const sw_scene *s, gv_det *out) {
     for (int i = 0; i < s->n; i++) {
         const sw_object *o = &s->obj[i];
-        out[i] = (gv_det){CLASS_NAMES[o->cls], COLOR_NAMES[o->color], o->x0, o->y0, o->x1, o->y1, 1.0};
+        out[i] =
+            (gv_det){CLASS_NAMES[o->cls], COLOR_NAMES[o->color], o->x0, o->y0, o->x1, o->y1, 1.0};
     }
 }
 
@@ -333,7 +334,8 @@ int sw_render(const sw_scene *s, uint8_t *rgb) {
         s->n > SW_MAX_OBJ)
         return ss_fail(SS_EARG, "sw_render: bad scene (%dx%d, %d objects)", s->w, s->h, s->n);
     size_t np = (size_t)s->w * (size_t)s->h;
-    for (size_t i = 0; i < np; i++) memcpy(rgb + 3 * i, SW_BACKGROUND, 3);
+    for (size_t i = 0; i < np; i++)
+        memcpy(rgb + 3 * i, SW_BACKGROUND, 3);
     for (int i = 0; i < s->n; i++) {
         const sw_object *o = &s->obj[i];
         if (o->cls < 0 || o->cls >= SW_NCLASS || o->color < 0 || o->color >= SW_NCOLOR)
@@ -345,7 +347,8 @@ int sw_render(const sw_scene *s, uint8_t *rgb) {
                 int k = sw_shape_coverage(o->cls, o->x0, o->y0, bw, bh, px, py);
                 if (!k) continue;
                 uint8_t *p = rgb + 3 * ((size_t)py * s->w + px);
-                for (int ch = 0; ch < 3; ch++) p[ch] = (uint8_t)((p[ch] * (16 - k) + c[ch] * k + 8) / 16);
+                for (int ch = 0; ch < 3; ch++)
+                    p[ch] = (uint8_t)((p[ch] * (16 - k) + c[ch] * k + 8) / 16);
             }
     }
     return SS_OK;
@@ -371,7 +374,8 @@ int sw_sample(uint64_t seed, uint64_t index, int tag, int w, int h, sw_scene *sc
 /* ---- evaluation set ------------------------------------------------------------------------ */
 
 int sw_eval_set(gv_meta *out, int cap) {
-    if (cap < SW_EVAL_N) return ss_fail(SS_EARG, "sw_eval_set needs room for %d records", SW_EVAL_N);
+    if (cap < SW_EVAL_N)
+        return ss_fail(SS_EARG, "sw_eval_set needs room for %d records", SW_EVAL_N);
     enum { NPAIR = SW_NCLASS * (SW_NCLASS - 1) };
     int pairs[NPAIR][2], np = 0; /* ordered pairs of distinct classes */
     for (int a = 0; a < SW_NCLASS; a++)
@@ -397,7 +401,8 @@ int sw_eval_set(gv_meta *out, int cap) {
                 rc = build_meta(&out[n], tag, i % SW_NCLASS, 0, 2 + (i / SW_NCLASS) % 3, -1, -1, 0);
                 break;
             case SW_COLORS: /* each class x color twice */
-                rc = build_meta(&out[n], tag, i % SW_NCLASS, 0, 1, (i / SW_NCLASS) % SW_NCOLOR, -1, 0);
+                rc = build_meta(&out[n], tag, i % SW_NCLASS, 0, 1, (i / SW_NCLASS) % SW_NCOLOR, -1,
+                                0);
                 break;
             case SW_POSITION: { /* all 24 pair x relation combos, then 12 more: each pair 6 times,
                                    each relation 9 times */
@@ -433,8 +438,10 @@ int sw_write_eval_jsonl(const char *path) {
     int rc = SS_OK;
     for (int i = 0; i < n && !rc; i++) {
         int len = gv_meta_to_json(&set[i], line, sizeof line);
-        if (len < 0) rc = len;
-        else fprintf(f, "%s\n", line);
+        if (len < 0)
+            rc = len;
+        else
+            fprintf(f, "%s\n", line);
     }
     free(set);
     if (fclose(f) != 0 && !rc) rc = ss_fail(SS_EIO, "%s: write error", path);

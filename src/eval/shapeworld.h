@@ -9,13 +9,15 @@
  * everywhere, and so is sampling (splitmix64, integer geometry).
  *
  * Captions follow GenEval's six tags and wording ("a photo of ..."):
- *   single_object "a photo of a circle"             two_object "a photo of a circle and a square"
- *   counting      "a photo of three triangles"      (2-4 objects; exclude count+1, as GenEval)
- *   colors        "a photo of an orange circle"     position "a photo of a circle right of a square"
- *   color_attr    "a photo of a red circle and a blue square"
- * and come with GenEval-schema metadata (gv_meta). Scenes hold exactly the objects the
- * caption names; objects whose color the caption leaves open get a random color. Position
- * scenes satisfy the relation with margin 0.2 (GenEval scores with 0.1) and no other relation.
+ *   single_object  "a photo of a circle"
+ *   two_object     "a photo of a circle and a square"
+ *   counting       "a photo of three triangles"  (2-4 objects; exclude count+1, as GenEval)
+ *   colors         "a photo of an orange circle"
+ *   position       "a photo of a circle right of a square"  (left of, right of, above, below)
+ *   color_attr     "a photo of a red circle and a blue square"
+ * and come with GenEval-schema metadata (gv_meta). Scenes hold exactly the objects the caption
+ * names; objects whose color the caption leaves open get a random color. Position scenes
+ * satisfy the relation with margin 0.2 (GenEval scores with 0.1) and no other relation.
  */
 #ifndef SS_SHAPEWORLD_H
 #define SS_SHAPEWORLD_H
@@ -26,8 +28,15 @@
 
 enum { SW_CIRCLE, SW_SQUARE, SW_TRIANGLE, SW_NCLASS };
 enum { SW_RED, SW_ORANGE, SW_YELLOW, SW_GREEN, SW_BLUE, SW_PURPLE, SW_NCOLOR };
-enum { SW_SINGLE_OBJECT, SW_TWO_OBJECT, SW_COUNTING, SW_COLORS, SW_POSITION, SW_COLOR_ATTR,
-       SW_NTAG };
+enum {
+    SW_SINGLE_OBJECT,
+    SW_TWO_OBJECT,
+    SW_COUNTING,
+    SW_COLORS,
+    SW_POSITION,
+    SW_COLOR_ATTR,
+    SW_NTAG
+};
 
 #define SW_MAX_OBJ 4
 #define SW_DEFAULT_SIZE 32
@@ -50,10 +59,10 @@ typedef struct {
     sw_object obj[SW_MAX_OBJ];
 } sw_scene;
 
-const char *sw_class_name(int cls);   /* "circle" ... (NULL when out of range) */
-const char *sw_class_plural(int cls); /* "circles" ... */
-const char *sw_color_name(int color); /* "red" ... */
-const char *sw_tag_name(int tag);     /* "single_object" ... (GenEval's tag names) */
+const char *sw_class_name(int cls);    /* "circle" ... (NULL when out of range) */
+const char *sw_class_plural(int cls);  /* "circles" ... */
+const char *sw_color_name(int color);  /* "red" ... */
+const char *sw_tag_name(int tag);      /* "single_object" ... (GenEval's tag names) */
 int sw_class_from_name(const char *s); /* -1 when unknown; same for the two below */
 int sw_color_from_name(const char *s);
 int sw_tag_from_name(const char *s);
@@ -74,8 +83,7 @@ int sw_render(const sw_scene *s, uint8_t *rgb);
 int sw_render_meta(const gv_meta *m, uint64_t seed, int w, int h, uint8_t *rgb, sw_scene *scene);
 /* One training example from (seed, index): tag < 0 picks tag = index % SW_NTAG (balanced).
  * Fills the scene (render it with sw_render) and the metadata (caption = meta->prompt). */
-int sw_sample(uint64_t seed, uint64_t index, int tag, int w, int h, sw_scene *scene,
-              gv_meta *meta);
+int sw_sample(uint64_t seed, uint64_t index, int tag, int w, int h, sw_scene *scene, gv_meta *meta);
 /* Shape geometry, shared by the renderer and the detector's templates. Is the point (u, v) (in
  * 1/8 px) inside shape `cls` drawn in the box [X, X+W) x [Y, Y+H) (same units)? Circles become
  * ellipses; triangles point up, apex at the top edge's midpoint. Exact integer tests. */

@@ -40,8 +40,8 @@ static int valid_keyword(const char *k) {
     return 1;
 }
 
-int png_write_rgb(const char *path, int w, int h, const uint8_t *rgb,
-                  const char *const *text_kv, int n_kv) {
+int png_write_rgb(const char *path, int w, int h, const uint8_t *rgb, const char *const *text_kv,
+                  int n_kv) {
     if (!path || !rgb) return ss_fail(SS_EARG, "png_write_rgb: NULL path or pixels");
     if (w <= 0 || h <= 0 || w > (1 << 20) || h > (1 << 20))
         return ss_fail(SS_EARG, "%s: bad image size %dx%d", path, w, h);
@@ -51,7 +51,8 @@ int png_write_rgb(const char *path, int w, int h, const uint8_t *rgb,
         const char *k = text_kv[2 * i], *v = text_kv[2 * i + 1];
         if (!k || !v) return ss_fail(SS_EARG, "%s: text chunk %d has a NULL key or value", path, i);
         if (!valid_keyword(k))
-            return ss_fail(SS_EARG, "%s: invalid PNG text key '%s' (1-79 printable chars)", path, k);
+            return ss_fail(SS_EARG, "%s: invalid PNG text key '%s' (1-79 printable chars)", path,
+                           k);
     }
     size_t plen = strlen(path);
     char *tmp = ss_malloc(plen + 5);
@@ -77,8 +78,8 @@ int png_write_rgb(const char *path, int w, int h, const uint8_t *rgb,
         return ss_fail(SS_EIO, "%s: cannot open '%s.tmp' for writing: %s", path, path, strerror(e));
     }
     png_errctx ctx = {{0}};
-    png_structp png = png_create_write_struct(PNG_LIBPNG_VER_STRING, &ctx, on_png_error,
-                                              on_png_warning);
+    png_structp png =
+        png_create_write_struct(PNG_LIBPNG_VER_STRING, &ctx, on_png_error, on_png_warning);
     png_infop info = png ? png_create_info_struct(png) : NULL;
     if (!png || !info) {
         png_destroy_write_struct(png ? &png : NULL, NULL);
@@ -103,7 +104,8 @@ int png_write_rgb(const char *path, int w, int h, const uint8_t *rgb,
     png_set_filter(png, PNG_FILTER_TYPE_BASE, PNG_ALL_FILTERS);
     if (n_kv > 0) png_set_text(png, info, texts, n_kv);
     png_write_info(png, info);
-    for (int y = 0; y < h; y++) png_write_row(png, rgb + (size_t)y * (size_t)w * 3);
+    for (int y = 0; y < h; y++)
+        png_write_row(png, rgb + (size_t)y * (size_t)w * 3);
     png_write_end(png, info);
     png_destroy_write_struct(&png, &info);
     free(texts);
@@ -117,7 +119,8 @@ int png_write_rgb(const char *path, int w, int h, const uint8_t *rgb,
         int e = errno;
         remove(tmp);
         free(tmp);
-        return ss_fail(SS_EIO, "%s: cannot rename '%s.tmp' into place: %s", path, path, strerror(e));
+        return ss_fail(SS_EIO, "%s: cannot rename '%s.tmp' into place: %s", path, path,
+                       strerror(e));
     }
     free(tmp);
     return SS_OK;
@@ -129,8 +132,8 @@ static int find_text(png_structp png, png_infop info, const char *key, char **va
     if (!info || !png_get_text(png, info, &t, &n)) return 0;
     for (int i = 0; i < n; i++) {
         if (t[i].key && !strcmp(t[i].key, key)) {
-            size_t len = t[i].compression >= PNG_ITXT_COMPRESSION_NONE ? t[i].itxt_length
-                                                                        : t[i].text_length;
+            size_t len =
+                t[i].compression >= PNG_ITXT_COMPRESSION_NONE ? t[i].itxt_length : t[i].text_length;
             char *v = malloc(len + 1);
             if (!v) return -1;
             if (len) memcpy(v, t[i].text, len);
@@ -154,8 +157,8 @@ static int read_png(const char *path, int *w, int *h, uint8_t **rgb, const char 
         return ss_fail(SS_EFORMAT, "%s: not a PNG file", path);
     }
     png_errctx ctx = {{0}};
-    png_structp png = png_create_read_struct(PNG_LIBPNG_VER_STRING, &ctx, on_png_error,
-                                             on_png_warning);
+    png_structp png =
+        png_create_read_struct(PNG_LIBPNG_VER_STRING, &ctx, on_png_error, on_png_warning);
     png_infop info = png ? png_create_info_struct(png) : NULL;
     png_infop end = png ? png_create_info_struct(png) : NULL;
     if (!png || !info || !end) {
@@ -191,7 +194,8 @@ static int read_png(const char *path, int *w, int *h, uint8_t **rgb, const char 
     if (ctype == PNG_COLOR_TYPE_GRAY && depth < 8) png_set_expand_gray_1_2_4_to_8(png);
     if (depth == 16) png_set_strip_16(png);
     if (ctype & PNG_COLOR_MASK_ALPHA) png_set_strip_alpha(png);
-    if (ctype == PNG_COLOR_TYPE_GRAY || ctype == PNG_COLOR_TYPE_GRAY_ALPHA) png_set_gray_to_rgb(png);
+    if (ctype == PNG_COLOR_TYPE_GRAY || ctype == PNG_COLOR_TYPE_GRAY_ALPHA)
+        png_set_gray_to_rgb(png);
     png_set_interlace_handling(png);
     png_read_update_info(png, info);
     size_t rowbytes = png_get_rowbytes(png, info);
@@ -199,7 +203,8 @@ static int read_png(const char *path, int *w, int *h, uint8_t **rgb, const char 
     img = malloc(rowbytes * ph);
     rows = malloc(sizeof(png_bytep) * ph);
     if (!img || !rows) png_error(png, "out of memory");
-    for (png_uint_32 y = 0; y < ph; y++) rows[y] = img + (size_t)y * rowbytes;
+    for (png_uint_32 y = 0; y < ph; y++)
+        rows[y] = img + (size_t)y * rowbytes;
     png_read_image(png, rows);
     png_read_end(png, end);
     if (key && !found) {
@@ -213,8 +218,10 @@ static int read_png(const char *path, int *w, int *h, uint8_t **rgb, const char 
     free(rows);
     if (w) *w = (int)pw;
     if (h) *h = (int)ph;
-    if (rgb) *rgb = img;
-    else free(img);
+    if (rgb)
+        *rgb = img;
+    else
+        free(img);
     if (key) {
         *value = found;
         if (!found) return ss_fail(SS_EMISSING, "%s: no text chunk with key '%s'", path, key);

@@ -16,8 +16,8 @@
 
 /* text_kv holds n_kv key/value pairs flattened: {key0, value0, key1, value1, ...}.
  * Keys: 1-79 printable Latin-1 characters, no leading/trailing/double spaces (PNG rules). */
-int png_write_rgb(const char *path, int w, int h, const uint8_t *rgb,
-                  const char *const *text_kv, int n_kv);
+int png_write_rgb(const char *path, int w, int h, const uint8_t *rgb, const char *const *text_kv,
+                  int n_kv);
 
 /* *rgb is malloc'd (w*h*3 bytes, row-major); the caller frees it. */
 int png_read_rgb(const char *path, int *w, int *h, uint8_t **rgb);
