@@ -185,7 +185,7 @@ static void test_config(void **st) {
         {"{\"_class_name\": \"DDIMScheduler\"}", "field '_class_name'"},
         {"{\"shift\": -1}", "field 'shift' must be positive"},
         {"[1, 2]", "expected a JSON object"},
-        {"{\"shift\": ", "invalid JSON at line 1"},
+        {"{\"shift\": ", "not valid JSON (line 1"},
     };
     for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
         p = write_tmp("bad.json", bad[i].text);

@@ -252,7 +252,7 @@ static void test_encoder_config(void **st) {
         {"{\"vocab_size\": 1, \"max_length\": 16, \"hidden_size\": 32, \"pooled_size\": 32}",
          ": field 'vocab_size' must be >= 2"},
         {"[]", ": expected a JSON object"},
-        {"{\"vocab_size\": ", ": invalid JSON at line 1"},
+        {"{\"vocab_size\": ", ": not valid JSON (line 1"},
     };
     for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
         p = write_tmp("config.json", bad[i].text);

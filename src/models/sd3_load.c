@@ -7,6 +7,7 @@
 #include <string.h>
 
 #include "core/err.h"
+#include "io/jsonfile.h"
 #include "io/safetensors.h"
 #include "models/sd3.h"
 
@@ -26,15 +27,9 @@ static int get_int(json_t *root, const char *path, const char *key, int *out, in
 
 int sd3_config_load(sd3_config *c, const char *path) {
     memset(c, 0, sizeof *c);
-    json_error_t je;
-    json_t *root = json_load_file(path, 0, &je);
-    if (!root) {
-        FILE *f = fopen(path, "rb");
-        if (!f) return ss_fail(SS_EIO, "%s: cannot open config", path);
-        fclose(f);
-        return ss_fail(SS_EFORMAT, "%s: not valid JSON (line %d: %s)", path, je.line, je.text);
-    }
-    int rc = 0;
+    json_t *root;
+    int rc = ss_json_load(path, &root);
+    if (rc < 0) return rc;
     if (!json_is_object(root)) {
         rc = ss_fail(SS_EFORMAT, "%s: config must be a JSON object", path);
         goto done;

@@ -8,6 +8,7 @@
 #include <string.h>
 
 #include "core/err.h"
+#include "io/jsonfile.h"
 
 void fm_config_default(fm_config *c) {
     c->num_train_timesteps = 1000;
@@ -67,20 +68,10 @@ static int check_unsupported(json_t *root, const char *path) {
     return 0;
 }
 
-/* Parses a JSON file; open failures and syntax errors get different messages and codes. */
-static int load_json(const char *path, json_t **out) {
-    FILE *f = fopen(path, "rb");
-    if (!f) return ss_fail(SS_EIO, "%s: cannot open: %s", path, strerror(errno));
-    json_error_t je;
-    *out = json_loadf(f, 0, &je);
-    fclose(f);
-    if (!*out) return ss_fail(SS_EFORMAT, "%s: invalid JSON at line %d: %s", path, je.line, je.text);
-    return 0;
-}
 
 int fm_config_load(fm_config *c, const char *path) {
     json_t *root = NULL;
-    int err = load_json(path, &root);
+    int err = ss_json_load(path, &root);
     if (err < 0) return err;
     fm_config t;
     fm_config_default(&t);

@@ -9,6 +9,7 @@
 #include <sys/stat.h>
 
 #include "core/err.h"
+#include "io/jsonfile.h"
 #include "core/rng.h"
 #include "io/safetensors.h"
 #include "text/tokenizer.h"
@@ -42,13 +43,10 @@ void pipe_params_default(pipe_params *p) {
 /* ---- model_index.json ---- */
 
 static int check_index(const char *path) {
-    FILE *f = fopen(path, "rb");
-    if (!f) return ss_fail(SS_EIO, "%s: cannot open: %s (not a sinkscope pipeline folder?)", path, strerror(errno));
-    json_error_t je;
-    json_t *root = json_loadf(f, 0, &je);
-    fclose(f);
-    if (!root) return ss_fail(SS_EFORMAT, "%s: invalid JSON at line %d: %s", path, je.line, je.text);
-    int rc = 0;
+    json_t *root;
+    int rc = ss_json_load(path, &root);
+    if (rc == SS_EIO) return ss_err_prefix(rc, "not a sinkscope pipeline folder? ");
+    if (rc < 0) return rc;
     if (!json_is_object(root)) {
         rc = ss_fail(SS_EFORMAT, "%s: expected a JSON object", path);
         goto done;

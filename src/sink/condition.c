@@ -7,6 +7,7 @@
 #include <string.h>
 
 #include "core/err.h"
+#include "io/jsonfile.h"
 
 static const char *const TOKENS[] = {"all", "text", "image"};
 static const char *const SELECTS[] = {"topk", "fixed", "random"};
@@ -148,23 +149,11 @@ int sink_condition_from_json(sink_condition *c, const void *vobj, const char *wh
     return 0;
 }
 
-static json_t *load_json(const char *path) {
-    json_error_t je;
-    json_t *root = json_load_file(path, JSON_REJECT_DUPLICATES, &je);
-    if (!root) {
-        FILE *f = fopen(path, "rb");
-        if (!f) ss_fail(SS_EIO, "%s: cannot open", path);
-        else {
-            fclose(f);
-            ss_fail(SS_EFORMAT, "%s: not valid JSON (line %d, column %d: %s)", path, je.line, je.column, je.text);
-        }
-    }
-    return root;
-}
 
 int sink_condition_load(sink_condition *c, const char *path) {
-    json_t *root = load_json(path);
-    if (!root) return SS_EFORMAT;
+    json_t *root;
+    int lrc = ss_json_load(path, &root);
+    if (lrc < 0) return lrc;
     int rc = sink_condition_from_json(c, root, path);
     json_decref(root);
     return rc;
@@ -173,8 +162,9 @@ int sink_condition_load(sink_condition *c, const char *path) {
 int sink_condition_list_load(sink_condition **out, int *n, const char *path) {
     *out = NULL;
     *n = 0;
-    json_t *root = load_json(path);
-    if (!root) return SS_EFORMAT;
+    json_t *root;
+    int lrc = ss_json_load(path, &root);
+    if (lrc < 0) return lrc;
     int rc = 0;
     if (json_is_object(root)) {
         *out = ss_malloc(sizeof **out);

@@ -7,6 +7,7 @@
 #include <string.h>
 
 #include "core/err.h"
+#include "io/jsonfile.h"
 #include "core/rng.h"
 
 static const char *const FIELDS[4] = {"vocab_size", "max_length", "hidden_size", "pooled_size"};
@@ -28,20 +29,10 @@ int te_config_check(const te_config *c, const char *where) {
     return 0;
 }
 
-/* Parses a JSON file; open failures and syntax errors get different messages and codes. */
-static int load_json(const char *path, json_t **out) {
-    FILE *f = fopen(path, "rb");
-    if (!f) return ss_fail(SS_EIO, "%s: cannot open: %s", path, strerror(errno));
-    json_error_t je;
-    *out = json_loadf(f, 0, &je);
-    fclose(f);
-    if (!*out) return ss_fail(SS_EFORMAT, "%s: invalid JSON at line %d: %s", path, je.line, je.text);
-    return 0;
-}
 
 int te_config_load(te_config *c, const char *path) {
     json_t *root = NULL;
-    int err = load_json(path, &root);
+    int err = ss_json_load(path, &root);
     if (err < 0) return err;
     int rc = 0;
     te_config t;

@@ -1,0 +1,11 @@
+/* jsonfile: read a whole JSON file with jansson, with the project's error messages:
+ * "PATH: cannot open: REASON" (SS_EIO) or "PATH: not valid JSON (line L, column C: TEXT)"
+ * (SS_EFORMAT). Duplicate object keys are rejected. */
+#ifndef SS_JSONFILE_H
+#define SS_JSONFILE_H
+
+#include <jansson.h>
+
+int ss_json_load(const char *path, json_t **out);
+
+#endif
