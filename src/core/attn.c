@@ -81,6 +81,7 @@ static void tile(const attn_args *a, const attn_stats *st, scratch *w, int b, in
         for (int r = 0; r < bq; r++) {
             float *row = w->S + (size_t)r * kc;
             float mx = m[r];
+#pragma omp simd reduction(max : mx)
             for (int j = 0; j < kc; j++) mx = row[j] > mx ? row[j] : mx;
             const float alpha = m[r] == -INFINITY ? 0.0f : expf(m[r] - mx);
             if (probe && nchunk == 1) memcpy(w->srow, row, sizeof(float) * kc);

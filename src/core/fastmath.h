@@ -10,12 +10,13 @@
 #define SS_FASTMATH_H
 
 #include <stdint.h>
-#include <string.h>
 
 static inline float ss_expf(float x) {
     x = x < -87.0f ? -87.0f : x;
     x = x > 88.0f ? 88.0f : x;
-    float n = __builtin_floorf(x * 1.44269504088896341f + 0.5f);
+    /* n = round(x / ln2): adding 1.5 * 2^23 rounds to an integer in the mantissa. (floorf would
+     * keep gcc from vectorizing the loop under default trapping-math semantics.) */
+    float n = (x * 1.44269504088896341f + 12582912.0f) - 12582912.0f;
     float r = x - n * 0.693359375f;     /* ln2 split in a high part exact in float ... */
     r = r - n * -2.12194440e-4f;        /* ... and the low remainder */
     float p = 1.0f / 720.0f;
@@ -25,10 +26,12 @@ static inline float ss_expf(float x) {
     p = p * r + 0.5f;
     p = p * r + 1.0f;
     p = p * r + 1.0f;
-    int32_t bits = ((int32_t)n + 127) << 23;
-    float scale;
-    memcpy(&scale, &bits, sizeof scale);
-    return p * scale;
+    /* 2^n in the exponent bits; a union (not memcpy) so the loop still vectorizes */
+    union {
+        int32_t i;
+        float f;
+    } scale = {.i = ((int32_t)n + 127) << 23};
+    return p * scale.f;
 }
 
 /* tanh(u) = 1 - 2/(1+e^{2u}); absolute error ~1e-7, which is what GELU needs. */
