@@ -329,7 +329,7 @@ int attn_apply_reweight(const attn_args *a, const attn_stats *st, const attn_rew
                     esum += e[t];
                 }
                 sb += esum / l;
-                if (rw->value_path && esum > 0.75 * l) {
+                if (rw->value_path && esum > 0.5 * l) {
                     /* most of the row's weight is being changed: O + delta would cancel */
                     row_recompute(a, base, i, keys, k, 1.0f, vrep, m, o);
                     sa += esum / l;
@@ -348,7 +348,7 @@ int attn_apply_reweight(const attn_args *a, const attn_stats *st, const attn_rew
                 }
                 const double removed = (1.0 - rw->eta) * esum, l2 = l - removed;
                 sa += rw->eta * esum / l2;
-                if (l2 < 0.25 * l) {
+                if (l2 < 0.5 * l) {
                     row_recompute(a, base, i, keys, k, rw->eta, NULL, m, o);
                     continue;
                 }

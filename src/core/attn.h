@@ -59,7 +59,7 @@ int attn_reference(const attn_args *a, const attn_stats *st);
  *   value path: key j's value vector is replaced by vrep (the attention weights are unchanged).
  * keys: [B, H, k] key indices, -1 = unused slot. vrep: [B, H, k, dh] (value path only).
  * before/after ([B, H], may be NULL): the chosen keys' mass averaged over rows [r0, r1), before
- * and after the re-weighting. Rows where the chosen keys hold over 3/4 of the softmax mass are
+ * and after the re-weighting. Rows where the chosen keys hold over half of the softmax mass are
  * recomputed from scratch instead of corrected by subtraction, so removing a dominant sink keeps
  * fp32 accuracy (the correction would cancel). */
 typedef struct {
