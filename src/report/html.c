@@ -555,6 +555,13 @@ static int embed_png(FILE *f, const char *exp_dir, const char *out_dir, const ch
     return ok ? 0 : -1;
 }
 
+static int image_exists(const char *exp_dir, const char *rel) {
+    char path[4400];
+    if (!rel) return 0;
+    snprintf(path, sizeof path, "%s/%s", exp_dir, rel);
+    return access(path, R_OK) == 0;
+}
+
 static void fig_qualitative(FILE *f, const rp_analysis *a, const char *out_dir) {
     const rp_exp *e = a->e;
     int cols[4] = {0}, nc = 1;
@@ -576,10 +583,10 @@ static void fig_qualitative(FILE *f, const rp_analysis *a, const char *out_dir) 
                 int dup = 0;
                 for (int j = 0; j < nr && !dup; j++) dup = e->recs[rows[j]].prompt == r->prompt;
                 if (dup) continue;
-                int full = 1;
+                int full = image_exists(a->o->exp_dir, r->image);
                 for (int c = 1; c < nc && full; c++) {
                     int k = rp_find(e, cols[c], r->prompt, r->seed);
-                    full = k >= 0 && e->recs[k].image;
+                    full = k >= 0 && image_exists(a->o->exp_dir, e->recs[k].image);
                 }
                 if (!full) continue;
                 rows[nr++] = i;
