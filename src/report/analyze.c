@@ -2,6 +2,7 @@
  * conventions). Everything iterates over the sorted records, so sums do not depend on the order
  * in which the runner appended them. */
 #include <math.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -198,7 +199,17 @@ static int analyze_dd(rp_analysis *a, double *b1, double *b2, double *b3, double
 
 /* ---- sweeps ---- */
 
-static double dose_of(const sink_condition *c, int param) { return param == 0 ? (double)c->eta : (double)c->k; }
+/* eta is stored as a float; report the shortest decimal that gives that float back (0.1, not
+ * 0.10000000149), so the doses read as written in experiment.json. */
+static double dose_of(const sink_condition *c, int param) {
+    if (param == 1) return (double)c->k;
+    char b[32];
+    for (int prec = 1; prec < 10; prec++) {
+        snprintf(b, sizeof b, "%.*g", prec, (double)c->eta);
+        if ((float)strtod(b, NULL) == c->eta) break;
+    }
+    return strtod(b, NULL);
+}
 
 static int analyze_sweeps(rp_analysis *a, double *dose, double *y) {
     rp_exp *e = a->e;

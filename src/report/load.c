@@ -305,7 +305,8 @@ static int parse_record(rp_exp *e, json_t *o, int line, rp_record *r) {
     if (json_is_string(img) && !(r->image = strdup(json_string_value(img)))) return ss_fail(SS_ENOMEM, "out of memory");
     if (json_is_string(pt) && !(r->prompt_text = strdup(json_string_value(pt)))) return ss_fail(SS_ENOMEM, "out of memory");
     json_t *m = json_object_get(o, "metrics");
-    double g = get_num(m, "geneval");
+    json_t *gj = json_object_get(m, "geneval");
+    double g = json_is_boolean(gj) ? (double)json_is_true(gj) : get_num(m, "geneval");
     r->has_gv = isfinite(g);
     r->gv = g;
     r->mse = get_num(m, "mse");

@@ -741,7 +741,7 @@ void rp_print_tables(const rp_analysis *a, FILE *f) {
             e->conds[0].name, a->o->bootstrap, a->o->margin);
     static tbl t;
     memset(&t, 0, sizeof t);
-    const char *H[] = {"condition", "pairs", "Δ alignment [95% CI]", "p", "Holm p", "equivalence", "1−SSIM [95% CI]",
+    const char *H[] = {"condition", "pairs (−skipped)", "Δ alignment [95% CI]", "p", "Holm p", "equivalence", "1−SSIM [95% CI]",
                        "ΔΔ vs random [95% CI]", "p (ΔΔ)"};
     t.ncol = 9;
     for (int j = 0; j < 9; j++) t.head[j] = H[j], t.right[j] = j == 1 || j == 3 || j == 4 || j == 8;
@@ -778,6 +778,7 @@ void rp_print_tables(const rp_analysis *a, FILE *f) {
     }
     if (t.nrow) tbl_print(f, &t);
     else fprintf(f, "(no conditions besides the baseline)\n");
+    if (e->n_conds - 1 > t.nrow) fprintf(f, "(%d more conditions in conditions.csv and report.html)\n", e->n_conds - 1 - t.nrow);
 
     if (a->n_dd) {
         fprintf(f, "\nSink vs equal-budget random control (ΔΔ = sink − random; one-sided p)\n");

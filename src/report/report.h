@@ -46,7 +46,8 @@ typedef struct {
 } report_opts;
 
 void report_opts_default(report_opts *o);
-/* SS_OK or a negative SS_E* code with ss_err() set. */
+/* SS_OK or a negative SS_E* code with ss_err() set. report_main (src/exp/report_hook.h, called by
+ * `run` after an experiment) is report_run with the defaults; it prints nothing on error. */
 int report_run(const report_opts *o);
 
 /* ------------------------------------------------------------------------------------------

@@ -64,8 +64,7 @@ it = items(A3, R3)
 dd = np.array([(1.0 - ssim(A3, p, r)) - (1.0 - ssim(R3, p, r)) for p, r in it])
 print("dd A3-R3 shift: mean %.17g p_greater %.17g" % (dd.mean(), stats.ttest_1samp(dd, 0, alternative="greater").pvalue))
 x, y = [], []
-# sink_condition keeps eta as a float, so the doses are the float32 values
-for c, eta in ((A1, 0.0), (A1E01, float(np.float32(0.1))), (A1E05, 0.5)):
+for c, eta in ((A1, 0.0), (A1E01, 0.1), (A1E05, 0.5)):
     for p, r in items(c):
         x.append(eta)
         y.append(1.0 - ssim(c, p, r))
