@@ -978,8 +978,12 @@ int rp_write_html(const rp_analysis *a, const char *out_dir) {
     }
     fputs(" · prompts <code>", f);
     esc(f, *e->prompts ? e->prompts : "?");
-    fprintf(f, "</code> · %d prompts × %d seeds · %d steps · CFG %g · %d conditions · %d records used of %d lines",
-            e->n_prompts, e->seeds_per_prompt, e->steps, e->cfg, e->n_conds, e->n_recs, e->n_lines);
+    fputs("</code>", f);
+    /* fields experiment.json may lack are left out rather than shown as -1 / nan */
+    if (e->n_prompts > 0 && e->seeds_per_prompt > 0) fprintf(f, " · %d prompts × %d seeds", e->n_prompts, e->seeds_per_prompt);
+    if (e->steps > 0) fprintf(f, " · %d steps", e->steps);
+    if (isfinite(e->cfg)) fprintf(f, " · CFG %g", e->cfg);
+    fprintf(f, " · %d conditions · %d records used of %d lines", e->n_conds, e->n_recs, e->n_lines);
     fputs(" · sinkscope ", f);
     esc(f, *e->version ? e->version : "?");
     fputs("</p>\n", f);

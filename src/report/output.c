@@ -731,8 +731,9 @@ static void fmt_ci(char *b, size_t cap, double m, double lo, double hi, int dec)
 
 void rp_print_tables(const rp_analysis *a, FILE *f) {
     const rp_exp *e = a->e;
-    fprintf(f, "sinkscope report: %s, %d prompts × %d seeds, %d conditions, %d records used\n",
-            *e->model ? e->model : "(model not named)", e->n_prompts, e->seeds_per_prompt, e->n_conds, e->n_recs);
+    fprintf(f, "sinkscope report: %s", *e->model ? e->model : "(model not named)");
+    if (e->n_prompts > 0 && e->seeds_per_prompt > 0) fprintf(f, ", %d prompts × %d seeds", e->n_prompts, e->seeds_per_prompt);
+    fprintf(f, ", %d conditions, %d records used\n", e->n_conds, e->n_recs);
     for (int i = 0; i < e->n_notes; i++) fprintf(f, "  note: %s\n", e->notes[i]);
     fprintf(f,
             "\nPaired with '%s' by (prompt, seed); mean Δ with 95%% percentile bootstrap CI (%d resamples); "
