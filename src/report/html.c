@@ -709,7 +709,7 @@ static void table_key(FILE *f, const rp_analysis *a) {
 
 static void table_dd(FILE *f, const rp_analysis *a) {
     const rp_exp *e = a->e;
-    fputs("<table><caption><b>Table 2.</b> Sink removal against its equal-budget random control, per (prompt, seed) present in "
+    fputs("<table><caption><b>Table 3.</b> Sink removal against its equal-budget random control, per (prompt, seed) present in "
           "the baseline, the sink condition and the control. ΔΔ = sink − random; 1−SSIM: one-sided H1 ΔΔ &gt; 0 (sink "
           "removal moves the image more); alignment: ΔΔ of the paired accuracy deltas, one-sided H1 ΔΔ &lt; 0 (sink removal "
           "loses more accuracy).</caption>\n<thead><tr>",
@@ -753,7 +753,7 @@ static void table_dd(FILE *f, const rp_analysis *a) {
 
 static void table_secondary(FILE *f, const rp_analysis *a) {
     const rp_exp *e = a->e;
-    fputs("<table><caption><b>Table 3.</b> Image similarity to the paired baseline image (mean with 95% bootstrap CI). "
+    fputs("<table><caption><b>Table 2.</b> Image similarity to the paired baseline image (mean with 95% bootstrap CI). "
           "PSNR averages the finite values; identical images (infinite PSNR) are counted separately. p: one-sample t-test "
           "of 1−SSIM against 0, Holm-corrected.</caption>\n<thead><tr>",
           f);
@@ -1022,7 +1022,11 @@ int rp_write_html(const rp_analysis *a, const char *out_dir) {
         for (int i = 0; i < a->n_sw; i++) {
             const rp_sweep *s = &a->sw[i];
             fprintf(f, "<figure><h3>Sweep %d: %s over ", i + 1, s->param ? "k" : "η");
-            esc(f, e->conds[s->conds[0]].desc);
+            for (int j = 0; j < s->n; j++) {
+                fputs(j ? ", " : "", f);
+                esc(f, e->conds[s->conds[j]].name);
+                fprintf(f, " (%g)", s->dose[j]);
+            }
             fputs("</h3>", f);
             fig_sweep(f, a, s);
             fprintf(f, "<figcaption><b>Figure %d.</b> Mean paired Δ GenEval accuracy and mean 1−SSIM per dose with 95%% "
