@@ -1,5 +1,6 @@
 #!/bin/sh
-# Debian packages sinkscope needs to build and test. Run as root (or through sudo).
+# Debian packages sinkscope needs to build and test (chromium renders the HTML report in a
+# test). Run as root (or through sudo).
 set -e
 SUDO=""
 [ "$(id -u)" -eq 0 ] || SUDO="sudo"
@@ -7,4 +8,5 @@ export DEBIAN_FRONTEND=noninteractive
 $SUDO apt-get update -qq
 $SUDO apt-get install -y -qq --no-install-recommends \
     gcc make pkg-config libc6-dev \
-    libopenblas-openmp-dev libjansson-dev libpng-dev libcmocka-dev >/dev/null
+    libopenblas-openmp-dev libjansson-dev libpng-dev libcmocka-dev \
+    chromium fonts-dejavu-core >/dev/null

@@ -15,6 +15,7 @@ static const command COMMANDS[] = {
     {"init", cmd_init, "create a random-weight model folder from a config.json"},
     {"generate", cmd_generate, "text to PNG with a pipeline folder, optionally under a sink intervention"},
     {"score", cmd_score, "GenEval-style score of generated ShapeWorld images (exact detector)"},
+    {"report", cmd_report, "statistics report of an experiment folder: tables, CSV, summary.json, report.html"},
 };
 
 static void usage(FILE *f) {

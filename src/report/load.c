@@ -1,0 +1,498 @@
+/* report/load: experiment.json and records.jsonl into an rp_exp (docs/experiment-format.md).
+ *
+ * Loading is forgiving where a run can legitimately leave traces (a half-written last line after
+ * a crash, items not run yet) and says what it skipped in rp_exp.notes; it fails only when the
+ * experiment cannot be interpreted at all (no experiment.json, no baseline, duplicate names). */
+#include <jansson.h>
+#include <math.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "core/err.h"
+#include "report/report.h"
+
+void rp_note(rp_exp *e, const char *fmt, ...) {
+    char buf[1024];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(buf, sizeof buf, fmt, ap);
+    va_end(ap);
+    char **n = realloc(e->notes, (size_t)(e->n_notes + 1) * sizeof *n);
+    if (!n) return;
+    e->notes = n;
+    if ((e->notes[e->n_notes] = strdup(buf))) e->n_notes++;
+}
+
+static void copy_str(char *dst, size_t cap, json_t *v) {
+    if (json_is_string(v)) snprintf(dst, cap, "%s", json_string_value(v));
+}
+
+static int get_int(json_t *obj, const char *key, long long *out) {
+    json_t *v = json_object_get(obj, key);
+    if (!json_is_integer(v)) return -1;
+    *out = json_integer_value(v);
+    return 0;
+}
+
+/* A number, or NaN when absent / null / not a number. */
+static double get_num(json_t *obj, const char *key) {
+    json_t *v = json_object_get(obj, key);
+    return json_is_number(v) ? json_number_value(v) : NAN;
+}
+
+static void describe(rp_cond *rc, int is_baseline) {
+    const sink_condition *c = &rc->c;
+    char *d = rc->desc;
+    size_t cap = sizeof rc->desc, n = 0;
+#define PUT(...) (n += (size_t)snprintf(d + n, n < cap ? cap - n : 0, __VA_ARGS__))
+    if (!rc->parsed) {
+        PUT("(condition not parsed)");
+        return;
+    }
+    if (c->n_layers == 0) {
+        PUT(is_baseline ? "no intervention" : "no-op (no layers)");
+        return;
+    }
+    PUT("L");
+    for (int i = 0; i < c->n_layers; i++) PUT("%s%d", i ? "+" : "", c->layers[i]);
+    if (c->select == SEL_FIXED) {
+        PUT(" · fixed [");
+        for (int i = 0; i < c->n_indices; i++) PUT("%s%d", i ? "," : "", c->indices[i]);
+        PUT("]");
+    } else {
+        PUT(" · %s-%d%s", c->select == SEL_RANDOM ? "random" : "top", c->k, c->rank_union ? " union" : "/head");
+    }
+    if (c->value_path) {
+        static const char *const V[] = {"zero", "mean", "lerp"};
+        PUT(" · value %s", V[c->value]);
+        if (c->value == VAL_LERP) PUT(" α=%g", (double)c->alpha);
+    } else {
+        PUT(" · η=%g", (double)c->eta);
+    }
+    if (c->keys != TOK_ALL) PUT(" · %s keys", sink_tokens_name(c->keys));
+    if (c->queries != TOK_IMAGE) PUT(" · %s queries", sink_tokens_name(c->queries));
+    if (c->step_lo > 0 || c->step_hi < 1) PUT(" · t/T∈[%g,%g]", c->step_lo, c->step_hi);
+#undef PUT
+}
+
+static int load_experiment(rp_exp *e, const char *dir) {
+    char path[4200];
+    snprintf(path, sizeof path, "%s/experiment.json", dir);
+    json_error_t je;
+    json_t *root = json_load_file(path, 0, &je);
+    if (!root) {
+        FILE *f = fopen(path, "rb");
+        if (!f) return ss_fail(SS_EIO, "%s: cannot open (is %s an experiment folder?)", path, dir);
+        fclose(f);
+        return ss_fail(SS_EFORMAT, "%s: not valid JSON (line %d: %s)", path, je.line, je.text);
+    }
+    int rc = SS_OK;
+    if (!json_is_object(root)) {
+        rc = ss_fail(SS_EFORMAT, "%s: expected a JSON object", path);
+        goto done;
+    }
+    copy_str(e->model, sizeof e->model, json_object_get(root, "model"));
+    copy_str(e->prompts, sizeof e->prompts, json_object_get(root, "prompts"));
+    copy_str(e->model_digest, sizeof e->model_digest, json_object_get(root, "model_digest"));
+    copy_str(e->prompts_digest, sizeof e->prompts_digest, json_object_get(root, "prompts_digest"));
+    copy_str(e->version, sizeof e->version, json_object_get(root, "sinkscope_version"));
+    long long v;
+    e->n_prompts = get_int(root, "n_prompts", &v) == 0 ? (int)v : -1;
+    e->seeds_per_prompt = get_int(root, "seeds_per_prompt", &v) == 0 ? (int)v : -1;
+    e->steps = get_int(root, "steps", &v) == 0 ? (int)v : -1;
+    e->base_seed = get_int(root, "base_seed", &v) == 0 ? v : 0;
+    e->cfg = get_num(root, "cfg");
+    json_t *probe = json_object_get(root, "probe");
+    e->probe_topk = probe && get_int(probe, "topk", &v) == 0 ? (int)v : -1;
+    if (probe) copy_str(e->probe_queries, sizeof e->probe_queries, json_object_get(probe, "queries"));
+
+    json_t *conds = json_object_get(root, "conditions");
+    if (!json_is_array(conds) || json_array_size(conds) == 0) {
+        rc = ss_fail(SS_EFORMAT, "%s: field 'conditions' must be a non-empty list (condition 0 is the baseline)", path);
+        goto done;
+    }
+    e->n_conds = (int)json_array_size(conds);
+    if (!(e->conds = ss_calloc((size_t)e->n_conds, sizeof *e->conds))) {
+        rc = SS_ENOMEM;
+        goto done;
+    }
+    for (int i = 0; i < e->n_conds; i++) {
+        json_t *c = json_array_get(conds, (size_t)i);
+        json_t *name = json_object_get(c, "name");
+        if (!json_is_string(name) || !*json_string_value(name) || strlen(json_string_value(name)) >= sizeof e->conds[i].name) {
+            rc = ss_fail(SS_EFORMAT, "%s: conditions[%d] has no usable 'name'", path, i);
+            goto done;
+        }
+        snprintf(e->conds[i].name, sizeof e->conds[i].name, "%s", json_string_value(name));
+        for (int j = 0; j < i; j++)
+            if (!strcmp(e->conds[j].name, e->conds[i].name)) {
+                rc = ss_fail(SS_EFORMAT, "%s: condition name '%s' appears twice", path, e->conds[i].name);
+                goto done;
+            }
+        char where[300];
+        snprintf(where, sizeof where, "experiment.json: conditions[%d]", i);
+        if (sink_condition_from_json(&e->conds[i].c, c, where) == 0) {
+            e->conds[i].parsed = 1;
+        } else {
+            /* Still usable for paired deltas; only matching and sweeps need the fields. */
+            rp_note(e, "%s (not matched to random controls or sweeps)", ss_err());
+            ss_err_clear();
+        }
+        describe(&e->conds[i], i == 0);
+    }
+    if (e->conds[0].parsed && e->conds[0].c.n_layers > 0)
+        rp_note(e, "condition 0 ('%s') intervenes on %d layer(s); it is still used as the baseline", e->conds[0].name,
+                e->conds[0].c.n_layers);
+done:
+    json_decref(root);
+    return rc;
+}
+
+/* ---- records ---- */
+
+static int push_probe(rp_exp *e, const rp_probe *p) {
+    if (e->n_probes == e->cap_probes) {
+        size_t cap = e->cap_probes ? 2 * e->cap_probes : 1024;
+        rp_probe *q = realloc(e->probes, cap * sizeof *q);
+        if (!q) return ss_fail(SS_ENOMEM, "out of memory");
+        e->probes = q;
+        e->cap_probes = cap;
+    }
+    e->probes[e->n_probes++] = *p;
+    return 0;
+}
+
+static int push_key(rp_exp *e, int k) {
+    if (e->n_keys == e->cap_keys) {
+        size_t cap = e->cap_keys ? 2 * e->cap_keys : 4096;
+        int *q = realloc(e->keys, cap * sizeof *q);
+        if (!q) return ss_fail(SS_ENOMEM, "out of memory");
+        e->keys = q;
+        e->cap_keys = cap;
+    }
+    e->keys[e->n_keys++] = k;
+    return 0;
+}
+
+static int push_verif(rp_exp *e, const rp_verif *v) {
+    if (e->n_verifs == e->cap_verifs) {
+        size_t cap = e->cap_verifs ? 2 * e->cap_verifs : 1024;
+        rp_verif *q = realloc(e->verifs, cap * sizeof *q);
+        if (!q) return ss_fail(SS_ENOMEM, "out of memory");
+        e->verifs = q;
+        e->cap_verifs = cap;
+    }
+    e->verifs[e->n_verifs++] = *v;
+    return 0;
+}
+
+static int tag_index(rp_exp *e, const char *tag) {
+    for (int i = 0; i < e->n_tags; i++)
+        if (!strcmp(e->tags[i], tag)) return i;
+    char **t = realloc(e->tags, (size_t)(e->n_tags + 1) * sizeof *t);
+    if (!t) return ss_fail(SS_ENOMEM, "out of memory");
+    e->tags = t;
+    if (!(e->tags[e->n_tags] = strdup(tag))) return ss_fail(SS_ENOMEM, "out of memory");
+    return e->n_tags++;
+}
+
+static int cmp_int(const void *a, const void *b) {
+    int x = *(const int *)a, y = *(const int *)b;
+    return (x > y) - (x < y);
+}
+
+/* Probe entries: only the baseline's are analysed (sink dynamics without intervention). */
+static int parse_probe(rp_exp *e, rp_record *r, json_t *arr) {
+    r->probe_off = e->n_probes;
+    if (!json_is_array(arr)) return 0;
+    size_t i;
+    json_t *p;
+    json_array_foreach(arr, i, p) {
+        long long b, s;
+        if (get_int(p, "block", &b) || get_int(p, "step", &s)) continue;
+        rp_probe q = {.block = (int)b, .step = (int)s, .t_frac = get_num(p, "t_frac"),
+                      .max_mass = get_num(p, "max_mass"), .entropy = get_num(p, "entropy"), .top5 = get_num(p, "top5"),
+                      .idx0 = get_num(p, "top1_is_index0"), .text = get_num(p, "top1_is_text"),
+                      .act_max = get_num(p, "act_max"), .act_p95 = get_num(p, "act_p95"), .key_off = e->n_keys};
+        json_t *keys = json_object_get(p, "top1_keys");
+        size_t j;
+        json_t *k;
+        json_array_foreach(keys, j, k) {
+            if (!json_is_integer(k) || json_integer_value(k) < 0 || json_integer_value(k) > 0x7fffffff) continue;
+            if (push_key(e, (int)json_integer_value(k))) return SS_ENOMEM;
+            q.n_keys++;
+        }
+        if (push_probe(e, &q)) return SS_ENOMEM;
+        r->n_probe++;
+    }
+    return 0;
+}
+
+static int parse_verif(rp_exp *e, rp_record *r, json_t *arr) {
+    r->verif_off = e->n_verifs;
+    if (!json_is_array(arr)) return 0;
+    size_t i;
+    json_t *v;
+    json_array_foreach(arr, i, v) {
+        long long b, s;
+        if (get_int(v, "block", &b) || get_int(v, "step", &s)) continue;
+        rp_verif q = {.block = (int)b, .step = (int)s, .before = get_num(v, "mass_before"), .after = get_num(v, "mass_after")};
+        /* keys: per head a list of key indices; count them and the distinct ones */
+        json_t *keys = json_object_get(v, "keys");
+        int buf[4096], nb = 0;
+        size_t h;
+        json_t *hk;
+        json_array_foreach(keys, h, hk) {
+            size_t j;
+            json_t *k;
+            json_t *list = json_is_array(hk) ? hk : NULL;
+            if (!list && json_is_integer(hk)) {
+                if (nb < 4096) buf[nb++] = (int)json_integer_value(hk);
+                q.n_keys++;
+                continue;
+            }
+            json_array_foreach(list, j, k) if (json_is_integer(k)) {
+                if (nb < 4096) buf[nb++] = (int)json_integer_value(k);
+                q.n_keys++;
+            }
+        }
+        qsort(buf, (size_t)nb, sizeof *buf, cmp_int);
+        for (int j = 0; j < nb; j++) q.n_distinct += j == 0 || buf[j] != buf[j - 1];
+        if (push_verif(e, &q)) return SS_ENOMEM;
+        r->n_verif++;
+    }
+    return 0;
+}
+
+static int cond_index(const rp_exp *e, const char *name) {
+    for (int i = 0; i < e->n_conds; i++)
+        if (!strcmp(e->conds[i].name, name)) return i;
+    return -1;
+}
+
+/* One parsed line into a record. Returns 1 when the record is kept, 0 when skipped (noted),
+ * negative on out-of-memory. */
+static int parse_record(rp_exp *e, json_t *o, int line, rp_record *r) {
+    memset(r, 0, sizeof *r);
+    r->line = line;
+    r->tag = -1;
+    json_t *cn = json_object_get(o, "condition");
+    long long pi, seed;
+    if (!json_is_object(o) || !json_is_string(cn) || get_int(o, "prompt_index", &pi) || get_int(o, "seed", &seed) || pi < 0) {
+        e->n_bad++;
+        rp_note(e, "records.jsonl:%d: no 'condition', 'prompt_index' or 'seed'; line skipped", line);
+        return 0;
+    }
+    int ci = cond_index(e, json_string_value(cn));
+    if (ci < 0) {
+        if (e->n_unknown_cond++ == 0)
+            rp_note(e, "records.jsonl:%d: condition '%s' is not in experiment.json; its records are skipped", line,
+                    json_string_value(cn));
+        return 0;
+    }
+    long long idx;
+    if (get_int(o, "condition_index", &idx) == 0 && idx != ci)
+        rp_note(e, "records.jsonl:%d: condition_index %lld but '%s' is condition %d; the name is used", line, idx,
+                e->conds[ci].name, ci);
+    r->cond = ci;
+    r->prompt = (int)pi;
+    r->seed = seed;
+    json_t *tag = json_object_get(o, "tag");
+    if (json_is_string(tag) && (r->tag = tag_index(e, json_string_value(tag))) < 0) return SS_ENOMEM;
+    json_t *img = json_object_get(o, "image"), *pt = json_object_get(o, "prompt");
+    if (json_is_string(img) && !(r->image = strdup(json_string_value(img)))) return ss_fail(SS_ENOMEM, "out of memory");
+    if (json_is_string(pt) && !(r->prompt_text = strdup(json_string_value(pt)))) return ss_fail(SS_ENOMEM, "out of memory");
+    json_t *m = json_object_get(o, "metrics");
+    json_t *gj = json_object_get(m, "geneval");
+    double g = json_is_boolean(gj) ? (double)json_is_true(gj) : get_num(m, "geneval");
+    r->has_gv = isfinite(g);
+    r->gv = g;
+    r->mse = get_num(m, "mse");
+    r->ssim = get_num(m, "ssim");
+    json_t *ps = json_object_get(m, "psnr");
+    r->psnr = get_num(m, "psnr");
+    /* JSON has no infinity: accept "inf"/"Infinity", and null/absent PSNR with MSE 0 */
+    if (json_is_string(ps) && (!strcmp(json_string_value(ps), "inf") || !strcmp(json_string_value(ps), "Infinity")))
+        r->psnr = INFINITY;
+    else if (!json_is_number(ps) && r->mse == 0)
+        r->psnr = INFINITY;
+    if (!isfinite(r->mse)) r->mse = NAN;
+    if (!isfinite(r->ssim)) r->ssim = NAN;
+    int rc;
+    if (ci == 0 && (rc = parse_probe(e, r, json_object_get(o, "probe"))) < 0) return rc;
+    if (ci != 0 && (rc = parse_verif(e, r, json_object_get(o, "verification"))) < 0) return rc;
+    return 1;
+}
+
+static int cmp_rec(const void *a, const void *b) {
+    const rp_record *x = a, *y = b;
+    if (x->cond != y->cond) return x->cond < y->cond ? -1 : 1;
+    if (x->prompt != y->prompt) return x->prompt < y->prompt ? -1 : 1;
+    if (x->seed != y->seed) return x->seed < y->seed ? -1 : 1;
+    return (x->line > y->line) - (x->line < y->line);
+}
+
+static void free_record(rp_record *r) {
+    free(r->image);
+    free(r->prompt_text);
+}
+
+/* Tags ordered by the first prompt index that carries them, so that the order does not depend
+ * on the order in which records were appended. */
+static int sort_tags(rp_exp *e) {
+    int nt = e->n_tags;
+    if (nt < 2) return 0;
+    int *first = ss_malloc((size_t)nt * sizeof *first), *order = ss_malloc((size_t)nt * sizeof *order),
+        *remap = ss_malloc((size_t)nt * sizeof *remap);
+    char **tags = ss_malloc((size_t)nt * sizeof *tags);
+    if (!first || !order || !remap || !tags) {
+        free(first), free(order), free(remap), free(tags);
+        return SS_ENOMEM;
+    }
+    for (int t = 0; t < nt; t++) first[t] = 0x7fffffff, order[t] = t;
+    for (int i = 0; i < e->n_recs; i++)
+        if (e->recs[i].tag >= 0 && e->recs[i].prompt < first[e->recs[i].tag]) first[e->recs[i].tag] = e->recs[i].prompt;
+    for (int i = 1; i < nt; i++) /* insertion sort: few tags */
+        for (int j = i; j > 0; j--) {
+            int a = order[j - 1], b = order[j];
+            if (first[a] < first[b] || (first[a] == first[b] && strcmp(e->tags[a], e->tags[b]) <= 0)) break;
+            order[j - 1] = b, order[j] = a;
+        }
+    for (int t = 0; t < nt; t++) tags[t] = e->tags[order[t]], remap[order[t]] = t;
+    for (int i = 0; i < e->n_recs; i++)
+        if (e->recs[i].tag >= 0) e->recs[i].tag = remap[e->recs[i].tag];
+    free(e->tags);
+    e->tags = tags;
+    free(first), free(order), free(remap);
+    return 0;
+}
+
+static int load_records(rp_exp *e, const char *dir) {
+    char path[4200];
+    snprintf(path, sizeof path, "%s/records.jsonl", dir);
+    FILE *f = fopen(path, "rb");
+    if (!f) {
+        rp_note(e, "records.jsonl is missing: nothing has been run yet");
+        return 0;
+    }
+    char *line = NULL;
+    size_t cap = 0, rcap = 0;
+    ssize_t len;
+    int rc = 0, lineno = 0;
+    while ((len = getline(&line, &cap, f)) > 0) {
+        lineno++;
+        e->n_lines++;
+        int has_nl = line[len - 1] == '\n';
+        int blank = 1;
+        for (ssize_t i = 0; i < len && blank; i++) blank = line[i] == ' ' || line[i] == '\n' || line[i] == '\r' || line[i] == '\t';
+        if (blank) {
+            e->n_blank++;
+            continue;
+        }
+        json_error_t je;
+        json_t *o = json_loadb(line, (size_t)len, 0, &je);
+        if (!o || !has_nl) {
+            /* A last line without its newline is a write cut short by a crash; run redoes it. */
+            if (!has_nl) {
+                e->n_truncated++;
+                rp_note(e, "records.jsonl:%d: last line has no newline (interrupted write); ignored", lineno);
+            } else {
+                e->n_bad++;
+                rp_note(e, "records.jsonl:%d: not valid JSON (%s); skipped", lineno, je.text);
+            }
+            json_decref(o);
+            continue;
+        }
+        if ((size_t)e->n_recs == rcap) {
+            rcap = rcap ? 2 * rcap : 256;
+            rp_record *q = realloc(e->recs, rcap * sizeof *q);
+            if (!q) {
+                json_decref(o);
+                rc = ss_fail(SS_ENOMEM, "out of memory");
+                break;
+            }
+            e->recs = q;
+        }
+        int k = parse_record(e, o, lineno, &e->recs[e->n_recs]);
+        json_decref(o);
+        if (k < 0) {
+            free_record(&e->recs[e->n_recs]);
+            rc = k;
+            break;
+        }
+        if (k == 0) free_record(&e->recs[e->n_recs]);
+        else e->n_recs++;
+    }
+    free(line);
+    fclose(f);
+    if (rc < 0) return rc;
+    if (e->n_unknown_cond > 1) rp_note(e, "%d records name conditions that are not in experiment.json", e->n_unknown_cond);
+
+    /* canonical order; a key seen twice keeps its first line */
+    if (e->n_recs) qsort(e->recs, (size_t)e->n_recs, sizeof *e->recs, cmp_rec);
+    int w = 0;
+    for (int i = 0; i < e->n_recs; i++) {
+        if (w > 0 && e->recs[w - 1].cond == e->recs[i].cond && e->recs[w - 1].prompt == e->recs[i].prompt &&
+            e->recs[w - 1].seed == e->recs[i].seed) {
+            if (e->n_dup++ < 3)
+                rp_note(e, "records.jsonl:%d: key %s/%05d/%lld already recorded on line %d; the first is used", e->recs[i].line,
+                        e->conds[e->recs[i].cond].name, e->recs[i].prompt, e->recs[i].seed, e->recs[w - 1].line);
+            free_record(&e->recs[i]);
+            continue;
+        }
+        e->recs[w++] = e->recs[i];
+    }
+    e->n_recs = w;
+    if (e->n_dup > 3) rp_note(e, "%d duplicate keys in all", e->n_dup);
+    return sort_tags(e);
+}
+
+int rp_load(rp_exp *e, const char *dir) {
+    memset(e, 0, sizeof *e);
+    int rc = load_experiment(e, dir);
+    if (rc == 0) rc = load_records(e, dir);
+    if (rc == 0) {
+        e->cond_first = ss_calloc((size_t)e->n_conds, sizeof *e->cond_first);
+        e->cond_count = ss_calloc((size_t)e->n_conds, sizeof *e->cond_count);
+        if (!e->cond_first || !e->cond_count) rc = SS_ENOMEM;
+    }
+    if (rc == 0) {
+        for (int i = e->n_recs - 1; i >= 0; i--) {
+            e->cond_first[e->recs[i].cond] = i;
+            e->cond_count[e->recs[i].cond]++;
+        }
+    }
+    if (rc < 0) rp_exp_free(e);
+    return rc;
+}
+
+int rp_find(const rp_exp *e, int cond, int prompt, long long seed) {
+    int lo = e->cond_first[cond], hi = lo + e->cond_count[cond] - 1;
+    while (lo <= hi) {
+        int mid = lo + (hi - lo) / 2;
+        const rp_record *r = &e->recs[mid];
+        int c = r->prompt != prompt ? (r->prompt < prompt ? -1 : 1) : (r->seed != seed ? (r->seed < seed ? -1 : 1) : 0);
+        if (c == 0) return mid;
+        if (c < 0) lo = mid + 1;
+        else hi = mid - 1;
+    }
+    return -1;
+}
+
+void rp_exp_free(rp_exp *e) {
+    for (int i = 0; i < e->n_recs; i++) free_record(&e->recs[i]);
+    free(e->recs);
+    for (int i = 0; i < e->n_tags; i++) free(e->tags[i]);
+    free(e->tags);
+    for (int i = 0; i < e->n_notes; i++) free(e->notes[i]);
+    free(e->notes);
+    free(e->conds);
+    free(e->cond_first);
+    free(e->cond_count);
+    free(e->probes);
+    free(e->keys);
+    free(e->verifs);
+    memset(e, 0, sizeof *e);
+}

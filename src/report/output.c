@@ -1,0 +1,855 @@
+/* report/output: number formatting, CSV files, summary.json and the terminal tables.
+ * Numbers in files are written as the shortest text that reads back as the same double, so the
+ * files are exact and byte-stable. */
+#include <errno.h>
+#include <math.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "core/err.h"
+#include "report/report.h"
+
+void rp_num(char *buf, size_t cap, double x) {
+    if (isnan(x)) {
+        snprintf(buf, cap, "%s", "");
+        return;
+    }
+    if (isinf(x)) {
+        snprintf(buf, cap, "%s", x > 0 ? "inf" : "-inf");
+        return;
+    }
+    for (int prec = 1; prec <= 17; prec++) {
+        snprintf(buf, cap, "%.*g", prec, x);
+        if (strtod(buf, NULL) == x) return;
+    }
+}
+
+void rp_fmt_p(char *buf, size_t cap, double p) {
+    if (isnan(p)) snprintf(buf, cap, "–");
+    else if (p == 0) snprintf(buf, cap, "0");
+    else if (p >= 0.001) snprintf(buf, cap, "%.3f", p);
+    else snprintf(buf, cap, "%.1e", p);
+}
+
+void rp_fmt_signed(char *buf, size_t cap, double x, int dec) {
+    if (isnan(x)) {
+        snprintf(buf, cap, "–");
+        return;
+    }
+    char t[64];
+    snprintf(t, sizeof t, "%.*f", dec, fabs(x));
+    int zero = 1;
+    for (const char *s = t; *s && zero; s++) zero = *s == '0' || *s == '.';
+    if (snprintf(buf, cap, "%s%s", zero ? "" : x < 0 ? "\xe2\x88\x92" : "+", t) >= (int)cap && cap) buf[cap - 1] = 0;
+}
+
+int rp_write_file(const char *path, const char *data, size_t len) {
+    char tmp[4300];
+    if ((size_t)snprintf(tmp, sizeof tmp, "%s.tmp", path) >= sizeof tmp) return ss_fail(SS_EIO, "%s: path too long", path);
+    FILE *f = fopen(tmp, "wb");
+    if (!f) return ss_fail(SS_EIO, "%s: cannot write (%s)", tmp, strerror(errno));
+    int ok = fwrite(data, 1, len, f) == len;
+    ok &= fflush(f) == 0;
+    ok &= fsync(fileno(f)) == 0;
+    ok &= fclose(f) == 0;
+    if (!ok || rename(tmp, path) != 0) {
+        unlink(tmp);
+        return ss_fail(SS_EIO, "%s: write failed (%s)", path, strerror(errno));
+    }
+    return 0;
+}
+
+/* ---- a memory stream that is written atomically at the end ---- */
+
+typedef struct {
+    FILE *f;
+    char *buf;
+    size_t len;
+} mfile;
+
+static int mopen(mfile *m) {
+    m->buf = NULL;
+    m->len = 0;
+    m->f = open_memstream(&m->buf, &m->len);
+    return m->f ? 0 : ss_fail(SS_ENOMEM, "out of memory");
+}
+
+static int mclose(mfile *m, const char *dir, const char *name) {
+    int bad = ferror(m->f);
+    fclose(m->f);
+    int rc = 0;
+    if (bad) rc = ss_fail(SS_ENOMEM, "out of memory writing %s", name);
+    else {
+        char path[4300];
+        snprintf(path, sizeof path, "%s/%s", dir, name);
+        rc = rp_write_file(path, m->buf, m->len);
+    }
+    free(m->buf);
+    return rc;
+}
+
+/* ---- CSV ---- */
+
+static void csv_str(FILE *f, const char *s) {
+    if (!s) return;
+    if (!strpbrk(s, ",\"\n\r")) {
+        fputs(s, f);
+        return;
+    }
+    fputc('"', f);
+    for (; *s; s++) {
+        if (*s == '"') fputc('"', f);
+        fputc(*s, f);
+    }
+    fputc('"', f);
+}
+
+static void csv_num(FILE *f, double x) {
+    char b[40];
+    rp_num(b, sizeof b, x);
+    fputs(b, f);
+}
+
+/* fields: 's' string, 'd' double, 'i' int; ',' separated, newline at the end */
+static void csv_row(FILE *f, const char *types, ...) {
+    va_list ap;
+    va_start(ap, types);
+    for (const char *t = types; *t; t++) {
+        if (t != types) fputc(',', f);
+        if (*t == 's') csv_str(f, va_arg(ap, const char *));
+        else if (*t == 'd') csv_num(f, va_arg(ap, double));
+        else fprintf(f, "%d", va_arg(ap, int));
+    }
+    va_end(ap);
+    fputc('\n', f);
+}
+
+static const char *PARAM_NAME[2] = {"eta", "k"};
+static const char *STAT_KEY[7] = {"max_mass", "entropy", "top5", "index0", "text", "act_max", "act_p95"};
+
+static int peak_step(const rp_block_dyn *d) {
+    int best = -1;
+    for (int k = 0; k < d->n_steps; k++)
+        if (isfinite(d->mean[0][k]) && (best < 0 || d->mean[0][k] > d->mean[0][best])) best = k;
+    return best;
+}
+
+int rp_write_csvs(const rp_analysis *a, const char *dir) {
+    const rp_exp *e = a->e;
+    mfile m;
+    int rc;
+
+    if ((rc = mopen(&m))) return rc;
+    fputs("condition,index,description,metric,n,n_missing,mean,ci_lo,ci_hi,t,p,p_holm,tost_margin,tost_p,tost_ci90_lo,"
+          "tost_ci90_hi,verdict,baseline_accuracy,condition_accuracy,n_identical,pairs,no_baseline,not_run\n", m.f);
+    for (int c = 1; c < e->n_conds; c++)
+        for (int k = 0; k < M_COUNT; k++) {
+            const rp_cond_res *r = &a->cr[c];
+            const rp_metric *x = &r->m[k];
+            csv_row(m.f, "sissiiddddddddddsddiiii", e->conds[c].name, c, e->conds[c].desc, RP_METRIC_KEY[k], x->n, x->n_missing,
+                    x->mean, x->ci_lo, x->ci_hi, x->t, x->p, x->p_holm, x->has_tost ? a->o->margin : NAN,
+                    x->has_tost ? x->tost.p : NAN, x->has_tost ? x->tost.ci_lo : NAN, x->has_tost ? x->tost.ci_hi : NAN,
+                    k == M_GENEVAL ? x->verdict : "", x->base_mean, x->cond_mean, x->n_inf, r->n_pairs, r->n_no_baseline,
+                    r->n_not_run);
+        }
+    if ((rc = mclose(&m, dir, "conditions.csv"))) return rc;
+
+    if ((rc = mopen(&m))) return rc;
+    fputs("sink,random,metric,n,mean_sink,mean_random,dd,ci_lo,ci_hi,t,df,h1,p_one_sided,p_two_sided\n", m.f);
+    for (int i = 0; i < a->n_dd; i++) {
+        const rp_dd *d = &a->dd[i];
+        for (int w = 0; w < 2; w++) {
+            const rp_dd_metric *x = w ? &d->align : &d->shift;
+            if (!x->ok) continue;
+            csv_row(m.f, "sssidddddddsdd", e->conds[d->sink].name, e->conds[d->rand].name, w ? "geneval" : "shift", x->dd.n,
+                    x->mean_sink, x->mean_rand, x->dd.mean, x->dd.ci_lo, x->dd.ci_hi, x->dd.t, x->dd.df,
+                    w ? "sink < random" : "sink > random", x->p_one, x->dd.p_two);
+        }
+    }
+    if ((rc = mclose(&m, dir, "dd.csv"))) return rc;
+
+    if ((rc = mopen(&m))) return rc;
+    fputs("sweep,param,condition,dose,metric,n,mean,ci_lo,ci_hi,p\n", m.f);
+    for (int i = 0; i < a->n_sw; i++) {
+        const rp_sweep *s = &a->sw[i];
+        for (int j = 0; j < s->n; j++)
+            for (int w = 0; w < 2; w++) {
+                const rp_metric *x = &a->cr[s->conds[j]].m[w ? M_SHIFT : M_GENEVAL];
+                csv_row(m.f, "issdsidddd", i + 1, PARAM_NAME[s->param], e->conds[s->conds[j]].name, s->dose[j],
+                        RP_METRIC_KEY[w ? M_SHIFT : M_GENEVAL], x->n, x->mean, x->ci_lo, x->ci_hi, x->p);
+            }
+    }
+    if ((rc = mclose(&m, dir, "dose_response.csv"))) return rc;
+
+    if ((rc = mopen(&m))) return rc;
+    fputs("sweep,param,conditions,metric,n,slope,slope_se,intercept,r,p,spearman_rho,spearman_p\n", m.f);
+    for (int i = 0; i < a->n_sw; i++) {
+        const rp_sweep *s = &a->sw[i];
+        char names[2048] = "";
+        for (int j = 0; j < s->n; j++)
+            snprintf(names + strlen(names), sizeof names - strlen(names), "%s%s", j ? ";" : "", e->conds[s->conds[j]].name);
+        for (int w = 0; w < 2; w++) {
+            if (!s->has_trend[w]) continue;
+            const stats_trend *t = &s->trend[w];
+            csv_row(m.f, "isssiddddddd", i + 1, PARAM_NAME[s->param], names, RP_METRIC_KEY[w ? M_SHIFT : M_GENEVAL], t->n, t->slope,
+                    t->slope_se, t->intercept, t->r, t->p, t->rho, t->rho_p);
+        }
+    }
+    if ((rc = mclose(&m, dir, "dose_trend.csv"))) return rc;
+
+    if ((rc = mopen(&m))) return rc;
+    fputs("tag,condition,n,value,ci_lo,ci_hi,p,shift,n_shift\n", m.f);
+    for (int t = 0; t < e->n_tags; t++)
+        for (int c = 0; c < e->n_conds; c++) {
+            const rp_tag_cell *x = &a->tags[c * e->n_tags + t];
+            csv_row(m.f, "ssidddddi", e->tags[t], e->conds[c].name, x->n, x->mean, x->ci_lo, x->ci_hi, x->p, x->shift,
+                    x->n_shift);
+        }
+    if ((rc = mclose(&m, dir, "tags.csv"))) return rc;
+
+    if ((rc = mopen(&m))) return rc;
+    fputs("block,step,t_frac,n", m.f);
+    for (int s = 0; s < 7; s++) fprintf(m.f, ",%s,%s_sd", STAT_KEY[s], STAT_KEY[s]);
+    fputc('\n', m.f);
+    for (int b = 0; b < a->n_dyn; b++) {
+        const rp_block_dyn *d = &a->dyn[b];
+        for (int k = 0; k < d->n_steps; k++) {
+            fprintf(m.f, "%d,%d,", d->block, d->steps[k]);
+            csv_num(m.f, d->t_frac[k]);
+            fprintf(m.f, ",%d", d->n[k]);
+            for (int s = 0; s < 7; s++) {
+                fputc(',', m.f), csv_num(m.f, d->mean[s][k]);
+                fputc(',', m.f), csv_num(m.f, d->sd[s][k]);
+            }
+            fputc('\n', m.f);
+        }
+    }
+    if ((rc = mclose(&m, dir, "dynamics.csv"))) return rc;
+
+    if ((rc = mopen(&m))) return rc;
+    fputs("block,entries,max_mass,entropy,top5,index0,text,act_max,act_p95,peak_step,peak_t_frac,top1_keys,key_min,key_p05,"
+          "key_median,key_p95,key_max,distinct_keys,most_frequent_keys\n", m.f);
+    for (int b = 0; b < a->n_dyn; b++) {
+        const rp_block_dyn *d = &a->dyn[b];
+        int pk = peak_step(d);
+        char top[256] = "";
+        for (int q = 0; q < d->n_top; q++)
+            snprintf(top + strlen(top), sizeof top - strlen(top), "%s%d:%ld", q ? ";" : "", d->top_key[q], d->top_count[q]);
+        fprintf(m.f, "%d,%d", d->block, d->n_entries);
+        for (int s = 0; s < 7; s++) fputc(',', m.f), csv_num(m.f, d->all_mean[s]);
+        fprintf(m.f, ",%d,", pk >= 0 ? d->steps[pk] : -1);
+        csv_num(m.f, pk >= 0 ? d->t_frac[pk] : NAN);
+        fprintf(m.f, ",%ld,", d->n_keys);
+        if (d->n_keys) {
+            fprintf(m.f, "%d,", d->key_min);
+            csv_num(m.f, d->key_p05), fputc(',', m.f), csv_num(m.f, d->key_p50), fputc(',', m.f), csv_num(m.f, d->key_p95);
+            fprintf(m.f, ",%d,%d,%s\n", d->key_max, d->n_distinct, top);
+        } else {
+            fputs(",,,,,,\n", m.f);
+        }
+    }
+    if ((rc = mclose(&m, dir, "dynamics_blocks.csv"))) return rc;
+
+    if ((rc = mopen(&m))) return rc;
+    fputs("block,key,count,share\n", m.f);
+    for (int b = 0; b < a->n_dyn; b++) {
+        const rp_block_dyn *d = &a->dyn[b];
+        for (int i = 0; i < d->n_distinct; i++) {
+            fprintf(m.f, "%d,%d,%ld,", d->block, d->ukey[i], d->ucount[i]);
+            csv_num(m.f, (double)d->ucount[i] / d->n_keys);
+            fputc('\n', m.f);
+        }
+    }
+    if ((rc = mclose(&m, dir, "locality.csv"))) return rc;
+
+    if ((rc = mopen(&m))) return rc;
+    fputs("condition,block,n,mass_before,mass_after,max_after,reduction,removed,n_zero_after,keys_per_entry,distinct_keys_per_entry\n",
+          m.f);
+    for (int i = 0; i < a->n_ver; i++)
+        for (int b = 0; b < a->ver[i].n_rows; b++) {
+            const rp_verif_row *r = &a->ver[i].rows[b];
+            csv_row(m.f, "siiddddsidd", e->conds[a->ver[i].cond].name, r->block, r->n, r->before, r->after, r->max_after,
+                    r->factor, r->n && r->n_zero == r->n ? "yes" : "no", r->n_zero, r->keys, r->distinct);
+        }
+    return mclose(&m, dir, "verification.csv");
+}
+
+/* ---- summary.json: a tiny streaming writer (exact numbers, stable layout) ---- */
+
+typedef struct {
+    FILE *f;
+    int depth;
+    int first[64];
+    int after_key;
+} jw;
+
+static void jw_indent(jw *w) {
+    fputc('\n', w->f);
+    for (int i = 0; i < w->depth; i++) fputs("  ", w->f);
+}
+
+static void jw_pre(jw *w) {
+    if (w->after_key) {
+        w->after_key = 0;
+        return;
+    }
+    if (w->depth > 0) {
+        if (!w->first[w->depth]) fputc(',', w->f);
+        w->first[w->depth] = 0;
+        jw_indent(w);
+    }
+}
+
+static void jw_strraw(jw *w, const char *s) {
+    fputc('"', w->f);
+    for (const unsigned char *p = (const unsigned char *)(s ? s : ""); *p; p++) {
+        if (*p == '"' || *p == '\\') fprintf(w->f, "\\%c", *p);
+        else if (*p == '\n') fputs("\\n", w->f);
+        else if (*p < 0x20) fprintf(w->f, "\\u%04x", *p);
+        else fputc(*p, w->f);
+    }
+    fputc('"', w->f);
+}
+
+static void jw_open(jw *w, char c) {
+    jw_pre(w);
+    fputc(c, w->f);
+    w->first[++w->depth] = 1;
+}
+static void jw_close(jw *w, char c) {
+    int empty = w->first[w->depth];
+    w->depth--;
+    if (!empty) jw_indent(w);
+    fputc(c, w->f);
+}
+static void jw_key(jw *w, const char *k) {
+    jw_pre(w);
+    jw_strraw(w, k);
+    fputs(": ", w->f);
+    w->after_key = 1;
+}
+static void jw_str(jw *w, const char *s) {
+    jw_pre(w);
+    jw_strraw(w, s);
+}
+static void jw_num(jw *w, double x) {
+    jw_pre(w);
+    if (!isfinite(x)) {
+        fputs("null", w->f); /* JSON has no NaN/inf; the fields say when a value is infinite */
+        return;
+    }
+    char b[40];
+    rp_num(b, sizeof b, x);
+    fputs(b, w->f);
+}
+static void jw_int(jw *w, long long x) {
+    jw_pre(w);
+    fprintf(w->f, "%lld", x);
+}
+static void jw_bool(jw *w, int x) {
+    jw_pre(w);
+    fputs(x ? "true" : "false", w->f);
+}
+static void jw_null(jw *w) {
+    jw_pre(w);
+    fputs("null", w->f);
+}
+#define KN(w, k, x) (jw_key(w, k), jw_num(w, x))
+#define KI(w, k, x) (jw_key(w, k), jw_int(w, x))
+#define KS(w, k, x) (jw_key(w, k), jw_str(w, x))
+
+static void jw_metric(jw *w, const rp_metric *x, int k, double margin) {
+    jw_open(w, '{');
+    KI(w, "n", x->n);
+    KI(w, "n_missing", x->n_missing);
+    KN(w, "mean", x->mean);
+    jw_key(w, "ci95");
+    jw_open(w, '[');
+    jw_num(w, x->ci_lo);
+    jw_num(w, x->ci_hi);
+    jw_close(w, ']');
+    KN(w, "t", x->t);
+    KN(w, "p", x->p);
+    KN(w, "p_holm", x->p_holm);
+    if (k == M_GENEVAL) {
+        KN(w, "baseline_accuracy", x->base_mean);
+        KN(w, "condition_accuracy", x->cond_mean);
+        jw_key(w, "tost");
+        if (x->has_tost) {
+            jw_open(w, '{');
+            KN(w, "margin", margin);
+            KN(w, "alpha", RP_ALPHA);
+            KN(w, "p", x->tost.p);
+            KN(w, "p_lower", x->tost.p_lower);
+            KN(w, "p_upper", x->tost.p_upper);
+            jw_key(w, "ci90");
+            jw_open(w, '[');
+            jw_num(w, x->tost.ci_lo);
+            jw_num(w, x->tost.ci_hi);
+            jw_close(w, ']');
+            jw_key(w, "equivalent");
+            jw_bool(w, x->tost.equivalent);
+            jw_close(w, '}');
+        } else {
+            jw_null(w);
+        }
+        KS(w, "verdict", x->verdict);
+    }
+    if (k == M_PSNR) KI(w, "n_identical", x->n_inf);
+    jw_close(w, '}');
+}
+
+static void jw_ddm(jw *w, const rp_dd_metric *x, const char *h1) {
+    jw_open(w, '{');
+    KI(w, "n", x->dd.n);
+    if (x->ok) {
+        KN(w, "mean_sink", x->mean_sink);
+        KN(w, "mean_random", x->mean_rand);
+        KN(w, "dd", x->dd.mean);
+        jw_key(w, "ci95");
+        jw_open(w, '[');
+        jw_num(w, x->dd.ci_lo);
+        jw_num(w, x->dd.ci_hi);
+        jw_close(w, ']');
+        KN(w, "t", x->dd.t);
+        KN(w, "df", x->dd.df);
+        KS(w, "h1", h1);
+        KN(w, "p_one_sided", x->p_one);
+        KN(w, "p_two_sided", x->dd.p_two);
+    }
+    jw_close(w, '}');
+}
+
+static void jw_trend(jw *w, int has, const stats_trend *t) {
+    if (!has) {
+        jw_null(w);
+        return;
+    }
+    jw_open(w, '{');
+    KI(w, "n", t->n);
+    KN(w, "slope", t->slope);
+    KN(w, "slope_se", t->slope_se);
+    KN(w, "intercept", t->intercept);
+    KN(w, "r", t->r);
+    KN(w, "p", t->p);
+    KN(w, "spearman_rho", t->rho);
+    KN(w, "spearman_p", t->rho_p);
+    jw_close(w, '}');
+}
+
+int rp_write_summary(const rp_analysis *a, const char *dir) {
+    const rp_exp *e = a->e;
+    const report_opts *o = a->o;
+    mfile m;
+    int rc = mopen(&m);
+    if (rc) return rc;
+    jw w = {.f = m.f};
+    jw_open(&w, '{');
+    KS(&w, "generator", "sinkscope report");
+    jw_key(&w, "experiment");
+    jw_open(&w, '{');
+    KS(&w, "sinkscope_version", e->version);
+    KS(&w, "model", e->model);
+    KS(&w, "model_digest", e->model_digest);
+    KS(&w, "prompts", e->prompts);
+    KS(&w, "prompts_digest", e->prompts_digest);
+    KI(&w, "n_prompts", e->n_prompts);
+    KI(&w, "seeds_per_prompt", e->seeds_per_prompt);
+    KI(&w, "steps", e->steps);
+    KN(&w, "cfg", e->cfg);
+    KI(&w, "n_conditions", e->n_conds);
+    jw_close(&w, '}');
+    jw_key(&w, "settings");
+    jw_open(&w, '{');
+    KI(&w, "bootstrap_resamples", o->bootstrap);
+    KI(&w, "bootstrap_seed", (long long)o->seed);
+    KN(&w, "ci_level", RP_LEVEL);
+    KN(&w, "alpha", RP_ALPHA);
+    KN(&w, "equivalence_margin_geneval", o->margin);
+    KS(&w, "pairing", "(prompt_index, seed) against condition 0");
+    KS(&w, "random_control_rule", "select random vs topk, all other fields equal (layers as a set, k, rank_by, keys, "
+                                  "queries, path, eta, value, alpha, steps)");
+    jw_close(&w, '}');
+    jw_key(&w, "records");
+    jw_open(&w, '{');
+    KI(&w, "lines", e->n_lines);
+    KI(&w, "used", e->n_recs);
+    KI(&w, "invalid", e->n_bad);
+    KI(&w, "truncated_last_line", e->n_truncated);
+    KI(&w, "duplicate_keys", e->n_dup);
+    KI(&w, "unknown_condition", e->n_unknown_cond);
+    jw_close(&w, '}');
+    jw_key(&w, "notes");
+    jw_open(&w, '[');
+    for (int i = 0; i < e->n_notes; i++) jw_str(&w, e->notes[i]);
+    jw_close(&w, ']');
+
+    jw_key(&w, "conditions");
+    jw_open(&w, '[');
+    for (int c = 0; c < e->n_conds; c++) {
+        jw_open(&w, '{');
+        KS(&w, "name", e->conds[c].name);
+        KI(&w, "index", c);
+        KS(&w, "description", e->conds[c].desc);
+        KI(&w, "records", e->cond_count[c]);
+        if (c > 0) {
+            const rp_cond_res *r = &a->cr[c];
+            jw_key(&w, "pairs");
+            jw_open(&w, '{');
+            KI(&w, "n", r->n_pairs);
+            KI(&w, "no_baseline", r->n_no_baseline);
+            KI(&w, "not_run", r->n_not_run);
+            jw_close(&w, '}');
+            jw_key(&w, "random_control");
+            if (r->random_ctrl >= 0) jw_str(&w, e->conds[r->random_ctrl].name);
+            else jw_null(&w);
+            jw_key(&w, "metrics");
+            jw_open(&w, '{');
+            for (int k = 0; k < M_COUNT; k++) {
+                jw_key(&w, RP_METRIC_KEY[k]);
+                jw_metric(&w, &r->m[k], k, o->margin);
+            }
+            jw_close(&w, '}');
+        }
+        jw_close(&w, '}');
+    }
+    jw_close(&w, ']');
+
+    jw_key(&w, "dd");
+    jw_open(&w, '[');
+    for (int i = 0; i < a->n_dd; i++) {
+        const rp_dd *d = &a->dd[i];
+        jw_open(&w, '{');
+        KS(&w, "sink", e->conds[d->sink].name);
+        KS(&w, "random", e->conds[d->rand].name);
+        KI(&w, "n_triples", d->n);
+        jw_key(&w, "shift");
+        jw_ddm(&w, &d->shift, "sink > random");
+        jw_key(&w, "geneval");
+        jw_ddm(&w, &d->align, "sink < random");
+        jw_close(&w, '}');
+    }
+    jw_close(&w, ']');
+
+    jw_key(&w, "sweeps");
+    jw_open(&w, '[');
+    for (int i = 0; i < a->n_sw; i++) {
+        const rp_sweep *s = &a->sw[i];
+        jw_open(&w, '{');
+        KS(&w, "param", PARAM_NAME[s->param]);
+        jw_key(&w, "conditions");
+        jw_open(&w, '[');
+        for (int j = 0; j < s->n; j++) jw_str(&w, e->conds[s->conds[j]].name);
+        jw_close(&w, ']');
+        jw_key(&w, "doses");
+        jw_open(&w, '[');
+        for (int j = 0; j < s->n; j++) jw_num(&w, s->dose[j]);
+        jw_close(&w, ']');
+        jw_key(&w, "trend_geneval");
+        jw_trend(&w, s->has_trend[0], &s->trend[0]);
+        jw_key(&w, "trend_shift");
+        jw_trend(&w, s->has_trend[1], &s->trend[1]);
+        jw_close(&w, '}');
+    }
+    jw_close(&w, ']');
+
+    jw_key(&w, "tags");
+    jw_open(&w, '[');
+    for (int t = 0; t < e->n_tags; t++) {
+        jw_open(&w, '{');
+        KS(&w, "tag", e->tags[t]);
+        KI(&w, "baseline_n", a->tags[t].n);
+        KN(&w, "baseline_accuracy", a->tags[t].mean);
+        jw_key(&w, "conditions");
+        jw_open(&w, '[');
+        for (int c = 1; c < e->n_conds; c++) {
+            const rp_tag_cell *x = &a->tags[c * e->n_tags + t];
+            jw_open(&w, '{');
+            KS(&w, "name", e->conds[c].name);
+            KI(&w, "n", x->n);
+            KN(&w, "delta", x->mean);
+            jw_key(&w, "ci95");
+            jw_open(&w, '[');
+            jw_num(&w, x->ci_lo);
+            jw_num(&w, x->ci_hi);
+            jw_close(&w, ']');
+            KN(&w, "p", x->p);
+            KN(&w, "shift", x->shift);
+            jw_close(&w, '}');
+        }
+        jw_close(&w, ']');
+        jw_close(&w, '}');
+    }
+    jw_close(&w, ']');
+
+    jw_key(&w, "dynamics");
+    jw_open(&w, '{');
+    KI(&w, "baseline_images", a->n_dyn_images);
+    jw_key(&w, "blocks");
+    jw_open(&w, '[');
+    for (int b = 0; b < a->n_dyn; b++) {
+        const rp_block_dyn *d = &a->dyn[b];
+        jw_open(&w, '{');
+        KI(&w, "block", d->block);
+        KI(&w, "entries", d->n_entries);
+        jw_key(&w, "mean");
+        jw_open(&w, '{');
+        for (int s = 0; s < 7; s++) KN(&w, STAT_KEY[s], d->all_mean[s]);
+        jw_close(&w, '}');
+        int pk = peak_step(d);
+        jw_key(&w, "max_mass_peak");
+        if (pk >= 0) {
+            jw_open(&w, '{');
+            KI(&w, "step", d->steps[pk]);
+            KN(&w, "t_frac", d->t_frac[pk]);
+            KN(&w, "max_mass", d->mean[0][pk]);
+            jw_close(&w, '}');
+        } else {
+            jw_null(&w);
+        }
+        jw_key(&w, "steps");
+        jw_open(&w, '[');
+        for (int k = 0; k < d->n_steps; k++) {
+            jw_open(&w, '{');
+            KI(&w, "step", d->steps[k]);
+            KN(&w, "t_frac", d->t_frac[k]);
+            KI(&w, "n", d->n[k]);
+            for (int s = 0; s < 7; s++) KN(&w, STAT_KEY[s], d->mean[s][k]);
+            jw_close(&w, '}');
+        }
+        jw_close(&w, ']');
+        jw_key(&w, "top1_keys");
+        jw_open(&w, '{');
+        KI(&w, "n", d->n_keys);
+        if (d->n_keys) {
+            KI(&w, "min", d->key_min);
+            KN(&w, "p05", d->key_p05);
+            KN(&w, "median", d->key_p50);
+            KN(&w, "p95", d->key_p95);
+            KI(&w, "max", d->key_max);
+            KI(&w, "distinct", d->n_distinct);
+            jw_key(&w, "most_frequent");
+            jw_open(&w, '[');
+            for (int q = 0; q < d->n_top; q++) {
+                jw_open(&w, '[');
+                jw_int(&w, d->top_key[q]);
+                jw_int(&w, d->top_count[q]);
+                jw_close(&w, ']');
+            }
+            jw_close(&w, ']');
+        }
+        jw_close(&w, '}');
+        jw_close(&w, '}');
+    }
+    jw_close(&w, ']');
+    jw_close(&w, '}');
+
+    jw_key(&w, "verification");
+    jw_open(&w, '[');
+    for (int i = 0; i < a->n_ver; i++) {
+        jw_open(&w, '{');
+        KS(&w, "condition", e->conds[a->ver[i].cond].name);
+        jw_key(&w, "blocks");
+        jw_open(&w, '[');
+        for (int b = 0; b < a->ver[i].n_rows; b++) {
+            const rp_verif_row *r = &a->ver[i].rows[b];
+            jw_open(&w, '{');
+            KI(&w, "block", r->block);
+            KI(&w, "n", r->n);
+            KN(&w, "mass_before", r->before);
+            KN(&w, "mass_after", r->after);
+            KN(&w, "max_after", r->max_after);
+            KN(&w, "reduction", r->factor);
+            jw_key(&w, "removed");
+            jw_bool(&w, r->n > 0 && r->n_zero == r->n);
+            KN(&w, "keys_per_entry", r->keys);
+            KN(&w, "distinct_keys_per_entry", r->distinct);
+            jw_close(&w, '}');
+        }
+        jw_close(&w, ']');
+        jw_close(&w, '}');
+    }
+    jw_close(&w, ']');
+    jw_close(&w, '}');
+    fputc('\n', m.f);
+    return mclose(&m, dir, "summary.json");
+}
+
+/* ---- terminal tables ---- */
+
+static int disp_width(const char *s) {
+    int n = 0;
+    for (const unsigned char *p = (const unsigned char *)s; *p; p++) n += (*p & 0xc0) != 0x80;
+    return n;
+}
+
+typedef struct {
+    int ncol, nrow;
+    const char *head[12];
+    int right[12];
+    char cell[64][12][128];
+} tbl;
+
+static void tbl_print(FILE *f, const tbl *t) {
+    int w[12];
+    for (int j = 0; j < t->ncol; j++) {
+        w[j] = disp_width(t->head[j]);
+        for (int i = 0; i < t->nrow; i++) {
+            int x = disp_width(t->cell[i][j]);
+            if (x > w[j]) w[j] = x;
+        }
+    }
+    for (int r = -1; r < t->nrow; r++) {
+        for (int j = 0; j < t->ncol; j++) {
+            const char *s = r < 0 ? t->head[j] : t->cell[r][j];
+            int pad = w[j] - disp_width(s);
+            if (j) fputs("  ", f);
+            if (t->right[j] && r >= 0) fprintf(f, "%*s%s", pad, "", s);
+            else fprintf(f, "%s%*s", s, j + 1 < t->ncol ? pad : 0, "");
+        }
+        fputc('\n', f);
+        if (r < 0) {
+            int tot = 0;
+            for (int j = 0; j < t->ncol; j++) tot += w[j] + (j ? 2 : 0);
+            for (int i = 0; i < tot; i++) fputs("─", f);
+            fputc('\n', f);
+        }
+    }
+}
+
+static void fmt_ci(char *b, size_t cap, double m, double lo, double hi, int dec) {
+    char x[48], l[48], h[48];
+    rp_fmt_signed(x, sizeof x, m, dec);
+    rp_fmt_signed(l, sizeof l, lo, dec);
+    rp_fmt_signed(h, sizeof h, hi, dec);
+    if (isnan(m)) snprintf(b, cap, "–");
+    else if (snprintf(b, cap, "%s [%s, %s]", x, l, h) >= (int)cap && cap) b[cap - 1] = 0;
+}
+
+void rp_print_tables(const rp_analysis *a, FILE *f) {
+    const rp_exp *e = a->e;
+    fprintf(f, "sinkscope report: %s", *e->model ? e->model : "(model not named)");
+    if (e->n_prompts > 0 && e->seeds_per_prompt > 0) fprintf(f, ", %d prompts × %d seeds", e->n_prompts, e->seeds_per_prompt);
+    fprintf(f, ", %d conditions, %d records used\n", e->n_conds, e->n_recs);
+    for (int i = 0; i < e->n_notes; i++) fprintf(f, "  note: %s\n", e->notes[i]);
+    fprintf(f,
+            "\nPaired with '%s' by (prompt, seed); mean Δ with 95%% percentile bootstrap CI (%d resamples); "
+            "t-test p, Holm across conditions;\nequivalence = TOST within ±%g accuracy; 1−SSIM against the paired baseline "
+            "image; ΔΔ = sink − random 1−SSIM, one-sided.\n\n",
+            e->conds[0].name, a->o->bootstrap, a->o->margin);
+    static tbl t;
+    memset(&t, 0, sizeof t);
+    const char *H[] = {"condition", "pairs (−skipped)", "Δ alignment [95% CI]", "p", "Holm p", "equivalence", "1−SSIM [95% CI]",
+                       "ΔΔ vs random [95% CI]", "p (ΔΔ)"};
+    t.ncol = 9;
+    for (int j = 0; j < 9; j++) t.head[j] = H[j], t.right[j] = j == 1 || j == 3 || j == 4 || j == 8;
+    for (int c = 1; c < e->n_conds && t.nrow < 64; c++) {
+        const rp_cond_res *r = &a->cr[c];
+        const rp_metric *g = &r->m[M_GENEVAL], *s = &r->m[M_SHIFT];
+        char(*row)[128] = t.cell[t.nrow++];
+        snprintf(row[0], 128, "%s", e->conds[c].name);
+        if (r->n_no_baseline + r->n_not_run) snprintf(row[1], 128, "%d (−%d)", r->n_pairs, r->n_no_baseline + r->n_not_run);
+        else snprintf(row[1], 128, "%d", r->n_pairs);
+        fmt_ci(row[2], 128, g->mean, g->ci_lo, g->ci_hi, 3);
+        rp_fmt_p(row[3], 128, g->p);
+        rp_fmt_p(row[4], 128, g->p_holm);
+        if (g->has_tost) {
+            char p[32];
+            rp_fmt_p(p, sizeof p, g->tost.p);
+            snprintf(row[5], 128, "%s (p=%s)", g->verdict, p);
+        } else {
+            snprintf(row[5], 128, "–");
+        }
+        if (isnan(s->mean)) snprintf(row[6], 128, "–");
+        else snprintf(row[6], 128, "%.4f [%.4f, %.4f]", s->mean, s->ci_lo, s->ci_hi);
+        snprintf(row[7], 128, "–");
+        snprintf(row[8], 128, "–");
+        for (int i = 0; i < a->n_dd; i++)
+            if (a->dd[i].sink == c && a->dd[i].shift.ok) {
+                const rp_dd_metric *x = &a->dd[i].shift;
+                fmt_ci(row[7], 100, x->dd.mean, x->dd.ci_lo, x->dd.ci_hi, 4);
+                size_t used = strlen(row[7]);
+                if (snprintf(row[7] + used, 128 - used, " (%s)", e->conds[a->dd[i].rand].name) >= (int)(128 - used))
+                    row[7][127] = 0; /* a long name is cut */
+                rp_fmt_p(row[8], 128, x->p_one);
+            }
+    }
+    if (t.nrow) tbl_print(f, &t);
+    else fprintf(f, "(no conditions besides the baseline)\n");
+    if (e->n_conds - 1 > t.nrow) fprintf(f, "(%d more conditions in conditions.csv and report.html)\n", e->n_conds - 1 - t.nrow);
+
+    if (a->n_dd) {
+        fprintf(f, "\nSink vs equal-budget random control (ΔΔ = sink − random; one-sided p)\n");
+        memset(&t, 0, sizeof t);
+        const char *D[] = {"sink", "random", "n", "1−SSIM sink", "1−SSIM random", "ΔΔ 1−SSIM [95% CI]", "p (>)",
+                           "ΔΔ alignment [95% CI]", "p (<)"};
+        t.ncol = 9;
+        for (int j = 0; j < 9; j++) t.head[j] = D[j], t.right[j] = j == 2 || j == 6 || j == 8;
+        for (int i = 0; i < a->n_dd && t.nrow < 64; i++) {
+            const rp_dd *d = &a->dd[i];
+            char(*row)[128] = t.cell[t.nrow++];
+            snprintf(row[0], 128, "%s", e->conds[d->sink].name);
+            snprintf(row[1], 128, "%s", e->conds[d->rand].name);
+            snprintf(row[2], 128, "%d", d->n);
+            if (d->shift.ok) {
+                snprintf(row[3], 128, "%.4f", d->shift.mean_sink);
+                snprintf(row[4], 128, "%.4f", d->shift.mean_rand);
+                fmt_ci(row[5], 128, d->shift.dd.mean, d->shift.dd.ci_lo, d->shift.dd.ci_hi, 4);
+                rp_fmt_p(row[6], 128, d->shift.p_one);
+            } else {
+                for (int j = 3; j < 7; j++) snprintf(row[j], 128, "–");
+            }
+            if (d->align.ok) {
+                fmt_ci(row[7], 128, d->align.dd.mean, d->align.dd.ci_lo, d->align.dd.ci_hi, 3);
+                rp_fmt_p(row[8], 128, d->align.p_one);
+            } else {
+                snprintf(row[7], 128, "–"), snprintf(row[8], 128, "–");
+            }
+        }
+        tbl_print(f, &t);
+    }
+
+    for (int i = 0; i < a->n_sw; i++) {
+        const rp_sweep *s = &a->sw[i];
+        fprintf(f, "%sDose sweep over %s:", i ? "" : "\n", s->param ? "k" : "η");
+        for (int j = 0; j < s->n; j++) fprintf(f, " %s=%g (%s)", s->param ? "k" : "η", s->dose[j], e->conds[s->conds[j]].name);
+        for (int w = 0; w < 2; w++)
+            if (s->has_trend[w]) {
+                char p[32];
+                rp_fmt_p(p, sizeof p, s->trend[w].p);
+                fprintf(f, "; %s slope %.4g (p=%s)", w ? "1−SSIM" : "Δ alignment", s->trend[w].slope, p);
+            }
+        fputc('\n', f);
+    }
+
+    if (a->n_dyn) {
+        fprintf(f, "\nSink dynamics of the baseline (%d images; means over images, heads and steps)\n", a->n_dyn_images);
+        memset(&t, 0, sizeof t);
+        const char *B[] = {"block", "MaxMass", "peak at t/T", "entropy", "top-5", "index-0", "text", "top-1 keys p5–p95",
+                           "distinct"};
+        t.ncol = 9;
+        for (int j = 0; j < 9; j++) t.head[j] = B[j], t.right[j] = j != 7;
+        for (int b = 0; b < a->n_dyn && t.nrow < 64; b++) {
+            const rp_block_dyn *d = &a->dyn[b];
+            char(*row)[128] = t.cell[t.nrow++];
+            int pk = peak_step(d);
+            snprintf(row[0], 128, "%d", d->block);
+            snprintf(row[1], 128, "%.4f", d->all_mean[0]);
+            if (pk >= 0) snprintf(row[2], 128, "%.4f @ %.2f", d->mean[0][pk], d->t_frac[pk]);
+            else snprintf(row[2], 128, "–");
+            snprintf(row[3], 128, "%.3f", d->all_mean[1]);
+            snprintf(row[4], 128, "%.3f", d->all_mean[2]);
+            snprintf(row[5], 128, "%.2f%%", 100 * d->all_mean[3]);
+            snprintf(row[6], 128, "%.1f%%", 100 * d->all_mean[4]);
+            if (d->n_keys) snprintf(row[7], 128, "%g–%g (all %d–%d)", d->key_p05, d->key_p95, d->key_min, d->key_max);
+            else snprintf(row[7], 128, "–");
+            snprintf(row[8], 128, "%d", d->n_distinct);
+        }
+        tbl_print(f, &t);
+    } else {
+        fprintf(f, "\n(no probe entries in the baseline records: no sink dynamics)\n");
+    }
+}

@@ -1,0 +1,54 @@
+/* report: entry points (report_run with options, report_main for the runner's hook). */
+#include <errno.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/stat.h>
+
+#include "core/err.h"
+#include "exp/report_hook.h"
+#include "report/report.h"
+
+void report_opts_default(report_opts *o) {
+    memset(o, 0, sizeof *o);
+    o->margin = 0.05;
+    o->bootstrap = 1000;
+    o->seed = 0;
+}
+
+int report_run(const report_opts *o) {
+    if (!o->exp_dir) return ss_fail(SS_EARG, "report: no experiment folder given");
+    if (!(o->margin > 0 && o->margin < 1)) return ss_fail(SS_EARG, "report: margin %g must be in (0, 1)", o->margin);
+    if (o->bootstrap < 1) return ss_fail(SS_EARG, "report: bootstrap resamples must be >= 1");
+    char out[4200];
+    if (o->out_dir) snprintf(out, sizeof out, "%s", o->out_dir);
+    else if ((size_t)snprintf(out, sizeof out, "%s/report", o->exp_dir) >= sizeof out)
+        return ss_fail(SS_EARG, "report: path too long");
+    rp_exp e;
+    int rc = rp_load(&e, o->exp_dir);
+    if (rc < 0) return rc;
+    rp_analysis a;
+    if ((rc = rp_analyze(&a, &e, o)) < 0) {
+        rp_exp_free(&e);
+        return rc;
+    }
+    if (mkdir(out, 0777) != 0 && errno != EEXIST) rc = ss_fail(SS_EIO, "%s: cannot create (%s)", out, strerror(errno));
+    if (rc == 0) rc = rp_write_csvs(&a, out);
+    if (rc == 0) rc = rp_write_summary(&a, out);
+    if (rc == 0) rc = rp_write_html(&a, out);
+    if (rc == 0 && o->print_table) {
+        FILE *f = o->log ? o->log : stdout;
+        rp_print_tables(&a, f);
+        fprintf(f, "\nwrote %s/report.html, summary.json and CSV files\n", out);
+    }
+    rp_analysis_free(&a);
+    rp_exp_free(&e);
+    return rc;
+}
+
+int report_main(const char *exp_dir, int print_table) {
+    report_opts o;
+    report_opts_default(&o);
+    o.exp_dir = exp_dir;
+    o.print_table = print_table;
+    return report_run(&o);
+}

@@ -1,0 +1,250 @@
+/* report: the statistics report of an experiment folder (docs/experiment-format.md).
+ *
+ * report_run() reads EXP/experiment.json and EXP/records.jsonl, pairs every condition's
+ * records with the baseline's by (prompt_index, seed), and writes EXP/report/ (or opts.out_dir):
+ * summary.json, one CSV per analysis and a self-contained report.html. With print_table the key
+ * tables also go to opts.log (stdout by default).
+ *
+ * Conventions (also printed in the report's Methods section):
+ *   - Pairs: a (prompt_index, seed) present for both the condition and the baseline; pairs
+ *     missing on either side are skipped and counted.
+ *   - Alignment (`geneval`, 0/1 per image): paired delta = condition - baseline; 95% percentile
+ *     bootstrap CI of the mean (opts.bootstrap resamples); paired t-test p; Holm across the
+ *     conditions; TOST equivalence within +-opts.margin (default 0.05 = 5 points of accuracy)
+ *     at alpha 0.05.
+ *   - mse / psnr / ssim are already computed against the paired baseline image, so the report
+ *     gives their mean with a CI and a one-sample t-test against the baseline's value with
+ *     itself (mse 0, ssim 1, 1-ssim 0); psnr is only described (infinite for identical images).
+ *   - Random controls: a `select: random` condition matches a `select: topk` condition when
+ *     every other intervention field is equal (layers as a set, k, rank_by, keys, queries, path,
+ *     eta, value, alpha, steps window). dd = sink - random per pair (shared baseline), one-sided:
+ *     perceptual shift H1 dd > 0; alignment H1 dd < 0 (sink removal loses more accuracy).
+ *   - Sweeps: two or more conditions equal in every field except name and `eta` (score path) or
+ *     `k`; dose trend = OLS slope and Spearman rho over the pairs.
+ *   - Bootstrap seeds: opts.seed mixed with a hash of the analysis' name, so every CI is
+ *     reproducible and does not change when conditions are added.
+ *   - Output is a function of the set of records only (records are sorted first), so the same
+ *     records give the same bytes.
+ */
+#ifndef SS_REPORT_H
+#define SS_REPORT_H
+
+#include <stdint.h>
+#include <stdio.h>
+
+#include "eval/stats.h"
+#include "sink/condition.h"
+
+typedef struct {
+    const char *exp_dir;
+    const char *out_dir; /* NULL: EXP/report */
+    double margin;       /* TOST margin for geneval accuracy (0.05) */
+    int bootstrap;       /* resamples (1000) */
+    uint64_t seed;       /* bootstrap base seed (0) */
+    int print_table;
+    FILE *log;           /* terminal tables; NULL: stdout */
+} report_opts;
+
+void report_opts_default(report_opts *o);
+/* SS_OK or a negative SS_E* code with ss_err() set. report_main (src/exp/report_hook.h, called by
+ * `run` after an experiment) is report_run with the defaults; it prints nothing on error. */
+int report_run(const report_opts *o);
+
+/* ------------------------------------------------------------------------------------------
+ * Internals shared by the report's source files.
+ * ------------------------------------------------------------------------------------------ */
+
+#define RP_ALPHA 0.05
+#define RP_LEVEL 0.95
+
+typedef struct {
+    int block, step;
+    double t_frac;
+    double max_mass, entropy, top5, idx0, text, act_max, act_p95; /* NaN when absent */
+    size_t key_off;
+    int n_keys; /* top-1 key per head, in the key pool */
+} rp_probe;
+
+typedef struct {
+    int block, step;
+    double before, after;
+    int n_keys, n_distinct; /* selected keys over all heads, and how many distinct */
+} rp_verif;
+
+typedef struct {
+    int cond, prompt;
+    long long seed;
+    int tag; /* index into rp_exp.tags, -1 when absent */
+    int line; /* 1-based line in records.jsonl */
+    char *image, *prompt_text;
+    int has_gv;
+    double gv, mse, psnr, ssim; /* NaN when absent; psnr may be +inf */
+    size_t probe_off, verif_off;
+    int n_probe, n_verif;
+} rp_record;
+
+typedef struct {
+    char name[128];
+    int parsed; /* the condition object parsed with sink_condition_from_json */
+    sink_condition c;
+    char desc[256]; /* short human description */
+} rp_cond;
+
+typedef struct {
+    /* experiment.json */
+    char model[512], prompts[512], model_digest[128], prompts_digest[128], version[64];
+    int n_prompts, seeds_per_prompt, steps;
+    long long base_seed;
+    double cfg;
+    int probe_topk;
+    char probe_queries[32];
+    rp_cond *conds;
+    int n_conds;
+    /* records.jsonl, sorted by (cond, prompt, seed) */
+    rp_record *recs;
+    int n_recs;
+    int *cond_first, *cond_count; /* per condition: its slice of recs */
+    char **tags;
+    int n_tags;
+    rp_probe *probes;
+    size_t n_probes, cap_probes;
+    int *keys;
+    size_t n_keys, cap_keys;
+    rp_verif *verifs;
+    size_t n_verifs, cap_verifs;
+    /* what loading skipped */
+    int n_lines, n_blank, n_bad, n_truncated, n_dup, n_unknown_cond;
+    char **notes;
+    int n_notes;
+} rp_exp;
+
+/* metrics reported per condition */
+enum { M_GENEVAL, M_SHIFT, M_MSE, M_PSNR, M_SSIM, M_COUNT };
+extern const char *const RP_METRIC_KEY[M_COUNT];   /* "geneval", "shift", ... (file/JSON keys) */
+extern const char *const RP_METRIC_LABEL[M_COUNT]; /* "Δ alignment", "1−SSIM", ... */
+
+typedef struct {
+    int n;          /* pairs with the metric on both sides */
+    int n_missing;  /* pairs without it */
+    int n_inf;      /* psnr: identical images (infinite PSNR), excluded from the mean */
+    double mean;    /* geneval: mean paired delta; others: mean value vs the baseline image */
+    double ci_lo, ci_hi;
+    double base_mean, cond_mean; /* geneval: accuracy of the baseline and the condition on the pairs */
+    int tested;
+    double t, p, p_holm;
+    int has_tost;
+    stats_tost tost;
+    const char *verdict; /* geneval: equivalent / different / ... */
+} rp_metric;
+
+typedef struct {
+    int n_pairs;            /* (prompt, seed) present for both */
+    int n_no_baseline;      /* condition records whose baseline record is absent */
+    int n_not_run;          /* baseline records without this condition's record */
+    int *ci, *bi;           /* record indices of the condition and the baseline, per pair */
+    rp_metric m[M_COUNT];
+    int random_ctrl;        /* matched random control (condition index) or -1 */
+} rp_cond_res;
+
+typedef struct {
+    int ok;
+    double mean_sink, mean_rand;
+    stats_dd_result dd; /* mean/CI of sink - random */
+    double p_one;       /* one-sided p in the stated direction */
+} rp_dd_metric;
+
+typedef struct {
+    int sink, rand, n;
+    rp_dd_metric shift, align;
+} rp_dd;
+
+typedef struct {
+    int param; /* 0 eta, 1 k */
+    int n;     /* conditions in the sweep, sorted by dose */
+    int *conds;
+    double *dose;
+    int has_trend[2]; /* [0] alignment, [1] shift */
+    stats_trend trend[2];
+} rp_sweep;
+
+typedef struct {
+    int n;
+    double mean, ci_lo, ci_hi, p, shift;
+    int n_shift;
+} rp_tag_cell;
+
+typedef struct {
+    int block;
+    int n_steps;
+    int *steps;
+    double *t_frac;
+    int *n;            /* images per step */
+    double *mean[7];   /* max_mass, entropy, top5, idx0, text, act_max, act_p95 per step */
+    double *sd[7];
+    double all_mean[7];
+    int n_entries;
+    /* locality of the top-1 keys */
+    long n_keys;
+    int key_min, key_max, n_distinct;
+    double key_p05, key_p50, key_p95;
+    int top_key[5];
+    long top_count[5];
+    int n_top;
+    int *ukey;              /* the distinct keys, ascending, and how often each was top-1 */
+    long *ucount;
+    int n_bins, bin_w, bin_lo; /* histogram over the central window around p05..p95 */
+    long *bins, n_in_window;
+} rp_block_dyn;
+
+typedef struct {
+    int block, n, n_zero;
+    double before, after, max_after, factor; /* factor = before/after, +inf when after == 0 */
+    double keys, distinct;                   /* mean selected keys (all heads) and distinct ones per entry */
+} rp_verif_row;
+
+typedef struct {
+    int cond;
+    int n_rows;
+    rp_verif_row *rows;
+} rp_verif_cond;
+
+typedef struct {
+    const report_opts *o;
+    rp_exp *e;
+    rp_cond_res *cr; /* per condition (index 0 unused) */
+    rp_dd *dd;
+    int n_dd;
+    rp_sweep *sw;
+    int n_sw;
+    rp_tag_cell *tags; /* [cond * n_tags + tag]; cond 0: baseline accuracy in .mean */
+    rp_block_dyn *dyn;
+    int n_dyn, n_dyn_images;
+    rp_verif_cond *ver;
+    int n_ver;
+} rp_analysis;
+
+/* load.c */
+int rp_load(rp_exp *e, const char *dir);
+void rp_exp_free(rp_exp *e);
+void rp_note(rp_exp *e, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+/* index of the record (cond, prompt, seed) or -1 */
+int rp_find(const rp_exp *e, int cond, int prompt, long long seed);
+
+/* analyze.c */
+int rp_analyze(rp_analysis *a, rp_exp *e, const report_opts *o);
+void rp_analysis_free(rp_analysis *a);
+uint64_t rp_seed(uint64_t base, const char *what, const char *a, const char *b);
+
+/* output.c: numbers, CSV, summary.json, terminal tables, atomic files */
+void rp_num(char *buf, size_t cap, double x);                 /* shortest round-trip, "" for NaN */
+void rp_fmt_p(char *buf, size_t cap, double p);               /* 0.034, 2.1e-05 */
+void rp_fmt_signed(char *buf, size_t cap, double x, int dec); /* +0.021, −0.004 (UTF-8 minus) */
+int rp_write_file(const char *path, const char *data, size_t len); /* tmp + rename */
+int rp_write_csvs(const rp_analysis *a, const char *out_dir);
+int rp_write_summary(const rp_analysis *a, const char *out_dir);
+void rp_print_tables(const rp_analysis *a, FILE *f);
+
+/* html.c */
+int rp_write_html(const rp_analysis *a, const char *out_dir);
+
+#endif
