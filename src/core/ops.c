@@ -5,10 +5,14 @@
 
 #include "core/fastmath.h"
 
+/* Below this many elements a parallel region costs more than the loop (and under CPU
+ * contention its barrier can stall for a whole time slice). */
+#define PAR_MIN 32768
+
 void op_linear_ld(float *y, int ldy, const float *x, int ldx, const ss_linear *l, int M) {
     if (M <= 0) return;
     if (l->b) {
-#pragma omp parallel for schedule(static) if ((size_t)M * l->out > 65536)
+#pragma omp parallel for schedule(static) if ((size_t)M * l->out > PAR_MIN)
         for (int i = 0; i < M; i++)
             for (int o = 0; o < l->out; o++) y[(size_t)i * ldy + o] = l->b[o];
     }
@@ -31,7 +35,7 @@ static void row_moments(const float *x, int D, float eps, float *mean, float *rs
 }
 
 void op_layernorm(float *y, const float *x, int M, int D, float eps) {
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) if ((size_t)M * D > PAR_MIN)
     for (int i = 0; i < M; i++) {
         const float *xi = x + (size_t)i * D;
         float *yi = y + (size_t)i * D, mu, rs;
@@ -42,7 +46,7 @@ void op_layernorm(float *y, const float *x, int M, int D, float eps) {
 
 void op_ln_modulate(float *y, const float *x, const float *shift, const float *scale, int M, int D,
                     float eps) {
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) if ((size_t)M * D > PAR_MIN)
     for (int i = 0; i < M; i++) {
         const float *xi = x + (size_t)i * D;
         float *yi = y + (size_t)i * D, mu, rs;
@@ -52,7 +56,7 @@ void op_ln_modulate(float *y, const float *x, const float *shift, const float *s
 }
 
 void op_rmsnorm_heads(float *x, int ld, const float *w, int M, int H, int dh, float eps) {
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) if ((size_t)M * H * dh > PAR_MIN)
     for (int i = 0; i < M; i++)
         for (int h = 0; h < H; h++) {
             float *v = x + (size_t)i * ld + (size_t)h * dh;
@@ -64,17 +68,17 @@ void op_rmsnorm_heads(float *x, int ld, const float *w, int M, int H, int dh, fl
 }
 
 void op_gelu_tanh(float *x, size_t n) {
-#pragma omp parallel for simd schedule(static)
+#pragma omp parallel for simd schedule(static) if (n > PAR_MIN)
     for (size_t i = 0; i < n; i++) x[i] = ss_gelu_tanh(x[i]);
 }
 
 void op_silu(float *y, const float *x, size_t n) {
-#pragma omp parallel for simd schedule(static) if (n > 65536)
+#pragma omp parallel for simd schedule(static) if (n > PAR_MIN)
     for (size_t i = 0; i < n; i++) y[i] = ss_silu(x[i]);
 }
 
 void op_add_gated(float *y, const float *x, const float *gate, int M, int D) {
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) if ((size_t)M * D > PAR_MIN)
     for (int i = 0; i < M; i++) {
         float *yi = y + (size_t)i * D;
         const float *xi = x + (size_t)i * D;
