@@ -4,4 +4,5 @@
 int cmd_forward(int argc, char **argv);
 int cmd_init(int argc, char **argv);
 int cmd_generate(int argc, char **argv);
+int cmd_run(int argc, char **argv);
 #endif

@@ -14,6 +14,7 @@ static const command COMMANDS[] = {
     {"forward", cmd_forward, "run one transformer forward pass on inputs from a safetensors file"},
     {"init", cmd_init, "create a random-weight model folder from a config.json"},
     {"generate", cmd_generate, "text to PNG with a pipeline folder, optionally under a sink intervention"},
+    {"run", cmd_run, "run an experiment: seed-paired images, metrics and sink probes for a list of conditions"},
 };
 
 static void usage(FILE *f) {

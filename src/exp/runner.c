@@ -1,0 +1,558 @@
+#include "exp/runner.h"
+
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <jansson.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/file.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "core/err.h"
+#include "eval/geneval.h"
+#include "exp/digest.h"
+#include "exp/metrics.h"
+#include "exp/protocol.h"
+#include "exp/records.h"
+#include "io/png.h"
+#include "sample/pipeline.h"
+#include "sink/sink.h"
+#include "text/tokenizer.h"
+
+#define PATHLEN 4400
+
+void run_config_default(run_config *c) {
+    memset(c, 0, sizeof *c);
+    c->seeds_per_prompt = 1;
+    c->steps = PIPE_DEFAULT_STEPS;
+    c->cfg = PIPE_DEFAULT_CFG;
+    c->probe_default = 1;
+}
+
+static double now_s(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return ts.tv_sec + ts.tv_nsec * 1e-9;
+}
+
+/* ---- prompts ---- */
+
+typedef struct {
+    gv_meta *m; /* m[i].prompt is the text; tag and clauses only when has_meta */
+    int n, has_meta;
+} prompt_set;
+
+static int load_text_prompts(const char *path, prompt_set *ps) {
+    FILE *f = fopen(path, "r");
+    if (!f) return ss_fail(SS_EIO, "%s: cannot open: %s", path, strerror(errno));
+    char *line = NULL;
+    size_t cap = 0;
+    ssize_t len;
+    int lineno = 0, rc = 0, mcap = 0;
+    while ((len = getline(&line, &cap, f)) >= 0 && !rc) {
+        lineno++;
+        char *s = line, *e = line + len;
+        while (s < e && (*s == ' ' || *s == '\t' || *s == '\r' || *s == '\n')) s++;
+        while (e > s && (e[-1] == ' ' || e[-1] == '\t' || e[-1] == '\r' || e[-1] == '\n')) e--;
+        if (s == e) continue;
+        if (e - s >= GV_PROMPT_MAX) {
+            rc = ss_fail(SS_EFORMAT, "%s:%d: prompt longer than %d characters", path, lineno, GV_PROMPT_MAX - 1);
+            break;
+        }
+        if (ps->n == mcap) {
+            mcap = mcap ? 2 * mcap : 64;
+            gv_meta *nm = realloc(ps->m, sizeof *nm * mcap);
+            if (!nm) {
+                rc = ss_fail(SS_ENOMEM, "out of memory");
+                break;
+            }
+            ps->m = nm;
+        }
+        memset(&ps->m[ps->n], 0, sizeof ps->m[ps->n]);
+        memcpy(ps->m[ps->n].prompt, s, (size_t)(e - s));
+        ps->n++;
+    }
+    free(line);
+    fclose(f);
+    if (!rc && ps->n == 0) rc = ss_fail(SS_EFORMAT, "%s: no prompts", path);
+    return rc;
+}
+
+/* GenEval JSONL when the first non-blank character is '{', else one prompt per line. */
+static int load_prompts(const char *path, prompt_set *ps) {
+    memset(ps, 0, sizeof *ps);
+    FILE *f = fopen(path, "r");
+    if (!f) return ss_fail(SS_EIO, "%s: cannot open: %s", path, strerror(errno));
+    int ch;
+    while ((ch = fgetc(f)) != EOF && (ch == ' ' || ch == '\t' || ch == '\r' || ch == '\n')) {
+    }
+    fclose(f);
+    if (ch == '{') {
+        ps->has_meta = 1;
+        return gv_load_jsonl(path, &ps->m, &ps->n);
+    }
+    return load_text_prompts(path, ps);
+}
+
+/* ---- experiment.json ---- */
+
+static json_t *jreal(double x) { return isfinite(x) ? json_real(x) : json_null(); }
+
+static json_t *int_array(const int *x, int n) {
+    json_t *a = json_array();
+    for (int i = 0; i < n; i++) json_array_append_new(a, json_integer(x[i]));
+    return a;
+}
+
+/* Fields that may differ on resume: where things are, not what they are. */
+static int informational(const char *key) {
+    return !strcmp(key, "model") || !strcmp(key, "prompts") || !strcmp(key, "sinkscope_version") ||
+           !strcmp(key, "conditions_source");
+}
+
+static void show(const json_t *v, char *buf, size_t cap) {
+    char *s = v ? json_dumps(v, JSON_COMPACT | JSON_ENCODE_ANY | JSON_PRESERVE_ORDER | JSON_REAL_PRECISION(17)) : NULL;
+    if (!s) snprintf(buf, cap, "(absent)");
+    else if (strlen(s) > 80) snprintf(buf, cap, "%.77s...", s);
+    else snprintf(buf, cap, "%s", s);
+    free(s);
+}
+
+/* The first difference between two JSON values, as a field path ("conditions[2].eta") plus both
+ * values; 0 when equal. Condition entries are named by their index and name. */
+static int json_diff(const json_t *a, const json_t *b, const char *path, int top, char *out, size_t cap) {
+    if (json_is_object(a) && json_is_object(b)) {
+        const char *k;
+        json_t *v;
+        json_object_foreach((json_t *)a, k, v) {
+            if (top && informational(k)) continue;
+            char sub[512];
+            snprintf(sub, sizeof sub, "%s%s%s", path, *path ? "." : "", k);
+            if (json_diff(v, json_object_get(b, k), sub, 0, out, cap)) return 1;
+        }
+        json_object_foreach((json_t *)b, k, v) {
+            if (top && informational(k)) continue;
+            if (!json_object_get(a, k)) {
+                char sub[512];
+                snprintf(sub, sizeof sub, "%s%s%s", path, *path ? "." : "", k);
+                return json_diff(NULL, v, sub, 0, out, cap);
+            }
+        }
+        return 0;
+    }
+    if (json_is_array(a) && json_is_array(b) && json_array_size(a) == json_array_size(b)) {
+        for (size_t i = 0; i < json_array_size(a); i++) {
+            char sub[512];
+            snprintf(sub, sizeof sub, "%s[%zu]", path, i);
+            if (json_diff(json_array_get(a, i), json_array_get(b, i), sub, 0, out, cap)) return 1;
+        }
+        return 0;
+    }
+    if (a && b && json_equal((json_t *)a, (json_t *)b)) return 0;
+    char va[100], vb[100];
+    show(a, va, sizeof va);
+    show(b, vb, sizeof vb);
+    if (json_is_array(a) && json_is_array(b))
+        snprintf(out, cap, "field '%s' differs: the folder has %zu entries, this run has %zu (%s vs %s)", path,
+                 json_array_size(a), json_array_size(b), va, vb);
+    else
+        snprintf(out, cap, "field '%s' differs: the folder has %s, this run has %s", path, va, vb);
+    return 1;
+}
+
+/* ---- the run ---- */
+
+typedef struct {
+    const run_config *c;
+    pipeline *pp;
+    sink_ctx *sk;
+    records_file rf;
+    prompt_set ps;
+    sink_condition *conds;
+    int n_conds, W, H, n_probe;
+    int probe[RUN_MAX_PROBE];
+    char model_digest[DIGEST_HEX], prompts_digest[DIGEST_HEX];
+    char (*cond_json)[1024]; /* compact condition JSON for the PNG text chunks */
+    /* progress */
+    long done, total, made;
+    double t0, last_draw;
+    int cur_step, cur_steps;
+} runner;
+
+static void draw_bar(runner *r, int final) {
+    const double t = now_s();
+    if (!final && t - r->last_draw < 0.1) return; /* redraw at most 10 times a second */
+    r->last_draw = t;
+    const double frac_img = r->cur_steps ? (double)r->cur_step / r->cur_steps : 0;
+    const double pos = final ? (double)r->done : r->done + frac_img;
+    const double f = r->total ? pos / r->total : 1;
+    char bar[31];
+    int fill = (int)(f * 30);
+    for (int i = 0; i < 30; i++) bar[i] = i < fill ? '#' : '.';
+    bar[30] = 0;
+    const double el = t - r->t0, per = r->made ? el / r->made : 0;
+    char eta[32] = "--";
+    if (r->made) {
+        double rem = per * (r->total - pos);
+        long s = (long)(rem + 0.5);
+        if (s >= 3600) snprintf(eta, sizeof eta, "%ldh%02ldm", s / 3600, s / 60 % 60);
+        else if (s >= 60) snprintf(eta, sizeof eta, "%ldm%02lds", s / 60, s % 60);
+        else snprintf(eta, sizeof eta, "%lds", s);
+    }
+    fprintf(stderr, "\r\033[Ksinkscope run [%s] %ld/%ld %5.1f%%  %.3g s/img  ETA %s", bar, r->done, r->total, 100 * f,
+            per, eta);
+    if (final) fputc('\n', stderr);
+    fflush(stderr);
+}
+
+static void on_step(void *ctx, int step, int steps, const float *sample) {
+    (void)sample;
+    runner *r = ctx;
+    r->cur_step = step + 1;
+    r->cur_steps = steps;
+    draw_bar(r, 0);
+}
+
+static void image_rel(char *buf, size_t cap, const char *cond, int p, uint64_t seed) {
+    snprintf(buf, cap, "images/%s/%05d_%llu.png", cond, p, (unsigned long long)seed);
+}
+
+static void item_key(char *buf, size_t cap, const char *cond, int p, uint64_t seed) {
+    snprintf(buf, cap, "%s/%05d/%llu", cond, p, (unsigned long long)seed);
+}
+
+/* Generates one image of condition ci (0 = baseline) into rgb; the sink context then holds its
+ * probe and intervention records. */
+static int generate(runner *r, int ci, int p, uint64_t seed, uint8_t *rgb) {
+    pipe_params pr;
+    pipe_params_default(&pr);
+    pr.prompt = r->ps.m[p].prompt;
+    pr.seed = seed;
+    pr.steps = r->c->steps;
+    pr.cfg = r->c->cfg;
+    if (r->c->progress_bar) {
+        pr.progress = on_step;
+        pr.progress_ctx = r;
+    }
+    r->cur_step = 0;
+    sink_ctx_clear_records(r->sk);
+    sink_ctx_set_condition(r->sk, r->conds[ci].n_layers ? &r->conds[ci] : NULL);
+    int rc = pipe_generate(r->pp, &pr, rgb, r->sk, NULL);
+    r->cur_steps = 0;
+    if (rc < 0) ss_err_prefix(rc, "condition '%s', prompt %d, seed %llu: ", r->conds[ci].name, p, (unsigned long long)seed);
+    return rc;
+}
+
+static int write_image(runner *r, int ci, int p, uint64_t seed, const uint8_t *rgb) {
+    char rel[600], path[PATHLEN], tmp[PATHLEN + 8], key[600], seed_s[32], steps_s[32], cfg_s[48];
+    image_rel(rel, sizeof rel, r->conds[ci].name, p, seed);
+    item_key(key, sizeof key, r->conds[ci].name, p, seed);
+    snprintf(path, sizeof path, "%s/%s", r->c->exp_dir, rel);
+    snprintf(tmp, sizeof tmp, "%s.tmp", path);
+    snprintf(seed_s, sizeof seed_s, "%llu", (unsigned long long)seed);
+    snprintf(steps_s, sizeof steps_s, "%d", r->c->steps);
+    snprintf(cfg_s, sizeof cfg_s, "%.17g", r->c->cfg);
+    const char *kv[] = {"key",       key,    "prompt", r->ps.m[p].prompt, "seed",         seed_s,
+                        "steps",     steps_s, "cfg",   cfg_s,             "model_digest", r->model_digest,
+                        "condition", r->cond_json[ci], "Software", "sinkscope " SINKSCOPE_VERSION};
+    /* png_write_rgb makes <tmp> whole (its own tmp + rename); commit_tmp then fsyncs it and
+     * renames it to <path>, so the image is durable before its record is appended. */
+    int rc = png_write_rgb(tmp, r->W, r->H, rgb, kv, 8);
+    if (!rc) rc = commit_tmp(path);
+    return rc;
+}
+
+static int make_record(runner *r, int ci, int p, uint64_t seed, const uint8_t *rgb, const uint8_t *base_rgb, double t0) {
+    char rel[600], key[600];
+    image_rel(rel, sizeof rel, r->conds[ci].name, p, seed);
+    item_key(key, sizeof key, r->conds[ci].name, p, seed);
+    json_t *o = json_object(), *m = json_object();
+    json_object_set_new(o, "key", json_string(key));
+    json_object_set_new(o, "condition", json_string(r->conds[ci].name));
+    json_object_set_new(o, "condition_index", json_integer(ci));
+    json_object_set_new(o, "prompt_index", json_integer(p));
+    json_object_set_new(o, "prompt", json_string(r->ps.m[p].prompt));
+    if (r->ps.has_meta) json_object_set_new(o, "tag", json_string(r->ps.m[p].tag));
+    json_object_set_new(o, "seed", json_integer((json_int_t)seed));
+    json_object_set_new(o, "image", json_string(rel));
+    int rc = 0;
+    if (r->ps.has_meta) {
+        int g = metric_geneval(&r->ps.m[p], rgb, r->W, r->H, NULL, 0);
+        if (g < 0) rc = ss_err_prefix(g, "%s: GenEval scoring: ", key);
+        else json_object_set_new(m, "geneval", json_integer(g));
+    }
+    const double mse = img_mse(rgb, base_rgb, r->W, r->H), ssim = img_ssim(rgb, base_rgb, r->W, r->H);
+    if (!rc && isnan(ssim)) rc = ss_err_prefix(SS_ENOMEM, "%s: SSIM: ", key);
+    json_object_set_new(m, "mse", json_real(mse));
+    json_object_set_new(m, "psnr", jreal(img_psnr(mse))); /* null = +inf (identical images) */
+    json_object_set_new(m, "ssim", jreal(ssim));
+    json_object_set_new(o, "metrics", m);
+    json_object_set_new(o, "probe", metric_probe_json(r->sk));
+    json_object_set_new(o, "verification", metric_verification_json(r->sk));
+    json_object_set_new(o, "seconds", json_real(now_s() - t0));
+    if (!rc) rc = records_append(&r->rf, o);
+    json_decref(o);
+    return rc;
+}
+
+/* One item: generate, save the image, append the record. */
+static int run_item(runner *r, int ci, int p, uint64_t seed, uint8_t *rgb, const uint8_t *base_rgb) {
+    const double t0 = now_s();
+    int rc = generate(r, ci, p, seed, rgb);
+    if (!rc) rc = write_image(r, ci, p, seed, rgb);
+    if (!rc) rc = make_record(r, ci, p, seed, rgb, base_rgb ? base_rgb : rgb, t0);
+    if (!rc) {
+        r->done++;
+        r->made++;
+        if (r->c->progress_bar) draw_bar(r, 0);
+    }
+    return rc;
+}
+
+/* The paired baseline image of a finished baseline record: its PNG, or (if unreadable) made
+ * again - generation is deterministic, so this is the same image - and saved again. */
+static int baseline_image(runner *r, int p, uint64_t seed, uint8_t *rgb) {
+    char rel[600], path[PATHLEN];
+    image_rel(rel, sizeof rel, "baseline", p, seed);
+    snprintf(path, sizeof path, "%s/%s", r->c->exp_dir, rel);
+    int w, h;
+    uint8_t *img = NULL;
+    int rc = png_read_rgb(path, &w, &h, &img);
+    if (!rc && w == r->W && h == r->H) {
+        memcpy(rgb, img, (size_t)3 * w * h);
+        free(img);
+        return 0;
+    }
+    free(img);
+    fprintf(stderr, "%ssinkscope run: warning: %s: %s; making the baseline image again\n", r->c->progress_bar ? "\n" : "", path,
+            rc ? ss_err() : "wrong size");
+    if ((rc = generate(r, 0, p, seed, rgb)) < 0) return rc;
+    return write_image(r, 0, p, seed, rgb);
+}
+
+/* Removes "*.tmp" leftovers of an interrupted image write in images/<cond>/. */
+static void clean_tmp(const char *dir) {
+    DIR *d = opendir(dir);
+    if (!d) return;
+    struct dirent *e;
+    while ((e = readdir(d))) {
+        size_t n = strlen(e->d_name);
+        if (n > 4 && !strcmp(e->d_name + n - 4, ".tmp")) {
+            char path[PATHLEN + 300];
+            if ((size_t)snprintf(path, sizeof path, "%s/%s", dir, e->d_name) < sizeof path) unlink(path);
+        }
+    }
+    closedir(d);
+}
+
+static json_t *build_config(runner *r, const exp_blocks *bm) {
+    const run_config *c = r->c;
+    json_t *o = json_object();
+    json_object_set_new(o, "sinkscope_version", json_string(SINKSCOPE_VERSION));
+    json_object_set_new(o, "model", json_string(c->model_dir));
+    json_object_set_new(o, "model_digest", json_string(r->model_digest));
+    json_object_set_new(o, "prompts", json_string(c->prompts_path));
+    json_object_set_new(o, "prompts_digest", json_string(r->prompts_digest));
+    json_object_set_new(o, "prompts_format", json_string(r->ps.has_meta ? "geneval_jsonl" : "text"));
+    json_object_set_new(o, "n_prompts", json_integer(r->ps.n));
+    json_object_set_new(o, "seeds_per_prompt", json_integer(c->seeds_per_prompt));
+    json_object_set_new(o, "base_seed", json_integer((json_int_t)c->base_seed));
+    json_object_set_new(o, "seed_rule", json_string("seed = base_seed + prompt_index * seeds_per_prompt + r, "
+                                                    "r = 0 .. seeds_per_prompt - 1; the same seed for every condition"));
+    json_object_set_new(o, "steps", json_integer(c->steps));
+    json_object_set_new(o, "cfg", json_real(c->cfg));
+    json_object_set_new(o, "width", json_integer(r->W));
+    json_object_set_new(o, "height", json_integer(r->H));
+    json_object_set_new(o, "order", json_string("for each prompt, for each seed: the baseline, then the conditions in order"));
+    json_object_set_new(o, "blocks", json_pack("{s:i, s:i, s:i, s:i, s:s}", "num_layers", bm->num_layers, "early", bm->early,
+                                               "middle", bm->middle, "late", bm->late, "rule",
+                                               "early = floor(L/4), middle = floor(L/2), late = floor(3L/4)"));
+    json_object_set_new(o, "probe", json_pack("{s:o, s:s, s:i, s:s}", "blocks", int_array(r->probe, r->n_probe), "queries",
+                                              "image", "topk", 5, "batch_element", "conditional"));
+    json_object_set_new(o, "conditions_source", json_string(c->conditions_source ? c->conditions_source : ""));
+    json_t *cl = json_array();
+    for (int i = 0; i < r->n_conds; i++) json_array_append_new(cl, sink_condition_to_json(&r->conds[i]));
+    json_object_set_new(o, "conditions", cl);
+    return o;
+}
+
+/* Writes experiment.json, or checks the configuration against the one already there. */
+static int settle_config(runner *r, const exp_blocks *bm) {
+    char path[PATHLEN];
+    snprintf(path, sizeof path, "%s/experiment.json", r->c->exp_dir);
+    json_t *mine = build_config(r, bm);
+    /* through text and back, so the comparison sees exactly what the file would hold */
+    char *text = json_dumps(mine, CONFIG_JSON_FLAGS);
+    json_decref(mine);
+    if (!text) return ss_fail(SS_ENOMEM, "out of memory");
+    int rc = 0;
+    if (access(path, F_OK) == 0) {
+        json_error_t je;
+        json_t *old = json_load_file(path, JSON_REJECT_DUPLICATES, &je), *now = json_loads(text, 0, NULL);
+        char why[400];
+        if (!old)
+            rc = ss_fail(SS_EFORMAT, "%s: not valid JSON (line %d: %s); move the folder away to start over", path, je.line,
+                         je.text);
+        else if (json_diff(old, now, "", 1, why, sizeof why))
+            rc = ss_fail(SS_EARG, "%s: the experiment in this folder has a different configuration: %s. Resume it with its "
+                         "own settings, or use another --exp folder", path, why);
+        json_decref(old);
+        json_decref(now);
+    } else {
+        const size_t n = strlen(text);
+        char *full = ss_malloc(n + 1);
+        if (!full) rc = SS_ENOMEM;
+        else {
+            memcpy(full, text, n);
+            full[n] = '\n';
+            rc = write_file_atomic(path, full, n + 1);
+            free(full);
+        }
+    }
+    free(text);
+    return rc;
+}
+
+static int setup(runner *r, exp_blocks *bm) {
+    const run_config *c = r->c;
+    int rc;
+    if (c->seeds_per_prompt < 1) return ss_fail(SS_EARG, "seeds per prompt must be >= 1");
+    if (c->steps < 1 || c->steps > PIPE_MAX_STEPS) return ss_fail(SS_EARG, "steps must be in [1, %d]", PIPE_MAX_STEPS);
+    if (!isfinite(c->cfg)) return ss_fail(SS_EARG, "the guidance scale must be finite");
+    if ((rc = pipe_load(&r->pp, c->model_dir)) < 0) return rc;
+    if ((rc = digest_pipeline(c->model_dir, r->model_digest)) < 0) return rc;
+    if ((rc = load_prompts(c->prompts_path, &r->ps)) < 0) return rc;
+    if ((rc = digest_file(c->prompts_path, r->prompts_digest)) < 0) return rc;
+    if (c->limit_prompts > 0 && c->limit_prompts < r->ps.n) r->ps.n = c->limit_prompts;
+    const sd3_config *tc = &r->pp->transformer->cfg;
+    const te *enc = r->pp->text_encoder;
+    int32_t *ids = ss_malloc(sizeof(int32_t) * enc->cfg.max_length);
+    if (!ids) return SS_ENOMEM;
+    for (int i = 0; i < r->ps.n && !rc; i++)
+        if ((rc = tok_encode(enc->vocab, r->ps.m[i].prompt, enc->cfg.max_length, ids)) < 0)
+            ss_err_prefix(rc, "%s: prompt %d (\"%s\"): ", c->prompts_path, i, r->ps.m[i].prompt);
+    free(ids);
+    if (rc < 0) return rc;
+    pipe_params pr;
+    pipe_params_default(&pr);
+    if ((rc = pipe_image_size(r->pp, &pr, &r->H, &r->W)) < 0) return rc;
+    *bm = exp_block_map(tc->num_layers);
+    /* conditions: a private copy with the baseline first */
+    r->conds = ss_malloc(sizeof *r->conds * (c->n_conds ? c->n_conds : 1));
+    if (!r->conds) return SS_ENOMEM;
+    memcpy(r->conds, c->conds, sizeof *r->conds * c->n_conds);
+    r->n_conds = c->n_conds;
+    const char *what = c->conditions_source ? c->conditions_source : "conditions";
+    if ((rc = exp_conditions_prepare(&r->conds, &r->n_conds, what)) < 0) return rc;
+    const int ps = tc->patch_size, n_img = (r->H / ps) * (r->W / ps);
+    if ((rc = exp_conditions_check(r->conds, r->n_conds, tc->num_layers, n_img, enc->cfg.max_length, what)) < 0) return rc;
+    if (c->probe_default) {
+        const int three[3] = {bm->early, bm->middle, bm->late};
+        for (int i = 0; i < 3; i++)
+            if (!r->n_probe || r->probe[r->n_probe - 1] != three[i]) r->probe[r->n_probe++] = three[i];
+    } else {
+        for (int i = 0; i < c->n_probe; i++) {
+            if (c->probe_blocks[i] < 0 || c->probe_blocks[i] >= tc->num_layers)
+                return ss_fail(SS_EARG, "probe: block %d does not exist (the model has %d blocks, 0-%d)", c->probe_blocks[i],
+                               tc->num_layers, tc->num_layers - 1);
+            r->probe[r->n_probe++] = c->probe_blocks[i];
+        }
+    }
+    if (!(r->sk = sink_ctx_new())) return SS_ENOMEM;
+    if ((rc = sink_ctx_set_probe(r->sk, r->probe, r->n_probe, TOK_IMAGE, 5, 0)) < 0) return rc;
+    r->cond_json = ss_calloc((size_t)r->n_conds, sizeof *r->cond_json);
+    if (!r->cond_json) return SS_ENOMEM;
+    for (int i = 0; i < r->n_conds; i++) {
+        json_t *j = sink_condition_to_json(&r->conds[i]);
+        char *s = json_dumps(j, JSON_COMPACT | JSON_PRESERVE_ORDER | JSON_REAL_PRECISION(17));
+        json_decref(j);
+        if (!s) return ss_fail(SS_ENOMEM, "out of memory");
+        snprintf(r->cond_json[i], sizeof r->cond_json[i], "%s", s);
+        free(s);
+    }
+    return 0;
+}
+
+int run_experiment(const run_config *c, run_result *res) {
+    memset(res, 0, sizeof *res);
+    runner r;
+    memset(&r, 0, sizeof r);
+    r.c = c;
+    r.rf.fd = -1;
+    int lock_fd = -1, rc;
+    uint8_t *rgb = NULL, *base = NULL;
+    exp_blocks bm = {0};
+    char path[PATHLEN];
+    if ((rc = mkdir_p(c->exp_dir)) < 0) return rc;
+    snprintf(path, sizeof path, "%s/.lock", c->exp_dir);
+    lock_fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0644);
+    if (lock_fd < 0) return ss_fail(SS_EIO, "%s: cannot open: %s", path, strerror(errno));
+    if (flock(lock_fd, LOCK_EX | LOCK_NB)) {
+        close(lock_fd);
+        return ss_fail(SS_EIO, "%s: another sinkscope run is working in this folder (%s is locked)", c->exp_dir, path);
+    }
+    if ((rc = setup(&r, &bm)) < 0 || (rc = settle_config(&r, &bm)) < 0) goto done;
+    snprintf(path, sizeof path, "%s/records.jsonl", c->exp_dir);
+    if ((rc = records_open(&r.rf, path)) < 0) goto done;
+    res->repaired = r.rf.truncated;
+    for (int i = 0; i < r.n_conds; i++) {
+        snprintf(path, sizeof path, "%s/images/%s", c->exp_dir, r.conds[i].name);
+        if ((rc = mkdir_p(path)) < 0) goto done;
+        clean_tmp(path);
+    }
+    if (!(rgb = ss_malloc((size_t)3 * r.W * r.H)) || !(base = ss_malloc((size_t)3 * r.W * r.H))) {
+        rc = SS_ENOMEM;
+        goto done;
+    }
+    const int S = c->seeds_per_prompt;
+    r.total = (long)r.ps.n * S * r.n_conds;
+    char key[600];
+    for (int p = 0; p < r.ps.n; p++)
+        for (int s = 0; s < S; s++)
+            for (int ci = 0; ci < r.n_conds; ci++) {
+                item_key(key, sizeof key, r.conds[ci].name, p, c->base_seed + (uint64_t)p * S + s);
+                r.done += keyset_has(&r.rf.keys, key);
+            }
+    res->total = r.total;
+    res->before = r.done;
+    r.t0 = now_s();
+    if (c->progress_bar) draw_bar(&r, 0);
+    for (int p = 0; p < r.ps.n && !rc; p++)
+        for (int s = 0; s < S && !rc; s++) {
+            const uint64_t seed = c->base_seed + (uint64_t)p * S + s;
+            int missing = 0;
+            for (int ci = 1; ci < r.n_conds; ci++) {
+                item_key(key, sizeof key, r.conds[ci].name, p, seed);
+                missing |= !keyset_has(&r.rf.keys, key);
+            }
+            item_key(key, sizeof key, "baseline", p, seed);
+            if (!keyset_has(&r.rf.keys, key)) rc = run_item(&r, 0, p, seed, base, NULL);
+            else if (missing) rc = baseline_image(&r, p, seed, base);
+            for (int ci = 1; ci < r.n_conds && !rc; ci++) {
+                item_key(key, sizeof key, r.conds[ci].name, p, seed);
+                if (!keyset_has(&r.rf.keys, key)) rc = run_item(&r, ci, p, seed, rgb, base);
+            }
+        }
+    res->made = r.made;
+    res->seconds = now_s() - r.t0;
+    if (c->progress_bar) {
+        if (rc) fputc('\n', stderr);
+        else draw_bar(&r, 1);
+    }
+done:
+    free(rgb);
+    free(base);
+    records_close(&r.rf);
+    free(r.cond_json);
+    free(r.conds);
+    free(r.ps.m);
+    sink_ctx_free(r.sk);
+    pipe_free(r.pp);
+    if (lock_fd >= 0) close(lock_fd);
+    return rc < 0 ? rc : 0;
+}
