@@ -433,9 +433,10 @@ static int setup(runner *r, exp_blocks *bm) {
     const te *enc = r->pp->text_encoder;
     int32_t *ids = ss_malloc(sizeof(int32_t) * enc->cfg.max_length);
     if (!ids) return SS_ENOMEM;
-    for (int i = 0; i < r->ps.n && !rc; i++)
-        if ((rc = tok_encode(enc->vocab, r->ps.m[i].prompt, enc->cfg.max_length, ids)) < 0)
-            ss_err_prefix(rc, "%s: prompt %d (\"%s\"): ", c->prompts_path, i, r->ps.m[i].prompt);
+    for (int i = 0; i < r->ps.n && !rc; i++) {
+        const int words = tok_encode(enc->vocab, r->ps.m[i].prompt, enc->cfg.max_length, ids); /* >= 0: word count */
+        if (words < 0) rc = ss_err_prefix(words, "%s: prompt %d (\"%s\"): ", c->prompts_path, i, r->ps.m[i].prompt);
+    }
     free(ids);
     if (rc < 0) return rc;
     pipe_params pr;
