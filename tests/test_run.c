@@ -789,14 +789,14 @@ static double now_s(void) {
     return ts.tv_sec + ts.tv_nsec * 1e-9;
 }
 
-static pid_t spawn_run(const char *exp, const char *model, const char *seeds, const char *steps) {
+static pid_t spawn_run(const char *exp, const char *model, const char *seeds, const char *steps, const char *threads) {
     pid_t pid = fork();
     if (pid == 0) {
         int devnull = open("/dev/null", O_WRONLY);
         dup2(devnull, STDERR_FILENO);
         dup2(devnull, STDOUT_FILENO);
         execl(tc_bin(), tc_bin(), "run", "--exp", exp, "--model", model, "--prompts", g_prompts, "--conditions", g_conds,
-              "--seeds", seeds, "--steps", steps, "--cfg", "2", "--threads", "1", "--quiet", (char *)NULL);
+              "--seeds", seeds, "--steps", steps, "--cfg", "2", "--threads", threads, "--quiet", (char *)NULL);
         _exit(127);
     }
     return pid;
@@ -818,15 +818,16 @@ static void test_kill9_resume(void **st) {
     snprintf(ref, sizeof ref, "%s", at("k_ref"));
     snprintf(killed, sizeof killed, "%s", at("k_killed"));
     const double t0 = now_s();
-    assert_int_equal(wait_exit(spawn_run(ref, at("kmodel"), seeds, steps)), 0);
+    assert_int_equal(wait_exit(spawn_run(ref, at("kmodel"), seeds, steps, "1")), 0);
     const double full = now_s() - t0;
     /* kill at random moments within the first quarter of a full run's time (at least 50 ms) so
-     * that most kills land in a live run; then let it finish */
+     * that most kills land in a live run; then let it finish. The reference made one image at a
+     * time; the interrupted runs alternate between one and two images at once. */
     srand(20260425);
     int landed = 0;
     for (int i = 0; i < 5; i++) {
         const double frac = 0.05 + 0.2 * rand() / (double)RAND_MAX, delay = fmax(0.05, frac * full);
-        pid_t pid = spawn_run(killed, at("kmodel"), seeds, steps);
+        pid_t pid = spawn_run(killed, at("kmodel"), seeds, steps, i % 2 ? "1" : "2");
         struct timespec ts = {(time_t)delay, (long)((delay - (time_t)delay) * 1e9)};
         nanosleep(&ts, NULL);
         int status;
@@ -839,7 +840,7 @@ static void test_kill9_resume(void **st) {
     print_message("kill -9: full run %.2f s; %d of 5 kills landed in a live run; %d records before the final resume\n", full,
                   landed, count_lines(at("k_killed/records.jsonl")));
     assert_true(landed >= 1);
-    assert_int_equal(wait_exit(spawn_run(killed, at("kmodel"), seeds, steps)), 0);
+    assert_int_equal(wait_exit(spawn_run(killed, at("kmodel"), seeds, steps, "2")), 0);
     assert_same_records(at("k_ref/records.jsonl"), at("k_killed/records.jsonl"), expect);
     char a[1200], b[1200];
     snprintf(a, sizeof a, "%s/images", ref);

@@ -23,7 +23,7 @@
 static const char USAGE[] =
     "usage: sinkscope run [--exp DIR] [--model DIR] [--prompts FILE] [--conditions FILE.json | --preset NAME]\n"
     "                     [--seeds N] [--base-seed N] [--steps N] [--cfg X] [--probe BLOCKS]\n"
-    "                     [--limit-prompts N] [--threads N] [--quiet]\n"
+    "                     [--limit-prompts N] [--threads N] [--jobs N] [--quiet]\n"
     "\n"
     "Generates seed-paired images for the baseline and every condition over a prompt set, with\n"
     "metrics, probe statistics and intervention checks, into an experiment folder\n"
@@ -49,7 +49,9 @@ static const char USAGE[] =
     "  --probe BLOCKS      blocks whose attention statistics are recorded: comma-separated indices, or\n"
     "                      'none'; default the early, middle and late blocks\n"
     "  --limit-prompts N   only the first N prompts\n"
-    "  --threads N         OpenMP/BLAS threads (results do not depend on it)\n"
+    "  --threads N         threads in all (default: all cores); results do not depend on it\n"
+    "  --jobs N            images made at once, sharing the threads (default: one image per thread, best\n"
+    "                      for small models; use 1 for a large model to put every thread on one image)\n"
     "  --quiet             no progress bar, only the summary line\n";
 
 /* rel next to the executable, else in the current directory; 0 if found. */
@@ -94,13 +96,13 @@ static int valid_preset_name(const char *s) {
 int cmd_run(int argc, char **argv) {
     const char *exp_dir = DEFAULT_EXP, *model_dir = NULL, *prompts = NULL, *cond_path = NULL, *preset = NULL,
                *seeds_s = NULL, *base_s = NULL, *steps_s = NULL, *cfg_s = NULL, *probe_s = NULL, *limit_s = NULL,
-               *threads_s = NULL;
+               *threads_s = NULL, *jobs_s = NULL;
     int quiet = 0;
     cli_opt opts[] = {{"exp", &exp_dir, NULL},         {"model", &model_dir, NULL},   {"prompts", &prompts, NULL},
                       {"conditions", &cond_path, NULL}, {"preset", &preset, NULL},     {"seeds", &seeds_s, NULL},
                       {"base-seed", &base_s, NULL},     {"steps", &steps_s, NULL},     {"cfg", &cfg_s, NULL},
                       {"probe", &probe_s, NULL},        {"limit-prompts", &limit_s, NULL}, {"threads", &threads_s, NULL},
-                      {"quiet", NULL, &quiet}};
+                      {"jobs", &jobs_s, NULL},          {"quiet", NULL, &quiet}};
     int pr = cli_parse(argc, argv, opts, sizeof opts / sizeof opts[0], USAGE);
     if (pr) return pr > 0 ? 0 : 2;
     const int no_args = argc == 1;
@@ -135,6 +137,10 @@ int cmd_run(int argc, char **argv) {
     if (threads_s) {
         if (cli_int("run", "threads", threads_s, 1, 4096, &v)) return 2;
         omp_set_num_threads((int)v);
+    }
+    if (jobs_s) {
+        if (cli_int("run", "jobs", jobs_s, 1, 4096, &v)) return 2;
+        c.jobs = (int)v;
     }
     if (probe_s) {
         c.probe_default = 0;

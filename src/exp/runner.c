@@ -5,6 +5,7 @@
 #include <fcntl.h>
 #include <jansson.h>
 #include <math.h>
+#include <omp.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -167,29 +168,44 @@ static int json_diff(const json_t *a, const json_t *b, const char *path, int top
 
 /* ---- the run ---- */
 
+/* Images are made by `workers` threads at once, each working through whole (prompt, seed)
+ * groups (baseline, then its conditions) with its own sink context and buffers; the model is
+ * shared read-only. Appending records, the key set, the progress display and the first error
+ * are shared and guarded by the critical section "run_io". */
+typedef struct runner runner;
+
 typedef struct {
+    runner *r;
+    sink_ctx *sk;
+    uint8_t *rgb, *base;
+    int cur_step, cur_steps; /* progress within the image being made */
+} worker;
+
+struct runner {
     const run_config *c;
     pipeline *pp;
-    sink_ctx *sk;
     records_file rf;
     prompt_set ps;
     sink_condition *conds;
-    int n_conds, W, H, n_probe;
+    int n_conds, W, H, n_probe, n_workers;
     int probe[RUN_MAX_PROBE];
     char model_digest[DIGEST_HEX], prompts_digest[DIGEST_HEX];
     char (*cond_json)[1024]; /* compact condition JSON for the PNG text chunks */
-    /* progress */
+    worker *wk;
+    /* shared, under run_io */
     long done, total, made;
     double t0, last_draw;
-    int cur_step, cur_steps;
-} runner;
+    int failed, err_code;
+    char err[1024];
+};
 
 static void draw_bar(runner *r, int final) {
     const double t = now_s();
     if (!final && t - r->last_draw < 0.1) return; /* redraw at most 10 times a second */
     r->last_draw = t;
-    const double frac_img = r->cur_steps ? (double)r->cur_step / r->cur_steps : 0;
-    const double pos = final ? (double)r->done : r->done + frac_img;
+    double pos = (double)r->done;
+    for (int i = 0; i < r->n_workers && !final; i++)
+        if (r->wk[i].cur_steps) pos += (double)r->wk[i].cur_step / r->wk[i].cur_steps;
     const double f = r->total ? pos / r->total : 1;
     char bar[31];
     int fill = (int)(f * 30);
@@ -198,8 +214,7 @@ static void draw_bar(runner *r, int final) {
     const double el = t - r->t0, per = r->made ? el / r->made : 0;
     char eta[32] = "--";
     if (r->made) {
-        double rem = per * (r->total - pos);
-        long s = (long)(rem + 0.5);
+        long s = (long)(per * (r->total - pos) + 0.5);
         if (s >= 3600) snprintf(eta, sizeof eta, "%ldh%02ldm", s / 3600, s / 60 % 60);
         else if (s >= 60) snprintf(eta, sizeof eta, "%ldm%02lds", s / 60, s % 60);
         else snprintf(eta, sizeof eta, "%lds", s);
@@ -212,10 +227,13 @@ static void draw_bar(runner *r, int final) {
 
 static void on_step(void *ctx, int step, int steps, const float *sample) {
     (void)sample;
-    runner *r = ctx;
-    r->cur_step = step + 1;
-    r->cur_steps = steps;
-    draw_bar(r, 0);
+    worker *w = ctx;
+#pragma omp critical(run_io)
+    {
+        w->cur_step = step + 1;
+        w->cur_steps = steps;
+        draw_bar(w->r, 0);
+    }
 }
 
 static void image_rel(char *buf, size_t cap, const char *cond, int p, uint64_t seed) {
@@ -226,9 +244,10 @@ static void item_key(char *buf, size_t cap, const char *cond, int p, uint64_t se
     snprintf(buf, cap, "%s/%05d/%llu", cond, p, (unsigned long long)seed);
 }
 
-/* Generates one image of condition ci (0 = baseline) into rgb; the sink context then holds its
- * probe and intervention records. */
-static int generate(runner *r, int ci, int p, uint64_t seed, uint8_t *rgb) {
+/* Generates one image of condition ci (0 = baseline) into rgb; the worker's sink context then
+ * holds its probe and intervention records. */
+static int generate(worker *w, int ci, int p, uint64_t seed, uint8_t *rgb) {
+    runner *r = w->r;
     pipe_params pr;
     pipe_params_default(&pr);
     pr.prompt = r->ps.m[p].prompt;
@@ -237,13 +256,11 @@ static int generate(runner *r, int ci, int p, uint64_t seed, uint8_t *rgb) {
     pr.cfg = r->c->cfg;
     if (r->c->progress_bar) {
         pr.progress = on_step;
-        pr.progress_ctx = r;
+        pr.progress_ctx = w;
     }
-    r->cur_step = 0;
-    sink_ctx_clear_records(r->sk);
-    sink_ctx_set_condition(r->sk, r->conds[ci].n_layers ? &r->conds[ci] : NULL);
-    int rc = pipe_generate(r->pp, &pr, rgb, r->sk, NULL);
-    r->cur_steps = 0;
+    sink_ctx_clear_records(w->sk);
+    sink_ctx_set_condition(w->sk, r->conds[ci].n_layers ? &r->conds[ci] : NULL);
+    int rc = pipe_generate(r->pp, &pr, rgb, w->sk, NULL);
     if (rc < 0) ss_err_prefix(rc, "condition '%s', prompt %d, seed %llu: ", r->conds[ci].name, p, (unsigned long long)seed);
     return rc;
 }
@@ -267,7 +284,9 @@ static int write_image(runner *r, int ci, int p, uint64_t seed, const uint8_t *r
     return rc;
 }
 
-static int make_record(runner *r, int ci, int p, uint64_t seed, const uint8_t *rgb, const uint8_t *base_rgb, double t0) {
+/* The record of one finished image (json_t *), or NULL with the error set. */
+static json_t *make_record(worker *w, int ci, int p, uint64_t seed, const uint8_t *rgb, const uint8_t *base_rgb, double t0) {
+    runner *r = w->r;
     char rel[600], key[600];
     image_rel(rel, sizeof rel, r->conds[ci].name, p, seed);
     item_key(key, sizeof key, r->conds[ci].name, p, seed);
@@ -292,46 +311,70 @@ static int make_record(runner *r, int ci, int p, uint64_t seed, const uint8_t *r
     json_object_set_new(m, "psnr", jreal(img_psnr(mse))); /* null = +inf (identical images) */
     json_object_set_new(m, "ssim", jreal(ssim));
     json_object_set_new(o, "metrics", m);
-    json_object_set_new(o, "probe", metric_probe_json(r->sk));
-    json_object_set_new(o, "verification", metric_verification_json(r->sk));
+    json_object_set_new(o, "probe", metric_probe_json(w->sk));
+    json_object_set_new(o, "verification", metric_verification_json(w->sk));
     json_object_set_new(o, "seconds", json_real(now_s() - t0));
-    if (!rc) rc = records_append(&r->rf, o);
-    json_decref(o);
-    return rc;
+    if (rc) {
+        json_decref(o);
+        return NULL;
+    }
+    return o;
+}
+
+static int stopped(runner *r) {
+    int f;
+#pragma omp atomic read
+    f = r->failed;
+    return f;
 }
 
 /* One item: generate, save the image, append the record. */
-static int run_item(runner *r, int ci, int p, uint64_t seed, uint8_t *rgb, const uint8_t *base_rgb) {
+static int run_item(worker *w, int ci, int p, uint64_t seed, uint8_t *rgb, const uint8_t *base_rgb) {
+    runner *r = w->r;
     const double t0 = now_s();
-    int rc = generate(r, ci, p, seed, rgb);
+    int rc = generate(w, ci, p, seed, rgb);
     if (!rc) rc = write_image(r, ci, p, seed, rgb);
-    if (!rc) rc = make_record(r, ci, p, seed, rgb, base_rgb ? base_rgb : rgb, t0);
-    if (!rc) {
-        r->done++;
-        r->made++;
-        if (r->c->progress_bar) draw_bar(r, 0);
+    json_t *rec = rc ? NULL : make_record(w, ci, p, seed, rgb, base_rgb ? base_rgb : rgb, t0);
+    if (!rc && !rec) rc = SS_ENOMEM;
+    if (rc) return rc;
+#pragma omp critical(run_io)
+    {
+        rc = records_append(&r->rf, rec); /* on failure the (thread-local) error is this thread's */
+        if (!rc) {
+            r->done++;
+            r->made++;
+            w->cur_steps = 0;
+            if (r->c->progress_bar) draw_bar(r, 0);
+        }
     }
+    json_decref(rec);
     return rc;
 }
 
 /* The paired baseline image of a finished baseline record: its PNG, or (if unreadable) made
  * again - generation is deterministic, so this is the same image - and saved again. */
-static int baseline_image(runner *r, int p, uint64_t seed, uint8_t *rgb) {
+static int baseline_image(worker *w, int p, uint64_t seed, uint8_t *rgb) {
+    runner *r = w->r;
     char rel[600], path[PATHLEN];
     image_rel(rel, sizeof rel, "baseline", p, seed);
     snprintf(path, sizeof path, "%s/%s", r->c->exp_dir, rel);
-    int w, h;
+    int iw, ih;
     uint8_t *img = NULL;
-    int rc = png_read_rgb(path, &w, &h, &img);
-    if (!rc && w == r->W && h == r->H) {
-        memcpy(rgb, img, (size_t)3 * w * h);
+    int rc = png_read_rgb(path, &iw, &ih, &img);
+    if (!rc && iw == r->W && ih == r->H) {
+        memcpy(rgb, img, (size_t)3 * iw * ih);
         free(img);
         return 0;
     }
     free(img);
-    fprintf(stderr, "%ssinkscope run: warning: %s: %s; making the baseline image again\n", r->c->progress_bar ? "\n" : "", path,
-            rc ? ss_err() : "wrong size");
-    if ((rc = generate(r, 0, p, seed, rgb)) < 0) return rc;
+#pragma omp critical(run_io)
+    {
+        if (rc) fprintf(stderr, "%ssinkscope run: warning: %s; making the baseline image again\n", r->c->progress_bar ? "\n" : "",
+                        ss_err());
+        else fprintf(stderr, "%ssinkscope run: warning: %s: %dx%d, expected %dx%d; making the baseline image again\n",
+                     r->c->progress_bar ? "\n" : "", path, iw, ih, r->W, r->H);
+    }
+    if ((rc = generate(w, 0, p, seed, rgb)) < 0) return rc;
     return write_image(r, 0, p, seed, rgb);
 }
 
@@ -464,8 +507,6 @@ static int setup(runner *r, exp_blocks *bm) {
             r->probe[r->n_probe++] = c->probe_blocks[i];
         }
     }
-    if (!(r->sk = sink_ctx_new())) return SS_ENOMEM;
-    if ((rc = sink_ctx_set_probe(r->sk, r->probe, r->n_probe, TOK_IMAGE, 5, 0)) < 0) return rc;
     r->cond_json = ss_calloc((size_t)r->n_conds, sizeof *r->cond_json);
     if (!r->cond_json) return SS_ENOMEM;
     for (int i = 0; i < r->n_conds; i++) {
@@ -479,14 +520,46 @@ static int setup(runner *r, exp_blocks *bm) {
     return 0;
 }
 
+static int workers_new(runner *r, int n) {
+    if (!(r->wk = ss_calloc((size_t)n, sizeof *r->wk))) return SS_ENOMEM;
+    r->n_workers = n;
+    const size_t npx = (size_t)3 * r->W * r->H;
+    for (int i = 0; i < n; i++) {
+        worker *w = &r->wk[i];
+        w->r = r;
+        if (!(w->sk = sink_ctx_new()) || !(w->rgb = ss_malloc(npx)) || !(w->base = ss_malloc(npx))) return SS_ENOMEM;
+        int rc = sink_ctx_set_probe(w->sk, r->probe, r->n_probe, TOK_IMAGE, 5, 0);
+        if (rc < 0) return rc;
+    }
+    return 0;
+}
+
+static void workers_free(runner *r) {
+    for (int i = 0; i < r->n_workers; i++) {
+        sink_ctx_free(r->wk[i].sk);
+        free(r->wk[i].rgb);
+        free(r->wk[i].base);
+    }
+    free(r->wk);
+}
+
+/* The missing items of one (prompt, seed) group, baseline first. */
+static int run_group(worker *w, int p, uint64_t seed, const uint8_t *todo) {
+    runner *r = w->r;
+    int rc = todo[0] ? run_item(w, 0, p, seed, w->base, NULL) : baseline_image(w, p, seed, w->base);
+    for (int ci = 1; ci < r->n_conds && !rc && !stopped(r); ci++)
+        if (todo[ci]) rc = run_item(w, ci, p, seed, w->rgb, w->base);
+    return rc;
+}
+
 int run_experiment(const run_config *c, run_result *res) {
     memset(res, 0, sizeof *res);
     runner r;
     memset(&r, 0, sizeof r);
     r.c = c;
     r.rf.fd = -1;
-    int lock_fd = -1, rc;
-    uint8_t *rgb = NULL, *base = NULL;
+    int lock_fd = -1, rc, *work = NULL;
+    uint8_t *todo = NULL;
     exp_blocks bm = {0};
     char path[PATHLEN];
     if ((rc = mkdir_p(c->exp_dir)) < 0) return rc;
@@ -506,39 +579,59 @@ int run_experiment(const run_config *c, run_result *res) {
         if ((rc = mkdir_p(path)) < 0) goto done;
         clean_tmp(path);
     }
-    if (!(rgb = ss_malloc((size_t)3 * r.W * r.H)) || !(base = ss_malloc((size_t)3 * r.W * r.H))) {
+    /* what is missing, decided once here: the workers never read the key set */
+    const int S = c->seeds_per_prompt, n_groups = r.ps.n * S;
+    todo = ss_malloc((size_t)n_groups * r.n_conds);
+    work = ss_malloc(sizeof *work * (n_groups ? n_groups : 1));
+    if (!todo || !work) {
         rc = SS_ENOMEM;
         goto done;
     }
-    const int S = c->seeds_per_prompt;
-    r.total = (long)r.ps.n * S * r.n_conds;
+    int n_work = 0;
     char key[600];
-    for (int p = 0; p < r.ps.n; p++)
-        for (int s = 0; s < S; s++)
-            for (int ci = 0; ci < r.n_conds; ci++) {
-                item_key(key, sizeof key, r.conds[ci].name, p, c->base_seed + (uint64_t)p * S + s);
-                r.done += keyset_has(&r.rf.keys, key);
-            }
+    for (int g = 0; g < n_groups; g++) {
+        int any = 0;
+        for (int ci = 0; ci < r.n_conds; ci++) {
+            item_key(key, sizeof key, r.conds[ci].name, g / S, c->base_seed + (uint64_t)g);
+            any |= todo[(size_t)g * r.n_conds + ci] = !keyset_has(&r.rf.keys, key);
+            r.done += !todo[(size_t)g * r.n_conds + ci];
+        }
+        if (any) work[n_work++] = g;
+    }
+    r.total = (long)n_groups * r.n_conds;
     res->total = r.total;
     res->before = r.done;
+    const int max_threads = omp_get_max_threads();
+    int jobs = c->jobs > 0 ? c->jobs : max_threads;
+    if (jobs > n_work) jobs = n_work > 0 ? n_work : 1;
+    const int per_image = c->jobs > 0 && max_threads / jobs > 1 ? max_threads / jobs : 1;
+    if ((rc = workers_new(&r, jobs)) < 0) goto done;
     r.t0 = now_s();
     if (c->progress_bar) draw_bar(&r, 0);
-    for (int p = 0; p < r.ps.n && !rc; p++)
-        for (int s = 0; s < S && !rc; s++) {
-            const uint64_t seed = c->base_seed + (uint64_t)p * S + s;
-            int missing = 0;
-            for (int ci = 1; ci < r.n_conds; ci++) {
-                item_key(key, sizeof key, r.conds[ci].name, p, seed);
-                missing |= !keyset_has(&r.rf.keys, key);
-            }
-            item_key(key, sizeof key, "baseline", p, seed);
-            if (!keyset_has(&r.rf.keys, key)) rc = run_item(&r, 0, p, seed, base, NULL);
-            else if (missing) rc = baseline_image(&r, p, seed, base);
-            for (int ci = 1; ci < r.n_conds && !rc; ci++) {
-                item_key(key, sizeof key, r.conds[ci].name, p, seed);
-                if (!keyset_has(&r.rf.keys, key)) rc = run_item(&r, ci, p, seed, rgb, base);
+    const int saved_levels = omp_get_max_active_levels();
+    if (per_image > 1) omp_set_max_active_levels(2);
+#pragma omp parallel num_threads(jobs)
+    {
+        worker *w = &r.wk[omp_get_thread_num()];
+        omp_set_num_threads(per_image); /* threads inside each image (this task's setting only) */
+#pragma omp for schedule(dynamic, 1)
+        for (int i = 0; i < n_work; i++) {
+            if (stopped(&r)) continue;
+            const int g = work[i];
+            /* seed = base + p * S + s = base + g, since g = p * S + s */
+            const int grc = run_group(w, g / S, c->base_seed + (uint64_t)g, todo + (size_t)g * r.n_conds);
+            if (grc < 0) {
+#pragma omp critical(run_io)
+                if (!r.failed) {
+                    r.failed = 1;
+                    r.err_code = grc;
+                    snprintf(r.err, sizeof r.err, "%s", ss_err());
+                }
             }
         }
+    }
+    omp_set_max_active_levels(saved_levels);
+    if (r.failed) rc = ss_fail(r.err_code, "%s", r.err);
     res->made = r.made;
     res->seconds = now_s() - r.t0;
     if (c->progress_bar) {
@@ -546,13 +639,13 @@ int run_experiment(const run_config *c, run_result *res) {
         else draw_bar(&r, 1);
     }
 done:
-    free(rgb);
-    free(base);
+    free(todo);
+    free(work);
+    workers_free(&r);
     records_close(&r.rf);
     free(r.cond_json);
     free(r.conds);
     free(r.ps.m);
-    sink_ctx_free(r.sk);
     pipe_free(r.pp);
     if (lock_fd >= 0) close(lock_fd);
     return rc < 0 ? rc : 0;

@@ -13,6 +13,12 @@
  * conditions...) is refused with the differing field named. Records already present are never
  * recomputed or written twice; a torn last line is cut off and redone. One run per folder at a
  * time (an flock on EXP/.lock).
+ *
+ * Parallelism: `jobs` worker threads each take whole (prompt, seed) groups in turn and make
+ * their images one at a time; the model is shared read-only. For small models this beats
+ * threading inside one image (no barrier per layer, and it degrades gracefully when other
+ * processes compete for the cores). Images do not depend on it (the engine is deterministic
+ * whatever the thread count); only the order of the lines in records.jsonl does.
  */
 #ifndef SS_RUNNER_H
 #define SS_RUNNER_H
@@ -38,6 +44,8 @@ typedef struct {
     int probe_blocks[RUN_MAX_PROBE]; /* used when probe_default == 0 (n_probe may be 0: no probe) */
     int n_probe;
     int limit_prompts;           /* 0: all prompts; else the first N */
+    int jobs;                    /* images made at once, each by one thread (0: one per OpenMP thread);
+                                    with jobs > 0, each image gets max_threads / jobs threads */
     int quiet;                   /* no progress bar, only the summary line */
     int progress_bar;            /* draw a progress bar with ETA on stderr (a terminal) */
 } run_config;
