@@ -622,10 +622,11 @@ int run_experiment(const run_config *c, run_result *res) {
             const int grc = run_group(w, g / S, c->base_seed + (uint64_t)g, todo + (size_t)g * r.n_conds);
             if (grc < 0) {
 #pragma omp critical(run_io)
-                if (!r.failed) {
-                    r.failed = 1;
+                if (!r.err_code) {
                     r.err_code = grc;
                     snprintf(r.err, sizeof r.err, "%s", ss_err());
+#pragma omp atomic write
+                    r.failed = 1; /* read without the lock by stopped() */
                 }
             }
         }
