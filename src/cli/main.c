@@ -16,6 +16,7 @@ static const command COMMANDS[] = {
     {"generate", cmd_generate, "text to PNG with a pipeline folder, optionally under a sink intervention"},
     {"score", cmd_score, "GenEval-style score of generated ShapeWorld images (exact detector)"},
     {"report", cmd_report, "statistics report of an experiment folder: tables, CSV, summary.json, report.html"},
+    {"run", cmd_run, "run an experiment: seed-paired images, metrics and sink probes for a list of conditions"},
 };
 
 static void usage(FILE *f) {

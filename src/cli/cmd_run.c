@@ -1,0 +1,224 @@
+/* sinkscope run: the experiment runner (src/exp/runner.h). With no arguments it runs the paper's
+ * core protocol on the embedded model and then hands over to the report. */
+#include <omp.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "cli/args.h"
+#include "cli/commands.h"
+#include "core/err.h"
+#include "eval/shapeworld.h"
+#include "exp/protocol.h"
+#include "exp/records.h"
+#include "exp/report_hook.h"
+#include "exp/runner.h"
+#include "sample/pipeline.h"
+
+#define EMBEDDED_MODEL "models/shapeworld"
+#define EVAL_PROMPTS "data/shapeworld_eval.jsonl"
+#define DEFAULT_EXP "exp/main"
+
+static const char USAGE[] =
+    "usage: sinkscope run [--exp DIR] [--model DIR] [--prompts FILE] [--conditions FILE.json | --preset NAME]\n"
+    "                     [--seeds N] [--base-seed N] [--steps N] [--cfg X] [--probe BLOCKS]\n"
+    "                     [--limit-prompts N] [--threads N] [--jobs N] [--quiet]\n"
+    "\n"
+    "Generates seed-paired images for the baseline and every condition over a prompt set, with\n"
+    "metrics, probe statistics and intervention checks, into an experiment folder\n"
+    "(docs/experiment-format.md). Re-running the same command resumes; a different configuration\n"
+    "for an existing folder is refused. With no arguments at all: the core protocol (baseline, A1,\n"
+    "A2, A3, random controls for A1 and A3, union top-k sink vs random at k = 1 and 5) on the\n"
+    "embedded model and " EVAL_PROMPTS ", into " DEFAULT_EXP ", then the report.\n"
+    "\n"
+    "  --exp DIR           experiment folder (default " DEFAULT_EXP ")\n"
+    "  --model DIR         pipeline folder; default " EMBEDDED_MODEL " next to the executable, else in the\n"
+    "                      current directory\n"
+    "  --prompts FILE      GenEval-schema JSONL (scored by the ShapeWorld detector), or plain text with one\n"
+    "                      prompt per line (no detector score); default " EVAL_PROMPTS "\n"
+    "  --conditions FILE   a JSON list of condition objects (README, section Conditions)\n"
+    "  --preset NAME       configs/presets/NAME.json: core, dose_score, value_sweep, phases, text_vs_image,\n"
+    "                      k_sweep, noop (block indices for a 6-block model; checked against the model)\n"
+    "                      without either: the core protocol, blocks chosen from the model's depth\n"
+    "                      (early = L/4, middle = L/2, late = 3L/4, rounded down)\n"
+    "  --seeds N           seeds per prompt (default 1); seed = base + prompt_index * N + r, r < N\n"
+    "  --base-seed N       (default 0)\n"
+    "  --steps N           sampling steps (default 20)\n"
+    "  --cfg X             classifier-free guidance scale (default 4)\n"
+    "  --probe BLOCKS      blocks whose attention statistics are recorded: comma-separated indices, or\n"
+    "                      'none'; default the early, middle and late blocks\n"
+    "  --limit-prompts N   only the first N prompts\n"
+    "  --threads N         threads in all (default: all cores); results do not depend on it\n"
+    "  --jobs N            images made at once, sharing the threads (default: one image per thread, best\n"
+    "                      for small models; use 1 for a large model to put every thread on one image)\n"
+    "  --quiet             no progress bar, only the summary line\n";
+
+/* rel next to the executable, else in the current directory; 0 if found. */
+static int find_resource(const char *rel, char *out, size_t size) {
+    char exe[4096];
+    ssize_t len = readlink("/proc/self/exe", exe, sizeof exe - 1);
+    if (len > 0) {
+        exe[len] = 0;
+        char *slash = strrchr(exe, '/');
+        if (slash) {
+            *slash = 0;
+            if ((size_t)snprintf(out, size, "%s/%s", exe, rel) < size && access(out, F_OK) == 0) return 0;
+        }
+    }
+    snprintf(out, size, "%s", rel);
+    return access(out, F_OK) == 0 ? 0 : -1;
+}
+
+/* The evaluation set: the repository's file, or the same set (sw_write_eval_jsonl) written into
+ * the experiment folder when the file is not installed. */
+static int default_prompts(const char *exp_dir, char *out, size_t size) {
+    if (find_resource(EVAL_PROMPTS, out, size) == 0) return 0;
+    char tmp[4400];
+    int rc;
+    if ((size_t)snprintf(out, size, "%s/shapeworld_eval.jsonl", exp_dir) >= size)
+        return ss_fail(SS_EARG, "%s: path too long", exp_dir);
+    if (access(out, F_OK) == 0) return 0;
+    snprintf(tmp, sizeof tmp, "%s.tmp", out);
+    if ((rc = mkdir_p(exp_dir)) < 0) return rc;
+    if ((rc = sw_write_eval_jsonl(tmp)) < 0 || (rc = commit_tmp(out)) < 0) return rc;
+    fprintf(stderr, "sinkscope run: " EVAL_PROMPTS " not found; wrote the same evaluation set to %s\n", out);
+    return 0;
+}
+
+static int valid_preset_name(const char *s) {
+    if (!*s) return 0;
+    for (; *s; s++)
+        if (!((*s >= 'a' && *s <= 'z') || (*s >= '0' && *s <= '9') || *s == '_' || *s == '-')) return 0;
+    return 1;
+}
+
+int cmd_run(int argc, char **argv) {
+    const char *exp_dir = DEFAULT_EXP, *model_dir = NULL, *prompts = NULL, *cond_path = NULL, *preset = NULL,
+               *seeds_s = NULL, *base_s = NULL, *steps_s = NULL, *cfg_s = NULL, *probe_s = NULL, *limit_s = NULL,
+               *threads_s = NULL, *jobs_s = NULL;
+    int quiet = 0;
+    cli_opt opts[] = {{"exp", &exp_dir, NULL},         {"model", &model_dir, NULL},   {"prompts", &prompts, NULL},
+                      {"conditions", &cond_path, NULL}, {"preset", &preset, NULL},     {"seeds", &seeds_s, NULL},
+                      {"base-seed", &base_s, NULL},     {"steps", &steps_s, NULL},     {"cfg", &cfg_s, NULL},
+                      {"probe", &probe_s, NULL},        {"limit-prompts", &limit_s, NULL}, {"threads", &threads_s, NULL},
+                      {"jobs", &jobs_s, NULL},          {"quiet", NULL, &quiet}};
+    int pr = cli_parse(argc, argv, opts, sizeof opts / sizeof opts[0], USAGE);
+    if (pr) return pr > 0 ? 0 : 2;
+    const int no_args = argc == 1;
+    if (cond_path && preset) {
+        fprintf(stderr, "sinkscope run: give --conditions or --preset, not both\n");
+        return 2;
+    }
+    run_config c;
+    run_config_default(&c);
+    long v;
+    double x;
+    if (seeds_s) {
+        if (cli_int("run", "seeds", seeds_s, 1, 1000000, &v)) return 2;
+        c.seeds_per_prompt = (int)v;
+    }
+    if (base_s) {
+        if (cli_int("run", "base-seed", base_s, 0, 0x7fffffffffffffffL, &v)) return 2;
+        c.base_seed = (uint64_t)v;
+    }
+    if (steps_s) {
+        if (cli_int("run", "steps", steps_s, 1, PIPE_MAX_STEPS, &v)) return 2;
+        c.steps = (int)v;
+    }
+    if (cfg_s) {
+        if (cli_double("run", "cfg", cfg_s, 0, 1000, &x)) return 2;
+        c.cfg = x;
+    }
+    if (limit_s) {
+        if (cli_int("run", "limit-prompts", limit_s, 1, 100000000, &v)) return 2;
+        c.limit_prompts = (int)v;
+    }
+    if (threads_s) {
+        if (cli_int("run", "threads", threads_s, 1, 4096, &v)) return 2;
+        omp_set_num_threads((int)v);
+    }
+    if (jobs_s) {
+        if (cli_int("run", "jobs", jobs_s, 1, 4096, &v)) return 2;
+        c.jobs = (int)v;
+    }
+    if (probe_s) {
+        c.probe_default = 0;
+        if (strcmp(probe_s, "none")) {
+            int n = cli_int_list("run", "probe", probe_s, c.probe_blocks, RUN_MAX_PROBE);
+            if (n < 0) return 2;
+            c.n_probe = n;
+        }
+    }
+    c.exp_dir = exp_dir;
+    c.quiet = quiet;
+    c.progress_bar = !quiet && isatty(STDERR_FILENO);
+
+    char model_buf[4200], prompts_buf[4200], preset_buf[4200], source[4400];
+    if (!model_dir) {
+        if (find_resource(EMBEDDED_MODEL "/model_index.json", model_buf, sizeof model_buf) < 0) {
+            fprintf(stderr, "sinkscope run: no --model given and the embedded model " EMBEDDED_MODEL
+                            " was not found (looked next to the executable and in the current directory)\n");
+            return 1;
+        }
+        model_buf[strlen(model_buf) - strlen("/model_index.json")] = 0;
+        model_dir = model_buf;
+    }
+    c.model_dir = model_dir;
+
+    int rc = 0, code = 1;
+    sink_condition *conds = NULL;
+    int n_conds = 0;
+    pipeline *pp = NULL;
+    if (!prompts) {
+        if ((rc = default_prompts(exp_dir, prompts_buf, sizeof prompts_buf)) < 0) goto done;
+        prompts = prompts_buf;
+    }
+    c.prompts_path = prompts;
+    if (preset) {
+        if (!valid_preset_name(preset)) {
+            fprintf(stderr, "sinkscope run: --preset '%s': a preset name is lower-case letters, digits, '_' or '-'\n", preset);
+            return 2;
+        }
+        char rel[300];
+        snprintf(rel, sizeof rel, "configs/presets/%s.json", preset);
+        if (find_resource(rel, preset_buf, sizeof preset_buf) < 0) {
+            fprintf(stderr, "sinkscope run: preset '%s' not found (%s next to the executable or in the current directory)\n",
+                    preset, rel);
+            return 1;
+        }
+        cond_path = preset_buf;
+        snprintf(source, sizeof source, "preset %s", preset);
+    } else if (cond_path) {
+        snprintf(source, sizeof source, "%s", cond_path);
+    } else {
+        snprintf(source, sizeof source, "core protocol (built in)");
+    }
+    c.conditions_source = source;
+    if (cond_path) {
+        if ((rc = sink_condition_list_load(&conds, &n_conds, cond_path)) < 0) goto done;
+    } else {
+        /* the core protocol needs the model's depth before the run starts */
+        if ((rc = pipe_load(&pp, model_dir)) < 0) goto done;
+        exp_blocks b = exp_block_map(pp->transformer->cfg.num_layers);
+        pipe_free(pp);
+        pp = NULL;
+        if ((rc = exp_core_conditions(&b, &conds, &n_conds)) < 0) goto done;
+    }
+    c.conds = conds;
+    c.n_conds = n_conds;
+
+    run_result res;
+    if ((rc = run_experiment(&c, &res)) < 0) goto done;
+    const long per_ms = res.made ? (long)(1000 * res.seconds / res.made + 0.5) : 0;
+    fprintf(stderr, "sinkscope run: %s: %ld/%ld images (%ld new, %ld already done%s) in %.1f s, %ld ms/image; records in "
+            "%s/records.jsonl\n", exp_dir, res.before + res.made, res.total, res.made, res.before,
+            res.repaired ? ", a torn last record line cut off and redone" : "", res.seconds, per_ms, exp_dir);
+    code = 0;
+    if (no_args && report_main(exp_dir, 1) != 0) code = 1;
+done:
+    if (rc < 0) fprintf(stderr, "sinkscope run: %s\n", ss_err());
+    free(conds);
+    pipe_free(pp);
+    return code;
+}

@@ -1,0 +1,146 @@
+#include "exp/metrics.h"
+
+#include <jansson.h>
+#include <math.h>
+#include <stdlib.h>
+
+#include "core/err.h"
+#include "eval/detect.h"
+
+double img_mse(const uint8_t *a, const uint8_t *b, int w, int h) {
+    const size_t n = (size_t)w * h * 3;
+    double s = 0;
+    for (size_t i = 0; i < n; i++) {
+        const double d = ((double)a[i] - b[i]) / 255.0;
+        s += d * d;
+    }
+    return n ? s / n : 0;
+}
+
+double img_psnr(double mse) { return mse > 0 ? 10.0 * log10(1.0 / mse) : INFINITY; }
+
+int img_ssim_window(int w, int h) {
+    int m = w < h ? w : h;
+    if (m > 11) m = 11;
+    return m % 2 ? m : m - 1;
+}
+
+/* Separable "valid" Gaussian filter: src [h][w] -> dst [h-win+1][w-win+1]; tmp [h][w-win+1]. */
+static void filter_valid(const double *src, double *dst, double *tmp, int w, int h, const double *g, int win) {
+    const int ow = w - win + 1, oh = h - win + 1;
+    for (int y = 0; y < h; y++)
+        for (int x = 0; x < ow; x++) {
+            double s = 0;
+            for (int k = 0; k < win; k++) s += g[k] * src[(size_t)y * w + x + k];
+            tmp[(size_t)y * ow + x] = s;
+        }
+    for (int y = 0; y < oh; y++)
+        for (int x = 0; x < ow; x++) {
+            double s = 0;
+            for (int k = 0; k < win; k++) s += g[k] * tmp[(size_t)(y + k) * ow + x];
+            dst[(size_t)y * ow + x] = s;
+        }
+}
+
+double img_ssim(const uint8_t *a, const uint8_t *b, int w, int h) {
+    const int win = img_ssim_window(w, h);
+    if (w < 1 || h < 1 || win < 1) return NAN;
+    double g[11], gs = 0;
+    for (int k = 0; k < win; k++) {
+        const double d = k - (win - 1) / 2.0;
+        gs += g[k] = exp(-d * d / (2 * 1.5 * 1.5));
+    }
+    for (int k = 0; k < win; k++) g[k] /= gs;
+    const size_t np = (size_t)w * h, no = (size_t)(w - win + 1) * (h - win + 1);
+    /* inputs x, y, x^2, y^2, xy; their filtered maps; one scratch plane */
+    double *buf = ss_malloc(sizeof(double) * (5 * np + 5 * no + np));
+    if (!buf) return NAN;
+    double *in[5], *out[5], *tmp = buf + 5 * np + 5 * no;
+    for (int i = 0; i < 5; i++) {
+        in[i] = buf + i * np;
+        out[i] = buf + 5 * np + i * no;
+    }
+    const double C1 = 0.01 * 0.01, C2 = 0.03 * 0.03;
+    double total = 0;
+    for (int c = 0; c < 3; c++) {
+        for (size_t i = 0; i < np; i++) {
+            const double x = a[i * 3 + c] / 255.0, y = b[i * 3 + c] / 255.0;
+            in[0][i] = x, in[1][i] = y, in[2][i] = x * x, in[3][i] = y * y, in[4][i] = x * y;
+        }
+        for (int i = 0; i < 5; i++) filter_valid(in[i], out[i], tmp, w, h, g, win);
+        double s = 0;
+        for (size_t i = 0; i < no; i++) {
+            const double mx = out[0][i], my = out[1][i];
+            const double vx = out[2][i] - mx * mx, vy = out[3][i] - my * my, cxy = out[4][i] - mx * my;
+            s += ((2 * mx * my + C1) * (2 * cxy + C2)) / ((mx * mx + my * my + C1) * (vx + vy + C2));
+        }
+        total += s / no;
+    }
+    free(buf);
+    return total / 3;
+}
+
+int metric_geneval(const gv_meta *m, const uint8_t *rgb, int w, int h, char *reason, size_t reason_cap) {
+    enum { CAP = 64 };
+    sw_det det[CAP];
+    gv_det gd[CAP];
+    int n = sw_detect(rgb, w, h, NULL, det, CAP);
+    if (n < 0) return n;
+    sw_dets_to_gv(det, n, gd);
+    return gv_score(m, gd, n, reason, reason_cap);
+}
+
+/* JSON has no NaN or infinity: those become null. */
+static json_t *jnum(double x) { return isfinite(x) ? json_real(x) : json_null(); }
+
+void *metric_probe_json(const sink_ctx *s) {
+    json_t *arr = json_array();
+    for (int i = 0; i < sink_ctx_record_count(s); i++) {
+        const sink_record *r = sink_ctx_record(s, i);
+        if (!r->probed) continue;
+        const int b = r->B - 1;
+        json_t *o = json_object(), *keys = json_array();
+        json_object_set_new(o, "block", json_integer(r->block));
+        json_object_set_new(o, "step", json_integer(r->step));
+        json_object_set_new(o, "t_frac", jnum(r->tfrac));
+        json_object_set_new(o, "max_mass", jnum(r->max_mass[b]));
+        json_object_set_new(o, "entropy", jnum(r->entropy[b]));
+        json_object_set_new(o, "top5", jnum(r->top5[b]));
+        json_object_set_new(o, "top1_is_index0", jnum(r->idx0_frac[b]));
+        json_object_set_new(o, "top1_is_text", jnum(r->text_frac[b]));
+        json_object_set_new(o, "act_max", jnum(r->act_max[b]));
+        json_object_set_new(o, "act_p95", jnum(r->act_p95[b]));
+        for (int h = 0; h < r->H; h++)
+            json_array_append_new(keys, json_integer(r->top_idx[((size_t)b * r->H + h) * r->topk]));
+        json_object_set_new(o, "top1_keys", keys);
+        json_array_append_new(arr, o);
+    }
+    return arr;
+}
+
+void *metric_verification_json(const sink_ctx *s) {
+    json_t *arr = json_array();
+    for (int i = 0; i < sink_ctx_record_count(s); i++) {
+        const sink_record *r = sink_ctx_record(s, i);
+        if (!r->intervened) continue;
+        const int b = r->B - 1;
+        double before = 0, after = 0;
+        json_t *o = json_object(), *keys = json_array();
+        for (int h = 0; h < r->H; h++) {
+            const size_t bh = (size_t)b * r->H + h;
+            before += r->before[bh] / r->H;
+            after += r->after[bh] / r->H;
+            json_t *kk = json_array();
+            for (int t = 0; t < r->k; t++) json_array_append_new(kk, json_integer(r->sel[bh * r->k + t]));
+            json_array_append_new(keys, kk);
+        }
+        json_object_set_new(o, "block", json_integer(r->block));
+        json_object_set_new(o, "step", json_integer(r->step));
+        json_object_set_new(o, "t_frac", jnum(r->tfrac));
+        json_object_set_new(o, "mass_before", jnum(before));
+        json_object_set_new(o, "mass_after", jnum(after));
+        json_object_set_new(o, "keys", keys);
+        json_array_append_new(arr, o);
+    }
+    return arr;
+}

@@ -1,0 +1,44 @@
+/* metrics: what `sinkscope run` measures per image.
+ *
+ * Pixel metrics between an image and its paired baseline (same prompt, same seed), both
+ * W x H RGB uint8, values scaled to [0, 1]:
+ *   mse  = mean over all pixels and channels of (a - b)^2
+ *   psnr = 10 log10(1 / mse) dB  (+inf when mse = 0; JSON has no infinity, so records store null)
+ *   ssim = mean over R, G, B of the mean SSIM map (Wang et al. 2004): Gaussian window 11 x 11,
+ *          sigma 1.5, weights normalized to sum 1, only window positions fully inside the image
+ *          ("valid", as the reference MATLAB code), data range L = 1, C1 = (0.01 L)^2,
+ *          C2 = (0.03 L)^2, population (weighted) variances. Images smaller than 11 px on a side
+ *          use the largest odd window that fits (same sigma), so tiny test models work too.
+ *
+ * Alignment: the ShapeWorld detector (sw_detect) and GenEval's rule (gv_score) give 1 (correct)
+ * or 0 (wrong) for a prompt with GenEval metadata.
+ *
+ * Probe and verification: the sink context's records of one image, reduced to the conditional
+ * batch element (the last one: with CFG the batch is [uncond, cond]), as the JSON arrays of
+ * docs/experiment-format.md.
+ */
+#ifndef SS_METRICS_H
+#define SS_METRICS_H
+
+#include <stdint.h>
+
+#include "eval/geneval.h"
+#include "sink/sink.h"
+
+double img_mse(const uint8_t *a, const uint8_t *b, int w, int h);
+double img_psnr(double mse); /* +inf for mse == 0 */
+/* Returns the SSIM, or NAN when the image is empty or allocation fails (ss_err set). */
+double img_ssim(const uint8_t *a, const uint8_t *b, int w, int h);
+/* Side of the SSIM window used for a w x h image (11, or the largest odd side that fits). */
+int img_ssim_window(int w, int h);
+
+/* Detector + GenEval rule: 1 correct, 0 wrong, negative on error. reason (optional) gets
+ * GenEval's reasons ("" when correct). */
+int metric_geneval(const gv_meta *m, const uint8_t *rgb, int w, int h, char *reason, size_t reason_cap);
+
+/* JSON arrays (json_t *) built from a sink context's records: "probe" entries for probed
+ * records, "verification" entries for intervened ones, both for batch element B - 1. */
+void *metric_probe_json(const sink_ctx *s);
+void *metric_verification_json(const sink_ctx *s);
+
+#endif

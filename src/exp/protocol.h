@@ -1,0 +1,48 @@
+/* protocol: the paper's experiment conditions (Wu & Summa 2026, sections 3.1-3.5, appendix A.5),
+ * resolved for a model of any depth.
+ *
+ * Block mapping for a model with L joint-attention blocks (SD3-medium: L = 24 -> 6, 12, 18):
+ *   early = floor(L / 4), middle = floor(L / 2), late = floor(3 L / 4)
+ * (a 6-block model: 1, 3, 4; a 4-block model: 1, 2, 3).
+ *
+ * Core protocol (`sinkscope run` with no arguments, and configs/presets/core.json for L = 6):
+ *   baseline  layers []
+ *   A1        middle block, per-head top-1, score path, eta 0 (remove)
+ *   A2        early, middle and late blocks, per-head top-1
+ *   A3        middle block, per-head top-5
+ *   A1_rand   A1's budget drawn at random (select random, rank_by head, k 1)
+ *   A3_rand   A3's budget drawn at random (k 5)
+ *   U1_sink, U1_rand, U5_sink, U5_rand
+ *             union-budget protocol (Table 7): the top-k keys of the head-averaged mass removed
+ *             in every head, vs k random keys shared by the heads, k = 1 and 5, middle block
+ * All remove over the whole sampling trajectory (steps [0, 1]); random draws use seed 0.
+ */
+#ifndef SS_PROTOCOL_H
+#define SS_PROTOCOL_H
+
+#include "sink/condition.h"
+
+typedef struct {
+    int num_layers;
+    int early, middle, late;
+} exp_blocks;
+
+exp_blocks exp_block_map(int num_layers);
+
+/* The baseline condition (name "baseline", layers []). */
+void exp_baseline(sink_condition *c);
+
+/* The core protocol for this mapping; *out malloc'ed, baseline first. */
+int exp_core_conditions(const exp_blocks *b, sink_condition **out, int *n);
+
+/* A condition list ready for a run: condition 0 must be the baseline ("baseline", layers []); it
+ * is prepended when the list has none. Names must be unique and safe as folder names
+ * ([A-Za-z0-9._-], not starting with '.'); a "baseline" anywhere but first, or with layers, is an
+ * error. *list is realloc'ed. `what` names the source in errors. */
+int exp_conditions_prepare(sink_condition **list, int *n, const char *what);
+
+/* Every block a condition names must exist; every k must fit the candidate keys (n_img image
+ * tokens, n_txt text tokens). Errors name the condition and the field. */
+int exp_conditions_check(const sink_condition *list, int n, int num_layers, int n_img, int n_txt, const char *what);
+
+#endif

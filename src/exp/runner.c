@@ -1,0 +1,653 @@
+#include "exp/runner.h"
+
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <jansson.h>
+#include <math.h>
+#include <omp.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/file.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "core/err.h"
+#include "eval/geneval.h"
+#include "exp/digest.h"
+#include "exp/metrics.h"
+#include "exp/protocol.h"
+#include "exp/records.h"
+#include "io/png.h"
+#include "sample/pipeline.h"
+#include "sink/sink.h"
+#include "text/tokenizer.h"
+
+#define PATHLEN 4400
+
+void run_config_default(run_config *c) {
+    memset(c, 0, sizeof *c);
+    c->seeds_per_prompt = 1;
+    c->steps = PIPE_DEFAULT_STEPS;
+    c->cfg = PIPE_DEFAULT_CFG;
+    c->probe_default = 1;
+}
+
+static double now_s(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return ts.tv_sec + ts.tv_nsec * 1e-9;
+}
+
+/* ---- prompts ---- */
+
+typedef struct {
+    gv_meta *m; /* m[i].prompt is the text; tag and clauses only when has_meta */
+    int n, has_meta;
+} prompt_set;
+
+static int load_text_prompts(const char *path, prompt_set *ps) {
+    FILE *f = fopen(path, "r");
+    if (!f) return ss_fail(SS_EIO, "%s: cannot open: %s", path, strerror(errno));
+    char *line = NULL;
+    size_t cap = 0;
+    ssize_t len;
+    int lineno = 0, rc = 0, mcap = 0;
+    while ((len = getline(&line, &cap, f)) >= 0 && !rc) {
+        lineno++;
+        char *s = line, *e = line + len;
+        while (s < e && (*s == ' ' || *s == '\t' || *s == '\r' || *s == '\n')) s++;
+        while (e > s && (e[-1] == ' ' || e[-1] == '\t' || e[-1] == '\r' || e[-1] == '\n')) e--;
+        if (s == e) continue;
+        if (e - s >= GV_PROMPT_MAX) {
+            rc = ss_fail(SS_EFORMAT, "%s:%d: prompt longer than %d characters", path, lineno, GV_PROMPT_MAX - 1);
+            break;
+        }
+        if (ps->n == mcap) {
+            mcap = mcap ? 2 * mcap : 64;
+            gv_meta *nm = realloc(ps->m, sizeof *nm * mcap);
+            if (!nm) {
+                rc = ss_fail(SS_ENOMEM, "out of memory");
+                break;
+            }
+            ps->m = nm;
+        }
+        memset(&ps->m[ps->n], 0, sizeof ps->m[ps->n]);
+        memcpy(ps->m[ps->n].prompt, s, (size_t)(e - s));
+        ps->n++;
+    }
+    free(line);
+    fclose(f);
+    if (!rc && ps->n == 0) rc = ss_fail(SS_EFORMAT, "%s: no prompts", path);
+    return rc;
+}
+
+/* GenEval JSONL when the first non-blank character is '{', else one prompt per line. */
+static int load_prompts(const char *path, prompt_set *ps) {
+    memset(ps, 0, sizeof *ps);
+    FILE *f = fopen(path, "r");
+    if (!f) return ss_fail(SS_EIO, "%s: cannot open: %s", path, strerror(errno));
+    int ch;
+    while ((ch = fgetc(f)) != EOF && (ch == ' ' || ch == '\t' || ch == '\r' || ch == '\n')) {
+    }
+    fclose(f);
+    if (ch == '{') {
+        ps->has_meta = 1;
+        return gv_load_jsonl(path, &ps->m, &ps->n);
+    }
+    return load_text_prompts(path, ps);
+}
+
+/* ---- experiment.json ---- */
+
+static json_t *jreal(double x) { return isfinite(x) ? json_real(x) : json_null(); }
+
+static json_t *int_array(const int *x, int n) {
+    json_t *a = json_array();
+    for (int i = 0; i < n; i++) json_array_append_new(a, json_integer(x[i]));
+    return a;
+}
+
+/* Fields that may differ on resume: where things are, not what they are. */
+static int informational(const char *key) {
+    return !strcmp(key, "model") || !strcmp(key, "prompts") || !strcmp(key, "sinkscope_version") ||
+           !strcmp(key, "conditions_source");
+}
+
+static void show(const json_t *v, char *buf, size_t cap) {
+    char *s = v ? json_dumps(v, JSON_COMPACT | JSON_ENCODE_ANY | JSON_PRESERVE_ORDER | JSON_REAL_PRECISION(17)) : NULL;
+    if (!s) snprintf(buf, cap, "(absent)");
+    else if (strlen(s) > 80) snprintf(buf, cap, "%.77s...", s);
+    else snprintf(buf, cap, "%s", s);
+    free(s);
+}
+
+/* The first difference between two JSON values, as a field path ("conditions[2].eta") plus both
+ * values; 0 when equal. Condition entries are named by their index and name. */
+static int json_diff(const json_t *a, const json_t *b, const char *path, int top, char *out, size_t cap) {
+    if (json_is_object(a) && json_is_object(b)) {
+        const char *k;
+        json_t *v;
+        json_object_foreach((json_t *)a, k, v) {
+            if (top && informational(k)) continue;
+            char sub[512];
+            snprintf(sub, sizeof sub, "%s%s%s", path, *path ? "." : "", k);
+            if (json_diff(v, json_object_get(b, k), sub, 0, out, cap)) return 1;
+        }
+        json_object_foreach((json_t *)b, k, v) {
+            if (top && informational(k)) continue;
+            if (!json_object_get(a, k)) {
+                char sub[512];
+                snprintf(sub, sizeof sub, "%s%s%s", path, *path ? "." : "", k);
+                return json_diff(NULL, v, sub, 0, out, cap);
+            }
+        }
+        return 0;
+    }
+    if (json_is_array(a) && json_is_array(b) && json_array_size(a) == json_array_size(b)) {
+        for (size_t i = 0; i < json_array_size(a); i++) {
+            char sub[512];
+            snprintf(sub, sizeof sub, "%s[%zu]", path, i);
+            if (json_diff(json_array_get(a, i), json_array_get(b, i), sub, 0, out, cap)) return 1;
+        }
+        return 0;
+    }
+    if (a && b && json_equal((json_t *)a, (json_t *)b)) return 0;
+    char va[100], vb[100];
+    show(a, va, sizeof va);
+    show(b, vb, sizeof vb);
+    if (json_is_array(a) && json_is_array(b))
+        snprintf(out, cap, "field '%s' differs: the folder has %zu entries, this run has %zu (%s vs %s)", path,
+                 json_array_size(a), json_array_size(b), va, vb);
+    else
+        snprintf(out, cap, "field '%s' differs: the folder has %s, this run has %s", path, va, vb);
+    return 1;
+}
+
+/* ---- the run ---- */
+
+/* Images are made by `workers` threads at once, each working through whole (prompt, seed)
+ * groups (baseline, then its conditions) with its own sink context and buffers; the model is
+ * shared read-only. Appending records, the key set, the progress display and the first error
+ * are shared and guarded by the critical section "run_io". */
+typedef struct runner runner;
+
+typedef struct {
+    runner *r;
+    sink_ctx *sk;
+    uint8_t *rgb, *base;
+    int cur_step, cur_steps; /* progress within the image being made */
+} worker;
+
+struct runner {
+    const run_config *c;
+    pipeline *pp;
+    records_file rf;
+    prompt_set ps;
+    sink_condition *conds;
+    int n_conds, W, H, n_probe, n_workers;
+    int probe[RUN_MAX_PROBE];
+    char model_digest[DIGEST_HEX], prompts_digest[DIGEST_HEX];
+    char (*cond_json)[1024]; /* compact condition JSON for the PNG text chunks */
+    worker *wk;
+    /* shared, under run_io */
+    long done, total, made;
+    double t0, last_draw;
+    int failed, err_code;
+    char err[1024];
+};
+
+static void draw_bar(runner *r, int final) {
+    const double t = now_s();
+    if (!final && t - r->last_draw < 0.1) return; /* redraw at most 10 times a second */
+    r->last_draw = t;
+    double pos = (double)r->done;
+    for (int i = 0; i < r->n_workers && !final; i++)
+        if (r->wk[i].cur_steps) pos += (double)r->wk[i].cur_step / r->wk[i].cur_steps;
+    const double f = r->total ? pos / r->total : 1;
+    char bar[31];
+    int fill = (int)(f * 30);
+    for (int i = 0; i < 30; i++) bar[i] = i < fill ? '#' : '.';
+    bar[30] = 0;
+    const double el = t - r->t0, per = r->made ? el / r->made : 0;
+    char eta[32] = "--";
+    if (r->made) {
+        long s = (long)(per * (r->total - pos) + 0.5);
+        if (s >= 3600) snprintf(eta, sizeof eta, "%ldh%02ldm", s / 3600, s / 60 % 60);
+        else if (s >= 60) snprintf(eta, sizeof eta, "%ldm%02lds", s / 60, s % 60);
+        else snprintf(eta, sizeof eta, "%lds", s);
+    }
+    fprintf(stderr, "\r\033[Ksinkscope run [%s] %ld/%ld %5.1f%%  %.3g s/img  ETA %s", bar, r->done, r->total, 100 * f,
+            per, eta);
+    if (final) fputc('\n', stderr);
+    fflush(stderr);
+}
+
+static void on_step(void *ctx, int step, int steps, const float *sample) {
+    (void)sample;
+    worker *w = ctx;
+#pragma omp critical(run_io)
+    {
+        w->cur_step = step + 1;
+        w->cur_steps = steps;
+        draw_bar(w->r, 0);
+    }
+}
+
+static void image_rel(char *buf, size_t cap, const char *cond, int p, uint64_t seed) {
+    snprintf(buf, cap, "images/%s/%05d_%llu.png", cond, p, (unsigned long long)seed);
+}
+
+static void item_key(char *buf, size_t cap, const char *cond, int p, uint64_t seed) {
+    snprintf(buf, cap, "%s/%05d/%llu", cond, p, (unsigned long long)seed);
+}
+
+/* Generates one image of condition ci (0 = baseline) into rgb; the worker's sink context then
+ * holds its probe and intervention records. */
+static int generate(worker *w, int ci, int p, uint64_t seed, uint8_t *rgb) {
+    runner *r = w->r;
+    pipe_params pr;
+    pipe_params_default(&pr);
+    pr.prompt = r->ps.m[p].prompt;
+    pr.seed = seed;
+    pr.steps = r->c->steps;
+    pr.cfg = r->c->cfg;
+    if (r->c->progress_bar) {
+        pr.progress = on_step;
+        pr.progress_ctx = w;
+    }
+    sink_ctx_clear_records(w->sk);
+    sink_ctx_set_condition(w->sk, r->conds[ci].n_layers ? &r->conds[ci] : NULL);
+    int rc = pipe_generate(r->pp, &pr, rgb, w->sk, NULL);
+    if (rc < 0) ss_err_prefix(rc, "condition '%s', prompt %d, seed %llu: ", r->conds[ci].name, p, (unsigned long long)seed);
+    return rc;
+}
+
+static int write_image(runner *r, int ci, int p, uint64_t seed, const uint8_t *rgb) {
+    char rel[600], path[PATHLEN], tmp[PATHLEN + 8], key[600], seed_s[32], steps_s[32], cfg_s[48];
+    image_rel(rel, sizeof rel, r->conds[ci].name, p, seed);
+    item_key(key, sizeof key, r->conds[ci].name, p, seed);
+    snprintf(path, sizeof path, "%s/%s", r->c->exp_dir, rel);
+    snprintf(tmp, sizeof tmp, "%s.tmp", path);
+    snprintf(seed_s, sizeof seed_s, "%llu", (unsigned long long)seed);
+    snprintf(steps_s, sizeof steps_s, "%d", r->c->steps);
+    snprintf(cfg_s, sizeof cfg_s, "%.17g", r->c->cfg);
+    const char *kv[] = {"key",       key,    "prompt", r->ps.m[p].prompt, "seed",         seed_s,
+                        "steps",     steps_s, "cfg",   cfg_s,             "model_digest", r->model_digest,
+                        "condition", r->cond_json[ci], "Software", "sinkscope " SINKSCOPE_VERSION};
+    /* png_write_rgb makes <tmp> whole (its own tmp + rename); commit_tmp then fsyncs it and
+     * renames it to <path>, so the image is durable before its record is appended. */
+    int rc = png_write_rgb(tmp, r->W, r->H, rgb, kv, 8);
+    if (!rc) rc = commit_tmp(path);
+    return rc;
+}
+
+/* The record of one finished image (json_t *), or NULL with the error set. */
+static json_t *make_record(worker *w, int ci, int p, uint64_t seed, const uint8_t *rgb, const uint8_t *base_rgb, double t0) {
+    runner *r = w->r;
+    char rel[600], key[600];
+    image_rel(rel, sizeof rel, r->conds[ci].name, p, seed);
+    item_key(key, sizeof key, r->conds[ci].name, p, seed);
+    json_t *o = json_object(), *m = json_object();
+    json_object_set_new(o, "key", json_string(key));
+    json_object_set_new(o, "condition", json_string(r->conds[ci].name));
+    json_object_set_new(o, "condition_index", json_integer(ci));
+    json_object_set_new(o, "prompt_index", json_integer(p));
+    json_object_set_new(o, "prompt", json_string(r->ps.m[p].prompt));
+    if (r->ps.has_meta) json_object_set_new(o, "tag", json_string(r->ps.m[p].tag));
+    json_object_set_new(o, "seed", json_integer((json_int_t)seed));
+    json_object_set_new(o, "image", json_string(rel));
+    int rc = 0;
+    if (r->ps.has_meta) {
+        int g = metric_geneval(&r->ps.m[p], rgb, r->W, r->H, NULL, 0);
+        if (g < 0) rc = ss_err_prefix(g, "%s: GenEval scoring: ", key);
+        else json_object_set_new(m, "geneval", json_integer(g));
+    }
+    const double mse = img_mse(rgb, base_rgb, r->W, r->H), ssim = img_ssim(rgb, base_rgb, r->W, r->H);
+    if (!rc && isnan(ssim)) rc = ss_err_prefix(SS_ENOMEM, "%s: SSIM: ", key);
+    json_object_set_new(m, "mse", json_real(mse));
+    json_object_set_new(m, "psnr", jreal(img_psnr(mse))); /* null = +inf (identical images) */
+    json_object_set_new(m, "ssim", jreal(ssim));
+    json_object_set_new(o, "metrics", m);
+    json_object_set_new(o, "probe", metric_probe_json(w->sk));
+    json_object_set_new(o, "verification", metric_verification_json(w->sk));
+    json_object_set_new(o, "seconds", json_real(now_s() - t0));
+    if (rc) {
+        json_decref(o);
+        return NULL;
+    }
+    return o;
+}
+
+static int stopped(runner *r) {
+    int f;
+#pragma omp atomic read
+    f = r->failed;
+    return f;
+}
+
+/* One item: generate, save the image, append the record. */
+static int run_item(worker *w, int ci, int p, uint64_t seed, uint8_t *rgb, const uint8_t *base_rgb) {
+    runner *r = w->r;
+    const double t0 = now_s();
+    int rc = generate(w, ci, p, seed, rgb);
+    if (!rc) rc = write_image(r, ci, p, seed, rgb);
+    json_t *rec = rc ? NULL : make_record(w, ci, p, seed, rgb, base_rgb ? base_rgb : rgb, t0);
+    if (!rc && !rec) rc = SS_ENOMEM;
+    if (rc) return rc;
+#pragma omp critical(run_io)
+    {
+        rc = records_append(&r->rf, rec); /* on failure the (thread-local) error is this thread's */
+        if (!rc) {
+            r->done++;
+            r->made++;
+            w->cur_steps = 0;
+            if (r->c->progress_bar) draw_bar(r, 0);
+        }
+    }
+    json_decref(rec);
+    return rc;
+}
+
+/* The paired baseline image of a finished baseline record: its PNG, or (if unreadable) made
+ * again - generation is deterministic, so this is the same image - and saved again. */
+static int baseline_image(worker *w, int p, uint64_t seed, uint8_t *rgb) {
+    runner *r = w->r;
+    char rel[600], path[PATHLEN];
+    image_rel(rel, sizeof rel, "baseline", p, seed);
+    snprintf(path, sizeof path, "%s/%s", r->c->exp_dir, rel);
+    int iw, ih;
+    uint8_t *img = NULL;
+    int rc = png_read_rgb(path, &iw, &ih, &img);
+    if (!rc && iw == r->W && ih == r->H) {
+        memcpy(rgb, img, (size_t)3 * iw * ih);
+        free(img);
+        return 0;
+    }
+    free(img);
+#pragma omp critical(run_io)
+    {
+        if (rc) fprintf(stderr, "%ssinkscope run: warning: %s; making the baseline image again\n", r->c->progress_bar ? "\n" : "",
+                        ss_err());
+        else fprintf(stderr, "%ssinkscope run: warning: %s: %dx%d, expected %dx%d; making the baseline image again\n",
+                     r->c->progress_bar ? "\n" : "", path, iw, ih, r->W, r->H);
+    }
+    if ((rc = generate(w, 0, p, seed, rgb)) < 0) return rc;
+    return write_image(r, 0, p, seed, rgb);
+}
+
+/* Removes "*.tmp" leftovers of an interrupted image write in images/<cond>/. */
+static void clean_tmp(const char *dir) {
+    DIR *d = opendir(dir);
+    if (!d) return;
+    struct dirent *e;
+    while ((e = readdir(d))) {
+        size_t n = strlen(e->d_name);
+        if (n > 4 && !strcmp(e->d_name + n - 4, ".tmp")) {
+            char path[PATHLEN + 300];
+            if ((size_t)snprintf(path, sizeof path, "%s/%s", dir, e->d_name) < sizeof path) unlink(path);
+        }
+    }
+    closedir(d);
+}
+
+static json_t *build_config(runner *r, const exp_blocks *bm) {
+    const run_config *c = r->c;
+    json_t *o = json_object();
+    json_object_set_new(o, "sinkscope_version", json_string(SINKSCOPE_VERSION));
+    json_object_set_new(o, "model", json_string(c->model_dir));
+    json_object_set_new(o, "model_digest", json_string(r->model_digest));
+    json_object_set_new(o, "prompts", json_string(c->prompts_path));
+    json_object_set_new(o, "prompts_digest", json_string(r->prompts_digest));
+    json_object_set_new(o, "prompts_format", json_string(r->ps.has_meta ? "geneval_jsonl" : "text"));
+    json_object_set_new(o, "n_prompts", json_integer(r->ps.n));
+    json_object_set_new(o, "seeds_per_prompt", json_integer(c->seeds_per_prompt));
+    json_object_set_new(o, "base_seed", json_integer((json_int_t)c->base_seed));
+    json_object_set_new(o, "seed_rule", json_string("seed = base_seed + prompt_index * seeds_per_prompt + r, "
+                                                    "r = 0 .. seeds_per_prompt - 1; the same seed for every condition"));
+    json_object_set_new(o, "steps", json_integer(c->steps));
+    json_object_set_new(o, "cfg", json_real(c->cfg));
+    json_object_set_new(o, "width", json_integer(r->W));
+    json_object_set_new(o, "height", json_integer(r->H));
+    json_object_set_new(o, "order", json_string("for each prompt, for each seed: the baseline, then the conditions in order"));
+    json_object_set_new(o, "blocks", json_pack("{s:i, s:i, s:i, s:i, s:s}", "num_layers", bm->num_layers, "early", bm->early,
+                                               "middle", bm->middle, "late", bm->late, "rule",
+                                               "early = floor(L/4), middle = floor(L/2), late = floor(3L/4)"));
+    json_object_set_new(o, "probe", json_pack("{s:o, s:s, s:i, s:s}", "blocks", int_array(r->probe, r->n_probe), "queries",
+                                              "image", "topk", 5, "batch_element", "conditional"));
+    json_object_set_new(o, "conditions_source", json_string(c->conditions_source ? c->conditions_source : ""));
+    json_t *cl = json_array();
+    for (int i = 0; i < r->n_conds; i++) json_array_append_new(cl, sink_condition_to_json(&r->conds[i]));
+    json_object_set_new(o, "conditions", cl);
+    return o;
+}
+
+/* Writes experiment.json, or checks the configuration against the one already there. */
+static int settle_config(runner *r, const exp_blocks *bm) {
+    char path[PATHLEN];
+    snprintf(path, sizeof path, "%s/experiment.json", r->c->exp_dir);
+    json_t *mine = build_config(r, bm);
+    /* through text and back, so the comparison sees exactly what the file would hold */
+    char *text = json_dumps(mine, CONFIG_JSON_FLAGS);
+    json_decref(mine);
+    if (!text) return ss_fail(SS_ENOMEM, "out of memory");
+    int rc = 0;
+    if (access(path, F_OK) == 0) {
+        json_error_t je;
+        json_t *old = json_load_file(path, JSON_REJECT_DUPLICATES, &je), *now = json_loads(text, 0, NULL);
+        char why[400];
+        if (!old)
+            rc = ss_fail(SS_EFORMAT, "%s: not valid JSON (line %d: %s); move the folder away to start over", path, je.line,
+                         je.text);
+        else if (json_diff(old, now, "", 1, why, sizeof why))
+            rc = ss_fail(SS_EARG, "%s: the experiment in this folder has a different configuration: %s. Resume it with its "
+                         "own settings, or use another --exp folder", path, why);
+        json_decref(old);
+        json_decref(now);
+    } else {
+        const size_t n = strlen(text);
+        char *full = ss_malloc(n + 1);
+        if (!full) rc = SS_ENOMEM;
+        else {
+            memcpy(full, text, n);
+            full[n] = '\n';
+            rc = write_file_atomic(path, full, n + 1);
+            free(full);
+        }
+    }
+    free(text);
+    return rc;
+}
+
+static int setup(runner *r, exp_blocks *bm) {
+    const run_config *c = r->c;
+    int rc;
+    if (c->seeds_per_prompt < 1) return ss_fail(SS_EARG, "seeds per prompt must be >= 1");
+    if (c->steps < 1 || c->steps > PIPE_MAX_STEPS) return ss_fail(SS_EARG, "steps must be in [1, %d]", PIPE_MAX_STEPS);
+    if (!isfinite(c->cfg)) return ss_fail(SS_EARG, "the guidance scale must be finite");
+    if ((rc = pipe_load(&r->pp, c->model_dir)) < 0) return rc;
+    if ((rc = digest_pipeline(c->model_dir, r->model_digest)) < 0) return rc;
+    if ((rc = load_prompts(c->prompts_path, &r->ps)) < 0) return rc;
+    if ((rc = digest_file(c->prompts_path, r->prompts_digest)) < 0) return rc;
+    if (c->limit_prompts > 0 && c->limit_prompts < r->ps.n) r->ps.n = c->limit_prompts;
+    const sd3_config *tc = &r->pp->transformer->cfg;
+    const te *enc = r->pp->text_encoder;
+    int32_t *ids = ss_malloc(sizeof(int32_t) * enc->cfg.max_length);
+    if (!ids) return SS_ENOMEM;
+    for (int i = 0; i < r->ps.n && !rc; i++) {
+        const int words = tok_encode(enc->vocab, r->ps.m[i].prompt, enc->cfg.max_length, ids); /* >= 0: word count */
+        if (words < 0) rc = ss_err_prefix(words, "%s: prompt %d (\"%s\"): ", c->prompts_path, i, r->ps.m[i].prompt);
+    }
+    free(ids);
+    if (rc < 0) return rc;
+    pipe_params pr;
+    pipe_params_default(&pr);
+    if ((rc = pipe_image_size(r->pp, &pr, &r->H, &r->W)) < 0) return rc;
+    *bm = exp_block_map(tc->num_layers);
+    /* conditions: a private copy with the baseline first */
+    r->conds = ss_malloc(sizeof *r->conds * (c->n_conds ? c->n_conds : 1));
+    if (!r->conds) return SS_ENOMEM;
+    memcpy(r->conds, c->conds, sizeof *r->conds * c->n_conds);
+    r->n_conds = c->n_conds;
+    const char *what = c->conditions_source ? c->conditions_source : "conditions";
+    if ((rc = exp_conditions_prepare(&r->conds, &r->n_conds, what)) < 0) return rc;
+    const int ps = tc->patch_size, n_img = (r->H / ps) * (r->W / ps);
+    if ((rc = exp_conditions_check(r->conds, r->n_conds, tc->num_layers, n_img, enc->cfg.max_length, what)) < 0) return rc;
+    if (c->probe_default) {
+        const int three[3] = {bm->early, bm->middle, bm->late};
+        for (int i = 0; i < 3; i++)
+            if (!r->n_probe || r->probe[r->n_probe - 1] != three[i]) r->probe[r->n_probe++] = three[i];
+    } else {
+        for (int i = 0; i < c->n_probe; i++) {
+            if (c->probe_blocks[i] < 0 || c->probe_blocks[i] >= tc->num_layers)
+                return ss_fail(SS_EARG, "probe: block %d does not exist (the model has %d blocks, 0-%d)", c->probe_blocks[i],
+                               tc->num_layers, tc->num_layers - 1);
+            r->probe[r->n_probe++] = c->probe_blocks[i];
+        }
+    }
+    r->cond_json = ss_calloc((size_t)r->n_conds, sizeof *r->cond_json);
+    if (!r->cond_json) return SS_ENOMEM;
+    for (int i = 0; i < r->n_conds; i++) {
+        json_t *j = sink_condition_to_json(&r->conds[i]);
+        char *s = json_dumps(j, JSON_COMPACT | JSON_PRESERVE_ORDER | JSON_REAL_PRECISION(17));
+        json_decref(j);
+        if (!s) return ss_fail(SS_ENOMEM, "out of memory");
+        snprintf(r->cond_json[i], sizeof r->cond_json[i], "%s", s);
+        free(s);
+    }
+    return 0;
+}
+
+static int workers_new(runner *r, int n) {
+    if (!(r->wk = ss_calloc((size_t)n, sizeof *r->wk))) return SS_ENOMEM;
+    r->n_workers = n;
+    const size_t npx = (size_t)3 * r->W * r->H;
+    for (int i = 0; i < n; i++) {
+        worker *w = &r->wk[i];
+        w->r = r;
+        if (!(w->sk = sink_ctx_new()) || !(w->rgb = ss_malloc(npx)) || !(w->base = ss_malloc(npx))) return SS_ENOMEM;
+        int rc = sink_ctx_set_probe(w->sk, r->probe, r->n_probe, TOK_IMAGE, 5, 0);
+        if (rc < 0) return rc;
+    }
+    return 0;
+}
+
+static void workers_free(runner *r) {
+    for (int i = 0; i < r->n_workers; i++) {
+        sink_ctx_free(r->wk[i].sk);
+        free(r->wk[i].rgb);
+        free(r->wk[i].base);
+    }
+    free(r->wk);
+}
+
+/* The missing items of one (prompt, seed) group, baseline first. */
+static int run_group(worker *w, int p, uint64_t seed, const uint8_t *todo) {
+    runner *r = w->r;
+    int rc = todo[0] ? run_item(w, 0, p, seed, w->base, NULL) : baseline_image(w, p, seed, w->base);
+    for (int ci = 1; ci < r->n_conds && !rc && !stopped(r); ci++)
+        if (todo[ci]) rc = run_item(w, ci, p, seed, w->rgb, w->base);
+    return rc;
+}
+
+int run_experiment(const run_config *c, run_result *res) {
+    memset(res, 0, sizeof *res);
+    runner r;
+    memset(&r, 0, sizeof r);
+    r.c = c;
+    r.rf.fd = -1;
+    int lock_fd = -1, rc, *work = NULL;
+    uint8_t *todo = NULL;
+    exp_blocks bm = {0};
+    char path[PATHLEN];
+    if ((rc = mkdir_p(c->exp_dir)) < 0) return rc;
+    snprintf(path, sizeof path, "%s/.lock", c->exp_dir);
+    lock_fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0644);
+    if (lock_fd < 0) return ss_fail(SS_EIO, "%s: cannot open: %s", path, strerror(errno));
+    if (flock(lock_fd, LOCK_EX | LOCK_NB)) {
+        close(lock_fd);
+        return ss_fail(SS_EIO, "%s: another sinkscope run is working in this folder (%s is locked)", c->exp_dir, path);
+    }
+    if ((rc = setup(&r, &bm)) < 0 || (rc = settle_config(&r, &bm)) < 0) goto done;
+    snprintf(path, sizeof path, "%s/records.jsonl", c->exp_dir);
+    if ((rc = records_open(&r.rf, path)) < 0) goto done;
+    res->repaired = r.rf.truncated;
+    for (int i = 0; i < r.n_conds; i++) {
+        snprintf(path, sizeof path, "%s/images/%s", c->exp_dir, r.conds[i].name);
+        if ((rc = mkdir_p(path)) < 0) goto done;
+        clean_tmp(path);
+    }
+    /* what is missing, decided once here: the workers never read the key set */
+    const int S = c->seeds_per_prompt, n_groups = r.ps.n * S;
+    todo = ss_malloc((size_t)n_groups * r.n_conds);
+    work = ss_malloc(sizeof *work * (n_groups ? n_groups : 1));
+    if (!todo || !work) {
+        rc = SS_ENOMEM;
+        goto done;
+    }
+    int n_work = 0;
+    char key[600];
+    for (int g = 0; g < n_groups; g++) {
+        int any = 0;
+        for (int ci = 0; ci < r.n_conds; ci++) {
+            item_key(key, sizeof key, r.conds[ci].name, g / S, c->base_seed + (uint64_t)g);
+            any |= todo[(size_t)g * r.n_conds + ci] = !keyset_has(&r.rf.keys, key);
+            r.done += !todo[(size_t)g * r.n_conds + ci];
+        }
+        if (any) work[n_work++] = g;
+    }
+    r.total = (long)n_groups * r.n_conds;
+    res->total = r.total;
+    res->before = r.done;
+    const int max_threads = omp_get_max_threads();
+    int jobs = c->jobs > 0 ? c->jobs : max_threads;
+    if (jobs > n_work) jobs = n_work > 0 ? n_work : 1;
+    const int per_image = c->jobs > 0 && max_threads / jobs > 1 ? max_threads / jobs : 1;
+    if ((rc = workers_new(&r, jobs)) < 0) goto done;
+    r.t0 = now_s();
+    if (c->progress_bar) draw_bar(&r, 0);
+    const int saved_levels = omp_get_max_active_levels();
+    if (per_image > 1) omp_set_max_active_levels(2);
+#pragma omp parallel num_threads(jobs)
+    {
+        worker *w = &r.wk[omp_get_thread_num()];
+        omp_set_num_threads(per_image); /* threads inside each image (this task's setting only) */
+#pragma omp for schedule(dynamic, 1)
+        for (int i = 0; i < n_work; i++) {
+            if (stopped(&r)) continue;
+            const int g = work[i];
+            /* seed = base + p * S + s = base + g, since g = p * S + s */
+            const int grc = run_group(w, g / S, c->base_seed + (uint64_t)g, todo + (size_t)g * r.n_conds);
+            if (grc < 0) {
+#pragma omp critical(run_io)
+                if (!r.err_code) {
+                    r.err_code = grc;
+                    snprintf(r.err, sizeof r.err, "%s", ss_err());
+#pragma omp atomic write
+                    r.failed = 1; /* read without the lock by stopped() */
+                }
+            }
+        }
+    }
+    omp_set_max_active_levels(saved_levels);
+    if (r.failed) rc = ss_fail(r.err_code, "%s", r.err);
+    res->made = r.made;
+    res->seconds = now_s() - r.t0;
+    if (c->progress_bar) {
+        if (rc) fputc('\n', stderr);
+        else draw_bar(&r, 1);
+    }
+done:
+    free(todo);
+    free(work);
+    workers_free(&r);
+    records_close(&r.rf);
+    free(r.cond_json);
+    free(r.conds);
+    free(r.ps.m);
+    pipe_free(r.pp);
+    if (lock_fd >= 0) close(lock_fd);
+    return rc < 0 ? rc : 0;
+}

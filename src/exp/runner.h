@@ -1,0 +1,66 @@
+/* runner: `sinkscope run` as a library call. Generates seed-paired images for every condition
+ * over a prompt set into an experiment folder (docs/experiment-format.md), resumably.
+ *
+ * Work order: prompt-major; for each prompt, for each of its seeds: the baseline first, then the
+ * conditions in list order. So every condition image is made right after (or, on resume, next
+ * to a saved copy of) its paired baseline, which the pixel metrics need.
+ *
+ * Seeds: seed = base_seed + prompt_index * seeds_per_prompt + r, r = 0 .. seeds_per_prompt - 1
+ * (distinct for every (prompt, r), identical across conditions: the pairing).
+ *
+ * Resume: the configuration is written to experiment.json once; a later run with a different
+ * configuration (model digest, prompts digest, prompt count, seeds, steps, cfg, image size, probe,
+ * conditions...) is refused with the differing field named. Records already present are never
+ * recomputed or written twice; a torn last line is cut off and redone. One run per folder at a
+ * time (an flock on EXP/.lock).
+ *
+ * Parallelism: `jobs` worker threads each take whole (prompt, seed) groups in turn and make
+ * their images one at a time; the model is shared read-only. For small models this beats
+ * threading inside one image (no barrier per layer, and it degrades gracefully when other
+ * processes compete for the cores). Images do not depend on it (the engine is deterministic
+ * whatever the thread count); only the order of the lines in records.jsonl does.
+ */
+#ifndef SS_RUNNER_H
+#define SS_RUNNER_H
+
+#include <stdint.h>
+
+#include "sink/condition.h"
+
+#define RUN_MAX_PROBE 256
+
+typedef struct {
+    const char *exp_dir;         /* created if missing */
+    const char *model_dir;       /* pipeline folder */
+    const char *prompts_path;    /* GenEval-schema JSONL, or plain text (one prompt per line) */
+    const sink_condition *conds; /* the conditions; the baseline is prepended when absent */
+    int n_conds;
+    const char *conditions_source; /* informational: "core protocol (built in)", a preset or file name */
+    int seeds_per_prompt;        /* >= 1 */
+    uint64_t base_seed;
+    int steps;                   /* >= 1 */
+    double cfg;
+    int probe_default;           /* 1: probe the early, middle and late blocks (protocol.h) */
+    int probe_blocks[RUN_MAX_PROBE]; /* used when probe_default == 0 (n_probe may be 0: no probe) */
+    int n_probe;
+    int limit_prompts;           /* 0: all prompts; else the first N */
+    int jobs;                    /* images made at once, each by one thread (0: one per OpenMP thread);
+                                    with jobs > 0, each image gets max_threads / jobs threads */
+    int quiet;                   /* no progress bar, only the summary line */
+    int progress_bar;            /* draw a progress bar with ETA on stderr (a terminal) */
+} run_config;
+
+void run_config_default(run_config *c); /* 1 seed, base 0, 20 steps, cfg 4, default probe */
+
+typedef struct {
+    long total;      /* images in the plan */
+    long before;     /* already recorded when the run started */
+    long made;       /* new records this run */
+    long repaired;   /* bytes cut off a torn last line */
+    double seconds;  /* wall time of the generation loop */
+} run_result;
+
+/* Runs (or resumes) the experiment. On failure returns a negative code with ss_err() set. */
+int run_experiment(const run_config *c, run_result *res);
+
+#endif
