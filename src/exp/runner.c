@@ -46,7 +46,11 @@ static double now_s(void) {
 typedef struct {
     gv_meta *m; /* m[i].prompt is the text; tag and clauses only when has_meta */
     int n, has_meta;
+    int stride; /* entry i is prompt index i * stride of the file */
 } prompt_set;
+
+/* The file's prompt index of entry p (what names images, keys and seeds). */
+#define PIDX(r, p) ((p) * (r)->ps.stride)
 
 static int load_text_prompts(const char *path, prompt_set *ps) {
     FILE *f = fopen(path, "r");
@@ -261,14 +265,14 @@ static int generate(worker *w, int ci, int p, uint64_t seed, uint8_t *rgb) {
     sink_ctx_clear_records(w->sk);
     sink_ctx_set_condition(w->sk, r->conds[ci].n_layers ? &r->conds[ci] : NULL);
     int rc = pipe_generate(r->pp, &pr, rgb, w->sk, NULL);
-    if (rc < 0) ss_err_prefix(rc, "condition '%s', prompt %d, seed %llu: ", r->conds[ci].name, p, (unsigned long long)seed);
+    if (rc < 0) ss_err_prefix(rc, "condition '%s', prompt %d, seed %llu: ", r->conds[ci].name, PIDX(r, p), (unsigned long long)seed);
     return rc;
 }
 
 static int write_image(runner *r, int ci, int p, uint64_t seed, const uint8_t *rgb) {
     char rel[600], path[PATHLEN], tmp[PATHLEN + 8], key[600], seed_s[32], steps_s[32], cfg_s[48];
-    image_rel(rel, sizeof rel, r->conds[ci].name, p, seed);
-    item_key(key, sizeof key, r->conds[ci].name, p, seed);
+    image_rel(rel, sizeof rel, r->conds[ci].name, PIDX(r, p), seed);
+    item_key(key, sizeof key, r->conds[ci].name, PIDX(r, p), seed);
     snprintf(path, sizeof path, "%s/%s", r->c->exp_dir, rel);
     snprintf(tmp, sizeof tmp, "%s.tmp", path);
     snprintf(seed_s, sizeof seed_s, "%llu", (unsigned long long)seed);
@@ -288,13 +292,13 @@ static int write_image(runner *r, int ci, int p, uint64_t seed, const uint8_t *r
 static json_t *make_record(worker *w, int ci, int p, uint64_t seed, const uint8_t *rgb, const uint8_t *base_rgb, double t0) {
     runner *r = w->r;
     char rel[600], key[600];
-    image_rel(rel, sizeof rel, r->conds[ci].name, p, seed);
-    item_key(key, sizeof key, r->conds[ci].name, p, seed);
+    image_rel(rel, sizeof rel, r->conds[ci].name, PIDX(r, p), seed);
+    item_key(key, sizeof key, r->conds[ci].name, PIDX(r, p), seed);
     json_t *o = json_object(), *m = json_object();
     json_object_set_new(o, "key", json_string(key));
     json_object_set_new(o, "condition", json_string(r->conds[ci].name));
     json_object_set_new(o, "condition_index", json_integer(ci));
-    json_object_set_new(o, "prompt_index", json_integer(p));
+    json_object_set_new(o, "prompt_index", json_integer(PIDX(r, p)));
     json_object_set_new(o, "prompt", json_string(r->ps.m[p].prompt));
     if (r->ps.has_meta) json_object_set_new(o, "tag", json_string(r->ps.m[p].tag));
     json_object_set_new(o, "seed", json_integer((json_int_t)seed));
@@ -356,7 +360,7 @@ static int run_item(worker *w, int ci, int p, uint64_t seed, uint8_t *rgb, const
 static int baseline_image(worker *w, int p, uint64_t seed, uint8_t *rgb) {
     runner *r = w->r;
     char rel[600], path[PATHLEN];
-    image_rel(rel, sizeof rel, "baseline", p, seed);
+    image_rel(rel, sizeof rel, "baseline", PIDX(r, p), seed);
     snprintf(path, sizeof path, "%s/%s", r->c->exp_dir, rel);
     int iw, ih;
     uint8_t *img = NULL;
@@ -403,6 +407,7 @@ static json_t *build_config(runner *r, const exp_blocks *bm) {
     json_object_set_new(o, "prompts_digest", json_string(r->prompts_digest));
     json_object_set_new(o, "prompts_format", json_string(r->ps.has_meta ? "geneval_jsonl" : "text"));
     json_object_set_new(o, "n_prompts", json_integer(r->ps.n));
+    json_object_set_new(o, "prompt_stride", json_integer(r->ps.stride));
     json_object_set_new(o, "seeds_per_prompt", json_integer(c->seeds_per_prompt));
     json_object_set_new(o, "base_seed", json_integer((json_int_t)c->base_seed));
     json_object_set_new(o, "seed_rule", json_string("seed = base_seed + prompt_index * seeds_per_prompt + r, "
@@ -471,6 +476,12 @@ static int setup(runner *r, exp_blocks *bm) {
     if ((rc = digest_pipeline(c->model_dir, r->model_digest)) < 0) return rc;
     if ((rc = load_prompts(c->prompts_path, &r->ps)) < 0) return rc;
     if ((rc = digest_file(c->prompts_path, r->prompts_digest)) < 0) return rc;
+    r->ps.stride = c->prompt_stride > 1 ? c->prompt_stride : 1;
+    if (r->ps.stride > 1) { /* keep prompts 0, stride, 2 stride, ... */
+        int n = 0;
+        for (int i = 0; i < r->ps.n; i += r->ps.stride) r->ps.m[n++] = r->ps.m[i];
+        r->ps.n = n;
+    }
     if (c->limit_prompts > 0 && c->limit_prompts < r->ps.n) r->ps.n = c->limit_prompts;
     const sd3_config *tc = &r->pp->transformer->cfg;
     const te *enc = r->pp->text_encoder;
@@ -592,7 +603,7 @@ int run_experiment(const run_config *c, run_result *res) {
     for (int g = 0; g < n_groups; g++) {
         int any = 0;
         for (int ci = 0; ci < r.n_conds; ci++) {
-            item_key(key, sizeof key, r.conds[ci].name, g / S, c->base_seed + (uint64_t)g);
+            item_key(key, sizeof key, r.conds[ci].name, PIDX(&r, g / S), c->base_seed + (uint64_t)PIDX(&r, g / S) * S + g % S);
             any |= todo[(size_t)g * r.n_conds + ci] = !keyset_has(&r.rf.keys, key);
             r.done += !todo[(size_t)g * r.n_conds + ci];
         }
@@ -619,7 +630,7 @@ int run_experiment(const run_config *c, run_result *res) {
             if (stopped(&r)) continue;
             const int g = work[i];
             /* seed = base + p * S + s = base + g, since g = p * S + s */
-            const int grc = run_group(w, g / S, c->base_seed + (uint64_t)g, todo + (size_t)g * r.n_conds);
+            const int grc = run_group(w, g / S, c->base_seed + (uint64_t)PIDX(&r, g / S) * S + g % S, todo + (size_t)g * r.n_conds);
             if (grc < 0) {
 #pragma omp critical(run_io)
                 if (!r.err_code) {

@@ -43,7 +43,8 @@ typedef struct {
     int probe_default;           /* 1: probe the early, middle and late blocks (protocol.h) */
     int probe_blocks[RUN_MAX_PROBE]; /* used when probe_default == 0 (n_probe may be 0: no probe) */
     int n_probe;
-    int limit_prompts;           /* 0: all prompts; else the first N */
+    int prompt_stride;           /* 1: every prompt; N: prompts 0, N, 2N, ... (indices and seeds kept) */
+    int limit_prompts;           /* 0: all prompts; else the first N (after the stride) */
     int jobs;                    /* images made at once, each by one thread (0: one per OpenMP thread);
                                     with jobs > 0, each image gets max_threads / jobs threads */
     int quiet;                   /* no progress bar, only the summary line */
