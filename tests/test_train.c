@@ -498,7 +498,7 @@ static void ref_forward(const ref_t *r, double *out, const double *x, float t, c
     const int p = c->patch_size, C = c->in_channels, Hi = c->sample_size, gw = Hi / p, N = gw * gw;
     const int S = m->tcfg.max_length, J = m->tcfg.hidden_size, D = m->D, H = c->num_heads, dh = c->head_dim, T = N + S;
     const int M = c->pos_embed_max_size, off = (M - gw) / 2;
-    double *X = malloc(sizeof(double) * N * D), *Cs = malloc(sizeof(double) * S * D), *pv = malloc(sizeof(double) * N * C * p * p);
+    double *X = malloc(sizeof(double) * N * D), *Cs = malloc(sizeof(double) * S * D), *pv = calloc((size_t)N * C * p * p, sizeof(double));
     double *ehs = malloc(sizeof(double) * S * J), pooled[64] = {0}, temb[64], stemb[64], e0[256], a[64], b2[64];
     const double *tok = RP(r, m->tok_emb), *pos = RP(r, m->pos_emb);
     int cnt = 0;
@@ -745,7 +745,10 @@ static int summary(void **st) {
     return 0;
 }
 
-int main(void) {
+int main(int argc, char **argv) {
+    /* passive OpenMP waiting (read at load time, hence the re-exec): spinning threads stall
+     * for whole time slices when other processes share the cores */
+    if (!getenv("OMP_WAIT_POLICY") && !setenv("OMP_WAIT_POLICY", "passive", 1)) execv("/proc/self/exe", argv);
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_grad_linear),        cmocka_unit_test(test_grad_layernorm),
         cmocka_unit_test(test_grad_rmsnorm),       cmocka_unit_test(test_grad_activations),

@@ -3,4 +3,5 @@
 #define SS_COMMANDS_H
 int cmd_forward(int argc, char **argv);
 int cmd_init(int argc, char **argv);
+int cmd_train(int argc, char **argv);
 #endif

@@ -13,6 +13,7 @@ typedef struct {
 static const command COMMANDS[] = {
     {"forward", cmd_forward, "run one transformer forward pass on inputs from a safetensors file"},
     {"init", cmd_init, "create a random-weight model folder from a config.json"},
+    {"train", cmd_train, "train a pixel-space model and its text encoder (rectified flow)"},
 };
 
 static void usage(FILE *f) {

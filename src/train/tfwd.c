@@ -189,7 +189,7 @@ int tr_forward(const tr_model *m, tr_ws *w, const float *x, const float *t, cons
     tr_patchify(w->pv, x, B, w->C, w->Hi, w->Wi, p);
     lin_f(w->X, w->pv, &v->patch, BN);
     const int M = m->cfg.pos_embed_max_size, gh = w->Hi / p, gw = w->Wi / p, top = (M - gh) / 2, left = (M - gw) / 2;
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) if ((size_t)BN * D > 32768)
     for (int r = 0; r < BN; r++) {
         const int n = r % N, row = n / gw, col = n % gw;
         const float *pr = m->pos_table + ((size_t)(top + row) * M + left + col) * D;

@@ -6,16 +6,48 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "core/fastmath.h"
 #include "text/tokenizer.h"
 
-#define COLBLK 64 /* columns per task in column sums: fixed, so sums do not depend on threads */
+/* exp as in core/fastmath.h (same range reduction and polynomial), but rounding with the
+ * 1.5*2^23 trick instead of floorf, which gcc 12 leaves as a libm call that blocks
+ * vectorization: these loops run over every FF hidden unit and attention probability. */
+static inline float tr_expf(float x) {
+    x = x < -87.0f ? -87.0f : x;
+    x = x > 88.0f ? 88.0f : x;
+    const float big = 12582912.0f;
+    const float n = (x * 1.44269504088896341f + big) - big;
+    float r = x - n * 0.693359375f;
+    r = r - n * -2.12194440e-4f;
+    float p = 1.0f / 720.0f;
+    p = p * r + 1.0f / 120.0f;
+    p = p * r + 1.0f / 24.0f;
+    p = p * r + 1.0f / 6.0f;
+    p = p * r + 0.5f;
+    p = p * r + 1.0f;
+    p = p * r + 1.0f;
+    union {
+        int32_t i;
+        float f;
+    } u = {.i = ((int32_t)n + 127) << 23};
+    return p * u.f;
+}
+
+static inline float tr_tanhf(float u) { return 1.0f - 2.0f / (1.0f + tr_expf(2.0f * u)); }
+
+#define GELU_K 0.7978845608028654f /* sqrt(2/pi) */
+#define GELU_C 0.044715f
+
+#define COLBLK 64
+/* Below this many elements a loop runs on one thread: a parallel region costs a fork and a
+ * barrier, which dominate small tensors (and stall badly when the cores are shared). */
+#define PAR_MIN 32768
+#define PAR(n) ((size_t)(n) > PAR_MIN) /* columns per task in column sums: fixed, so sums do not depend on threads */
 
 /* out[g*ldo + j] += sum_r a[g,r,j] * (b ? b[g,r,j] : 1) for G groups of R rows of width D.
  * Split by (group, column block): each output is summed in row order by one thread. */
 static void colsum(float *out, int ldo, const float *a, const float *b, int G, int R, int D) {
     const int nb = (D + COLBLK - 1) / COLBLK;
-#pragma omp parallel for schedule(static) collapse(2) if ((size_t)G * R * D > 32768)
+#pragma omp parallel for schedule(static) collapse(2) if (PAR((size_t)G * R * D))
     for (int g = 0; g < G; g++)
         for (int cb = 0; cb < nb; cb++) {
             const int j0 = cb * COLBLK, w = D - j0 < COLBLK ? D - j0 : COLBLK;
@@ -34,7 +66,7 @@ static void colsum(float *out, int ldo, const float *a, const float *b, int G, i
 void tr_linear_fwd(float *y, const float *x, const float *W, const float *b, int M, int in, int out) {
     if (M <= 0) return;
     if (b) {
-#pragma omp parallel for schedule(static) if ((size_t)M * out > 65536)
+#pragma omp parallel for schedule(static) if (PAR((size_t)M * out))
         for (int i = 0; i < M; i++) memcpy(y + (size_t)i * out, b, sizeof(float) * out);
     }
     cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, M, out, in, 1.0f, x, in, W, in, b ? 1.0f : 0.0f, y, out);
@@ -53,7 +85,7 @@ void tr_linear_bwd(float *dx, float beta, float *dW, float *db, const float *dy,
 void tr_lnmod_fwd(float *y, float *xhat, float *rstd, const float *x, const float *shift, const float *scale,
                   int ldm, int G, int R, int D) {
     const long rows = (long)G * R;
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) if (PAR(rows * D))
     for (long i = 0; i < rows; i++) {
         const float *xi = x + (size_t)i * D;
         /* row statistics in double, as the inference op does */
@@ -79,7 +111,7 @@ void tr_lnmod_bwd(float *dx, float *dshift, float *dscale, const float *dy, cons
     if (dshift) colsum(dshift, ldm, dy, NULL, G, R, D);
     if (dscale) colsum(dscale, ldm, dy, xhat, G, R, D);
     const long rows = (long)G * R;
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) if (PAR(rows * D))
     for (long i = 0; i < rows; i++) {
         const float *dyi = dy + (size_t)i * D, *hi = xhat + (size_t)i * D;
         const float *sc = scale ? scale + (size_t)(i / R) * ldm : NULL;
@@ -100,7 +132,7 @@ void tr_lnmod_bwd(float *dx, float *dshift, float *dscale, const float *dy, cons
 }
 
 void tr_rms_fwd(float *y, float *r, const float *x, const float *w, int M, int H, int dh) {
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) if (PAR((size_t)M * H * dh))
     for (int i = 0; i < M; i++)
         for (int h = 0; h < H; h++) {
             const size_t o = ((size_t)i * H + h) * dh;
@@ -116,7 +148,7 @@ void tr_rms_bwd(float *dx, float *dw, const float *dy, const float *x, const flo
                 int dh) {
     /* dw[d] += sum over (row, head) of dy*x*r: column sums over M*H rows of width dh. The
      * product is formed once per element into dx first (dx is overwritten below anyway). */
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) if (PAR((size_t)M * H * dh))
     for (int i = 0; i < M; i++)
         for (int h = 0; h < H; h++) {
             const size_t o = ((size_t)i * H + h) * dh;
@@ -125,7 +157,7 @@ void tr_rms_bwd(float *dx, float *dw, const float *dy, const float *x, const flo
         }
     colsum(dw, 0, dx, NULL, 1, M * H, dh);
     /* dx = r*(dy*w) - x * r^3/dh * sum(dy*w*x) */
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) if (PAR((size_t)M * H * dh))
     for (int i = 0; i < M; i++)
         for (int h = 0; h < H; h++) {
             const size_t o = ((size_t)i * H + h) * dh;
@@ -138,36 +170,42 @@ void tr_rms_bwd(float *dx, float *dw, const float *dy, const float *x, const flo
 }
 
 void tr_gelu_fwd(float *y, const float *x, size_t n) {
-#pragma omp parallel for simd schedule(static)
-    for (size_t i = 0; i < n; i++) y[i] = ss_gelu_tanh(x[i]);
+    const long m = (long)n;
+#pragma omp parallel for simd schedule(static) if (PAR(m))
+    for (long i = 0; i < m; i++) {
+        const float v = x[i];
+        y[i] = 0.5f * v * (1.0f + tr_tanhf(GELU_K * (v + GELU_C * v * v * v)));
+    }
 }
 
 void tr_gelu_bwd(float *dx, const float *dy, const float *x, size_t n) {
-    const float k = 0.7978845608028654f, c = 0.044715f;
-#pragma omp parallel for simd schedule(static)
-    for (size_t i = 0; i < n; i++) {
-        const float v = x[i], th = ss_tanhf(k * (v + c * v * v * v));
-        const float dg = 0.5f * (1.0f + th) + 0.5f * v * (1.0f - th * th) * k * (1.0f + 3.0f * c * v * v);
+    const long m = (long)n;
+#pragma omp parallel for simd schedule(static) if (PAR(m))
+    for (long i = 0; i < m; i++) {
+        const float v = x[i], th = tr_tanhf(GELU_K * (v + GELU_C * v * v * v));
+        const float dg = 0.5f * (1.0f + th) + 0.5f * v * (1.0f - th * th) * GELU_K * (1.0f + 3.0f * GELU_C * v * v);
         dx[i] = dy[i] * dg;
     }
 }
 
 void tr_silu_fwd(float *y, const float *x, size_t n) {
-#pragma omp parallel for simd schedule(static) if (n > 65536)
-    for (size_t i = 0; i < n; i++) y[i] = ss_silu(x[i]);
+    const long m = (long)n;
+#pragma omp parallel for simd schedule(static) if (PAR(m))
+    for (long i = 0; i < m; i++) y[i] = x[i] / (1.0f + tr_expf(-x[i]));
 }
 
 void tr_silu_bwd(float *dx, const float *dy, const float *x, size_t n) {
-#pragma omp parallel for simd schedule(static) if (n > 65536)
-    for (size_t i = 0; i < n; i++) {
-        const float s = 1.0f / (1.0f + ss_expf(-x[i]));
+    const long m = (long)n;
+#pragma omp parallel for simd schedule(static) if (PAR(m))
+    for (long i = 0; i < m; i++) {
+        const float s = 1.0f / (1.0f + tr_expf(-x[i]));
         dx[i] = dy[i] * s * (1.0f + x[i] * (1.0f - s));
     }
 }
 
 void tr_gated_fwd(float *y, const float *x, const float *gate, int ldg, int G, int R, int D) {
     const long rows = (long)G * R;
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) if (PAR(rows * D))
     for (long i = 0; i < rows; i++) {
         const float *g = gate + (size_t)(i / R) * ldg, *xi = x + (size_t)i * D;
         float *yi = y + (size_t)i * D;
@@ -180,7 +218,7 @@ void tr_gated_bwd(float *dx, float *dgate, const float *dy, const float *x, cons
                   int D) {
     if (dgate) colsum(dgate, ldg, dy, x, G, R, D);
     const long rows = (long)G * R;
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) if (PAR(rows * D))
     for (long i = 0; i < rows; i++) {
         const float *g = gate + (size_t)(i / R) * ldg, *dyi = dy + (size_t)i * D;
         float *dxi = dx + (size_t)i * D;
@@ -208,7 +246,7 @@ void tr_attn_fwd(float *Oi, float *Ot, float *P, const float *Qi, const float *K
                  const float *Qt, const float *Kt, const float *Vt, int B, int H, int N, int S, int dh) {
     const int T = N + S, ld = H * dh;
     const float scale = 1.0f / sqrtf((float)dh);
-#pragma omp parallel
+#pragma omp parallel if (PAR((size_t)B * H * T * T))
     {
         /* per-thread packed Q, K, V, O; BLAS runs single-threaded inside the parallel region */
         float *q = malloc(sizeof(float) * 4 * (size_t)T * dh), *k = q + (size_t)T * dh, *v = k + (size_t)T * dh,
@@ -226,7 +264,7 @@ void tr_attn_fwd(float *Oi, float *Ot, float *P, const float *Qi, const float *K
                     for (int j = 1; j < T; j++) mx = row[j] > mx ? row[j] : mx;
 #pragma omp simd reduction(+ : sum)
                     for (int j = 0; j < T; j++) {
-                        row[j] = ss_expf(row[j] - mx);
+                        row[j] = tr_expf(row[j] - mx);
                         sum += row[j];
                     }
                     const float inv = 1.0f / sum;
@@ -244,7 +282,7 @@ void tr_attn_bwd(float *dQi, float *dKi, float *dVi, float *dQt, float *dKt, flo
                  const float *Vi, const float *Qt, const float *Kt, const float *Vt, int B, int H, int N, int S, int dh) {
     const int T = N + S, ld = H * dh;
     const float scale = 1.0f / sqrtf((float)dh);
-#pragma omp parallel
+#pragma omp parallel if (PAR((size_t)B * H * T * T))
     {
         const size_t td = (size_t)T * dh;
         float *q = malloc(sizeof(float) * (7 * td + (size_t)T * T + T));
@@ -289,7 +327,7 @@ void tr_attn_bwd(float *dQi, float *dKi, float *dVi, float *dQt, float *dKt, flo
 
 void tr_patchify(float *pv, const float *x, int B, int C, int Hi, int Wi, int p) {
     const int h = Hi / p, w = Wi / p, cp = C * p * p;
-#pragma omp parallel for collapse(2) schedule(static)
+#pragma omp parallel for collapse(2) schedule(static) if (PAR((size_t)B * C * Hi * Wi))
     for (int b = 0; b < B; b++)
         for (int r = 0; r < h; r++)
             for (int q = 0; q < w; q++) {
@@ -304,7 +342,7 @@ void tr_patchify(float *pv, const float *x, int B, int C, int Hi, int Wi, int p)
 /* unpatchify and its adjoint are the same index map read in opposite directions */
 static void unpatch_map(float *out, float *y, int B, int C, int Hi, int Wi, int p, int to_image) {
     const int h = Hi / p, w = Wi / p, pp = p * p * C;
-#pragma omp parallel for collapse(2) schedule(static)
+#pragma omp parallel for collapse(2) schedule(static) if (PAR((size_t)B * C * Hi * Wi))
     for (int b = 0; b < B; b++)
         for (int r = 0; r < h; r++)
             for (int q = 0; q < w; q++) {
@@ -332,7 +370,7 @@ void tr_unpatchify_bwd(float *dy, const float *dout, int B, int C, int Hi, int W
 
 void tr_embed_fwd(float *ehs, float *pooled, const float *tok, const float *pos, const int32_t *ids, int B, int S,
                   int J) {
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) if (PAR((size_t)B * S * J))
     for (int b = 0; b < B; b++) {
         double *acc = calloc((size_t)J, sizeof *acc);
         int count = 0;

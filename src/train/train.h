@@ -158,6 +158,7 @@ typedef struct tr_trainer {
     int32_t *ids;
     int32_t *empty_ids;
     double wall;                  /* seconds spent in steps (this process) */
+    volatile int *stop;           /* set (e.g. by a signal handler) to end tr_trainer_run early */
 } tr_trainer;
 
 int tr_trainer_new(tr_trainer **out, const tr_arch *a, const tr_opts *o, const tr_data *d);
