@@ -242,6 +242,12 @@ int cmd_train(int argc, char **argv) {
     char ckpt[4200];
     if (val[O_OUT]) snprintf(ckpt, sizeof ckpt, "%s/checkpoint.safetensors", val[O_OUT]);
     if (resume && !do_bench) {
+        static const int arch_opts[] = {O_IMAGE, O_PATCH, O_LAYERS, O_HEADS, O_HEAD_DIM, O_QK, O_TEXT_LEN, O_TEXT_DIM,
+                                        O_BATCH, O_LR, O_MIN_LR, O_WARMUP, O_SCHEDULE, O_SEED};
+        for (size_t i = 0; i < sizeof arch_opts / sizeof arch_opts[0]; i++)
+            if (val[arch_opts[i]])
+                fprintf(stderr, "sinkscope train: note: --%s is ignored with --resume (the checkpoint's value is used)\n",
+                        NAMES[arch_opts[i]]);
         tr_opts ov = o;
         tr_opts saved;
         rc = tr_trainer_resume(&t, ckpt, NULL, &data);

@@ -271,21 +271,24 @@ static int save_transformer(const tr_model *m, const float *w, const char *dir) 
 static int save_into(const tr_model *m, const float *w, const tok_vocab *vocab, double shift, const char *dir) {
     char path[4200];
     int rc;
-    if ((rc = join(path, sizeof path, dir, "transformer")) < 0 || (rc = ensure_dir(path)) < 0 || (rc = save_transformer(m, w, path)) < 0) return rc;
+    if ((rc = join(path, sizeof path, dir, "transformer")) < 0 || (rc = ensure_dir(path)) < 0 ||
+        (rc = save_transformer(m, w, path)) < 0)
+        return rc;
     /* te_save wants a te; this one borrows the arena and the vocabulary (never te_free'd) */
     te tmp = {.cfg = m->tcfg,
               .tok_emb = (float *)w + (m->tok_emb - m->param),
               .pos_emb = (float *)w + (m->pos_emb - m->param),
               .vocab = (tok_vocab *)vocab};
     if ((rc = te_save(&tmp, dir)) < 0) return rc;
-    if ((rc = join(path, sizeof path, dir, "scheduler")) < 0 || (rc = ensure_dir(path)) < 0) return rc;
+    if ((rc = join(path, sizeof path, dir, "scheduler")) < 0 || (rc = ensure_dir(path)) < 0 ||
+        (rc = join(path, sizeof path, dir, "scheduler/scheduler_config.json")) < 0)
+        return rc;
     json_t *s = json_object();
     json_object_set_new(s, "_class_name", json_string("FlowMatchEulerDiscreteScheduler"));
     json_object_set_new(s, "num_train_timesteps", json_integer(1000));
     json_object_set_new(s, "shift", json_real(shift));
     json_object_set_new(s, "use_dynamic_shifting", json_false());
-    if ((rc = join(path, sizeof path, dir, "scheduler/scheduler_config.json")) < 0 || (rc = write_json(s, path)) < 0)
-        return rc;
+    if ((rc = write_json(s, path)) < 0 || (rc = join(path, sizeof path, dir, "model_index.json")) < 0) return rc;
     static const char *const comp[4][3] = {{"transformer", "diffusers", "SD3Transformer2DModel"},
                                            {"text_encoder", "sinkscope", "WordEmbeddingTextEncoder"},
                                            {"tokenizer", "sinkscope", "WordTokenizer"},
@@ -295,10 +298,6 @@ static int save_into(const tr_model *m, const float *w, const tok_vocab *vocab, 
     json_object_set_new(o, "_trained_by", json_string("sinkscope train"));
     for (int i = 0; i < 4; i++) json_object_set_new(o, comp[i][0], json_pack("[s, s]", comp[i][1], comp[i][2]));
     json_object_set_new(o, "vae", json_null());
-    if ((rc = join(path, sizeof path, dir, "model_index.json")) < 0) {
-        json_decref(o);
-        return rc;
-    }
     return write_json(o, path);
 }
 
