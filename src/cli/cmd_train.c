@@ -259,6 +259,10 @@ int cmd_train(int argc, char **argv) {
             fprintf(stderr, "sinkscope train: resumed %s at step %ld of %ld\n", ckpt, t->step, t->opts.steps);
         }
     } else {
+        if (!do_bench && access(ckpt, F_OK) == 0) { /* never clobber a run by accident */
+            fprintf(stderr, "sinkscope train: %s exists; continue it with --resume or choose another --out\n", ckpt);
+            return 2;
+        }
         rc = tr_trainer_new(&t, &a, &o, &data);
     }
     if (rc < 0) {
