@@ -17,6 +17,7 @@ static const command COMMANDS[] = {
     {"score", cmd_score, "GenEval-style score of generated ShapeWorld images (exact detector)"},
     {"report", cmd_report, "statistics report of an experiment folder: tables, CSV, summary.json, report.html"},
     {"run", cmd_run, "run an experiment: seed-paired images, metrics and sink probes for a list of conditions"},
+    {"train", cmd_train, "train a pixel-space model and its text encoder (rectified flow)"},
 };
 
 static void usage(FILE *f) {

@@ -1,0 +1,341 @@
+/* tr_model: the trainable parameter set (one fp32 arena, diffusers names), its sd3_model view,
+ * initialisation, and the pipeline-folder writer. */
+#include <errno.h>
+#include <jansson.h>
+#include <math.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "core/err.h"
+#include "core/rng.h"
+#include "io/safetensors.h"
+#include "train/train.h"
+
+#define ALIGN 16 /* floats: every tensor starts on a 64-byte boundary */
+#define POS_NAME "pos_embed.pos_embed"
+#define TE_PREFIX "text_encoder."
+
+typedef struct {
+    tr_model *m;
+    int cap, rc;
+} table_ctx;
+
+static void add_entry(table_ctx *c, const char *name, int ndim, const int64_t *shape) {
+    if (c->rc) return;
+    if (c->m->nt == c->cap) {
+        int cap = c->cap ? 2 * c->cap : 64;
+        tr_tensor *t = realloc(c->m->t, sizeof *t * cap);
+        if (!t) {
+            c->rc = ss_fail(SS_ENOMEM, "trainer: out of memory for the tensor table");
+            return;
+        }
+        c->m->t = t;
+        c->cap = cap;
+    }
+    tr_tensor *e = &c->m->t[c->m->nt++];
+    memset(e, 0, sizeof *e);
+    snprintf(e->name, sizeof e->name, "%s", name);
+    e->ndim = ndim;
+    e->n = 1;
+    for (int i = 0; i < ndim; i++) e->shape[i] = shape[i], e->n *= (size_t)shape[i];
+    e->off = c->m->n;
+    c->m->n += (e->n + ALIGN - 1) / ALIGN * ALIGN;
+    const size_t len = strlen(name);
+    const int is_weight = len > 7 && !strcmp(name + len - 7, ".weight");
+    e->decay = ndim >= 2 && is_weight && strncmp(name, TE_PREFIX, strlen(TE_PREFIX)) != 0;
+}
+
+static void enum_cb(void *ctx, const char *name, int ndim, const int64_t *shape) {
+    if (!strcmp(name, POS_NAME)) return; /* frozen, kept outside the arenas */
+    add_entry(ctx, name, ndim, shape);
+}
+
+int tr_model_find(const tr_model *m, const char *name) {
+    for (int i = 0; i < m->nt; i++)
+        if (!strcmp(m->t[i].name, name)) return i;
+    return -1;
+}
+
+static float *ptr(tr_model *m, int *rc, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+static float *ptr(tr_model *m, int *rc, const char *fmt, ...) {
+    char name[160];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(name, sizeof name, fmt, ap);
+    va_end(ap);
+    int i = tr_model_find(m, name);
+    if (i < 0) {
+        if (!*rc) *rc = ss_fail(SS_EMISSING, "trainer: tensor '%s' missing from the parameter table", name);
+        return NULL;
+    }
+    return m->param + m->t[i].off;
+}
+
+static void lin(tr_model *m, int *rc, ss_linear *l, int out, int in, const char *prefix) {
+    l->w = ptr(m, rc, "%s.weight", prefix);
+    l->b = ptr(m, rc, "%s.bias", prefix);
+    l->in = in;
+    l->out = out;
+}
+
+/* Points the sd3_model view's weights into m->param. */
+static int bind_view(tr_model *m) {
+    const sd3_config *c = &m->cfg;
+    const int D = m->D, L = c->num_layers, p = c->patch_size;
+    sd3_model *v = &m->view;
+    int rc = 0;
+    memset(v, 0, sizeof *v);
+    v->cfg = *c;
+    v->D = D;
+    v->pos_table = m->pos_table;
+    v->blocks = ss_calloc((size_t)L, sizeof *v->blocks);
+    if (!v->blocks) return SS_ENOMEM;
+    lin(m, &rc, &v->patch, D, c->in_channels * p * p, "pos_embed.proj");
+    lin(m, &rc, &v->t1, D, 256, "time_text_embed.timestep_embedder.linear_1");
+    lin(m, &rc, &v->t2, D, D, "time_text_embed.timestep_embedder.linear_2");
+    lin(m, &rc, &v->p1, D, c->pooled_projection_dim, "time_text_embed.text_embedder.linear_1");
+    lin(m, &rc, &v->p2, D, D, "time_text_embed.text_embedder.linear_2");
+    lin(m, &rc, &v->ctx_embed, D, c->joint_attention_dim, "context_embedder");
+    lin(m, &rc, &v->norm_out, 2 * D, D, "norm_out.linear");
+    lin(m, &rc, &v->proj_out, p * p * c->out_channels, D, "proj_out");
+    char pre[96], n[160];
+    for (int i = 0; i < L; i++) {
+        sd3_block *b = &v->blocks[i];
+        b->last = i == L - 1;
+        snprintf(pre, sizeof pre, "transformer_blocks.%d", i);
+#define LIN(f, o, in, sub) (snprintf(n, sizeof n, "%s.%s", pre, sub), lin(m, &rc, &b->f, o, in, n))
+        LIN(norm1, 6 * D, D, "norm1.linear");
+        LIN(norm1_ctx, (b->last ? 2 : 6) * D, D, "norm1_context.linear");
+        LIN(q, D, D, "attn.to_q");
+        LIN(k, D, D, "attn.to_k");
+        LIN(v, D, D, "attn.to_v");
+        LIN(add_q, D, D, "attn.add_q_proj");
+        LIN(add_k, D, D, "attn.add_k_proj");
+        LIN(add_v, D, D, "attn.add_v_proj");
+        LIN(out, D, D, "attn.to_out.0");
+        LIN(ff1, 4 * D, D, "ff.net.0.proj");
+        LIN(ff2, D, 4 * D, "ff.net.2");
+        if (!b->last) {
+            LIN(add_out, D, D, "attn.to_add_out");
+            LIN(cff1, 4 * D, D, "ff_context.net.0.proj");
+            LIN(cff2, D, 4 * D, "ff_context.net.2");
+        }
+#undef LIN
+        if (c->qk_norm) {
+            b->norm_q = ptr(m, &rc, "%s.attn.norm_q.weight", pre);
+            b->norm_k = ptr(m, &rc, "%s.attn.norm_k.weight", pre);
+            b->norm_added_q = ptr(m, &rc, "%s.attn.norm_added_q.weight", pre);
+            b->norm_added_k = ptr(m, &rc, "%s.attn.norm_added_k.weight", pre);
+        }
+    }
+    m->tok_emb = ptr(m, &rc, TE_PREFIX "%s", TE_TOKEN_EMBEDDING);
+    m->pos_emb = ptr(m, &rc, TE_PREFIX "%s", TE_POSITION_EMBEDDING);
+    return rc;
+}
+
+static int has_suffix(const char *s, const char *suf) {
+    size_t a = strlen(s), b = strlen(suf);
+    return a >= b && !strcmp(s + a - b, suf);
+}
+
+/* Uniform in [-a, a) from element j of stream `stream`. */
+static float unif(uint64_t seed, uint64_t stream, size_t j, double a) {
+    return (float)(a * (2.0 * (double)(rng_uniform_u64(seed, stream, j) >> 11) * 0x1.0p-53 - 1.0));
+}
+
+static void init_tensor(const tr_model *m, int i, uint64_t seed, int mode, float *x) {
+    const tr_tensor *t = &m->t[i];
+    const uint64_t stream = 1000 + (uint64_t)i;
+    const int is_bias = has_suffix(t->name, ".bias"), is_te = !strncmp(t->name, TE_PREFIX, strlen(TE_PREFIX));
+    const int is_norm_w = t->ndim == 1 && !is_bias; /* RMSNorm gains */
+    const size_t fan_in = t->ndim >= 2 ? t->n / (size_t)t->shape[0] : 1, fan_out = t->ndim >= 2 ? (size_t)t->shape[0] : 1;
+    if (mode == 0) { /* every tensor non-zero and of moderate size: good for gradient checks */
+        double a = is_te ? 0.5 : is_bias ? 0.1 : is_norm_w ? 0.2 : 1.0 / sqrt((double)fan_in);
+        for (size_t j = 0; j < t->n; j++) x[j] = (is_norm_w ? 1.0f : 0.0f) + unif(seed, stream, j, a);
+        return;
+    }
+    /* training init (DiT/SD3 practice): adaLN-Zero modulation and output layer start at zero,
+     * so every block starts as the identity and the output as 0 */
+    const int zero = strstr(t->name, "norm1.linear") || strstr(t->name, "norm1_context.linear") ||
+                     strstr(t->name, "norm_out.linear") || !strncmp(t->name, "proj_out.", 9);
+    if (zero || is_bias) {
+        memset(x, 0, sizeof(float) * t->n);
+    } else if (is_norm_w) {
+        for (size_t j = 0; j < t->n; j++) x[j] = 1.0f;
+    } else if (is_te || strstr(t->name, "timestep_embedder") || strstr(t->name, "text_embedder")) {
+        rng_normal_fill(x, t->n, seed, stream);
+        for (size_t j = 0; j < t->n; j++) x[j] *= 0.02f;
+    } else { /* xavier uniform */
+        const double a = sqrt(6.0 / (double)(fan_in + fan_out));
+        for (size_t j = 0; j < t->n; j++) x[j] = unif(seed, stream, j, a);
+    }
+}
+
+int tr_model_new(tr_model **out, const sd3_config *c, const te_config *tc, uint64_t seed, int init) {
+    *out = NULL;
+    for (int i = 0; i < c->num_layers; i++)
+        if (c->dual[i]) return ss_fail(SS_EARG, "trainer: dual attention layers are not supported (block %d)", i);
+    if (c->joint_attention_dim != tc->hidden_size || c->pooled_projection_dim != tc->pooled_size)
+        return ss_fail(SS_EARG, "trainer: text width %d/%d must equal joint_attention_dim %d and pooled_projection_dim %d",
+                       tc->hidden_size, tc->pooled_size, c->joint_attention_dim, c->pooled_projection_dim);
+    tr_model *m = ss_calloc(1, sizeof *m);
+    if (!m) return SS_ENOMEM;
+    m->cfg = *c;
+    m->tcfg = *tc;
+    m->D = c->num_heads * c->head_dim;
+    table_ctx tcx = {.m = m};
+    int rc = sd3_enumerate_tensors(c, enum_cb, &tcx);
+    const int64_t ts[2] = {tc->vocab_size, tc->hidden_size}, ps[2] = {tc->max_length, tc->hidden_size};
+    add_entry(&tcx, TE_PREFIX TE_TOKEN_EMBEDDING, 2, ts);
+    add_entry(&tcx, TE_PREFIX TE_POSITION_EMBEDDING, 2, ps);
+    if (!rc) rc = tcx.rc;
+    const int M = c->pos_embed_max_size;
+    if (!rc) {
+        m->param = ss_calloc(m->n, sizeof(float));
+        m->grad = ss_calloc(m->n, sizeof(float));
+        m->pos_table = ss_malloc(sizeof(float) * M * M * m->D);
+        if (!m->param || !m->grad || !m->pos_table) rc = SS_ENOMEM;
+    }
+    if (!rc) rc = bind_view(m);
+    if (rc) {
+        tr_model_free(m);
+        return rc;
+    }
+    sd3_sincos_table(m->pos_table, M, m->D, (double)c->sample_size / c->patch_size, 1.0);
+    for (int i = 0; i < m->nt; i++) init_tensor(m, i, seed, init, m->param + m->t[i].off);
+    *out = m;
+    return 0;
+}
+
+void tr_model_free(tr_model *m) {
+    if (!m) return;
+    free(m->t);
+    free(m->param);
+    free(m->grad);
+    free(m->pos_table);
+    free(m->view.blocks);
+    free(m);
+}
+
+/* ---- pipeline folder ---- */
+
+/* buf = a/b; fails (instead of truncating) when it does not fit */
+static int join(char *buf, size_t size, const char *a, const char *b) {
+    if ((size_t)snprintf(buf, size, "%s/%s", a, b) >= size) return ss_fail(SS_EARG, "trainer: path too long: %s/%s", a, b);
+    return 0;
+}
+
+static int ensure_dir(const char *path) {
+    struct stat sb;
+    if (mkdir(path, 0777) == 0 || (errno == EEXIST && stat(path, &sb) == 0 && S_ISDIR(sb.st_mode))) return 0;
+    return ss_fail(SS_EIO, "%s: cannot create the folder: %s", path, strerror(errno));
+}
+
+static int write_json(json_t *o, const char *path) {
+    char tmp[4200];
+    snprintf(tmp, sizeof tmp, "%s.tmp", path);
+    int jr = json_dump_file(o, tmp, JSON_INDENT(2) | JSON_PRESERVE_ORDER | JSON_REAL_PRECISION(17));
+    json_decref(o);
+    if (jr || rename(tmp, path)) {
+        remove(tmp);
+        return ss_fail(SS_EIO, "%s: cannot write", path);
+    }
+    return 0;
+}
+
+static int save_transformer(const tr_model *m, const float *w, const char *dir) {
+    char path[4200];
+    int rc = join(path, sizeof path, dir, "config.json");
+    if (rc >= 0) rc = sd3_config_save(&m->cfg, path);
+    if (rc < 0) return rc;
+    st_writer *wr = st_writer_new();
+    if (!wr) return SS_ENOMEM;
+    const int M = m->cfg.pos_embed_max_size;
+    const int64_t ps[3] = {1, (int64_t)M * M, m->D};
+    rc = st_writer_add_f32(wr, POS_NAME, ST_F32, 3, ps, m->pos_table);
+    for (int i = 0; i < m->nt && rc >= 0; i++)
+        if (strncmp(m->t[i].name, TE_PREFIX, strlen(TE_PREFIX)))
+            rc = st_writer_add_f32(wr, m->t[i].name, ST_F32, m->t[i].ndim, m->t[i].shape, w + m->t[i].off);
+    if (rc >= 0) rc = st_writer_set_metadata(wr, "format", "pt");
+    if (rc >= 0) rc = join(path, sizeof path, dir, "diffusion_pytorch_model.safetensors");
+    if (rc >= 0) rc = st_writer_save(wr, path);
+    st_writer_free(wr);
+    return rc < 0 ? rc : 0;
+}
+
+/* Writes every file of the folder into `dir` (which exists). */
+static int save_into(const tr_model *m, const float *w, const tok_vocab *vocab, double shift, const char *dir) {
+    char path[4200];
+    int rc;
+    if ((rc = join(path, sizeof path, dir, "transformer")) < 0 || (rc = ensure_dir(path)) < 0 ||
+        (rc = save_transformer(m, w, path)) < 0)
+        return rc;
+    /* te_save wants a te; this one borrows the arena and the vocabulary (never te_free'd) */
+    te tmp = {.cfg = m->tcfg,
+              .tok_emb = (float *)w + (m->tok_emb - m->param),
+              .pos_emb = (float *)w + (m->pos_emb - m->param),
+              .vocab = (tok_vocab *)vocab};
+    if ((rc = te_save(&tmp, dir)) < 0) return rc;
+    if ((rc = join(path, sizeof path, dir, "scheduler")) < 0 || (rc = ensure_dir(path)) < 0 ||
+        (rc = join(path, sizeof path, dir, "scheduler/scheduler_config.json")) < 0)
+        return rc;
+    json_t *s = json_object();
+    json_object_set_new(s, "_class_name", json_string("FlowMatchEulerDiscreteScheduler"));
+    json_object_set_new(s, "num_train_timesteps", json_integer(1000));
+    json_object_set_new(s, "shift", json_real(shift));
+    json_object_set_new(s, "use_dynamic_shifting", json_false());
+    if ((rc = write_json(s, path)) < 0 || (rc = join(path, sizeof path, dir, "model_index.json")) < 0) return rc;
+    static const char *const comp[4][3] = {{"transformer", "diffusers", "SD3Transformer2DModel"},
+                                           {"text_encoder", "sinkscope", "WordEmbeddingTextEncoder"},
+                                           {"tokenizer", "sinkscope", "WordTokenizer"},
+                                           {"scheduler", "diffusers", "FlowMatchEulerDiscreteScheduler"}};
+    json_t *o = json_object();
+    json_object_set_new(o, "_class_name", json_string("SinkscopePixelPipeline"));
+    json_object_set_new(o, "_trained_by", json_string("sinkscope train"));
+    for (int i = 0; i < 4; i++) json_object_set_new(o, comp[i][0], json_pack("[s, s]", comp[i][1], comp[i][2]));
+    json_object_set_new(o, "vae", json_null());
+    return write_json(o, path);
+}
+
+/* Removes a folder this writer made (known names only; anything else makes rmdir fail). */
+static void remove_folder(const char *dir) {
+    static const char *const files[] = {
+        "model_index.json", "transformer/config.json", "transformer/diffusion_pytorch_model.safetensors",
+        "text_encoder/config.json", "text_encoder/model.safetensors", "tokenizer/vocab.txt",
+        "scheduler/scheduler_config.json"};
+    static const char *const dirs[] = {"transformer", "text_encoder", "tokenizer", "scheduler"};
+    char path[4200];
+    for (size_t i = 0; i < sizeof files / sizeof files[0]; i++) {
+        snprintf(path, sizeof path, "%s/%s", dir, files[i]);
+        unlink(path);
+    }
+    for (size_t i = 0; i < sizeof dirs / sizeof dirs[0]; i++) {
+        snprintf(path, sizeof path, "%s/%s", dir, dirs[i]);
+        rmdir(path);
+    }
+    rmdir(dir);
+}
+
+int tr_model_save(const tr_model *m, const float *weights, const tok_vocab *vocab, double shift, const char *dir) {
+    if (!vocab) return ss_fail(SS_EARG, "trainer: saving a model needs the vocabulary");
+    if (strlen(dir) > 4000) return ss_fail(SS_EARG, "trainer: folder path too long: %s", dir);
+    /* Build DIR.tmp completely, then swap it in: a reader never sees a half-written folder. */
+    char tmp[4100], old[4100];
+    snprintf(tmp, sizeof tmp, "%s.tmp", dir);
+    snprintf(old, sizeof old, "%s.old", dir);
+    remove_folder(tmp);
+    int rc = ensure_dir(tmp);
+    if (rc >= 0) rc = save_into(m, weights, vocab, shift, tmp);
+    if (rc < 0) return rc;
+    struct stat sb;
+    remove_folder(old);
+    if (stat(dir, &sb) == 0 && rename(dir, old))
+        return ss_fail(SS_EIO, "%s: cannot move the previous model aside: %s", dir, strerror(errno));
+    if (rename(tmp, dir)) return ss_fail(SS_EIO, "%s: cannot rename %s into place: %s", dir, tmp, strerror(errno));
+    remove_folder(old);
+    return 0;
+}

@@ -1,0 +1,761 @@
+/* Trainer gradients: finite-difference checks of every op's backward and of the whole model,
+ * and the training forward against the inference forward (sd3_forward, before and after a
+ * save/load round trip).
+ *
+ * Gradient-check scheme. Each op runs its fp32 forward on inputs quantised to multiples of
+ * 2^-12 (so x +- h and x +- 2h are exact in fp32 for h = 2^-7), and the scalar checked is
+ * L = sum_i r_i y_i accumulated in double, with fixed random r_i (the backward gets dy = r).
+ * For a sample of coordinates of every input and parameter tensor (all of them when the
+ * tensor has <= 48 entries, else 48 spread over it) the derivative is estimated with the
+ * 5-point central stencil  (8(L(x+h) - L(x-h)) - (L(x+2h) - L(x-2h))) / 12h,  truncation O(h^4),
+ * and compared with the analytic gradient by the norm-wise relative error
+ * ||g_fd - g_an||_2 / ||g_fd||_2 over the sampled coordinates. Required: <= 1e-3 per tensor.
+ * The whole model: the fp32 analytic gradient of the flow-matching loss (tr_loss_grad) against
+ * 5-point central differences (h = 1e-3) of an independent fp64 reference of the same loss
+ * (ref_forward below), 8 coordinates of every tensor, same 1e-3 norm-wise criterion.
+ */
+#include <stdarg.h>
+#include <stddef.h>
+#include <setjmp.h>
+#include <cmocka.h>
+
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "core/err.h"
+#include "core/ops.h"
+#include "core/rng.h"
+#include "models/sd3.h"
+#include "text/encoder.h"
+#include "text/tokenizer.h"
+#include "train/tops.h"
+#include "train/train.h"
+
+#define H_STEP (1.0 / 128)
+#define SAMPLE 48
+#define TOL 1e-3
+
+/* ---- harness ---- */
+
+typedef double (*loss_fn)(void *ctx);
+
+static double fd5(loss_fn f, void *ctx, float *x, size_t j, double h) {
+    const float x0 = x[j];
+    x[j] = (float)(x0 + h);
+    const double a = f(ctx);
+    x[j] = (float)(x0 - h);
+    const double b = f(ctx);
+    x[j] = (float)(x0 + 2 * h);
+    const double c = f(ctx);
+    x[j] = (float)(x0 - 2 * h);
+    const double d = f(ctx);
+    x[j] = x0;
+    return (8 * (a - b) - (c - d)) / (12 * h);
+}
+
+/* Relative error of the analytic gradient g of f w.r.t. x (n entries) on a coordinate sample. */
+static double check_tensor(loss_fn f, void *ctx, float *x, const float *g, size_t n, double h) {
+    double num = 0, den = 0;
+    const size_t k = n <= SAMPLE ? n : SAMPLE;
+    for (size_t s = 0; s < k; s++) {
+        const size_t j = n <= SAMPLE ? s : (size_t)((double)s * (n - 1) / (k - 1));
+        const double e = fd5(f, ctx, x, j, h);
+        num += (e - g[j]) * (e - g[j]);
+        den += e * e;
+    }
+    return den > 0 ? sqrt(num / den) : sqrt(num);
+}
+
+static double g_worst = 0; /* over all op checks, for the summary line */
+
+static void report(const char *op, const char *tensor, double rel) {
+    print_message("  gradcheck %-22s %-28s rel err %.2e\n", op, tensor, rel);
+    if (rel > g_worst) g_worst = rel;
+    if (!(rel <= TOL)) fail_msg("%s: d/d%s relative error %.3e > %.0e", op, tensor, rel, TOL);
+}
+
+/* Quantised uniform values in [-a, a]: multiples of 2^-12. */
+static void fill(float *x, size_t n, double a, uint64_t stream) {
+    for (size_t i = 0; i < n; i++) {
+        double u = (double)(rng_uniform_u64(77, stream, i) >> 11) * 0x1.0p-53 * 2 - 1;
+        x[i] = (float)(nearbyint(u * a * 4096.0) / 4096.0);
+    }
+}
+
+static float *alloc_fill(size_t n, double a, uint64_t stream) {
+    float *x = malloc(sizeof(float) * n);
+    assert_non_null(x);
+    fill(x, n, a, stream);
+    return x;
+}
+
+static float *zeros(size_t n) {
+    float *x = calloc(n, sizeof(float));
+    assert_non_null(x);
+    return x;
+}
+
+static double dot(const float *r, const float *y, size_t n) {
+    double s = 0;
+    for (size_t i = 0; i < n; i++) s += (double)r[i] * y[i];
+    return s;
+}
+
+/* ---- linear ---- */
+
+typedef struct {
+    int M, in, out;
+    float *x, *W, *b, *y, *r;
+} lin_ctx;
+
+static double lin_loss(void *p) {
+    lin_ctx *c = p;
+    tr_linear_fwd(c->y, c->x, c->W, c->b, c->M, c->in, c->out);
+    return dot(c->r, c->y, (size_t)c->M * c->out);
+}
+
+static void test_grad_linear(void **st) {
+    lin_ctx c = {.M = 7, .in = 13, .out = 11};
+    c.x = alloc_fill(7 * 13, 1, 1), c.W = alloc_fill(11 * 13, 0.5, 2), c.b = alloc_fill(11, 0.5, 3);
+    c.y = zeros(7 * 11), c.r = alloc_fill(7 * 11, 1, 4);
+    float *dx = alloc_fill(7 * 13, 1, 5), *dx0 = malloc(sizeof(float) * 7 * 13), *dW = zeros(11 * 13), *db = zeros(11);
+    memcpy(dx0, dx, sizeof(float) * 7 * 13);
+    tr_linear_bwd(dx, 1.0f, dW, db, c.r, c.x, c.W, c.M, c.in, c.out); /* beta = 1: accumulates */
+    for (int i = 0; i < 7 * 13; i++) dx[i] -= dx0[i];
+    report("linear", "x", check_tensor(lin_loss, &c, c.x, dx, 7 * 13, H_STEP));
+    report("linear", "W", check_tensor(lin_loss, &c, c.W, dW, 11 * 13, H_STEP));
+    report("linear", "b", check_tensor(lin_loss, &c, c.b, db, 11, H_STEP));
+    free(c.x), free(c.W), free(c.b), free(c.y), free(c.r), free(dx), free(dx0), free(dW), free(db);
+}
+
+/* ---- LayerNorm + modulation ---- */
+
+typedef struct {
+    int G, R, D, ldm, plain;
+    float *x, *mod, *y, *xh, *rs, *r;
+} ln_ctx;
+
+static double ln_loss(void *p) {
+    ln_ctx *c = p;
+    if (c->plain) tr_lnmod_fwd(c->y, c->xh, c->rs, c->x, NULL, NULL, 0, c->G, c->R, c->D);
+    else tr_lnmod_fwd(c->y, c->xh, c->rs, c->x, c->mod, c->mod + c->D, c->ldm, c->G, c->R, c->D);
+    return dot(c->r, c->y, (size_t)c->G * c->R * c->D);
+}
+
+static void run_ln(int plain) {
+    const int G = 3, R = 5, D = 24, ldm = 3 * D, n = G * R * D;
+    ln_ctx c = {.G = G, .R = R, .D = D, .ldm = ldm, .plain = plain};
+    c.x = alloc_fill(n, 2, 10), c.mod = alloc_fill(G * ldm, 0.7, 11), c.y = zeros(n), c.xh = zeros(n);
+    c.rs = zeros(G * R), c.r = alloc_fill(n, 1, 12);
+    for (int i = 0; i < G * R; i++) c.x[i * D] += 1.5f; /* non-zero row means */
+    ln_loss(&c);
+    float *dx = zeros(n), *dmod = zeros(G * ldm);
+    if (plain) tr_lnmod_bwd(dx, NULL, NULL, c.r, c.xh, c.rs, NULL, 0, G, R, D);
+    else tr_lnmod_bwd(dx, dmod, dmod + D, c.r, c.xh, c.rs, c.mod + D, ldm, G, R, D);
+    const char *op = plain ? "layernorm" : "layernorm+modulate";
+    report(op, "x", check_tensor(ln_loss, &c, c.x, dx, n, H_STEP));
+    if (!plain) {
+        /* shift is mod[g*ldm + j], scale mod[g*ldm + D + j]; the rest of each row is unused */
+        report(op, "shift,scale", check_tensor(ln_loss, &c, c.mod, dmod, G * ldm, H_STEP));
+    }
+    free(c.x), free(c.mod), free(c.y), free(c.xh), free(c.rs), free(c.r), free(dx), free(dmod);
+}
+
+static void test_grad_layernorm(void **st) {
+    run_ln(1);
+    run_ln(0);
+}
+
+/* ---- RMSNorm per head ---- */
+
+typedef struct {
+    int M, H, dh;
+    float *x, *w, *y, *rr, *r;
+} rms_ctx;
+
+static double rms_loss(void *p) {
+    rms_ctx *c = p;
+    tr_rms_fwd(c->y, c->rr, c->x, c->w, c->M, c->H, c->dh);
+    return dot(c->r, c->y, (size_t)c->M * c->H * c->dh);
+}
+
+static void test_grad_rmsnorm(void **st) {
+    rms_ctx c = {.M = 6, .H = 3, .dh = 8};
+    const int n = 6 * 3 * 8;
+    c.x = alloc_fill(n, 1.5, 20), c.w = alloc_fill(8, 0.5, 21), c.y = zeros(n), c.rr = zeros(18), c.r = alloc_fill(n, 1, 22);
+    for (int i = 0; i < 8; i++) c.w[i] += 1.0f;
+    rms_loss(&c);
+    float *dx = zeros(n), *dw = zeros(8);
+    tr_rms_bwd(dx, dw, c.r, c.x, c.rr, c.w, c.M, c.H, c.dh);
+    report("rmsnorm(heads)", "x", check_tensor(rms_loss, &c, c.x, dx, n, H_STEP));
+    report("rmsnorm(heads)", "w", check_tensor(rms_loss, &c, c.w, dw, 8, H_STEP));
+    free(c.x), free(c.w), free(c.y), free(c.rr), free(c.r), free(dx), free(dw);
+}
+
+/* ---- activations ---- */
+
+typedef struct {
+    int gelu;
+    size_t n;
+    float *x, *y, *r;
+} act_ctx;
+
+static double act_loss(void *p) {
+    act_ctx *c = p;
+    if (c->gelu) tr_gelu_fwd(c->y, c->x, c->n);
+    else tr_silu_fwd(c->y, c->x, c->n);
+    return dot(c->r, c->y, c->n);
+}
+
+static void test_grad_activations(void **st) {
+    for (int gelu = 0; gelu < 2; gelu++) {
+        act_ctx c = {.gelu = gelu, .n = 64};
+        c.x = alloc_fill(64, 4, 30), c.y = zeros(64), c.r = alloc_fill(64, 1, 31);
+        float *dx = zeros(64);
+        tr_gelu_bwd(dx, c.r, c.x, 0); /* n = 0: no-op */
+        if (gelu) tr_gelu_bwd(dx, c.r, c.x, 64);
+        else tr_silu_bwd(dx, c.r, c.x, 64);
+        report(gelu ? "gelu_tanh" : "silu", "x", check_tensor(act_loss, &c, c.x, dx, 64, H_STEP));
+        free(c.x), free(c.y), free(c.r), free(dx);
+    }
+}
+
+/* ---- gated residual ---- */
+
+typedef struct {
+    int G, R, D, ldg;
+    float *y0, *x, *gate, *y, *r;
+} gate_ctx;
+
+static double gate_loss(void *p) {
+    gate_ctx *c = p;
+    const size_t n = (size_t)c->G * c->R * c->D;
+    memcpy(c->y, c->y0, sizeof(float) * n);
+    tr_gated_fwd(c->y, c->x, c->gate, c->ldg, c->G, c->R, c->D);
+    return dot(c->r, c->y, n);
+}
+
+static void test_grad_gate(void **st) {
+    gate_ctx c = {.G = 2, .R = 5, .D = 12, .ldg = 30};
+    const int n = 2 * 5 * 12;
+    c.y0 = alloc_fill(n, 1, 40), c.x = alloc_fill(n, 1, 41), c.gate = alloc_fill(60, 1, 42), c.y = zeros(n);
+    c.r = alloc_fill(n, 1, 43);
+    float *dx = zeros(n), *dg = zeros(60);
+    tr_gated_bwd(dx, dg, c.r, c.x, c.gate, c.ldg, c.G, c.R, c.D);
+    report("gated residual", "x", check_tensor(gate_loss, &c, c.x, dx, n, H_STEP));
+    report("gated residual", "gate", check_tensor(gate_loss, &c, c.gate, dg, 60, H_STEP));
+    free(c.y0), free(c.x), free(c.gate), free(c.y), free(c.r), free(dx), free(dg);
+}
+
+/* ---- joint attention ---- */
+
+typedef struct {
+    int B, H, N, S, dh;
+    float *in[6], *oi, *ot, *P, *ri, *rt;
+} att_ctx;
+
+static double att_loss(void *p) {
+    att_ctx *c = p;
+    tr_attn_fwd(c->oi, c->ot, c->P, c->in[0], c->in[1], c->in[2], c->in[3], c->in[4], c->in[5], c->B, c->H, c->N,
+                c->S, c->dh);
+    const size_t D = (size_t)c->H * c->dh;
+    return dot(c->ri, c->oi, c->B * c->N * D) + (c->S ? dot(c->rt, c->ot, c->B * c->S * D) : 0);
+}
+
+static void run_attention(int S) {
+    att_ctx c = {.B = 2, .H = 2, .N = 6, .S = S, .dh = 4};
+    const int D = 8, ni = 2 * 6 * D, nt = 2 * (S ? S : 1) * D, T = 6 + S;
+    static const char *const names[6] = {"Q image", "K image", "V image", "Q text", "K text", "V text"};
+    for (int i = 0; i < 6; i++) c.in[i] = alloc_fill(i < 3 ? ni : nt, 1.5, 50 + i);
+    c.oi = zeros(ni), c.ot = zeros(nt), c.P = zeros(2 * 2 * T * T), c.ri = alloc_fill(ni, 1, 60), c.rt = alloc_fill(nt, 1, 61);
+    att_loss(&c);
+    float *g[6];
+    for (int i = 0; i < 6; i++) g[i] = zeros(i < 3 ? ni : nt);
+    tr_attn_bwd(g[0], g[1], g[2], g[3], g[4], g[5], c.ri, c.rt, c.oi, c.ot, c.P, c.in[0], c.in[1], c.in[2], c.in[3],
+                c.in[4], c.in[5], c.B, c.H, c.N, c.S, c.dh);
+    for (int i = 0; i < (S ? 6 : 3); i++)
+        report(S ? "attention(joint)" : "attention(self)", names[i],
+               check_tensor(att_loss, &c, c.in[i], g[i], i < 3 ? ni : nt, H_STEP));
+    /* probabilities sum to one */
+    for (int row = 0; row < 2 * 2 * T; row++) {
+        double s = 0;
+        for (int j = 0; j < T; j++) s += c.P[(size_t)row * T + j];
+        assert_true(fabs(s - 1) < 1e-5);
+    }
+    for (int i = 0; i < 6; i++) free(c.in[i]), free(g[i]);
+    free(c.oi), free(c.ot), free(c.P), free(c.ri), free(c.rt);
+}
+
+static void test_grad_attention(void **st) {
+    run_attention(3);
+    run_attention(0);
+}
+
+/* ---- timestep MLP and pooled projection: linear -> SiLU -> linear ---- */
+
+typedef struct {
+    int B, in, D, timestep;
+    float *t, *x, *W1, *b1, *W2, *b2, *h, *s, *y, *r;
+} mlp_ctx;
+
+static double mlp_loss(void *p) {
+    mlp_ctx *c = p;
+    if (c->timestep) op_timestep_embedding(c->x, c->t, c->B, c->in);
+    tr_linear_fwd(c->h, c->x, c->W1, c->b1, c->B, c->in, c->D);
+    tr_silu_fwd(c->s, c->h, (size_t)c->B * c->D);
+    tr_linear_fwd(c->y, c->s, c->W2, c->b2, c->B, c->D, c->D);
+    return dot(c->r, c->y, (size_t)c->B * c->D);
+}
+
+static void run_mlp(int timestep) {
+    mlp_ctx c = {.B = 3, .in = timestep ? 256 : 10, .D = 12, .timestep = timestep};
+    const char *op = timestep ? "timestep MLP" : "pooled projection";
+    c.t = malloc(sizeof(float) * 3);
+    c.t[0] = 13.25f, c.t[1] = 500.0f, c.t[2] = 987.375f;
+    c.x = alloc_fill((size_t)3 * c.in, 1, 70), c.W1 = alloc_fill((size_t)12 * c.in, 0.3, 71), c.b1 = alloc_fill(12, 0.3, 72);
+    c.W2 = alloc_fill(144, 0.3, 73), c.b2 = alloc_fill(12, 0.3, 74), c.h = zeros(36), c.s = zeros(36), c.y = zeros(36);
+    c.r = alloc_fill(36, 1, 75);
+    mlp_loss(&c);
+    float *dW1 = zeros((size_t)12 * c.in), *db1 = zeros(12), *dW2 = zeros(144), *db2 = zeros(12), *ds = zeros(36);
+    float *dx = zeros((size_t)3 * c.in);
+    tr_linear_bwd(ds, 0, dW2, db2, c.r, c.s, c.W2, 3, 12, 12);
+    tr_silu_bwd(ds, ds, c.h, 36);
+    tr_linear_bwd(timestep ? NULL : dx, 0, dW1, db1, ds, c.x, c.W1, 3, c.in, 12);
+    if (!timestep) report(op, "pooled", check_tensor(mlp_loss, &c, c.x, dx, (size_t)3 * c.in, H_STEP));
+    report(op, "linear_1.weight", check_tensor(mlp_loss, &c, c.W1, dW1, (size_t)12 * c.in, H_STEP));
+    report(op, "linear_1.bias", check_tensor(mlp_loss, &c, c.b1, db1, 12, H_STEP));
+    report(op, "linear_2.weight", check_tensor(mlp_loss, &c, c.W2, dW2, 144, H_STEP));
+    report(op, "linear_2.bias", check_tensor(mlp_loss, &c, c.b2, db2, 12, H_STEP));
+    free(c.t), free(c.x), free(c.W1), free(c.b1), free(c.W2), free(c.b2), free(c.h), free(c.s), free(c.y), free(c.r);
+    free(dW1), free(db1), free(dW2), free(db2), free(ds), free(dx);
+}
+
+static void test_grad_conditioning(void **st) {
+    run_mlp(1);
+    run_mlp(0);
+}
+
+/* ---- patch embedding and unpatchify ---- */
+
+typedef struct {
+    int B, C, Hi, Wi, p, D;
+    float *x, *pv, *W, *b, *y, *r;
+} patch_ctx;
+
+static double patch_loss(void *p) {
+    patch_ctx *c = p;
+    const int N = (c->Hi / c->p) * (c->Wi / c->p), cp = c->C * c->p * c->p;
+    tr_patchify(c->pv, c->x, c->B, c->C, c->Hi, c->Wi, c->p);
+    tr_linear_fwd(c->y, c->pv, c->W, c->b, c->B * N, cp, c->D);
+    return dot(c->r, c->y, (size_t)c->B * N * c->D);
+}
+
+static double unpatch_loss(void *p) {
+    patch_ctx *c = p; /* y [B*N, p*p*C] -> image x */
+    tr_unpatchify(c->x, c->y, c->B, c->C, c->Hi, c->Wi, c->p);
+    return dot(c->r, c->x, (size_t)c->B * c->C * c->Hi * c->Wi);
+}
+
+static void test_grad_patch(void **st) {
+    patch_ctx c = {.B = 2, .C = 3, .Hi = 4, .Wi = 6, .p = 2, .D = 5};
+    const int N = 6, cp = 12, nimg = 2 * 3 * 4 * 6;
+    c.x = alloc_fill(nimg, 1, 80), c.pv = zeros(2 * N * cp), c.W = alloc_fill(5 * cp, 0.5, 81), c.b = alloc_fill(5, 0.5, 82);
+    c.y = zeros(2 * N * 5), c.r = alloc_fill(2 * N * 5, 1, 83);
+    patch_loss(&c);
+    float *dW = zeros(5 * cp), *db = zeros(5);
+    tr_linear_bwd(NULL, 0, dW, db, c.r, c.pv, c.W, 2 * N, cp, 5);
+    report("patch embed", "proj.weight", check_tensor(patch_loss, &c, c.W, dW, 5 * cp, H_STEP));
+    report("patch embed", "proj.bias", check_tensor(patch_loss, &c, c.b, db, 5, H_STEP));
+    /* the patch vectors follow the conv weight layout (c, py, px): spot-check one entry */
+    assert_true(c.pv[(1 * N + 4) * cp + (2 * 2 + 1) * 2 + 0] == c.x[((1 * 3 + 2) * 4 + 2 + 1) * 6 + 2]);
+    free(c.y), free(c.r);
+    /* unpatchify: y [B*N, p*p*C] -> [B, C, H, W], channel-last inside a token */
+    c.y = alloc_fill(2 * N * cp, 1, 84), c.r = alloc_fill(nimg, 1, 85);
+    float *dy = zeros(2 * N * cp);
+    tr_unpatchify_bwd(dy, c.r, c.B, c.C, c.Hi, c.Wi, c.p);
+    report("unpatchify", "y", check_tensor(unpatch_loss, &c, c.y, dy, 2 * N * cp, H_STEP));
+    unpatch_loss(&c);
+    assert_true(c.x[((1 * 3 + 2) * 4 + 2 + 1) * 6 + 2] == c.y[(1 * N + 4) * cp + (1 * 2 + 0) * 3 + 2]);
+    free(c.x), free(c.pv), free(c.W), free(c.b), free(c.y), free(c.r), free(dW), free(db), free(dy);
+}
+
+/* ---- text embeddings ---- */
+
+typedef struct {
+    int B, S, J;
+    int32_t *ids;
+    float *tok, *pos, *ehs, *pooled, *r1, *r2;
+} emb_ctx;
+
+static double emb_loss(void *p) {
+    emb_ctx *c = p;
+    tr_embed_fwd(c->ehs, c->pooled, c->tok, c->pos, c->ids, c->B, c->S, c->J);
+    return dot(c->r1, c->ehs, (size_t)c->B * c->S * c->J) + dot(c->r2, c->pooled, (size_t)c->B * c->J);
+}
+
+static void test_grad_text_embedding(void **st) {
+    /* vocab 7; row 0: words, eos, pads; row 1: a repeated word; row 2: the empty prompt */
+    int32_t ids[3 * 5] = {3, 5, 1, 0, 0, 4, 4, 6, 2, 1, 1, 0, 0, 0, 0};
+    emb_ctx c = {.B = 3, .S = 5, .J = 6, .ids = ids};
+    c.tok = alloc_fill(7 * 6, 1, 90), c.pos = alloc_fill(5 * 6, 1, 91), c.ehs = zeros(90), c.pooled = zeros(18);
+    c.r1 = alloc_fill(90, 1, 92), c.r2 = alloc_fill(18, 1, 93);
+    float *dtok = zeros(42), *dpos = zeros(30);
+    tr_embed_bwd(dtok, dpos, c.r1, c.r2, ids, 3, 5, 6);
+    report("text embeddings", "token_embedding", check_tensor(emb_loss, &c, c.tok, dtok, 42, H_STEP));
+    report("text embeddings", "position_embedding", check_tensor(emb_loss, &c, c.pos, dpos, 30, H_STEP));
+    /* same numbers as the inference encoder */
+    te_config tc = {7, 5, 6, 6};
+    te *t;
+    assert_int_equal(te_init_random(&t, &tc, 3), 0);
+    memcpy(t->tok_emb, c.tok, sizeof(float) * 42);
+    memcpy(t->pos_emb, c.pos, sizeof(float) * 30);
+    float ehs[30], pooled[6];
+    emb_loss(&c);
+    for (int b = 0; b < 3; b++) {
+        assert_int_equal(te_encode_ids(t, ids + 5 * b, ehs, pooled), 0);
+        assert_memory_equal(ehs, c.ehs + 30 * b, sizeof ehs);
+        assert_memory_equal(pooled, c.pooled + 6 * b, sizeof pooled);
+    }
+    te_free(t);
+    free(c.tok), free(c.pos), free(c.ehs), free(c.pooled), free(c.r1), free(c.r2), free(dtok), free(dpos);
+}
+
+/* ---- whole model ---- */
+
+static void tiny_arch(sd3_config *c, te_config *tc, int qk, int S) {
+    memset(c, 0, sizeof *c);
+    c->sample_size = 8, c->patch_size = 2, c->in_channels = 3, c->out_channels = 3;
+    c->num_layers = 2, c->head_dim = 8, c->num_heads = 2, c->qk_norm = qk;
+    c->caption_projection_dim = 16, c->joint_attention_dim = 12, c->pooled_projection_dim = 12;
+    c->pos_embed_max_size = 5; /* > 4 patches per side: exercises the centre crop */
+    *tc = (te_config){.vocab_size = 9, .max_length = S, .hidden_size = 12, .pooled_size = 12};
+}
+
+/* An independent fp64 reference of the whole training loss (naive loops, dit-spec 2.3-2.5),
+ * reading the parameters from a double copy of the arena. Finite differences of it are
+ * accurate to ~1e-10, far below the fp32 forward's rounding floor (~1e-7 of the loss), which
+ * at this model's small gradients (1e-5) would swamp a 1e-3 relative check. */
+typedef struct {
+    const tr_model *m;
+    const double *p;
+} ref_t;
+
+static const double *RP(const ref_t *r, const float *ptr) { return r->p + (ptr - r->m->param); }
+
+static void rlin(const ref_t *r, double *y, const double *x, const ss_linear *l, int M) {
+    const double *W = RP(r, l->w), *b = RP(r, l->b);
+    for (int i = 0; i < M; i++)
+        for (int o = 0; o < l->out; o++) {
+            double s = b[o];
+            for (int k = 0; k < l->in; k++) s += x[(size_t)i * l->in + k] * W[(size_t)o * l->in + k];
+            y[(size_t)i * l->out + o] = s;
+        }
+}
+
+static void rlnmod(double *y, const double *x, const double *shift, const double *scale, int R, int D) {
+    for (int i = 0; i < R; i++) {
+        double mu = 0, var = 0;
+        for (int j = 0; j < D; j++) mu += x[i * D + j];
+        mu /= D;
+        for (int j = 0; j < D; j++) var += (x[i * D + j] - mu) * (x[i * D + j] - mu);
+        const double rs = 1 / sqrt(var / D + 1e-6);
+        for (int j = 0; j < D; j++) y[i * D + j] = (x[i * D + j] - mu) * rs * (1 + scale[j]) + shift[j];
+    }
+}
+
+static void rrms(double *x, const double *w, int M, int H, int dh) {
+    for (int i = 0; i < M * H; i++) {
+        double ss = 0;
+        for (int d = 0; d < dh; d++) ss += x[i * dh + d] * x[i * dh + d];
+        const double rs = 1 / sqrt(ss / dh + 1e-6);
+        for (int d = 0; d < dh; d++) x[i * dh + d] *= rs * w[d];
+    }
+}
+
+static double rgelu(double x) { return 0.5 * x * (1 + tanh(0.7978845608028654 * (x + 0.044715 * x * x * x))); }
+static double rsilu(double x) { return x / (1 + exp(-x)); }
+
+/* FF residual x += gate * ff2(gelu(ff1(LN(x)(1+sc)+sh))) over R rows */
+static void rff(const ref_t *r, double *x, const double *sh, const double *sc, const double *g, const ss_linear *f1,
+                const ss_linear *f2, int R, int D) {
+    double *n = malloc(sizeof(double) * R * D), *h = malloc(sizeof(double) * R * 4 * D), *o = malloc(sizeof(double) * R * D);
+    rlnmod(n, x, sh, sc, R, D);
+    rlin(r, h, n, f1, R);
+    for (int i = 0; i < R * 4 * D; i++) h[i] = rgelu(h[i]);
+    rlin(r, o, h, f2, R);
+    for (int i = 0; i < R * D; i++) x[i] += g[i % D] * o[i];
+    free(n), free(h), free(o);
+}
+
+/* Velocity for one sample: x [C, Hi, Wi], t, ids [S] -> out [C, Hi, Wi]. */
+static void ref_forward(const ref_t *r, double *out, const double *x, float t, const int32_t *ids) {
+    const tr_model *m = r->m;
+    const sd3_model *v = &m->view;
+    const sd3_config *c = &m->cfg;
+    const int p = c->patch_size, C = c->in_channels, Hi = c->sample_size, gw = Hi / p, N = gw * gw;
+    const int S = m->tcfg.max_length, J = m->tcfg.hidden_size, D = m->D, H = c->num_heads, dh = c->head_dim, T = N + S;
+    const int M = c->pos_embed_max_size, off = (M - gw) / 2;
+    double *X = malloc(sizeof(double) * N * D), *Cs = malloc(sizeof(double) * S * D), *pv = calloc((size_t)N * C * p * p, sizeof(double));
+    double *ehs = malloc(sizeof(double) * S * J), pooled[64] = {0}, temb[64], stemb[64], e0[256], a[64], b2[64];
+    const double *tok = RP(r, m->tok_emb), *pos = RP(r, m->pos_emb);
+    int cnt = 0;
+    for (int s = 0; s < S; s++) {
+        for (int j = 0; j < J; j++) ehs[s * J + j] = tok[ids[s] * J + j] + pos[s * J + j];
+        if (ids[s] != TOK_PAD) {
+            cnt++;
+            for (int j = 0; j < J; j++) pooled[j] += tok[ids[s] * J + j];
+        }
+    }
+    for (int j = 0; j < J; j++) pooled[j] = cnt ? pooled[j] / cnt : 0;
+    for (int n = 0; n < N; n++)
+        for (int ci = 0; ci < C; ci++)
+            for (int py = 0; py < p; py++)
+                for (int px = 0; px < p; px++)
+                    pv[n * C * p * p + (ci * p + py) * p + px] = x[(ci * Hi + (n / gw) * p + py) * Hi + (n % gw) * p + px];
+    rlin(r, X, pv, &v->patch, N);
+    for (int n = 0; n < N; n++)
+        for (int d = 0; d < D; d++) X[n * D + d] += m->pos_table[((off + n / gw) * M + off + n % gw) * D + d];
+    for (int k = 0; k < 128; k++) {
+        const double arg = (double)t * exp(-log(10000.0) * k / 128);
+        e0[k] = cos(arg), e0[128 + k] = sin(arg);
+    }
+    rlin(r, a, e0, &v->t1, 1);
+    for (int d = 0; d < D; d++) a[d] = rsilu(a[d]);
+    rlin(r, temb, a, &v->t2, 1);
+    rlin(r, a, pooled, &v->p1, 1);
+    for (int d = 0; d < D; d++) a[d] = rsilu(a[d]);
+    rlin(r, b2, a, &v->p2, 1);
+    for (int d = 0; d < D; d++) temb[d] += b2[d], stemb[d] = rsilu(temb[d]);
+    rlin(r, Cs, ehs, &v->ctx_embed, S);
+    double *mx = malloc(sizeof(double) * 6 * D), *mc = malloc(sizeof(double) * 6 * D);
+    double *Q = malloc(sizeof(double) * T * D), *K = malloc(sizeof(double) * T * D), *V = malloc(sizeof(double) * T * D);
+    double *O = malloc(sizeof(double) * T * D), *nx = malloc(sizeof(double) * T * D), *pr = malloc(sizeof(double) * T);
+    double *ao = malloc(sizeof(double) * T * D);
+    for (int i = 0; i < c->num_layers; i++) {
+        const sd3_block *bk = &v->blocks[i];
+        rlin(r, mx, stemb, &bk->norm1, 1);
+        rlin(r, mc, stemb, &bk->norm1_ctx, 1);
+        rlnmod(nx, X, mx, mx + D, N, D);
+        if (bk->last) rlnmod(nx + N * D, Cs, mc + D, mc, S, D);
+        else rlnmod(nx + N * D, Cs, mc, mc + D, S, D);
+        rlin(r, Q, nx, &bk->q, N), rlin(r, K, nx, &bk->k, N), rlin(r, V, nx, &bk->v, N);
+        rlin(r, Q + N * D, nx + N * D, &bk->add_q, S), rlin(r, K + N * D, nx + N * D, &bk->add_k, S);
+        rlin(r, V + N * D, nx + N * D, &bk->add_v, S);
+        if (c->qk_norm) {
+            rrms(Q, RP(r, bk->norm_q), N, H, dh), rrms(K, RP(r, bk->norm_k), N, H, dh);
+            rrms(Q + N * D, RP(r, bk->norm_added_q), S, H, dh), rrms(K + N * D, RP(r, bk->norm_added_k), S, H, dh);
+        }
+        for (int h = 0; h < H; h++)
+            for (int q = 0; q < T; q++) {
+                double mxs = -1e300, sum = 0;
+                for (int k = 0; k < T; k++) {
+                    double s = 0;
+                    for (int d = 0; d < dh; d++) s += Q[q * D + h * dh + d] * K[k * D + h * dh + d];
+                    pr[k] = s / sqrt((double)dh);
+                    mxs = fmax(mxs, pr[k]);
+                }
+                for (int k = 0; k < T; k++) sum += (pr[k] = exp(pr[k] - mxs));
+                for (int d = 0; d < dh; d++) {
+                    double o = 0;
+                    for (int k = 0; k < T; k++) o += pr[k] * V[k * D + h * dh + d];
+                    O[q * D + h * dh + d] = o / sum;
+                }
+            }
+        rlin(r, ao, O, &bk->out, N);
+        for (int j = 0; j < N * D; j++) X[j] += mx[2 * D + j % D] * ao[j];
+        rff(r, X, mx + 3 * D, mx + 4 * D, mx + 5 * D, &bk->ff1, &bk->ff2, N, D);
+        if (bk->last) continue;
+        rlin(r, ao, O + N * D, &bk->add_out, S);
+        for (int j = 0; j < S * D; j++) Cs[j] += mc[2 * D + j % D] * ao[j];
+        rff(r, Cs, mc + 3 * D, mc + 4 * D, mc + 5 * D, &bk->cff1, &bk->cff2, S, D);
+    }
+    rlin(r, mx, stemb, &v->norm_out, 1);
+    rlnmod(nx, X, mx + D, mx, N, D);
+    rlin(r, ao, nx, &v->proj_out, N);
+    const int Co = c->out_channels;
+    for (int n = 0; n < N; n++)
+        for (int py = 0; py < p; py++)
+            for (int px = 0; px < p; px++)
+                for (int co = 0; co < Co; co++)
+                    out[(co * Hi + (n / gw) * p + py) * Hi + (n % gw) * p + px] = ao[n * p * p * Co + (py * p + px) * Co + co];
+    free(X), free(Cs), free(pv), free(ehs), free(mx), free(mc), free(Q), free(K), free(V), free(O), free(nx), free(pr);
+    free(ao);
+}
+
+typedef struct {
+    tr_model *m;
+    tr_ws *w;
+    double *pd; /* fp64 copy of the parameters, perturbed by the check */
+    float *x0, *noise, sigma[2];
+    int32_t *ids;
+} model_ctx;
+
+/* The flow-matching loss of tr_loss_grad, in fp64. */
+static double ref_loss(void *p) {
+    model_ctx *c = p;
+    const sd3_config *cf = &c->m->cfg;
+    const int n = cf->in_channels * cf->sample_size * cf->sample_size, S = c->m->tcfg.max_length;
+    ref_t r = {c->m, c->pd};
+    double *xt = malloc(sizeof(double) * n), *out = malloc(sizeof(double) * n), L = 0;
+    for (int b = 0; b < 2; b++) {
+        const float s = c->sigma[b];
+        for (int j = 0; j < n; j++) xt[j] = (float)(s * c->noise[b * n + j] + (1.0f - s) * c->x0[b * n + j]);
+        ref_forward(&r, out, xt, (float)(1000.0 * s), c->ids + b * S);
+        for (int j = 0; j < n; j++) {
+            const double d = out[j] - ((double)c->noise[b * n + j] - c->x0[b * n + j]);
+            L += d * d;
+        }
+    }
+    free(xt), free(out);
+    return L / (2.0 * n);
+}
+
+static double fd5d(double (*f)(void *), void *ctx, double *x, size_t j, double h) {
+    const double x0 = x[j];
+    x[j] = x0 + h;
+    const double a = f(ctx);
+    x[j] = x0 - h;
+    const double b = f(ctx);
+    x[j] = x0 + 2 * h;
+    const double c = f(ctx);
+    x[j] = x0 - 2 * h;
+    const double d = f(ctx);
+    x[j] = x0;
+    return (8 * (a - b) - (c - d)) / (12 * h);
+}
+
+static void run_model(int qk) {
+    sd3_config c;
+    te_config tc;
+    tiny_arch(&c, &tc, qk, 5);
+    model_ctx mc = {.sigma = {0.3f, 0.8f}};
+    assert_int_equal(tr_model_new(&mc.m, &c, &tc, 5, 0), 0);
+    assert_int_equal(tr_ws_new(&mc.w, mc.m, 2), 0);
+    const size_t n = 2 * 3 * 8 * 8;
+    mc.x0 = alloc_fill(n, 1, 100), mc.noise = alloc_fill(n, 1.5, 101);
+    int32_t ids[10] = {2, 7, 3, 1, 0, 1, 0, 0, 0, 0}; /* a caption, and the empty prompt */
+    mc.ids = ids;
+    const double L = tr_loss_grad(mc.m, mc.w, mc.x0, mc.noise, mc.sigma, ids, 2, 1);
+    assert_true(L > 0 && isfinite(L));
+    mc.pd = malloc(sizeof(double) * mc.m->n);
+    for (size_t i = 0; i < mc.m->n; i++) mc.pd[i] = mc.m->param[i];
+    const double Lref = ref_loss(&mc);
+    assert_true(fabs(L - Lref) <= 1e-5 * Lref); /* the fp32 loss is the fp64 one, rounded */
+    double worst = 0;
+    const char *wname = "";
+    for (int i = 0; i < mc.m->nt; i++) {
+        const tr_tensor *t = &mc.m->t[i];
+        double num = 0, den = 0;
+        const size_t k = t->n < 8 ? t->n : 8;
+        for (size_t s = 0; s < k; s++) {
+            const size_t j = t->off + (k == 1 ? 0 : (size_t)((double)s * (t->n - 1) / (k - 1)));
+            const double e = fd5d(ref_loss, &mc, mc.pd, j, 1e-3);
+            const double g = mc.m->grad[j];
+            if (getenv("GC_VERBOSE")) print_message("    %s[%zu] fd %.9g an %.9g\n", t->name, j - t->off, e, g);
+            num += (e - g) * (e - g);
+            den += e * e;
+        }
+        const double rel = den > 0 ? sqrt(num / den) : sqrt(num);
+        if (rel > worst) worst = rel, wname = t->name;
+        if (!(rel <= TOL)) fail_msg("model (qk_norm %d): %s relative error %.3e", qk, t->name, rel);
+    }
+    print_message("  gradcheck whole model (qk_norm %s): loss fp32 %.9f vs fp64 %.9f; %d tensors, 8 coords each, "
+                  "worst rel err %.2e (%s)\n", qk ? "rms" : "none", L, Lref, mc.m->nt, worst, wname);
+    free(mc.pd), free(mc.x0), free(mc.noise);
+    tr_ws_free(mc.w);
+    tr_model_free(mc.m);
+}
+
+static void test_grad_model(void **st) {
+    run_model(0);
+    run_model(1);
+}
+
+/* ---- training forward == inference forward ---- */
+
+static double max_rel(const float *a, const float *b, size_t n) {
+    double d = 0, s = 0;
+    for (size_t i = 0; i < n; i++) {
+        d = fmax(d, fabs((double)a[i] - b[i]));
+        s = fmax(s, fabs((double)b[i]));
+    }
+    return d / (s > 0 ? s : 1);
+}
+
+static void run_forward_match(int qk) {
+    sd3_config c;
+    te_config tc;
+    tiny_arch(&c, &tc, qk, 6);
+    c.sample_size = 16, c.num_layers = 3, c.pos_embed_max_size = 8;
+    const int B = 2, S = 6, J = 12, n = 3 * 16 * 16;
+    tr_model *m;
+    tr_ws *w;
+    assert_int_equal(tr_model_new(&m, &c, &tc, 9, 0), 0);
+    assert_int_equal(tr_ws_new(&w, m, B), 0);
+    float *x = alloc_fill((size_t)B * n, 1.5, 110), *out = zeros((size_t)B * n), *ref = zeros((size_t)B * n);
+    float t[2] = {999.0f, 123.5f}, ehs[2 * 6 * 12], pooled[2 * 12];
+    int32_t ids[12] = {2, 3, 4, 1, 0, 0, 1, 0, 0, 0, 0, 0};
+    assert_int_equal(tr_forward(m, w, x, t, ids, B, out), 0);
+    tr_embed_fwd(ehs, pooled, m->tok_emb, m->pos_emb, ids, B, S, J);
+    assert_int_equal(sd3_forward(&m->view, ref, x, ehs, pooled, t, B, 16, 16, S, NULL), 0);
+    double e1 = max_rel(out, ref, (size_t)B * n);
+    /* save, load with the inference loaders, compare again */
+    char dir[64];
+    snprintf(dir, sizeof dir, "/tmp/ss_train_XXXXXX");
+    assert_non_null(mkdtemp(dir));
+    char mdir[128], tdir[160];
+    snprintf(mdir, sizeof mdir, "%s/model", dir);
+    tok_vocab *v;
+    static const char *const words[] = {"a", "b", "c", "d", "e", "f", "g", NULL};
+    assert_int_equal(tok_vocab_from_words(&v, words), 0);
+    assert_int_equal(tr_model_save(m, m->param, v, 1.0, mdir), 0);
+    snprintf(tdir, sizeof tdir, "%s/transformer", mdir);
+    sd3_model *lm;
+    te *lt;
+    if (sd3_load(&lm, tdir) < 0) fail_msg("%s", ss_err());
+    if (te_load(&lt, mdir) < 0) fail_msg("%s", ss_err());
+    for (int b = 0; b < B; b++) assert_int_equal(te_encode_ids(lt, ids + S * b, ehs + S * J * b, pooled + J * b), 0);
+    assert_int_equal(sd3_forward(lm, ref, x, ehs, pooled, t, B, 16, 16, S, NULL), 0);
+    double e2 = max_rel(out, ref, (size_t)B * n);
+    print_message("  forward vs sd3_forward (qk_norm %s): max rel diff %.2e in memory, %.2e after save + sd3_load\n",
+                  qk ? "rms" : "none", e1, e2);
+    assert_true(e1 <= 1e-5);
+    assert_true(e2 <= 1e-5);
+    sd3_free(lm);
+    te_free(lt);
+    tok_vocab_free(v);
+    char cmd[200];
+    snprintf(cmd, sizeof cmd, "rm -rf '%s'", dir);
+    assert_int_equal(system(cmd), 0);
+    free(x), free(out), free(ref);
+    tr_ws_free(w);
+    tr_model_free(m);
+}
+
+static void test_forward_matches_inference(void **st) {
+    run_forward_match(0);
+    run_forward_match(1);
+}
+
+static int summary(void **st) {
+    print_message("  worst op gradient-check error: %.2e (tolerance %.0e)\n", g_worst, TOL);
+    return 0;
+}
+
+int main(int argc, char **argv) {
+    /* passive OpenMP waiting (read at load time, hence the re-exec): spinning threads stall
+     * for whole time slices when other processes share the cores */
+    if (!getenv("OMP_WAIT_POLICY") && !setenv("OMP_WAIT_POLICY", "passive", 1)) execv("/proc/self/exe", argv);
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_grad_linear),        cmocka_unit_test(test_grad_layernorm),
+        cmocka_unit_test(test_grad_rmsnorm),       cmocka_unit_test(test_grad_activations),
+        cmocka_unit_test(test_grad_gate),          cmocka_unit_test(test_grad_attention),
+        cmocka_unit_test(test_grad_conditioning),  cmocka_unit_test(test_grad_patch),
+        cmocka_unit_test(test_grad_text_embedding), cmocka_unit_test(test_grad_model),
+        cmocka_unit_test(test_forward_matches_inference),
+    };
+    return cmocka_run_group_tests(tests, NULL, summary);
+}
