@@ -6,33 +6,9 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "core/fastmath.h"
 #include "text/tokenizer.h"
 
-/* exp as in core/fastmath.h (same range reduction and polynomial), but rounding with the
- * 1.5*2^23 trick instead of floorf, which gcc 12 leaves as a libm call that blocks
- * vectorization: these loops run over every FF hidden unit and attention probability. */
-static inline float tr_expf(float x) {
-    x = x < -87.0f ? -87.0f : x;
-    x = x > 88.0f ? 88.0f : x;
-    const float big = 12582912.0f;
-    const float n = (x * 1.44269504088896341f + big) - big;
-    float r = x - n * 0.693359375f;
-    r = r - n * -2.12194440e-4f;
-    float p = 1.0f / 720.0f;
-    p = p * r + 1.0f / 120.0f;
-    p = p * r + 1.0f / 24.0f;
-    p = p * r + 1.0f / 6.0f;
-    p = p * r + 0.5f;
-    p = p * r + 1.0f;
-    p = p * r + 1.0f;
-    union {
-        int32_t i;
-        float f;
-    } u = {.i = ((int32_t)n + 127) << 23};
-    return p * u.f;
-}
-
-static inline float tr_tanhf(float u) { return 1.0f - 2.0f / (1.0f + tr_expf(2.0f * u)); }
 
 #define GELU_K 0.7978845608028654f /* sqrt(2/pi) */
 #define GELU_C 0.044715f
@@ -174,7 +150,7 @@ void tr_gelu_fwd(float *y, const float *x, size_t n) {
 #pragma omp parallel for simd schedule(static) if (PAR(m))
     for (long i = 0; i < m; i++) {
         const float v = x[i];
-        y[i] = 0.5f * v * (1.0f + tr_tanhf(GELU_K * (v + GELU_C * v * v * v)));
+        y[i] = 0.5f * v * (1.0f + ss_tanhf(GELU_K * (v + GELU_C * v * v * v)));
     }
 }
 
@@ -182,7 +158,7 @@ void tr_gelu_bwd(float *dx, const float *dy, const float *x, size_t n) {
     const long m = (long)n;
 #pragma omp parallel for simd schedule(static) if (PAR(m))
     for (long i = 0; i < m; i++) {
-        const float v = x[i], th = tr_tanhf(GELU_K * (v + GELU_C * v * v * v));
+        const float v = x[i], th = ss_tanhf(GELU_K * (v + GELU_C * v * v * v));
         const float dg = 0.5f * (1.0f + th) + 0.5f * v * (1.0f - th * th) * GELU_K * (1.0f + 3.0f * GELU_C * v * v);
         dx[i] = dy[i] * dg;
     }
@@ -191,14 +167,14 @@ void tr_gelu_bwd(float *dx, const float *dy, const float *x, size_t n) {
 void tr_silu_fwd(float *y, const float *x, size_t n) {
     const long m = (long)n;
 #pragma omp parallel for simd schedule(static) if (PAR(m))
-    for (long i = 0; i < m; i++) y[i] = x[i] / (1.0f + tr_expf(-x[i]));
+    for (long i = 0; i < m; i++) y[i] = x[i] / (1.0f + ss_expf(-x[i]));
 }
 
 void tr_silu_bwd(float *dx, const float *dy, const float *x, size_t n) {
     const long m = (long)n;
 #pragma omp parallel for simd schedule(static) if (PAR(m))
     for (long i = 0; i < m; i++) {
-        const float s = 1.0f / (1.0f + tr_expf(-x[i]));
+        const float s = 1.0f / (1.0f + ss_expf(-x[i]));
         dx[i] = dy[i] * s * (1.0f + x[i] * (1.0f - s));
     }
 }
@@ -264,7 +240,7 @@ void tr_attn_fwd(float *Oi, float *Ot, float *P, const float *Qi, const float *K
                     for (int j = 1; j < T; j++) mx = row[j] > mx ? row[j] : mx;
 #pragma omp simd reduction(+ : sum)
                     for (int j = 0; j < T; j++) {
-                        row[j] = tr_expf(row[j] - mx);
+                        row[j] = ss_expf(row[j] - mx);
                         sum += row[j];
                     }
                     const float inv = 1.0f / sum;
