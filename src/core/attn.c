@@ -41,16 +41,26 @@ static inline void top5_push(float *t, float e) {
  * keys [j0, j0+kc). x = the row's logits minus m (for the entropy). */
 static void probe_row(const attn_args *a, scratch *w, int r, int i, const float *e, const float *s,
                       float m, float inv_l, int kc, int want_cols) {
-    double ent = 0;
-    for (int j = 0; j < kc; j++) {
-        ent += (double)e[j] * (s[j] - m);
-        top5_push(w->top[r], e[j]);
-    }
+    /* sum e (s - m) in float lanes (each partial sums at most kc/16 terms), then double */
+    float ent = 0;
+#pragma omp simd reduction(+ : ent)
+    for (int j = 0; j < kc; j++) ent += e[j] * (s[j] - m);
     w->ent[r] += ent;
+    /* top-5: skip 16-wide blocks whose maximum cannot enter the list (almost all of them) */
+    float *t = w->top[r];
+    int j = 0;
+    for (; j + 16 <= kc; j += 16) {
+        float bm = e[j];
+#pragma omp simd reduction(max : bm)
+        for (int u = 0; u < 16; u++) bm = e[j + u] > bm ? e[j + u] : bm;
+        if (bm <= t[4]) continue;
+        for (int u = 0; u < 16; u++) top5_push(t, e[j + u]);
+    }
+    for (; j < kc; j++) top5_push(t, e[j]);
     if (!want_cols) return;
     float *col = i < a->n_img ? w->col_img : w->col_txt;
 #pragma omp simd
-    for (int j = 0; j < kc; j++) col[j] += e[j] * inv_l;
+    for (int jj = 0; jj < kc; jj++) col[jj] += e[jj] * inv_l;
 }
 
 /* One tile of bq query rows starting at row i0 of (b, h). */
