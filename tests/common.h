@@ -20,6 +20,10 @@ void tc_rmtree(const char *dir);
 const char *tc_bin(void);
 /* Run a shell command, capture its stderr+stdout into buf; returns the exit status. */
 int tc_run(char *buf, size_t cap, const char *fmt, ...);
+/* A whole file, NUL-terminated, malloc'ed (len optional); NULL if it cannot be read. */
+char *tc_read_all(const char *path, size_t *len);
+/* Write text to a file; 0 or -1. */
+int tc_write_text(const char *path, const char *text);
 /* Deterministic pseudo-random floats in [-a, a]. */
 void tc_fill(float *x, size_t n, uint64_t seed, float a);
 

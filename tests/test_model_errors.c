@@ -22,18 +22,12 @@ static const char CONFIG[] =
     " \"joint_attention_dim\": 12, \"caption_projection_dim\": 16, \"pooled_projection_dim\": 6,"
     " \"pos_embed_max_size\": 6, \"dual_attention_layers\": [0], \"qk_norm\": \"rms_norm\"}";
 
-static void write_file(const char *path, const char *text) {
-    FILE *f = fopen(path, "wb");
-    assert_non_null(f);
-    fputs(text, f);
-    fclose(f);
-}
 
 static char *make_model(const char *root, const char *name) {
     char *dir = malloc(1024), cfg[1100];
     snprintf(dir, 1024, "%s/%s", root, name);
     snprintf(cfg, sizeof cfg, "%s/cfg.json", root);
-    write_file(cfg, CONFIG);
+    assert_int_equal(tc_write_text(cfg, CONFIG), 0);
     sd3_config c;
     assert_int_equal(sd3_config_load(&c, cfg), 0);
     assert_int_equal(sd3_init_random(&c, dir, 1, ST_BF16), 0);
@@ -94,21 +88,21 @@ static void test_load_errors(void **state) {
     d = make_model(root, "cfgjson");
     char p[1200];
     snprintf(p, sizeof p, "%s/config.json", d);
-    write_file(p, "{\"num_layers\": 2,, }");
+    assert_int_equal(tc_write_text(p, "{\"num_layers\": 2,, }"), 0);
     expect_load_error(d, "config.json", "not valid JSON");
-    write_file(p, "[1, 2]");
+    assert_int_equal(tc_write_text(p, "[1, 2]"), 0);
     expect_load_error(d, "config.json", "object");
-    write_file(p, "{\"num_layers\": \"two\"}");
+    assert_int_equal(tc_write_text(p, "{\"num_layers\": \"two\"}"), 0);
     expect_load_error(d, "config.json", "num_layers");
     /* config and weights disagree: more layers than the checkpoint has */
-    write_file(p, "{\"sample_size\": 8, \"in_channels\": 4, \"out_channels\": 4, \"num_layers\": 3, \"attention_head_dim\": 8,"
+    assert_int_equal(tc_write_text(p, "{\"sample_size\": 8, \"in_channels\": 4, \"out_channels\": 4, \"num_layers\": 3, \"attention_head_dim\": 8,"
                   " \"num_attention_heads\": 2, \"joint_attention_dim\": 12, \"caption_projection_dim\": 16,"
-                  " \"pooled_projection_dim\": 6, \"pos_embed_max_size\": 6, \"dual_attention_layers\": [0], \"qk_norm\": \"rms_norm\"}");
+                  " \"pooled_projection_dim\": 6, \"pos_embed_max_size\": 6, \"dual_attention_layers\": [0], \"qk_norm\": \"rms_norm\"}"), 0);
     expect_load_error(d, "transformer_blocks.", NULL);
     /* width disagrees: the shape check names the tensor */
-    write_file(p, "{\"sample_size\": 8, \"in_channels\": 4, \"out_channels\": 4, \"num_layers\": 2, \"attention_head_dim\": 8,"
+    assert_int_equal(tc_write_text(p, "{\"sample_size\": 8, \"in_channels\": 4, \"out_channels\": 4, \"num_layers\": 2, \"attention_head_dim\": 8,"
                   " \"num_attention_heads\": 2, \"joint_attention_dim\": 10, \"caption_projection_dim\": 16,"
-                  " \"pooled_projection_dim\": 6, \"pos_embed_max_size\": 6, \"dual_attention_layers\": [0], \"qk_norm\": \"rms_norm\"}");
+                  " \"pooled_projection_dim\": 6, \"pos_embed_max_size\": 6, \"dual_attention_layers\": [0], \"qk_norm\": \"rms_norm\"}"), 0);
     expect_load_error(d, "context_embedder.weight", "[16, 10]");
     free(d);
 
@@ -137,7 +131,7 @@ static void test_cli_errors_keep_outputs(void **state) {
     char *ok = make_model(root, "ok");
     char out[1200], buf[8192], in[1200], bad[1200];
     snprintf(out, sizeof out, "%s/out.safetensors", root);
-    write_file(out, "previous results");
+    assert_int_equal(tc_write_text(out, "previous results"), 0);
     /* inputs: right names, one wrong shape */
     snprintf(in, sizeof in, "%s/in.safetensors", root);
     st_writer *w = st_writer_new();
@@ -151,7 +145,7 @@ static void test_cli_errors_keep_outputs(void **state) {
     st_writer_free(w);
     int rc = tc_run(buf, sizeof buf, "%s forward --model %s --inputs %s --out %s --probe 0,1 --dump-blocks", tc_bin(), ok, in, out);
     assert_int_equal(rc, 0);
-    write_file(out, "previous results");
+    assert_int_equal(tc_write_text(out, "previous results"), 0);
 
     snprintf(bad, sizeof bad, "%s/bad_in.safetensors", root);
     w = st_writer_new();
@@ -171,7 +165,7 @@ static void test_cli_errors_keep_outputs(void **state) {
     };
     char cond[1200];
     snprintf(cond, sizeof cond, "%s/cond.json", root);
-    write_file(cond, "{\"layers\": [1], \"eta\": 2}");
+    assert_int_equal(tc_write_text(cond, "{\"layers\": [1], \"eta\": 2}"), 0);
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
         char args[2048];
         snprintf(args, sizeof args, cases[i].args, root, root);

@@ -6,6 +6,8 @@
 #include <setjmp.h>
 #include <cmocka.h>
 
+#include "common.h"
+
 #include <ftw.h>
 #include <jansson.h>
 #include <math.h>
@@ -54,30 +56,11 @@ static int rm_entry(const char *path, const struct stat *sb, int flag, struct FT
 }
 static void rm_rf(const char *path) { nftw(path, rm_entry, 16, FTW_DEPTH | FTW_PHYS); }
 
-static void write_text(const char *path, const char *text) {
-    FILE *f = fopen(path, "wb");
-    assert_non_null(f);
-    fputs(text, f);
-    fclose(f);
-}
 
-static char *read_all(const char *path, size_t *len) {
-    FILE *f = fopen(path, "rb");
-    if (!f) return NULL;
-    fseek(f, 0, SEEK_END);
-    long n = ftell(f);
-    fseek(f, 0, SEEK_SET);
-    char *b = malloc((size_t)n + 1);
-    assert_int_equal(fread(b, 1, (size_t)n, f), (size_t)n);
-    b[n] = 0;
-    fclose(f);
-    *len = (size_t)n;
-    return b;
-}
 
 static void assert_files_equal(const char *a, const char *b) {
     size_t na, nb;
-    char *x = read_all(a, &na), *y = read_all(b, &nb);
+    char *x = tc_read_all(a, &na), *y = tc_read_all(b, &nb);
     assert_non_null(x);
     assert_non_null(y);
     assert_int_equal(na, nb);
@@ -88,7 +71,7 @@ static void assert_files_equal(const char *a, const char *b) {
 /* Does the file contain this byte string (tEXt chunks are stored uncompressed: key\0value)? */
 static int file_has(const char *path, const char *s, size_t n) {
     size_t len;
-    char *b = read_all(path, &len);
+    char *b = tc_read_all(path, &len);
     int found = 0;
     for (size_t i = 0; b && i + n <= len && !found; i++) found = !memcmp(b + i, s, n);
     free(b);
@@ -416,36 +399,36 @@ static void test_layout_errors(void **st) {
     assert_int_equal(pipe_load(&pp, d), 0);
     pipe_free(pp);
     snprintf(p, sizeof p, "%s/model_index.json", d);
-    write_text(p, "{\"_class_name\": \"StableDiffusion3Pipeline\"}");
+    assert_int_equal(tc_write_text(p, "{\"_class_name\": \"StableDiffusion3Pipeline\"}"), 0);
     expect_err(pipe_load(&pp, d), "model_index.json", "_class_name");
-    write_text(p, "{\"_class_name\": \"SinkscopePixelPipeline\", \"transformer\": [\"diffusers\", \"SD3Transformer2DModel\"],"
+    assert_int_equal(tc_write_text(p, "{\"_class_name\": \"SinkscopePixelPipeline\", \"transformer\": [\"diffusers\", \"SD3Transformer2DModel\"],"
                   " \"text_encoder\": [\"sinkscope\", \"WordEmbeddingTextEncoder\"], \"tokenizer\": [\"sinkscope\", "
                   "\"WordTokenizer\"], \"scheduler\": [\"diffusers\", \"FlowMatchEulerDiscreteScheduler\"], \"vae\": "
-                  "[\"diffusers\", \"AutoencoderKL\"]}");
+                  "[\"diffusers\", \"AutoencoderKL\"]}"), 0);
     expect_err(pipe_load(&pp, d), "model_index.json", "'vae' must be null");
-    write_text(p, "{\"_class_name\": \"SinkscopePixelPipeline\", \"transformer\": [\"diffusers\", \"SD3Transformer2DModel\"]}");
+    assert_int_equal(tc_write_text(p, "{\"_class_name\": \"SinkscopePixelPipeline\", \"transformer\": [\"diffusers\", \"SD3Transformer2DModel\"]}"), 0);
     expect_err(pipe_load(&pp, d), "model_index.json", "missing field 'text_encoder'");
-    write_text(p, "{\"_class_name\": \"SinkscopePixelPipeline\", \"transformer\": [\"diffusers\", \"FluxTransformer2DModel\"]}");
+    assert_int_equal(tc_write_text(p, "{\"_class_name\": \"SinkscopePixelPipeline\", \"transformer\": [\"diffusers\", \"FluxTransformer2DModel\"]}"), 0);
     expect_err(pipe_load(&pp, d), "model_index.json", "'transformer' must be");
-    write_text(p, "{\"_class_name\": ");
+    assert_int_equal(tc_write_text(p, "{\"_class_name\": "), 0);
     expect_err(pipe_load(&pp, d), "model_index.json", "not valid JSON");
     assert_int_equal(pipe_write_index(d), 0);
     snprintf(p, sizeof p, "%s/model_index.json", d);
     size_t len;
-    char *idx = read_all(p, &len);
+    char *idx = tc_read_all(p, &len);
     *strrchr(idx, '}') = 0; /* reopen the object to add an unknown component */
     char buf[2048];
     snprintf(buf, sizeof buf, "%s, \"safety_checker\": null}", idx);
     free(idx);
-    write_text(p, buf);
+    assert_int_equal(tc_write_text(p, buf), 0);
     expect_err(pipe_load(&pp, d), "model_index.json", "unknown field 'safety_checker'");
     assert_int_equal(pipe_write_index(d), 0);
 
     /* bad scheduler configs */
     snprintf(p, sizeof p, "%s/scheduler/scheduler_config.json", d);
-    write_text(p, "{\"shift\": -1.0}");
+    assert_int_equal(tc_write_text(p, "{\"shift\": -1.0}"), 0);
     expect_err(pipe_load(&pp, d), "scheduler/scheduler_config.json", "shift");
-    write_text(p, "{\"use_karras_sigmas\": true}");
+    assert_int_equal(tc_write_text(p, "{\"use_karras_sigmas\": true}"), 0);
     expect_err(pipe_load(&pp, d), "scheduler/scheduler_config.json", "use_karras_sigmas");
     remove(p);
     expect_err(pipe_load(&pp, d), "scheduler/scheduler_config.json", "cannot open");
@@ -514,7 +497,7 @@ static int run_cli(const char *cwd, const char *args) {
 
 static void expect_stderr(const char *s) {
     size_t len;
-    char *e = read_all(path_in("err.txt"), &len);
+    char *e = tc_read_all(path_in("err.txt"), &len);
     assert_non_null(e);
     printf("  stderr: %s", e);
     if (!strstr(e, s)) fail_msg("stderr lacks '%s'", s);
@@ -551,14 +534,14 @@ static void test_cli(void **st) {
     assert_false(file_has(path_in("c1.png"), "condition", 9));
 
     /* with a condition: its normalised JSON is stored */
-    write_text(path_in("cond.json"), "{\"layers\": [1], \"k\": 2, \"steps\": [0.5, 1]}");
+    assert_int_equal(tc_write_text(path_in("cond.json"), "{\"layers\": [1], \"k\": 2, \"steps\": [0.5, 1]}"), 0);
     snprintf(args, sizeof args, "--prompt '%s' --seed 9 --steps 3 --cfg 2.5 --model '%s' --out '%s' --condition '%s'",
              PROMPT, g_model, path_in("c3.png"), path_in("cond.json"));
     assert_int_equal(run_cli(g_dir, args), 0);
     assert_true(has_text(path_in("c3.png"), "condition", "{\"name\""));
     assert_true(file_has(path_in("c3.png"), "\"steps\":[0.5,1.0]", 17));
     size_t l1, l3;
-    char *f1 = read_all(path_in("c1.png"), &l1), *f3 = read_all(path_in("c3.png"), &l3);
+    char *f1 = tc_read_all(path_in("c1.png"), &l1), *f3 = tc_read_all(path_in("c3.png"), &l3);
     assert_true(l1 != l3 || memcmp(f1, f3, l1));
     free(f1), free(f3);
 
@@ -575,7 +558,7 @@ static void test_cli(void **st) {
     expect_stderr("unknown argument '--frobnicate'");
     assert_int_equal(run_cli(g_dir, "--out x.png"), 2);
     expect_stderr("--prompt and --out are required");
-    write_text(path_in("cond2.json"), "{\"layers\": [5]}");
+    assert_int_equal(tc_write_text(path_in("cond2.json"), "{\"layers\": [5]}"), 0);
     snprintf(args, sizeof args, "--prompt a --model '%s' --out x.png --condition '%s'", g_model, path_in("cond2.json"));
     assert_int_equal(run_cli(g_dir, args), 1);
     expect_stderr("names block 5, but the model has 2 blocks");

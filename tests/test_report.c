@@ -117,12 +117,6 @@ static const char *pj(const char *a, const char *b) {
     return o;
 }
 
-static void write_text(const char *path, const char *text) {
-    FILE *f = fopen(path, "wb");
-    assert_non_null(f);
-    fputs(text, f);
-    fclose(f);
-}
 
 static void make_png(const char *dir, int c, int p, int r) {
     char path[4096];
@@ -160,7 +154,7 @@ static void make_exp(const char *dir, int reversed) {
             for (int r = 0; r < NS; r++)
                 if (present(c, p, r)) make_png(dir, c, p, r);
     snprintf(path, sizeof path, "%s", pj(dir, "images/R1/00001_3.png"));
-    write_text(path, "not a PNG"); /* a damaged image: the panel shows a placeholder */
+    assert_int_equal(tc_write_text(path, "not a PNG"), 0); /* a damaged image: the panel shows a placeholder */
     snprintf(path, sizeof path, "%s", pj(dir, "records.jsonl"));
     f = fopen(path, "wb");
     assert_non_null(f);
@@ -536,20 +530,6 @@ static void test_verification(void **st) {
     }
 }
 
-static char *slurp(const char *path, size_t *len) {
-    FILE *f = fopen(path, "rb");
-    if (!f) return NULL;
-    fseek(f, 0, SEEK_END);
-    long n = ftell(f);
-    fseek(f, 0, SEEK_SET);
-    char *b = malloc((size_t)n + 1);
-    assert_non_null(b);
-    assert_int_equal(fread(b, 1, (size_t)n, f), (size_t)n);
-    b[n] = 0;
-    fclose(f);
-    *len = (size_t)n;
-    return b;
-}
 
 static const char *const OUT_FILES[] = {"summary.json", "report.html", "conditions.csv", "dd.csv", "dose_response.csv",
                                         "dose_trend.csv", "tags.csv", "dynamics.csv", "dynamics_blocks.csv", "locality.csv",
@@ -561,7 +541,7 @@ static void same_file(const char *d1, const char *d2, const char *name) {
     snprintf(p1, sizeof p1, "%s/%s", d1, name);
     snprintf(p2, sizeof p2, "%s/%s", d2, name);
     size_t n1, n2;
-    char *a = slurp(p1, &n1), *b = slurp(p2, &n2);
+    char *a = tc_read_all(p1, &n1), *b = tc_read_all(p2, &n2);
     if (!a || !b) fail_msg("missing %s or %s", p1, p2);
     if (n1 != n2 || memcmp(a, b, n1)) fail_msg("%s differs between %s and %s", name, d1, d2);
     printf("  %-20s %zu bytes, identical\n", name, n1);
@@ -611,7 +591,7 @@ static void test_html_content(void **st) {
     char path[4096];
     snprintf(path, sizeof path, "%s", pj(g_out, "report.html"));
     size_t n;
-    char *h = slurp(path, &n);
+    char *h = tc_read_all(path, &n);
     assert_non_null(h);
     /* self-contained: no external fetches */
     assert_null(strstr(h, "src=\"http"));
@@ -725,14 +705,14 @@ static void test_edge_cases(void **st) {
     assert_true(report_main(d, 0) < 0); /* no experiment.json */
     printf("  missing experiment.json: %s\n", ss_err());
     assert_non_null(strstr(ss_err(), "experiment.json"));
-    write_text(p, "{\"conditions\": [{\"name\": \"baseline\", \"layers\": []}]}");
+    assert_int_equal(tc_write_text(p, "{\"conditions\": [{\"name\": \"baseline\", \"layers\": []}]}"), 0);
     assert_int_equal(report_main(d, 0), 0); /* no records.jsonl at all */
-    write_text(p, "{\"conditions\": [{\"name\": \"baseline\", \"layers\": []}, {\"name\": \"X\", \"layers\": [0], "
-                  "\"select\": \"sideways\"}, {\"name\": \"Y\", \"layers\": [0]}]}");
+    assert_int_equal(tc_write_text(p, "{\"conditions\": [{\"name\": \"baseline\", \"layers\": []}, {\"name\": \"X\", \"layers\": [0], "
+                  "\"select\": \"sideways\"}, {\"name\": \"Y\", \"layers\": [0]}]}"), 0);
     snprintf(p, sizeof p, "%s", pj(d, "records.jsonl"));
-    write_text(p, "{\"condition\": \"baseline\", \"prompt_index\": 0, \"seed\": 0, \"metrics\": {\"geneval\": 1}}\n"
+    assert_int_equal(tc_write_text(p, "{\"condition\": \"baseline\", \"prompt_index\": 0, \"seed\": 0, \"metrics\": {\"geneval\": 1}}\n"
                   "{\"condition\": \"X\", \"prompt_index\": 0, \"seed\": 0, \"metrics\": {\"geneval\": 0, \"ssim\": 0.5}}\n"
-                  "{\"condition\": \"Y\", \"prompt_index\": 0, \"seed\": 0, \"metrics\": {\"ssim\": 1, \"mse\": 0}}\n");
+                  "{\"condition\": \"Y\", \"prompt_index\": 0, \"seed\": 0, \"metrics\": {\"ssim\": 1, \"mse\": 0}}\n"), 0);
     assert_int_equal(report_main(d, 0), 0); /* one pair: means, no tests; X unparsed but still paired */
     snprintf(p, sizeof p, "%s", pj(d, "report/summary.json"));
     json_t *s = json_load_file(p, 0, NULL);
@@ -745,7 +725,7 @@ static void test_edge_cases(void **st) {
     assert_true(json_array_size(json_object_get(s, "notes")) >= 1);
     json_decref(s);
     snprintf(p, sizeof p, "%s", pj(d, "experiment.json"));
-    write_text(p, "{\"conditions\": [{\"name\": \"baseline\", \"layers\": []}, {\"name\": \"baseline\", \"layers\": []}]}");
+    assert_int_equal(tc_write_text(p, "{\"conditions\": [{\"name\": \"baseline\", \"layers\": []}, {\"name\": \"baseline\", \"layers\": []}]}"), 0);
     assert_true(report_main(d, 0) < 0);
     assert_non_null(strstr(ss_err(), "twice"));
 }

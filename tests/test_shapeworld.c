@@ -8,6 +8,8 @@
 
 #include <cmocka.h>
 
+#include "common.h"
+
 #include <ctype.h>
 #include <dirent.h>
 #include <math.h>
@@ -63,27 +65,7 @@ static void tmp_path(char *buf, size_t cap, const char *name) {
     snprintf(buf, cap, "%s/%s", g_tmpdir, name);
 }
 
-static void write_text(const char *path, const char *text) {
-    FILE *f = fopen(path, "w");
-    assert_non_null(f);
-    fputs(text, f);
-    fclose(f);
-}
 
-static char *read_all(const char *path, size_t *len) {
-    FILE *f = fopen(path, "rb");
-    if (!f) return NULL;
-    fseek(f, 0, SEEK_END);
-    long n = ftell(f);
-    fseek(f, 0, SEEK_SET);
-    char *b = malloc((size_t)n + 1);
-    assert_non_null(b);
-    assert_int_equal(fread(b, 1, (size_t)n, f), (size_t)n);
-    b[n] = 0;
-    fclose(f);
-    *len = (size_t)n;
-    return b;
-}
 
 /* deterministic noise: splitmix64 + Box-Muller */
 static uint64_t g_rs = 0x1234567;
@@ -175,12 +157,12 @@ static void test_png_roundtrip(void **state) {
 
     /* equal inputs -> byte-identical files, also when overwriting */
     size_t n1, n2;
-    char *b1 = read_all(p1, &n1), *b2 = read_all(p2, &n2);
+    char *b1 = tc_read_all(p1, &n1), *b2 = tc_read_all(p2, &n2);
     assert_int_equal(n1, n2);
     assert_memory_equal(b1, b2, n1);
     free(b2);
     assert_int_equal(png_write_rgb(p2, w, h, rgb, kv, 3), SS_OK);
-    b2 = read_all(p2, &n2);
+    b2 = tc_read_all(p2, &n2);
     assert_int_equal(n1, n2);
     assert_memory_equal(b1, b2, n1);
     free(b1);
@@ -205,14 +187,14 @@ static void test_png_errors(void **state) {
     assert_int_equal(png_read_rgb(p, &w, &h, &rgb), SS_EIO);
     assert_non_null(strstr(ss_err(), "missing.png"));
     tmp_path(p, sizeof p, "text.png");
-    write_text(p, "this is not a png file at all");
+    assert_int_equal(tc_write_text(p, "this is not a png file at all"), 0);
     assert_int_equal(png_read_rgb(p, &w, &h, &rgb), SS_EFORMAT);
     assert_non_null(strstr(ss_err(), "text.png"));
     /* truncated PNG */
     tmp_path(q, sizeof q, "full.png");
     assert_int_equal(png_write_rgb(q, 2, 2, px, NULL, 0), SS_OK);
     size_t n;
-    char *b = read_all(q, &n);
+    char *b = tc_read_all(q, &n);
     tmp_path(p, sizeof p, "trunc.png");
     FILE *f = fopen(p, "wb");
     fwrite(b, 1, n - 20, f);
@@ -317,7 +299,7 @@ static void test_jsonl_errors(void **state) {
         char name[32];
         snprintf(name, sizeof name, "bad%zu.jsonl", i);
         tmp_path(p, sizeof p, name);
-        write_text(p, cases[i].text);
+        assert_int_equal(tc_write_text(p, cases[i].text), 0);
         assert_int_equal(gv_load_jsonl(p, &m, &n), SS_EFORMAT);
         assert_null(m);
         if (!strstr(ss_err(), name) || !strstr(ss_err(), cases[i].want))
@@ -330,10 +312,10 @@ static void test_jsonl_errors(void **state) {
 
     /* blank lines are skipped; unknown keys ignored; exclude color/position ignored */
     tmp_path(p, sizeof p, "ok.jsonl");
-    write_text(p, "\n{\"tag\": \"a\", \"prompt\": \"p0\", \"extra\": 1}\n   \n"
+    assert_int_equal(tc_write_text(p, "\n{\"tag\": \"a\", \"prompt\": \"p0\", \"extra\": 1}\n   \n"
                   "{\"tag\": \"b\", \"prompt\": \"p1\", \"include\": [{\"class\": \"circle\", "
                   "\"count\": 2, \"color\": \"red\"}], \"exclude\": [{\"class\": \"circle\", "
-                  "\"count\": 3}]}");
+                  "\"count\": 3}]}"), 0);
     assert_int_equal(gv_load_jsonl(p, &m, &n), SS_OK);
     assert_int_equal(n, 2);
     assert_string_equal(m[1].prompt, "p1");
@@ -952,7 +934,7 @@ static void test_eval_set(void **state) {
     const char *shipped = "data/shapeworld_eval.jsonl";
     if (getenv("SINKSCOPE_REGEN_EVAL")) assert_int_equal(sw_write_eval_jsonl(shipped), SS_OK);
     size_t n1, n2;
-    char *gen = read_all(p, &n1), *file = read_all(shipped, &n2);
+    char *gen = tc_read_all(p, &n1), *file = tc_read_all(shipped, &n2);
     if (!file) fail_msg("cannot read %s (run the test from the repository root)", shipped);
     assert_int_equal(n1, n2);
     assert_memory_equal(gen, file, n1);
@@ -1011,7 +993,7 @@ static void test_dataset_and_score_dir(void **state) {
     snprintf(q, sizeof q, "%s/00001_0.png", dir); /* two_object prompt */
     snprintf(p, sizeof p, "%s/00000_0.png", dir); /* single_object image */
     size_t len;
-    char *bytes = read_all(p, &len);
+    char *bytes = tc_read_all(p, &len);
     FILE *f = fopen(q, "wb");
     fwrite(bytes, 1, len, f);
     fclose(f);
@@ -1019,14 +1001,14 @@ static void test_dataset_and_score_dir(void **state) {
     /* a second sample of prompt 0, plus files that do not follow the convention */
     snprintf(q, sizeof q, "%s/00000_17.png", dir);
     f = fopen(q, "wb");
-    bytes = read_all(p, &len);
+    bytes = tc_read_all(p, &len);
     fwrite(bytes, 1, len, f);
     fclose(f);
     free(bytes);
     snprintf(q, sizeof q, "%s/notes.txt", dir);
-    write_text(q, "ignored");
+    assert_int_equal(tc_write_text(q, "ignored"), 0);
     snprintf(q, sizeof q, "%s/12_0.png", dir);
-    write_text(q, "ignored: fewer than 5 digits");
+    assert_int_equal(tc_write_text(q, "ignored: fewer than 5 digits"), 0);
     assert_int_equal(sw_score_dir(dir, meta, NULL, &rep), SS_OK);
     assert_int_equal(rep.n_img, 31);
     assert_int_equal(rep.sum.images_correct, 30);
@@ -1044,7 +1026,7 @@ static void test_dataset_and_score_dir(void **state) {
     char js[300];
     tmp_path(js, sizeof js, "report.json");
     assert_int_equal(sw_score_write_json(&rep, js), SS_OK);
-    char *txt = read_all(js, &len);
+    char *txt = tc_read_all(js, &len);
     assert_non_null(strstr(txt, "\"overall\""));
     assert_non_null(strstr(txt, "\"00001_0.png\""));
     assert_non_null(strstr(txt, "expected "));
@@ -1054,7 +1036,7 @@ static void test_dataset_and_score_dir(void **state) {
     /* errors: image index without prompt, missing folder, unreadable image, no images */
     snprintf(q, sizeof q, "%s/00030_0.png", dir);
     f = fopen(q, "wb");
-    bytes = read_all(p, &len);
+    bytes = tc_read_all(p, &len);
     fwrite(bytes, 1, len, f);
     fclose(f);
     free(bytes);
@@ -1062,7 +1044,7 @@ static void test_dataset_and_score_dir(void **state) {
     assert_non_null(strstr(ss_err(), "00030_0.png"));
     remove(q);
     snprintf(q, sizeof q, "%s/00002_0.png", dir);
-    write_text(q, "garbage");
+    assert_int_equal(tc_write_text(q, "garbage"), 0);
     assert_int_equal(sw_score_dir(dir, meta, NULL, &rep), SS_EFORMAT);
     assert_non_null(strstr(ss_err(), "00002_0.png"));
     tmp_path(q, sizeof q, "nowhere");
