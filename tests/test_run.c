@@ -764,7 +764,7 @@ static void test_text_prompts_and_errors(void **st) {
     assert_int_equal(rc, 1);
     assert_non_null(strstr(out, "probe: block 9 does not exist"));
     /* one run per folder at a time */
-    assert_int_equal(mkdir_p(at("locked")), 0);
+    assert_int_equal(ss_mkdir_p(at("locked")), 0);
     int fd = open(at("locked/.lock"), O_RDWR | O_CREAT, 0644);
     assert_true(fd >= 0);
     assert_int_equal(flock(fd, LOCK_EX), 0);

@@ -83,7 +83,7 @@ static int default_prompts(const char *exp_dir, char *out, size_t size) {
         return ss_fail(SS_EARG, "%s: path too long", exp_dir);
     if (access(out, F_OK) == 0) return 0;
     snprintf(tmp, sizeof tmp, "%s.tmp", out);
-    if ((rc = mkdir_p(exp_dir)) < 0) return rc;
+    if ((rc = ss_mkdir_p(exp_dir)) < 0) return rc;
     if ((rc = sw_write_eval_jsonl(tmp)) < 0 || (rc = commit_tmp(out)) < 0) return rc;
     fprintf(stderr, "sinkscope run: " EVAL_PROMPTS " not found; wrote the same evaluation set to %s\n", out);
     return 0;

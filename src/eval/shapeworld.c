@@ -8,6 +8,7 @@
 #include <sys/stat.h>
 
 #include "core/err.h"
+#include "io/fsutil.h"
 #include "io/png.h"
 
 const uint8_t SW_BACKGROUND[3] = {128, 128, 128};
@@ -452,8 +453,8 @@ int sw_write_eval_jsonl(const char *path) {
 
 int sw_write_dataset(const char *dir, uint64_t seed, long n, int w, int h) {
     if (n < 0) return ss_fail(SS_EARG, "negative dataset size %ld", n);
-    if (mkdir(dir, 0777) != 0 && errno != EEXIST)
-        return ss_fail(SS_EIO, "%s: cannot create directory: %s", dir, strerror(errno));
+    int mrc = ss_mkdir_p(dir);
+    if (mrc < 0) return mrc;
     size_t plen = strlen(dir) + 64;
     char *path = ss_malloc(plen);
     uint8_t *rgb = ss_malloc((size_t)w * (size_t)h * 3);

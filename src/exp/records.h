@@ -46,7 +46,6 @@ void records_close(records_file *rf);
 int records_append(records_file *rf, const void *record);
 
 /* mkdir -p. */
-int mkdir_p(const char *path);
 /* fsync a folder (makes a rename inside it durable). */
 int fsync_dir(const char *dir);
 /* Writes bytes atomically (tmp + fsync + rename + folder fsync). */
@@ -58,5 +57,7 @@ int commit_tmp(const char *path);
  * experiment.json keeps 17 so its numbers read back as the same doubles. */
 #define RECORDS_JSON_FLAGS (JSON_COMPACT | JSON_PRESERVE_ORDER | JSON_REAL_PRECISION(9))
 #define CONFIG_JSON_FLAGS (JSON_INDENT(2) | JSON_PRESERVE_ORDER | JSON_REAL_PRECISION(17))
+
+#include "io/fsutil.h" /* ss_mkdir_p */
 
 #endif

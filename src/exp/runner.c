@@ -573,7 +573,7 @@ int run_experiment(const run_config *c, run_result *res) {
     uint8_t *todo = NULL;
     exp_blocks bm = {0};
     char path[PATHLEN];
-    if ((rc = mkdir_p(c->exp_dir)) < 0) return rc;
+    if ((rc = ss_mkdir_p(c->exp_dir)) < 0) return rc;
     snprintf(path, sizeof path, "%s/.lock", c->exp_dir);
     lock_fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0644);
     if (lock_fd < 0) return ss_fail(SS_EIO, "%s: cannot open: %s", path, strerror(errno));
@@ -587,7 +587,7 @@ int run_experiment(const run_config *c, run_result *res) {
     res->repaired = r.rf.truncated;
     for (int i = 0; i < r.n_conds; i++) {
         snprintf(path, sizeof path, "%s/images/%s", c->exp_dir, r.conds[i].name);
-        if ((rc = mkdir_p(path)) < 0) goto done;
+        if ((rc = ss_mkdir_p(path)) < 0) goto done;
         clean_tmp(path);
     }
     /* what is missing, decided once here: the workers never read the key set */

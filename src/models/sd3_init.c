@@ -7,6 +7,7 @@
 #include <sys/stat.h>
 
 #include "core/err.h"
+#include "io/fsutil.h"
 #include "io/safetensors.h"
 #include "models/sd3.h"
 
@@ -70,8 +71,8 @@ static void add_tensor(void *vctx, const char *name, int ndim, const int64_t *sh
 }
 
 int sd3_init_random(const sd3_config *cfg, const char *dir, uint64_t seed, int dtype) {
-    struct stat sb;
-    if (mkdir(dir, 0777) && !(errno == EEXIST && stat(dir, &sb) == 0 && S_ISDIR(sb.st_mode))) return ss_fail(SS_EIO, "%s: cannot create the folder", dir);
+    int mrc = ss_mkdir_p(dir);
+    if (mrc < 0) return mrc;
     init_ctx c = {.cfg = cfg, .w = st_writer_new(), .dtype = (st_dtype)dtype, .state = seed * 0x9E3779B97F4A7C15ull + 1};
     if (!c.w) return SS_ENOMEM;
     int rc = sd3_enumerate_tensors(cfg, add_tensor, &c);

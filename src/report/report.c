@@ -5,6 +5,7 @@
 #include <sys/stat.h>
 
 #include "core/err.h"
+#include "io/fsutil.h"
 #include "exp/report_hook.h"
 #include "report/report.h"
 
@@ -31,7 +32,7 @@ int report_run(const report_opts *o) {
         rp_exp_free(&e);
         return rc;
     }
-    if (mkdir(out, 0777) != 0 && errno != EEXIST) rc = ss_fail(SS_EIO, "%s: cannot create (%s)", out, strerror(errno));
+    rc = ss_mkdir_p(out);
     if (rc == 0) rc = rp_write_csvs(&a, out);
     if (rc == 0) rc = rp_write_summary(&a, out);
     if (rc == 0) rc = rp_write_html(&a, out);

@@ -9,6 +9,7 @@
 #include <sys/stat.h>
 
 #include "core/err.h"
+#include "io/fsutil.h"
 #include "io/jsonfile.h"
 #include "core/rng.h"
 #include "io/safetensors.h"
@@ -274,16 +275,11 @@ done:
 
 /* ---- random pipeline folders ---- */
 
-static int ensure_dir(const char *path) {
-    struct stat sb;
-    if (mkdir(path, 0777) == 0 || (errno == EEXIST && stat(path, &sb) == 0 && S_ISDIR(sb.st_mode))) return 0;
-    return ss_fail(SS_EIO, "%s: cannot create the folder: %s", path, strerror(errno));
-}
 
 static int write_scheduler(const char *dir) {
     char path[PATH_MAX_LEN], tmp[PATH_MAX_LEN + 8];
     int rc;
-    if ((rc = join(path, dir, "scheduler")) < 0 || (rc = ensure_dir(path)) < 0) return rc;
+    if ((rc = join(path, dir, "scheduler")) < 0 || (rc = ss_mkdir_p(path)) < 0) return rc;
     if ((rc = join(path, dir, "scheduler/scheduler_config.json")) < 0) return rc;
     json_t *o = json_pack("{s:s, s:i, s:f}", "_class_name", "FlowMatchEulerDiscreteScheduler", "num_train_timesteps", 1000,
                           "shift", 3.0);
@@ -314,7 +310,7 @@ int pipe_init_random(const char *dir, const sd3_config *tcfg, const te_config *t
     if ((rc = te_config_check(&c, "pipe_init_random: text encoder config")) < 0 ||
         (rc = check_consistent(tcfg, &c, "pipe_init_random: transformer config", "pipe_init_random: text encoder config")) < 0)
         goto done;
-    if ((rc = ensure_dir(dir)) < 0 || (rc = join(path, dir, "transformer")) < 0 ||
+    if ((rc = ss_mkdir_p(dir)) < 0 || (rc = join(path, dir, "transformer")) < 0 ||
         (rc = sd3_init_random(tcfg, path, seed, ST_F32)) < 0)
         goto done;
     if ((rc = te_init_random(&enc, &c, seed)) < 0 || (rc = te_set_vocab(enc, voc)) < 0) goto done;

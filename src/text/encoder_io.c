@@ -4,6 +4,7 @@
 #include <sys/stat.h>
 
 #include "core/err.h"
+#include "io/fsutil.h"
 #include "io/safetensors.h"
 #include "text/encoder.h"
 
@@ -64,19 +65,14 @@ int te_load(te **out, const char *model_dir) {
     return 0;
 }
 
-static int ensure_dir(const char *path) {
-    struct stat sb;
-    if (mkdir(path, 0777) == 0 || (stat(path, &sb) == 0 && S_ISDIR(sb.st_mode))) return 0;
-    return ss_fail(SS_EIO, "%s: cannot create directory", path);
-}
 
 int te_save(const te *m, const char *model_dir) {
     te_paths p;
     char sub[4096];
     int rc = make_paths(&p, model_dir);
-    if (rc < 0 || (rc = te_config_check(&m->cfg, "te_save")) < 0 || (rc = ensure_dir(model_dir)) < 0) return rc;
+    if (rc < 0 || (rc = te_config_check(&m->cfg, "te_save")) < 0 || (rc = ss_mkdir_p(model_dir)) < 0) return rc;
     snprintf(sub, sizeof sub, "%s/text_encoder", model_dir);
-    if ((rc = ensure_dir(sub)) < 0 || (rc = te_config_save(&m->cfg, p.cfg)) < 0) return rc;
+    if ((rc = ss_mkdir_p(sub)) < 0 || (rc = te_config_save(&m->cfg, p.cfg)) < 0) return rc;
     st_writer *w = st_writer_new();
     if (!w) return SS_ENOMEM;
     const int64_t tshape[2] = {m->cfg.vocab_size, m->cfg.hidden_size};
@@ -87,6 +83,6 @@ int te_save(const te *m, const char *model_dir) {
     st_writer_free(w);
     if (rc < 0 || !m->vocab) return rc < 0 ? rc : 0;
     snprintf(sub, sizeof sub, "%s/tokenizer", model_dir);
-    if ((rc = ensure_dir(sub)) < 0) return rc;
+    if ((rc = ss_mkdir_p(sub)) < 0) return rc;
     return tok_vocab_save(m->vocab, p.vocab);
 }
