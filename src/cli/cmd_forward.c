@@ -164,8 +164,8 @@ int cmd_forward(int argc, char **argv) {
         const sink_record *r = sink_ctx_record(sk, i);
         for (int b = 0; b < r->B; b++) {
             if (r->probed)
-                printf("block %2d batch %d: MaxMass %.4f  entropy %.3f  top-5 conc. %.3f  top-1 sink: key %d (%s, mass %.4f; "
-                       "text in %.0f%% of heads, index 0 in %.0f%%)  activation max %.2f p95 %.2f\n",
+                printf("block %2d batch %d: MaxMass %.4f  entropy %.3f  top-5 conc. %.3f  head 0 top-1 sink: key %d (%s, mass %.4f; "
+                       "top-1 is text in %.0f%% of heads, index 0 in %.0f%%)  activation max %.2f p95 %.2f\n",
                        r->block, b, r->max_mass[b], r->entropy[b], r->top5[b], r->top_idx[(size_t)b * r->H * r->topk],
                        r->top_idx[(size_t)b * r->H * r->topk] >= r->n_img ? "text" : "image", r->top_mass[(size_t)b * r->H * r->topk],
                        100 * r->text_frac[b], 100 * r->idx0_frac[b], r->act_max[b], r->act_p95[b]);
