@@ -8,6 +8,7 @@
 #include "cli/args.h"
 #include "cli/commands.h"
 #include "core/err.h"
+#include "io/jsonfile.h"
 #include "io/safetensors.h"
 #include "models/sd3.h"
 #include "sink/sink.h"
@@ -199,15 +200,7 @@ int cmd_forward(int argc, char **argv) {
         for (int i = 0; i < sink_ctx_record_count(sk); i++)
             json_array_append_new(recs, (json_t *)sink_record_to_json(sink_ctx_record(sk, i)));
         json_object_set_new(root, "records", recs);
-        char tmp[4300];
-        snprintf(tmp, sizeof tmp, "%s.tmp", stats_path);
-        int jr = json_dump_file(root, tmp, JSON_INDENT(1) | JSON_PRESERVE_ORDER | JSON_REAL_PRECISION(9));
-        json_decref(root);
-        if (jr || rename(tmp, stats_path)) {
-            remove(tmp);
-            rc = ss_fail(SS_EIO, "%s: cannot write the statistics", stats_path);
-            goto done;
-        }
+        if ((rc = ss_json_save(stats_path, root, JSON_INDENT(1) | JSON_PRESERVE_ORDER | JSON_REAL_PRECISION(9))) < 0) goto done;
     }
     exit_code = 0;
 done:

@@ -7,5 +7,8 @@
 #include <jansson.h>
 
 int ss_json_load(const char *path, json_t **out);
+/* Write o to path.tmp, fsync, rename over path (an existing file is never left half-written).
+ * Takes the reference to o (decref'ed here, also on failure). flags: jansson dump flags. */
+int ss_json_save(const char *path, json_t *o, size_t flags);
 
 #endif

@@ -318,13 +318,5 @@ int sd3_config_save(const sd3_config *c, const char *path) {
         if (c->dual[i]) json_array_append_new(dual, json_integer(i));
     json_object_set_new(o, "dual_attention_layers", dual);
     json_object_set_new(o, "qk_norm", c->qk_norm ? json_string("rms_norm") : json_null());
-    char tmp[4200];
-    snprintf(tmp, sizeof tmp, "%s.tmp", path);
-    int rc = json_dump_file(o, tmp, JSON_INDENT(2) | JSON_PRESERVE_ORDER);
-    json_decref(o);
-    if (rc || rename(tmp, path)) {
-        remove(tmp);
-        return ss_fail(SS_EIO, "%s: cannot write", path);
-    }
-    return 0;
+    return ss_json_save(path, o, JSON_INDENT(2) | JSON_PRESERVE_ORDER);
 }

@@ -96,7 +96,7 @@ done:
 }
 
 int pipe_write_index(const char *dir) {
-    char path[PATH_MAX_LEN], tmp[PATH_MAX_LEN + 8];
+    char path[PATH_MAX_LEN];
     int rc = join(path, dir, "model_index.json");
     if (rc < 0) return rc;
     json_t *o = json_object();
@@ -105,14 +105,7 @@ int pipe_write_index(const char *dir) {
     for (size_t i = 0; i < N_COMPONENTS; i++)
         json_object_set_new(o, COMPONENTS[i].key, json_pack("[s, s]", COMPONENTS[i].lib, COMPONENTS[i].cls));
     json_object_set_new(o, "vae", json_null());
-    snprintf(tmp, sizeof tmp, "%s.tmp", path);
-    int jr = json_dump_file(o, tmp, JSON_INDENT(2) | JSON_PRESERVE_ORDER);
-    json_decref(o);
-    if (jr || rename(tmp, path)) {
-        remove(tmp);
-        return ss_fail(SS_EIO, "%s: cannot write", path);
-    }
-    return 0;
+    return ss_json_save(path, o, JSON_INDENT(2) | JSON_PRESERVE_ORDER);
 }
 
 /* ---- consistency ---- */
@@ -277,20 +270,13 @@ done:
 
 
 static int write_scheduler(const char *dir) {
-    char path[PATH_MAX_LEN], tmp[PATH_MAX_LEN + 8];
+    char path[PATH_MAX_LEN];
     int rc;
     if ((rc = join(path, dir, "scheduler")) < 0 || (rc = ss_mkdir_p(path)) < 0) return rc;
     if ((rc = join(path, dir, "scheduler/scheduler_config.json")) < 0) return rc;
     json_t *o = json_pack("{s:s, s:i, s:f}", "_class_name", "FlowMatchEulerDiscreteScheduler", "num_train_timesteps", 1000,
                           "shift", 3.0);
-    snprintf(tmp, sizeof tmp, "%s.tmp", path);
-    int jr = json_dump_file(o, tmp, JSON_INDENT(2) | JSON_PRESERVE_ORDER);
-    json_decref(o);
-    if (jr || rename(tmp, path)) {
-        remove(tmp);
-        return ss_fail(SS_EIO, "%s: cannot write", path);
-    }
-    return 0;
+    return ss_json_save(path, o, JSON_INDENT(2) | JSON_PRESERVE_ORDER);
 }
 
 int pipe_init_random(const char *dir, const sd3_config *tcfg, const te_config *tecfg, const char *const *words,

@@ -11,6 +11,8 @@
 #include <unistd.h>
 
 #include "core/err.h"
+#include "io/fsutil.h"
+#include "io/jsonfile.h"
 #include "core/rng.h"
 #include "io/safetensors.h"
 #include "train/train.h"
@@ -229,23 +231,6 @@ static int join(char *buf, size_t size, const char *a, const char *b) {
     return 0;
 }
 
-static int ensure_dir(const char *path) {
-    struct stat sb;
-    if (mkdir(path, 0777) == 0 || (errno == EEXIST && stat(path, &sb) == 0 && S_ISDIR(sb.st_mode))) return 0;
-    return ss_fail(SS_EIO, "%s: cannot create the folder: %s", path, strerror(errno));
-}
-
-static int write_json(json_t *o, const char *path) {
-    char tmp[4200];
-    snprintf(tmp, sizeof tmp, "%s.tmp", path);
-    int jr = json_dump_file(o, tmp, JSON_INDENT(2) | JSON_PRESERVE_ORDER | JSON_REAL_PRECISION(17));
-    json_decref(o);
-    if (jr || rename(tmp, path)) {
-        remove(tmp);
-        return ss_fail(SS_EIO, "%s: cannot write", path);
-    }
-    return 0;
-}
 
 static int save_transformer(const tr_model *m, const float *w, const char *dir) {
     char path[4200];
@@ -271,7 +256,7 @@ static int save_transformer(const tr_model *m, const float *w, const char *dir) 
 static int save_into(const tr_model *m, const float *w, const tok_vocab *vocab, double shift, const char *dir) {
     char path[4200];
     int rc;
-    if ((rc = join(path, sizeof path, dir, "transformer")) < 0 || (rc = ensure_dir(path)) < 0 ||
+    if ((rc = join(path, sizeof path, dir, "transformer")) < 0 || (rc = ss_mkdir_p(path)) < 0 ||
         (rc = save_transformer(m, w, path)) < 0)
         return rc;
     /* te_save wants a te; this one borrows the arena and the vocabulary (never te_free'd) */
@@ -280,7 +265,7 @@ static int save_into(const tr_model *m, const float *w, const tok_vocab *vocab, 
               .pos_emb = (float *)w + (m->pos_emb - m->param),
               .vocab = (tok_vocab *)vocab};
     if ((rc = te_save(&tmp, dir)) < 0) return rc;
-    if ((rc = join(path, sizeof path, dir, "scheduler")) < 0 || (rc = ensure_dir(path)) < 0 ||
+    if ((rc = join(path, sizeof path, dir, "scheduler")) < 0 || (rc = ss_mkdir_p(path)) < 0 ||
         (rc = join(path, sizeof path, dir, "scheduler/scheduler_config.json")) < 0)
         return rc;
     json_t *s = json_object();
@@ -288,7 +273,7 @@ static int save_into(const tr_model *m, const float *w, const tok_vocab *vocab, 
     json_object_set_new(s, "num_train_timesteps", json_integer(1000));
     json_object_set_new(s, "shift", json_real(shift));
     json_object_set_new(s, "use_dynamic_shifting", json_false());
-    if ((rc = write_json(s, path)) < 0 || (rc = join(path, sizeof path, dir, "model_index.json")) < 0) return rc;
+    if ((rc = ss_json_save(path, s, JSON_INDENT(2) | JSON_PRESERVE_ORDER | JSON_REAL_PRECISION(17))) < 0 || (rc = join(path, sizeof path, dir, "model_index.json")) < 0) return rc;
     static const char *const comp[4][3] = {{"transformer", "diffusers", "SD3Transformer2DModel"},
                                            {"text_encoder", "sinkscope", "WordEmbeddingTextEncoder"},
                                            {"tokenizer", "sinkscope", "WordTokenizer"},
@@ -298,7 +283,7 @@ static int save_into(const tr_model *m, const float *w, const tok_vocab *vocab, 
     json_object_set_new(o, "_trained_by", json_string("sinkscope train"));
     for (int i = 0; i < 4; i++) json_object_set_new(o, comp[i][0], json_pack("[s, s]", comp[i][1], comp[i][2]));
     json_object_set_new(o, "vae", json_null());
-    return write_json(o, path);
+    return ss_json_save(path, o, JSON_INDENT(2) | JSON_PRESERVE_ORDER | JSON_REAL_PRECISION(17));
 }
 
 /* Removes a folder this writer made (known names only; anything else makes rmdir fail). */
@@ -328,7 +313,7 @@ int tr_model_save(const tr_model *m, const float *weights, const tok_vocab *voca
     snprintf(tmp, sizeof tmp, "%s.tmp", dir);
     snprintf(old, sizeof old, "%s.old", dir);
     remove_folder(tmp);
-    int rc = ensure_dir(tmp);
+    int rc = ss_mkdir_p(tmp);
     if (rc >= 0) rc = save_into(m, weights, vocab, shift, tmp);
     if (rc < 0) return rc;
     struct stat sb;
