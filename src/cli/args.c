@@ -4,6 +4,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 int cli_parse(int argc, char **argv, const cli_opt *opts, int n, const char *usage) {
     for (int i = 1; i < argc; i++) {
@@ -73,4 +74,19 @@ int cli_int_list(const char *cmd, const char *opt, const char *s, int *dst, int 
         p = *end ? end + 1 : end;
     }
     return n;
+}
+
+int cli_find_resource(const char *rel, char *out, size_t size) {
+    char exe[4096];
+    ssize_t len = readlink("/proc/self/exe", exe, sizeof exe - 1);
+    if (len > 0) {
+        exe[len] = 0;
+        char *slash = strrchr(exe, '/');
+        if (slash) {
+            *slash = 0;
+            if ((size_t)snprintf(out, size, "%s/%s", exe, rel) < size && access(out, F_OK) == 0) return 0;
+        }
+    }
+    snprintf(out, size, "%s", rel);
+    return access(out, F_OK) == 0 ? 0 : -1;
 }

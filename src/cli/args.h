@@ -2,6 +2,8 @@
 #ifndef SS_ARGS_H
 #define SS_ARGS_H
 
+#include <stddef.h>
+
 typedef struct {
     const char *name;   /* without the leading "--" */
     const char **value; /* set for options that take a value, else NULL */
@@ -15,5 +17,9 @@ int cli_int(const char *cmd, const char *opt, const char *s, long lo, long hi, l
 int cli_double(const char *cmd, const char *opt, const char *s, double lo, double hi, double *out);
 /* Comma-separated non-negative integers, e.g. "0,6,12". Returns the count or -1. */
 int cli_int_list(const char *cmd, const char *opt, const char *s, int *dst, int max);
+
+/* A file or folder shipped with sinkscope (rel, e.g. "models/shapeworld/model_index.json"):
+ * next to the executable first, then in the current directory. 0 if found (out holds it). */
+int cli_find_resource(const char *rel, char *out, size_t size);
 
 #endif

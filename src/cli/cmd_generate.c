@@ -31,27 +31,6 @@ static const char USAGE[] =
     "                     its 'steps' window is in t/T = step / (steps - 1), 0 = noisiest\n"
     "  --threads N        OpenMP/BLAS threads (default: all cores); the image does not depend on it\n";
 
-static int has_index(const char *dir) {
-    char p[4300];
-    if ((size_t)snprintf(p, sizeof p, "%s/model_index.json", dir) >= sizeof p) return 0;
-    return access(p, F_OK) == 0;
-}
-
-/* The embedded model: next to the executable first, then in the current directory. */
-static int find_embedded(char *out, size_t size) {
-    char exe[4096];
-    ssize_t len = readlink("/proc/self/exe", exe, sizeof exe - 1);
-    if (len > 0) {
-        exe[len] = 0;
-        char *slash = strrchr(exe, '/');
-        if (slash) {
-            *slash = 0;
-            if ((size_t)snprintf(out, size, "%s/%s", exe, EMBEDDED_MODEL) < size && has_index(out)) return 0;
-        }
-    }
-    snprintf(out, size, "%s", EMBEDDED_MODEL);
-    return has_index(out) ? 0 : -1;
-}
 
 static void progress(void *ctx, int step, int steps, const float *sample) {
     (void)ctx, (void)sample;
@@ -88,11 +67,12 @@ int cmd_generate(int argc, char **argv) {
     p.cfg = cfg;
     char embedded[4200];
     if (!model_dir) {
-        if (find_embedded(embedded, sizeof embedded) < 0) {
+        if (cli_find_resource(EMBEDDED_MODEL "/model_index.json", embedded, sizeof embedded) < 0) {
             fprintf(stderr, "sinkscope generate: no --model given and the embedded model " EMBEDDED_MODEL
                             " was not found (looked next to the executable and in the current directory)\n");
             return 1;
         }
+        embedded[strlen(embedded) - strlen("/model_index.json")] = 0;
         model_dir = embedded;
     }
 

@@ -57,26 +57,11 @@ static const char USAGE[] =
     "                      for small models; use 1 for a large model to put every thread on one image)\n"
     "  --quiet             no progress bar, only the summary line\n";
 
-/* rel next to the executable, else in the current directory; 0 if found. */
-static int find_resource(const char *rel, char *out, size_t size) {
-    char exe[4096];
-    ssize_t len = readlink("/proc/self/exe", exe, sizeof exe - 1);
-    if (len > 0) {
-        exe[len] = 0;
-        char *slash = strrchr(exe, '/');
-        if (slash) {
-            *slash = 0;
-            if ((size_t)snprintf(out, size, "%s/%s", exe, rel) < size && access(out, F_OK) == 0) return 0;
-        }
-    }
-    snprintf(out, size, "%s", rel);
-    return access(out, F_OK) == 0 ? 0 : -1;
-}
 
 /* The evaluation set: the repository's file, or the same set (sw_write_eval_jsonl) written into
  * the experiment folder when the file is not installed. */
 static int default_prompts(const char *exp_dir, char *out, size_t size) {
-    if (find_resource(EVAL_PROMPTS, out, size) == 0) return 0;
+    if (cli_find_resource(EVAL_PROMPTS, out, size) == 0) return 0;
     char tmp[4400];
     int rc;
     if ((size_t)snprintf(out, size, "%s/shapeworld_eval.jsonl", exp_dir) >= size)
@@ -166,7 +151,7 @@ int cmd_run(int argc, char **argv) {
 
     char model_buf[4200], prompts_buf[4200], preset_buf[4200], source[4400];
     if (!model_dir) {
-        if (find_resource(EMBEDDED_MODEL "/model_index.json", model_buf, sizeof model_buf) < 0) {
+        if (cli_find_resource(EMBEDDED_MODEL "/model_index.json", model_buf, sizeof model_buf) < 0) {
             fprintf(stderr, "sinkscope run: no --model given and the embedded model " EMBEDDED_MODEL
                             " was not found (looked next to the executable and in the current directory)\n");
             return 1;
@@ -192,7 +177,7 @@ int cmd_run(int argc, char **argv) {
         }
         char rel[300];
         snprintf(rel, sizeof rel, "configs/presets/%s.json", preset);
-        if (find_resource(rel, preset_buf, sizeof preset_buf) < 0) {
+        if (cli_find_resource(rel, preset_buf, sizeof preset_buf) < 0) {
             fprintf(stderr, "sinkscope run: preset '%s' not found (%s next to the executable or in the current directory)\n",
                     preset, rel);
             return 1;
