@@ -21,8 +21,9 @@ static const char USAGE[] =
     "                       (pipeline folder with the EMA weights) at every checkpoint and at the end\n"
     "  --config FILE        a JSON object of options: keys are the names below without '--'\n"
     "                       ({\"layers\": 6, \"lr\": 5e-4, \"qk-norm\": \"rms\"}); command-line values win\n"
-    "  --resume             continue DIR/checkpoint.safetensors exactly (same data and thread count);\n"
-    "                       architecture and optimizer come from the checkpoint, --steps may extend it\n"
+    "  --resume             continue DIR/checkpoint.safetensors exactly (same thread count); the\n"
+    "                       architecture, optimizer and data come from the checkpoint, --steps may\n"
+    "                       extend the run (the cosine schedule then stretches to the new length)\n"
     "  --data NAME          shapeworld (default when built in) or toy (colored squares)\n"
     "  --data-seed N        ShapeWorld scene seed (default 0)\n"
     "\n"
@@ -224,8 +225,26 @@ int cmd_train(int argc, char **argv) {
         }
     }
     if (threads) omp_set_num_threads((int)threads);
-    tr_data data;
+    char ckpt[4200] = "";
+    if (val[O_OUT] && (size_t)snprintf(ckpt, sizeof ckpt, "%s/checkpoint.safetensors", val[O_OUT]) >= sizeof ckpt) {
+        fprintf(stderr, "sinkscope train: --out path too long\n");
+        return 2;
+    }
     const char *dname = val[O_DATA];
+    char saved_data[128] = "";
+    if (resume && !do_bench) {
+        /* the data set and image size come from the checkpoint unless given */
+        tr_arch sa;
+        if (tr_checkpoint_info(ckpt, &sa, NULL, saved_data, sizeof saved_data) < 0) {
+            fprintf(stderr, "sinkscope train: %s\n", ss_err());
+            return 1;
+        }
+        c->sample_size = sa.sd3.sample_size;
+        unsigned long long sseed;
+        if (!dname && sscanf(saved_data, "shapeworld(seed=%llu)", &sseed) == 1) dname = "shapeworld", data_seed = (long)sseed;
+        else if (!dname && !strcmp(saved_data, "toy-squares")) dname = "toy";
+    }
+    tr_data data;
     if (!dname) dname = tr_data_shapeworld(&data, c->sample_size, (uint64_t)data_seed) == 0 ? "shapeworld" : "toy";
     if (!strcmp(dname, "toy")) {
         if (c->sample_size < 8 || c->sample_size > 64) {
@@ -239,8 +258,6 @@ int cmd_train(int argc, char **argv) {
     }
     tr_trainer *t = NULL;
     int rc;
-    char ckpt[4200];
-    if (val[O_OUT]) snprintf(ckpt, sizeof ckpt, "%s/checkpoint.safetensors", val[O_OUT]);
     if (resume && !do_bench) {
         static const int arch_opts[] = {O_IMAGE, O_PATCH, O_LAYERS, O_HEADS, O_HEAD_DIM, O_QK, O_TEXT_LEN, O_TEXT_DIM,
                                         O_BATCH, O_LR, O_MIN_LR, O_WARMUP, O_SCHEDULE, O_SEED};

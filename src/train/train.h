@@ -4,7 +4,7 @@
  *   tr_opts o; tr_opts_default(&o); o.steps = 20000;
  *   tr_arch a; tr_arch_default(&a);                 // 32x32 RGB, patch 2, D = 128, 6 layers ...
  *   tr_data d = tr_data_toy();                      // or a ShapeWorld callback (train_data.c)
- *   tr_trainer *t; tr_trainer_new(&t, &a, &o, &d);  // or tr_trainer_resume(&t, "OUT/checkpoint", ...)
+ *   tr_trainer *t; tr_trainer_new(&t, &a, &o, &d);  // or tr_trainer_resume(&t, "OUT/checkpoint.safetensors", ...)
  *   tr_trainer_run(t, "OUT");                       // logs to stderr, checkpoints, writes the model
  *   tr_trainer_free(t);
  *
@@ -166,6 +166,8 @@ int tr_trainer_new(tr_trainer **out, const tr_arch *a, const tr_opts *o, const t
  * settings come from the checkpoint; `steps`, `log_every` and `save_every` of `o` (when o is not
  * NULL) replace the saved ones. The data set must have the same name and vocabulary. */
 int tr_trainer_resume(tr_trainer **out, const char *path, const tr_opts *o, const tr_data *d);
+/* Reads a checkpoint's architecture, options and data-set name (any output may be NULL). */
+int tr_checkpoint_info(const char *path, tr_arch *a, tr_opts *o, char *data_name, size_t cap);
 void tr_trainer_free(tr_trainer *t);
 /* One optimizer step. */
 int tr_trainer_step(tr_trainer *t);

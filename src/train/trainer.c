@@ -402,6 +402,23 @@ static int parse_meta(const st_file *f, const char *path, tr_arch *a, tr_opts *o
     return 0;
 }
 
+int tr_checkpoint_info(const char *path, tr_arch *a, tr_opts *o, char *data_name, size_t cap) {
+    st_file *f = NULL;
+    tr_arch ta;
+    tr_opts to;
+    int rc = st_open(&f, path);
+    if (rc < 0 || (rc = parse_meta(f, path, &ta, &to)) < 0) {
+        st_close(f);
+        return rc;
+    }
+    if (a) *a = ta;
+    if (o) *o = to;
+    const char *dn = st_metadata(f, "data");
+    if (data_name && cap) snprintf(data_name, cap, "%s", dn ? dn : "");
+    st_close(f);
+    return 0;
+}
+
 int tr_trainer_resume(tr_trainer **out, const char *path, const tr_opts *ov, const tr_data *d) {
     *out = NULL;
     st_file *f = NULL;
