@@ -34,7 +34,8 @@ static int teardown(void **st) {
 
 static void tiny(tr_arch *a, tr_opts *o, int qk) {
     tr_arch_default(a);
-    a->sd3.sample_size = 16, a->sd3.num_layers = 2, a->sd3.num_heads = 2, a->sd3.head_dim = 16, a->sd3.qk_norm = qk;
+    a->sd3.sample_size = 16, a->sd3.patch_size = 2, a->sd3.num_layers = 2;
+    a->sd3.num_heads = 2, a->sd3.head_dim = 16, a->sd3.qk_norm = qk;
     a->te.max_length = 12, a->te.hidden_size = 16;
     tr_opts_default(o);
     o->batch = 4, o->steps = 6, o->warmup = 2, o->lr = 2e-3, o->min_lr = 1e-4, o->log_every = 0, o->save_every = 0;

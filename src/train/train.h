@@ -1,8 +1,8 @@
 /* train: trains a pixel-space SD3-architecture transformer (diffusers' SD3Transformer2DModel) and
  * its tiny word-embedding text encoder jointly, by rectified flow, on a procedural data set.
  *
- *   tr_opts o; tr_opts_default(&o); o.steps = 20000;
- *   tr_arch a; tr_arch_default(&a);                 // 32x32 RGB, patch 2, D = 128, 6 layers ...
+ *   tr_opts o; tr_opts_default(&o); o.steps = 30000;
+ *   tr_arch a; tr_arch_default(&a);                 // 32x32 RGB, patch 4, D = 128, 6 layers ...
  *   tr_data d = tr_data_toy();                      // or a ShapeWorld callback (train_data.c)
  *   tr_trainer *t; tr_trainer_new(&t, &a, &o, &d);  // or tr_trainer_resume(&t, "OUT/checkpoint.safetensors", ...)
  *   tr_trainer_run(t, "OUT");                       // logs to stderr, checkpoints, writes the model
@@ -59,8 +59,10 @@ typedef struct {
     te_config te;   /* vocab_size is set from the data's words; max_length = text tokens */
 } tr_arch;
 
-/* The recommended embedded model: 32x32 RGB, patch 2, D = 128 (2 heads x 64), 6 layers,
- * 16 text tokens of width 64, no qk_norm. */
+/* The recommended embedded model: 32x32 RGB, patch 4 (64 image tokens), D = 128 (2 heads x 64),
+ * 6 layers, 16 text tokens of width 64, no qk_norm: 3.5M parameters (13.9 MB in fp32). On the
+ * 2-core reference machine it trains at ~140 samples/s, so the default 30000 steps of 32 take
+ * about 2 hours. Patch 2 (256 tokens) costs 4.2x more per sample. */
 void tr_arch_default(tr_arch *a);
 /* Fills the derived fields (caption_projection_dim = D, pos_embed_max_size = sample/patch,
  * joint/pooled dims = text width) and checks the restrictions above. */

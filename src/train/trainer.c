@@ -24,7 +24,7 @@
 #define STREAM_DROP 13
 
 void tr_opts_default(tr_opts *o) {
-    *o = (tr_opts){.steps = 20000, .batch = 32, .lr = 1e-3, .min_lr = 1e-4, .warmup = 500,
+    *o = (tr_opts){.steps = 30000, .batch = 32, .lr = 1e-3, .min_lr = 1e-4, .warmup = 500,
                    .schedule = TR_SCHED_COSINE, .beta1 = 0.9, .beta2 = 0.99, .eps = 1e-8, .weight_decay = 0.01,
                    .clip = 1.0, .ema_decay = 0.999, .cfg_drop = 0.1, .logit_mean = 0.0, .logit_std = 1.0,
                    .sample_shift = 1.0, .seed = 0, .log_every = 50, .save_every = 1000, .init = 1};
@@ -33,7 +33,7 @@ void tr_opts_default(tr_opts *o) {
 void tr_arch_default(tr_arch *a) {
     memset(a, 0, sizeof *a);
     sd3_config *c = &a->sd3;
-    c->sample_size = 32, c->patch_size = 2, c->in_channels = 3, c->out_channels = 3;
+    c->sample_size = 32, c->patch_size = 4, c->in_channels = 3, c->out_channels = 3;
     c->num_layers = 6, c->num_heads = 2, c->head_dim = 64, c->qk_norm = 0;
     a->te = (te_config){.vocab_size = 2, .max_length = 16, .hidden_size = 64, .pooled_size = 64};
     tr_arch_check(a);
