@@ -90,3 +90,16 @@ int cli_find_resource(const char *rel, char *out, size_t size) {
     snprintf(out, size, "%s", rel);
     return access(out, F_OK) == 0 ? 0 : -1;
 }
+
+int cli_find_embedded_model(const char *cmd, char *out, size_t size) {
+    static const char rel[] = CLI_EMBEDDED_MODEL, index[] = "/model_index.json";
+    char probe[4300];
+    snprintf(probe, sizeof probe, "%s%s", rel, index);
+    if (cli_find_resource(probe, out, size) < 0) {
+        fprintf(stderr, "sinkscope %s: no --model given and the embedded model %s was not found "
+                        "(looked next to the executable and in the current directory)\n", cmd, rel);
+        return -1;
+    }
+    out[strlen(out) - strlen(index)] = 0;
+    return 0;
+}

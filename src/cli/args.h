@@ -22,4 +22,10 @@ int cli_int_list(const char *cmd, const char *opt, const char *s, int *dst, int 
  * next to the executable first, then in the current directory. 0 if found (out holds it). */
 int cli_find_resource(const char *rel, char *out, size_t size);
 
+#define CLI_EMBEDDED_MODEL "models/shapeworld"
+
+/* The embedded model folder (CLI_EMBEDDED_MODEL, located like a resource) into out; prints
+ * "sinkscope CMD: no --model given ..." and returns -1 when it is missing. */
+int cli_find_embedded_model(const char *cmd, char *out, size_t size);
+
 #endif

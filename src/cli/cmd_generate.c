@@ -13,7 +13,6 @@
 #include "sample/pipeline.h"
 #include "sink/sink.h"
 
-#define EMBEDDED_MODEL "models/shapeworld"
 
 static const char USAGE[] =
     "usage: sinkscope generate --prompt TEXT --out FILE.png [--seed N] [--steps N] [--cfg X]\n"
@@ -25,7 +24,7 @@ static const char USAGE[] =
     "  --steps N          FlowMatch Euler steps (default 20)\n"
     "  --cfg X            classifier-free guidance scale, on when > 1 (default 4)\n"
     "  --model DIR        pipeline folder (model_index.json, transformer/, text_encoder/, tokenizer/,\n"
-    "                     scheduler/); default: " EMBEDDED_MODEL " next to the executable, else in\n"
+    "                     scheduler/); default: " CLI_EMBEDDED_MODEL " next to the executable, else in\n"
     "                     the current directory\n"
     "  --condition FILE   one intervention condition object (schema: README, section Conditions);\n"
     "                     its 'steps' window is in t/T = step / (steps - 1), 0 = noisiest\n"
@@ -67,12 +66,7 @@ int cmd_generate(int argc, char **argv) {
     p.cfg = cfg;
     char embedded[4200];
     if (!model_dir) {
-        if (cli_find_resource(EMBEDDED_MODEL "/model_index.json", embedded, sizeof embedded) < 0) {
-            fprintf(stderr, "sinkscope generate: no --model given and the embedded model " EMBEDDED_MODEL
-                            " was not found (looked next to the executable and in the current directory)\n");
-            return 1;
-        }
-        embedded[strlen(embedded) - strlen("/model_index.json")] = 0;
+        if (cli_find_embedded_model("generate", embedded, sizeof embedded) < 0) return 1;
         model_dir = embedded;
     }
 

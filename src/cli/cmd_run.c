@@ -16,7 +16,6 @@
 #include "exp/runner.h"
 #include "sample/pipeline.h"
 
-#define EMBEDDED_MODEL "models/shapeworld"
 #define EVAL_PROMPTS "data/shapeworld_eval.jsonl"
 #define DEFAULT_EXP "exp/main"
 #define MAIN_JOB_STRIDE 3
@@ -34,7 +33,7 @@ static const char USAGE[] =
     "embedded model and " EVAL_PROMPTS ", into " DEFAULT_EXP ", then the report.\n"
     "\n"
     "  --exp DIR           experiment folder (default " DEFAULT_EXP ")\n"
-    "  --model DIR         pipeline folder; default " EMBEDDED_MODEL " next to the executable, else in the\n"
+    "  --model DIR         pipeline folder; default " CLI_EMBEDDED_MODEL " next to the executable, else in the\n"
     "                      current directory\n"
     "  --prompts FILE      GenEval-schema JSONL (scored by the ShapeWorld detector), or plain text with one\n"
     "                      prompt per line (no detector score); default " EVAL_PROMPTS "\n"
@@ -151,12 +150,7 @@ int cmd_run(int argc, char **argv) {
 
     char model_buf[4200], prompts_buf[4200], preset_buf[4200], source[4400];
     if (!model_dir) {
-        if (cli_find_resource(EMBEDDED_MODEL "/model_index.json", model_buf, sizeof model_buf) < 0) {
-            fprintf(stderr, "sinkscope run: no --model given and the embedded model " EMBEDDED_MODEL
-                            " was not found (looked next to the executable and in the current directory)\n");
-            return 1;
-        }
-        model_buf[strlen(model_buf) - strlen("/model_index.json")] = 0;
+        if (cli_find_embedded_model("run", model_buf, sizeof model_buf) < 0) return 1;
         model_dir = model_buf;
     }
     c.model_dir = model_dir;

@@ -13,6 +13,7 @@
 
 #include "core/err.h"
 #include "core/rng.h"
+#include "io/fsutil.h"
 #include "io/safetensors.h"
 #include "train/train.h"
 
@@ -501,9 +502,8 @@ static int checkpoint(const tr_trainer *t, const char *dir) {
 }
 
 int tr_trainer_run(tr_trainer *t, const char *dir) {
-    struct stat sb;
-    if (mkdir(dir, 0777) && !(errno == EEXIST && stat(dir, &sb) == 0 && S_ISDIR(sb.st_mode)))
-        return ss_fail(SS_EIO, "%s: cannot create the output folder: %s", dir, strerror(errno));
+    int mk = ss_mkdir_p(dir); /* parents too: `make model` on a fresh clone has no out/ yet */
+    if (mk < 0) return mk;
     const tr_opts *o = &t->opts;
     const double flops = tr_step_flops(t->m, o->batch);
     const double w0 = t->wall;
