@@ -43,7 +43,7 @@ $(eval $(call flavour,san,$(SANFLAGS)))
 .PHONY: all test test-opt test-san bench fuzz clean demo model
 all: sinkscope
 sinkscope: build/opt/sinkscope
-	cp $< $@
+	cp $< $@.tmp && mv -f $@.tmp $@  # rename: a running sinkscope keeps its file
 
 # Tests: every tests/test_*.c is one cmocka program. run-tests prints one closing line.
 test: test-opt test-san
@@ -80,8 +80,7 @@ demo: sinkscope
 # recipe replaces it. Resume needs the same thread count as the first command.
 model: sinkscope
 	rm -rf out/train-shapeworld
-	./sinkscope train --out out/train-shapeworld --patch 4 --steps 4700 --warmup 200
-	./sinkscope train --out out/train-shapeworld --resume --steps 9400
+	./sinkscope train --out out/train-shapeworld
 	rm -rf models/shapeworld && cp -r out/train-shapeworld/model models/shapeworld
 
 clean:

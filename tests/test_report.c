@@ -87,10 +87,16 @@ static char *record_line(int c, int p, int r, int g) {
             for (int s = 0; s < 5; s++) {
                 int blk = b2 * 2;
                 double mm = max_mass(blk, s, p);
-                fprintf(f, "%s{\"block\": %d, \"step\": %d, \"t_frac\": %.17g, \"max_mass\": %.17g, \"entropy\": %.17g, "
+                /* block 0 says which text tokens (words, <eos>, <pad>) the sinks are; block 2, like
+                 * records of older versions, does not */
+                if (blk == 0)
+                    fprintf(f, "%s{\"top1_is_word\": %g, \"top1_is_eos\": 0.25, \"top1_is_pad\": %g, ", b2 + s ? ", " : "",
+                            p % 2 ? 0.5 : 0.25, p % 2 ? 0.0 : 0.25);
+                fprintf(f, "%s\"block\": %d, \"step\": %d, \"t_frac\": %.17g, \"max_mass\": %.17g, \"entropy\": %.17g, "
                            "\"top5\": %.17g, \"top1_is_index0\": %g, \"top1_is_text\": 0.75, \"act_max\": %d, \"act_p95\": 8, "
                            "\"top1_keys\": %s}",
-                        b2 + s ? ", " : "", blk, s, s / 4.0, mm, 5 - 10 * mm, 0.3 + 0.01 * s, p == 0 ? 0.25 : 0.0, 10 + blk,
+                        blk == 0 ? "" : b2 + s ? ", {" : "{", blk, s, s / 4.0, mm, 5 - 10 * mm, 0.3 + 0.01 * s,
+                        p == 0 ? 0.25 : 0.0, 10 + blk,
                         blk == 2 ? "[1030, 1030, 1031, 5]" : "[1030, 7, 1030, 1030]");
             }
         fputs("]", f);
@@ -504,6 +510,20 @@ static void test_dynamics(void **st) {
         assert_int_equal((int)at(top, 0), 1030);
         assert_int_equal((int)at(top, 1), (NP * NS - 1) * 5 * (blk == 2 ? 2 : 3));
         near(num(json_object_get(b, "mean"), "text"), 0.75, 1e-15, "text share");
+        /* word / <eos> / <pad> shares: means over the baseline's entries where present, null where not */
+        double words = 0;
+        int n = 0;
+        for (int p = 0; p < NP; p++)
+            for (int r = 0; r < NS; r++)
+                if (present(BASE, p, r)) words += p % 2 ? 0.5 : 0.25, n++;
+        json_t *mean = json_object_get(b, "mean");
+        if (blk == 0) {
+            near(num(mean, "word"), words / n, 1e-13, "word share");
+            near(num(mean, "eos"), 0.25, 1e-15, "<eos> share");
+            near(num(mean, "word") + num(mean, "eos") + num(mean, "pad"), 0.75, 1e-13, "word + <eos> + <pad> = text");
+        } else {
+            assert_true(json_is_null(json_object_get(mean, "word")) && json_is_null(json_object_get(mean, "pad")));
+        }
     }
 }
 

@@ -525,6 +525,27 @@ static void test_full_run(void **st) {
                 json_t *p0 = json_array_get(probe, 0);
                 assert_int_equal((int)json_array_size(json_object_get(p0, "top1_keys")), 2); /* heads */
                 assert_true(json_real_value(json_object_get(p0, "max_mass")) > 0);
+                /* top-1 token kinds: keys 0-15 are the 4 x 4 image patches, then the prompt's words,
+                 * <eos> and <pad>; each share must match the keys, and they add up to the text share */
+                int words = 0;
+                for (const char *c = json_string_value(json_object_get(rec, "prompt")); *c; c++)
+                    words += *c != ' ' && (c[1] == ' ' || c[1] == 0);
+                size_t pi;
+                json_t *pe;
+                json_array_foreach(probe, pi, pe) {
+                    double kind[4] = {0, 0, 0, 0}; /* image, word, eos, pad */
+                    size_t hi;
+                    json_t *kv;
+                    json_t *keys = json_object_get(pe, "top1_keys");
+                    json_array_foreach(keys, hi, kv) {
+                        const int t = (int)json_integer_value(kv) - 16;
+                        kind[t < 0 ? 0 : t < words ? 1 : t == words ? 2 : 3] += 1.0 / json_array_size(keys);
+                    }
+                    assert_true(json_real_value(json_object_get(pe, "top1_is_word")) == kind[1]);
+                    assert_true(json_real_value(json_object_get(pe, "top1_is_eos")) == kind[2]);
+                    assert_true(json_real_value(json_object_get(pe, "top1_is_pad")) == kind[3]);
+                    assert_true(fabs(kind[1] + kind[2] + kind[3] - json_real_value(json_object_get(pe, "top1_is_text"))) < 1e-6);
+                }
                 /* verification: A1 4 steps x 1 block; R2 4 x 2; Vmean 2 steps (t = 0, 1/3) x 1 */
                 static const int NV[N_CONDS] = {0, STEPS, 2 * STEPS, 0, 2};
                 json_t *ver = json_object_get(rec, "verification");

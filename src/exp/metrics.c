@@ -93,7 +93,7 @@ int metric_geneval(const gv_meta *m, const uint8_t *rgb, int w, int h, char *rea
 /* JSON has no NaN or infinity: those become null. */
 static json_t *jnum(double x) { return isfinite(x) ? json_real(x) : json_null(); }
 
-void *metric_probe_json(const sink_ctx *s) {
+void *metric_probe_json(const sink_ctx *s, int n_words) {
     json_t *arr = json_array();
     for (int i = 0; i < sink_ctx_record_count(s); i++) {
         const sink_record *r = sink_ctx_record(s, i);
@@ -108,6 +108,16 @@ void *metric_probe_json(const sink_ctx *s) {
         json_object_set_new(o, "top5", jnum(r->top5[b]));
         json_object_set_new(o, "top1_is_index0", jnum(r->idx0_frac[b]));
         json_object_set_new(o, "top1_is_text", jnum(r->text_frac[b]));
+        if (n_words >= 0) { /* text keys follow the image keys: words, then <eos>, then <pad> */
+            int kind[3] = {0, 0, 0};
+            for (int h = 0; h < r->H; h++) {
+                const int t = r->top_idx[((size_t)b * r->H + h) * r->topk] - r->n_img;
+                if (t >= 0) kind[t < n_words ? 0 : t == n_words ? 1 : 2]++;
+            }
+            json_object_set_new(o, "top1_is_word", jnum((double)kind[0] / r->H));
+            json_object_set_new(o, "top1_is_eos", jnum((double)kind[1] / r->H));
+            json_object_set_new(o, "top1_is_pad", jnum((double)kind[2] / r->H));
+        }
         json_object_set_new(o, "act_max", jnum(r->act_max[b]));
         json_object_set_new(o, "act_p95", jnum(r->act_p95[b]));
         for (int h = 0; h < r->H; h++)

@@ -37,8 +37,10 @@ int img_ssim_window(int w, int h);
 int metric_geneval(const gv_meta *m, const uint8_t *rgb, int w, int h, char *reason, size_t reason_cap);
 
 /* JSON arrays (json_t *) built from a sink context's records: "probe" entries for probed
- * records, "verification" entries for intervened ones, both for batch element B - 1. */
-void *metric_probe_json(const sink_ctx *s);
+ * records, "verification" entries for intervened ones, both for batch element B - 1.
+ * n_words >= 0 (the prompt's word count; the text keys are words, <eos>, then <pad>) adds the
+ * shares of heads whose top-1 key is a word, <eos> or <pad>; -1 leaves them out. */
+void *metric_probe_json(const sink_ctx *s, int n_words);
 void *metric_verification_json(const sink_ctx *s);
 
 #endif

@@ -315,7 +315,12 @@ static json_t *make_record(worker *w, int ci, int p, uint64_t seed, const uint8_
     json_object_set_new(m, "psnr", jreal(img_psnr(mse))); /* null = +inf (identical images) */
     json_object_set_new(m, "ssim", jreal(ssim));
     json_object_set_new(o, "metrics", m);
-    json_object_set_new(o, "probe", metric_probe_json(w->sk));
+    /* the word count places <eos> and <pad> among the text keys (prompts were checked at start) */
+    const te *enc = r->pp->text_encoder;
+    int32_t *ids = ss_malloc(sizeof(int32_t) * enc->cfg.max_length);
+    const int words = ids ? tok_encode(enc->vocab, r->ps.m[p].prompt, enc->cfg.max_length, ids) : -1;
+    free(ids);
+    json_object_set_new(o, "probe", metric_probe_json(w->sk, words < 0 ? -1 : words));
     json_object_set_new(o, "verification", metric_verification_json(w->sk));
     json_object_set_new(o, "seconds", json_real(now_s() - t0));
     if (rc) {

@@ -338,7 +338,10 @@ static double probe_stat(const rp_probe *p, int s) {
     case 3: return p->idx0;
     case 4: return p->text;
     case 5: return p->act_max;
-    default: return p->act_p95;
+    case 6: return p->act_p95;
+    case 7: return p->word;
+    case 8: return p->eos;
+    default: return p->pad;
     }
 }
 
@@ -449,7 +452,7 @@ static int analyze_dynamics(rp_analysis *a) {
         d->t_frac = ss_malloc((size_t)ns * sizeof *d->t_frac);
         d->n = ss_calloc((size_t)ns, sizeof *d->n);
         int ok = d->steps && d->t_frac && d->n;
-        for (int s = 0; s < 7 && ok; s++) {
+        for (int s = 0; s < RP_NSTAT && ok; s++) {
             d->mean[s] = ss_calloc((size_t)ns, sizeof(double));
             d->sd[s] = ss_calloc((size_t)ns, sizeof(double));
             ok = d->mean[s] && d->sd[s];
@@ -459,9 +462,9 @@ static int analyze_dynamics(rp_analysis *a) {
         for (int k = 0; k < ns; k++)
             d->t_frac[k] = e->steps > 1 ? (double)steps[k] / (e->steps - 1) : NAN;
         /* Welford per (step, statistic) in record order; counts per statistic in cnt */
-        long *cnt = ss_calloc((size_t)ns * 7, sizeof *cnt);
-        double *m2 = ss_calloc((size_t)ns * 7, sizeof *m2), tot[7] = {0};
-        long totn[7] = {0};
+        long *cnt = ss_calloc((size_t)ns * RP_NSTAT, sizeof *cnt);
+        double *m2 = ss_calloc((size_t)ns * RP_NSTAT, sizeof *m2), tot[RP_NSTAT] = {0};
+        long totn[RP_NSTAT] = {0};
         int *tf_set = ss_calloc((size_t)ns, sizeof *tf_set);
         if (!cnt || !m2 || !tf_set) {
             free(cnt), free(m2), free(tf_set);
@@ -475,24 +478,24 @@ static int analyze_dynamics(rp_analysis *a) {
                 d->n[k]++;
                 d->n_entries++;
                 if (isfinite(p->t_frac) && !tf_set[k]) d->t_frac[k] = p->t_frac, tf_set[k] = 1;
-                for (int s = 0; s < 7; s++) {
+                for (int s = 0; s < RP_NSTAT; s++) {
                     double v = probe_stat(p, s);
                     if (!isfinite(v)) continue;
-                    long c = ++cnt[k * 7 + s];
+                    long c = ++cnt[k * RP_NSTAT + s];
                     double delta = v - d->mean[s][k];
                     d->mean[s][k] += delta / c;
-                    m2[k * 7 + s] += delta * (v - d->mean[s][k]);
+                    m2[k * RP_NSTAT + s] += delta * (v - d->mean[s][k]);
                     tot[s] += v;
                     totn[s]++;
                 }
             }
         for (int k = 0; k < ns; k++)
-            for (int s = 0; s < 7; s++) {
-                long c = cnt[k * 7 + s];
+            for (int s = 0; s < RP_NSTAT; s++) {
+                long c = cnt[k * RP_NSTAT + s];
                 if (!c) d->mean[s][k] = NAN;
-                d->sd[s][k] = c > 1 ? sqrt(m2[k * 7 + s] / (c - 1)) : NAN;
+                d->sd[s][k] = c > 1 ? sqrt(m2[k * RP_NSTAT + s] / (c - 1)) : NAN;
             }
-        for (int s = 0; s < 7; s++) d->all_mean[s] = totn[s] ? tot[s] / totn[s] : NAN;
+        for (int s = 0; s < RP_NSTAT; s++) d->all_mean[s] = totn[s] ? tot[s] / totn[s] : NAN;
         free(cnt), free(m2), free(tf_set);
         int rc = locality(e, d);
         if (rc < 0) return rc;
@@ -605,7 +608,7 @@ void rp_analysis_free(rp_analysis *a) {
     for (int i = 0; i < a->n_dyn; i++) {
         rp_block_dyn *d = &a->dyn[i];
         free(d->steps), free(d->t_frac), free(d->n), free(d->bins), free(d->ukey), free(d->ucount);
-        for (int s = 0; s < 7; s++) free(d->mean[s]), free(d->sd[s]);
+        for (int s = 0; s < RP_NSTAT; s++) free(d->mean[s]), free(d->sd[s]);
     }
     free(a->dyn);
     for (int i = 0; i < a->n_ver; i++) free(a->ver[i].rows);

@@ -402,12 +402,13 @@ static void fig_sweep(FILE *f, const rp_analysis *a, const rp_sweep *s) {
     fputs("</div>\n", f);
 }
 
-static const char *const DYN_LABEL[7] = {"MaxMass (mean over heads of max incoming mass)", "attention entropy (nats)",
+static const char *const DYN_LABEL[RP_NSTAT] = {"MaxMass (mean over heads of max incoming mass)", "attention entropy (nats)",
                                          "top-5 concentration", "top-1 sink is key 0 (fraction of heads)",
                                          "top-1 sink is a text key (fraction)", "activation max (L2 norm)",
-                                         "activation p95 (L2 norm)"};
-static const char *const DYN_SHORT[7] = {"MaxMass", "entropy", "top-5 concentration", "index-0 overlap", "text share",
-                                         "activation max", "activation p95"};
+                                         "activation p95 (L2 norm)", "top-1 sink is a word (fraction)",
+                                         "top-1 sink is <eos> (fraction)", "top-1 sink is <pad> (fraction)"};
+static const char *const DYN_SHORT[RP_NSTAT] = {"MaxMass", "entropy", "top-5 concentration", "index-0 overlap", "text share",
+                                         "activation max", "activation p95", "word share", "<eos> share", "<pad> share"};
 
 static void fig_dynamics(FILE *f, const rp_analysis *a) {
     int use_step = 0;
@@ -858,10 +859,12 @@ static void table_tags(FILE *f, const rp_analysis *a) {
 static void table_dynamics(FILE *f, const rp_analysis *a) {
     fprintf(f, "<table><caption><b>Table 6.</b> Attention concentration of the baseline per probed block (%d images; means "
                "over images, heads and steps). Peak: the step with the largest mean MaxMass. Index-0: share of heads whose "
-               "top-1 sink is key 0; text: share whose top-1 sink is a text token.</caption>\n<thead><tr>",
+               "top-1 sink is key 0; text: share whose top-1 sink is a text token, split into words, &lt;eos&gt; and &lt;pad&gt; "
+               "when the records say which.</caption>\n<thead><tr>",
             a->n_dyn_images);
     th(f, "block", 1), th(f, "MaxMass", 0), th(f, "peak MaxMass (t/T)", 0), th(f, "entropy", 0), th(f, "top-5", 0),
-        th(f, "index-0 overlap", 0), th(f, "text share", 0), th(f, "act. max", 0), th(f, "act. p95", 0);
+        th(f, "index-0 overlap", 0), th(f, "text share", 0), th(f, "word", 0), th(f, "&lt;eos&gt;", 0), th(f, "&lt;pad&gt;", 0),
+        th(f, "act. max", 0), th(f, "act. p95", 0);
     fputs("</tr></thead><tbody>\n", f);
     for (int b = 0; b < a->n_dyn; b++) {
         const rp_block_dyn *d = &a->dyn[b];
@@ -881,6 +884,7 @@ static void table_dynamics(FILE *f, const rp_analysis *a) {
         put_pct(f, d->all_mean[3], 2);
         fputs("</td><td>", f);
         put_pct(f, d->all_mean[4], 1);
+        for (int s = 7; s < 10; s++) fputs("</td><td>", f), put_pct(f, d->all_mean[s], 1);
         fprintf(f, "</td><td>%.3g</td><td>%.3g</td></tr>\n", d->all_mean[5], d->all_mean[6]);
     }
     fputs("</tbody></table>\n", f);

@@ -215,7 +215,8 @@ static int parse_probe(rp_exp *e, rp_record *r, json_t *arr) {
         rp_probe q = {.block = (int)b, .step = (int)s, .t_frac = get_num(p, "t_frac"),
                       .max_mass = get_num(p, "max_mass"), .entropy = get_num(p, "entropy"), .top5 = get_num(p, "top5"),
                       .idx0 = get_num(p, "top1_is_index0"), .text = get_num(p, "top1_is_text"),
-                      .act_max = get_num(p, "act_max"), .act_p95 = get_num(p, "act_p95"), .key_off = e->n_keys};
+                      .act_max = get_num(p, "act_max"), .act_p95 = get_num(p, "act_p95"), .word = get_num(p, "top1_is_word"),
+                      .eos = get_num(p, "top1_is_eos"), .pad = get_num(p, "top1_is_pad"), .key_off = e->n_keys};
         json_t *keys = json_object_get(p, "top1_keys");
         size_t j;
         json_t *k;

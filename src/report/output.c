@@ -128,7 +128,8 @@ static void csv_row(FILE *f, const char *types, ...) {
 }
 
 static const char *PARAM_NAME[2] = {"eta", "k"};
-static const char *STAT_KEY[7] = {"max_mass", "entropy", "top5", "index0", "text", "act_max", "act_p95"};
+static const char *STAT_KEY[RP_NSTAT] = {"max_mass", "entropy", "top5", "index0", "text", "act_max", "act_p95",
+                                         "word", "eos", "pad"};
 
 static int peak_step(const rp_block_dyn *d) {
     int best = -1;
@@ -212,7 +213,7 @@ int rp_write_csvs(const rp_analysis *a, const char *dir) {
 
     if ((rc = mopen(&m))) return rc;
     fputs("block,step,t_frac,n", m.f);
-    for (int s = 0; s < 7; s++) fprintf(m.f, ",%s,%s_sd", STAT_KEY[s], STAT_KEY[s]);
+    for (int s = 0; s < RP_NSTAT; s++) fprintf(m.f, ",%s,%s_sd", STAT_KEY[s], STAT_KEY[s]);
     fputc('\n', m.f);
     for (int b = 0; b < a->n_dyn; b++) {
         const rp_block_dyn *d = &a->dyn[b];
@@ -220,7 +221,7 @@ int rp_write_csvs(const rp_analysis *a, const char *dir) {
             fprintf(m.f, "%d,%d,", d->block, d->steps[k]);
             csv_num(m.f, d->t_frac[k]);
             fprintf(m.f, ",%d", d->n[k]);
-            for (int s = 0; s < 7; s++) {
+            for (int s = 0; s < RP_NSTAT; s++) {
                 fputc(',', m.f), csv_num(m.f, d->mean[s][k]);
                 fputc(',', m.f), csv_num(m.f, d->sd[s][k]);
             }
@@ -230,8 +231,10 @@ int rp_write_csvs(const rp_analysis *a, const char *dir) {
     if ((rc = mclose(&m, dir, "dynamics.csv"))) return rc;
 
     if ((rc = mopen(&m))) return rc;
-    fputs("block,entries,max_mass,entropy,top5,index0,text,act_max,act_p95,peak_step,peak_t_frac,top1_keys,key_min,key_p05,"
-          "key_median,key_p95,key_max,distinct_keys,most_frequent_keys\n", m.f);
+    fputs("block,entries", m.f);
+    for (int s = 0; s < RP_NSTAT; s++) fprintf(m.f, ",%s", STAT_KEY[s]);
+    fputs(",peak_step,peak_t_frac,top1_keys,key_min,key_p05,key_median,key_p95,key_max,distinct_keys,most_frequent_keys\n",
+          m.f);
     for (int b = 0; b < a->n_dyn; b++) {
         const rp_block_dyn *d = &a->dyn[b];
         int pk = peak_step(d);
@@ -239,7 +242,7 @@ int rp_write_csvs(const rp_analysis *a, const char *dir) {
         for (int q = 0; q < d->n_top; q++)
             snprintf(top + strlen(top), sizeof top - strlen(top), "%s%d:%ld", q ? ";" : "", d->top_key[q], d->top_count[q]);
         fprintf(m.f, "%d,%d", d->block, d->n_entries);
-        for (int s = 0; s < 7; s++) fputc(',', m.f), csv_num(m.f, d->all_mean[s]);
+        for (int s = 0; s < RP_NSTAT; s++) fputc(',', m.f), csv_num(m.f, d->all_mean[s]);
         fprintf(m.f, ",%d,", pk >= 0 ? d->steps[pk] : -1);
         csv_num(m.f, pk >= 0 ? d->t_frac[pk] : NAN);
         fprintf(m.f, ",%ld,", d->n_keys);
@@ -597,7 +600,7 @@ int rp_write_summary(const rp_analysis *a, const char *dir) {
         KI(&w, "entries", d->n_entries);
         jw_key(&w, "mean");
         jw_open(&w, '{');
-        for (int s = 0; s < 7; s++) KN(&w, STAT_KEY[s], d->all_mean[s]);
+        for (int s = 0; s < RP_NSTAT; s++) KN(&w, STAT_KEY[s], d->all_mean[s]);
         jw_close(&w, '}');
         int pk = peak_step(d);
         jw_key(&w, "max_mass_peak");
@@ -617,7 +620,7 @@ int rp_write_summary(const rp_analysis *a, const char *dir) {
             KI(&w, "step", d->steps[k]);
             KN(&w, "t_frac", d->t_frac[k]);
             KI(&w, "n", d->n[k]);
-            for (int s = 0; s < 7; s++) KN(&w, STAT_KEY[s], d->mean[s][k]);
+            for (int s = 0; s < RP_NSTAT; s++) KN(&w, STAT_KEY[s], d->mean[s][k]);
             jw_close(&w, '}');
         }
         jw_close(&w, ']');
@@ -828,10 +831,10 @@ void rp_print_tables(const rp_analysis *a, FILE *f) {
     if (a->n_dyn) {
         fprintf(f, "\nSink dynamics of the baseline (%d images; means over images, heads and steps)\n", a->n_dyn_images);
         memset(&t, 0, sizeof t);
-        const char *B[] = {"block", "MaxMass", "peak at t/T", "entropy", "top-5", "index-0", "text", "top-1 keys p5–p95",
-                           "distinct"};
-        t.ncol = 9;
-        for (int j = 0; j < 9; j++) t.head[j] = B[j], t.right[j] = j != 7;
+        const char *B[] = {"block", "MaxMass", "peak at t/T", "entropy", "top-5", "index-0", "text", "word/eos/pad",
+                           "top-1 keys p5–p95", "distinct"};
+        t.ncol = 10;
+        for (int j = 0; j < 10; j++) t.head[j] = B[j], t.right[j] = j != 8;
         for (int b = 0; b < a->n_dyn && t.nrow < 64; b++) {
             const rp_block_dyn *d = &a->dyn[b];
             char(*row)[128] = t.cell[t.nrow++];
@@ -844,9 +847,12 @@ void rp_print_tables(const rp_analysis *a, FILE *f) {
             snprintf(row[4], 128, "%.3f", d->all_mean[2]);
             snprintf(row[5], 128, "%.2f%%", 100 * d->all_mean[3]);
             snprintf(row[6], 128, "%.1f%%", 100 * d->all_mean[4]);
-            if (d->n_keys) snprintf(row[7], 128, "%g–%g (all %d–%d)", d->key_p05, d->key_p95, d->key_min, d->key_max);
+            if (isfinite(d->all_mean[7]))
+                snprintf(row[7], 128, "%.0f/%.0f/%.0f%%", 100 * d->all_mean[7], 100 * d->all_mean[8], 100 * d->all_mean[9]);
             else snprintf(row[7], 128, "–");
-            snprintf(row[8], 128, "%d", d->n_distinct);
+            if (d->n_keys) snprintf(row[8], 128, "%g–%g (all %d–%d)", d->key_p05, d->key_p95, d->key_min, d->key_max);
+            else snprintf(row[8], 128, "–");
+            snprintf(row[9], 128, "%d", d->n_distinct);
         }
         tbl_print(f, &t);
     } else {

@@ -56,11 +56,13 @@ int report_run(const report_opts *o);
 
 #define RP_ALPHA 0.05
 #define RP_LEVEL 0.95
+#define RP_NSTAT 10 /* probe statistics per (block, step), in rp_probe's order */
 
 typedef struct {
     int block, step;
     double t_frac;
     double max_mass, entropy, top5, idx0, text, act_max, act_p95; /* NaN when absent */
+    double word, eos, pad; /* shares of heads whose top-1 key is a word, <eos>, <pad>; NaN when absent */
     size_t key_off;
     int n_keys; /* top-1 key per head, in the key pool */
 } rp_probe;
@@ -179,9 +181,9 @@ typedef struct {
     int *steps;
     double *t_frac;
     int *n;            /* images per step */
-    double *mean[7];   /* max_mass, entropy, top5, idx0, text, act_max, act_p95 per step */
-    double *sd[7];
-    double all_mean[7];
+    double *mean[RP_NSTAT]; /* max_mass, entropy, top5, idx0, text, act_max, act_p95, word, eos, pad per step */
+    double *sd[RP_NSTAT];
+    double all_mean[RP_NSTAT];
     int n_entries;
     /* locality of the top-1 keys */
     long n_keys;
