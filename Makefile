@@ -40,7 +40,7 @@ endef
 $(eval $(call flavour,opt,$(OPTFLAGS)))
 $(eval $(call flavour,san,$(SANFLAGS)))
 
-.PHONY: all test test-opt test-san bench fuzz clean demo model
+.PHONY: all test test-opt test-san bench fuzz clean demo model model-eval
 all: sinkscope
 sinkscope: build/opt/sinkscope
 	cp $< $@.tmp && mv -f $@.tmp $@  # rename: a running sinkscope keeps its file
@@ -82,6 +82,14 @@ model: sinkscope
 	rm -rf out/train-shapeworld
 	./sinkscope train --out out/train-shapeworld
 	rm -rf models/shapeworld && cp -r out/train-shapeworld/model models/shapeworld
+
+# The acceptance evaluation of the embedded model: all 216 evaluation prompts x 4 seeds, 20 steps,
+# the default CFG, every block probed; prints the GenEval-style score and the sink dynamics.
+model-eval: sinkscope
+	./sinkscope run --exp exp/model-eval --preset baseline --seeds 4 --probe 0,1,2,3,4,5 --quiet
+	./sinkscope score --images exp/model-eval/images/baseline --prompts data/shapeworld_eval.jsonl \
+	  --json exp/model-eval/score.json
+	./sinkscope report exp/model-eval
 
 clean:
 	rm -rf build sinkscope

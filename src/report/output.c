@@ -855,6 +855,35 @@ void rp_print_tables(const rp_analysis *a, FILE *f) {
             snprintf(row[9], 128, "%d", d->n_distinct);
         }
         tbl_print(f, &t);
+        /* MaxMass along the trajectory: up to 9 evenly spaced steps of the first block's list
+         * (dynamics.csv has every step) */
+        const rp_block_dyn *d0 = &a->dyn[0];
+        const int nc = d0->n_steps < 9 ? d0->n_steps : 9;
+        if (nc > 1) {
+            fprintf(f, "\nMaxMass over the denoising steps (t/T = 0 is the noisiest; every step in dynamics.csv)\n");
+            memset(&t, 0, sizeof t);
+            static char head[9][32];
+            int col[9];
+            t.ncol = nc + 1;
+            t.head[0] = "block", t.right[0] = 1;
+            for (int j = 0; j < nc; j++) {
+                col[j] = (int)lround((double)j * (d0->n_steps - 1) / (nc - 1));
+                snprintf(head[j], sizeof head[j], "t/T %.2f", d0->t_frac[col[j]]);
+                t.head[j + 1] = head[j], t.right[j + 1] = 1;
+            }
+            for (int b = 0; b < a->n_dyn && t.nrow < 64; b++) {
+                const rp_block_dyn *d = &a->dyn[b];
+                char(*row)[128] = t.cell[t.nrow++];
+                snprintf(row[0], 128, "%d", d->block);
+                for (int j = 0; j < nc; j++) {
+                    int k = 0; /* the same step in this block's list */
+                    while (k < d->n_steps && d->steps[k] != d0->steps[col[j]]) k++;
+                    if (k < d->n_steps) snprintf(row[j + 1], 128, "%.4f", d->mean[0][k]);
+                    else snprintf(row[j + 1], 128, "–");
+                }
+            }
+            tbl_print(f, &t);
+        }
     } else {
         fprintf(f, "\n(no probe entries in the baseline records: no sink dynamics)\n");
     }
