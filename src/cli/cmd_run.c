@@ -28,9 +28,10 @@ static const char USAGE[] =
     "Generates seed-paired images for the baseline and every condition over a prompt set, with\n"
     "metrics, probe statistics and intervention checks, into an experiment folder\n"
     "(docs/experiment-format.md). Re-running the same command resumes; a different configuration\n"
-    "for an existing folder is refused. With no arguments at all: the core protocol (baseline, A1,\n"
-    "A2, A3, random controls for A1 and A3, union top-k sink vs random at k = 1 and 5) on the\n"
-    "embedded model and " EVAL_PROMPTS ", into " DEFAULT_EXP ", then the report.\n"
+    "for an existing folder is refused. With no arguments (or only --threads, --jobs, --quiet), the\n"
+    "main job: the core protocol (baseline, A1, A2, A3, random controls for A1 and A3, union top-k\n"
+    "sink vs random at k = 1 and 5) on the embedded model and " EVAL_PROMPTS ",\n"
+    "into " DEFAULT_EXP ", then the report.\n"
     "\n"
     "  --exp DIR           experiment folder (default " DEFAULT_EXP ")\n"
     "  --model DIR         pipeline folder; default " CLI_EMBEDDED_MODEL " next to the executable, else in the\n"
@@ -50,7 +51,7 @@ static const char USAGE[] =
     "  --probe BLOCKS      blocks whose attention statistics are recorded: comma-separated indices, or\n"
     "                      'none'; default the early, middle and late blocks\n"
     "  --prompt-stride N   only every N-th prompt (0, N, 2N, ...), keeping their indices and seeds;\n"
-    "                      with no arguments at all, 3 (72 of the 216 evaluation prompts, 12 per tag)\n"
+    "                      in the main job, 3 (72 of the 216 evaluation prompts, 12 per tag)\n"
     "  --limit-prompts N   only the first N prompts (after the stride)\n"
     "  --threads N         threads in all (default: all cores); results do not depend on it\n"
     "  --jobs N            images made at once, sharing the threads (default: one image per thread, best\n"
@@ -82,7 +83,8 @@ static int valid_preset_name(const char *s) {
 }
 
 int cmd_run(int argc, char **argv) {
-    const char *exp_dir = DEFAULT_EXP, *model_dir = NULL, *prompts = NULL, *cond_path = NULL, *preset = NULL,
+    static const char default_exp[] = DEFAULT_EXP;
+    const char *exp_dir = default_exp, *model_dir = NULL, *prompts = NULL, *cond_path = NULL, *preset = NULL,
                *seeds_s = NULL, *base_s = NULL, *steps_s = NULL, *cfg_s = NULL, *probe_s = NULL, *limit_s = NULL,
                *threads_s = NULL, *jobs_s = NULL, *stride_s = NULL;
     int quiet = 0;
@@ -93,7 +95,10 @@ int cmd_run(int argc, char **argv) {
                       {"jobs", &jobs_s, NULL},          {"quiet", NULL, &quiet},       {"prompt-stride", &stride_s, NULL}};
     int pr = cli_parse(argc, argv, opts, sizeof opts / sizeof opts[0], USAGE);
     if (pr) return pr > 0 ? 0 : 2;
-    const int no_args = argc == 1;
+    /* The main job: nothing that changes what is computed was given (--threads, --jobs and
+     * --quiet do not change results, so `run --quiet` is still the main job). */
+    const int no_args = exp_dir == default_exp && !model_dir && !prompts && !cond_path && !preset && !seeds_s && !base_s &&
+                        !steps_s && !cfg_s && !probe_s && !limit_s && !stride_s;
     if (cond_path && preset) {
         fprintf(stderr, "sinkscope run: give --conditions or --preset, not both\n");
         return 2;
@@ -122,7 +127,7 @@ int cmd_run(int argc, char **argv) {
         if (cli_int("run", "limit-prompts", limit_s, 1, 100000000, &v)) return 2;
         c.limit_prompts = (int)v;
     }
-    /* The main job (no arguments) must fit in minutes on a laptop: every third evaluation prompt,
+    /* The main job must fit in minutes on a laptop: every third evaluation prompt,
      * 12 per GenEval tag, still balanced. */
     if (no_args) c.prompt_stride = MAIN_JOB_STRIDE;
     if (stride_s) {
@@ -205,7 +210,7 @@ int cmd_run(int argc, char **argv) {
             "%s/records.jsonl\n", exp_dir, res.before + res.made, res.total, res.made, res.before,
             res.repaired ? ", a torn last record line cut off and redone" : "", res.seconds, per_ms, exp_dir);
     code = 0;
-    if (no_args && report_main(exp_dir, 1) != 0) code = 1;
+    if (no_args && report_main(exp_dir, !quiet) != 0) code = 1;
 done:
     if (rc < 0) fprintf(stderr, "sinkscope run: %s\n", ss_err());
     free(conds);
