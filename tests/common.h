@@ -2,13 +2,17 @@
 #ifndef SS_TEST_COMMON_H
 #define SS_TEST_COMMON_H
 
+#include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
 
 /* ../shared, or $SINKSCOPE_SHARED: where the fixtures and docs live beside the checkout. */
 const char *tc_shared(void);
-/* Path under tc_shared(), in a static rotating buffer. */
+/* Path under tc_shared(), in a static rotating buffer (8 in turn). */
 const char *tc_path(const char *fmt, ...);
+/* root/fmt..., in the same rotating buffers. */
+const char *tc_join(const char *root, const char *fmt, ...);
+const char *tc_vjoin(const char *root, const char *fmt, va_list ap);
 /* A tensor of a safetensors file as malloc'ed fp32; NULL if absent. numel/shape optional. */
 float *tc_load(const char *file, const char *name, size_t *numel, int64_t *shape, int *ndim);
 /* ||a-b|| / ||b|| in double. */

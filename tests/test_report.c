@@ -115,13 +115,7 @@ static char *record_line(int c, int p, int r, int g) {
 }
 
 /* a/b in one of 8 rotating buffers */
-static const char *pj(const char *a, const char *b) {
-    static char buf[8][4096];
-    static int k;
-    char *o = buf[k++ % 8];
-    if (snprintf(o, sizeof buf[0], "%s/%s", a, b) >= (int)sizeof buf[0]) fail_msg("path too long: %s/%s", a, b);
-    return o;
-}
+static const char *pj(const char *a, const char *b) { return tc_join(a, "%s", b); }
 
 
 static void make_png(const char *dir, int c, int p, int r) {

@@ -36,39 +36,20 @@ static char g_model[512], g_prompts[512], g_conds[512], g_text[512];
 
 /* ---- helpers ---- */
 
+/* path under the test's scratch folder */
 static const char *at(const char *fmt, ...) {
-    static char buf[8][1024];
-    static int k;
-    char rel[900];
     va_list ap;
     va_start(ap, fmt);
-    vsnprintf(rel, sizeof rel, fmt, ap);
+    const char *b = tc_vjoin(g_root, fmt, ap);
     va_end(ap);
-    char *b = buf[k++ % 8];
-    snprintf(b, 1024, "%s/%s", g_root, rel);
     return b;
 }
 
-static void write_text(const char *path, const char *text) {
-    FILE *f = fopen(path, "wb");
-    assert_non_null(f);
-    fputs(text, f);
-    fclose(f);
-}
+static void write_text(const char *path, const char *text) { assert_int_equal(tc_write_text(path, text), 0); }
 
 static char *slurp(const char *path, size_t *n) {
     if (n) *n = 0;
-    FILE *f = fopen(path, "rb");
-    if (!f) return NULL;
-    fseek(f, 0, SEEK_END);
-    long len = ftell(f);
-    fseek(f, 0, SEEK_SET);
-    char *b = malloc((size_t)len + 1);
-    size_t got = fread(b, 1, (size_t)len, f);
-    fclose(f);
-    b[got] = 0;
-    if (n) *n = got;
-    return b;
+    return tc_read_all(path, n);
 }
 
 static int count_lines(const char *path) {

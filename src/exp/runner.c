@@ -195,6 +195,7 @@ struct runner {
     int probe[RUN_MAX_PROBE];
     char model_digest[DIGEST_HEX], prompts_digest[DIGEST_HEX];
     char (*cond_json)[1024]; /* compact condition JSON for the PNG text chunks */
+    int *n_words;            /* per prompt: words before <eos> (places <eos> and <pad> among the keys) */
     worker *wk;
     /* shared, under run_io */
     long done, total, made;
@@ -315,12 +316,7 @@ static json_t *make_record(worker *w, int ci, int p, uint64_t seed, const uint8_
     json_object_set_new(m, "psnr", jreal(img_psnr(mse))); /* null = +inf (identical images) */
     json_object_set_new(m, "ssim", jreal(ssim));
     json_object_set_new(o, "metrics", m);
-    /* the word count places <eos> and <pad> among the text keys (prompts were checked at start) */
-    const te *enc = r->pp->text_encoder;
-    int32_t *ids = ss_malloc(sizeof(int32_t) * enc->cfg.max_length);
-    const int words = ids ? tok_encode(enc->vocab, r->ps.m[p].prompt, enc->cfg.max_length, ids) : -1;
-    free(ids);
-    json_object_set_new(o, "probe", metric_probe_json(w->sk, words < 0 ? -1 : words));
+    json_object_set_new(o, "probe", metric_probe_json(w->sk, r->n_words[p]));
     json_object_set_new(o, "verification", metric_verification_json(w->sk));
     json_object_set_new(o, "seconds", json_real(now_s() - t0));
     if (rc) {
@@ -491,10 +487,15 @@ static int setup(runner *r, exp_blocks *bm) {
     const sd3_config *tc = &r->pp->transformer->cfg;
     const te *enc = r->pp->text_encoder;
     int32_t *ids = ss_malloc(sizeof(int32_t) * enc->cfg.max_length);
-    if (!ids) return SS_ENOMEM;
+    r->n_words = ss_malloc(sizeof(int) * (size_t)(r->ps.n ? r->ps.n : 1));
+    if (!ids || !r->n_words) {
+        free(ids);
+        return SS_ENOMEM;
+    }
     for (int i = 0; i < r->ps.n && !rc; i++) {
         const int words = tok_encode(enc->vocab, r->ps.m[i].prompt, enc->cfg.max_length, ids); /* >= 0: word count */
         if (words < 0) rc = ss_err_prefix(words, "%s: prompt %d (\"%s\"): ", c->prompts_path, i, r->ps.m[i].prompt);
+        r->n_words[i] = words;
     }
     free(ids);
     if (rc < 0) return rc;
@@ -661,6 +662,7 @@ done:
     workers_free(&r);
     records_close(&r.rf);
     free(r.cond_json);
+    free(r.n_words);
     free(r.conds);
     free(r.ps.m);
     pipe_free(r.pp);
