@@ -1,5 +1,7 @@
 # sinkscope build. `make` builds ./sinkscope; `make test` runs every test optimized and
 # under AddressSanitizer+UBSan; `make bench` runs the benchmarks (not part of the tests).
+# The default goal is stated: the rules the flavour macro expands below would otherwise set it.
+.DEFAULT_GOAL := all
 # Build and test on every core unless told otherwise (CI and README run plain `make test`).
 MAKEFLAGS += -j$(shell nproc)
 CC      ?= cc

@@ -9,11 +9,6 @@
 
 #include "io/safetensors.h"
 
-const char *tc_shared(void) {
-    const char *s = getenv("SINKSCOPE_SHARED");
-    return s && *s ? s : "../shared";
-}
-
 const char *tc_vjoin(const char *root, const char *fmt, va_list ap) {
     static char buf[8][4096];
     static int k;
@@ -38,7 +33,7 @@ const char *tc_join(const char *root, const char *fmt, ...) {
 const char *tc_path(const char *fmt, ...) {
     va_list ap;
     va_start(ap, fmt);
-    const char *b = tc_vjoin(tc_shared(), fmt, ap);
+    const char *b = tc_vjoin("tests", fmt, ap);
     va_end(ap);
     return b;
 }

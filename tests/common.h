@@ -6,9 +6,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
-/* ../shared, or $SINKSCOPE_SHARED: where the fixtures and docs live beside the checkout. */
-const char *tc_shared(void);
-/* Path under tc_shared(), in a static rotating buffer (8 in turn). */
+/* Path under tests/ (the project's own reference data: tests/fixtures, tests/data), relative to
+ * the repository root the tests run from; in a static rotating buffer (8 in turn). */
 const char *tc_path(const char *fmt, ...);
 /* root/fmt..., in the same rotating buffers. */
 const char *tc_join(const char *root, const char *fmt, ...);

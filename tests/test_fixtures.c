@@ -1,4 +1,4 @@
-/* The SD3 engine against diffusers' own outputs (shared/fixtures): every block, the sample, the
+/* The SD3 engine against diffusers' own outputs (tests/fixtures): every block, the sample, the
  * attention mass, every intervention; and the no-op guarantees (bit-identical outputs). */
 #include <stdarg.h>
 #include <stddef.h>

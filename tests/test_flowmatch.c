@@ -15,7 +15,7 @@
 #include "core/err.h"
 #include "sample/flowmatch.h"
 
-#define FIXTURE "../shared/fixtures/flowmatch_schedules.json"
+#define FIXTURE "tests/fixtures/flowmatch_schedules.json"
 
 static double max_err(const float *got, json_t *want, int n) {
     assert_int_equal((int)json_array_size(want), n);

@@ -17,7 +17,7 @@
 #include "core/err.h"
 #include "io/safetensors.h"
 
-#define FIXTURES "../shared/fixtures"
+#define FIXTURES "tests/fixtures"
 
 static char g_dir[64]; /* mkdtemp folder for this run */
 

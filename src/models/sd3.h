@@ -8,7 +8,7 @@
  *   sd3_forward(m, out, latents, ctx, pooled, t, B, Hl, Wl, S, NULL);
  *   sd3_free(m);
  *
- * See shared/docs/dit-spec.md section 2 for the architecture this follows.
+ * See docs/dit-spec.md section 2 for the architecture this follows.
  */
 #ifndef SS_SD3_H
 #define SS_SD3_H

@@ -1,5 +1,5 @@
 /* condition: one intervention, as a value type parsed from the JSON schema of
- * shared/fixtures/README.md plus `steps` and `seed`. The CLI (`forward --condition`), the sampler
+ * tests/fixtures/README.md plus `steps` and `seed`. The CLI (`forward --condition`), the sampler
  * and experiment lists (`run`) all use this one parser.
  *
  *   {"name": "A1", "layers": [12], "select": "topk", "k": 1, "rank_by": "head", "keys": "all",
