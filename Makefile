@@ -61,13 +61,21 @@ build/opt/bench/%: bench/%.c build/opt/libsinkscope.a $(HDRS)
 bench: sinkscope $(patsubst bench/%.c,build/opt/bench/%,$(wildcard bench/*.c))
 	@for b in $(patsubst bench/%.c,build/opt/bench/%,$(wildcard bench/*.c)); do echo "== $$b"; $$b || exit 1; done
 
-# libFuzzer target for the safetensors parser (needs clang); see README.
-FUZZ_SRC = src/io/safetensors.c src/core/err.c
-fuzz: build/fuzz/fuzz_safetensors
-build/fuzz/fuzz_safetensors: fuzz/fuzz_safetensors.c $(FUZZ_SRC) $(HDRS)
+# libFuzzer targets (need clang): every fuzz/fuzz_NAME.c becomes build/fuzz/fuzz_NAME, linked
+# against the whole library built by clang with ASan + UBSan and fuzzer coverage; see README.
+FUZZ_CFLAGS = -std=c11 -D_GNU_SOURCE -g -O1 -fno-omit-frame-pointer -Isrc $(PKG_CFLAGS) -fopenmp=libgomp \
+              -fsanitize=address,undefined -fno-sanitize-recover=undefined
+FUZZ_LIB_OBJ = $(LIB_SRC:%.c=build/fuzz/%.o)
+FUZZ_BINS    = $(patsubst fuzz/%.c,build/fuzz/%,$(wildcard fuzz/fuzz_*.c))
+fuzz: $(FUZZ_BINS)
+build/fuzz/%.o: %.c $(HDRS)
 	@mkdir -p $(dir $@)
-	clang -std=c11 -D_GNU_SOURCE -g -O1 -Isrc $(shell pkg-config --cflags jansson) \
-	  -fsanitize=fuzzer,address,undefined -o $@ fuzz/fuzz_safetensors.c $(FUZZ_SRC) $(shell pkg-config --libs jansson) -lm
+	clang $(FUZZ_CFLAGS) -fsanitize=fuzzer-no-link -c $< -o $@
+build/fuzz/libsinkscope.a: $(FUZZ_LIB_OBJ)
+	@rm -f $@; ar rcs $@ $^
+build/fuzz/fuzz_%: fuzz/fuzz_%.c build/fuzz/libsinkscope.a $(HDRS)
+	@mkdir -p $(dir $@)
+	clang $(FUZZ_CFLAGS) -fsanitize=fuzzer -o $@ $< build/fuzz/libsinkscope.a $(PKG_LIBS) -lm -fopenmp=libgomp
 
 # The main job on the embedded default. Until the embedded model lands this is a random-weight
 # SD3-style model: init, then a probed forward pass with a top-1 sink removal at block 2.
