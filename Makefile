@@ -5,18 +5,22 @@
 # Build and test on every core unless told otherwise (CI and README run plain `make test`).
 MAKEFLAGS += -j$(shell nproc)
 CC      ?= cc
+CXX     ?= c++
 ARCH    ?= -march=native
-PKGS     = openblas jansson libpng
+PKGS     = openblas jansson libpng libutf8proc libpcre2-8 sentencepiece
 PKG_CFLAGS := $(shell pkg-config --cflags $(PKGS))
 PKG_LIBS   := $(shell pkg-config --libs $(PKGS))
 WARN     = -Wall -Wextra -Wshadow -Wno-unused-parameter -Werror=implicit-function-declaration
 CFLAGS_COMMON = -std=c11 -D_GNU_SOURCE $(WARN) -fopenmp -Isrc $(PKG_CFLAGS)
 OPTFLAGS = -O3 $(ARCH) -g
 SANFLAGS = -O1 -g -fno-omit-frame-pointer -fsanitize=address,undefined -fno-sanitize-recover=undefined
-LDLIBS   = $(PKG_LIBS) -lm -fopenmp
+# The one C++ file (src/text/spm_shim.cc) wraps libsentencepiece behind a C interface.
+CXXFLAGS_COMMON = -std=c++17 -D_GNU_SOURCE -Wall -Wextra -Wshadow -Wno-unused-parameter -Isrc $(PKG_CFLAGS)
+LDLIBS   = $(PKG_LIBS) -lstdc++ -lm -fopenmp
 
 LIB_SRC  = $(sort $(wildcard src/*/*.c))
 LIB_SRC := $(filter-out src/cli/%,$(LIB_SRC))
+LIB_CXX  = $(sort $(wildcard src/*/*.cc))
 CLI_SRC  = $(sort $(wildcard src/cli/*.c))
 TEST_SRC = $(sort $(wildcard tests/test_*.c))
 TEST_HELPERS = $(filter-out tests/test_%,$(wildcard tests/*.c))
@@ -24,13 +28,16 @@ HDRS     = $(wildcard src/*/*.h) $(wildcard tests/*.h)
 
 # Two build flavours in separate trees: build/opt (default) and build/san.
 define flavour
-$(1)_LIB_OBJ  = $$(LIB_SRC:%.c=build/$(1)/%.o)
+$(1)_LIB_OBJ  = $$(LIB_SRC:%.c=build/$(1)/%.o) $$(LIB_CXX:%.cc=build/$(1)/%.o)
 $(1)_CLI_OBJ  = $$(CLI_SRC:%.c=build/$(1)/%.o)
 $(1)_TH_OBJ   = $$(TEST_HELPERS:%.c=build/$(1)/%.o)
 $(1)_TESTS    = $$(TEST_SRC:tests/%.c=build/$(1)/tests/%)
 build/$(1)/%.o: %.c $$(HDRS)
 	@mkdir -p $$(dir $$@)
 	$$(CC) $$(CFLAGS_COMMON) $(2) -c $$< -o $$@
+build/$(1)/%.o: %.cc $$(HDRS)
+	@mkdir -p $$(dir $$@)
+	$$(CXX) $$(CXXFLAGS_COMMON) $(2) -c $$< -o $$@
 build/$(1)/libsinkscope.a: $$($(1)_LIB_OBJ)
 	@rm -f $$@; ar rcs $$@ $$^
 build/$(1)/sinkscope: $$($(1)_CLI_OBJ) build/$(1)/libsinkscope.a
@@ -65,17 +72,21 @@ bench: sinkscope $(patsubst bench/%.c,build/opt/bench/%,$(wildcard bench/*.c))
 # against the whole library built by clang with ASan + UBSan and fuzzer coverage; see README.
 FUZZ_CFLAGS = -std=c11 -D_GNU_SOURCE -g -O1 -fno-omit-frame-pointer -Isrc $(PKG_CFLAGS) -fopenmp=libgomp \
               -fsanitize=address,undefined -fno-sanitize-recover=undefined
-FUZZ_LIB_OBJ = $(LIB_SRC:%.c=build/fuzz/%.o)
+FUZZ_LIB_OBJ = $(LIB_SRC:%.c=build/fuzz/%.o) $(LIB_CXX:%.cc=build/fuzz/%.o)
 FUZZ_BINS    = $(patsubst fuzz/%.c,build/fuzz/%,$(wildcard fuzz/fuzz_*.c))
 fuzz: $(FUZZ_BINS)
 build/fuzz/%.o: %.c $(HDRS)
 	@mkdir -p $(dir $@)
 	clang $(FUZZ_CFLAGS) -fsanitize=fuzzer-no-link -c $< -o $@
+build/fuzz/%.o: %.cc $(HDRS)
+	@mkdir -p $(dir $@)
+	clang++ $(CXXFLAGS_COMMON) -g -O1 -fno-omit-frame-pointer -fsanitize=address,undefined -fsanitize=fuzzer-no-link \
+	  -c $< -o $@
 build/fuzz/libsinkscope.a: $(FUZZ_LIB_OBJ)
 	@rm -f $@; ar rcs $@ $^
 build/fuzz/fuzz_%: fuzz/fuzz_%.c build/fuzz/libsinkscope.a $(HDRS)
 	@mkdir -p $(dir $@)
-	clang $(FUZZ_CFLAGS) -fsanitize=fuzzer -o $@ $< build/fuzz/libsinkscope.a $(PKG_LIBS) -lm -fopenmp=libgomp
+	clang $(FUZZ_CFLAGS) -fsanitize=fuzzer -o $@ $< build/fuzz/libsinkscope.a $(PKG_LIBS) -lstdc++ -lm -fopenmp=libgomp
 
 # The main job on the embedded default. Until the embedded model lands this is a random-weight
 # SD3-style model: init, then a probed forward pass with a top-1 sink removal at block 2.

@@ -7,6 +7,7 @@ SUDO=""
 export DEBIAN_FRONTEND=noninteractive
 $SUDO apt-get update -qq
 $SUDO apt-get install -y -qq --no-install-recommends \
-    gcc make pkg-config libc6-dev \
+    gcc g++ make pkg-config libc6-dev \
     libopenblas-openmp-dev libjansson-dev libpng-dev libcmocka-dev \
+    libutf8proc-dev libpcre2-dev libsentencepiece-dev \
     chromium fonts-dejavu-core >/dev/null

@@ -18,6 +18,8 @@ static const command COMMANDS[] = {
     {"report", cmd_report, "statistics report of an experiment folder: tables, CSV, summary.json, report.html"},
     {"run", cmd_run, "run an experiment: seed-paired images, metrics and sink probes for a list of conditions"},
     {"train", cmd_train, "train a pixel-space model and its text encoder (rectified flow)"},
+    {"tokenize", cmd_tokenize, "CLIP BPE / T5 SentencePiece token ids of JSON-string prompts, one per line"},
+    {"encode", cmd_encode, "run a CLIP or T5 text encoder (transformers folder) on input_ids"},
 };
 
 static void usage(FILE *f) {
