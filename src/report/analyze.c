@@ -543,7 +543,9 @@ static int analyze_dynamics(rp_analysis *a) {
             for (int j = 0; j < e->recs[i].n_probe; j++) {
                 const rp_probe *p = &e->probes[e->recs[i].probe_off + (size_t)j];
                 if (p->block != d->block) continue;
-                int k = (int)((const int *)bsearch(&p->step, steps, (size_t)ns, sizeof *steps, cmp_int) - steps);
+                const int *hit = bsearch(&p->step, steps, (size_t)ns, sizeof *steps, cmp_int);
+                if (!hit) continue; /* beyond the 4096 distinct steps kept */
+                int k = (int)(hit - steps);
                 d->n[k]++;
                 d->n_entries++;
                 if (isfinite(p->t_frac) && !tf_set[k]) d->t_frac[k] = p->t_frac, tf_set[k] = 1;
