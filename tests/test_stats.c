@@ -738,6 +738,56 @@ static int teardown(void **state) {
     return 0;
 }
 
+/* ======================================================================================
+ * Degenerate data against scipy (tests/gen_stats_ref.py, section "degenerate")
+ * ====================================================================================== */
+
+/* scipy's value: a number, NaN for null, +-inf for "inf" / "-inf" */
+static double sval(json_t *r, const char *key) {
+    json_t *v = json_object_get(r, key);
+    if (json_is_null(v)) return NAN;
+    if (json_is_string(v)) return json_string_value(v)[0] == '-' ? -INFINITY : INFINITY;
+    return num(v);
+}
+
+static void test_degenerate_vs_scipy(void **state) {
+    (void)state;
+    json_t *s = section("degenerate");
+    assert_true(json_array_size(s) >= 8);
+    for (size_t i = 0; i < json_array_size(s); i++) {
+        json_t *r = json_array_get(s, i);
+        const char *name = str(r, "name");
+        double sp = sval(r, "p");
+        if (!strcmp(str(r, "kind"), "ttest_rel")) {
+            int n, nb;
+            double *a = vec(r, "a", &n), *b = vec(r, "b", &nb);
+            stats_ttest o;
+            assert_int_equal(stats_paired_t(a, b, n, &o), SS_OK);
+            double st = sval(r, "t");
+            printf("  %-16s scipy t %-10g p %-10g  ours t %g p %g\n", name, st, sp, o.t, o.p_two);
+            /* never a p from a zero standard error; where scipy says NaN we agree */
+            assert_true(o.zero_var && isnan(o.p_two) && isnan(o.p_greater) && isnan(o.p_less));
+            if (isnan(st)) assert_true(isnan(o.t));
+            else assert_true(isinf(o.t) && (o.t > 0) == (st > 0) && fabs(st) > 1e15); /* scipy: inf, or 1e16 from rounding */
+            free(a), free(b);
+        } else {
+            int n, ny;
+            double *d = vec(r, "dose", &n), *y = vec(r, "y", &ny);
+            stats_trend o;
+            assert_int_equal(stats_dose_trend(d, y, n, &o), SS_OK);
+            double srho = sval(r, "rho");
+            printf("  %-16s scipy p %-10g rho %-10g rho_p %-10g  ours p %g rho %g rho_p %g\n", name, sp, srho, sval(r, "rho_p"), o.p,
+                   o.rho, o.rho_p);
+            assert_true(relerr(o.slope, fld(r, "slope")) < 1e-12 || (o.slope == 0 && fld(r, "slope") == 0));
+            if (o.y_constant || o.exact_fit) assert_true(isnan(o.p)); /* scipy: 1 (r := 0) or 1e-30 (TINY) */
+            else assert_true(relerr(o.p, sp) < 1e-12);
+            if (isnan(srho)) assert_true(isnan(o.rho) && isnan(o.rho_p)); /* all ranks tied: both NaN */
+            else assert_true(fabs(o.rho - srho) < 1e-15 && (fabs(o.rho) == 1 ? isnan(o.rho_p) : relerr(o.rho_p, sval(r, "rho_p")) < 1e-12));
+            free(d), free(y);
+        }
+    }
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_lgamma_lbeta),
@@ -755,6 +805,7 @@ int main(void) {
         cmocka_unit_test(test_holm),
         cmocka_unit_test(test_dd),
         cmocka_unit_test(test_dose_trend),
+        cmocka_unit_test(test_degenerate_vs_scipy),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }
