@@ -315,10 +315,10 @@ static int analyze_sweeps(rp_analysis *a, double *dose, double *y) {
                 char *why = s->why[which], *rwhy = s->rho_why[which];
                 if (m < 3) {
                     why_few(why, m, 3);
-                    snprintf(rwhy, RP_WHY, "%s", why);
+                    memcpy(rwhy, why, RP_WHY);
                 } else if (!distinct) {
                     snprintf(why, RP_WHY, "all %d pairs are at one dose: the slope is undefined", m);
-                    snprintf(rwhy, RP_WHY, "%s", why);
+                    memcpy(rwhy, why, RP_WHY);
                 } else {
                     stats_trend *t = &s->trend[which];
                     if ((rc = stats_dose_trend(dose, y, m, t)) < 0) break;
