@@ -399,6 +399,40 @@ def quantile_ref(paired):
     return out
 
 
+def jnum(v):
+    """NaN as null, infinities as strings (the JSON is written with allow_nan=False)"""
+    v = float(v)
+    if math.isnan(v):
+        return None
+    if math.isinf(v):
+        return "inf" if v > 0 else "-inf"
+    return v
+
+
+def degenerate_ref():
+    """What scipy says where a test divides by a zero standard error. sinkscope's documented
+    convention (src/eval/stats.h) gives NaN p in every one of these cases: where scipy also says
+    NaN the two agree; where scipy gives a number it comes from an infinite t (or a huge t made
+    by rounding, or linregress' TINY guard / r = 0 convention), not from a t distribution. The
+    C test checks both: NaN p always, and t of the same sign where scipy's is infinite or huge."""
+    out = []
+    for name, a, b in [("zero_diffs", [0.3, 0.31, 0.29, 0.33], [0.3, 0.31, 0.29, 0.33]),
+                       ("two_zero_pairs", [0.0, 1.0], [0.0, 1.0]),
+                       ("shift_0.1", [0.0, 0.0, 0.0], [0.1, 0.1, 0.1]),
+                       ("shift_1", [0.0, 1.0, 0.0], [1.0, 2.0, 1.0]),
+                       ("shift_-1", [1.0, 1.0], [0.0, 0.0])]:
+        r = st.ttest_rel(b, a)
+        out.append(dict(name=name, kind="ttest_rel", a=a, b=b, t=jnum(r.statistic), p=jnum(r.pvalue)))
+    ks = [1.0, 5.0, 10.0, 20.0, 50.0]
+    for name, y in [("flat", [0.3] * 5), ("line", [2 * k + 1 for k in ks]),
+                    ("monotone", [0.1, 0.2, 0.4, 0.5, 0.9])]:
+        lr = st.linregress(ks, y)
+        sp = st.spearmanr(ks, y)
+        out.append(dict(name=name, kind="trend", dose=ks, y=y, slope=jnum(lr.slope), r=jnum(lr.rvalue),
+                        p=jnum(lr.pvalue), rho=jnum(sp.correlation), rho_p=jnum(sp.pvalue)))
+    return out
+
+
 def main():
     paired = paired_ref()
     t_ppf, t_ppf_skipped = t_ppf_ref()
@@ -421,6 +455,7 @@ def main():
         trend=trend_ref(),
         holm=holm_ref(),
         quantile=quantile_ref(paired),
+        degenerate=degenerate_ref(),
     )
     path = os.path.join(os.path.dirname(os.path.abspath(__file__)), "data", "stats_scipy.json")
     os.makedirs(os.path.dirname(path), exist_ok=True)

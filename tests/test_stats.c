@@ -398,18 +398,19 @@ static void test_ttest_edges(void **state) {
     /* n < 2 */
     assert_int_equal(stats_paired_t(a, a, 1, &o), SS_EARG);
     assert_int_equal(stats_paired_t(a, a, 0, &o), SS_EARG);
-    /* all differences zero: no evidence either way */
+    /* all differences zero: t = 0/0, no p at all (scipy: NaN too) */
     assert_int_equal(stats_paired_t(a, a, 4, &o), SS_OK);
-    assert_true(o.zero_var && o.mean == 0 && o.sd == 0 && o.t == 0);
-    assert_true(o.p_two == 1 && o.p_greater == 0.5 && o.p_less == 0.5);
-    /* constant positive shift: certainty in that direction. 0.1 is chosen because its rounded
-     * sample mean differs from 0.1, which would give a spurious sd of ~1e-17 */
+    assert_true(o.zero_var && o.mean == 0 && o.sd == 0 && isnan(o.t));
+    assert_true(isnan(o.p_two) && isnan(o.p_greater) && isnan(o.p_less));
+    /* constant positive shift: t = +inf, but still no t distribution, so no p (never p = 0).
+     * 0.1 is chosen because its rounded sample mean differs from 0.1, which would give a
+     * spurious sd of ~1e-17 (scipy: t = 1e16, p = 1e-32) */
     double z[3] = {0, 0, 0}, c[3] = {0.1, 0.1, 0.1};
     assert_int_equal(stats_paired_t(z, c, 3, &o), SS_OK);
     assert_true(o.zero_var && o.mean == 0.1 && o.sd == 0 && o.t == INFINITY);
-    assert_true(o.p_two == 0 && o.p_greater == 0 && o.p_less == 1);
+    assert_true(isnan(o.p_two) && isnan(o.p_greater) && isnan(o.p_less));
     assert_int_equal(stats_paired_t(c, z, 3, &o), SS_OK);
-    assert_true(o.t == -INFINITY && o.p_two == 0 && o.p_greater == 1 && o.p_less == 0);
+    assert_true(o.t == -INFINITY && isnan(o.p_two) && isnan(o.p_greater) && isnan(o.p_less));
     /* non-finite input */
     memcpy(b, a, sizeof b);
     b[2] = INFINITY;
@@ -461,12 +462,17 @@ static void test_tost(void **state) {
 
     stats_tost o;
     double d[] = {0.001, 0.001, 0.001};
+    /* zero variance: inside, outside or on the margin, TOST has no p and claims nothing */
     assert_int_equal(stats_tost_paired(d, 3, 0.002, 0.05, &o), SS_OK);
-    assert_true(o.zero_var && o.p == 0 && o.equivalent);
+    assert_true(o.zero_var && isnan(o.p) && isnan(o.p_lower) && isnan(o.p_upper) && !o.equivalent);
+    assert_true(isnan(o.ci_lo) && isnan(o.ci_hi));
     assert_int_equal(stats_tost_paired(d, 3, 0.0005, 0.05, &o), SS_OK);
-    assert_true(o.zero_var && o.p == 1 && !o.equivalent);
+    assert_true(o.zero_var && isnan(o.p) && !o.equivalent);
     assert_int_equal(stats_tost_paired(d, 3, 0.001, 0.05, &o), SS_OK); /* on the margin */
-    assert_true(o.p == 0.5 && !o.equivalent);
+    assert_true(isnan(o.p) && !o.equivalent);
+    double zero[] = {0, 0}; /* the hostile case: two pairs, no change, was "equivalent (p=0)" */
+    assert_int_equal(stats_tost_paired(zero, 2, 0.05, 0.05, &o), SS_OK);
+    assert_true(o.zero_var && isnan(o.p) && !o.equivalent);
     assert_int_equal(stats_tost_paired(d, 3, 0, 0.05, &o), SS_EARG);
     assert_int_equal(stats_tost_paired(d, 3, 0.002, 0.5, &o), SS_EARG);
     assert_int_equal(stats_tost_paired(d, 1, 0.002, 0.05, &o), SS_EARG);
@@ -516,9 +522,9 @@ static void test_bootstrap_properties(void **state) {
         if (n > 2) assert_true(l1 < h1);
         free(a), free(b);
     }
-    double one = 0.7, lo, hi;
+    double one = 0.7, lo, hi; /* one value: no interval */
     assert_int_equal(stats_bootstrap_mean_ci(&one, 1, 100, 0.95, 1, &lo, &hi), SS_OK);
-    assert_true(lo == 0.7 && hi == 0.7);
+    assert_true(isnan(lo) && isnan(hi));
     double c[] = {0.25, 0.25, 0.25, 0.25};
     assert_int_equal(stats_bootstrap_mean_ci(c, 4, 100, 0.95, 1, &lo, &hi), SS_OK);
     assert_true(lo == 0.25 && hi == 0.25);
@@ -593,9 +599,16 @@ static void test_holm(void **state) {
     assert_true(relerr(adj[0], 0.9) < 1e-15 && adj[1] == 1 && adj[2] == 1);
     double bad[] = {0.1, 1.2};
     assert_int_equal(stats_holm(bad, 2, adj), SS_EARG);
-    bad[1] = NAN;
+    bad[1] = -INFINITY;
     assert_int_equal(stats_holm(bad, 2, adj), SS_EARG);
     assert_int_equal(stats_holm(bad, 0, adj), SS_EARG);
+    /* undefined tests (NaN) stay NaN and are not counted: m = 2 here, not 4 */
+    double und[] = {0.01, NAN, 0.04, NAN}, ua[4];
+    assert_int_equal(stats_holm(und, 4, ua), SS_OK);
+    assert_true(relerr(ua[0], 0.02) < 1e-15 && relerr(ua[2], 0.04) < 1e-15 && isnan(ua[1]) && isnan(ua[3]));
+    double all_und[] = {NAN, NAN};
+    assert_int_equal(stats_holm(all_und, 2, ua), SS_OK);
+    assert_true(isnan(ua[0]) && isnan(ua[1]));
 }
 
 /* ======================================================================================
@@ -632,8 +645,11 @@ static void test_dd(void **state) {
     stats_dd_result o;
     double x[] = {1, 2, 3};
     assert_int_equal(stats_dd(x, x, 3, 100, 0.95, 1, &o), SS_OK);
-    assert_true(o.zero_var && o.mean == 0 && o.p_one == 0.5 && o.p_two == 1);
+    assert_true(o.zero_var && o.mean == 0 && isnan(o.p_one) && isnan(o.p_two));
     assert_true(o.ci_lo == 0 && o.ci_hi == 0);
+    double y[] = {1.5, 2.5, 3.5}; /* sink - random = +0.5 on every pair: t = +inf, p undefined */
+    assert_int_equal(stats_dd(y, x, 3, 100, 0.95, 1, &o), SS_OK);
+    assert_true(o.zero_var && o.mean == 0.5 && o.t == INFINITY && isnan(o.p_one) && isnan(o.p_two));
     assert_int_equal(stats_dd(x, x, 1, 100, 0.95, 1, &o), SS_EARG);
     assert_int_equal(stats_dd(x, x, 3, 0, 0.95, 1, &o), SS_EARG);
 }
@@ -662,7 +678,9 @@ static void test_dose_trend(void **state) {
         chk(&tr, o.r, fld(r, "r"), "%s", name);
         chk(&tp, o.p, fld(r, "p"), "%s", name);
         chk(&trho, o.rho, fld(r, "rho"), "%s", name);
-        chk(&trp, o.rho_p, fld(r, "rho_p"), "%s", name);
+        /* |rho| = 1: scipy's p comes from t = +-inf (its TINY guard); ours is undefined */
+        if (fabs(o.rho) == 1) assert_true(isnan(o.rho_p));
+        else chk(&trp, o.rho_p, fld(r, "rho_p"), "%s", name);
         double *rd = vec(r, "rank_dose", &nr), *ry = vec(r, "rank_y", &nr);
         double *mine = malloc(sizeof(double) * (size_t)n);
         assert_int_equal(stats_rank(dose, n, mine), SS_OK);
@@ -683,16 +701,16 @@ static void test_dose_trend(void **state) {
 
     stats_trend o;
     double dose[] = {1, 5, 10, 20, 50}, flat[] = {0.3, 0.3, 0.3, 0.3, 0.3}, same[] = {2, 2, 2, 2, 2};
-    assert_int_equal(stats_dose_trend(dose, flat, 5, &o), SS_OK);
-    assert_true(o.y_constant && o.slope == 0 && o.p == 1 && o.rho == 0 && o.rho_p == 1);
-    assert_true(o.intercept == 0.3 && o.slope_se == 0);
+    assert_int_equal(stats_dose_trend(dose, flat, 5, &o), SS_OK); /* flat: slope 0, no test */
+    assert_true(o.y_constant && o.slope == 0 && isnan(o.p) && isnan(o.r) && isnan(o.rho) && isnan(o.rho_p));
+    assert_true(o.intercept == 0.3 && o.slope_se == 0 && !o.exact_fit);
     assert_int_equal(stats_dose_trend(same, dose, 5, &o), SS_EARG);
     assert_int_equal(stats_dose_trend(dose, dose, 2, &o), SS_EARG);
-    /* an exact line: r = rho = 1, p = 0 */
+    /* an exact line: r = rho = 1, zero residual variance: t = +inf, no p (scipy: 1e-30 and 0) */
     double line[5];
     for (int i = 0; i < 5; i++) line[i] = 2 * dose[i] + 1;
     assert_int_equal(stats_dose_trend(dose, line, 5, &o), SS_OK);
-    assert_true(o.r == 1 && o.rho == 1 && o.p == 0 && o.rho_p == 0);
+    assert_true(o.r == 1 && o.rho == 1 && o.exact_fit && o.t == INFINITY && isnan(o.p) && isnan(o.rho_p));
     assert_true(relerr(o.slope, 2) < 1e-15 && relerr(o.intercept, 1) < 1e-14);
 }
 
@@ -720,6 +738,56 @@ static int teardown(void **state) {
     return 0;
 }
 
+/* ======================================================================================
+ * Degenerate data against scipy (tests/gen_stats_ref.py, section "degenerate")
+ * ====================================================================================== */
+
+/* scipy's value: a number, NaN for null, +-inf for "inf" / "-inf" */
+static double sval(json_t *r, const char *key) {
+    json_t *v = json_object_get(r, key);
+    if (json_is_null(v)) return NAN;
+    if (json_is_string(v)) return json_string_value(v)[0] == '-' ? -INFINITY : INFINITY;
+    return num(v);
+}
+
+static void test_degenerate_vs_scipy(void **state) {
+    (void)state;
+    json_t *s = section("degenerate");
+    assert_true(json_array_size(s) >= 8);
+    for (size_t i = 0; i < json_array_size(s); i++) {
+        json_t *r = json_array_get(s, i);
+        const char *name = str(r, "name");
+        double sp = sval(r, "p");
+        if (!strcmp(str(r, "kind"), "ttest_rel")) {
+            int n, nb;
+            double *a = vec(r, "a", &n), *b = vec(r, "b", &nb);
+            stats_ttest o;
+            assert_int_equal(stats_paired_t(a, b, n, &o), SS_OK);
+            double st = sval(r, "t");
+            printf("  %-16s scipy t %-10g p %-10g  ours t %g p %g\n", name, st, sp, o.t, o.p_two);
+            /* never a p from a zero standard error; where scipy says NaN we agree */
+            assert_true(o.zero_var && isnan(o.p_two) && isnan(o.p_greater) && isnan(o.p_less));
+            if (isnan(st)) assert_true(isnan(o.t));
+            else assert_true(isinf(o.t) && (o.t > 0) == (st > 0) && fabs(st) > 1e15); /* scipy: inf, or 1e16 from rounding */
+            free(a), free(b);
+        } else {
+            int n, ny;
+            double *d = vec(r, "dose", &n), *y = vec(r, "y", &ny);
+            stats_trend o;
+            assert_int_equal(stats_dose_trend(d, y, n, &o), SS_OK);
+            double srho = sval(r, "rho");
+            printf("  %-16s scipy p %-10g rho %-10g rho_p %-10g  ours p %g rho %g rho_p %g\n", name, sp, srho, sval(r, "rho_p"), o.p,
+                   o.rho, o.rho_p);
+            assert_true(relerr(o.slope, fld(r, "slope")) < 1e-12 || (o.slope == 0 && fld(r, "slope") == 0));
+            if (o.y_constant || o.exact_fit) assert_true(isnan(o.p)); /* scipy: 1 (r := 0) or 1e-30 (TINY) */
+            else assert_true(relerr(o.p, sp) < 1e-12);
+            if (isnan(srho)) assert_true(isnan(o.rho) && isnan(o.rho_p)); /* all ranks tied: both NaN */
+            else assert_true(fabs(o.rho - srho) < 1e-15 && (fabs(o.rho) == 1 ? isnan(o.rho_p) : relerr(o.rho_p, sval(r, "rho_p")) < 1e-12));
+            free(d), free(y);
+        }
+    }
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_lgamma_lbeta),
@@ -737,6 +805,7 @@ int main(void) {
         cmocka_unit_test(test_holm),
         cmocka_unit_test(test_dd),
         cmocka_unit_test(test_dose_trend),
+        cmocka_unit_test(test_degenerate_vs_scipy),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }

@@ -1,5 +1,7 @@
 /* sinkscope report: the statistics report of an experiment folder written by `sinkscope run`. */
+#include <errno.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "cli/args.h"
@@ -64,9 +66,15 @@ int cmd_report(int argc, char **argv) {
         if (cli_int("report", "bootstrap", boot_s, 1, 10000000, &v)) return 2;
         o.bootstrap = (int)v;
     }
-    if (seed_s) {
-        if (cli_int("report", "seed", seed_s, 0, 0x7fffffffffffffffL, &v)) return 2;
-        o.seed = (uint64_t)v;
+    if (seed_s) { /* any unsigned 64-bit value, like the run's seeds */
+        char *end;
+        errno = 0;
+        unsigned long long s = strtoull(seed_s, &end, 10);
+        if (seed_s[0] < '0' || seed_s[0] > '9' || *end || errno) {
+            fprintf(stderr, "sinkscope report: --seed '%s' is not an integer in [0, 18446744073709551615]\n", seed_s);
+            return 2;
+        }
+        o.seed = (uint64_t)s;
     }
     if (report_run(&o) < 0) {
         fprintf(stderr, "sinkscope report: %s\n", ss_err());

@@ -451,18 +451,10 @@ static void ttest_from_moments(stats_ttest *o, int n, double mean, double sd, in
     o->se = sd / sqrt(n);
     o->zero_var = constant;
     if (constant) {
-        /* documented convention: no spread means either no evidence or certainty */
-        if (mean == mu0) {
-            o->t = 0;
-            o->p_two = 1;
-            o->p_greater = o->p_less = 0.5;
-        } else {
-            int up = mean > mu0;
-            o->t = up ? INFINITY : -INFINITY;
-            o->p_two = 0;
-            o->p_greater = up ? 0 : 1;
-            o->p_less = up ? 1 : 0;
-        }
+        /* documented convention: no spread, no t distribution. t = 0/0 (NaN) when every value
+         * equals mu0, +-inf otherwise; every p is undefined (NaN) either way. */
+        o->t = mean == mu0 ? NAN : mean > mu0 ? INFINITY : -INFINITY;
+        o->p_two = o->p_greater = o->p_less = NAN;
         return;
     }
     o->t = (mean - mu0) / o->se;
@@ -569,6 +561,14 @@ static uint64_t rng_below(rng *r, uint64_t n) {
 int stats_bootstrap_mean_ci(const double *d, int n, int resamples, double level, uint64_t seed,
                             double *lo, double *hi) {
     if (n < 1) return ss_fail(SS_EARG, "stats_bootstrap_mean_ci: need n >= 1, got %d", n);
+    if (n < 2) { /* every resample is the one value: no interval */
+        if (!(resamples >= 1 && level > 0 && level < 1))
+            return ss_fail(SS_EARG, "stats_bootstrap_mean_ci: bad resamples (%d) or level (%g)", resamples, level);
+        int rc = check_finite(d, n, "d");
+        if (rc < 0) return rc;
+        *lo = *hi = NAN;
+        return SS_OK;
+    }
     if (resamples < 1)
         return ss_fail(SS_EARG, "stats_bootstrap_mean_ci: need resamples >= 1, got %d", resamples);
     if (!(level > 0 && level < 1))
@@ -611,17 +611,22 @@ int stats_holm(const double *p, int m, double *adj) {
     if (m < 1) return ss_fail(SS_EARG, "stats_holm: need m >= 1, got %d", m);
     if (!p || !adj) return ss_fail(SS_EARG, "stats_holm: NULL array");
     for (int i = 0; i < m; i++)
-        if (!(p[i] >= 0 && p[i] <= 1))
+        if (!isnan(p[i]) && !(p[i] >= 0 && p[i] <= 1))
             return ss_fail(SS_EARG, "stats_holm: p[%d] = %g is not in [0, 1]", i, p[i]);
     keyed *k = ss_malloc((size_t)m * sizeof *k);
     if (!k) return SS_ENOMEM;
-    for (int i = 0; i < m; i++) k[i] = (keyed){p[i], i};
-    qsort(k, (size_t)m, sizeof *k, cmp_keyed);
-    /* j-th smallest (0-based) is multiplied by m - j; a running max keeps the step-down
+    /* undefined tests (NaN) stay NaN and do not count among the m hypotheses */
+    int mm = 0;
+    for (int i = 0; i < m; i++)
+        if (!isnan(p[i])) k[mm++] = (keyed){p[i], i};
+    for (int i = 0; i < m; i++)
+        if (isnan(p[i])) adj[i] = NAN;
+    qsort(k, (size_t)mm, sizeof *k, cmp_keyed);
+    /* j-th smallest (0-based) is multiplied by mm - j; a running max keeps the step-down
      * monotone. k[] holds copies, so adj may alias p. */
     double run = 0;
-    for (int j = 0; j < m; j++) {
-        double v = (double)(m - j) * k[j].v;
+    for (int j = 0; j < mm; j++) {
+        double v = (double)(mm - j) * k[j].v;
         if (v > run) run = v;
         adj[k[j].i] = run > 1 ? 1 : run;
     }
@@ -657,12 +662,17 @@ int stats_tost_paired(const double *d, int n, double margin, double alpha, stats
     out->t_upper = upper.t;
     out->p_lower = lower.p_greater;
     out->p_upper = upper.p_less;
+    out->zero_var = c;
+    if (c) { /* no t distribution: no p, no interval, no verdict */
+        out->p = out->ci_lo = out->ci_hi = NAN;
+        out->equivalent = 0;
+        return SS_OK;
+    }
     out->p = out->p_lower > out->p_upper ? out->p_lower : out->p_upper;
     double tc = stats_t_ppf(1 - alpha, out->df);
     out->ci_lo = m - tc * out->se;
     out->ci_hi = m + tc * out->se;
     out->equivalent = out->p < alpha;
-    out->zero_var = c;
     return SS_OK;
 }
 
@@ -761,23 +771,29 @@ int stats_dose_trend(const double *dose, const double *y, int n, stats_trend *ou
     out->n = n;
     out->df = df;
     out->y_constant = all_equal(y, n);
-    if (out->y_constant) { /* exactly flat: no trend, whatever rounding says */
-        r = 0;
+    if (out->y_constant) { /* exactly flat: slope 0, whatever rounding says; r = 0/0 */
+        r = NAN;
         sxy = syy = 0;
     }
     out->r = r;
     out->slope = sxy / sxx;
     out->intercept = my - out->slope * mx;
-    out->slope_se = sqrt((1 - r) * (1 + r) * syy / sxx / df);
+    out->slope_se = out->y_constant ? 0 : sqrt((1 - r) * (1 + r) * syy / sxx / df);
     /* same as linregress: se_b * sqrt(mean(x^2)), with sxx here a sum (not a mean) */
     out->intercept_se = out->slope_se * sqrt(sxx / n + mx * mx);
-    out->t = corr_t(r, df);
-    double p = 2 * stats_t_sf(fabs(out->t), df);
-    out->p = p > 1 ? 1 : p;
+    out->exact_fit = !out->y_constant && (r == 1 || r == -1 || out->slope_se == 0);
+    if (out->y_constant || out->exact_fit) {
+        /* zero residual variance: t = slope / 0 (or 0/0), no t distribution, p undefined */
+        out->t = out->y_constant ? NAN : out->slope > 0 ? INFINITY : -INFINITY;
+        out->p = NAN;
+    } else {
+        out->t = corr_t(r, df);
+        double p = 2 * stats_t_sf(fabs(out->t), df);
+        out->p = p > 1 ? 1 : p;
+    }
 
-    if (out->y_constant) {
-        out->rho = 0;
-        out->rho_p = 1;
+    if (out->y_constant) { /* every rank tied: rho = 0/0 (scipy: NaN) */
+        out->rho = out->rho_p = NAN;
         return SS_OK;
     }
     double *rk = ss_malloc(2 * (size_t)n * sizeof *rk);
@@ -788,7 +804,11 @@ int stats_dose_trend(const double *dose, const double *y, int n, stats_trend *ou
     double rho = pearson(rk, rk + n, n, &a, &b, &c, &m1, &m2);
     free(rk);
     out->rho = rho;
-    p = 2 * stats_t_sf(fabs(corr_t(rho, df)), df);
+    if (rho == 1 || rho == -1) { /* t = +-inf: the t approximation of its p is degenerate */
+        out->rho_p = NAN;
+        return SS_OK;
+    }
+    double p = 2 * stats_t_sf(fabs(corr_t(rho, df)), df);
     out->rho_p = p > 1 ? 1 : p;
     return SS_OK;
 }

@@ -19,16 +19,20 @@
  * sizes, non-finite inputs, out-of-range parameters). Scalar special functions return NaN on a
  * bad argument instead, like libm.
  *
- * Degenerate data (documented conventions, not errors):
- *   - A t-test needs n >= 2 (SS_EARG otherwise).
- *   - Zero variance of the differences: if every difference equals the null value the test has
- *     no evidence either way: t = 0, p_two = 1, p_greater = p_less = 0.5. If the differences are
- *     a constant other than the null value: t = +-inf, p_two = 0, the one-sided p in the
- *     direction of the effect is 0 and the other is 1. Both set `zero_var` = 1. (scipy gives
- *     NaN for the first case and the same limits for the second.)
+ * Degenerate data (documented conventions, not errors). The rule: a p-value needs a t
+ * distribution, so whenever the standard error it divides by is zero, p is NaN (undefined) and
+ * the caller says why; no test ever reports p = 0 or p = 1 from a division by zero.
+ *   - A t-test needs n >= 2 (SS_EARG otherwise); a bootstrap CI of n = 1 value is NaN.
+ *   - Zero variance of the differences (`zero_var` = 1): every p is NaN. t is NaN (0/0) when
+ *     every difference equals the null value (scipy: NaN too) and +-inf when they are a
+ *     constant other than it (scipy: +-inf and p = 0 for exactly representable constants, or a
+ *     huge t from rounding, e.g. 1e16 for a constant 0.1). TOST: p, its CI NaN, not equivalent.
+ *   - Holm: NaN p-values stay NaN and are not counted among the hypotheses.
  *   - Dose trend: all doses equal is an error (the slope is undefined, scipy raises). If y is
- *     constant the slope is 0 with p = 1 and rho = 0 with p = 1 (scipy gives NaN for rho);
- *     `y_constant` = 1 marks it.
+ *     constant (`y_constant`): slope 0, r, t, p, rho and rho_p NaN (scipy: r = 0, p = 1 by its
+ *     convention; rho NaN). Points exactly on a line (`exact_fit`, slope_se = 0): t = +-inf,
+ *     p NaN (scipy: p ~ 1e-30 from its TINY guard). |rho| = 1: rho_p NaN (scipy: ~0 from the
+ *     same guard; the exact permutation p is not 0).
  */
 #ifndef SS_STATS_H
 #define SS_STATS_H
@@ -84,7 +88,7 @@ typedef struct {
     double p_two;   /* two-sided p */
     double p_greater; /* one-sided p for H1: mean > mu0 */
     double p_less;  /* one-sided p for H1: mean < mu0 */
-    int zero_var;   /* 1 if sd == 0 (see the convention above) */
+    int zero_var;   /* 1 if sd == 0: p_two, p_greater, p_less NaN (see the convention above) */
 } stats_ttest;
 
 /* One-sample t-test of H0: mean(d) = mu0 (scipy.stats.ttest_1samp). */
@@ -97,14 +101,15 @@ int stats_paired_t(const double *a, const double *b, int n, stats_ttest *out);
 /* Percentile bootstrap CI for the mean of d: `resamples` resamples of size n drawn with
  * replacement (xoshiro256** seeded by splitmix64(seed), unbiased index draws), the resample
  * means' percentiles (1-level)/2 and (1+level)/2 with linear interpolation. Deterministic for a
- * given (d, n, resamples, seed) on every platform. n >= 1, resamples >= 1, 0 < level < 1. */
+ * given (d, n, resamples, seed) on every platform. n >= 1, resamples >= 1, 0 < level < 1;
+ * n = 1 gives lo = hi = NaN (one value has no sampling distribution). */
 int stats_bootstrap_mean_ci(const double *d, int n, int resamples, double level, uint64_t seed,
                             double *lo, double *hi);
 
 /* ---- multiple comparisons ---- */
 
 /* Holm step-down adjusted p-values, monotone in the sorted order and capped at 1. adj may alias
- * p. Every p must be in [0, 1]. m >= 1. */
+ * p. Every p must be in [0, 1] or NaN (an undefined test: adj NaN, not counted). m >= 1. */
 int stats_holm(const double *p, int m, double *adj);
 
 /* ---- equivalence ---- */
@@ -118,8 +123,7 @@ typedef struct {
     double p;         /* max(p_lower, p_upper): the TOST p-value */
     double ci_lo, ci_hi; /* (1 - 2 alpha) CI: mean -+ t_{1-alpha, df} se */
     int equivalent;   /* p < alpha (equivalently, the CI lies inside (-margin, margin)) */
-    int zero_var;     /* se == 0: t-test convention above, so p = 0 if |mean| < margin,
-                         0.5 exactly on a margin, 1 outside */
+    int zero_var;     /* se == 0: p, p_lower, p_upper, ci NaN; equivalent = 0 */
 } stats_tost;
 
 /* TOST for the mean paired difference d (e.g. b - a) within +-margin. n >= 2, margin > 0,
@@ -152,7 +156,8 @@ typedef struct {
     double r;                      /* Pearson correlation */
     double t, df, p;               /* t = slope / slope_se, df = n - 2, two-sided p */
     double rho, rho_p;             /* Spearman rho (average ranks) and its two-sided p */
-    int y_constant;
+    int y_constant;                /* y all equal: r, t, p, rho, rho_p NaN */
+    int exact_fit;                 /* points exactly on a line (slope_se 0): p NaN */
 } stats_trend;
 
 /* OLS of y on dose plus Spearman's rank correlation. n >= 3, dose not all equal. */

@@ -2,15 +2,23 @@
 
 #include <errno.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include "core/err.h"
+#include "io/fsutil.h"
 
 int ss_json_load(const char *path, json_t **out) {
     *out = NULL;
     FILE *f = fopen(path, "rb");
     if (!f) return ss_fail(SS_EIO, "%s: cannot open: %s", path, strerror(errno));
+    struct stat sb;
+    if (fstat(fileno(f), &sb) == 0 && !S_ISREG(sb.st_mode)) {
+        fclose(f);
+        return ss_fail(SS_EIO, "%s: cannot open: %s", path, S_ISDIR(sb.st_mode) ? "is a directory" : "not a regular file");
+    }
     json_error_t je;
     *out = json_loadf(f, JSON_REJECT_DUPLICATES, &je);
     fclose(f);
@@ -19,19 +27,18 @@ int ss_json_load(const char *path, json_t **out) {
 }
 
 int ss_json_save(const char *path, json_t *o, size_t flags) {
-    char tmp[4200];
-    if ((size_t)snprintf(tmp, sizeof tmp, "%s.tmp", path) >= sizeof tmp) {
-        json_decref(o);
-        return ss_fail(SS_EARG, "%s: path too long", path);
-    }
-    FILE *f = o ? fopen(tmp, "wb") : NULL;
-    int ok = f && json_dumpf(o, f, flags) == 0 && fputc('\n', f) != EOF && fflush(f) == 0 && fsync(fileno(f)) == 0;
-    if (f && fclose(f)) ok = 0;
+    if (!o) return ss_fail(SS_ENOMEM, "%s: cannot write: out of memory", path);
+    char *s = json_dumps(o, flags);
     json_decref(o);
-    if (!ok || rename(tmp, path)) {
-        int e = errno;
-        remove(tmp);
-        return ss_fail(SS_EIO, "%s: cannot write: %s", path, strerror(e));
+    if (!s) return ss_fail(SS_ENOMEM, "%s: cannot write: out of memory", path);
+    size_t n = strlen(s);
+    char *buf = realloc(s, n + 2);
+    if (!buf) {
+        free(s);
+        return ss_fail(SS_ENOMEM, "%s: cannot write: out of memory", path);
     }
-    return 0;
+    buf[n] = '\n';
+    int rc = ss_write_atomic(path, buf, n + 1);
+    free(buf);
+    return rc;
 }

@@ -24,23 +24,54 @@ uint64_t rp_seed(uint64_t base, const char *what, const char *a, const char *b) 
     return base ^ h;
 }
 
-/* Mean, CI and (n >= 2) a one-sample t-test of x against mu0. */
-static int describe_values(const double *x, int n, double mu0, int resamples, uint64_t seed, rp_metric *m) {
+/* "+0.1", "0", "-0.25": a constant value in a reason */
+static void fmt_value(char *b, size_t cap, double v, int sign) {
+    char num[40];
+    rp_num(num, sizeof num, fabs(v));
+    snprintf(b, cap, "%s%s", v < 0 ? "-" : sign && v > 0 ? "+" : "", v == 0 ? "0" : num);
+}
+
+/* why a test on n values is undefined: too few, or no spread (values all equal to v) */
+static void why_few(char *why, int n, int need) {
+    if (n == 0) snprintf(why, RP_WHY, "no data (n=0)");
+    else snprintf(why, RP_WHY, "n=%d < %d", n, need);
+}
+static void why_zero_var(char *why, const char *what, double v, double mu0, int sign) {
+    char b[48];
+    fmt_value(b, sizeof b, v, sign);
+    snprintf(why, RP_WHY, "zero variance of %s (all %s): t = %s, p undefined", what, b, v == mu0 ? "0/0" : v > mu0 ? "+inf" : "-inf");
+}
+
+/* Mean, CI and (n >= 2) a one-sample t-test of x against mu0 (NaN: not tested, no_test says why). */
+static int describe_values(const double *x, int n, double mu0, const char *no_test, int resamples, uint64_t seed, rp_metric *m) {
     m->n = n;
     m->mean = m->ci_lo = m->ci_hi = m->t = m->p = m->p_holm = NAN;
-    if (n < 1) return 0;
+    m->why[0] = 0;
+    if (n < 1) {
+        why_few(m->why, n, 2);
+        return 0;
+    }
     m->mean = stats_mean(x, n);
     int rc = stats_bootstrap_mean_ci(x, n, resamples, RP_LEVEL, seed, &m->ci_lo, &m->ci_hi);
     if (rc < 0) return rc;
-    if (n >= 2 && !isnan(mu0)) {
+    if (isnan(mu0)) {
+        snprintf(m->why, RP_WHY, "%s", no_test);
+    } else if (n < 2) {
+        why_few(m->why, n, 2);
+    } else {
         stats_ttest t;
         if ((rc = stats_ttest_1samp(x, n, mu0, &t)) < 0) return rc;
-        m->tested = 1;
         m->t = t.t;
         m->p = t.p_two;
+        m->tested = !t.zero_var;
+        if (t.zero_var) why_zero_var(m->why, "the values", t.mean, mu0, 0);
     }
     return 0;
 }
+
+/* The image metrics of a pair are those of the condition's record, computed against the
+ * baseline's image: not usable when that image failed the check. */
+static int base_img_ok(const rp_record *b) { return b->img_state == RP_IMG_OK; }
 
 static int metric_geneval(rp_analysis *a, int c, double *base, double *cond, double *d) {
     rp_exp *e = a->e;
@@ -56,6 +87,8 @@ static int metric_geneval(rp_analysis *a, int c, double *base, double *cond, dou
     m->n_missing = r->n_pairs - n;
     m->n = n;
     m->mean = m->ci_lo = m->ci_hi = m->t = m->p = m->p_holm = m->base_mean = m->cond_mean = NAN;
+    m->why[0] = 0;
+    if (n < 2) why_few(m->why, n, 2);
     if (n < 1) return 0;
     m->base_mean = stats_mean(base, n);
     m->cond_mean = stats_mean(cond, n);
@@ -66,9 +99,15 @@ static int metric_geneval(rp_analysis *a, int c, double *base, double *cond, dou
     if (n < 2) return 0;
     stats_ttest t;
     if ((rc = stats_paired_t(base, cond, n, &t)) < 0) return rc;
-    m->tested = 1;
     m->t = t.t;
     m->p = t.p_two;
+    if (t.zero_var) {
+        /* every pair moved by the same amount (often: none did): no t distribution, so neither
+         * the t-test nor TOST says anything; equivalence is not claimed */
+        why_zero_var(m->why, "the paired differences", t.mean, 0, 1);
+        return 0;
+    }
+    m->tested = 1;
     if ((rc = stats_tost_paired(d, n, a->o->margin, RP_ALPHA, &m->tost)) < 0) return rc;
     m->has_tost = 1;
     return 0;
@@ -81,6 +120,7 @@ static int metric_image(rp_analysis *a, int c, int k, double *x) {
     int n = 0, n_inf = 0;
     for (int i = 0; i < r->n_pairs; i++) {
         const rp_record *q = &e->recs[r->ci[i]];
+        if (!base_img_ok(&e->recs[r->bi[i]])) continue; /* counted as missing */
         double v = k == M_MSE ? q->mse : k == M_SSIM ? q->ssim : k == M_SHIFT ? 1.0 - q->ssim : q->psnr;
         if (k == M_PSNR && isinf(v) && v > 0) {
             n_inf++;
@@ -92,11 +132,12 @@ static int metric_image(rp_analysis *a, int c, int k, double *x) {
     m->n_missing = r->n_pairs - n - n_inf;
     /* the baseline's value against itself: mse 0, ssim 1, 1-ssim 0; psnr is infinite (no test) */
     double mu0 = k == M_SSIM ? 1.0 : k == M_PSNR ? NAN : 0.0;
-    return describe_values(x, n, mu0, a->o->bootstrap, rp_seed(a->o->seed, "delta", e->conds[c].name, RP_METRIC_KEY[k]), m);
+    return describe_values(x, n, mu0, "not tested: the baseline's PSNR against itself is infinite", a->o->bootstrap,
+                           rp_seed(a->o->seed, "delta", e->conds[c].name, RP_METRIC_KEY[k]), m);
 }
 
 static const char *verdict(const rp_metric *m) {
-    if (!m->has_tost) return "n/a";
+    if (!m->has_tost) return "no verdict";
     int diff = m->p_holm < RP_ALPHA;
     if (m->tost.equivalent) return diff ? "equivalent (small shift)" : "equivalent";
     return diff ? "different" : "inconclusive";
@@ -135,7 +176,11 @@ static int is_active(const rp_cond *c) { return c->parsed && c->c.n_layers > 0; 
 static int dd_metric(rp_dd_metric *out, const double *sink, const double *rand, int n, int greater, const report_opts *o,
                      uint64_t seed) {
     memset(out, 0, sizeof *out);
-    if (n < 2) return 0;
+    out->p_one = NAN;
+    if (n < 2) {
+        why_few(out->why, n, 2);
+        return 0;
+    }
     out->mean_sink = stats_mean(sink, n);
     out->mean_rand = stats_mean(rand, n);
     int rc;
@@ -153,6 +198,7 @@ static int dd_metric(rp_dd_metric *out, const double *sink, const double *rand, 
         out->dd.ci_hi = -lo;
         out->dd.t = -out->dd.t;
     }
+    if (out->dd.zero_var) why_zero_var(out->why, "the per-pair ΔΔ", out->dd.mean, 0, 1);
     out->ok = 1;
     return 0;
 }
@@ -185,7 +231,7 @@ static int analyze_dd(rp_analysis *a, double *b1, double *b2, double *b3, double
             if (ir < 0) continue;
             const rp_record *xr = &e->recs[ir];
             d->n++;
-            if (isfinite(xs->ssim) && isfinite(xr->ssim)) b1[ns] = 1.0 - xs->ssim, b2[ns] = 1.0 - xr->ssim, ns++;
+            if (isfinite(xs->ssim) && isfinite(xr->ssim) && base_img_ok(xb)) b1[ns] = 1.0 - xs->ssim, b2[ns] = 1.0 - xr->ssim, ns++;
             if (xs->has_gv && xr->has_gv && xb->has_gv) b3[na] = xs->gv - xb->gv, b4[na] = xr->gv - xb->gv, na++;
         }
         int rc;
@@ -260,14 +306,34 @@ static int analyze_sweeps(rp_analysis *a, double *dose, double *y) {
                     for (int i = 0; i < cr->n_pairs; i++) {
                         const rp_record *x = &e->recs[cr->ci[i]], *b = &e->recs[cr->bi[i]];
                         if (which == 0 && x->has_gv && b->has_gv) dose[m] = s->dose[j], y[m++] = x->gv - b->gv;
-                        if (which == 1 && isfinite(x->ssim)) dose[m] = s->dose[j], y[m++] = 1.0 - x->ssim;
+                        if (which == 1 && isfinite(x->ssim) && base_img_ok(b)) dose[m] = s->dose[j], y[m++] = 1.0 - x->ssim;
                     }
                 }
                 int distinct = 0;
                 for (int i = 1; i < m && !distinct; i++) distinct = dose[i] != dose[0];
-                if (m >= 3 && distinct) {
-                    if ((rc = stats_dose_trend(dose, y, m, &s->trend[which])) < 0) break;
+                s->n_points[which] = m;
+                char *why = s->why[which], *rwhy = s->rho_why[which];
+                if (m < 3) {
+                    why_few(why, m, 3);
+                    memcpy(rwhy, why, RP_WHY);
+                } else if (!distinct) {
+                    snprintf(why, RP_WHY, "all %d pairs are at one dose: the slope is undefined", m);
+                    memcpy(rwhy, why, RP_WHY);
+                } else {
+                    stats_trend *t = &s->trend[which];
+                    if ((rc = stats_dose_trend(dose, y, m, t)) < 0) break;
                     s->has_trend[which] = 1;
+                    char b[48];
+                    fmt_value(b, sizeof b, y[0], which == 0);
+                    if (t->y_constant) {
+                        snprintf(why, RP_WHY, "zero variance of the responses (all %s): p undefined", b);
+                        snprintf(rwhy, RP_WHY, "zero variance of the responses (all %s): every rank tied, rho undefined", b);
+                    } else if (t->exact_fit) {
+                        snprintf(why, RP_WHY, "zero residual variance (the points lie exactly on a line): t = %sinf, p undefined",
+                                 t->slope > 0 ? "+" : "-");
+                    }
+                    if (!t->y_constant && isnan(t->rho_p))
+                        snprintf(rwhy, RP_WHY, "|rho| = 1 (perfectly monotone): the t approximation of its p is undefined");
                 }
             }
         }
@@ -302,12 +368,15 @@ static int analyze_tags(rp_analysis *a, double *x, double *y) {
                 const rp_record *q = &e->recs[cr->ci[i]], *b = &e->recs[cr->bi[i]];
                 if (q->tag != t) continue;
                 if (q->has_gv && b->has_gv) x[n++] = q->gv - b->gv;
-                if (isfinite(q->ssim)) ssum += 1.0 - q->ssim, ns++;
+                if (isfinite(q->ssim) && base_img_ok(b)) ssum += 1.0 - q->ssim, ns++;
             }
             rp_metric m = {0};
-            int rc = describe_values(x, n, 0.0, a->o->bootstrap, rp_seed(a->o->seed, "tag", e->conds[c].name, e->tags[t]), &m);
+            int rc = describe_values(x, n, 0.0, "", a->o->bootstrap, rp_seed(a->o->seed, "tag", e->conds[c].name, e->tags[t]), &m);
             if (rc < 0) return rc;
+            if (!strncmp(m.why, "zero variance of the values", 27)) /* these are paired differences */
+                why_zero_var(m.why, "the paired differences", m.mean, 0, 1);
             cell->n = n;
+            snprintf(cell->why, RP_WHY, "%s", m.why);
             cell->mean = m.mean, cell->ci_lo = m.ci_lo, cell->ci_hi = m.ci_hi, cell->p = m.p;
             cell->n_shift = ns;
             cell->shift = ns ? ssum / ns : NAN;
@@ -474,7 +543,9 @@ static int analyze_dynamics(rp_analysis *a) {
             for (int j = 0; j < e->recs[i].n_probe; j++) {
                 const rp_probe *p = &e->probes[e->recs[i].probe_off + (size_t)j];
                 if (p->block != d->block) continue;
-                int k = (int)((const int *)bsearch(&p->step, steps, (size_t)ns, sizeof *steps, cmp_int) - steps);
+                const int *hit = bsearch(&p->step, steps, (size_t)ns, sizeof *steps, cmp_int);
+                if (!hit) continue; /* beyond the 4096 distinct steps kept */
+                int k = (int)(hit - steps);
                 d->n[k]++;
                 d->n_entries++;
                 if (isfinite(p->t_frac) && !tf_set[k]) d->t_frac[k] = p->t_frac, tf_set[k] = 1;

@@ -1,6 +1,7 @@
 /* report/html: one self-contained report.html (inline CSS, inline SVG charts drawn here, PNGs as
  * base64 data URIs). Every coordinate is printed with a fixed number of decimals, so the same
  * analysis gives the same bytes. */
+#include <inttypes.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -8,6 +9,7 @@
 #include <unistd.h>
 
 #include "core/err.h"
+#include "io/fsutil.h"
 #include "io/png.h"
 #include "report/report.h"
 
@@ -63,6 +65,12 @@ static void put_ci(FILE *f, double m, double lo, double hi, int dec, int sign) {
         fputs("–", f);
         return;
     }
+    if (isnan(lo) || isnan(hi)) { /* one value: no interval */
+        if (sign) put_signed(f, m, dec);
+        else fprintf(f, "%.*f", dec, m);
+        fputs(" <span class=ci>[–]</span>", f);
+        return;
+    }
     if (sign) {
         put_signed(f, m, dec);
         fputs(" <span class=ci>[", f);
@@ -83,6 +91,16 @@ static void put_p(FILE *f, double p) {
     }
     rp_fmt_p(b, sizeof b, p);
     fputs(b, f);
+}
+
+/* a p-value, or "–" with the reason it is undefined */
+static void put_p_why(FILE *f, double p, const char *why) {
+    put_p(f, p);
+    if (isnan(p) && why && *why) {
+        fputs("<br><span class=why>", f);
+        esc(f, why);
+        fputs("</span>", f);
+    }
 }
 
 /* 1.9×10^8 */
@@ -527,8 +545,9 @@ static int embed_png(FILE *f, const char *exp_dir, const char *out_dir, const ch
                         for (int dx = 0; dx < fac; dx++) s += rgb[((size_t)(y * fac + dy) * w + (x * fac + dx)) * 3 + ch];
                     t[((size_t)y * tw + x) * 3 + ch] = (uint8_t)((s + (unsigned)(fac * fac) / 2) / (unsigned)(fac * fac));
                 }
-        snprintf(src, sizeof src, "%s/.thumb.png", out_dir);
-        int rc = png_write_rgb(src, tw, th, t, NULL, 0);
+        /* a unique scratch name: concurrent reports of one folder must not share it */
+        int rc = ss_mktemp_in(out_dir, "thumb", src, sizeof src);
+        if (rc == 0 && (rc = png_write_rgb(src, tw, th, t, NULL, 0)) < 0) unlink(src);
         free(t);
         if (rc < 0) {
             free(rgb);
@@ -539,7 +558,10 @@ static int embed_png(FILE *f, const char *exp_dir, const char *out_dir, const ch
     }
     free(rgb);
     FILE *in = fopen(src, "rb");
-    if (!in) return -1;
+    if (!in) {
+        if (thumb) unlink(src);
+        return -1;
+    }
     fseek(in, 0, SEEK_END);
     long n = ftell(in);
     fseek(in, 0, SEEK_SET);
@@ -556,12 +578,7 @@ static int embed_png(FILE *f, const char *exp_dir, const char *out_dir, const ch
     return ok ? 0 : -1;
 }
 
-static int image_exists(const char *exp_dir, const char *rel) {
-    char path[4400];
-    if (!rel) return 0;
-    snprintf(path, sizeof path, "%s/%s", exp_dir, rel);
-    return access(path, R_OK) == 0;
-}
+static int image_ok(const rp_record *r) { return r->image && r->img_state == RP_IMG_OK; }
 
 static void fig_qualitative(FILE *f, const rp_analysis *a, const char *out_dir) {
     const rp_exp *e = a->e;
@@ -584,10 +601,11 @@ static void fig_qualitative(FILE *f, const rp_analysis *a, const char *out_dir) 
                 int dup = 0;
                 for (int j = 0; j < nr && !dup; j++) dup = e->recs[rows[j]].prompt == r->prompt;
                 if (dup) continue;
-                int full = image_exists(a->o->exp_dir, r->image);
+                /* only images that passed the check (rp_verify_images) */
+                int full = image_ok(r);
                 for (int c = 1; c < nc && full; c++) {
                     int k = rp_find(e, cols[c], r->prompt, r->seed);
-                    full = k >= 0 && image_exists(a->o->exp_dir, e->recs[k].image);
+                    full = k >= 0 && image_ok(&e->recs[k]);
                 }
                 if (!full) continue;
                 rows[nr++] = i;
@@ -610,7 +628,7 @@ static void fig_qualitative(FILE *f, const rp_analysis *a, const char *out_dir) 
         const rp_record *base = &e->recs[rows[r]];
         fputs("<tr><td class=l style=\"max-width:220px;white-space:normal\">", f);
         esc(f, base->prompt_text ? base->prompt_text : "");
-        fprintf(f, "<br><span class=muted>#%d, seed %lld", base->prompt, base->seed);
+        fprintf(f, "<br><span class=muted>#%d, seed %" PRIu64, base->prompt, base->seed);
         if (base->tag >= 0) {
             fputs(", ", f);
             esc(f, e->tags[base->tag]);
@@ -675,7 +693,7 @@ static void table_key(FILE *f, const rp_analysis *a) {
         fprintf(f, "</td><td%s>", !isnan(g->ci_lo) && (g->ci_lo > 0 || g->ci_hi < 0) ? " class=sig" : "");
         put_ci(f, g->mean, g->ci_lo, g->ci_hi, 3, 1);
         fputs("</td><td>", f);
-        put_p(f, g->p);
+        put_p_why(f, g->p, g->why);
         fputs("</td><td>", f);
         put_p(f, g->p_holm);
         if (g->has_tost) {
@@ -684,7 +702,12 @@ static void table_key(FILE *f, const rp_analysis *a) {
             put_p(f, g->tost.p);
             fputs("</span>", f);
         } else {
-            fputs("</td><td>–", f);
+            fprintf(f, "</td><td>%s", g->verdict);
+            if (g->why[0]) {
+                fputs("<br><span class=why>", f);
+                esc(f, g->why);
+                fputs("</span>", f);
+            }
         }
         fputs("</td><td>", f);
         put_ci(f, s->mean, s->ci_lo, s->ci_hi, 4, 0);
@@ -698,7 +721,7 @@ static void table_key(FILE *f, const rp_analysis *a) {
                 fputs("<br><span class=muted>vs ", f);
                 esc(f, e->conds[a->dd[i].rand].name);
                 fputs("</span></td><td>", f);
-                put_p(f, x->p_one);
+                put_p_why(f, x->p_one, x->why);
                 fputs("</td>", f);
                 found = 1;
             }
@@ -733,19 +756,23 @@ static void table_dd(FILE *f, const rp_analysis *a) {
             fprintf(f, "</td><td%s>", d->shift.dd.ci_lo > 0 ? " class=sig" : "");
             put_ci(f, d->shift.dd.mean, d->shift.dd.ci_lo, d->shift.dd.ci_hi, 4, 1);
             fputs("</td><td>", f);
-            put_p(f, d->shift.p_one);
+            put_p_why(f, d->shift.p_one, d->shift.why);
             fputs("</td>", f);
         } else {
-            fputs("<td>–</td><td>–</td><td>–</td><td>–</td><td>–</td>", f);
+            fputs("<td>–</td><td>–</td><td>–</td><td>–</td><td>", f);
+            put_p_why(f, NAN, d->shift.why);
+            fputs("</td>", f);
         }
         if (d->align.ok) {
             fprintf(f, "<td%s>", d->align.dd.ci_hi < 0 ? " class=sig" : "");
             put_ci(f, d->align.dd.mean, d->align.dd.ci_lo, d->align.dd.ci_hi, 3, 1);
             fputs("</td><td>", f);
-            put_p(f, d->align.p_one);
+            put_p_why(f, d->align.p_one, d->align.why);
             fputs("</td>", f);
         } else {
-            fputs("<td>–</td><td>–</td>", f);
+            fputs("<td>–</td><td>", f);
+            put_p_why(f, NAN, d->align.why);
+            fputs("</td>", f);
         }
         fputs("</tr>\n", f);
     }
@@ -774,7 +801,7 @@ static void table_secondary(FILE *f, const rp_analysis *a) {
         fprintf(f, "</td><td>%d</td><td>", r->m[M_PSNR].n_inf);
         put_ci(f, r->m[M_SSIM].mean, r->m[M_SSIM].ci_lo, r->m[M_SSIM].ci_hi, 4, 0);
         fputs("</td><td>", f);
-        put_p(f, r->m[M_SHIFT].p_holm);
+        put_p_why(f, r->m[M_SHIFT].p_holm, r->m[M_SHIFT].why);
         fputs("</td></tr>\n", f);
     }
     fputs("</tbody></table>\n", f);
@@ -803,14 +830,16 @@ static void table_sweeps(FILE *f, const rp_analysis *a) {
                 fprintf(f, "<td>%d</td><td>", t->n);
                 put_signed(f, t->slope, 4);
                 fprintf(f, " ± %.4f</td><td>", t->slope_se);
-                put_p(f, t->p);
+                put_p_why(f, t->p, s->why[w]);
                 fputs("</td><td>", f);
                 put_signed(f, t->rho, 3);
                 fputs("</td><td>", f);
-                put_p(f, t->rho_p);
+                put_p_why(f, t->rho_p, s->rho_why[w]);
                 fputs("</td>", f);
             } else {
-                fputs("<td>–</td><td>–</td><td>–</td><td>–</td><td>–</td>", f);
+                fprintf(f, "<td>%d</td><td>–</td><td>", s->n_points[w]);
+                put_p_why(f, NAN, s->why[w]);
+                fputs("</td><td>–</td><td>–</td>", f);
             }
             fputs("</tr>\n", f);
         }
@@ -848,6 +877,11 @@ static void table_tags(FILE *f, const rp_analysis *a) {
             int sig = !isnan(x->ci_lo) && (x->ci_lo > 0 || x->ci_hi < 0);
             fprintf(f, "<td%s>", sig ? " class=sig" : "");
             put_ci(f, x->mean, x->ci_lo, x->ci_hi, 3, 1);
+            if (x->n < 2 && x->why[0]) {
+                fputs("<br><span class=why>", f);
+                esc(f, x->why);
+                fputs("</span>", f);
+            }
             if (!isnan(x->shift)) fprintf(f, "<br><span class=muted>1−SSIM %.3f</span>", x->shift);
             fputs("</td>", f);
         }
@@ -961,7 +995,7 @@ static const char CSS[] =
     "table.qual img{width:144px;height:auto;display:block;margin:0 auto 2px;border:1px solid #ccc}"
     "table.qual img.px{image-rendering:pixelated}table.qual td,table.qual th{text-align:center;vertical-align:middle}"
     "table.qual td.l,table.qual th.l{text-align:left}\n"
-    "img.missing{width:144px;height:40px;border:1px dashed #c33}\n"
+    "img.missing{width:144px;height:40px;border:1px dashed #c33}.why{color:#a33;font-size:11px}.warn{color:#a33}\n"
     "ul.notes{font-size:12.5px;color:#444}code{font-size:12px}table.tags td,table.tags th{padding:3px 6px;font-size:12px}\n";
 
 int rp_write_html(const rp_analysis *a, const char *out_dir) {
@@ -988,6 +1022,11 @@ int rp_write_html(const rp_analysis *a, const char *out_dir) {
     if (e->steps > 0) fprintf(f, " · %d steps", e->steps);
     if (isfinite(e->cfg)) fprintf(f, " · CFG %g", e->cfg);
     fprintf(f, " · %d conditions · %d records used of %d lines", e->n_conds, e->n_recs, e->n_lines);
+    if (e->img_flagged)
+        fprintf(f, " · <b class=warn>%d of %d images flagged</b> (%d missing, %d wrong size, %d wrong SHA-256, %d other; "
+                   "left out of the image metrics and panels, see the notes)",
+                e->img_flagged, e->img_checked, e->img_count[RP_IMG_MISSING], e->img_count[RP_IMG_SIZE], e->img_count[RP_IMG_DIGEST],
+                e->img_flagged - e->img_count[RP_IMG_MISSING] - e->img_count[RP_IMG_SIZE] - e->img_count[RP_IMG_DIGEST]);
     fputs(" · sinkscope ", f);
     esc(f, *e->version ? e->version : "?");
     fputs("</p>\n", f);
@@ -1098,8 +1137,14 @@ int rp_write_html(const rp_analysis *a, const char *out_dir) {
                "<li>Sweeps: conditions equal in every field except their name and η (score path) or k; the trend is the OLS "
                "slope over all pairs (t-test) and Spearman's ρ. The baseline is not a dose.</li>\n"
                "<li>Dynamics use the baseline's probe entries (conditional batch element); verification uses each condition's "
-               "verification entries.</li>\n",
+               "verification entries.</li>\n"
+               "<li>Undefined statistics: a test needs at least 2 values (a trend 3) and a non-zero standard deviation; "
+               "otherwise its p, Holm p and verdict are left out (–, <i>no verdict</i>) and the reason is given. "
+               "A key recorded twice (an item redone) is taken from its last line.</li>\n",
             a->o->bootstrap, (unsigned long long)a->o->seed, a->o->margin, a->o->margin, 100 * a->o->margin);
+    fprintf(f, "<li>Images: %d records checked (%d against their recorded size / SHA-256, %d for existence only, "
+               "recorded by older runners); %d flagged.</li>\n",
+            e->img_checked, e->img_with_digest, e->img_existence_only, e->img_flagged);
     for (int i = 0; i < e->n_notes; i++) {
         fputs("<li>", f);
         esc(f, e->notes[i]);

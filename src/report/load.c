@@ -3,14 +3,21 @@
  * Loading is forgiving where a run can legitimately leave traces (a half-written last line after
  * a crash, items not run yet) and says what it skipped in rp_exp.notes; it fails only when the
  * experiment cannot be interpreted at all (no experiment.json, no baseline, duplicate names). */
+#include <errno.h>
+#include <fcntl.h>
+#include <inttypes.h>
 #include <jansson.h>
+#include <limits.h>
 #include <math.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
 
 #include "core/err.h"
+#include "exp/digest.h"
 #include "report/report.h"
 
 void rp_note(rp_exp *e, const char *fmt, ...) {
@@ -23,6 +30,53 @@ void rp_note(rp_exp *e, const char *fmt, ...) {
     if (!n) return;
     e->notes = n;
     if ((e->notes[e->n_notes] = strdup(buf))) e->n_notes++;
+}
+
+void rp_warn(rp_exp *e, const char *fmt, ...) {
+    char buf[1024];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(buf, sizeof buf, fmt, ap);
+    va_end(ap);
+    rp_note(e, "%s", buf);
+    if (e->warn) fprintf(e->warn, "sinkscope report: warning: %s\n", buf);
+}
+
+/* Opens an input of the experiment folder for reading: it must be a regular file. NULL with
+ * ss_err() set ("PATH: cannot open: REASON" / "PATH: is a directory, not a file" / ...); errno
+ * is ENOENT (and nothing is set) when the file does not exist and missing_ok. */
+static FILE *open_input(const char *path, int missing_ok) {
+    int fd = open(path, O_RDONLY | O_CLOEXEC | O_NONBLOCK); /* O_NONBLOCK: a FIFO must not hang us */
+    if (fd < 0) {
+        int err = errno;
+        if (!(missing_ok && err == ENOENT)) ss_fail(SS_EIO, "%s: cannot open: %s", path, strerror(err));
+        errno = err;
+        return NULL;
+    }
+    struct stat sb;
+    if (fstat(fd, &sb)) {
+        int err = errno;
+        close(fd);
+        ss_fail(SS_EIO, "%s: cannot open: %s", path, strerror(err));
+        errno = err;
+        return NULL;
+    }
+    if (!S_ISREG(sb.st_mode)) {
+        close(fd);
+        ss_fail(SS_EIO, "%s: is %s, not a regular file", path, S_ISDIR(sb.st_mode) ? "a directory" : "a special file");
+        errno = EISDIR;
+        return NULL;
+    }
+    int fl = fcntl(fd, F_GETFL);
+    if (fl >= 0) fcntl(fd, F_SETFL, fl & ~O_NONBLOCK);
+    FILE *f = fdopen(fd, "rb");
+    if (!f) {
+        int err = errno;
+        close(fd);
+        ss_fail(SS_ENOMEM, "out of memory");
+        errno = err;
+    }
+    return f;
 }
 
 static void copy_str(char *dst, size_t cap, json_t *v) {
@@ -81,11 +135,16 @@ static int load_experiment(rp_exp *e, const char *dir) {
     char path[4200];
     snprintf(path, sizeof path, "%s/experiment.json", dir);
     json_error_t je;
-    json_t *root = json_load_file(path, 0, &je);
+    FILE *f = open_input(path, 1);
+    if (!f) {
+        if (errno == ENOENT) return ss_fail(SS_EIO, "%s: cannot open: no such file (is %s an experiment folder?)", path, dir);
+        return SS_EIO; /* message set by open_input */
+    }
+    json_t *root = json_loadf(f, 0, &je);
+    int read_err = ferror(f);
+    fclose(f);
     if (!root) {
-        FILE *f = fopen(path, "rb");
-        if (!f) return ss_fail(SS_EIO, "%s: cannot open (is %s an experiment folder?)", path, dir);
-        fclose(f);
+        if (read_err) return ss_fail(SS_EIO, "%s: read error", path);
         return ss_fail(SS_EFORMAT, "%s: not valid JSON (line %d: %s)", path, je.line, je.text);
     }
     int rc = SS_OK;
@@ -273,17 +332,118 @@ static int cond_index(const rp_exp *e, const char *name) {
     return -1;
 }
 
+int rp_seed_value(json_t *v, uint64_t *out) {
+    if (json_is_integer(v)) {
+        if (json_integer_value(v) < 0) return -1;
+        *out = (uint64_t)json_integer_value(v);
+        return 0;
+    }
+    if (!json_is_string(v)) return -1;
+    const char *s = json_string_value(v);
+    size_t n = json_string_length(v);
+    if (n == 0 || n > 20) return -1;
+    uint64_t x = 0;
+    for (size_t i = 0; i < n; i++) {
+        if (s[i] < '0' || s[i] > '9') return -1;
+        unsigned d = (unsigned)(s[i] - '0');
+        if (x > (UINT64_MAX - d) / 10) return -1;
+        x = x * 10 + d;
+    }
+    if (n > 1 && s[0] == '0') return -1; /* one spelling per seed: no leading zeros */
+    *out = x;
+    return 0;
+}
+
+/* Is the number token at s[i] a plain integer (no sign, fraction or exponent) above
+ * LLONG_MAX but not above UINT64_MAX? *end: where the token ends (always > i). */
+static int big_uint_at(const char *s, size_t i, size_t len, size_t *end) {
+    size_t j = i + (s[i] == '-');
+    while (j < len && s[j] >= '0' && s[j] <= '9') j++;
+    *end = j > i ? j : i + 1;
+    if (s[i] == '-' || (j < len && (s[j] == '.' || s[j] == 'e' || s[j] == 'E'))) return 0;
+    size_t nd = j - i;
+    if (nd < 19 || nd > 20 || s[i] == '0') return 0;
+    static const char LL[] = "9223372036854775807", UL[] = "18446744073709551615";
+    return (nd > 19 || memcmp(s + i, LL, 19) > 0) && (nd < 20 || memcmp(s + i, UL, 20) <= 0);
+}
+
+/* Plain non-negative integers of JSON text (outside strings) that do not fit in a long long
+ * but do in a uint64 are put in quotes, so that jansson (signed 64-bit integers only: "too big
+ * integer") reads them as strings instead of refusing the whole line. Returns a malloc'ed,
+ * NUL-terminated copy, or NULL when there is nothing to quote (or no memory). */
+static char *quote_big_ints(const char *s, size_t len, size_t *out_len) {
+    char *o = NULL;
+    size_t n = 0, count = 0;
+    for (int pass = 0; pass < 2; pass++) {
+        int in_str = 0;
+        for (size_t i = 0; i < len;) {
+            char c = s[i];
+            size_t j = i + 1;
+            int q = 0;
+            if (in_str) {
+                if (c == '\\' && i + 1 < len) j = i + 2;
+                else if (c == '"') in_str = 0;
+            } else if (c == '"') {
+                in_str = 1;
+            } else if (c == '-' || (c >= '0' && c <= '9')) {
+                q = big_uint_at(s, i, len, &j);
+                count += pass == 0 && q;
+            }
+            if (pass == 1) {
+                if (q) o[n++] = '"';
+                memcpy(o + n, s + i, j - i);
+                n += j - i;
+                if (q) o[n++] = '"';
+            }
+            i = j;
+        }
+        if (pass == 0 && (!count || !(o = malloc(len + 2 * count + 1)))) return NULL;
+    }
+    o[n] = 0;
+    *out_len = n;
+    return o;
+}
+
+json_t *rp_parse_line(const char *line, size_t len, json_error_t *je) {
+    json_t *o = json_loadb(line, len, JSON_REJECT_DUPLICATES, je);
+    if (o) return o;
+    size_t qlen = 0;
+    char *q = quote_big_ints(line, len, &qlen);
+    if (!q) return NULL;
+    json_error_t je2;
+    o = json_loadb(q, qlen, JSON_REJECT_DUPLICATES, &je2);
+    free(q);
+    if (!o) *je = je2;
+    return o;
+}
+
+static int is_hex64(const char *s) {
+    if (strlen(s) != 64) return 0;
+    for (int i = 0; i < 64; i++)
+        if (!((s[i] >= '0' && s[i] <= '9') || (s[i] >= 'a' && s[i] <= 'f'))) return 0;
+    return 1;
+}
+
 /* One parsed line into a record. Returns 1 when the record is kept, 0 when skipped (noted),
  * negative on out-of-memory. */
 static int parse_record(rp_exp *e, json_t *o, int line, rp_record *r) {
     memset(r, 0, sizeof *r);
     r->line = line;
     r->tag = -1;
+    r->image_bytes = -1;
     json_t *cn = json_object_get(o, "condition");
-    long long pi, seed;
-    if (!json_is_object(o) || !json_is_string(cn) || get_int(o, "prompt_index", &pi) || get_int(o, "seed", &seed) || pi < 0) {
+    long long pi;
+    uint64_t seed;
+    if (!json_is_object(o) || !json_is_string(cn) || get_int(o, "prompt_index", &pi) ||
+        rp_seed_value(json_object_get(o, "seed"), &seed)) {
         e->n_bad++;
-        rp_note(e, "records.jsonl:%d: no 'condition', 'prompt_index' or 'seed'; line skipped", line);
+        rp_note(e, "records.jsonl:%d: no 'condition', 'prompt_index' or 'seed' (an integer >= 0, or a decimal string); line skipped",
+                line);
+        return 0;
+    }
+    if (pi < 0 || pi > INT_MAX) {
+        e->n_bad++;
+        rp_note(e, "records.jsonl:%d: prompt_index %lld is out of range; line skipped", line, pi);
         return 0;
     }
     int ci = cond_index(e, json_string_value(cn));
@@ -305,6 +465,16 @@ static int parse_record(rp_exp *e, json_t *o, int line, rp_record *r) {
     json_t *img = json_object_get(o, "image"), *pt = json_object_get(o, "prompt");
     if (json_is_string(img) && !(r->image = strdup(json_string_value(img)))) return ss_fail(SS_ENOMEM, "out of memory");
     if (json_is_string(pt) && !(r->prompt_text = strdup(json_string_value(pt)))) return ss_fail(SS_ENOMEM, "out of memory");
+    /* the image's size and digest (runner since 2026-12): malformed values are flagged, not trusted */
+    json_t *ib = json_object_get(o, "image_bytes"), *ih = json_object_get(o, "image_sha256");
+    if (ib) {
+        if (json_is_integer(ib) && json_integer_value(ib) >= 0) r->image_bytes = json_integer_value(ib);
+        else r->img_state = RP_IMG_FIELDS;
+    }
+    if (ih) {
+        if (json_is_string(ih) && is_hex64(json_string_value(ih))) memcpy(r->image_sha256, json_string_value(ih), 65);
+        else r->img_state = RP_IMG_FIELDS;
+    }
     json_t *m = json_object_get(o, "metrics");
     json_t *gj = json_object_get(m, "geneval");
     double g = json_is_boolean(gj) ? (double)json_is_true(gj) : get_num(m, "geneval");
@@ -321,6 +491,7 @@ static int parse_record(rp_exp *e, json_t *o, int line, rp_record *r) {
         r->psnr = INFINITY;
     if (!isfinite(r->mse)) r->mse = NAN;
     if (!isfinite(r->ssim)) r->ssim = NAN;
+    if (isnan(r->psnr) || r->psnr == -INFINITY) r->psnr = NAN;
     int rc;
     if (ci == 0 && (rc = parse_probe(e, r, json_object_get(o, "probe"))) < 0) return rc;
     if (ci != 0 && (rc = parse_verif(e, r, json_object_get(o, "verification"))) < 0) return rc;
@@ -370,19 +541,15 @@ static int sort_tags(rp_exp *e) {
     return 0;
 }
 
-static int load_records(rp_exp *e, const char *dir) {
-    char path[4200];
-    snprintf(path, sizeof path, "%s/records.jsonl", dir);
-    FILE *f = fopen(path, "rb");
-    if (!f) {
-        rp_note(e, "records.jsonl is missing: nothing has been run yet");
-        return 0;
-    }
+static int read_records(rp_exp *e, FILE *f, const char *label) {
+    if (!f) return 0;
     char *line = NULL;
     size_t cap = 0, rcap = 0;
     ssize_t len;
     int rc = 0, lineno = 0;
+    errno = 0;
     while ((len = getline(&line, &cap, f)) > 0) {
+        if (lineno == INT_MAX) break;
         lineno++;
         e->n_lines++;
         int has_nl = line[len - 1] == '\n';
@@ -393,17 +560,16 @@ static int load_records(rp_exp *e, const char *dir) {
             continue;
         }
         json_error_t je;
-        json_t *o = json_loadb(line, (size_t)len, 0, &je);
-        if (!o || !has_nl) {
+        json_t *o = has_nl ? rp_parse_line(line, (size_t)len, &je) : NULL;
+        if (!o) {
             /* A last line without its newline is a write cut short by a crash; run redoes it. */
             if (!has_nl) {
                 e->n_truncated++;
-                rp_note(e, "records.jsonl:%d: last line has no newline (interrupted write); ignored", lineno);
+                rp_note(e, "%s:%d: last line has no newline (interrupted write); ignored", label, lineno);
             } else {
                 e->n_bad++;
-                rp_note(e, "records.jsonl:%d: not valid JSON (%s); skipped", lineno, je.text);
+                rp_note(e, "%s:%d: not valid JSON (%s); skipped", label, lineno, je.text);
             }
-            json_decref(o);
             continue;
         }
         if ((size_t)e->n_recs == rcap) {
@@ -426,50 +592,155 @@ static int load_records(rp_exp *e, const char *dir) {
         if (k == 0) free_record(&e->recs[e->n_recs]);
         else e->n_recs++;
     }
+    int err = errno;
     free(line);
-    fclose(f);
+    if (rc == 0 && ferror(f)) rc = ss_fail(SS_EIO, "%s: read error: %s", label, strerror(err ? err : EIO));
+    if (rc == 0 && len < 0 && err == ENOMEM) rc = ss_fail(SS_ENOMEM, "%s: out of memory reading a line", label);
+    return rc;
+}
+
+static char *key_str(const rp_exp *e, const rp_record *r, char *b, size_t cap) {
+    snprintf(b, cap, "%s/%05d/%" PRIu64, e->conds[r->cond].name, r->prompt, r->seed);
+    return b;
+}
+
+int rp_load_records_stream(rp_exp *e, FILE *f, const char *label) {
+    int rc = read_records(e, f, label);
     if (rc < 0) return rc;
     if (e->n_unknown_cond > 1) rp_note(e, "%d records name conditions that are not in experiment.json", e->n_unknown_cond);
 
-    /* canonical order; a key seen twice keeps its first line */
+    /* canonical order; a key seen twice keeps its LAST line (the runner appends a redone item
+     * after the record it replaces) */
     if (e->n_recs) qsort(e->recs, (size_t)e->n_recs, sizeof *e->recs, cmp_rec);
     int w = 0;
     for (int i = 0; i < e->n_recs; i++) {
         if (w > 0 && e->recs[w - 1].cond == e->recs[i].cond && e->recs[w - 1].prompt == e->recs[i].prompt &&
             e->recs[w - 1].seed == e->recs[i].seed) {
+            char k[200];
             if (e->n_dup++ < 3)
-                rp_note(e, "records.jsonl:%d: key %s/%05d/%lld already recorded on line %d; the first is used", e->recs[i].line,
-                        e->conds[e->recs[i].cond].name, e->recs[i].prompt, e->recs[i].seed, e->recs[w - 1].line);
-            free_record(&e->recs[i]);
+                rp_note(e, "%s:%d: key %s was already recorded on line %d; the last line (%d) is used", label, e->recs[i].line,
+                        key_str(e, &e->recs[i], k, sizeof k), e->recs[w - 1].line, e->recs[i].line);
+            free_record(&e->recs[w - 1]);
+            e->recs[w - 1] = e->recs[i];
             continue;
         }
         e->recs[w++] = e->recs[i];
     }
     e->n_recs = w;
-    if (e->n_dup > 3) rp_note(e, "%d duplicate keys in all", e->n_dup);
-    return sort_tags(e);
+    if (e->n_dup > 3) rp_note(e, "%d duplicate keys in all (each time the last line is used)", e->n_dup);
+    if ((rc = sort_tags(e)) < 0) return rc;
+    free(e->cond_first), free(e->cond_count);
+    e->cond_first = ss_calloc((size_t)e->n_conds, sizeof *e->cond_first);
+    e->cond_count = ss_calloc((size_t)e->n_conds, sizeof *e->cond_count);
+    if (!e->cond_first || !e->cond_count) return SS_ENOMEM;
+    for (int i = e->n_recs - 1; i >= 0; i--) {
+        e->cond_first[e->recs[i].cond] = i;
+        e->cond_count[e->recs[i].cond]++;
+    }
+    return 0;
 }
 
-int rp_load(rp_exp *e, const char *dir) {
+static int load_records(rp_exp *e, const char *dir) {
+    char path[4200];
+    snprintf(path, sizeof path, "%s/records.jsonl", dir);
+    FILE *f = open_input(path, 1);
+    if (!f && errno != ENOENT) return SS_EIO; /* a folder, a special file, unreadable: message set */
+    if (!f) rp_note(e, "records.jsonl is missing: nothing has been run yet");
+    int rc = rp_load_records_stream(e, f, "records.jsonl");
+    if (f) fclose(f);
+    if (rc == SS_EIO) { /* the read error, with the whole path */
+        char msg[512];
+        const char *m = ss_err();
+        snprintf(msg, sizeof msg, "%s", strncmp(m, "records.jsonl: ", 15) ? m : m + 15);
+        rc = ss_fail(SS_EIO, "%s: %s", path, msg);
+    }
+    return rc;
+}
+
+/* ---- images ---- */
+
+static const char *const IMG_PROBLEM[RP_IMG_NSTATE] = {
+    "ok", "the record names no image", "the image path is not a relative path inside the experiment folder",
+    "missing", "unreadable", "wrong size", "wrong SHA-256", "malformed image_bytes / image_sha256"};
+
+static int safe_rel(const char *p) {
+    if (!*p || *p == '/') return 0;
+    for (const char *s = p; *s;) {
+        const char *e = strchr(s, '/');
+        size_t n = e ? (size_t)(e - s) : strlen(s);
+        if ((n == 2 && s[0] == '.' && s[1] == '.') || n == 0) return 0;
+        s += n + (e != NULL);
+        if (!e) break;
+    }
+    return 1;
+}
+
+int rp_verify_images(rp_exp *e, const char *dir) {
+    for (int i = 0; i < e->n_recs; i++) {
+        rp_record *r = &e->recs[i];
+        if (!r->image && r->img_state == RP_IMG_OK) { /* nothing claimed, nothing to check (hand-made records) */
+            e->img_unnamed++;
+            continue;
+        }
+        e->img_checked++;
+        char detail[200] = "";
+        if (r->img_state == RP_IMG_OK) {
+            char path[4400];
+            struct stat sb;
+            if (!safe_rel(r->image)) r->img_state = RP_IMG_BADPATH;
+            else if ((size_t)snprintf(path, sizeof path, "%s/%s", dir, r->image) >= sizeof path) r->img_state = RP_IMG_BADPATH;
+            else if (stat(path, &sb)) {
+                r->img_state = errno == ENOENT || errno == ENOTDIR ? RP_IMG_MISSING : RP_IMG_UNREADABLE;
+                if (r->img_state == RP_IMG_UNREADABLE) snprintf(detail, sizeof detail, " (%s)", strerror(errno));
+            } else if (!S_ISREG(sb.st_mode)) {
+                r->img_state = RP_IMG_UNREADABLE;
+                snprintf(detail, sizeof detail, " (not a regular file)");
+            } else if (r->image_bytes >= 0 && (long long)sb.st_size != r->image_bytes) {
+                r->img_state = RP_IMG_SIZE;
+                snprintf(detail, sizeof detail, " (%lld bytes, the record says %lld)", (long long)sb.st_size, r->image_bytes);
+            } else if (r->image_sha256[0]) {
+                char hex[DIGEST_HEX];
+                if (digest_file(path, hex) < 0) {
+                    r->img_state = RP_IMG_UNREADABLE;
+                    snprintf(detail, sizeof detail, " (%.150s)", ss_err());
+                    ss_err_clear();
+                } else if (strcmp(hex, r->image_sha256)) {
+                    r->img_state = RP_IMG_DIGEST;
+                }
+            }
+        }
+        if (r->img_state == RP_IMG_OK || r->img_state == RP_IMG_MISSING || r->img_state == RP_IMG_SIZE ||
+            r->img_state == RP_IMG_DIGEST || r->img_state == RP_IMG_UNREADABLE) {
+            if (r->image_sha256[0] || r->image_bytes >= 0) e->img_with_digest++;
+            else e->img_existence_only++;
+        }
+        if (r->img_state == RP_IMG_OK) continue;
+        e->img_count[r->img_state]++;
+        e->img_flagged++;
+        char k[200];
+        rp_warn(e, "records.jsonl:%d: image of %s (%s): %s%s; left out of the image metrics and panels", r->line,
+                key_str(e, r, k, sizeof k), r->image ? r->image : "none", IMG_PROBLEM[r->img_state], detail);
+        /* the metrics were computed from an image that is not there (any more): not used */
+        r->has_gv = 0;
+        r->gv = r->mse = r->psnr = r->ssim = NAN;
+    }
+    if (e->img_unnamed) rp_note(e, "%d records name no image; their images are not checked", e->img_unnamed);
+    return 0;
+}
+
+const char *rp_img_problem(int state) { return state >= 0 && state < RP_IMG_NSTATE ? IMG_PROBLEM[state] : "?"; }
+
+int rp_load(rp_exp *e, const char *dir, FILE *warn) {
     memset(e, 0, sizeof *e);
+    e->warn = warn;
     int rc = load_experiment(e, dir);
     if (rc == 0) rc = load_records(e, dir);
-    if (rc == 0) {
-        e->cond_first = ss_calloc((size_t)e->n_conds, sizeof *e->cond_first);
-        e->cond_count = ss_calloc((size_t)e->n_conds, sizeof *e->cond_count);
-        if (!e->cond_first || !e->cond_count) rc = SS_ENOMEM;
-    }
-    if (rc == 0) {
-        for (int i = e->n_recs - 1; i >= 0; i--) {
-            e->cond_first[e->recs[i].cond] = i;
-            e->cond_count[e->recs[i].cond]++;
-        }
-    }
+    if (rc == 0) rc = rp_verify_images(e, dir);
     if (rc < 0) rp_exp_free(e);
     return rc;
 }
 
-int rp_find(const rp_exp *e, int cond, int prompt, long long seed) {
+int rp_find(const rp_exp *e, int cond, int prompt, uint64_t seed) {
     int lo = e->cond_first[cond], hi = lo + e->cond_count[cond] - 1;
     while (lo <= hi) {
         int mid = lo + (hi - lo) / 2;

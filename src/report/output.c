@@ -2,6 +2,7 @@
  * Numbers in files are written as the shortest text that reads back as the same double, so the
  * files are exact and byte-stable. */
 #include <errno.h>
+#include <inttypes.h>
 #include <math.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -10,6 +11,7 @@
 #include <unistd.h>
 
 #include "core/err.h"
+#include "io/fsutil.h"
 #include "report/report.h"
 
 void rp_num(char *buf, size_t cap, double x) {
@@ -46,21 +48,7 @@ void rp_fmt_signed(char *buf, size_t cap, double x, int dec) {
     if (snprintf(buf, cap, "%s%s", zero ? "" : x < 0 ? "\xe2\x88\x92" : "+", t) >= (int)cap && cap) buf[cap - 1] = 0;
 }
 
-int rp_write_file(const char *path, const char *data, size_t len) {
-    char tmp[4300];
-    if ((size_t)snprintf(tmp, sizeof tmp, "%s.tmp", path) >= sizeof tmp) return ss_fail(SS_EIO, "%s: path too long", path);
-    FILE *f = fopen(tmp, "wb");
-    if (!f) return ss_fail(SS_EIO, "%s: cannot write (%s)", tmp, strerror(errno));
-    int ok = fwrite(data, 1, len, f) == len;
-    ok &= fflush(f) == 0;
-    ok &= fsync(fileno(f)) == 0;
-    ok &= fclose(f) == 0;
-    if (!ok || rename(tmp, path) != 0) {
-        unlink(tmp);
-        return ss_fail(SS_EIO, "%s: write failed (%s)", path, strerror(errno));
-    }
-    return 0;
-}
+int rp_write_file(const char *path, const char *data, size_t len) { return ss_write_atomic(path, data, len); }
 
 /* ---- a memory stream that is written atomically at the end ---- */
 
@@ -145,69 +133,77 @@ int rp_write_csvs(const rp_analysis *a, const char *dir) {
 
     if ((rc = mopen(&m))) return rc;
     fputs("condition,index,description,metric,n,n_missing,mean,ci_lo,ci_hi,t,p,p_holm,tost_margin,tost_p,tost_ci90_lo,"
-          "tost_ci90_hi,verdict,baseline_accuracy,condition_accuracy,n_identical,pairs,no_baseline,not_run\n", m.f);
+          "tost_ci90_hi,verdict,baseline_accuracy,condition_accuracy,n_identical,pairs,no_baseline,not_run,reason\n", m.f);
     for (int c = 1; c < e->n_conds; c++)
         for (int k = 0; k < M_COUNT; k++) {
             const rp_cond_res *r = &a->cr[c];
             const rp_metric *x = &r->m[k];
-            csv_row(m.f, "sissiiddddddddddsddiiii", e->conds[c].name, c, e->conds[c].desc, RP_METRIC_KEY[k], x->n, x->n_missing,
+            csv_row(m.f, "sissiiddddddddddsddiiiis", e->conds[c].name, c, e->conds[c].desc, RP_METRIC_KEY[k], x->n, x->n_missing,
                     x->mean, x->ci_lo, x->ci_hi, x->t, x->p, x->p_holm, x->has_tost ? a->o->margin : NAN,
                     x->has_tost ? x->tost.p : NAN, x->has_tost ? x->tost.ci_lo : NAN, x->has_tost ? x->tost.ci_hi : NAN,
                     k == M_GENEVAL ? x->verdict : "", x->base_mean, x->cond_mean, x->n_inf, r->n_pairs, r->n_no_baseline,
-                    r->n_not_run);
+                    r->n_not_run, x->why);
         }
     if ((rc = mclose(&m, dir, "conditions.csv"))) return rc;
 
     if ((rc = mopen(&m))) return rc;
-    fputs("sink,random,metric,n,mean_sink,mean_random,dd,ci_lo,ci_hi,t,df,h1,p_one_sided,p_two_sided\n", m.f);
+    fputs("sink,random,metric,n,mean_sink,mean_random,dd,ci_lo,ci_hi,t,df,h1,p_one_sided,p_two_sided,reason\n", m.f);
     for (int i = 0; i < a->n_dd; i++) {
         const rp_dd *d = &a->dd[i];
         for (int w = 0; w < 2; w++) {
             const rp_dd_metric *x = w ? &d->align : &d->shift;
-            if (!x->ok) continue;
-            csv_row(m.f, "sssidddddddsdd", e->conds[d->sink].name, e->conds[d->rand].name, w ? "geneval" : "shift", x->dd.n,
+            if (!x->ok) { /* too few triples: the row says so */
+                csv_row(m.f, "sssidddddddsdds", e->conds[d->sink].name, e->conds[d->rand].name, w ? "geneval" : "shift", x->dd.n,
+                        NAN, NAN, NAN, NAN, NAN, NAN, NAN, w ? "sink < random" : "sink > random", NAN, NAN, x->why);
+                continue;
+            }
+            csv_row(m.f, "sssidddddddsdds", e->conds[d->sink].name, e->conds[d->rand].name, w ? "geneval" : "shift", x->dd.n,
                     x->mean_sink, x->mean_rand, x->dd.mean, x->dd.ci_lo, x->dd.ci_hi, x->dd.t, x->dd.df,
-                    w ? "sink < random" : "sink > random", x->p_one, x->dd.p_two);
+                    w ? "sink < random" : "sink > random", x->p_one, x->dd.p_two, x->why);
         }
     }
     if ((rc = mclose(&m, dir, "dd.csv"))) return rc;
 
     if ((rc = mopen(&m))) return rc;
-    fputs("sweep,param,condition,dose,metric,n,mean,ci_lo,ci_hi,p\n", m.f);
+    fputs("sweep,param,condition,dose,metric,n,mean,ci_lo,ci_hi,p,reason\n", m.f);
     for (int i = 0; i < a->n_sw; i++) {
         const rp_sweep *s = &a->sw[i];
         for (int j = 0; j < s->n; j++)
             for (int w = 0; w < 2; w++) {
                 const rp_metric *x = &a->cr[s->conds[j]].m[w ? M_SHIFT : M_GENEVAL];
-                csv_row(m.f, "issdsidddd", i + 1, PARAM_NAME[s->param], e->conds[s->conds[j]].name, s->dose[j],
-                        RP_METRIC_KEY[w ? M_SHIFT : M_GENEVAL], x->n, x->mean, x->ci_lo, x->ci_hi, x->p);
+                csv_row(m.f, "issdsidddds", i + 1, PARAM_NAME[s->param], e->conds[s->conds[j]].name, s->dose[j],
+                        RP_METRIC_KEY[w ? M_SHIFT : M_GENEVAL], x->n, x->mean, x->ci_lo, x->ci_hi, x->p, x->why);
             }
     }
     if ((rc = mclose(&m, dir, "dose_response.csv"))) return rc;
 
     if ((rc = mopen(&m))) return rc;
-    fputs("sweep,param,conditions,metric,n,slope,slope_se,intercept,r,p,spearman_rho,spearman_p\n", m.f);
+    fputs("sweep,param,conditions,metric,n,slope,slope_se,intercept,r,p,spearman_rho,spearman_p,reason,spearman_reason\n", m.f);
     for (int i = 0; i < a->n_sw; i++) {
         const rp_sweep *s = &a->sw[i];
         char names[2048] = "";
         for (int j = 0; j < s->n; j++)
             snprintf(names + strlen(names), sizeof names - strlen(names), "%s%s", j ? ";" : "", e->conds[s->conds[j]].name);
         for (int w = 0; w < 2; w++) {
-            if (!s->has_trend[w]) continue;
             const stats_trend *t = &s->trend[w];
-            csv_row(m.f, "isssiddddddd", i + 1, PARAM_NAME[s->param], names, RP_METRIC_KEY[w ? M_SHIFT : M_GENEVAL], t->n, t->slope,
-                    t->slope_se, t->intercept, t->r, t->p, t->rho, t->rho_p);
+            if (!s->has_trend[w]) {
+                csv_row(m.f, "isssidddddddss", i + 1, PARAM_NAME[s->param], names, RP_METRIC_KEY[w ? M_SHIFT : M_GENEVAL],
+                        s->n_points[w], NAN, NAN, NAN, NAN, NAN, NAN, NAN, s->why[w], s->rho_why[w]);
+                continue;
+            }
+            csv_row(m.f, "isssidddddddss", i + 1, PARAM_NAME[s->param], names, RP_METRIC_KEY[w ? M_SHIFT : M_GENEVAL], t->n, t->slope,
+                    t->slope_se, t->intercept, t->r, t->p, t->rho, t->rho_p, s->why[w], s->rho_why[w]);
         }
     }
     if ((rc = mclose(&m, dir, "dose_trend.csv"))) return rc;
 
     if ((rc = mopen(&m))) return rc;
-    fputs("tag,condition,n,value,ci_lo,ci_hi,p,shift,n_shift\n", m.f);
+    fputs("tag,condition,n,value,ci_lo,ci_hi,p,shift,n_shift,reason\n", m.f);
     for (int t = 0; t < e->n_tags; t++)
         for (int c = 0; c < e->n_conds; c++) {
             const rp_tag_cell *x = &a->tags[c * e->n_tags + t];
-            csv_row(m.f, "ssidddddi", e->tags[t], e->conds[c].name, x->n, x->mean, x->ci_lo, x->ci_hi, x->p, x->shift,
-                    x->n_shift);
+            csv_row(m.f, "ssidddddis", e->tags[t], e->conds[c].name, x->n, x->mean, x->ci_lo, x->ci_hi, x->p, x->shift,
+                    x->n_shift, x->why);
         }
     if ((rc = mclose(&m, dir, "tags.csv"))) return rc;
 
@@ -352,6 +348,10 @@ static void jw_int(jw *w, long long x) {
     jw_pre(w);
     fprintf(w->f, "%lld", x);
 }
+static void jw_uint(jw *w, unsigned long long x) {
+    jw_pre(w);
+    fprintf(w->f, "%llu", x);
+}
 static void jw_bool(jw *w, int x) {
     jw_pre(w);
     fputs(x ? "true" : "false", w->f);
@@ -363,6 +363,12 @@ static void jw_null(jw *w) {
 #define KN(w, k, x) (jw_key(w, k), jw_num(w, x))
 #define KI(w, k, x) (jw_key(w, k), jw_int(w, x))
 #define KS(w, k, x) (jw_key(w, k), jw_str(w, x))
+/* a reason: null when there is none */
+static void jw_why(jw *w, const char *key, const char *why) {
+    jw_key(w, key);
+    if (why && *why) jw_str(w, why);
+    else jw_null(w);
+}
 
 static void jw_metric(jw *w, const rp_metric *x, int k, double margin) {
     jw_open(w, '{');
@@ -401,6 +407,7 @@ static void jw_metric(jw *w, const rp_metric *x, int k, double margin) {
         }
         KS(w, "verdict", x->verdict);
     }
+    jw_why(w, "reason", x->why);
     if (k == M_PSNR) KI(w, "n_identical", x->n_inf);
     jw_close(w, '}');
 }
@@ -422,24 +429,27 @@ static void jw_ddm(jw *w, const rp_dd_metric *x, const char *h1) {
         KS(w, "h1", h1);
         KN(w, "p_one_sided", x->p_one);
         KN(w, "p_two_sided", x->dd.p_two);
+    } else {
+        KN(w, "p_one_sided", NAN);
     }
+    jw_why(w, "reason", x->why);
     jw_close(w, '}');
 }
 
-static void jw_trend(jw *w, int has, const stats_trend *t) {
-    if (!has) {
-        jw_null(w);
-        return;
-    }
+static void jw_trend(jw *w, const rp_sweep *s, int which) {
+    const stats_trend *t = &s->trend[which];
+    int has = s->has_trend[which];
     jw_open(w, '{');
-    KI(w, "n", t->n);
-    KN(w, "slope", t->slope);
-    KN(w, "slope_se", t->slope_se);
-    KN(w, "intercept", t->intercept);
-    KN(w, "r", t->r);
-    KN(w, "p", t->p);
-    KN(w, "spearman_rho", t->rho);
-    KN(w, "spearman_p", t->rho_p);
+    KI(w, "n", has ? t->n : s->n_points[which]);
+    KN(w, "slope", has ? t->slope : NAN);
+    KN(w, "slope_se", has ? t->slope_se : NAN);
+    KN(w, "intercept", has ? t->intercept : NAN);
+    KN(w, "r", has ? t->r : NAN);
+    KN(w, "p", has ? t->p : NAN);
+    jw_why(w, "reason", s->why[which]);
+    KN(w, "spearman_rho", has ? t->rho : NAN);
+    KN(w, "spearman_p", has ? t->rho_p : NAN);
+    jw_why(w, "spearman_reason", s->rho_why[which]);
     jw_close(w, '}');
 }
 
@@ -468,7 +478,8 @@ int rp_write_summary(const rp_analysis *a, const char *dir) {
     jw_key(&w, "settings");
     jw_open(&w, '{');
     KI(&w, "bootstrap_resamples", o->bootstrap);
-    KI(&w, "bootstrap_seed", (long long)o->seed);
+    jw_key(&w, "bootstrap_seed");
+    jw_uint(&w, (unsigned long long)o->seed);
     KN(&w, "ci_level", RP_LEVEL);
     KN(&w, "alpha", RP_ALPHA);
     KN(&w, "equivalence_margin_geneval", o->margin);
@@ -484,6 +495,37 @@ int rp_write_summary(const rp_analysis *a, const char *dir) {
     KI(&w, "truncated_last_line", e->n_truncated);
     KI(&w, "duplicate_keys", e->n_dup);
     KI(&w, "unknown_condition", e->n_unknown_cond);
+    jw_close(&w, '}');
+    jw_key(&w, "images");
+    jw_open(&w, '{');
+    KI(&w, "checked", e->img_checked);
+    KI(&w, "with_size_or_digest", e->img_with_digest);
+    KI(&w, "existence_only", e->img_existence_only);
+    KI(&w, "flagged", e->img_flagged);
+    KI(&w, "missing", e->img_count[RP_IMG_MISSING]);
+    KI(&w, "wrong_size", e->img_count[RP_IMG_SIZE]);
+    KI(&w, "wrong_digest", e->img_count[RP_IMG_DIGEST]);
+    KI(&w, "unreadable", e->img_count[RP_IMG_UNREADABLE]);
+    KI(&w, "bad_path", e->img_count[RP_IMG_NOPATH] + e->img_count[RP_IMG_BADPATH]);
+    KI(&w, "bad_fields", e->img_count[RP_IMG_FIELDS]);
+    KI(&w, "not_named", e->img_unnamed);
+    jw_key(&w, "flagged_records");
+    jw_open(&w, '[');
+    for (int i = 0; i < e->n_recs; i++) {
+        const rp_record *r = &e->recs[i];
+        if (r->img_state == RP_IMG_OK) continue;
+        char key[200];
+        snprintf(key, sizeof key, "%s/%05d/%" PRIu64, e->conds[r->cond].name, r->prompt, r->seed);
+        jw_open(&w, '{');
+        KS(&w, "key", key);
+        KI(&w, "line", r->line);
+        jw_key(&w, "image");
+        if (r->image) jw_str(&w, r->image);
+        else jw_null(&w);
+        KS(&w, "problem", rp_img_problem(r->img_state));
+        jw_close(&w, '}');
+    }
+    jw_close(&w, ']');
     jw_close(&w, '}');
     jw_key(&w, "notes");
     jw_open(&w, '[');
@@ -552,9 +594,9 @@ int rp_write_summary(const rp_analysis *a, const char *dir) {
         for (int j = 0; j < s->n; j++) jw_num(&w, s->dose[j]);
         jw_close(&w, ']');
         jw_key(&w, "trend_geneval");
-        jw_trend(&w, s->has_trend[0], &s->trend[0]);
+        jw_trend(&w, s, 0);
         jw_key(&w, "trend_shift");
-        jw_trend(&w, s->has_trend[1], &s->trend[1]);
+        jw_trend(&w, s, 1);
         jw_close(&w, '}');
     }
     jw_close(&w, ']');
@@ -580,6 +622,7 @@ int rp_write_summary(const rp_analysis *a, const char *dir) {
             jw_num(&w, x->ci_hi);
             jw_close(&w, ']');
             KN(&w, "p", x->p);
+            jw_why(&w, "reason", x->why);
             KN(&w, "shift", x->shift);
             jw_close(&w, '}');
         }
@@ -764,9 +807,10 @@ void rp_print_tables(const rp_analysis *a, FILE *f) {
             rp_fmt_p(p, sizeof p, g->tost.p);
             snprintf(row[5], 128, "%s (p=%s)", g->verdict, p);
         } else {
-            snprintf(row[5], 128, "–");
+            if (snprintf(row[5], 128, "%s: %.118s", g->verdict, g->why[0] ? g->why : "not tested") >= 128) row[5][127] = 0;
         }
         if (isnan(s->mean)) snprintf(row[6], 128, "–");
+        else if (isnan(s->ci_lo)) snprintf(row[6], 128, "%.4f [–]", s->mean);
         else snprintf(row[6], 128, "%.4f [%.4f, %.4f]", s->mean, s->ci_lo, s->ci_hi);
         snprintf(row[7], 128, "–");
         snprintf(row[8], 128, "–");
@@ -782,6 +826,17 @@ void rp_print_tables(const rp_analysis *a, FILE *f) {
     }
     if (t.nrow) tbl_print(f, &t);
     else fprintf(f, "(no conditions besides the baseline)\n");
+    /* what the "–" of the other tests stand for */
+    for (int c = 1; c < e->n_conds; c++) {
+        const rp_metric *s = &a->cr[c].m[M_SHIFT];
+        if (s->why[0]) fprintf(f, "  %s 1−SSIM p: %s\n", e->conds[c].name, s->why);
+        for (int i = 0; i < a->n_dd; i++)
+            if (a->dd[i].sink == c && a->dd[i].shift.why[0]) fprintf(f, "  %s ΔΔ p: %s\n", e->conds[c].name, a->dd[i].shift.why);
+    }
+    if (e->img_flagged)
+        fprintf(f, "images: %d of %d flagged (%d missing, %d wrong size, %d wrong SHA-256, %d other) and left out of the image metrics\n",
+                e->img_flagged, e->img_checked, e->img_count[RP_IMG_MISSING], e->img_count[RP_IMG_SIZE], e->img_count[RP_IMG_DIGEST],
+                e->img_flagged - e->img_count[RP_IMG_MISSING] - e->img_count[RP_IMG_SIZE] - e->img_count[RP_IMG_DIGEST]);
     if (e->n_conds - 1 > t.nrow) fprintf(f, "(%d more conditions in conditions.csv and report.html)\n", e->n_conds - 1 - t.nrow);
 
     if (a->n_dd) {
@@ -826,6 +881,8 @@ void rp_print_tables(const rp_analysis *a, FILE *f) {
                 fprintf(f, "; %s slope %.4g (p=%s)", w ? "1−SSIM" : "Δ alignment", s->trend[w].slope, p);
             }
         fputc('\n', f);
+        for (int w = 0; w < 2; w++)
+            if (s->why[w][0]) fprintf(f, "  %s trend p: %s\n", w ? "1−SSIM" : "Δ alignment", s->why[w]);
     }
 
     if (a->n_dyn) {

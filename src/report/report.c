@@ -1,8 +1,11 @@
 /* report: entry points (report_run with options, report_main for the runner's hook). */
 #include <errno.h>
+#include <fcntl.h>
 #include <stdio.h>
 #include <string.h>
+#include <sys/file.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
 #include "core/err.h"
 #include "io/fsutil.h"
@@ -25,7 +28,7 @@ int report_run(const report_opts *o) {
     else if ((size_t)snprintf(out, sizeof out, "%s/report", o->exp_dir) >= sizeof out)
         return ss_fail(SS_EARG, "report: path too long");
     rp_exp e;
-    int rc = rp_load(&e, o->exp_dir);
+    int rc = rp_load(&e, o->exp_dir, stderr);
     if (rc < 0) return rc;
     rp_analysis a;
     if ((rc = rp_analyze(&a, &e, o)) < 0) {
@@ -33,9 +36,28 @@ int report_run(const report_opts *o) {
         return rc;
     }
     rc = ss_mkdir_p(out);
+    /* Concurrent reports of one folder: every file is replaced atomically through its own
+     * unique temporary file (ss_write_atomic), so each file is always complete; the lock on
+     * OUT/.lock also makes the set of files come from one report (the last one to take it),
+     * not a mix of two snapshots of a growing records.jsonl. It is a separate file from the
+     * runner's EXP/.lock, which `run` holds while it calls the report. */
+    int lock = -1;
+    if (rc == 0) {
+        char lp[4300];
+        snprintf(lp, sizeof lp, "%s/.lock", out);
+        lock = open(lp, O_RDWR | O_CREAT | O_CLOEXEC, 0644);
+        if (lock < 0) rc = ss_fail(SS_EIO, "%s: cannot open the report lock: %s", lp, strerror(errno));
+        else
+            while (flock(lock, LOCK_EX) != 0)
+                if (errno != EINTR) {
+                    rc = ss_fail(SS_EIO, "%s: cannot lock: %s", lp, strerror(errno));
+                    break;
+                }
+    }
     if (rc == 0) rc = rp_write_csvs(&a, out);
     if (rc == 0) rc = rp_write_summary(&a, out);
     if (rc == 0) rc = rp_write_html(&a, out);
+    if (lock >= 0) close(lock); /* releases the lock */
     if (rc == 0 && o->print_table) {
         FILE *f = o->log ? o->log : stdout;
         rp_print_tables(&a, f);

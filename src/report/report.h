@@ -24,13 +24,26 @@
  *   - Bootstrap seeds: opts.seed mixed with a hash of the analysis' name, so every CI is
  *     reproducible and does not change when conditions are added.
  *   - Output is a function of the set of records only (records are sorted first), so the same
- *     records give the same bytes.
+ *     records give the same bytes. A key (condition, prompt_index, seed) recorded more than once
+ *     (the runner redid an item) is taken from its LAST line; the earlier lines are counted as
+ *     duplicates and noted.
+ *   - Images: every used record's image is checked (a relative path inside EXP, a regular file,
+ *     and when the record has them "image_bytes" and "image_sha256"); a missing, unreadable,
+ *     wrong-sized or wrong-digest image is a warning, counted in summary.json "images", and the
+ *     record's image metrics (geneval, mse, psnr, ssim, and those of pairs with it as baseline)
+ *     and its panel are left out.
+ *   - Undefined statistics: a test needs n >= 2 (a trend n >= 3) and a non-zero standard
+ *     deviation; otherwise p, Holm p and the verdict are null / "no verdict" with the reason
+ *     ("n=1 < 2", "zero variance of the paired differences (all +0.1)") in summary.json, the
+ *     CSVs, the HTML and the terminal table.
  */
 #ifndef SS_REPORT_H
 #define SS_REPORT_H
 
 #include <stdint.h>
 #include <stdio.h>
+
+#include <jansson.h>
 
 #include "eval/stats.h"
 #include "sink/condition.h"
@@ -73,12 +86,19 @@ typedef struct {
     int n_keys, n_distinct; /* selected keys over all heads, and how many distinct */
 } rp_verif;
 
+/* what the image check found (rp_verify_images) */
+enum { RP_IMG_OK, RP_IMG_NOPATH, RP_IMG_BADPATH, RP_IMG_MISSING, RP_IMG_UNREADABLE, RP_IMG_SIZE, RP_IMG_DIGEST, RP_IMG_FIELDS,
+       RP_IMG_NSTATE };
+
 typedef struct {
     int cond, prompt;
-    long long seed;
+    uint64_t seed; /* seeds are unsigned 64-bit (JSON integer, or a decimal string / integer >= 2^63) */
     int tag; /* index into rp_exp.tags, -1 when absent */
     int line; /* 1-based line in records.jsonl */
     char *image, *prompt_text;
+    long long image_bytes; /* "image_bytes", -1 when absent */
+    char image_sha256[65]; /* "image_sha256" (lower-case hex), "" when absent */
+    int img_state;         /* RP_IMG_*: anything but RP_IMG_OK excludes the record from image metrics */
     int has_gv;
     double gv, mse, psnr, ssim; /* NaN when absent; psnr may be +inf */
     size_t probe_off, verif_off;
@@ -116,14 +136,21 @@ typedef struct {
     size_t n_verifs, cap_verifs;
     /* what loading skipped */
     int n_lines, n_blank, n_bad, n_truncated, n_dup, n_unknown_cond;
+    /* the image check: records checked, with size/digest fields, existence only, per RP_IMG_* */
+    int img_checked, img_with_digest, img_existence_only, img_flagged, img_count[RP_IMG_NSTATE];
+    int img_unnamed; /* records without an "image" field: not checked */
     char **notes;
     int n_notes;
+    FILE *warn; /* where rp_warn also prints (NULL: notes only) */
 } rp_exp;
 
 /* metrics reported per condition */
 enum { M_GENEVAL, M_SHIFT, M_MSE, M_PSNR, M_SSIM, M_COUNT };
 extern const char *const RP_METRIC_KEY[M_COUNT];   /* "geneval", "shift", ... (file/JSON keys) */
 extern const char *const RP_METRIC_LABEL[M_COUNT]; /* "Δ alignment", "1−SSIM", ... */
+
+/* Reasons why a statistic is not reported, in a fixed buffer ("" when it is). */
+#define RP_WHY 160
 
 typedef struct {
     int n;          /* pairs with the metric on both sides */
@@ -136,7 +163,8 @@ typedef struct {
     double t, p, p_holm;
     int has_tost;
     stats_tost tost;
-    const char *verdict; /* geneval: equivalent / different / ... */
+    const char *verdict; /* geneval: equivalent / different / inconclusive / no verdict */
+    char why[RP_WHY];    /* why p (and the verdict) are undefined: "n=1 < 2", "zero variance ..."; "" if defined */
 } rp_metric;
 
 typedef struct {
@@ -153,6 +181,7 @@ typedef struct {
     double mean_sink, mean_rand;
     stats_dd_result dd; /* mean/CI of sink - random */
     double p_one;       /* one-sided p in the stated direction */
+    char why[RP_WHY];   /* why p is undefined, "" if defined */
 } rp_dd_metric;
 
 typedef struct {
@@ -167,12 +196,16 @@ typedef struct {
     double *dose;
     int has_trend[2]; /* [0] alignment, [1] shift */
     stats_trend trend[2];
+    int n_points[2];             /* pairs available for the trend */
+    char why[2][RP_WHY];         /* why the regression p is undefined (or no trend at all) */
+    char rho_why[2][RP_WHY];     /* why Spearman's rho / its p is undefined */
 } rp_sweep;
 
 typedef struct {
     int n;
     double mean, ci_lo, ci_hi, p, shift;
     int n_shift;
+    char why[RP_WHY];
 } rp_tag_cell;
 
 typedef struct {
@@ -225,12 +258,28 @@ typedef struct {
     int n_ver;
 } rp_analysis;
 
-/* load.c */
-int rp_load(rp_exp *e, const char *dir);
+/* load.c: warn (stderr for `report`, or NULL) also gets the image warnings */
+int rp_load(rp_exp *e, const char *dir, FILE *warn);
 void rp_exp_free(rp_exp *e);
 void rp_note(rp_exp *e, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+/* a note that is also printed to e->warn ("sinkscope report: warning: ...") */
+void rp_warn(rp_exp *e, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 /* index of the record (cond, prompt, seed) or -1 */
-int rp_find(const rp_exp *e, int cond, int prompt, long long seed);
+int rp_find(const rp_exp *e, int cond, int prompt, uint64_t seed);
+/* The records part of rp_load, for a stream (fuzz/fuzz_records.c): e->conds / n_conds must be
+ * set. Reads every line (label names the stream in notes), keeps the last record of each key,
+ * sorts, fills the per-condition slices. Errors: out of memory, a read error. */
+int rp_load_records_stream(rp_exp *e, FILE *f, const char *label);
+/* One records.jsonl line (without its newline) as a JSON object: jansson's parser, after quoting
+ * plain integers in [2^63, 2^64) (unsigned seeds) that jansson cannot hold. NULL if invalid
+ * (je set). */
+json_t *rp_parse_line(const char *line, size_t len, json_error_t *je);
+/* Checks each record's image (path inside the folder, exists, size and SHA-256 when recorded);
+ * flagged records lose their image metrics. Warnings via rp_warn. */
+int rp_verify_images(rp_exp *e, const char *dir);
+const char *rp_img_problem(int state); /* "missing", "wrong size", ... */
+/* Reads an unsigned 64-bit seed: a JSON integer >= 0 or a string of decimal digits. */
+int rp_seed_value(json_t *v, uint64_t *out);
 
 /* analyze.c */
 int rp_analyze(rp_analysis *a, rp_exp *e, const report_opts *o);
