@@ -234,6 +234,7 @@ int cmd_run(int argc, char **argv) {
             res.repaired ? ", a torn last record line cut off and redone" : "", res.seconds, per_ms, exp_dir);
     code = 0;
     if (with_report && report_main(exp_dir, !quiet) != 0) code = 1;
+    if (with_report) fflush(stdout); /* the report's table is out before the lock goes */
 done:
     run_unlock(lock_fd);
     if (rc < 0) fprintf(stderr, "sinkscope run: %s\n", ss_err());

@@ -668,6 +668,19 @@ int run_experiment(const run_config *c, run_result *res) {
         const record_image *ri = records_image(&r.rf, k2);
         why[i] = (uint8_t)(ri ? verify_image(&r, ri, r2) : RUN_REDO_MISSING);
     }
+    for (size_t i = 0; i < n_check && !rc; i++) /* never replace what is not a file: refuse, naming it */
+        if (why[i] == RUN_REDO_NOT_REGULAR) {
+            const size_t it = check[i];
+            const int g = (int)(it / (size_t)NC), ci = (int)(it % (size_t)NC);
+            char rel[600];
+            image_rel(rel, sizeof rel, r.conds[ci].name, PIDX(&r, g / S), SEED(&r, g / S, g % S));
+            rc = ss_fail(SS_EIO, "%s/%s: the image of a finished record is not a regular file; move it away and run again",
+                         c->exp_dir, rel);
+        }
+    if (rc) {
+        free(why);
+        goto done;
+    }
     for (size_t i = 0; i < n_check; i++) {
         if (!why[i]) continue;
         const size_t it = check[i];
