@@ -77,6 +77,9 @@ int sink_condition_from_json(sink_condition *c, const void *vobj, const char *wh
             if (!json_is_string(v)) return ss_fail(SS_EFORMAT, "%s: field 'name' must be a string", where);
             if (strlen(json_string_value(v)) >= sizeof c->name)
                 return ss_fail(SS_EFORMAT, "%s: field 'name' is longer than %zu characters", where, sizeof c->name - 1);
+            for (const char *q = json_string_value(v); *q; q++) /* names go into one-line messages and paths */
+                if ((unsigned char)*q < 0x20 || *q == 0x7f)
+                    return ss_fail(SS_EFORMAT, "%s: field 'name' contains a control character (0x%02x)", where, (unsigned char)*q);
             snprintf(c->name, sizeof c->name, "%s", json_string_value(v));
         } else if (!strcmp(key, "layers")) {
             if ((rc = int_list(v, where, key, COND_MAX_LAYERS, COND_MAX_LAYERS - 1, c->layers, &c->n_layers))) return rc;
