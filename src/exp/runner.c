@@ -483,7 +483,13 @@ static int setup(runner *r, exp_blocks *bm) {
     }
     for (int i = 0; i < r->ps.n && !rc; i++) {
         const int words = tok_encode(enc->vocab, r->ps.m[i].prompt, enc->cfg.max_length, ids); /* >= 0: word count */
-        if (words < 0) rc = ss_err_prefix(words, "%s: prompt %d (\"%s\"): ", c->prompts_path, i, r->ps.m[i].prompt);
+        if (words < 0) {
+            char shown[GV_PROMPT_MAX]; /* one line: a JSONL prompt may hold escaped control characters */
+            size_t k = 0;
+            for (const char *q = r->ps.m[i].prompt; *q && k + 1 < sizeof shown; q++) shown[k++] = (unsigned char)*q < 0x20 ? '?' : *q;
+            shown[k] = 0;
+            rc = ss_err_prefix(words, "%s: prompt %d (\"%s\"): ", c->prompts_path, PIDX(r, i), shown);
+        }
         r->n_words[i] = words;
     }
     free(ids);

@@ -17,6 +17,15 @@ static const char *const VALUES[] = {"zero", "mean", "lerp"};
 
 const char *sink_tokens_name(sink_tokens t) { return TOKENS[t]; }
 
+/* s for a one-line message: control characters as '?', cut to fit buf. */
+static const char *printable(const char *s, char *buf, size_t cap) {
+    size_t n = 0;
+    for (; *s && n + 4 < cap; s++) buf[n++] = (unsigned char)*s < 0x20 || *s == 0x7f ? '?' : *s;
+    if (*s) buf[n++] = '.', buf[n++] = '.', buf[n++] = '.';
+    buf[n] = 0;
+    return buf;
+}
+
 static int enum_field(json_t *v, const char *where, const char *key, const char *const *names, int n, int *out) {
     if (!json_is_string(v)) return ss_fail(SS_EFORMAT, "%s: field '%s' must be a string", where, key);
     for (int i = 0; i < n; i++)
@@ -26,7 +35,9 @@ static int enum_field(json_t *v, const char *where, const char *key, const char 
         }
     char opts[128] = "";
     for (int i = 0; i < n; i++) snprintf(opts + strlen(opts), sizeof opts - strlen(opts), "%s%s", i ? ", " : "", names[i]);
-    return ss_fail(SS_EFORMAT, "%s: field '%s' is \"%s\"; expected one of: %s", where, key, json_string_value(v), opts);
+    char shown[80];
+    return ss_fail(SS_EFORMAT, "%s: field '%s' is \"%s\"; expected one of: %s", where, key,
+                   printable(json_string_value(v), shown, sizeof shown), opts);
 }
 
 static int num_field(json_t *v, const char *where, const char *key, double lo, double hi, double *out) {
@@ -132,7 +143,8 @@ int sink_condition_from_json(sink_condition *c, const void *vobj, const char *wh
         } else if (!strcmp(key, "min_topk_margin") || !strcmp(key, "description")) {
             /* informational (the fixtures record the ranking margin) */
         } else {
-            return ss_fail(SS_EFORMAT, "%s: unknown field '%s'", where, key);
+            char shown[80];
+            return ss_fail(SS_EFORMAT, "%s: unknown field '%s'", where, printable(key, shown, sizeof shown));
         }
     }
     if (!have_layers) return ss_fail(SS_EFORMAT, "%s: missing field 'layers' (use [] for a no-op)", where);
@@ -171,7 +183,10 @@ static int parse_json_text(const char *buf, size_t len, const char *path, json_t
     }
     json_error_t je;
     *out = json_loadb(buf + bom, len - bom, JSON_REJECT_DUPLICATES, &je);
-    if (!*out) return ss_fail(SS_EFORMAT, "%s: not valid JSON (line %d, column %d: %s)", path, je.line, je.column, je.text);
+    char shown[200];
+    if (!*out)
+        return ss_fail(SS_EFORMAT, "%s: not valid JSON (line %d, column %d: %s)", path, je.line, je.column,
+                       printable(je.text, shown, sizeof shown));
     return 0;
 }
 
