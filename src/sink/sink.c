@@ -230,6 +230,7 @@ static int intervene(const sink_ctx *s, sink_record *r, const attn_args *a, cons
     int rc = select_keys(s, r, a, st->mass_img, st->mass_txt);
     if (rc) return rc;
     float *vrep = NULL;
+    if (c->value_path && dh > 512) return ss_fail(SS_EARG, "condition '%s': the value path supports head dims up to 512, not %d", c->name, dh);
     if (c->value_path) {
         vrep = ss_calloc((size_t)B * H * k * dh, sizeof(float));
         if (!vrep) return SS_ENOMEM;
