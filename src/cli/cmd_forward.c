@@ -133,6 +133,7 @@ int cmd_forward(int argc, char **argv) {
         goto done;
     }
     const int Hl = (int)dx[2], Wl = (int)dx[3], S = (int)dc[1], D = m->D, p = c->patch_size, N = (Hl / p) * (Wl / p);
+    if (cond_path && (rc = sink_condition_check_model(&cond, c->num_layers, N, S, cond_path)) < 0) goto done;
     out = ss_malloc(sizeof(float) * B * c->out_channels * Hl * Wl);
     sk = sink_ctx_new();
     if (!out || !sk) { rc = SS_ENOMEM; goto done; }

@@ -102,6 +102,7 @@ int cmd_generate(int argc, char **argv) {
     }
     int H, W;
     if ((rc = pipe_image_size(pp, &p, &H, &W)) < 0) goto done;
+    if (cond_path && (rc = sink_condition_check_model(&cond, pp->transformer->cfg.num_layers, (H / pp->transformer->cfg.patch_size) * (W / pp->transformer->cfg.patch_size), pp->text_encoder->cfg.max_length, cond_path)) < 0) goto done;
     if (!(rgb = ss_malloc((size_t)3 * H * W))) {
         rc = SS_ENOMEM;
         goto done;

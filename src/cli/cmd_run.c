@@ -1,6 +1,7 @@
 /* sinkscope run: the experiment runner (src/exp/runner.h). With no arguments it runs the paper's
  * core protocol on the embedded model and then hands over to the report. */
 #include <omp.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -45,7 +46,7 @@ static const char USAGE[] =
     "                      without either: the core protocol, blocks chosen from the model's depth\n"
     "                      (early = L/4, middle = L/2, late = 3L/4, rounded down)\n"
     "  --seeds N           seeds per prompt (default 1); seed = base + prompt_index * N + r, r < N\n"
-    "  --base-seed N       (default 0)\n"
+    "  --base-seed N       (default 0); every seed must fit in 64 bits (at most 2^64 - 1)\n"
     "  --steps N           sampling steps (default 20)\n"
     "  --cfg X             classifier-free guidance scale (default 4)\n"
     "  --probe BLOCKS      blocks whose attention statistics are recorded: comma-separated indices, or\n"
@@ -72,6 +73,18 @@ static int default_prompts(const char *exp_dir, char *out, size_t size) {
     if ((rc = ss_mkdir_p(exp_dir)) < 0) return rc;
     if ((rc = sw_write_eval_jsonl(tmp)) < 0 || (rc = commit_tmp(out)) < 0) return rc;
     fprintf(stderr, "sinkscope run: " EVAL_PROMPTS " not found; wrote the same evaluation set to %s\n", out);
+    return 0;
+}
+
+/* A decimal uint64: digits only (strtoull would take "-1" as 2^64 - 1, and "+", " " or "0x"). */
+static int parse_u64(const char *s, uint64_t *out) {
+    if (!*s || strlen(s) > 20) return -1;
+    uint64_t x = 0;
+    for (; *s; s++) {
+        if (*s < '0' || *s > '9' || x > (UINT64_MAX - (uint64_t)(*s - '0')) / 10) return -1;
+        x = 10 * x + (uint64_t)(*s - '0');
+    }
+    *out = x;
     return 0;
 }
 
@@ -111,9 +124,10 @@ int cmd_run(int argc, char **argv) {
         if (cli_int("run", "seeds", seeds_s, 1, 1000000, &v)) return 2;
         c.seeds_per_prompt = (int)v;
     }
-    if (base_s) {
-        if (cli_int("run", "base-seed", base_s, 0, 0x7fffffffffffffffL, &v)) return 2;
-        c.base_seed = (uint64_t)v;
+    if (base_s && parse_u64(base_s, &c.base_seed)) {
+        fprintf(stderr, "sinkscope run: --base-seed must be an integer in [0, %llu], got '%s'\n", (unsigned long long)UINT64_MAX,
+                base_s);
+        return 2;
     }
     if (steps_s) {
         if (cli_int("run", "steps", steps_s, 1, PIPE_MAX_STEPS, &v)) return 2;
@@ -161,7 +175,7 @@ int cmd_run(int argc, char **argv) {
     }
     c.model_dir = model_dir;
 
-    int rc = 0, code = 1;
+    int rc = 0, code = 1, lock_fd = -1;
     sink_condition *conds = NULL;
     int n_conds = 0;
     pipeline *pp = NULL;
@@ -203,15 +217,26 @@ int cmd_run(int argc, char **argv) {
     c.conds = conds;
     c.n_conds = n_conds;
 
+    /* A run that ends with its report holds EXP/.lock through the report: no other run can
+     * append records while the report reads them. */
+    const int with_report = no_args;
+    if (with_report) {
+        if ((rc = run_lock(exp_dir, &lock_fd)) < 0) goto done;
+        c.lock_held = 1;
+    }
     run_result res;
     if ((rc = run_experiment(&c, &res)) < 0) goto done;
     const long per_ms = res.made ? (long)(1000 * res.seconds / res.made + 0.5) : 0;
-    fprintf(stderr, "sinkscope run: %s: %ld/%ld images (%ld new, %ld already done%s) in %.1f s, %ld ms/image; records in "
-            "%s/records.jsonl\n", exp_dir, res.before + res.made, res.total, res.made, res.before,
+    char redone[64] = "";
+    if (res.redone) snprintf(redone, sizeof redone, ", %ld redone (image failed verification)", res.redone);
+    fprintf(stderr, "sinkscope run: %s: %ld/%ld images (%ld new, %ld already done%s%s) in %.1f s, %ld ms/image; records in "
+            "%s/records.jsonl\n", exp_dir, res.before + res.made, res.total, res.made, res.before, redone,
             res.repaired ? ", a torn last record line cut off and redone" : "", res.seconds, per_ms, exp_dir);
     code = 0;
-    if (no_args && report_main(exp_dir, !quiet) != 0) code = 1;
+    if (with_report && report_main(exp_dir, !quiet) != 0) code = 1;
+    if (with_report) fflush(stdout); /* the report's table is out before the lock goes */
 done:
+    run_unlock(lock_fd);
     if (rc < 0) fprintf(stderr, "sinkscope run: %s\n", ss_err());
     free(conds);
     pipe_free(pp);

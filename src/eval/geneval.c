@@ -2,11 +2,13 @@
 #include "eval/geneval.h"
 
 #include <errno.h>
+#include <limits.h>
 #include <jansson.h>
 #include <math.h>
 #include <stdarg.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 
 #include "core/err.h"
 
@@ -21,6 +23,15 @@ int gv_rel_from_name(const char *s) {
 }
 
 /* ---- parsing ---------------------------------------------------------------------------- */
+
+/* s for a one-line message: control characters as '?', cut to fit buf. */
+static const char *printable(const char *s, char *buf, size_t cap) {
+    size_t n = 0;
+    for (; *s && n + 4 < cap; s++) buf[n++] = (unsigned char)*s < 0x20 || *s == 0x7f ? '?' : *s;
+    if (*s) buf[n++] = '.', buf[n++] = '.', buf[n++] = '.';
+    buf[n] = 0;
+    return buf;
+}
 
 static int copy_name(char *dst, size_t cap, const char *src, const char *path, int line,
                      const char *what) {
@@ -75,11 +86,12 @@ static int parse_clause(json_t *c, int is_include, int idx, const char *path, in
                            path, line, idx);
         const char *rel = json_string_value(json_array_get(pos, 0));
         out->rel = gv_rel_from_name(rel);
+        char shown[80];
         if (out->rel == GV_REL_NONE)
             return ss_fail(SS_EFORMAT,
                            "%s:%d: include[%d].position relation '%s' is not one of "
                            "\"left of\", \"right of\", \"above\", \"below\"",
-                           path, line, idx, rel);
+                           path, line, idx, printable(rel, shown, sizeof shown));
         json_int_t t = json_integer_value(json_array_get(pos, 1));
         if (t < 0 || t >= idx)
             return ss_fail(SS_EFORMAT,
@@ -114,9 +126,10 @@ static int parse_list(json_t *root, int is_include, const char *path, int line, 
 int gv_parse_line(const char *text, const char *path, int line, gv_meta *out) {
     if (!path) path = "<metadata>";
     json_error_t jerr;
+    char shown[200];
     json_t *root = json_loads(text, 0, &jerr);
     if (!root)
-        return ss_fail(SS_EFORMAT, "%s:%d: bad JSON: %s (column %d)", path, line, jerr.text,
+        return ss_fail(SS_EFORMAT, "%s:%d: bad JSON: %s (column %d)", path, line, printable(jerr.text, shown, sizeof shown),
                        jerr.column);
     int rc = SS_OK;
     memset(out, 0, sizeof *out);
@@ -159,47 +172,121 @@ done:
     return rc;
 }
 
-static int blank(const char *s) {
-    for (; *s; s++)
-        if (*s != ' ' && *s != '\t' && *s != '\r' && *s != '\n') return 0;
-    return 1;
+/* ---- prompt files ------------------------------------------------------------------------- */
+
+size_t gv_bom_len(const char *buf, size_t len) {
+    return len >= 3 && (unsigned char)buf[0] == 0xEF && (unsigned char)buf[1] == 0xBB && (unsigned char)buf[2] == 0xBF ? 3
+                                                                                                                           : 0;
 }
 
-int gv_load_jsonl(const char *path, gv_meta **out, int *n) {
+/* Length of the UTF-8 sequence at s (at most n bytes), or 0 when it is not well-formed
+ * (overlong forms, surrogates and code points past U+10FFFF are not well-formed). */
+static size_t utf8_seq(const unsigned char *s, size_t n, unsigned *cp) {
+    const unsigned c = s[0];
+    if (c < 0x80) {
+        *cp = c;
+        return 1;
+    }
+    size_t len;
+    unsigned v, min;
+    if (c >= 0xC2 && c <= 0xDF) len = 2, v = c & 0x1F, min = 0x80;
+    else if (c >= 0xE0 && c <= 0xEF) len = 3, v = c & 0x0F, min = 0x800;
+    else if (c >= 0xF0 && c <= 0xF4) len = 4, v = c & 0x07, min = 0x10000;
+    else return 0;
+    if (n < len) return 0;
+    for (size_t i = 1; i < len; i++) {
+        if ((s[i] & 0xC0) != 0x80) return 0;
+        v = v << 6 | (s[i] & 0x3F);
+    }
+    if (v < min || v > 0x10FFFF || (v >= 0xD800 && v <= 0xDFFF)) return 0;
+    *cp = v;
+    return len;
+}
+
+int gv_check_text_line(const char *s, size_t n, const char *path, long line) {
+    const unsigned char *u = (const unsigned char *)s;
+    for (size_t i = 0; i < n;) {
+        unsigned cp = 0;
+        if (u[i] == 0) return ss_fail(SS_EFORMAT, "%s:%ld: NUL byte at column %zu", path, line, i + 1);
+        const size_t k = utf8_seq(u + i, n - i, &cp);
+        if (!k) return ss_fail(SS_EFORMAT, "%s:%ld: invalid UTF-8 (byte 0x%02x at column %zu)", path, line, u[i], i + 1);
+        if (cp == 0xFEFF)
+            return ss_fail(SS_EFORMAT, "%s:%ld: a byte-order mark (U+FEFF) at column %zu; only one at the very start of "
+                           "the file is allowed", path, line, i + 1);
+        i += k;
+    }
+    return 0;
+}
+
+static int is_blank(char c) { return c == ' ' || c == '\t' || c == '\r' || c == '\n'; }
+
+int gv_parse_prompts(const char *buf, size_t len, const char *path, int format, gv_meta **out, int *n, int *has_meta) {
     *out = NULL;
     *n = 0;
-    FILE *f = fopen(path, "r");
-    if (!f) return ss_fail(SS_EIO, "%s: cannot open: %s", path, strerror(errno));
-    char *line = NULL;
-    size_t lcap = 0;
-    ssize_t len;
-    int lineno = 0, count = 0, cap = 0, rc = SS_OK;
+    if (!path) path = "<prompts>";
+    size_t pos = gv_bom_len(buf, len);
+    if (format == GV_FORMAT_AUTO) { /* JSONL when the first non-blank character (past a BOM) is '{' */
+        size_t i = pos;
+        while (i < len && is_blank(buf[i])) i++;
+        format = i < len && buf[i] == '{' ? GV_FORMAT_JSONL : GV_FORMAT_TEXT;
+    }
+    if (has_meta) *has_meta = format == GV_FORMAT_JSONL;
     gv_meta *arr = NULL;
-    while ((len = getline(&line, &lcap, f)) >= 0) {
-        lineno++;
-        if ((size_t)len != strlen(line)) {
-            rc = ss_fail(SS_EFORMAT, "%s:%d: NUL byte in line", path, lineno);
+    int count = 0, cap = 0, rc = SS_OK;
+    long lineno = 0;
+    char *tmp = NULL;
+    size_t tcap = 0;
+    while (pos < len && !rc) {
+        const char *nl = memchr(buf + pos, '\n', len - pos);
+        const size_t end = nl ? (size_t)(nl - buf) : len;
+        const char *s = buf + pos, *e = buf + end;
+        pos = nl ? end + 1 : len;
+        if (++lineno > INT_MAX) {
+            rc = ss_fail(SS_EFORMAT, "%s: more than %d lines", path, INT_MAX);
             break;
         }
-        if (blank(line)) continue;
+        if ((rc = gv_check_text_line(s, (size_t)(e - s), path, lineno))) break;
+        while (s < e && is_blank(*s)) s++;
+        while (e > s && is_blank(e[-1])) e--;
+        if (s == e) continue;
         if (count == cap) {
-            int ncap = cap ? cap * 2 : 64;
+            if (cap > INT_MAX / 2) {
+                rc = ss_fail(SS_ENOMEM, "%s: more than %d prompts", path, INT_MAX / 2);
+                break;
+            }
+            const int ncap = cap ? cap * 2 : 64;
             gv_meta *na = realloc(arr, (size_t)ncap * sizeof *na);
             if (!na) {
-                rc = ss_fail(SS_ENOMEM, "%s: out of memory at line %d", path, lineno);
+                rc = ss_fail(SS_ENOMEM, "%s: out of memory at line %ld", path, lineno);
                 break;
             }
             arr = na;
             cap = ncap;
         }
-        rc = gv_parse_line(line, path, lineno, &arr[count]);
-        if (rc) break;
-        count++;
+        const size_t m = (size_t)(e - s);
+        if (format == GV_FORMAT_JSONL) {
+            if (m + 1 > tcap) {
+                char *nt = realloc(tmp, m + 1);
+                if (!nt) {
+                    rc = ss_fail(SS_ENOMEM, "%s: out of memory at line %ld", path, lineno);
+                    break;
+                }
+                tmp = nt;
+                tcap = m + 1;
+            }
+            memcpy(tmp, s, m);
+            tmp[m] = 0;
+            rc = gv_parse_line(tmp, path, (int)lineno, &arr[count]);
+        } else if (m >= GV_PROMPT_MAX) {
+            rc = ss_fail(SS_EFORMAT, "%s:%ld: prompt longer than %d characters", path, lineno, GV_PROMPT_MAX - 1);
+        } else {
+            memset(&arr[count], 0, sizeof arr[count]);
+            memcpy(arr[count].prompt, s, m);
+        }
+        if (!rc) count++;
     }
-    if (!rc && ferror(f)) rc = ss_fail(SS_EIO, "%s: read error", path);
-    if (!rc && count == 0) rc = ss_fail(SS_EFORMAT, "%s: no records", path);
-    free(line);
-    fclose(f);
+    free(tmp);
+    if (!rc && count == 0) rc = ss_fail(SS_EFORMAT, "%s: no %s", path, format == GV_FORMAT_JSONL ? "records" : "prompts");
     if (rc) {
         free(arr);
         return rc;
@@ -208,6 +295,47 @@ int gv_load_jsonl(const char *path, gv_meta **out, int *n) {
     *n = count;
     return SS_OK;
 }
+
+int gv_load_prompts(const char *path, int format, gv_meta **out, int *n, int *has_meta) {
+    *out = NULL;
+    *n = 0;
+    FILE *f = fopen(path, "rb");
+    if (!f) return ss_fail(SS_EIO, "%s: cannot open: %s", path, strerror(errno));
+    struct stat sb;
+    if (fstat(fileno(f), &sb) || !S_ISREG(sb.st_mode)) {
+        fclose(f);
+        return ss_fail(SS_EIO, "%s: not a regular file", path);
+    }
+    char *buf = NULL;
+    size_t len = 0, cap = 0;
+    int rc = 0;
+    for (;;) {
+        if (len == cap) {
+            if (cap > ((size_t)1 << 40)) {
+                rc = ss_fail(SS_EFORMAT, "%s: too large for a prompt file", path);
+                break;
+            }
+            size_t ncap = cap ? 2 * cap : 1 << 16;
+            char *nb = realloc(buf, ncap);
+            if (!nb) {
+                rc = ss_fail(SS_ENOMEM, "%s: out of memory", path);
+                break;
+            }
+            buf = nb;
+            cap = ncap;
+        }
+        size_t got = fread(buf + len, 1, cap - len, f);
+        len += got;
+        if (got == 0) break;
+    }
+    if (!rc && ferror(f)) rc = ss_fail(SS_EIO, "%s: read error", path);
+    fclose(f);
+    if (!rc) rc = gv_parse_prompts(buf ? buf : "", len, path, format, out, n, has_meta);
+    free(buf);
+    return rc;
+}
+
+int gv_load_jsonl(const char *path, gv_meta **out, int *n) { return gv_load_prompts(path, GV_FORMAT_JSONL, out, n, NULL); }
 
 /* ---- serialization ------------------------------------------------------------------------ */
 

@@ -70,8 +70,25 @@ int gv_rel_from_name(const char *s); /* GV_REL_NONE when not one of those */
 
 /* Parse one JSON line. `path` and `line` only name the place in error messages. */
 int gv_parse_line(const char *text, const char *path, int line, gv_meta *out);
-/* Parse a JSONL file (blank lines skipped). *out is malloc'd; free() it. Errors name file:line. */
+/* Parse a JSONL file (blank lines skipped). *out is malloc'd; free() it. Errors name file:line.
+ * The same as gv_load_prompts(path, GV_FORMAT_JSONL, ...). */
 int gv_load_jsonl(const char *path, gv_meta **out, int *n);
+
+/* Prompt files: GenEval JSONL (one metadata record per line) or plain text (one prompt per line,
+ * surrounding blanks trimmed; entries have only .prompt set). Both: UTF-8, an optional byte-order
+ * mark at the very start is skipped, blank lines are skipped, CR LF line ends are accepted. Any
+ * other U+FEFF, invalid UTF-8 or a NUL byte is an error naming file:line and column.
+ * GV_FORMAT_AUTO: JSONL when the first non-blank character past the BOM is '{', else text. */
+enum { GV_FORMAT_AUTO = 0, GV_FORMAT_JSONL, GV_FORMAT_TEXT };
+/* From memory (len bytes; need not be NUL-terminated). *has_meta (optional): 1 for JSONL. */
+int gv_parse_prompts(const char *buf, size_t len, const char *path, int format, gv_meta **out, int *n, int *has_meta);
+/* From a regular file. */
+int gv_load_prompts(const char *path, int format, gv_meta **out, int *n, int *has_meta);
+/* 3 when buf starts with a UTF-8 byte-order mark (EF BB BF), else 0. */
+size_t gv_bom_len(const char *buf, size_t len);
+/* One line of a text input (without its newline): well-formed UTF-8, no NUL, no U+FEFF; else an
+ * error "path:line: ..." naming the column. */
+int gv_check_text_line(const char *s, size_t n, const char *path, long line);
 /* Serialize in GenEval's own key order and spacing:
  * {"tag": ..., "include": [...], "exclude": [...], "prompt": ...} (no newline). Returns the
  * length, or a negative code when it does not fit in `cap` bytes. */

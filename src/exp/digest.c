@@ -2,6 +2,7 @@
 
 #include <dirent.h>
 #include <errno.h>
+#include <jansson.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -115,68 +116,150 @@ int digest_file(const char *path, char hex[DIGEST_HEX]) {
 
 static int cmp_str(const void *a, const void *b) { return strcmp(*(char *const *)a, *(char *const *)b); }
 
-/* Regular files directly inside dir/sub, sorted; *names malloc'ed (free each and the array). */
-static int list_files(const char *dir, const char *sub, char ***names, int *n) {
-    char path[4200];
-    snprintf(path, sizeof path, "%s/%s", dir, sub);
-    *names = NULL;
-    *n = 0;
+typedef struct {
+    char **v;
+    int n, cap;
+} strlist;
+
+static int strlist_add(strlist *l, const char *s) {
+    if (l->n == l->cap) {
+        if (l->cap > (1 << 24)) return ss_fail(SS_ENOMEM, "too many files");
+        int cap = l->cap ? 2 * l->cap : 32;
+        char **nv = realloc(l->v, sizeof *nv * (size_t)cap);
+        if (!nv) return ss_fail(SS_ENOMEM, "out of memory");
+        l->v = nv;
+        l->cap = cap;
+    }
+    if (!(l->v[l->n] = strdup(s))) return ss_fail(SS_ENOMEM, "out of memory");
+    l->n++;
+    return 0;
+}
+
+static void strlist_free(strlist *l) {
+    for (int i = 0; i < l->n; i++) free(l->v[i]);
+    free(l->v);
+    memset(l, 0, sizeof *l);
+}
+
+static int skipped_name(const char *name) {
+    const size_t len = strlen(name);
+    return name[0] == '.' || (len > 4 && !strcmp(name + len - 4, ".tmp"));
+}
+
+#define DIGEST_MAX_DEPTH 64
+
+/* Regular files under root/rel (rel "" = root itself), recursively, as paths relative to root.
+ * Files directly in root are left out (see digest.h). Symbolic links are followed; a folder
+ * that is its own ancestor (a link loop) is an error. */
+static int walk(const char *root, const char *rel, int depth, dev_t *dev, ino_t *ino, strlist *out) {
+    char path[4400];
+    if ((size_t)snprintf(path, sizeof path, "%s%s%s", root, *rel ? "/" : "", rel) >= sizeof path)
+        return ss_fail(SS_EARG, "%s: path too long", root);
+    struct stat sd;
+    if (stat(path, &sd)) return ss_fail(SS_EIO, "%s: cannot stat: %s", path, strerror(errno));
+    for (int i = 0; i < depth; i++)
+        if (dev[i] == sd.st_dev && ino[i] == sd.st_ino)
+            return ss_fail(SS_EFORMAT, "%s: the folder contains itself (a symbolic link loop)", path);
+    if (depth >= DIGEST_MAX_DEPTH) return ss_fail(SS_EFORMAT, "%s: folders nested deeper than %d", path, DIGEST_MAX_DEPTH);
+    dev[depth] = sd.st_dev;
+    ino[depth] = sd.st_ino;
     DIR *d = opendir(path);
     if (!d) return ss_fail(SS_EIO, "%s: cannot open the folder: %s", path, strerror(errno));
+    strlist names = {0};
     struct dirent *e;
-    int cap = 0, rc = 0;
-    while ((e = readdir(d))) {
-        size_t len = strlen(e->d_name);
-        if (e->d_name[0] == '.' || (len > 4 && !strcmp(e->d_name + len - 4, ".tmp"))) continue;
-        char full[4500];
+    int rc = 0;
+    while (!rc && (e = readdir(d)))
+        if (!skipped_name(e->d_name)) rc = strlist_add(&names, e->d_name);
+    closedir(d);
+    if (names.n) qsort(names.v, (size_t)names.n, sizeof *names.v, cmp_str);
+    for (int i = 0; i < names.n && !rc; i++) {
+        char sub[4400], full[4400];
         struct stat sb;
-        snprintf(full, sizeof full, "%s/%s", path, e->d_name);
-        if (stat(full, &sb) || !S_ISREG(sb.st_mode)) continue;
-        if (*n == cap) {
-            cap = cap ? 2 * cap : 16;
-            char **nn = realloc(*names, sizeof *nn * cap);
-            if (!nn) {
-                rc = ss_fail(SS_ENOMEM, "out of memory");
-                break;
-            }
-            *names = nn;
-        }
-        if (!((*names)[*n] = strdup(e->d_name))) {
-            rc = ss_fail(SS_ENOMEM, "out of memory");
+        if ((size_t)snprintf(sub, sizeof sub, "%s%s%s", rel, *rel ? "/" : "", names.v[i]) >= sizeof sub ||
+            (size_t)snprintf(full, sizeof full, "%s/%s", root, sub) >= sizeof full) {
+            rc = ss_fail(SS_EARG, "%s/%s: path too long", path, names.v[i]);
             break;
         }
-        (*n)++;
+        if (stat(full, &sb)) continue; /* a dangling link: nothing the loader could read */
+        if (S_ISDIR(sb.st_mode)) rc = walk(root, sub, depth + 1, dev, ino, out);
+        else if (S_ISREG(sb.st_mode) && *rel) rc = strlist_add(out, sub);
     }
-    closedir(d);
-    if (*n) qsort(*names, *n, sizeof **names, cmp_str);
+    strlist_free(&names);
+    return rc;
+}
+
+static int hash_entry(sha256_ctx *c, const char *label, const char *path) {
+    struct stat sb;
+    if (stat(path, &sb)) return ss_fail(SS_EIO, "%s: cannot stat: %s", path, strerror(errno));
+    char head[4600];
+    int len = snprintf(head, sizeof head, "%s\n%lld\n", label, (long long)sb.st_size);
+    if (len < 0 || (size_t)len >= sizeof head) return ss_fail(SS_EARG, "%s: path too long", path);
+    sha256_update(c, head, (size_t)len);
+    return hash_file_into(c, path);
+}
+
+/* Shards a sharded index names through "..": they may lie outside the folders walked. */
+static int outside_shards(const char *root, const strlist *files, strlist *labels, strlist *paths) {
+    int rc = 0;
+    for (int i = 0; i < files->n && !rc; i++) {
+        const char *rel = files->v[i];
+        const size_t len = strlen(rel);
+        if (len < 11 || strcmp(rel + len - 11, ".index.json")) continue;
+        char path[4400];
+        snprintf(path, sizeof path, "%s/%s", root, rel);
+        json_t *j = json_load_file(path, 0, NULL);
+        const json_t *wm = json_object_get(j, "weight_map");
+        const char *k;
+        json_t *v;
+        if (json_is_object(wm))
+            json_object_foreach((json_t *)wm, k, v) {
+                const char *shard = json_string_value(v);
+                if (!shard || !strstr(shard, "..")) continue;
+                char label[4400], sp[8800];
+                const char *slash = strrchr(rel, '/');
+                snprintf(label, sizeof label, "%s -> %s", rel, shard);
+                snprintf(sp, sizeof sp, "%s/%.*s/%s", root, (int)(slash - rel), rel, shard);
+                int dup = 0;
+                for (int t = 0; t < labels->n && !dup; t++) dup = !strcmp(labels->v[t], label);
+                if (dup) continue;
+                struct stat sb;
+                if (stat(sp, &sb) || !S_ISREG(sb.st_mode)) continue; /* the loader reports it */
+                if ((rc = strlist_add(labels, label)) || (rc = strlist_add(paths, sp))) break;
+            }
+        json_decref(j);
+    }
     return rc;
 }
 
 int digest_pipeline(const char *dir, char hex[DIGEST_HEX]) {
-    static const char *const SUBS[] = {"scheduler", "text_encoder", "tokenizer", "transformer"}; /* byte order */
     sha256_ctx c;
     sha256_init(&c);
-    int rc = 0;
-    for (size_t s = 0; s < sizeof SUBS / sizeof SUBS[0] && !rc; s++) {
-        char **names;
-        int n;
-        rc = list_files(dir, SUBS[s], &names, &n);
-        for (int i = 0; i < n; i++) {
-            if (!rc) {
-                char path[4600], head[4400];
-                struct stat sb;
-                snprintf(path, sizeof path, "%s/%s/%s", dir, SUBS[s], names[i]);
-                if (stat(path, &sb)) rc = ss_fail(SS_EIO, "%s: cannot stat: %s", path, strerror(errno));
-                if (!rc) {
-                    int len = snprintf(head, sizeof head, "%s/%s\n%lld\n", SUBS[s], names[i], (long long)sb.st_size);
-                    sha256_update(&c, head, (size_t)len);
-                    rc = hash_file_into(&c, path);
-                }
-            }
-            free(names[i]);
-        }
-        free(names);
+    strlist files = {0}, labels = {0}, paths = {0};
+    dev_t dev[DIGEST_MAX_DEPTH + 1];
+    ino_t ino[DIGEST_MAX_DEPTH + 1];
+    int rc = walk(dir, "", 0, dev, ino, &files);
+    /* the walk visits names in byte order per folder; the digest wants byte order of the whole
+     * relative path (they differ when a name sorts between "x" and "x/...") */
+    if (!rc && files.n) qsort(files.v, (size_t)files.n, sizeof *files.v, cmp_str);
+    for (int i = 0; i < files.n && !rc; i++) {
+        char path[4600];
+        snprintf(path, sizeof path, "%s/%s", dir, files.v[i]);
+        rc = hash_entry(&c, files.v[i], path);
     }
+    if (!rc) rc = outside_shards(dir, &files, &labels, &paths);
+    for (int i = 1; i < labels.n; i++) /* byte order of the labels (few entries) */
+        for (int j = i; j > 0 && strcmp(labels.v[j - 1], labels.v[j]) > 0; j--) {
+            char *t = labels.v[j];
+            labels.v[j] = labels.v[j - 1];
+            labels.v[j - 1] = t;
+            t = paths.v[j];
+            paths.v[j] = paths.v[j - 1];
+            paths.v[j - 1] = t;
+        }
+    for (int i = 0; i < labels.n && !rc; i++) rc = hash_entry(&c, labels.v[i], paths.v[i]);
+    strlist_free(&files);
+    strlist_free(&labels);
+    strlist_free(&paths);
     if (rc) return rc;
     sha256_final_hex(&c, hex);
     return 0;

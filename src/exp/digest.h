@@ -26,10 +26,16 @@ void sha256_final_hex(sha256_ctx *c, char hex[DIGEST_HEX]);
 /* SHA-256 of a file's bytes. */
 int digest_file(const char *path, char hex[DIGEST_HEX]);
 
-/* SHA-256 over every regular file of a pipeline folder's component subfolders (transformer/,
- * text_encoder/, tokenizer/, scheduler/), files in byte order of their relative path, each
- * contributing "<relative path>\n<size>\n" and its bytes. Names ending in ".tmp" are skipped. The
- * folder's own model_index.json only names the classes (and a version tag), so it is left out. */
+/* SHA-256 over every regular file in every subfolder of a pipeline folder, at any depth
+ * (transformer/, text_encoder/, tokenizer/, scheduler/, any other component folder, nested
+ * folders such as shards/), in byte order of their relative path, each contributing
+ * "<relative path>\n<size>\n" and its bytes; then every shard that a "*.index.json" names
+ * through ".." (it may lie outside those folders), in byte order of the label,
+ * "<index path> -> <shard name>\n<size>\n" and its bytes. Names starting with '.' or ending in
+ * ".tmp" are skipped; symbolic links are followed. Files directly in the folder are left out:
+ * model_index.json only names the classes (checked to be fixed) and a version tag. For a folder
+ * with only the four component folders and no nested ones this is the same digest as before
+ * (sinkscope <= 2026-11). */
 int digest_pipeline(const char *dir, char hex[DIGEST_HEX]);
 
 #endif

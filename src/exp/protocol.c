@@ -94,18 +94,8 @@ int exp_conditions_prepare(sink_condition **list, int *n, const char *what) {
 
 int exp_conditions_check(const sink_condition *l, int n, int num_layers, int n_img, int n_txt, const char *what) {
     for (int i = 0; i < n; i++) {
-        for (int j = 0; j < l[i].n_layers; j++)
-            if (l[i].layers[j] >= num_layers)
-                return ss_fail(SS_EARG, "%s: condition '%s': field 'layers' names block %d, but the model has %d blocks "
-                               "(0-%d)", what, l[i].name, l[i].layers[j], num_layers, num_layers - 1);
-        const int cand = l[i].keys == TOK_TEXT ? n_txt : l[i].keys == TOK_IMAGE ? n_img : n_img + n_txt;
-        if (l[i].n_layers && l[i].select != SEL_FIXED && l[i].k > cand)
-            return ss_fail(SS_EARG, "%s: condition '%s': field 'k' = %d, but the model has only %d candidate %s keys", what,
-                           l[i].name, l[i].k, cand, sink_tokens_name(l[i].keys));
-        for (int j = 0; l[i].n_layers && l[i].select == SEL_FIXED && j < l[i].n_indices; j++)
-            if (l[i].indices[j] >= n_img + n_txt)
-                return ss_fail(SS_EARG, "%s: condition '%s': field 'indices' names key %d, but there are %d keys", what,
-                               l[i].name, l[i].indices[j], n_img + n_txt);
+        int rc = sink_condition_check_model(&l[i], num_layers, n_img, n_txt, what);
+        if (rc < 0) return rc;
     }
     return 0;
 }

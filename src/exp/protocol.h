@@ -41,8 +41,9 @@ int exp_core_conditions(const exp_blocks *b, sink_condition **out, int *n);
  * error. *list is realloc'ed. `what` names the source in errors. */
 int exp_conditions_prepare(sink_condition **list, int *n, const char *what);
 
-/* Every block a condition names must exist; every k must fit the candidate keys (n_img image
- * tokens, n_txt text tokens). Errors name the condition and the field. */
+/* sink_condition_check_model for every condition of the list (n_img image tokens, n_txt text
+ * tokens): blocks exist, k fits the candidate keys, no query row is left without attention mass.
+ * Errors name the source, the condition and the field. */
 int exp_conditions_check(const sink_condition *list, int n, int num_layers, int n_img, int n_txt, const char *what);
 
 #endif

@@ -3,6 +3,7 @@
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <limits.h>
 #include <jansson.h>
 #include <math.h>
 #include <omp.h>
@@ -52,56 +53,13 @@ typedef struct {
 /* The file's prompt index of entry p (what names images, keys and seeds). */
 #define PIDX(r, p) ((p) * (r)->ps.stride)
 
-static int load_text_prompts(const char *path, prompt_set *ps) {
-    FILE *f = fopen(path, "r");
-    if (!f) return ss_fail(SS_EIO, "%s: cannot open: %s", path, strerror(errno));
-    char *line = NULL;
-    size_t cap = 0;
-    ssize_t len;
-    int lineno = 0, rc = 0, mcap = 0;
-    while ((len = getline(&line, &cap, f)) >= 0 && !rc) {
-        lineno++;
-        char *s = line, *e = line + len;
-        while (s < e && (*s == ' ' || *s == '\t' || *s == '\r' || *s == '\n')) s++;
-        while (e > s && (e[-1] == ' ' || e[-1] == '\t' || e[-1] == '\r' || e[-1] == '\n')) e--;
-        if (s == e) continue;
-        if (e - s >= GV_PROMPT_MAX) {
-            rc = ss_fail(SS_EFORMAT, "%s:%d: prompt longer than %d characters", path, lineno, GV_PROMPT_MAX - 1);
-            break;
-        }
-        if (ps->n == mcap) {
-            mcap = mcap ? 2 * mcap : 64;
-            gv_meta *nm = realloc(ps->m, sizeof *nm * mcap);
-            if (!nm) {
-                rc = ss_fail(SS_ENOMEM, "out of memory");
-                break;
-            }
-            ps->m = nm;
-        }
-        memset(&ps->m[ps->n], 0, sizeof ps->m[ps->n]);
-        memcpy(ps->m[ps->n].prompt, s, (size_t)(e - s));
-        ps->n++;
-    }
-    free(line);
-    fclose(f);
-    if (!rc && ps->n == 0) rc = ss_fail(SS_EFORMAT, "%s: no prompts", path);
-    return rc;
-}
+/* The seed of entry p's r-th image: base + prompt_index * seeds_per_prompt + r (setup checked
+ * that the largest one fits in 64 bits). */
+#define SEED(r, p, s) ((r)->c->base_seed + (uint64_t)PIDX(r, p) * (uint64_t)(r)->c->seeds_per_prompt + (uint64_t)(s))
 
-/* GenEval JSONL when the first non-blank character is '{', else one prompt per line. */
 static int load_prompts(const char *path, prompt_set *ps) {
     memset(ps, 0, sizeof *ps);
-    FILE *f = fopen(path, "r");
-    if (!f) return ss_fail(SS_EIO, "%s: cannot open: %s", path, strerror(errno));
-    int ch;
-    while ((ch = fgetc(f)) != EOF && (ch == ' ' || ch == '\t' || ch == '\r' || ch == '\n')) {
-    }
-    fclose(f);
-    if (ch == '{') {
-        ps->has_meta = 1;
-        return gv_load_jsonl(path, &ps->m, &ps->n);
-    }
-    return load_text_prompts(path, ps);
+    return gv_load_prompts(path, GV_FORMAT_AUTO, &ps->m, &ps->n, &ps->has_meta);
 }
 
 /* ---- experiment.json ---- */
@@ -270,7 +228,8 @@ static int generate(worker *w, int ci, int p, uint64_t seed, uint8_t *rgb) {
     return rc;
 }
 
-static int write_image(runner *r, int ci, int p, uint64_t seed, const uint8_t *rgb) {
+/* img (optional) gets the written file's size and SHA-256. */
+static int write_image(runner *r, int ci, int p, uint64_t seed, const uint8_t *rgb, record_image *img) {
     char rel[600], path[PATHLEN], tmp[PATHLEN + 8], key[600], seed_s[32], steps_s[32], cfg_s[48];
     image_rel(rel, sizeof rel, r->conds[ci].name, PIDX(r, p), seed);
     item_key(key, sizeof key, r->conds[ci].name, PIDX(r, p), seed);
@@ -286,11 +245,18 @@ static int write_image(runner *r, int ci, int p, uint64_t seed, const uint8_t *r
      * renames it to <path>, so the image is durable before its record is appended. */
     int rc = png_write_rgb(tmp, r->W, r->H, rgb, kv, 8);
     if (!rc) rc = commit_tmp(path);
+    if (!rc && img) { /* what the record will say about it: size and SHA-256 of the file as written */
+        struct stat sb;
+        if (stat(path, &sb)) rc = ss_fail(SS_EIO, "%s: cannot stat: %s", path, strerror(errno));
+        else img->bytes = (long long)sb.st_size;
+        if (!rc) rc = digest_file(path, img->sha256);
+    }
     return rc;
 }
 
 /* The record of one finished image (json_t *), or NULL with the error set. */
-static json_t *make_record(worker *w, int ci, int p, uint64_t seed, const uint8_t *rgb, const uint8_t *base_rgb, double t0) {
+static json_t *make_record(worker *w, int ci, int p, uint64_t seed, const record_image *img, const uint8_t *rgb,
+                           const uint8_t *base_rgb, double t0) {
     runner *r = w->r;
     char rel[600], key[600];
     image_rel(rel, sizeof rel, r->conds[ci].name, PIDX(r, p), seed);
@@ -302,8 +268,10 @@ static json_t *make_record(worker *w, int ci, int p, uint64_t seed, const uint8_
     json_object_set_new(o, "prompt_index", json_integer(PIDX(r, p)));
     json_object_set_new(o, "prompt", json_string(r->ps.m[p].prompt));
     if (r->ps.has_meta) json_object_set_new(o, "tag", json_string(r->ps.m[p].tag));
-    json_object_set_new(o, "seed", json_integer((json_int_t)seed));
+    json_object_set_new(o, "seed", exp_json_u64(seed));
     json_object_set_new(o, "image", json_string(rel));
+    json_object_set_new(o, "image_bytes", json_integer((json_int_t)img->bytes));
+    json_object_set_new(o, "image_sha256", json_string(img->sha256));
     int rc = 0;
     if (r->ps.has_meta) {
         int g = metric_geneval(&r->ps.m[p], rgb, r->W, r->H, NULL, 0);
@@ -337,9 +305,10 @@ static int stopped(runner *r) {
 static int run_item(worker *w, int ci, int p, uint64_t seed, uint8_t *rgb, const uint8_t *base_rgb) {
     runner *r = w->r;
     const double t0 = now_s();
+    record_image img = {.bytes = -1};
     int rc = generate(w, ci, p, seed, rgb);
-    if (!rc) rc = write_image(r, ci, p, seed, rgb);
-    json_t *rec = rc ? NULL : make_record(w, ci, p, seed, rgb, base_rgb ? base_rgb : rgb, t0);
+    if (!rc) rc = write_image(r, ci, p, seed, rgb, &img);
+    json_t *rec = rc ? NULL : make_record(w, ci, p, seed, &img, rgb, base_rgb ? base_rgb : rgb, t0);
     if (!rc && !rec) rc = SS_ENOMEM;
     if (rc) return rc;
 #pragma omp critical(run_io)
@@ -380,7 +349,7 @@ static int baseline_image(worker *w, int p, uint64_t seed, uint8_t *rgb) {
                      r->c->progress_bar ? "\n" : "", path, iw, ih, r->W, r->H);
     }
     if ((rc = generate(w, 0, p, seed, rgb)) < 0) return rc;
-    return write_image(r, 0, p, seed, rgb);
+    return write_image(r, 0, p, seed, rgb, NULL);
 }
 
 /* Removes "*.tmp" leftovers of an interrupted image write in images/<cond>/. */
@@ -410,7 +379,7 @@ static json_t *build_config(runner *r, const exp_blocks *bm) {
     json_object_set_new(o, "n_prompts", json_integer(r->ps.n));
     json_object_set_new(o, "prompt_stride", json_integer(r->ps.stride));
     json_object_set_new(o, "seeds_per_prompt", json_integer(c->seeds_per_prompt));
-    json_object_set_new(o, "base_seed", json_integer((json_int_t)c->base_seed));
+    json_object_set_new(o, "base_seed", exp_json_u64(c->base_seed));
     json_object_set_new(o, "seed_rule", json_string("seed = base_seed + prompt_index * seeds_per_prompt + r, "
                                                     "r = 0 .. seeds_per_prompt - 1; the same seed for every condition"));
     json_object_set_new(o, "steps", json_integer(c->steps));
@@ -440,6 +409,11 @@ static int settle_config(runner *r, const exp_blocks *bm) {
     json_decref(mine);
     if (!text) return ss_fail(SS_ENOMEM, "out of memory");
     int rc = 0;
+    struct stat sb;
+    if (stat(path, &sb) == 0 && !S_ISREG(sb.st_mode)) {
+        free(text);
+        return ss_fail(SS_EIO, "%s: not a regular file; move it away (or use another --exp folder)", path);
+    }
     if (access(path, F_OK) == 0) {
         json_error_t je;
         json_t *old = json_load_file(path, JSON_REJECT_DUPLICATES, &je), *now = json_loads(text, 0, NULL);
@@ -470,7 +444,11 @@ static int settle_config(runner *r, const exp_blocks *bm) {
 static int setup(runner *r, exp_blocks *bm) {
     const run_config *c = r->c;
     int rc;
-    if (c->seeds_per_prompt < 1) return ss_fail(SS_EARG, "seeds per prompt must be >= 1");
+    if (c->seeds_per_prompt < 1) return ss_fail(SS_EARG, "--seeds must be >= 1");
+    if (c->n_conds < 0 || c->n_conds > COND_MAX_LIST)
+        return ss_fail(SS_EARG, "%d conditions: at most %d allowed", c->n_conds, COND_MAX_LIST);
+    if (!c->probe_default && (c->n_probe < 0 || c->n_probe > RUN_MAX_PROBE))
+        return ss_fail(SS_EARG, "--probe: %d blocks, at most %d allowed", c->n_probe, RUN_MAX_PROBE);
     if (c->steps < 1 || c->steps > PIPE_MAX_STEPS) return ss_fail(SS_EARG, "steps must be in [1, %d]", PIPE_MAX_STEPS);
     if (!isfinite(c->cfg)) return ss_fail(SS_EARG, "the guidance scale must be finite");
     if ((rc = pipe_load(&r->pp, c->model_dir)) < 0) return rc;
@@ -484,6 +462,17 @@ static int setup(runner *r, exp_blocks *bm) {
         r->ps.n = n;
     }
     if (c->limit_prompts > 0 && c->limit_prompts < r->ps.n) r->ps.n = c->limit_prompts;
+    /* sizes: (prompt, seed) groups are counted in int, seeds in uint64 */
+    const long long groups = (long long)r->ps.n * c->seeds_per_prompt;
+    if (groups > INT_MAX)
+        return ss_fail(SS_EARG, "--seeds %d with %d prompts makes %lld (prompt, seed) pairs, more than %d; use fewer seeds "
+                       "or prompts (--seeds, --limit-prompts, --prompt-stride)", c->seeds_per_prompt, r->ps.n, groups, INT_MAX);
+    const uint64_t last_idx = (uint64_t)PIDX(r, r->ps.n - 1), S = (uint64_t)c->seeds_per_prompt;
+    if (last_idx * S + (S - 1) > UINT64_MAX - c->base_seed) /* last_idx * S < 2^31 * 2^31: no overflow */
+        return ss_fail(SS_EARG, "--base-seed %llu: the largest seed, base + prompt index %llu * %llu seeds + %llu, is past "
+                       "2^64 - 1; use a base seed of at most %llu", (unsigned long long)c->base_seed,
+                       (unsigned long long)last_idx, (unsigned long long)S, (unsigned long long)(S - 1),
+                       (unsigned long long)(UINT64_MAX - (last_idx * S + (S - 1))));
     const sd3_config *tc = &r->pp->transformer->cfg;
     const te *enc = r->pp->text_encoder;
     int32_t *ids = ss_malloc(sizeof(int32_t) * enc->cfg.max_length);
@@ -494,7 +483,13 @@ static int setup(runner *r, exp_blocks *bm) {
     }
     for (int i = 0; i < r->ps.n && !rc; i++) {
         const int words = tok_encode(enc->vocab, r->ps.m[i].prompt, enc->cfg.max_length, ids); /* >= 0: word count */
-        if (words < 0) rc = ss_err_prefix(words, "%s: prompt %d (\"%s\"): ", c->prompts_path, i, r->ps.m[i].prompt);
+        if (words < 0) {
+            char shown[GV_PROMPT_MAX]; /* one line: a JSONL prompt may hold escaped control characters */
+            size_t k = 0;
+            for (const char *q = r->ps.m[i].prompt; *q && k + 1 < sizeof shown; q++) shown[k++] = (unsigned char)*q < 0x20 ? '?' : *q;
+            shown[k] = 0;
+            rc = ss_err_prefix(words, "%s: prompt %d (\"%s\"): ", c->prompts_path, PIDX(r, i), shown);
+        }
         r->n_words[i] = words;
     }
     free(ids);
@@ -569,6 +564,56 @@ static int run_group(worker *w, int p, uint64_t seed, const uint8_t *todo) {
     return rc;
 }
 
+int run_lock(const char *exp_dir, int *fd) {
+    *fd = -1;
+    char path[PATHLEN];
+    int rc;
+    if ((rc = ss_mkdir_p(exp_dir)) < 0) return rc;
+    if ((size_t)snprintf(path, sizeof path, "%s/.lock", exp_dir) >= sizeof path) return ss_fail(SS_EARG, "%s: path too long", exp_dir);
+    const int lfd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0644);
+    if (lfd < 0) return ss_fail(SS_EIO, "%s: cannot open: %s", path, strerror(errno));
+    if (flock(lfd, LOCK_EX | LOCK_NB)) {
+        close(lfd);
+        return ss_fail(SS_EIO, "%s: another sinkscope run is working in this folder (%s is locked)", exp_dir, path);
+    }
+    *fd = lfd;
+    return 0;
+}
+
+void run_unlock(int fd) {
+    if (fd >= 0) close(fd);
+}
+
+const char *run_redo_reason(int why) {
+    static const char *const R[RUN_REDO_N] = {"", "missing", "not a regular file", "of another size than recorded",
+                                              "with another SHA-256 than recorded", "not a readable PNG of the run's size",
+                                              "named differently in its record"};
+    return why > 0 && why < RUN_REDO_N ? R[why] : "";
+}
+
+/* Does the image of a finished record still hold what the record says? 0 when it does, else a
+ * RUN_REDO_* reason. Records with image_bytes and image_sha256: the file's size and digest;
+ * older records: a PNG that decodes to the run's image size. */
+static int verify_image(const runner *r, const record_image *ri, const char *rel) {
+    if (!ri->image || strcmp(ri->image, rel)) return RUN_REDO_NAME;
+    char path[PATHLEN];
+    if ((size_t)snprintf(path, sizeof path, "%s/%s", r->c->exp_dir, rel) >= sizeof path) return RUN_REDO_MISSING;
+    struct stat sb;
+    if (stat(path, &sb)) return RUN_REDO_MISSING;
+    if (!S_ISREG(sb.st_mode)) return RUN_REDO_NOT_REGULAR;
+    if (ri->bytes != -1 || ri->sha256[0]) {
+        if (ri->bytes != (long long)sb.st_size) return RUN_REDO_SIZE;
+        char hex[DIGEST_HEX];
+        if (digest_file(path, hex) < 0 || strcmp(hex, ri->sha256)) return RUN_REDO_DIGEST;
+        return 0;
+    }
+    int iw = 0, ih = 0;
+    uint8_t *img = NULL;
+    const int rc = png_read_rgb(path, &iw, &ih, &img);
+    free(img);
+    return rc < 0 || iw != r->W || ih != r->H ? RUN_REDO_PNG : 0;
+}
+
 int run_experiment(const run_config *c, run_result *res) {
     memset(res, 0, sizeof *res);
     runner r;
@@ -577,16 +622,10 @@ int run_experiment(const run_config *c, run_result *res) {
     r.rf.fd = -1;
     int lock_fd = -1, rc, *work = NULL;
     uint8_t *todo = NULL;
+    size_t *check = NULL;
     exp_blocks bm = {0};
     char path[PATHLEN];
-    if ((rc = ss_mkdir_p(c->exp_dir)) < 0) return rc;
-    snprintf(path, sizeof path, "%s/.lock", c->exp_dir);
-    lock_fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0644);
-    if (lock_fd < 0) return ss_fail(SS_EIO, "%s: cannot open: %s", path, strerror(errno));
-    if (flock(lock_fd, LOCK_EX | LOCK_NB)) {
-        close(lock_fd);
-        return ss_fail(SS_EIO, "%s: another sinkscope run is working in this folder (%s is locked)", c->exp_dir, path);
-    }
+    if (!c->lock_held && (rc = run_lock(c->exp_dir, &lock_fd)) < 0) return rc;
     if ((rc = setup(&r, &bm)) < 0 || (rc = settle_config(&r, &bm)) < 0) goto done;
     snprintf(path, sizeof path, "%s/records.jsonl", c->exp_dir);
     if ((rc = records_open(&r.rf, path)) < 0) goto done;
@@ -596,26 +635,89 @@ int run_experiment(const run_config *c, run_result *res) {
         if ((rc = ss_mkdir_p(path)) < 0) goto done;
         clean_tmp(path);
     }
-    /* what is missing, decided once here: the workers never read the key set */
-    const int S = c->seeds_per_prompt, n_groups = r.ps.n * S;
-    todo = ss_malloc((size_t)n_groups * r.n_conds);
+    /* what is missing, decided once here: the workers never read the key set. setup bounded
+     * n_groups (int) and the seeds (uint64). */
+    const int S = c->seeds_per_prompt, n_groups = r.ps.n * S, NC = r.n_conds;
+    const size_t n_items = (size_t)n_groups * (size_t)NC;
+    todo = ss_malloc(n_items ? n_items : 1);
     work = ss_malloc(sizeof *work * (n_groups ? n_groups : 1));
-    if (!todo || !work) {
+    check = ss_malloc(sizeof *check * (r.rf.keys.n ? r.rf.keys.n : 1)); /* finished items have distinct keys */
+    if (!todo || !work || !check) {
         rc = SS_ENOMEM;
         goto done;
     }
-    int n_work = 0;
     char key[600];
+    size_t n_check = 0;
+    for (size_t it = 0; it < n_items; it++) {
+        const int g = (int)(it / (size_t)NC), ci = (int)(it % (size_t)NC);
+        item_key(key, sizeof key, r.conds[ci].name, PIDX(&r, g / S), SEED(&r, g / S, g % S));
+        todo[it] = !keyset_has(&r.rf.keys, key);
+        if (!todo[it] && n_check < r.rf.keys.n) check[n_check++] = it;
+    }
+    /* the images of finished records: missing or changed ones are made again (their new record
+     * supersedes the old one); in parallel, the result does not depend on it */
+    long why_n[RUN_REDO_N] = {0};
+    char why_first[RUN_REDO_N][600];
+    memset(why_first, 0, sizeof why_first);
+    uint8_t *why = ss_calloc(n_check ? n_check : 1, 1);
+    if (!why) {
+        rc = SS_ENOMEM;
+        goto done;
+    }
+#pragma omp parallel for schedule(dynamic, 16)
+    for (long i = 0; i < (long)n_check; i++) {
+        const size_t it = check[i];
+        const int g = (int)(it / (size_t)NC), ci = (int)(it % (size_t)NC);
+        char k2[600], r2[600];
+        item_key(k2, sizeof k2, r.conds[ci].name, PIDX(&r, g / S), SEED(&r, g / S, g % S));
+        image_rel(r2, sizeof r2, r.conds[ci].name, PIDX(&r, g / S), SEED(&r, g / S, g % S));
+        const record_image *ri = records_image(&r.rf, k2);
+        why[i] = (uint8_t)(ri ? verify_image(&r, ri, r2) : RUN_REDO_MISSING);
+    }
+    for (size_t i = 0; i < n_check && !rc; i++) /* never replace what is not a file: refuse, naming it */
+        if (why[i] == RUN_REDO_NOT_REGULAR) {
+            const size_t it = check[i];
+            const int g = (int)(it / (size_t)NC), ci = (int)(it % (size_t)NC);
+            char rel[600];
+            image_rel(rel, sizeof rel, r.conds[ci].name, PIDX(&r, g / S), SEED(&r, g / S, g % S));
+            rc = ss_fail(SS_EIO, "%s/%s: the image of a finished record is not a regular file; move it away and run again",
+                         c->exp_dir, rel);
+        }
+    if (rc) {
+        free(why);
+        goto done;
+    }
+    for (size_t i = 0; i < n_check; i++) {
+        if (!why[i]) continue;
+        const size_t it = check[i];
+        const int g = (int)(it / (size_t)NC), ci = (int)(it % (size_t)NC);
+        todo[it] = 1;
+        if (!why_n[why[i]]++) image_rel(why_first[why[i]], sizeof why_first[why[i]], r.conds[ci].name, PIDX(&r, g / S), SEED(&r, g / S, g % S));
+        res->redone++;
+    }
+    free(why);
+    for (int k = 0; k < RUN_REDO_N; k++) res->redo[k] = why_n[k];
+    if (res->redone) {
+        char msg[2048];
+        size_t m = 0;
+        for (int k = 1; k < RUN_REDO_N && m < sizeof msg; k++)
+            if (why_n[k])
+                m += (size_t)snprintf(msg + m, sizeof msg - m, "%s%ld %s (first: %s)", m ? "; " : "", why_n[k],
+                                      run_redo_reason(k), why_first[k]);
+        fprintf(stderr, "sinkscope run: warning: %s: %ld finished image%s no longer match%s %s record%s and will be made "
+                "again: %s\n", c->exp_dir, res->redone, res->redone == 1 ? "" : "s", res->redone == 1 ? "es" : "",
+                res->redone == 1 ? "its" : "their", res->redone == 1 ? "" : "s", msg);
+    }
+    int n_work = 0;
     for (int g = 0; g < n_groups; g++) {
         int any = 0;
-        for (int ci = 0; ci < r.n_conds; ci++) {
-            item_key(key, sizeof key, r.conds[ci].name, PIDX(&r, g / S), c->base_seed + (uint64_t)PIDX(&r, g / S) * S + g % S);
-            any |= todo[(size_t)g * r.n_conds + ci] = !keyset_has(&r.rf.keys, key);
-            r.done += !todo[(size_t)g * r.n_conds + ci];
+        for (int ci = 0; ci < NC; ci++) {
+            any |= todo[(size_t)g * NC + ci];
+            r.done += !todo[(size_t)g * NC + ci];
         }
         if (any) work[n_work++] = g;
     }
-    r.total = (long)n_groups * r.n_conds;
+    r.total = (long)n_groups * NC;
     res->total = r.total;
     res->before = r.done;
     const int max_threads = omp_get_max_threads();
@@ -635,8 +737,7 @@ int run_experiment(const run_config *c, run_result *res) {
         for (int i = 0; i < n_work; i++) {
             if (stopped(&r)) continue;
             const int g = work[i];
-            /* seed = base + p * S + s = base + g, since g = p * S + s */
-            const int grc = run_group(w, g / S, c->base_seed + (uint64_t)PIDX(&r, g / S) * S + g % S, todo + (size_t)g * r.n_conds);
+            const int grc = run_group(w, g / S, SEED(&r, g / S, g % S), todo + (size_t)g * NC);
             if (grc < 0) {
 #pragma omp critical(run_io)
                 if (!r.err_code) {
@@ -659,6 +760,7 @@ int run_experiment(const run_config *c, run_result *res) {
 done:
     free(todo);
     free(work);
+    free(check);
     workers_free(&r);
     records_close(&r.rf);
     free(r.cond_json);
@@ -666,6 +768,6 @@ done:
     free(r.conds);
     free(r.ps.m);
     pipe_free(r.pp);
-    if (lock_fd >= 0) close(lock_fd);
+    run_unlock(lock_fd);
     return rc < 0 ? rc : 0;
 }

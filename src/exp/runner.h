@@ -11,8 +11,8 @@
  * Resume: the configuration is written to experiment.json once; a later run with a different
  * configuration (model digest, prompts digest, prompt count, seeds, steps, cfg, image size, probe,
  * conditions...) is refused with the differing field named. Records already present are never
- * recomputed or written twice; a torn last line is cut off and redone. One run per folder at a
- * time (an flock on EXP/.lock).
+ * recomputed or written twice (unless their image fails verification: see run_experiment); a
+ * torn last line is cut off and redone. One run per folder at a time (an flock on EXP/.lock).
  *
  * Parallelism: `jobs` worker threads each take whole (prompt, seed) groups in turn and make
  * their images one at a time; the model is shared read-only. For small models this beats
@@ -49,19 +49,38 @@ typedef struct {
                                     with jobs > 0, each image gets max_threads / jobs threads */
     int quiet;                   /* no progress bar, only the summary line */
     int progress_bar;            /* draw a progress bar with ETA on stderr (a terminal) */
+    int lock_held;               /* the caller holds EXP/.lock (run_lock), e.g. to keep it through a report */
 } run_config;
 
 void run_config_default(run_config *c); /* 1 seed, base 0, 20 steps, cfg 4, default probe */
 
+/* Why a finished record's image is made again on resume (run_result.redo). */
+enum { RUN_REDO_OK = 0, RUN_REDO_MISSING, RUN_REDO_NOT_REGULAR, RUN_REDO_SIZE, RUN_REDO_DIGEST, RUN_REDO_PNG,
+       RUN_REDO_NAME, RUN_REDO_N };
+const char *run_redo_reason(int why); /* "missing", "of another size than recorded", ... */
+
 typedef struct {
     long total;      /* images in the plan */
-    long before;     /* already recorded when the run started */
+    long before;     /* already recorded (and verified) when the run started */
     long made;       /* new records this run */
+    long redone;     /* finished records whose image failed verification: made again */
+    long redo[RUN_REDO_N]; /* redone, by reason */
     long repaired;   /* bytes cut off a torn last line */
     double seconds;  /* wall time of the generation loop */
 } run_result;
 
-/* Runs (or resumes) the experiment. On failure returns a negative code with ss_err() set. */
+/* Runs (or resumes) the experiment. On failure returns a negative code with ss_err() set.
+ * Limits, checked before anything is written (errors name the option): prompts x seeds at most
+ * INT_MAX (prompt, seed) pairs; every seed base + prompt_index * seeds + r at most 2^64 - 1.
+ * Resume verifies the image of every finished record first: records with "image_bytes" and
+ * "image_sha256" need a regular file of that size and SHA-256; older records a PNG of the run's
+ * size. An image that fails is made again and a new record of the same key appended: the last
+ * record of a key supersedes the earlier ones (docs/experiment-format.md). */
 int run_experiment(const run_config *c, run_result *res);
+
+/* EXP/.lock (created, with EXP, if missing), held with flock until run_unlock: one run per
+ * folder at a time. Fails, naming the folder, when another process holds it. */
+int run_lock(const char *exp_dir, int *fd);
+void run_unlock(int fd);
 
 #endif

@@ -1,19 +1,30 @@
 #include "sink/condition.h"
 
+#include <errno.h>
 #include <jansson.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 
 #include "core/err.h"
-#include "io/jsonfile.h"
+#include "eval/geneval.h"
 
 static const char *const TOKENS[] = {"all", "text", "image"};
 static const char *const SELECTS[] = {"topk", "fixed", "random"};
 static const char *const VALUES[] = {"zero", "mean", "lerp"};
 
 const char *sink_tokens_name(sink_tokens t) { return TOKENS[t]; }
+
+/* s for a one-line message: control characters as '?', cut to fit buf. */
+static const char *printable(const char *s, char *buf, size_t cap) {
+    size_t n = 0;
+    for (; *s && n + 4 < cap; s++) buf[n++] = (unsigned char)*s < 0x20 || *s == 0x7f ? '?' : *s;
+    if (*s) buf[n++] = '.', buf[n++] = '.', buf[n++] = '.';
+    buf[n] = 0;
+    return buf;
+}
 
 static int enum_field(json_t *v, const char *where, const char *key, const char *const *names, int n, int *out) {
     if (!json_is_string(v)) return ss_fail(SS_EFORMAT, "%s: field '%s' must be a string", where, key);
@@ -24,7 +35,9 @@ static int enum_field(json_t *v, const char *where, const char *key, const char 
         }
     char opts[128] = "";
     for (int i = 0; i < n; i++) snprintf(opts + strlen(opts), sizeof opts - strlen(opts), "%s%s", i ? ", " : "", names[i]);
-    return ss_fail(SS_EFORMAT, "%s: field '%s' is \"%s\"; expected one of: %s", where, key, json_string_value(v), opts);
+    char shown[80];
+    return ss_fail(SS_EFORMAT, "%s: field '%s' is \"%s\"; expected one of: %s", where, key,
+                   printable(json_string_value(v), shown, sizeof shown), opts);
 }
 
 static int num_field(json_t *v, const char *where, const char *key, double lo, double hi, double *out) {
@@ -75,6 +88,9 @@ int sink_condition_from_json(sink_condition *c, const void *vobj, const char *wh
             if (!json_is_string(v)) return ss_fail(SS_EFORMAT, "%s: field 'name' must be a string", where);
             if (strlen(json_string_value(v)) >= sizeof c->name)
                 return ss_fail(SS_EFORMAT, "%s: field 'name' is longer than %zu characters", where, sizeof c->name - 1);
+            for (const char *q = json_string_value(v); *q; q++) /* names go into one-line messages and paths */
+                if ((unsigned char)*q < 0x20 || *q == 0x7f)
+                    return ss_fail(SS_EFORMAT, "%s: field 'name' contains a control character (0x%02x)", where, (unsigned char)*q);
             snprintf(c->name, sizeof c->name, "%s", json_string_value(v));
         } else if (!strcmp(key, "layers")) {
             if ((rc = int_list(v, where, key, COND_MAX_LAYERS, COND_MAX_LAYERS - 1, c->layers, &c->n_layers))) return rc;
@@ -127,7 +143,8 @@ int sink_condition_from_json(sink_condition *c, const void *vobj, const char *wh
         } else if (!strcmp(key, "min_topk_margin") || !strcmp(key, "description")) {
             /* informational (the fixtures record the ranking margin) */
         } else {
-            return ss_fail(SS_EFORMAT, "%s: unknown field '%s'", where, key);
+            char shown[80];
+            return ss_fail(SS_EFORMAT, "%s: unknown field '%s'", where, printable(key, shown, sizeof shown));
         }
     }
     if (!have_layers) return ss_fail(SS_EFORMAT, "%s: missing field 'layers' (use [] for a no-op)", where);
@@ -150,21 +167,65 @@ int sink_condition_from_json(sink_condition *c, const void *vobj, const char *wh
 }
 
 
+/* A condition file's JSON: read whole, a leading UTF-8 byte-order mark skipped (jansson refuses
+ * one), every line checked for well-formed UTF-8 and a stray U+FEFF first (so those errors name
+ * the line), duplicate keys rejected. */
+static int parse_json_text(const char *buf, size_t len, const char *path, json_t **out) {
+    *out = NULL;
+    const size_t bom = gv_bom_len(buf, len);
+    long line = 0;
+    for (size_t pos = bom; pos < len;) {
+        const char *nl = memchr(buf + pos, '\n', len - pos);
+        const size_t end = nl ? (size_t)(nl - buf) : len;
+        int rc = gv_check_text_line(buf + pos, end - pos, path, ++line);
+        if (rc) return rc;
+        pos = end + 1;
+    }
+    json_error_t je;
+    *out = json_loadb(buf + bom, len - bom, JSON_REJECT_DUPLICATES, &je);
+    char shown[200];
+    if (!*out)
+        return ss_fail(SS_EFORMAT, "%s: not valid JSON (line %d, column %d: %s)", path, je.line, je.column,
+                       printable(je.text, shown, sizeof shown));
+    return 0;
+}
+
+static int load_json_file(const char *path, json_t **out) {
+    *out = NULL;
+    FILE *f = fopen(path, "rb");
+    if (!f) return ss_fail(SS_EIO, "%s: cannot open: %s", path, strerror(errno));
+    struct stat sb;
+    if (fstat(fileno(f), &sb) || !S_ISREG(sb.st_mode)) {
+        fclose(f);
+        return ss_fail(SS_EIO, "%s: not a regular file", path);
+    }
+    if (sb.st_size > (off_t)1 << 30) {
+        fclose(f);
+        return ss_fail(SS_EFORMAT, "%s: %lld bytes is too large for a condition file", path, (long long)sb.st_size);
+    }
+    char *buf = ss_malloc((size_t)sb.st_size + 1);
+    if (!buf) {
+        fclose(f);
+        return SS_ENOMEM;
+    }
+    const size_t len = fread(buf, 1, (size_t)sb.st_size, f);
+    const int bad = ferror(f);
+    fclose(f);
+    int rc = bad ? ss_fail(SS_EIO, "%s: read error", path) : parse_json_text(buf, len, path, out);
+    free(buf);
+    return rc;
+}
+
 int sink_condition_load(sink_condition *c, const char *path) {
     json_t *root;
-    int lrc = ss_json_load(path, &root);
+    int lrc = load_json_file(path, &root);
     if (lrc < 0) return lrc;
     int rc = sink_condition_from_json(c, root, path);
     json_decref(root);
     return rc;
 }
 
-int sink_condition_list_load(sink_condition **out, int *n, const char *path) {
-    *out = NULL;
-    *n = 0;
-    json_t *root;
-    int lrc = ss_json_load(path, &root);
-    if (lrc < 0) return lrc;
+static int list_from_json(sink_condition **out, int *n, json_t *root, const char *path) {
     int rc = 0;
     if (json_is_object(root)) {
         *out = ss_malloc(sizeof **out);
@@ -172,6 +233,7 @@ int sink_condition_list_load(sink_condition **out, int *n, const char *path) {
         else if ((rc = sink_condition_from_json(*out, root, path)) == 0) *n = 1;
     } else if (json_is_array(root)) {
         size_t m = json_array_size(root);
+        if (m > COND_MAX_LIST) return ss_fail(SS_EFORMAT, "%s: %zu conditions, at most %d allowed", path, m, COND_MAX_LIST);
         *out = ss_calloc(m ? m : 1, sizeof **out);
         if (!*out) rc = SS_ENOMEM;
         for (size_t i = 0; rc == 0 && i < m; i++) {
@@ -183,12 +245,63 @@ int sink_condition_list_load(sink_condition **out, int *n, const char *path) {
     } else {
         rc = ss_fail(SS_EFORMAT, "%s: expected a condition object or a list of them", path);
     }
-    if (rc) {
+    return rc;
+}
+
+int sink_condition_list_parse(sink_condition **out, int *n, const char *buf, size_t len, const char *path) {
+    *out = NULL;
+    *n = 0;
+    json_t *root;
+    int rc = parse_json_text(buf, len, path, &root);
+    if (rc < 0) return rc;
+    if ((rc = list_from_json(out, n, root, path))) {
         free(*out);
         *out = NULL;
+        *n = 0;
     }
     json_decref(root);
     return rc;
+}
+
+int sink_condition_list_load(sink_condition **out, int *n, const char *path) {
+    *out = NULL;
+    *n = 0;
+    json_t *root;
+    int rc = load_json_file(path, &root);
+    if (rc < 0) return rc;
+    if ((rc = list_from_json(out, n, root, path))) {
+        free(*out);
+        *out = NULL;
+        *n = 0;
+    }
+    json_decref(root);
+    return rc;
+}
+
+int sink_condition_check_model(const sink_condition *c, int num_layers, int n_img, int n_txt, const char *where) {
+    const char *sep = where && *where ? ": " : "";
+    if (!where) where = "";
+    for (int j = 0; j < c->n_layers; j++)
+        if (c->layers[j] < 0 || c->layers[j] >= num_layers)
+            return ss_fail(SS_EARG, "%s%scondition '%s': field 'layers' names block %d, but the model has %d blocks (0-%d)",
+                           where, sep, c->name, c->layers[j], num_layers, num_layers - 1);
+    if (!c->n_layers) return 0; /* a no-op: nothing else matters */
+    const int total = n_img + n_txt;
+    const int cand = c->keys == TOK_TEXT ? n_txt : c->keys == TOK_IMAGE ? n_img : total;
+    if (c->select != SEL_FIXED && c->k > cand)
+        return ss_fail(SS_EARG, "%s%scondition '%s': field 'k' = %d, but the model has only %d candidate %s keys", where, sep,
+                       c->name, c->k, cand, sink_tokens_name(c->keys));
+    for (int j = 0; c->select == SEL_FIXED && j < c->n_indices; j++)
+        if (c->indices[j] >= total)
+            return ss_fail(SS_EARG, "%s%scondition '%s': field 'indices' names key %d, but there are %d keys", where, sep,
+                           c->name, c->indices[j], total);
+    /* Keys are distinct, so k >= total selects every key of every query row; with eta 0 on the
+     * score path the rows keep no attention mass at all (0/0: the sample would be all NaN). */
+    if (!c->value_path && c->eta == 0.0f && c->k >= total)
+        return ss_fail(SS_EARG, "%s%scondition '%s': field '%s' removes every one of the model's %d keys (%d image + %d "
+                       "text) with eta 0, leaving the attention rows no mass at all; keep at least one key or use eta > 0",
+                       where, sep, c->name, c->select == SEL_FIXED ? "indices" : "k", total, n_img, n_txt);
+    return 0;
 }
 
 void *sink_condition_to_json(const sink_condition *c) {

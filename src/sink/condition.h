@@ -10,10 +10,12 @@
 #ifndef SS_CONDITION_H
 #define SS_CONDITION_H
 
+#include <stddef.h>
 #include <stdint.h>
 
 #define COND_MAX_LAYERS 256
 #define COND_MAX_K 64
+#define COND_MAX_LIST 4096 /* conditions in one list */
 
 typedef enum { SEL_TOPK, SEL_FIXED, SEL_RANDOM } sink_select;
 typedef enum { TOK_ALL, TOK_TEXT, TOK_IMAGE } sink_tokens;
@@ -41,8 +43,18 @@ typedef struct {
 int sink_condition_from_json(sink_condition *c, const void *obj, const char *where);
 /* A file holding one condition object. */
 int sink_condition_load(sink_condition *c, const char *path);
-/* A file holding a list of condition objects (or one object). *out is malloc'ed. */
+/* A file holding a list of condition objects (or one object). *out is malloc'ed. Condition
+ * files are UTF-8 JSON; a leading byte-order mark is skipped; invalid UTF-8 or a U+FEFF anywhere
+ * else is an error naming the line. At most COND_MAX_LIST conditions. */
 int sink_condition_list_load(sink_condition **out, int *n, const char *path);
+/* The same from memory (len bytes); `path` names the source in errors. */
+int sink_condition_list_parse(sink_condition **out, int *n, const char *buf, size_t len, const char *path);
+/* Checks a parsed condition against a model: blocks 0..num_layers-1 exist; the attention has
+ * n_img image keys then n_txt text keys. Refuses a block the model lacks ('layers'), k above the
+ * candidate keys ('k'), an index past the keys ('indices'), and a removal that leaves a query row
+ * no attention mass at all (score path, eta 0, every key selected: 'k' or 'indices'). Errors
+ * name `where` (may be NULL), the condition and the field. */
+int sink_condition_check_model(const sink_condition *c, int num_layers, int n_img, int n_txt, const char *where);
 /* A new jansson object (json_t *) that parses back to the same condition. */
 void *sink_condition_to_json(const sink_condition *c);
 int sink_condition_has_layer(const sink_condition *c, int block);

@@ -163,6 +163,9 @@ static int select_keys(const sink_ctx *s, sink_record *r, const attn_args *a, co
     if (c->select != SEL_FIXED && k > hi - lo)
         return ss_fail(SS_EARG, "condition '%s': k = %d but block %d has only %d candidate %s keys", c->name, k, r->block,
                        hi - lo, sink_tokens_name(c->keys));
+    if (!c->value_path && c->eta == 0.0f && k >= T) /* distinct keys: every key of every row removed */
+        return ss_fail(SS_EARG, "condition '%s': removing all %d keys of block %d with eta 0 leaves the attention rows "
+                       "no mass at all", c->name, T, r->block);
     if (c->select == SEL_FIXED)
         for (int t = 0; t < k; t++)
             if (c->indices[t] >= T)
@@ -227,6 +230,7 @@ static int intervene(const sink_ctx *s, sink_record *r, const attn_args *a, cons
     int rc = select_keys(s, r, a, st->mass_img, st->mass_txt);
     if (rc) return rc;
     float *vrep = NULL;
+    if (c->value_path && dh > 512) return ss_fail(SS_EARG, "condition '%s': the value path supports head dims up to 512, not %d", c->name, dh);
     if (c->value_path) {
         vrep = ss_calloc((size_t)B * H * k * dh, sizeof(float));
         if (!vrep) return SS_ENOMEM;
