@@ -293,7 +293,8 @@ int pipe_init_random(const char *dir, const sd3_config *tcfg, const te_config *t
                      tok_vocab_size(voc));
         goto done;
     }
-    if ((rc = te_config_check(&c, "pipe_init_random: text encoder config")) < 0 ||
+    if ((rc = sd3_config_check(tcfg, "pipe_init_random: transformer config")) < 0 ||
+        (rc = te_config_check(&c, "pipe_init_random: text encoder config")) < 0 ||
         (rc = check_consistent(tcfg, &c, "pipe_init_random: transformer config", "pipe_init_random: text encoder config")) < 0)
         goto done;
     if ((rc = ss_mkdir_p(dir)) < 0 || (rc = join(path, dir, "transformer")) < 0 ||
