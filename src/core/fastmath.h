@@ -49,6 +49,8 @@ static inline float ss_gelu_tanh(float x) {
     return 0.5f * x * (1.0f + ss_tanhf(k * (x + 0.044715f * x * x * x)));
 }
 
-static inline float ss_silu(float x) { return x / (1.0f + ss_expf(-x)); }
+/* x * sigmoid(x). Below -88, e^-x is clamped and x / (1 + e^88) would not be ~0 for huge |x|
+ * (-2.06 at -FLT_MAX): the true value there is below 1e-36 in magnitude, so -0 (also for -inf). */
+static inline float ss_silu(float x) { return x < -88.0f ? -0.0f : x / (1.0f + ss_expf(-x)); }
 
 #endif
