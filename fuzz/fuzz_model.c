@@ -34,7 +34,8 @@ static void cleanup(void) {
 int LLVMFuzzerInitialize(int *argc, char ***argv) {
     (void)argc, (void)argv;
     omp_set_num_threads(1);
-    strcpy(g_dir, "/tmp/fuzz_model_XXXXXX");
+    /* fsync-heavy writes (st_writer_save): a RAM file system when there is one */
+    strcpy(g_dir, access("/dev/shm", W_OK) == 0 ? "/dev/shm/fuzz_model_XXXXXX" : "/tmp/fuzz_model_XXXXXX");
     if (!mkdtemp(g_dir)) abort();
     snprintf(g_model, sizeof g_model, "%s/model", g_dir);
     snprintf(g_pipe, sizeof g_pipe, "%s/pipe", g_dir);

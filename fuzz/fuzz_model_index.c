@@ -12,6 +12,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
 #include "core/err.h"
 #include "io/safetensors.h"
@@ -39,7 +40,7 @@ static void shard(const char *rel, const char *n1, const char *n2) {
 
 int LLVMFuzzerInitialize(int *argc, char ***argv) {
     (void)argc, (void)argv;
-    strcpy(g_root, "/tmp/fuzz_index_XXXXXX");
+    strcpy(g_root, access("/dev/shm", W_OK) == 0 ? "/dev/shm/fuzz_index_XXXXXX" : "/tmp/fuzz_index_XXXXXX");
     if (!mkdtemp(g_root)) abort();
     atexit(cleanup);
     snprintf(g_dir, sizeof g_dir, "%s/model", g_root);
