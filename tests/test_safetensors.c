@@ -634,6 +634,48 @@ static void test_sharded_bad_index(void **state) {
     expect_set_fail(dir, "index.json", "relative");
 }
 
+/* A shard named by the index must stay inside the index's folder: any ".." component is refused,
+ * naming the index and the entry, before anything outside is opened. */
+static void test_sharded_escape(void **state) {
+    (void)state;
+    write_shard(tmp_path("outside.safetensors").s, "a", NULL); /* a valid shard one level up */
+    static const char *const bad[] = {"../outside.safetensors", "./../outside.safetensors",
+                                      "sub/../../outside.safetensors", "sub//..//../outside.safetensors",
+                                      "..", "sub/.."};
+    for (size_t i = 0; i < sizeof bad / sizeof *bad; i++) {
+        char name[32], idx[512];
+        snprintf(name, sizeof name, "escape%zu", i);
+        snprintf(idx, sizeof idx, "{\"weight_map\": {\"c\": \"s-00002.safetensors\", \"a\": \"%s\"}}", bad[i]);
+        const char *dir = make_sharded(name, idx, NULL);
+        char sub[600];
+        snprintf(sub, sizeof sub, "%s/sub", dir);
+        assert_int_equal(mkdir(sub, 0700), 0);
+        expect_set_fail(dir, "index.json", "'a'");
+        if (!strstr(ss_err(), "'..'") && !strstr(ss_err(), bad[i])) fail_msg("error names neither: %s", ss_err());
+        print_message("  refused: %s\n", ss_err());
+    }
+    /* inside the folder: a subfolder, a name starting with "..", and a symlink (Hugging Face cache
+     * snapshots link every file to ../../blobs/) still load */
+    const char *dir = make_sharded("inside",
+                                   "{\"weight_map\": {\"a\": \"sub/x.safetensors\", \"b\": \"..b.safetensors\", "
+                                   "\"c\": \"link.safetensors\"}}", NULL);
+    char p[600], target[600];
+    snprintf(p, sizeof p, "%s/sub", dir);
+    assert_int_equal(mkdir(p, 0700), 0);
+    snprintf(p, sizeof p, "%s/sub/x.safetensors", dir);
+    write_shard(p, "a", NULL);
+    snprintf(p, sizeof p, "%s/..b.safetensors", dir);
+    write_shard(p, "b", NULL);
+    snprintf(target, sizeof target, "%s", tmp_path("blob-c.safetensors").s);
+    write_shard(target, "c", NULL);
+    snprintf(p, sizeof p, "%s/link.safetensors", dir);
+    assert_int_equal(symlink(target, p), 0);
+    st_set *s;
+    if (st_set_open(&s, dir) < 0) fail_msg("%s", ss_err());
+    assert_int_equal(st_set_count(s), 3);
+    st_set_close(s);
+}
+
 static void test_set_folder_lookup(void **state) {
     (void)state;
     path_t dir_buf = tmp_path("empty_folder");
@@ -941,6 +983,7 @@ int main(void) {
         cmocka_unit_test(test_sharded_missing_tensor),
         cmocka_unit_test(test_sharded_duplicate),
         cmocka_unit_test(test_sharded_bad_index),
+        cmocka_unit_test(test_sharded_escape),
         cmocka_unit_test(test_set_folder_lookup),
         cmocka_unit_test(test_load_errors),
         cmocka_unit_test(test_writer_errors),

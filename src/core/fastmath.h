@@ -4,7 +4,9 @@
  * SD3-medium block at 1024x1024 with 1357 tokens, more than the matrix products can hide.
  * ss_expf: range reduction x = n*ln2 + r, |r| <= ln2/2, degree-6 Taylor polynomial in r,
  * 2^n built in the exponent bits. Max relative error ~2e-7 over [-87, 88]; inputs are clamped
- * there, so exp of a very negative number is ~1e-38 rather than 0.
+ * there, so exp of a very negative number (or -inf) is ~1e-38 rather than 0, and exp of a large one
+ * (or +inf) is ~1.65e38, finite. NaN gives NaN. Every helper here is defined (no undefined
+ * behaviour) for every float input, NaN and infinities included; see tests/test_robust_model.c.
  */
 #ifndef SS_FASTMATH_H
 #define SS_FASTMATH_H
@@ -26,11 +28,16 @@ static inline float ss_expf(float x) {
     p = p * r + 0.5f;
     p = p * r + 1.0f;
     p = p * r + 1.0f;
-    /* 2^n in the exponent bits; a union (not memcpy) so the loop still vectorizes */
+    /* 2^n in the exponent bits; a union (not memcpy) so the loop still vectorizes. After the
+     * clamp n is in [-126, 127], so n + 127 is in [1, 254] and the unsigned shift is defined. Only
+     * a NaN input escapes the clamp (both comparisons are false): it must not reach the int
+     * conversion (undefined behaviour), so n is replaced by 0 there with a select that vectorizes;
+     * p is NaN already, and so is the result. */
+    const float nn = n == n ? n : 0.0f;
     union {
-        int32_t i;
+        uint32_t i;
         float f;
-    } scale = {.i = ((int32_t)n + 127) << 23};
+    } scale = {.i = (uint32_t)((int32_t)nn + 127) << 23};
     return p * scale.f;
 }
 
@@ -42,6 +49,8 @@ static inline float ss_gelu_tanh(float x) {
     return 0.5f * x * (1.0f + ss_tanhf(k * (x + 0.044715f * x * x * x)));
 }
 
-static inline float ss_silu(float x) { return x / (1.0f + ss_expf(-x)); }
+/* x * sigmoid(x). Below -88, e^-x is clamped and x / (1 + e^88) would not be ~0 for huge |x|
+ * (-2.06 at -FLT_MAX): the true value there is below 1e-36 in magnitude, so -0 (also for -inf). */
+static inline float ss_silu(float x) { return x < -88.0f ? -0.0f : x / (1.0f + ss_expf(-x)); }
 
 #endif

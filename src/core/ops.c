@@ -99,3 +99,32 @@ void op_timestep_embedding(float *out, const float *t, int B, int dim) {
             out[(size_t)b * dim + half + k] = (float)sin(arg);
         }
 }
+
+#define NF_CHUNK 4096
+
+static int chunk_nonfinite(const float *x, size_t n) {
+    float acc = 0.0f;
+#pragma omp simd reduction(+ : acc)
+    for (size_t i = 0; i < n; i++) acc += x[i] * 0.0f;
+    return acc != 0.0f; /* 0 * finite = 0; 0 * inf and NaN give NaN, which sticks */
+}
+
+long long op_first_nonfinite(const float *x, size_t n) {
+    const long long nch = (long long)((n + NF_CHUNK - 1) / NF_CHUNK);
+    int bad = 0;
+    if (n > 64 * PAR_MIN) {
+#pragma omp parallel for schedule(static) reduction(| : bad)
+        for (long long c = 0; c < nch; c++) {
+            const size_t i0 = (size_t)c * NF_CHUNK, len = n - i0 < NF_CHUNK ? n - i0 : NF_CHUNK;
+            bad |= chunk_nonfinite(x + i0, len);
+        }
+        if (!bad) return -1;
+    }
+    for (long long c = 0; c < nch; c++) {
+        const size_t i0 = (size_t)c * NF_CHUNK, len = n - i0 < NF_CHUNK ? n - i0 : NF_CHUNK;
+        if (!chunk_nonfinite(x + i0, len)) continue;
+        for (size_t i = i0; i < i0 + len; i++)
+            if (!isfinite(x[i])) return (long long)i;
+    }
+    return -1;
+}

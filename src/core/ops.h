@@ -30,4 +30,9 @@ void op_add_gated(float *y, const float *x, const float *gate, int M, int D);
 /* Sinusoidal embedding, diffusers Timesteps(dim, flip_sin_to_cos=True, shift=0): cos then sin. */
 void op_timestep_embedding(float *out, const float *t, int B, int dim);
 
+/* Index of the first NaN or infinity in x[0, n), or -1. Vectorized (a sum of x*0 per chunk, NaN iff
+ * the chunk holds a NaN or infinity, whatever the order), threaded over large arrays, exact and
+ * deterministic. */
+long long op_first_nonfinite(const float *x, size_t n);
+
 #endif

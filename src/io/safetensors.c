@@ -491,6 +491,23 @@ static char *st_join_dir_of(const char *file, const char *name) {
     return p;
 }
 
+/* A shard name stays inside the index's folder: relative, and no ".." component ("a/../b" is
+ * refused too: with a symlinked "a" it would leave the folder). Symlinks are followed as the file
+ * system resolves them: a Hugging Face cache snapshot links every file to ../../blobs/, so
+ * refusing links that resolve elsewhere would refuse the usual download layout. */
+static const char *st_shard_name_problem(const char *shard) {
+    if (!shard[0]) return "is empty";
+    if (shard[0] == '/') return "is not a relative path";
+    for (const char *c = shard; *c;) {
+        const char *e = strchr(c, '/');
+        size_t len = e ? (size_t)(e - c) : strlen(c);
+        if (len == 2 && c[0] == '.' && c[1] == '.') return "has a '..' component (shards must be inside the index's folder)";
+        c += len;
+        while (*c == '/') c++;
+    }
+    return NULL;
+}
+
 /* Opens the shards named by the weight_map (each once, in order of first mention). */
 static int st_set_open_shards(st_set *s, const json_t *wm, const char ***names_out) {
     const char **names = ss_calloc(json_object_size(wm), sizeof *names);
@@ -502,10 +519,10 @@ static int st_set_open_shards(st_set *s, const json_t *wm, const char ***names_o
         if (!json_is_string(v))
             return st_fail(SS_EFORMAT, "%s: weight_map entry '%s' is a JSON %s, not a file name",
                            s->path, st_short(tn).s, st_json_type(v));
-        const char *shard = json_string_value(v);
-        if (!shard[0] || shard[0] == '/')
-            return st_fail(SS_EFORMAT, "%s: weight_map entry '%s': shard '%s' is not a relative path",
-                           s->path, st_short(tn).s, st_short(shard).s);
+        const char *shard = json_string_value(v), *problem = st_shard_name_problem(shard);
+        if (problem)
+            return st_fail(SS_EFORMAT, "%s: weight_map entry '%s': shard '%s' %s", s->path, st_short(tn).s,
+                           st_short(shard).s, problem);
         int k = 0;
         while (k < s->nfiles && strcmp(names[k], shard) != 0) k++;
         if (k < s->nfiles) continue;

@@ -1,48 +1,93 @@
 /* SD3Transformer2DModel forward pass (dit-spec.md section 2.3-2.5). */
 #include "models/sd3.h"
 
+#include <limits.h>
 #include <math.h>
+#include <stdint.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "core/err.h"
 
-/* Working buffers of one forward pass, sized for B, N image and S text tokens. */
+/* Working buffers of one forward pass, sized for B, N image and S text tokens. Each buffer is
+ * sized from everything written into it (the list after each one), never from a neighbour's size:
+ * a small model can have p*p*Cout > 4D or 256 > max(N,S)*D. */
 typedef struct {
     float *X, *C;         /* streams [B,N,D], [B,S,D] */
     float *temb, *stemb;  /* [B,D] conditioning and silu(conditioning) */
-    float *modx, *modc;   /* [B,9D], [B,6D] */
-    float *nx, *nc, *nx2; /* modulated inputs */
+    float *modx, *modc;   /* [B,9D] (norm1, t1/p1 hidden, norm_out), [B,6D] (norm1_context, p2) */
+    float *nx, *nc, *nx2; /* modulated inputs [B,N,D], [B,S,D], [B,N,D] */
     float *Q, *K, *V, *O; /* joint [B,T,D] */
-    float *ax, *ac;       /* projected attention outputs */
-    float *hid;           /* FF hidden [max(N,S)*B, 4D] */
-    float *tmp;           /* [B*max(N,S), max(D, patch)] */
+    float *ax, *ac;       /* projected attention outputs [B,N,D], [B,S,D] */
+    float *hid;           /* FF hidden [max(N,S), 4D] of one batch element; proj_out [B*N, p*p*Cout] */
+    float *tmp;           /* patch vectors [B*N, Cin*p*p]; FF in/out [max(N,S), D]; sinusoid [B, 256] */
 } work;
+
+#define TEMB_DIM 256 /* diffusers' Timesteps(256) in front of the timestep embedder */
 
 static void work_free(work *w) {
     float **p = (float **)w;
     for (size_t i = 0; i < sizeof *w / sizeof(float *); i++) free(p[i]);
 }
 
-static int work_alloc(work *w, int B, int N, int S, int D, int patch) {
+/* a*b*c in size_t, or SIZE_MAX when it overflows (the allocation then fails cleanly). */
+static size_t mul3(size_t a, size_t b, size_t c) {
+    size_t ab, abc;
+    if (ss_mul_size(a, b, &ab) || ss_mul_size(ab, c, &abc)) return SIZE_MAX;
+    return abc;
+}
+
+static size_t max3(size_t a, size_t b, size_t c) {
+    size_t m = a > b ? a : b;
+    return m > c ? m : c;
+}
+
+/* cin_pp = Cin*p*p (patch vector), cout_pp = p*p*Cout (proj_out row). */
+static int work_alloc(work *w, int B, int N, int S, int D, int cin_pp, int cout_pp) {
     memset(w, 0, sizeof *w);
-    const size_t T = (size_t)N + S, NS = N > S ? N : S, wide = D > patch ? D : patch;
+    const size_t T = (size_t)N + S, NS = N > S ? N : S;
     struct { float **p; size_t n; } plan[] = {
-        {&w->X, (size_t)B * N * D}, {&w->C, (size_t)B * S * D}, {&w->temb, (size_t)B * D},
-        {&w->stemb, (size_t)B * D}, {&w->modx, (size_t)B * 9 * D}, {&w->modc, (size_t)B * 6 * D},
-        {&w->nx, (size_t)B * N * D}, {&w->nc, (size_t)B * S * D}, {&w->nx2, (size_t)B * N * D},
-        {&w->Q, B * T * D}, {&w->K, B * T * D}, {&w->V, B * T * D}, {&w->O, B * T * D},
-        {&w->ax, (size_t)B * N * D}, {&w->ac, (size_t)B * S * D}, {&w->hid, B * NS * 4 * D},
-        {&w->tmp, B * NS * wide},
+        {&w->X, mul3(B, N, D)}, {&w->C, mul3(B, S, D)}, {&w->temb, mul3(B, 1, D)},
+        {&w->stemb, mul3(B, 1, D)}, {&w->modx, mul3(B, 9, D)}, {&w->modc, mul3(B, 6, D)},
+        {&w->nx, mul3(B, N, D)}, {&w->nc, mul3(B, S, D)}, {&w->nx2, mul3(B, N, D)},
+        {&w->Q, mul3(B, T, D)}, {&w->K, mul3(B, T, D)}, {&w->V, mul3(B, T, D)}, {&w->O, mul3(B, T, D)},
+        {&w->ax, mul3(B, N, D)}, {&w->ac, mul3(B, S, D)},
+        {&w->hid, max3(mul3(NS, 4, D), mul3(B, N, cout_pp), 0)},
+        {&w->tmp, max3(mul3(B, N, cin_pp), mul3(NS, 1, D), mul3(B, 1, TEMB_DIM))},
     };
     for (size_t i = 0; i < sizeof plan / sizeof plan[0]; i++) {
-        *plan[i].p = malloc(sizeof(float) * (plan[i].n ? plan[i].n : 1));
+        size_t bytes;
+        *plan[i].p = ss_mul_size(sizeof(float), plan[i].n ? plan[i].n : 1, &bytes) ? NULL : malloc(bytes);
         if (!*plan[i].p) {
             work_free(w);
             return ss_fail(SS_ENOMEM, "forward: out of memory (B=%d, N=%d, S=%d, D=%d)", B, N, S, D);
         }
     }
     return 0;
+}
+
+/* ---- non-finite values ---- */
+
+/* Fails when x [B, rows, width] holds a NaN or infinity, naming where: `block` (-1: outside the
+ * blocks), `what` (the stage), and the token, image tokens first (rows [0, n_img)), then text. */
+static int check_finite(const float *x, int B, int rows, int n_img, int width, int block, const char *what) {
+    const long long j = op_first_nonfinite(x, mul3(B, rows, width));
+    if (j < 0) return 0;
+    const long long per_b = (long long)rows * width, b = j / per_b, r = j % per_b / width, ch = j % width;
+    char where[32] = "";
+    if (block >= 0) snprintf(where, sizeof where, "block %d: ", block);
+    return ss_fail(SS_EFORMAT, "forward: %s%s has a non-finite value (%s) at batch %lld, %s token %lld, channel %lld",
+                   where, what, isnan(x[j]) ? "NaN" : "infinity", b, r < n_img ? "image" : "text",
+                   r < n_img ? r : r - n_img, ch);
+}
+
+/* The same for an input array of n floats. */
+static int check_input(const float *x, size_t n, const char *name) {
+    const long long j = op_first_nonfinite(x, n);
+    if (j < 0) return 0;
+    return ss_fail(SS_EFORMAT, "forward: input '%s' has a non-finite value (%s) at flat index %lld", name,
+                   isnan(x[j]) ? "NaN" : "infinity", j);
 }
 
 /* x += gate * FF(LN(x)(1+scale)+shift) for M rows of one batch element. */
@@ -89,6 +134,8 @@ static int block_forward(const sd3_model *m, int i, work *w, int B, int N, int S
                    .q = w->Q, .k = w->K, .v = w->V, .out = w->O};
     int rc = hk && hk->joint_attention ? hk->joint_attention(hk->ctx, i, &a) : attn_forward(&a, NULL);
     if (rc < 0) return rc;
+    /* after a hook too: an intervention that removes every key leaves 0/0 here */
+    if ((rc = check_finite(w->O, B, T, N, D, i, "joint attention output")) < 0) return rc;
     for (int b = 0; b < B; b++) {
         const float *mx = w->modx + (size_t)b * nmx * D;
         const size_t jo = (size_t)b * T * D;
@@ -107,6 +154,7 @@ static int block_forward(const sd3_model *m, int i, work *w, int B, int N, int S
         attn_args a2 = {.B = B, .H = H, .dh = dh, .T = N, .ld = D, .n_img = N,
                         .q = w->Q, .k = w->K, .v = w->V, .out = w->O};
         if ((rc = attn_forward(&a2, NULL)) < 0) return rc;
+        if ((rc = check_finite(w->O, B, N, N, D, i, "attn2 output")) < 0) return rc;
         op_linear(w->ax, w->O, &bk->out2, B * N);
         for (int b = 0; b < B; b++)
             op_add_gated(w->X + (size_t)b * N * D, w->ax + (size_t)b * N * D, w->modx + (size_t)b * 9 * D + 8 * D, N, D);
@@ -121,6 +169,8 @@ static int block_forward(const sd3_model *m, int i, work *w, int B, int N, int S
         op_add_gated(cb, w->ac + (size_t)b * S * D, mc + 2 * D, S, D);
         ff_residual(cb, mc + 3 * D, mc + 4 * D, mc + 5 * D, &bk->cff1, &bk->cff2, w->tmp, w->hid, S, D);
     }
+    if ((rc = check_finite(w->X, B, N, N, D, i, "image stream output")) < 0) return rc;
+    if (!bk->last && (rc = check_finite(w->C, B, S, 0, D, i, "text stream output")) < 0) return rc;
     if (hk && hk->block_output && (rc = hk->block_output(hk->ctx, i, w->X, B, N, D)) < 0) return rc;
     return 0;
 }
@@ -136,9 +186,18 @@ int sd3_forward(const sd3_model *m, float *out, const float *x, const float *ctx
     if (h > M || wd > M)
         return ss_fail(SS_ESHAPE, "forward: a latent of %dx%d gives a %dx%d patch grid, larger than pos_embed_max_size %d",
                        Hl, Wl, h, wd, M);
+    /* row counts go to BLAS as int: B*(N+S) tokens must fit */
+    if ((long long)B * ((long long)N + S) > INT_MAX)
+        return ss_fail(SS_ESHAPE, "forward: batch %d x (%d image + %d text tokens) is too large", B, N, S);
+    const int Cout = c->out_channels, pp = p * p * Cout;
+    int rc;
+    if ((rc = check_input(x, mul3(B, Cin, (size_t)Hl * Wl), "hidden_states")) < 0 ||
+        (rc = check_input(ctx, mul3(B, S, c->joint_attention_dim), "encoder_hidden_states")) < 0 ||
+        (rc = check_input(pooled, mul3(B, 1, c->pooled_projection_dim), "pooled_projections")) < 0 ||
+        (rc = check_input(t, (size_t)B, "timestep")) < 0)
+        return rc;
     work w;
-    int rc = work_alloc(&w, B, N, S, D, Cin * p * p);
-    if (rc < 0) return rc;
+    if ((rc = work_alloc(&w, B, N, S, D, Cin * p * p, pp)) < 0) return rc;
     /* 1. patch embedding: gather (c, py, px) patch vectors, then one matrix product */
     for (int b = 0; b < B; b++)
         for (int r = 0; r < h; r++)
@@ -161,7 +220,7 @@ int sd3_forward(const sd3_model *m, float *out, const float *x, const float *ctx
             }
     /* 3. conditioning: temb = TimestepEmbedding(sinusoid(t)) + TextProj(pooled) */
     float *temb0 = w.tmp; /* [B,256] */
-    op_timestep_embedding(temb0, t, B, 256);
+    op_timestep_embedding(temb0, t, B, TEMB_DIM);
     op_linear(w.modx, temb0, &m->t1, B);
     op_silu(w.modx, w.modx, (size_t)B * D);
     op_linear(w.temb, w.modx, &m->t2, B);
@@ -171,16 +230,22 @@ int sd3_forward(const sd3_model *m, float *out, const float *x, const float *ctx
     for (size_t i = 0; i < (size_t)B * D; i++) w.temb[i] += w.modc[i];
     op_silu(w.stemb, w.temb, (size_t)B * D);
     op_linear(w.C, ctx, &m->ctx_embed, B * S);
+    if ((rc = check_finite(w.X, B, N, N, D, -1, "patch + position embedding")) < 0 ||
+        (rc = check_finite(w.temb, B, 1, 0, D, -1, "timestep + pooled text conditioning")) < 0 ||
+        (rc = check_finite(w.C, B, S, 0, D, -1, "context_embedder output")) < 0)
+        goto done;
     /* 4. blocks */
     for (int i = 0; i < c->num_layers && rc == 0; i++) rc = block_forward(m, i, &w, B, N, S, hooks);
     if (rc == 0) {
         /* 5. final layer: AdaLayerNormContinuous (scale, shift), then proj_out */
-        const int Cout = c->out_channels, pp = p * p * Cout;
         op_linear(w.modx, w.stemb, &m->norm_out, B);
         for (int b = 0; b < B; b++)
             op_ln_modulate(w.nx + (size_t)b * N * D, w.X + (size_t)b * N * D, w.modx + (size_t)b * 2 * D + D,
                            w.modx + (size_t)b * 2 * D, N, D, 1e-6f);
         op_linear(w.hid, w.nx, &m->proj_out, B * N);
+        rc = check_finite(w.hid, B, N, N, pp, -1, "final layer (proj_out) output");
+    }
+    if (rc == 0) {
         /* 6. unpatchify: channel (py*p + px)*Cout + c inside a token */
         for (int b = 0; b < B; b++)
             for (int r = 0; r < h; r++)
@@ -193,6 +258,7 @@ int sd3_forward(const sd3_model *m, float *out, const float *x, const float *ctx
                                     y[(py * p + px) * Cout + co];
                 }
     }
+done:
     work_free(&w);
     return rc;
 }

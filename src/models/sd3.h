@@ -54,6 +54,9 @@ typedef struct sd3_model {
 /* Parse a diffusers config.json; errors name the file and field. */
 int sd3_config_load(sd3_config *cfg, const char *path);
 int sd3_config_save(const sd3_config *cfg, const char *path);
+/* The checks sd3_config_load makes (field ranges, caption_projection_dim, dual layers), for a config
+ * built in memory; `where` starts the error message. */
+int sd3_config_check(const sd3_config *cfg, const char *where);
 /* Calls fn for every tensor the config implies, with its diffusers name and shape. */
 int sd3_enumerate_tensors(const sd3_config *cfg,
                           void (*fn)(void *ctx, const char *name, int ndim, const int64_t *shape), void *ctx);
@@ -72,14 +75,19 @@ typedef struct {
 } sd3_hooks;
 
 /* out [B, Cout, Hl, Wl] = velocity prediction. x [B, Cin, Hl, Wl], ctx [B, S, J], pooled [B, P],
- * t [B] raw scheduler timesteps in [0, 1000]. Hl and Wl must be even, Hl/2 and Wl/2 <= M. */
+ * t [B] raw scheduler timesteps in [0, 1000]. Hl and Wl must be multiples of the patch size p,
+ * Hl/p and Wl/p <= M. A NaN or infinity in the inputs, or appearing in the activations (after the
+ * embeddings, each block's attention and output streams, the final layer), is an SS_EFORMAT error
+ * naming the block, stage, batch element and token; `out` is then left unwritten. */
 int sd3_forward(const sd3_model *m, float *out, const float *x, const float *ctx, const float *pooled,
                 const float *t, int B, int Hl, int Wl, int S, const sd3_hooks *hooks);
 
 /* Write a random-weight model folder (config.json + diffusion_pytorch_model.safetensors) with
- * weights stored as `dtype` (an st_dtype: F32, F16 or BF16). */
+ * weights stored as `dtype` (an st_dtype: F32, F16 or BF16). The config is checked first
+ * (sd3_config_check). */
 int sd3_init_random(const sd3_config *cfg, const char *dir, uint64_t seed, int dtype);
-/* The 2D sin-cos position table of dit-spec 2.6 over an M x M grid, [M*M, D]. */
+/* The 2D sin-cos position table of dit-spec 2.6 over an M x M grid, [M*M, D]. D is meant to be a
+ * multiple of 4 (diffusers requires it); the last D % 4 channels are 0 otherwise. */
 void sd3_sincos_table(float *out, int M, int D, double base_size, double interp);
 
 /* Floating-point operations of one forward pass (matrix products and attention). */

@@ -34,6 +34,7 @@ void sd3_sincos_table(float *out, int M, int D, double base_size, double interp)
             const float ph = (float)r / (float)(M / base_size) / (float)interp;
             const float pw = (float)c / (float)(M / base_size) / (float)interp;
             float *e = out + ((size_t)r * M + c) * D;
+            for (int k = 4 * q; k < D; k++) e[k] = 0.0f; /* D % 4 tail: defined, not left as garbage */
             for (int k = 0; k < q; k++) {
                 const double w = 1.0 / pow(10000.0, (double)k / q);
                 e[k] = (float)sin(pw * w);
@@ -71,7 +72,11 @@ static void add_tensor(void *vctx, const char *name, int ndim, const int64_t *sh
 }
 
 int sd3_init_random(const sd3_config *cfg, const char *dir, uint64_t seed, int dtype) {
-    int mrc = ss_mkdir_p(dir);
+    int mrc = sd3_config_check(cfg, "init: transformer config");
+    if (mrc < 0) return mrc;
+    if (dtype != ST_F32 && dtype != ST_F16 && dtype != ST_BF16)
+        return ss_fail(SS_EARG, "init: weights must be stored as F32, F16 or BF16");
+    mrc = ss_mkdir_p(dir);
     if (mrc < 0) return mrc;
     init_ctx c = {.cfg = cfg, .w = st_writer_new(), .dtype = (st_dtype)dtype, .state = seed * 0x9E3779B97F4A7C15ull + 1};
     if (!c.w) return SS_ENOMEM;

@@ -2,6 +2,8 @@
  * presence and shape (pass 1), then bound to the model (pass 2). */
 #include <jansson.h>
 #include <limits.h>
+#include <math.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -24,6 +26,45 @@ static int get_int(json_t *root, const char *path, const char *key, int *out, in
     if (x < lo || x > hi)
         return ss_fail(SS_EFORMAT, "%s: field '%s' = %lld is outside [%d, %d]", path, key, (long long)x, lo, hi);
     *out = (int)x;
+    return 0;
+}
+
+/* The ranges sd3_config_load accepts, for a config built in memory too (sd3_init_random). */
+static const struct {
+    const char *key;
+    size_t off;
+    int lo, hi;
+} RANGES[] = {
+    {"sample_size", offsetof(sd3_config, sample_size), 1, 1 << 16},
+    {"patch_size", offsetof(sd3_config, patch_size), 1, 64},
+    {"in_channels", offsetof(sd3_config, in_channels), 1, 4096},
+    {"out_channels", offsetof(sd3_config, out_channels), 1, 4096},
+    {"num_layers", offsetof(sd3_config, num_layers), 1, SD3_MAX_LAYERS},
+    {"attention_head_dim", offsetof(sd3_config, head_dim), 1, 512},
+    {"num_attention_heads", offsetof(sd3_config, num_heads), 1, 1024},
+    {"joint_attention_dim", offsetof(sd3_config, joint_attention_dim), 1, 1 << 20},
+    {"caption_projection_dim", offsetof(sd3_config, caption_projection_dim), 1, 1 << 20},
+    {"pooled_projection_dim", offsetof(sd3_config, pooled_projection_dim), 1, 1 << 20},
+    {"pos_embed_max_size", offsetof(sd3_config, pos_embed_max_size), 1, 1 << 14},
+};
+
+int sd3_config_check(const sd3_config *c, const char *where) {
+    for (size_t i = 0; i < sizeof RANGES / sizeof RANGES[0]; i++) {
+        const int v = *(const int *)((const char *)c + RANGES[i].off);
+        if (v < RANGES[i].lo || v > RANGES[i].hi)
+            return ss_fail(SS_EFORMAT, "%s: field '%s' = %d is outside [%d, %d]", where, RANGES[i].key, v, RANGES[i].lo,
+                           RANGES[i].hi);
+    }
+    if ((long)c->num_heads * c->head_dim > (1 << 16))
+        return ss_fail(SS_EFORMAT, "%s: num_attention_heads x attention_head_dim is too large", where);
+    if (c->caption_projection_dim != c->num_heads * c->head_dim)
+        return ss_fail(SS_EFORMAT, "%s: caption_projection_dim %d must equal num_attention_heads x attention_head_dim = %d",
+                       where, c->caption_projection_dim, c->num_heads * c->head_dim);
+    if (c->qk_norm != 0 && c->qk_norm != 1) return ss_fail(SS_EFORMAT, "%s: qk_norm must be null or \"rms_norm\"", where);
+    for (int i = 0; i < SD3_MAX_LAYERS; i++)
+        if (c->dual[i] > 1 || (c->dual[i] && i >= c->num_layers))
+            return ss_fail(SS_EFORMAT, "%s: dual_attention_layers names block %d, but there are %d blocks", where, i,
+                           c->num_layers);
     return 0;
 }
 
@@ -60,15 +101,7 @@ int sd3_config_load(sd3_config *c, const char *path) {
         goto done;
     json_t *out_ch = json_object_get(root, "out_channels");
     if (out_ch && json_is_null(out_ch)) c->out_channels = c->in_channels;
-    if ((long)c->num_heads * c->head_dim > (1 << 16)) {
-        rc = ss_fail(SS_EFORMAT, "%s: num_attention_heads x attention_head_dim is too large", path);
-        goto done;
-    }
-    if (c->caption_projection_dim != c->num_heads * c->head_dim) {
-        rc = ss_fail(SS_EFORMAT, "%s: caption_projection_dim %d must equal num_attention_heads x attention_head_dim = %d",
-                     path, c->caption_projection_dim, c->num_heads * c->head_dim);
-        goto done;
-    }
+    if ((rc = sd3_config_check(c, path)) < 0) goto done;
     json_t *qk = json_object_get(root, "qk_norm");
     if (qk && !json_is_null(qk)) {
         if (!json_is_string(qk) || strcmp(json_string_value(qk), "rms_norm")) {
@@ -149,16 +182,20 @@ static int bind(binder *bd, const float **slot, const char *name, int ndim, int6
         if (!zero_copy) bd->need += (size_t)t->numel;
         return 0;
     }
+    const float *f32 = zero_copy ? (const float *)t->data : bd->arena + bd->used;
+    if (!zero_copy && st_to_f32(bd->arena + bd->used, t) < 0) return SS_EFORMAT;
+    /* one pass over the weights: a NaN or infinity would turn every output into garbage */
+    const long long bad = op_first_nonfinite(f32, (size_t)t->numel);
+    if (bad >= 0)
+        return ss_fail(SS_EFORMAT, "%s: tensor '%s' has a non-finite value (%s) at flat index %lld", t->file, name,
+                       isnan(f32[bad]) ? "NaN" : "infinity", bad);
     if (zero_copy) {
         bd->zero_copy++;
-        *slot = (const float *)t->data;
-        return 0;
+    } else {
+        release_pages(t->data, t->nbytes);
+        bd->used += (size_t)t->numel;
     }
-    float *dst = bd->arena + bd->used;
-    if (st_to_f32(dst, t) < 0) return SS_EFORMAT;
-    release_pages(t->data, t->nbytes);
-    bd->used += (size_t)t->numel;
-    *slot = dst;
+    *slot = f32;
     return 0;
 }
 

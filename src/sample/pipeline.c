@@ -238,7 +238,7 @@ int pipe_generate(const pipeline *pp, const pipe_params *p, uint8_t *rgb_out, si
             memcpy(xin + n, x, sizeof(float) * n);
         }
         if ((rc = sd3_forward(tr, v, xin, ctx, pooled, t, B, H, W, S, sk ? &hk : NULL)) < 0) {
-            ss_err_prefix(rc, "step %d: ", i);
+            ss_err_prefix(rc, "generate: denoising step %d of %d: ", i, p->steps);
             goto done;
         }
         if (guided) {
@@ -250,6 +250,14 @@ int pipe_generate(const pipeline *pp, const pipe_params *p, uint8_t *rgb_out, si
             }
         }
         if ((rc = fm_step(&sched, i, x, v, n)) < 0) goto done;
+        /* the model's output was finite (sd3_forward checks); the guidance or the step can still
+         * overflow, and a non-finite sample must not be decoded into a plausible image */
+        const long long bad = op_first_nonfinite(x, n);
+        if (bad >= 0) {
+            rc = ss_fail(SS_EFORMAT, "generate: denoising step %d of %d: the sample is %s at index %lld after the "
+                         "update (guidance scale %g)", i, p->steps, isnan(x[bad]) ? "NaN" : "infinite", bad, p->cfg);
+            goto done;
+        }
         if (p->progress) p->progress(p->progress_ctx, i, p->steps, x);
     }
     pipe_decode(rgb_out, x, H, W);
@@ -293,7 +301,8 @@ int pipe_init_random(const char *dir, const sd3_config *tcfg, const te_config *t
                      tok_vocab_size(voc));
         goto done;
     }
-    if ((rc = te_config_check(&c, "pipe_init_random: text encoder config")) < 0 ||
+    if ((rc = sd3_config_check(tcfg, "pipe_init_random: transformer config")) < 0 ||
+        (rc = te_config_check(&c, "pipe_init_random: text encoder config")) < 0 ||
         (rc = check_consistent(tcfg, &c, "pipe_init_random: transformer config", "pipe_init_random: text encoder config")) < 0)
         goto done;
     if ((rc = ss_mkdir_p(dir)) < 0 || (rc = join(path, dir, "transformer")) < 0 ||

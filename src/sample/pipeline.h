@@ -38,7 +38,10 @@
  *     use_dynamic_shifting, mu = calculate_shift(number of image tokens));
  *     the model gets the raw scheduler timestep in [0, 1000];
  *   - decode: rgb = round_half_even(clamp(x/2 + 0.5, 0, 1) * 255), row-major [y][x][c] uint8
- *     (what diffusers' image processor does; NaN becomes 0).
+ *     (what diffusers' image processor does; pipe_decode maps NaN to 0);
+ *   - a NaN or infinity is an error, never an image: sd3_forward refuses non-finite inputs and
+ *     activations (naming the block and stage), and the sample is checked after each step; the
+ *     error names the denoising step ("generate: denoising step i of n: ...").
  * Defaults: 20 steps, cfg 4.0 (diffusers' SD3 uses 28 / 7.0 for 1024^2 latents; the tiny
  * ShapeWorld model samples well with fewer steps and milder guidance), image sample_size^2.
  *
