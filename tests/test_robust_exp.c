@@ -504,16 +504,13 @@ static void test_digest_nested_shards(void **st) {
     write_text(at("smodel/text_encoder/extra/deep/x.json"), "{}");
     assert_int_equal(digest_pipeline(at("smodel"), d2), 0);
     assert_string_not_equal(d1, d2);
-    /* a shard the index names outside the pipeline folder */
+    /* a shard the index names outside the pipeline folder is refused by the loader (so the
+     * digest, which covers what the loader may read, need not follow it) */
     snprintf(cmd, sizeof cmd, "cp -r '%s' '%s'", g_model, at("omodel"));
     assert_int_equal(system(cmd), 0);
     shard_transformer(at("omodel"), "part-1.safetensors", "../../outside/part-2.safetensors");
-    if (pipe_load(&pp, at("omodel")) < 0) fail_msg("%s", ss_err());
-    pipe_free(pp);
-    assert_int_equal(digest_pipeline(at("omodel"), d1), 0);
-    poke_weights(at("outside/part-2.safetensors"));
-    assert_int_equal(digest_pipeline(at("omodel"), d2), 0);
-    assert_string_not_equal(d1, d2);
+    assert_true(pipe_load(&pp, at("omodel")) < 0);
+    if (!strstr(ss_err(), "has a '..' component")) fail_msg("%s", ss_err());
     /* a folder link loop is an error, not a hang */
     snprintf(cmd, sizeof cmd, "ln -s .. '%s'", at("omodel/tokenizer/loop"));
     assert_int_equal(system(cmd), 0);

@@ -198,43 +198,10 @@ static int hash_entry(sha256_ctx *c, const char *label, const char *path) {
     return hash_file_into(c, path);
 }
 
-/* Shards a sharded index names through "..": they may lie outside the folders walked. */
-static int outside_shards(const char *root, const strlist *files, strlist *labels, strlist *paths) {
-    int rc = 0;
-    for (int i = 0; i < files->n && !rc; i++) {
-        const char *rel = files->v[i];
-        const size_t len = strlen(rel);
-        if (len < 11 || strcmp(rel + len - 11, ".index.json")) continue;
-        char path[4400];
-        snprintf(path, sizeof path, "%s/%s", root, rel);
-        json_t *j = json_load_file(path, 0, NULL);
-        const json_t *wm = json_object_get(j, "weight_map");
-        const char *k;
-        json_t *v;
-        if (json_is_object(wm))
-            json_object_foreach((json_t *)wm, k, v) {
-                const char *shard = json_string_value(v);
-                if (!shard || !strstr(shard, "..")) continue;
-                char label[4400], sp[8800];
-                const char *slash = strrchr(rel, '/');
-                snprintf(label, sizeof label, "%s -> %s", rel, shard);
-                snprintf(sp, sizeof sp, "%s/%.*s/%s", root, (int)(slash - rel), rel, shard);
-                int dup = 0;
-                for (int t = 0; t < labels->n && !dup; t++) dup = !strcmp(labels->v[t], label);
-                if (dup) continue;
-                struct stat sb;
-                if (stat(sp, &sb) || !S_ISREG(sb.st_mode)) continue; /* the loader reports it */
-                if ((rc = strlist_add(labels, label)) || (rc = strlist_add(paths, sp))) break;
-            }
-        json_decref(j);
-    }
-    return rc;
-}
-
 int digest_pipeline(const char *dir, char hex[DIGEST_HEX]) {
     sha256_ctx c;
     sha256_init(&c);
-    strlist files = {0}, labels = {0}, paths = {0};
+    strlist files = {0};
     dev_t dev[DIGEST_MAX_DEPTH + 1];
     ino_t ino[DIGEST_MAX_DEPTH + 1];
     int rc = walk(dir, "", 0, dev, ino, &files);
@@ -246,20 +213,7 @@ int digest_pipeline(const char *dir, char hex[DIGEST_HEX]) {
         snprintf(path, sizeof path, "%s/%s", dir, files.v[i]);
         rc = hash_entry(&c, files.v[i], path);
     }
-    if (!rc) rc = outside_shards(dir, &files, &labels, &paths);
-    for (int i = 1; i < labels.n; i++) /* byte order of the labels (few entries) */
-        for (int j = i; j > 0 && strcmp(labels.v[j - 1], labels.v[j]) > 0; j--) {
-            char *t = labels.v[j];
-            labels.v[j] = labels.v[j - 1];
-            labels.v[j - 1] = t;
-            t = paths.v[j];
-            paths.v[j] = paths.v[j - 1];
-            paths.v[j - 1] = t;
-        }
-    for (int i = 0; i < labels.n && !rc; i++) rc = hash_entry(&c, labels.v[i], paths.v[i]);
     strlist_free(&files);
-    strlist_free(&labels);
-    strlist_free(&paths);
     if (rc) return rc;
     sha256_final_hex(&c, hex);
     return 0;

@@ -29,9 +29,8 @@ int digest_file(const char *path, char hex[DIGEST_HEX]);
 /* SHA-256 over every regular file in every subfolder of a pipeline folder, at any depth
  * (transformer/, text_encoder/, tokenizer/, scheduler/, any other component folder, nested
  * folders such as shards/), in byte order of their relative path, each contributing
- * "<relative path>\n<size>\n" and its bytes; then every shard that a "*.index.json" names
- * through ".." (it may lie outside those folders), in byte order of the label,
- * "<index path> -> <shard name>\n<size>\n" and its bytes. Names starting with '.' or ending in
+ * "<relative path>\n<size>\n" and its bytes (the loader refuses shard names with a ".."
+ * component, so every shard is among them). Names starting with '.' or ending in
  * ".tmp" are skipped; symbolic links are followed. Files directly in the folder are left out:
  * model_index.json only names the classes (checked to be fixed) and a version tag. For a folder
  * with only the four component folders and no nested ones this is the same digest as before
