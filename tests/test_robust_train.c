@@ -119,6 +119,8 @@ static void test_bad_command_lines(void **st) {
         /* the same option twice */
         {"train --out d --steps 5 --steps 6", "--steps"},
         {"generate --prompt a --out x.png --seed 1 --seed 2", "--seed"},
+        {"score --images d --prompts p.jsonl --images e", "--images"},
+        {"report e --quiet --quiet", "--quiet"},
         /* numbers: trailing junk, blanks, sign, hex, words, empty, overflow, range */
         {"init --config CFG --out m --inputs i --latent 8x8junk", "--latent"},
         {"init --config CFG --out m --inputs i --latent 8x", "--latent"},
@@ -605,13 +607,46 @@ static void test_kill9_resume(void **st) {
     assert_true(landed >= 1);
 }
 
+/* SIGINT: the run checkpoints, exports that state, says so and exits 130 (the old trainer said
+ * "model in DIR/model" and exited 0) */
+static void test_sigint(void **st) {
+    (void)st;
+    char d[4200];
+    snprintf(d, sizeof d, "%s", at("int"));
+    pid_t pid = fork();
+    if (pid == 0) {
+        int fd = open(at("int.log"), O_WRONLY | O_CREAT | O_TRUNC, 0644);
+        dup2(fd, STDERR_FILENO);
+        execl(g_bin, g_bin, "train", "--out", d, "--data", "toy", "--image-size", "16", "--patch", "4", "--layers", "1",
+              "--heads", "2", "--head-dim", "8", "--text-len", "12", "--text-dim", "8", "--batch", "2", "--threads", "1",
+              "--log-every", "0", "--save-every", "0", "--steps", "100000000", (char *)NULL);
+        _exit(127);
+    }
+    struct timespec ts = {0, 400 * 1000 * 1000};
+    nanosleep(&ts, NULL);
+    kill(pid, SIGINT);
+    assert_int_equal(wait_exit(pid), 130);
+    char *log = tc_read_all(at("int.log"), NULL);
+    assert_non_null(log);
+    print_message("  %s", log);
+    assert_non_null(strstr(log, "interrupted"));
+    assert_null(strstr(log, "written to"));
+    long step = -1;
+    export_of_checkpoint(d, at("int-ref"), &step);
+    char want[128];
+    snprintf(want, sizeof want, "hold step %ld of 100000000", step);
+    assert_non_null(strstr(log, want));
+    free(log);
+    assert_model_is_checkpoint(d);
+}
+
 int main(int argc, char **argv) {
     (void)argc;
     if (!getenv("OMP_WAIT_POLICY") && !setenv("OMP_WAIT_POLICY", "passive", 1)) execv("/proc/self/exe", argv);
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_bad_command_lines),   cmocka_unit_test(test_resume_every_option),
         cmocka_unit_test(test_config_strings_whole), cmocka_unit_test(test_export_recovery),
-        cmocka_unit_test(test_kill9_resume),
+        cmocka_unit_test(test_kill9_resume),        cmocka_unit_test(test_sigint),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }

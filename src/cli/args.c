@@ -126,7 +126,7 @@ int cli_parse_int_list(const char *s, long hi, int *dst, int max) {
         const size_t len = comma ? (size_t)(comma - p) : strlen(p);
         long v;
         if (len == 0) return ss_fail(SS_EARG, "empty item");
-        if (parse_long_n(p, len, 0, hi, &v) < 0) return ss_fail(SS_EARG, "'%.*s' is not an integer in [0, %ld]", (int)len, p, hi);
+        if (parse_long_n(p, len, 0, hi, &v) < 0) return ss_fail(SS_EARG, "item %d is not an integer in [0, %ld]", n + 1, hi);
         for (int i = 0; i < n; i++)
             if (dst[i] == v) return ss_fail(SS_EARG, "%ld is listed twice", v);
         if (n >= max) return ss_fail(SS_EARG, "more than %d items", max);

@@ -47,6 +47,10 @@ int cmd_score(int argc, char **argv) {
             return 2;
         }
         if (cli_need_value("score", argc, argv, i) < 0) return 2; /* none, or the next option */
+        if (*dst) {
+            fprintf(stderr, "sinkscope score: option %s is given more than once\n", a);
+            return 2;
+        }
         *dst = argv[++i];
     }
     if (!images || !prompts) {

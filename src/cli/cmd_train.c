@@ -395,15 +395,16 @@ static int train_main(const char **val, const char **src, int resume, int do_ben
         }
         sv.o.steps = val[I_STEPS] ? st.o.steps : -1; /* -1: the checkpoint's (below) */
         if (bad) goto done;
-    } else if (st.data == D_TOY && val[I_DATA_SEED]) {
-        fprintf(stderr, "sinkscope train: --data-seed applies to --data shapeworld only\n");
-        goto done;
     }
     tr_data data;
     int dkind = resume ? sv.data : st.data;
     const long dseed = resume ? sv.data_seed : st.data_seed;
     const int size = resume ? sv.a.sd3.sample_size : st.a.sd3.sample_size;
     if (dkind == D_DEFAULT) dkind = tr_data_shapeworld(&data, size, (uint64_t)dseed) == 0 ? D_SHAPEWORLD : D_TOY;
+    if (!resume && dkind == D_TOY && val[I_DATA_SEED]) {
+        fprintf(stderr, "sinkscope train: --data-seed applies to --data shapeworld only\n");
+        goto done;
+    }
     if (dkind == D_TOY) {
         if (size < 8 || size > 64) {
             fprintf(stderr, "sinkscope train: the toy data supports image sizes 8..64\n");
@@ -461,8 +462,8 @@ static int train_main(const char **val, const char **src, int resume, int do_ben
     signal(SIGTERM, SIG_DFL);
     if (rc < 0) goto fail;
     if (rc == 1) {
-        fprintf(stderr, "sinkscope train: interrupted: %s and %s/model hold step %ld of %ld\n", ckpt, st.out, t->step,
-                t->opts.steps);
+        fprintf(stderr, "sinkscope train: interrupted: %s and %s/model hold step %ld of %ld; continue with --resume\n",
+                ckpt, st.out, t->step, t->opts.steps);
         code = 130;
         goto done;
     }

@@ -549,6 +549,5 @@ int tr_trainer_run(tr_trainer *t, const char *dir) {
     if (t->saved_step != t->step) rc = checkpoint(t, dir);
     else if (t->exported_step != t->step) rc = export_model(t, dir);
     if (rc < 0) return rc;
-    if (stopped) fprintf(stderr, "sinkscope train: stopped at step %ld of %ld; resume with --resume\n", t->step, o->steps);
     return stopped ? 1 : 0;
 }
