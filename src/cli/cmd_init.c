@@ -48,8 +48,8 @@ static int write_inputs(const sd3_config *c, const char *path, int B, int Hl, in
 }
 
 int cmd_init(int argc, char **argv) {
-    const char *cfg_path = NULL, *out = NULL, *seed_s = "0", *dtype_s = "f32", *inputs = NULL, *batch_s = "1",
-               *latent_s = NULL, *text_s = "16";
+    const char *cfg_path = NULL, *out = NULL, *seed_s = "0", *dtype_s = "f32", *inputs = NULL, *batch_s = NULL,
+               *latent_s = NULL, *text_s = NULL;
     cli_opt opts[] = {{"config", &cfg_path, NULL}, {"out", &out, NULL},       {"seed", &seed_s, NULL},
                       {"dtype", &dtype_s, NULL},   {"inputs", &inputs, NULL}, {"batch", &batch_s, NULL},
                       {"latent", &latent_s, NULL}, {"text-len", &text_s, NULL}};
@@ -59,6 +59,12 @@ int cmd_init(int argc, char **argv) {
         fprintf(stderr, "sinkscope init: --config and --out are required\n%s", USAGE);
         return 2;
     }
+    if (!inputs && (latent_s || batch_s || text_s)) {
+        fprintf(stderr, "sinkscope init: --batch, --latent and --text-len describe --inputs; give --inputs FILE or drop them\n");
+        return 2;
+    }
+    if (!batch_s) batch_s = "1";
+    if (!text_s) text_s = "16";
     long seed;
     if (cli_int("init", "seed", seed_s, 0, 0x7fffffffL, &seed)) return 2;
     int dt = !strcmp(dtype_s, "f32") ? ST_F32 : !strcmp(dtype_s, "bf16") ? ST_BF16 : !strcmp(dtype_s, "f16") ? ST_F16 : -1;
@@ -73,13 +79,10 @@ int cmd_init(int argc, char **argv) {
         fprintf(stderr, "sinkscope init: %s\n", ss_err());
         return 1;
     }
-    int Hl = c.sample_size, Wl = c.sample_size;
-    if (latent_s && (sscanf(latent_s, "%dx%d", &Hl, &Wl) != 2 || Hl < 1 || Wl < 1 || Hl > 4096 || Wl > 4096)) {
-        fprintf(stderr, "sinkscope init: --latent must look like 64x64, got '%s'\n", latent_s);
-        return 2;
-    }
+    long Hl = c.sample_size, Wl = c.sample_size;
+    if (latent_s && cli_dims("init", "latent", latent_s, 1, 4096, &Hl, &Wl) < 0) return 2;
     if (sd3_init_random(&c, out, (uint64_t)seed, dt) < 0 ||
-        (inputs && write_inputs(&c, inputs, (int)batch, Hl, Wl, (int)text, (uint64_t)seed) < 0)) {
+        (inputs && write_inputs(&c, inputs, (int)batch, (int)Hl, (int)Wl, (int)text, (uint64_t)seed) < 0)) {
         fprintf(stderr, "sinkscope init: %s\n", ss_err());
         return 1;
     }

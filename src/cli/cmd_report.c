@@ -45,7 +45,10 @@ int cmd_report(int argc, char **argv) {
             exp = argv[i];
             continue;
         }
-        if (nrest >= 62) break;
+        if (nrest >= 62) {
+            fprintf(stderr, "sinkscope report: too many arguments\n%s", USAGE);
+            return 2;
+        }
         rest[nrest++] = argv[i];
         if (takes_value && i + 1 < argc) rest[nrest++] = argv[++i];
     }

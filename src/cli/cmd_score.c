@@ -2,6 +2,7 @@
 #include <stdio.h>
 #include <string.h>
 
+#include "cli/args.h"
 #include "cli/commands.h"
 #include "core/err.h"
 #include "eval/score.h"
@@ -45,8 +46,9 @@ int cmd_score(int argc, char **argv) {
             score_usage(stderr);
             return 2;
         }
-        if (i + 1 >= argc) {
-            fprintf(stderr, "sinkscope score: %s needs a value\n", a);
+        if (cli_need_value("score", argc, argv, i) < 0) return 2; /* none, or the next option */
+        if (*dst) {
+            fprintf(stderr, "sinkscope score: option %s is given more than once\n", a);
             return 2;
         }
         *dst = argv[++i];

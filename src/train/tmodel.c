@@ -1,6 +1,8 @@
 /* tr_model: the trainable parameter set (one fp32 arena, diffusers names), its sd3_model view,
  * initialisation, and the pipeline-folder writer. */
 #include <errno.h>
+#include <fcntl.h>
+#include <ftw.h>
 #include <jansson.h>
 #include <math.h>
 #include <stdarg.h>
@@ -286,41 +288,91 @@ static int save_into(const tr_model *m, const float *w, const tok_vocab *vocab, 
     return ss_json_save(path, o, JSON_INDENT(2) | JSON_PRESERVE_ORDER | JSON_REAL_PRECISION(17));
 }
 
-/* Removes a folder this writer made (known names only; anything else makes rmdir fail). */
-static void remove_folder(const char *dir) {
-    static const char *const files[] = {
-        "model_index.json", "transformer/config.json", "transformer/diffusion_pytorch_model.safetensors",
-        "text_encoder/config.json", "text_encoder/model.safetensors", "tokenizer/vocab.txt",
-        "scheduler/scheduler_config.json"};
-    static const char *const dirs[] = {"transformer", "text_encoder", "tokenizer", "scheduler"};
-    char path[4200];
-    for (size_t i = 0; i < sizeof files / sizeof files[0]; i++) {
-        snprintf(path, sizeof path, "%s/%s", dir, files[i]);
-        unlink(path);
+/* ---- crash-safe replacement of the folder ---- */
+
+static int rm_entry(const char *path, const struct stat *sb, int type, struct FTW *ftw) {
+    (void)sb, (void)ftw;
+    if ((type == FTW_DP ? rmdir(path) : unlink(path)) && errno != ENOENT)
+        return ss_fail(SS_EIO, "%s: cannot remove: %s", path, strerror(errno)), -1;
+    return 0;
+}
+
+/* rm -rf of a folder this writer owns (DIR.tmp / DIR.old, or the replaced DIR); absent is fine. */
+static int rm_tree(const char *path) {
+    struct stat sb;
+    if (lstat(path, &sb)) return errno == ENOENT ? 0 : ss_fail(SS_EIO, "%s: %s", path, strerror(errno));
+    if (!S_ISDIR(sb.st_mode)) return unlink(path) ? ss_fail(SS_EIO, "%s: cannot remove: %s", path, strerror(errno)) : 0;
+    return nftw(path, rm_entry, 16, FTW_DEPTH | FTW_PHYS) ? SS_EIO : 0;
+}
+
+/* fsync one file or folder (by name); a file system that cannot sync folders (EINVAL) is fine */
+static int fsync_path(const char *path) {
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0) return ss_fail(SS_EIO, "%s: cannot open to sync: %s", path, strerror(errno));
+    const int bad = fsync(fd) && errno != EINVAL;
+    const int e = errno;
+    close(fd);
+    return bad ? ss_fail(SS_EIO, "%s: fsync failed: %s", path, strerror(e)) : 0;
+}
+
+static int sync_entry(const char *path, const struct stat *sb, int type, struct FTW *ftw) {
+    (void)sb, (void)ftw;
+    return (type == FTW_F || type == FTW_DP) && fsync_path(path) < 0 ? -1 : 0;
+}
+
+int tr_sync_parent(const char *path) {
+    char *d = strdup(path);
+    if (!d) return ss_fail(SS_ENOMEM, "out of memory");
+    char *slash = strrchr(d, '/');
+    while (slash && slash > d && slash[1] == 0) { /* "a/b/" -> parent of b */
+        *slash = 0;
+        slash = strrchr(d, '/');
     }
-    for (size_t i = 0; i < sizeof dirs / sizeof dirs[0]; i++) {
-        snprintf(path, sizeof path, "%s/%s", dir, dirs[i]);
-        rmdir(path);
-    }
-    rmdir(dir);
+    const char *dir = !slash ? "." : slash == d ? "/" : (*slash = 0, d);
+    const int rc = fsync_path(dir);
+    free(d);
+    return rc;
 }
 
 int tr_model_save(const tr_model *m, const float *weights, const tok_vocab *vocab, double shift, const char *dir) {
     if (!vocab) return ss_fail(SS_EARG, "trainer: saving a model needs the vocabulary");
-    if (strlen(dir) > 4000) return ss_fail(SS_EARG, "trainer: folder path too long: %s", dir);
-    /* Build DIR.tmp completely, then swap it in: a reader never sees a half-written folder. */
-    char tmp[4100], old[4100];
-    snprintf(tmp, sizeof tmp, "%s.tmp", dir);
-    snprintf(old, sizeof old, "%s.old", dir);
-    remove_folder(tmp);
-    int rc = ss_mkdir_p(tmp);
-    if (rc >= 0) rc = save_into(m, weights, vocab, shift, tmp);
-    if (rc < 0) return rc;
+    /* DIR.tmp is built completely and made durable (every file and folder fsynced), then swapped
+     * with DIR in one atomic rename (RENAME_EXCHANGE): at every instant DIR is either the old
+     * complete folder or the new complete one. The old one (now at DIR.tmp) is removed after. */
+    const size_t len = strlen(dir);
+    char *tmp = malloc(len + 5), *old = malloc(len + 5);
+    if (!tmp || !old) {
+        free(tmp), free(old);
+        return ss_fail(SS_ENOMEM, "out of memory");
+    }
+    snprintf(tmp, len + 5, "%s.tmp", dir);
+    snprintf(old, len + 5, "%s.old", dir);
     struct stat sb;
-    remove_folder(old);
-    if (stat(dir, &sb) == 0 && rename(dir, old))
-        return ss_fail(SS_EIO, "%s: cannot move the previous model aside: %s", dir, strerror(errno));
-    if (rename(tmp, dir)) return ss_fail(SS_EIO, "%s: cannot rename %s into place: %s", dir, tmp, strerror(errno));
-    remove_folder(old);
-    return 0;
+    const int have = lstat(dir, &sb) == 0;
+    int rc = 0;
+    if (have && !S_ISDIR(sb.st_mode)) rc = ss_fail(SS_EIO, "%s: exists and is not a folder; not replacing it", dir);
+    if (rc >= 0) rc = rm_tree(tmp); /* a leftover of an interrupted export */
+    if (rc >= 0 && !have && lstat(old, &sb) == 0) rc = rm_tree(old);
+    if (rc >= 0) rc = ss_mkdir_p(tmp);
+    if (rc >= 0) rc = save_into(m, weights, vocab, shift, tmp);
+    if (rc >= 0 && nftw(tmp, sync_entry, 16, FTW_DEPTH | FTW_PHYS)) rc = SS_EIO;
+    if (rc >= 0 && have) {
+        if (renameat2(AT_FDCWD, tmp, AT_FDCWD, dir, RENAME_EXCHANGE) == 0) {
+            if ((rc = tr_sync_parent(dir)) >= 0) rc = rm_tree(tmp); /* the old model */
+        } else if (errno == EINVAL || errno == ENOSYS || errno == EOPNOTSUPP) {
+            /* no atomic exchange on this file system: DIR is missing for a moment (a resume
+             * redoes the export from the checkpoint) */
+            if (rename(dir, old)) rc = ss_fail(SS_EIO, "%s: cannot move the previous model aside: %s", dir, strerror(errno));
+            else if (rename(tmp, dir)) rc = ss_fail(SS_EIO, "%s: cannot rename %s into place: %s", dir, tmp, strerror(errno));
+            else if ((rc = tr_sync_parent(dir)) >= 0) rc = rm_tree(old);
+        } else {
+            rc = ss_fail(SS_EIO, "%s: cannot swap %s into place: %s", dir, tmp, strerror(errno));
+        }
+    } else if (rc >= 0) {
+        if (rename(tmp, dir)) rc = ss_fail(SS_EIO, "%s: cannot rename %s into place: %s", dir, tmp, strerror(errno));
+    }
+    if (rc >= 0) rc = tr_sync_parent(dir);
+    free(tmp);
+    free(old);
+    return rc < 0 ? rc : 0;
 }

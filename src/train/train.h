@@ -103,6 +103,12 @@ int tr_model_find(const tr_model *m, const char *name); /* tensor index or -1 */
  * laid out like m->param: the parameters or their EMA): model_index.json, transformer/,
  * text_encoder/, tokenizer/vocab.txt (from `vocab`), scheduler/scheduler_config.json (shift). */
 int tr_model_save(const tr_model *m, const float *weights, const tok_vocab *vocab, double shift, const char *dir);
+/* Crash safety of tr_model_save: DIR.tmp is written and fsynced (every file and folder), then
+ * swapped with DIR atomically (renameat2 RENAME_EXCHANGE; where the file system lacks it, two
+ * renames), the parent folder is fsynced and the old folder removed. A leftover DIR.tmp (or
+ * DIR.old) of an interrupted export is removed first. DIR is replaced as a whole. */
+/* fsync the folder holding `path` (so a rename in it is durable). */
+int tr_sync_parent(const char *path);
 
 /* ---- forward / backward ---- */
 
@@ -160,6 +166,8 @@ typedef struct tr_trainer {
     int32_t *ids;
     int32_t *empty_ids;
     double wall;                  /* seconds spent in steps (this process) */
+    long saved_step;              /* step of the checkpoint on disk (-1: none yet); set by resume and tr_trainer_run */
+    long exported_step;           /* step of the model folder this process wrote (-1: none) */
     volatile int *stop;           /* set (e.g. by a signal handler) to end tr_trainer_run early */
 } tr_trainer;
 
@@ -175,7 +183,13 @@ void tr_trainer_free(tr_trainer *t);
 int tr_trainer_step(tr_trainer *t);
 /* Steps until opts.steps, logging every log_every steps (stderr), checkpointing every
  * save_every steps and at the end to DIR/checkpoint.safetensors, and writing the EMA model
- * folder to DIR/model at every checkpoint. */
+ * folder to DIR/model at every checkpoint (checkpoint first, then the model: a crash between
+ * the two leaves a model older than the checkpoint, which the next run's end replaces).
+ * Every run that reaches opts.steps ends with DIR/checkpoint.safetensors at the final step and
+ * DIR/model exported from it in this process: also with steps 0 (the initial model) and when
+ * a resumed run had nothing left to train (a missing, stale or half-written DIR/model is
+ * rewritten). Returns 0 when opts.steps is reached, 1 when *stop ended it early (the state is
+ * checkpointed and exported first), or a negative error. */
 int tr_trainer_run(tr_trainer *t, const char *dir);
 /* Checkpoint: parameters, EMA, Adam moments, step, sample counter, configs, vocabulary
  * (one safetensors file, written to path.tmp, fsynced and renamed). */

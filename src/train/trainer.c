@@ -130,6 +130,7 @@ int tr_trainer_new(tr_trainer **out, const tr_arch *a, const tr_opts *o, const t
     t->arch = *a;
     t->opts = *o;
     t->data = *d;
+    t->saved_step = t->exported_step = -1;
     if ((rc = tok_vocab_from_words(&t->vocab, d->words)) < 0) goto fail;
     t->arch.te.vocab_size = tok_vocab_size(t->vocab);
     if ((rc = tr_arch_check(&t->arch)) < 0) goto fail;
@@ -301,20 +302,6 @@ static int set_json_meta(st_writer *w, const char *key, json_t *j) {
     return rc;
 }
 
-/* fsync the folder holding `path`, so the rename itself is durable */
-static void sync_parent(const char *path) {
-    char dir[4200];
-    snprintf(dir, sizeof dir, "%s", path);
-    char *slash = strrchr(dir, '/');
-    if (slash) *slash = 0;
-    else snprintf(dir, sizeof dir, ".");
-    int fd = open(dir, O_RDONLY | O_DIRECTORY);
-    if (fd >= 0) {
-        fsync(fd);
-        close(fd);
-    }
-}
-
 int tr_trainer_save(const tr_trainer *t, const char *path) {
     const tr_model *m = t->m;
     st_writer *w = st_writer_new();
@@ -347,7 +334,7 @@ int tr_trainer_save(const tr_trainer *t, const char *path) {
     }
     if (rc >= 0) rc = st_writer_save(w, path); /* path.tmp, fsync, rename */
     st_writer_free(w);
-    if (rc >= 0) sync_parent(path);
+    if (rc >= 0) rc = tr_sync_parent(path); /* the rename itself is durable */
     return rc < 0 ? rc : 0;
 }
 
@@ -415,7 +402,11 @@ int tr_checkpoint_info(const char *path, tr_arch *a, tr_opts *o, char *data_name
     if (a) *a = ta;
     if (o) *o = to;
     const char *dn = st_metadata(f, "data");
-    if (data_name && cap) snprintf(data_name, cap, "%s", dn ? dn : "");
+    if (data_name && cap && (size_t)snprintf(data_name, cap, "%s", dn ? dn : "") >= cap) {
+        rc = ss_fail(SS_EFORMAT, "%s: the 'data' metadata is longer than %zu bytes", path, cap - 1);
+        st_close(f);
+        return rc;
+    }
     st_close(f);
     return 0;
 }
@@ -466,9 +457,20 @@ int tr_trainer_resume(tr_trainer **out, const char *path, const tr_opts *ov, con
         rc = ss_fail(SS_EFORMAT, "%s: missing step/samples/loss_ema metadata", path);
         goto done;
     }
-    t->step = strtol(st, NULL, 10);
-    t->samples = strtoull(sm, NULL, 10);
-    t->loss_ema = strtod(le, NULL);
+    char *e1, *e2, *e3;
+    errno = 0;
+    t->step = strtol(st, &e1, 10);
+    t->samples = strtoull(sm, &e2, 10);
+    t->loss_ema = strtod(le, &e3);
+    if (errno || e1 == st || *e1 || t->step < 0 || e2 == sm || *e2 || *sm == '-' || e3 == le || *e3) {
+        rc = ss_fail(SS_EFORMAT, "%s: malformed step/samples/loss_ema metadata ('%s', '%s', '%s')", path, st, sm, le);
+        goto done;
+    }
+    if (t->samples != (uint64_t)t->step * (uint64_t)t->opts.batch) {
+        rc = ss_fail(SS_EFORMAT, "%s: samples %s is not step %ld x batch %d", path, sm, t->step, t->opts.batch);
+        goto done;
+    }
+    t->saved_step = t->step;
     const char *th = st_metadata(f, "threads");
     if (th && atoi(th) != omp_get_max_threads())
         fprintf(stderr, "sinkscope train: note: the checkpoint was written with %s threads, this run has %d; "
@@ -491,14 +493,26 @@ static void fmt_time(char *buf, size_t n, double s) {
     else snprintf(buf, n, "%dm%02ds", (int)(s / 60), (int)fmod(s, 60));
 }
 
-static int checkpoint(const tr_trainer *t, const char *dir) {
-    char path[4200];
-    if ((size_t)snprintf(path, sizeof path, "%s/checkpoint.safetensors", dir) >= sizeof path)
-        return ss_fail(SS_EARG, "trainer: output path too long");
-    int rc = tr_trainer_save(t, path);
+static int export_model(tr_trainer *t, const char *dir) {
+    char *path = malloc(strlen(dir) + 8);
+    if (!path) return ss_fail(SS_ENOMEM, "out of memory");
+    sprintf(path, "%s/model", dir);
+    const int rc = tr_model_save(t->m, t->ema, t->vocab, t->opts.sample_shift, path);
+    free(path);
+    if (rc >= 0) t->exported_step = t->step;
+    return rc;
+}
+
+/* DIR/checkpoint.safetensors, then DIR/model from the same state */
+static int checkpoint(tr_trainer *t, const char *dir) {
+    char *path = malloc(strlen(dir) + 32);
+    if (!path) return ss_fail(SS_ENOMEM, "out of memory");
+    sprintf(path, "%s/checkpoint.safetensors", dir);
+    const int rc = tr_trainer_save(t, path);
+    free(path);
     if (rc < 0) return rc;
-    snprintf(path, sizeof path, "%s/model", dir);
-    return tr_model_save(t->m, t->ema, t->vocab, t->opts.sample_shift, path);
+    t->saved_step = t->step;
+    return export_model(t, dir);
 }
 
 int tr_trainer_run(tr_trainer *t, const char *dir) {
@@ -508,10 +522,10 @@ int tr_trainer_run(tr_trainer *t, const char *dir) {
     const double flops = tr_step_flops(t->m, o->batch);
     const double w0 = t->wall;
     const long s0 = t->step;
-    int rc = 0;
+    int rc = 0, stopped = 0;
     while (t->step < o->steps) {
         if (t->stop && *t->stop) {
-            fprintf(stderr, "sinkscope train: stopping at step %ld; resume with --resume\n", t->step);
+            stopped = 1;
             break;
         }
         if ((rc = tr_trainer_step(t)) < 0) return rc;
@@ -528,6 +542,12 @@ int tr_trainer_run(tr_trainer *t, const char *dir) {
             if ((rc = checkpoint(t, dir)) < 0) return rc;
         }
     }
-    if (t->step > s0 && t->step < o->steps) rc = checkpoint(t, dir); /* stopped early */
-    return rc;
+    /* The state on disk is this step's: a new checkpoint (and model) when the step moved on
+     * since the last one (or none was ever written: steps 0, or stopped before the first step),
+     * else the model alone when this process has not written it (a resume with nothing left to
+     * train: DIR/model may be missing, stale or half-written after a crash). */
+    if (t->saved_step != t->step) rc = checkpoint(t, dir);
+    else if (t->exported_step != t->step) rc = export_model(t, dir);
+    if (rc < 0) return rc;
+    return stopped ? 1 : 0;
 }
