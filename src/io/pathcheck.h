@@ -1,0 +1,36 @@
+/* pathcheck: an output file never overwrites one of the command's inputs.
+ *
+ * Two paths name the same file when they resolve to the same device and inode (stat follows
+ * symlinks, so symlinks, "./" and "../" spellings and hard links are all caught). A path that
+ * does not exist yet is compared by its canonical spelling (realpath of its folder + its last
+ * component). Since writers go through "<output>.tmp" + rename, that temporary file must not be
+ * an input either: an output is refused when it or "<output>.tmp" is an input.
+ *
+ * Errors are SS_EARG with one line naming both options and both paths, e.g.
+ *   --out 'x.safetensors' is the same file as --inputs './x.safetensors'; refusing to overwrite an input
+ * Call these before doing any work, so that a refused command writes nothing.
+ */
+#ifndef SS_PATHCHECK_H
+#define SS_PATHCHECK_H
+
+/* One input: the option that named it (e.g. "--inputs") and its path (NULL entries skipped). */
+typedef struct {
+    const char *opt, *path;
+} pc_file;
+
+/* Is the output `path` (given with option `opt`) one of the n inputs? SS_OK or SS_EARG. An
+ * input that cannot be stat'ed (missing) is skipped: reading it fails on its own. */
+int pc_check_output(const char *opt, const char *path, const pc_file *inputs, int n);
+
+/* Is the output `path` any file under the folder `dir` (given with `dir_opt`, e.g. "--model"),
+ * at any depth up to 8 folders (symlinks followed)? SS_OK or SS_EARG. A missing or unreadable
+ * folder is skipped: loading it fails on its own. */
+int pc_check_output_tree(const char *opt, const char *path, const char *dir_opt, const char *dir);
+
+/* Do two outputs name the same file (the second would replace the first)? SS_OK or SS_EARG. */
+int pc_check_outputs_differ(const char *opt_a, const char *a, const char *opt_b, const char *b);
+
+/* 1 when the two paths name the same file (as above), else 0. */
+int pc_same_file(const char *a, const char *b);
+
+#endif
