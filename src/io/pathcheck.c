@@ -118,7 +118,10 @@ static int walk(const char *opt, const char *path, file_id out, file_id out_tmp,
             continue;
         }
         file_id in = {1, st.st_dev, st.st_ino};
-        if (same_id(out, in))
+        if (same_id(out, in) && !strcmp(path, p))
+            rc = ss_fail(SS_EARG, "%s '%s' is a file of %s '%s'; refusing to overwrite an input", opt, path, dir_opt,
+                         root);
+        else if (same_id(out, in))
             rc = ss_fail(SS_EARG, "%s '%s' is the same file as '%s' in %s '%s'; refusing to overwrite an input", opt,
                          path, p, dir_opt, root);
         else if (same_id(out_tmp, in))

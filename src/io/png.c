@@ -147,18 +147,64 @@ static int find_text(png_structp png, png_infop info, const char *key, char **va
     return 0;
 }
 
-/* Where the bytes come from: a file (f) or memory (data, size; pos = next byte). */
+/* Where the bytes come from: a file (f) or memory (data, size; pos = next byte). The reader
+ * also follows the chunk structure of the stream (libpng reads it in order, after the 8-byte
+ * signature): hdr collects each chunk's 8-byte header, skip counts the bytes of the chunk's
+ * data and CRC still to come. An ancillary chunk longer than PNG_MAX_CHUNK_BYTES is refused
+ * here, before libpng allocates a buffer of the length the file claims. */
 typedef struct {
     FILE *f;
     const uint8_t *data;
     size_t size, pos;
+    uint8_t hdr[8];
+    int nhdr;
+    uint64_t skip;
 } png_src;
 
-static void mem_read(png_structp png, png_bytep out, size_t n) {
+static uint32_t be32(const uint8_t *p) {
+    return (uint32_t)p[0] << 24 | (uint32_t)p[1] << 16 | (uint32_t)p[2] << 8 | (uint32_t)p[3];
+}
+
+static void track_chunks(png_structp png, png_src *s, const uint8_t *p, size_t n) {
+    while (n > 0) {
+        if (s->skip > 0) {
+            size_t k = s->skip < n ? (size_t)s->skip : n;
+            s->skip -= k;
+            p += k;
+            n -= k;
+            continue;
+        }
+        s->hdr[s->nhdr++] = *p++;
+        n--;
+        if (s->nhdr < 8) continue;
+        s->nhdr = 0;
+        uint32_t len = be32(s->hdr);
+        s->skip = (uint64_t)len + 4; /* data + CRC */
+        if (len > PNG_MAX_CHUNK_BYTES && memcmp(s->hdr + 4, "IDAT", 4) != 0) {
+            char name[5];
+            for (int k = 0; k < 4; k++) {
+                uint8_t c = s->hdr[4 + k];
+                name[k] = (c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') ? (char)c : '?';
+            }
+            name[4] = 0;
+            char msg[128];
+            snprintf(msg, sizeof msg, "chunk '%s' claims %u bytes, more than the %d allowed", name,
+                     (unsigned)len, PNG_MAX_CHUNK_BYTES);
+            png_error(png, msg);
+        }
+    }
+}
+
+static void src_read(png_structp png, png_bytep out, size_t n) {
     png_src *s = png_get_io_ptr(png);
-    if (n > s->size - s->pos) png_error(png, "unexpected end of file");
-    memcpy(out, s->data + s->pos, n);
-    s->pos += n;
+    if (s->f) {
+        if (fread(out, 1, n, s->f) != n) png_error(png, "unexpected end of file");
+    } else {
+        if (n > s->size - s->pos) png_error(png, "unexpected end of file");
+        memcpy(out, s->data + s->pos, n);
+        s->pos += n;
+    }
+    track_chunks(png, s, out, n);
 }
 
 /* What the caller expects: an exact size (want_w, want_h > 0) and/or a maximum (max_w, max_h
@@ -166,10 +212,6 @@ static void mem_read(png_structp png, png_bytep out, size_t n) {
 typedef struct {
     int want_w, want_h, max_w, max_h;
 } png_limits;
-
-static uint32_t be32(const uint8_t *p) {
-    return (uint32_t)p[0] << 24 | (uint32_t)p[1] << 16 | (uint32_t)p[2] << 8 | (uint32_t)p[3];
-}
 
 static int check_size(const char *label, uint32_t pw, uint32_t ph, const png_limits *lim) {
     if (lim->want_w > 0 && (pw != (uint32_t)lim->want_w || ph != (uint32_t)lim->want_h))
@@ -235,10 +277,7 @@ static int read_png(const char *label, png_src *src, const png_limits *lim, int 
         free(found);
         return ss_fail(SS_EFORMAT, "%s: corrupt PNG: %s", label, ctx.msg);
     }
-    if (src->f)
-        png_init_io(png, src->f);
-    else
-        png_set_read_fn(png, src, mem_read);
+    png_set_read_fn(png, src, src_read);
     png_set_sig_bytes(png, 8);
     /* Second line of defence (check_header already refused these sizes with a clear message),
      * and the bounds on ancillary chunks (text bombs). */
