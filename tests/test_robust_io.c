@@ -190,14 +190,30 @@ static void test_pathcheck_api(void **state) {
     /* any file under a model folder, at depth, through a symlink too */
     char model[600];
     snprintf(model, sizeof model, "%s/model", root);
-    assert_int_equal(pc_check_output_tree("--out", tc_join(root, "model/transformer/w.safetensors"), "--model", model), SS_EARG);
+    assert_int_equal(pc_check_output_tree("--out", tc_join(root, "model/transformer/w.safetensors"), "--model", model, pc_is_model_file),
+                     SS_EARG);
     expect_in(ss_err(), "--model");
     expect_in(ss_err(), "w.safetensors");
     assert_int_equal(symlink(tc_join(root, "model/transformer/w.safetensors"), tc_join(root, "wlink")), 0);
-    assert_int_equal(pc_check_output_tree("--out", tc_join(root, "wlink"), "--model", model), SS_EARG);
-    assert_int_equal(pc_check_output_tree("--out", tc_join(root, "other.json"), "--model", model), SS_OK);
-    assert_int_equal(pc_check_output_tree("--out", tc_join(root, "new.png"), "--model", model), SS_OK);
-    assert_int_equal(pc_check_output_tree("--out", tc_join(root, "new.png"), "--model", tc_join(root, "nowhere")), SS_OK);
+    assert_int_equal(pc_check_output_tree("--out", tc_join(root, "wlink"), "--model", model, pc_is_model_file), SS_EARG);
+    assert_int_equal(pc_check_output_tree("--out", tc_join(root, "other.json"), "--model", model, NULL), SS_OK);
+    assert_int_equal(pc_check_output_tree("--out", tc_join(root, "new.png"), "--model", model, NULL), SS_OK);
+    assert_int_equal(pc_check_output_tree("--out", tc_join(root, "new.png"), "--model", tc_join(root, "nowhere"), NULL), SS_OK);
+    /* which top-level files of a model folder are the model: config, index, weights; not an
+     * earlier run's outputs written next to them */
+    assert_int_equal(tc_write_text(tc_join(root, "model/config.json"), "{}"), 0);
+    assert_int_equal(tc_write_text(tc_join(root, "model/out.safetensors"), "x"), 0);
+    assert_int_equal(pc_check_output_tree("--out", tc_join(root, "model/config.json"), "--model", model, pc_is_model_file), SS_EARG);
+    assert_int_equal(pc_check_output_tree("--out", tc_join(root, "model/out.safetensors"), "--model", model, pc_is_model_file), SS_OK);
+    assert_int_equal(pc_check_output_tree("--out", tc_join(root, "model/out.safetensors"), "--model", model, NULL), SS_EARG);
+    const char *model_files[] = {"config.json", "model_index.json", "diffusion_pytorch_model.safetensors",
+                                 "diffusion_pytorch_model-00001-of-00002.safetensors", "diffusion_pytorch_model.safetensors.index.json",
+                                 "model.safetensors"};
+    for (size_t i = 0; i < sizeof model_files / sizeof model_files[0]; i++) assert_int_equal(pc_is_model_file(model_files[i], 0), 1);
+    assert_int_equal(pc_is_model_file("out.safetensors", 0), 0);
+    assert_int_equal(pc_is_model_file("out.stats.json", 0), 0);
+    assert_int_equal(pc_is_model_file("image.png", 0), 0);
+    assert_int_equal(pc_is_model_file("vocab.txt", 1), 1);
     tc_rmtree(root);
     free(root);
 }
@@ -256,6 +272,13 @@ static void test_forward_output_is_input(void **state) {
     assert_int_not_equal(rc, 0);
     expect_in(buf, "--stats");
     assert_true(same_bytes(tc_join(model, "config.json"), FIXTURE "/config.json"));
+    /* outputs written next to the model (make demo's layout) are not the model: a second run
+     * replaces them */
+    for (int run = 0; run < 2; run++) {
+        rc = tc_run(buf, sizeof buf, "%s forward --model %s --inputs %s --out %s/out.safetensors --probe 0 --threads 1", tc_bin(), model,
+                    in, model);
+        if (rc) fail_msg("forward run %d writing into the model folder failed: %s", run, buf);
+    }
     /* the two outputs may not be one file */
     rc = tc_run(buf, sizeof buf, "%s forward --model %s --inputs %s --out %s/o2.safetensors --probe 0 --stats %s/./o2.safetensors",
                 tc_bin(), model, in, root, root);
@@ -294,10 +317,15 @@ static void test_generate_score_output_is_input(void **state) {
     assert_int_not_equal(rc, 0);
     assert_true(same_bytes(w, keep));
     assert_true(same_bytes(tc_join(model, "model_index.json"), "models/shapeworld/model_index.json"));
-    /* a new file next to it is fine */
+    /* a new file next to it is fine, also inside the model folder, twice */
     rc = tc_run(buf, sizeof buf, "%s generate --model %s --prompt 'a photo of a red circle' --steps 2 --threads 1 --out %s/ok.png",
                 tc_bin(), model, root);
     if (rc) fail_msg("valid generate failed: %s", buf);
+    for (int run = 0; run < 2; run++) {
+        rc = tc_run(buf, sizeof buf, "%s generate --model %s --prompt 'a photo of a red circle' --steps 2 --threads 1 --out %s/ok.png",
+                    tc_bin(), model, model);
+        if (rc) fail_msg("generate run %d writing into the model folder failed: %s", run, buf);
+    }
 
     /* score: --json equal to --prompts, or to one of the images */
     char imgs[600], prompts[600], pkeep[600];
@@ -321,6 +349,11 @@ static void test_generate_score_output_is_input(void **state) {
     }
     rc = tc_run(buf, sizeof buf, "%s score --images %s --prompts %s --json %s/report.json", tc_bin(), imgs, prompts, root);
     if (rc) fail_msg("valid score failed: %s", buf);
+    /* a report inside the image folder is not an image: a second run replaces it */
+    for (int run = 0; run < 2; run++) {
+        rc = tc_run(buf, sizeof buf, "%s score --images %s --prompts %s --json %s/report.json", tc_bin(), imgs, prompts, imgs);
+        if (rc) fail_msg("score run %d writing into the image folder failed: %s", run, buf);
+    }
     char *rep = tc_read_all(tc_join(root, "report.json"), NULL);
     assert_non_null(rep);
     expect_in(rep, "\"overall\"");

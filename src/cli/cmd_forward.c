@@ -161,9 +161,9 @@ int cmd_forward(int argc, char **argv) {
     /* no output may overwrite an input (or the other output) */
     const pc_file inputs[] = {{"--inputs", in_path}, {"--condition", cond_path}};
     const int n_inputs = sizeof inputs / sizeof inputs[0];
-    if (pc_check_output("--out", out_path, inputs, n_inputs) || pc_check_output_tree("--out", out_path, "--model", model_dir) ||
+    if (pc_check_output("--out", out_path, inputs, n_inputs) || pc_check_output_tree("--out", out_path, "--model", model_dir, pc_is_model_file) ||
         pc_check_output(stats_path == def ? "--stats (default)" : "--stats", stats_path, inputs, n_inputs) ||
-        pc_check_output_tree(stats_path == def ? "--stats (default)" : "--stats", stats_path, "--model", model_dir) ||
+        pc_check_output_tree(stats_path == def ? "--stats (default)" : "--stats", stats_path, "--model", model_dir, pc_is_model_file) ||
         pc_check_outputs_differ("--out", out_path, "--stats", stats_path)) {
         fprintf(stderr, "sinkscope forward: %s\n", ss_err());
         return 2;

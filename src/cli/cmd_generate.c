@@ -74,7 +74,8 @@ int cmd_generate(int argc, char **argv) {
     /* the PNG may not overwrite the condition file or any file of the model folder */
     const pc_file inputs[] = {{"--condition", cond_path}};
     if (pc_check_output("--out", out_path, inputs, 1) ||
-        pc_check_output_tree("--out", out_path, model_dir == embedded ? "the model" : "--model", model_dir)) {
+        pc_check_output_tree("--out", out_path, model_dir == embedded ? "the model" : "--model", model_dir,
+                             pc_is_model_file)) {
         fprintf(stderr, "sinkscope generate: %s\n", ss_err());
         return 2;
     }

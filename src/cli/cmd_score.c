@@ -31,6 +31,13 @@ static void score_usage(FILE *f) {
           f);
 }
 
+/* The files of --images that score reads: canonically named PNGs at the top of the folder. */
+static int scored_image(const char *name, int depth) {
+    int index;
+    uint64_t seed;
+    return depth == 0 && sw_score_parse_name(name, &index, &seed) == 0;
+}
+
 int cmd_score(int argc, char **argv) {
     const char *images = NULL, *prompts = NULL, *json = NULL;
     for (int i = 1; i < argc; i++) {
@@ -61,7 +68,7 @@ int cmd_score(int argc, char **argv) {
     }
     /* the JSON report may not overwrite the prompts or any file of the image folder */
     const pc_file inputs[] = {{"--prompts", prompts}};
-    if (json && (pc_check_output("--json", json, inputs, 1) || pc_check_output_tree("--json", json, "--images", images))) {
+    if (json && (pc_check_output("--json", json, inputs, 1) || pc_check_output_tree("--json", json, "--images", images, scored_image))) {
         fprintf(stderr, "sinkscope score: %s\n", ss_err());
         return 2;
     }

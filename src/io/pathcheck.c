@@ -101,7 +101,7 @@ int pc_check_output(const char *opt, const char *path, const pc_file *inputs, in
 
 /* Walk dir (depth levels left); returns SS_OK, or SS_EARG naming the file found. */
 static int walk(const char *opt, const char *path, file_id out, file_id out_tmp, const char *tmp, const char *dir_opt,
-                const char *root, const char *dir, int depth) {
+                const char *root, const char *dir, int depth, int (*is_input)(const char *, int)) {
     DIR *d = opendir(dir);
     if (!d) return SS_OK;
     struct dirent *e;
@@ -114,9 +114,10 @@ static int walk(const char *opt, const char *path, file_id out, file_id out_tmp,
         struct stat st;
         if (stat(p, &st) != 0) continue;
         if (S_ISDIR(st.st_mode)) {
-            if (depth > 0) rc = walk(opt, path, out, out_tmp, tmp, dir_opt, root, p, depth - 1);
+            if (depth < PC_MAX_DEPTH) rc = walk(opt, path, out, out_tmp, tmp, dir_opt, root, p, depth + 1, is_input);
             continue;
         }
+        if (is_input && !is_input(e->d_name, depth)) continue;
         file_id in = {1, st.st_dev, st.st_ino};
         if (same_id(out, in) && !strcmp(path, p))
             rc = ss_fail(SS_EARG, "%s '%s' is a file of %s '%s'; refusing to overwrite an input", opt, path, dir_opt,
@@ -134,7 +135,20 @@ static int walk(const char *opt, const char *path, file_id out, file_id out_tmp,
     return rc;
 }
 
-int pc_check_output_tree(const char *opt, const char *path, const char *dir_opt, const char *dir) {
+static int ends_with(const char *s, const char *suffix) {
+    size_t n = strlen(s), k = strlen(suffix);
+    return n >= k && !strcmp(s + n - k, suffix);
+}
+
+int pc_is_model_file(const char *name, int depth) {
+    if (depth > 0) return 1;
+    if (!strcmp(name, "config.json") || !strcmp(name, "model_index.json") || ends_with(name, ".index.json")) return 1;
+    return ends_with(name, ".safetensors") &&
+           (!strncmp(name, "diffusion_pytorch_model", 23) || !strncmp(name, "model", 5));
+}
+
+int pc_check_output_tree(const char *opt, const char *path, const char *dir_opt, const char *dir,
+                         int (*is_input)(const char *name, int depth)) {
     if (!path || !dir) return SS_OK;
     char tmp[PATH_MAX + 8];
     int have_tmp = tmp_name(path, tmp, sizeof tmp) == 0;
@@ -143,7 +157,7 @@ int pc_check_output_tree(const char *opt, const char *path, const char *dir_opt,
     file_id d = id_of(dir);
     if (same_id(out, d))
         return ss_fail(SS_EARG, "%s '%s' is the folder %s '%s'", opt, path, dir_opt, dir);
-    return walk(opt, path, out, out_tmp, tmp, dir_opt, dir, dir, PC_MAX_DEPTH);
+    return walk(opt, path, out, out_tmp, tmp, dir_opt, dir, dir, 0, is_input);
 }
 
 int pc_check_outputs_differ(const char *opt_a, const char *a, const char *opt_b, const char *b) {
