@@ -524,7 +524,7 @@ static void test_png_text_bomb(void **state) {
     (void)state;
     char *root = tc_tmpdir();
     char p[600];
-    /* a zTXt chunk of a few kB that inflates to 4 MiB: not kept (at most PNG_MAX_CHUNK_BYTES) */
+    /* a zTXt chunk of a few kB that inflates to 4 MiB: not kept (at most PNG_MAX_TEXT_BYTES) */
     size_t big = 4u << 20;
     char *val = malloc(big + 1);
     assert_non_null(val);
@@ -547,12 +547,29 @@ static void test_png_text_bomb(void **state) {
     uint8_t *rgb;
     assert_int_equal(png_read_rgb(p, &w, &h, &rgb), SS_OK);
     free(rgb);
-    /* a modest zTXt is read */
+    /* a modest zTXt is read; the limit is PNG_MAX_TEXT_BYTES after decompression */
     snprintf(p, sizeof p, "%s/fine.png", root);
     solid_png(p, 4, 4, gray, "prompt", "a photo of a blue triangle");
     assert_int_equal(png_read_text(p, "prompt", &v), SS_OK);
     assert_string_equal(v, "a photo of a blue triangle");
     free(v);
+    for (int k = 0; k < 2; k++) {
+        size_t len = k ? PNG_MAX_TEXT_BYTES + 4096 : PNG_MAX_TEXT_BYTES - 4096;
+        char *t = malloc(len + 1);
+        assert_non_null(t);
+        memset(t, 'b', len);
+        t[len] = 0;
+        solid_png(p, 4, 4, gray, "condition", t);
+        free(t);
+        rc = png_read_text(p, "condition", &v);
+        if (k) {
+            assert_int_equal(rc, SS_EMISSING);
+        } else {
+            assert_int_equal(rc, SS_OK);
+            assert_int_equal(strlen(v), len);
+            free(v);
+        }
+    }
     /* a chunk claiming 1.5 GB in a tiny file: refused before libpng allocates it */
     uint8_t b[256];
     size_t n = claimed_png(b, 2, 2);

@@ -87,7 +87,7 @@ static int check_input_shapes(const char *path, const sd3_config *c, const int64
         return ss_fail(SS_ESHAPE, "%s: input 'hidden_states' has shape %s: batch size %lld outside 1..4096", path,
                        shape_str(s, sizeof s, dx, 4), (long long)B);
     if (dx[1] != c->in_channels)
-        return ss_fail(SS_ESHAPE, "%s: input 'hidden_states' has shape %s, expected %lld x %d channels (in_channels)", path,
+        return ss_fail(SS_ESHAPE, "%s: input 'hidden_states' has shape %s, expected [%lld, %d, H, W] (batch, in_channels)", path,
                        shape_str(s, sizeof s, dx, 4), (long long)B, c->in_channels);
     if (dx[2] < p || dx[3] < p || dx[2] % p || dx[3] % p || dx[2] / p > M || dx[3] / p > M)
         return ss_fail(SS_ESHAPE,

@@ -9,6 +9,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 
 #include "core/err.h"
 
@@ -147,11 +148,11 @@ static int find_text(png_structp png, png_infop info, const char *key, char **va
     return 0;
 }
 
-/* Where the bytes come from: a file (f) or memory (data, size; pos = next byte). The reader
- * also follows the chunk structure of the stream (libpng reads it in order, after the 8-byte
- * signature): hdr collects each chunk's 8-byte header, skip counts the bytes of the chunk's
- * data and CRC still to come. An ancillary chunk longer than PNG_MAX_CHUNK_BYTES is refused
- * here, before libpng allocates a buffer of the length the file claims. */
+/* Where the bytes come from: a file (f; size = its size) or memory (data, size); pos = bytes
+ * consumed. The reader also follows the chunk structure of the stream (libpng reads it in
+ * order, after the 8-byte signature): hdr collects each chunk's 8-byte header, skip counts the
+ * bytes of the chunk's data and CRC still to come. A chunk that claims more bytes than the
+ * source has left is refused here, before libpng allocates a buffer of the claimed length. */
 typedef struct {
     FILE *f;
     const uint8_t *data;
@@ -165,6 +166,7 @@ static uint32_t be32(const uint8_t *p) {
     return (uint32_t)p[0] << 24 | (uint32_t)p[1] << 16 | (uint32_t)p[2] << 8 | (uint32_t)p[3];
 }
 
+/* p, n: the bytes just read; s->pos already counts them. */
 static void track_chunks(png_structp png, png_src *s, const uint8_t *p, size_t n) {
     while (n > 0) {
         if (s->skip > 0) {
@@ -180,16 +182,16 @@ static void track_chunks(png_structp png, png_src *s, const uint8_t *p, size_t n
         s->nhdr = 0;
         uint32_t len = be32(s->hdr);
         s->skip = (uint64_t)len + 4; /* data + CRC */
-        if (len > PNG_MAX_CHUNK_BYTES && memcmp(s->hdr + 4, "IDAT", 4) != 0) {
-            char name[5];
+        uint64_t left = (uint64_t)(s->size - s->pos) + n; /* bytes after this chunk header */
+        if (s->skip > left) {
+            char name[5], msg[160];
             for (int k = 0; k < 4; k++) {
                 uint8_t c = s->hdr[4 + k];
                 name[k] = (c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') ? (char)c : '?';
             }
             name[4] = 0;
-            char msg[128];
-            snprintf(msg, sizeof msg, "chunk '%s' claims %u bytes, more than the %d allowed", name,
-                     (unsigned)len, PNG_MAX_CHUNK_BYTES);
+            snprintf(msg, sizeof msg, "chunk '%s' claims %u bytes, but the file has only %llu left",
+                     name, (unsigned)len, (unsigned long long)(left >= 4 ? left - 4 : 0));
             png_error(png, msg);
         }
     }
@@ -197,13 +199,13 @@ static void track_chunks(png_structp png, png_src *s, const uint8_t *p, size_t n
 
 static void src_read(png_structp png, png_bytep out, size_t n) {
     png_src *s = png_get_io_ptr(png);
+    if (n > s->size - s->pos) png_error(png, "unexpected end of file");
     if (s->f) {
         if (fread(out, 1, n, s->f) != n) png_error(png, "unexpected end of file");
     } else {
-        if (n > s->size - s->pos) png_error(png, "unexpected end of file");
         memcpy(out, s->data + s->pos, n);
-        s->pos += n;
     }
+    s->pos += n;
     track_chunks(png, s, out, n);
 }
 
@@ -253,8 +255,8 @@ static int read_png(const char *label, png_src *src, const png_limits *lim, int 
     } else {
         nhead = src->size < sizeof head ? src->size : sizeof head;
         if (nhead) memcpy(head, src->data, nhead);
-        src->pos = 8;
     }
+    src->pos = 8;
     if (nhead < 8 || png_sig_cmp(head, 0, 8)) return ss_fail(SS_EFORMAT, "%s: not a PNG file", label);
     int rc = check_header(label, head, nhead, lim, w, h);
     if (rc) return rc;
@@ -283,7 +285,7 @@ static int read_png(const char *label, png_src *src, const png_limits *lim, int 
      * and the bounds on ancillary chunks (text bombs). */
     png_set_user_limits(png, PNG_MAX_SIDE, PNG_MAX_SIDE);
     png_set_chunk_cache_max(png, PNG_MAX_CACHED_CHUNKS);
-    png_set_chunk_malloc_max(png, PNG_MAX_CHUNK_BYTES);
+    png_set_chunk_malloc_max(png, PNG_MAX_TEXT_BYTES);
     png_set_keep_unknown_chunks(png, PNG_HANDLE_CHUNK_NEVER, NULL, 0);
     png_read_info(png, info);
     png_uint_32 pw, ph;
@@ -354,7 +356,12 @@ static int read_file(const char *path, const png_limits *lim, int *w, int *h, ui
                      const char *key, char **value) {
     FILE *f = fopen(path, "rb");
     if (!f) return ss_fail(SS_EIO, "%s: cannot open: %s", path, strerror(errno));
-    png_src src = {.f = f};
+    struct stat st;
+    if (fstat(fileno(f), &st) != 0 || !S_ISREG(st.st_mode)) {
+        fclose(f);
+        return ss_fail(SS_EIO, "%s: not a regular file", path);
+    }
+    png_src src = {.f = f, .size = (size_t)st.st_size};
     int rc = read_png(path, &src, lim, w, h, rgb, key, value);
     fclose(f);
     return rc;

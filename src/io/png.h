@@ -15,11 +15,13 @@
  *   - png_read_rgb_max refuses images wider than max_w or taller than max_h (SS_ESHAPE);
  *   - every reader (png_read_rgb and png_read_text too) refuses images with a side above
  *     PNG_MAX_SIDE or more than PNG_MAX_PIXELS pixels (SS_ESHAPE).
- * Ancillary chunks are bounded too (a zTXt/iTXt "text bomb" is the same fault): at most
- * PNG_MAX_CHUNK_BYTES per chunk, raw or decompressed (larger text chunks are dropped, a larger
- * chunk of any other kind is an error), and at most PNG_MAX_CACHED_CHUNKS text/sPLT chunks kept
- * (the rest are ignored). png_read_text decodes the image data row by row into one row buffer
- * (text after the image data is still found) and never holds the whole image.
+ * Ancillary chunks are bounded too (a zTXt/iTXt "text bomb" is the same fault): a chunk that
+ * claims more bytes than the file has left is an error (found before libpng allocates the
+ * claimed length), text decompresses to at most PNG_MAX_TEXT_BYTES per chunk (a larger one is
+ * dropped, as if absent), and at most PNG_MAX_CACHED_CHUNKS text/sPLT chunks are kept (the rest
+ * are ignored): text costs at most 8 MiB beyond the file's own size. png_read_text decodes the
+ * image data row by row into one row buffer (text after the image data is still found) and
+ * never holds the whole image.
  */
 #ifndef SS_PNG_H
 #define SS_PNG_H
@@ -29,8 +31,8 @@
 
 #define PNG_MAX_SIDE 16384                 /* largest width or height any reader accepts */
 #define PNG_MAX_PIXELS (4096LL * 4096LL)   /* largest w*h any reader accepts (48 MiB of RGB) */
-#define PNG_MAX_CHUNK_BYTES (1024 * 1024)  /* largest ancillary chunk, raw or decompressed */
-#define PNG_MAX_CACHED_CHUNKS 128          /* text (and sPLT) chunks kept per file */
+#define PNG_MAX_TEXT_BYTES (256 * 1024)    /* largest text chunk after decompression */
+#define PNG_MAX_CACHED_CHUNKS 32           /* text (and sPLT) chunks kept per file */
 
 /* text_kv holds n_kv key/value pairs flattened: {key0, value0, key1, value1, ...}.
  * Keys: 1-79 printable Latin-1 characters, no leading/trailing/double spaces (PNG rules). */
