@@ -1054,7 +1054,7 @@ static void test_dataset_and_score_dir(void **state) {
     free(m);
 
     int idx;
-    long long smp;
+    uint64_t smp;
     assert_int_equal(sw_score_parse_name("00012_3.png", &idx, &smp), 0);
     assert_int_equal(idx, 12);
     assert_int_equal(smp, 3);

@@ -9,6 +9,7 @@
 #include "cli/commands.h"
 #include "core/err.h"
 #include "io/jsonfile.h"
+#include "io/pathcheck.h"
 #include "io/safetensors.h"
 #include "models/sd3.h"
 #include "sink/sink.h"
@@ -52,14 +53,67 @@ static int fwd_block_output(void *ctx, int block, const float *x, int B, int N, 
     return f->inner.block_output ? f->inner.block_output(f->inner.ctx, block, x, B, N, D) : 0;
 }
 
-/* Fetch an input tensor as fp32, checking its rank; dims[] receives the shape. */
-static int input(const st_file *f, const char *path, const char *name, int ndim, int64_t *dims, float **out) {
+/* Look up an input tensor and check its dtype and rank from the safetensors header; dims[]
+ * receives its shape. Nothing is converted or allocated. */
+static int input_find(const st_file *f, const char *path, const char *name, int ndim, int64_t *dims,
+                      const st_tensor **out) {
     const st_tensor *t = st_find(f, name);
     if (!t) return ss_fail(SS_EMISSING, "%s: input tensor '%s' is missing", path, name);
+    if (t->dtype != ST_F32 && t->dtype != ST_F16 && t->dtype != ST_BF16 && t->dtype != ST_F64)
+        return ss_fail(SS_EFORMAT, "%s: input '%s' has dtype %s, expected a float dtype (F32, F16, BF16, F64)", path,
+                       name, st_dtype_name(t->dtype));
     if (t->ndim != ndim) return ss_fail(SS_ESHAPE, "%s: input '%s' has %d dimensions, expected %d", path, name, t->ndim, ndim);
     for (int i = 0; i < ndim; i++) dims[i] = t->shape[i];
-    *out = ss_malloc(sizeof(float) * (t->numel ? t->numel : 1));
-    if (!*out) return SS_ENOMEM;
+    *out = t;
+    return SS_OK;
+}
+
+/* "[2,16,32,32]" */
+static const char *shape_str(char *buf, size_t cap, const int64_t *d, int n) {
+    size_t k = 0;
+    buf[0] = 0;
+    for (int i = 0; i < n && k < cap; i++)
+        k += (size_t)snprintf(buf + k, cap - k, "%s%lld", i ? "," : "[", (long long)d[i]);
+    if (k < cap) snprintf(buf + k, cap - k, "]");
+    return buf;
+}
+
+/* Every input's shape against the model's config, before anything is sized from it. */
+static int check_input_shapes(const char *path, const sd3_config *c, const int64_t *dx, const int64_t *dc,
+                              const int64_t *dp, const int64_t *dt) {
+    char s[128];
+    const int64_t B = dx[0], p = c->patch_size, M = c->pos_embed_max_size;
+    if (B < 1 || B > 4096)
+        return ss_fail(SS_ESHAPE, "%s: input 'hidden_states' has shape %s: batch size %lld outside 1..4096", path,
+                       shape_str(s, sizeof s, dx, 4), (long long)B);
+    if (dx[1] != c->in_channels)
+        return ss_fail(SS_ESHAPE, "%s: input 'hidden_states' has shape %s, expected [%lld, %d, H, W] (batch, in_channels)", path,
+                       shape_str(s, sizeof s, dx, 4), (long long)B, c->in_channels);
+    if (dx[2] < p || dx[3] < p || dx[2] % p || dx[3] % p || dx[2] / p > M || dx[3] / p > M)
+        return ss_fail(SS_ESHAPE,
+                       "%s: input 'hidden_states' has shape %s: height and width must be positive multiples of the patch "
+                       "size %lld, at most %lld (pos_embed_max_size %lld patches)",
+                       path, shape_str(s, sizeof s, dx, 4), (long long)p, (long long)(p * M), (long long)M);
+    if (dc[0] != B || dc[1] < 1 || dc[1] > 1 << 20 || dc[2] != c->joint_attention_dim)
+        return ss_fail(SS_ESHAPE,
+                       "%s: input 'encoder_hidden_states' has shape %s, expected [%lld, S, %d] (batch, 1 <= S <= %d, "
+                       "joint_attention_dim)",
+                       path, shape_str(s, sizeof s, dc, 3), (long long)B, c->joint_attention_dim, 1 << 20);
+    if (dp[0] != B || dp[1] != c->pooled_projection_dim)
+        return ss_fail(SS_ESHAPE, "%s: input 'pooled_projections' has shape %s, expected [%lld, %d] (batch, pooled_projection_dim)",
+                       path, shape_str(s, sizeof s, dp, 2), (long long)B, c->pooled_projection_dim);
+    if (dt[0] != B)
+        return ss_fail(SS_ESHAPE, "%s: input 'timestep' has shape %s, expected [%lld] (batch)", path,
+                       shape_str(s, sizeof s, dt, 1), (long long)B);
+    return SS_OK;
+}
+
+/* Convert a checked input tensor to fp32. */
+static int input_convert(const char *path, const st_tensor *t, float **out) {
+    size_t n = (size_t)(t->numel ? t->numel : 1);
+    *out = malloc(sizeof(float) * n);
+    if (!*out)
+        return ss_fail(SS_ENOMEM, "%s: input '%s': out of memory converting %zu values to fp32", path, t->name, n);
     return st_to_f32(*out, t);
 }
 
@@ -91,6 +145,30 @@ int cmd_forward(int argc, char **argv) {
     int probe_blocks[COND_MAX_LAYERS], nprobe = 0;
     if (probe_s && (nprobe = cli_int_list("forward", "probe", probe_s, probe_blocks, COND_MAX_LAYERS)) < 0) return 2;
 
+    /* the statistics file: --stats, or by default OUT with .safetensors replaced by .stats.json */
+    char def[4200];
+    if (!stats_path && (nprobe || cond_path)) {
+        size_t L = strlen(out_path);
+        const char *ext = ".safetensors";
+        size_t el = strlen(ext);
+        int cut = L > el && !strcmp(out_path + L - el, ext);
+        if ((size_t)snprintf(def, sizeof def, "%.*s.stats.json", (int)(cut ? L - el : L), out_path) >= sizeof def) {
+            fprintf(stderr, "sinkscope forward: --out: path too long\n");
+            return 2;
+        }
+        stats_path = def;
+    }
+    /* no output may overwrite an input (or the other output) */
+    const pc_file inputs[] = {{"--inputs", in_path}, {"--condition", cond_path}};
+    const int n_inputs = sizeof inputs / sizeof inputs[0];
+    if (pc_check_output("--out", out_path, inputs, n_inputs) || pc_check_output_tree("--out", out_path, "--model", model_dir, pc_is_model_file) ||
+        pc_check_output(stats_path == def ? "--stats (default)" : "--stats", stats_path, inputs, n_inputs) ||
+        pc_check_output_tree(stats_path == def ? "--stats (default)" : "--stats", stats_path, "--model", model_dir, pc_is_model_file) ||
+        pc_check_outputs_differ("--out", out_path, "--stats", stats_path)) {
+        fprintf(stderr, "sinkscope forward: %s\n", ss_err());
+        return 2;
+    }
+
     int rc = 0, exit_code = 1;
     sd3_model *m = NULL;
     st_file *in = NULL;
@@ -115,23 +193,18 @@ int cmd_forward(int argc, char **argv) {
             }
     if ((rc = st_open(&in, in_path)) < 0) goto done;
     int64_t dx[4] = {0}, dc[3] = {0}, dp[2] = {0}, dt[1] = {0};
-    if ((rc = input(in, in_path, "hidden_states", 4, dx, &x)) < 0 || (rc = input(in, in_path, "encoder_hidden_states", 3, dc, &ctx)) < 0 ||
-        (rc = input(in, in_path, "pooled_projections", 2, dp, &pooled)) < 0 || (rc = input(in, in_path, "timestep", 1, dt, &t)) < 0)
+    const st_tensor *tx, *tc, *tp, *tt;
+    /* every input is checked against the model before any of them is converted */
+    if ((rc = input_find(in, in_path, "hidden_states", 4, dx, &tx)) < 0 ||
+        (rc = input_find(in, in_path, "encoder_hidden_states", 3, dc, &tc)) < 0 ||
+        (rc = input_find(in, in_path, "pooled_projections", 2, dp, &tp)) < 0 ||
+        (rc = input_find(in, in_path, "timestep", 1, dt, &tt)) < 0 ||
+        (rc = check_input_shapes(in_path, c, dx, dc, dp, dt)) < 0)
+        goto done;
+    if ((rc = input_convert(in_path, tx, &x)) < 0 || (rc = input_convert(in_path, tc, &ctx)) < 0 ||
+        (rc = input_convert(in_path, tp, &pooled)) < 0 || (rc = input_convert(in_path, tt, &t)) < 0)
         goto done;
     const int64_t B = dx[0];
-    if (B < 1 || dc[0] != B || dp[0] != B || dt[0] != B) {
-        rc = ss_fail(SS_ESHAPE, "%s: batch sizes disagree (hidden_states %lld, encoder_hidden_states %lld, pooled_projections %lld, timestep %lld)",
-                     in_path, (long long)B, (long long)dc[0], (long long)dp[0], (long long)dt[0]);
-        goto done;
-    }
-    if (dx[1] != c->in_channels || dc[2] != c->joint_attention_dim || dp[1] != c->pooled_projection_dim || dc[1] < 1 ||
-        dx[2] > 1 << 16 || dx[3] > 1 << 16 || dc[1] > 1 << 20 || B > 4096) {
-        rc = ss_fail(SS_ESHAPE, "%s: shapes hidden_states [%lld,%lld,%lld,%lld], encoder_hidden_states [%lld,%lld,%lld], "
-                     "pooled_projections [%lld,%lld] do not fit the model (in_channels %d, joint_attention_dim %d, pooled_projection_dim %d)",
-                     in_path, (long long)dx[0], (long long)dx[1], (long long)dx[2], (long long)dx[3], (long long)dc[0], (long long)dc[1],
-                     (long long)dc[2], (long long)dp[0], (long long)dp[1], c->in_channels, c->joint_attention_dim, c->pooled_projection_dim);
-        goto done;
-    }
     const int Hl = (int)dx[2], Wl = (int)dx[3], S = (int)dc[1], D = m->D, p = c->patch_size, N = (Hl / p) * (Wl / p);
     if (cond_path && (rc = sink_condition_check_model(&cond, c->num_layers, N, S, cond_path)) < 0) goto done;
     out = ss_malloc(sizeof(float) * B * c->out_channels * Hl * Wl);
@@ -185,15 +258,6 @@ int cmd_forward(int argc, char **argv) {
         }
     }
     if (nprobe || cond_path) {
-        char def[4200];
-        if (!stats_path) {
-            size_t L = strlen(out_path);
-            const char *ext = ".safetensors";
-            size_t el = strlen(ext);
-            int cut = L > el && !strcmp(out_path + L - el, ext);
-            snprintf(def, sizeof def, "%.*s.stats.json", (int)(cut ? L - el : L), out_path);
-            stats_path = def;
-        }
         json_t *root = json_object(), *recs = json_array();
         json_object_set_new(root, "model", json_string(model_dir));
         json_object_set_new(root, "inputs", json_string(in_path));

@@ -9,6 +9,7 @@
 #include "cli/args.h"
 #include "cli/commands.h"
 #include "core/err.h"
+#include "io/pathcheck.h"
 #include "io/png.h"
 #include "sample/pipeline.h"
 #include "sink/sink.h"
@@ -68,6 +69,15 @@ int cmd_generate(int argc, char **argv) {
     if (!model_dir) {
         if (cli_find_embedded_model("generate", embedded, sizeof embedded) < 0) return 1;
         model_dir = embedded;
+    }
+
+    /* the PNG may not overwrite the condition file or any file of the model folder */
+    const pc_file inputs[] = {{"--condition", cond_path}};
+    if (pc_check_output("--out", out_path, inputs, 1) ||
+        pc_check_output_tree("--out", out_path, model_dir == embedded ? "the model" : "--model", model_dir,
+                             pc_is_model_file)) {
+        fprintf(stderr, "sinkscope generate: %s\n", ss_err());
+        return 2;
     }
 
     int rc = 0, exit_code = 1;

@@ -6,6 +6,7 @@
 #include "cli/commands.h"
 #include "core/err.h"
 #include "eval/score.h"
+#include "io/pathcheck.h"
 
 static void score_usage(FILE *f) {
     fputs("usage: sinkscope score --images DIR --prompts FILE.jsonl [--json OUT.json]\n"
@@ -13,12 +14,14 @@ static void score_usage(FILE *f) {
           "Scores generated ShapeWorld images the way GenEval does, with the exact ShapeWorld\n"
           "detector instead of an object detector + CLIP.\n"
           "\n"
-          "  --images DIR     folder of PNG images named <prompt index>_<sample>.png:\n"
+          "  --images DIR     folder of PNG images named <prompt index 05d>_<seed>.png:\n"
           "                   <prompt index> is the 0-based record number in FILE.jsonl (blank\n"
-          "                   lines not counted), zero-padded to at least 5 digits; <sample> is\n"
-          "                   any non-negative integer (sample number or seed). Examples:\n"
-          "                   00000_0.png 00000_1.png 00215_3.png. Other files are ignored.\n"
-          "                   Any PNG (any size, gray/palette/16-bit/alpha) is accepted.\n"
+          "                   lines not counted), zero-padded to 5 digits (%05d); <seed> is an\n"
+          "                   unsigned 64-bit integer without leading zeros. Examples:\n"
+          "                   00000_0.png 00000_1.png 00215_3.png. PNG files named otherwise\n"
+          "                   (000000_0.png, 00000_00.png) are skipped with a note; other files\n"
+          "                   are ignored. Any PNG up to 1024x1024 (gray/palette/16-bit/alpha)\n"
+          "                   is accepted.\n"
           "  --prompts FILE   GenEval-schema metadata, one JSON object per line (tag, prompt,\n"
           "                   include, exclude), e.g. data/shapeworld_eval.jsonl\n"
           "  --json OUT.json  also write a JSON report: summary, per-tag table and, per image,\n"
@@ -27,6 +30,13 @@ static void score_usage(FILE *f) {
           "Prints % correct images, % correct prompts (any image of the prompt correct), the\n"
           "accuracy per tag and the overall score = mean of the per-tag accuracies.\n",
           f);
+}
+
+/* The files of --images that score reads: canonically named PNGs at the top of the folder. */
+static int scored_image(const char *name, int depth) {
+    int index;
+    uint64_t seed;
+    return depth == 0 && sw_score_parse_name(name, &index, &seed) == 0;
 }
 
 int cmd_score(int argc, char **argv) {
@@ -58,11 +68,23 @@ int cmd_score(int argc, char **argv) {
         score_usage(stderr);
         return 2;
     }
+    /* the JSON report may not overwrite the prompts or any file of the image folder */
+    const pc_file inputs[] = {{"--prompts", prompts}};
+    if (json && (pc_check_output("--json", json, inputs, 1) || pc_check_output_tree("--json", json, "--images", images, scored_image))) {
+        fprintf(stderr, "sinkscope score: %s\n", ss_err());
+        return 2;
+    }
     sw_score_report rep;
     if (sw_score_dir(images, prompts, NULL, &rep)) {
         fprintf(stderr, "sinkscope score: %s\n", ss_err());
         return 1;
     }
+    if (rep.n_skipped)
+        fprintf(stderr,
+                "sinkscope score: note: %d PNG file%s in %s %s not named <prompt index 05d>_<seed>.png "
+                "(e.g. '%s') and %s not scored\n",
+                rep.n_skipped, rep.n_skipped > 1 ? "s" : "", images, rep.n_skipped > 1 ? "are" : "is",
+                rep.skipped_example, rep.n_skipped > 1 ? "are" : "is");
     int scored = gv_summary_prompts_scored(&rep.sum);
     if (scored < rep.n_meta)
         fprintf(stderr, "sinkscope score: note: %d of %d prompts in %s have no images\n",

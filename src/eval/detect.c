@@ -432,6 +432,35 @@ static int classify(const uint8_t *rgb, int w, int h, const int bg[3], const int
     return 0;
 }
 
+/* ShapeWorld's geometry (shapeworld.c, sw_scene_for_meta): an object is a square box of at most
+ * 12 px a side at 32 px, scaled by min(W,H)/32 like the renderer scales it, and lies at least
+ * 1 px (scaled) inside every border. */
+#define SW_OBJ_MAX_32 12
+#define SIZE_SLACK_32 2 /* blur and noise can grow a thresholded box by a pixel a side */
+
+static int scale32(int base, int m) { return (base * m + 16) / 32; }
+
+static int largest_object_side(int w, int h) {
+    int m = w < h ? w : h, s = scale32(SW_OBJ_MAX_32, m);
+    return s < 1 ? 1 : s;
+}
+
+/* Can the component be an object at all? Not when it is the background itself or a band through
+ * the frame (its box spans the whole width or height: a solid-colour or half-and-half image), not
+ * when it touches the border and is larger than any object (plus slack for blur: a frame, a
+ * corner region), and not when it fills most of the frame anywhere (a side longer than twice the
+ * largest object: 24 px at 32, 3/4 of the frame). */
+static int object_sized(const comp_info *ci, int w, int h, int max_obj) {
+    int bw = ci->x1 - ci->x0 + 1, bh = ci->y1 - ci->y0 + 1;
+    if (bw >= w || bh >= h) return 0;
+    int slack = scale32(SIZE_SLACK_32, w < h ? w : h);
+    if (slack < 1) slack = 1;
+    int touches = ci->x0 == 0 || ci->y0 == 0 || ci->x1 == w - 1 || ci->y1 == h - 1;
+    if (touches && (bw > max_obj + slack || bh > max_obj + slack)) return 0;
+    if (bw > 2 * max_obj || bh > 2 * max_obj) return 0;
+    return 1;
+}
+
 int sw_detect(const uint8_t *rgb, int w, int h, const sw_detect_opts *opts, sw_det *out, int cap) {
     if (!rgb || w < 1 || h < 1 || w > 8192 || h > 8192 || cap < 0 || (cap > 0 && !out))
         return ss_fail(SS_EARG, "sw_detect: bad arguments (%dx%d image)", w, h);
@@ -465,7 +494,9 @@ int sw_detect(const uint8_t *rgb, int w, int h, const sw_detect_opts *opts, sw_d
         rc = SS_ENOMEM;
         goto done;
     }
+    const int max_obj = largest_object_side(w, h);
     for (int id = 0; id < ncomp; id++) {
+        if (!object_sized(&info[id], w, h, max_obj)) continue;
         int r = classify(rgb, w, h, bg, comp, owner, id, &info[id], &o, &dets[n]);
         if (r < 0) {
             rc = r;

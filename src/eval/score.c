@@ -10,23 +10,34 @@
 
 #include "core/err.h"
 #include "eval/shapeworld.h"
+#include "io/jsonfile.h"
 #include "io/png.h"
 
-int sw_score_parse_name(const char *name, int *index, long long *sample) {
+int sw_score_parse_name(const char *name, int *index, uint64_t *sample) {
     const char *p = name;
-    long long idx = 0, smp = 0;
+    /* prompt index, as %05d writes it: exactly 5 digits below 100000, otherwise no leading 0 */
     int nd = 0;
-    while (*p >= '0' && *p <= '9') {
-        idx = idx * 10 + (*p++ - '0');
-        if (++nd > 9) return -1;
+    long long idx = 0;
+    while (p[nd] >= '0' && p[nd] <= '9') {
+        if (nd >= 9) return -1; /* beyond an int's worth of prompts */
+        idx = idx * 10 + (p[nd] - '0');
+        nd++;
     }
-    if (nd < 5 || *p++ != '_') return -1;
+    if (nd < 5 || (nd > 5 && p[0] == '0')) return -1;
+    p += nd;
+    if (*p++ != '_') return -1;
+    /* seed, as %llu writes a uint64_t: no sign, no leading 0 unless the value is 0, no overflow */
     nd = 0;
-    while (*p >= '0' && *p <= '9') {
-        smp = smp * 10 + (*p++ - '0');
-        if (++nd > 18) return -1;
+    uint64_t smp = 0;
+    while (p[nd] >= '0' && p[nd] <= '9') {
+        unsigned dgt = (unsigned)(p[nd] - '0');
+        if (smp > (UINT64_MAX - dgt) / 10) return -1;
+        smp = smp * 10 + dgt;
+        nd++;
     }
-    if (nd < 1 || strcmp(p, ".png") != 0) return -1;
+    if (nd < 1 || (nd > 1 && p[0] == '0')) return -1;
+    p += nd;
+    if (strcmp(p, ".png") != 0) return -1;
     *index = (int)idx;
     *sample = smp;
     return 0;
@@ -47,7 +58,8 @@ void sw_score_report_free(sw_score_report *r) {
 }
 
 /* List the conventionally named files of dir, sorted. */
-static int list_images(const char *dir, sw_image_result **out, int *n_out) {
+static int list_images(const char *dir, sw_image_result **out, int *n_out, int *n_skipped,
+                       char *skipped) {
     DIR *d = opendir(dir);
     if (!d) return ss_fail(SS_EIO, "%s: cannot open image folder: %s", dir, strerror(errno));
     sw_image_result *arr = NULL;
@@ -55,9 +67,19 @@ static int list_images(const char *dir, sw_image_result **out, int *n_out) {
     struct dirent *e;
     while ((e = readdir(d))) {
         int index;
-        long long sample;
-        if (sw_score_parse_name(e->d_name, &index, &sample)) continue;
-        if (strlen(e->d_name) >= sizeof arr->file) continue; /* cannot match: names are short */
+        uint64_t sample;
+        if (sw_score_parse_name(e->d_name, &index, &sample)) {
+            /* a PNG that is not named canonically is not counted (so that no (prompt, seed) can
+             * be counted twice under two spellings); the caller reports how many */
+            size_t nl = strlen(e->d_name);
+            if (nl >= 4 && !strcmp(e->d_name + nl - 4, ".png")) {
+                if (!*n_skipped || strcmp(e->d_name, skipped) < 0) /* the first by name */
+                    snprintf(skipped, SW_SCORE_NAME_MAX, "%s", e->d_name);
+                (*n_skipped)++;
+            }
+            continue;
+        }
+        /* canonical names are at most 9 + 1 + 20 + 4 characters */
         if (n == cap) {
             int ncap = cap ? 2 * cap : 256;
             sw_image_result *na = realloc(arr, (size_t)ncap * sizeof *na);
@@ -87,12 +109,13 @@ int sw_score_dir(const char *dir, const char *prompts_path, const sw_detect_opts
     memset(out, 0, sizeof *out);
     int rc = gv_load_jsonl(prompts_path, &out->meta, &out->n_meta);
     if (rc) return rc;
-    rc = list_images(dir, &out->img, &out->n_img);
+    rc = list_images(dir, &out->img, &out->n_img, &out->n_skipped, out->skipped_example);
     if (rc) goto fail;
     if (out->n_img == 0) {
         rc = ss_fail(
             SS_EMISSING,
-            "%s: no images named <prompt index, 5+ digits>_<sample>.png (e.g. 00000_0.png)", dir);
+            "%s: no images named <prompt index %%05d>_<seed>.png (e.g. 00000_0.png)%s%s", dir,
+            out->n_skipped ? "; skipped, not in that form: " : "", out->skipped_example);
         goto fail;
     }
     rc = gv_summary_init(&out->sum, out->n_meta);
@@ -115,7 +138,8 @@ int sw_score_dir(const char *dir, const char *prompts_path, const sw_detect_opts
             break;
         }
         uint8_t *rgb = NULL;
-        rc = png_read_rgb(path, &r->w, &r->h, &rgb);
+        /* ShapeWorld images are at most SW_MAX_SIZE a side: refused before decoding */
+        rc = png_read_rgb_max(path, SW_MAX_SIZE, SW_MAX_SIZE, &r->w, &r->h, &rgb);
         if (rc) break;
         int want = r->w * r->h / 4 + 1; /* more components than this cannot exist (min area 4) */
         if (want > dcap) {
@@ -187,7 +211,10 @@ int sw_score_write_json(const sw_score_report *r, const char *path) {
         json_t *o = json_object();
         json_object_set_new(o, "file", json_string(im->file));
         json_object_set_new(o, "index", json_integer(im->index));
-        json_object_set_new(o, "sample", json_integer(im->sample));
+        /* JSON integers are signed 64-bit here: larger seeds are written as decimal strings */
+        json_object_set_new(o, "sample", im->sample <= (uint64_t)INT64_MAX
+                                             ? json_integer((json_int_t)im->sample)
+                                             : json_sprintf("%llu", (unsigned long long)im->sample));
         json_object_set_new(o, "tag", json_string(m->tag));
         json_object_set_new(o, "prompt", json_string(m->prompt));
         json_object_set_new(o, "correct", json_boolean(im->correct));
@@ -207,9 +234,6 @@ int sw_score_write_json(const sw_score_report *r, const char *path) {
         json_array_append_new(imgs, o);
     }
     json_object_set_new(root, "results", imgs);
-    int rc =
-        json_dump_file(root, path, JSON_INDENT(1) | JSON_PRESERVE_ORDER | JSON_REAL_PRECISION(6));
-    json_decref(root);
-    if (rc) return ss_fail(SS_EIO, "%s: cannot write JSON report", path);
-    return SS_OK;
+    /* path.tmp + rename: an existing report is never left half-written */
+    return ss_json_save(path, root, JSON_INDENT(1) | JSON_PRESERVE_ORDER | JSON_REAL_PRECISION(6));
 }

@@ -1,10 +1,14 @@
 /* score: GenEval-style scoring of a folder of generated ShapeWorld images.
  *
- * Naming convention: DIR/<prompt index>_<sample>.png, where <prompt index> is the 0-based index
- * of the record in the prompts JSONL (blank lines do not count), written with at least 5 digits
- * (zero padded, e.g. 00012_0.png, 00012_1.png), and <sample> is any non-negative integer
- * (sample number or seed). Other files in DIR are ignored. Each image is run through sw_detect
- * and scored with gv_score against its prompt's metadata; results are summarized like GenEval.
+ * Naming convention (docs/experiment-format.md): DIR/<prompt index 05d>_<seed>.png, where
+ * <prompt index> is the 0-based index of the record in the prompts JSONL (blank lines do not
+ * count) as printf's %05d writes it (exactly 5 digits below 100000, no leading zero above), and
+ * <seed> is an unsigned 64-bit integer as %llu writes it (no sign, no leading zero unless it is
+ * 0). Names are parsed strictly, so one (prompt, seed) has exactly one name and is never counted
+ * twice: a .png file not in this form (000000_0.png, 00000_00.png, 12_0.png) is skipped and
+ * counted in n_skipped. Other files in DIR are ignored. Each image is run through sw_detect and
+ * scored with gv_score against its prompt's metadata; results are summarized like GenEval.
+ * Images larger than SW_MAX_SIZE a side are refused before they are decoded.
  */
 #ifndef SS_SCORE_H
 #define SS_SCORE_H
@@ -12,12 +16,15 @@
 #include "eval/detect.h"
 #include "eval/geneval.h"
 
-#define SW_SCORE_MAX_DET 16 /* detections kept per image in the report (scoring uses all) */
+#include <stdint.h>
+
+#define SW_SCORE_MAX_DET 16  /* detections kept per image in the report (scoring uses all) */
+#define SW_SCORE_NAME_MAX 256
 
 typedef struct {
-    char file[256]; /* file name inside DIR */
-    int index;      /* prompt index */
-    long long sample;
+    char file[SW_SCORE_NAME_MAX]; /* file name inside DIR */
+    int index;                    /* prompt index */
+    uint64_t sample;              /* seed */
     int correct;
     char reason[512];
     int w, h;
@@ -31,10 +38,13 @@ typedef struct {
     sw_image_result *img; /* sorted by (index, sample) */
     int n_img;
     gv_summary sum;
+    int n_skipped;                            /* .png files not named canonically */
+    char skipped_example[SW_SCORE_NAME_MAX]; /* the first of them */
 } sw_score_report;
 
-/* Parse a file name of the convention; 0 on success. */
-int sw_score_parse_name(const char *name, int *index, long long *sample);
+/* Parse a file name of the convention (strictly: canonical spelling only); 0 on success, -1
+ * (outputs untouched) otherwise. */
+int sw_score_parse_name(const char *name, int *index, uint64_t *sample);
 
 /* Score every conventionally named image in `dir` against `prompts_path`. Fails (naming the file)
  * when the folder or prompts file cannot be read, an image is unreadable, an image's index has no

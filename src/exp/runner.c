@@ -334,7 +334,7 @@ static int baseline_image(worker *w, int p, uint64_t seed, uint8_t *rgb) {
     snprintf(path, sizeof path, "%s/%s", r->c->exp_dir, rel);
     int iw, ih;
     uint8_t *img = NULL;
-    int rc = png_read_rgb(path, &iw, &ih, &img);
+    int rc = png_read_rgb_expect(path, r->W, r->H, &iw, &ih, &img); /* refused before decoding unless W x H */
     if (!rc && iw == r->W && ih == r->H) {
         memcpy(rgb, img, (size_t)3 * iw * ih);
         free(img);
