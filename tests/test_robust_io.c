@@ -17,6 +17,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <dirent.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -28,6 +29,8 @@
 #include "io/pathcheck.h"
 #include "io/png.h"
 #include "io/safetensors.h"
+#include "io/fsutil.h"
+#include "report/report.h"
 
 #define FIXTURE "tests/fixtures/sd3-tiny-a"
 
@@ -784,6 +787,87 @@ static void test_score_names_strict(void **state) {
     free(root);
 }
 
+
+/* The other commands that write files: init, run, report and train refuse an output that is one
+ * of their inputs, and leave the input as it was. */
+static void test_other_commands_output_is_input(void **state) {
+    (void)state;
+    char *root = tc_tmpdir();
+    char buf[8192], a[900], b[900];
+    /* init: --out's config.json a symlink to --config; --inputs the same file as --config */
+    snprintf(a, sizeof a, "%s/cfg.json", root);
+    copy_file("configs/sd3-tiny.json", a);
+    assert_int_equal(mkdir(tc_join(root, "m"), 0755), 0);
+    assert_int_equal(symlink(a, tc_join(root, "m/config.json")), 0);
+    int rc = tc_run(buf, sizeof buf, "%s init --config %s --out %s/m", tc_bin(), a, root);
+    printf("  init: exit %d: %s", rc, buf);
+    assert_int_not_equal(rc, 0);
+    expect_in(buf, "--config");
+    rc = tc_run(buf, sizeof buf, "%s init --config %s --out %s/m2 --inputs %s/./cfg.json", tc_bin(), a, root, root);
+    assert_int_not_equal(rc, 0);
+    expect_in(buf, "--inputs");
+    assert_true(same_bytes(a, "configs/sd3-tiny.json"));
+    /* run: EXP/records.jsonl a hard link to the prompt file */
+    snprintf(a, sizeof a, "%s/prompts.txt", root);
+    assert_int_equal(tc_write_text(a, "a photo of a red circle\n"), 0);
+    assert_int_equal(mkdir(tc_join(root, "exp"), 0755), 0);
+    assert_int_equal(link(a, tc_join(root, "exp/records.jsonl")), 0);
+    rc = tc_run(buf, sizeof buf, "%s run --exp %s/exp --prompts %s --preset noop --steps 2 --threads 1 --quiet", tc_bin(), root, a);
+    printf("  run: exit %d: %s", rc, buf);
+    assert_int_not_equal(rc, 0);
+    expect_in(buf, "--prompts");
+    expect_in(buf, "--exp");
+    size_t n;
+    char *t = tc_read_all(a, &n);
+    assert_non_null(t);
+    assert_string_equal(t, "a photo of a red circle\n");
+    free(t);
+    /* report: a real experiment, then an output that is a symlink to its records */
+    rc = tc_run(buf, sizeof buf, "%s run --exp %s/e2 --prompts %s --preset noop --steps 2 --threads 1 --quiet", tc_bin(), root, a);
+    if (rc) fail_msg("run failed: %s", buf);
+    snprintf(b, sizeof b, "%s/e2/records.jsonl", root);
+    char *rec = tc_read_all(b, &n);
+    assert_non_null(rec);
+    assert_int_equal(mkdir(tc_join(root, "out"), 0755), 0);
+    assert_int_equal(symlink(b, tc_join(root, "out/summary.json")), 0);
+    rc = tc_run(buf, sizeof buf, "%s report %s/e2 --out %s/out --quiet", tc_bin(), root, root);
+    printf("  report: exit %d: %s", rc, buf);
+    assert_int_not_equal(rc, 0);
+    expect_in(buf, "--out");
+    size_t n2;
+    char *rec2 = tc_read_all(b, &n2);
+    assert_true(rec2 && n2 == n && !memcmp(rec, rec2, n));
+    free(rec);
+    free(rec2);
+    /* every file the report writes is in the list it checks */
+    rc = tc_run(buf, sizeof buf, "%s report %s/e2 --out %s/fresh --quiet", tc_bin(), root, root);
+    if (rc) fail_msg("report failed: %s", buf);
+    DIR *d = opendir(tc_join(root, "fresh"));
+    assert_non_null(d);
+    struct dirent *e;
+    while ((e = readdir(d))) {
+        if (e->d_name[0] == '.') continue;
+        int listed = 0;
+        for (int i = 0; RP_OUTPUT_FILES[i]; i++) listed |= !strcmp(RP_OUTPUT_FILES[i], e->d_name);
+        if (!listed) fail_msg("report wrote %s, which RP_OUTPUT_FILES does not list", e->d_name);
+    }
+    closedir(d);
+    /* train: --config inside the model folder the export replaces */
+    assert_int_equal(ss_mkdir_p(tc_join(root, "t/model")), 0);
+    snprintf(a, sizeof a, "%s/t/model/train.json", root);
+    assert_int_equal(tc_write_text(a, "{\"steps\": 1}\n"), 0);
+    rc = tc_run(buf, sizeof buf, "%s train --out %s/t --config %s --threads 1", tc_bin(), root, a);
+    printf("  train: exit %d: %s", rc, buf);
+    assert_int_not_equal(rc, 0);
+    expect_in(buf, "--config");
+    t = tc_read_all(a, &n);
+    assert_non_null(t);
+    assert_string_equal(t, "{\"steps\": 1}\n");
+    free(t);
+    tc_rmtree(root);
+    free(root);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_pathcheck_api),
@@ -794,6 +878,7 @@ int main(void) {
         cmocka_unit_test(test_png_text_bomb),
         cmocka_unit_test(test_detect_no_object),
         cmocka_unit_test(test_score_names_strict),
+        cmocka_unit_test(test_other_commands_output_is_input),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

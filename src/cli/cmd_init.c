@@ -7,6 +7,7 @@
 #include "cli/commands.h"
 #include "core/err.h"
 #include "core/rng.h"
+#include "io/pathcheck.h"
 #include "io/safetensors.h"
 #include "models/sd3.h"
 
@@ -81,6 +82,17 @@ int cmd_init(int argc, char **argv) {
     }
     long Hl = c.sample_size, Wl = c.sample_size;
     if (latent_s && cli_dims("init", "latent", latent_s, 1, 4096, &Hl, &Wl) < 0) return 2;
+    /* neither output may be the config it reads, nor each other */
+    char cfg_out[4200], w_out[4200];
+    snprintf(cfg_out, sizeof cfg_out, "%s/config.json", out);
+    snprintf(w_out, sizeof w_out, "%s/diffusion_pytorch_model.safetensors", out);
+    const pc_file in[] = {{"--config", cfg_path}};
+    if (pc_check_output("--out", cfg_out, in, 1) || pc_check_output("--out", w_out, in, 1) ||
+        (inputs && (pc_check_output("--inputs", inputs, in, 1) || pc_check_outputs_differ("--inputs", inputs, "--out", w_out) ||
+                    pc_check_outputs_differ("--inputs", inputs, "--out", cfg_out)))) {
+        fprintf(stderr, "sinkscope init: %s\n", ss_err());
+        return 2;
+    }
     if (sd3_init_random(&c, out, (uint64_t)seed, dt) < 0 ||
         (inputs && write_inputs(&c, inputs, (int)batch, (int)Hl, (int)Wl, (int)text, (uint64_t)seed) < 0)) {
         fprintf(stderr, "sinkscope init: %s\n", ss_err());

@@ -15,6 +15,7 @@
 #include "exp/records.h"
 #include "exp/report_hook.h"
 #include "exp/runner.h"
+#include "io/pathcheck.h"
 #include "sample/pipeline.h"
 
 #define EVAL_PROMPTS "data/shapeworld_eval.jsonl"
@@ -62,6 +63,22 @@ static const char USAGE[] =
 
 /* The evaluation set: the repository's file, or the same set (sw_write_eval_jsonl) written into
  * the experiment folder when the file is not installed. */
+/* No file the run writes into EXP may be one of its inputs (a prompt or condition file, or a
+ * file of the model folder), through any spelling, symlink or hard link. */
+static int check_outputs(const char *exp_dir, const char *model_dir, const char *prompts, const char *cond_path) {
+    static const char *const OUT[] = {"experiment.json", "records.jsonl", "shapeworld_eval.jsonl", ".lock"};
+    const pc_file in[] = {{"--prompts", prompts}, {"--conditions", cond_path}};
+    for (size_t i = 0; i < sizeof OUT / sizeof OUT[0]; i++) {
+        char path[4400];
+        if ((size_t)snprintf(path, sizeof path, "%s/%s", exp_dir, OUT[i]) >= sizeof path)
+            return ss_fail(SS_EARG, "%s: path too long", exp_dir);
+        int rc = pc_check_output("--exp", path, in, 2);
+        if (!rc) rc = pc_check_output_tree("--exp", path, "--model", model_dir, pc_is_model_file);
+        if (rc) return rc;
+    }
+    return 0;
+}
+
 static int default_prompts(const char *exp_dir, char *out, size_t size) {
     if (cli_find_resource(EVAL_PROMPTS, out, size) == 0) return 0;
     char tmp[4400];
@@ -179,11 +196,6 @@ int cmd_run(int argc, char **argv) {
     sink_condition *conds = NULL;
     int n_conds = 0;
     pipeline *pp = NULL;
-    if (!prompts) {
-        if ((rc = default_prompts(exp_dir, prompts_buf, sizeof prompts_buf)) < 0) goto done;
-        prompts = prompts_buf;
-    }
-    c.prompts_path = prompts;
     if (preset) {
         if (!valid_preset_name(preset)) {
             fprintf(stderr, "sinkscope run: --preset '%s': a preset name is lower-case letters, digits, '_' or '-'\n", preset);
@@ -204,6 +216,12 @@ int cmd_run(int argc, char **argv) {
         snprintf(source, sizeof source, "core protocol (built in)");
     }
     c.conditions_source = source;
+    if ((rc = check_outputs(exp_dir, model_dir, prompts, cond_path)) < 0) goto done;
+    if (!prompts) {
+        if ((rc = default_prompts(exp_dir, prompts_buf, sizeof prompts_buf)) < 0) goto done;
+        prompts = prompts_buf;
+    }
+    c.prompts_path = prompts;
     if (cond_path) {
         if ((rc = sink_condition_list_load(&conds, &n_conds, cond_path)) < 0) goto done;
     } else {

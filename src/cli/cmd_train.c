@@ -12,6 +12,7 @@
 #include "cli/args.h"
 #include "cli/commands.h"
 #include "core/err.h"
+#include "io/pathcheck.h"
 #include "train/train.h"
 
 static const char USAGE[] =
@@ -414,6 +415,21 @@ static int train_main(const char **val, const char **src, int resume, int do_ben
     } else if (tr_data_shapeworld(&data, size, (uint64_t)dseed) < 0) {
         fprintf(stderr, "sinkscope train: --data: %s\n", ss_err());
         goto done;
+    }
+    /* the config file must survive the run: not the checkpoint, nor a file of the model folder
+     * that the export replaces */
+    if (val[opt_index("config")]) {
+        const char *cf = val[opt_index("config")];
+        const pc_file in[] = {{"--config", cf}};
+        char mdir[4200], mtmp[4200];
+        snprintf(mdir, sizeof mdir, "%s/model", st.out);
+        snprintf(mtmp, sizeof mtmp, "%s/model.tmp", st.out);
+        if (pc_check_output("--out", ckpt, in, 1) || pc_check_output_tree("--config", cf, "--out", mdir, NULL) ||
+            pc_check_output_tree("--config", cf, "--out", mtmp, NULL)) {
+            fprintf(stderr, "sinkscope train: %s\n", ss_err());
+            code = 2;
+            goto done;
+        }
     }
     int rc;
     code = 1;

@@ -9,8 +9,30 @@
 
 #include "core/err.h"
 #include "io/fsutil.h"
+#include "io/pathcheck.h"
 #include "exp/report_hook.h"
 #include "report/report.h"
+
+const char *const RP_OUTPUT_FILES[] = {"summary.json",   "report.html",         "conditions.csv", "dd.csv",
+                                       "dose_response.csv", "dose_trend.csv",   "tags.csv",       "dynamics.csv",
+                                       "dynamics_blocks.csv", "locality.csv",  "verification.csv", NULL};
+
+/* No output may be one of the report's inputs (through a symlink or hard link, or --out naming
+ * the experiment's own files). */
+static int check_outputs(const char *exp, const char *out) {
+    char ej[4300], rj[4300], img[4300], path[4400];
+    snprintf(ej, sizeof ej, "%s/experiment.json", exp);
+    snprintf(rj, sizeof rj, "%s/records.jsonl", exp);
+    snprintf(img, sizeof img, "%s/images", exp);
+    const pc_file in[] = {{"EXP/experiment.json", ej}, {"EXP/records.jsonl", rj}};
+    for (int i = 0; RP_OUTPUT_FILES[i]; i++) {
+        snprintf(path, sizeof path, "%s/%s", out, RP_OUTPUT_FILES[i]);
+        int rc = pc_check_output("--out", path, in, 2);
+        if (!rc) rc = pc_check_output_tree("--out", path, "EXP/images", img, NULL);
+        if (rc) return rc;
+    }
+    return 0;
+}
 
 void report_opts_default(report_opts *o) {
     memset(o, 0, sizeof *o);
@@ -28,7 +50,9 @@ int report_run(const report_opts *o) {
     else if ((size_t)snprintf(out, sizeof out, "%s/report", o->exp_dir) >= sizeof out)
         return ss_fail(SS_EARG, "report: path too long");
     rp_exp e;
-    int rc = rp_load(&e, o->exp_dir, stderr);
+    int rc = check_outputs(o->exp_dir, out);
+    if (rc < 0) return rc;
+    rc = rp_load(&e, o->exp_dir, stderr);
     if (rc < 0) return rc;
     rp_analysis a;
     if ((rc = rp_analyze(&a, &e, o)) < 0) {

@@ -291,6 +291,9 @@ void rp_num(char *buf, size_t cap, double x);                 /* shortest round-
 void rp_fmt_p(char *buf, size_t cap, double p);               /* 0.034, 2.1e-05 */
 void rp_fmt_signed(char *buf, size_t cap, double x, int dec); /* +0.021, −0.004 (UTF-8 minus) */
 int rp_write_file(const char *path, const char *data, size_t len); /* tmp + rename */
+/* Every file the report writes into its output folder (NULL-terminated); report_run refuses an
+ * output folder where one of them is an input (experiment.json, records.jsonl, an image). */
+extern const char *const RP_OUTPUT_FILES[];
 int rp_write_csvs(const rp_analysis *a, const char *out_dir);
 int rp_write_summary(const rp_analysis *a, const char *out_dir);
 void rp_print_tables(const rp_analysis *a, FILE *f);
