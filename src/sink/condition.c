@@ -349,9 +349,9 @@ int sink_condition_check_sites(const sink_condition *c, const ss_site *sites, in
     for (int j = 0; j < n_sites; j++) n_joint += sites[j].kind == SS_SITE_JOINT;
     if (joint_only && n_joint > 0) { /* joint blocks only: the checks and messages from before sites existed */
         int img = 0, txt = 0;
-        for (int g = 0; n_sites && g < sites[0].n_kspan; g++)
-            *(ss_tok_is_text(sites[0].kspan[g].type) ? &txt : &img) += sites[0].kspan[g].len;
-        return sink_condition_check_model(c, n_sites, img, txt, where[0] ? where : NULL);
+        const ss_site *j0 = ss_site_find(sites, n_sites, ss_site_code(SS_SITE_JOINT, 0));
+        for (int g = 0; j0 && g < j0->n_kspan; g++) *(ss_tok_is_text(j0->kspan[g].type) ? &txt : &img) += j0->kspan[g].len;
+        return sink_condition_check_model(c, n_joint, img, txt, where[0] ? where : NULL);
     }
     for (int j = 0; j < c->n_layers; j++) {
         if (ss_site_find(sites, n_sites, c->layers[j])) continue;
