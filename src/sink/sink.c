@@ -406,8 +406,6 @@ static int probe(const sink_ctx *s, sink_record *r, const ss_site *site, const a
     }
     /* "index 0": the site's first key (SD3: image patch 0; FLUX: text token 0) */
     const int first = site->n_kspan ? site->kspan[0].start : 0;
-    const size_t n3 = (size_t)B * H * a->T; /* row statistics are per query row */
-    (void)n3;
     for (int b = 0; b < B; b++) {
         const uint8_t *kv = a->key_valid ? a->key_valid + (size_t)b * T : NULL;
         double mm = 0, en = 0, t5 = 0, i0 = 0, tx = 0;
