@@ -212,6 +212,83 @@ static void test_reweight_with_mask_vs_reference(void **state) {
     xproblem_free(&p);
 }
 
+static sink_condition parse_cond(const char *text) {
+    sink_condition c;
+    json_error_t je;
+    json_t *o = json_loads(text, 0, &je);
+    assert_non_null(o);
+    if (sink_condition_from_json(&c, o, "cond") < 0) fail_msg("%s", ss_err());
+    json_decref(o);
+    return c;
+}
+
+/* The sink at a cross-attention-like site (Tq image queries, Tk text keys, a key mask): masked
+ * keys are never sinks nor selected (random draws included), get no mass, and an eta-0 removal
+ * equals the reference with those keys masked too. */
+static void test_sink_at_masked_cross_site(void **state) {
+    (void)state;
+    const int B = 2, H = 3, dh = 8, T = 24, Tk = 30, qend[1] = {T};
+    const ss_site site = {.index = 0, .block = 0, .kind = SS_SITE_CROSS, .Tq = T, .Tk = Tk, .n_qspan = 1, .n_kspan = 1,
+                          .qspan = {{0, T, SS_TOK_IMAGE}}, .kspan = {{0, Tk, SS_TOK_TEXT}}};
+    const char *conds[] = {"{\"name\": \"r\", \"sites\": [\"cross.0\"], \"select\": \"random\", \"k\": 20, \"eta\": 0.5, \"seed\": 3}",
+                           "{\"name\": \"t\", \"sites\": [\"cross.0\"], \"k\": 3, \"keys\": \"text\"}"};
+    for (int ci = 0; ci < 2; ci++) {
+        xproblem p;
+        xproblem_new(&p, B, H, dh, T, Tk, 1, qend, 1, 21 + ci);
+        float *plain = malloc(sizeof(float) * B * T * H * dh);
+        attn_args ap = p.a;
+        ap.out = plain;
+        assert_int_equal(attn_forward(&ap, NULL), 0);
+        sink_ctx *sk = sink_ctx_new();
+        const int code = ss_site_code(SS_SITE_CROSS, 0);
+        assert_int_equal(sink_ctx_set_probe(sk, &code, 1, TOK_IMAGE, 5, 1), 0);
+        sink_condition c = parse_cond(conds[ci]);
+        sink_ctx_set_condition(sk, &c);
+        sd3_hooks hk = sink_ctx_hooks(sk);
+        assert_int_equal(hk.attention(hk.ctx, &site, &p.a), 0);
+        const sink_record *r = sink_ctx_record(sk, 0);
+        assert_true(r->probed && r->intervened && r->T == Tk && r->n_img == 0);
+        for (int b = 0; b < B; b++) {
+            assert_true(r->text_frac[b] == 1.0f); /* every key is a text key here */
+            for (int h = 0; h < H; h++) {
+                const size_t bh = (size_t)b * H + h;
+                for (int t = 0; t < r->topk; t++) assert_true(p.kv[(size_t)b * Tk + r->top_idx[bh * r->topk + t]]);
+                for (int t = 0; t < r->k; t++) assert_true(p.kv[(size_t)b * Tk + r->sel[bh * r->k + t]]);
+                for (int j = 0; j < Tk; j++)
+                    if (!p.kv[(size_t)b * Tk + j]) assert_true(r->mass[bh * Tk + j] == 0.0f);
+            }
+        }
+        if (ci == 1) { /* eta 0: head by head, the reference with that head's selected keys masked as well */
+            double worst = 0;
+            for (int b = 0; b < B; b++)
+                for (int h = 0; h < H; h++) {
+                    uint8_t *kv2 = malloc((size_t)B * Tk);
+                    memcpy(kv2, p.kv, (size_t)B * Tk);
+                    for (int t = 0; t < r->k; t++) kv2[(size_t)b * Tk + r->sel[((size_t)b * H + h) * r->k + t]] = 0;
+                    float *ref = malloc(sizeof(float) * B * T * H * dh);
+                    attn_args ar = p.a;
+                    ar.out = ref;
+                    ar.key_valid = kv2;
+                    assert_int_equal(attn_reference(&ar, NULL), 0);
+                    for (int i = 0; i < T; i++)
+                        for (int d = 0; d < dh; d++) {
+                            const size_t o = ((size_t)b * T + i) * H * dh + (size_t)h * dh + d;
+                            worst = fmax(worst, fabs((double)p.out[o] - ref[o]));
+                        }
+                    free(ref);
+                    free(kv2);
+                }
+            printf("  masked cross site, top-3 removal vs masked reference: max abs %.1e\n", worst);
+            assert_true(worst < 1e-5);
+        } else {
+            assert_memory_not_equal(plain, p.out, sizeof(float) * B * T * H * dh);
+        }
+        free(plain);
+        sink_ctx_free(sk);
+        xproblem_free(&p);
+    }
+}
+
 /* ---- fixtures ---- */
 
 static const char *const FIXTURES[] = {"sd3-tiny-a", "sd3-tiny-a-bf16", "sd35-tiny-b"};
@@ -391,15 +468,6 @@ static void test_attn2_probe_vs_reference(void **state) {
     fx_free(&f);
 }
 
-static sink_condition parse_cond(const char *text) {
-    sink_condition c;
-    json_error_t je;
-    json_t *o = json_loads(text, 0, &je);
-    assert_non_null(o);
-    if (sink_condition_from_json(&c, o, "cond") < 0) fail_msg("%s", ss_err());
-    json_decref(o);
-    return c;
-}
 
 /* An intervention at attn2.1: the captured output against a brute-force fp64 re-weighting of
  * the same q, k, v with the selected keys, and the selection against the reference ranking. */
@@ -739,6 +807,7 @@ int main(void) {
         cmocka_unit_test(test_kernel_tq_tk_mask_vs_reference),
         cmocka_unit_test(test_kernel_fully_masked_and_bad_spans),
         cmocka_unit_test(test_reweight_with_mask_vs_reference),
+        cmocka_unit_test(test_sink_at_masked_cross_site),
         cmocka_unit_test(test_attn2_probe_vs_reference),
         cmocka_unit_test(test_attn2_intervention_vs_reference),
         cmocka_unit_test(test_noop_bit_identical_all_sites),

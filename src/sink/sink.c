@@ -325,7 +325,13 @@ static int intervene(const sink_ctx *s, sink_record *r, const ss_site *site, con
     r->after = ss_malloc(sizeof(double) * B * H);
     if (!r->sel || !r->before || !r->after) return SS_ENOMEM;
     int r0, r1, rc = site_range(site, 0, c->queries, &r0, &r1);
-    if (rc || (rc = select_keys(s, r, site, a, st))) return rc;
+    if (rc) return rc;
+    if (r1 <= r0) {
+        char wh[64];
+        return ss_fail(SS_EARG, "condition '%s': field 'queries' = %s, but %s has no %s query rows", c->name,
+                       sink_tokens_name(c->queries), rec_where(r, wh, sizeof wh), sink_tokens_name(c->queries));
+    }
+    if ((rc = select_keys(s, r, site, a, st))) return rc;
     float *vrep = NULL;
     if (c->value_path && dh > 512) return ss_fail(SS_EARG, "condition '%s': the value path supports head dims up to 512, not %d", c->name, dh);
     if (c->value_path) {
