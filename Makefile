@@ -84,9 +84,12 @@ build/fuzz/%.o: %.cc $(HDRS)
 	  -c $< -o $@
 build/fuzz/libsinkscope.a: $(FUZZ_LIB_OBJ)
 	@rm -f $@; ar rcs $@ $^
+# fuzz_args includes the CLI's option parser (not part of the library) directly
+build/fuzz/fuzz_args: src/cli/args.c
 build/fuzz/fuzz_%: fuzz/fuzz_%.c build/fuzz/libsinkscope.a $(HDRS)
 	@mkdir -p $(dir $@)
-	clang $(FUZZ_CFLAGS) -fsanitize=fuzzer -o $@ $< build/fuzz/libsinkscope.a $(PKG_LIBS) -lstdc++ -lm -fopenmp=libgomp
+	clang $(FUZZ_CFLAGS) -fsanitize=fuzzer-no-link -c $< -o $@.o
+	clang++ $(filter-out -std=c11,$(FUZZ_CFLAGS)) -fsanitize=fuzzer -o $@ $@.o build/fuzz/libsinkscope.a $(PKG_LIBS) -lm -fopenmp=libgomp
 
 # The main job on the embedded default. Until the embedded model lands this is a random-weight
 # SD3-style model: init, then a probed forward pass with a top-1 sink removal at block 2.

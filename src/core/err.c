@@ -32,6 +32,14 @@ int ss_err_prefix(int code, const char *fmt, ...) {
 const char *ss_err(void) { return g_err[0] ? g_err : "unknown error"; }
 void ss_err_clear(void) { g_err[0] = 0; }
 
+const char *ss_printable(const char *s, char *buf, size_t cap) {
+    size_t n = 0;
+    for (; *s && n + 4 < cap; s++) buf[n++] = (unsigned char)*s < 0x20 || *s == 0x7f ? '?' : *s;
+    if (*s) buf[n++] = '.', buf[n++] = '.', buf[n++] = '.';
+    buf[n] = 0;
+    return buf;
+}
+
 void *ss_malloc(size_t n) {
     void *p = malloc(n ? n : 1);
     if (!p) ss_fail(SS_ENOMEM, "out of memory allocating %zu bytes", n);

@@ -33,6 +33,10 @@ static inline int ss_add_size(size_t a, size_t b, size_t *out) {
     return __builtin_add_overflow(a, b, out) ? -1 : 0;
 }
 
+/* s made fit for a one-line message: control characters as '?', cut (with "...") to fit buf of
+ * cap >= 4 bytes. Returns buf. */
+const char *ss_printable(const char *s, char *buf, size_t cap);
+
 /* malloc/calloc that set the error on failure. */
 void *ss_malloc(size_t n);
 void *ss_calloc(size_t count, size_t size);

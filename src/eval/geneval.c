@@ -24,15 +24,6 @@ int gv_rel_from_name(const char *s) {
 
 /* ---- parsing ---------------------------------------------------------------------------- */
 
-/* s for a one-line message: control characters as '?', cut to fit buf. */
-static const char *printable(const char *s, char *buf, size_t cap) {
-    size_t n = 0;
-    for (; *s && n + 4 < cap; s++) buf[n++] = (unsigned char)*s < 0x20 || *s == 0x7f ? '?' : *s;
-    if (*s) buf[n++] = '.', buf[n++] = '.', buf[n++] = '.';
-    buf[n] = 0;
-    return buf;
-}
-
 static int copy_name(char *dst, size_t cap, const char *src, const char *path, int line,
                      const char *what) {
     size_t n = strlen(src);
@@ -91,7 +82,7 @@ static int parse_clause(json_t *c, int is_include, int idx, const char *path, in
             return ss_fail(SS_EFORMAT,
                            "%s:%d: include[%d].position relation '%s' is not one of "
                            "\"left of\", \"right of\", \"above\", \"below\"",
-                           path, line, idx, printable(rel, shown, sizeof shown));
+                           path, line, idx, ss_printable(rel, shown, sizeof shown));
         json_int_t t = json_integer_value(json_array_get(pos, 1));
         if (t < 0 || t >= idx)
             return ss_fail(SS_EFORMAT,
@@ -129,7 +120,7 @@ int gv_parse_line(const char *text, const char *path, int line, gv_meta *out) {
     char shown[200];
     json_t *root = json_loads(text, 0, &jerr);
     if (!root)
-        return ss_fail(SS_EFORMAT, "%s:%d: bad JSON: %s (column %d)", path, line, printable(jerr.text, shown, sizeof shown),
+        return ss_fail(SS_EFORMAT, "%s:%d: bad JSON: %s (column %d)", path, line, ss_printable(jerr.text, shown, sizeof shown),
                        jerr.column);
     int rc = SS_OK;
     memset(out, 0, sizeof *out);

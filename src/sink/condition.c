@@ -17,15 +17,6 @@ static const char *const VALUES[] = {"zero", "mean", "lerp"};
 
 const char *sink_tokens_name(sink_tokens t) { return TOKENS[t]; }
 
-/* s for a one-line message: control characters as '?', cut to fit buf. */
-static const char *printable(const char *s, char *buf, size_t cap) {
-    size_t n = 0;
-    for (; *s && n + 4 < cap; s++) buf[n++] = (unsigned char)*s < 0x20 || *s == 0x7f ? '?' : *s;
-    if (*s) buf[n++] = '.', buf[n++] = '.', buf[n++] = '.';
-    buf[n] = 0;
-    return buf;
-}
-
 static int enum_field(json_t *v, const char *where, const char *key, const char *const *names, int n, int *out) {
     if (!json_is_string(v)) return ss_fail(SS_EFORMAT, "%s: field '%s' must be a string", where, key);
     for (int i = 0; i < n; i++)
@@ -37,7 +28,7 @@ static int enum_field(json_t *v, const char *where, const char *key, const char 
     for (int i = 0; i < n; i++) snprintf(opts + strlen(opts), sizeof opts - strlen(opts), "%s%s", i ? ", " : "", names[i]);
     char shown[80];
     return ss_fail(SS_EFORMAT, "%s: field '%s' is \"%s\"; expected one of: %s", where, key,
-                   printable(json_string_value(v), shown, sizeof shown), opts);
+                   ss_printable(json_string_value(v), shown, sizeof shown), opts);
 }
 
 static int num_field(json_t *v, const char *where, const char *key, double lo, double hi, double *out) {
@@ -107,7 +98,7 @@ int sink_condition_from_json(sink_condition *c, const void *vobj, const char *wh
                     return ss_fail(SS_EFORMAT,
                                    "%s: field 'sites' entry %zu%s%s%s is not a site name: KIND.BLOCK with KIND one of joint, "
                                    "attn2, double, single, self, cross and BLOCK in 0..%d", where, i,
-                                   json_is_string(e1) ? " ('" : "", json_is_string(e1) ? printable(json_string_value(e1), shown, sizeof shown) : "",
+                                   json_is_string(e1) ? " ('" : "", json_is_string(e1) ? ss_printable(json_string_value(e1), shown, sizeof shown) : "",
                                    json_is_string(e1) ? "')" : "", SS_SITE_MAX_BLOCKS - 1);
                 for (int j = 0; j < n_sites; j++)
                     if (sites[j] == code)
@@ -164,7 +155,7 @@ int sink_condition_from_json(sink_condition *c, const void *vobj, const char *wh
             /* informational (the fixtures record the ranking margin) */
         } else {
             char shown[80];
-            return ss_fail(SS_EFORMAT, "%s: unknown field '%s'", where, printable(key, shown, sizeof shown));
+            return ss_fail(SS_EFORMAT, "%s: unknown field '%s'", where, ss_printable(key, shown, sizeof shown));
         }
     }
     if (!have_layers && !have_sites)
@@ -217,7 +208,7 @@ static int parse_json_text(const char *buf, size_t len, const char *path, json_t
     char shown[200];
     if (!*out)
         return ss_fail(SS_EFORMAT, "%s: not valid JSON (line %d, column %d: %s)", path, je.line, je.column,
-                       printable(je.text, shown, sizeof shown));
+                       ss_printable(je.text, shown, sizeof shown));
     return 0;
 }
 
