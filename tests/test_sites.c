@@ -781,6 +781,9 @@ static void test_cli_probe_and_condition_sites(void **state) {
     rc = tc_run(buf, sizeof buf, "%s --probe attn2.x", cmd);
     assert_int_not_equal(rc, 0);
     assert_non_null(strstr(buf, "'attn2.x' is neither a block index"));
+    rc = tc_run(buf, sizeof buf, "%s --probe 0,joint.0", cmd);
+    assert_int_not_equal(rc, 0);
+    assert_non_null(strstr(buf, "--probe: '0,joint.0' lists joint.0 twice"));
     rc = tc_run(buf, sizeof buf, "%s --probe 7", cmd);
     assert_int_not_equal(rc, 0);
     assert_non_null(strstr(buf, "--probe: block 7 does not exist"));

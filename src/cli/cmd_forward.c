@@ -76,6 +76,12 @@ static int parse_probe(const char *s, int *codes, int cap) {
             fprintf(stderr, "sinkscope forward: --probe: more than %d sites\n", cap);
             return -1;
         }
+        for (int i = 0; i < n; i++)
+            if (codes[i] == code) {
+                char nm[48];
+                fprintf(stderr, "sinkscope forward: --probe: '%s' lists %s twice\n", s, ss_site_code_name(code, nm, sizeof nm));
+                return -1;
+            }
         codes[n++] = code;
         if (!e) break;
         p = e + 1;
