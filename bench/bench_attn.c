@@ -60,7 +60,11 @@ int main(void) {
         k[i] = (float)((i * 53 % 103) - 51) / 60.0f;
         v[i] = (float)((i * 29 % 97) - 48) / 48.0f;
     }
-    attn_args a = {.B = 1, .H = H, .dh = dh, .T = T, .ld = D, .n_img = N, .q = q, .k = k, .v = v, .out = o};
+    attn_args a = {.B = 1, .H = H, .dh = dh, .T = T, .ld = D, .n_img = N, .q = q, .k = k, .v = v, .out = o,
+                   .n_qspan = 2, .qend = {N, T}};
+    /* joint.0 as SD3 lays it out: image tokens, then text */
+    const ss_site site = {.kind = SS_SITE_JOINT, .Tq = T, .Tk = T, .n_qspan = 2, .n_kspan = 2,
+                          .qspan = {{0, N, SS_TOK_IMAGE}, {N, T - N, SS_TOK_TEXT}}, .kspan = {{0, N, SS_TOK_IMAGE}, {N, T - N, SS_TOK_TEXT}}};
     const double flops = 4.0 * T * T * D;
     sink_condition c;
     memset(&c, 0, sizeof c);
@@ -85,7 +89,7 @@ int main(void) {
             long base = bu_mem_reset();
             double t = bu_now();
             if (variant == 0) attn_forward(&a, NULL);
-            else if (variant < 3) hk.joint_attention(hk.ctx, 0, &a);
+            else if (variant < 3) hk.attention(hk.ctx, &site, &a);
             else materialized(&a, od);
             t = bu_now() - t;
             long peak = bu_mem_peak() - base;
@@ -101,7 +105,7 @@ int main(void) {
     sink_ctx *sk = sink_ctx_new();
     sink_ctx_set_condition(sk, &c);
     sd3_hooks hk = sink_ctx_hooks(sk);
-    hk.joint_attention(hk.ctx, 0, &a);
+    hk.attention(hk.ctx, &site, &a);
     double num = 0, den = 0;
     for (size_t i = 0; i < (size_t)T * D; i++) {
         num += ((double)o[i] - od[i]) * ((double)o[i] - od[i]);

@@ -233,6 +233,53 @@ static void test_real_condition(void **st) {
     sink_ctx_free(s);
 }
 
+/* SD3.5-style dual blocks in the sampler: attn2 sites are probed (bit-identical output, one record
+ * per site and step, in forward order) and intervened on (the image changes; records per step). */
+static void test_attn2_sites_in_sampler(void **st) {
+    (void)st;
+    char dir[300];
+    snprintf(dir, sizeof dir, "%s/dual", g_dir);
+    sd3_config tc = small_transformer();
+    tc.dual[1] = 1;
+    te_config ec = small_encoder(32);
+    pipeline *pp;
+    if (pipe_init_random(dir, &tc, &ec, WORDS, 43) < 0 || pipe_load(&pp, dir) < 0) fail_msg("%s", ss_err());
+    pipe_params p;
+    pipe_params_default(&p);
+    p.prompt = PROMPT;
+    p.seed = 5;
+    p.steps = 3;
+    uint8_t ref[16 * 16 * 3], got[16 * 16 * 3];
+    if (pipe_generate(pp, &p, ref, NULL, NULL) < 0) fail_msg("%s", ss_err());
+    sink_ctx *s = sink_ctx_new();
+    const int a2 = ss_site_code(SS_SITE_ATTN2, 1), codes[] = {0, 1, a2};
+    assert_int_equal(sink_ctx_set_probe(s, codes, 3, TOK_IMAGE, 3, 0), 0);
+    if (pipe_generate(pp, &p, got, s, NULL) < 0) fail_msg("%s", ss_err());
+    assert_memory_equal(ref, got, sizeof ref);
+    assert_int_equal(sink_ctx_record_count(s), 9);
+    for (int i = 0; i < 9; i++) {
+        const sink_record *r = sink_ctx_record(s, i);
+        assert_int_equal(r->step, i / 3);
+        assert_int_equal(r->site, codes[i % 3]);
+        assert_int_equal(r->block, i % 3); /* attn2.1 is flat site 2 (joint.0, joint.1, attn2.1) */
+        assert_true(r->probed && r->act_max[0] > 0);
+    }
+    /* block 1's output: the same activation statistics in joint.1's and attn2.1's records */
+    assert_true(sink_ctx_record(s, 1)->act_max[1] == sink_ctx_record(s, 2)->act_max[1]);
+    sink_ctx_free(s);
+    s = ctx_with("{\"sites\": [\"attn2.1\"], \"k\": 2, \"steps\": [0.5, 1.0]}");
+    if (pipe_generate(pp, &p, got, s, NULL) < 0) fail_msg("%s", ss_err());
+    assert_memory_not_equal(ref, got, sizeof ref);
+    assert_int_equal(sink_ctx_record_count(s), 2); /* steps 1 and 2: t/T = 0.5, 1 */
+    for (int i = 0; i < 2; i++) {
+        const sink_record *r = sink_ctx_record(s, i);
+        assert_true(r->intervened && r->site == a2 && r->step == i + 1 && r->T == 64);
+        for (int bh = 0; bh < r->B * r->H; bh++) assert_true(r->after[bh] < 1e-6 && r->before[bh] > r->after[bh]);
+    }
+    sink_ctx_free(s);
+    pipe_free(pp);
+}
+
 typedef struct {
     int steps;
     float *samples; /* [steps, 3*16*16] */
@@ -601,6 +648,7 @@ int main(void) {
         cmocka_unit_test(test_threads_and_seeds),
         cmocka_unit_test(test_noop_and_probe),
         cmocka_unit_test(test_real_condition),
+        cmocka_unit_test(test_attn2_sites_in_sampler),
         cmocka_unit_test(test_step_window),
         cmocka_unit_test(test_cfg_manual),
         cmocka_unit_test(test_param_errors),

@@ -371,10 +371,10 @@ typedef struct {
     int block, token, channel;
 } inject;
 
-static int inject_attention(void *ctx, int block, const attn_args *a) {
+static int inject_attention(void *ctx, const ss_site *site, const attn_args *a) {
     const inject *in = ctx;
     int rc = attn_forward(a, NULL);
-    if (rc == 0 && block == in->block) a->out[(size_t)in->token * a->ld + in->channel] = NAN;
+    if (rc == 0 && site->kind == SS_SITE_JOINT && site->block == in->block) a->out[(size_t)in->token * a->ld + in->channel] = NAN;
     return rc;
 }
 
@@ -428,7 +428,7 @@ static void test_forward_nonfinite(void **state) {
     };
     for (size_t k = 0; k < sizeof inj / sizeof *inj; k++) {
         g_outputs_seen = 0;
-        sd3_hooks hk = {.ctx = &inj[k].at, .joint_attention = inject_attention, .block_output = count_outputs};
+        sd3_hooks hk = {.ctx = &inj[k].at, .attention = inject_attention, .block_output = count_outputs};
         memset(out, 0x5a, sizeof(float) * in.nout);
         assert_int_equal(forward(m, &in, out, &hk), SS_EFORMAT);
         print_message("  %s\n", ss_err());
@@ -438,7 +438,7 @@ static void test_forward_nonfinite(void **state) {
     }
     /* with hooks that change nothing the result is bit-identical to no hooks */
     inject none = {-1, 0, 0};
-    sd3_hooks hk = {.ctx = &none, .joint_attention = inject_attention, .block_output = count_outputs};
+    sd3_hooks hk = {.ctx = &none, .attention = inject_attention, .block_output = count_outputs};
     assert_int_equal(forward(m, &in, out, &hk), 0);
     assert_memory_equal(out, ref, sizeof(float) * in.nout);
     sd3_free(m);

@@ -24,8 +24,10 @@ static const char USAGE[] =
     "                     pooled_projections [B,P], timestep [B] (raw scheduler timestep in [0,1000])\n"
     "  --out FILE         writes sample [B,C,H,W]; with --dump-blocks also block.{i} [B,N,D]\n"
     "                     (image stream after block i); with --probe also mass.{i} [B,H,N+S]\n"
-    "                     (incoming mass per key averaged over the image queries, keys image first)\n"
-    "  --probe BLOCKS     comma-separated block indices to probe (e.g. 0,6,12)\n"
+    "                     (incoming mass per key averaged over the image queries, keys image first;\n"
+    "                     mass.attn2.{i} [B,H,N] for SD3.5's attn2 sites)\n"
+    "  --probe SITES      comma-separated sites to probe: joint block indices (e.g. 0,6,12) and/or\n"
+    "                     site names joint.{i}, attn2.{i} (SD3.5 dual blocks), e.g. joint.0,attn2.1\n"
     "  --probe-queries Q  query rows the probe statistics average over (default image)\n"
     "  --topk K           sinks recorded per head (default 5)\n"
     "  --stats FILE       probe statistics and intervention verification as JSON\n"
@@ -38,9 +40,53 @@ typedef struct {
     float **dump; /* [L] -> [B,N,D] copies, or NULL */
 } fwd_hooks;
 
-static int fwd_attention(void *ctx, int block, const attn_args *a) {
+static int fwd_attention(void *ctx, const ss_site *site, const attn_args *a) {
     fwd_hooks *f = ctx;
-    return f->inner.joint_attention ? f->inner.joint_attention(f->inner.ctx, block, a) : attn_forward(a, NULL);
+    return f->inner.attention ? f->inner.attention(f->inner.ctx, site, a) : attn_forward(a, NULL);
+}
+
+/* --probe: "0,6,12" (joint blocks) and/or site names ("joint.0,attn2.1") into site codes. */
+static int parse_probe(const char *s, int *codes, int cap) {
+    int n = 0;
+    const char *p = s;
+    for (;;) {
+        const char *e = strchr(p, ',');
+        size_t len = e ? (size_t)(e - p) : strlen(p);
+        char item[64];
+        if (len == 0 || len >= sizeof item) {
+            fprintf(stderr, "sinkscope forward: --probe: '%s' is not a list of block indices or site names (e.g. 0,6,12 or joint.0,attn2.1)\n", s);
+            return -1;
+        }
+        memcpy(item, p, len);
+        item[len] = 0;
+        int code = -1;
+        if (item[0] >= '0' && item[0] <= '9') {
+            char *end;
+            long v = strtol(item, &end, 10);
+            if (!*end && v >= 0 && v < SS_SITE_MAX_BLOCKS) code = ss_site_code(SS_SITE_JOINT, (int)v);
+        } else {
+            code = ss_site_code_parse(item);
+        }
+        if (code < 0) {
+            fprintf(stderr, "sinkscope forward: --probe: '%s' is neither a block index (0..%d) nor a site name KIND.BLOCK (joint.3, attn2.0)\n",
+                    item, SS_SITE_MAX_BLOCKS - 1);
+            return -1;
+        }
+        if (n == cap) {
+            fprintf(stderr, "sinkscope forward: --probe: more than %d sites\n", cap);
+            return -1;
+        }
+        for (int i = 0; i < n; i++)
+            if (codes[i] == code) {
+                char nm[48];
+                fprintf(stderr, "sinkscope forward: --probe: '%s' lists %s twice\n", s, ss_site_code_name(code, nm, sizeof nm));
+                return -1;
+            }
+        codes[n++] = code;
+        if (!e) break;
+        p = e + 1;
+    }
+    return n;
 }
 
 static int fwd_block_output(void *ctx, int block, const float *x, int B, int N, int D) {
@@ -143,7 +189,7 @@ int cmd_forward(int argc, char **argv) {
         return 2;
     }
     int probe_blocks[COND_MAX_LAYERS], nprobe = 0;
-    if (probe_s && (nprobe = cli_int_list("forward", "probe", probe_s, probe_blocks, COND_MAX_LAYERS)) < 0) return 2;
+    if (probe_s && (nprobe = parse_probe(probe_s, probe_blocks, COND_MAX_LAYERS)) < 0) return 2;
 
     /* the statistics file: --stats, or by default OUT with .safetensors replaced by .stats.json */
     char def[4200];
@@ -179,13 +225,22 @@ int cmd_forward(int argc, char **argv) {
     if (cond_path && (rc = sink_condition_load(&cond, cond_path)) < 0) goto done;
     if ((rc = sd3_load(&m, model_dir)) < 0) goto done;
     const sd3_config *c = &m->cfg;
-    for (int i = 0; i < nprobe; i++)
-        if (probe_blocks[i] >= c->num_layers) {
+    ss_site all_sites[2 * SD3_MAX_LAYERS];
+    char list[1024], nm[48];
+    const int n_sites = sd3_sites(c, 0, 0, all_sites, 2 * SD3_MAX_LAYERS);
+    for (int i = 0; i < nprobe; i++) {
+        if (ss_site_code_kind(probe_blocks[i]) == SS_SITE_JOINT && probe_blocks[i] >= c->num_layers) {
             rc = ss_fail(SS_EARG, "--probe: block %d does not exist (%s has %d blocks)", probe_blocks[i], model_dir, c->num_layers);
             goto done;
         }
+        if (!ss_site_find(all_sites, n_sites, probe_blocks[i])) {
+            rc = ss_fail(SS_EARG, "--probe: site %s does not exist in %s (its sites: %s)", ss_site_code_name(probe_blocks[i], nm, sizeof nm),
+                         model_dir, ss_site_list(all_sites, n_sites, list, sizeof list));
+            goto done;
+        }
+    }
     if (cond_path)
-        for (int i = 0; i < cond.n_layers; i++)
+        for (int i = 0; i < cond.n_layers - cond.n_from_sites; i++)
             if (cond.layers[i] >= c->num_layers) {
                 rc = ss_fail(SS_EARG, "%s: field 'layers' names block %d, but the model has %d blocks", cond_path,
                              cond.layers[i], c->num_layers);
@@ -206,7 +261,10 @@ int cmd_forward(int argc, char **argv) {
         goto done;
     const int64_t B = dx[0];
     const int Hl = (int)dx[2], Wl = (int)dx[3], S = (int)dc[1], D = m->D, p = c->patch_size, N = (Hl / p) * (Wl / p);
-    if (cond_path && (rc = sink_condition_check_model(&cond, c->num_layers, N, S, cond_path)) < 0) goto done;
+    if (cond_path) {
+        const int ns = sd3_sites(c, N, S, all_sites, 2 * SD3_MAX_LAYERS);
+        if ((rc = sink_condition_check_sites(&cond, all_sites, ns, cond_path)) < 0) goto done;
+    }
     out = ss_malloc(sizeof(float) * B * c->out_channels * Hl * Wl);
     sk = sink_ctx_new();
     if (!out || !sk) { rc = SS_ENOMEM; goto done; }
@@ -214,7 +272,7 @@ int cmd_forward(int argc, char **argv) {
     if (cond_path) sink_ctx_set_condition(sk, &cond);
     if (dump_blocks && !(dump = ss_calloc((size_t)c->num_layers, sizeof *dump))) { rc = SS_ENOMEM; goto done; }
     fwd_hooks fh = {.inner = sink_ctx_hooks(sk), .dump = dump};
-    sd3_hooks hk = {.ctx = &fh, .joint_attention = fwd_attention, .block_output = fwd_block_output};
+    sd3_hooks hk = {.ctx = &fh, .attention = fwd_attention, .block_output = fwd_block_output};
     if ((rc = sd3_forward(m, out, x, ctx, pooled, t, (int)B, Hl, Wl, S, &hk)) < 0) goto done;
 
     w = st_writer_new();
@@ -231,17 +289,21 @@ int cmd_forward(int argc, char **argv) {
         const sink_record *r = sink_ctx_record(sk, i);
         if (!r->mass) continue;
         int64_t sm[3] = {r->B, r->H, r->T};
-        snprintf(name, sizeof name, "mass.%d", r->block);
+        if (ss_site_code_kind(r->site) == SS_SITE_JOINT) snprintf(name, sizeof name, "mass.%d", r->block);
+        else snprintf(name, sizeof name, "mass.%s", ss_site_code_name(r->site, nm, sizeof nm));
         if ((rc = st_writer_add_f32(w, name, ST_F32, 3, sm, r->mass)) < 0) goto done;
     }
     if ((rc = st_writer_save(w, out_path)) < 0) goto done;
     for (int i = 0; i < sink_ctx_record_count(sk); i++) {
         const sink_record *r = sink_ctx_record(sk, i);
+        char label[64]; /* "block  3" as before for joint sites, "attn2.1 " otherwise */
+        if (ss_site_code_kind(r->site) == SS_SITE_JOINT) snprintf(label, sizeof label, "block %2d", r->block);
+        else snprintf(label, sizeof label, "%s", ss_site_code_name(r->site, nm, sizeof nm));
         for (int b = 0; b < r->B; b++) {
             if (r->probed)
-                printf("block %2d batch %d: MaxMass %.4f  entropy %.3f  top-5 conc. %.3f  head 0 top-1 sink: key %d (%s, mass %.4f; "
+                printf("%s batch %d: MaxMass %.4f  entropy %.3f  top-5 conc. %.3f  head 0 top-1 sink: key %d (%s, mass %.4f; "
                        "top-1 is text in %.0f%% of heads, index 0 in %.0f%%)  activation max %.2f p95 %.2f\n",
-                       r->block, b, r->max_mass[b], r->entropy[b], r->top5[b], r->top_idx[(size_t)b * r->H * r->topk],
+                       label, b, r->max_mass[b], r->entropy[b], r->top5[b], r->top_idx[(size_t)b * r->H * r->topk],
                        r->top_idx[(size_t)b * r->H * r->topk] >= r->n_img ? "text" : "image", r->top_mass[(size_t)b * r->H * r->topk],
                        100 * r->text_frac[b], 100 * r->idx0_frac[b], r->act_max[b], r->act_p95[b]);
             if (r->intervened) {
@@ -251,9 +313,9 @@ int cmd_forward(int argc, char **argv) {
                     sa += r->after[(size_t)b * r->H + h] / r->H;
                 }
                 if (sa > 0)
-                    printf("block %2d batch %d: intervention: suppressed keys' mass %.3e -> %.3e (reduction %.3g x)\n", r->block, b, sb, sa, sb / sa);
+                    printf("%s batch %d: intervention: suppressed keys' mass %.3e -> %.3e (reduction %.3g x)\n", label, b, sb, sa, sb / sa);
                 else
-                    printf("block %2d batch %d: intervention: suppressed keys' mass %.3e -> 0 (removed)\n", r->block, b, sb);
+                    printf("%s batch %d: intervention: suppressed keys' mass %.3e -> 0 (removed)\n", label, b, sb);
             }
         }
     }

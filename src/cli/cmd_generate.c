@@ -98,7 +98,7 @@ int cmd_generate(int argc, char **argv) {
     }
     if ((rc = pipe_load(&pp, model_dir)) < 0) goto done;
     if (cond_path) {
-        for (int i = 0; i < cond.n_layers; i++)
+        for (int i = 0; i < cond.n_layers - cond.n_from_sites; i++)
             if (cond.layers[i] >= pp->transformer->cfg.num_layers) {
                 rc = ss_fail(SS_EARG, "%s: field 'layers' names block %d, but the model has %d blocks", cond_path,
                              cond.layers[i], pp->transformer->cfg.num_layers);
@@ -112,7 +112,13 @@ int cmd_generate(int argc, char **argv) {
     }
     int H, W;
     if ((rc = pipe_image_size(pp, &p, &H, &W)) < 0) goto done;
-    if (cond_path && (rc = sink_condition_check_model(&cond, pp->transformer->cfg.num_layers, (H / pp->transformer->cfg.patch_size) * (W / pp->transformer->cfg.patch_size), pp->text_encoder->cfg.max_length, cond_path)) < 0) goto done;
+    if (cond_path) {
+        const sd3_config *tc = &pp->transformer->cfg;
+        ss_site sites[2 * SD3_MAX_LAYERS];
+        const int ns = sd3_sites(tc, (H / tc->patch_size) * (W / tc->patch_size), pp->text_encoder->cfg.max_length, sites,
+                                 2 * SD3_MAX_LAYERS);
+        if ((rc = sink_condition_check_sites(&cond, sites, ns, cond_path)) < 0) goto done;
+    }
     if (!(rgb = ss_malloc((size_t)3 * H * W))) {
         rc = SS_ENOMEM;
         goto done;

@@ -10,20 +10,55 @@
 #include "core/fastmath.h"
 
 typedef struct {
-    float *S;       /* [ATTN_BQ, kc] logits, then exponentials */
-    float *acc;     /* [ATTN_BQ, dh] unnormalized P V */
-    float *srow;    /* [kc] copy of one row's logits (probe: entropy needs s - m) */
-    float *col_img; /* [kc] column sums of one tile, image rows */
-    float *col_txt; /* [kc] the same, text rows */
+    float *S;    /* [ATTN_BQ, kc] logits, then exponentials */
+    float *acc;  /* [ATTN_BQ, dh] unnormalized P V */
+    float *srow; /* [kc] copy of one row's logits (probe: entropy needs s - m) */
+    float *col;  /* [ATTN_MAX_QSPAN, kc] column sums of one tile, per query span */
     float top[ATTN_BQ][5];
     double ent[ATTN_BQ];
 } scratch;
 
+/* The query spans of one call, resolved from the legacy (n_img) or the general layout. */
+typedef struct {
+    int n, Tk;
+    int end[ATTN_MAX_QSPAN];
+    float *mass[ATTN_MAX_QSPAN];
+    int want_cols;
+} spans;
+
 static int g_kc = ATTN_KC;
 void attn_set_key_chunk(int kc) { g_kc = kc > 0 ? kc : ATTN_KC; }
 
+static inline int n_keys(const attn_args *a) { return a->Tk > 0 ? a->Tk : a->T; }
+
+/* per query row: [B, H, T] */
 static inline size_t idx3(const attn_args *a, int b, int h, int t) {
     return ((size_t)b * a->H + h) * a->T + t;
+}
+
+static void spans_of(const attn_args *a, const attn_stats *st, spans *sp) {
+    memset(sp, 0, sizeof *sp);
+    sp->Tk = n_keys(a);
+    if (a->n_qspan > 0) {
+        sp->n = a->n_qspan < ATTN_MAX_QSPAN ? a->n_qspan : ATTN_MAX_QSPAN;
+        for (int g = 0; g < sp->n; g++) {
+            sp->end[g] = a->qend[g];
+            sp->mass[g] = st ? st->mass[g] : NULL;
+        }
+    } else {
+        sp->n = 2;
+        sp->end[0] = a->n_img;
+        sp->end[1] = a->T;
+        sp->mass[0] = st ? st->mass_img : NULL;
+        sp->mass[1] = st ? st->mass_txt : NULL;
+    }
+    for (int g = 0; g < sp->n; g++) sp->want_cols |= sp->mass[g] != NULL;
+}
+
+static inline int span_of_row(const spans *sp, int i) {
+    int g = 0;
+    while (g < sp->n - 1 && i >= sp->end[g]) g++;
+    return g;
 }
 
 /* Keep the 5 largest values seen, sorted descending. */
@@ -39,8 +74,8 @@ static inline void top5_push(float *t, float e) {
 
 /* Probe bookkeeping for one row of final exponentials e (relative to the final row max m),
  * keys [j0, j0+kc). x = the row's logits minus m (for the entropy). */
-static void probe_row(const attn_args *a, scratch *w, int r, int i, const float *e, const float *s,
-                      float m, float inv_l, int kc, int want_cols) {
+static void probe_row(const spans *sp, scratch *w, int r, int i, const float *e, const float *s,
+                      float m, float inv_l, int kc) {
     /* sum e (s - m) in float lanes (each partial sums at most kc/16 terms), then double */
     float ent = 0;
 #pragma omp simd reduction(+ : ent)
@@ -57,22 +92,43 @@ static void probe_row(const attn_args *a, scratch *w, int r, int i, const float 
         for (int u = 0; u < 16; u++) top5_push(t, e[j + u]);
     }
     for (; j < kc; j++) top5_push(t, e[j]);
-    if (!want_cols) return;
-    float *col = i < a->n_img ? w->col_img : w->col_txt;
+    if (!sp->want_cols) return;
+    float *col = w->col + (size_t)span_of_row(sp, i) * kc;
 #pragma omp simd
     for (int jj = 0; jj < kc; jj++) col[jj] += e[jj] * inv_l;
 }
 
-/* One tile of bq query rows starting at row i0 of (b, h). */
-static void tile(const attn_args *a, const attn_stats *st, scratch *w, int b, int h, int i0, int bq,
-                 double *g_img, double *g_txt) {
-    const int T = a->T, ld = a->ld, dh = a->dh;
-    const size_t base = (size_t)b * T * ld + (size_t)h * dh;
-    const float *Q = a->q + base + (size_t)i0 * ld, *K = a->k + base, *V = a->v + base;
+/* Masked keys of one row's chunk: logits to -inf before the max (kv = key_valid + j0). */
+static inline void mask_logits(float *row, const uint8_t *kv, int kc) {
+    for (int j = 0; j < kc; j++)
+        if (!kv[j]) row[j] = -INFINITY;
+}
+
+/* Masked keys after the exponentials: weight exactly 0 (ss_expf(-inf) is ~1e-38, not 0), and a
+ * logit equal to the max in the probe's copy so that e (s - m) is 0, not 0 * -inf. */
+static inline float mask_exps(float *e, float *s, const uint8_t *kv, int kc, float m) {
+    float sum = 0;
+    for (int j = 0; j < kc; j++) {
+        if (!kv[j]) {
+            e[j] = 0;
+            if (s) s[j] = m;
+        }
+        sum += e[j];
+    }
+    return sum;
+}
+
+/* One tile of bq query rows starting at row i0 of (b, h). gacc: [sp->n, Tk] this group's sums. */
+static void tile(const attn_args *a, const attn_stats *st, const spans *sp, scratch *w, int b, int h, int i0,
+                 int bq, double *gacc) {
+    const int Tk = sp->Tk, ld = a->ld, dh = a->dh, ng = sp->n;
+    const size_t qbase = (size_t)b * a->T * ld + (size_t)h * dh, kbase = (size_t)b * Tk * ld + (size_t)h * dh;
+    const float *Q = a->q + qbase + (size_t)i0 * ld, *K = a->k + kbase, *V = a->v + kbase;
+    const uint8_t *kvb = a->key_valid ? a->key_valid + (size_t)b * Tk : NULL;
     const float scale = 1.0f / sqrtf((float)dh);
-    const int KC = g_kc, nchunk = (T + KC - 1) / KC;
-    const int probe = st && (st->mass_img || st->mass_txt || st->row_entropy || st->row_top5);
-    const int want_cols = st && (st->mass_img || st->mass_txt);
+    const int KC = g_kc, nchunk = (Tk + KC - 1) / KC;
+    const int want_cols = sp->want_cols;
+    const int probe = st && (want_cols || st->row_entropy || st->row_top5);
     float m[ATTN_BQ], l[ATTN_BQ];
     for (int r = 0; r < bq; r++) {
         m[r] = -INFINITY;
@@ -81,18 +137,21 @@ static void tile(const attn_args *a, const attn_stats *st, scratch *w, int b, in
         for (int t = 0; t < 5; t++) w->top[r][t] = 0;
     }
     for (int c = 0; c < nchunk; c++) {
-        const int j0 = c * KC, kc = T - j0 < KC ? T - j0 : KC;
+        const int j0 = c * KC, kc = Tk - j0 < KC ? Tk - j0 : KC;
+        const uint8_t *kv = kvb ? kvb + j0 : NULL;
         cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, bq, kc, dh, scale, Q, ld,
                     K + (size_t)j0 * ld, ld, 0.0f, w->S, kc);
-        if (probe && nchunk == 1 && want_cols) {
-            memset(w->col_img, 0, sizeof(float) * kc);
-            memset(w->col_txt, 0, sizeof(float) * kc);
-        }
+        if (probe && nchunk == 1 && want_cols) memset(w->col, 0, sizeof(float) * kc * ng);
         for (int r = 0; r < bq; r++) {
             float *row = w->S + (size_t)r * kc;
+            if (kv) mask_logits(row, kv, kc);
             float mx = m[r];
 #pragma omp simd reduction(max : mx)
             for (int j = 0; j < kc; j++) mx = row[j] > mx ? row[j] : mx;
+            if (mx == -INFINITY) { /* masked keys only, so far: nothing to add */
+                memset(row, 0, sizeof(float) * kc);
+                continue;
+            }
             const float alpha = m[r] == -INFINITY ? 0.0f : expf(m[r] - mx);
             if (probe && nchunk == 1) memcpy(w->srow, row, sizeof(float) * kc);
             float sum = 0;
@@ -102,22 +161,20 @@ static void tile(const attn_args *a, const attn_stats *st, scratch *w, int b, in
                 row[j] = e;
                 sum += e;
             }
+            if (kv) sum = mask_exps(row, probe && nchunk == 1 ? w->srow : NULL, kv, kc, mx);
             l[r] = l[r] * alpha + sum;
             m[r] = mx;
             if (c > 0)
                 for (int d = 0; d < dh; d++) w->acc[(size_t)r * dh + d] *= alpha;
-            if (probe && nchunk == 1)
-                probe_row(a, w, r, i0 + r, row, w->srow, mx, 1.0f / l[r], kc, want_cols);
+            if (probe && nchunk == 1) probe_row(sp, w, r, i0 + r, row, w->srow, mx, 1.0f / l[r], kc);
         }
         cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, bq, dh, kc, 1.0f, w->S, kc,
                     V + (size_t)j0 * ld, ld, c > 0 ? 1.0f : 0.0f, w->acc, dh);
         if (probe && nchunk == 1 && want_cols)
-            for (int j = 0; j < kc; j++) {
-                g_img[j0 + j] += w->col_img[j];
-                g_txt[j0 + j] += w->col_txt[j];
-            }
+            for (int j = 0; j < kc; j++)
+                for (int g = 0; g < ng; g++) gacc[(size_t)g * Tk + j0 + j] += w->col[(size_t)g * kc + j];
     }
-    float *O = a->out + base + (size_t)i0 * ld;
+    float *O = a->out + qbase + (size_t)i0 * ld;
     for (int r = 0; r < bq; r++) {
         const float inv = 1.0f / l[r];
         for (int d = 0; d < dh; d++) O[(size_t)r * ld + d] = w->acc[(size_t)r * dh + d] * inv;
@@ -125,22 +182,21 @@ static void tile(const attn_args *a, const attn_stats *st, scratch *w, int b, in
     /* Keys spread over several chunks: the final max and sum are known only now. */
     if (probe && nchunk > 1)
         for (int c = 0; c < nchunk; c++) {
-            const int j0 = c * KC, kc = T - j0 < KC ? T - j0 : KC;
+            const int j0 = c * KC, kc = Tk - j0 < KC ? Tk - j0 : KC;
+            const uint8_t *kv = kvb ? kvb + j0 : NULL;
             cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, bq, kc, dh, scale, Q, ld,
                         K + (size_t)j0 * ld, ld, 0.0f, w->S, kc);
-            memset(w->col_img, 0, sizeof(float) * kc);
-            memset(w->col_txt, 0, sizeof(float) * kc);
+            memset(w->col, 0, sizeof(float) * kc * ng);
             for (int r = 0; r < bq; r++) {
                 float *row = w->S + (size_t)r * kc;
                 memcpy(w->srow, row, sizeof(float) * kc);
                 for (int j = 0; j < kc; j++) row[j] = ss_expf(row[j] - m[r]);
-                probe_row(a, w, r, i0 + r, row, w->srow, m[r], 1.0f / l[r], kc, want_cols);
+                if (kv) mask_exps(row, w->srow, kv, kc, m[r]);
+                probe_row(sp, w, r, i0 + r, row, w->srow, m[r], 1.0f / l[r], kc);
             }
             if (want_cols)
-                for (int j = 0; j < kc; j++) {
-                    g_img[j0 + j] += w->col_img[j];
-                    g_txt[j0 + j] += w->col_txt[j];
-                }
+                for (int j = 0; j < kc; j++)
+                    for (int g = 0; g < ng; g++) gacc[(size_t)g * Tk + j0 + j] += w->col[(size_t)g * kc + j];
         }
     for (int r = 0; r < bq; r++) {
         const size_t o = idx3(a, b, h, i0 + r);
@@ -162,8 +218,7 @@ static void scratch_free(scratch *w, int n) {
         free(w[i].S);
         free(w[i].acc);
         free(w[i].srow);
-        free(w[i].col_img);
-        free(w[i].col_txt);
+        free(w[i].col);
     }
     free(w);
 }
@@ -175,9 +230,8 @@ static scratch *scratch_new(int n, int kc, int dh) {
         w[i].S = malloc(sizeof(float) * ATTN_BQ * kc);
         w[i].acc = malloc(sizeof(float) * ATTN_BQ * dh);
         w[i].srow = malloc(sizeof(float) * kc);
-        w[i].col_img = malloc(sizeof(float) * kc);
-        w[i].col_txt = malloc(sizeof(float) * kc);
-        if (!w[i].S || !w[i].acc || !w[i].srow || !w[i].col_img || !w[i].col_txt) {
+        w[i].col = malloc(sizeof(float) * ATTN_MAX_QSPAN * kc);
+        if (!w[i].S || !w[i].acc || !w[i].srow || !w[i].col) {
             scratch_free(w, n);
             ss_fail(SS_ENOMEM, "attention: out of memory for scratch buffers");
             return NULL;
@@ -186,38 +240,62 @@ static scratch *scratch_new(int n, int kc, int dh) {
     return w;
 }
 
+/* The layout checks every entry point makes: spans in order, at least one key per batch. */
+static int check_args(const attn_args *a) {
+    const int Tk = n_keys(a);
+    if (a->n_qspan < 0 || a->n_qspan > ATTN_MAX_QSPAN)
+        return ss_fail(SS_EARG, "attention: %d query spans (at most %d)", a->n_qspan, ATTN_MAX_QSPAN);
+    for (int g = 0; g < a->n_qspan; g++)
+        if (a->qend[g] < (g ? a->qend[g - 1] : 0) || (g == a->n_qspan - 1 && a->qend[g] != a->T))
+            return ss_fail(SS_EARG, "attention: query span %d ends at row %d: spans must be in order and end at T = %d",
+                           g, a->qend[g], a->T);
+    if (a->key_valid)
+        for (int b = 0; b < a->B; b++) {
+            int any = 0;
+            for (int j = 0; j < Tk && !any; j++) any = a->key_valid[(size_t)b * Tk + j] != 0;
+            if (!any)
+                return ss_fail(SS_EARG, "attention: batch %d has all of its %d keys masked (key_valid): its rows would "
+                               "have no attention weight at all", b, Tk);
+        }
+    return 0;
+}
+
 int attn_forward(const attn_args *a, const attn_stats *st) {
-    const int T = a->T, kc = T < g_kc ? T : g_kc;
+    int rc = check_args(a);
+    if (rc) return rc;
+    spans sp;
+    spans_of(a, st, &sp);
+    const int T = a->T, Tk = sp.Tk, kc = Tk < g_kc ? Tk : g_kc, ng = sp.n;
     const int nthr = omp_get_max_threads();
-    const int want_cols = st && (st->mass_img || st->mass_txt);
     scratch *w = scratch_new(nthr, kc, a->dh);
-    double *g = want_cols ? ss_calloc((size_t)ATTN_NG * 2 * T, sizeof(double)) : NULL;
-    if (!w || (want_cols && !g)) {
+    const size_t per_g = (size_t)ng * Tk; /* one row group's sums: [ng, Tk] */
+    double *g = sp.want_cols ? ss_calloc((size_t)ATTN_NG * per_g, sizeof(double)) : NULL;
+    if (!w || (sp.want_cols && !g)) {
         scratch_free(w, nthr);
         free(g);
         return SS_ENOMEM;
     }
     for (int b = 0; b < a->B; b++)
         for (int h = 0; h < a->H; h++) {
-            if (g) memset(g, 0, sizeof(double) * ATTN_NG * 2 * T);
+            if (g) memset(g, 0, sizeof(double) * ATTN_NG * per_g);
 #pragma omp parallel for schedule(dynamic, 1)
             for (int gi = 0; gi < ATTN_NG; gi++) {
                 const int r0 = (int)((long)T * gi / ATTN_NG), r1 = (int)((long)T * (gi + 1) / ATTN_NG);
                 scratch *ws = &w[omp_get_thread_num()];
-                double *gi_img = g ? g + (size_t)gi * 2 * T : NULL, *gi_txt = g ? gi_img + T : NULL;
+                double *ga = g ? g + (size_t)gi * per_g : NULL;
                 for (int i0 = r0; i0 < r1; i0 += ATTN_BQ)
-                    tile(a, st, ws, b, h, i0, r1 - i0 < ATTN_BQ ? r1 - i0 : ATTN_BQ, gi_img, gi_txt);
+                    tile(a, st, &sp, ws, b, h, i0, r1 - i0 < ATTN_BQ ? r1 - i0 : ATTN_BQ, ga);
             }
             if (!g) continue;
-            const int n_img = a->n_img, n_txt = T - a->n_img;
-            for (int j = 0; j < T; j++) {
-                double si = 0, sx = 0;
-                for (int gi = 0; gi < ATTN_NG; gi++) {
-                    si += g[(size_t)gi * 2 * T + j];
-                    sx += g[(size_t)gi * 2 * T + T + j];
+            for (int q = 0; q < ng; q++) {
+                if (!sp.mass[q]) continue;
+                const int cnt = sp.end[q] - (q ? sp.end[q - 1] : 0);
+                float *dst = sp.mass[q] + ((size_t)b * a->H + h) * Tk;
+                for (int j = 0; j < Tk; j++) {
+                    double s = 0;
+                    for (int gi = 0; gi < ATTN_NG; gi++) s += g[(size_t)gi * per_g + (size_t)q * Tk + j];
+                    dst[j] = cnt ? (float)(s / cnt) : 0.0f;
                 }
-                if (st->mass_img) st->mass_img[idx3(a, b, h, j)] = n_img ? (float)(si / n_img) : 0.0f;
-                if (st->mass_txt) st->mass_txt[idx3(a, b, h, j)] = n_txt ? (float)(sx / n_txt) : 0.0f;
             }
         }
     scratch_free(w, nthr);
@@ -226,28 +304,34 @@ int attn_forward(const attn_args *a, const attn_stats *st) {
 }
 
 int attn_reference(const attn_args *a, const attn_stats *st) {
-    const int T = a->T, dh = a->dh, ld = a->ld;
+    int rc = check_args(a);
+    if (rc) return rc;
+    spans sp;
+    spans_of(a, st, &sp);
+    const int T = a->T, Tk = sp.Tk, dh = a->dh, ld = a->ld;
     const double scale = 1.0 / sqrt((double)dh);
-    double *P = ss_malloc(sizeof(double) * (size_t)T * T);
+    double *P = ss_malloc(sizeof(double) * (size_t)T * Tk);
     if (!P) return SS_ENOMEM;
     for (int b = 0; b < a->B; b++)
         for (int h = 0; h < a->H; h++) {
-            const size_t base = (size_t)b * T * ld + (size_t)h * dh;
+            const size_t qbase = (size_t)b * T * ld + (size_t)h * dh, kbase = (size_t)b * Tk * ld + (size_t)h * dh;
+            const uint8_t *kv = a->key_valid ? a->key_valid + (size_t)b * Tk : NULL;
             for (int i = 0; i < T; i++) {
                 double mx = -INFINITY, sum = 0;
-                for (int j = 0; j < T; j++) {
+                for (int j = 0; j < Tk; j++) {
                     double s = 0;
                     for (int d = 0; d < dh; d++)
-                        s += (double)a->q[base + (size_t)i * ld + d] * a->k[base + (size_t)j * ld + d];
-                    P[(size_t)i * T + j] = s * scale;
-                    mx = fmax(mx, s * scale);
+                        s += (double)a->q[qbase + (size_t)i * ld + d] * a->k[kbase + (size_t)j * ld + d];
+                    P[(size_t)i * Tk + j] = s * scale;
+                    if (!kv || kv[j]) mx = fmax(mx, s * scale);
                 }
-                for (int j = 0; j < T; j++) sum += exp(P[(size_t)i * T + j] - mx);
+                for (int j = 0; j < Tk; j++)
+                    if (!kv || kv[j]) sum += exp(P[(size_t)i * Tk + j] - mx);
                 double ent = 0, top[5] = {0};
-                for (int j = 0; j < T; j++) {
-                    double p = exp(P[(size_t)i * T + j] - mx) / sum;
-                    P[(size_t)i * T + j] = p;
-                    ent -= p * log(fmax(p, 1e-12));
+                for (int j = 0; j < Tk; j++) {
+                    double p = !kv || kv[j] ? exp(P[(size_t)i * Tk + j] - mx) / sum : 0.0;
+                    P[(size_t)i * Tk + j] = p;
+                    if (p > 0) ent -= p * log(fmax(p, 1e-12));
                     for (int t = 0; t < 5; t++)
                         if (p > top[t]) {
                             for (int u = 4; u > t; u--) top[u] = top[u - 1];
@@ -262,19 +346,18 @@ int attn_reference(const attn_args *a, const attn_stats *st) {
                 if (st && st->row_top5) st->row_top5[o] = (float)(top[0] + top[1] + top[2] + top[3] + top[4]);
                 for (int d = 0; d < dh; d++) {
                     double acc = 0;
-                    for (int j = 0; j < T; j++) acc += P[(size_t)i * T + j] * a->v[base + (size_t)j * ld + d];
-                    a->out[base + (size_t)i * ld + d] = (float)acc;
+                    for (int j = 0; j < Tk; j++) acc += P[(size_t)i * Tk + j] * a->v[kbase + (size_t)j * ld + d];
+                    a->out[qbase + (size_t)i * ld + d] = (float)acc;
                 }
             }
-            for (int j = 0; j < T; j++) {
-                double si = 0, sx = 0;
-                for (int i = 0; i < T; i++) {
-                    if (i < a->n_img) si += P[(size_t)i * T + j];
-                    else sx += P[(size_t)i * T + j];
+            for (int q = 0; q < sp.n; q++) {
+                if (!sp.mass[q]) continue;
+                const int i0 = q ? sp.end[q - 1] : 0, i1 = sp.end[q];
+                for (int j = 0; j < Tk; j++) {
+                    double s = 0;
+                    for (int i = i0; i < i1; i++) s += P[(size_t)i * Tk + j];
+                    sp.mass[q][((size_t)b * a->H + h) * Tk + j] = i1 > i0 ? (float)(s / (i1 - i0)) : 0.0f;
                 }
-                if (st && st->mass_img) st->mass_img[idx3(a, b, h, j)] = a->n_img ? (float)(si / a->n_img) : 0.0f;
-                if (st && st->mass_txt)
-                    st->mass_txt[idx3(a, b, h, j)] = T > a->n_img ? (float)(sx / (T - a->n_img)) : 0.0f;
             }
         }
     free(P);
@@ -283,18 +366,19 @@ int attn_reference(const attn_args *a, const attn_stats *st) {
 
 /* Recompute one query row from scratch with the chosen keys re-weighted by eta (score path) or
  * their values replaced by vrep (value path, vrep != NULL). */
-static void row_recompute(const attn_args *a, size_t base, int i, const int *keys, int k, float eta,
-                          const float *vrep, float m, float *o) {
-    const int T = a->T, dh = a->dh, ld = a->ld;
+static void row_recompute(const attn_args *a, size_t qbase, size_t kbase, const uint8_t *kv, int i, const int *keys,
+                          int k, float eta, const float *vrep, float m, float *o) {
+    const int Tk = n_keys(a), dh = a->dh, ld = a->ld;
     const float scale = 1.0f / sqrtf((float)dh);
-    const float *q = a->q + base + (size_t)i * ld;
+    const float *q = a->q + qbase + (size_t)i * ld;
     double acc[512] = {0}, sum = 0; /* dh <= 512 is checked by the caller */
-    for (int j = 0; j < T; j++) {
-        const float *kj = a->k + base + (size_t)j * ld;
+    for (int j = 0; j < Tk; j++) {
+        if (kv && !kv[j]) continue;
+        const float *kj = a->k + kbase + (size_t)j * ld;
         float s = 0;
         for (int d = 0; d < dh; d++) s += q[d] * kj[d];
         double e = exp((double)(s * scale) - m);
-        const float *vj = a->v + base + (size_t)j * ld;
+        const float *vj = a->v + kbase + (size_t)j * ld;
         for (int t = 0; t < k; t++)
             if (keys[t] == j) {
                 if (vrep) vj = vrep + (size_t)t * dh;
@@ -309,30 +393,38 @@ static void row_recompute(const attn_args *a, size_t base, int i, const int *key
 
 int attn_apply_reweight(const attn_args *a, const attn_stats *st, const attn_reweight *rw,
                         double *before, double *after) {
-    const int dh = a->dh, ld = a->ld, k = rw->k;
+    const int dh = a->dh, ld = a->ld, k = rw->k, Tk = n_keys(a);
     if (k > ATTN_MAX_K) return ss_fail(SS_EARG, "attention: at most %d keys per head can be re-weighted", ATTN_MAX_K);
     if (dh > 512) return ss_fail(SS_EARG, "attention: head dim %d > 512 not supported", dh);
     if (!st || !st->row_m || !st->row_l)
         return ss_fail(SS_EARG, "attention: re-weighting needs the row max and sum");
+    if (rw->r0 < 0 || rw->r1 > a->T || rw->r0 > rw->r1)
+        return ss_fail(SS_EARG, "attention: re-weighted rows [%d, %d) outside the %d query rows", rw->r0, rw->r1, a->T);
+    for (size_t i = 0; i < (size_t)a->B * a->H * k; i++) {
+        const int j = rw->keys[i];
+        if (j >= Tk || (j >= 0 && a->key_valid && !a->key_valid[i / ((size_t)a->H * k) * Tk + j]))
+            return ss_fail(SS_EARG, "attention: re-weighted key %d is %s", j, j >= Tk ? "past the keys" : "masked");
+    }
     const float scale = 1.0f / sqrtf((float)dh);
     const int rows = rw->r1 - rw->r0;
 #pragma omp parallel for collapse(2) schedule(dynamic, 1)
     for (int b = 0; b < a->B; b++)
         for (int h = 0; h < a->H; h++) {
-            const size_t base = (size_t)b * a->T * ld + (size_t)h * dh;
+            const size_t qbase = (size_t)b * a->T * ld + (size_t)h * dh, kbase = (size_t)b * Tk * ld + (size_t)h * dh;
+            const uint8_t *kv = a->key_valid ? a->key_valid + (size_t)b * Tk : NULL;
             const int *keys = rw->keys + ((size_t)b * a->H + h) * k;
             const float *vrep = rw->vrep ? rw->vrep + ((size_t)b * a->H + h) * k * dh : NULL;
             double sb = 0, sa = 0;
             for (int i = rw->r0; i < rw->r1; i++) {
                 const size_t o3 = idx3(a, b, h, i);
                 const float m = st->row_m[o3], l = st->row_l[o3];
-                const float *q = a->q + base + (size_t)i * ld;
-                float *o = a->out + base + (size_t)i * ld;
+                const float *q = a->q + qbase + (size_t)i * ld;
+                float *o = a->out + qbase + (size_t)i * ld;
                 double e[ATTN_MAX_K], esum = 0;
                 for (int t = 0; t < k; t++) {
                     e[t] = 0;
                     if (keys[t] < 0) continue;
-                    const float *kj = a->k + base + (size_t)keys[t] * ld;
+                    const float *kj = a->k + kbase + (size_t)keys[t] * ld;
                     float s = 0;
                     for (int d = 0; d < dh; d++) s += q[d] * kj[d];
                     e[t] = exp((double)(s * scale) - m);
@@ -341,7 +433,7 @@ int attn_apply_reweight(const attn_args *a, const attn_stats *st, const attn_rew
                 sb += esum / l;
                 if (rw->value_path && esum > 0.5 * l) {
                     /* most of the row's weight is being changed: O + delta would cancel */
-                    row_recompute(a, base, i, keys, k, 1.0f, vrep, m, o);
+                    row_recompute(a, qbase, kbase, kv, i, keys, k, 1.0f, vrep, m, o);
                     sa += esum / l;
                     continue;
                 }
@@ -349,7 +441,7 @@ int attn_apply_reweight(const attn_args *a, const attn_stats *st, const attn_rew
                     /* O' = O + sum_t p_t (v'_t - v_t); the weights stay as they are. */
                     for (int t = 0; t < k; t++) {
                         if (keys[t] < 0) continue;
-                        const float *vj = a->v + base + (size_t)keys[t] * ld;
+                        const float *vj = a->v + kbase + (size_t)keys[t] * ld;
                         const double p = e[t] / l;
                         for (int d = 0; d < dh; d++) o[d] += (float)(p * (vrep[(size_t)t * dh + d] - vj[d]));
                     }
@@ -359,14 +451,14 @@ int attn_apply_reweight(const attn_args *a, const attn_stats *st, const attn_rew
                 const double removed = (1.0 - rw->eta) * esum, l2 = l - removed;
                 sa += rw->eta * esum / l2;
                 if (l2 < 0.5 * l) {
-                    row_recompute(a, base, i, keys, k, rw->eta, NULL, m, o);
+                    row_recompute(a, qbase, kbase, kv, i, keys, k, rw->eta, NULL, m, o);
                     continue;
                 }
                 /* O' = (O l - (1-eta) sum_t e_t v_t) / l' */
                 for (int d = 0; d < dh; d++) {
                     double num = (double)o[d] * l;
                     for (int t = 0; t < k; t++)
-                        if (keys[t] >= 0) num -= (1.0 - rw->eta) * e[t] * a->v[base + (size_t)keys[t] * ld + d];
+                        if (keys[t] >= 0) num -= (1.0 - rw->eta) * e[t] * a->v[kbase + (size_t)keys[t] * ld + d];
                     o[d] = (float)(num / l2);
                 }
             }

@@ -2,9 +2,16 @@
  * streaming statistics (the attention-sink probe) and a cheap per-key re-weighting pass
  * (interventions).
  *
- * Layout: q, k, v, out are [B, T, ld] row-major; head h of token t is the dh floats at
- * t*ld + h*dh (diffusers' head-major channel order). Queries and keys are the same T tokens
- * (self / joint attention); tokens [0, n_img) are image tokens, [n_img, T) text tokens.
+ * Layout: q and out are [B, T, ld], k and v [B, Tk, ld] row-major; head h of token t is the dh
+ * floats at t*ld + h*dh (diffusers' head-major channel order). T query rows attend to Tk keys
+ * (Tk = 0 means Tk = T: self / joint attention, queries and keys the same tokens). Optional
+ * key_valid [B, Tk]: keys with 0 get exactly zero weight and mass; a batch element whose keys
+ * are all masked is an error (SS_EARG: its rows would be 0/0), never a silent NaN.
+ *
+ * Query spans: the rows are split into n_qspan consecutive spans, span g = rows
+ * [qend[g-1], qend[g]) (qend[-1] = 0, qend[n_qspan-1] = T); attn_stats.mass[g] is the mass per
+ * key averaged over span g's rows. n_qspan = 0 is the legacy two-span layout: rows [0, n_img)
+ * into mass_img, rows [n_img, T) into mass_txt (SD3 joint attention, image tokens first).
  *
  * Algorithm (flash-style): for each (b, h), query rows are processed in tiles of ATTN_BQ rows;
  * each tile computes S = Q K^T / sqrt(dh) over key chunks of up to ATTN_KC keys with BLAS,
@@ -21,26 +28,34 @@
 #define SS_ATTN_H
 
 #include <stddef.h>
+#include <stdint.h>
 
 #define ATTN_BQ 64
 #define ATTN_KC 8192
 #define ATTN_NG 16
 #define ATTN_MAX_K 64 /* keys re-weighted per (b, h) */
+#define ATTN_MAX_QSPAN 4
 
 typedef struct {
-    int B, H, dh, T, ld, n_img;
+    int B, H, dh, T, ld, n_img; /* T query rows; n_img: legacy span split (n_qspan == 0) */
     const float *q, *k, *v;
     float *out;
+    int Tk;                     /* keys; 0: the same T tokens as the queries */
+    const uint8_t *key_valid;   /* [B, Tk] 1 = attended, 0 = masked; NULL: every key */
+    int n_qspan;                /* query spans for attn_stats.mass[]; 0: legacy (n_img) */
+    int qend[ATTN_MAX_QSPAN];   /* end row of each span, increasing, last = T */
 } attn_args;
 
-/* Optional outputs of attn_forward; each pointer may be NULL. Arrays are [B, H, T] floats. */
+/* Optional outputs of attn_forward; each pointer may be NULL. Mass arrays are [B, H, Tk] floats
+ * (per key), row arrays [B, H, T] (per query row). */
 typedef struct {
-    float *mass_img;    /* key j: mean over image query rows of softmax_ij */
-    float *mass_txt;    /* key j: mean over text query rows */
+    float *mass_img;    /* legacy (n_qspan == 0): key j's mean over rows [0, n_img) of softmax_ij */
+    float *mass_txt;    /* legacy: the same over rows [n_img, T) */
     float *row_m;       /* per query row: max scaled logit */
     float *row_l;       /* per query row: sum of exp(s - max) */
     float *row_entropy; /* per query row: -sum p log p */
     float *row_top5;    /* per query row: sum of the 5 largest p */
+    float *mass[ATTN_MAX_QSPAN]; /* n_qspan > 0: key j's mean over query span g's rows */
 } attn_stats;
 
 /* Keys per chunk (default ATTN_KC); tests lower it to exercise the online-softmax path. */
@@ -57,7 +72,7 @@ int attn_reference(const attn_args *a, const attn_stats *st);
  * attn_forward using its row_m/row_l (no second full attention pass):
  *   score path: key j's softmax term is multiplied by eta (adding log eta to its logit);
  *   value path: key j's value vector is replaced by vrep (the attention weights are unchanged).
- * keys: [B, H, k] key indices, -1 = unused slot. vrep: [B, H, k, dh] (value path only).
+ * keys: [B, H, k] key indices, -1 = unused slot; masked keys must not be chosen (SS_EARG). vrep: [B, H, k, dh] (value path only).
  * before/after ([B, H], may be NULL): the chosen keys' mass averaged over rows [r0, r1), before
  * and after the re-weighting. Rows where the chosen keys hold over half of the softmax mass are
  * recomputed from scratch instead of corrected by subtraction, so removing a dominant sink keeps

@@ -100,6 +100,42 @@ static void ff_residual(float *x, const float *shift, const float *scale, const 
     op_add_gated(x, tmp, gate, M, D);
 }
 
+/* Block i's joint (attn2 = 0) or attn2 site, flat index `index`. */
+static void site_fill(ss_site *s, int index, int block, int attn2, int N, int S) {
+    memset(s, 0, sizeof *s);
+    s->index = index;
+    s->block = block;
+    s->kind = attn2 ? SS_SITE_ATTN2 : SS_SITE_JOINT;
+    s->Tq = s->Tk = attn2 ? N : N + S;
+    s->n_qspan = s->n_kspan = attn2 ? 1 : 2;
+    s->qspan[0] = s->kspan[0] = (ss_span){0, N, SS_TOK_IMAGE};
+    if (!attn2) s->qspan[1] = s->kspan[1] = (ss_span){N, S, SS_TOK_TEXT};
+}
+
+int sd3_sites(const sd3_config *c, int N, int S, ss_site *out, int cap) {
+    int n = 0;
+    for (int pass = 0; pass < 2; pass++)
+        for (int i = 0; i < c->num_layers; i++) {
+            if (pass == 1 && !c->dual[i]) continue;
+            if (out && n < cap) site_fill(&out[n], n, i, pass, N, S);
+            n++;
+        }
+    return n;
+}
+
+/* The attention arguments' query spans from a site's. */
+static void args_spans(attn_args *a, const ss_site *s) {
+    a->n_qspan = s->n_qspan;
+    for (int g = 0; g < s->n_qspan; g++) a->qend[g] = s->qspan[g].start + s->qspan[g].len;
+}
+
+/* The flat index of dual block i's attn2 site: L + the dual blocks before it. */
+static int attn2_index(const sd3_config *c, int i) {
+    int n = c->num_layers;
+    for (int j = 0; j < i; j++) n += c->dual[j] != 0;
+    return n;
+}
+
 static int block_forward(const sd3_model *m, int i, work *w, int B, int N, int S, const sd3_hooks *hk) {
     const sd3_block *bk = &m->blocks[i];
     const int D = m->D, H = m->cfg.num_heads, dh = m->cfg.head_dim, T = N + S;
@@ -132,7 +168,15 @@ static int block_forward(const sd3_model *m, int i, work *w, int B, int N, int S
     }
     attn_args a = {.B = B, .H = H, .dh = dh, .T = T, .ld = D, .n_img = N,
                    .q = w->Q, .k = w->K, .v = w->V, .out = w->O};
-    int rc = hk && hk->joint_attention ? hk->joint_attention(hk->ctx, i, &a) : attn_forward(&a, NULL);
+    int rc;
+    if (hk && hk->attention) {
+        ss_site site;
+        site_fill(&site, i, i, 0, N, S);
+        args_spans(&a, &site);
+        rc = hk->attention(hk->ctx, &site, &a);
+    } else {
+        rc = attn_forward(&a, NULL);
+    }
     if (rc < 0) return rc;
     /* after a hook too: an intervention that removes every key leaves 0/0 here */
     if ((rc = check_finite(w->O, B, T, N, D, i, "joint attention output")) < 0) return rc;
@@ -153,7 +197,15 @@ static int block_forward(const sd3_model *m, int i, work *w, int B, int N, int S
         }
         attn_args a2 = {.B = B, .H = H, .dh = dh, .T = N, .ld = D, .n_img = N,
                         .q = w->Q, .k = w->K, .v = w->V, .out = w->O};
-        if ((rc = attn_forward(&a2, NULL)) < 0) return rc;
+        if (hk && hk->attention) {
+            ss_site site;
+            site_fill(&site, attn2_index(&m->cfg, i), i, 1, N, S);
+            args_spans(&a2, &site);
+            rc = hk->attention(hk->ctx, &site, &a2);
+        } else {
+            rc = attn_forward(&a2, NULL);
+        }
+        if (rc < 0) return rc;
         if ((rc = check_finite(w->O, B, N, N, D, i, "attn2 output")) < 0) return rc;
         op_linear(w->ax, w->O, &bk->out2, B * N);
         for (int b = 0; b < B; b++)

@@ -17,6 +17,7 @@
 
 #include "core/attn.h"
 #include "core/ops.h"
+#include "models/site.h"
 
 #define SD3_MAX_LAYERS 256
 
@@ -65,11 +66,19 @@ int sd3_enumerate_tensors(const sd3_config *cfg,
 int sd3_load(sd3_model **out, const char *dir);
 void sd3_free(sd3_model *m);
 
+/* The model's attention sites (models/site.h) for N image and S text tokens: joint.0 ..
+ * joint.{L-1} (flat indices 0..L-1, so a joint site's flat index is its block), then attn2.i for
+ * each dual block i in block order (flat indices L, L+1, ...). Joint: queries and keys
+ * {image [0, N), text [N, N+S)}; attn2: queries and keys {image [0, N)}. No key mask, no
+ * positions. Writes at most cap sites into out (may be NULL) and returns how many there are. */
+int sd3_sites(const sd3_config *c, int N, int S, ss_site *out, int cap);
+
 /* Callbacks the sink probe and interventions attach to. All optional. */
 typedef struct {
     void *ctx;
-    /* Replaces the plain attn_forward of block `block`'s joint attention. Tokens: image first. */
-    int (*joint_attention)(void *ctx, int block, const attn_args *a);
+    /* Replaces the plain attn_forward of every attention site (joint.i and attn2.i); `a` is laid
+     * out as the site says (its query spans set in a->n_qspan / a->qend). */
+    int (*attention)(void *ctx, const ss_site *site, const attn_args *a);
     /* Sees the image stream [B, N, D] after each block. */
     int (*block_output)(void *ctx, int block, const float *x, int B, int N, int D);
 } sd3_hooks;

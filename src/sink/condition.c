@@ -69,7 +69,7 @@ int sink_condition_from_json(sink_condition *c, const void *vobj, const char *wh
     c->alpha = 0.5f;
     c->step_hi = 1.0;
     if (!json_is_object(obj)) return ss_fail(SS_EFORMAT, "%s: a condition must be a JSON object", where);
-    int have_layers = 0, have_k = 0, have_value = 0, have_alpha = 0, have_eta = 0, have_indices = 0, rc = 0;
+    int have_layers = 0, have_sites = 0, n_sites = 0, sites[COND_MAX_LAYERS], have_k = 0, have_value = 0, have_alpha = 0, have_eta = 0, have_indices = 0, rc = 0;
     const char *key;
     json_t *v;
     json_object_foreach(obj, key, v) {
@@ -86,6 +86,26 @@ int sink_condition_from_json(sink_condition *c, const void *vobj, const char *wh
         } else if (!strcmp(key, "layers")) {
             if ((rc = int_list(v, where, key, COND_MAX_LAYERS, COND_MAX_LAYERS - 1, c->layers, &c->n_layers))) return rc;
             have_layers = 1;
+        } else if (!strcmp(key, "sites")) {
+            if (!json_is_array(v) || json_array_size(v) > COND_MAX_LAYERS)
+                return ss_fail(SS_EFORMAT, "%s: field 'sites' must be a list of at most %d site names (\"joint.3\", \"attn2.0\")",
+                               where, COND_MAX_LAYERS);
+            for (size_t i = 0; i < json_array_size(v); i++) {
+                json_t *e1 = json_array_get(v, i);
+                char shown[80];
+                const int code = json_is_string(e1) ? ss_site_code_parse(json_string_value(e1)) : -1;
+                if (code < 0)
+                    return ss_fail(SS_EFORMAT,
+                                   "%s: field 'sites' entry %zu%s%s%s is not a site name: KIND.BLOCK with KIND one of joint, "
+                                   "attn2, double, single, self, cross and BLOCK in 0..%d", where, i,
+                                   json_is_string(e1) ? " ('" : "", json_is_string(e1) ? ss_printable(json_string_value(e1), shown, sizeof shown) : "",
+                                   json_is_string(e1) ? "')" : "", SS_SITE_MAX_BLOCKS - 1);
+                for (int j = 0; j < n_sites; j++)
+                    if (sites[j] == code)
+                        return ss_fail(SS_EFORMAT, "%s: field 'sites' lists %s twice", where, json_string_value(e1));
+                sites[n_sites++] = code;
+            }
+            have_sites = 1;
         } else if (!strcmp(key, "select")) {
             if ((rc = enum_field(v, where, key, SELECTS, 3, &e))) return rc;
             c->select = (sink_select)e;
@@ -138,7 +158,18 @@ int sink_condition_from_json(sink_condition *c, const void *vobj, const char *wh
             return ss_fail(SS_EFORMAT, "%s: unknown field '%s'", where, ss_printable(key, shown, sizeof shown));
         }
     }
-    if (!have_layers) return ss_fail(SS_EFORMAT, "%s: missing field 'layers' (use [] for a no-op)", where);
+    if (!have_layers && !have_sites)
+        return ss_fail(SS_EFORMAT, "%s: missing field 'layers' (use [] for a no-op) or 'sites'", where);
+    for (int i = 0; i < n_sites; i++) {
+        char nm[48];
+        if (sink_condition_has_layer(c, sites[i]))
+            return ss_fail(SS_EFORMAT, "%s: field 'sites' names %s, which 'layers' names already", where,
+                           ss_site_code_name(sites[i], nm, sizeof nm));
+        if (c->n_layers == COND_MAX_LAYERS)
+            return ss_fail(SS_EFORMAT, "%s: fields 'layers' and 'sites' name more than %d sites", where, COND_MAX_LAYERS);
+        c->layers[c->n_layers++] = sites[i];
+        c->n_from_sites++;
+    }
     if (c->select == SEL_FIXED) {
         if (!have_indices || c->n_indices == 0)
             return ss_fail(SS_EFORMAT, "%s: select \"fixed\" needs a non-empty field 'indices'", where);
@@ -272,10 +303,15 @@ int sink_condition_list_load(sink_condition **out, int *n, const char *path) {
 int sink_condition_check_model(const sink_condition *c, int num_layers, int n_img, int n_txt, const char *where) {
     const char *sep = where && *where ? ": " : "";
     if (!where) where = "";
-    for (int j = 0; j < c->n_layers; j++)
+    for (int j = 0; j < c->n_layers; j++) {
+        char nm[48];
+        if (ss_site_code_kind(c->layers[j]) != SS_SITE_JOINT)
+            return ss_fail(SS_EARG, "%s%scondition '%s': field 'sites' names %s, but only joint blocks can be checked here", where,
+                           sep, c->name, ss_site_code_name(c->layers[j], nm, sizeof nm));
         if (c->layers[j] < 0 || c->layers[j] >= num_layers)
-            return ss_fail(SS_EARG, "%s%scondition '%s': field 'layers' names block %d, but the model has %d blocks (0-%d)",
-                           where, sep, c->name, c->layers[j], num_layers, num_layers - 1);
+            return ss_fail(SS_EARG, "%s%scondition '%s': field '%s' names block %d, but the model has %d blocks (0-%d)",
+                           where, sep, c->name, j < c->n_layers - c->n_from_sites ? "layers" : "sites", c->layers[j], num_layers, num_layers - 1);
+    }
     if (!c->n_layers) return 0; /* a no-op: nothing else matters */
     const int total = n_img + n_txt;
     const int cand = c->keys == TOK_TEXT ? n_txt : c->keys == TOK_IMAGE ? n_img : total;
@@ -295,11 +331,68 @@ int sink_condition_check_model(const sink_condition *c, int num_layers, int n_im
     return 0;
 }
 
+int sink_condition_check_sites(const sink_condition *c, const ss_site *sites, int n_sites, const char *where) {
+    const char *sep = where && *where ? ": " : "";
+    if (!where) where = "";
+    char nm[48], list[1024];
+    int joint_only = 1, n_joint = 0;
+    for (int j = 0; j < c->n_layers; j++) joint_only &= ss_site_code_kind(c->layers[j]) == SS_SITE_JOINT;
+    for (int j = 0; j < n_sites; j++) n_joint += sites[j].kind == SS_SITE_JOINT;
+    if (joint_only && n_joint > 0) { /* joint blocks only: the checks and messages from before sites existed */
+        int img = 0, txt = 0;
+        const ss_site *j0 = ss_site_find(sites, n_sites, ss_site_code(SS_SITE_JOINT, 0));
+        for (int g = 0; j0 && g < j0->n_kspan; g++) *(ss_tok_is_text(j0->kspan[g].type) ? &txt : &img) += j0->kspan[g].len;
+        return sink_condition_check_model(c, n_joint, img, txt, where[0] ? where : NULL);
+    }
+    for (int j = 0; j < c->n_layers; j++) {
+        if (ss_site_find(sites, n_sites, c->layers[j])) continue;
+        if (j < c->n_layers - c->n_from_sites)
+            return ss_fail(SS_EARG, "%s%scondition '%s': field 'layers' names block %d, but the model has no joint.%d (its sites: %s)",
+                           where, sep, c->name, c->layers[j], c->layers[j], ss_site_list(sites, n_sites, list, sizeof list));
+        return ss_fail(SS_EARG, "%s%scondition '%s': field 'sites' names %s, but the model has no such site (its sites: %s)",
+                       where, sep, c->name, ss_site_code_name(c->layers[j], nm, sizeof nm),
+                       ss_site_list(sites, n_sites, list, sizeof list));
+    }
+    static const int WANT[] = {2, 1, 0}; /* TOK_ALL, TOK_TEXT, TOK_IMAGE as ss_site_range's want */
+    for (int j = 0; j < c->n_layers; j++) {
+        const ss_site *s = ss_site_find(sites, n_sites, c->layers[j]);
+        ss_site_code_name(c->layers[j], nm, sizeof nm);
+        int qlo, qhi, klo, khi;
+        if (ss_site_range(s, 0, WANT[c->queries], &qlo, &qhi) < 0 || ss_site_range(s, 1, WANT[c->keys], &klo, &khi) < 0)
+            return ss_fail(SS_EARG, "%s%scondition '%s': site %s: its %s query rows or %s keys are not contiguous (not supported)",
+                           where, sep, c->name, nm, TOKENS[c->queries], TOKENS[c->keys]);
+        if (qhi <= qlo)
+            return ss_fail(SS_EARG, "%s%scondition '%s': field 'queries' = %s, but site %s has no %s query rows", where, sep,
+                           c->name, TOKENS[c->queries], nm, TOKENS[c->queries]);
+        if (c->select != SEL_FIXED && c->k > khi - klo)
+            return ss_fail(SS_EARG, "%s%scondition '%s': field 'k' = %d, but site %s has only %d candidate %s keys", where, sep,
+                           c->name, c->k, nm, khi - klo, TOKENS[c->keys]);
+        for (int i = 0; c->select == SEL_FIXED && i < c->n_indices; i++)
+            if (c->indices[i] >= s->Tk)
+                return ss_fail(SS_EARG, "%s%scondition '%s': field 'indices' names key %d, but site %s has %d keys", where, sep,
+                               c->name, c->indices[i], nm, s->Tk);
+        if (!c->value_path && c->eta == 0.0f && c->k >= s->Tk)
+            return ss_fail(SS_EARG, "%s%scondition '%s': field '%s' removes every one of site %s's %d keys with eta 0, leaving "
+                           "the attention rows no mass at all; keep at least one key or use eta > 0",
+                           where, sep, c->name, c->select == SEL_FIXED ? "indices" : "k", nm, s->Tk);
+    }
+    return 0;
+}
+
 void *sink_condition_to_json(const sink_condition *c) {
-    json_t *o = json_object(), *layers = json_array();
+    json_t *o = json_object(), *layers = json_array(), *sites = NULL;
     json_object_set_new(o, "name", json_string(c->name));
-    for (int i = 0; i < c->n_layers; i++) json_array_append_new(layers, json_integer(c->layers[i]));
+    for (int i = 0; i < c->n_layers; i++) {
+        if (ss_site_code_kind(c->layers[i]) == SS_SITE_JOINT) {
+            json_array_append_new(layers, json_integer(c->layers[i]));
+            continue;
+        }
+        char nm[48];
+        if (!sites) sites = json_array();
+        json_array_append_new(sites, json_string(ss_site_code_name(c->layers[i], nm, sizeof nm)));
+    }
     json_object_set_new(o, "layers", layers);
+    if (sites) json_object_set_new(o, "sites", sites); /* only when needed: today's conditions read as before */
     json_object_set_new(o, "select", json_string(SELECTS[c->select]));
     json_object_set_new(o, "k", json_integer(c->k));
     json_object_set_new(o, "rank_by", json_string(c->rank_union ? "union" : "head"));
@@ -325,9 +418,9 @@ void *sink_condition_to_json(const sink_condition *c) {
     return o;
 }
 
-int sink_condition_has_layer(const sink_condition *c, int block) {
+int sink_condition_has_layer(const sink_condition *c, int code) {
     for (int i = 0; i < c->n_layers; i++)
-        if (c->layers[i] == block) return 1;
+        if (c->layers[i] == code) return 1;
     return 0;
 }
 

@@ -1,9 +1,13 @@
 /* condition: one intervention, as a value type parsed from the JSON schema of
- * tests/fixtures/README.md plus `steps` and `seed`. The CLI (`forward --condition`), the sampler
+ * tests/fixtures/README.md plus `steps`, `seed` and `sites`. The CLI (`forward --condition`), the sampler
  * and experiment lists (`run`) all use this one parser.
  *
  *   {"name": "A1", "layers": [12], "select": "topk", "k": 1, "rank_by": "head", "keys": "all",
  *    "queries": "image", "path": "score", "eta": 0.0, "steps": [0.0, 1.0]}
+ *
+ * Where it acts: `layers` (block indices of the model's joint attention: SD3's joint.i) and/or
+ * `sites` (site names, models/site.h: "joint.3", "attn2.0", ...); at least one of the two fields
+ * must be present ([] for a no-op).
  *
  * Unknown fields, wrong types and out-of-range values are rejected; the error names the field.
  */
@@ -12,6 +16,8 @@
 
 #include <stddef.h>
 #include <stdint.h>
+
+#include "models/site.h"
 
 #define COND_MAX_LAYERS 256
 #define COND_MAX_K 64
@@ -23,8 +29,9 @@ typedef enum { VAL_ZERO, VAL_MEAN, VAL_LERP } sink_value;
 
 typedef struct {
     char name[128];
-    int n_layers;
-    int layers[COND_MAX_LAYERS];
+    int n_layers;                /* sites acted on: `layers` then `sites` */
+    int layers[COND_MAX_LAYERS]; /* as site codes (ss_site_code); a joint block's code is its index */
+    int n_from_sites;            /* how many of them (the last ones) the field `sites` gave */
     sink_select select;
     int k;
     int rank_union;     /* rank_by: 0 head, 1 union */
@@ -55,9 +62,16 @@ int sink_condition_list_parse(sink_condition **out, int *n, const char *buf, siz
  * no attention mass at all (score path, eta 0, every key selected: 'k' or 'indices'). Errors
  * name `where` (may be NULL), the condition and the field. */
 int sink_condition_check_model(const sink_condition *c, int num_layers, int n_img, int n_txt, const char *where);
+/* The same checks against a model's own sites (sd3_sites): every site the condition names exists
+ * (else the error names the field and lists the model's sites), and at each of them: query rows
+ * of the condition's `queries`, k within the candidate keys, indices within Tk, not every key
+ * removed with eta 0. sink_condition_check_model knows joint blocks only and refuses other
+ * sites. */
+int sink_condition_check_sites(const sink_condition *c, const ss_site *sites, int n_sites, const char *where);
 /* A new jansson object (json_t *) that parses back to the same condition. */
 void *sink_condition_to_json(const sink_condition *c);
-int sink_condition_has_layer(const sink_condition *c, int block);
+/* Does the condition act at this site code (a joint block's code is its index)? */
+int sink_condition_has_layer(const sink_condition *c, int code);
 /* Does the condition act at normalized time tfrac? (tfrac < 0: not sampling, always yes) */
 int sink_condition_active(const sink_condition *c, double tfrac);
 const char *sink_tokens_name(sink_tokens t);

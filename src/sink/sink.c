@@ -2,13 +2,16 @@
 
 #include <jansson.h>
 #include <math.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "core/err.h"
 
+#define N_CODES (SS_SITE_NKIND * SS_SITE_MAX_BLOCKS)
+
 struct sink_ctx {
-    uint8_t probe[COND_MAX_LAYERS];
+    uint8_t probe[N_CODES]; /* by site code */
     sink_tokens probe_queries;
     int topk, keep_mass;
     int have_cond;
@@ -17,6 +20,7 @@ struct sink_ctx {
     double tfrac;
     sink_record **recs;
     int nrec, caprec;
+    int pending; /* first record made since the last block output */
 };
 
 sink_ctx *sink_ctx_new(void) {
@@ -40,6 +44,7 @@ static void record_free(sink_record *r) {
 void sink_ctx_clear_records(sink_ctx *s) {
     for (int i = 0; i < s->nrec; i++) record_free(s->recs[i]);
     s->nrec = 0;
+    s->pending = 0;
 }
 
 void sink_ctx_free(sink_ctx *s) {
@@ -49,11 +54,11 @@ void sink_ctx_free(sink_ctx *s) {
     free(s);
 }
 
-int sink_ctx_set_probe(sink_ctx *s, const int *blocks, int n, sink_tokens queries, int topk, int keep_mass) {
+int sink_ctx_set_probe(sink_ctx *s, const int *sites, int n, sink_tokens queries, int topk, int keep_mass) {
     memset(s->probe, 0, sizeof s->probe);
     for (int i = 0; i < n; i++) {
-        if (blocks[i] < 0 || blocks[i] >= COND_MAX_LAYERS) return ss_fail(SS_EARG, "probe: block %d out of range", blocks[i]);
-        s->probe[blocks[i]] = 1;
+        if (sites[i] < 0 || sites[i] >= N_CODES) return ss_fail(SS_EARG, "probe: site code %d out of range", sites[i]);
+        s->probe[sites[i]] = 1;
     }
     if (topk < 1 || topk > COND_MAX_K) return ss_fail(SS_EARG, "probe: top-k %d outside [1, %d]", topk, COND_MAX_K);
     s->probe_queries = queries;
@@ -75,7 +80,67 @@ void sink_ctx_set_step(sink_ctx *s, int step, double tfrac) {
 int sink_ctx_record_count(const sink_ctx *s) { return s->nrec; }
 const sink_record *sink_ctx_record(const sink_ctx *s, int i) { return s->recs[i]; }
 
-static sink_record *record_new(sink_ctx *s, int block, const attn_args *a) {
+/* ---- token layout: everything about image / text tokens comes from the site ---- */
+
+static int tok_want(sink_tokens t) { return t == TOK_IMAGE ? 0 : t == TOK_TEXT ? 1 : 2; }
+
+static const char *site_name(const ss_site *site, char *buf, size_t cap) {
+    return ss_site_code_name(ss_site_code_of(site), buf, cap);
+}
+
+/* The query rows or candidate keys of `t` at a site, one contiguous range. */
+static int site_range(const ss_site *site, int keys, sink_tokens t, int *lo, int *hi) {
+    char nm[48];
+    if (ss_site_range(site, keys, tok_want(t), lo, hi) < 0)
+        return ss_fail(SS_EARG, "site %s: its %s %s are not one contiguous range (not supported)", site_name(site, nm, sizeof nm),
+                       sink_tokens_name(t), keys ? "keys" : "query rows");
+    return 0;
+}
+
+static int key_is_text(const ss_site *site, int j) {
+    for (int i = 0; i < site->n_kspan; i++)
+        if (j >= site->kspan[i].start && j < site->kspan[i].start + site->kspan[i].len) return ss_tok_is_text(site->kspan[i].type);
+    return 0;
+}
+
+static int n_image_keys(const ss_site *site) {
+    int n = 0;
+    for (int i = 0; i < site->n_kspan; i++) n += ss_tok_is_text(site->kspan[i].type) ? 0 : site->kspan[i].len;
+    return n;
+}
+
+/* The query spans of `t`: mass over them is the row-weighted mean of their mass vectors. */
+typedef struct {
+    int n, rows;
+    const float *m[ATTN_MAX_QSPAN];
+    int cnt[ATTN_MAX_QSPAN];
+} qsel;
+
+static void qsel_of(qsel *q, const ss_site *site, const attn_stats *st, sink_tokens t, size_t off) {
+    memset(q, 0, sizeof *q);
+    for (int g = 0; g < site->n_qspan && g < ATTN_MAX_QSPAN; g++) {
+        const ss_span *sp = &site->qspan[g];
+        if (t != TOK_ALL && (t == TOK_TEXT) != ss_tok_is_text(sp->type)) continue;
+        q->m[q->n] = st->mass[g] + off;
+        q->cnt[q->n++] = sp->len;
+        q->rows += sp->len;
+    }
+}
+
+/* mass over a query set: one span's vector as it is, several weighted by their row counts. */
+static void set_mass(float *dst, const qsel *q, int Tk) {
+    if (q->n == 1) {
+        memcpy(dst, q->m[0], sizeof(float) * Tk);
+        return;
+    }
+    for (int j = 0; j < Tk; j++) {
+        double acc = 0;
+        for (int g = 0; g < q->n; g++) acc += (double)q->cnt[g] * q->m[g][j];
+        dst[j] = q->rows ? (float)(acc / q->rows) : 0.0f;
+    }
+}
+
+static sink_record *record_new(sink_ctx *s, const ss_site *site, const attn_args *a) {
     if (s->nrec == s->caprec) {
         int cap = s->caprec ? 2 * s->caprec : 16;
         sink_record **r = realloc(s->recs, sizeof *r * cap);
@@ -85,29 +150,25 @@ static sink_record *record_new(sink_ctx *s, int block, const attn_args *a) {
     }
     sink_record *r = ss_calloc(1, sizeof *r);
     if (!r) return NULL;
-    r->block = block;
+    r->block = site->index;
+    r->site = ss_site_code_of(site);
     r->step = s->step;
     r->tfrac = s->tfrac;
     r->B = a->B;
     r->H = a->H;
-    r->T = a->T;
-    r->n_img = a->n_img;
+    r->T = site->Tk;
+    r->n_img = n_image_keys(site);
     r->min_margin = -1;
     s->recs[s->nrec++] = r;
     return r;
 }
 
-/* mass over a query set: image rows, text rows, or all rows (weighted by row counts). */
-static void set_mass(float *dst, const float *mi, const float *mt, int T, int n_img, sink_tokens q) {
-    const int n_txt = T - n_img;
-    for (int j = 0; j < T; j++)
-        dst[j] = q == TOK_IMAGE ? mi[j] : q == TOK_TEXT ? mt[j] : (float)(((double)n_img * mi[j] + (double)n_txt * mt[j]) / T);
-}
-
-/* Indices of the k largest of x over candidates (ties: lower index first), descending. */
-static void topk_select(const float *x, int T, int lo, int hi, int k, int *idx, float *val, double *margin) {
+/* Indices of the k largest of x over candidates [lo, hi) not masked (kv[j] == 0; kv may be
+ * NULL), ties: lower index first, descending. */
+static void topk_select(const float *x, const uint8_t *kv, int lo, int hi, int k, int *idx, float *val, double *margin) {
     int n = 0;
     for (int j = lo; j < hi; j++) {
+        if (kv && !kv[j]) continue;
         if (n == k && !(x[j] > val[k - 1])) continue;
         int p = n < k ? n++ : k - 1;
         while (p > 0 && x[j] > val[p - 1]) {
@@ -122,13 +183,13 @@ static void topk_select(const float *x, int T, int lo, int hi, int k, int *idx, 
         /* gap to the best key not selected */
         float next = -INFINITY;
         for (int j = lo; j < hi; j++) {
+            if (kv && !kv[j]) continue;
             int in = 0;
             for (int t = 0; t < k; t++) in |= idx[t] == j;
             if (!in && x[j] > next) next = x[j];
         }
         *margin = next == -INFINITY ? INFINITY : (double)val[k - 1] - next;
     }
-    (void)T;
 }
 
 /* splitmix64 finalizer: a counter-based stream for reproducible random key draws. */
@@ -139,14 +200,15 @@ static uint64_t mix64(uint64_t z) {
     return z ^ (z >> 31);
 }
 
-/* k distinct keys drawn uniformly from [lo, hi), reproducible from (seed, block, step, b, h). */
-static void random_select(int lo, int hi, int k, uint64_t key, int *idx) {
+/* k distinct keys drawn uniformly from [lo, hi) (masked ones redrawn), reproducible from (seed,
+ * site, step, b, h). The caller has checked that [lo, hi) holds at least k unmasked keys. */
+static void random_select(int lo, int hi, const uint8_t *kv, int k, uint64_t key, int *idx) {
     uint64_t ctr = 0;
     for (int t = 0; t < k; t++) {
         for (;;) {
             uint64_t u = mix64(key ^ mix64(ctr++));
             int j = lo + (int)(((unsigned __int128)u * (uint64_t)(hi - lo)) >> 64);
-            int dup = 0;
+            int dup = kv && !kv[j];
             for (int s = 0; s < t; s++) dup |= idx[s] == j;
             if (!dup) {
                 idx[t] = j;
@@ -156,21 +218,55 @@ static void random_select(int lo, int hi, int k, uint64_t key, int *idx) {
     }
 }
 
-static int select_keys(const sink_ctx *s, sink_record *r, const attn_args *a, const float *mi, const float *mt) {
+/* "block 3" for a joint site (as before sites existed), "site attn2.0" otherwise. */
+static const char *rec_where(const sink_record *r, char *buf, size_t cap) {
+    if (ss_site_code_kind(r->site) == SS_SITE_JOINT) snprintf(buf, cap, "block %d", r->block);
+    else {
+        char nm[40];
+        snprintf(buf, cap, "site %s", ss_site_code_name(r->site, nm, sizeof nm));
+    }
+    return buf;
+}
+
+/* unmasked keys of batch b in [lo, hi) */
+static int n_valid(const attn_args *a, int b, int lo, int hi) {
+    if (!a->key_valid) return hi - lo;
+    const int Tk = a->Tk > 0 ? a->Tk : a->T;
+    int n = 0;
+    for (int j = lo; j < hi; j++) n += a->key_valid[(size_t)b * Tk + j] != 0;
+    return n;
+}
+
+static int select_keys(const sink_ctx *s, sink_record *r, const ss_site *site, const attn_args *a, const attn_stats *st) {
     const sink_condition *c = &s->cond;
-    const int B = a->B, H = a->H, T = a->T, k = c->k;
-    const int lo = c->keys == TOK_TEXT ? a->n_img : 0, hi = c->keys == TOK_IMAGE ? a->n_img : T;
-    if (c->select != SEL_FIXED && k > hi - lo)
-        return ss_fail(SS_EARG, "condition '%s': k = %d but block %d has only %d candidate %s keys", c->name, k, r->block,
-                       hi - lo, sink_tokens_name(c->keys));
-    if (!c->value_path && c->eta == 0.0f && k >= T) /* distinct keys: every key of every row removed */
-        return ss_fail(SS_EARG, "condition '%s': removing all %d keys of block %d with eta 0 leaves the attention rows "
-                       "no mass at all", c->name, T, r->block);
+    const int B = a->B, H = a->H, T = site->Tk, k = c->k;
+    char wh[64];
+    rec_where(r, wh, sizeof wh);
+    int lo, hi, rc;
+    if ((rc = site_range(site, 1, c->keys, &lo, &hi))) return rc;
+    qsel q;
+    qsel_of(&q, site, st, c->queries, 0);
+    if (c->select == SEL_TOPK && !q.n)
+        return ss_fail(SS_EARG, "condition '%s': field 'queries' = %s, but %s has no %s query rows to rank keys by", c->name,
+                       sink_tokens_name(c->queries), wh, sink_tokens_name(c->queries));
+    for (int b = 0; b < B; b++) {
+        const int cand = n_valid(a, b, lo, hi), all = n_valid(a, b, 0, T);
+        if (c->select != SEL_FIXED && k > cand)
+            return ss_fail(SS_EARG, "condition '%s': k = %d but %s has only %d candidate %s keys%s", c->name, k, wh, cand,
+                           sink_tokens_name(c->keys), a->key_valid ? " (unmasked)" : "");
+        if (!c->value_path && c->eta == 0.0f && k >= all) /* distinct keys: every key of every row removed */
+            return ss_fail(SS_EARG, "condition '%s': removing all %d keys of %s with eta 0 leaves the attention rows "
+                           "no mass at all", c->name, all, wh);
+    }
     if (c->select == SEL_FIXED)
-        for (int t = 0; t < k; t++)
+        for (int t = 0; t < k; t++) {
             if (c->indices[t] >= T)
-                return ss_fail(SS_EARG, "condition '%s': index %d is outside the %d keys of block %d", c->name,
-                               c->indices[t], T, r->block);
+                return ss_fail(SS_EARG, "condition '%s': index %d is outside the %d keys of %s", c->name, c->indices[t], T, wh);
+            for (int b = 0; b < B && a->key_valid; b++)
+                if (!a->key_valid[(size_t)b * T + c->indices[t]])
+                    return ss_fail(SS_EARG, "condition '%s': index %d is a masked key of %s (batch %d)", c->name,
+                                   c->indices[t], wh, b);
+        }
     float *rank = ss_malloc(sizeof(float) * T), *u = ss_malloc(sizeof(float) * T), val[COND_MAX_K];
     if (!rank || !u) {
         free(rank);
@@ -179,19 +275,20 @@ static int select_keys(const sink_ctx *s, sink_record *r, const attn_args *a, co
     }
     double minm = INFINITY;
     for (int b = 0; b < B; b++) {
+        const uint8_t *kv = a->key_valid ? a->key_valid + (size_t)b * T : NULL;
         int shared[COND_MAX_K];
         if (c->rank_union && c->select == SEL_TOPK) {
             memset(u, 0, sizeof(float) * T);
             for (int h = 0; h < H; h++) {
-                const size_t o = ((size_t)b * H + h) * T;
-                set_mass(rank, mi + o, mt + o, T, a->n_img, c->queries);
+                qsel_of(&q, site, st, c->queries, ((size_t)b * H + h) * T);
+                set_mass(rank, &q, T);
                 for (int j = 0; j < T; j++) u[j] += rank[j] / H;
             }
             double mg;
-            topk_select(u, T, lo, hi, k, shared, val, &mg);
+            topk_select(u, kv, lo, hi, k, shared, val, &mg);
             minm = fmin(minm, mg);
         } else if (c->rank_union && c->select == SEL_RANDOM) {
-            random_select(lo, hi, k, mix64(c->seed ^ mix64(((uint64_t)r->block << 40) ^ ((uint64_t)(r->step + 1) << 20) ^ (uint64_t)b)), shared);
+            random_select(lo, hi, kv, k, mix64(c->seed ^ mix64(((uint64_t)r->block << 40) ^ ((uint64_t)(r->step + 1) << 20) ^ (uint64_t)b)), shared);
         }
         for (int h = 0; h < H; h++) {
             int *dst = r->sel + ((size_t)b * H + h) * k;
@@ -202,12 +299,12 @@ static int select_keys(const sink_ctx *s, sink_record *r, const attn_args *a, co
             } else if (c->select == SEL_RANDOM) {
                 uint64_t key = mix64(c->seed ^ mix64(((uint64_t)r->block << 40) ^ ((uint64_t)(r->step + 1) << 20) ^
                                                      ((uint64_t)b << 10) ^ (uint64_t)h ^ 0x5a5a000000000000ull));
-                random_select(lo, hi, k, key, dst);
+                random_select(lo, hi, kv, k, key, dst);
             } else {
-                const size_t o = ((size_t)b * H + h) * T;
-                set_mass(rank, mi + o, mt + o, T, a->n_img, c->queries);
+                qsel_of(&q, site, st, c->queries, ((size_t)b * H + h) * T);
+                set_mass(rank, &q, T);
                 double mg;
-                topk_select(rank, T, lo, hi, k, dst, val, &mg);
+                topk_select(rank, kv, lo, hi, k, dst, val, &mg);
                 minm = fmin(minm, mg);
             }
         }
@@ -218,17 +315,23 @@ static int select_keys(const sink_ctx *s, sink_record *r, const attn_args *a, co
     return 0;
 }
 
-static int intervene(const sink_ctx *s, sink_record *r, const attn_args *a, const attn_stats *st) {
+static int intervene(const sink_ctx *s, sink_record *r, const ss_site *site, const attn_args *a, const attn_stats *st) {
     const sink_condition *c = &s->cond;
-    const int B = a->B, H = a->H, T = a->T, k = c->k, dh = a->dh;
+    const int B = a->B, H = a->H, T = site->Tk, k = c->k, dh = a->dh;
     r->intervened = 1;
     r->k = k;
     r->sel = ss_malloc(sizeof(int) * B * H * k);
     r->before = ss_malloc(sizeof(double) * B * H);
     r->after = ss_malloc(sizeof(double) * B * H);
     if (!r->sel || !r->before || !r->after) return SS_ENOMEM;
-    int rc = select_keys(s, r, a, st->mass_img, st->mass_txt);
+    int r0, r1, rc = site_range(site, 0, c->queries, &r0, &r1);
     if (rc) return rc;
+    if (r1 <= r0) {
+        char wh[64];
+        return ss_fail(SS_EARG, "condition '%s': field 'queries' = %s, but %s has no %s query rows", c->name,
+                       sink_tokens_name(c->queries), rec_where(r, wh, sizeof wh), sink_tokens_name(c->queries));
+    }
+    if ((rc = select_keys(s, r, site, a, st))) return rc;
     float *vrep = NULL;
     if (c->value_path && dh > 512) return ss_fail(SS_EARG, "condition '%s': the value path supports head dims up to 512, not %d", c->name, dh);
     if (c->value_path) {
@@ -237,21 +340,22 @@ static int intervene(const sink_ctx *s, sink_record *r, const attn_args *a, cons
         for (int b = 0; b < B && c->value != VAL_ZERO; b++)
             for (int h = 0; h < H; h++) {
                 const float *V = a->v + (size_t)b * T * a->ld + (size_t)h * dh;
+                const uint8_t *kv = a->key_valid ? a->key_valid + (size_t)b * T : NULL;
                 double mean[512] = {0};
                 for (int j = 0; j < T; j++)
-                    for (int d = 0; d < dh; d++) mean[d] += V[(size_t)j * a->ld + d];
+                    for (int d = 0; d < dh && (!kv || kv[j]); d++) mean[d] += V[(size_t)j * a->ld + d];
+                const int nv = n_valid(a, b, 0, T);
                 for (int t = 0; t < k; t++) {
                     const float *vj = V + (size_t)r->sel[((size_t)b * H + h) * k + t] * a->ld;
                     float *dst = vrep + (((size_t)b * H + h) * k + t) * dh;
                     for (int d = 0; d < dh; d++) {
-                        const double mu = mean[d] / T;
+                        const double mu = mean[d] / nv;
                         dst[d] = c->value == VAL_MEAN ? (float)mu : (float)(c->alpha * vj[d] + (1.0 - c->alpha) * mu);
                     }
                 }
             }
     }
-    attn_reweight rw = {.k = k, .keys = r->sel, .value_path = c->value_path, .eta = c->eta, .vrep = vrep,
-                        .r0 = c->queries == TOK_TEXT ? a->n_img : 0, .r1 = c->queries == TOK_IMAGE ? a->n_img : T};
+    attn_reweight rw = {.k = k, .keys = r->sel, .value_path = c->value_path, .eta = c->eta, .vrep = vrep, .r0 = r0, .r1 = r1};
     rc = attn_apply_reweight(a, st, &rw, r->before, r->after);
     free(vrep);
     return rc;
@@ -273,8 +377,23 @@ static float percentile(float *x, int n, double q) {
     return (float)(x[lo] + (pos - lo) * (x[hi] - x[lo]));
 }
 
-static int probe(const sink_ctx *s, sink_record *r, const attn_args *a, const attn_stats *st) {
-    const int B = a->B, H = a->H, T = a->T, K = s->topk < T ? s->topk : T;
+
+static int probe(const sink_ctx *s, sink_record *r, const ss_site *site, const attn_args *a, const attn_stats *st) {
+    const int B = a->B, H = a->H, T = site->Tk;
+    int K = s->topk < T ? s->topk : T;
+    for (int b = 0; b < B; b++) { /* masked keys are never sinks */
+        const int nv = n_valid(a, b, 0, T);
+        K = nv < K ? nv : K;
+    }
+    int r0, r1, rc = site_range(site, 0, s->probe_queries, &r0, &r1);
+    if (rc) return rc;
+    qsel q;
+    qsel_of(&q, site, st, s->probe_queries, 0);
+    if (!q.n || r1 <= r0) {
+        char wh[64];
+        return ss_fail(SS_EARG, "probe: %s has no %s query rows (probe queries '%s')", rec_where(r, wh, sizeof wh),
+                       sink_tokens_name(s->probe_queries), sink_tokens_name(s->probe_queries));
+    }
     r->probed = 1;
     r->topk = K;
     r->queries = s->probe_queries;
@@ -291,17 +410,20 @@ static int probe(const sink_ctx *s, sink_record *r, const attn_args *a, const at
         free(m);
         return SS_ENOMEM;
     }
-    const int r0 = s->probe_queries == TOK_TEXT ? a->n_img : 0, r1 = s->probe_queries == TOK_IMAGE ? a->n_img : T;
+    /* "index 0": the site's first key (SD3: image patch 0; FLUX: text token 0) */
+    const int first = site->n_kspan ? site->kspan[0].start : 0;
     for (int b = 0; b < B; b++) {
+        const uint8_t *kv = a->key_valid ? a->key_valid + (size_t)b * T : NULL;
         double mm = 0, en = 0, t5 = 0, i0 = 0, tx = 0;
         for (int h = 0; h < H; h++) {
-            const size_t o = ((size_t)b * H + h) * T, bh = (size_t)b * H + h;
-            set_mass(m, st->mass_img + o, st->mass_txt + o, T, a->n_img, s->probe_queries);
-            topk_select(m, T, 0, T, K, r->top_idx + bh * K, r->top_mass + bh * K, NULL);
+            const size_t o = ((size_t)b * H + h) * T, oq = ((size_t)b * H + h) * a->T, bh = (size_t)b * H + h;
+            qsel_of(&q, site, st, s->probe_queries, o);
+            set_mass(m, &q, T);
+            topk_select(m, kv, 0, T, K, r->top_idx + bh * K, r->top_mass + bh * K, NULL);
             double e = 0, c5 = 0;
             for (int i = r0; i < r1; i++) {
-                e += st->row_entropy[o + i];
-                c5 += st->row_top5[o + i];
+                e += st->row_entropy[oq + i];
+                c5 += st->row_top5[oq + i];
             }
             r->head_entropy[bh] = r1 > r0 ? (float)(e / (r1 - r0)) : 0;
             r->head_top5[bh] = r1 > r0 ? (float)(c5 / (r1 - r0)) : 0;
@@ -309,8 +431,8 @@ static int probe(const sink_ctx *s, sink_record *r, const attn_args *a, const at
             mm += r->top_mass[bh * K];
             en += r->head_entropy[bh];
             t5 += r->head_top5[bh];
-            i0 += top1 == 0;
-            tx += top1 >= a->n_img;
+            i0 += top1 == first;
+            tx += key_is_text(site, top1);
         }
         r->max_mass[b] = (float)(mm / H);
         r->entropy[b] = (float)(en / H);
@@ -320,44 +442,61 @@ static int probe(const sink_ctx *s, sink_record *r, const attn_args *a, const at
     }
     free(m);
     if (s->keep_mass) {
-        r->mass = ss_malloc(sizeof(float) * B * H * T);
+        r->mass = ss_calloc((size_t)B * H * T, sizeof(float));
         if (!r->mass) return SS_ENOMEM;
-        memcpy(r->mass, st->mass_img, sizeof(float) * B * H * T);
+        qsel_of(&q, site, st, TOK_IMAGE, 0); /* the image-query mass, as before sites existed */
+        if (q.n) {
+            for (size_t bh = 0; bh < (size_t)B * H; bh++) {
+                qsel qq;
+                qsel_of(&qq, site, st, TOK_IMAGE, bh * T);
+                set_mass(r->mass + bh * T, &qq, T);
+            }
+        }
     }
     return 0;
 }
 
-static int hook_attention(void *ctx, int block, const attn_args *a) {
+static int hook_attention(void *ctx, const ss_site *site, const attn_args *a) {
     sink_ctx *s = ctx;
-    const int probed = block < COND_MAX_LAYERS && s->probe[block];
-    const int iv = s->have_cond && sink_condition_has_layer(&s->cond, block) && sink_condition_active(&s->cond, s->tfrac);
+    const int code = ss_site_code_of(site);
+    const int probed = code >= 0 && code < N_CODES && s->probe[code];
+    const int iv = s->have_cond && sink_condition_has_layer(&s->cond, code) && sink_condition_active(&s->cond, s->tfrac);
     if (!probed && !iv) return attn_forward(a, NULL);
-    const size_t n = (size_t)a->B * a->H * a->T;
+    if (a->n_qspan != site->n_qspan || site->n_qspan < 1 || site->n_qspan > ATTN_MAX_QSPAN || a->T != site->Tq ||
+        (a->Tk ? a->Tk : a->T) != site->Tk)
+        return ss_fail(SS_EARG, "sink: the attention arguments do not match their site's %d x %d tokens and %d query spans",
+                       site->Tq, site->Tk, site->n_qspan);
+    const int ng = site->n_qspan;
+    const size_t nq = (size_t)a->B * a->H * a->T, nk = (size_t)a->B * a->H * site->Tk;
     attn_stats st = {0};
-    float *buf = ss_malloc(sizeof(float) * n * 6);
+    float *buf = ss_malloc(sizeof(float) * (nk * ng + nq * 4));
     if (!buf) return SS_ENOMEM;
-    st.mass_img = buf;
-    st.mass_txt = buf + n;
-    st.row_m = buf + 2 * n;
-    st.row_l = buf + 3 * n;
+    for (int g = 0; g < ng; g++) st.mass[g] = buf + (size_t)g * nk;
+    float *rows = buf + (size_t)ng * nk;
+    st.row_m = rows;
+    st.row_l = rows + nq;
     if (probed) {
-        st.row_entropy = buf + 4 * n;
-        st.row_top5 = buf + 5 * n;
+        st.row_entropy = rows + 2 * nq;
+        st.row_top5 = rows + 3 * nq;
     }
     int rc = attn_forward(a, &st);
-    sink_record *r = rc ? NULL : record_new(s, block, a);
+    sink_record *r = rc ? NULL : record_new(s, site, a);
     if (!rc && !r) rc = SS_ENOMEM;
-    if (!rc && probed) rc = probe(s, r, a, &st);
-    if (!rc && iv) rc = intervene(s, r, a, &st);
+    if (!rc && probed) rc = probe(s, r, site, a, &st);
+    if (!rc && iv) rc = intervene(s, r, site, a, &st);
     free(buf);
     return rc;
 }
 
+/* The block's output belongs to every probed record of that block made since the last block
+ * output (SD3.5: joint.i and attn2.i). */
 static int hook_block_output(void *ctx, int block, const float *x, int B, int N, int D) {
     sink_ctx *s = ctx;
-    if (block >= COND_MAX_LAYERS || !s->probe[block] || s->nrec == 0) return 0;
-    sink_record *r = s->recs[s->nrec - 1];
-    if (r->block != block || !r->probed) return 0;
+    const int first = s->pending;
+    s->pending = s->nrec;
+    int any = 0;
+    for (int i = first; i < s->nrec; i++) any |= s->recs[i]->probed && ss_site_code_block(s->recs[i]->site) == block;
+    if (!any) return 0;
     float *norms = ss_malloc(sizeof(float) * (N ? N : 1));
     if (!norms) return SS_ENOMEM;
     for (int b = 0; b < B; b++) {
@@ -369,15 +508,20 @@ static int hook_block_output(void *ctx, int block, const float *x, int B, int N,
             norms[i] = (float)sqrt(ss);
             mx = norms[i] > mx ? norms[i] : mx;
         }
-        r->act_max[b] = mx;
-        r->act_p95[b] = N ? percentile(norms, N, 0.95) : 0;
+        const float p95 = N ? percentile(norms, N, 0.95) : 0;
+        for (int i = first; i < s->nrec; i++) {
+            sink_record *r = s->recs[i];
+            if (!r->probed || ss_site_code_block(r->site) != block) continue;
+            r->act_max[b] = mx;
+            r->act_p95[b] = p95;
+        }
     }
     free(norms);
     return 0;
 }
 
 sd3_hooks sink_ctx_hooks(sink_ctx *s) {
-    sd3_hooks h = {.ctx = s, .joint_attention = hook_attention, .block_output = hook_block_output};
+    sd3_hooks h = {.ctx = s, .attention = hook_attention, .block_output = hook_block_output};
     return h;
 }
 
@@ -390,6 +534,10 @@ static json_t *farr(const float *x, size_t n) {
 void *sink_record_to_json(const sink_record *r) {
     json_t *o = json_object();
     json_object_set_new(o, "block", json_integer(r->block));
+    if (ss_site_code_kind(r->site) != SS_SITE_JOINT) { /* joint records stay as they were */
+        char nm[40];
+        json_object_set_new(o, "site", json_string(ss_site_code_name(r->site, nm, sizeof nm)));
+    }
     json_object_set_new(o, "step", json_integer(r->step));
     if (r->tfrac >= 0) json_object_set_new(o, "t_frac", json_real(r->tfrac));
     json_object_set_new(o, "tokens", json_pack("{s:i, s:i}", "image", r->n_img, "text", r->T - r->n_img));

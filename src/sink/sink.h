@@ -1,16 +1,18 @@
-/* sink: the attention-sink probe and interventions, attached to a model's joint attention
- * through sd3_hooks.
+/* sink: the attention-sink probe and interventions, attached to a model's attention sites
+ * (models/site.h) through sd3_hooks.
  *
  *   sink_ctx *s = sink_ctx_new();
- *   int blocks[] = {1, 2};
- *   sink_ctx_set_probe(s, blocks, 2, TOK_IMAGE, 5, 1);   // statistics at blocks 1 and 2
+ *   int sites[] = {1, ss_site_code(SS_SITE_ATTN2, 0)};
+ *   sink_ctx_set_probe(s, sites, 2, TOK_IMAGE, 5, 1);    // statistics at joint.1 and attn2.0
  *   sink_ctx_set_condition(s, &cond);                    // optional intervention
  *   sd3_hooks hk = sink_ctx_hooks(s);
  *   sd3_forward(model, ..., &hk);
  *   for (i < sink_ctx_record_count(s)) use sink_ctx_record(s, i);
  *
- * Everything is computed streaming by attn_forward: the extra memory at a block is a few
- * [B, H, T] arrays (mass per key, max and sum per query row), never a T x T matrix.
+ * Everything is computed streaming by attn_forward: the extra memory at a site is a few
+ * [B, H, T] arrays (mass per key and query span, max and sum per query row), never a T x T
+ * matrix. Which tokens are image or text, and which keys are masked, comes from the site: a
+ * masked key gets no mass and is never a sink or a selected key.
  *
  * Selection (interventions) is dynamic: recomputed at each intervened block, each forward pass
  * and each batch element from the un-intervened attention of that same pass, ranked by the mass
@@ -24,11 +26,12 @@
 #include "models/sd3.h"
 #include "sink/condition.h"
 
-/* What one probed and/or intervened block recorded in one forward pass. */
+/* What one probed and/or intervened site recorded in one forward pass. */
 typedef struct {
-    int block, step;
+    int block, step;       /* block: the site's flat index (= the block for SD3's joint sites) */
+    int site;              /* the site's code (ss_site_code): kind and block within the kind */
     double tfrac;          /* normalized denoising time t/T, or -1 outside a sampler */
-    int B, H, T, n_img;
+    int B, H, T, n_img;    /* T: keys (Tk); n_img: image keys */
     /* probe (probed == 1) */
     int probed, topk;
     sink_tokens queries;   /* rows the mass is averaged over */
@@ -53,9 +56,11 @@ typedef struct sink_ctx sink_ctx;
 
 sink_ctx *sink_ctx_new(void);
 void sink_ctx_free(sink_ctx *s);
-/* Probe these blocks: mass averaged over `queries` rows, top-k keys recorded; keep_mass keeps
- * the full [B,H,T] image-query mass vector in each record. */
-int sink_ctx_set_probe(sink_ctx *s, const int *blocks, int n, sink_tokens queries, int topk, int keep_mass);
+/* Probe these sites, given as site codes (ss_site_code; a joint block's code is its index, so
+ * SD3 block lists work as they are): mass averaged over `queries` rows, top-k keys recorded;
+ * keep_mass keeps the full [B,H,Tk] image-query mass vector in each record. A site
+ * without such query rows (attn2 and text queries) fails when it runs, naming the site. */
+int sink_ctx_set_probe(sink_ctx *s, const int *sites, int n, sink_tokens queries, int topk, int keep_mass);
 /* The intervention to apply (copied), or NULL for none. */
 void sink_ctx_set_condition(sink_ctx *s, const sink_condition *c);
 /* Where the sampler is: step index and t/T (0 = noisiest). tfrac < 0: not sampling. */
@@ -66,7 +71,8 @@ int sink_ctx_record_count(const sink_ctx *s);
 const sink_record *sink_ctx_record(const sink_ctx *s, int i);
 void sink_ctx_clear_records(sink_ctx *s);
 
-/* A jansson object (json_t *) describing one record (without the full mass vector). */
+/* A jansson object (json_t *) describing one record (without the full mass vector). Records of
+ * joint sites are written exactly as before sites existed; others add "site": "attn2.0". */
 void *sink_record_to_json(const sink_record *r);
 
 #endif

@@ -1,0 +1,67 @@
+/* site: where in a model an attention runs, and what its tokens are.
+ *
+ * The model says *where* (this struct), the sampler says *when* (sink_ctx_set_step). A site is
+ * a flat index 0..n-1 over the model's attentions plus its kind and the block within that kind:
+ *   SD3 / SD3.5:  joint.i  (block i's joint image+text attention, image tokens first)
+ *                 attn2.i  (SD3.5's second, image-only self-attention of dual block i)
+ *   FLUX (later): double.i, single.j;   PixArt (later): self.i, cross.i
+ * and the token layout of its queries and keys: spans in the model's token order, each with a
+ * type. Text spans are SS_TOK_TEXT until a text encoder supplies finer types (word, eos, pad,
+ * comma). Keys may carry a per-batch validity mask (PixArt's T5 mask): masked keys get no
+ * attention mass and are never selected by an intervention.
+ *
+ * A site code (ss_site_code) names a site independently of any model: kind * SS_SITE_MAX_BLOCKS
+ * + block. The joint kind is 0, so a joint site's code is its block index: the `layers` of
+ * today's conditions and `forward --probe 0,6,12`. */
+#ifndef SS_SITE_H
+#define SS_SITE_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#define SS_SITE_MAX_BLOCKS 256
+#define SS_SITE_MAX_SPANS 4
+
+typedef enum { SS_TOK_IMAGE, SS_TOK_TEXT, SS_TOK_WORD, SS_TOK_EOS, SS_TOK_PAD, SS_TOK_COMMA } ss_tok;
+/* image vs any text type */
+static inline int ss_tok_is_text(ss_tok t) { return t != SS_TOK_IMAGE; }
+
+typedef struct {
+    int start, len;
+    ss_tok type;
+} ss_span;
+
+typedef enum { SS_SITE_JOINT, SS_SITE_ATTN2, SS_SITE_DOUBLE, SS_SITE_SINGLE, SS_SITE_SELF, SS_SITE_CROSS, SS_SITE_NKIND } ss_site_kind;
+
+typedef struct {
+    int index;         /* flat index 0..n-1 over the model's sites */
+    int block;         /* index within its kind */
+    ss_site_kind kind;
+    int Tq, Tk;        /* query and key tokens */
+    int n_qspan, n_kspan;
+    ss_span qspan[SS_SITE_MAX_SPANS], kspan[SS_SITE_MAX_SPANS]; /* in token order, covering [0, Tq) / [0, Tk) */
+    const uint8_t *key_valid; /* [B, Tk], 1 = attended; NULL: every key (SD3) */
+    int n_axes;
+    const float *pos;         /* [Tk, n_axes] positions, or NULL (not supplied yet) */
+} ss_site;
+
+static inline int ss_site_code(ss_site_kind kind, int block) { return (int)kind * SS_SITE_MAX_BLOCKS + block; }
+static inline ss_site_kind ss_site_code_kind(int code) { return (ss_site_kind)(code / SS_SITE_MAX_BLOCKS); }
+static inline int ss_site_code_block(int code) { return code % SS_SITE_MAX_BLOCKS; }
+static inline int ss_site_code_of(const ss_site *s) { return ss_site_code(s->kind, s->block); }
+
+const char *ss_site_kind_name(ss_site_kind k);
+/* "attn2.3" for a code, into buf (returns buf). */
+const char *ss_site_code_name(int code, char *buf, size_t cap);
+/* Parse "kind.i" (a known kind, 0 <= i < SS_SITE_MAX_BLOCKS) into a code; -1 if malformed. */
+int ss_site_code_parse(const char *name);
+/* Find the site with this code among n sites; NULL if the model has none. */
+const ss_site *ss_site_find(const ss_site *sites, int n, int code);
+/* "joint.0-17, attn2.0-12" style list of the sites' names, into buf (returns buf). */
+const char *ss_site_list(const ss_site *sites, int n, char *buf, size_t cap);
+/* The union of a site's query (keys = 0) or key (keys = 1) spans of the wanted tokens: image
+ * (want 0), text (any text type, want 1) or all (want 2), as one range [*lo, *hi). Returns 0, or
+ * -1 when the matching spans are not contiguous (not supported). An empty set gives lo == hi. */
+int ss_site_range(const ss_site *s, int keys, int want, int *lo, int *hi);
+
+#endif
