@@ -2,8 +2,8 @@
  * 4.39's CLIPModel on the same random weights (BF16), images and prompts, preprocessing included
  * (open_clip 2.24's transform, the slow CLIPTokenizer with 77 tokens and truncation):
  * |cos - reference| <= 1e-5 for every pair of tests/fixtures/clip-t-random/model/expected.jsonl
- * (tests/gen/gen_clip_t.py). Also the text tower read from the full folder, torchmetrics'
- * convention, and bad input. */
+ * (tests/gen/gen_clip_t.py), and against open_clip 2.24's own CLIP-T (openclip-model/). Also the
+ * truncation at 77 tokens, torchmetrics' convention, and bad input. */
 #include <stdarg.h>
 #include <stddef.h>
 #include <setjmp.h>
@@ -21,6 +21,7 @@
 #include "metric/clip_t.h"
 
 #define MODEL "tests/fixtures/clip-t-random/model"
+#define OPENCLIP "tests/fixtures/clip-t-random/openclip-model"
 #define TOK "tests/fixtures/clip-tokenizer"
 #define MAXP 32
 
@@ -31,9 +32,11 @@ typedef struct {
     int n;
 } refs;
 
-static void load_refs(refs *r) {
+static void load_refs(refs *r, const char *model) {
     memset(r, 0, sizeof *r);
-    char *text = tc_read_all(MODEL "/expected.jsonl", NULL);
+    char path[512];
+    snprintf(path, sizeof path, "%s/expected.jsonl", model);
+    char *text = tc_read_all(path, NULL);
     assert_non_null(text);
     for (char *line = strtok(text, "\n"); line; line = strtok(NULL, "\n")) {
         json_error_t je;
@@ -58,7 +61,7 @@ static void free_refs(refs *r) {
 static void test_library(void **state) {
     (void)state;
     refs r;
-    load_refs(&r);
+    load_refs(&r, MODEL);
     clipt *m;
     if (clipt_open(&m, MODEL, TOK) < 0) fail_msg("%s", ss_err());
     assert_int_equal(clipt_dim(m), 24);
@@ -90,12 +93,12 @@ static void test_library(void **state) {
     free_refs(&r);
 }
 
-static void check_cli(const char *metric, const char *key, int scale) {
+static void check_cli(const char *model, const char *metric, const char *key, int scale) {
     refs r;
-    load_refs(&r);
+    load_refs(&r, model);
     char *out = malloc(1 << 16);
     int rc = tc_run(out, 1 << 16, "%s metric %s --model %s --tokenizer %s --pairs %s/pairs.jsonl 2>/dev/null",
-                    tc_bin(), metric, MODEL, TOK, MODEL);
+                    tc_bin(), metric, model, TOK, model);
     assert_int_equal(rc, 0);
     int n = 0;
     double worst = 0;
@@ -114,14 +117,17 @@ static void check_cli(const char *metric, const char *key, int scale) {
         json_decref(j);
     }
     assert_int_equal(n, r.n);
-    fprintf(stderr, "metric %s: %d pairs, max |cos diff| %.3g\n", metric, n, worst);
+    fprintf(stderr, "metric %s on %s: %d pairs, max |cos diff| %.3g\n", metric, model, n, worst);
     assert_true(worst <= 1e-5);
     free(out);
     free_refs(&r);
 }
 
-static void test_cli_clip_t(void **s) { (void)s, check_cli("clip-t", "clip_t", 0); }
-static void test_cli_clip_score(void **s) { (void)s, check_cli("clip-score", "clip_score", 1); }
+static void test_cli_clip_t(void **s) { (void)s, check_cli(MODEL, "clip-t", "clip_t", 0); }
+static void test_cli_clip_score(void **s) { (void)s, check_cli(MODEL, "clip-score", "clip_score", 1); }
+/* open_clip's own CLIP (ViT-B-32 layout, small), converted to a transformers folder: the score
+ * open_clip itself computes (encode_image / encode_text, normalize=True; its SimpleTokenizer). */
+static void test_cli_open_clip(void **s) { (void)s, check_cli(OPENCLIP, "clip-t", "clip_t", 0); }
 
 static void expect_fail(const char *pairs_text, const char *extra, const char *want) {
     char *d = tc_tmpdir();
@@ -166,6 +172,7 @@ int main(void) {
         cmocka_unit_test(test_library),
         cmocka_unit_test(test_cli_clip_t),
         cmocka_unit_test(test_cli_clip_score),
+        cmocka_unit_test(test_cli_open_clip),
         cmocka_unit_test(test_bad_input),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

@@ -11,6 +11,11 @@
   openclip-b32-small/ open_clip's own VisionTransformer (ViT-B-32 layout: conv1 without bias, class
                embedding, ln_pre, resblocks with in_proj, ln_post, proj), made small (width 64,
                2 layers, patch 32, image 224), random BF16-rounded weights, converted here to transformers names (stored BF16).
+  openclip-model/ open_clip's own CLIP (ViT-B-32 layout made small: vision 64 wide, text 16 wide,
+               both 2 layers, quick_gelu, embed 24), BF16-rounded random weights converted to a
+               transformers CLIPModel folder; expected.jsonl: open_clip's own score,
+               cos(encode_image(transform(img), normalize=True), encode_text(tokenizer(prompt),
+               normalize=True)) in float64 with open_clip's SimpleTokenizer (77, truncating).
 Run from the repository root:
   PYTHONPATH=TRANSFORMERS/src:HUB/src:REFENV:OPEN_CLIP/src:tests/gen /usr/bin/python3 tests/gen/gen_clip_t.py
 (open_clip imports ftfy, which Debian lacks: it is given an identity fix_text; ftfy is only used on text
@@ -137,6 +142,22 @@ vision_variant("vision-p32-s96-gelu-bf16", 32, True, 3, hidden_size=48, intermed
 vision_variant("vision-p16-s224-bf16", 33, True, 1, hidden_size=64, intermediate_size=96, num_hidden_layers=2,
                num_attention_heads=4, image_size=224, patch_size=16, projection_dim=32, hidden_act="quick_gelu")
 
+def convert_blocks(sd, src, dst, W, L, t):
+    """open_clip ResidualAttentionBlocks -> transformers CLIPEncoderLayers (split in_proj)."""
+    for i in range(L):
+        p, q = src + "%d." % i, dst + "%d." % i
+        iw, ib = sd[p + "attn.in_proj_weight"], sd[p + "attn.in_proj_bias"]
+        for j, n in enumerate("qkv"):
+            t[q + "self_attn.%s_proj.weight" % n] = iw[j * W:(j + 1) * W]
+            t[q + "self_attn.%s_proj.bias" % n] = ib[j * W:(j + 1) * W]
+        t[q + "self_attn.out_proj.weight"] = sd[p + "attn.out_proj.weight"]
+        t[q + "self_attn.out_proj.bias"] = sd[p + "attn.out_proj.bias"]
+        for a, b in (("ln_1", "layer_norm1"), ("ln_2", "layer_norm2")):
+            t[q + b + ".weight"], t[q + b + ".bias"] = sd[p + a + ".weight"], sd[p + a + ".bias"]
+        t[q + "mlp.fc1.weight"], t[q + "mlp.fc1.bias"] = sd[p + "mlp.c_fc.weight"], sd[p + "mlp.c_fc.bias"]
+        t[q + "mlp.fc2.weight"], t[q + "mlp.fc2.bias"] = sd[p + "mlp.c_proj.weight"], sd[p + "mlp.c_proj.bias"]
+
+
 # ---- open_clip's own ViT (ViT-B-32 layout, small), converted to transformers names ----
 def openclip_variant(name, seed):
     torch.manual_seed(seed)
@@ -156,18 +177,7 @@ def openclip_variant(name, seed):
          "vision_model.pre_layrnorm.weight": sd["ln_pre.weight"], "vision_model.pre_layrnorm.bias": sd["ln_pre.bias"],
          "vision_model.post_layernorm.weight": sd["ln_post.weight"], "vision_model.post_layernorm.bias": sd["ln_post.bias"],
          "visual_projection.weight": sd["proj"].t()}
-    for i in range(L):
-        p, q = "transformer.resblocks.%d." % i, "vision_model.encoder.layers.%d." % i
-        iw, ib = sd[p + "attn.in_proj_weight"], sd[p + "attn.in_proj_bias"]
-        for j, n in enumerate("qkv"):
-            t[q + "self_attn.%s_proj.weight" % n] = iw[j * W:(j + 1) * W]
-            t[q + "self_attn.%s_proj.bias" % n] = ib[j * W:(j + 1) * W]
-        t[q + "self_attn.out_proj.weight"] = sd[p + "attn.out_proj.weight"]
-        t[q + "self_attn.out_proj.bias"] = sd[p + "attn.out_proj.bias"]
-        for a, b in (("ln_1", "layer_norm1"), ("ln_2", "layer_norm2")):
-            t[q + b + ".weight"], t[q + b + ".bias"] = sd[p + a + ".weight"], sd[p + a + ".bias"]
-        t[q + "mlp.fc1.weight"], t[q + "mlp.fc1.bias"] = sd[p + "mlp.c_fc.weight"], sd[p + "mlp.c_fc.bias"]
-        t[q + "mlp.fc2.weight"], t[q + "mlp.fc2.bias"] = sd[p + "mlp.c_proj.weight"], sd[p + "mlp.c_proj.bias"]
+    convert_blocks(sd, "transformer.resblocks.", "vision_model.encoder.layers.", W, L, t)
     d = os.path.join(OUT, name)
     os.makedirs(d)
     CLIPVisionConfig(hidden_size=W, intermediate_size=4 * W, num_hidden_layers=L, num_attention_heads=W // 16,
@@ -215,3 +225,58 @@ with open(os.path.join(md, "pairs.jsonl"), "w") as fp_in, open(os.path.join(md, 
         fp_in.write(json.dumps({"image": img, "prompt": p}, ensure_ascii=False) + "\n")
         fp_out.write(json.dumps({"image": img, "prompt": p, "clip_t": cos}, ensure_ascii=False) + "\n")
         print(c, repr(p[:30]), cos)
+
+
+# ---- the whole score by open_clip itself ----
+torch.set_default_dtype(torch.float32)
+torch.manual_seed(36)
+oc = open_clip.model.CLIP(embed_dim=24, quick_gelu=True,
+                          vision_cfg=open_clip.model.CLIPVisionCfg(layers=2, width=64, head_width=32, patch_size=32,
+                                                                   image_size=224),
+                          text_cfg=open_clip.model.CLIPTextCfg(context_length=77, vocab_size=49408, width=16, heads=2,
+                                                               layers=2)).double().eval()
+g = torch.Generator().manual_seed(36)
+with torch.no_grad():
+    for pn, p in oc.named_parameters():
+        if p.dim() == 0:
+            continue
+        is_ln = any(x in pn for x in ("ln_1", "ln_2", "ln_pre", "ln_post", "ln_final"))
+        if is_ln:
+            p.copy_((1.0 if pn.endswith("weight") else 0.0) + 0.2 * torch.randn(p.shape, generator=g, dtype=torch.float64))
+        else:
+            fan = p[0].numel() if p.dim() > 1 else 8
+            p.copy_(1.5 * torch.randn(p.shape, generator=g, dtype=torch.float64) / fan ** 0.5)
+        p.copy_(p.to(torch.bfloat16).to(torch.float64))
+sd = oc.state_dict()
+t = {"vision_model.embeddings.class_embedding": sd["visual.class_embedding"],
+     "vision_model.embeddings.patch_embedding.weight": sd["visual.conv1.weight"],
+     "vision_model.embeddings.position_embedding.weight": sd["visual.positional_embedding"],
+     "vision_model.pre_layrnorm.weight": sd["visual.ln_pre.weight"], "vision_model.pre_layrnorm.bias": sd["visual.ln_pre.bias"],
+     "vision_model.post_layernorm.weight": sd["visual.ln_post.weight"],
+     "vision_model.post_layernorm.bias": sd["visual.ln_post.bias"],
+     "visual_projection.weight": sd["visual.proj"].t(),
+     "text_model.embeddings.token_embedding.weight": sd["token_embedding.weight"],
+     "text_model.embeddings.position_embedding.weight": sd["positional_embedding"],
+     "text_model.final_layer_norm.weight": sd["ln_final.weight"], "text_model.final_layer_norm.bias": sd["ln_final.bias"],
+     "text_projection.weight": sd["text_projection"].t()}
+convert_blocks(sd, "visual.transformer.resblocks.", "vision_model.encoder.layers.", 64, 2, t)
+convert_blocks(sd, "transformer.resblocks.", "text_model.encoder.layers.", 16, 2, t)
+od = os.path.join(OUT, "openclip-model")
+os.makedirs(od)
+CLIPConfig(text_config=dict(hidden_size=16, intermediate_size=64, num_hidden_layers=2, num_attention_heads=2,
+                            eos_token_id=2),  # eos_token_id 2: transformers' argmax pooling, open_clip's rule
+           vision_config=dict(hidden_size=64, intermediate_size=256, num_hidden_layers=2, num_attention_heads=2,
+                              image_size=224, patch_size=32),
+           projection_dim=24).save_pretrained(od)
+save_file({k: v.to(torch.bfloat16).contiguous() for k, v in t.items()}, os.path.join(od, "model.safetensors"))
+octok = open_clip.get_tokenizer("ViT-B-32")
+with open(os.path.join(od, "pairs.jsonl"), "w") as fp_in, open(os.path.join(od, "expected.jsonl"), "w") as fp_out:
+    for c, p in pairs:
+        img = "tests/fixtures/clip-t-random/preprocess/%s.png" % c
+        with torch.no_grad():
+            ie = oc.encode_image(pre(Image.open(img)).unsqueeze(0).double(), normalize=True)
+            te = oc.encode_text(octok([p]), normalize=True)
+        cos = float((ie * te).sum())
+        fp_in.write(json.dumps({"image": img, "prompt": p}, ensure_ascii=False) + "\n")
+        fp_out.write(json.dumps({"image": img, "prompt": p, "clip_t": cos}, ensure_ascii=False) + "\n")
+        print("open_clip", c, repr(p[:30]), cos)
