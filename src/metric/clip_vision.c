@@ -267,12 +267,11 @@ int clipv_run(const clipv *m, const float *pixels, int B, float *embeds, float *
     int K = C * P * P, NP = G * G;
     if (B <= 0) return ss_fail(SS_ESHAPE, "%s: no images", m->dir);
     size_t M = (size_t)B * T, md, mf, mk;
-    if (ss_mul_size(M, (size_t)(D > K ? D : K), &md) < 0 || ss_mul_size(M, (size_t)c->ff, &mf) < 0 ||
-        md > SIZE_MAX / 8 || mf > SIZE_MAX / 8)
+    if (ss_mul_size(M, (size_t)D, &md) < 0 || ss_mul_size(M, (size_t)c->ff, &mf) < 0 ||
+        ss_mul_size((size_t)B * NP, (size_t)K, &mk) < 0 || md > SIZE_MAX / 8 || mf > SIZE_MAX / 8 || mk > SIZE_MAX / 8)
         return ss_fail(SS_ENOMEM, "%s: batch of %d images too large", m->dir, B);
-    mk = (size_t)B * NP * K;
-    float *x = ss_malloc(md * 4), *h = ss_malloc(md * 4), *q = ss_malloc(M * D * 4), *k = ss_malloc(M * D * 4);
-    float *v = ss_malloc(M * D * 4), *a = ss_malloc(M * D * 4), *f = ss_malloc(mf * 4), *col = ss_malloc(mk * 4);
+    float *x = ss_malloc(md * 4), *h = ss_malloc(md * 4), *q = ss_malloc(md * 4), *k = ss_malloc(md * 4);
+    float *v = ss_malloc(md * 4), *a = ss_malloc(md * 4), *f = ss_malloc(mf * 4), *col = ss_malloc(mk * 4);
     float *pooled = ss_malloc((size_t)B * D * 4);
     int rc = x && h && q && k && v && a && f && col && pooled ? 0 : SS_ENOMEM;
     if (rc >= 0) {

@@ -13,6 +13,11 @@
  * resize when the image already has that size), CenterCrop(size) (offsets int(round((h - size) / 2))
  * with Python's round half to even), ToTensor (x / 255 in float32) and Normalize with CLIP's mean
  * and std (float32 (x - mean) / std). Output: [3, size, size] float32, channel-major.
+ *
+ * Scope: exact for what sinkscope writes and most PNGs, 8-bit RGB (and grey, whose channels PIL
+ * resizes identically). open_clip converts to RGB only after resizing, so for RGBA PNGs PIL
+ * resizes premultiplied colour and for palette PNGs it resizes with NEAREST: the io/png readers
+ * hand over plain RGB, and those two kinds of input are not reproduced to the byte.
  */
 #ifndef SS_IMGPROC_H
 #define SS_IMGPROC_H
