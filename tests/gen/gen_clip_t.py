@@ -18,8 +18,9 @@
                normalize=True)) in float64 with open_clip's SimpleTokenizer (77, truncating).
 Run from the repository root:
   PYTHONPATH=TRANSFORMERS/src:HUB/src:REFENV:OPEN_CLIP/src:tests/gen /usr/bin/python3 tests/gen/gen_clip_t.py
-(open_clip imports ftfy, which Debian lacks: it is given an identity fix_text; ftfy is only used on text
-here, and the text goes through transformers' tokenizer.)"""
+(OPEN_CLIP: the v2.24.0 tag of mlfoundations/open_clip; later releases need torch >= 2. open_clip imports
+ftfy, which Debian lacks: it is given an identity fix_text, which is what ftfy's fix_text returns for
+these prompts (well-formed UTF-8, no mojibake). Only openclip-model/ runs open_clip's tokenizer.)"""
 import json, os, shutil, sys, types
 
 import refenv  # noqa: F401
