@@ -53,13 +53,39 @@ static int cfg_eps(json_t *o, const char *path, const char *key, double def, flo
     return 0;
 }
 
+/* A full CLIPModel config (model_type "clip"): the text tower's config is text_config, where
+ * save_pretrained leaves out CLIPTextConfig's defaults, and the projection width is the top-level
+ * projection_dim. Returns a new reference to an equivalent clip_text_model config (o is released). */
+static json_t *clip_text_config(json_t *o) {
+    json_t *t = json_pack("{s:s, s:i, s:i, s:i, s:i, s:i, s:i, s:s, s:f, s:i}", "model_type", "clip_text_model",
+                          "vocab_size", 49408, "hidden_size", 512, "intermediate_size", 2048, "num_hidden_layers", 12,
+                          "num_attention_heads", 8, "max_position_embeddings", 77, "hidden_act", "quick_gelu",
+                          "layer_norm_eps", 1e-5, "eos_token_id", 49407);
+    json_t *tc = json_object_get(o, "text_config"), *pd = json_object_get(o, "projection_dim");
+    if (t && json_is_object(tc)) {
+        json_object_update(t, tc);
+        json_object_set_new(t, "model_type", json_string("clip_text_model"));
+        json_object_set_new(t, "projection_dim", pd ? json_incref(pd) : json_integer(512)); /* CLIPConfig's default */
+    } else if (t) {
+        json_decref(t), t = json_object(); /* no model_type: reported below */
+    }
+    json_decref(o);
+    return t;
+}
+
 static int parse_config(txenc_config *c, const char *path) {
     json_t *o;
     int rc = ss_json_load(path, &o);
     if (rc < 0) return rc;
     memset(c, 0, sizeof *c);
     const char *mt = json_string_value(json_object_get(o, "model_type"));
-    if (!json_is_object(o) || !mt) {
+    if (json_is_object(o) && mt && !strcmp(mt, "clip")) {
+        if (!(o = clip_text_config(o))) return ss_fail(SS_ENOMEM, "out of memory");
+        mt = json_string_value(json_object_get(o, "model_type"));
+        if (!mt) rc = ss_fail(SS_EFORMAT, "%s: 'text_config' is missing or not an object", path);
+    }
+    if (rc < 0) {
+    } else if (!json_is_object(o) || !mt) {
         rc = ss_fail(SS_EFORMAT, "%s: no model_type (not a transformers config)", path);
     } else if (!strcmp(mt, "clip_text_model")) {
         c->kind = TXENC_CLIP;

@@ -13,7 +13,8 @@
  *     num_heads x d_kv need not equal d_model.
  *
  * Folders: config.json + model.safetensors (or model.safetensors.index.json shards), F32, F16 or
- * BF16. Weights are converted to fp32 at open, so memory is 4 bytes per parameter: T5-XXL's
+ * BF16. A full CLIPModel folder (model_type "clip") opens as its text tower: text_config with
+ * CLIPTextConfig's defaults for the keys save_pretrained omits, the top-level projection_dim. Weights are converted to fp32 at open, so memory is 4 bytes per parameter: T5-XXL's
  * encoder (4.7B) needs about 19 GB in fp32 (9.5 GB as stored in BF16), so on a 24 GB machine it
  * must encode the prompts and be freed (txenc_free) before the DiT is loaded; the outputs are a
  * few MB. Attention is written here (src/core/attn has no causal mask or additive bias): one

@@ -1,0 +1,7 @@
+/* The `sinkscope metric NAME` sub-commands, one function each; argv[0] is the metric name.
+ * Return the process exit code. cmd_metric (cli/commands.h) dispatches to them. */
+#ifndef SS_CLI_METRIC_H
+#define SS_CLI_METRIC_H
+int metric_clip_t(int argc, char **argv);     /* the paper's CLIP-T: raw cosine */
+int metric_clip_score(int argc, char **argv); /* torchmetrics' CLIPScore: max(100 cos, 0) */
+#endif
