@@ -114,6 +114,7 @@ int ss_atomic_commit(ss_atomic *a) {
     }
     const char *step = NULL;
     int err = 0;
+    errno = 0; /* a stream error with no errno of its own reads as EIO */
     if (fflush(a->fp) || ferror(a->fp)) step = "write", err = errno ? errno : EIO;
     if (!step && fsync(fileno(a->fp))) step = "fsync", err = errno;
     if (fclose(a->fp) && !step) step = "close", err = errno;
