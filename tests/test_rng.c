@@ -159,10 +159,60 @@ static void test_sequential(void **st) {
     assert_true(fabs(s / 1e6 - 0.5) < 3 * sqrt(1.0 / 12 / 1e6));
 }
 
+/* Golden sequences of the generators moved into core/rng, captured from the code before the move
+ * (base a52bf65: eval/shapeworld.c sw_rng, eval/stats.c xoshiro256**, models/sd3_init.c
+ * uniform01, sink/sink.c mix64), so the data sets, bootstrap intervals, random weights and random
+ * key draws stay bit-identical. */
+static void test_golden_splitmix64(void **st) {
+    assert_true(rng_splitmix64_mix(0) == 0);
+    assert_true(rng_splitmix64_mix(1) == 0x5692161d100b05e5ull);
+    assert_true(rng_splitmix64_mix(0xdeadbeef) == 0x4e062702ec929eeaull);
+    rng_splitmix64 r = rng_splitmix64_keyed(42, 7, 3);
+    assert_true(r.s == 0x6fbdc9e1b973413aull);
+    static const uint64_t next[6] = {0x20c948e1ff5132b9ull, 0x96a521f22441e747ull, 0x93189dce727f377cull,
+                                     0xf5a953ed525c75e5ull, 0x56cadc60aa6e0d32ull, 0xa3a295b9729eea91ull};
+    for (int i = 0; i < 6; i++) assert_true(rng_splitmix64_next(&r) == next[i]);
+    static const int below[6] = {476, 899, 900, 330, 45, 157};
+    for (int i = 0; i < 6; i++) assert_int_equal(rng_splitmix64_below32(&r, 1000), below[i]);
+    /* sink.c's hash: one splitmix64 step from state z, and its key draw mix(k ^ mix(ctr)) */
+    assert_true(rng_splitmix64_hash(0) == 0xe220a8397b1dcdafull);
+    assert_true(rng_splitmix64_hash(1) == 0x910a2dec89025cc1ull);
+    assert_true(rng_splitmix64_hash(0xdeadbeef) == 0x4adfb90f68c9eb9bull);
+    static const uint64_t draw[4] = {0x6a389551f8bb19e5ull, 0x4488e597ee6b41f2ull, 0x671be81b9b8d625dull,
+                                     0x9516e9ca100c6501ull};
+    for (uint64_t c = 0; c < 4; c++) assert_true(rng_splitmix64_hash(99 ^ rng_splitmix64_hash(c)) == draw[c]);
+}
+
+static void test_golden_xoshiro256ss(void **st) {
+    rng_xoshiro256ss x;
+    rng_xoshiro256ss_seed(&x, 12345);
+    static const uint64_t s0[4] = {0x22118258a9d111a0ull, 0x346edce5f713f8edull, 0x1e9a57bc80e6721dull,
+                                   0x2d160e7e5c3f42caull};
+    for (int i = 0; i < 4; i++) assert_true(x.s[i] == s0[i]);
+    static const uint64_t next[6] = {0xbe6a36374160d49bull, 0x214aaa0637a688c6ull, 0xf69d16de9954d388ull,
+                                     0x0c60048c4e96e033ull, 0x8e2076aeed51c648ull, 0x02bbcc1c1fc50f84ull};
+    for (int i = 0; i < 6; i++) assert_true(rng_xoshiro256ss_next(&x) == next[i]);
+    static const uint64_t b17[6] = {3, 16, 3, 12, 6, 6};
+    for (int i = 0; i < 6; i++) assert_true(rng_xoshiro256ss_below(&x, 17) == b17[i]);
+    static const uint64_t big[3] = {0x56ec21eec05e2556ull, 0x710bfd24e5edb1ecull, 0x5d4773f85b29ae74ull};
+    for (int i = 0; i < 3; i++) assert_true(rng_xoshiro256ss_below(&x, (1ull << 63) + 5) == big[i]);
+}
+
+static void test_golden_xorshift64s(void **st) {
+    uint64_t s = rng_xorshift64s_seed(7);
+    assert_true(s == 0x538454127b096494ull);
+    static const double u[6] = {0x1.7ea5a151e586dp-1, 0x1.cf64f35cfdc61p-1, 0x1.7acd7b28b702ap-1,
+                                0x1.7c571185a34ap-5,  0x1.e2d13facd4e74p-3, 0x1.174197481fed8p-1};
+    for (int i = 0; i < 6; i++) assert_true(rng_xorshift64s_uniform01(&s) == u[i]);
+    assert_true(s == 0x8cf20f4cd99135f4ull);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_philox_kat), cmocka_unit_test(test_pinned), cmocka_unit_test(test_threads_and_chunks),
         cmocka_unit_test(test_moments),    cmocka_unit_test(test_ks),     cmocka_unit_test(test_sequential),
+        cmocka_unit_test(test_golden_splitmix64), cmocka_unit_test(test_golden_xoshiro256ss),
+        cmocka_unit_test(test_golden_xorshift64s),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

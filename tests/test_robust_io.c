@@ -14,6 +14,9 @@
 
 #include <fcntl.h>
 #include <png.h>
+#include <pthread.h>
+#include <signal.h>
+#include <sys/resource.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -31,6 +34,7 @@
 #include "io/safetensors.h"
 #include "io/fsutil.h"
 #include "report/report.h"
+#include "text/tokenizer.h"
 
 #define FIXTURE "tests/fixtures/sd3-tiny-a"
 
@@ -868,6 +872,207 @@ static void test_other_commands_output_is_input(void **state) {
     free(root);
 }
 
+/* ---- the one atomic writer (io/fsutil.h) ---------------------------------------------------- */
+
+/* The names in dir other than those listed (NULL-terminated), one per line, in buf ("" if none). */
+static const char *other_names(const char *dir, const char *const *keep, char *buf, size_t cap) {
+    buf[0] = 0;
+    DIR *d = opendir(dir);
+    assert_non_null(d);
+    struct dirent *e;
+    size_t used = 0;
+    while ((e = readdir(d))) {
+        if (!strcmp(e->d_name, ".") || !strcmp(e->d_name, "..")) continue;
+        int kept = 0;
+        for (const char *const *k = keep; *k; k++) kept |= !strcmp(*k, e->d_name);
+        if (!kept) used += (size_t)snprintf(buf + used, used < cap ? cap - used : 0, "%s\n", e->d_name);
+        if (used >= cap) used = cap - 1;
+    }
+    closedir(d);
+    return buf;
+}
+
+#define IMG_W 96
+#define IMG_H 64
+#define ST_N 40000
+
+typedef struct {
+    const char *path; /* the shared target */
+    int kind;         /* 0: png_write_rgb, 1: st_writer_save */
+    int seed;
+    int rounds;
+    int failures;
+    char err[512];
+} writer_job;
+
+static void fill_rgb(uint8_t *rgb, int seed) {
+    for (int i = 0; i < IMG_W * IMG_H * 3; i++) rgb[i] = (uint8_t)((i * (7 + seed)) ^ (i / 5) ^ (seed * 31));
+}
+
+static int write_one(const char *path, int kind, int seed) {
+    if (kind == 0) {
+        uint8_t rgb[IMG_W * IMG_H * 3];
+        fill_rgb(rgb, seed);
+        const char *kv[] = {"writer", seed ? "b" : "a"};
+        return png_write_rgb(path, IMG_W, IMG_H, rgb, kv, 1);
+    }
+    float *x = malloc(sizeof(float) * ST_N);
+    if (!x) return SS_ENOMEM;
+    for (int i = 0; i < ST_N; i++) x[i] = (float)(i % 977) * (seed ? -1.0f : 1.0f);
+    st_writer *w = st_writer_new();
+    int rc = w ? st_writer_add_f32(w, "x", ST_F32, 1, (int64_t[]){ST_N}, x) : SS_ENOMEM;
+    if (rc >= 0) rc = st_writer_set_metadata(w, "writer", seed ? "b" : "a");
+    if (rc >= 0) rc = st_writer_save(w, path);
+    st_writer_free(w);
+    free(x);
+    return rc;
+}
+
+static void *writer_thread(void *arg) {
+    writer_job *j = arg;
+    for (int r = 0; r < j->rounds; r++)
+        if (write_one(j->path, j->kind, j->seed) < 0) {
+            if (!j->failures++) snprintf(j->err, sizeof j->err, "%s", ss_err());
+        }
+    return NULL;
+}
+
+/* Two writers of one target at once: every write succeeds (they never share a temporary file),
+ * the result is one complete file, byte-identical to what one of them writes alone, and nothing
+ * else is left in the folder. */
+static void test_atomic_concurrent_writers(void **state) {
+    (void)state;
+    char *root = tc_tmpdir();
+    char names[4096];
+    static const char *const file_name[2] = {"img.png", "w.safetensors"};
+    for (int kind = 0; kind < 2; kind++) {
+        char dir[600], target[700], ref[2][700];
+        snprintf(dir, sizeof dir, "%s/k%d", root, kind);
+        assert_int_equal(mkdir(dir, 0755), 0);
+        char refdir[600];
+        snprintf(refdir, sizeof refdir, "%s/ref%d", root, kind);
+        assert_int_equal(mkdir(refdir, 0755), 0);
+        for (int s = 0; s < 2; s++) {
+            snprintf(ref[s], sizeof ref[s], "%s/%d", refdir, s);
+            if (write_one(ref[s], kind, s) < 0) fail_msg("%s", ss_err());
+        }
+        assert_false(same_bytes(ref[0], ref[1])); /* the two writers are told apart */
+        snprintf(target, sizeof target, "%s/%s", dir, file_name[kind]);
+        writer_job job[2];
+        pthread_t th[2];
+        for (int s = 0; s < 2; s++) {
+            job[s] = (writer_job){.path = target, .kind = kind, .seed = s, .rounds = 60};
+            assert_int_equal(pthread_create(&th[s], NULL, writer_thread, &job[s]), 0);
+        }
+        for (int s = 0; s < 2; s++) assert_int_equal(pthread_join(th[s], NULL), 0);
+        for (int s = 0; s < 2; s++)
+            if (job[s].failures) fail_msg("%s: writer %d failed %d of %d times: %s", file_name[kind], s, job[s].failures, job[s].rounds, job[s].err);
+        if (!same_bytes(target, ref[0]) && !same_bytes(target, ref[1]))
+            fail_msg("%s: the result is neither writer's complete file", target);
+        const char *keep[] = {file_name[kind], NULL};
+        other_names(dir, keep, names, sizeof names);
+        if (names[0]) fail_msg("%s: left behind:\n%s", dir, names);
+        /* and it reads back */
+        if (kind == 0) {
+            int w = 0, h = 0;
+            uint8_t *back = NULL;
+            if (png_read_rgb(target, &w, &h, &back) < 0) fail_msg("%s", ss_err());
+            assert_int_equal(w, IMG_W);
+            free(back);
+        } else {
+            st_file *f;
+            if (st_open(&f, target) < 0) fail_msg("%s", ss_err());
+            st_close(f);
+        }
+    }
+    tc_rmtree(root);
+    free(root);
+}
+
+/* Every writer leaves only its target in the folder after a completed write (no "*.tmp", no
+ * ".NAME.XXXXXX"), and the target is readable by others (0644). */
+static void test_atomic_no_leftovers(void **state) {
+    (void)state;
+    char *root = tc_tmpdir();
+    char names[4096];
+    if (write_one(tc_join(root, "a.png"), 0, 0) < 0) fail_msg("%s", ss_err());
+    if (write_one(tc_join(root, "a.png"), 0, 1) < 0) fail_msg("%s", ss_err()); /* replacing, too */
+    if (write_one(tc_join(root, "b.safetensors"), 1, 0) < 0) fail_msg("%s", ss_err());
+    if (write_one(tc_join(root, "b.safetensors"), 1, 1) < 0) fail_msg("%s", ss_err());
+    if (ss_write_atomic(tc_join(root, "c.json"), "{}\n", 3) < 0) fail_msg("%s", ss_err());
+    static const char *const words[] = {"<pad>", "<eos>", "red", "circle", NULL};
+    if (tok_vocab_write(tc_join(root, "vocab.txt"), words) < 0) fail_msg("%s", ss_err());
+    if (sw_write_eval_jsonl(tc_join(root, "eval.jsonl")) < 0) fail_msg("%s", ss_err());
+    if (sw_write_dataset(tc_join(root, "ds"), 3, 2, 32, 32) < 0) fail_msg("%s", ss_err());
+    const char *keep[] = {"a.png", "b.safetensors", "c.json", "vocab.txt", "eval.jsonl", "ds", NULL};
+    other_names(root, keep, names, sizeof names);
+    if (names[0]) fail_msg("%s: left behind:\n%s", root, names);
+    const char *keep_ds[] = {"metadata.jsonl", "00000_0.png", "00001_0.png", NULL};
+    other_names(tc_join(root, "ds"), keep_ds, names, sizeof names);
+    if (names[0]) fail_msg("ds: left behind:\n%s", names);
+    for (int i = 0; keep[i]; i++) {
+        struct stat sb;
+        assert_int_equal(stat(tc_join(root, "%s", keep[i]), &sb), 0);
+        if (S_ISREG(sb.st_mode) && (sb.st_mode & 0777) != 0644) fail_msg("%s: mode %o", keep[i], (unsigned)(sb.st_mode & 0777));
+    }
+    /* the helper that sweeps leftovers knows the temporary names, and only them */
+    assert_true(ss_is_atomic_tmp(".a.png.Ab12xZ"));
+    assert_false(ss_is_atomic_tmp("a.png"));
+    assert_false(ss_is_atomic_tmp(".a.png"));
+    assert_false(ss_is_atomic_tmp(".a.png.Ab12x"));
+    assert_false(ss_is_atomic_tmp("a.png.Ab12xZ"));
+    tc_rmtree(root);
+    free(root);
+}
+
+/* A write that fails half-way (the file-size limit cuts it short) leaves the old file intact,
+ * no temporary file behind, and a message naming the target. */
+static void test_atomic_failed_write(void **state) {
+    (void)state;
+    char *root = tc_tmpdir();
+    char names[4096];
+    static const char *const file_name[3] = {"img.png", "w.safetensors", "big.json"};
+    void (*old_handler)(int) = signal(SIGXFSZ, SIG_IGN);
+    for (int kind = 0; kind < 3; kind++) {
+        char path[700];
+        snprintf(path, sizeof path, "%s/%s", root, file_name[kind]);
+        assert_int_equal(tc_write_text(path, "precious"), 0);
+        struct rlimit old, lim;
+        assert_int_equal(getrlimit(RLIMIT_FSIZE, &old), 0);
+        lim = old;
+        lim.rlim_cur = 100;
+        assert_int_equal(setrlimit(RLIMIT_FSIZE, &lim), 0);
+        int rc;
+        if (kind < 2) rc = write_one(path, kind, 0);
+        else {
+            char big[4096];
+            memset(big, 'x', sizeof big);
+            rc = ss_write_atomic(path, big, sizeof big);
+        }
+        assert_int_equal(setrlimit(RLIMIT_FSIZE, &old), 0);
+        if (rc >= 0) fail_msg("%s: a write past the file-size limit succeeded", file_name[kind]);
+        expect_in(ss_err(), path);
+        size_t n;
+        char *b = tc_read_all(path, &n);
+        assert_non_null(b);
+        if (n != 8 || memcmp(b, "precious", 8)) fail_msg("%s: the old file was changed", file_name[kind]);
+        free(b);
+        const char *keep[] = {"img.png", "w.safetensors", "big.json", NULL};
+        other_names(root, keep, names, sizeof names);
+        if (names[0]) fail_msg("%s: left behind:\n%s", file_name[kind], names);
+    }
+    signal(SIGXFSZ, old_handler);
+    /* a folder in the way of the rename: the tmp is written, then removed */
+    assert_int_equal(mkdir(tc_join(root, "isdir.png"), 0755), 0);
+    assert_true(write_one(tc_join(root, "isdir.png"), 0, 0) < 0);
+    expect_in(ss_err(), "isdir.png");
+    const char *keep[] = {"img.png", "w.safetensors", "big.json", "isdir.png", NULL};
+    other_names(root, keep, names, sizeof names);
+    if (names[0]) fail_msg("rename over a folder: left behind:\n%s", names);
+    tc_rmtree(root);
+    free(root);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_pathcheck_api),
@@ -879,6 +1084,9 @@ int main(void) {
         cmocka_unit_test(test_detect_no_object),
         cmocka_unit_test(test_score_names_strict),
         cmocka_unit_test(test_other_commands_output_is_input),
+        cmocka_unit_test(test_atomic_concurrent_writers),
+        cmocka_unit_test(test_atomic_no_leftovers),
+        cmocka_unit_test(test_atomic_failed_write),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

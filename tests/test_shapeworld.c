@@ -135,6 +135,17 @@ static void test_png_roundtrip(void **state) {
     assert_int_equal(png_write_rgb(p2, w, h, rgb, kv, 3), SS_OK);
     snprintf(tmp, sizeof tmp, "%s.tmp", p1);
     assert_int_equal(access(tmp, F_OK), -1); /* temporary renamed away */
+    { /* and no writer's temporary file (".a.png.XXXXXX") beside the images */
+        char dir[256];
+        snprintf(dir, sizeof dir, "%s", p1);
+        *strrchr(dir, '/') = 0;
+        DIR *d = opendir(dir);
+        assert_non_null(d);
+        struct dirent *e;
+        while ((e = readdir(d)))
+            if (!strncmp(e->d_name, ".a.png.", 7) || !strncmp(e->d_name, ".b.png.", 7)) fail_msg("left behind: %s", e->d_name);
+        closedir(d);
+    }
 
     int rw = 0, rh = 0;
     uint8_t *back = NULL;

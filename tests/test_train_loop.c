@@ -6,6 +6,7 @@
 #include <setjmp.h>
 #include <cmocka.h>
 
+#include <dirent.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -159,6 +160,16 @@ static void test_run_writes_model(void **st) {
     assert_int_not_equal(access(path, F_OK), 0); /* swapped in, nothing left over */
     snprintf(path, sizeof path, "%s/checkpoint.safetensors.tmp", out);
     assert_int_not_equal(access(path, F_OK), 0);
+    { /* nothing but the checkpoint and the model: no writer's temporary file (".NAME.XXXXXX") */
+        DIR *od = opendir(out);
+        assert_non_null(od);
+        struct dirent *e;
+        while ((e = readdir(od)))
+            if (strcmp(e->d_name, ".") && strcmp(e->d_name, "..") && strcmp(e->d_name, "checkpoint.safetensors") &&
+                strcmp(e->d_name, "model"))
+                fail_msg("%s: left behind: %s", out, e->d_name);
+        closedir(od);
+    }
     /* the transformer holds the EMA weights, and loads */
     snprintf(path, sizeof path, "%s/model/transformer", out);
     sd3_model *m;

@@ -81,14 +81,12 @@ static int check_outputs(const char *exp_dir, const char *model_dir, const char 
 
 static int default_prompts(const char *exp_dir, char *out, size_t size) {
     if (cli_find_resource(EVAL_PROMPTS, out, size) == 0) return 0;
-    char tmp[4400];
     int rc;
     if ((size_t)snprintf(out, size, "%s/shapeworld_eval.jsonl", exp_dir) >= size)
         return ss_fail(SS_EARG, "%s: path too long", exp_dir);
     if (access(out, F_OK) == 0) return 0;
-    snprintf(tmp, sizeof tmp, "%s.tmp", out);
     if ((rc = ss_mkdir_p(exp_dir)) < 0) return rc;
-    if ((rc = sw_write_eval_jsonl(tmp)) < 0 || (rc = commit_tmp(out)) < 0) return rc;
+    if ((rc = sw_write_eval_jsonl(out)) < 0) return rc; /* the one atomic writer (io/fsutil.h) */
     fprintf(stderr, "sinkscope run: " EVAL_PROMPTS " not found; wrote the same evaluation set to %s\n", out);
     return 0;
 }

@@ -77,3 +77,64 @@ uint64_t rng_below(rng_t *r, uint64_t n) {
         if (x >= threshold) return x % n;
     }
 }
+
+/* ---- splitmix64, xoshiro256**, xorshift64* (bits frozen: see rng.h) ---- */
+
+uint64_t rng_splitmix64_mix(uint64_t z) {
+    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
+    z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
+    return z ^ (z >> 31);
+}
+
+uint64_t rng_splitmix64_hash(uint64_t z) { return rng_splitmix64_mix(z + RNG_SPLITMIX64_GAMMA); }
+
+uint64_t rng_splitmix64_next(rng_splitmix64 *r) {
+    r->s += RNG_SPLITMIX64_GAMMA;
+    return rng_splitmix64_mix(r->s);
+}
+
+rng_splitmix64 rng_splitmix64_keyed(uint64_t seed, uint64_t index, uint64_t stream) {
+    rng_splitmix64 r = {rng_splitmix64_mix(seed + RNG_SPLITMIX64_GAMMA) ^
+                        rng_splitmix64_mix(index * 0xd1b54a32d192ed03ull + stream)};
+    return r;
+}
+
+int rng_splitmix64_below32(rng_splitmix64 *r, int n) {
+    return (int)(((rng_splitmix64_next(r) >> 32) * (uint64_t)n) >> 32);
+}
+
+static uint64_t rotl64(uint64_t x, int k) { return (x << k) | (x >> (64 - k)); }
+
+void rng_xoshiro256ss_seed(rng_xoshiro256ss *r, uint64_t seed) {
+    rng_splitmix64 sm = {seed};
+    for (int i = 0; i < 4; i++) r->s[i] = rng_splitmix64_next(&sm);
+}
+
+uint64_t rng_xoshiro256ss_next(rng_xoshiro256ss *r) {
+    uint64_t *s = r->s;
+    const uint64_t out = rotl64(s[1] * 5, 7) * 9, t = s[1] << 17;
+    s[2] ^= s[0];
+    s[3] ^= s[1];
+    s[1] ^= s[2];
+    s[0] ^= s[3];
+    s[2] ^= t;
+    s[3] = rotl64(s[3], 45);
+    return out;
+}
+
+uint64_t rng_xoshiro256ss_below(rng_xoshiro256ss *r, uint64_t n) {
+    const uint64_t threshold = (0 - n) % n;
+    for (;;) {
+        const uint64_t v = rng_xoshiro256ss_next(r);
+        if (v >= threshold) return v % n;
+    }
+}
+
+double rng_xorshift64s_uniform01(uint64_t *s) {
+    *s ^= *s >> 12;
+    *s ^= *s << 25;
+    *s ^= *s >> 27;
+    return (double)((*s * 2685821657736338717ull) >> 11) * 0x1.0p-53;
+}
+
+uint64_t rng_xorshift64s_seed(uint64_t seed) { return seed * RNG_SPLITMIX64_GAMMA + 1; }

@@ -8,6 +8,7 @@
 #include <sys/stat.h>
 
 #include "core/err.h"
+#include "core/rng.h"
 #include "io/fsutil.h"
 #include "io/png.h"
 
@@ -49,30 +50,9 @@ int sw_color_from_name(const char *s) { return lookup(COLOR_NAMES, SW_NCOLOR, s)
 int sw_tag_from_name(const char *s) { return lookup(TAG_NAMES, SW_NTAG, s); }
 const char *const *sw_vocabulary(void) { return VOCAB; }
 
-/* ---- random numbers (splitmix64) ---------------------------------------------------------- */
+/* ---- random numbers: splitmix64 keyed by (seed, index, stream), core/rng.h ---------------- */
 
-typedef struct {
-    uint64_t s;
-} sw_rng;
-
-static uint64_t mix64(uint64_t z) {
-    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
-    z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
-    return z ^ (z >> 31);
-}
-static uint64_t rng_next(sw_rng *r) {
-    r->s += 0x9e3779b97f4a7c15ull;
-    return mix64(r->s);
-}
-static int rng_below(sw_rng *r, int n) { /* uniform in [0, n) */
-    return (int)(((rng_next(r) >> 32) * (uint64_t)n) >> 32);
-}
-static int rng_range(sw_rng *r, int lo, int hi) { return lo + rng_below(r, hi - lo + 1); }
-static sw_rng rng_seed(uint64_t seed, uint64_t index, uint64_t stream) {
-    sw_rng r = {mix64(seed + 0x9e3779b97f4a7c15ull) ^
-                mix64(index * 0xd1b54a32d192ed03ull + stream)};
-    return r;
-}
+static int rng_range(rng_splitmix64 *r, int lo, int hi) { return lo + rng_splitmix64_below32(r, hi - lo + 1); }
 
 /* ---- captions ----------------------------------------------------------------------------- */
 
@@ -171,19 +151,19 @@ static int build_meta(gv_meta *m, int tag, int cls_a, int cls_b, int count, int 
     return sw_make_prompt(m);
 }
 
-static int meta_from_rng(sw_rng *r, int tag, gv_meta *out) {
-    int a = rng_below(r, SW_NCLASS);
-    int b = (a + 1 + rng_below(r, SW_NCLASS - 1)) % SW_NCLASS; /* != a */
-    int ca = rng_below(r, SW_NCOLOR);
-    int cb = (ca + 1 + rng_below(r, SW_NCOLOR - 1)) % SW_NCOLOR; /* != ca */
+static int meta_from_rng(rng_splitmix64 *r, int tag, gv_meta *out) {
+    int a = rng_splitmix64_below32(r, SW_NCLASS);
+    int b = (a + 1 + rng_splitmix64_below32(r, SW_NCLASS - 1)) % SW_NCLASS; /* != a */
+    int ca = rng_splitmix64_below32(r, SW_NCOLOR);
+    int cb = (ca + 1 + rng_splitmix64_below32(r, SW_NCOLOR - 1)) % SW_NCOLOR; /* != ca */
     int count = rng_range(r, 2, 4);
-    int rel = rng_below(r, GV_NREL);
+    int rel = rng_splitmix64_below32(r, GV_NREL);
     return build_meta(out, tag, a, b, count, ca, cb, rel);
 }
 
 int sw_random_meta(uint64_t seed, uint64_t index, int tag, gv_meta *out) {
     if (tag < 0 || tag >= SW_NTAG) return ss_fail(SS_EARG, "bad ShapeWorld tag %d", tag);
-    sw_rng r = rng_seed(seed, index, 1);
+    rng_splitmix64 r = rng_splitmix64_keyed(seed, index, 1);
     return meta_from_rng(&r, tag, out);
 }
 
@@ -234,9 +214,9 @@ int sw_scene_for_meta(const gv_meta *m, uint64_t seed, int w, int h, sw_scene *o
         }
     }
     if (n == 0) return ss_fail(SS_EARG, "metadata asks for no objects");
-    sw_rng r = rng_seed(seed, 0, 2);
+    rng_splitmix64 r = rng_splitmix64_keyed(seed, 0, 2);
     for (int i = 0; i < n; i++)
-        if (col[i] < 0) col[i] = rng_below(&r, SW_NCOLOR);
+        if (col[i] < 0) col[i] = rng_splitmix64_below32(&r, SW_NCOLOR);
     int mdim = w < h ? w : h;
     static const int SMIN[SW_MAX_OBJ + 1] = {0, 8, 8, 7, 7},
                                        SMAX[SW_MAX_OBJ + 1] = {0, 12, 12, 11, 10};
@@ -366,10 +346,10 @@ int sw_sample(uint64_t seed, uint64_t index, int tag, int w, int h, sw_scene *sc
               gv_meta *meta) {
     if (tag < 0) tag = (int)(index % SW_NTAG);
     if (tag >= SW_NTAG) return ss_fail(SS_EARG, "bad ShapeWorld tag %d", tag);
-    sw_rng r = rng_seed(seed, index, 3);
+    rng_splitmix64 r = rng_splitmix64_keyed(seed, index, 3);
     int rc = meta_from_rng(&r, tag, meta);
     if (rc) return rc;
-    return sw_scene_for_meta(meta, rng_next(&r), w, h, scene);
+    return sw_scene_for_meta(meta, rng_splitmix64_next(&r), w, h, scene);
 }
 
 /* ---- evaluation set ------------------------------------------------------------------------ */
@@ -430,22 +410,23 @@ int sw_write_eval_jsonl(const char *path) {
         free(set);
         return n;
     }
-    FILE *f = fopen(path, "w");
-    if (!f) {
+    ss_atomic out; /* the one atomic writer (io/fsutil.h) */
+    int rc = ss_atomic_open(&out, path);
+    if (rc < 0) {
         free(set);
-        return ss_fail(SS_EIO, "%s: cannot open for writing: %s", path, strerror(errno));
+        return rc;
     }
     char line[2048];
-    int rc = SS_OK;
     for (int i = 0; i < n && !rc; i++) {
         int len = gv_meta_to_json(&set[i], line, sizeof line);
         if (len < 0)
             rc = len;
-        else
-            fprintf(f, "%s\n", line);
+        else if (fprintf(out.fp, "%s\n", line) < 0)
+            rc = ss_fail(SS_EIO, "%s: cannot write (write: %s)", path, strerror(errno));
     }
     free(set);
-    if (fclose(f) != 0 && !rc) rc = ss_fail(SS_EIO, "%s: write error", path);
+    if (rc) ss_atomic_abort(&out);
+    else rc = ss_atomic_commit(&out);
     return rc;
 }
 
@@ -463,9 +444,15 @@ int sw_write_dataset(const char *dir, uint64_t seed, long n, int w, int h) {
         free(rgb);
         return SS_ENOMEM;
     }
+    /* metadata.jsonl through the one atomic writer: it appears, complete, after the last image */
     snprintf(path, plen, "%s/metadata.jsonl", dir);
-    FILE *f = fopen(path, "w");
-    int rc = f ? SS_OK : ss_fail(SS_EIO, "%s: cannot open for writing: %s", path, strerror(errno));
+    ss_atomic meta;
+    int rc = ss_atomic_open(&meta, path);
+    if (rc < 0) {
+        free(path);
+        free(rgb);
+        return rc;
+    }
     char json[2048], sample[96];
     for (long i = 0; i < n && !rc; i++) {
         sw_scene s;
@@ -481,10 +468,11 @@ int sw_write_dataset(const char *dir, uint64_t seed, long n, int w, int h) {
         const char *kv[] = {"prompt", m.prompt, "tag", m.tag, "metadata", json, "sample", sample};
         snprintf(path, plen, "%s/%05ld_0.png", dir, i);
         rc = png_write_rgb(path, w, h, rgb, kv, 4);
-        if (!rc && fprintf(f, "%s\n", json) < 0)
-            rc = ss_fail(SS_EIO, "%s/metadata.jsonl: write error", dir);
+        if (!rc && fprintf(meta.fp, "%s\n", json) < 0)
+            rc = ss_fail(SS_EIO, "%s/metadata.jsonl: cannot write (write: %s)", dir, strerror(errno));
     }
-    if (f && fclose(f) != 0 && !rc) rc = ss_fail(SS_EIO, "%s/metadata.jsonl: write error", dir);
+    if (rc) ss_atomic_abort(&meta);
+    else rc = ss_atomic_commit(&meta);
     free(path);
     free(rgb);
     return rc;

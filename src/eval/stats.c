@@ -7,6 +7,7 @@
 #include <string.h>
 
 #include "core/err.h"
+#include "core/rng.h"
 
 #define LN_SQRT_2PI 0.918938533204672741780329736406 /* log(sqrt(2 pi)) */
 #define SQRT_2PI 2.50662827463100050241576528481
@@ -518,46 +519,7 @@ int stats_paired_t(const double *a, const double *b, int n, stats_ttest *out) {
  * Bootstrap
  * ====================================================================================== */
 
-/* splitmix64 expands the seed into the xoshiro256** state (never all zero). */
-static uint64_t splitmix64(uint64_t *x) {
-    uint64_t z = (*x += 0x9e3779b97f4a7c15ULL);
-    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ULL;
-    z = (z ^ (z >> 27)) * 0x94d049bb133111ebULL;
-    return z ^ (z >> 31);
-}
-
-typedef struct {
-    uint64_t s[4];
-} rng;
-
-static uint64_t rotl(uint64_t x, int k) { return (x << k) | (x >> (64 - k)); }
-
-static void rng_seed(rng *r, uint64_t seed) {
-    for (int i = 0; i < 4; i++) r->s[i] = splitmix64(&seed);
-}
-
-static uint64_t rng_next(rng *r) { /* xoshiro256** */
-    uint64_t *s = r->s;
-    uint64_t out = rotl(s[1] * 5, 7) * 9, t = s[1] << 17;
-    s[2] ^= s[0];
-    s[3] ^= s[1];
-    s[1] ^= s[2];
-    s[0] ^= s[3];
-    s[2] ^= t;
-    s[3] = rotl(s[3], 45);
-    return out;
-}
-
-/* Uniform integer in [0, n): reject the 2^64 mod n lowest values so every residue is equally
- * likely (plain % n would favour small indices). */
-static uint64_t rng_below(rng *r, uint64_t n) {
-    uint64_t threshold = (0 - n) % n;
-    for (;;) {
-        uint64_t v = rng_next(r);
-        if (v >= threshold) return v % n;
-    }
-}
-
+/* Resampling indices: xoshiro256** seeded by splitmix64(seed), unbiased draws (core/rng.h). */
 int stats_bootstrap_mean_ci(const double *d, int n, int resamples, double level, uint64_t seed,
                             double *lo, double *hi) {
     if (n < 1) return ss_fail(SS_EARG, "stats_bootstrap_mean_ci: need n >= 1, got %d", n);
@@ -577,11 +539,11 @@ int stats_bootstrap_mean_ci(const double *d, int n, int resamples, double level,
     if (rc < 0) return rc;
     double *means = ss_malloc((size_t)resamples * sizeof *means);
     if (!means) return SS_ENOMEM;
-    rng r;
-    rng_seed(&r, seed);
+    rng_xoshiro256ss r;
+    rng_xoshiro256ss_seed(&r, seed);
     for (int b = 0; b < resamples; b++) {
         double s = 0;
-        for (int i = 0; i < n; i++) s += d[rng_below(&r, (uint64_t)n)];
+        for (int i = 0; i < n; i++) s += d[rng_xoshiro256ss_below(&r, (uint64_t)n)];
         means[b] = s / n;
     }
     qsort(means, (size_t)resamples, sizeof *means, cmp_double);

@@ -2,7 +2,6 @@
 
 #include <errno.h>
 #include <fcntl.h>
-#include <libgen.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -106,64 +105,6 @@ int exp_json_get_u64(const json_t *v, uint64_t *out) {
 }
 
 /* ---- durable writes ---- */
-
-int fsync_dir(const char *dir) {
-    int fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-    if (fd < 0) return ss_fail(SS_EIO, "%s: cannot open the folder: %s", dir, strerror(errno));
-    int r = fsync(fd);
-    int e = errno;
-    close(fd);
-    return r ? ss_fail(SS_EIO, "%s: fsync failed: %s", dir, strerror(e)) : 0;
-}
-
-static int fsync_parent(const char *path) {
-    char *p = strdup(path);
-    if (!p) return ss_fail(SS_ENOMEM, "out of memory");
-    int rc = fsync_dir(dirname(p));
-    free(p);
-    return rc;
-}
-
-int commit_tmp(const char *path) {
-    char tmp[4200];
-    if ((size_t)snprintf(tmp, sizeof tmp, "%s.tmp", path) >= sizeof tmp) return ss_fail(SS_EARG, "%s: path too long", path);
-    int fd = open(tmp, O_RDONLY | O_CLOEXEC);
-    if (fd < 0) return ss_fail(SS_EIO, "%s: cannot open: %s", tmp, strerror(errno));
-    int r = fsync(fd);
-    int e = errno;
-    close(fd);
-    if (r) return ss_fail(SS_EIO, "%s: fsync failed: %s", tmp, strerror(e));
-    if (rename(tmp, path)) return ss_fail(SS_EIO, "%s: cannot rename %s into place: %s", path, tmp, strerror(errno));
-    return fsync_parent(path);
-}
-
-static int write_all(int fd, const char *p, size_t n, const char *path) {
-    while (n) {
-        ssize_t w = write(fd, p, n);
-        if (w < 0 && errno == EINTR) continue;
-        if (w <= 0) return ss_fail(SS_EIO, "%s: write failed: %s", path, w < 0 ? strerror(errno) : "no progress");
-        p += w;
-        n -= (size_t)w;
-    }
-    return 0;
-}
-
-int write_file_atomic(const char *path, const void *data, size_t n) {
-    char tmp[4200];
-    if ((size_t)snprintf(tmp, sizeof tmp, "%s.tmp", path) >= sizeof tmp) return ss_fail(SS_EARG, "%s: path too long", path);
-    int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
-    if (fd < 0) return ss_fail(SS_EIO, "%s: cannot create: %s", tmp, strerror(errno));
-    int rc = write_all(fd, data, n, tmp);
-    if (!rc && fsync(fd)) rc = ss_fail(SS_EIO, "%s: fsync failed: %s", tmp, strerror(errno));
-    close(fd);
-    if (!rc && rename(tmp, path)) rc = ss_fail(SS_EIO, "%s: cannot rename into place: %s", path, strerror(errno));
-    if (rc) {
-        unlink(tmp);
-        return rc;
-    }
-    return fsync_parent(path);
-}
-
 
 /* ---- records.jsonl ---- */
 

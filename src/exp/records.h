@@ -7,8 +7,9 @@
  * redone). A bad line anywhere else is not a crash artefact and is reported as an error.
  * Several records of one key: the last one (the newest) is the record of that key.
  *
- * Atomic files (experiment.json, images): written to "<path>.tmp", fsync'ed, renamed into place
- * and the folder fsync'ed, so a reader sees the old file or the complete new one.
+ * Atomic files (experiment.json, images): written by the one atomic writer (io/fsutil.h:
+ * ss_write_atomic, png_write_rgb): a unique temporary file, fsync'ed, renamed into place and the
+ * folder fsync'ed, so a reader sees the old file or the complete new one.
  */
 #ifndef SS_RECORDS_H
 #define SS_RECORDS_H
@@ -71,14 +72,6 @@ const record_image *records_image(const records_file *rf, const char *key);
 /* Appends one record (a json_t * object with a string "key"): one write of the compact line
  * with its newline, then fsync. The key is added to rf->keys (superseding an older record). */
 int records_append(records_file *rf, const void *record);
-
-/* mkdir -p. */
-/* fsync a folder (makes a rename inside it durable). */
-int fsync_dir(const char *dir);
-/* Writes bytes atomically (tmp + fsync + rename + folder fsync). */
-int write_file_atomic(const char *path, const void *data, size_t n);
-/* Makes an existing "<path>.tmp" durable and renames it to path (+ folder fsync). */
-int commit_tmp(const char *path);
 
 /* JSON dump flags: records keep 9 significant digits (exact for the float32 statistics);
  * experiment.json keeps 17 so its numbers read back as the same doubles. */

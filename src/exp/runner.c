@@ -230,21 +230,19 @@ static int generate(worker *w, int ci, int p, uint64_t seed, uint8_t *rgb) {
 
 /* img (optional) gets the written file's size and SHA-256. */
 static int write_image(runner *r, int ci, int p, uint64_t seed, const uint8_t *rgb, record_image *img) {
-    char rel[600], path[PATHLEN], tmp[PATHLEN + 8], key[600], seed_s[32], steps_s[32], cfg_s[48];
+    char rel[600], path[PATHLEN], key[600], seed_s[32], steps_s[32], cfg_s[48];
     image_rel(rel, sizeof rel, r->conds[ci].name, PIDX(r, p), seed);
     item_key(key, sizeof key, r->conds[ci].name, PIDX(r, p), seed);
     snprintf(path, sizeof path, "%s/%s", r->c->exp_dir, rel);
-    snprintf(tmp, sizeof tmp, "%s.tmp", path);
     snprintf(seed_s, sizeof seed_s, "%llu", (unsigned long long)seed);
     snprintf(steps_s, sizeof steps_s, "%d", r->c->steps);
     snprintf(cfg_s, sizeof cfg_s, "%.17g", r->c->cfg);
     const char *kv[] = {"key",       key,    "prompt", r->ps.m[p].prompt, "seed",         seed_s,
                         "steps",     steps_s, "cfg",   cfg_s,             "model_digest", r->model_digest,
                         "condition", r->cond_json[ci], "Software", "sinkscope " SINKSCOPE_VERSION};
-    /* png_write_rgb makes <tmp> whole (its own tmp + rename); commit_tmp then fsyncs it and
-     * renames it to <path>, so the image is durable before its record is appended. */
-    int rc = png_write_rgb(tmp, r->W, r->H, rgb, kv, 8);
-    if (!rc) rc = commit_tmp(path);
+    /* png_write_rgb goes through the one atomic writer (unique temporary file, fsync, rename,
+     * folder fsync), so the image is durable before its record is appended. */
+    int rc = png_write_rgb(path, r->W, r->H, rgb, kv, 8);
     if (!rc && img) { /* what the record will say about it: size and SHA-256 of the file as written */
         struct stat sb;
         if (stat(path, &sb)) rc = ss_fail(SS_EIO, "%s: cannot stat: %s", path, strerror(errno));
@@ -352,14 +350,15 @@ static int baseline_image(worker *w, int p, uint64_t seed, uint8_t *rgb) {
     return write_image(r, 0, p, seed, rgb, NULL);
 }
 
-/* Removes "*.tmp" leftovers of an interrupted image write in images/<cond>/. */
+/* Removes the leftovers of an interrupted image write in images/<cond>/: the atomic writer's
+ * ".NAME.XXXXXX" temporary files, and "*.tmp" of versions before it. */
 static void clean_tmp(const char *dir) {
     DIR *d = opendir(dir);
     if (!d) return;
     struct dirent *e;
     while ((e = readdir(d))) {
         size_t n = strlen(e->d_name);
-        if (n > 4 && !strcmp(e->d_name + n - 4, ".tmp")) {
+        if ((n > 4 && !strcmp(e->d_name + n - 4, ".tmp")) || ss_is_atomic_tmp(e->d_name)) {
             char path[PATHLEN + 300];
             if ((size_t)snprintf(path, sizeof path, "%s/%s", dir, e->d_name) < sizeof path) unlink(path);
         }
@@ -433,7 +432,7 @@ static int settle_config(runner *r, const exp_blocks *bm) {
         else {
             memcpy(full, text, n);
             full[n] = '\n';
-            rc = write_file_atomic(path, full, n + 1);
+            rc = ss_write_atomic(path, full, n + 1);
             free(full);
         }
     }

@@ -57,32 +57,97 @@ int ss_mktemp_in(const char *dir, const char *prefix, char *buf, size_t cap) {
     return 0;
 }
 
-int ss_write_atomic(const char *path, const void *data, size_t len) {
-    char dir[4400], tmp[4600];
-    const char *base;
-    int rc = split_path(path, dir, sizeof dir, &base);
-    if (rc < 0) return rc;
-    if ((size_t)snprintf(tmp, sizeof tmp, "%s/.%s.XXXXXX", dir, base) >= sizeof tmp) return ss_fail(SS_EARG, "%s: path too long", path);
-    int fd = mkstemp(tmp);
-    if (fd < 0) return ss_fail(SS_EIO, "%s: cannot write: cannot create a temporary file in %s: %s", path, dir, strerror(errno));
+static void atomic_release(ss_atomic *a) {
+    free(a->path);
+    free(a->tmp);
+    free(a->dir);
+    a->path = a->tmp = a->dir = NULL;
+    a->fp = NULL;
+}
+
+int ss_atomic_open(ss_atomic *a, const char *path) {
+    memset(a, 0, sizeof *a);
+    if (!path) return ss_fail(SS_EARG, "ss_atomic_open: NULL path");
+    const size_t pl = strlen(path);
+    char *dir = malloc(pl + 2), *tmp = malloc(pl + 16), *cp = strdup(path);
+    const char *base = "";
+    int rc = !dir || !tmp || !cp ? ss_fail(SS_ENOMEM, "%s: cannot write: out of memory", path)
+                                 : split_path(path, dir, pl + 2, &base);
+    if (rc == 0) snprintf(tmp, pl + 16, "%s/.%s.XXXXXX", dir, base);
+    int fd = rc ? -1 : mkstemp(tmp);
+    if (rc == 0 && fd < 0)
+        rc = ss_fail(SS_EIO, "%s: cannot write: cannot create a temporary file in %s: %s", path, dir, strerror(errno));
     /* mkstemp makes the file 0600; outputs are meant to be read by others (0644). Reading the
      * umask would mean changing it, which is process-wide and not thread-safe. */
+    FILE *fp = NULL;
+    if (rc == 0) {
+        const char *step = fchmod(fd, 0644) ? "chmod" : !(fp = fdopen(fd, "wb")) ? "fdopen" : NULL;
+        if (step) {
+            rc = ss_fail(SS_EIO, "%s: cannot write (%s: %s)", path, step, strerror(errno));
+            close(fd);
+            unlink(tmp);
+        }
+    }
+    if (rc) {
+        free(dir);
+        free(tmp);
+        free(cp);
+        return rc;
+    }
+    a->fp = fp;
+    a->path = cp;
+    a->tmp = tmp;
+    a->dir = dir;
+    return 0;
+}
+
+void ss_atomic_abort(ss_atomic *a) {
+    if (a->fp) fclose(a->fp);
+    if (a->tmp) unlink(a->tmp);
+    atomic_release(a);
+}
+
+int ss_atomic_commit(ss_atomic *a) {
+    if (!a->fp) {
+        atomic_release(a);
+        return ss_fail(SS_EARG, "ss_atomic_commit: not open");
+    }
     const char *step = NULL;
     int err = 0;
-    if (fchmod(fd, 0644)) step = "chmod", err = errno;
-    const char *p = data;
-    for (size_t done = 0; !step && done < len;) {
-        ssize_t w = write(fd, p + done, len - done);
-        if (w < 0 && errno == EINTR) continue;
-        if (w <= 0) step = "write", err = w < 0 ? errno : EIO;
-        else done += (size_t)w;
-    }
-    if (!step && fsync(fd)) step = "fsync", err = errno;
-    if (close(fd) && !step) step = "close", err = errno;
-    if (!step && rename(tmp, path)) step = "rename", err = errno;
+    errno = 0; /* a stream error with no errno of its own reads as EIO */
+    if (fflush(a->fp) || ferror(a->fp)) step = "write", err = errno ? errno : EIO;
+    if (!step && fsync(fileno(a->fp))) step = "fsync", err = errno;
+    if (fclose(a->fp) && !step) step = "close", err = errno;
+    a->fp = NULL;
+    if (!step && rename(a->tmp, a->path)) step = "rename", err = errno;
+    int rc = 0;
     if (step) {
-        unlink(tmp);
-        return ss_fail(SS_EIO, "%s: cannot write (%s: %s)", path, step, strerror(err));
+        unlink(a->tmp);
+        rc = ss_fail(SS_EIO, "%s: cannot write (%s: %s)", a->path, step, strerror(err));
+    } else {
+        rc = ss_fsync_dir(a->dir);
     }
-    return ss_fsync_dir(dir);
+    atomic_release(a);
+    return rc;
+}
+
+int ss_write_atomic(const char *path, const void *data, size_t len) {
+    ss_atomic a;
+    int rc = ss_atomic_open(&a, path);
+    if (rc < 0) return rc;
+    if (len && fwrite(data, 1, len, a.fp) != len) {
+        const int e = errno ? errno : EIO;
+        ss_atomic_abort(&a);
+        return ss_fail(SS_EIO, "%s: cannot write (write: %s)", path, strerror(e));
+    }
+    return ss_atomic_commit(&a);
+}
+
+int ss_is_atomic_tmp(const char *name) {
+    const size_t n = strlen(name);
+    const char *dot = strrchr(name, '.');
+    if (name[0] != '.' || n < 9 || !dot || dot == name || (size_t)(name + n - dot) != 7) return 0;
+    for (const char *p = dot + 1; *p; p++)
+        if (!((*p >= 'a' && *p <= 'z') || (*p >= 'A' && *p <= 'Z') || (*p >= '0' && *p <= '9'))) return 0;
+    return 1;
 }

@@ -73,7 +73,7 @@ int pc_same_file(const char *a, const char *b) {
     return canonical(a, ca, sizeof ca) == 0 && canonical(b, cb, sizeof cb) == 0 && !strcmp(ca, cb);
 }
 
-/* "<path>.tmp", the writers' temporary file; 0 or -1 when it does not fit. */
+/* "<path>.tmp" (the model folder's DIR.tmp; older versions' file writers); 0 or -1 when it does not fit. */
 static int tmp_name(const char *path, char *out, size_t cap) {
     int k = snprintf(out, cap, "%s.tmp", path);
     return k >= 0 && (size_t)k < cap ? 0 : -1;

@@ -3,8 +3,10 @@
  * Two paths name the same file when they resolve to the same device and inode (stat follows
  * symlinks, so symlinks, "./" and "../" spellings and hard links are all caught). A path that
  * does not exist yet is compared by its canonical spelling (realpath of its folder + its last
- * component). Since writers go through "<output>.tmp" + rename, that temporary file must not be
- * an input either: an output is refused when it or "<output>.tmp" is an input.
+ * component). An output is also refused when "<output>.tmp" is an input:
+ * the trainer's model folder is built as "DIR.tmp" and swapped in, and versions before the one
+ * atomic writer (io/fsutil.h, whose temporary files are unique ".NAME.XXXXXX" names created with
+ * O_EXCL, so never an existing input) wrote every file through "<output>.tmp".
  *
  * Errors are SS_EARG with one line naming both options and both paths, e.g.
  *   --out 'x.safetensors' is the same file as --inputs './x.safetensors'; refusing to overwrite an input

@@ -12,6 +12,7 @@
 #include <sys/stat.h>
 
 #include "core/err.h"
+#include "io/fsutil.h"
 
 typedef struct {
     char msg[256];
@@ -57,28 +58,21 @@ int png_write_rgb(const char *path, int w, int h, const uint8_t *rgb, const char
             return ss_fail(SS_EARG, "%s: invalid PNG text key '%s' (1-79 printable chars)", path,
                            k);
     }
-    size_t plen = strlen(path);
-    char *tmp = ss_malloc(plen + 5);
-    if (!tmp) return SS_ENOMEM;
-    memcpy(tmp, path, plen);
-    memcpy(tmp + plen, ".tmp", 5);
     png_text *texts = ss_calloc((size_t)(n_kv > 0 ? n_kv : 1), sizeof *texts);
-    if (!texts) {
-        free(tmp);
-        return SS_ENOMEM;
-    }
+    if (!texts) return SS_ENOMEM;
     for (int i = 0; i < n_kv; i++) {
         texts[i].compression = PNG_TEXT_COMPRESSION_NONE; /* tEXt */
         texts[i].key = (png_charp)text_kv[2 * i];
         texts[i].text = (png_charp)text_kv[2 * i + 1];
         texts[i].text_length = strlen(text_kv[2 * i + 1]);
     }
-    FILE *f = fopen(tmp, "wb");
-    if (!f) {
-        int e = errno;
+    /* the one atomic writer (io/fsutil.h): a unique temporary file, fsync, rename, folder fsync.
+     * `out` is set before setjmp and not changed until after the last libpng call. */
+    ss_atomic out;
+    int rc = ss_atomic_open(&out, path);
+    if (rc < 0) {
         free(texts);
-        free(tmp);
-        return ss_fail(SS_EIO, "%s: cannot open '%s.tmp' for writing: %s", path, path, strerror(e));
+        return rc;
     }
     png_errctx ctx = {{0}, {0}};
     png_structp png =
@@ -86,21 +80,17 @@ int png_write_rgb(const char *path, int w, int h, const uint8_t *rgb, const char
     png_infop info = png ? png_create_info_struct(png) : NULL;
     if (!png || !info) {
         png_destroy_write_struct(png ? &png : NULL, NULL);
-        fclose(f);
-        remove(tmp);
+        ss_atomic_abort(&out);
         free(texts);
-        free(tmp);
         return ss_fail(SS_ENOMEM, "%s: cannot create libpng writer", path);
     }
     if (setjmp(png_jmpbuf(png))) {
         png_destroy_write_struct(&png, &info);
-        fclose(f);
-        remove(tmp);
+        ss_atomic_abort(&out);
         free(texts);
-        free(tmp);
         return ss_fail(SS_EIO, "%s: PNG write failed: %s", path, ctx.msg);
     }
-    png_init_io(png, f);
+    png_init_io(png, out.fp);
     png_set_IHDR(png, info, (png_uint_32)w, (png_uint_32)h, 8, PNG_COLOR_TYPE_RGB,
                  PNG_INTERLACE_NONE, PNG_COMPRESSION_TYPE_DEFAULT, PNG_FILTER_TYPE_DEFAULT);
     png_set_compression_level(png, 6);
@@ -112,21 +102,7 @@ int png_write_rgb(const char *path, int w, int h, const uint8_t *rgb, const char
     png_write_end(png, info);
     png_destroy_write_struct(&png, &info);
     free(texts);
-    int bad = ferror(f);
-    if (fclose(f) != 0 || bad) {
-        remove(tmp);
-        free(tmp);
-        return ss_fail(SS_EIO, "%s: error writing '%s.tmp'", path, path);
-    }
-    if (rename(tmp, path) != 0) {
-        int e = errno;
-        remove(tmp);
-        free(tmp);
-        return ss_fail(SS_EIO, "%s: cannot rename '%s.tmp' into place: %s", path, path,
-                       strerror(e));
-    }
-    free(tmp);
-    return SS_OK;
+    return ss_atomic_commit(&out);
 }
 
 static int find_text(png_structp png, png_infop info, const char *key, char **value) {

@@ -2,8 +2,9 @@
  *
  * png_write_rgb writes an 8-bit RGB PNG with optional tEXt chunks (generation parameters go
  * there). Equal inputs give byte-identical files on the same machine (fixed zlib level and
- * filter, no tIME chunk). The file is written to "<path>.tmp" and renamed into place, so a
- * crash never leaves a half-written <path>.
+ * filter, no tIME chunk). The file goes through the one atomic writer
+ * (io/fsutil.h: a unique temporary file in the same folder, fsync, rename, folder fsync), so a
+ * crash never leaves a half-written <path> and concurrent writers never share a temporary file.
  *
  * The readers accept any PNG (palette, gray, 16-bit, alpha, interlaced) and return 8-bit RGB
  * (alpha is dropped, not composited). png_read_text returns one tEXt/zTXt/iTXt value.

@@ -2,6 +2,7 @@
 #include "io/safetensors.h"
 
 #include "core/err.h"
+#include "io/fsutil.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -939,41 +940,25 @@ int st_writer_save(st_writer *w, const char *path) {
     size_t hlen = 0;
     char *hdr = st_writer_header(w, &hlen);
     if (!hdr) return st_fail(SS_ENOMEM, "%s: cannot build the JSON header", path);
-    size_t pl = strlen(path);
-    char *tmp = ss_malloc(pl + 5);
-    if (!tmp) {
+    /* the one atomic writer (io/fsutil.h): unique temporary file, fsync, rename, folder fsync */
+    ss_atomic out;
+    int rc = ss_atomic_open(&out, path);
+    if (rc < 0) {
         free(hdr);
-        return SS_ENOMEM;
+        return st_fail(rc, "%s", ss_err());
     }
-    memcpy(tmp, path, pl);
-    memcpy(tmp + pl, ".tmp", 5);
-
-    int rc = 0;
-    FILE *fp = fopen(tmp, "wb");
-    if (!fp) {
-        rc = st_fail(SS_EIO, "%s: cannot create: %s", tmp, strerror(errno));
-    } else {
-        uint8_t le[8];
-        for (int i = 0; i < 8; i++) le[i] = (uint8_t)((uint64_t)hlen >> (8 * i));
-        int ok = fwrite(le, 1, 8, fp) == 8 && fwrite(hdr, 1, hlen, fp) == hlen;
-        for (int i = 0; ok && i < w->n; i++)
-            ok = fwrite(w->t[i].data, 1, w->t[i].nbytes, fp) == w->t[i].nbytes;
-        ok = ok && fflush(fp) == 0 && fsync(fileno(fp)) == 0; /* durable before the rename */
-        int err = errno;
-        if (fclose(fp) != 0 && ok) {
-            ok = 0;
-            err = errno;
-        }
-        if (ok && rename(tmp, path) != 0) {
-            ok = 0;
-            err = errno;
-        }
-        if (!ok) {
-            unlink(tmp);
-            rc = st_fail(SS_EIO, "%s: write failed: %s", path, strerror(err));
-        }
+    uint8_t le[8];
+    for (int i = 0; i < 8; i++) le[i] = (uint8_t)((uint64_t)hlen >> (8 * i));
+    int ok = fwrite(le, 1, 8, out.fp) == 8 && fwrite(hdr, 1, hlen, out.fp) == hlen;
+    for (int i = 0; ok && i < w->n; i++)
+        ok = fwrite(w->t[i].data, 1, w->t[i].nbytes, out.fp) == w->t[i].nbytes;
+    if (!ok) {
+        const int err = errno ? errno : EIO;
+        ss_atomic_abort(&out);
+        rc = st_fail(SS_EIO, "%s: cannot write (write: %s)", path, strerror(err));
+    } else if ((rc = ss_atomic_commit(&out)) < 0) {
+        rc = st_fail(rc, "%s", ss_err());
     }
-    free(tmp);
     free(hdr);
     return rc;
 }

@@ -82,7 +82,8 @@ int st_writer_add(st_writer *w, const char *name, st_dtype dtype, int ndim, cons
 int st_writer_add_f32(st_writer *w, const char *name, st_dtype dtype, int ndim, const int64_t *shape,
                       const float *data);
 int st_writer_set_metadata(st_writer *w, const char *key, const char *value);
-/* Writes to path.tmp, fsyncs, renames over path: an existing file is never left half-written. */
+/* Writes through the one atomic writer (io/fsutil.h: unique temporary file, fsync, rename, folder
+ * fsync): an existing file is never left half-written, and no temporary file is left behind. */
 int st_writer_save(st_writer *w, const char *path);
 void st_writer_free(st_writer *w);
 

@@ -6,6 +6,7 @@
 #include <string.h>
 
 #include "core/err.h"
+#include "io/fsutil.h"
 
 #define STRIP_PUNCT ".,;:!?"
 #define IN_MEMORY "(in memory)"
@@ -190,24 +191,16 @@ fail:
 }
 
 int tok_vocab_save(const tok_vocab *v, const char *path) {
-    size_t n = strlen(path) + 5;
-    char *tmp = ss_malloc(n);
-    if (!tmp) return SS_ENOMEM;
-    snprintf(tmp, n, "%s.tmp", path);
-    FILE *f = fopen(tmp, "w");
-    if (!f) {
-        free(tmp);
-        return ss_fail(SS_EIO, "%s: cannot create vocabulary file", path);
-    }
-    for (int i = 0; i < v->n; i++) fprintf(f, "%s\n", v->words[i]);
-    int bad = ferror(f) | fclose(f);
-    if (bad || rename(tmp, path)) {
-        remove(tmp);
-        free(tmp);
-        return ss_fail(SS_EIO, "%s: cannot write vocabulary file", path);
-    }
-    free(tmp);
-    return 0;
+    ss_atomic out; /* the one atomic writer (io/fsutil.h): unique tmp, fsync, rename, folder fsync */
+    int rc = ss_atomic_open(&out, path);
+    if (rc < 0) return rc;
+    for (int i = 0; i < v->n; i++)
+        if (fprintf(out.fp, "%s\n", v->words[i]) < 0) {
+            const int e = errno;
+            ss_atomic_abort(&out);
+            return ss_fail(SS_EIO, "%s: cannot write the vocabulary file: %s", path, strerror(e));
+        }
+    return ss_atomic_commit(&out);
 }
 
 int tok_vocab_write(const char *path, const char *const *words) {

@@ -30,7 +30,7 @@ const char *tok_vocab_word(const tok_vocab *v, int id); /* NULL if out of range 
 int tok_vocab_find(const tok_vocab *v, const char *word); /* id, or -1 (no error set) */
 const char *tok_vocab_path(const tok_vocab *v);          /* file it came from, or "(in memory)" */
 
-/* Writes the vocabulary file (via path.tmp + rename). */
+/* Writes the vocabulary file through the one atomic writer (io/fsutil.h). */
 int tok_vocab_save(const tok_vocab *v, const char *path);
 /* tok_vocab_from_words + tok_vocab_save. */
 int tok_vocab_write(const char *path, const char *const *words);

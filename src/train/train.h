@@ -192,7 +192,7 @@ int tr_trainer_step(tr_trainer *t);
  * checkpointed and exported first), or a negative error. */
 int tr_trainer_run(tr_trainer *t, const char *dir);
 /* Checkpoint: parameters, EMA, Adam moments, step, sample counter, configs, vocabulary
- * (one safetensors file, written to path.tmp, fsynced and renamed). */
+ * (one safetensors file, written by the one atomic writer: io/fsutil.h). */
 int tr_trainer_save(const tr_trainer *t, const char *path);
 /* Learning rate at step s (0-based). */
 double tr_lr_at(const tr_opts *o, long s);

@@ -332,9 +332,8 @@ int tr_trainer_save(const tr_trainer *t, const char *path) {
         for (int i = 0; i < tok_vocab_size(t->vocab); i++) json_array_append_new(words, json_string(tok_vocab_word(t->vocab, i)));
         rc = set_json_meta(w, "vocab", words);
     }
-    if (rc >= 0) rc = st_writer_save(w, path); /* path.tmp, fsync, rename */
+    if (rc >= 0) rc = st_writer_save(w, path); /* the one atomic writer: unique tmp, fsync, rename, folder fsync */
     st_writer_free(w);
-    if (rc >= 0) rc = tr_sync_parent(path); /* the rename itself is durable */
     return rc < 0 ? rc : 0;
 }
 
