@@ -7,6 +7,7 @@
 #include <sys/stat.h>
 
 #include "core/err.h"
+#include "core/rng.h"
 #include "io/fsutil.h"
 #include "io/safetensors.h"
 #include "models/sd3.h"
@@ -19,12 +20,6 @@ typedef struct {
     int rc;
 } init_ctx;
 
-static double uniform01(uint64_t *s) { /* xorshift64*: good enough for initial weights */
-    *s ^= *s >> 12;
-    *s ^= *s << 25;
-    *s ^= *s >> 27;
-    return (double)((*s * 2685821657736338717ull) >> 11) * 0x1.0p-53;
-}
 
 /* The 2D sin-cos table of dit-spec 2.6 for an M x M grid (what diffusers builds at init). */
 void sd3_sincos_table(float *out, int M, int D, double base_size, double interp) {
@@ -60,12 +55,12 @@ static void add_tensor(void *vctx, const char *name, int ndim, const int64_t *sh
         const sd3_config *g = c->cfg;
         sd3_sincos_table(x, g->pos_embed_max_size, g->num_heads * g->head_dim, (double)g->sample_size / g->patch_size, 1.0);
     } else if (ndim == 1 && len > 7 && !strcmp(name + len - 7, ".weight")) {
-        for (size_t i = 0; i < n; i++) x[i] = (float)(1.0 + 0.1 * (2 * uniform01(&c->state) - 1)); /* RMSNorm gains */
+        for (size_t i = 0; i < n; i++) x[i] = (float)(1.0 + 0.1 * (2 * rng_xorshift64s_uniform01(&c->state) - 1)); /* RMSNorm gains */
     } else {
         /* fan-in scaled uniform weights, small biases */
         size_t fan_in = ndim >= 2 ? n / (size_t)shape[0] : 50;
         const double a = 1.0 / sqrt((double)fan_in);
-        for (size_t i = 0; i < n; i++) x[i] = (float)(a * (2 * uniform01(&c->state) - 1));
+        for (size_t i = 0; i < n; i++) x[i] = (float)(a * (2 * rng_xorshift64s_uniform01(&c->state) - 1));
     }
     c->rc = st_writer_add_f32(c->w, name, c->dtype, ndim, shape, x);
     free(x);
@@ -78,7 +73,7 @@ int sd3_init_random(const sd3_config *cfg, const char *dir, uint64_t seed, int d
         return ss_fail(SS_EARG, "init: weights must be stored as F32, F16 or BF16");
     mrc = ss_mkdir_p(dir);
     if (mrc < 0) return mrc;
-    init_ctx c = {.cfg = cfg, .w = st_writer_new(), .dtype = (st_dtype)dtype, .state = seed * 0x9E3779B97F4A7C15ull + 1};
+    init_ctx c = {.cfg = cfg, .w = st_writer_new(), .dtype = (st_dtype)dtype, .state = rng_xorshift64s_seed(seed)};
     if (!c.w) return SS_ENOMEM;
     int rc = sd3_enumerate_tensors(cfg, add_tensor, &c);
     if (!rc) rc = c.rc;

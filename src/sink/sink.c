@@ -7,6 +7,7 @@
 #include <string.h>
 
 #include "core/err.h"
+#include "core/rng.h"
 
 #define N_CODES (SS_SITE_NKIND * SS_SITE_MAX_BLOCKS)
 
@@ -192,21 +193,13 @@ static void topk_select(const float *x, const uint8_t *kv, int lo, int hi, int k
     }
 }
 
-/* splitmix64 finalizer: a counter-based stream for reproducible random key draws. */
-static uint64_t mix64(uint64_t z) {
-    z += 0x9e3779b97f4a7c15ull;
-    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
-    z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
-    return z ^ (z >> 31);
-}
-
 /* k distinct keys drawn uniformly from [lo, hi) (masked ones redrawn), reproducible from (seed,
  * site, step, b, h). The caller has checked that [lo, hi) holds at least k unmasked keys. */
 static void random_select(int lo, int hi, const uint8_t *kv, int k, uint64_t key, int *idx) {
     uint64_t ctr = 0;
     for (int t = 0; t < k; t++) {
         for (;;) {
-            uint64_t u = mix64(key ^ mix64(ctr++));
+            uint64_t u = rng_splitmix64_hash(key ^ rng_splitmix64_hash(ctr++));
             int j = lo + (int)(((unsigned __int128)u * (uint64_t)(hi - lo)) >> 64);
             int dup = kv && !kv[j];
             for (int s = 0; s < t; s++) dup |= idx[s] == j;
@@ -288,7 +281,7 @@ static int select_keys(const sink_ctx *s, sink_record *r, const ss_site *site, c
             topk_select(u, kv, lo, hi, k, shared, val, &mg);
             minm = fmin(minm, mg);
         } else if (c->rank_union && c->select == SEL_RANDOM) {
-            random_select(lo, hi, kv, k, mix64(c->seed ^ mix64(((uint64_t)r->block << 40) ^ ((uint64_t)(r->step + 1) << 20) ^ (uint64_t)b)), shared);
+            random_select(lo, hi, kv, k, rng_splitmix64_hash(c->seed ^ rng_splitmix64_hash(((uint64_t)r->block << 40) ^ ((uint64_t)(r->step + 1) << 20) ^ (uint64_t)b)), shared);
         }
         for (int h = 0; h < H; h++) {
             int *dst = r->sel + ((size_t)b * H + h) * k;
@@ -297,7 +290,7 @@ static int select_keys(const sink_ctx *s, sink_record *r, const ss_site *site, c
             } else if (c->rank_union) {
                 memcpy(dst, shared, sizeof(int) * k);
             } else if (c->select == SEL_RANDOM) {
-                uint64_t key = mix64(c->seed ^ mix64(((uint64_t)r->block << 40) ^ ((uint64_t)(r->step + 1) << 20) ^
+                uint64_t key = rng_splitmix64_hash(c->seed ^ rng_splitmix64_hash(((uint64_t)r->block << 40) ^ ((uint64_t)(r->step + 1) << 20) ^
                                                      ((uint64_t)b << 10) ^ (uint64_t)h ^ 0x5a5a000000000000ull));
                 random_select(lo, hi, kv, k, key, dst);
             } else {
