@@ -836,6 +836,53 @@ static void test_main_job_keeps_lock_through_report(void **st) {
     assert_int_equal(lock_is_held(lock), 0); /* and let it go at the end */
 }
 
+
+/* ---- run addresses attention sites: attn2 of a dual-attention block, joint.i == layers [i] ---- */
+
+static void test_run_sites(void **st) {
+    (void)st;
+    sd3_config tc = {.sample_size = 8, .patch_size = 2, .in_channels = 3, .out_channels = 3, .num_layers = 2,
+                     .head_dim = 8, .num_heads = 2, .joint_attention_dim = 16, .caption_projection_dim = 16,
+                     .pooled_projection_dim = 16, .pos_embed_max_size = 4, .qk_norm = 1};
+    tc.dual[0] = 1;
+    te_config ec = {.vocab_size = 0, .max_length = 16, .hidden_size = 16, .pooled_size = 16};
+    if (pipe_init_random(at("dmodel"), &tc, &ec, sw_vocabulary(), 5) < 0) fail_msg("pipe_init_random: %s", ss_err());
+    write_text(at("c_attn2.json"), "[{\"name\": \"S\", \"sites\": [\"attn2.0\"], \"k\": 1}]\n");
+    write_text(at("c_bad.json"), "[{\"name\": \"S\", \"sites\": [\"attn2.1\"], \"k\": 1}]\n");
+    write_text(at("c_joint.json"), "[{\"name\": \"A\", \"sites\": [\"joint.1\"], \"k\": 1}]\n");
+    write_text(at("c_layers.json"), "[{\"name\": \"A\", \"layers\": [1], \"k\": 1}]\n");
+    run_opts o = {.model = at("dmodel"), .conds = at("c_bad.json")};
+    assert_true(run_lib("sbad", &o, NULL) < 0);
+    if (!strstr(ss_err(), "attn2.1") || !strstr(ss_err(), "joint.0-1, attn2.0")) fail_msg("%s", ss_err());
+    o.conds = at("c_attn2.json");
+    run_result res;
+    if (run_lib("s2", &o, &res) < 0) fail_msg("%s", ss_err());
+    assert_int_equal(res.made, 4); /* baseline + S, 2 prompts */
+    size_t n;
+    char *rec = tc_read_all(at("s2/records.jsonl"), &n);
+    assert_non_null(rec);
+    if (!strstr(rec, "\"site\": \"attn2.0\"") && !strstr(rec, "\"site\":\"attn2.0\"")) fail_msg("no attn2.0 site in the records:\n%.2000s", rec);
+    free(rec);
+    /* the intervention changes the image at the attn2 site */
+    char *a = tc_read_all(at("s2/images/baseline/00000_0.png"), &n), *b;
+    size_t m;
+    b = tc_read_all(at("s2/images/S/00000_0.png"), &m);
+    assert_true(a && b && (n != m || memcmp(a, b, n)));
+    free(a);
+    free(b);
+    /* sites ["joint.1"] is layers [1] */
+    o.model = NULL;
+    o.conds = at("c_joint.json");
+    if (run_lib("sj", &o, NULL) < 0) fail_msg("%s", ss_err());
+    o.conds = at("c_layers.json");
+    if (run_lib("sl", &o, NULL) < 0) fail_msg("%s", ss_err());
+    a = tc_read_all(at("sj/images/A/00001_1.png"), &n);
+    b = tc_read_all(at("sl/images/A/00001_1.png"), &m);
+    assert_true(a && b && n == m && !memcmp(a, b, n));
+    free(a);
+    free(b);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_prompts_times_seeds_overflow),
@@ -848,6 +895,7 @@ int main(void) {
         cmocka_unit_test(test_prompt_files_bom_utf8),
         cmocka_unit_test(test_condition_files_bom_utf8),
         cmocka_unit_test(test_main_job_keeps_lock_through_report),
+        cmocka_unit_test(test_run_sites),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }

@@ -91,6 +91,14 @@ int metric_geneval(const gv_meta *m, const uint8_t *rgb, int w, int h, char *rea
 }
 
 /* JSON has no NaN or infinity: those become null. */
+/* Non-joint sites (SD3.5's attn2.i) are named, as sink_record_to_json names them; joint records
+ * stay as they were ("block" alone). */
+static void set_site(json_t *o, const sink_record *r) {
+    if (ss_site_code_kind(r->site) == SS_SITE_JOINT) return;
+    char nm[40];
+    json_object_set_new(o, "site", json_string(ss_site_code_name(r->site, nm, sizeof nm)));
+}
+
 static json_t *jnum(double x) { return isfinite(x) ? json_real(x) : json_null(); }
 
 void *metric_probe_json(const sink_ctx *s, int n_words) {
@@ -101,6 +109,7 @@ void *metric_probe_json(const sink_ctx *s, int n_words) {
         const int b = r->B - 1;
         json_t *o = json_object(), *keys = json_array();
         json_object_set_new(o, "block", json_integer(r->block));
+        set_site(o, r);
         json_object_set_new(o, "step", json_integer(r->step));
         json_object_set_new(o, "t_frac", jnum(r->tfrac));
         json_object_set_new(o, "max_mass", jnum(r->max_mass[b]));
@@ -145,6 +154,7 @@ void *metric_verification_json(const sink_ctx *s) {
             json_array_append_new(keys, kk);
         }
         json_object_set_new(o, "block", json_integer(r->block));
+        set_site(o, r);
         json_object_set_new(o, "step", json_integer(r->step));
         json_object_set_new(o, "t_frac", jnum(r->tfrac));
         json_object_set_new(o, "mass_before", jnum(before));

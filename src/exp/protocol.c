@@ -92,9 +92,9 @@ int exp_conditions_prepare(sink_condition **list, int *n, const char *what) {
     return 0;
 }
 
-int exp_conditions_check(const sink_condition *l, int n, int num_layers, int n_img, int n_txt, const char *what) {
+int exp_conditions_check(const sink_condition *l, int n, const ss_site *sites, int n_sites, const char *what) {
     for (int i = 0; i < n; i++) {
-        int rc = sink_condition_check_model(&l[i], num_layers, n_img, n_txt, what);
+        int rc = sink_condition_check_sites(&l[i], sites, n_sites, what);
         if (rc < 0) return rc;
     }
     return 0;

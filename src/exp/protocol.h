@@ -41,9 +41,9 @@ int exp_core_conditions(const exp_blocks *b, sink_condition **out, int *n);
  * error. *list is realloc'ed. `what` names the source in errors. */
 int exp_conditions_prepare(sink_condition **list, int *n, const char *what);
 
-/* sink_condition_check_model for every condition of the list (n_img image tokens, n_txt text
- * tokens): blocks exist, k fits the candidate keys, no query row is left without attention mass.
- * Errors name the source, the condition and the field. */
-int exp_conditions_check(const sink_condition *list, int n, int num_layers, int n_img, int n_txt, const char *what);
+/* sink_condition_check_sites for every condition of the list against the model's sites (sd3_sites
+ * at the run's token counts): the blocks and sites exist, k fits the candidate keys, no query row
+ * is left without attention mass. Errors name the source, the condition and the field. */
+int exp_conditions_check(const sink_condition *list, int n, const ss_site *sites, int n_sites, const char *what);
 
 #endif

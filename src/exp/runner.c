@@ -505,7 +505,10 @@ static int setup(runner *r, exp_blocks *bm) {
     const char *what = c->conditions_source ? c->conditions_source : "conditions";
     if ((rc = exp_conditions_prepare(&r->conds, &r->n_conds, what)) < 0) return rc;
     const int ps = tc->patch_size, n_img = (r->H / ps) * (r->W / ps);
-    if ((rc = exp_conditions_check(r->conds, r->n_conds, tc->num_layers, n_img, enc->cfg.max_length, what)) < 0) return rc;
+    ss_site sites[2 * SD3_MAX_LAYERS];
+    const int n_sites = sd3_sites(tc, n_img, enc->cfg.max_length, sites, 2 * SD3_MAX_LAYERS);
+    if (n_sites < 0) return n_sites;
+    if ((rc = exp_conditions_check(r->conds, r->n_conds, sites, n_sites, what)) < 0) return rc;
     if (c->probe_default) {
         const int three[3] = {bm->early, bm->middle, bm->late};
         for (int i = 0; i < 3; i++)
