@@ -431,9 +431,13 @@ static void test_block_map_and_presets(void **st) {
         if (sink_condition_list_load(&l, &n, path) < 0) fail_msg("%s", ss_err());
         assert_int_equal(exp_conditions_prepare(&l, &n, path), 0);
         assert_int_equal(n, COUNT[i]);
-        if (exp_conditions_check(l, n, 6, 256, 16, path) < 0) fail_msg("%s", ss_err());
+        ss_site s6[6], s2[2];
+        sd3_config c6 = {.num_layers = 6}, c2 = {.num_layers = 2};
+        assert_int_equal(sd3_sites(&c6, 256, 16, s6, 6), 6);
+        assert_int_equal(sd3_sites(&c2, 256, 16, s2, 2), 2);
+        if (exp_conditions_check(l, n, s6, 6, path) < 0) fail_msg("%s", ss_err());
         if (strcmp(P[i], "noop") && strcmp(P[i], "baseline")) {
-            assert_true(exp_conditions_check(l, n, 2, 256, 16, path) < 0);
+            assert_true(exp_conditions_check(l, n, s2, 2, path) < 0);
             assert_non_null(strstr(ss_err(), "field 'layers' names block 3, but the model has 2 blocks"));
         }
         free(l);
