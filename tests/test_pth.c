@@ -164,6 +164,7 @@ typedef struct {
     uint64_t numel, claimed, dim, off;
     size_t ndata;
     int value_is_int; /* the dict value is an int instead of a tensor */
+    int v1;           /* torch < 1.0 _rebuild_tensor: four arguments */
 } legacy_spec;
 
 static void make_legacy(buf_t *o, const legacy_spec *s) {
@@ -192,7 +193,7 @@ static void make_legacy(buf_t *o, const legacy_spec *s) {
         put_int(o, s->off);
         puts_(o, "(");
         put_int(o, s->dim);
-        puts_(o, "t(K\x01t\x89NtR");
+        puts_(o, s->v1 ? "t(K\x01ttR" : "t(K\x01t\x89NtR");
     }
     puts_(o, "u.");
     puts_(o, "\x80\x02](");
@@ -205,7 +206,7 @@ static void make_legacy(buf_t *o, const legacy_spec *s) {
 static void test_handmade_legacy(void **state) {
     (void)state;
     buf_t o;
-    legacy_spec ok = {"torch\nFloatStorage\n", NULL, 3, 3, 2, 1, 3, 0};
+    legacy_spec ok = {"torch\nFloatStorage\n", NULL, 3, 3, 2, 1, 3, 0, 0};
     make_legacy(&o, &ok);
     pth_file *f;
     if (pth_open_memory(&f, o.b, o.n, "hand.pth") < 0) fail_msg("%s", ss_err());
@@ -244,6 +245,16 @@ static void test_handmade_legacy(void **state) {
     s.stype = "torch\nFooStorage\n";
     make_legacy(&o, &s);
     expect_reject(o.b, o.n, "type.pth", "torch.FooStorage");
+    /* torch < 1.0 wrote _rebuild_tensor(storage, offset, size, stride): 4 arguments only */
+    s = ok;
+    s.rebuild = "ctorch._utils\n_rebuild_tensor\n";
+    make_legacy(&o, &s);
+    expect_reject(o.b, o.n, "v1.pth", "wrong argument count");
+    s.v1 = 1;
+    make_legacy(&o, &s);
+    if (pth_open_memory(&f, o.b, o.n, "v1.pth") < 0) fail_msg("%s", ss_err());
+    assert_int_equal(pth_get(f, 0)->numel, 2);
+    pth_close(f);
     s = ok;
     s.rebuild = "cos\nsystem\n";
     make_legacy(&o, &s);

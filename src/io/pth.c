@@ -13,7 +13,7 @@
 /* pickle values                                                                            */
 
 enum { V_NONE, V_BOOL, V_INT, V_FLOAT, V_STR, V_TUPLE, V_LIST, V_DICT, V_GLOBAL, V_STORAGE, V_TENSOR };
-enum { G_ODICT, G_REBUILD_V2, G_REBUILD_PARAM, G_STORAGE };
+enum { G_ODICT, G_REBUILD_V2, G_REBUILD_V1, G_REBUILD_PARAM, G_STORAGE };
 
 typedef struct pv pv;
 struct pv {
@@ -161,6 +161,8 @@ static int make_global(unpickler *u, const char *mod, const char *name) {
         v->i = G_ODICT;
     } else if (!strcmp(mod, "torch._utils") && !strcmp(name, "_rebuild_tensor_v2")) {
         v->i = G_REBUILD_V2;
+    } else if (!strcmp(mod, "torch._utils") && !strcmp(name, "_rebuild_tensor")) {
+        v->i = G_REBUILD_V1; /* torch < 1.0 (2018 and earlier checkpoints) */
     } else if (!strcmp(mod, "torch._utils") && !strcmp(name, "_rebuild_parameter")) {
         v->i = G_REBUILD_PARAM;
     } else {
@@ -233,9 +235,11 @@ static int reduce(unpickler *u) {
         }
         return push(u, d);
     }
-    if (fn->i == G_REBUILD_V2) {
-        /* (storage, storage_offset, size, stride, requires_grad, backward_hooks[, metadata]) */
-        if (args->n < 6 || args->n > 7) return bad(u, "_rebuild_tensor_v2: wrong argument count");
+    if (fn->i == G_REBUILD_V2 || fn->i == G_REBUILD_V1) {
+        /* v2: (storage, storage_offset, size, stride, requires_grad, backward_hooks[, metadata]);
+         * v1: (storage, storage_offset, size, stride) */
+        if (fn->i == G_REBUILD_V2 ? args->n < 6 || args->n > 7 : args->n != 4)
+            return bad(u, "_rebuild_tensor: wrong argument count");
         pv *st = args->items[0];
         if (!st || st->kind != V_STORAGE) return bad(u, "_rebuild_tensor_v2: first argument is not a storage");
         if (!is_int(args->items[1]) || args->items[1]->i < 0)

@@ -1,6 +1,6 @@
 #!/usr/bin/python3
-"""LPIPS references from the lpips package itself (richzhang/PerceptualSimilarity, extracted
-outside the repository; pass its folder as argv[1]) on Debian's torch 1.13 + torchvision 0.14.
+"""LPIPS references from the lpips package itself (richzhang/PerceptualSimilarity at 082bb24f84c0,
+extracted outside the repository; pass its folder as argv[1]) on Debian's torch 1.13 + torchvision 0.14.
 
 Run from the repository root:
   /usr/bin/python3 tests/gen/gen_lpips_random.py /tmp/lpref
