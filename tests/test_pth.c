@@ -225,6 +225,20 @@ static void test_handmade_legacy(void **state) {
     s.dim = 1ULL << 62; /* size x 4 bytes overflows */
     make_legacy(&o, &s);
     expect_reject(o.b, o.n, "huge.pth", "'w'");
+    /* stride-0 broadcast of one element over 2^31 elements: 8 GiB of copies from 12 bytes */
+    {
+        buf_t z;
+        legacy_spec e = ok;
+        make_legacy(&z, &e);
+        /* the stride tuple "(K\x01t" becomes "(K\x00t" and the size 2 becomes 2^31 */
+        uint8_t *st = memmem(z.b, z.n, "(K\x01t\x89", 5);
+        assert_non_null(st);
+        st[2] = 0;
+        uint8_t *dim = memmem(z.b, z.n, "\x8a\x08\x02\0\0\0\0\0\0\0t", 11);
+        assert_non_null(dim);
+        dim[2] = 0, dim[5] = 0x80;
+        expect_reject(z.b, z.n, "broadcast.pth", "16x");
+    }
     s = ok;
     s.numel = s.claimed = 1ULL << 40; /* claims a terabyte the file does not have */
     make_legacy(&o, &s);

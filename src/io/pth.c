@@ -492,6 +492,8 @@ static int unpickle(unpickler *u, const uint8_t *p, size_t n, pv **result, size_
             if ((rc = need(u, k)) < 0) return rc;
             if (k > 8) {
                 /* the legacy magic number (10 bytes) is the only long this wide torch writes */
+                static const uint8_t MAGIC[10] = {0x6c, 0xfc, 0x9c, 0x46, 0xf9, 0x20, 0x6a, 0xa8, 0x50, 0x19};
+                if (k != 10 || memcmp(u->p + u->pos, MAGIC, 10)) return bad(u, "integer too large");
                 pv *v = pv_new(u, V_INT);
                 if (v) v->i = INT64_MIN;
                 u->pos += k;
@@ -618,6 +620,13 @@ static int materialize(pth_file *f, unpickler *u, pv *sd, storage_buf *bufs) {
     if (!sd || sd->kind != V_DICT) return ss_fail(SS_EFORMAT, "%s: the pickle is not a state dict (dict of tensors)", f->label);
     if (sd->n > INT_MAX / 2) return ss_fail(SS_EFORMAT, "%s: too many tensors", f->label);
     int n = (int)(sd->n / 2); /* items hold (key, value) pairs */
+    /* Views may overlap (tied weights, expanded tensors), so their copies can exceed the
+     * storages; bound them to 16x the storages (+1 MiB) so memory stays linear in the input. */
+    size_t budget = 1u << 20, spent = 0;
+    for (size_t k = 0; k < u->n_storages; k++) {
+        size_t b16;
+        if (ss_mul_size(bufs[k].nbytes, 16, &b16) < 0 || ss_add_size(budget, b16, &budget) < 0) budget = SIZE_MAX;
+    }
     f->t = calloc((size_t)n + 1, sizeof *f->t);
     f->names = calloc((size_t)n + 1, sizeof *f->names);
     f->copies = calloc((size_t)n + 1, sizeof *f->copies);
@@ -649,6 +658,11 @@ static int materialize(pth_file *f, unpickler *u, pv *sd, storage_buf *bufs) {
         size_t nbytes;
         if (ss_mul_size(numel, esz, &nbytes) < 0 || nbytes > PTH_MAX_FILE_BYTES)
             return ss_fail(SS_EFORMAT, "%s: tensor '%s': size overflows", f->label, short_name(k->s, nb, sizeof nb));
+        if (ss_add_size(spent, nbytes, &spent) < 0 || spent > budget)
+            return ss_fail(SS_EFORMAT,
+                           "%s: tensor '%s': the views need more than 16x the bytes of the storages "
+                           "(overlapping strides?)",
+                           f->label, short_name(k->s, nb, sizeof nb));
         if (numel > 0) {
             for (int d = 0; d < v->ndim; d++) {
                 size_t step;
@@ -792,7 +806,7 @@ done:
 /* Read a whole zip entry (bounded: stored entries must match their compressed size, deflated
  * ones may not claim more than the deflate limit of ~1032x). */
 static int zip_read_entry(pth_file *f, zip_t *z, zip_int64_t idx, const char *name, size_t want,
-                          uint8_t **out) {
+                          uint8_t **out, size_t *out_n) {
     zip_stat_t st;
     char nb[96];
     if (zip_stat_index(z, (zip_uint64_t)idx, 0, &st) < 0 || !(st.valid & ZIP_STAT_SIZE) ||
@@ -822,6 +836,7 @@ static int zip_read_entry(pth_file *f, zip_t *z, zip_int64_t idx, const char *na
         return ss_fail(SS_EFORMAT, "%s: zip entry '%s' truncated or corrupt", f->label, ss_printable(name, nb, sizeof nb));
     }
     *out = buf;
+    *out_n = sz;
     return 0;
 }
 
@@ -871,8 +886,9 @@ static int open_zip(pth_file *f, const uint8_t *p, size_t n) {
         zip_int64_t bi = zip_name_locate(z, bo, 0);
         if (bi >= 0) {
             uint8_t *b = NULL;
-            if ((rc = zip_read_entry(f, z, bi, bo, SIZE_MAX, &b)) < 0) goto done;
-            int little = !memcmp(b, "little", 6);
+            size_t bn;
+            if ((rc = zip_read_entry(f, z, bi, bo, SIZE_MAX, &b, &bn)) < 0) goto done;
+            int little = bn == 6 && !memcmp(b, "little", 6);
             free(b);
             if (!little) {
                 rc = ss_fail(SS_EFORMAT, "%s: big-endian files are not supported", f->label);
@@ -880,12 +896,11 @@ static int open_zip(pth_file *f, const uint8_t *p, size_t n) {
             }
         }
     }
-    if ((rc = zip_read_entry(f, z, pkl_idx, "data.pkl", SIZE_MAX, &pkl)) < 0) goto done;
-    zip_stat_t st;
-    zip_stat_index(z, (zip_uint64_t)pkl_idx, 0, &st);
+    size_t pkl_n;
+    if ((rc = zip_read_entry(f, z, pkl_idx, "data.pkl", SIZE_MAX, &pkl, &pkl_n)) < 0) goto done;
     pv *sd;
     size_t used;
-    if ((rc = unpickle(&u, pkl, (size_t)st.size, &sd, &used)) < 0) goto done;
+    if ((rc = unpickle(&u, pkl, pkl_n, &sd, &used)) < 0) goto done;
     bufs = calloc(u.n_storages + 1, sizeof *bufs);
     if (!bufs) {
         rc = ss_fail(SS_ENOMEM, "%s: out of memory", f->label);
@@ -905,8 +920,7 @@ static int open_zip(pth_file *f, const uint8_t *p, size_t n) {
         }
         size_t nbytes;
         if ((rc = storage_bytes(f, s, &nbytes)) < 0) goto done;
-        if ((rc = zip_read_entry(f, z, ei, en, nbytes, &bufs[k].data)) < 0) goto done;
-        bufs[k].nbytes = nbytes;
+        if ((rc = zip_read_entry(f, z, ei, en, nbytes, &bufs[k].data, &bufs[k].nbytes)) < 0) goto done;
     }
     rc = materialize(f, &u, sd, bufs);
 done:
