@@ -77,6 +77,8 @@ static void test_conv2d(void **state) {
         {5, 4, 1, 1, 0, 7, 3, 1},    /* 1x1: no workspace */
         {2, 3, 3, 2, 0, 9, 8, 1},    /* stride 2, unpadded */
         {3, 2, 4, 3, 3, 5, 5, 1},    /* padding larger than the overlap */
+        {24, 40, 3, 1, 1, 37, 29, 1}, /* 1073 columns: several blocks, a multithreaded-size sgemm */
+        {24, 64, 3, 1, 1, 12, 12, 1}, /* one block of a size OpenBLAS would thread */
     };
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) run_case(&cases[i], 100 + i);
     ss_conv2d one = {NULL, NULL, 5, 4, 1, 1, 1, 0};

@@ -11,6 +11,7 @@
 
 #include <jansson.h>
 #include <math.h>
+#include <omp.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -60,6 +61,13 @@ static void test_parity(void **state) {
         }
         if (!strcmp(tag, "s64x48same")) assert_true(d == 0.0);
         else assert_true(d > 0.01); /* the different pairs are far from zero: the test can fail */
+        /* independent of the thread count */
+        double d1, d2t;
+        omp_set_num_threads(1);
+        assert_int_equal(lpips_distance_rgb(net, a, b, w, h, &d1, NULL), 0);
+        omp_set_num_threads(2);
+        assert_int_equal(lpips_distance_rgb(net, a, b, w, h, &d2t, NULL), 0);
+        assert_true(d1 == d2t && d1 == d);
         /* symmetric */
         double d2;
         assert_int_equal(lpips_distance_rgb(net, b, a, w, h, &d2, NULL), 0);

@@ -4,6 +4,7 @@
 #include <math.h>
 
 #define PAR_MIN 32768 /* as core/ops.c: below this a parallel region costs more than the loop */
+#define CONV_NB 256   /* output columns per sgemm block */
 
 size_t op_conv2d_work(const ss_conv2d *c, int H, int W) {
     if (c->kh == 1 && c->kw == 1 && c->stride == 1 && c->pad == 0) return 0;
@@ -53,8 +54,17 @@ void op_conv2d(float *y, const float *x, const ss_conv2d *c, int H, int W, float
         for (int o = 0; o < c->cout; o++)
             for (int n = 0; n < N; n++) y[(size_t)o * N + n] = c->b[o];
     }
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, c->cout, N, K, 1.0f, c->w, K, col, N,
-                c->b ? 1.0f : 0.0f, y, N);
+    /* Fixed column blocks, each one single-threaded sgemm (OpenBLAS runs single-threaded inside
+     * an active parallel region): a multithreaded sgemm partitions by the thread count, and its
+     * edge tiles then round differently, so this keeps results independent of the threads. */
+    const int nblk = (N + CONV_NB - 1) / CONV_NB;
+    const float beta = c->b ? 1.0f : 0.0f;
+#pragma omp parallel for schedule(dynamic, 1) if ((size_t)c->cout * N * K > PAR_MIN)
+    for (int bi = 0; bi < nblk; bi++) {
+        const int j0 = bi * CONV_NB, nb = N - j0 < CONV_NB ? N - j0 : CONV_NB;
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, c->cout, nb, K, 1.0f, c->w, K, col + j0, N,
+                    beta, y + j0, N);
+    }
 }
 
 void op_relu(float *x, size_t n) {

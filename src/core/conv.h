@@ -1,9 +1,11 @@
 /* conv: the convolution layers of image networks (LPIPS' AlexNet; VAE encoders and decoders),
  * fp32, one image at a time in CHW layout, output first and dimensions last (like core/ops.h).
  *
- * conv2d is im2col followed by one BLAS sgemm (W[Cout, Cin*kh*kw] . col[Cin*kh*kw, Ho*Wo]);
- * OpenBLAS splits the sgemm over output rows and columns, never over the reduction, and the
- * other loops write each output once, so results do not depend on the thread count.
+ * conv2d is im2col followed by BLAS sgemm (W[Cout, Cin*kh*kw] . col[Cin*kh*kw, Ho*Wo]), one
+ * single-threaded sgemm per fixed block of 256 output columns, the blocks spread over the
+ * OpenMP threads (a multithreaded sgemm partitions by the thread count, and its edge tiles round
+ * differently); the other loops write each output once. Results do not depend on the thread
+ * count.
  */
 #ifndef SS_CONV_H
 #define SS_CONV_H
