@@ -40,12 +40,20 @@ static void check_file(const char *name, json_t *exp, int want_zip) {
             assert_int_equal(t->shape[d], json_integer_value(json_array_get(shape, (size_t)d)));
         assert_int_equal(t->numel, (int64_t)json_array_size(vals));
         assert_int_equal(t->nbytes, (size_t)t->numel * st_dtype_size(t->dtype));
-        if (t->dtype == ST_I64) {
+        if (t->dtype == ST_I64 || t->dtype == ST_I32 || t->dtype == ST_U8 || t->dtype == ST_BOOL) {
+            const uint8_t *p = t->data;
             for (int64_t k = 0; k < t->numel; k++) {
-                int64_t v;
-                memcpy(&v, (const uint8_t *)t->data + 8 * k, 8);
+                int64_t v = 0;
+                if (t->dtype == ST_I64) memcpy(&v, p + 8 * k, 8);
+                else if (t->dtype == ST_I32) {
+                    int32_t v32;
+                    memcpy(&v32, p + 4 * k, 4);
+                    v = v32;
+                } else
+                    v = p[k];
                 assert_int_equal(v, json_integer_value(json_array_get(vals, (size_t)k)));
             }
+            assert_true(st_to_f32(NULL, t) < 0); /* integers are not converted */
         } else {
             float *x = malloc((size_t)t->numel * sizeof *x + 1);
             assert_int_equal(st_to_f32(x, t), 0);

@@ -11,6 +11,7 @@ import torch
 
 OUT = "tests/fixtures/pth-cases"
 os.makedirs(OUT, exist_ok=True)
+torch.manual_seed(16)  # the module initialisation below
 g = torch.Generator().manual_seed(16)
 
 def rnd(*shape):
@@ -30,6 +31,10 @@ shared = rnd(6, 3)
 sd["shared_a"] = shared[1:3]                 # two views of one storage
 sd["shared_b"] = shared[:, 1]                # strided view of the same storage
 sd["f16_view"] = rnd(4, 4).half()[1:, ::2]   # half-precision strided view
+sd["f64"] = rnd(3).double()
+sd["i32"] = torch.tensor([-2147483648, -1, 0, 2147483647], dtype=torch.int32)
+sd["u8"] = torch.tensor([0, 1, 255], dtype=torch.uint8)
+sd["bool"] = torch.tensor([True, False, True])
 # a real module's state dict: conv + batch norm (num_batches_tracked is I64, _metadata BUILD)
 m = torch.nn.Sequential(torch.nn.Conv2d(2, 3, 3), torch.nn.BatchNorm2d(3))
 for k, v in m.state_dict().items():
@@ -41,14 +46,15 @@ torch.save(sd, os.path.join(OUT, "legacy.pth"), _use_new_zipfile_serialization=F
 torch.save(m.state_dict(), os.path.join(OUT, "module_legacy.pth"), _use_new_zipfile_serialization=False)
 torch.save(m.state_dict(), os.path.join(OUT, "module_zip.pth"))
 
-DT = {torch.float32: "F32", torch.float16: "F16", torch.bfloat16: "BF16", torch.int64: "I64"}
+DT = {torch.float32: "F32", torch.float16: "F16", torch.bfloat16: "BF16", torch.float64: "F64",
+      torch.int64: "I64", torch.int32: "I32", torch.uint8: "U8", torch.bool: "BOOL"}
 exp = collections.OrderedDict()
 for name in ["zip.pth", "legacy.pth", "module_legacy.pth", "module_zip.pth"]:
     back = torch.load(os.path.join(OUT, name))
     exp[name] = [{"name": k, "dtype": DT[v.dtype], "shape": list(v.shape),
                   "values": [float(x) if v.is_floating_point() else int(x)
                              for x in v.double().flatten().tolist()] if v.is_floating_point()
-                  else v.flatten().tolist()} for k, v in back.items()]
+                  else [int(x) for x in v.flatten().tolist()]} for k, v in back.items()]
 with open(os.path.join(OUT, "expected.json"), "w") as f:
     json.dump(exp, f, indent=0)
     f.write("\n")
