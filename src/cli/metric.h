@@ -4,4 +4,5 @@
 #define SS_CLI_METRIC_H
 int metric_clip_t(int argc, char **argv);     /* the paper's CLIP-T: raw cosine */
 int metric_clip_score(int argc, char **argv); /* torchmetrics' CLIPScore: max(100 cos, 0) */
+int metric_lpips(int argc, char **argv);      /* LPIPS alex v0.1 of PNG pairs */
 #endif
