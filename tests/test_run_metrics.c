@@ -270,6 +270,101 @@ static void test_run_clip_t_lpips(void **st) {
     json_decref(e);
 }
 
+/* The report of e1 (made by test_run_clip_t_lpips): the new rows, their margin, their values. */
+static double mean_of(const json_t *recs, const char *cond, const char *key, int minus_base) {
+    size_t i;
+    const json_t *r;
+    double s = 0;
+    int n = 0;
+    json_array_foreach(recs, i, r) {
+        if (strcmp(json_string_value(json_object_get(r, "condition")), cond)) continue;
+        double v = json_number_value(json_object_get(json_object_get(r, "metrics"), key));
+        if (minus_base) {
+            const json_t *b = find(recs, "baseline", (int)json_integer_value(json_object_get(r, "prompt_index")));
+            v -= json_number_value(json_object_get(json_object_get(b, "metrics"), key));
+        }
+        s += v, n++;
+    }
+    return s / n;
+}
+
+static void test_report_rows(void **st) {
+    (void)st;
+    char out[65536];
+    int rc = tc_run(out, sizeof out, "%s report '%s' --quiet 2>&1", tc_bin(), at("e1"));
+    if (rc) fail_msg("report: %s", out);
+    json_t *sm = json_load_file(at("e1/report/summary.json"), 0, NULL);
+    assert_non_null(sm);
+    int n;
+    json_t *recs = load_records(at("e1/records.jsonl"), &n);
+    const json_t *set = json_object_get(sm, "settings");
+    assert_true(json_real_value(json_object_get(set, "equivalence_margin_clip_t")) == 0.002);
+    assert_true(json_real_value(json_object_get(set, "equivalence_margin_geneval")) == 0.05);
+    size_t i;
+    const json_t *c;
+    int seen = 0;
+    json_array_foreach(json_object_get(sm, "conditions"), i, c) {
+        const char *name = json_string_value(json_object_get(c, "name"));
+        const json_t *m = json_object_get(c, "metrics"), *ct = json_object_get(m, "clip_t"), *lp = json_object_get(m, "lpips");
+        if (!strcmp(name, "baseline")) continue;
+        assert_non_null(ct);
+        assert_non_null(lp);
+        assert_int_equal(json_integer_value(json_object_get(ct, "n")), 3);
+        const double dct = json_number_value(json_object_get(ct, "mean")), mlp = json_number_value(json_object_get(lp, "mean"));
+        assert_true(fabs(dct - mean_of(recs, name, "clip_t", 1)) < 1e-12);
+        assert_true(fabs(mlp - mean_of(recs, name, "lpips", 0)) < 1e-12);
+        if (!strcmp(name, "noop")) {
+            assert_true(mlp == 0 && dct == 0); /* the same image as the baseline */
+        } else {
+            const json_t *tost = json_object_get(ct, "tost");
+            if (!json_is_object(tost)) fail_msg("%s: clip_t.tost is not an object (%s)", name,
+                                                json_string_value(json_object_get(ct, "reason")));
+            assert_true(json_real_value(json_object_get(tost, "margin")) == 0.002);
+            assert_non_null(json_object_get(ct, "verdict"));
+            assert_true(json_is_number(json_object_get(lp, "p")));
+        }
+        seen++;
+    }
+    assert_int_equal(seen, 3);
+    const json_t *dd = json_array_get(json_object_get(sm, "dd"), 0);
+    assert_non_null(dd);
+    assert_string_equal(json_string_value(json_object_get(dd, "sink")), "A1");
+    const json_t *dl = json_object_get(dd, "lpips");
+    assert_non_null(dl);
+    assert_int_equal(json_integer_value(json_object_get(dl, "n")), 3);
+    assert_string_equal(json_string_value(json_object_get(dl, "h1")), "sink > random");
+    const double want = mean_of(recs, "A1", "lpips", 0) - mean_of(recs, "A1_rand", "lpips", 0);
+    assert_true(fabs(json_number_value(json_object_get(dl, "dd")) - want) < 1e-12);
+    json_decref(recs);
+    json_decref(sm);
+    /* the CSVs and the HTML carry them too */
+    char *t = tc_read_all(at("e1/report/conditions.csv"), NULL);
+    assert_non_null(t);
+    assert_non_null(strstr(t, ",clip_t,3,"));
+    assert_non_null(strstr(t, ",lpips,3,"));
+    free(t);
+    t = tc_read_all(at("e1/report/dd.csv"), NULL);
+    assert_non_null(t);
+    assert_non_null(strstr(t, "A1,A1_rand,lpips,3,"));
+    free(t);
+    t = tc_read_all(at("e1/report/report.html"), NULL);
+    assert_non_null(t);
+    assert_non_null(strstr(t, "Table 1b."));
+    free(t);
+    /* an experiment without them: no such rows */
+    assert_true(run_lib("e4", 0, NULL) == 12);
+    rc = tc_run(out, sizeof out, "%s report '%s' --quiet 2>&1", tc_bin(), at("e4"));
+    if (rc) fail_msg("report: %s", out);
+    t = tc_read_all(at("e4/report/summary.json"), NULL);
+    assert_non_null(t);
+    assert_null(strstr(t, "clip_t"));
+    assert_null(strstr(t, "lpips"));
+    free(t);
+    t = tc_read_all(at("e4/report/report.html"), NULL);
+    assert_null(strstr(t, "Table 1b."));
+    free(t);
+}
+
 static void test_resume_refuses_other_metrics(void **st) {
     (void)st;
     const unsigned both = RUN_METRIC_CLIP_T | RUN_METRIC_LPIPS;
@@ -333,6 +428,7 @@ static void test_errors_before_any_image(void **st) {
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_run_clip_t_lpips),
+        cmocka_unit_test(test_report_rows),
         cmocka_unit_test(test_resume_refuses_other_metrics),
         cmocka_unit_test(test_errors_before_any_image),
     };
