@@ -10,13 +10,15 @@
 #include "report/report.h"
 
 static const char USAGE[] =
-    "usage: sinkscope report EXP [--margin X] [--bootstrap N] [--seed N] [--out DIR] [--quiet]\n"
+    "usage: sinkscope report EXP [--margin X] [--clip-t-margin X] [--bootstrap N] [--seed N] [--out DIR] [--quiet]\n"
     "\n"
     "Reads EXP/experiment.json and EXP/records.jsonl (docs/experiment-format.md), pairs every condition with\n"
     "the baseline by (prompt index, seed) and writes summary.json, CSV files and a self-contained report.html.\n"
     "\n"
     "  EXP              experiment folder\n"
     "  --margin X       equivalence margin for GenEval accuracy, TOST at alpha 0.05 (default 0.05 = 5 points)\n"
+    "  --clip-t-margin X  equivalence margin for the paired ΔCLIP-T of `run --metrics clip_t` (default 0.002,\n"
+    "                   the paper's)\n"
     "  --bootstrap N    percentile bootstrap resamples for every 95% CI (default 1000)\n"
     "  --seed N         bootstrap seed (default 0); each CI mixes it with its analysis' name\n"
     "  --out DIR        output folder (default EXP/report)\n"
@@ -29,9 +31,9 @@ static const char USAGE[] =
     "entropy, top-5, index-0 overlap, text share, top-1 key locality) and intervention verification.\n";
 
 int cmd_report(int argc, char **argv) {
-    const char *margin_s = NULL, *boot_s = NULL, *seed_s = NULL, *out = NULL, *exp = NULL;
+    const char *margin_s = NULL, *cmargin_s = NULL, *boot_s = NULL, *seed_s = NULL, *out = NULL, *exp = NULL;
     int quiet = 0;
-    cli_opt opts[] = {{"margin", &margin_s, NULL}, {"bootstrap", &boot_s, NULL}, {"seed", &seed_s, NULL},
+    cli_opt opts[] = {{"margin", &margin_s, NULL}, {"clip-t-margin", &cmargin_s, NULL}, {"bootstrap", &boot_s, NULL}, {"seed", &seed_s, NULL},
                       {"out", &out, NULL},         {"quiet", NULL, &quiet}};
     /* the one positional argument (EXP) goes first or anywhere between options */
     char *rest[64];
@@ -65,6 +67,7 @@ int cmd_report(int argc, char **argv) {
     o.print_table = !quiet;
     long v;
     if (margin_s && cli_double("report", "margin", margin_s, 1e-9, 0.999999, &o.margin)) return 2;
+    if (cmargin_s && cli_double("report", "clip-t-margin", cmargin_s, 1e-9, 2, &o.margin_clip_t)) return 2;
     if (boot_s) {
         if (cli_int("report", "bootstrap", boot_s, 1, 10000000, &v)) return 2;
         o.bootstrap = (int)v;

@@ -22,6 +22,8 @@
 #include "exp/protocol.h"
 #include "exp/records.h"
 #include "io/png.h"
+#include "metric/clip_t.h"
+#include "metric/lpips.h"
 #include "sample/pipeline.h"
 #include "sink/sink.h"
 #include "text/tokenizer.h"
@@ -41,6 +43,43 @@ static double now_s(void) {
     clock_gettime(CLOCK_MONOTONIC, &ts);
     return ts.tv_sec + ts.tv_nsec * 1e-9;
 }
+
+/* ---- learned metrics ---- */
+
+const char *const RUN_METRIC_NAME[RUN_METRIC_N] = {"clip_t", "lpips"};
+
+int run_parse_metrics(const char *list, const char *option, unsigned *out) {
+    *out = 0;
+    const char *p = list;
+    if (!*p) return ss_fail(SS_EARG, "%s: an empty list (known metrics: clip_t, lpips)", option);
+    for (;;) {
+        const char *e = strchr(p, ',');
+        const size_t n = e ? (size_t)(e - p) : strlen(p);
+        int k = -1;
+        for (int i = 0; i < RUN_METRIC_N; i++)
+            if (strlen(RUN_METRIC_NAME[i]) == n && !strncmp(p, RUN_METRIC_NAME[i], n)) k = i;
+        if (k < 0) return ss_fail(SS_EARG, "%s: unknown metric '%.*s' (known: clip_t, lpips)", option, (int)(n > 64 ? 64 : n), p);
+        if (*out & (1u << k)) return ss_fail(SS_EARG, "%s: metric '%s' given twice", option, RUN_METRIC_NAME[k]);
+        *out |= 1u << k;
+        if (!e) return 0;
+        p = e + 1;
+    }
+}
+
+/* The weight files of each metric, relative to --metric-weights (required ones first; the
+ * optional ones are digested when present: the tokenizer reads them when they are there). */
+typedef struct {
+    unsigned metric;
+    const char *rel;
+    int required;
+} weight_file;
+static const weight_file WEIGHT_FILES[] = {
+    {RUN_METRIC_CLIP_T, "clip/config.json", 1},           {RUN_METRIC_CLIP_T, "clip/model.safetensors", 1},
+    {RUN_METRIC_CLIP_T, "clip/vocab.json", 1},            {RUN_METRIC_CLIP_T, "clip/merges.txt", 1},
+    {RUN_METRIC_CLIP_T, "clip/tokenizer_config.json", 0}, {RUN_METRIC_CLIP_T, "clip/special_tokens_map.json", 0},
+    {RUN_METRIC_CLIP_T, "clip/tokenizer.json", 0},        {RUN_METRIC_LPIPS, "lpips/alexnet.pth", 1},
+    {RUN_METRIC_LPIPS, "lpips/alex.pth", 1}};
+#define N_WEIGHT_FILES (int)(sizeof WEIGHT_FILES / sizeof WEIGHT_FILES[0])
 
 /* ---- prompts ---- */
 
@@ -74,7 +113,7 @@ static json_t *int_array(const int *x, int n) {
 
 /* Fields that may differ on resume: where things are, not what they are. */
 static int informational(const char *key) {
-    return !strcmp(key, "model") || !strcmp(key, "prompts") || !strcmp(key, "sinkscope_version") ||
+    return !strcmp(key, "model") || !strcmp(key, "metric_weights") || !strcmp(key, "prompts") || !strcmp(key, "sinkscope_version") ||
            !strcmp(key, "conditions_source");
 }
 
@@ -155,6 +194,12 @@ struct runner {
     char (*cond_json)[1024]; /* compact condition JSON for the PNG text chunks */
     int *n_words;            /* per prompt: words before <eos> (places <eos> and <pad> among the keys) */
     worker *wk;
+    /* learned metrics (c->metrics): models shared read-only, the prompts' text embeddings */
+    clipt *clip;
+    lpips_net *lp;
+    float *text_emb; /* [n prompts][clip dim] */
+    int clip_dim;
+    char weight_digest[N_WEIGHT_FILES][DIGEST_HEX]; /* "" when not used or absent */
     /* shared, under run_io */
     long done, total, made;
     double t0, last_draw;
@@ -281,6 +326,20 @@ static json_t *make_record(worker *w, int ci, int p, uint64_t seed, const record
     json_object_set_new(m, "mse", json_real(mse));
     json_object_set_new(m, "psnr", jreal(img_psnr(mse))); /* null = +inf (identical images) */
     json_object_set_new(m, "ssim", jreal(ssim));
+    if (!rc && (r->c->metrics & RUN_METRIC_CLIP_T)) {
+        float *e = ss_malloc(sizeof(float) * (size_t)r->clip_dim);
+        if (!e) rc = SS_ENOMEM;
+        else if ((rc = clipt_image_embed(r->clip, rgb, r->W, r->H, e, key)) >= 0)
+            json_object_set_new(m, "clip_t", jreal(clipt_cosine(e, r->text_emb + (size_t)p * r->clip_dim, r->clip_dim)));
+        free(e);
+        if (rc < 0) rc = ss_err_prefix(rc, "%s: CLIP-T: ", key);
+    }
+    if (!rc && ci > 0 && (r->c->metrics & RUN_METRIC_LPIPS)) {
+        double d;
+        if ((rc = lpips_distance_rgb(r->lp, rgb, base_rgb, r->W, r->H, &d, NULL)) < 0)
+            rc = ss_err_prefix(rc, "%s: LPIPS: ", key);
+        else json_object_set_new(m, "lpips", jreal(d));
+    }
     json_object_set_new(o, "metrics", m);
     json_object_set_new(o, "probe", metric_probe_json(w->sk, r->n_words[p]));
     json_object_set_new(o, "verification", metric_verification_json(w->sk));
@@ -395,6 +454,21 @@ static json_t *build_config(runner *r, const exp_blocks *bm) {
     json_t *cl = json_array();
     for (int i = 0; i < r->n_conds; i++) json_array_append_new(cl, sink_condition_to_json(&r->conds[i]));
     json_object_set_new(o, "conditions", cl);
+    if (c->metrics) { /* only then: experiments without --metrics keep their experiment.json */
+        json_object_set_new(o, "metric_weights", json_string(c->metric_weights));
+        json_t *mo = json_object(), *names = json_array(), *wd = json_object();
+        for (int i = 0; i < RUN_METRIC_N; i++)
+            if (c->metrics & (1u << i)) json_array_append_new(names, json_string(RUN_METRIC_NAME[i]));
+        for (int i = 0; i < N_WEIGHT_FILES; i++)
+            if (r->weight_digest[i][0]) json_object_set_new(wd, WEIGHT_FILES[i].rel, json_string(r->weight_digest[i]));
+        json_object_set_new(mo, "names", names);
+        json_object_set_new(mo, "weights_sha256", wd);
+        json_object_set_new(mo, "clip_t", json_string("open_clip ViT validation transform, 77-token CLIP BPE, raw cosine of "
+                                                      "the normalised projected embeddings (image vs its prompt)"));
+        json_object_set_new(mo, "lpips", json_string("lpips alex v0.1, x/127.5 - 1, full resolution, condition vs its paired "
+                                                     "baseline (not for the baseline)"));
+        json_object_set_new(o, "metrics", mo);
+    }
     return o;
 }
 
@@ -438,6 +512,56 @@ static int settle_config(runner *r, const exp_blocks *bm) {
     }
     free(text);
     return rc;
+}
+
+/* The learned metrics: weight files checked and digested, models loaded, prompts embedded, all
+ * before any image is made. */
+static int setup_metrics(runner *r) {
+    const run_config *c = r->c;
+    if (!c->metrics) return 0;
+    if (c->metrics & ~((1u << RUN_METRIC_N) - 1)) return ss_fail(SS_EARG, "--metrics: unknown metric bits 0x%x", c->metrics);
+    if (!c->metric_weights || !*c->metric_weights)
+        return ss_fail(SS_EARG, "--metrics needs --metric-weights DIR (clip/ and lpips/ weights: docs/experiment-format.md)");
+    char path[PATHLEN];
+    int rc;
+    for (int i = 0; i < N_WEIGHT_FILES; i++) {
+        if (!(c->metrics & WEIGHT_FILES[i].metric)) continue;
+        if ((size_t)snprintf(path, sizeof path, "%s/%s", c->metric_weights, WEIGHT_FILES[i].rel) >= sizeof path)
+            return ss_fail(SS_EARG, "--metric-weights %s: path too long", c->metric_weights);
+        struct stat sb;
+        const int missing = stat(path, &sb) != 0;
+        if (missing || !S_ISREG(sb.st_mode)) {
+            if (!WEIGHT_FILES[i].required) continue;
+            const char *m = WEIGHT_FILES[i].metric == RUN_METRIC_CLIP_T ? "clip_t" : "lpips";
+            return ss_fail(SS_EMISSING, "--metric-weights: %s is %s (metric %s needs it; layout in docs/experiment-format.md)",
+                           path, missing ? "missing" : "not a regular file", m);
+        }
+        if ((rc = digest_file(path, r->weight_digest[i])) < 0) return rc;
+    }
+    if (c->metrics & RUN_METRIC_LPIPS) {
+        if (r->W < LPIPS_MIN_SIDE || r->H < LPIPS_MIN_SIDE)
+            return ss_fail(SS_EARG, "--metrics lpips: the model makes %dx%d images; LPIPS needs both sides >= %d", r->W, r->H,
+                           LPIPS_MIN_SIDE);
+        char a[PATHLEN], b[PATHLEN];
+        snprintf(a, sizeof a, "%s/lpips/alexnet.pth", c->metric_weights);
+        snprintf(b, sizeof b, "%s/lpips/alex.pth", c->metric_weights);
+        if ((rc = lpips_load(&r->lp, a, b)) < 0) return ss_err_prefix(rc, "--metric-weights: ");
+    }
+    if (c->metrics & RUN_METRIC_CLIP_T) {
+        snprintf(path, sizeof path, "%s/clip", c->metric_weights);
+        if ((rc = clipt_open(&r->clip, path, NULL)) < 0) return ss_err_prefix(rc, "--metric-weights: ");
+        r->clip_dim = clipt_dim(r->clip);
+        if (!(r->text_emb = ss_malloc(sizeof(float) * (size_t)r->clip_dim * (size_t)(r->ps.n ? r->ps.n : 1))))
+            return SS_ENOMEM;
+        for (int p = 0; p < r->ps.n; p++) {
+            char label[PATHLEN];
+            snprintf(label, sizeof label, "%s: prompt %d", c->prompts_path, PIDX(r, p));
+            const char *t = r->ps.m[p].prompt;
+            if ((rc = clipt_text_embed(r->clip, t, strlen(t), r->text_emb + (size_t)p * r->clip_dim, label)) < 0)
+                return ss_err_prefix(rc, "CLIP-T: ");
+        }
+    }
+    return 0;
 }
 
 static int setup(runner *r, exp_blocks *bm) {
@@ -531,7 +655,7 @@ static int setup(runner *r, exp_blocks *bm) {
         snprintf(r->cond_json[i], sizeof r->cond_json[i], "%s", s);
         free(s);
     }
-    return 0;
+    return setup_metrics(r);
 }
 
 static int workers_new(runner *r, int n) {
@@ -769,6 +893,9 @@ done:
     free(r.n_words);
     free(r.conds);
     free(r.ps.m);
+    free(r.text_emb);
+    clipt_free(r.clip);
+    lpips_free(r.lp);
     pipe_free(r.pp);
     run_unlock(lock_fd);
     return rc < 0 ? rc : 0;

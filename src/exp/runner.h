@@ -50,7 +50,26 @@ typedef struct {
     int quiet;                   /* no progress bar, only the summary line */
     int progress_bar;            /* draw a progress bar with ETA on stderr (a terminal) */
     int lock_held;               /* the caller holds EXP/.lock (run_lock), e.g. to keep it through a report */
+    unsigned metrics;            /* RUN_METRIC_* bits: learned metrics added to the records (0: none) */
+    const char *metric_weights;  /* folder of their weights (RUN_METRIC_* layout below); needed when metrics != 0 */
 } run_config;
+
+/* Learned per-image metrics (`run --metrics clip_t,lpips --metric-weights DIR`):
+ *   clip_t  the paper's CLIP-T (metric/clip_t.h) of the image and its prompt; weights
+ *           DIR/clip/: a transformers CLIPModel folder (config.json, model.safetensors) holding
+ *           its CLIP BPE tokenizer too (vocab.json, merges.txt), as save_pretrained of the model
+ *           and its processor into one folder writes them.
+ *   lpips   LPIPS alex v0.1 (metric/lpips.h) of a condition image against its paired baseline
+ *           (not recorded for the baseline itself); weights DIR/lpips/alexnet.pth (torchvision
+ *           AlexNet) and DIR/lpips/alex.pth (the lpips package's v0.1 linear heads).
+ * The selection and the SHA-256 of every weight file go into experiment.json ("metrics"), so a
+ * resume with other metrics or other weights is refused naming the field. */
+enum { RUN_METRIC_CLIP_T = 1u << 0, RUN_METRIC_LPIPS = 1u << 1 };
+#define RUN_METRIC_N 2
+extern const char *const RUN_METRIC_NAME[RUN_METRIC_N]; /* "clip_t", "lpips" (bit i) */
+/* Parses "clip_t,lpips" into RUN_METRIC_* bits; an unknown or repeated name is an error naming
+ * `option` and the name. */
+int run_parse_metrics(const char *list, const char *option, unsigned *out);
 
 void run_config_default(run_config *c); /* 1 seed, base 0, 20 steps, cfg 4, default probe */
 

@@ -9,8 +9,16 @@
 #include "core/err.h"
 #include "report/report.h"
 
-const char *const RP_METRIC_KEY[M_COUNT] = {"geneval", "shift", "mse", "psnr", "ssim"};
-const char *const RP_METRIC_LABEL[M_COUNT] = {"Δ alignment", "1−SSIM", "MSE", "PSNR (dB)", "SSIM"};
+const char *const RP_METRIC_KEY[M_COUNT] = {"geneval", "shift", "mse", "psnr", "ssim", "clip_t", "lpips"};
+const char *const RP_METRIC_LABEL[M_COUNT] = {"Δ alignment", "1−SSIM", "MSE", "PSNR (dB)", "SSIM", "ΔCLIP-T", "LPIPS"};
+
+int rp_metric_present(const rp_exp *e, int k) {
+    return k == M_CLIP_T ? e->n_clip_t > 0 : k == M_LPIPS ? e->n_lpips > 0 : k >= 0 && k < M_COUNT;
+}
+
+double rp_metric_margin(const report_opts *o, int k) {
+    return k == M_GENEVAL ? o->margin : k == M_CLIP_T ? o->margin_clip_t : NAN;
+}
 
 /* FNV-1a of the analysis' name, mixed into the user's seed: each CI has its own reproducible
  * stream, unchanged when other conditions are added or removed. */
@@ -73,15 +81,22 @@ static int describe_values(const double *x, int n, double mu0, const char *no_te
  * baseline's image: not usable when that image failed the check. */
 static int base_img_ok(const rp_record *b) { return b->img_state == RP_IMG_OK; }
 
-static int metric_geneval(rp_analysis *a, int c, double *base, double *cond, double *d) {
+/* Paired metrics (condition - baseline, TOST): geneval and clip_t. */
+static int metric_paired(rp_analysis *a, int c, int k, double *base, double *cond, double *d) {
     rp_exp *e = a->e;
     rp_cond_res *r = &a->cr[c];
-    rp_metric *m = &r->m[M_GENEVAL];
+    rp_metric *m = &r->m[k];
     int n = 0;
     for (int i = 0; i < r->n_pairs; i++) {
         const rp_record *x = &e->recs[r->ci[i]], *y = &e->recs[r->bi[i]];
-        if (!x->has_gv || !y->has_gv) continue;
-        base[n] = y->gv, cond[n] = x->gv, d[n] = x->gv - y->gv;
+        if (k == M_GENEVAL) {
+            if (!x->has_gv || !y->has_gv) continue;
+            base[n] = y->gv, cond[n] = x->gv;
+        } else {
+            if (!isfinite(x->clip_t) || !isfinite(y->clip_t)) continue;
+            base[n] = y->clip_t, cond[n] = x->clip_t;
+        }
+        d[n] = cond[n] - base[n];
         n++;
     }
     m->n_missing = r->n_pairs - n;
@@ -93,7 +108,7 @@ static int metric_geneval(rp_analysis *a, int c, double *base, double *cond, dou
     m->base_mean = stats_mean(base, n);
     m->cond_mean = stats_mean(cond, n);
     m->mean = stats_mean(d, n);
-    int rc = stats_bootstrap_mean_ci(d, n, a->o->bootstrap, RP_LEVEL, rp_seed(a->o->seed, "delta", e->conds[c].name, "geneval"),
+    int rc = stats_bootstrap_mean_ci(d, n, a->o->bootstrap, RP_LEVEL, rp_seed(a->o->seed, "delta", e->conds[c].name, RP_METRIC_KEY[k]),
                                      &m->ci_lo, &m->ci_hi);
     if (rc < 0) return rc;
     if (n < 2) return 0;
@@ -108,7 +123,7 @@ static int metric_geneval(rp_analysis *a, int c, double *base, double *cond, dou
         return 0;
     }
     m->tested = 1;
-    if ((rc = stats_tost_paired(d, n, a->o->margin, RP_ALPHA, &m->tost)) < 0) return rc;
+    if ((rc = stats_tost_paired(d, n, rp_metric_margin(a->o, k), RP_ALPHA, &m->tost)) < 0) return rc;
     m->has_tost = 1;
     return 0;
 }
@@ -121,7 +136,7 @@ static int metric_image(rp_analysis *a, int c, int k, double *x) {
     for (int i = 0; i < r->n_pairs; i++) {
         const rp_record *q = &e->recs[r->ci[i]];
         if (!base_img_ok(&e->recs[r->bi[i]])) continue; /* counted as missing */
-        double v = k == M_MSE ? q->mse : k == M_SSIM ? q->ssim : k == M_SHIFT ? 1.0 - q->ssim : q->psnr;
+        double v = k == M_MSE ? q->mse : k == M_SSIM ? q->ssim : k == M_SHIFT ? 1.0 - q->ssim : k == M_LPIPS ? q->lpips : q->psnr;
         if (k == M_PSNR && isinf(v) && v > 0) {
             n_inf++;
             continue;
@@ -130,7 +145,7 @@ static int metric_image(rp_analysis *a, int c, int k, double *x) {
     }
     m->n_inf = n_inf;
     m->n_missing = r->n_pairs - n - n_inf;
-    /* the baseline's value against itself: mse 0, ssim 1, 1-ssim 0; psnr is infinite (no test) */
+    /* the baseline's value against itself: mse 0, ssim 1, 1-ssim 0, lpips 0; psnr is infinite (no test) */
     double mu0 = k == M_SSIM ? 1.0 : k == M_PSNR ? NAN : 0.0;
     return describe_values(x, n, mu0, "not tested: the baseline's PSNR against itself is infinite", a->o->bootstrap,
                            rp_seed(a->o->seed, "delta", e->conds[c].name, RP_METRIC_KEY[k]), m);
@@ -239,6 +254,19 @@ static int analyze_dd(rp_analysis *a, double *b1, double *b2, double *b3, double
             (rc = dd_metric(&d->align, b3, b4, na, 0, a->o, rp_seed(a->o->seed, "dd", e->conds[s].name, "geneval"))) < 0)
             return rc;
         d->shift.dd.n = ns, d->align.dd.n = na;
+        if (rp_metric_present(e, M_LPIPS)) { /* the buffers again, now for LPIPS */
+            int nl = 0;
+            for (int i = 0; i < cs->n_pairs; i++) {
+                const rp_record *xs = &e->recs[cs->ci[i]], *xb = &e->recs[cs->bi[i]];
+                const int ir = rp_find(e, r, xs->prompt, xs->seed);
+                if (ir < 0) continue;
+                const rp_record *xr = &e->recs[ir];
+                if (isfinite(xs->lpips) && isfinite(xr->lpips) && base_img_ok(xb)) b1[nl] = xs->lpips, b2[nl] = xr->lpips, nl++;
+            }
+            if ((rc = dd_metric(&d->lpips, b1, b2, nl, 1, a->o, rp_seed(a->o->seed, "dd", e->conds[s].name, "lpips"))) < 0)
+                return rc;
+            d->lpips.dd.n = nl;
+        }
     }
     return 0;
 }
@@ -643,8 +671,10 @@ int rp_analyze(rp_analysis *a, rp_exp *e, const report_opts *o) {
         }
         for (int i = e->cond_first[0]; i < e->cond_first[0] + e->cond_count[0]; i++)
             r->n_not_run += rp_find(e, c, e->recs[i].prompt, e->recs[i].seed) < 0;
-        if ((rc = metric_geneval(a, c, b1, b2, b3)) < 0) break;
-        for (int k = M_SHIFT; k < M_COUNT && rc == 0; k++) rc = metric_image(a, c, k, b1);
+        if ((rc = metric_paired(a, c, M_GENEVAL, b1, b2, b3)) < 0) break;
+        for (int k = M_SHIFT; k <= M_SSIM && rc == 0; k++) rc = metric_image(a, c, k, b1);
+        if (rc == 0 && rp_metric_present(e, M_CLIP_T)) rc = metric_paired(a, c, M_CLIP_T, b1, b2, b3);
+        if (rc == 0 && rp_metric_present(e, M_LPIPS)) rc = metric_image(a, c, M_LPIPS, b1);
     }
     /* Holm across the conditions, per metric */
     for (int k = 0; k < M_COUNT && rc == 0; k++) {
@@ -657,7 +687,10 @@ int rp_analyze(rp_analysis *a, rp_exp *e, const report_opts *o) {
         for (int c = 1; c < e->n_conds; c++)
             if (a->cr[c].m[k].tested) a->cr[c].m[k].p_holm = b2[m++];
     }
-    for (int c = 1; c < e->n_conds && rc == 0; c++) a->cr[c].m[M_GENEVAL].verdict = verdict(&a->cr[c].m[M_GENEVAL]);
+    for (int c = 1; c < e->n_conds && rc == 0; c++) {
+        a->cr[c].m[M_GENEVAL].verdict = verdict(&a->cr[c].m[M_GENEVAL]);
+        a->cr[c].m[M_CLIP_T].verdict = verdict(&a->cr[c].m[M_CLIP_T]);
+    }
     if (rc == 0) rc = analyze_dd(a, b1, b2, b3, b4);
     if (rc == 0) rc = analyze_sweeps(a, b1, b2);
     if (rc == 0) rc = analyze_tags(a, b1, b2);

@@ -731,6 +731,74 @@ static void table_key(FILE *f, const rp_analysis *a) {
     fputs("</tbody></table>\n", f);
 }
 
+/* Only for experiments whose records have clip_t or lpips (run --metrics). */
+static void table_learned(FILE *f, const rp_analysis *a) {
+    const rp_exp *e = a->e;
+    const int has_c = rp_metric_present(e, M_CLIP_T), has_l = rp_metric_present(e, M_LPIPS);
+    if (!has_c && !has_l) return;
+    fprintf(f, "<table><caption><b>Table 1b.</b> Learned metrics (<code>run --metrics</code>). ΔCLIP-T = CLIP-T(condition) − "
+               "CLIP-T(baseline) per pair (raw cosine, open_clip transform), 95%% bootstrap CI, paired t-test, Holm; "
+               "equivalence: TOST within ±%g at α = 0.05. LPIPS (alex v0.1) against the paired baseline image; ΔΔ = "
+               "LPIPS(sink) − LPIPS(random control), one-sided p (H1: sink &gt; random).</caption>\n<thead><tr>",
+            a->o->margin_clip_t);
+    th(f, "condition", 1), th(f, "CLIP-T<br>base → cond", 0), th(f, "ΔCLIP-T [95% CI]", 0), th(f, "p", 0), th(f, "Holm p", 0),
+        th(f, "equivalence<br>(TOST p)", 0), th(f, "LPIPS [95% CI]", 0), th(f, "ΔΔ LPIPS vs random<br>[95% CI]", 0),
+        th(f, "p", 0);
+    fputs("</tr></thead><tbody>\n", f);
+    for (int c = 1; c < e->n_conds; c++) {
+        const rp_metric *g = &a->cr[c].m[M_CLIP_T], *s = &a->cr[c].m[M_LPIPS];
+        fputs("<tr>", f);
+        cond_cell(f, e, c);
+        if (!has_c) {
+            fputs("<td>–</td><td>–</td><td>–</td><td>–</td><td>–</td>", f);
+        } else {
+            fputs("<td>", f);
+            if (isnan(g->base_mean)) fputs("–", f);
+            else fprintf(f, "%.4f → %.4f", g->base_mean, g->cond_mean);
+            fprintf(f, "</td><td%s>", !isnan(g->ci_lo) && (g->ci_lo > 0 || g->ci_hi < 0) ? " class=sig" : "");
+            put_ci(f, g->mean, g->ci_lo, g->ci_hi, 4, 1);
+            fputs("</td><td>", f);
+            put_p_why(f, g->p, g->why);
+            fputs("</td><td>", f);
+            put_p(f, g->p_holm);
+            if (g->has_tost) {
+                fprintf(f, "</td><td class=\"%s\">%s<br><span class=muted>TOST p = ",
+                        g->tost.equivalent ? "eq" : !strcmp(g->verdict, "different") ? "sig" : "", g->verdict);
+                put_p(f, g->tost.p);
+                fputs("</span></td>", f);
+            } else {
+                fprintf(f, "</td><td>%s", g->verdict);
+                if (g->why[0]) {
+                    fputs("<br><span class=why>", f);
+                    esc(f, g->why);
+                    fputs("</span>", f);
+                }
+                fputs("</td>", f);
+            }
+        }
+        fputs("<td>", f);
+        if (has_l) put_ci(f, s->mean, s->ci_lo, s->ci_hi, 4, 0);
+        else fputs("–", f);
+        fputs("</td>", f);
+        int found = 0;
+        for (int i = 0; i < a->n_dd && has_l; i++)
+            if (a->dd[i].sink == c && a->dd[i].lpips.ok) {
+                const rp_dd_metric *x = &a->dd[i].lpips;
+                fprintf(f, "<td%s>", x->dd.ci_lo > 0 ? " class=sig" : "");
+                put_ci(f, x->dd.mean, x->dd.ci_lo, x->dd.ci_hi, 4, 1);
+                fputs("<br><span class=muted>vs ", f);
+                esc(f, e->conds[a->dd[i].rand].name);
+                fputs("</span></td><td>", f);
+                put_p_why(f, x->p_one, x->why);
+                fputs("</td>", f);
+                found = 1;
+            }
+        if (!found) fputs("<td>–</td><td>–</td>", f);
+        fputs("</tr>\n", f);
+    }
+    fputs("</tbody></table>\n", f);
+}
+
 static void table_dd(FILE *f, const rp_analysis *a) {
     const rp_exp *e = a->e;
     fputs("<table><caption><b>Table 3.</b> Sink removal against its equal-budget random control, per (prompt, seed) present in "
@@ -1034,6 +1102,7 @@ int rp_write_html(const rp_analysis *a, const char *out_dir) {
     fputs("<h2>1. Effects of each intervention</h2>\n", f);
     if (e->n_conds > 1) {
         table_key(f, a);
+        table_learned(f, a);
         fputs("<figure>", f);
         fig_forest(f, a);
         fprintf(f, "<figcaption><b>Figure 1.</b> (a) Paired change in GenEval accuracy per condition with its 95%% bootstrap "

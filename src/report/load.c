@@ -482,6 +482,12 @@ static int parse_record(rp_exp *e, json_t *o, int line, rp_record *r) {
     r->gv = g;
     r->mse = get_num(m, "mse");
     r->ssim = get_num(m, "ssim");
+    r->clip_t = get_num(m, "clip_t");
+    r->lpips = get_num(m, "lpips");
+    e->n_clip_t += json_object_get(m, "clip_t") != NULL;
+    e->n_lpips += json_object_get(m, "lpips") != NULL;
+    if (!isfinite(r->clip_t)) r->clip_t = NAN;
+    if (!isfinite(r->lpips)) r->lpips = NAN;
     json_t *ps = json_object_get(m, "psnr");
     r->psnr = get_num(m, "psnr");
     /* JSON has no infinity: accept "inf"/"Infinity", and null/absent PSNR with MSE 0 */
@@ -722,7 +728,7 @@ int rp_verify_images(rp_exp *e, const char *dir) {
                 key_str(e, r, k, sizeof k), r->image ? r->image : "none", IMG_PROBLEM[r->img_state], detail);
         /* the metrics were computed from an image that is not there (any more): not used */
         r->has_gv = 0;
-        r->gv = r->mse = r->psnr = r->ssim = NAN;
+        r->gv = r->mse = r->psnr = r->ssim = r->clip_t = r->lpips = NAN;
     }
     if (e->img_unnamed) rp_note(e, "%d records name no image; their images are not checked", e->img_unnamed);
     return 0;

@@ -136,12 +136,13 @@ int rp_write_csvs(const rp_analysis *a, const char *dir) {
           "tost_ci90_hi,verdict,baseline_accuracy,condition_accuracy,n_identical,pairs,no_baseline,not_run,reason\n", m.f);
     for (int c = 1; c < e->n_conds; c++)
         for (int k = 0; k < M_COUNT; k++) {
+            if (!rp_metric_present(e, k)) continue;
             const rp_cond_res *r = &a->cr[c];
             const rp_metric *x = &r->m[k];
             csv_row(m.f, "sissiiddddddddddsddiiiis", e->conds[c].name, c, e->conds[c].desc, RP_METRIC_KEY[k], x->n, x->n_missing,
-                    x->mean, x->ci_lo, x->ci_hi, x->t, x->p, x->p_holm, x->has_tost ? a->o->margin : NAN,
+                    x->mean, x->ci_lo, x->ci_hi, x->t, x->p, x->p_holm, x->has_tost ? rp_metric_margin(a->o, k) : NAN,
                     x->has_tost ? x->tost.p : NAN, x->has_tost ? x->tost.ci_lo : NAN, x->has_tost ? x->tost.ci_hi : NAN,
-                    k == M_GENEVAL ? x->verdict : "", x->base_mean, x->cond_mean, x->n_inf, r->n_pairs, r->n_no_baseline,
+                    k == M_GENEVAL || k == M_CLIP_T ? x->verdict : "", x->base_mean, x->cond_mean, x->n_inf, r->n_pairs, r->n_no_baseline,
                     r->n_not_run, x->why);
         }
     if ((rc = mclose(&m, dir, "conditions.csv"))) return rc;
@@ -150,16 +151,18 @@ int rp_write_csvs(const rp_analysis *a, const char *dir) {
     fputs("sink,random,metric,n,mean_sink,mean_random,dd,ci_lo,ci_hi,t,df,h1,p_one_sided,p_two_sided,reason\n", m.f);
     for (int i = 0; i < a->n_dd; i++) {
         const rp_dd *d = &a->dd[i];
-        for (int w = 0; w < 2; w++) {
-            const rp_dd_metric *x = w ? &d->align : &d->shift;
+        for (int w = 0; w < 3; w++) {
+            if (w == 2 && !rp_metric_present(e, M_LPIPS)) continue;
+            const rp_dd_metric *x = w == 2 ? &d->lpips : w ? &d->align : &d->shift;
+            const char *key = w == 2 ? "lpips" : w ? "geneval" : "shift", *h1 = w == 1 ? "sink < random" : "sink > random";
             if (!x->ok) { /* too few triples: the row says so */
-                csv_row(m.f, "sssidddddddsdds", e->conds[d->sink].name, e->conds[d->rand].name, w ? "geneval" : "shift", x->dd.n,
-                        NAN, NAN, NAN, NAN, NAN, NAN, NAN, w ? "sink < random" : "sink > random", NAN, NAN, x->why);
+                csv_row(m.f, "sssidddddddsdds", e->conds[d->sink].name, e->conds[d->rand].name, key, x->dd.n,
+                        NAN, NAN, NAN, NAN, NAN, NAN, NAN, h1, NAN, NAN, x->why);
                 continue;
             }
-            csv_row(m.f, "sssidddddddsdds", e->conds[d->sink].name, e->conds[d->rand].name, w ? "geneval" : "shift", x->dd.n,
+            csv_row(m.f, "sssidddddddsdds", e->conds[d->sink].name, e->conds[d->rand].name, key, x->dd.n,
                     x->mean_sink, x->mean_rand, x->dd.mean, x->dd.ci_lo, x->dd.ci_hi, x->dd.t, x->dd.df,
-                    w ? "sink < random" : "sink > random", x->p_one, x->dd.p_two, x->why);
+                    h1, x->p_one, x->dd.p_two, x->why);
         }
     }
     if ((rc = mclose(&m, dir, "dd.csv"))) return rc;
@@ -383,9 +386,9 @@ static void jw_metric(jw *w, const rp_metric *x, int k, double margin) {
     KN(w, "t", x->t);
     KN(w, "p", x->p);
     KN(w, "p_holm", x->p_holm);
-    if (k == M_GENEVAL) {
-        KN(w, "baseline_accuracy", x->base_mean);
-        KN(w, "condition_accuracy", x->cond_mean);
+    if (k == M_GENEVAL || k == M_CLIP_T) {
+        KN(w, k == M_GENEVAL ? "baseline_accuracy" : "baseline_mean", x->base_mean);
+        KN(w, k == M_GENEVAL ? "condition_accuracy" : "condition_mean", x->cond_mean);
         jw_key(w, "tost");
         if (x->has_tost) {
             jw_open(w, '{');
@@ -483,6 +486,7 @@ int rp_write_summary(const rp_analysis *a, const char *dir) {
     KN(&w, "ci_level", RP_LEVEL);
     KN(&w, "alpha", RP_ALPHA);
     KN(&w, "equivalence_margin_geneval", o->margin);
+    if (rp_metric_present(e, M_CLIP_T)) KN(&w, "equivalence_margin_clip_t", o->margin_clip_t);
     KS(&w, "pairing", "(prompt_index, seed) against condition 0");
     KS(&w, "random_control_rule", "select random vs topk, all other fields equal (layers as a set, k, rank_by, keys, "
                                   "queries, path, eta, value, alpha, steps)");
@@ -554,8 +558,9 @@ int rp_write_summary(const rp_analysis *a, const char *dir) {
             jw_key(&w, "metrics");
             jw_open(&w, '{');
             for (int k = 0; k < M_COUNT; k++) {
+                if (!rp_metric_present(e, k)) continue;
                 jw_key(&w, RP_METRIC_KEY[k]);
-                jw_metric(&w, &r->m[k], k, o->margin);
+                jw_metric(&w, &r->m[k], k, rp_metric_margin(o, k));
             }
             jw_close(&w, '}');
         }
@@ -575,6 +580,10 @@ int rp_write_summary(const rp_analysis *a, const char *dir) {
         jw_ddm(&w, &d->shift, "sink > random");
         jw_key(&w, "geneval");
         jw_ddm(&w, &d->align, "sink < random");
+        if (rp_metric_present(e, M_LPIPS)) {
+            jw_key(&w, "lpips");
+            jw_ddm(&w, &d->lpips, "sink > random");
+        }
         jw_close(&w, '}');
     }
     jw_close(&w, ']');
@@ -832,6 +841,48 @@ void rp_print_tables(const rp_analysis *a, FILE *f) {
         if (s->why[0]) fprintf(f, "  %s 1−SSIM p: %s\n", e->conds[c].name, s->why);
         for (int i = 0; i < a->n_dd; i++)
             if (a->dd[i].sink == c && a->dd[i].shift.why[0]) fprintf(f, "  %s ΔΔ p: %s\n", e->conds[c].name, a->dd[i].shift.why);
+    }
+    if (rp_metric_present(e, M_CLIP_T) || rp_metric_present(e, M_LPIPS)) {
+        fprintf(f, "\nLearned metrics (run --metrics): ΔCLIP-T paired, equivalence = TOST within ±%g; LPIPS against the "
+                "paired baseline image; ΔΔ = sink − random LPIPS, one-sided.\n", a->o->margin_clip_t);
+        memset(&t, 0, sizeof t);
+        const char *L[] = {"condition", "ΔCLIP-T [95% CI]", "p", "Holm p", "equivalence", "LPIPS [95% CI]",
+                           "ΔΔ LPIPS vs random [95% CI]", "p (ΔΔ)"};
+        t.ncol = 8;
+        for (int j = 0; j < 8; j++) t.head[j] = L[j], t.right[j] = j == 2 || j == 3 || j == 7;
+        for (int c = 1; c < e->n_conds && t.nrow < 64; c++) {
+            const rp_metric *g = &a->cr[c].m[M_CLIP_T], *s = &a->cr[c].m[M_LPIPS];
+            char(*row)[128] = t.cell[t.nrow++];
+            snprintf(row[0], 128, "%s", e->conds[c].name);
+            for (int j = 1; j < 8; j++) snprintf(row[j], 128, "–");
+            if (rp_metric_present(e, M_CLIP_T)) {
+                fmt_ci(row[1], 128, g->mean, g->ci_lo, g->ci_hi, 4);
+                rp_fmt_p(row[2], 128, g->p);
+                rp_fmt_p(row[3], 128, g->p_holm);
+                if (g->has_tost) {
+                    char p[32];
+                    rp_fmt_p(p, sizeof p, g->tost.p);
+                    snprintf(row[4], 128, "%s (p=%s)", g->verdict, p);
+                } else if (snprintf(row[4], 128, "%s: %.118s", g->verdict, g->why[0] ? g->why : "not tested") >= 128) {
+                    row[4][127] = 0;
+                }
+            }
+            if (rp_metric_present(e, M_LPIPS)) {
+                if (isnan(s->mean)) snprintf(row[5], 128, "–");
+                else if (isnan(s->ci_lo)) snprintf(row[5], 128, "%.4f [–]", s->mean);
+                else snprintf(row[5], 128, "%.4f [%.4f, %.4f]", s->mean, s->ci_lo, s->ci_hi);
+                for (int i = 0; i < a->n_dd; i++)
+                    if (a->dd[i].sink == c && a->dd[i].lpips.ok) {
+                        const rp_dd_metric *x = &a->dd[i].lpips;
+                        fmt_ci(row[6], 100, x->dd.mean, x->dd.ci_lo, x->dd.ci_hi, 4);
+                        size_t used = strlen(row[6]);
+                        if (snprintf(row[6] + used, 128 - used, " (%s)", e->conds[a->dd[i].rand].name) >= (int)(128 - used))
+                            row[6][127] = 0;
+                        rp_fmt_p(row[7], 128, x->p_one);
+                    }
+            }
+        }
+        if (t.nrow) tbl_print(f, &t);
     }
     if (e->img_flagged)
         fprintf(f, "images: %d of %d flagged (%d missing, %d wrong size, %d wrong SHA-256, %d other) and left out of the image metrics\n",

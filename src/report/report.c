@@ -37,6 +37,7 @@ static int check_outputs(const char *exp, const char *out) {
 void report_opts_default(report_opts *o) {
     memset(o, 0, sizeof *o);
     o->margin = 0.05;
+    o->margin_clip_t = RP_MARGIN_CLIP_T;
     o->bootstrap = 1000;
     o->seed = 0;
 }

@@ -52,6 +52,7 @@ typedef struct {
     const char *exp_dir;
     const char *out_dir; /* NULL: EXP/report */
     double margin;       /* TOST margin for geneval accuracy (0.05) */
+    double margin_clip_t; /* TOST margin for the paired ΔCLIP-T (0.002, the paper's) */
     int bootstrap;       /* resamples (1000) */
     uint64_t seed;       /* bootstrap base seed (0) */
     int print_table;
@@ -101,6 +102,7 @@ typedef struct {
     int img_state;         /* RP_IMG_*: anything but RP_IMG_OK excludes the record from image metrics */
     int has_gv;
     double gv, mse, psnr, ssim; /* NaN when absent; psnr may be +inf */
+    double clip_t, lpips;       /* `run --metrics`: NaN when absent (lpips: absent for the baseline) */
     size_t probe_off, verif_off;
     int n_probe, n_verif;
 } rp_record;
@@ -125,6 +127,7 @@ typedef struct {
     /* records.jsonl, sorted by (cond, prompt, seed) */
     rp_record *recs;
     int n_recs;
+    int n_clip_t, n_lpips; /* records carrying metrics.clip_t / metrics.lpips (0: older experiments) */
     int *cond_first, *cond_count; /* per condition: its slice of recs */
     char **tags;
     int n_tags;
@@ -145,9 +148,16 @@ typedef struct {
 } rp_exp;
 
 /* metrics reported per condition */
-enum { M_GENEVAL, M_SHIFT, M_MSE, M_PSNR, M_SSIM, M_COUNT };
+enum { M_GENEVAL, M_SHIFT, M_MSE, M_PSNR, M_SSIM, M_CLIP_T, M_LPIPS, M_COUNT };
 extern const char *const RP_METRIC_KEY[M_COUNT];   /* "geneval", "shift", ... (file/JSON keys) */
 extern const char *const RP_METRIC_LABEL[M_COUNT]; /* "Δ alignment", "1−SSIM", ... */
+/* clip_t and lpips are reported only for experiments whose records have them (run --metrics):
+ * older experiments report exactly as before. ΔCLIP-T is paired like alignment (condition -
+ * baseline, TOST within +-margin_clip_t); LPIPS is, like 1−SSIM, already against the baseline. */
+#define RP_MARGIN_CLIP_T 0.002
+int rp_metric_present(const rp_exp *e, int k);
+/* The TOST margin of a paired metric (geneval, clip_t); NaN for the others. */
+double rp_metric_margin(const report_opts *o, int k);
 
 /* Reasons why a statistic is not reported, in a fixed buffer ("" when it is). */
 #define RP_WHY 160
@@ -187,6 +197,7 @@ typedef struct {
 typedef struct {
     int sink, rand, n;
     rp_dd_metric shift, align;
+    rp_dd_metric lpips; /* sink - random LPIPS, H1 > 0 (only when the records have lpips) */
 } rp_dd;
 
 typedef struct {
