@@ -26,8 +26,7 @@ typedef struct {
     int want_cols;
 } spans;
 
-static int g_kc = ATTN_KC;
-void attn_set_key_chunk(int kc) { g_kc = kc > 0 ? kc : ATTN_KC; }
+int attn_key_chunk(const attn_args *a) { return a->key_chunk > 0 ? a->key_chunk : ATTN_KC; }
 
 static inline int n_keys(const attn_args *a) { return a->Tk > 0 ? a->Tk : a->T; }
 
@@ -126,7 +125,7 @@ static void tile(const attn_args *a, const attn_stats *st, const spans *sp, scra
     const float *Q = a->q + qbase + (size_t)i0 * ld, *K = a->k + kbase, *V = a->v + kbase;
     const uint8_t *kvb = a->key_valid ? a->key_valid + (size_t)b * Tk : NULL;
     const float scale = 1.0f / sqrtf((float)dh);
-    const int KC = g_kc, nchunk = (Tk + KC - 1) / KC;
+    const int KC = attn_key_chunk(a), nchunk = (Tk + KC - 1) / KC;
     const int want_cols = sp->want_cols;
     const int probe = st && (want_cols || st->row_entropy || st->row_top5);
     float m[ATTN_BQ], l[ATTN_BQ];
@@ -265,7 +264,7 @@ int attn_forward(const attn_args *a, const attn_stats *st) {
     if (rc) return rc;
     spans sp;
     spans_of(a, st, &sp);
-    const int T = a->T, Tk = sp.Tk, kc = Tk < g_kc ? Tk : g_kc, ng = sp.n;
+    const int T = a->T, Tk = sp.Tk, KC = attn_key_chunk(a), kc = Tk < KC ? Tk : KC, ng = sp.n;
     const int nthr = omp_get_max_threads();
     scratch *w = scratch_new(nthr, kc, a->dh);
     const size_t per_g = (size_t)ng * Tk; /* one row group's sums: [ng, Tk] */

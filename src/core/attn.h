@@ -14,7 +14,7 @@
  * into mass_img, rows [n_img, T) into mass_txt (SD3 joint attention, image tokens first).
  *
  * Algorithm (flash-style): for each (b, h), query rows are processed in tiles of ATTN_BQ rows;
- * each tile computes S = Q K^T / sqrt(dh) over key chunks of up to ATTN_KC keys with BLAS,
+ * each tile computes S = Q K^T / sqrt(dh) over key chunks of up to ATTN_KC keys (attn_args.key_chunk) with BLAS,
  * exponentiates with an online (running-max) softmax, and accumulates P V with BLAS. Working
  * memory is ATTN_BQ x min(T, ATTN_KC) floats per thread. When every key fits one chunk (T <=
  * 8192, e.g. SD3 at 1024^2 has 4429) the probe statistics come from the same exponentials in
@@ -44,6 +44,8 @@ typedef struct {
     const uint8_t *key_valid;   /* [B, Tk] 1 = attended, 0 = masked; NULL: every key */
     int n_qspan;                /* query spans for attn_stats.mass[]; 0: legacy (n_img) */
     int qend[ATTN_MAX_QSPAN];   /* end row of each span, increasing, last = T */
+    int key_chunk;              /* keys per chunk; 0 (or below 1): ATTN_KC. Tests lower it to exercise
+                                 * the online-softmax path; per call, so models and threads may differ */
 } attn_args;
 
 /* Optional outputs of attn_forward; each pointer may be NULL. Mass arrays are [B, H, Tk] floats
@@ -58,8 +60,8 @@ typedef struct {
     float *mass[ATTN_MAX_QSPAN]; /* n_qspan > 0: key j's mean over query span g's rows */
 } attn_stats;
 
-/* Keys per chunk (default ATTN_KC); tests lower it to exercise the online-softmax path. */
-void attn_set_key_chunk(int kc);
+/* The key-chunk size a call uses: a->key_chunk if positive, else ATTN_KC. */
+int attn_key_chunk(const attn_args *a);
 
 /* Plain or probed attention. Returns 0, or a negative code if scratch memory ran out. */
 int attn_forward(const attn_args *a, const attn_stats *st);
