@@ -176,9 +176,11 @@ static void test_workspace_once(void **st) {
     enum { SZ = 16, BIG = 32 };
     static uint8_t a[BIG * BIG * 3], b[BIG * BIG * 3];
     static float fa[3 * BIG * BIG], fb[3 * BIG * BIG];
-    long before = sd3_workspace_allocs(NULL);
+    long before = sd3_workspace_allocs(NULL), abefore = attn_scratch_allocs(NULL);
     gen(9, 10, 4.0, SZ, NULL, a, fa); /* 10 guided steps, the pipeline's own workspace */
     assert_int_equal(sd3_workspace_allocs(NULL) - before, 1);
+    /* the attention scratch too: sized with the workspace, never by an attention call */
+    assert_int_equal(attn_scratch_allocs(NULL) - abefore, 1);
     sd3_workspace *ws;
     assert_int_equal(sd3_workspace_new(&ws, NULL, 0, 0, 0, 0), 0);
     assert_int_equal(sd3_workspace_allocs(ws), 0);
@@ -212,8 +214,10 @@ static void test_workspace_once(void **st) {
     sink_ctx *s = sink_ctx_new();
     int blocks[] = {0, 1};
     assert_int_equal(sink_ctx_set_probe(s, blocks, 2, TOK_IMAGE, 2, 0), 0);
+    abefore = attn_scratch_allocs(NULL);
     if (pipe_generate_ws(g_pp, &p, b, s, fb, ws) < 0) fail_msg("pipe_generate_ws: %s", ss_err());
     assert_int_equal(sd3_workspace_allocs(ws), 2);
+    assert_int_equal(attn_scratch_allocs(NULL) - abefore, 0);
     assert_memory_equal(fa, fb, sizeof(float) * 3 * SZ * SZ);
     sink_ctx_free(s);
     sd3_workspace_free(ws);

@@ -31,8 +31,10 @@ typedef struct {
 struct sd3_workspace {
     work w;
     size_t cap[WORK_NBUF];
-    long allocs;   /* reserve calls that (re)allocated at least one buffer */
-    int key_chunk; /* attn_args.key_chunk of every attention site; 0 = ATTN_KC */
+    attn_scratch *attn; /* attn_args.scratch of every attention site, hooks included */
+    long allocs;        /* (re)allocations: reserves that grew anything, and attention scratch growths */
+    long attn_seen;     /* attn_scratch_allocs(attn) already counted in allocs */
+    int key_chunk;      /* attn_args.key_chunk of every attention site; 0 = ATTN_KC */
 };
 
 static _Atomic long g_ws_allocs; /* every workspace's allocs, process-wide (tests) */
@@ -76,8 +78,9 @@ static void work_sizes(size_t n[WORK_NBUF], int B, int N, int S, int D, int cin_
     for (size_t i = 0; i < WORK_NBUF; i++) n[i] = plan[i] ? plan[i] : 1;
 }
 
-/* Grows every buffer that holds fewer floats than B, N, S need for model m; keeps the others. On
- * failure every buffer is released (the workspace stays usable and empty). */
+/* Grows every buffer that holds fewer floats than B, N, S need for model m, and the attention
+ * scratch for the joint sites (N + S keys, the attn2 sites have fewer; probe sums over two query
+ * spans); keeps the others. On failure every buffer is released (the workspace stays usable). */
 static int ws_reserve(sd3_workspace *ws, const sd3_model *m, int B, int N, int S) {
     const sd3_config *c = &m->cfg;
     const int p = c->patch_size;
@@ -98,7 +101,15 @@ static int ws_reserve(sd3_workspace *ws, const sd3_model *m, int B, int N, int S
         }
         grew = 1;
     }
-    if (grew) {
+    if (!ws->attn && !(ws->attn = attn_scratch_new())) return SS_ENOMEM;
+    /* growths inside attention calls since the last reserve (a thread count raised in between) */
+    ws->allocs += attn_scratch_allocs(ws->attn) - ws->attn_seen;
+    const attn_args joint = {.B = B, .H = c->num_heads, .dh = c->head_dim, .T = N + S, .ld = m->D,
+                             .key_chunk = ws->key_chunk};
+    const int rc = attn_scratch_reserve(ws->attn, &joint, 2);
+    ws->attn_seen = attn_scratch_allocs(ws->attn);
+    if (rc < 0) return rc;
+    if (grew || rc > 0) {
         ws->allocs++;
         g_ws_allocs++;
     }
@@ -127,9 +138,9 @@ int sd3_workspace_new(sd3_workspace **out, const sd3_model *m, int B, int Hl, in
     *out = NULL;
     sd3_workspace *ws = ss_calloc(1, sizeof *ws);
     if (!ws) return SS_ENOMEM;
-    int rc = 0, N;
+    int rc = 0, N = 0;
     if (m && ((rc = image_tokens(m, B, Hl, Wl, S, &N)) < 0 || (rc = ws_reserve(ws, m, B, N, S)) < 0)) {
-        free(ws);
+        sd3_workspace_free(ws);
         return rc;
     }
     *out = ws;
@@ -137,19 +148,23 @@ int sd3_workspace_new(sd3_workspace **out, const sd3_model *m, int B, int Hl, in
 }
 
 int sd3_workspace_reserve(sd3_workspace *ws, const sd3_model *m, int B, int Hl, int Wl, int S) {
-    int N, rc = image_tokens(m, B, Hl, Wl, S, &N);
+    int N = 0, rc = image_tokens(m, B, Hl, Wl, S, &N);
     return rc < 0 ? rc : ws_reserve(ws, m, B, N, S);
 }
 
 void sd3_workspace_free(sd3_workspace *ws) {
     if (!ws) return;
     work_free(&ws->w);
+    attn_scratch_free(ws->attn);
     free(ws);
 }
 
 void sd3_workspace_set_key_chunk(sd3_workspace *ws, int kc) { ws->key_chunk = kc > 0 ? kc : 0; }
 
-long sd3_workspace_allocs(const sd3_workspace *ws) { return ws ? ws->allocs : g_ws_allocs; }
+long sd3_workspace_allocs(const sd3_workspace *ws) {
+    if (!ws) return g_ws_allocs;
+    return ws->allocs + (ws->attn ? attn_scratch_allocs(ws->attn) - ws->attn_seen : 0);
+}
 
 size_t sd3_workspace_bytes(const sd3_workspace *ws) {
     size_t n = 0;
@@ -226,7 +241,7 @@ static int attn2_index(const sd3_config *c, int i) {
     return n;
 }
 
-static int block_forward(const sd3_model *m, int i, work *w, int kc, int B, int N, int S, const sd3_hooks *hk) {
+static int block_forward(const sd3_model *m, int i, work *w, attn_scratch *as, int kc, int B, int N, int S, const sd3_hooks *hk) {
     const sd3_block *bk = &m->blocks[i];
     const int D = m->D, H = m->cfg.num_heads, dh = m->cfg.head_dim, T = N + S;
     const int nmx = bk->dual ? 9 : 6, nmc = bk->last ? 2 : 6;
@@ -257,7 +272,7 @@ static int block_forward(const sd3_model *m, int i, work *w, int kc, int B, int 
         }
     }
     attn_args a = {.B = B, .H = H, .dh = dh, .T = T, .ld = D, .n_img = N,
-                   .q = w->Q, .k = w->K, .v = w->V, .out = w->O, .key_chunk = kc};
+                   .q = w->Q, .k = w->K, .v = w->V, .out = w->O, .key_chunk = kc, .scratch = as};
     int rc;
     if (hk && hk->attention) {
         ss_site site;
@@ -286,7 +301,7 @@ static int block_forward(const sd3_model *m, int i, work *w, int kc, int B, int 
             op_rmsnorm_heads(w->K, D, bk->norm_k2, B * N, H, dh, 1e-6f);
         }
         attn_args a2 = {.B = B, .H = H, .dh = dh, .T = N, .ld = D, .n_img = N,
-                        .q = w->Q, .k = w->K, .v = w->V, .out = w->O, .key_chunk = kc};
+                        .q = w->Q, .k = w->K, .v = w->V, .out = w->O, .key_chunk = kc, .scratch = as};
         if (hk && hk->attention) {
             ss_site site;
             site_fill(&site, attn2_index(&m->cfg, i), i, 1, N, S);
@@ -322,6 +337,7 @@ int sd3_forward(const sd3_model *m, float *out, const float *x, const float *ctx
     sd3_workspace ws = {0};
     const int rc = sd3_forward_ws(m, &ws, out, x, ctx, pooled, t, B, Hl, Wl, S, hooks);
     work_free(&ws.w);
+    attn_scratch_free(ws.attn);
     return rc;
 }
 
@@ -329,7 +345,7 @@ int sd3_forward_ws(const sd3_model *m, sd3_workspace *ws, float *out, const floa
                    const float *pooled, const float *t, int B, int Hl, int Wl, int S, const sd3_hooks *hooks) {
     const sd3_config *c = &m->cfg;
     const int p = c->patch_size, D = m->D, M = c->pos_embed_max_size, Cin = c->in_channels;
-    int rc, N;
+    int rc, N = 0;
     if ((rc = image_tokens(m, B, Hl, Wl, S, &N)) < 0) return rc;
     const int h = Hl / p, wd = Wl / p;
     const int Cout = c->out_channels, pp = p * p * Cout;
@@ -377,7 +393,7 @@ int sd3_forward_ws(const sd3_model *m, sd3_workspace *ws, float *out, const floa
         (rc = check_finite(w.C, B, S, 0, D, -1, "context_embedder output")) < 0)
         goto done;
     /* 4. blocks */
-    for (int i = 0; i < c->num_layers && rc == 0; i++) rc = block_forward(m, i, &w, ws->key_chunk, B, N, S, hooks);
+    for (int i = 0; i < c->num_layers && rc == 0; i++) rc = block_forward(m, i, &w, ws->attn, ws->key_chunk, B, N, S, hooks);
     if (rc == 0) {
         /* 5. final layer: AdaLayerNormContinuous (scale, shift), then proj_out */
         op_linear(w.modx, w.stemb, &m->norm_out, B);

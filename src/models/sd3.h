@@ -103,7 +103,8 @@ int sd3_forward(const sd3_model *m, float *out, const float *x, const float *ctx
  * workspace holds grows only the buffers that are too small, so a sampler that creates it for its
  * (B, Hl, Wl, S) allocates once, not once per step. Not bound to one model (the sizes depend on
  * the model's width, patch size and channels), but one workspace serves one call at a time:
- * give each thread its own. It also carries the attention key-chunk size of its calls. */
+ * give each thread its own. It also holds the attention scratch (attn_args.scratch) of every site,
+ * hooks included, and carries the attention key-chunk size of its calls. */
 typedef struct sd3_workspace sd3_workspace;
 
 /* A workspace sized for model m and batch B of Hl x Wl latents with S text tokens (the shape
@@ -117,7 +118,7 @@ void sd3_workspace_set_key_chunk(sd3_workspace *ws, int kc);
 /* How many times ws was (re)allocated: creations and growths that allocated at least one buffer.
  * ws NULL: the count over every workspace of the process (sd3_forward's internal ones too). */
 long sd3_workspace_allocs(const sd3_workspace *ws);
-/* Bytes ws holds now. */
+/* Bytes ws's activation buffers hold now (its attention scratch aside). */
 size_t sd3_workspace_bytes(const sd3_workspace *ws);
 
 /* sd3_forward with the caller's workspace (grown first if this call needs more). */
