@@ -109,6 +109,80 @@ static void test_forward_matches_diffusers(void **state) {
     }
 }
 
+/* The caller's workspace: reused across calls bit for bit, allocated once, and its key-chunk size
+ * (the online-softmax path over several chunks) reaches every attention site, hooks included. */
+static int seen_chunk(void *ctx, const ss_site *site, const attn_args *a) {
+    (void)site;
+    int *kc = ctx;
+    if (a->key_chunk != *kc) fail_msg("attention site got key_chunk %d, want %d", a->key_chunk, *kc);
+    return attn_forward(a, NULL);
+}
+
+static void test_workspace_and_key_chunk(void **state) {
+    (void)state;
+    for (size_t k = 0; k < sizeof FIXTURES / sizeof FIXTURES[0]; k++) {
+        fx f;
+        fx_load(&f, FIXTURES[k]);
+        float *ref = fx_run(&f, NULL), *out = malloc(sizeof(float) * f.nout);
+        sd3_workspace *ws;
+        assert_int_equal(sd3_workspace_new(&ws, f.m, f.B, f.Hl, f.Wl, f.S), 0);
+        for (int rep = 0; rep < 3; rep++) {
+            assert_int_equal(sd3_forward_ws(f.m, ws, out, f.x, f.ctx, f.pooled, f.t, f.B, f.Hl, f.Wl, f.S, NULL), 0);
+            assert_memory_equal(out, ref, sizeof(float) * f.nout);
+        }
+        assert_int_equal(sd3_workspace_allocs(ws), 1);
+        int kc = 7; /* N + S tokens span several chunks */
+        assert_true(f.N + f.S > 2 * kc);
+        sd3_workspace_set_key_chunk(ws, kc);
+        sd3_hooks hk = {.ctx = &kc, .attention = seen_chunk};
+        assert_int_equal(sd3_forward_ws(f.m, ws, out, f.x, f.ctx, f.pooled, f.t, f.B, f.Hl, f.Wl, f.S, &hk), 0);
+        float *want = tc_load(f.expected, "sample", NULL, NULL, NULL);
+        check("sample (key chunk 7)", FIXTURES[k], out, want, f.nout, 1e-4);
+        /* the default chunk again: the same bits as sd3_forward */
+        sd3_workspace_set_key_chunk(ws, 0);
+        kc = 0;
+        assert_int_equal(sd3_forward_ws(f.m, ws, out, f.x, f.ctx, f.pooled, f.t, f.B, f.Hl, f.Wl, f.S, &hk), 0);
+        assert_memory_equal(out, ref, sizeof(float) * f.nout);
+        assert_int_equal(sd3_workspace_allocs(ws), 1);
+        sd3_workspace_free(ws);
+        free(want);
+        free(out);
+        free(ref);
+        fx_free(&f);
+    }
+}
+
+/* Two threads at once, each with its own workspace and key chunk: no shared state between them,
+ * each gives the bits it gives alone. */
+static void test_workspaces_in_parallel(void **state) {
+    (void)state;
+    fx f;
+    fx_load(&f, FIXTURES[2]);
+    const int kcs[2] = {0, 5};
+    float *alone[2], *par[2];
+    sd3_workspace *ws[2];
+    for (int i = 0; i < 2; i++) {
+        alone[i] = malloc(sizeof(float) * f.nout);
+        par[i] = malloc(sizeof(float) * f.nout);
+        assert_int_equal(sd3_workspace_new(&ws[i], f.m, f.B, f.Hl, f.Wl, f.S), 0);
+        sd3_workspace_set_key_chunk(ws[i], kcs[i]);
+        assert_int_equal(sd3_forward_ws(f.m, ws[i], alone[i], f.x, f.ctx, f.pooled, f.t, f.B, f.Hl, f.Wl, f.S, NULL), 0);
+    }
+    assert_memory_not_equal(alone[0], alone[1], sizeof(float) * f.nout); /* the chunk size really differs */
+    int rc[2] = {-1, -1};
+#pragma omp parallel for num_threads(2) schedule(static, 1)
+    for (int i = 0; i < 2; i++)
+        rc[i] = sd3_forward_ws(f.m, ws[i], par[i], f.x, f.ctx, f.pooled, f.t, f.B, f.Hl, f.Wl, f.S, NULL);
+    for (int i = 0; i < 2; i++) {
+        assert_int_equal(rc[i], 0);
+        assert_memory_equal(par[i], alone[i], sizeof(float) * f.nout);
+        sd3_workspace_free(ws[i]);
+        free(alone[i]);
+        free(par[i]);
+    }
+    fx_free(&f);
+}
+
 static void test_probe_mass_matches_diffusers(void **state) {
     (void)state;
     for (size_t k = 0; k < sizeof FIXTURES / sizeof FIXTURES[0]; k++) {
@@ -238,6 +312,8 @@ static void test_noop_is_bit_identical(void **state) {
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_forward_matches_diffusers),
+        cmocka_unit_test(test_workspace_and_key_chunk),
+        cmocka_unit_test(test_workspaces_in_parallel),
         cmocka_unit_test(test_probe_mass_matches_diffusers),
         cmocka_unit_test(test_interventions_match_diffusers),
         cmocka_unit_test(test_noop_is_bit_identical),

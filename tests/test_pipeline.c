@@ -169,6 +169,60 @@ static void test_threads_and_seeds(void **st) {
     assert_true(mid > (int)sizeof a / 4);
 }
 
+/* The transformer's workspace is allocated once per image, never per denoising step, and a
+ * caller's workspace is reused across images without changing a bit. */
+static void test_workspace_once(void **st) {
+    (void)st;
+    enum { SZ = 16, BIG = 32 };
+    static uint8_t a[BIG * BIG * 3], b[BIG * BIG * 3];
+    static float fa[3 * BIG * BIG], fb[3 * BIG * BIG];
+    long before = sd3_workspace_allocs(NULL), abefore = attn_scratch_allocs(NULL);
+    gen(9, 10, 4.0, SZ, NULL, a, fa); /* 10 guided steps, the pipeline's own workspace */
+    assert_int_equal(sd3_workspace_allocs(NULL) - before, 1);
+    /* the attention scratch too: sized with the workspace, never by an attention call */
+    assert_int_equal(attn_scratch_allocs(NULL) - abefore, 1);
+    sd3_workspace *ws;
+    assert_int_equal(sd3_workspace_new(&ws, NULL, 0, 0, 0, 0), 0);
+    assert_int_equal(sd3_workspace_allocs(ws), 0);
+    pipe_params p;
+    pipe_params_default(&p);
+    p.prompt = PROMPT;
+    p.seed = 9;
+    p.steps = 10;
+    p.cfg = 4.0;
+    p.height = p.width = SZ;
+    before = sd3_workspace_allocs(NULL);
+    for (int rep = 0; rep < 2; rep++) { /* the second image reuses the first one's buffers */
+        memset(fb, 0, sizeof fb);
+        if (pipe_generate_ws(g_pp, &p, b, NULL, fb, ws) < 0) fail_msg("pipe_generate_ws: %s", ss_err());
+        assert_int_equal(sd3_workspace_allocs(ws), 1);
+        assert_memory_equal(fa, fb, sizeof(float) * 3 * SZ * SZ);
+        assert_memory_equal(a, b, SZ * SZ * 3);
+    }
+    assert_int_equal(sd3_workspace_allocs(NULL) - before, 1);
+    const size_t small = sd3_workspace_bytes(ws);
+    /* a larger image grows it once; a smaller one after it allocates nothing and gives the same bits */
+    p.height = p.width = BIG;
+    if (pipe_generate_ws(g_pp, &p, b, NULL, NULL, ws) < 0) fail_msg("pipe_generate_ws: %s", ss_err());
+    assert_int_equal(sd3_workspace_allocs(ws), 2);
+    assert_true(sd3_workspace_bytes(ws) > small);
+    p.height = p.width = SZ;
+    if (pipe_generate_ws(g_pp, &p, b, NULL, fb, ws) < 0) fail_msg("pipe_generate_ws: %s", ss_err());
+    assert_int_equal(sd3_workspace_allocs(ws), 2);
+    assert_memory_equal(fa, fb, sizeof(float) * 3 * SZ * SZ);
+    /* so does a probed run: the hooks see the same attention arguments */
+    sink_ctx *s = sink_ctx_new();
+    int blocks[] = {0, 1};
+    assert_int_equal(sink_ctx_set_probe(s, blocks, 2, TOK_IMAGE, 2, 0), 0);
+    abefore = attn_scratch_allocs(NULL);
+    if (pipe_generate_ws(g_pp, &p, b, s, fb, ws) < 0) fail_msg("pipe_generate_ws: %s", ss_err());
+    assert_int_equal(sd3_workspace_allocs(ws), 2);
+    assert_int_equal(attn_scratch_allocs(NULL) - abefore, 0);
+    assert_memory_equal(fa, fb, sizeof(float) * 3 * SZ * SZ);
+    sink_ctx_free(s);
+    sd3_workspace_free(ws);
+}
+
 static void test_decode(void **st) {
     (void)st;
     const float s[3 * 2] = {-1.0f, 1.0f, 0.0f, 2.0f, -3.0f, NAN};
@@ -646,6 +700,7 @@ int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_decode),
         cmocka_unit_test(test_threads_and_seeds),
+        cmocka_unit_test(test_workspace_once),
         cmocka_unit_test(test_noop_and_probe),
         cmocka_unit_test(test_real_condition),
         cmocka_unit_test(test_attn2_sites_in_sampler),

@@ -26,8 +26,7 @@ typedef struct {
     int want_cols;
 } spans;
 
-static int g_kc = ATTN_KC;
-void attn_set_key_chunk(int kc) { g_kc = kc > 0 ? kc : ATTN_KC; }
+int attn_key_chunk(const attn_args *a) { return a->key_chunk > 0 ? a->key_chunk : ATTN_KC; }
 
 static inline int n_keys(const attn_args *a) { return a->Tk > 0 ? a->Tk : a->T; }
 
@@ -126,7 +125,7 @@ static void tile(const attn_args *a, const attn_stats *st, const spans *sp, scra
     const float *Q = a->q + qbase + (size_t)i0 * ld, *K = a->k + kbase, *V = a->v + kbase;
     const uint8_t *kvb = a->key_valid ? a->key_valid + (size_t)b * Tk : NULL;
     const float scale = 1.0f / sqrtf((float)dh);
-    const int KC = g_kc, nchunk = (Tk + KC - 1) / KC;
+    const int KC = attn_key_chunk(a), nchunk = (Tk + KC - 1) / KC;
     const int want_cols = sp->want_cols;
     const int probe = st && (want_cols || st->row_entropy || st->row_top5);
     float m[ATTN_BQ], l[ATTN_BQ];
@@ -240,6 +239,71 @@ static scratch *scratch_new(int n, int kc, int dh) {
     return w;
 }
 
+struct attn_scratch {
+    scratch *w;       /* [n] per thread, each for kc keys and dh channels */
+    int n, kc, dh;
+    double *g;        /* probe sums, ng doubles */
+    size_t ng;
+    long allocs;
+};
+
+static _Atomic long g_scratch_allocs;
+
+attn_scratch *attn_scratch_new(void) { return ss_calloc(1, sizeof(attn_scratch)); }
+
+static void scratch_release(attn_scratch *s) {
+    scratch_free(s->w, s->n);
+    free(s->g);
+    s->w = NULL;
+    s->g = NULL;
+    s->n = s->kc = s->dh = 0;
+    s->ng = 0;
+}
+
+void attn_scratch_free(attn_scratch *s) {
+    if (!s) return;
+    scratch_release(s);
+    free(s);
+}
+
+long attn_scratch_allocs(const attn_scratch *s) { return s ? s->allocs : g_scratch_allocs; }
+
+int attn_scratch_reserve(attn_scratch *s, const attn_args *a, int probe_spans) {
+    const int Tk = n_keys(a), KC = attn_key_chunk(a), kc = Tk < KC ? Tk : KC, n = omp_get_max_threads();
+    size_t ng = 0;
+    if (probe_spans > 0 && (ss_mul_size((size_t)ATTN_NG * probe_spans, (size_t)Tk, &ng) || ng > SIZE_MAX / sizeof(double)))
+        return ss_fail(SS_ENOMEM, "attention: out of memory for the probe sums (%d keys)", Tk);
+    int grew = 0;
+    if (!s->w || n > s->n || kc > s->kc || a->dh > s->dh) {
+        const int nn = n > s->n ? n : s->n, nkc = kc > s->kc ? kc : s->kc, ndh = a->dh > s->dh ? a->dh : s->dh;
+        scratch_free(s->w, s->n);
+        s->w = scratch_new(nn, nkc, ndh);
+        if (!s->w) {
+            scratch_release(s);
+            return SS_ENOMEM;
+        }
+        s->n = nn;
+        s->kc = nkc;
+        s->dh = ndh;
+        grew = 1;
+    }
+    if (ng > s->ng) {
+        free(s->g);
+        s->g = malloc(sizeof(double) * ng);
+        if (!s->g) {
+            scratch_release(s);
+            return ss_fail(SS_ENOMEM, "attention: out of memory for the probe sums (%d keys)", Tk);
+        }
+        s->ng = ng;
+        grew = 1;
+    }
+    if (grew) {
+        s->allocs++;
+        g_scratch_allocs++;
+    }
+    return grew;
+}
+
 /* The layout checks every entry point makes: spans in order, at least one key per batch. */
 static int check_args(const attn_args *a) {
     const int Tk = n_keys(a);
@@ -265,16 +329,12 @@ int attn_forward(const attn_args *a, const attn_stats *st) {
     if (rc) return rc;
     spans sp;
     spans_of(a, st, &sp);
-    const int T = a->T, Tk = sp.Tk, kc = Tk < g_kc ? Tk : g_kc, ng = sp.n;
-    const int nthr = omp_get_max_threads();
-    scratch *w = scratch_new(nthr, kc, a->dh);
+    const int T = a->T, Tk = sp.Tk, ng = sp.n;
+    attn_scratch local = {0}, *sc = a->scratch ? a->scratch : &local;
+    if ((rc = attn_scratch_reserve(sc, a, sp.want_cols ? ng : 0)) < 0) return rc;
+    scratch *w = sc->w;
     const size_t per_g = (size_t)ng * Tk; /* one row group's sums: [ng, Tk] */
-    double *g = sp.want_cols ? ss_calloc((size_t)ATTN_NG * per_g, sizeof(double)) : NULL;
-    if (!w || (sp.want_cols && !g)) {
-        scratch_free(w, nthr);
-        free(g);
-        return SS_ENOMEM;
-    }
+    double *g = sp.want_cols ? sc->g : NULL;
     for (int b = 0; b < a->B; b++)
         for (int h = 0; h < a->H; h++) {
             if (g) memset(g, 0, sizeof(double) * ATTN_NG * per_g);
@@ -298,8 +358,7 @@ int attn_forward(const attn_args *a, const attn_stats *st) {
                 }
             }
         }
-    scratch_free(w, nthr);
-    free(g);
+    if (sc == &local) scratch_release(&local);
     return 0;
 }
 

@@ -14,7 +14,7 @@
  * into mass_img, rows [n_img, T) into mass_txt (SD3 joint attention, image tokens first).
  *
  * Algorithm (flash-style): for each (b, h), query rows are processed in tiles of ATTN_BQ rows;
- * each tile computes S = Q K^T / sqrt(dh) over key chunks of up to ATTN_KC keys with BLAS,
+ * each tile computes S = Q K^T / sqrt(dh) over key chunks of up to ATTN_KC keys (attn_args.key_chunk) with BLAS,
  * exponentiates with an online (running-max) softmax, and accumulates P V with BLAS. Working
  * memory is ATTN_BQ x min(T, ATTN_KC) floats per thread. When every key fits one chunk (T <=
  * 8192, e.g. SD3 at 1024^2 has 4429) the probe statistics come from the same exponentials in
@@ -36,6 +36,11 @@
 #define ATTN_MAX_K 64 /* keys re-weighted per (b, h) */
 #define ATTN_MAX_QSPAN 4
 
+/* Reusable working memory of attn_forward: per-thread tiles (ATTN_BQ x min(Tk, key chunk) floats
+ * and the row accumulators) and the probe's per-row-group mass sums. Owned by the caller (e.g. a
+ * model workspace), grown when a call needs more, never shrunk; one call at a time uses it. */
+typedef struct attn_scratch attn_scratch;
+
 typedef struct {
     int B, H, dh, T, ld, n_img; /* T query rows; n_img: legacy span split (n_qspan == 0) */
     const float *q, *k, *v;
@@ -44,6 +49,9 @@ typedef struct {
     const uint8_t *key_valid;   /* [B, Tk] 1 = attended, 0 = masked; NULL: every key */
     int n_qspan;                /* query spans for attn_stats.mass[]; 0: legacy (n_img) */
     int qend[ATTN_MAX_QSPAN];   /* end row of each span, increasing, last = T */
+    int key_chunk;              /* keys per chunk; 0 (or below 1): ATTN_KC. Tests lower it to exercise
+                                 * the online-softmax path; per call, so models and threads may differ */
+    attn_scratch *scratch;      /* reused working memory; NULL: attn_forward allocates its own per call */
 } attn_args;
 
 /* Optional outputs of attn_forward; each pointer may be NULL. Mass arrays are [B, H, Tk] floats
@@ -58,8 +66,18 @@ typedef struct {
     float *mass[ATTN_MAX_QSPAN]; /* n_qspan > 0: key j's mean over query span g's rows */
 } attn_stats;
 
-/* Keys per chunk (default ATTN_KC); tests lower it to exercise the online-softmax path. */
-void attn_set_key_chunk(int kc);
+/* The key-chunk size a call uses: a->key_chunk if positive, else ATTN_KC. */
+int attn_key_chunk(const attn_args *a);
+
+attn_scratch *attn_scratch_new(void); /* empty: sized by its first reserve or call; NULL if out of memory */
+void attn_scratch_free(attn_scratch *s);
+/* Grows s so that a call with a's shapes (T, Tk, dh, key chunk) on the current OpenMP thread count,
+ * probing mass over probe_spans query spans (0: no mass sums), allocates nothing. Returns 1 when
+ * it (re)allocated, 0 when s was large enough, or a negative code. */
+int attn_scratch_reserve(attn_scratch *s, const attn_args *a, int probe_spans);
+/* How many times s grew (reserve calls returning 1); s NULL: over every scratch of the process,
+ * including the ones attn_forward makes for calls without a->scratch. */
+long attn_scratch_allocs(const attn_scratch *s);
 
 /* Plain or probed attention. Returns 0, or a negative code if scratch memory ran out. */
 int attn_forward(const attn_args *a, const attn_stats *st);

@@ -24,11 +24,27 @@ typedef struct {
     float *tmp;           /* patch vectors [B*N, Cin*p*p]; FF in/out [max(N,S), D]; sinusoid [B, 256] */
 } work;
 
+#define WORK_NBUF (sizeof(work) / sizeof(float *))
 #define TEMB_DIM 256 /* diffusers' Timesteps(256) in front of the timestep embedder */
+
+/* The caller-owned working memory: the buffers and how many floats each holds now. */
+struct sd3_workspace {
+    work w;
+    size_t cap[WORK_NBUF];
+    attn_scratch *attn; /* attn_args.scratch of every attention site, hooks included */
+    long allocs;        /* (re)allocations: reserves that grew anything, and attention scratch growths */
+    long attn_seen;     /* attn_scratch_allocs(attn) already counted in allocs */
+    int key_chunk;      /* attn_args.key_chunk of every attention site; 0 = ATTN_KC */
+};
+
+static _Atomic long g_ws_allocs; /* every workspace's allocs, process-wide (tests) */
 
 static void work_free(work *w) {
     float **p = (float **)w;
-    for (size_t i = 0; i < sizeof *w / sizeof(float *); i++) free(p[i]);
+    for (size_t i = 0; i < WORK_NBUF; i++) {
+        free(p[i]);
+        p[i] = NULL;
+    }
 }
 
 /* a*b*c in size_t, or SIZE_MAX when it overflows (the allocation then fails cleanly). */
@@ -43,28 +59,117 @@ static size_t max3(size_t a, size_t b, size_t c) {
     return m > c ? m : c;
 }
 
-/* cin_pp = Cin*p*p (patch vector), cout_pp = p*p*Cout (proj_out row). */
-static int work_alloc(work *w, int B, int N, int S, int D, int cin_pp, int cout_pp) {
-    memset(w, 0, sizeof *w);
+/* Floats each buffer needs for B, N, S and a model of width D; cin_pp = Cin*p*p (patch vector),
+ * cout_pp = p*p*Cout (proj_out row). Overflow gives SIZE_MAX (the allocation then fails). Order:
+ * the fields of `work`. */
+static void work_sizes(size_t n[WORK_NBUF], int B, int N, int S, int D, int cin_pp, int cout_pp) {
     const size_t T = (size_t)N + S, NS = N > S ? N : S;
-    struct { float **p; size_t n; } plan[] = {
-        {&w->X, mul3(B, N, D)}, {&w->C, mul3(B, S, D)}, {&w->temb, mul3(B, 1, D)},
-        {&w->stemb, mul3(B, 1, D)}, {&w->modx, mul3(B, 9, D)}, {&w->modc, mul3(B, 6, D)},
-        {&w->nx, mul3(B, N, D)}, {&w->nc, mul3(B, S, D)}, {&w->nx2, mul3(B, N, D)},
-        {&w->Q, mul3(B, T, D)}, {&w->K, mul3(B, T, D)}, {&w->V, mul3(B, T, D)}, {&w->O, mul3(B, T, D)},
-        {&w->ax, mul3(B, N, D)}, {&w->ac, mul3(B, S, D)},
-        {&w->hid, max3(mul3(NS, 4, D), mul3(B, N, cout_pp), 0)},
-        {&w->tmp, max3(mul3(B, N, cin_pp), mul3(NS, 1, D), mul3(B, 1, TEMB_DIM))},
+    const size_t plan[] = {
+        mul3(B, N, D), mul3(B, S, D),                            /* X, C */
+        mul3(B, 1, D), mul3(B, 1, D),                            /* temb, stemb */
+        mul3(B, 9, D), mul3(B, 6, D),                            /* modx, modc */
+        mul3(B, N, D), mul3(B, S, D), mul3(B, N, D),             /* nx, nc, nx2 */
+        mul3(B, T, D), mul3(B, T, D), mul3(B, T, D), mul3(B, T, D), /* Q, K, V, O */
+        mul3(B, N, D), mul3(B, S, D),                            /* ax, ac */
+        max3(mul3(NS, 4, D), mul3(B, N, cout_pp), 0),            /* hid */
+        max3(mul3(B, N, cin_pp), mul3(NS, 1, D), mul3(B, 1, TEMB_DIM)), /* tmp */
     };
-    for (size_t i = 0; i < sizeof plan / sizeof plan[0]; i++) {
+    _Static_assert(sizeof plan / sizeof plan[0] == WORK_NBUF, "one size per work buffer");
+    for (size_t i = 0; i < WORK_NBUF; i++) n[i] = plan[i] ? plan[i] : 1;
+}
+
+/* Grows every buffer that holds fewer floats than B, N, S need for model m, and the attention
+ * scratch for the joint sites (N + S keys, the attn2 sites have fewer; probe sums over two query
+ * spans); keeps the others. On failure every buffer is released (the workspace stays usable). */
+static int ws_reserve(sd3_workspace *ws, const sd3_model *m, int B, int N, int S) {
+    const sd3_config *c = &m->cfg;
+    const int p = c->patch_size;
+    size_t n[WORK_NBUF];
+    work_sizes(n, B, N, S, m->D, c->in_channels * p * p, p * p * c->out_channels);
+    float **buf = (float **)&ws->w;
+    int grew = 0;
+    for (size_t i = 0; i < WORK_NBUF; i++) {
+        if (buf[i] && ws->cap[i] >= n[i]) continue;
         size_t bytes;
-        *plan[i].p = ss_mul_size(sizeof(float), plan[i].n ? plan[i].n : 1, &bytes) ? NULL : malloc(bytes);
-        if (!*plan[i].p) {
-            work_free(w);
-            return ss_fail(SS_ENOMEM, "forward: out of memory (B=%d, N=%d, S=%d, D=%d)", B, N, S, D);
+        free(buf[i]);
+        buf[i] = ss_mul_size(sizeof(float), n[i], &bytes) ? NULL : malloc(bytes);
+        ws->cap[i] = buf[i] ? n[i] : 0;
+        if (!buf[i]) {
+            work_free(&ws->w);
+            memset(ws->cap, 0, sizeof ws->cap);
+            return ss_fail(SS_ENOMEM, "forward: out of memory (B=%d, N=%d, S=%d, D=%d)", B, N, S, m->D);
         }
+        grew = 1;
+    }
+    if (!ws->attn && !(ws->attn = attn_scratch_new())) return SS_ENOMEM;
+    /* growths inside attention calls since the last reserve (a thread count raised in between) */
+    ws->allocs += attn_scratch_allocs(ws->attn) - ws->attn_seen;
+    const attn_args joint = {.B = B, .H = c->num_heads, .dh = c->head_dim, .T = N + S, .ld = m->D,
+                             .key_chunk = ws->key_chunk};
+    const int rc = attn_scratch_reserve(ws->attn, &joint, 2);
+    ws->attn_seen = attn_scratch_allocs(ws->attn);
+    if (rc < 0) return rc;
+    if (grew || rc > 0) {
+        ws->allocs++;
+        g_ws_allocs++;
     }
     return 0;
+}
+
+/* Image tokens of an Hl x Wl latent, with the shape checks sd3_forward makes. */
+static int image_tokens(const sd3_model *m, int B, int Hl, int Wl, int S, int *N) {
+    const sd3_config *c = &m->cfg;
+    const int p = c->patch_size, M = c->pos_embed_max_size;
+    if (B < 1 || S < 1 || Hl < p || Wl < p || Hl % p || Wl % p)
+        return ss_fail(SS_ESHAPE, "forward: latent %dx%d must be a positive multiple of the patch size %d (B=%d, S=%d)",
+                       Hl, Wl, p, B, S);
+    const int h = Hl / p, wd = Wl / p;
+    if (h > M || wd > M)
+        return ss_fail(SS_ESHAPE, "forward: a latent of %dx%d gives a %dx%d patch grid, larger than pos_embed_max_size %d",
+                       Hl, Wl, h, wd, M);
+    /* row counts go to BLAS as int: B*(N+S) tokens must fit */
+    if ((long long)B * ((long long)h * wd + S) > INT_MAX)
+        return ss_fail(SS_ESHAPE, "forward: batch %d x (%d image + %d text tokens) is too large", B, h * wd, S);
+    *N = h * wd;
+    return 0;
+}
+
+int sd3_workspace_new(sd3_workspace **out, const sd3_model *m, int B, int Hl, int Wl, int S) {
+    *out = NULL;
+    sd3_workspace *ws = ss_calloc(1, sizeof *ws);
+    if (!ws) return SS_ENOMEM;
+    int rc = 0, N = 0;
+    if (m && ((rc = image_tokens(m, B, Hl, Wl, S, &N)) < 0 || (rc = ws_reserve(ws, m, B, N, S)) < 0)) {
+        sd3_workspace_free(ws);
+        return rc;
+    }
+    *out = ws;
+    return 0;
+}
+
+int sd3_workspace_reserve(sd3_workspace *ws, const sd3_model *m, int B, int Hl, int Wl, int S) {
+    int N = 0, rc = image_tokens(m, B, Hl, Wl, S, &N);
+    return rc < 0 ? rc : ws_reserve(ws, m, B, N, S);
+}
+
+void sd3_workspace_free(sd3_workspace *ws) {
+    if (!ws) return;
+    work_free(&ws->w);
+    attn_scratch_free(ws->attn);
+    free(ws);
+}
+
+void sd3_workspace_set_key_chunk(sd3_workspace *ws, int kc) { ws->key_chunk = kc > 0 ? kc : 0; }
+
+long sd3_workspace_allocs(const sd3_workspace *ws) {
+    if (!ws) return g_ws_allocs;
+    return ws->allocs + (ws->attn ? attn_scratch_allocs(ws->attn) - ws->attn_seen : 0);
+}
+
+size_t sd3_workspace_bytes(const sd3_workspace *ws) {
+    size_t n = 0;
+    for (size_t i = 0; i < WORK_NBUF; i++) n += ws->cap[i] * sizeof(float);
+    return n;
 }
 
 /* ---- non-finite values ---- */
@@ -136,7 +241,7 @@ static int attn2_index(const sd3_config *c, int i) {
     return n;
 }
 
-static int block_forward(const sd3_model *m, int i, work *w, int B, int N, int S, const sd3_hooks *hk) {
+static int block_forward(const sd3_model *m, int i, work *w, attn_scratch *as, int kc, int B, int N, int S, const sd3_hooks *hk) {
     const sd3_block *bk = &m->blocks[i];
     const int D = m->D, H = m->cfg.num_heads, dh = m->cfg.head_dim, T = N + S;
     const int nmx = bk->dual ? 9 : 6, nmc = bk->last ? 2 : 6;
@@ -167,7 +272,7 @@ static int block_forward(const sd3_model *m, int i, work *w, int B, int N, int S
         }
     }
     attn_args a = {.B = B, .H = H, .dh = dh, .T = T, .ld = D, .n_img = N,
-                   .q = w->Q, .k = w->K, .v = w->V, .out = w->O};
+                   .q = w->Q, .k = w->K, .v = w->V, .out = w->O, .key_chunk = kc, .scratch = as};
     int rc;
     if (hk && hk->attention) {
         ss_site site;
@@ -196,7 +301,7 @@ static int block_forward(const sd3_model *m, int i, work *w, int B, int N, int S
             op_rmsnorm_heads(w->K, D, bk->norm_k2, B * N, H, dh, 1e-6f);
         }
         attn_args a2 = {.B = B, .H = H, .dh = dh, .T = N, .ld = D, .n_img = N,
-                        .q = w->Q, .k = w->K, .v = w->V, .out = w->O};
+                        .q = w->Q, .k = w->K, .v = w->V, .out = w->O, .key_chunk = kc, .scratch = as};
         if (hk && hk->attention) {
             ss_site site;
             site_fill(&site, attn2_index(&m->cfg, i), i, 1, N, S);
@@ -229,27 +334,28 @@ static int block_forward(const sd3_model *m, int i, work *w, int B, int N, int S
 
 int sd3_forward(const sd3_model *m, float *out, const float *x, const float *ctx, const float *pooled,
                 const float *t, int B, int Hl, int Wl, int S, const sd3_hooks *hooks) {
+    sd3_workspace ws = {0};
+    const int rc = sd3_forward_ws(m, &ws, out, x, ctx, pooled, t, B, Hl, Wl, S, hooks);
+    work_free(&ws.w);
+    attn_scratch_free(ws.attn);
+    return rc;
+}
+
+int sd3_forward_ws(const sd3_model *m, sd3_workspace *ws, float *out, const float *x, const float *ctx,
+                   const float *pooled, const float *t, int B, int Hl, int Wl, int S, const sd3_hooks *hooks) {
     const sd3_config *c = &m->cfg;
     const int p = c->patch_size, D = m->D, M = c->pos_embed_max_size, Cin = c->in_channels;
-    if (B < 1 || S < 1 || Hl < p || Wl < p || Hl % p || Wl % p)
-        return ss_fail(SS_ESHAPE, "forward: latent %dx%d must be a positive multiple of the patch size %d (B=%d, S=%d)",
-                       Hl, Wl, p, B, S);
-    const int h = Hl / p, wd = Wl / p, N = h * wd;
-    if (h > M || wd > M)
-        return ss_fail(SS_ESHAPE, "forward: a latent of %dx%d gives a %dx%d patch grid, larger than pos_embed_max_size %d",
-                       Hl, Wl, h, wd, M);
-    /* row counts go to BLAS as int: B*(N+S) tokens must fit */
-    if ((long long)B * ((long long)N + S) > INT_MAX)
-        return ss_fail(SS_ESHAPE, "forward: batch %d x (%d image + %d text tokens) is too large", B, N, S);
+    int rc, N = 0;
+    if ((rc = image_tokens(m, B, Hl, Wl, S, &N)) < 0) return rc;
+    const int h = Hl / p, wd = Wl / p;
     const int Cout = c->out_channels, pp = p * p * Cout;
-    int rc;
     if ((rc = check_input(x, mul3(B, Cin, (size_t)Hl * Wl), "hidden_states")) < 0 ||
         (rc = check_input(ctx, mul3(B, S, c->joint_attention_dim), "encoder_hidden_states")) < 0 ||
         (rc = check_input(pooled, mul3(B, 1, c->pooled_projection_dim), "pooled_projections")) < 0 ||
         (rc = check_input(t, (size_t)B, "timestep")) < 0)
         return rc;
-    work w;
-    if ((rc = work_alloc(&w, B, N, S, D, Cin * p * p, pp)) < 0) return rc;
+    if ((rc = ws_reserve(ws, m, B, N, S)) < 0) return rc;
+    work w = ws->w; /* the buffers (the workspace keeps owning them) */
     /* 1. patch embedding: gather (c, py, px) patch vectors, then one matrix product */
     for (int b = 0; b < B; b++)
         for (int r = 0; r < h; r++)
@@ -287,7 +393,7 @@ int sd3_forward(const sd3_model *m, float *out, const float *x, const float *ctx
         (rc = check_finite(w.C, B, S, 0, D, -1, "context_embedder output")) < 0)
         goto done;
     /* 4. blocks */
-    for (int i = 0; i < c->num_layers && rc == 0; i++) rc = block_forward(m, i, &w, B, N, S, hooks);
+    for (int i = 0; i < c->num_layers && rc == 0; i++) rc = block_forward(m, i, &w, ws->attn, ws->key_chunk, B, N, S, hooks);
     if (rc == 0) {
         /* 5. final layer: AdaLayerNormContinuous (scale, shift), then proj_out */
         op_linear(w.modx, w.stemb, &m->norm_out, B);
@@ -311,7 +417,6 @@ int sd3_forward(const sd3_model *m, float *out, const float *x, const float *ctx
                 }
     }
 done:
-    work_free(&w);
     return rc;
 }
 

@@ -8,11 +8,17 @@
  *   sd3_forward(m, out, latents, ctx, pooled, t, B, Hl, Wl, S, NULL);
  *   sd3_free(m);
  *
+ * Repeated calls (a sampler's steps) pass a caller-owned workspace instead, created once:
+ *   sd3_workspace *ws; if (sd3_workspace_new(&ws, m, B, Hl, Wl, S) < 0) die(ss_err());
+ *   for (step...) sd3_forward_ws(m, ws, out, latents, ctx, pooled, t, B, Hl, Wl, S, hooks);
+ *   sd3_workspace_free(ws);
+ *
  * See docs/dit-spec.md section 2 for the architecture this follows.
  */
 #ifndef SS_SD3_H
 #define SS_SD3_H
 
+#include <stddef.h>
 #include <stdint.h>
 
 #include "core/attn.h"
@@ -90,6 +96,34 @@ typedef struct {
  * naming the block, stage, batch element and token; `out` is then left unwritten. */
 int sd3_forward(const sd3_model *m, float *out, const float *x, const float *ctx, const float *pooled,
                 const float *t, int B, int Hl, int Wl, int S, const sd3_hooks *hooks);
+
+/* The working memory of sd3_forward (activations of both streams, joint Q/K/V/O, FF hidden),
+ * owned by the caller and reused across calls. Each buffer is sized, with overflow-checked
+ * arithmetic, from everything a forward pass writes into it; a call that needs more than the
+ * workspace holds grows only the buffers that are too small, so a sampler that creates it for its
+ * (B, Hl, Wl, S) allocates once, not once per step. Not bound to one model (the sizes depend on
+ * the model's width, patch size and channels), but one workspace serves one call at a time:
+ * give each thread its own. It also holds the attention scratch (attn_args.scratch) of every site,
+ * hooks included, and carries the attention key-chunk size of its calls. */
+typedef struct sd3_workspace sd3_workspace;
+
+/* A workspace sized for model m and batch B of Hl x Wl latents with S text tokens (the shape
+ * checks of sd3_forward apply). m NULL: an empty workspace, sized by its first call. */
+int sd3_workspace_new(sd3_workspace **out, const sd3_model *m, int B, int Hl, int Wl, int S);
+/* Grows ws (never shrinks) so that a call with these sizes allocates nothing. */
+int sd3_workspace_reserve(sd3_workspace *ws, const sd3_model *m, int B, int Hl, int Wl, int S);
+void sd3_workspace_free(sd3_workspace *ws);
+/* attn_args.key_chunk for every attention site of calls with ws (0: ATTN_KC, the default). */
+void sd3_workspace_set_key_chunk(sd3_workspace *ws, int kc);
+/* How many times ws was (re)allocated: creations and growths that allocated at least one buffer.
+ * ws NULL: the count over every workspace of the process (sd3_forward's internal ones too). */
+long sd3_workspace_allocs(const sd3_workspace *ws);
+/* Bytes ws's activation buffers hold now (its attention scratch aside). */
+size_t sd3_workspace_bytes(const sd3_workspace *ws);
+
+/* sd3_forward with the caller's workspace (grown first if this call needs more). */
+int sd3_forward_ws(const sd3_model *m, sd3_workspace *ws, float *out, const float *x, const float *ctx,
+                   const float *pooled, const float *t, int B, int Hl, int Wl, int S, const sd3_hooks *hooks);
 
 /* Write a random-weight model folder (config.json + diffusion_pytorch_model.safetensors) with
  * weights stored as `dtype` (an st_dtype: F32, F16 or BF16). The config is checked first

@@ -197,6 +197,11 @@ void pipe_decode(uint8_t *rgb, const float *sample, int H, int W) {
 }
 
 int pipe_generate(const pipeline *pp, const pipe_params *p, uint8_t *rgb_out, sink_ctx *sk, float *final_sample) {
+    return pipe_generate_ws(pp, p, rgb_out, sk, final_sample, NULL);
+}
+
+int pipe_generate_ws(const pipeline *pp, const pipe_params *p, uint8_t *rgb_out, sink_ctx *sk, float *final_sample,
+                     sd3_workspace *ws) {
     if (!p->prompt) return ss_fail(SS_EARG, "generate: no prompt given");
     if (p->steps < 1 || p->steps > PIPE_MAX_STEPS)
         return ss_fail(SS_EARG, "generate: steps must be in [1, %d], got %d", PIPE_MAX_STEPS, p->steps);
@@ -213,10 +218,15 @@ int pipe_generate(const pipeline *pp, const pipe_params *p, uint8_t *rgb_out, si
     float *v = ss_malloc(sizeof(float) * n * B), *ctx = ss_malloc(sizeof(float) * (size_t)B * S * J);
     float *pooled = ss_malloc(sizeof(float) * (size_t)B * P);
     fm_sched sched = {0};
+    sd3_workspace *own = NULL; /* the workspace of this call when the caller gives none */
     if (!x || !xin || !v || !ctx || !pooled) {
         rc = SS_ENOMEM;
         goto done;
     }
+    /* the transformer's working memory, sized once for every step */
+    rc = ws ? sd3_workspace_reserve(ws, tr, B, H, W, S) : sd3_workspace_new(&own, tr, B, H, W, S);
+    if (rc < 0) goto done;
+    if (!ws) ws = own;
     /* batch order as diffusers: [uncond, cond] */
     if (guided && (rc = te_encode(pp->text_encoder, "", ctx, pooled)) < 0) goto done;
     if ((rc = te_encode(pp->text_encoder, p->prompt, ctx + (size_t)(B - 1) * S * J, pooled + (size_t)(B - 1) * P)) < 0)
@@ -237,7 +247,7 @@ int pipe_generate(const pipeline *pp, const pipe_params *p, uint8_t *rgb_out, si
             memcpy(xin, x, sizeof(float) * n);
             memcpy(xin + n, x, sizeof(float) * n);
         }
-        if ((rc = sd3_forward(tr, v, xin, ctx, pooled, t, B, H, W, S, sk ? &hk : NULL)) < 0) {
+        if ((rc = sd3_forward_ws(tr, ws, v, xin, ctx, pooled, t, B, H, W, S, sk ? &hk : NULL)) < 0) {
             ss_err_prefix(rc, "generate: denoising step %d of %d: ", i, p->steps);
             goto done;
         }
@@ -265,6 +275,7 @@ int pipe_generate(const pipeline *pp, const pipe_params *p, uint8_t *rgb_out, si
     rc = 0;
 done:
     if (sk) sink_ctx_set_step(sk, 0, -1.0);
+    sd3_workspace_free(own);
     fm_free(&sched);
     if (xin != x) free(xin);
     free(x);

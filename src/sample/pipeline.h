@@ -110,6 +110,12 @@ int pipe_image_size(const pipeline *pp, const pipe_params *p, int *H, int *W);
  * intervention context; final_sample: optional [3, H, W] fp32 copy of the last sample. */
 int pipe_generate(const pipeline *pp, const pipe_params *p, uint8_t *rgb_out, sink_ctx *sk, float *final_sample);
 
+/* pipe_generate with the transformer's working memory in ws (a caller that makes many images, one
+ * workspace per thread; grown once if this image needs more). ws NULL: the call makes its own.
+ * Either way the workspace is allocated once per call at most, never per denoising step. */
+int pipe_generate_ws(const pipeline *pp, const pipe_params *p, uint8_t *rgb_out, sink_ctx *sk, float *final_sample,
+                     sd3_workspace *ws);
+
 /* The decode step on its own: rgb [H, W, 3] from sample [3, H, W]. */
 void pipe_decode(uint8_t *rgb, const float *sample, int H, int W);
 
