@@ -31,6 +31,7 @@
 #include "exp/records.h"
 #include "exp/runner.h"
 #include "io/safetensors.h"
+#include "models/sd3.h"
 #include "sample/pipeline.h"
 #include "sink/condition.h"
 #include "sink/sink.h"
@@ -883,6 +884,38 @@ static void test_run_sites(void **st) {
     free(b);
 }
 
+
+/* ---- a run allocates the transformer's workspace once per worker, not per image or step ---- */
+
+static void test_run_workspace_once(void **st) {
+    (void)st;
+    write_text(at("c_ws.json"), "[{\"name\": \"A1\", \"layers\": [1], \"k\": 1}, {\"name\": \"R\", \"layers\": [0], \"select\": \"random\"}]\n");
+    sink_condition *l = NULL;
+    int n = 0;
+    if (sink_condition_list_load(&l, &n, at("c_ws.json")) < 0) fail_msg("%s", ss_err());
+    run_config c;
+    run_config_default(&c);
+    c.exp_dir = at("ws");
+    c.model_dir = g_model;
+    c.prompts_path = g_text;
+    c.conds = l;
+    c.n_conds = n;
+    c.conditions_source = "test";
+    c.seeds_per_prompt = 2;
+    c.steps = 4;
+    c.cfg = 2.0; /* guided: two forward passes per step */
+    c.quiet = 1;
+    c.jobs = 1;
+    run_result res;
+    const long before = sd3_workspace_allocs(NULL);
+    if (run_experiment(&c, &res) < 0) fail_msg("%s", ss_err());
+    const long allocs = sd3_workspace_allocs(NULL) - before;
+    free(l);
+    assert_int_equal(res.made, 12); /* 2 prompts x 2 seeds x 3 conditions, 4 steps each */
+    printf("  12 images x 4 steps: %ld workspace allocation(s)\n", allocs);
+    assert_int_equal(allocs, 1);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_prompts_times_seeds_overflow),
@@ -896,6 +929,7 @@ int main(void) {
         cmocka_unit_test(test_condition_files_bom_utf8),
         cmocka_unit_test(test_main_job_keeps_lock_through_report),
         cmocka_unit_test(test_run_sites),
+        cmocka_unit_test(test_run_workspace_once),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }

@@ -178,6 +178,7 @@ typedef struct runner runner;
 typedef struct {
     runner *r;
     sink_ctx *sk;
+    sd3_workspace *ws; /* the transformer's working memory, reused for every image of this worker */
     uint8_t *rgb, *base;
     int cur_step, cur_steps; /* progress within the image being made */
 } worker;
@@ -268,7 +269,7 @@ static int generate(worker *w, int ci, int p, uint64_t seed, uint8_t *rgb) {
     }
     sink_ctx_clear_records(w->sk);
     sink_ctx_set_condition(w->sk, r->conds[ci].n_layers ? &r->conds[ci] : NULL);
-    int rc = pipe_generate(r->pp, &pr, rgb, w->sk, NULL);
+    int rc = pipe_generate_ws(r->pp, &pr, rgb, w->sk, NULL, w->ws);
     if (rc < 0) ss_err_prefix(rc, "condition '%s', prompt %d, seed %llu: ", r->conds[ci].name, PIDX(r, p), (unsigned long long)seed);
     return rc;
 }
@@ -666,6 +667,8 @@ static int workers_new(runner *r, int n) {
         worker *w = &r->wk[i];
         w->r = r;
         if (!(w->sk = sink_ctx_new()) || !(w->rgb = ss_malloc(npx)) || !(w->base = ss_malloc(npx))) return SS_ENOMEM;
+        int wrc = sd3_workspace_new(&w->ws, NULL, 0, 0, 0, 0); /* sized by the first image */
+        if (wrc < 0) return wrc;
         int rc = sink_ctx_set_probe(w->sk, r->probe, r->n_probe, TOK_IMAGE, 5, 0);
         if (rc < 0) return rc;
     }
@@ -675,6 +678,7 @@ static int workers_new(runner *r, int n) {
 static void workers_free(runner *r) {
     for (int i = 0; i < r->n_workers; i++) {
         sink_ctx_free(r->wk[i].sk);
+        sd3_workspace_free(r->wk[i].ws);
         free(r->wk[i].rgb);
         free(r->wk[i].base);
     }
