@@ -487,6 +487,76 @@ static void test_damaged_folders(void **state) {
     free(dir);
 }
 
+/* ---- sinkscope forward on a FLUX folder ---- */
+
+static void test_cli_forward(void **state) {
+    (void)state;
+    char *dir = tc_tmpdir();
+    const char *fxd = tc_path("fixtures/flux-tiny-a");
+    char buf[16384];
+    const char *out = tc_join(dir, "out.safetensors");
+    int rc = tc_run(buf, sizeof buf,
+                    "%s forward --model %s --inputs %s/inputs.safetensors --out %s --dump-blocks "
+                    "--probe double.0,double.1,single.0,single.1 --threads 1",
+                    tc_bin(), fxd, fxd, out);
+    if (rc) fail_msg("forward failed (%d): %s", rc, buf);
+    const char *exp = tc_path("fixtures/flux-tiny-a/expected.safetensors");
+    static const char *const NAMES[] = {"sample", "block.0", "block.1", "single.0", "single.1",
+                                        "mass.0", "mass.1", "single_mass.0", "single_mass.1"};
+    for (size_t i = 0; i < sizeof NAMES / sizeof NAMES[0]; i++) {
+        size_t n, nw;
+        int64_t sh[4], shw[4];
+        int nd, ndw;
+        float *got = tc_load(out, NAMES[i], &n, sh, &nd), *want = tc_load(exp, NAMES[i], &nw, shw, &ndw);
+        if (!got) fail_msg("forward output lacks %s", NAMES[i]);
+        assert_int_equal(nd, ndw);
+        for (int d = 0; d < nd; d++) assert_int_equal(sh[d], shw[d]);
+        char what[64];
+        snprintf(what, sizeof what, "forward CLI %s", NAMES[i]);
+        check(what, "flux-tiny-a", got, want, n, strstr(NAMES[i], "mass") ? 1e-5 : 1e-4);
+        free(got);
+        free(want);
+    }
+    assert_non_null(strstr(buf, "single.1 batch 1:"));
+    /* a condition through 'sites' (FLUX sites) runs; one through 'layers' (joint blocks) is refused */
+    const char *cond = tc_join(dir, "c.json");
+    assert_int_equal(tc_write_text(cond, "{\"name\": \"s1\", \"sites\": [\"single.1\"], \"select\": \"topk\", \"k\": 1,"
+                                         " \"rank_by\": \"head\", \"keys\": \"all\", \"queries\": \"image\", \"path\": \"score\", \"eta\": 0}"),
+                     0);
+    rc = tc_run(buf, sizeof buf, "%s forward --model %s --inputs %s/inputs.safetensors --out %s --condition %s --threads 1",
+                tc_bin(), fxd, fxd, out, cond);
+    if (rc) fail_msg("forward --condition failed (%d): %s", rc, buf);
+    float *got = tc_load(out, "sample", NULL, NULL, NULL), *want = tc_load(exp, "sample.single_top1_hard", NULL, NULL, NULL);
+    check("forward CLI sample.single_top1_hard", "flux-tiny-a", got, want, (size_t)2 * 16 * 16, 1e-4);
+    free(got);
+    free(want);
+    assert_int_equal(tc_write_text(cond, "{\"name\": \"j1\", \"layers\": [1], \"select\": \"topk\", \"k\": 1, \"path\": \"score\", \"eta\": 0}"), 0);
+    rc = tc_run(buf, sizeof buf, "%s forward --model %s --inputs %s/inputs.safetensors --out %s --condition %s --threads 1",
+                tc_bin(), fxd, fxd, out, cond);
+    printf("  layers on FLUX -> %s", buf);
+    assert_true(rc != 0);
+    assert_non_null(strstr(buf, "double.0-1"));
+    /* missing img_ids: one line naming the file and the tensor */
+    st_file *f;
+    assert_int_equal(st_open(&f, tc_join(fxd, "inputs.safetensors")), 0);
+    st_writer *w = st_writer_new();
+    for (int i = 0; i < st_count(f); i++) {
+        const st_tensor *t = st_get(f, i);
+        if (strcmp(t->name, "img_ids")) assert_int_equal(st_writer_add(w, t->name, t->dtype, t->ndim, t->shape, t->data), 0);
+    }
+    const char *bad = tc_join(dir, "bad.safetensors");
+    assert_int_equal(st_writer_save(w, bad), 0);
+    st_writer_free(w);
+    st_close(f);
+    rc = tc_run(buf, sizeof buf, "%s forward --model %s --inputs %s --out %s --threads 1", tc_bin(), fxd, bad, out);
+    printf("  no img_ids -> %s", buf);
+    assert_true(rc != 0);
+    assert_non_null(strstr(buf, "bad.safetensors"));
+    assert_non_null(strstr(buf, "'img_ids'"));
+    tc_rmtree(dir);
+    free(dir);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_forward_matches_diffusers),
@@ -495,6 +565,7 @@ int main(void) {
         cmocka_unit_test(test_interventions_match_diffusers),
         cmocka_unit_test(test_noop_and_threads_bit_identical),
         cmocka_unit_test(test_damaged_folders),
+        cmocka_unit_test(test_cli_forward),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
