@@ -487,6 +487,148 @@ static void test_damaged_folders(void **state) {
     free(dir);
 }
 
+/* ---- storage variants: batch 1, BF16/F16 weights, shards, schnell (no guidance embedder) ---- */
+
+/* Each batch element run alone matches the reference's row of the batch. */
+static void test_batch1_matches_diffusers(void **state) {
+    (void)state;
+    for (size_t k = 0; k < NFIX; k++) {
+        fx f;
+        fx_load(&f, FIXTURES[k]);
+        const flux_config *c = &f.m->cfg;
+        float *want = tc_load(f.expected, "sample", NULL, NULL, NULL);
+        const size_t per = f.nout / f.B;
+        float *out = malloc(sizeof(float) * per);
+        for (int b = 0; b < f.B; b++) {
+            assert_int_equal(flux_forward(f.m, out, f.hs + (size_t)b * f.N * c->in_channels,
+                                          f.ctx + (size_t)b * f.S * c->joint_attention_dim,
+                                          f.pooled + (size_t)b * c->pooled_projection_dim, f.t + b, f.g ? f.g + b : NULL,
+                                          f.img_ids, f.txt_ids, 1, f.N, f.S, NULL),
+                             0);
+            char what[48];
+            snprintf(what, sizeof what, "sample[%d] at batch 1", b);
+            check(what, FIXTURES[k], out, want + (size_t)b * per, per, 1e-4);
+        }
+        free(out);
+        free(want);
+        fx_free(&f);
+    }
+}
+
+enum { KEEP, DROP, ZERO };
+
+/* dir = src's weights rewritten: tensors stored as `dtype` (F32 values rounded through `round_to`
+ * first when round_to != ST_F32), those matching `match` dropped or zeroed (action), split over
+ * `shards` files with an index when shards > 1; config.json with guidance_embeds = `guidance`. */
+static void write_variant(const char *dir, const char *src, st_dtype dtype, st_dtype round_to, const char *match,
+                          int action, int shards, int guidance) {
+    st_set *st;
+    assert_int_equal(st_set_open(&st, src), 0);
+    st_writer *w[4] = {0};
+    json_t *wm = json_object();
+    for (int s = 0; s < shards; s++) w[s] = st_writer_new();
+    for (int i = 0; i < st_set_count(st); i++) {
+        const st_tensor *t = st_set_get(st, i);
+        const int hit = match && strstr(t->name, match);
+        if (hit && action == DROP) continue;
+        float *v = malloc(sizeof(float) * (size_t)t->numel);
+        assert_int_equal(st_to_f32(v, t), 0);
+        if (hit && action == ZERO) memset(v, 0, sizeof(float) * (size_t)t->numel);
+        if (round_to != ST_F32) { /* round through round_to, keep as F32 */
+            st_writer *r = st_writer_new();
+            assert_int_equal(st_writer_add_f32(r, "x", round_to, t->ndim, t->shape, v), 0);
+            const char *tmp = tc_join(dir, "round.safetensors");
+            assert_int_equal(st_writer_save(r, tmp), 0);
+            st_writer_free(r);
+            st_file *rf;
+            assert_int_equal(st_open(&rf, tmp), 0);
+            assert_int_equal(st_to_f32(v, st_find(rf, "x")), 0);
+            st_close(rf);
+            unlink(tmp);
+        }
+        const int s = i % shards;
+        assert_int_equal(st_writer_add_f32(w[s], t->name, dtype, t->ndim, t->shape, v), 0);
+        char fn[96];
+        snprintf(fn, sizeof fn, "diffusion_pytorch_model-%05d-of-%05d.safetensors", s + 1, shards);
+        json_object_set_new(wm, t->name, json_string(fn));
+        free(v);
+    }
+    for (int s = 0; s < shards; s++) {
+        char fn[96];
+        if (shards > 1) snprintf(fn, sizeof fn, "diffusion_pytorch_model-%05d-of-%05d.safetensors", s + 1, shards);
+        else snprintf(fn, sizeof fn, "diffusion_pytorch_model.safetensors");
+        assert_int_equal(st_writer_save(w[s], tc_join(dir, "%s", fn)), 0);
+        st_writer_free(w[s]);
+    }
+    if (shards > 1) {
+        json_t *idx = json_pack("{s:{}, s:o}", "metadata", "weight_map", wm);
+        assert_int_equal(json_dump_file(idx, tc_join(dir, "diffusion_pytorch_model.safetensors.index.json"), 0), 0);
+        json_decref(idx);
+    } else {
+        json_decref(wm);
+    }
+    write_config(dir, src, "guidance_embeds", json_boolean(guidance));
+    st_set_close(st);
+}
+
+static float *run_dir(const char *dir, const fx *f, int with_guidance) {
+    flux_model *m;
+    if (flux_load(&m, dir) < 0) fail_msg("%s", ss_err());
+    float *out = malloc(sizeof(float) * f->nout);
+    if (flux_forward(m, out, f->hs, f->ctx, f->pooled, f->t, with_guidance ? f->g : NULL, f->img_ids, f->txt_ids, f->B,
+                     f->N, f->S, NULL) < 0)
+        fail_msg("%s", ss_err());
+    flux_free(m);
+    return out;
+}
+
+static void test_storage_variants(void **state) {
+    (void)state;
+    fx f;
+    fx_load(&f, "flux-tiny-a");
+    char src[4096];
+    assert_non_null(realpath(f.dir, src));
+    float *ref = tc_load(f.expected, "sample", NULL, NULL, NULL);
+    const st_dtype half[2] = {ST_BF16, ST_F16};
+    for (int h = 0; h < 2; h++) {
+        char *a = tc_tmpdir(), *b = tc_tmpdir();
+        write_variant(a, src, half[h], ST_F32, NULL, KEEP, 1, 1);       /* stored BF16 / F16 */
+        write_variant(b, src, ST_F32, half[h], NULL, KEEP, 3, 1);       /* the same values as F32, 3 shards */
+        float *oa = run_dir(a, &f, 1), *ob = run_dir(b, &f, 1);
+        assert_memory_equal(oa, ob, sizeof(float) * f.nout);
+        const double e = tc_rel_l2(oa, ref, f.nout);
+        printf("  %s weights == their F32 values in 3 shards, bit for bit; vs the F32 reference %.2e\n",
+               st_dtype_name(half[h]), e);
+        assert_true(e > 0 && e < 0.05); /* rounding the weights moves the output, but not far */
+        free(oa);
+        free(ob);
+        tc_rmtree(a);
+        tc_rmtree(b);
+        free(a);
+        free(b);
+    }
+    /* schnell-style: no guidance embedder tensors == dev with a zero guidance embedding */
+    char *a = tc_tmpdir(), *b = tc_tmpdir();
+    write_variant(a, src, ST_BF16, ST_F32, "guidance_embedder", DROP, 2, 0);
+    write_variant(b, src, ST_BF16, ST_F32, "guidance_embedder.linear_2", ZERO, 1, 1);
+    float *oa = run_dir(a, &f, 0), *ob = run_dir(b, &f, 1);
+    assert_memory_equal(oa, ob, sizeof(float) * f.nout);
+    const double e = tc_rel_l2(oa, ref, f.nout);
+    printf("  schnell-style (no guidance tensors, BF16, 2 shards) == dev with zero guidance embedding; vs dev %.2e\n", e);
+    assert_true(e > 1e-3); /* the guidance embedding matters in the reference */
+    /* a dev config over schnell weights names the missing tensor */
+    write_config(a, src, "guidance_embeds", json_true());
+    expect_load_error(a, "dev config, schnell weights", "time_text_embed.guidance_embedder.linear_1.weight", "missing");
+    free(oa);
+    free(ob);
+    tc_rmtree(a);
+    tc_rmtree(b);
+    free(a);
+    free(b);
+    free(ref);
+    fx_free(&f);
+}
+
 /* ---- sinkscope forward on a FLUX folder ---- */
 
 static void test_cli_forward(void **state) {
@@ -565,6 +707,8 @@ int main(void) {
         cmocka_unit_test(test_interventions_match_diffusers),
         cmocka_unit_test(test_noop_and_threads_bit_identical),
         cmocka_unit_test(test_damaged_folders),
+        cmocka_unit_test(test_batch1_matches_diffusers),
+        cmocka_unit_test(test_storage_variants),
         cmocka_unit_test(test_cli_forward),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
