@@ -300,7 +300,7 @@ static void test_rope_qk_matches_diffusers(void **state) {
     }
 }
 
-/* ---- interventions: the fixture's layers / single_layers as site names ---- */
+/* ---- interventions: the fixture's conditions as they are (layers = double blocks, single_layers) ---- */
 
 static void test_interventions_match_diffusers(void **state) {
     (void)state;
@@ -315,25 +315,20 @@ static void test_interventions_match_diffusers(void **state) {
         json_t *obj;
         int count = 0;
         json_array_foreach(list, i, obj) {
-            json_t *o = json_deep_copy(obj), *sites = json_array(), *e;
-            size_t j;
-            json_array_foreach(json_object_get(o, "layers"), j, e) {
-                char nm[32];
-                snprintf(nm, sizeof nm, "double.%lld", (long long)json_integer_value(e));
-                json_array_append_new(sites, json_string(nm));
-            }
-            json_array_foreach(json_object_get(o, "single_layers"), j, e) {
-                char nm[32];
-                snprintf(nm, sizeof nm, "single.%lld", (long long)json_integer_value(e));
-                json_array_append_new(sites, json_string(nm));
-            }
-            json_object_del(o, "layers");
-            json_object_del(o, "single_layers");
-            json_object_del(o, "min_topk_margin");
-            json_object_set_new(o, "sites", sites);
             sink_condition c;
-            if (sink_condition_from_json(&c, o, "interventions.json") < 0) fail_msg("%s", ss_err());
-            json_decref(o);
+            if (sink_condition_from_json(&c, obj, "interventions.json") < 0) fail_msg("%s", ss_err());
+            ss_site sites[2 * MAXB];
+            const int ns = flux_sites(&f.m->cfg, f.N, f.S, sites, 2 * MAXB);
+            if (sink_condition_resolve(&c, sites, ns, "interventions.json") < 0 ||
+                sink_condition_check_sites(&c, sites, ns, "interventions.json") < 0)
+                fail_msg("%s", ss_err());
+            /* every site acted on is a FLUX site named by the fixture's two fields */
+            const json_t *L = json_object_get(obj, "layers"), *SL = json_object_get(obj, "single_layers");
+            assert_int_equal(c.n_layers, (int)(json_array_size(L) + json_array_size(SL)));
+            for (size_t j = 0; j < json_array_size(L); j++)
+                assert_true(sink_condition_has_layer(&c, ss_site_code(SS_SITE_DOUBLE, (int)json_integer_value(json_array_get(L, j)))));
+            for (size_t j = 0; j < json_array_size(SL); j++)
+                assert_true(sink_condition_has_layer(&c, ss_site_code(SS_SITE_SINGLE, (int)json_integer_value(json_array_get(SL, j)))));
             sink_ctx *sk = sink_ctx_new();
             sink_ctx_set_condition(sk, &c);
             float *out = fx_run(&f, sk);
@@ -660,7 +655,7 @@ static void test_cli_forward(void **state) {
         free(want);
     }
     assert_non_null(strstr(buf, "single.1 batch 1:"));
-    /* a condition through 'sites' (FLUX sites) runs; one through 'layers' (joint blocks) is refused */
+    /* conditions through 'sites' and through 'layers' (FLUX: double blocks) */
     const char *cond = tc_join(dir, "c.json");
     assert_int_equal(tc_write_text(cond, "{\"name\": \"s1\", \"sites\": [\"single.1\"], \"select\": \"topk\", \"k\": 1,"
                                          " \"rank_by\": \"head\", \"keys\": \"all\", \"queries\": \"image\", \"path\": \"score\", \"eta\": 0}"),
@@ -675,9 +670,20 @@ static void test_cli_forward(void **state) {
     assert_int_equal(tc_write_text(cond, "{\"name\": \"j1\", \"layers\": [1], \"select\": \"topk\", \"k\": 1, \"path\": \"score\", \"eta\": 0}"), 0);
     rc = tc_run(buf, sizeof buf, "%s forward --model %s --inputs %s/inputs.safetensors --out %s --condition %s --threads 1",
                 tc_bin(), fxd, fxd, out, cond);
-    printf("  layers on FLUX -> %s", buf);
+    if (rc) fail_msg("forward --condition (layers) failed (%d): %s", rc, buf);
+    assert_non_null(strstr(buf, "double.1 batch 0: intervention"));
+    got = tc_load(out, "sample", NULL, NULL, NULL);
+    want = tc_load(exp, "sample.topk1_hard", NULL, NULL, NULL);
+    check("forward CLI sample.topk1_hard", "flux-tiny-a", got, want, (size_t)2 * 16 * 16, 1e-4);
+    free(got);
+    free(want);
+    /* a block the model lacks */
+    assert_int_equal(tc_write_text(cond, "{\"name\": \"j5\", \"layers\": [5], \"single_layers\": [0], \"path\": \"score\", \"eta\": 0}"), 0);
+    rc = tc_run(buf, sizeof buf, "%s forward --model %s --inputs %s/inputs.safetensors --out %s --condition %s --threads 1",
+                tc_bin(), fxd, fxd, out, cond);
+    printf("  layers [5] on FLUX -> %s", buf);
     assert_true(rc != 0);
-    assert_non_null(strstr(buf, "double.0-1"));
+    assert_non_null(strstr(buf, "double.5"));
     /* missing img_ids: one line naming the file and the tensor */
     st_file *f;
     assert_int_equal(st_open(&f, tc_join(fxd, "inputs.safetensors")), 0);

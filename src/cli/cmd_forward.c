@@ -217,15 +217,13 @@ int cmd_forward(int argc, char **argv) {
             goto done;
         }
     }
-    if (cond_path)
+    /* 'layers' names the model's joint attention blocks: SD3 joint.i, FLUX double.i */
+    if (cond_path && (rc = sink_condition_resolve(&cond, all_sites, n_sites, cond_path)) < 0) goto done;
+    if (cond_path && n_joint)
         for (int i = 0; i < cond.n_layers - cond.n_from_sites; i++)
-            if (n_joint ? cond.layers[i] >= n_joint : 1) {
-                if (n_joint)
-                    rc = ss_fail(SS_EARG, "%s: field 'layers' names block %d, but the model has %d blocks", cond_path,
-                                 cond.layers[i], n_joint);
-                else
-                    rc = ss_fail(SS_EARG, "%s: field 'layers' names joint block %d, but a %s model has no joint sites (its sites: %s); name them in 'sites'",
-                                 cond_path, cond.layers[i], fam->name, ss_site_list(all_sites, n_sites, list, sizeof list));
+            if (cond.layers[i] >= n_joint) {
+                rc = ss_fail(SS_EARG, "%s: field 'layers' names block %d, but the model has %d blocks", cond_path,
+                             cond.layers[i], n_joint);
                 goto done;
             }
     if ((rc = st_open(&in, in_path)) < 0) goto done;
