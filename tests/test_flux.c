@@ -633,13 +633,15 @@ static void test_cli_forward(void **state) {
     char buf[16384];
     const char *out = tc_join(dir, "out.safetensors");
     int rc = tc_run(buf, sizeof buf,
-                    "%s forward --model %s --inputs %s/inputs.safetensors --out %s --dump-blocks "
+                    "%s forward --model %s --inputs %s/inputs.safetensors --out %s --dump-blocks --dump-rope-qk "
                     "--probe double.0,double.1,single.0,single.1 --threads 1",
                     tc_bin(), fxd, fxd, out);
     if (rc) fail_msg("forward failed (%d): %s", rc, buf);
     const char *exp = tc_path("fixtures/flux-tiny-a/expected.safetensors");
     static const char *const NAMES[] = {"sample", "block.0", "block.1", "single.0", "single.1",
-                                        "mass.0", "mass.1", "single_mass.0", "single_mass.1"};
+                                        "mass.0", "mass.1", "single_mass.0", "single_mass.1",
+                                        "qk_pre.0", "qk_post.0", "qk_pre.1", "qk_post.1",
+                                        "single_qk_pre.0", "single_qk_post.0", "single_qk_pre.1", "single_qk_post.1"};
     for (size_t i = 0; i < sizeof NAMES / sizeof NAMES[0]; i++) {
         size_t n, nw;
         int64_t sh[4], shw[4];
@@ -684,6 +686,12 @@ static void test_cli_forward(void **state) {
     printf("  layers [5] on FLUX -> %s", buf);
     assert_true(rc != 0);
     assert_non_null(strstr(buf, "double.5"));
+    /* --dump-rope-qk on a model without RoPE */
+    const char *sd3 = tc_path("fixtures/sd3-tiny-a");
+    rc = tc_run(buf, sizeof buf, "%s forward --model %s --inputs %s/inputs.safetensors --out %s --dump-rope-qk --threads 1",
+                tc_bin(), sd3, sd3, out);
+    assert_true(rc != 0);
+    assert_non_null(strstr(buf, "no RoPE"));
     /* missing img_ids: one line naming the file and the tensor */
     st_file *f;
     assert_int_equal(st_open(&f, tc_join(fxd, "inputs.safetensors")), 0);

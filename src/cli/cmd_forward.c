@@ -13,11 +13,12 @@
 #include "io/safetensors.h"
 #include "models/family.h"
 #include "models/sd3.h"
+#include "sink/qkmean.h"
 #include "sink/sink.h"
 
 static const char USAGE[] =
     "usage: sinkscope forward --model DIR --inputs IN.safetensors --out OUT.safetensors\n"
-    "                         [--dump-blocks] [--probe BLOCKS] [--probe-queries image|text|all]\n"
+    "                         [--dump-blocks] [--dump-rope-qk] [--probe BLOCKS] [--probe-queries image|text|all]\n"
     "                         [--topk K] [--stats FILE.json] [--condition FILE.json] [--threads N]\n"
     "\n"
     "  --model DIR        diffusers transformer folder (config.json + diffusion_pytorch_model*.safetensors):\n"
@@ -33,6 +34,9 @@ static const char USAGE[] =
     "                     (incoming mass per key averaged over the image queries, in the model's token\n"
     "                     order: SD3 image first, FLUX text first; mass.attn2.{i} [B,H,N] for SD3.5's\n"
     "                     attn2 sites, single_mass.{j} for FLUX's single blocks)\n"
+    "  --dump-rope-qk     (FLUX) also qk_pre.{i}, qk_post.{i}, single_qk_pre.{j}, single_qk_post.{j}\n"
+    "                     [B,H,S+N]: <q_i, k_j> averaged over the image queries i, after the QK RMSNorm,\n"
+    "                     before and after RoPE, not divided by sqrt(head dim)\n"
     "  --probe SITES      comma-separated sites to probe: joint block indices (e.g. 0,6,12) and/or\n"
     "                     site names joint.{i}, attn2.{i} (SD3.5 dual blocks), double.{i}, single.{j} (FLUX)\n"
     "  --probe-queries Q  query rows the probe statistics average over (default image)\n"
@@ -51,6 +55,7 @@ typedef struct {
 typedef struct {
     sd3_hooks inner;
     int dump;           /* --dump-blocks */
+    int dump_qk;        /* --dump-rope-qk */
     dumped *dumps;      /* block outputs in the order they came */
     int n_dumps, cap_dumps;
 } fwd_hooks;
@@ -104,18 +109,26 @@ static int parse_probe(const char *s, int *codes, int cap) {
     return n;
 }
 
+static dumped *dump_slot(fwd_hooks *f) {
+    if (f->n_dumps == f->cap_dumps) {
+        const int cap = f->cap_dumps ? 2 * f->cap_dumps : 16;
+        dumped *d = realloc(f->dumps, sizeof *d * (size_t)cap);
+        if (!d) {
+            ss_fail(SS_ENOMEM, "forward: out of memory keeping block outputs");
+            return NULL;
+        }
+        f->dumps = d;
+        f->cap_dumps = cap;
+    }
+    return &f->dumps[f->n_dumps];
+}
+
 /* block.{i} after a joint or double block, single.{j} after a FLUX single block */
 static int fwd_block_output(void *ctx, ss_site_kind kind, int block, const float *x, int B, int N, int D) {
     fwd_hooks *f = ctx;
     if (f->dump) {
-        if (f->n_dumps == f->cap_dumps) {
-            const int cap = f->cap_dumps ? 2 * f->cap_dumps : 16;
-            dumped *d = realloc(f->dumps, sizeof *d * (size_t)cap);
-            if (!d) return ss_fail(SS_ENOMEM, "forward: out of memory keeping block outputs");
-            f->dumps = d;
-            f->cap_dumps = cap;
-        }
-        dumped *d = &f->dumps[f->n_dumps];
+        dumped *d = dump_slot(f);
+        if (!d) return SS_ENOMEM;
         snprintf(d->name, sizeof d->name, "%s.%d", kind == SS_SITE_SINGLE ? "single" : "block", block);
         d->shape[0] = B;
         d->shape[1] = N;
@@ -126,6 +139,26 @@ static int fwd_block_output(void *ctx, ss_site_kind kind, int block, const float
         f->n_dumps++;
     }
     return f->inner.block_output ? f->inner.block_output(f->inner.ctx, block, x, B, N, D) : 0;
+}
+
+/* --dump-rope-qk: the image-query mean <q, k> before and after RoPE */
+static int fwd_rope_qk(void *ctx, const ss_site *site, int post, const attn_args *a) {
+    fwd_hooks *f = ctx;
+    if (!f->dump_qk) return 0;
+    int lo, hi;
+    if (ss_site_range(site, 0, 0, &lo, &hi) < 0 || hi <= lo) return 0; /* no image queries */
+    dumped *d = dump_slot(f);
+    if (!d) return SS_ENOMEM;
+    const int Tk = a->Tk ? a->Tk : a->T;
+    snprintf(d->name, sizeof d->name, "%sqk_%s.%d", site->kind == SS_SITE_SINGLE ? "single_" : "", post ? "post" : "pre",
+             site->block);
+    d->shape[0] = a->B;
+    d->shape[1] = a->H;
+    d->shape[2] = Tk;
+    d->data = ss_malloc(sizeof(float) * a->B * a->H * Tk);
+    if (!d->data) return SS_ENOMEM;
+    f->n_dumps++;
+    return ss_qk_mean(d->data, a, lo, hi);
 }
 
 /* Is key j of this record's site a text token? (from the site's spans: SD3 image first, FLUX text first) */
@@ -139,9 +172,9 @@ static int key_is_text(const ss_site *sites, int n, const sink_record *r, int j)
 int cmd_forward(int argc, char **argv) {
     const char *model_dir = NULL, *in_path = NULL, *out_path = NULL, *probe_s = NULL, *pq_s = "image", *topk_s = "5",
                *stats_path = NULL, *cond_path = NULL, *threads_s = NULL;
-    int dump_blocks = 0;
+    int dump_blocks = 0, dump_qk = 0;
     cli_opt opts[] = {{"model", &model_dir, NULL},     {"inputs", &in_path, NULL},      {"out", &out_path, NULL},
-                      {"dump-blocks", NULL, &dump_blocks}, {"probe", &probe_s, NULL},   {"probe-queries", &pq_s, NULL},
+                      {"dump-blocks", NULL, &dump_blocks}, {"dump-rope-qk", NULL, &dump_qk}, {"probe", &probe_s, NULL},   {"probe-queries", &pq_s, NULL},
                       {"topk", &topk_s, NULL},         {"stats", &stats_path, NULL},    {"condition", &cond_path, NULL},
                       {"threads", &threads_s, NULL}};
     int pr = cli_parse(argc, argv, opts, sizeof opts / sizeof opts[0], USAGE);
@@ -204,6 +237,10 @@ int cmd_forward(int argc, char **argv) {
     ss_site all_sites[MAX_SITES];
     char list[1024], nm[48];
     const int n_sites = fam->sites(m, 0, 0, all_sites, MAX_SITES);
+    if (dump_qk && !fam->rope) {
+        rc = ss_fail(SS_EARG, "--dump-rope-qk: %s is a %s model, which has no RoPE", model_dir, fam->name);
+        goto done;
+    }
     int n_joint = 0;
     for (int i = 0; i < n_sites; i++) n_joint += all_sites[i].kind == SS_SITE_JOINT;
     for (int i = 0; i < nprobe; i++) {
@@ -240,7 +277,8 @@ int cmd_forward(int argc, char **argv) {
     if (cond_path) sink_ctx_set_condition(sk, &cond);
     fh.inner = sink_ctx_hooks(sk);
     fh.dump = dump_blocks;
-    ss_model_hooks hk = {.ctx = &fh, .attention = fwd_attention, .block_output = fwd_block_output};
+    fh.dump_qk = dump_qk;
+    ss_model_hooks hk = {.ctx = &fh, .attention = fwd_attention, .block_output = fwd_block_output, .rope_qk = fwd_rope_qk};
     if ((rc = fam->forward(m, out, &io, &hk)) < 0) goto done;
 
     w = st_writer_new();

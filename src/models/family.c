@@ -213,9 +213,14 @@ static int flux_single_adapter(void *ctx, int block, const float *x, int B, int 
     return h->block_output ? h->block_output(h->ctx, SS_SITE_SINGLE, block, x, B, T, D) : 0;
 }
 
+static int flux_rope_adapter(void *ctx, const ss_site *site, int post, const attn_args *a) {
+    const ss_model_hooks *h = ctx;
+    return h->rope_qk ? h->rope_qk(h->ctx, site, post, a) : 0;
+}
+
 static int flux_fam_forward(const void *model, float *out, const ss_fwd_inputs *io, const ss_model_hooks *hk) {
     const flux_hooks h = {.ctx = (void *)hk, .attention = sd3_attn_adapter, .block_output = flux_double_adapter,
-                          .single_output = flux_single_adapter};
+                          .single_output = flux_single_adapter, .rope_qk = flux_rope_adapter};
     return flux_forward(model, out, io->in[FX_HS], io->in[FX_CTX], io->in[FX_POOLED], io->in[FX_T], io->in[FX_GUIDANCE],
                         io->in[FX_IMG_IDS], io->in[FX_TXT_IDS], io->B, io->N, io->S, hk ? &h : NULL);
 }
@@ -223,8 +228,8 @@ static int flux_fam_forward(const void *model, float *out, const ss_fwd_inputs *
 /* ---- the table ---- */
 
 static const ss_family FAMILIES[] = {
-    {"SD3Transformer2DModel", "sd3", sd3_fam_load, sd3_fam_free, sd3_fam_inputs, sd3_fam_sites, sd3_fam_forward},
-    {"FluxTransformer2DModel", "flux", flux_fam_load, flux_fam_free, flux_fam_inputs, flux_fam_sites, flux_fam_forward},
+    {"SD3Transformer2DModel", "sd3", 0, sd3_fam_load, sd3_fam_free, sd3_fam_inputs, sd3_fam_sites, sd3_fam_forward},
+    {"FluxTransformer2DModel", "flux", 1, flux_fam_load, flux_fam_free, flux_fam_inputs, flux_fam_sites, flux_fam_forward},
 };
 #define N_FAMILIES (sizeof FAMILIES / sizeof FAMILIES[0])
 

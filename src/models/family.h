@@ -38,11 +38,14 @@ typedef struct {
     void *ctx;
     int (*attention)(void *ctx, const ss_site *site, const attn_args *a);
     int (*block_output)(void *ctx, ss_site_kind kind, int block, const float *x, int B, int rows, int D);
+    /* Families with RoPE (ss_family.rope): q and k of a site before (post = 0) and after (1) RoPE. */
+    int (*rope_qk)(void *ctx, const ss_site *site, int post, const attn_args *a);
 } ss_model_hooks;
 
 typedef struct ss_family {
     const char *class_name; /* "SD3Transformer2DModel" */
     const char *name;       /* "sd3" */
+    int rope;               /* rotary position embedding on q and k (ss_model_hooks.rope_qk is called) */
     int (*load)(void **model, const char *dir);
     void (*free)(void *model);
     /* Find every input in `in` (path names it in errors), check its shape against the model

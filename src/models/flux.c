@@ -159,11 +159,33 @@ static void ff_residual(float *x, const float *shift, const float *scale, const 
     op_add_gated(x, tmp, gate, M, D);
 }
 
+static attn_args site_args(const flux_model *m, work *w, int B, int N, int S) {
+    const int T = N + S;
+    return (attn_args){.B = B, .H = m->cfg.num_heads, .dh = m->cfg.head_dim, .T = T, .ld = m->D, .n_img = 0,
+                       .q = w->Q, .k = w->K, .v = w->V, .out = w->O, .n_qspan = 2, .qend = {S, T}};
+}
+
+/* RoPE on the joint Q and K of every batch element, with the rope_qk hook before and after. */
+static int rope_qk(const flux_model *m, work *w, int B, int N, int S, int single, int block, const flux_hooks *hk) {
+    const int D = m->D, H = m->cfg.num_heads, dh = m->cfg.head_dim, T = N + S;
+    const attn_args a = site_args(m, w, B, N, S);
+    ss_site site;
+    site_fill(&site, &m->cfg, single ? m->cfg.num_layers + block : block, block, single, N, S);
+    site.pos = w->ids;
+    int rc;
+    if (hk && hk->rope_qk && (rc = hk->rope_qk(hk->ctx, &site, 0, &a)) < 0) return rc;
+    for (int b = 0; b < B; b++) {
+        flux_rope_apply(w->Q + (size_t)b * T * D, D, w->cos_t, w->sin_t, T, H, dh);
+        flux_rope_apply(w->K + (size_t)b * T * D, D, w->cos_t, w->sin_t, T, H, dh);
+    }
+    if (hk && hk->rope_qk && (rc = hk->rope_qk(hk->ctx, &site, 1, &a)) < 0) return rc;
+    return 0;
+}
+
 /* The site's attention: the hook, or attn_forward; then the output checked. */
 static int attend(const flux_model *m, work *w, int B, int N, int S, int single, int block, const flux_hooks *hk) {
     const int T = N + S;
-    attn_args a = {.B = B, .H = m->cfg.num_heads, .dh = m->cfg.head_dim, .T = T, .ld = m->D, .n_img = 0,
-                   .q = w->Q, .k = w->K, .v = w->V, .out = w->O, .n_qspan = 2, .qend = {S, T}};
+    attn_args a = site_args(m, w, B, N, S);
     int rc;
     if (hk && hk->attention) {
         ss_site site;
@@ -199,11 +221,9 @@ static int double_forward(const flux_model *m, int i, work *w, int B, int N, int
         op_rmsnorm_heads(w->K + o, D, bk->norm_added_k, S, H, dh, 1e-6f);
         op_rmsnorm_heads(w->Q + oi, D, bk->norm_q, N, H, dh, 1e-6f);
         op_rmsnorm_heads(w->K + oi, D, bk->norm_k, N, H, dh, 1e-6f);
-        flux_rope_apply(w->Q + o, D, w->cos_t, w->sin_t, T, H, dh);
-        flux_rope_apply(w->K + o, D, w->cos_t, w->sin_t, T, H, dh);
     }
-    int rc = attend(m, w, B, N, S, 0, i, hk);
-    if (rc < 0) return rc;
+    int rc = rope_qk(m, w, B, N, S, 0, i, hk);
+    if (rc < 0 || (rc = attend(m, w, B, N, S, 0, i, hk)) < 0) return rc;
     for (int b = 0; b < B; b++) {
         const float *mx = w->modx + (size_t)b * 6 * D, *mc = w->modc + (size_t)b * 6 * D;
         const size_t o = (size_t)b * T * D, oi = o + (size_t)S * D;
@@ -238,12 +258,8 @@ static int single_forward(const flux_model *m, int j, work *w, int B, int N, int
     op_linear(w->V, w->nZ, &bk->v, BT);
     op_rmsnorm_heads(w->Q, D, bk->norm_q, BT, H, dh, 1e-6f);
     op_rmsnorm_heads(w->K, D, bk->norm_k, BT, H, dh, 1e-6f);
-    for (int b = 0; b < B; b++) {
-        flux_rope_apply(w->Q + (size_t)b * T * D, D, w->cos_t, w->sin_t, T, H, dh);
-        flux_rope_apply(w->K + (size_t)b * T * D, D, w->cos_t, w->sin_t, T, H, dh);
-    }
-    int rc = attend(m, w, B, N, S, 1, j, hk);
-    if (rc < 0) return rc;
+    int rc = rope_qk(m, w, B, N, S, 1, j, hk);
+    if (rc < 0 || (rc = attend(m, w, B, N, S, 1, j, hk)) < 0) return rc;
     const size_t ld = (size_t)5 * D;
     for (int b = 0; b < B; b++) {
         const size_t o = (size_t)b * T * D;

@@ -86,6 +86,9 @@ typedef struct {
     int (*block_output)(void *ctx, int block, const float *x, int B, int N, int D);
     /* The whole stream [B, T = S+N, D] (text first) after single block `block`. */
     int (*single_output)(void *ctx, int block, const float *x, int B, int T, int D);
+    /* Sees each site's q and k (in a->q, a->k) after the QK RMSNorm: before RoPE (post = 0) and
+     * after it (post = 1), both before the attention. */
+    int (*rope_qk)(void *ctx, const ss_site *site, int post, const attn_args *a);
 } flux_hooks;
 
 /* out [B, N, p*p*Cout] (packed velocity). hs [B, N, Cin] packed latents, ctx [B, S, J],
