@@ -11,23 +11,34 @@
 #include "io/jsonfile.h"
 #include "io/pathcheck.h"
 #include "io/safetensors.h"
+#include "models/family.h"
 #include "models/sd3.h"
+#include "sink/qkmean.h"
 #include "sink/sink.h"
 
 static const char USAGE[] =
     "usage: sinkscope forward --model DIR --inputs IN.safetensors --out OUT.safetensors\n"
-    "                         [--dump-blocks] [--probe BLOCKS] [--probe-queries image|text|all]\n"
+    "                         [--dump-blocks] [--dump-rope-qk] [--probe BLOCKS] [--probe-queries image|text|all]\n"
     "                         [--topk K] [--stats FILE.json] [--condition FILE.json] [--threads N]\n"
     "\n"
-    "  --model DIR        diffusers transformer folder (config.json + diffusion_pytorch_model*.safetensors)\n"
-    "  --inputs FILE      hidden_states [B,C,H,W], encoder_hidden_states [B,S,J],\n"
-    "                     pooled_projections [B,P], timestep [B] (raw scheduler timestep in [0,1000])\n"
-    "  --out FILE         writes sample [B,C,H,W]; with --dump-blocks also block.{i} [B,N,D]\n"
-    "                     (image stream after block i); with --probe also mass.{i} [B,H,N+S]\n"
-    "                     (incoming mass per key averaged over the image queries, keys image first;\n"
-    "                     mass.attn2.{i} [B,H,N] for SD3.5's attn2 sites)\n"
+    "  --model DIR        diffusers transformer folder (config.json + diffusion_pytorch_model*.safetensors):\n"
+    "                     SD3Transformer2DModel or FluxTransformer2DModel (config.json's _class_name)\n"
+    "  --inputs FILE      SD3: hidden_states [B,C,H,W], encoder_hidden_states [B,S,J],\n"
+    "                     pooled_projections [B,P], timestep [B] (raw scheduler timestep in [0,1000]);\n"
+    "                     FLUX: hidden_states [B,N,C] (packed), encoder_hidden_states [B,S,J],\n"
+    "                     pooled_projections [B,P], timestep [B] (sigma), img_ids [N,3], txt_ids [S,3],\n"
+    "                     guidance [B] (models with guidance_embeds)\n"
+    "  --out FILE         writes sample (SD3 [B,C,H,W], FLUX [B,N,C]); with --dump-blocks also block.{i}\n"
+    "                     [B,N,D] (image stream after block i; FLUX: double block i) and FLUX's single.{j}\n"
+    "                     [B,S+N,D] (whole stream, text first); with --probe also mass.{i} [B,H,N+S]\n"
+    "                     (incoming mass per key averaged over the image queries, in the model's token\n"
+    "                     order: SD3 image first, FLUX text first; mass.attn2.{i} [B,H,N] for SD3.5's\n"
+    "                     attn2 sites, single_mass.{j} for FLUX's single blocks)\n"
+    "  --dump-rope-qk     (FLUX) also qk_pre.{i}, qk_post.{i}, single_qk_pre.{j}, single_qk_post.{j}\n"
+    "                     [B,H,S+N]: <q_i, k_j> averaged over the image queries i, after the QK RMSNorm,\n"
+    "                     before and after RoPE, not divided by sqrt(head dim)\n"
     "  --probe SITES      comma-separated sites to probe: joint block indices (e.g. 0,6,12) and/or\n"
-    "                     site names joint.{i}, attn2.{i} (SD3.5 dual blocks), e.g. joint.0,attn2.1\n"
+    "                     site names joint.{i}, attn2.{i} (SD3.5 dual blocks), double.{i}, single.{j} (FLUX)\n"
     "  --probe-queries Q  query rows the probe statistics average over (default image)\n"
     "  --topk K           sinks recorded per head (default 5)\n"
     "  --stats FILE       probe statistics and intervention verification as JSON\n"
@@ -36,8 +47,17 @@ static const char USAGE[] =
     "  --threads N        OpenMP/BLAS threads (default: all cores)\n";
 
 typedef struct {
+    char name[32];
+    int64_t shape[3];
+    float *data;
+} dumped;
+
+typedef struct {
     sd3_hooks inner;
-    float **dump; /* [L] -> [B,N,D] copies, or NULL */
+    int dump;           /* --dump-blocks */
+    int dump_qk;        /* --dump-rope-qk */
+    dumped *dumps;      /* block outputs in the order they came */
+    int n_dumps, cap_dumps;
 } fwd_hooks;
 
 static int fwd_attention(void *ctx, const ss_site *site, const attn_args *a) {
@@ -89,86 +109,72 @@ static int parse_probe(const char *s, int *codes, int cap) {
     return n;
 }
 
-static int fwd_block_output(void *ctx, int block, const float *x, int B, int N, int D) {
+static dumped *dump_slot(fwd_hooks *f) {
+    if (f->n_dumps == f->cap_dumps) {
+        const int cap = f->cap_dumps ? 2 * f->cap_dumps : 16;
+        dumped *d = realloc(f->dumps, sizeof *d * (size_t)cap);
+        if (!d) {
+            ss_fail(SS_ENOMEM, "forward: out of memory keeping block outputs");
+            return NULL;
+        }
+        f->dumps = d;
+        f->cap_dumps = cap;
+    }
+    return &f->dumps[f->n_dumps];
+}
+
+/* block.{i} after a joint or double block, single.{j} after a FLUX single block */
+static int fwd_block_output(void *ctx, ss_site_kind kind, int block, const float *x, int B, int N, int D) {
     fwd_hooks *f = ctx;
     if (f->dump) {
-        f->dump[block] = ss_malloc(sizeof(float) * B * N * D);
-        if (!f->dump[block]) return SS_ENOMEM;
-        memcpy(f->dump[block], x, sizeof(float) * B * N * D);
+        dumped *d = dump_slot(f);
+        if (!d) return SS_ENOMEM;
+        snprintf(d->name, sizeof d->name, "%s.%d", kind == SS_SITE_SINGLE ? "single" : "block", block);
+        d->shape[0] = B;
+        d->shape[1] = N;
+        d->shape[2] = D;
+        d->data = ss_malloc(sizeof(float) * B * N * D);
+        if (!d->data) return SS_ENOMEM;
+        memcpy(d->data, x, sizeof(float) * B * N * D);
+        f->n_dumps++;
     }
     return f->inner.block_output ? f->inner.block_output(f->inner.ctx, block, x, B, N, D) : 0;
 }
 
-/* Look up an input tensor and check its dtype and rank from the safetensors header; dims[]
- * receives its shape. Nothing is converted or allocated. */
-static int input_find(const st_file *f, const char *path, const char *name, int ndim, int64_t *dims,
-                      const st_tensor **out) {
-    const st_tensor *t = st_find(f, name);
-    if (!t) return ss_fail(SS_EMISSING, "%s: input tensor '%s' is missing", path, name);
-    if (t->dtype != ST_F32 && t->dtype != ST_F16 && t->dtype != ST_BF16 && t->dtype != ST_F64)
-        return ss_fail(SS_EFORMAT, "%s: input '%s' has dtype %s, expected a float dtype (F32, F16, BF16, F64)", path,
-                       name, st_dtype_name(t->dtype));
-    if (t->ndim != ndim) return ss_fail(SS_ESHAPE, "%s: input '%s' has %d dimensions, expected %d", path, name, t->ndim, ndim);
-    for (int i = 0; i < ndim; i++) dims[i] = t->shape[i];
-    *out = t;
-    return SS_OK;
+/* --dump-rope-qk: the image-query mean <q, k> before and after RoPE */
+static int fwd_rope_qk(void *ctx, const ss_site *site, int post, const attn_args *a) {
+    fwd_hooks *f = ctx;
+    if (!f->dump_qk) return 0;
+    int lo, hi;
+    if (ss_site_range(site, 0, 0, &lo, &hi) < 0 || hi <= lo) return 0; /* no image queries */
+    dumped *d = dump_slot(f);
+    if (!d) return SS_ENOMEM;
+    const int Tk = a->Tk ? a->Tk : a->T;
+    snprintf(d->name, sizeof d->name, "%sqk_%s.%d", site->kind == SS_SITE_SINGLE ? "single_" : "", post ? "post" : "pre",
+             site->block);
+    d->shape[0] = a->B;
+    d->shape[1] = a->H;
+    d->shape[2] = Tk;
+    d->data = ss_malloc(sizeof(float) * a->B * a->H * Tk);
+    if (!d->data) return SS_ENOMEM;
+    f->n_dumps++;
+    return ss_qk_mean(d->data, a, lo, hi);
 }
 
-/* "[2,16,32,32]" */
-static const char *shape_str(char *buf, size_t cap, const int64_t *d, int n) {
-    size_t k = 0;
-    buf[0] = 0;
-    for (int i = 0; i < n && k < cap; i++)
-        k += (size_t)snprintf(buf + k, cap - k, "%s%lld", i ? "," : "[", (long long)d[i]);
-    if (k < cap) snprintf(buf + k, cap - k, "]");
-    return buf;
-}
-
-/* Every input's shape against the model's config, before anything is sized from it. */
-static int check_input_shapes(const char *path, const sd3_config *c, const int64_t *dx, const int64_t *dc,
-                              const int64_t *dp, const int64_t *dt) {
-    char s[128];
-    const int64_t B = dx[0], p = c->patch_size, M = c->pos_embed_max_size;
-    if (B < 1 || B > 4096)
-        return ss_fail(SS_ESHAPE, "%s: input 'hidden_states' has shape %s: batch size %lld outside 1..4096", path,
-                       shape_str(s, sizeof s, dx, 4), (long long)B);
-    if (dx[1] != c->in_channels)
-        return ss_fail(SS_ESHAPE, "%s: input 'hidden_states' has shape %s, expected [%lld, %d, H, W] (batch, in_channels)", path,
-                       shape_str(s, sizeof s, dx, 4), (long long)B, c->in_channels);
-    if (dx[2] < p || dx[3] < p || dx[2] % p || dx[3] % p || dx[2] / p > M || dx[3] / p > M)
-        return ss_fail(SS_ESHAPE,
-                       "%s: input 'hidden_states' has shape %s: height and width must be positive multiples of the patch "
-                       "size %lld, at most %lld (pos_embed_max_size %lld patches)",
-                       path, shape_str(s, sizeof s, dx, 4), (long long)p, (long long)(p * M), (long long)M);
-    if (dc[0] != B || dc[1] < 1 || dc[1] > 1 << 20 || dc[2] != c->joint_attention_dim)
-        return ss_fail(SS_ESHAPE,
-                       "%s: input 'encoder_hidden_states' has shape %s, expected [%lld, S, %d] (batch, 1 <= S <= %d, "
-                       "joint_attention_dim)",
-                       path, shape_str(s, sizeof s, dc, 3), (long long)B, c->joint_attention_dim, 1 << 20);
-    if (dp[0] != B || dp[1] != c->pooled_projection_dim)
-        return ss_fail(SS_ESHAPE, "%s: input 'pooled_projections' has shape %s, expected [%lld, %d] (batch, pooled_projection_dim)",
-                       path, shape_str(s, sizeof s, dp, 2), (long long)B, c->pooled_projection_dim);
-    if (dt[0] != B)
-        return ss_fail(SS_ESHAPE, "%s: input 'timestep' has shape %s, expected [%lld] (batch)", path,
-                       shape_str(s, sizeof s, dt, 1), (long long)B);
-    return SS_OK;
-}
-
-/* Convert a checked input tensor to fp32. */
-static int input_convert(const char *path, const st_tensor *t, float **out) {
-    size_t n = (size_t)(t->numel ? t->numel : 1);
-    *out = malloc(sizeof(float) * n);
-    if (!*out)
-        return ss_fail(SS_ENOMEM, "%s: input '%s': out of memory converting %zu values to fp32", path, t->name, n);
-    return st_to_f32(*out, t);
+/* Is key j of this record's site a text token? (from the site's spans: SD3 image first, FLUX text first) */
+static int key_is_text(const ss_site *sites, int n, const sink_record *r, int j) {
+    const ss_site *s = ss_site_find(sites, n, r->site);
+    for (int g = 0; s && g < s->n_kspan; g++)
+        if (j >= s->kspan[g].start && j < s->kspan[g].start + s->kspan[g].len) return ss_tok_is_text(s->kspan[g].type);
+    return j >= r->n_img;
 }
 
 int cmd_forward(int argc, char **argv) {
     const char *model_dir = NULL, *in_path = NULL, *out_path = NULL, *probe_s = NULL, *pq_s = "image", *topk_s = "5",
                *stats_path = NULL, *cond_path = NULL, *threads_s = NULL;
-    int dump_blocks = 0;
+    int dump_blocks = 0, dump_qk = 0;
     cli_opt opts[] = {{"model", &model_dir, NULL},     {"inputs", &in_path, NULL},      {"out", &out_path, NULL},
-                      {"dump-blocks", NULL, &dump_blocks}, {"probe", &probe_s, NULL},   {"probe-queries", &pq_s, NULL},
+                      {"dump-blocks", NULL, &dump_blocks}, {"dump-rope-qk", NULL, &dump_qk}, {"probe", &probe_s, NULL},   {"probe-queries", &pq_s, NULL},
                       {"topk", &topk_s, NULL},         {"stats", &stats_path, NULL},    {"condition", &cond_path, NULL},
                       {"threads", &threads_s, NULL}};
     int pr = cli_parse(argc, argv, opts, sizeof opts / sizeof opts[0], USAGE);
@@ -216,21 +222,30 @@ int cmd_forward(int argc, char **argv) {
     }
 
     int rc = 0, exit_code = 1;
-    sd3_model *m = NULL;
+    const ss_family *fam = NULL;
+    void *m = NULL;
     st_file *in = NULL;
     sink_ctx *sk = NULL;
     st_writer *w = NULL;
-    float *x = NULL, *ctx = NULL, *pooled = NULL, *t = NULL, *out = NULL, **dump = NULL;
+    float *out = NULL;
+    ss_fwd_inputs io = {0};
+    fwd_hooks fh = {0};
     sink_condition cond;
     if (cond_path && (rc = sink_condition_load(&cond, cond_path)) < 0) goto done;
-    if ((rc = sd3_load(&m, model_dir)) < 0) goto done;
-    const sd3_config *c = &m->cfg;
-    ss_site all_sites[2 * SD3_MAX_LAYERS];
+    if ((rc = ss_family_detect(model_dir, &fam)) < 0 || (rc = fam->load(&m, model_dir)) < 0) goto done;
+    enum { MAX_SITES = 2 * SS_SITE_MAX_BLOCKS };
+    ss_site all_sites[MAX_SITES];
     char list[1024], nm[48];
-    const int n_sites = sd3_sites(c, 0, 0, all_sites, 2 * SD3_MAX_LAYERS);
+    const int n_sites = fam->sites(m, 0, 0, all_sites, MAX_SITES);
+    if (dump_qk && !fam->rope) {
+        rc = ss_fail(SS_EARG, "--dump-rope-qk: %s is a %s model, which has no RoPE", model_dir, fam->name);
+        goto done;
+    }
+    int n_joint = 0;
+    for (int i = 0; i < n_sites; i++) n_joint += all_sites[i].kind == SS_SITE_JOINT;
     for (int i = 0; i < nprobe; i++) {
-        if (ss_site_code_kind(probe_blocks[i]) == SS_SITE_JOINT && probe_blocks[i] >= c->num_layers) {
-            rc = ss_fail(SS_EARG, "--probe: block %d does not exist (%s has %d blocks)", probe_blocks[i], model_dir, c->num_layers);
+        if (ss_site_code_kind(probe_blocks[i]) == SS_SITE_JOINT && n_joint && probe_blocks[i] >= n_joint) {
+            rc = ss_fail(SS_EARG, "--probe: block %d does not exist (%s has %d blocks)", probe_blocks[i], model_dir, n_joint);
             goto done;
         }
         if (!ss_site_find(all_sites, n_sites, probe_blocks[i])) {
@@ -239,57 +254,46 @@ int cmd_forward(int argc, char **argv) {
             goto done;
         }
     }
-    if (cond_path)
+    /* 'layers' names the model's joint attention blocks: SD3 joint.i, FLUX double.i */
+    if (cond_path && (rc = sink_condition_resolve(&cond, all_sites, n_sites, cond_path)) < 0) goto done;
+    if (cond_path && n_joint)
         for (int i = 0; i < cond.n_layers - cond.n_from_sites; i++)
-            if (cond.layers[i] >= c->num_layers) {
+            if (cond.layers[i] >= n_joint) {
                 rc = ss_fail(SS_EARG, "%s: field 'layers' names block %d, but the model has %d blocks", cond_path,
-                             cond.layers[i], c->num_layers);
+                             cond.layers[i], n_joint);
                 goto done;
             }
     if ((rc = st_open(&in, in_path)) < 0) goto done;
-    int64_t dx[4] = {0}, dc[3] = {0}, dp[2] = {0}, dt[1] = {0};
-    const st_tensor *tx, *tc, *tp, *tt;
     /* every input is checked against the model before any of them is converted */
-    if ((rc = input_find(in, in_path, "hidden_states", 4, dx, &tx)) < 0 ||
-        (rc = input_find(in, in_path, "encoder_hidden_states", 3, dc, &tc)) < 0 ||
-        (rc = input_find(in, in_path, "pooled_projections", 2, dp, &tp)) < 0 ||
-        (rc = input_find(in, in_path, "timestep", 1, dt, &tt)) < 0 ||
-        (rc = check_input_shapes(in_path, c, dx, dc, dp, dt)) < 0)
-        goto done;
-    if ((rc = input_convert(in_path, tx, &x)) < 0 || (rc = input_convert(in_path, tc, &ctx)) < 0 ||
-        (rc = input_convert(in_path, tp, &pooled)) < 0 || (rc = input_convert(in_path, tt, &t)) < 0)
-        goto done;
-    const int64_t B = dx[0];
-    const int Hl = (int)dx[2], Wl = (int)dx[3], S = (int)dc[1], D = m->D, p = c->patch_size, N = (Hl / p) * (Wl / p);
-    if (cond_path) {
-        const int ns = sd3_sites(c, N, S, all_sites, 2 * SD3_MAX_LAYERS);
-        if ((rc = sink_condition_check_sites(&cond, all_sites, ns, cond_path)) < 0) goto done;
-    }
-    out = ss_malloc(sizeof(float) * B * c->out_channels * Hl * Wl);
+    if ((rc = fam->inputs(m, in, in_path, &io)) < 0) goto done;
+    const int N = io.N, S = io.S;
+    int n_now = n_sites;
+    if (cond_path || nprobe) n_now = fam->sites(m, N, S, all_sites, MAX_SITES);
+    if (cond_path && (rc = sink_condition_check_sites(&cond, all_sites, n_now, cond_path)) < 0) goto done;
+    out = ss_malloc(sizeof(float) * (io.out_numel ? io.out_numel : 1));
     sk = sink_ctx_new();
     if (!out || !sk) { rc = SS_ENOMEM; goto done; }
     if ((rc = sink_ctx_set_probe(sk, probe_blocks, nprobe, pq, (int)topk, 1)) < 0) goto done;
     if (cond_path) sink_ctx_set_condition(sk, &cond);
-    if (dump_blocks && !(dump = ss_calloc((size_t)c->num_layers, sizeof *dump))) { rc = SS_ENOMEM; goto done; }
-    fwd_hooks fh = {.inner = sink_ctx_hooks(sk), .dump = dump};
-    sd3_hooks hk = {.ctx = &fh, .attention = fwd_attention, .block_output = fwd_block_output};
-    if ((rc = sd3_forward(m, out, x, ctx, pooled, t, (int)B, Hl, Wl, S, &hk)) < 0) goto done;
+    fh.inner = sink_ctx_hooks(sk);
+    fh.dump = dump_blocks;
+    fh.dump_qk = dump_qk;
+    ss_model_hooks hk = {.ctx = &fh, .attention = fwd_attention, .block_output = fwd_block_output, .rope_qk = fwd_rope_qk};
+    if ((rc = fam->forward(m, out, &io, &hk)) < 0) goto done;
 
     w = st_writer_new();
     if (!w) { rc = SS_ENOMEM; goto done; }
-    int64_t so[4] = {B, c->out_channels, Hl, Wl};
-    if ((rc = st_writer_add_f32(w, "sample", ST_F32, 4, so, out)) < 0) goto done;
+    if ((rc = st_writer_add_f32(w, "sample", ST_F32, io.out_ndim, io.out_shape, out)) < 0) goto done;
     char name[64];
-    for (int i = 0; dump && i < c->num_layers; i++) {
-        int64_t sb[3] = {B, N, D};
-        snprintf(name, sizeof name, "block.%d", i);
-        if ((rc = st_writer_add_f32(w, name, ST_F32, 3, sb, dump[i])) < 0) goto done;
-    }
+    for (int i = 0; i < fh.n_dumps; i++)
+        if ((rc = st_writer_add_f32(w, fh.dumps[i].name, ST_F32, 3, fh.dumps[i].shape, fh.dumps[i].data)) < 0) goto done;
     for (int i = 0; i < sink_ctx_record_count(sk); i++) {
         const sink_record *r = sink_ctx_record(sk, i);
         if (!r->mass) continue;
         int64_t sm[3] = {r->B, r->H, r->T};
-        if (ss_site_code_kind(r->site) == SS_SITE_JOINT) snprintf(name, sizeof name, "mass.%d", r->block);
+        const ss_site_kind kind = ss_site_code_kind(r->site);
+        if (kind == SS_SITE_JOINT || kind == SS_SITE_DOUBLE) snprintf(name, sizeof name, "mass.%d", ss_site_code_block(r->site));
+        else if (kind == SS_SITE_SINGLE) snprintf(name, sizeof name, "single_mass.%d", ss_site_code_block(r->site));
         else snprintf(name, sizeof name, "mass.%s", ss_site_code_name(r->site, nm, sizeof nm));
         if ((rc = st_writer_add_f32(w, name, ST_F32, 3, sm, r->mass)) < 0) goto done;
     }
@@ -304,7 +308,7 @@ int cmd_forward(int argc, char **argv) {
                 printf("%s batch %d: MaxMass %.4f  entropy %.3f  top-5 conc. %.3f  head 0 top-1 sink: key %d (%s, mass %.4f; "
                        "top-1 is text in %.0f%% of heads, index 0 in %.0f%%)  activation max %.2f p95 %.2f\n",
                        label, b, r->max_mass[b], r->entropy[b], r->top5[b], r->top_idx[(size_t)b * r->H * r->topk],
-                       r->top_idx[(size_t)b * r->H * r->topk] >= r->n_img ? "text" : "image", r->top_mass[(size_t)b * r->H * r->topk],
+                       key_is_text(all_sites, n_now, r, r->top_idx[(size_t)b * r->H * r->topk]) ? "text" : "image", r->top_mass[(size_t)b * r->H * r->topk],
                        100 * r->text_frac[b], 100 * r->idx0_frac[b], r->act_max[b], r->act_p95[b]);
             if (r->intervened) {
                 double sb = 0, sa = 0;
@@ -332,12 +336,13 @@ int cmd_forward(int argc, char **argv) {
     exit_code = 0;
 done:
     if (rc < 0) fprintf(stderr, "sinkscope forward: %s\n", ss_err());
-    for (int i = 0; dump && m && i < m->cfg.num_layers; i++) free(dump[i]);
-    free(dump);
+    for (int i = 0; i < fh.n_dumps; i++) free(fh.dumps[i].data);
+    free(fh.dumps);
     st_writer_free(w);
     sink_ctx_free(sk);
-    free(x); free(ctx); free(pooled); free(t); free(out);
+    ss_fwd_inputs_free(&io);
+    free(out);
     st_close(in);
-    sd3_free(m);
+    if (m) fam->free(m);
     return exit_code;
 }

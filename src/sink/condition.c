@@ -69,6 +69,7 @@ int sink_condition_from_json(sink_condition *c, const void *vobj, const char *wh
     c->alpha = 0.5f;
     c->step_hi = 1.0;
     if (!json_is_object(obj)) return ss_fail(SS_EFORMAT, "%s: a condition must be a JSON object", where);
+    int have_single = 0, n_single = 0, single[COND_MAX_LAYERS];
     int have_layers = 0, have_sites = 0, n_sites = 0, sites[COND_MAX_LAYERS], have_k = 0, have_value = 0, have_alpha = 0, have_eta = 0, have_indices = 0, rc = 0;
     const char *key;
     json_t *v;
@@ -86,6 +87,9 @@ int sink_condition_from_json(sink_condition *c, const void *vobj, const char *wh
         } else if (!strcmp(key, "layers")) {
             if ((rc = int_list(v, where, key, COND_MAX_LAYERS, COND_MAX_LAYERS - 1, c->layers, &c->n_layers))) return rc;
             have_layers = 1;
+        } else if (!strcmp(key, "single_layers")) { /* FLUX: single-stream block indices, as sites single.j */
+            if ((rc = int_list(v, where, key, COND_MAX_LAYERS, SS_SITE_MAX_BLOCKS - 1, single, &n_single))) return rc;
+            have_single = 1;
         } else if (!strcmp(key, "sites")) {
             if (!json_is_array(v) || json_array_size(v) > COND_MAX_LAYERS)
                 return ss_fail(SS_EFORMAT, "%s: field 'sites' must be a list of at most %d site names (\"joint.3\", \"attn2.0\")",
@@ -158,8 +162,23 @@ int sink_condition_from_json(sink_condition *c, const void *vobj, const char *wh
             return ss_fail(SS_EFORMAT, "%s: unknown field '%s'", where, ss_printable(key, shown, sizeof shown));
         }
     }
-    if (!have_layers && !have_sites)
+    if (!have_layers && !have_sites && !have_single)
         return ss_fail(SS_EFORMAT, "%s: missing field 'layers' (use [] for a no-op) or 'sites'", where);
+    for (int i = 0; i < n_single; i++) { /* after 'layers', before 'sites' (counted with them) */
+        char nm[48];
+        const int code = ss_site_code(SS_SITE_SINGLE, single[i]);
+        if (sink_condition_has_layer(c, code))
+            return ss_fail(SS_EFORMAT, "%s: field 'single_layers' lists %d twice", where, single[i]);
+        for (int j = 0; j < n_sites; j++)
+            if (sites[j] == code)
+                return ss_fail(SS_EFORMAT, "%s: field 'sites' names %s, which 'single_layers' names already", where,
+                               ss_site_code_name(code, nm, sizeof nm));
+        if (c->n_layers == COND_MAX_LAYERS)
+            return ss_fail(SS_EFORMAT, "%s: fields 'layers', 'single_layers' and 'sites' name more than %d sites", where,
+                           COND_MAX_LAYERS);
+        c->layers[c->n_layers++] = code;
+        c->n_from_sites++;
+    }
     for (int i = 0; i < n_sites; i++) {
         char nm[48];
         if (sink_condition_has_layer(c, sites[i]))
@@ -347,8 +366,9 @@ int sink_condition_check_sites(const sink_condition *c, const ss_site *sites, in
     for (int j = 0; j < c->n_layers; j++) {
         if (ss_site_find(sites, n_sites, c->layers[j])) continue;
         if (j < c->n_layers - c->n_from_sites)
-            return ss_fail(SS_EARG, "%s%scondition '%s': field 'layers' names block %d, but the model has no joint.%d (its sites: %s)",
-                           where, sep, c->name, c->layers[j], c->layers[j], ss_site_list(sites, n_sites, list, sizeof list));
+            return ss_fail(SS_EARG, "%s%scondition '%s': field 'layers' names block %d, but the model has no %s (its sites: %s)",
+                           where, sep, c->name, ss_site_code_block(c->layers[j]), ss_site_code_name(c->layers[j], nm, sizeof nm),
+                           ss_site_list(sites, n_sites, list, sizeof list));
         return ss_fail(SS_EARG, "%s%scondition '%s': field 'sites' names %s, but the model has no such site (its sites: %s)",
                        where, sep, c->name, ss_site_code_name(c->layers[j], nm, sizeof nm),
                        ss_site_list(sites, n_sites, list, sizeof list));
@@ -416,6 +436,27 @@ void *sink_condition_to_json(const sink_condition *c) {
     json_object_set_new(o, "steps", st);
     json_object_set_new(o, "seed", json_integer((json_int_t)c->seed));
     return o;
+}
+
+int sink_condition_resolve(sink_condition *c, const ss_site *sites, int n_sites, const char *where) {
+    int n_joint = 0, n_double = 0;
+    for (int i = 0; i < n_sites; i++) {
+        n_joint += sites[i].kind == SS_SITE_JOINT;
+        n_double += sites[i].kind == SS_SITE_DOUBLE;
+    }
+    if (n_joint || !n_double) return 0;
+    const char *sep = where && *where ? ": " : "";
+    if (!where) where = "";
+    for (int j = 0; j < c->n_layers - c->n_from_sites; j++) {
+        if (ss_site_code_kind(c->layers[j]) != SS_SITE_JOINT) continue;
+        const int code = ss_site_code(SS_SITE_DOUBLE, ss_site_code_block(c->layers[j]));
+        char nm[48];
+        if (sink_condition_has_layer(c, code))
+            return ss_fail(SS_EARG, "%s%scondition '%s': field 'layers' names block %d, and %s is listed already", where, sep,
+                           c->name, ss_site_code_block(code), ss_site_code_name(code, nm, sizeof nm));
+        c->layers[j] = code;
+    }
+    return 0;
 }
 
 int sink_condition_has_layer(const sink_condition *c, int code) {

@@ -5,9 +5,10 @@
  *   {"name": "A1", "layers": [12], "select": "topk", "k": 1, "rank_by": "head", "keys": "all",
  *    "queries": "image", "path": "score", "eta": 0.0, "steps": [0.0, 1.0]}
  *
- * Where it acts: `layers` (block indices of the model's joint attention: SD3's joint.i) and/or
- * `sites` (site names, models/site.h: "joint.3", "attn2.0", ...); at least one of the two fields
- * must be present ([] for a no-op).
+ * Where it acts: `layers` (block indices of the model's joint attention: SD3's joint.i, FLUX's
+ * double.i once sink_condition_resolve has seen the model), `single_layers` (FLUX single.j) and/or
+ * `sites` (site names, models/site.h: "joint.3", "attn2.0", ...); at least one of them must be
+ * present ([] for a no-op).
  *
  * Unknown fields, wrong types and out-of-range values are rejected; the error names the field.
  */
@@ -68,6 +69,11 @@ int sink_condition_check_model(const sink_condition *c, int num_layers, int n_im
  * removed with eta 0. sink_condition_check_model knows joint blocks only and refuses other
  * sites. */
 int sink_condition_check_sites(const sink_condition *c, const ss_site *sites, int n_sites, const char *where);
+/* Binds the model-relative field 'layers' to a model's sites: the block indices of its joint
+ * attention, which are SD3's joint.i (as parsed, nothing changes) and FLUX's double.i (a model with
+ * double sites and no joint ones). 'single_layers' (FLUX single.j) is parsed as sites. Call it
+ * once a condition meets the model, before sink_condition_check_sites; idempotent. */
+int sink_condition_resolve(sink_condition *c, const ss_site *sites, int n_sites, const char *where);
 /* A new jansson object (json_t *) that parses back to the same condition. */
 void *sink_condition_to_json(const sink_condition *c);
 /* Does the condition act at this site code (a joint block's code is its index)? */

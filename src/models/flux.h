@@ -1,0 +1,110 @@
+/* flux: diffusers' FluxTransformer2DModel (FLUX.1-dev, FLUX.1-schnell), fp32 compute.
+ *
+ * The model is a plain struct like sd3_model: the config plus pointers to each weight. F32
+ * weights point into the mmapped safetensors files (no copy); F16/BF16 weights are converted once
+ * into one fp32 arena and the files are unmapped, so a BF16 checkpoint costs its fp32 size.
+ *
+ *   flux_model *m; if (flux_load(&m, "path/to/transformer") < 0) die(ss_err());
+ *   flux_forward(m, out, hs, ctx, pooled, t, guidance, img_ids, txt_ids, B, N, S, NULL);
+ *   flux_free(m);
+ *
+ * Token order is TEXT FIRST (docs/dit-spec.md section 3): in both the double-stream joint
+ * attention and the single-stream blocks, token j in [0, S) is text token j and j in [S, S+N)
+ * is image token j-S. The two streams are concatenated once, before the first single block, and
+ * split after the last one (diffusers 0.32.1).
+ */
+#ifndef SS_FLUX_H
+#define SS_FLUX_H
+
+#include <stdint.h>
+
+#include "core/attn.h"
+#include "core/ops.h"
+#include "models/site.h"
+
+#define FLUX_MAX_LAYERS SS_SITE_MAX_BLOCKS /* double and single blocks each */
+#define FLUX_MAX_AXES 8
+
+typedef struct {
+    int patch_size, in_channels, out_channels;
+    int num_layers, num_single_layers, head_dim, num_heads;
+    int joint_attention_dim, pooled_projection_dim;
+    int guidance_embeds;             /* 1: FLUX.1-dev's guidance embedder */
+    int n_axes;                      /* len(axes_dims_rope): the width of img_ids / txt_ids */
+    int axes_dims[FLUX_MAX_AXES];    /* even, summing to head_dim */
+} flux_config;
+
+typedef struct {
+    ss_linear norm1, norm1_ctx;                  /* [6D, D] each */
+    ss_linear q, k, v, add_q, add_k, add_v, out, add_out;
+    const float *norm_q, *norm_k, *norm_added_q, *norm_added_k; /* [dh] */
+    ss_linear ff1, ff2, cff1, cff2;              /* [4D, D], [D, 4D] */
+} flux_double;
+
+typedef struct {
+    ss_linear norm;                              /* [3D, D] */
+    ss_linear q, k, v;
+    const float *norm_q, *norm_k;
+    ss_linear mlp;                               /* [4D, D] */
+    ss_linear out;                               /* [D, 5D]: attention (D) then MLP (4D) */
+} flux_single;
+
+typedef struct flux_model {
+    flux_config cfg;
+    int D;
+    ss_linear x_embed, ctx_embed;
+    ss_linear t1, t2, g1, g2, p1, p2;            /* g*.w == NULL without guidance_embeds */
+    ss_linear norm_out, proj_out;
+    flux_double *dbl;
+    flux_single *sgl;
+    void *files;  /* st_set *, kept while F32 weights point into it */
+    float *arena; /* converted weights */
+} flux_model;
+
+/* Parse a diffusers config.json (_class_name FluxTransformer2DModel); errors name the file and
+ * field. Absent fields take diffusers' class defaults. */
+int flux_config_load(flux_config *cfg, const char *path);
+/* Range and consistency checks (axes_dims_rope even and summing to attention_head_dim, ...). */
+int flux_config_check(const flux_config *cfg, const char *where);
+/* Load a transformer folder (config.json + diffusion_pytorch_model*.safetensors, single or
+ * sharded). Every expected tensor is checked for presence, dtype and shape before anything is
+ * bound; errors name the file and the tensor. */
+int flux_load(flux_model **out, const char *dir);
+void flux_free(flux_model *m);
+
+/* The sites: double.0 .. double.{L-1} (flat 0..L-1), then single.0 .. single.{Ls-1} (flat L..).
+ * Queries and keys of every site: {text [0, S), image [S, S+N)}; n_axes position axes. */
+int flux_sites(const flux_config *c, int N, int S, ss_site *out, int cap);
+
+/* Callbacks (all optional); `attention` and `block_output` have sd3_hooks' signatures, so the
+ * sink probe's hooks (sink_ctx_hooks) plug in field by field. */
+typedef struct {
+    void *ctx;
+    /* Replaces attn_forward at every site; `a` has the site's query spans (text, image). */
+    int (*attention)(void *ctx, const ss_site *site, const attn_args *a);
+    /* The image stream [B, N, D] after double block `block`. */
+    int (*block_output)(void *ctx, int block, const float *x, int B, int N, int D);
+    /* The whole stream [B, T = S+N, D] (text first) after single block `block`. */
+    int (*single_output)(void *ctx, int block, const float *x, int B, int T, int D);
+    /* Sees each site's q and k (in a->q, a->k) after the QK RMSNorm: before RoPE (post = 0) and
+     * after it (post = 1), both before the attention. */
+    int (*rope_qk)(void *ctx, const ss_site *site, int post, const attn_args *a);
+} flux_hooks;
+
+/* out [B, N, p*p*Cout] (packed velocity). hs [B, N, Cin] packed latents, ctx [B, S, J],
+ * pooled [B, P], t [B] = sigma (scaled by 1000 inside), guidance [B] (required iff
+ * guidance_embeds, else ignored and may be NULL), img_ids [N, n_axes], txt_ids [S, n_axes].
+ * NaN or infinity in the inputs or activations is an SS_EFORMAT error naming where; `out` is
+ * then left unwritten. */
+int flux_forward(const flux_model *m, float *out, const float *hs, const float *ctx, const float *pooled,
+                 const float *t, const float *guidance, const float *img_ids, const float *txt_ids, int B, int N,
+                 int S, const flux_hooks *hooks);
+
+/* RoPE tables (FluxPosEmbed): for T positions with n_axes ids each, cos/sin [T, dh] with each
+ * pair's value repeated twice (angles in fp64, rounded to fp32). */
+void flux_rope_tables(float *cos_t, float *sin_t, const float *ids, int T, const flux_config *c);
+/* x [M rows, ld stride] in place: rotate each head's interleaved pairs by the row's angles
+ * (diffusers apply_rotary_emb, use_real, unbind_dim -1), in fp32. */
+void flux_rope_apply(float *x, int ld, const float *cos_t, const float *sin_t, int M, int H, int dh);
+
+#endif
