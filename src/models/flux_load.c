@@ -13,6 +13,7 @@
 #include "core/err.h"
 #include "io/jsonfile.h"
 #include "io/safetensors.h"
+#include "models/binder.h"
 #include "models/flux.h"
 
 static const struct {
@@ -125,60 +126,11 @@ done:
 
 /* ---- weight binding ---- */
 
-typedef struct {
-    const st_set *st;
-    int pass;       /* 0: check and count, 1: convert and bind */
-    size_t need;    /* floats to convert (pass 0) */
-    float *arena;   /* pass 1 */
-    size_t used;
-    int zero_copy;  /* pass 1: tensors used in place from the mapping */
-    const char *dir;
-} binder;
-
-/* Drop the mapped pages lying wholly inside a converted tensor (read-only, file-backed), so that
- * loading a BF16 checkpoint peaks near its fp32 size. */
-static void release_pages(const void *data, size_t n) {
-    const uintptr_t page = (uintptr_t)sysconf(_SC_PAGESIZE), a = (uintptr_t)data;
-    const uintptr_t lo = (a + page - 1) & ~(page - 1), hi = (a + n) & ~(page - 1);
-    if (hi > lo) madvise((void *)lo, hi - lo, MADV_DONTNEED);
-}
+typedef ss_binder binder;
 
 static int bind(binder *bd, const float **slot, const char *name, int ndim, int64_t d0, int64_t d1) {
     const int64_t want[2] = {d0, d1};
-    const st_tensor *t = st_set_find(bd->st, name);
-    if (!t) return ss_fail(SS_EMISSING, "%s: tensor '%s' is missing from the checkpoint", bd->dir, name);
-    int ok = t->ndim == ndim;
-    for (int i = 0; ok && i < ndim; i++) ok = t->shape[i] == want[i];
-    if (!ok) {
-        char got[160] = "", exp[64] = "";
-        for (int i = 0; i < t->ndim; i++)
-            snprintf(got + strlen(got), sizeof got - strlen(got), "%s%lld", i ? ", " : "", (long long)t->shape[i]);
-        for (int i = 0; i < ndim; i++)
-            snprintf(exp + strlen(exp), sizeof exp - strlen(exp), "%s%lld", i ? ", " : "", (long long)want[i]);
-        return ss_fail(SS_ESHAPE, "%s: tensor '%s' has shape [%s], the config implies [%s]", t->file, name, got, exp);
-    }
-    if (t->dtype != ST_F32 && t->dtype != ST_F16 && t->dtype != ST_BF16)
-        return ss_fail(SS_EFORMAT, "%s: tensor '%s' has dtype %s; weights must be F32, F16 or BF16", t->file, name,
-                       st_dtype_name(t->dtype));
-    const int zero_copy = t->dtype == ST_F32 && ((uintptr_t)t->data % sizeof(float)) == 0;
-    if (bd->pass == 0) {
-        if (!zero_copy) bd->need += (size_t)t->numel;
-        return 0;
-    }
-    const float *f32 = zero_copy ? (const float *)t->data : bd->arena + bd->used;
-    if (!zero_copy && st_to_f32(bd->arena + bd->used, t) < 0) return SS_EFORMAT;
-    const long long bad = op_first_nonfinite(f32, (size_t)t->numel);
-    if (bad >= 0)
-        return ss_fail(SS_EFORMAT, "%s: tensor '%s' has a non-finite value (%s) at flat index %lld", t->file, name,
-                       isnan(f32[bad]) ? "NaN" : "infinity", bad);
-    if (zero_copy) {
-        bd->zero_copy++;
-    } else {
-        release_pages(t->data, t->nbytes);
-        bd->used += (size_t)t->numel;
-    }
-    *slot = f32;
-    return 0;
+    return ss_bind(bd, slot, name, ndim, want);
 }
 
 static int bind_lin(binder *bd, ss_linear *l, const char *prefix, const char *sub, int out, int in) {
