@@ -106,4 +106,12 @@ typedef struct {
 int attn_apply_reweight(const attn_args *a, const attn_stats *st, const attn_reweight *rw,
                         double *before, double *after);
 
+/* Materialized multi-head attention over the L rows of one sequence (attn_ref.c): out[L, H*dh],
+ * row stride ld for q, k, v and out; softmax(scale * q.k + bias) v per head. bias [H, L, L] or
+ * NULL; causal: row i sees keys 0..i; keymask [L] (0 = masked, as transformers adds finfo.min:
+ * weight 0, or a uniform row when every key of the row is masked) or NULL. Memory L x L per
+ * thread, so for short sequences. SS_OK or SS_ENOMEM. */
+int attn_materialized(float *out, const float *q, const float *k, const float *v, int L, int H, int dh, int ld, float scale,
+                      const float *bias, int causal, const int64_t *keymask);
+
 #endif

@@ -128,3 +128,23 @@ long long op_first_nonfinite(const float *x, size_t n) {
     }
     return -1;
 }
+
+void op_layernorm_affine(float *y, const float *x, const float *w, const float *b, int M, int D, float eps) {
+    op_layernorm(y, x, M, D, eps);
+#pragma omp parallel for schedule(static) if ((size_t)M * D > 65536)
+    for (int i = 0; i < M; i++)
+        for (int j = 0; j < D; j++) y[(size_t)i * D + j] = y[(size_t)i * D + j] * w[j] + b[j];
+}
+
+void op_activation(float *x, size_t n, int kind) {
+#pragma omp parallel for schedule(static) if (n > 65536)
+    for (size_t i = 0; i < n; i++) {
+        float v = x[i];
+        switch (kind) {
+        case OP_ACT_QUICK_GELU: x[i] = v / (1.0f + expf(-1.702f * v)); break;
+        case OP_ACT_GELU: x[i] = 0.5f * v * (1.0f + erff(v * 0.70710678118654752f)); break;
+        case OP_ACT_GELU_TANH: x[i] = 0.5f * v * (1.0f + tanhf(0.7978845608028654f * (v + 0.044715f * v * v * v))); break;
+        default: x[i] = v > 0 ? v : 0; break;
+        }
+    }
+}

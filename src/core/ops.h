@@ -18,6 +18,12 @@ static inline void op_linear(float *y, const float *x, const ss_linear *l, int M
 }
 /* LayerNorm over the last dim, no affine, biased variance: y = (x - mean)/sqrt(var + eps). */
 void op_layernorm(float *y, const float *x, int M, int D, float eps);
+/* op_layernorm then y * w + b per channel (torch's LayerNorm with elementwise affine). */
+void op_layernorm_affine(float *y, const float *x, const float *w, const float *b, int M, int D, float eps);
+/* In place: OP_ACT_QUICK_GELU x*sigmoid(1.702x), OP_ACT_GELU (erf), OP_ACT_GELU_TANH (tanh
+ * approximation, libm tanhf as torch computes it), OP_ACT_RELU. */
+enum { OP_ACT_QUICK_GELU, OP_ACT_GELU, OP_ACT_GELU_TANH, OP_ACT_RELU };
+void op_activation(float *x, size_t n, int kind);
 /* y = LN(x) * (1 + scale) + shift for M rows sharing one scale/shift vector [D]. */
 void op_ln_modulate(float *y, const float *x, const float *shift, const float *scale, int M, int D,
                     float eps);

@@ -9,6 +9,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "core/attn.h"
 #include "core/err.h"
 #include "core/ops.h"
 #include "io/jsonfile.h"
@@ -215,51 +216,6 @@ const clipv_config *clipv_get_config(const clipv *m) { return &m->c; }
 int clipv_embed_dim(const clipv *m) { return m->c.proj_dim ? m->c.proj_dim : m->c.hidden; }
 
 /* ---------------- forward ---------------- */
-static void layernorm_affine(float *y, const float *x, const float *w, const float *b, int M, int D, float eps) {
-    op_layernorm(y, x, M, D, eps);
-    for (size_t i = 0; i < (size_t)M; i++)
-        for (int j = 0; j < D; j++) y[i * D + j] = y[i * D + j] * w[j] + b[j];
-}
-
-static void activation(float *x, size_t n, int gelu) {
-#pragma omp parallel for schedule(static) if (n > 65536)
-    for (size_t i = 0; i < n; i++) {
-        float v = x[i];
-        x[i] = gelu ? 0.5f * v * (1.0f + erff(v * 0.70710678118654752f)) : v / (1.0f + expf(-1.702f * v));
-    }
-}
-
-/* Unmasked multi-head attention over the T rows of one image: out[T, H*dh], row stride ld. */
-static int attention(float *out, const float *q, const float *k, const float *v, int T, int H, int dh, int ld,
-                     float scale) {
-    int err = 0;
-#pragma omp parallel
-    {
-        float *S = malloc((size_t)T * T * sizeof *S);
-        if (!S) {
-#pragma omp atomic write
-            err = 1;
-        }
-#pragma omp for schedule(dynamic)
-        for (int h = 0; h < H; h++) {
-            if (!S) continue;
-            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, T, T, dh, scale, q + h * dh, ld, k + h * dh, ld, 0.0f,
-                        S, T);
-            for (int i = 0; i < T; i++) {
-                float *s = S + (size_t)i * T, mx = -INFINITY;
-                for (int j = 0; j < T; j++) mx = s[j] > mx ? s[j] : mx;
-                double sum = 0;
-                for (int j = 0; j < T; j++) sum += s[j] = expf(s[j] - mx);
-                float inv = (float)(1.0 / sum);
-                for (int j = 0; j < T; j++) s[j] *= inv;
-            }
-            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, T, dh, T, 1.0f, S, T, v + h * dh, ld, 0.0f,
-                        out + h * dh, ld);
-        }
-        free(S);
-    }
-    return err ? ss_fail(SS_ENOMEM, "out of memory (attention scores)") : 0;
-}
 
 int clipv_run(const clipv *m, const float *pixels, int B, float *embeds, float *emb0, float *last) {
     const clipv_config *c = &m->c;
@@ -294,34 +250,34 @@ int clipv_run(const clipv *m, const float *pixels, int B, float *embeds, float *
                 for (int j = 0; j < D; j++)
                     xb[(size_t)(p + 1) * D + j] = h[((size_t)b * NP + p) * D + j] + m->pos[(size_t)(p + 1) * D + j];
         }
-        layernorm_affine(h, x, m->pre_w, m->pre_b, (int)M, D, c->eps);
+        op_layernorm_affine(h, x, m->pre_w, m->pre_b, (int)M, D, c->eps);
         memcpy(x, h, M * D * sizeof *x);
         if (emb0) memcpy(emb0, x, M * D * sizeof *x);
     }
     float scale = 1.0f / sqrtf((float)c->d_head);
     for (int li = 0; li < c->layers && rc >= 0; li++) {
         const clipv_layer *L = &m->layers[li];
-        layernorm_affine(h, x, L->ln1_w, L->ln1_b, (int)M, D, c->eps);
+        op_layernorm_affine(h, x, L->ln1_w, L->ln1_b, (int)M, D, c->eps);
         op_linear(q, h, &L->q, (int)M);
         op_linear(k, h, &L->k, (int)M);
         op_linear(v, h, &L->v, (int)M);
         for (int b = 0; b < B && rc >= 0; b++) {
             size_t o = (size_t)b * T * D;
-            rc = attention(a + o, q + o, k + o, v + o, T, c->heads, c->d_head, D, scale);
+            rc = attn_materialized(a + o, q + o, k + o, v + o, T, c->heads, c->d_head, D, scale, NULL, 0, NULL);
         }
         if (rc < 0) break;
         op_linear(h, a, &L->o, (int)M);
         for (size_t i = 0; i < M * D; i++) x[i] += h[i];
-        layernorm_affine(h, x, L->ln2_w, L->ln2_b, (int)M, D, c->eps);
+        op_layernorm_affine(h, x, L->ln2_w, L->ln2_b, (int)M, D, c->eps);
         op_linear(f, h, &L->fc1, (int)M);
-        activation(f, M * c->ff, c->act);
+        op_activation(f, M * c->ff, c->act);
         op_linear(h, f, &L->fc2, (int)M);
         for (size_t i = 0; i < M * D; i++) x[i] += h[i];
     }
     if (rc >= 0) {
         if (last) memcpy(last, x, M * D * sizeof *x);
         for (int b = 0; b < B; b++) memcpy(h + (size_t)b * D, x + (size_t)b * T * D, (size_t)D * sizeof *h);
-        layernorm_affine(pooled, h, m->post_w, m->post_b, B, D, c->eps);
+        op_layernorm_affine(pooled, h, m->post_w, m->post_b, B, D, c->eps);
         if (c->proj_dim) op_linear(embeds, pooled, &m->proj, B);
         else memcpy(embeds, pooled, (size_t)B * D * sizeof *embeds);
     }

@@ -8,6 +8,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "core/attn.h"
 #include "core/err.h"
 #include "core/ops.h"
 #include "io/jsonfile.h"
@@ -280,13 +281,6 @@ int txenc_check_tokenizer(const txenc *e, const txtok *t) {
 }
 
 /* ---------------- ops ---------------- */
-static void layernorm_affine(float *y, const float *x, const float *w, const float *b, int M, int D, float eps) {
-    op_layernorm(y, x, M, D, eps);
-#pragma omp parallel for schedule(static) if ((size_t)M * D > 65536)
-    for (int i = 0; i < M; i++)
-        for (int j = 0; j < D; j++) y[(size_t)i * D + j] = y[(size_t)i * D + j] * w[j] + b[j];
-}
-
 /* T5LayerNorm: x * rsqrt(mean(x^2) + eps) * w. */
 static void rmsnorm(float *y, const float *x, const float *w, int M, int D, float eps) {
 #pragma omp parallel for schedule(static) if ((size_t)M * D > 65536)
@@ -299,19 +293,6 @@ static void rmsnorm(float *y, const float *x, const float *w, int M, int D, floa
     }
 }
 
-static void activation(float *x, size_t n, int kind) {
-#pragma omp parallel for schedule(static) if (n > 65536)
-    for (size_t i = 0; i < n; i++) {
-        float v = x[i];
-        switch (kind) {
-        case 0: x[i] = v / (1.0f + expf(-1.702f * v)); break;                      /* quick_gelu */
-        case 1: x[i] = 0.5f * v * (1.0f + erff(v * 0.70710678118654752f)); break; /* gelu (erf) */
-        case 2: x[i] = 0.5f * v * (1.0f + tanhf(0.7978845608028654f * (v + 0.044715f * v * v * v))); break;
-        default: x[i] = v > 0 ? v : 0; break; /* relu */
-        }
-    }
-}
-
 /* transformers' T5Attention._relative_position_bucket (bidirectional), in float32 like torch. */
 static int t5_bucket(int rel, int num_buckets, int max_distance) {
     int nb = num_buckets / 2, b = rel > 0 ? nb : 0;
@@ -320,56 +301,6 @@ static int t5_bucket(int rel, int num_buckets, int max_distance) {
     float r = logf((float)a / (float)max_exact) / (float)log((double)max_distance / max_exact) * (float)(nb - max_exact);
     int large = max_exact + (int)r;
     return b + (large < nb - 1 ? large : nb - 1);
-}
-
-/* Multi-head attention over rows of one batch element: out[L, H*dh] (ld of q/k/v/out = ldq).
- * bias: [H, L, L] added to scores or NULL; causal; keymask [L] (0 = masked) or NULL. */
-static int attention(float *out, const float *q, const float *k, const float *v, int L, int H, int dh, int ld,
-                     float scale, const float *bias, int causal, const int64_t *keymask) {
-    size_t LL;
-    if (ss_mul_size((size_t)L, (size_t)L, &LL) < 0) return ss_fail(SS_ENOMEM, "sequence too long");
-    int err = 0;
-#pragma omp parallel
-    {
-        float *S = malloc(LL * sizeof *S);
-        if (!S) {
-#pragma omp atomic write
-            err = 1;
-        }
-#pragma omp for schedule(dynamic)
-        for (int h = 0; h < H; h++) {
-            if (!S) continue;
-            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, L, L, dh, scale, q + h * dh, ld, k + h * dh, ld, 0.0f,
-                        S, L);
-            for (int i = 0; i < L; i++) {
-                float *s = S + (size_t)i * L;
-                const float *bi = bias ? bias + ((size_t)h * L + i) * L : NULL;
-                int nk = causal ? i + 1 : L, any = 0;
-                for (int j = 0; j < nk && !any; j++) any = !keymask || keymask[j];
-                float m = -INFINITY;
-                for (int j = 0; j < nk; j++) {
-                    if (bi) s[j] += bi[j];
-                    /* a masked key gets finfo.min added: weight 0, unless every key of the row is
-                     * masked, where all logits round to finfo.min and the softmax is uniform */
-                    if (keymask && !keymask[j] && any) continue;
-                    if (s[j] > m) m = s[j];
-                }
-                double sum = 0;
-                for (int j = 0; j < nk; j++) {
-                    float p = (keymask && !keymask[j] && any) ? 0.0f : !any && keymask ? 1.0f : expf(s[j] - m);
-                    s[j] = p;
-                    sum += p;
-                }
-                float inv = (float)(1.0 / sum);
-                for (int j = 0; j < nk; j++) s[j] *= inv;
-                for (int j = nk; j < L; j++) s[j] = 0;
-            }
-            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, L, dh, L, 1.0f, S, L, v + h * dh, ld, 0.0f,
-                        out + h * dh, ld);
-        }
-        free(S);
-    }
-    return err ? ss_fail(SS_ENOMEM, "out of memory (attention scores)") : 0;
 }
 
 /* ---------------- forward ---------------- */
@@ -415,28 +346,28 @@ static int run_clip(const txenc *e, const int64_t *ids, const int64_t *mask, int
     float scale = 1.0f / sqrtf((float)c->d_head);
     for (int li = 0; li < c->n_layers && rc >= 0; li++) {
         const txenc_layer *Ly = &e->layers[li];
-        layernorm_affine(b.h, b.x, Ly->ln1_w, Ly->ln1_b, M, D, c->eps);
+        op_layernorm_affine(b.h, b.x, Ly->ln1_w, Ly->ln1_b, M, D, c->eps);
         op_linear(b.q, b.h, &Ly->q, M);
         op_linear(b.k, b.h, &Ly->k, M);
         op_linear(b.v, b.h, &Ly->v, M);
         for (int bi = 0; bi < B && rc >= 0; bi++) {
             size_t o = (size_t)bi * L * D;
-            rc = attention(b.a + o, b.q + o, b.k + o, b.v + o, L, c->n_heads, c->d_head, D, scale, NULL, 1,
+            rc = attn_materialized(b.a + o, b.q + o, b.k + o, b.v + o, L, c->n_heads, c->d_head, D, scale, NULL, 1,
                            mask ? mask + (size_t)bi * L : NULL);
         }
         if (rc < 0) break;
         op_linear(b.h, b.a, &Ly->o, M);
         for (size_t i = 0; i < (size_t)M * D; i++) b.x[i] += b.h[i];
-        layernorm_affine(b.h, b.x, Ly->ln2_w, Ly->ln2_b, M, D, c->eps);
+        op_layernorm_affine(b.h, b.x, Ly->ln2_w, Ly->ln2_b, M, D, c->eps);
         op_linear(b.f, b.h, &Ly->fc1, M);
-        activation(b.f, (size_t)M * c->d_ff, c->act);
+        op_activation(b.f, (size_t)M * c->d_ff, c->act);
         op_linear(b.h, b.f, &Ly->fc2, M);
         for (size_t i = 0; i < (size_t)M * D; i++) b.x[i] += b.h[i];
         snprintf(name, sizeof name, "hidden_states.%d", li + 1);
         rc = emit(cb, ctx, name, b.x, B, L, D);
     }
     if (rc >= 0) {
-        layernorm_affine(b.h, b.x, e->final_w, e->final_b, M, D, c->eps);
+        op_layernorm_affine(b.h, b.x, e->final_w, e->final_b, M, D, c->eps);
         rc = emit(cb, ctx, "last_hidden_state", b.h, B, L, D);
     }
     int64_t *pidx = ss_malloc((size_t)B * sizeof *pidx);
@@ -510,7 +441,7 @@ static int run_t5(const txenc *e, const int64_t *ids, const int64_t *mask, int B
         op_linear(b.v, b.h, &Ly->v, M);
         for (int bi = 0; bi < B && rc >= 0; bi++) {
             size_t o = (size_t)bi * L * NI;
-            rc = attention(b.a + o, b.q + o, b.k + o, b.v + o, L, H, c->d_head, NI, 1.0f, bias, 0,
+            rc = attn_materialized(b.a + o, b.q + o, b.k + o, b.v + o, L, H, c->d_head, NI, 1.0f, bias, 0,
                            mask ? mask + (size_t)bi * L : NULL);
         }
         if (rc < 0) break;
@@ -518,7 +449,7 @@ static int run_t5(const txenc *e, const int64_t *ids, const int64_t *mask, int B
         for (size_t i = 0; i < (size_t)M * D; i++) b.x[i] += b.h[i];
         rmsnorm(b.h, b.x, Ly->ln2_w, M, D, c->eps);
         op_linear(b.f, b.h, &Ly->fc1, M);
-        activation(b.f, (size_t)M * c->d_ff, c->act ? 3 : 2);
+        op_activation(b.f, (size_t)M * c->d_ff, c->act ? OP_ACT_RELU : OP_ACT_GELU_TANH);
         if (c->gated) {
             op_linear(b.g, b.h, &Ly->fc1b, M);
             for (size_t i = 0; i < (size_t)M * c->d_ff; i++) b.f[i] *= b.g[i];
