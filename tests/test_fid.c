@@ -2,7 +2,10 @@
  * calculate_frechet_distance (scipy sqrtm) and an exact float64 eigh reference on feature sets of
  * 16 to 2048 dimensions, most rank-deficient (N < dim), from tests/gen/gen_fid_frechet.py
  * (tests/fixtures/fid/frechet.json); the feature sets are re-created here from the generator's
- * counter-based hash. Also the eps rule's second branch, thread-count independence and errors. */
+ * counter-based hash. Also the eps rule's second branch, thread-count independence and errors.
+ * And pytorch-fid's InceptionV3 pool3 features (tests/gen/gen_fid_inception.py): random weights
+ * under the real pt_inception-2015-12-05 names and shapes, re-created here from the generator's
+ * hash formula, on PNGs of several sizes (resized to 299 inside the network). */
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -18,7 +21,9 @@
 
 #include "common.h"
 #include "core/err.h"
+#include "io/png.h"
 #include "metric/fid.h"
+#include "metric/inception.h"
 
 #define FIX "tests/fixtures/fid"
 
@@ -166,12 +171,115 @@ static void test_errors(void **state) {
     assert_non_null(strstr(ss_err(), "not finite"));
 }
 
+/* ---- Inception ---- */
+
+static uint64_t fnv1a(const char *s) {
+    uint64_t h = 0xCBF29CE484222325ull;
+    for (; *s; s++) h = (h ^ (uint8_t)*s) * 0x100000001B3ull;
+    return h;
+}
+
+/* The generator's weights: u[i] = ((splitmix64(fnv1a(name) + i) >> 40) / 2^24) * 2 - 1, scaled by
+ * the tensor's kind, in double, rounded once to float. */
+static int hash_getter(void *ctx, const char *name, int ndim, const int64_t *shape, float **out) {
+    int *count = ctx;
+    size_t n = 1;
+    for (int i = 0; i < ndim; i++) n *= (size_t)shape[i];
+    float *w = malloc(n * sizeof *w);
+    assert_non_null(w);
+    const uint64_t h = fnv1a(name);
+    const size_t len = strlen(name);
+#define ENDS(suf) (len >= strlen(suf) && !strcmp(name + len - strlen(suf), suf))
+    for (size_t i = 0; i < n; i++) {
+        uint64_t z = h + i + 0x9E3779B97F4A7C15ull;
+        z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
+        z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
+        z ^= z >> 31;
+        double u = (double)(z >> 40) / 16777216.0 * 2.0 - 1.0, v = 0;
+        if (ENDS("conv.weight")) v = u * sqrt(6.0 / (double)(shape[1] * shape[2] * shape[3]));
+        else if (ENDS("bn.weight") || ENDS("bn.running_var")) v = 1.0 + 0.2 * u;
+        else if (ENDS("bn.bias") || ENDS("bn.running_mean")) v = 0.02 * u;
+        else fail_msg("unexpected tensor %s", name);
+        w[i] = (float)v;
+    }
+#undef ENDS
+    (*count)++;
+    *out = w;
+    return 0;
+}
+
+static inception_net *hash_net(void) {
+    inception_net *net;
+    int count = 0;
+    if (inception_load_with(&net, hash_getter, &count) < 0) fail_msg("%s", ss_err());
+    assert_int_equal(count, 94 * 5); /* 94 BasicConv2d: conv.weight + four bn tensors */
+    return net;
+}
+
+static void test_inception_parity(void **state) {
+    (void)state;
+    json_error_t je;
+    json_t *meta = json_load_file(FIX "/inception.json", 0, &je);
+    if (!meta) fail_msg("%s: %s", FIX "/inception.json", je.text);
+    json_t *imgs = json_object_get(meta, "images");
+    size_t nimg = json_array_size(imgs), flen;
+    assert_int_equal(nimg, 5);
+    float *ref = (float *)tc_read_all(FIX "/features.f32", &flen);
+    assert_non_null(ref);
+    assert_int_equal(flen, nimg * INCEPTION_DIM * sizeof(float));
+    inception_net *net = hash_net();
+    float *got = malloc(nimg * INCEPTION_DIM * sizeof *got);
+    assert_non_null(got);
+    for (size_t k = 0; k < nimg; k++) {
+        json_t *m = json_array_get(imgs, k);
+        int w, h;
+        uint8_t *rgb;
+        const char *file = json_string_value(json_object_get(m, "file"));
+        assert_int_equal(png_read_rgb(tc_join(FIX, "%s", file), &w, &h, &rgb), 0);
+        assert_int_equal(w, json_integer_value(json_object_get(m, "w")));
+        assert_int_equal(h, json_integer_value(json_object_get(m, "h")));
+        if (inception_features_rgb(net, rgb, w, h, got + k * INCEPTION_DIM) < 0) fail_msg("%s", ss_err());
+        free(rgb);
+        double rel = tc_rel_l2(got + k * INCEPTION_DIM, ref + k * INCEPTION_DIM, INCEPTION_DIM);
+        printf("  %-9s %2dx%-2d pool3 rel L2 %.2e\n", file, w, h, rel);
+        if (!(rel <= 1e-4)) fail_msg("%s: pool3 features rel L2 %.3g > 1e-4", file, rel);
+    }
+    /* the image-dependent part (features minus their mean over the images) too: the mean of a
+     * random network's features dominates, so this is the sharper check */
+    for (size_t k = 0; k < nimg; k++) {
+        double num = 0, den = 0;
+        for (int c = 0; c < INCEPTION_DIM; c++) {
+            double mg = 0, mr = 0;
+            for (size_t j = 0; j < nimg; j++) mg += got[j * INCEPTION_DIM + c], mr += ref[j * INCEPTION_DIM + c];
+            double dg = got[k * INCEPTION_DIM + c] - mg / nimg, dr = ref[k * INCEPTION_DIM + c] - mr / nimg;
+            num += (dg - dr) * (dg - dr), den += dr * dr;
+        }
+        printf("  image %zu: centred features rel L2 %.2e\n", k, sqrt(num / den));
+        if (!(sqrt(num / den) <= 1e-3)) fail_msg("image %zu: centred features rel L2 %.3g", k, sqrt(num / den));
+    }
+    /* and pytorch-fid's FID between a/ (3 images) and b/ (2) from these features */
+    fid_stats sa, sb;
+    fid_result r;
+    assert_int_equal(fid_stats_compute_f32(&sa, got, 3, INCEPTION_DIM), 0);
+    assert_int_equal(fid_stats_compute_f32(&sb, got + 3 * INCEPTION_DIM, 2, INCEPTION_DIM), 0);
+    if (fid_frechet(&sa, &sb, &r) < 0) fail_msg("%s", ss_err());
+    double want = json_real_value(json_object_get(meta, "fid_a_b"));
+    check_rel("a vs b", "fid", r.fid, want, 1e-3, 0);
+    fid_stats_free(&sa);
+    fid_stats_free(&sb);
+    free(got);
+    free(ref);
+    inception_free(net);
+    json_decref(meta);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_parity),
         cmocka_unit_test(test_threads),
         cmocka_unit_test(test_one_dim),
         cmocka_unit_test(test_errors),
+        cmocka_unit_test(test_inception_parity),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
