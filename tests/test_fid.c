@@ -13,6 +13,7 @@
 #include <cmocka.h>
 
 #include <jansson.h>
+#include <zip.h>
 #include <math.h>
 #include <omp.h>
 #include <stdio.h>
@@ -23,6 +24,7 @@
 #include "core/err.h"
 #include "io/png.h"
 #include "metric/fid.h"
+#include "io/safetensors.h"
 #include "metric/inception.h"
 
 #define FIX "tests/fixtures/fid"
@@ -273,6 +275,204 @@ static void test_inception_parity(void **state) {
     json_decref(meta);
 }
 
+/* ---- a .pth with those weights, for the command line: torch.save's zip layout, written here ---- */
+
+typedef struct {
+    char name[96];
+    int ndim;
+    int64_t shape[4];
+    float *data;
+    size_t n;
+} rec_tensor;
+
+typedef struct {
+    rec_tensor t[600];
+    int n;
+} recorder;
+
+static int recording_getter(void *ctx, const char *name, int ndim, const int64_t *shape, float **out) {
+    recorder *r = ctx;
+    int count = 0;
+    hash_getter(&count, name, ndim, shape, out);
+    assert_true(r->n < 600);
+    rec_tensor *t = &r->t[r->n++];
+    snprintf(t->name, sizeof t->name, "%s", name);
+    t->ndim = ndim;
+    t->n = 1;
+    for (int i = 0; i < ndim; i++) t->shape[i] = shape[i], t->n *= (size_t)shape[i];
+    t->data = malloc(t->n * sizeof(float));
+    assert_non_null(t->data);
+    memcpy(t->data, *out, t->n * sizeof(float));
+    return 0;
+}
+
+typedef struct {
+    unsigned char *p;
+    size_t n, cap;
+} buf;
+
+static void put(buf *b, const void *d, size_t n) {
+    if (b->n + n > b->cap) {
+        b->cap = (b->n + n) * 2;
+        b->p = realloc(b->p, b->cap);
+        assert_non_null(b->p);
+    }
+    memcpy(b->p + b->n, d, n);
+    b->n += n;
+}
+static void put_c(buf *b, int c) {
+    unsigned char x = (unsigned char)c;
+    put(b, &x, 1);
+}
+static void put_str(buf *b, const char *s) { /* BINUNICODE */
+    uint32_t n = (uint32_t)strlen(s);
+    put_c(b, 'X');
+    put(b, &n, 4);
+    put(b, s, n);
+}
+static void put_int(buf *b, int64_t v) { /* BININT */
+    int32_t x = (int32_t)v;
+    put_c(b, 'J');
+    put(b, &x, 4);
+}
+static void put_global(buf *b, const char *mod, const char *name) {
+    put_c(b, 'c');
+    put(b, mod, strlen(mod));
+    put_c(b, '\n');
+    put(b, name, strlen(name));
+    put_c(b, '\n');
+}
+
+/* torch.save(OrderedDict(name -> float32 tensor)) as the zip container, tensors skip..n-1 */
+static void write_pth(const char *path, const rec_tensor *t, int n, int skip) {
+    buf pk = {0};
+    put_c(&pk, 0x80), put_c(&pk, 2);
+    put_global(&pk, "collections", "OrderedDict");
+    put_c(&pk, ')'), put_c(&pk, 'R'), put_c(&pk, '(');
+    for (int k = skip; k < n; k++) {
+        char key[16];
+        snprintf(key, sizeof key, "%d", k);
+        put_str(&pk, t[k].name);
+        put_global(&pk, "torch._utils", "_rebuild_tensor_v2");
+        put_c(&pk, '('), put_c(&pk, '(');
+        put_str(&pk, "storage");
+        put_global(&pk, "torch", "FloatStorage");
+        put_str(&pk, key);
+        put_str(&pk, "cpu");
+        put_int(&pk, (int64_t)t[k].n);
+        put_c(&pk, 't'), put_c(&pk, 'Q');
+        put_int(&pk, 0);
+        put_c(&pk, '(');
+        for (int i = 0; i < t[k].ndim; i++) put_int(&pk, t[k].shape[i]);
+        put_c(&pk, 't'), put_c(&pk, '(');
+        int64_t stride = 1, st[4];
+        for (int i = t[k].ndim - 1; i >= 0; i--) st[i] = stride, stride *= t[k].shape[i];
+        for (int i = 0; i < t[k].ndim; i++) put_int(&pk, st[i]);
+        put_c(&pk, 't'), put_c(&pk, 0x89);
+        put_global(&pk, "collections", "OrderedDict");
+        put_c(&pk, ')'), put_c(&pk, 'R'), put_c(&pk, 't'), put_c(&pk, 'R');
+    }
+    put_c(&pk, 'u'), put_c(&pk, '.');
+    int err;
+    zip_t *z = zip_open(path, ZIP_CREATE | ZIP_TRUNCATE, &err);
+    assert_non_null(z);
+    zip_source_t *src = zip_source_buffer(z, pk.p, pk.n, 0);
+    zip_int64_t idx = zip_file_add(z, "archive/data.pkl", src, ZIP_FL_OVERWRITE);
+    assert_true(idx >= 0);
+    zip_set_file_compression(z, (zip_uint64_t)idx, ZIP_CM_STORE, 0);
+    for (int k = skip; k < n; k++) {
+        char name[64];
+        snprintf(name, sizeof name, "archive/data/%d", k);
+        src = zip_source_buffer(z, t[k].data, t[k].n * sizeof(float), 0);
+        idx = zip_file_add(z, name, src, ZIP_FL_OVERWRITE);
+        assert_true(idx >= 0);
+        zip_set_file_compression(z, (zip_uint64_t)idx, ZIP_CM_STORE, 0);
+    }
+    src = zip_source_buffer(z, "3\n", 2, 0);
+    assert_true(zip_file_add(z, "archive/version", src, ZIP_FL_OVERWRITE) >= 0);
+    assert_int_equal(zip_close(z), 0);
+    free(pk.p);
+}
+
+static void test_cli(void **state) {
+    (void)state;
+    recorder *rec = calloc(1, sizeof *rec);
+    assert_non_null(rec);
+    inception_net *net;
+    if (inception_load_with(&net, recording_getter, rec) < 0) fail_msg("%s", ss_err());
+    inception_free(net);
+    /* the real file also holds the 1008-class fc layer, which the features do not use */
+    rec_tensor *fc = &rec->t[rec->n++];
+    snprintf(fc->name, sizeof fc->name, "fc.weight");
+    fc->ndim = 2, fc->shape[0] = 1008, fc->shape[1] = 2048, fc->n = 1008 * 2048;
+    fc->data = calloc(fc->n, sizeof(float));
+    assert_non_null(fc->data);
+    char *tmp = tc_tmpdir();
+    const char *pth = tc_join(tmp, "pt_inception.pth");
+    char pth_s[512], out[8192];
+    snprintf(pth_s, sizeof pth_s, "%s", pth);
+    write_pth(pth_s, rec->t, rec->n, 0);
+    const char *bin = tc_bin();
+    char feat_s[512];
+    snprintf(feat_s, sizeof feat_s, "%s", tc_join(tmp, "feat.safetensors"));
+    assert_int_equal(tc_run(out, sizeof out, "%s metric fid --inception %s %s/a %s/b --features %s", bin, pth_s, FIX,
+                            FIX, feat_s), 0);
+    json_error_t je;
+    json_t *o = json_loads(out, JSON_DISABLE_EOF_CHECK, &je);
+    if (!o) fail_msg("not JSON: %s", out);
+    json_t *meta = json_load_file(FIX "/inception.json", 0, &je);
+    assert_non_null(meta);
+    check_rel("cli a vs b", "fid", json_real_value(json_object_get(o, "fid")),
+              json_real_value(json_object_get(meta, "fid_a_b")), 1e-3, 0);
+    assert_string_equal(json_string_value(json_object_get(o, "mode")), "pytorch-fid");
+    assert_int_equal(json_integer_value(json_object_get(o, "n_a")), 3);
+    assert_int_equal(json_integer_value(json_object_get(o, "n_b")), 2);
+    assert_string_equal(json_string_value(json_object_get(o, "eps_rule")), FID_RULE_EPS_IF_NONFINITE);
+    json_decref(o);
+    json_decref(meta);
+    size_t flen, na, nb;
+    int64_t shp[4];
+    int nd;
+    float *ref = (float *)tc_read_all(FIX "/features.f32", &flen);
+    float *fa = tc_load(feat_s, "features_a", &na, shp, &nd), *fb = tc_load(feat_s, "features_b", &nb, shp, &nd);
+    assert_non_null(ref), assert_non_null(fa), assert_non_null(fb);
+    assert_int_equal(na, 3 * INCEPTION_DIM);
+    assert_int_equal(nb, 2 * INCEPTION_DIM);
+    assert_true(nd == 2 && shp[0] == 2 && shp[1] == INCEPTION_DIM);
+    assert_true(tc_rel_l2(fa, ref, na) <= 1e-4);
+    assert_true(tc_rel_l2(fb, ref + na, nb) <= 1e-4);
+    free(ref), free(fa), free(fb);
+
+    /* errors users meet */
+    assert_int_equal(tc_run(out, sizeof out, "%s metric fid --inception %s --mode clean-fid %s/a %s/b 2>&1", bin,
+                            pth_s, FIX, FIX), 2);
+    assert_non_null(strstr(out, "not implemented"));
+    assert_int_equal(tc_run(out, sizeof out, "%s metric fid --inception %s --mode tf %s/a %s/b 2>&1", bin, pth_s,
+                            FIX, FIX), 2);
+    assert_int_equal(tc_run(out, sizeof out, "%s metric fid --inception %s %s/a 2>&1", bin, pth_s, FIX), 2);
+    assert_int_equal(tc_run(out, sizeof out, "%s metric fid --inception %s %s/a %s/nosuch 2>&1", bin, pth_s, FIX,
+                            FIX), 1);
+    assert_non_null(strstr(out, "nosuch"));
+    const char *one = tc_join(tmp, "one");
+    char one_s[512];
+    snprintf(one_s, sizeof one_s, "%s", one);
+    assert_int_equal(tc_run(out, sizeof out, "mkdir %s && cp %s/a/a0.png %s/", one_s, FIX, one_s), 0);
+    assert_int_equal(tc_run(out, sizeof out, "%s metric fid --inception %s %s %s/b 2>&1", bin, pth_s, one_s, FIX), 1);
+    assert_non_null(strstr(out, "at least 2"));
+    assert_int_equal(tc_run(out, sizeof out, "cp %s/a/a1.png %s/ && touch %s/x.jpg", FIX, one_s, one_s), 0);
+    assert_int_equal(tc_run(out, sizeof out, "%s metric fid --inception %s %s %s/b 2>&1", bin, pth_s, one_s, FIX), 1);
+    assert_non_null(strstr(out, "x.jpg"));
+    /* a state dict without the first convolution: the error names the tensor and the file */
+    write_pth(pth_s, rec->t, rec->n, 1);
+    assert_int_equal(tc_run(out, sizeof out, "%s metric fid --inception %s %s/a %s/b 2>&1", bin, pth_s, FIX, FIX), 1);
+    assert_non_null(strstr(out, "Conv2d_1a_3x3.conv.weight"));
+    assert_non_null(strstr(out, "pt_inception.pth"));
+    for (int k = 0; k < rec->n; k++) free(rec->t[k].data);
+    free(rec);
+    tc_rmtree(tmp);
+    free(tmp);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_parity),
@@ -280,6 +480,7 @@ int main(void) {
         cmocka_unit_test(test_one_dim),
         cmocka_unit_test(test_errors),
         cmocka_unit_test(test_inception_parity),
+        cmocka_unit_test(test_cli),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
