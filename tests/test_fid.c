@@ -23,6 +23,7 @@
 #include "common.h"
 #include "core/err.h"
 #include "io/png.h"
+#include "metric/cleanfid.h"
 #include "metric/fid.h"
 #include "io/safetensors.h"
 #include "metric/inception.h"
@@ -275,6 +276,108 @@ static void test_inception_parity(void **state) {
     json_decref(meta);
 }
 
+/* ---- clean-fid: PIL's float BICUBIC, then the network without its own resize ---- */
+
+static void test_cleanfid_resize(void **state) {
+    (void)state;
+    json_error_t je;
+    json_t *r = json_load_file(FIX "/cleanfid-resize.json", 0, &je);
+    if (!r) fail_msg("%s: %s", FIX "/cleanfid-resize.json", je.text);
+    json_t *cases = json_object_get(r, "cases");
+    size_t i;
+    json_t *c;
+    int exact_cases = 0;
+    json_array_foreach(cases, i, c) {
+        int w, h;
+        uint8_t *rgb;
+        const char *file = json_string_value(json_object_get(c, "file"));
+        assert_int_equal(png_read_rgb(tc_join(FIX, "%s", file), &w, &h, &rgb), 0);
+        float *ch = malloc((size_t)w * h * sizeof *ch);
+        assert_non_null(ch);
+        for (size_t p = 0; p < (size_t)w * h; p++) ch[p] = rgb[3 * p];
+        int ow = (int)json_integer_value(json_object_get(c, "ow")), oh = (int)json_integer_value(json_object_get(c, "oh"));
+        float *y = malloc((size_t)ow * oh * sizeof *y);
+        assert_non_null(y);
+        assert_int_equal(cf_resize_bicubic_f32(ch, w, h, y, ow, oh), 0);
+        double sum = 0, sumsq = 0;
+        for (size_t p = 0; p < (size_t)ow * oh; p++) sum += y[p], sumsq += (double)y[p] * y[p];
+        json_t *vals = json_object_get(c, "values");
+        size_t nbad = 0;
+        if (vals) {
+            assert_int_equal(json_array_size(vals), (size_t)ow * oh);
+            for (size_t p = 0; p < (size_t)ow * oh; p++)
+                if (y[p] != (float)json_real_value(json_array_get(vals, p))) nbad++;
+            exact_cases++;
+        }
+        printf("  %s -> %dx%d: sum %.9g (PIL %.9g)%s\n", file, ow, oh, sum, json_real_value(json_object_get(c, "sum")),
+               vals ? (nbad ? "  values differ" : "  values bit-exact") : "");
+        if (nbad) fail_msg("%s -> %dx%d: %zu values differ from PIL", file, ow, oh, nbad);
+        if (!(fabs(sum - json_real_value(json_object_get(c, "sum"))) <= 1e-9 * fabs(sum)) ||
+            !(fabs(sumsq - json_real_value(json_object_get(c, "sumsq"))) <= 1e-9 * sumsq))
+            fail_msg("%s -> %dx%d: checksums differ from PIL", file, ow, oh);
+        free(y);
+        free(ch);
+        free(rgb);
+    }
+    assert_int_equal(exact_cases, 6);
+    /* a float ramp with fractional values, 300x200 -> 299x299 (shrinks one side, enlarges the other) */
+    json_t *rp = json_object_get(r, "ramp");
+    float *x = malloc(300 * 200 * sizeof *x), *y = malloc(299 * 299 * sizeof *y);
+    assert_non_null(x), assert_non_null(y);
+    for (int a = 0; a < 200; a++)
+        for (int b = 0; b < 300; b++) x[a * 300 + b] = (float)fmod(a * 1.3 + b * 0.7, 255.0);
+    assert_int_equal(cf_resize_bicubic_f32(x, 300, 200, y, 299, 299), 0);
+    double sum = 0, sumsq = 0;
+    for (int p = 0; p < 299 * 299; p++) sum += y[p], sumsq += (double)y[p] * y[p];
+    if (!(fabs(sum - json_real_value(json_object_get(rp, "sum"))) <= 1e-9 * fabs(sum)) ||
+        !(fabs(sumsq - json_real_value(json_object_get(rp, "sumsq"))) <= 1e-9 * sumsq))
+        fail_msg("ramp: sum %.12g sumsq %.12g, PIL %.12g %.12g", sum, sumsq, json_real_value(json_object_get(rp, "sum")),
+                 json_real_value(json_object_get(rp, "sumsq")));
+    assert_true(cf_resize_bicubic_f32(x, 0, 5, y, 3, 3) < 0);
+    free(x), free(y);
+    json_decref(r);
+}
+
+static void test_cleanfid_features(void **state) {
+    (void)state;
+    json_error_t je;
+    json_t *meta = json_load_file(FIX "/inception.json", 0, &je), *cf = json_load_file(FIX "/cleanfid.json", 0, &je);
+    assert_non_null(meta), assert_non_null(cf);
+    json_t *imgs = json_object_get(meta, "images");
+    size_t nimg = json_array_size(imgs), flen;
+    float *ref = (float *)tc_read_all(FIX "/cleanfid.f32", &flen);
+    assert_non_null(ref);
+    assert_int_equal(flen, nimg * INCEPTION_DIM * sizeof(float));
+    inception_net *net = hash_net();
+    float *got = malloc(nimg * INCEPTION_DIM * sizeof *got), *x = malloc(3 * 299 * 299 * sizeof *x);
+    assert_non_null(got), assert_non_null(x);
+    for (size_t k = 0; k < nimg; k++) {
+        int w, h;
+        uint8_t *rgb;
+        const char *file = json_string_value(json_object_get(json_array_get(imgs, k), "file"));
+        assert_int_equal(png_read_rgb(tc_join(FIX, "%s", file), &w, &h, &rgb), 0);
+        if (cf_preprocess(rgb, w, h, x) < 0 || inception_features_raw(net, x, 299, 299, got + k * INCEPTION_DIM) < 0)
+            fail_msg("%s", ss_err());
+        free(rgb);
+        double rel = tc_rel_l2(got + k * INCEPTION_DIM, ref + k * INCEPTION_DIM, INCEPTION_DIM);
+        printf("  clean-fid %-9s pool3 rel L2 %.2e\n", file, rel);
+        if (!(rel <= 1e-4)) fail_msg("%s: clean-fid features rel L2 %.3g > 1e-4", file, rel);
+    }
+    fid_stats sa, sb;
+    fid_result r;
+    assert_int_equal(fid_stats_compute_f32(&sa, got, 3, INCEPTION_DIM), 0);
+    assert_int_equal(fid_stats_compute_f32(&sb, got + 3 * INCEPTION_DIM, 2, INCEPTION_DIM), 0);
+    if (fid_frechet(&sa, &sb, &r) < 0) fail_msg("%s", ss_err());
+    check_rel("clean a vs b", "fid", r.fid, json_real_value(json_object_get(cf, "fid_a_b")), 1e-3, 0);
+    assert_true(inception_features_raw(net, x, 74, 299, got) < 0);
+    fid_stats_free(&sa);
+    fid_stats_free(&sb);
+    free(got), free(x), free(ref);
+    inception_free(net);
+    json_decref(meta);
+    json_decref(cf);
+}
+
 /* ---- a .pth with those weights, for the command line: torch.save's zip layout, written here ---- */
 
 typedef struct {
@@ -444,9 +547,18 @@ static void test_cli(void **state) {
     free(ref), free(fa), free(fb);
 
     /* errors users meet */
-    assert_int_equal(tc_run(out, sizeof out, "%s metric fid --inception %s --mode clean-fid %s/a %s/b 2>&1", bin,
-                            pth_s, FIX, FIX), 2);
-    assert_non_null(strstr(out, "not implemented"));
+    /* clean-fid mode through the same file */
+    assert_int_equal(tc_run(out, sizeof out, "%s metric fid --inception %s --mode clean-fid %s/a %s/b", bin, pth_s,
+                            FIX, FIX), 0);
+    o = json_loads(out, JSON_DISABLE_EOF_CHECK, &je);
+    if (!o) fail_msg("not JSON: %s", out);
+    meta = json_load_file(FIX "/cleanfid.json", 0, &je);
+    assert_non_null(meta);
+    check_rel("cli clean", "fid", json_real_value(json_object_get(o, "fid")),
+              json_real_value(json_object_get(meta, "fid_a_b")), 1e-3, 0);
+    assert_string_equal(json_string_value(json_object_get(o, "mode")), "clean-fid");
+    json_decref(o);
+    json_decref(meta);
     assert_int_equal(tc_run(out, sizeof out, "%s metric fid --inception %s --mode tf %s/a %s/b 2>&1", bin, pth_s,
                             FIX, FIX), 2);
     assert_int_equal(tc_run(out, sizeof out, "%s metric fid --inception %s %s/a 2>&1", bin, pth_s, FIX), 2);
@@ -480,6 +592,8 @@ int main(void) {
         cmocka_unit_test(test_one_dim),
         cmocka_unit_test(test_errors),
         cmocka_unit_test(test_inception_parity),
+        cmocka_unit_test(test_cleanfid_resize),
+        cmocka_unit_test(test_cleanfid_features),
         cmocka_unit_test(test_cli),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

@@ -1,4 +1,5 @@
-/* sinkscope metric fid: FID between two folders of PNG images, pytorch-fid's convention. */
+/* sinkscope metric fid: FID between two folders of PNG images, pytorch-fid's or clean-fid's
+ * convention (the mode is printed with every result). */
 #include <dirent.h>
 #include <jansson.h>
 #include <stdio.h>
@@ -10,6 +11,7 @@
 #include "core/err.h"
 #include "io/png.h"
 #include "io/safetensors.h"
+#include "metric/cleanfid.h"
 #include "metric/fid.h"
 #include "metric/inception.h"
 
@@ -23,8 +25,10 @@ static const char FID_USAGE[] =
     "  the exact trace of sqrt(S1 S2) (LAPACK) and pytorch-fid's rule of adding 1e-6 I to both\n"
     "  covariances only when the first square root is not finite (\"eps-if-nonfinite\").\n"
     "  --inception FILE  pt_inception-2015-12-05-6726825d.pth (either .pth format)\n"
-    "  --mode MODE       pytorch-fid (default). clean-fid (per-channel bicubic resize of float\n"
-    "                    images) is not implemented yet and is refused.\n"
+    "  --mode MODE       pytorch-fid (default), or clean-fid: clean-fid's mode=\"clean\" preprocessing\n"
+    "                    (each channel as a float32 PIL image resized to 299 with BICUBIC, clipped to\n"
+    "                    [0, 255], no 8-bit rounding; then (x - 128) / 128) into the same network\n"
+    "                    without its own resize, and clean-fid's Frechet distance (the same rule)\n"
     "  --features FILE   also write the features: safetensors with features_a [n_a, 2048] and\n"
     "                    features_b [n_b, 2048] (F32, images in sorted file-name order)\n"
     "  prints {\"fid\": x, \"mode\": ..., \"n_a\": ..., \"n_b\": ..., \"eps_rule\": ..., \"eps_added\": ...}\n";
@@ -88,22 +92,30 @@ static int list_pngs(const char *dir, char ***out, int *n_out) {
     return 0;
 }
 
-static int folder_features(const inception_net *net, char **files, int n, float **out) {
+static int folder_features(const inception_net *net, int clean, char **files, int n, float **out) {
     float *f = ss_malloc((size_t)n * INCEPTION_DIM * sizeof *f);
-    if (!f) return SS_ENOMEM;
-    for (int i = 0; i < n; i++) {
+    float *x = clean ? ss_malloc((size_t)3 * INCEPTION_SIDE * INCEPTION_SIDE * sizeof *x) : NULL;
+    int rc = f && (x || !clean) ? 0 : SS_ENOMEM;
+    for (int i = 0; i < n && rc == 0; i++) {
         int w, h;
         uint8_t *rgb;
-        int rc = png_read_rgb(files[i], &w, &h, &rgb);
+        rc = png_read_rgb(files[i], &w, &h, &rgb);
         if (rc == 0) {
-            rc = inception_features_rgb(net, rgb, w, h, f + (size_t)i * INCEPTION_DIM);
+            float *fi = f + (size_t)i * INCEPTION_DIM;
+            if (clean) { /* clean-fid: PIL float bicubic to 299, (x - 128) / 128, the network */
+                rc = cf_preprocess(rgb, w, h, x);
+                if (rc == 0) rc = inception_features_raw(net, x, INCEPTION_SIDE, INCEPTION_SIDE, fi);
+            } else { /* pytorch-fid: ToTensor, the network's own bilinear resize and 2x - 1 */
+                rc = inception_features_rgb(net, rgb, w, h, fi);
+            }
             if (rc < 0) ss_err_prefix(rc, "%s: ", files[i]);
             free(rgb);
         }
-        if (rc < 0) {
-            free(f);
-            return rc;
-        }
+    }
+    free(x);
+    if (rc < 0) {
+        free(f);
+        return rc;
     }
     *out = f;
     return 0;
@@ -139,12 +151,8 @@ int metric_fid(int argc, char **argv) {
         fprintf(stderr, "sinkscope metric fid: --inception and two folders are required\n%s", FID_USAGE);
         return 2;
     }
-    if (!strcmp(mode, "clean-fid")) {
-        fprintf(stderr, "sinkscope metric fid: --mode clean-fid is not implemented yet (clean-fid's per-channel "
-                        "bicubic resize of float images); use --mode pytorch-fid\n");
-        return 2;
-    }
-    if (strcmp(mode, "pytorch-fid")) {
+    const int clean = !strcmp(mode, "clean-fid");
+    if (!clean && strcmp(mode, "pytorch-fid")) {
         fprintf(stderr, "sinkscope metric fid: --mode must be pytorch-fid or clean-fid, not '%s'\n", mode);
         return 2;
     }
@@ -159,7 +167,7 @@ int metric_fid(int argc, char **argv) {
     if (rc == 0) rc = list_pngs(dirs[1], &files[1], &nf[1]);
     if (rc == 0) rc = inception_load(&net, inc_p);
     for (int s = 0; s < 2 && rc == 0; s++) {
-        rc = folder_features(net, files[s], nf[s], &feat[s]);
+        rc = folder_features(net, clean, files[s], nf[s], &feat[s]);
         if (rc == 0) rc = fid_stats_compute_f32(&st[s], feat[s], nf[s], INCEPTION_DIM);
     }
     if (rc == 0) rc = fid_frechet(&st[0], &st[1], &r);

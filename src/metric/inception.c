@@ -455,14 +455,36 @@ int inception_resize_bilinear(float *y, int ow, int oh, const float *x, int w, i
     return rc;
 }
 
+static int run_net(const inception_net *n, fmap m, float *feat);
+
 int inception_features(const inception_net *n, const float *x, int w, int h, float *feat) {
     if (w < 1 || h < 1 || w > 65536 || h > 65536)
         return ss_fail(SS_ESHAPE, "inception: image of %dx%d", w, h);
     fmap m = {0};
     int rc = fmap_alloc(&m, 3, INCEPTION_SIDE, INCEPTION_SIDE);
     if (rc < 0) return rc;
-    TRY(inception_resize_bilinear(m.d, INCEPTION_SIDE, INCEPTION_SIDE, x, w, h));
+    if ((rc = inception_resize_bilinear(m.d, INCEPTION_SIDE, INCEPTION_SIDE, x, w, h)) < 0) {
+        fmap_free(&m);
+        return rc;
+    }
     for (size_t i = 0; i < (size_t)3 * INCEPTION_SIDE * INCEPTION_SIDE; i++) m.d[i] = 2.0f * m.d[i] - 1.0f;
+    return run_net(n, m, feat);
+}
+
+int inception_features_raw(const inception_net *n, const float *x, int w, int h, float *feat) {
+    if (w < INCEPTION_MIN_SIDE || h < INCEPTION_MIN_SIDE || w > 65536 || h > 65536)
+        return ss_fail(SS_ESHAPE, "inception: input of %dx%d (the network needs at least %d)", w, h,
+                       INCEPTION_MIN_SIDE);
+    fmap m = {0};
+    int rc = fmap_alloc(&m, 3, h, w);
+    if (rc < 0) return rc;
+    memcpy(m.d, x, (size_t)3 * w * h * sizeof *m.d);
+    return run_net(n, m, feat);
+}
+
+/* The network from the scaled input m (consumed). */
+static int run_net(const inception_net *n, fmap m, float *feat) {
+    int rc = 0;
     TRY(stem_conv(n, "Conv2d_1a_3x3", &m));
     TRY(stem_conv(n, "Conv2d_2a_3x3", &m));
     TRY(stem_conv(n, "Conv2d_2b_3x3", &m));

@@ -27,6 +27,7 @@
 
 #define INCEPTION_DIM 2048
 #define INCEPTION_SIDE 299
+#define INCEPTION_MIN_SIDE 75 /* smallest input side the network (without its resize) accepts */
 
 typedef struct inception_net inception_net;
 
@@ -40,6 +41,9 @@ void inception_free(inception_net *n);
 
 /* feat[2048] from x[3, h, w] (CHW, values in [0, 1]); h, w >= 1. */
 int inception_features(const inception_net *n, const float *x, int w, int h, float *feat);
+/* The network alone (no resize, no scaling) on an already prepared x[3, h, w] (e.g. clean-fid's
+ * (x - 128) / 128 of a 299 x 299 resize); sides >= INCEPTION_MIN_SIDE. */
+int inception_features_raw(const inception_net *n, const float *x, int w, int h, float *feat);
 /* The same from an 8-bit RGB image (HWC), mapped u8 / 255 as ToTensor does. */
 int inception_features_rgb(const inception_net *n, const uint8_t *rgb, int w, int h, float *feat);
 /* The in-network resize on its own: y[3, oh, ow] from x[3, h, w] (torch's bilinear, above). */
