@@ -370,6 +370,15 @@ static void test_cleanfid_features(void **state) {
     if (fid_frechet(&sa, &sb, &r) < 0) fail_msg("%s", ss_err());
     check_rel("clean a vs b", "fid", r.fid, json_real_value(json_object_get(cf, "fid_a_b")), 1e-3, 0);
     assert_true(inception_features_raw(net, x, 74, 299, got) < 0);
+    /* the features do not depend on the thread count */
+    int saved = omp_get_max_threads();
+    float f1[INCEPTION_DIM], f3[INCEPTION_DIM];
+    omp_set_num_threads(1);
+    assert_int_equal(inception_features_raw(net, x, 299, 299, f1), 0);
+    omp_set_num_threads(3);
+    assert_int_equal(inception_features_raw(net, x, 299, 299, f3), 0);
+    omp_set_num_threads(saved);
+    assert_memory_equal(f1, f3, sizeof f1);
     fid_stats_free(&sa);
     fid_stats_free(&sb);
     free(got), free(x), free(ref);
@@ -574,6 +583,16 @@ static void test_cli(void **state) {
     assert_int_equal(tc_run(out, sizeof out, "cp %s/a/a1.png %s/ && touch %s/x.jpg", FIX, one_s, one_s), 0);
     assert_int_equal(tc_run(out, sizeof out, "%s metric fid --inception %s %s %s/b 2>&1", bin, pth_s, one_s, FIX), 1);
     assert_non_null(strstr(out, "x.jpg"));
+    /* clean-fid also reads *.PNG: with one there, that folder has 3 images in clean-fid mode */
+    assert_int_equal(tc_run(out, sizeof out, "rm %s/x.jpg && cp %s/a/a2.png %s/c.PNG && touch %s/y.JPG", one_s, FIX,
+                            one_s, one_s), 0);
+    assert_int_equal(tc_run(out, sizeof out, "%s metric fid --inception %s --mode clean-fid %s %s/b 2>&1", bin, pth_s,
+                            one_s, FIX), 1);
+    assert_non_null(strstr(out, "y.JPG"));
+    assert_int_equal(tc_run(out, sizeof out, "rm %s/y.JPG", one_s), 0);
+    assert_int_equal(tc_run(out, sizeof out, "%s metric fid --inception %s --mode clean-fid %s %s/b", bin, pth_s, one_s,
+                            FIX), 0);
+    assert_non_null(strstr(out, "\"n_a\": 3"));
     /* a state dict without the first convolution: the error names the tensor and the file */
     write_pth(pth_s, rec->t, rec->n, 1);
     assert_int_equal(tc_run(out, sizeof out, "%s metric fid --inception %s %s/a %s/b 2>&1", bin, pth_s, FIX, FIX), 1);

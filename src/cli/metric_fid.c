@@ -33,8 +33,10 @@ static const char FID_USAGE[] =
     "                    features_b [n_b, 2048] (F32, images in sorted file-name order)\n"
     "  prints {\"fid\": x, \"mode\": ..., \"n_a\": ..., \"n_b\": ..., \"eps_rule\": ..., \"eps_added\": ...}\n";
 
-/* extensions pytorch-fid also reads; refused here rather than silently skipped */
+/* extensions the packages also read (pytorch-fid: these; clean-fid: these and npy, JPEG, JPG,
+ * PNG; both match case-sensitively); refused here rather than silently skipped */
 static const char *const OTHER_EXT[] = {"bmp", "jpg", "jpeg", "pgm", "ppm", "tif", "tiff", "webp"};
+static const char *const CLEAN_EXT[] = {"npy", "JPEG", "JPG"};
 
 static int cmp_str(const void *a, const void *b) { return strcmp(*(char *const *)a, *(char *const *)b); }
 
@@ -43,8 +45,9 @@ static void free_list(char **v, int n) {
     free(v);
 }
 
-/* The sorted paths of DIR's *.png files (pytorch-fid globs '*.png': lowercase, not recursive). */
-static int list_pngs(const char *dir, char ***out, int *n_out) {
+/* The sorted paths of DIR's *.png files (pytorch-fid globs '*.png', not recursive; clean-fid also
+ * '*.PNG'). */
+static int list_pngs(const char *dir, int clean, char ***out, int *n_out) {
     *out = NULL, *n_out = 0;
     DIR *d = opendir(dir);
     if (!d) return ss_fail(SS_EIO, "%s: cannot open folder", dir);
@@ -54,11 +57,11 @@ static int list_pngs(const char *dir, char ***out, int *n_out) {
     while ((e = readdir(d))) {
         const char *dot = strrchr(e->d_name, '.');
         if (!dot || dot == e->d_name) continue;
-        if (strcmp(dot + 1, "png")) {
-            for (size_t k = 0; k < sizeof OTHER_EXT / sizeof OTHER_EXT[0]; k++)
-                if (!strcmp(dot + 1, OTHER_EXT[k])) {
-                    rc = ss_fail(SS_EFORMAT, "%s/%s: only PNG images are read (pytorch-fid would include this file)",
-                                 dir, e->d_name);
+        if (strcmp(dot + 1, "png") && !(clean && !strcmp(dot + 1, "PNG"))) {
+            for (size_t k = 0; k < sizeof OTHER_EXT / sizeof OTHER_EXT[0] + (clean ? 3 : 0); k++)
+                if (!strcmp(dot + 1, k < 8 ? OTHER_EXT[k] : CLEAN_EXT[k - 8])) {
+                    rc = ss_fail(SS_EFORMAT, "%s/%s: only PNG images are read (%s would include this file)", dir,
+                                 e->d_name, clean ? "clean-fid" : "pytorch-fid");
                     break;
                 }
             if (rc) break;
@@ -163,8 +166,8 @@ int metric_fid(int argc, char **argv) {
     memset(st, 0, sizeof st);
     inception_net *net = NULL;
     fid_result r;
-    int rc = list_pngs(dirs[0], &files[0], &nf[0]);
-    if (rc == 0) rc = list_pngs(dirs[1], &files[1], &nf[1]);
+    int rc = list_pngs(dirs[0], clean, &files[0], &nf[0]);
+    if (rc == 0) rc = list_pngs(dirs[1], clean, &files[1], &nf[1]);
     if (rc == 0) rc = inception_load(&net, inc_p);
     for (int s = 0; s < 2 && rc == 0; s++) {
         rc = folder_features(net, clean, files[s], nf[s], &feat[s]);
