@@ -7,7 +7,7 @@ MAKEFLAGS += -j$(shell nproc)
 CC      ?= cc
 CXX     ?= c++
 ARCH    ?= -march=native
-PKGS     = openblas jansson libpng libutf8proc libpcre2-8 sentencepiece libzip
+PKGS     = openblas lapack jansson libpng libutf8proc libpcre2-8 sentencepiece libzip
 PKG_CFLAGS := $(shell pkg-config --cflags $(PKGS))
 PKG_LIBS   := $(shell pkg-config --libs $(PKGS))
 WARN     = -Wall -Wextra -Wshadow -Wno-unused-parameter -Werror=implicit-function-declaration

@@ -8,6 +8,6 @@ export DEBIAN_FRONTEND=noninteractive
 $SUDO apt-get update -qq
 $SUDO apt-get install -y -qq --no-install-recommends \
     gcc g++ make pkg-config libc6-dev \
-    libopenblas-openmp-dev libjansson-dev libpng-dev libcmocka-dev \
+    libopenblas-openmp-dev liblapack-dev libjansson-dev libpng-dev libcmocka-dev \
     libutf8proc-dev libpcre2-dev libsentencepiece-dev libzip-dev \
     chromium fonts-dejavu-core >/dev/null

@@ -15,6 +15,7 @@ static const metric_entry METRICS[] = {
     {"clip-t", metric_clip_t, "the paper's CLIP-T: raw cosine of CLIP image and prompt embeddings"},
     {"clip-score", metric_clip_score, "torchmetrics' CLIPScore convention: max(100 cos, 0)"},
     {"lpips", metric_lpips, "LPIPS (alex, v0.1) of PNG pairs, as the lpips package computes it"},
+    {"fid", metric_fid, "FID between two PNG folders, as pytorch-fid or clean-fid computes it"},
 };
 
 static void usage(FILE *f) {

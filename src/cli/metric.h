@@ -5,4 +5,5 @@
 int metric_clip_t(int argc, char **argv);     /* the paper's CLIP-T: raw cosine */
 int metric_clip_score(int argc, char **argv); /* torchmetrics' CLIPScore: max(100 cos, 0) */
 int metric_lpips(int argc, char **argv);      /* LPIPS alex v0.1 of PNG pairs */
+int metric_fid(int argc, char **argv);        /* pytorch-fid's FID between two PNG folders */
 #endif

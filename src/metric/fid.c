@@ -1,0 +1,241 @@
+#include "metric/fid.h"
+
+#include <cblas.h>
+#include <float.h>
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "core/err.h"
+
+#define FID_NB 128 /* output columns per dgemm block */
+
+/* LAPACK's symmetric eigensolver (Fortran symbols; the trailing arguments are the hidden lengths
+ * of the two character arguments that gfortran passes). */
+extern void dsyevd_(const char *jobz, const char *uplo, const int *n, double *a, const int *lda, double *w,
+                    double *work, const int *lwork, int *iwork, const int *liwork, int *info, size_t jobz_len,
+                    size_t uplo_len);
+
+void fid_stats_free(fid_stats *s) {
+    if (!s) return;
+    free(s->mu);
+    free(s->sigma);
+    memset(s, 0, sizeof *s);
+}
+
+/* C[m, n] = alpha op(A) op(B) (row-major), as fixed blocks of FID_NB columns of C, each one
+ * single-threaded dgemm: independent of the thread count. */
+static void dgemm_blocked(CBLAS_TRANSPOSE ta, CBLAS_TRANSPOSE tb, int m, int n, int k, double alpha,
+                          const double *A, int lda, const double *B, int ldb, double *C, int ldc) {
+    const int nblk = (n + FID_NB - 1) / FID_NB;
+#pragma omp parallel for schedule(dynamic, 1) if ((double)m * n * k > 1e6)
+    for (int bi = 0; bi < nblk; bi++) {
+        const int j0 = bi * FID_NB, nb = n - j0 < FID_NB ? n - j0 : FID_NB;
+        const double *Bj = tb == CblasNoTrans ? B + j0 : B + (size_t)j0 * ldb;
+        cblas_dgemm(CblasRowMajor, ta, tb, m, nb, k, alpha, A, lda, Bj, ldb, 0.0, C + j0, ldc);
+    }
+}
+
+static void symmetrize(double *S, int d) {
+    for (int i = 0; i < d; i++)
+        for (int j = i + 1; j < d; j++) {
+            double v = 0.5 * (S[(size_t)i * d + j] + S[(size_t)j * d + i]);
+            S[(size_t)i * d + j] = S[(size_t)j * d + i] = v;
+        }
+}
+
+static int stats_alloc(fid_stats *s, int64_t n, int dim, double **xc) {
+    memset(s, 0, sizeof *s);
+    *xc = NULL;
+    if (n < 2) return ss_fail(SS_ESHAPE, "fid: %lld feature rows; the covariance needs at least 2", (long long)n);
+    if (dim < 1 || dim > 65536) return ss_fail(SS_ESHAPE, "fid: feature dimension %d out of range", dim);
+    size_t nd, dd;
+    if (ss_mul_size((size_t)n, (size_t)dim, &nd) || ss_mul_size(nd, sizeof(double), &nd) ||
+        ss_mul_size((size_t)dim * dim, sizeof(double), &dd) || n > INT32_MAX)
+        return ss_fail(SS_ENOMEM, "fid: %lld x %d features overflow", (long long)n, dim);
+    s->mu = ss_calloc((size_t)dim, sizeof(double));
+    s->sigma = ss_malloc(dd);
+    *xc = ss_malloc(nd);
+    if (!s->mu || !s->sigma || !*xc) {
+        free(*xc);
+        *xc = NULL;
+        fid_stats_free(s);
+        return SS_ENOMEM;
+    }
+    s->dim = dim, s->n = n;
+    return 0;
+}
+
+/* xc holds the features; centre them and finish the statistics. */
+static int stats_finish(fid_stats *s, double *xc) {
+    const int d = s->dim;
+    const int64_t n = s->n;
+#pragma omp parallel for schedule(static) if ((size_t)n * d > 65536)
+    for (int j = 0; j < d; j++) {
+        double sum = 0; /* sequential per column: independent of the thread count */
+        for (int64_t i = 0; i < n; i++) sum += xc[(size_t)i * d + j];
+        s->mu[j] = sum / (double)n;
+    }
+    for (int j = 0; j < d; j++)
+        if (!isfinite(s->mu[j])) {
+            free(xc);
+            fid_stats_free(s);
+            return ss_fail(SS_EFORMAT, "fid: feature %d is not finite", j);
+        }
+#pragma omp parallel for schedule(static) if ((size_t)n * d > 65536)
+    for (int64_t i = 0; i < n; i++)
+        for (int j = 0; j < d; j++) xc[(size_t)i * d + j] -= s->mu[j];
+    /* Sigma = Xc^T Xc / (n - 1) */
+    dgemm_blocked(CblasTrans, CblasNoTrans, d, d, (int)n, 1.0 / (double)(n - 1), xc, d, xc, d, s->sigma, d);
+    symmetrize(s->sigma, d);
+    free(xc);
+    return 0;
+}
+
+int fid_stats_compute(fid_stats *s, const double *feat, int64_t n, int dim) {
+    double *xc;
+    int rc = stats_alloc(s, n, dim, &xc);
+    if (rc < 0) return rc;
+    memcpy(xc, feat, (size_t)n * dim * sizeof *xc);
+    return stats_finish(s, xc);
+}
+
+int fid_stats_compute_f32(fid_stats *s, const float *feat, int64_t n, int dim) {
+    double *xc;
+    int rc = stats_alloc(s, n, dim, &xc);
+    if (rc < 0) return rc;
+    for (size_t i = 0; i < (size_t)n * dim; i++) xc[i] = feat[i];
+    return stats_finish(s, xc);
+}
+
+/* Eigenvalues (ascending) of the symmetric d x d matrix a, and its eigenvectors as the rows of a
+ * (row-major) when vectors is set. Runs inside an active parallel region so that OpenBLAS (the
+ * BLAS dsyevd calls) is single-threaded. Returns LAPACK's info. */
+static int syevd(double *a, double *w, int d, int vectors) {
+    int info = 0;
+    const char jobz = vectors ? 'V' : 'N', uplo = 'L';
+    int lwork = vectors ? 1 + 6 * d + 2 * d * d : 2 * d + 1, liwork = vectors ? 3 + 5 * d : 1;
+    double *work = malloc((size_t)lwork * sizeof *work);
+    int *iwork = malloc((size_t)liwork * sizeof *iwork);
+    if (!work || !iwork) {
+        free(work);
+        free(iwork);
+        return -1000;
+    }
+#pragma omp parallel
+#pragma omp single
+    dsyevd_(&jobz, &uplo, &d, a, &d, w, work, &lwork, iwork, &liwork, &info, 1, 1);
+    free(work);
+    free(iwork);
+    return info;
+}
+
+/* tr sqrt(S1 S2) through eig(sqrt(S1) S2 sqrt(S1)). 0, 1 when a square root was not finite, or
+ * a negative error code. */
+static int trace_sqrt_product(const double *S1, const double *S2, int d, double eps, double *tr) {
+    const size_t dd = (size_t)d * d;
+    double *E = ss_malloc(dd * sizeof *E), *T = ss_malloc(dd * sizeof *T), *M = ss_malloc(dd * sizeof *M);
+    double *S2e = ss_malloc(dd * sizeof *S2e), *lam = ss_malloc((size_t)d * sizeof *lam);
+    int rc = E && T && M && S2e && lam ? 0 : SS_ENOMEM;
+    if (rc == 0) {
+        memcpy(E, S1, dd * sizeof *E);
+        memcpy(S2e, S2, dd * sizeof *S2e);
+        for (int i = 0; i < d; i++) E[(size_t)i * d + i] += eps, S2e[(size_t)i * d + i] += eps;
+        int info = syevd(E, lam, d, 1);
+        if (info == -1000) rc = ss_fail(SS_ENOMEM, "fid: out of memory for dsyevd");
+        else if (info < 0) rc = ss_fail(SS_EARG, "fid: dsyevd rejected argument %d", -info);
+        else if (info > 0) rc = 1;
+    }
+    if (rc == 0) {
+        /* Sigma1 = E^T diag(lam) E with E orthogonal (rows = eigenvectors), so
+         * eig(sqrt(S1) S2 sqrt(S1)) = eig(H S2 H^T) with H = diag(sqrt(lam)) E. */
+        for (int j = 0; j < d && rc == 0; j++) {
+            if (!isfinite(lam[j])) {
+                rc = 1;
+                break;
+            }
+            double r = lam[j] > 0 ? sqrt(lam[j]) : 0.0;
+            for (int i = 0; i < d; i++) E[(size_t)j * d + i] *= r;
+        }
+    }
+    if (rc == 0) {
+        dgemm_blocked(CblasNoTrans, CblasNoTrans, d, d, d, 1.0, E, d, S2e, d, T, d); /* T = H S2 */
+        dgemm_blocked(CblasNoTrans, CblasTrans, d, d, d, 1.0, T, d, E, d, M, d);     /* M = T H^T */
+        symmetrize(M, d);
+        int info = syevd(M, lam, d, 0);
+        if (info == -1000) rc = ss_fail(SS_ENOMEM, "fid: out of memory for dsyevd");
+        else if (info < 0) rc = ss_fail(SS_EARG, "fid: dsyevd rejected argument %d", -info);
+        else if (info > 0) rc = 1;
+    }
+    if (rc == 0) {
+        /* eigenvalues below the rounding level of the largest are zeros of a rank-deficient
+         * product (N < dim): sqrt would turn their +-1e-16 noise into a sum of ~1e-8 terms */
+        double big = 0, s = 0;
+        for (int j = 0; j < d; j++) {
+            if (!isfinite(lam[j])) {
+                rc = 1;
+                break;
+            }
+            if (fabs(lam[j]) > big) big = fabs(lam[j]);
+        }
+        const double tol = big * d * DBL_EPSILON;
+        for (int j = 0; j < d && rc == 0; j++) s += lam[j] > tol ? sqrt(lam[j]) : 0.0;
+        *tr = s;
+    }
+    free(E);
+    free(T);
+    free(M);
+    free(S2e);
+    free(lam);
+    return rc;
+}
+
+static int check_pair(const fid_stats *a, const fid_stats *b) {
+    if (!a->mu || !b->mu || !a->sigma || !b->sigma) return ss_fail(SS_EARG, "fid: statistics not computed");
+    if (a->dim != b->dim)
+        return ss_fail(SS_ESHAPE, "fid: feature dimensions differ (%d vs %d)", a->dim, b->dim);
+    const size_t dd = (size_t)a->dim * a->dim;
+    for (size_t i = 0; i < dd; i++)
+        if (!isfinite(a->sigma[i]) || !isfinite(b->sigma[i]))
+            return ss_fail(SS_EFORMAT, "fid: covariance entry %zu is not finite", i);
+    return 0;
+}
+
+static int frechet(const fid_stats *a, const fid_stats *b, double eps, fid_result *r) {
+    const int d = a->dim;
+    double tr_cov, mterm = 0, tr1 = 0, tr2 = 0;
+    int rc = trace_sqrt_product(a->sigma, b->sigma, d, eps, &tr_cov);
+    if (rc != 0) return rc;
+    for (int i = 0; i < d; i++) {
+        double df = a->mu[i] - b->mu[i];
+        mterm += df * df;
+        tr1 += a->sigma[(size_t)i * d + i];
+        tr2 += b->sigma[(size_t)i * d + i];
+    }
+    /* pytorch-fid returns tr(S1) + tr(S2) of the covariances without the offset */
+    r->fid = mterm + tr1 + tr2 - 2 * tr_cov;
+    r->mean_term = mterm;
+    r->tr_covmean = tr_cov;
+    r->eps_added = eps > 0;
+    return 0;
+}
+
+int fid_frechet_offset(const fid_stats *a, const fid_stats *b, double eps, fid_result *r) {
+    int rc = check_pair(a, b);
+    if (rc < 0) return rc;
+    if (!(eps >= 0) || !isfinite(eps)) return ss_fail(SS_EARG, "fid: offset %g must be finite and >= 0", eps);
+    rc = frechet(a, b, eps, r);
+    if (rc > 0) return ss_fail(SS_EFORMAT, "fid: the square root of the covariance product is not finite");
+    return rc;
+}
+
+int fid_frechet(const fid_stats *a, const fid_stats *b, fid_result *r) {
+    int rc = check_pair(a, b);
+    if (rc < 0) return rc;
+    rc = frechet(a, b, 0.0, r);
+    if (rc > 0) rc = frechet(a, b, FID_EPS, r); /* FID_RULE_EPS_IF_NONFINITE */
+    if (rc > 0)
+        return ss_fail(SS_EFORMAT, "fid: the square root of the covariance product is not finite even with %g I added",
+                       FID_EPS);
+    return rc;
+}

@@ -1,0 +1,60 @@
+/* fid: the Fréchet Inception Distance between two feature sets, in float64, as pytorch-fid's
+ * calculate_frechet_distance (and clean-fid's frechet_distance) define it:
+ *
+ *   mu = mean over rows, Sigma = covariance with ddof 1 (np.cov(rowvar=False))
+ *   FID = ||mu1 - mu2||^2 + tr(Sigma1) + tr(Sigma2) - 2 tr sqrt(Sigma1 Sigma2)
+ *
+ * The packages take scipy.linalg.sqrtm of the (non-symmetric) product and keep the real part.
+ * Here the trace is computed exactly through LAPACK's symmetric eigensolver (dsyevd): Sigma1 Sigma2
+ * is similar to the symmetric PSD matrix M = sqrt(Sigma1) Sigma2 sqrt(Sigma1), so
+ * tr sqrt(Sigma1 Sigma2) = sum_i sqrt(lambda_i(M)), with sqrt(Sigma1) = V diag(sqrt(l)) V^T from
+ * the eigendecomposition of Sigma1. With N < dim the covariances are rank-deficient and M has
+ * exact zero eigenvalues that rounding leaves at +-1e-16 * lambda_max; square roots would turn
+ * them into a sum of spurious ~1e-8 terms, so eigenvalues of M at or below
+ * dim * DBL_EPSILON * max|lambda| (numpy's matrix_rank threshold) count as 0 (negative ones of
+ * Sigma1 likewise), as keeping the real part of sqrtm does for the negative ones.
+ *
+ * FID_RULE_EPS_IF_NONFINITE (pytorch-fid's rule, also clean-fid's): 1e-6 I is added to both
+ * covariances only when the first square root is not finite; then the computation is repeated
+ * with the offset. Here "not finite" means a non-finite eigenvalue of Sigma1 or M, or dsyevd
+ * failing to converge; fid_result.eps_added says whether the offset was used.
+ *
+ * Results do not depend on the thread count: the matrix products are fixed column blocks, each a
+ * single-threaded dgemm (OpenBLAS runs single-threaded inside an active OpenMP region), and the
+ * eigensolver runs inside such a region too.
+ */
+#ifndef SS_FID_H
+#define SS_FID_H
+
+#include <stdint.h>
+
+#define FID_EPS 1e-6
+#define FID_RULE_EPS_IF_NONFINITE "eps-if-nonfinite" /* the name printed with results */
+
+typedef struct {
+    int dim;
+    int64_t n;    /* rows the statistics came from */
+    double *mu;    /* [dim] */
+    double *sigma; /* [dim, dim], row-major, symmetric */
+} fid_stats;
+
+typedef struct {
+    double fid;
+    double mean_term;  /* ||mu1 - mu2||^2 */
+    double tr_covmean; /* tr sqrt(Sigma1 Sigma2) (with the offset if eps_added) */
+    int eps_added;     /* 1 when FID_RULE_EPS_IF_NONFINITE added FID_EPS I */
+} fid_result;
+
+/* Mean and covariance (ddof 1) of feat[n, dim] (row-major, float64); n >= 2, dim >= 1. */
+int fid_stats_compute(fid_stats *s, const double *feat, int64_t n, int dim);
+/* The same from float32 features (converted to float64 first, as pytorch-fid's pred_arr does). */
+int fid_stats_compute_f32(fid_stats *s, const float *feat, int64_t n, int dim);
+void fid_stats_free(fid_stats *s);
+
+/* FID with FID_RULE_EPS_IF_NONFINITE. Errors: dimension mismatch, non-finite statistics. */
+int fid_frechet(const fid_stats *a, const fid_stats *b, fid_result *r);
+/* The same computation with eps I added to both covariances unconditionally (eps >= 0): the
+ * rule's second branch, exposed so that it can be checked on its own. */
+int fid_frechet_offset(const fid_stats *a, const fid_stats *b, double eps, fid_result *r);
+
+#endif
