@@ -1,6 +1,7 @@
 #include "models/binder.h"
 
 #include <math.h>
+#include <stdlib.h>
 #include <stdio.h>
 #include <string.h>
 #include <sys/mman.h>
@@ -57,5 +58,21 @@ int ss_bind(ss_binder *bd, const float **slot, const char *name, int ndim, const
         bd->used += (size_t)t->numel;
     }
     *slot = f32;
+    return 0;
+}
+
+int ss_bind_load(ss_binder *bd, int (*bind_all)(ss_binder *bd, void *model), void *model, float **arena) {
+    bd->pass = 0;
+    int rc = bind_all(bd, model);
+    if (rc < 0) return rc;
+    if (bd->need) {
+        size_t bytes;
+        *arena = ss_mul_size(sizeof(float), bd->need, &bytes) ? NULL : malloc(bytes);
+        if (!*arena) return ss_fail(SS_ENOMEM, "%s: out of memory converting %zu weights to fp32", bd->dir, bd->need);
+    }
+    bd->pass = 1;
+    bd->arena = *arena;
+    if ((rc = bind_all(bd, model)) < 0) return rc;
+    if (bd->zero_copy == 0) st_set_unmap((st_set *)bd->st);
     return 0;
 }

@@ -32,4 +32,10 @@ typedef struct {
 /* One tensor `name` of shape want[0..ndim) into *slot, as the pass says. SS_OK or an error. */
 int ss_bind(ss_binder *bd, const float **slot, const char *name, int ndim, const int64_t *want);
 
+/* A whole load: bind_all(bd, model) in pass 0 (check and count), the fp32 arena for the converted
+ * tensors (*arena, malloc'd, owned by the model; NULL when nothing is converted), then pass 1.
+ * When every weight was converted, nothing points into the mapping any more: it is dropped
+ * rather than holding the file's pages and the fp32 copy at once. SS_OK or an error. */
+int ss_bind_load(ss_binder *bd, int (*bind_all)(ss_binder *bd, void *model), void *model, float **arena);
+
 #endif

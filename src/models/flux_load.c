@@ -209,6 +209,8 @@ static int bind_all(binder *bd, flux_model *m) {
     return 0;
 }
 
+static int bind_all_model(ss_binder *bd, void *m) { return bind_all(bd, m); }
+
 int flux_load(flux_model **out, const char *dir) {
     *out = NULL;
     char path[4096];
@@ -228,20 +230,8 @@ int flux_load(flux_model **out, const char *dir) {
     st_set *st = NULL;
     if ((rc = st_set_open(&st, dir)) < 0) goto fail;
     m->files = st;
-    binder bd = {.st = st, .pass = 0, .dir = dir};
-    if ((rc = bind_all(&bd, m)) < 0) goto fail;
-    if (bd.need) {
-        size_t bytes;
-        m->arena = ss_mul_size(sizeof(float), bd.need, &bytes) ? NULL : malloc(bytes);
-        if (!m->arena) {
-            rc = ss_fail(SS_ENOMEM, "%s: out of memory converting %zu weights to fp32", dir, bd.need);
-            goto fail;
-        }
-    }
-    bd.pass = 1;
-    bd.arena = m->arena;
-    if ((rc = bind_all(&bd, m)) < 0) goto fail;
-    if (bd.zero_copy == 0) st_set_unmap(st);
+    binder bd = {.st = st, .dir = dir};
+    if ((rc = ss_bind_load(&bd, bind_all_model, m, &m->arena)) < 0) goto fail;
     *out = m;
     return 0;
 fail:

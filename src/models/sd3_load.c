@@ -226,6 +226,8 @@ static int bind_all(binder *bd, sd3_model *m) {
     return 0;
 }
 
+static int bind_all_model(ss_binder *bd, void *m) { return bind_all(bd, m); }
+
 int sd3_load(sd3_model **out, const char *dir) {
     *out = NULL;
     char path[4096];
@@ -240,21 +242,8 @@ int sd3_load(sd3_model **out, const char *dir) {
     st_set *st = NULL;
     if ((rc = st_set_open(&st, dir)) < 0) goto fail;
     m->files = st;
-    binder bd = {.st = st, .dir = dir, .pass = 0};
-    if ((rc = bind_all(&bd, m)) < 0) goto fail;
-    if (bd.need) {
-        m->arena = malloc(sizeof(float) * bd.need);
-        if (!m->arena) {
-            rc = ss_fail(SS_ENOMEM, "%s: out of memory converting %zu weights to fp32", dir, bd.need);
-            goto fail;
-        }
-    }
-    bd.pass = 1;
-    bd.arena = m->arena;
-    if ((rc = bind_all(&bd, m)) < 0) goto fail;
-    /* When every weight was converted, nothing points into the mapping: drop it rather than
-     * hold the file's pages and the fp32 copy at once. */
-    if (bd.zero_copy == 0) st_set_unmap(st);
+    binder bd = {.st = st, .dir = dir};
+    if ((rc = ss_bind_load(&bd, bind_all_model, m, &m->arena)) < 0) goto fail;
     *out = m;
     return 0;
 fail:
