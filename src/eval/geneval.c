@@ -11,6 +11,7 @@
 #include <sys/stat.h>
 
 #include "core/err.h"
+#include "io/fsutil.h"
 
 static const char *const REL_NAMES[GV_NREL] = {"left of", "right of", "above", "below"};
 
@@ -290,38 +291,11 @@ int gv_parse_prompts(const char *buf, size_t len, const char *path, int format, 
 int gv_load_prompts(const char *path, int format, gv_meta **out, int *n, int *has_meta) {
     *out = NULL;
     *n = 0;
-    FILE *f = fopen(path, "rb");
-    if (!f) return ss_fail(SS_EIO, "%s: cannot open: %s", path, strerror(errno));
-    struct stat sb;
-    if (fstat(fileno(f), &sb) || !S_ISREG(sb.st_mode)) {
-        fclose(f);
-        return ss_fail(SS_EIO, "%s: not a regular file", path);
-    }
-    char *buf = NULL;
-    size_t len = 0, cap = 0;
-    int rc = 0;
-    for (;;) {
-        if (len == cap) {
-            if (cap > ((size_t)1 << 40)) {
-                rc = ss_fail(SS_EFORMAT, "%s: too large for a prompt file", path);
-                break;
-            }
-            size_t ncap = cap ? 2 * cap : 1 << 16;
-            char *nb = realloc(buf, ncap);
-            if (!nb) {
-                rc = ss_fail(SS_ENOMEM, "%s: out of memory", path);
-                break;
-            }
-            buf = nb;
-            cap = ncap;
-        }
-        size_t got = fread(buf + len, 1, cap - len, f);
-        len += got;
-        if (got == 0) break;
-    }
-    if (!rc && ferror(f)) rc = ss_fail(SS_EIO, "%s: read error", path);
-    fclose(f);
-    if (!rc) rc = gv_parse_prompts(buf ? buf : "", len, path, format, out, n, has_meta);
+    char *buf;
+    size_t len;
+    int rc = ss_read_file(path, (size_t)1 << 40, "a prompt file", &buf, &len);
+    if (rc < 0) return rc;
+    rc = gv_parse_prompts(buf, len, path, format, out, n, has_meta);
     free(buf);
     return rc;
 }

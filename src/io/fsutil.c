@@ -151,3 +151,48 @@ int ss_is_atomic_tmp(const char *name) {
         if (!((*p >= 'a' && *p <= 'z') || (*p >= 'A' && *p <= 'Z') || (*p >= '0' && *p <= '9'))) return 0;
     return 1;
 }
+
+int ss_read_file(const char *path, size_t max, const char *what, char **out, size_t *out_len) {
+    *out = NULL;
+    *out_len = 0;
+    FILE *f = fopen(path, "rb");
+    if (!f) return ss_fail(SS_EIO, "%s: cannot open: %s", path, strerror(errno));
+    struct stat sb;
+    if (fstat(fileno(f), &sb) || !S_ISREG(sb.st_mode)) {
+        fclose(f);
+        return ss_fail(SS_EIO, "%s: not a regular file", path);
+    }
+    char *buf = NULL;
+    size_t len = 0, cap = 0;
+    int rc = 0;
+    for (;;) { /* read to the end (the size may change under us), one byte kept for the NUL */
+        if (len + 1 >= cap) {
+            if (cap > max) {
+                rc = ss_fail(SS_EFORMAT, "%s: too large for %s (more than %zu bytes)", path, what, max);
+                break;
+            }
+            size_t ncap = cap ? 2 * cap : 1 << 16;
+            char *nb = realloc(buf, ncap);
+            if (!nb) {
+                rc = ss_fail(SS_ENOMEM, "%s: out of memory", path);
+                break;
+            }
+            buf = nb;
+            cap = ncap;
+        }
+        size_t got = fread(buf + len, 1, cap - 1 - len, f);
+        len += got;
+        if (got == 0) break;
+    }
+    if (!rc && ferror(f)) rc = ss_fail(SS_EIO, "%s: read error", path);
+    if (!rc && len > max) rc = ss_fail(SS_EFORMAT, "%s: too large for %s (more than %zu bytes)", path, what, max);
+    fclose(f);
+    if (rc) {
+        free(buf);
+        return rc;
+    }
+    buf[len] = 0;
+    *out = buf;
+    *out_len = len;
+    return 0;
+}

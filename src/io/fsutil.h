@@ -9,6 +9,11 @@
  * Errors name the folder that could not be created. */
 int ss_mkdir_p(const char *path);
 
+/* The whole of a regular file (anything else is an error naming it: a folder, FIFO, device),
+ * at most `max` bytes (else an error calling it too large for `what`, e.g. "a prompt file"),
+ * into *buf (malloc'd, NUL-terminated; *len bytes without the NUL). */
+int ss_read_file(const char *path, size_t max, const char *what, char **buf, size_t *len);
+
 /* The one atomic writer of sinkscope. Every output file is written to a fresh temporary file in
  * its own folder with a unique name (".NAME.XXXXXX", mkstemp: O_CREAT | O_EXCL; mode 0644), which
  * is fsync'ed, closed and renamed over path; then the folder is fsync'ed so the rename is durable.

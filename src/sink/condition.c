@@ -9,6 +9,7 @@
 #include <sys/stat.h>
 
 #include "core/err.h"
+#include "io/fsutil.h"
 #include "eval/geneval.h"
 
 static const char *const TOKENS[] = {"all", "text", "image"};
@@ -233,26 +234,11 @@ static int parse_json_text(const char *buf, size_t len, const char *path, json_t
 
 static int load_json_file(const char *path, json_t **out) {
     *out = NULL;
-    FILE *f = fopen(path, "rb");
-    if (!f) return ss_fail(SS_EIO, "%s: cannot open: %s", path, strerror(errno));
-    struct stat sb;
-    if (fstat(fileno(f), &sb) || !S_ISREG(sb.st_mode)) {
-        fclose(f);
-        return ss_fail(SS_EIO, "%s: not a regular file", path);
-    }
-    if (sb.st_size > (off_t)1 << 30) {
-        fclose(f);
-        return ss_fail(SS_EFORMAT, "%s: %lld bytes is too large for a condition file", path, (long long)sb.st_size);
-    }
-    char *buf = ss_malloc((size_t)sb.st_size + 1);
-    if (!buf) {
-        fclose(f);
-        return SS_ENOMEM;
-    }
-    const size_t len = fread(buf, 1, (size_t)sb.st_size, f);
-    const int bad = ferror(f);
-    fclose(f);
-    int rc = bad ? ss_fail(SS_EIO, "%s: read error", path) : parse_json_text(buf, len, path, out);
+    char *buf;
+    size_t len;
+    int rc = ss_read_file(path, (size_t)1 << 30, "a condition file", &buf, &len);
+    if (rc < 0) return rc;
+    rc = parse_json_text(buf, len, path, out);
     free(buf);
     return rc;
 }
