@@ -9,6 +9,7 @@
 
 #include "core/err.h"
 #include "exp/protocol.h"
+#include "models/sd3.h"
 #include "sink/condition.h"
 
 #define LABEL "fuzz.json"
@@ -55,8 +56,11 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     if (exp_conditions_prepare(&l, &n, LABEL) == 0) {
         if (n < 1 || strcmp(l[0].name, "baseline") || l[0].n_layers) abort();
         static const int M[][3] = {{6, 256, 16}, {1, 4, 2}, {24, 4096, 77}};
-        for (int m = 0; m < 3; m++)
-            if (exp_conditions_check(l, n, M[m][0], M[m][1], M[m][2], LABEL) < 0) check_error(LABEL);
+        for (int m = 0; m < 3; m++) {
+            ss_site sites[SD3_MAX_LAYERS];
+            sd3_config cfg = {.num_layers = M[m][0]};
+            const int ns = sd3_sites(&cfg, M[m][1], M[m][2], sites, SD3_MAX_LAYERS);
+            if (exp_conditions_check(l, n, sites, ns, LABEL) < 0) check_error(LABEL);
             else
                 for (int i = 0; i < n; i++) {
                     const int T = M[m][1] + M[m][2];
@@ -65,6 +69,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
                     for (int j = 0; j < l[i].n_layers; j++)
                         if (l[i].layers[j] >= M[m][0]) abort();
                 }
+        }
     } else {
         check_error(LABEL);
     }
