@@ -7,6 +7,7 @@
 #include <sys/wait.h>
 #include <math.h>
 
+#include "core/err.h"
 #include "io/safetensors.h"
 
 const char *tc_vjoin(const char *root, const char *fmt, va_list ap) {
@@ -136,4 +137,38 @@ int tc_write_text(const char *path, const char *text) {
     if (!f) return -1;
     int ok = fputs(text, f) >= 0;
     return fclose(f) == 0 && ok ? 0 : -1;
+}
+
+int tc_sd3fx_load(tc_sd3fx *f, const char *name) {
+    memset(f, 0, sizeof *f);
+    snprintf(f->dir, sizeof f->dir, "%s", tc_path("fixtures/%s", name));
+    snprintf(f->expected, sizeof f->expected, "%s", tc_path("fixtures/%s/expected.safetensors", name));
+    if (sd3_load(&f->m, f->dir) < 0) return -1;
+    const char *in = tc_path("fixtures/%s/inputs.safetensors", name);
+    int64_t sx[4], sc[3];
+    f->x = tc_load(in, "hidden_states", NULL, sx, NULL);
+    f->ctx = tc_load(in, "encoder_hidden_states", NULL, sc, NULL);
+    f->pooled = tc_load(in, "pooled_projections", NULL, NULL, NULL);
+    f->t = tc_load(in, "timestep", NULL, NULL, NULL);
+    if (!f->x || !f->ctx || !f->pooled || !f->t) {
+        ss_fail(SS_EMISSING, "%s: an input tensor is missing", in);
+        tc_sd3fx_free(f);
+        return -1;
+    }
+    f->B = (int)sx[0];
+    f->Hl = (int)sx[2];
+    f->Wl = (int)sx[3];
+    f->S = (int)sc[1];
+    f->N = (f->Hl / f->m->cfg.patch_size) * (f->Wl / f->m->cfg.patch_size);
+    f->nout = (size_t)f->B * f->m->cfg.out_channels * f->Hl * f->Wl;
+    return 0;
+}
+
+void tc_sd3fx_free(tc_sd3fx *f) {
+    sd3_free(f->m);
+    free(f->x);
+    free(f->ctx);
+    free(f->pooled);
+    free(f->t);
+    memset(f, 0, sizeof *f);
 }

@@ -30,4 +30,17 @@ int tc_write_text(const char *path, const char *text);
 /* Deterministic pseudo-random floats in [-a, a]. */
 void tc_fill(float *x, size_t n, uint64_t seed, float a);
 
+/* An SD3 reference fixture folder (tests/fixtures/NAME): the model, its inputs and their sizes. */
+#include "models/sd3.h"
+typedef struct {
+    sd3_model *m;
+    float *x, *ctx, *pooled, *t;
+    int B, Hl, Wl, S, N;
+    size_t nout;                  /* floats of `sample` */
+    char dir[1024], expected[1024]; /* the folder and its expected.safetensors */
+} tc_sd3fx;
+/* 0, or -1 with ss_err() set (the caller fails the test). */
+int tc_sd3fx_load(tc_sd3fx *f, const char *name);
+void tc_sd3fx_free(tc_sd3fx *f);
+
 #endif

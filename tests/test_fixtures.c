@@ -18,44 +18,13 @@
 
 static const char *const FIXTURES[] = {"sd3-tiny-a", "sd3-tiny-a-bf16", "sd35-tiny-b"};
 
-typedef struct {
-    sd3_model *m;
-    float *x, *ctx, *pooled, *t;
-    int B, Hl, Wl, S, N;
-    size_t nout;
-    const char *dir, *expected;
-} fx;
+typedef tc_sd3fx fx;
 
 static void fx_load(fx *f, const char *name) {
-    memset(f, 0, sizeof *f);
-    f->dir = tc_path("fixtures/%s", name);
-    f->expected = tc_path("fixtures/%s/expected.safetensors", name);
-    if (sd3_load(&f->m, f->dir) < 0) fail_msg("%s", ss_err());
-    const char *in = tc_path("fixtures/%s/inputs.safetensors", name);
-    int64_t sx[4], sc[3];
-    f->x = tc_load(in, "hidden_states", NULL, sx, NULL);
-    f->ctx = tc_load(in, "encoder_hidden_states", NULL, sc, NULL);
-    f->pooled = tc_load(in, "pooled_projections", NULL, NULL, NULL);
-    f->t = tc_load(in, "timestep", NULL, NULL, NULL);
-    assert_non_null(f->x);
-    assert_non_null(f->ctx);
-    assert_non_null(f->pooled);
-    assert_non_null(f->t);
-    f->B = (int)sx[0];
-    f->Hl = (int)sx[2];
-    f->Wl = (int)sx[3];
-    f->S = (int)sc[1];
-    f->N = (f->Hl / 2) * (f->Wl / 2);
-    f->nout = (size_t)f->B * f->m->cfg.out_channels * f->Hl * f->Wl;
+    if (tc_sd3fx_load(f, name) < 0) fail_msg("%s", ss_err());
 }
 
-static void fx_free(fx *f) {
-    sd3_free(f->m);
-    free(f->x);
-    free(f->ctx);
-    free(f->pooled);
-    free(f->t);
-}
+static void fx_free(fx *f) { tc_sd3fx_free(f); }
 
 static float *fx_run(fx *f, sink_ctx *sk) {
     float *out = malloc(sizeof(float) * f->nout);

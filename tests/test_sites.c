@@ -292,38 +292,13 @@ static void test_sink_at_masked_cross_site(void **state) {
 
 static const char *const FIXTURES[] = {"sd3-tiny-a", "sd3-tiny-a-bf16", "sd35-tiny-b"};
 
-typedef struct {
-    sd3_model *m;
-    float *x, *ctx, *pooled, *t;
-    int B, Hl, Wl, S, N;
-    size_t nout;
-} fx;
+typedef tc_sd3fx fx;
 
 static void fx_load(fx *f, const char *name) {
-    memset(f, 0, sizeof *f);
-    if (sd3_load(&f->m, tc_path("fixtures/%s", name)) < 0) fail_msg("%s", ss_err());
-    const char *in = tc_path("fixtures/%s/inputs.safetensors", name);
-    int64_t sx[4], sc[3];
-    f->x = tc_load(in, "hidden_states", NULL, sx, NULL);
-    f->ctx = tc_load(in, "encoder_hidden_states", NULL, sc, NULL);
-    f->pooled = tc_load(in, "pooled_projections", NULL, NULL, NULL);
-    f->t = tc_load(in, "timestep", NULL, NULL, NULL);
-    assert_true(f->x && f->ctx && f->pooled && f->t);
-    f->B = (int)sx[0];
-    f->Hl = (int)sx[2];
-    f->Wl = (int)sx[3];
-    f->S = (int)sc[1];
-    f->N = (f->Hl / f->m->cfg.patch_size) * (f->Wl / f->m->cfg.patch_size);
-    f->nout = (size_t)f->B * f->m->cfg.out_channels * f->Hl * f->Wl;
+    if (tc_sd3fx_load(f, name) < 0) fail_msg("%s", ss_err());
 }
 
-static void fx_free(fx *f) {
-    sd3_free(f->m);
-    free(f->x);
-    free(f->ctx);
-    free(f->pooled);
-    free(f->t);
-}
+static void fx_free(fx *f) { tc_sd3fx_free(f); }
 
 static float *fx_run(fx *f, const sd3_hooks *hk) {
     float *out = malloc(sizeof(float) * f->nout);
