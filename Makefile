@@ -16,7 +16,8 @@ OPTFLAGS = -O3 $(ARCH) -g
 SANFLAGS = -O1 -g -fno-omit-frame-pointer -fsanitize=address,undefined -fno-sanitize-recover=undefined
 # The one C++ file (src/text/spm_shim.cc) wraps libsentencepiece behind a C interface.
 CXXFLAGS_COMMON = -std=c++17 -D_GNU_SOURCE -Wall -Wextra -Wshadow -Wno-unused-parameter -Isrc $(PKG_CFLAGS)
-LDLIBS   = $(PKG_LIBS) -lstdc++ -lm -fopenmp
+# oneDNN (Debian's libdnnl-dev) ships no pkg-config file.
+LDLIBS   = $(PKG_LIBS) -ldnnl -lstdc++ -lm -fopenmp
 
 LIB_SRC  = $(sort $(wildcard src/*/*.c))
 LIB_SRC := $(filter-out src/cli/%,$(LIB_SRC))
@@ -89,7 +90,7 @@ build/fuzz/fuzz_args: src/cli/args.c
 build/fuzz/fuzz_%: fuzz/fuzz_%.c build/fuzz/libsinkscope.a $(HDRS)
 	@mkdir -p $(dir $@)
 	clang $(FUZZ_CFLAGS) -fsanitize=fuzzer-no-link -c $< -o $@.o
-	clang++ $(filter-out -std=c11,$(FUZZ_CFLAGS)) -fsanitize=fuzzer -o $@ $@.o build/fuzz/libsinkscope.a $(PKG_LIBS) -lm -fopenmp=libgomp
+	clang++ $(filter-out -std=c11,$(FUZZ_CFLAGS)) -fsanitize=fuzzer -o $@ $@.o build/fuzz/libsinkscope.a $(PKG_LIBS) -ldnnl -lm -fopenmp=libgomp
 
 # The main job on the embedded default. Until the embedded model lands this is a random-weight
 # SD3-style model: init, then a probed forward pass with a top-1 sink removal at block 2.
