@@ -56,9 +56,11 @@ int main(void) {
     float *q = malloc(sizeof(float) * T * D), *k = malloc(sizeof(float) * T * D), *v = malloc(sizeof(float) * T * D),
           *o = malloc(sizeof(float) * T * D), *od = malloc(sizeof(float) * T * D);
     for (size_t i = 0; i < (size_t)T * D; i++) {
-        q[i] = (float)((i * 37 % 101) - 50) / 60.0f;
-        k[i] = (float)((i * 53 % 103) - 51) / 60.0f;
-        v[i] = (float)((i * 29 % 97) - 48) / 48.0f;
+        /* (int) first: in size_t, "- 50" wrapped around and half the values were ~3e17, which made
+         * every softmax row one-hot (the probe's and the removal's costs were those of that case) */
+        q[i] = (float)((int)(i * 37 % 101) - 50) / 60.0f;
+        k[i] = (float)((int)(i * 53 % 103) - 51) / 60.0f;
+        v[i] = (float)((int)(i * 29 % 97) - 48) / 48.0f;
     }
     attn_args a = {.B = 1, .H = H, .dh = dh, .T = T, .ld = D, .n_img = N, .q = q, .k = k, .v = v, .out = o,
                    .n_qspan = 2, .qend = {N, T}};
