@@ -17,7 +17,7 @@
 
 static const char USAGE[] =
     "usage: sinkscope generate --prompt TEXT --out FILE.png [--seed N] [--steps N] [--cfg X]\n"
-    "                          [--model DIR] [--condition FILE.json] [--threads N]\n"
+    "                          [--model DIR] [--condition FILE.json] [--threads N] [--precision f32|bf16]\n"
     "\n"
     "  --prompt TEXT      caption; every word must be in the model's tokenizer/vocab.txt\n"
     "  --out FILE         PNG to write; the generation parameters go into tEXt chunks\n"
@@ -29,7 +29,8 @@ static const char USAGE[] =
     "                     the current directory\n"
     "  --condition FILE   one intervention condition object (schema: README, section Conditions);\n"
     "                     its 'steps' window is in t/T = step / (steps - 1), 0 = noisiest\n"
-    "  --threads N        OpenMP/BLAS threads (default: all cores); the image does not depend on it\n";
+    "  --threads N        OpenMP/BLAS threads (default: all cores); the image does not depend on it\n"
+    CLI_PRECISION_HELP;
 
 
 static void progress(void *ctx, int step, int steps, const float *sample) {
@@ -40,12 +41,13 @@ static void progress(void *ctx, int step, int steps, const float *sample) {
 
 int cmd_generate(int argc, char **argv) {
     const char *prompt = NULL, *out_path = NULL, *seed_s = "0", *steps_s = NULL, *cfg_s = NULL, *model_dir = NULL,
-               *cond_path = NULL, *threads_s = NULL;
-    cli_opt opts[] = {{"prompt", &prompt, NULL}, {"out", &out_path, NULL},         {"seed", &seed_s, NULL},
+               *cond_path = NULL, *threads_s = NULL, *prec_s = NULL;
+    cli_opt opts[] = {{"precision", &prec_s, NULL},{"prompt", &prompt, NULL}, {"out", &out_path, NULL},         {"seed", &seed_s, NULL},
                       {"steps", &steps_s, NULL}, {"cfg", &cfg_s, NULL},            {"model", &model_dir, NULL},
                       {"condition", &cond_path, NULL}, {"threads", &threads_s, NULL}};
     int pr = cli_parse(argc, argv, opts, sizeof opts / sizeof opts[0], USAGE);
     if (pr) return pr > 0 ? 0 : 2;
+    if (cli_precision("generate", prec_s)) return 2;
     if (!prompt || !out_path) {
         fprintf(stderr, "sinkscope generate: --prompt and --out are required\n%s", USAGE);
         return 2;
