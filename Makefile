@@ -50,7 +50,7 @@ endef
 $(eval $(call flavour,opt,$(OPTFLAGS)))
 $(eval $(call flavour,san,$(SANFLAGS)))
 
-.PHONY: all test test-opt test-san bench fuzz clean demo model model-eval
+.PHONY: all test test-opt test-san bench bench-diffusers fuzz clean demo model model-eval
 all: sinkscope
 sinkscope: build/opt/sinkscope
 	cp $< $@.tmp && mv -f $@.tmp $@  # rename: a running sinkscope keeps its file
@@ -68,6 +68,13 @@ build/opt/bench/%: bench/%.c build/opt/libsinkscope.a $(HDRS)
 	$(CC) $(CFLAGS_COMMON) $(OPTFLAGS) -o $@ $< build/opt/libsinkscope.a $(LDLIBS)
 bench: sinkscope $(patsubst bench/%.c,build/opt/bench/%,$(wildcard bench/*.c))
 	@for b in $(patsubst bench/%.c,build/opt/bench/%,$(wildcard bench/*.c)); do echo "== $$b"; $$b || exit 1; done
+
+# diffusers' SD3Transformer2DModel (PyTorch, fp32 and bf16) beside bench_forward in one run; skipped
+# with a message when torch and diffusers cannot be imported (tools/bench_diffusers.py):
+#   make bench-diffusers DIFFUSERS_SRC=path/to/diffusers/src [DIFFUSERS_SHIM=folder with shim.py]
+bench-diffusers: build/opt/bench/bench_forward
+	python3 tools/bench_diffusers.py --bench build/opt/bench/bench_forward \
+	  $(if $(DIFFUSERS_SRC),--diffusers-src $(DIFFUSERS_SRC)) $(if $(DIFFUSERS_SHIM),--shim $(DIFFUSERS_SHIM))
 
 # libFuzzer targets (need clang): every fuzz/fuzz_NAME.c becomes build/fuzz/fuzz_NAME, linked
 # against the whole library built by clang with ASan + UBSan and fuzzer coverage; see README.
