@@ -71,9 +71,10 @@ bench: sinkscope $(patsubst bench/%.c,build/opt/bench/%,$(wildcard bench/*.c))
 
 # diffusers' SD3Transformer2DModel (PyTorch, fp32 and bf16) beside bench_forward in one run; skipped
 # with a message when torch and diffusers cannot be imported (tools/bench_diffusers.py):
-#   make bench-diffusers DIFFUSERS_SRC=path/to/diffusers/src [DIFFUSERS_SHIM=folder with shim.py]
+#   make bench-diffusers DIFFUSERS_SRC=path/to/diffusers/src [DIFFUSERS_SHIM=folder with shim.py] [PYTHON=python3]
+PYTHON ?= python3
 bench-diffusers: build/opt/bench/bench_forward
-	python3 tools/bench_diffusers.py --bench build/opt/bench/bench_forward \
+	$(PYTHON) tools/bench_diffusers.py --bench build/opt/bench/bench_forward \
 	  $(if $(DIFFUSERS_SRC),--diffusers-src $(DIFFUSERS_SRC)) $(if $(DIFFUSERS_SHIM),--shim $(DIFFUSERS_SHIM))
 
 # libFuzzer targets (need clang): every fuzz/fuzz_NAME.c becomes build/fuzz/fuzz_NAME, linked
