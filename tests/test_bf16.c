@@ -112,7 +112,11 @@ static void matmul_case(int M, int N, int K, int trans, int bias_on, int pad) {
 
 static void test_matmul_matches_double(void **state) {
     (void)state;
-    const int shapes[][3] = {{1, 7, 5}, {3, 70, 33}, {70, 45, 129}, {257, 96, 64}, {64, 300, 64}, {64, 64, 1100}};
+    const int shapes[][3] = {{1, 7, 5}, {3, 70, 33}, {70, 45, 129}, {257, 96, 64}, {64, 300, 64}, {64, 64, 1100},
+                             {300, 200, 3000}}; /* the last: 2 x 2 tiles (ss_dnnl_tile_n(3000) = 128) */
+    assert_int_equal(ss_dnnl_tile_n(3000), 128);
+    assert_int_equal(ss_dnnl_tile_n(64), SS_DNNL_TILE_N);
+    assert_int_equal(ss_dnnl_tile_n(1 << 20), 64);
     for (size_t s = 0; s < sizeof shapes / sizeof shapes[0]; s++)
         for (int trans = 0; trans < 2; trans++)
             matmul_case(shapes[s][0], shapes[s][1], shapes[s][2], trans, (int)(s + trans) % 2, (int)s % 3);

@@ -323,6 +323,11 @@ static int matmul_serial1(float *c, int ldc, const uint16_t *a, int lda, const u
     return s == dnnl_success ? 0 : dnnl_err(s, "executing the primitive", &k);
 }
 
+int ss_dnnl_tile_n(int K) {
+    const int n = (int)(SS_DNNL_TILE_B_BYTES / (2 * (long)(K > 0 ? K : 1))) / 64 * 64;
+    return n < 64 ? 64 : n > SS_DNNL_TILE_N ? SS_DNNL_TILE_N : n;
+}
+
 /* oneDNN also reads the thread count when it runs: with the same primitive, a strided B gave
  * other bits under 3 OpenMP threads than under 1. Every call runs as it was created, on one. */
 static int matmul_serial(float *c, int ldc, const uint16_t *a, int lda, const uint16_t *b, int ldb, const float *bias,
@@ -340,13 +345,13 @@ int ss_dnnl_matmul(float *c, int ldc, const uint16_t *a, int lda, const uint16_t
     if (flags & SS_DNNL_SERIAL) return matmul_serial(c, ldc, a, lda, b, ldb, bias, M, N, K, flags);
     /* Fixed tiles, each a one-thread product: the tiles' shapes, hence every output's summation
      * order, do not depend on how many threads share them out. */
-    const int trans = flags & SS_DNNL_TRANS_B;
-    const int tm = (M + SS_DNNL_TILE_M - 1) / SS_DNNL_TILE_M, tn = (N + SS_DNNL_TILE_N - 1) / SS_DNNL_TILE_N;
+    const int trans = flags & SS_DNNL_TRANS_B, TN = ss_dnnl_tile_n(K);
+    const int tm = (M + SS_DNNL_TILE_M - 1) / SS_DNNL_TILE_M, tn = (N + TN - 1) / TN;
     int rc = 0;
 #pragma omp parallel for schedule(dynamic, 1) if (tm * tn > 1) reduction(min : rc)
     for (int t = 0; t < tm * tn; t++) {
-        const int i0 = t / tn * SS_DNNL_TILE_M, j0 = t % tn * SS_DNNL_TILE_N;
-        const int m = M - i0 < SS_DNNL_TILE_M ? M - i0 : SS_DNNL_TILE_M, n = N - j0 < SS_DNNL_TILE_N ? N - j0 : SS_DNNL_TILE_N;
+        const int i0 = t / tn * SS_DNNL_TILE_M, j0 = t % tn * TN;
+        const int m = M - i0 < SS_DNNL_TILE_M ? M - i0 : SS_DNNL_TILE_M, n = N - j0 < TN ? N - j0 : TN;
         const int r = matmul_serial(c + (size_t)i0 * ldc + j0, ldc, a + (size_t)i0 * lda, lda,
                                     trans ? b + (size_t)j0 * ldb : b + j0, ldb, bias ? bias + j0 : NULL, m, n, K, flags);
         if (r < rc) rc = r;
@@ -375,7 +380,7 @@ const char *ss_dnnl_impl(int M, int N, int K, int flags) {
     const int trans = flags & SS_DNNL_TRANS_B;
     if (!(flags & SS_DNNL_SERIAL)) { /* the first tile's */
         M = M < SS_DNNL_TILE_M ? M : SS_DNNL_TILE_M;
-        N = N < SS_DNNL_TILE_N ? N : SS_DNNL_TILE_N;
+        N = N < ss_dnnl_tile_n(K) ? N : ss_dnnl_tile_n(K);
     }
     const key k = make_key(M, N, K, K, trans ? K : N, N, flags | SS_DNNL_SERIAL, 0);
     const entry *e;

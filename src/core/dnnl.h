@@ -1,5 +1,9 @@
 /* dnnl: the bf16 compute backend, matrix products through oneDNN's matmul primitive.
  *
+ * Weights stay plain bf16 [out, in] (oneDNN reads them transposed): measured on Zen 4 with one
+ * thread, oneDNN's own blocked weight layout (format any, reordered once) was within +-10% of it
+ * at the tile shapes (256 x 512 x 1536, 256 x 128 x 6144, the attention tiles), inside the noise.
+ *
  * Precision is a model-neutral setting: SS_PREC_F32 (the default, every product through BLAS
  * sgemm, bit-identical to builds without this file) or SS_PREC_BF16 (weights stored as bf16,
  * activations rounded to bf16 at each product, fp32 accumulation and fp32 everywhere else).
@@ -14,7 +18,7 @@
  * and the blocking changes the fp32 summation order: measured on this project's AVX512-BF16
  * machine, a 64x64x1100 product differs between 1 and 3 threads (and on AMX with 16+ threads it
  * may split K across threads). So every primitive is created for one thread, and a product is
- * cut into fixed tiles of SS_DNNL_TILE_M x SS_DNNL_TILE_N outputs that OpenMP threads share out
+ * cut into fixed tiles (SS_DNNL_TILE_M x ss_dnnl_tile_n(K) outputs) that OpenMP threads share out
  * (dynamic schedule); each tile's shape, hence each output's order, is the same whatever the
  * thread count. SS_DNNL_SERIAL runs one product as one tile on the calling thread (attention).
  * tests/test_bf16.c checks 1 vs 3 threads bit for bit.
@@ -32,9 +36,14 @@
 
 enum { SS_PREC_F32 = 0, SS_PREC_BF16 = 1 };
 
-/* A product is cut into tiles of at most SS_DNNL_TILE_M x SS_DNNL_TILE_N outputs (see Determinism). */
+/* A product is cut into tiles of at most SS_DNNL_TILE_M rows x ss_dnnl_tile_n(K) columns (see
+ * Determinism): as many columns as keep the tile's slice of B within SS_DNNL_TILE_B_BYTES (a core's
+ * L2; one-thread brgemm at 256 x 256 x 6144 ran at half the rate of 256 x 128 x 6144 on Zen 4),
+ * a multiple of 64 in [64, SS_DNNL_TILE_N]. A function of K alone, never of the thread count. */
 #define SS_DNNL_TILE_M 256
 #define SS_DNNL_TILE_N 512
+#define SS_DNNL_TILE_B_BYTES (1L << 20)
+int ss_dnnl_tile_n(int K);
 
 /* "f32" (also "fp32") or "bf16" into *prec; SS_EARG naming the value otherwise. */
 int ss_precision_parse(const char *s, int *prec);
