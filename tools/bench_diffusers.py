@@ -32,7 +32,7 @@ def ours(bench):
     sys.stdout.write(out)
     times = {}
     for line in out.splitlines():
-        m = re.match(r"forward (F32|BF16) weights, (f32|bf16) compute: .* forward ([0-9.]+) s", line)
+        m = re.match(r"forward (F32|BF16)\s+weights, (f32|bf16)\s+compute: .* forward ([0-9.]+) s", line)
         if m and (m.group(1), m.group(2)) in (("F32", "f32"), ("BF16", "bf16")):
             times[m.group(2)] = float(m.group(3))
     cpu = re.search(r"CPU: (.*?); threads", out)

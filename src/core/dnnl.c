@@ -70,6 +70,8 @@ typedef struct tstate {
     size_t fa_n, fb_n;
     uint16_t *a16;
     size_t a16_n;
+    float *c32; /* a tile's output when C is strided */
+    size_t c32_n;
 } tstate;
 static tstate *g_states;
 static pthread_key_t g_key;
@@ -334,7 +336,18 @@ static int matmul_serial(float *c, int ldc, const uint16_t *a, int lda, const ui
                          int M, int N, int K, int flags) {
     const int saved = omp_get_max_threads();
     if (saved != 1) omp_set_num_threads(1);
-    const int rc = matmul_serial1(c, ldc, a, lda, b, ldb, bias, M, N, K, flags);
+    int rc;
+    tstate *ts;
+    if (ldc == N) {
+        rc = matmul_serial1(c, ldc, a, lda, b, ldb, bias, M, N, K, flags);
+    } else if (!(ts = me()) || grow(&ts->c32, &ts->c32_n, (size_t)M * N) < 0) {
+        rc = SS_ENOMEM;
+    } else {
+        /* oneDNN 2.6's brgemm matmul takes no strided output (it would pick gemm:jit): a dense
+         * tile, then copied */
+        rc = matmul_serial1(ts->c32, N, a, lda, b, ldb, bias, M, N, K, flags);
+        for (int i = 0; i < M && rc == 0; i++) memcpy(c + (size_t)i * ldc, ts->c32 + (size_t)i * N, sizeof(float) * N);
+    }
     if (saved != 1) omp_set_num_threads(saved);
     return rc;
 }
@@ -350,7 +363,8 @@ int ss_dnnl_matmul(float *c, int ldc, const uint16_t *a, int lda, const uint16_t
     int rc = 0;
 #pragma omp parallel for schedule(dynamic, 1) if (tm * tn > 1) reduction(min : rc)
     for (int t = 0; t < tm * tn; t++) {
-        const int i0 = t / tn * SS_DNNL_TILE_M, j0 = t % tn * TN;
+        /* column tiles outer: consecutive tiles share their slice of B (kept in L2) */
+        const int i0 = t % tm * SS_DNNL_TILE_M, j0 = t / tm * TN;
         const int m = M - i0 < SS_DNNL_TILE_M ? M - i0 : SS_DNNL_TILE_M, n = N - j0 < TN ? N - j0 : TN;
         const int r = matmul_serial(c + (size_t)i0 * ldc + j0, ldc, a + (size_t)i0 * lda, lda,
                                     trans ? b + (size_t)j0 * ldb : b + j0, ldb, bias ? bias + j0 : NULL, m, n, K, flags);

@@ -21,6 +21,8 @@
  * cut into fixed tiles (SS_DNNL_TILE_M x ss_dnnl_tile_n(K) outputs) that OpenMP threads share out
  * (dynamic schedule); each tile's shape, hence each output's order, is the same whatever the
  * thread count. SS_DNNL_SERIAL runs one product as one tile on the calling thread (attention).
+ * A tile's output is dense (oneDNN 2.6's brgemm matmul refuses a strided C and would fall to
+ * gemm:jit), copied into C when ldc != N.
  * tests/test_bf16.c checks 1 vs 3 threads bit for bit.
  *
  * CPUs without a brgemm bf16 matmul (AVX2 only, or AVX512 without BF16, where oneDNN 2.6 offers
