@@ -505,30 +505,56 @@ int attn_reference(const attn_args *a, const attn_stats *st) {
 }
 
 /* Recompute one query row from scratch with the chosen keys re-weighted by eta (score path) or
- * their values replaced by vrep (value path, vrep != NULL). */
+ * their values replaced by vrep (value path, vrep != NULL). kT: this (b, h)'s keys transposed,
+ * [dh, Tk], or NULL. With kT the dot products of 16 keys run side by side, each still summed over
+ * d = 0, 1, ... in order as the scalar loop does, so the bits are the same, ~5x faster. */
+#define RR_BLK 16
 static void row_recompute(const attn_args *a, size_t qbase, size_t kbase, const uint8_t *kv, int i, const int *keys,
-                          int k, float eta, const float *vrep, float m, float *o) {
+                          int k, float eta, const float *vrep, float m, float *o, const float *kT) {
     const int Tk = n_keys(a), dh = a->dh, ld = a->ld;
     const float scale = 1.0f / sqrtf((float)dh);
     const float *q = a->q + qbase + (size_t)i * ld;
     double acc[512] = {0}, sum = 0; /* dh <= 512 is checked by the caller */
-    for (int j = 0; j < Tk; j++) {
-        if (kv && !kv[j]) continue;
-        const float *kj = a->k + kbase + (size_t)j * ld;
-        float s = 0;
-        for (int d = 0; d < dh; d++) s += q[d] * kj[d];
-        double e = exp((double)(s * scale) - m);
-        const float *vj = a->v + kbase + (size_t)j * ld;
-        for (int t = 0; t < k; t++)
-            if (keys[t] == j) {
-                if (vrep) vj = vrep + (size_t)t * dh;
-                else e *= eta;
+    float sb[RR_BLK];
+    for (int j0 = 0; j0 < Tk; j0 += RR_BLK) {
+        const int nb = Tk - j0 < RR_BLK ? Tk - j0 : RR_BLK;
+        if (kT && nb == RR_BLK) {
+            for (int u = 0; u < RR_BLK; u++) sb[u] = 0;
+            for (int d = 0; d < dh; d++) {
+                const float qd = q[d], *kr = kT + (size_t)d * Tk + j0;
+                for (int u = 0; u < RR_BLK; u++) sb[u] += qd * kr[u];
             }
-        if (e == 0) continue;
-        sum += e;
-        for (int d = 0; d < dh; d++) acc[d] += e * vj[d];
+        } else {
+            for (int u = 0; u < nb; u++) {
+                const float *kj = a->k + kbase + (size_t)(j0 + u) * ld;
+                float s = 0;
+                for (int d = 0; d < dh; d++) s += q[d] * kj[d];
+                sb[u] = s;
+            }
+        }
+        for (int u = 0; u < nb; u++) {
+            const int j = j0 + u;
+            if (kv && !kv[j]) continue;
+            double e = exp((double)(sb[u] * scale) - m);
+            const float *vj = a->v + kbase + (size_t)j * ld;
+            for (int t = 0; t < k; t++)
+                if (keys[t] == j) {
+                    if (vrep) vj = vrep + (size_t)t * dh;
+                    else e *= eta;
+                }
+            if (e == 0) continue;
+            sum += e;
+            for (int d = 0; d < dh; d++) acc[d] += e * vj[d];
+        }
     }
     for (int d = 0; d < dh; d++) o[d] = (float)(acc[d] / sum);
+}
+
+/* The keys of one (b, h) transposed into kT [dh, Tk] (for row_recompute). */
+static void keys_transpose(float *kT, const attn_args *a, size_t kbase) {
+    const int Tk = n_keys(a), dh = a->dh;
+    for (int j = 0; j < Tk; j++)
+        for (int d = 0; d < dh; d++) kT[(size_t)d * Tk + j] = a->k[kbase + (size_t)j * a->ld + d];
 }
 
 int attn_apply_reweight(const attn_args *a, const attn_stats *st, const attn_reweight *rw,
@@ -555,6 +581,9 @@ int attn_apply_reweight(const attn_args *a, const attn_stats *st, const attn_rew
             const int *keys = rw->keys + ((size_t)b * a->H + h) * k;
             const float *vrep = rw->vrep ? rw->vrep + ((size_t)b * a->H + h) * k * dh : NULL;
             double sb = 0, sa = 0;
+            float *kT = NULL; /* made at this (b, h)'s first recomputed row; NULL if out of memory */
+            int kT_tried = 0;
+#define KT() (kT_tried ? kT : (kT_tried = 1, (kT = malloc(sizeof(float) * (size_t)Tk * dh)) ? (keys_transpose(kT, a, kbase), kT) : NULL))
             for (int i = rw->r0; i < rw->r1; i++) {
                 const size_t o3 = idx3(a, b, h, i);
                 const float m = st->row_m[o3], l = st->row_l[o3];
@@ -573,7 +602,7 @@ int attn_apply_reweight(const attn_args *a, const attn_stats *st, const attn_rew
                 sb += esum / l;
                 if (rw->value_path && esum > 0.5 * l) {
                     /* most of the row's weight is being changed: O + delta would cancel */
-                    row_recompute(a, qbase, kbase, kv, i, keys, k, 1.0f, vrep, m, o);
+                    row_recompute(a, qbase, kbase, kv, i, keys, k, 1.0f, vrep, m, o, KT());
                     sa += esum / l;
                     continue;
                 }
@@ -591,7 +620,7 @@ int attn_apply_reweight(const attn_args *a, const attn_stats *st, const attn_rew
                 const double removed = (1.0 - rw->eta) * esum, l2 = l - removed;
                 sa += rw->eta * esum / l2;
                 if (l2 < 0.5 * l) {
-                    row_recompute(a, qbase, kbase, kv, i, keys, k, rw->eta, NULL, m, o);
+                    row_recompute(a, qbase, kbase, kv, i, keys, k, rw->eta, NULL, m, o, KT());
                     continue;
                 }
                 /* O' = (O l - (1-eta) sum_t e_t v_t) / l' */
@@ -602,6 +631,8 @@ int attn_apply_reweight(const attn_args *a, const attn_stats *st, const attn_rew
                     o[d] = (float)(num / l2);
                 }
             }
+#undef KT
+            free(kT);
             if (before) before[(size_t)b * a->H + h] = rows > 0 ? sb / rows : 0;
             if (after) after[(size_t)b * a->H + h] = rows > 0 ? sa / rows : 0;
         }
