@@ -122,7 +122,7 @@ static int grow(float **p, size_t *have, size_t n) {
 #define FB_NB 1024
 static int fallback_matmul(float *c, int ldc, const uint16_t *a, int lda, const uint16_t *b, int ldb,
                            const float *bias, int M, int N, int K, int flags) {
-    const int trans = flags & SS_DNNL_TRANS_B, par = !(flags & SS_DNNL_SERIAL) && !omp_in_parallel();
+    const int trans = flags & SS_DNNL_TRANS_B; /* one thread: a tile of ss_dnnl_matmul's */
     const int mb = M < FB_MB ? M : FB_MB, nb = N < FB_NB ? N : FB_NB;
     int rc;
     tstate *ts = me();
@@ -131,7 +131,6 @@ static int fallback_matmul(float *c, int ldc, const uint16_t *a, int lda, const 
     float *fa = ts->fa, *fb = ts->fb;
     for (int i0 = 0; i0 < M; i0 += mb) {
         const int m = M - i0 < mb ? M - i0 : mb;
-#pragma omp parallel for schedule(static) if (par && (size_t)m * K > 65536)
         for (int i = 0; i < m; i++) {
             const uint16_t *ai = a + (size_t)(i0 + i) * lda;
             float *fi = fa + (size_t)i * K;
@@ -141,7 +140,6 @@ static int fallback_matmul(float *c, int ldc, const uint16_t *a, int lda, const 
         for (int j0 = 0; j0 < N; j0 += nb) {
             const int n = N - j0 < nb ? N - j0 : nb;
             /* fb: this block of B as [n, K] (op(B)^T rows) */
-#pragma omp parallel for schedule(static) if (par && (size_t)n * K > 65536)
             for (int j = 0; j < n; j++) {
                 float *fj = fb + (size_t)j * K;
                 if (trans) {
