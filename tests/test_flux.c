@@ -12,6 +12,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <dirent.h>
 #include <unistd.h>
 
 #include "common.h"
@@ -20,9 +21,37 @@
 #include "models/flux.h"
 #include "sink/sink.h"
 
-static const char *const FIXTURES[] = {"flux-tiny-a"};
-#define NFIX (sizeof FIXTURES / sizeof FIXTURES[0])
+/* flux-tiny-a (the reference set's) and every folder of our own variants, tests/fixtures/flux-variants/
+ * (tests/gen/gen_flux_variants.py: BF16, schnell, non-square grids, batch 1, shards, other heads
+ * and axes), filled in by main. */
+#define MAXFIX 16
+static char *FIXTURES[MAXFIX];
+static size_t NFIX;
 #define MAXB 64
+
+static int cmp_str(const void *a, const void *b) { return strcmp(*(char *const *)a, *(char *const *)b); }
+
+static void find_fixtures(void) {
+    FIXTURES[NFIX++] = strdup("flux-tiny-a");
+    DIR *d = opendir(tc_path("fixtures/flux-variants"));
+    if (!d) {
+        fprintf(stderr, "test_flux: no tests/fixtures/flux-variants\n");
+        exit(1);
+    }
+    const struct dirent *e;
+    while ((e = readdir(d)) && NFIX < MAXFIX) {
+        if (e->d_name[0] == '.') continue;
+        char buf[512];
+        snprintf(buf, sizeof buf, "flux-variants/%s", e->d_name);
+        FIXTURES[NFIX++] = strdup(buf);
+    }
+    closedir(d);
+    qsort(FIXTURES + 1, NFIX - 1, sizeof FIXTURES[0], cmp_str);
+    if (NFIX < 3) {
+        fprintf(stderr, "test_flux: expected our own variants in tests/fixtures/flux-variants, found %zu\n", NFIX - 1);
+        exit(1);
+    }
+}
 
 typedef struct {
     flux_model *m;
@@ -94,7 +123,7 @@ static float *fx_run(fx *f, sink_ctx *sk) {
 static void check(const char *what, const char *fixture, const float *got, const float *want, size_t n, double tol) {
     if (!want) fail_msg("%s: expected tensor %s is missing", fixture, what);
     const double e = tc_rel_l2(got, want, n);
-    printf("  %-14s %-44s rel L2 %.3e (tolerance %.0e)\n", fixture, what, e, tol);
+    printf("  %-36s %-44s rel L2 %.3e (tolerance %.0e)\n", fixture, what, e, tol);
     assert_true(e <= tol);
 }
 
@@ -384,7 +413,7 @@ static void test_noop_and_threads_bit_identical(void **state) {
         omp_set_num_threads(nt);
         assert_memory_equal(plain, one, sizeof(float) * f.nout);
         assert_memory_equal(plain, three, sizeof(float) * f.nout);
-        printf("  %-14s bit-identical: probe at every site, empty condition, 1 and 3 threads\n", FIXTURES[k]);
+        printf("  %-36s bit-identical: probe at every site, empty condition, 1 and 3 threads\n", FIXTURES[k]);
         free(plain);
         free(probed);
         free(noop);
@@ -714,6 +743,7 @@ static void test_cli_forward(void **state) {
 }
 
 int main(void) {
+    find_fixtures();
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_forward_matches_diffusers),
         cmocka_unit_test(test_probe_mass_matches_diffusers),
@@ -725,5 +755,7 @@ int main(void) {
         cmocka_unit_test(test_storage_variants),
         cmocka_unit_test(test_cli_forward),
     };
-    return cmocka_run_group_tests(tests, NULL, NULL);
+    const int rc = cmocka_run_group_tests(tests, NULL, NULL);
+    for (size_t i = 0; i < NFIX; i++) free(FIXTURES[i]);
+    return rc;
 }
