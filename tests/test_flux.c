@@ -653,6 +653,156 @@ static void test_storage_variants(void **state) {
     fx_free(&f);
 }
 
+/* ---- activation statistics: text and image rows of the single-stream output kept apart ---- */
+
+static int cmp_float(const void *a, const void *b) {
+    const float x = *(const float *)a, y = *(const float *)b;
+    return (x > y) - (x < y);
+}
+
+/* max and numpy-'linear' 95th percentile of the L2 norms of rows [lo, hi) of x [rows, D] */
+static void row_norm_stats(const float *x, int lo, int hi, int D, double *mx, double *p95) {
+    const int n = hi - lo;
+    float *v = malloc(sizeof(float) * n);
+    *mx = 0;
+    for (int i = 0; i < n; i++) {
+        double ss = 0;
+        for (int d = 0; d < D; d++) ss += (double)x[(size_t)(lo + i) * D + d] * x[(size_t)(lo + i) * D + d];
+        v[i] = (float)sqrt(ss);
+        *mx = v[i] > *mx ? v[i] : *mx;
+    }
+    qsort(v, n, sizeof(float), cmp_float);
+    const double pos = 0.95 * (n - 1);
+    const int a = (int)floor(pos), b = a + 1 < n ? a + 1 : a;
+    *p95 = v[a] + (pos - a) * (v[b] - v[a]);
+    free(v);
+}
+
+typedef struct {
+    sink_ctx *sk;
+    sd3_hooks inner;
+    int S, N;
+    double img[MAXB][MAXB][2], txt[MAXB][MAXB][2]; /* [single block][batch] {max, p95} */
+    double dbl[MAXB][MAXB][2];
+} stats_cap;
+
+static int stats_double(void *ctx, int block, const float *x, int B, int N, int D) {
+    stats_cap *c = ctx;
+    for (int b = 0; b < B; b++) row_norm_stats(x + (size_t)b * N * D, 0, N, D, &c->dbl[block][b][0], &c->dbl[block][b][1]);
+    return c->inner.block_output(c->inner.ctx, block, x, B, N, D);
+}
+
+static int stats_single(void *ctx, int block, const float *x, int B, int T, int D) {
+    stats_cap *c = ctx;
+    assert_int_equal(T, c->S + c->N);
+    for (int b = 0; b < B; b++) {
+        const float *xb = x + (size_t)b * T * D;
+        row_norm_stats(xb, 0, c->S, D, &c->txt[block][b][0], &c->txt[block][b][1]);
+        row_norm_stats(xb, c->S, T, D, &c->img[block][b][0], &c->img[block][b][1]);
+    }
+    return c->inner.block_output(c->inner.ctx, block, x, B, T, D);
+}
+
+static int stats_attention(void *ctx, const ss_site *site, const attn_args *a) {
+    stats_cap *c = ctx;
+    return c->inner.attention(c->inner.ctx, site, a);
+}
+
+static void near(double got, double want, const char *what) {
+    if (!(fabs(got - want) <= 1e-6 * fabs(want))) fail_msg("%s: %.9g, expected %.9g", what, got, want);
+}
+
+static void test_single_stats_text_vs_image_rows(void **state) {
+    (void)state;
+    for (size_t k = 0; k < NFIX; k++) {
+        fx f;
+        fx_load(&f, FIXTURES[k]);
+        const int L = f.m->cfg.num_layers, Ls = f.m->cfg.num_single_layers;
+        int codes[2 * MAXB], n = 0;
+        for (int i = 0; i < L; i++) codes[n++] = ss_site_code(SS_SITE_DOUBLE, i);
+        for (int j = 0; j < Ls; j++) codes[n++] = ss_site_code(SS_SITE_SINGLE, j);
+        stats_cap *c = calloc(1, sizeof *c);
+        c->sk = sink_ctx_new();
+        assert_int_equal(sink_ctx_set_probe(c->sk, codes, n, TOK_IMAGE, 3, 0), 0);
+        c->inner = sink_ctx_hooks(c->sk);
+        c->S = f.S;
+        c->N = f.N;
+        flux_hooks hk = {.ctx = c, .attention = stats_attention, .block_output = stats_double, .single_output = stats_single};
+        float *out = fx_run_hooks(&f, &hk);
+        assert_int_equal(sink_ctx_record_count(c->sk), n);
+        double max_gap = 0;
+        for (int r = 0; r < n; r++) {
+            const sink_record *rec = sink_ctx_record(c->sk, r);
+            const int single = ss_site_code_kind(rec->site) == SS_SITE_SINGLE, blk = ss_site_code_block(rec->site);
+            json_t *o = sink_record_to_json(rec), *p = json_object_get(o, "probe");
+            assert_int_equal(single, json_object_get(p, "act_text_max") != NULL);
+            assert_int_equal(single, json_object_get(p, "act_text_p95") != NULL);
+            json_decref(o);
+            for (int b = 0; b < f.B; b++) {
+                char what[96];
+                snprintf(what, sizeof what, "%s %s.%d batch %d", FIXTURES[k], single ? "single" : "double", blk, b);
+                if (!single) { /* the image stream, as before */
+                    assert_null(rec->act_text_max);
+                    near(rec->act_max[b], c->dbl[blk][b][0], what);
+                    near(rec->act_p95[b], c->dbl[blk][b][1], what);
+                    continue;
+                }
+                assert_non_null(rec->act_text_max);
+                near(rec->act_max[b], c->img[blk][b][0], what);
+                near(rec->act_p95[b], c->img[blk][b][1], what);
+                near(rec->act_text_max[b], c->txt[blk][b][0], what);
+                near(rec->act_text_p95[b], c->txt[blk][b][1], what);
+                const double gap = fabs(rec->act_p95[b] - rec->act_text_p95[b]) / rec->act_p95[b];
+                max_gap = gap > max_gap ? gap : max_gap;
+            }
+        }
+        printf("  %-36s single.j act stats: image rows [S, S+N), text rows [0, S); largest image/text p95 gap %.1f%%\n",
+               FIXTURES[k], 100 * max_gap);
+        assert_true(max_gap > 1e-3); /* the two row sets really differ here, so mixing them up would show */
+        free(out);
+        sink_ctx_free(c->sk);
+        free(c);
+        fx_free(&f);
+    }
+}
+
+/* SD3's records are unchanged: no text-row fields, act_* over the image stream of the block */
+static void test_sd3_stats_unchanged(void **state) {
+    (void)state;
+    tc_sd3fx f;
+    if (tc_sd3fx_load(&f, "sd3-tiny-a") < 0) fail_msg("%s", ss_err());
+    sink_ctx *sk = sink_ctx_new();
+    const int blocks[] = {0, 1, 2};
+    assert_int_equal(sink_ctx_set_probe(sk, blocks, 3, TOK_IMAGE, 5, 0), 0);
+    sd3_hooks hk = sink_ctx_hooks(sk);
+    float *out = malloc(sizeof(float) * f.nout);
+    if (sd3_forward(f.m, out, f.x, f.ctx, f.pooled, f.t, f.B, f.Hl, f.Wl, f.S, &hk) < 0) fail_msg("%s", ss_err());
+    for (int r = 0; r < sink_ctx_record_count(sk); r++) {
+        const sink_record *rec = sink_ctx_record(sk, r);
+        char name[32];
+        snprintf(name, sizeof name, "block.%d", rec->block);
+        size_t nb;
+        float *x = tc_load(f.expected, name, &nb, NULL, NULL);
+        assert_non_null(x);
+        const int D = (int)(nb / ((size_t)f.B * f.N));
+        for (int b = 0; b < f.B; b++) {
+            double mx, p95;
+            row_norm_stats(x + (size_t)b * f.N * D, 0, f.N, D, &mx, &p95);
+            assert_true(fabs(rec->act_max[b] - mx) <= 1e-4 * mx); /* vs diffusers' block output */
+            assert_true(fabs(rec->act_p95[b] - p95) <= 1e-4 * p95);
+        }
+        assert_null(rec->act_text_max);
+        json_t *o = sink_record_to_json(rec);
+        assert_null(json_object_get(json_object_get(o, "probe"), "act_text_max"));
+        json_decref(o);
+        free(x);
+    }
+    printf("  sd3-tiny-a: act_max/act_p95 = the image stream's, no text-row fields\n");
+    free(out);
+    sink_ctx_free(sk);
+    tc_sd3fx_free(&f);
+}
+
 /* ---- sinkscope forward on a FLUX folder ---- */
 
 static void test_cli_forward(void **state) {
@@ -753,6 +903,8 @@ int main(void) {
         cmocka_unit_test(test_damaged_folders),
         cmocka_unit_test(test_batch1_matches_diffusers),
         cmocka_unit_test(test_storage_variants),
+        cmocka_unit_test(test_single_stats_text_vs_image_rows),
+        cmocka_unit_test(test_sd3_stats_unchanged),
         cmocka_unit_test(test_cli_forward),
     };
     const int rc = cmocka_run_group_tests(tests, NULL, NULL);
