@@ -803,6 +803,72 @@ static void test_sd3_stats_unchanged(void **state) {
     tc_sd3fx_free(&f);
 }
 
+/* ---- memory: a BF16 checkpoint loads at about its fp32 size ---- */
+
+static long status_kib(const char *key) {
+    FILE *f = fopen("/proc/self/status", "r");
+    char line[256];
+    long v = -1;
+    const size_t n = strlen(key);
+    while (f && fgets(line, sizeof line, f))
+        if (!strncmp(line, key, n)) v = atol(line + n);
+    if (f) fclose(f);
+    return v;
+}
+
+static void count_floats(void *ctx, const char *name, int ndim, const int64_t *shape) {
+    double n = 1;
+    for (int i = 0; i < ndim; i++) n *= (double)shape[i];
+    *(double *)ctx += n;
+    (void)name;
+}
+
+#if defined(__SANITIZE_ADDRESS__)
+#define SANITIZED 1
+#elif defined(__has_feature)
+#if __has_feature(address_sanitizer)
+#define SANITIZED 1
+#endif
+#endif
+#ifndef SANITIZED
+#define SANITIZED 0
+#endif
+
+static void test_bf16_load_memory(void **state) {
+    (void)state;
+    /* FLUX.1's head layout (128 = 16 + 56 + 56) at D = 512, 1 double + 1 single block: ~13M weights */
+    const flux_config c = {.patch_size = 1, .in_channels = 64, .out_channels = 64, .num_layers = 1, .num_single_layers = 1,
+                           .head_dim = 128, .num_heads = 4, .joint_attention_dim = 256, .pooled_projection_dim = 96,
+                           .guidance_embeds = 1, .n_axes = 3, .axes_dims = {16, 56, 56}};
+    char *dir = tc_tmpdir();
+    if (flux_init_random(&c, dir, 5, ST_BF16) < 0) fail_msg("%s", ss_err());
+    double nf = 0;
+    assert_int_equal(flux_enumerate_tensors(&c, count_floats, &nf), 0);
+    const double fp32_mib = nf * 4 / 1048576.0;
+    FILE *f = fopen("/proc/self/clear_refs", "w"); /* "5": reset the peak resident size to the current one */
+    if (!f || fputs("5", f) < 0 || fclose(f)) {
+        if (f) fclose(f);
+        printf("  /proc/self/clear_refs not writable: peak RSS not measurable here\n");
+        tc_rmtree(dir);
+        free(dir);
+        skip();
+    }
+    const long rss0 = status_kib("VmRSS:");
+    flux_model *m;
+    if (flux_load(&m, dir) < 0) fail_msg("%s", ss_err());
+    const double peak_mib = (status_kib("VmHWM:") - rss0) / 1024.0, held_mib = (status_kib("VmRSS:") - rss0) / 1024.0;
+    /* every weight is in the fp32 arena: the file's pages were dropped */
+    assert_non_null(m->arena);
+    const double bound = SANITIZED ? 1.25 : 1.1; /* ASan's shadow memory adds 1/8 to every allocation */
+    printf("  BF16 FLUX checkpoint (%.0fM weights, %.1f MiB in fp32): load peak +%.1f MiB (%.3fx), held +%.1f MiB%s\n",
+           nf / 1e6, fp32_mib, peak_mib, peak_mib / fp32_mib, held_mib, SANITIZED ? " (ASan build)" : "");
+    assert_true(peak_mib <= bound * fp32_mib);
+    assert_true(held_mib >= 0.9 * fp32_mib); /* the measurement sees the weights at all */
+    flux_free(m);
+    tc_rmtree(dir);
+    free(dir);
+}
+
 /* ---- sinkscope forward on a FLUX folder ---- */
 
 static void test_cli_forward(void **state) {
@@ -905,6 +971,7 @@ int main(void) {
         cmocka_unit_test(test_storage_variants),
         cmocka_unit_test(test_single_stats_text_vs_image_rows),
         cmocka_unit_test(test_sd3_stats_unchanged),
+        cmocka_unit_test(test_bf16_load_memory),
         cmocka_unit_test(test_cli_forward),
     };
     const int rc = cmocka_run_group_tests(tests, NULL, NULL);
