@@ -958,6 +958,55 @@ static void test_cli_forward(void **state) {
     free(dir);
 }
 
+/* sinkscope forward on each of our own variants: every expected tensor but the interventions'
+ * samples (sharded BF16, schnell without a guidance input, batch 1, out_channels != in_channels). */
+static void test_cli_forward_variants(void **state) {
+    (void)state;
+    char *dir = tc_tmpdir();
+    const char *out = tc_join(dir, "out.safetensors");
+    static char buf[16384];
+    for (size_t k = 1; k < NFIX; k++) {
+        fx f;
+        fx_load(&f, FIXTURES[k]);
+        char probe[1024] = "";
+        size_t len = 0;
+        for (int i = 0; i < f.m->cfg.num_layers; i++)
+            len += (size_t)snprintf(probe + len, sizeof probe - len, "%sdouble.%d", len ? "," : "", i);
+        for (int j = 0; j < f.m->cfg.num_single_layers; j++)
+            len += (size_t)snprintf(probe + len, sizeof probe - len, "%ssingle.%d", len ? "," : "", j);
+        char fxd[1024], expected[1024];
+        snprintf(fxd, sizeof fxd, "%s", f.dir);
+        snprintf(expected, sizeof expected, "%s", f.expected);
+        const int rc = tc_run(buf, sizeof buf,
+                              "%s forward --model %s --inputs %s/inputs.safetensors --out %s --dump-blocks --dump-rope-qk "
+                              "--probe %s --threads 1",
+                              tc_bin(), fxd, fxd, out, probe);
+        if (rc) fail_msg("%s: forward failed (%d): %s", FIXTURES[k], rc, buf);
+        st_file *e;
+        assert_int_equal(st_open(&e, expected), 0);
+        int compared = 0;
+        for (int i = 0; i < st_count(e); i++) {
+            const char *name = st_get(e, i)->name;
+            if (!strncmp(name, "sample.", 7)) continue;
+            size_t n, nw;
+            float *got = tc_load(out, name, &n, NULL, NULL), *want = tc_load(expected, name, &nw, NULL, NULL);
+            if (!got) fail_msg("%s: forward output lacks %s", FIXTURES[k], name);
+            assert_int_equal(n, nw);
+            char what[64];
+            snprintf(what, sizeof what, "forward CLI %s", name);
+            check(what, FIXTURES[k], got, want, n, strstr(name, "mass") ? 1e-5 : 1e-4);
+            free(got);
+            free(want);
+            compared++;
+        }
+        assert_int_equal(compared, 1 + 4 * f.m->cfg.num_layers + 4 * f.m->cfg.num_single_layers); /* sample, block/single, mass, qk_pre, qk_post */
+        st_close(e);
+        fx_free(&f);
+    }
+    tc_rmtree(dir);
+    free(dir);
+}
+
 int main(void) {
     find_fixtures();
     const struct CMUnitTest tests[] = {
@@ -973,6 +1022,7 @@ int main(void) {
         cmocka_unit_test(test_sd3_stats_unchanged),
         cmocka_unit_test(test_bf16_load_memory),
         cmocka_unit_test(test_cli_forward),
+        cmocka_unit_test(test_cli_forward_variants),
     };
     const int rc = cmocka_run_group_tests(tests, NULL, NULL);
     for (size_t i = 0; i < NFIX; i++) free(FIXTURES[i]);
