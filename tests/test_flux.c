@@ -963,7 +963,8 @@ static void test_cli_forward(void **state) {
 static void test_cli_forward_variants(void **state) {
     (void)state;
     char *dir = tc_tmpdir();
-    const char *out = tc_join(dir, "out.safetensors");
+    char out[4200]; /* its own copy: tc_path's buffers rotate */
+    snprintf(out, sizeof out, "%s/out.safetensors", dir);
     static char buf[16384];
     for (size_t k = 1; k < NFIX; k++) {
         fx f;
