@@ -354,6 +354,8 @@ static void plain_make(plain *p, int B, int H, int dh, int N, int S, int masked,
         p->kv = malloc((size_t)B * p->T);
         for (int b = 0; b < B; b++)
             for (int j = 0; j < p->T; j++) p->kv[(size_t)b * p->T + j] = !(b == 1 && j >= p->T - 3);
+        /* a masked key with a huge activation: ignored by the median, the max and the channels */
+        p->C[((size_t)1 * S + S - 1) * p->D + 7] = 500.0f;
     }
     p->site = (ss_site){.kind = SS_SITE_JOINT, .block = 2, .index = 2, .Tq = p->T, .Tk = p->T, .n_qspan = 2, .n_kspan = 2,
                         .qspan = {{0, N, SS_TOK_IMAGE}, {N, S, SS_TOK_TEXT}}, .kspan = {{0, N, SS_TOK_IMAGE}, {N, S, SS_TOK_TEXT}},
@@ -664,6 +666,89 @@ static void test_flux_fixture(void **state) {
     flux_free(m);
 }
 
+/* ---- SD3.5's sites (sd35-tiny-b): joint.i supplies the block's input streams, attn2.i none ---- */
+
+typedef struct {
+    sd3_hooks inner;
+    int n;
+    int code[32];
+    float *q[32], *k[32], *v[32], *hid[32], *blk[32];
+    ss_site site[32];
+    attn_args a[32];
+} scap;
+
+static int scap_attn(void *ctx, const ss_site *site, const attn_args *a) {
+    scap *c = ctx;
+    const int i = c->n++, Tk = site->Tk;
+    assert_true(i < 32);
+    const size_t n = (size_t)a->B * a->T * a->ld;
+    c->q[i] = dup(a->q, n), c->k[i] = dup(a->k, n), c->v[i] = dup(a->v, n);
+    c->site[i] = *site;
+    c->code[i] = ss_site_code_of(site);
+    if (site->hidden[0].x) { /* copy in key order: [B, Tk, D] */
+        const int D = site->hidden_dim;
+        c->hid[i] = malloc(sizeof(float) * (size_t)a->B * Tk * D);
+        for (int b = 0; b < a->B; b++)
+            for (int g = 0; g < site->n_kspan; g++)
+                for (int r = 0; r < site->kspan[g].len; r++)
+                    memcpy(c->hid[i] + ((size_t)b * Tk + site->kspan[g].start + r) * D,
+                           site->hidden[g].x + ((size_t)b * site->hidden[g].bstride + r) * site->hidden_ld, sizeof(float) * D);
+        ss_site_set_hidden(&c->site[i], c->hid[i], (size_t)Tk, D, D);
+    }
+    c->a[i] = *a;
+    c->a[i].q = c->q[i], c->a[i].k = c->k[i], c->a[i].v = c->v[i];
+    return c->inner.attention(c->inner.ctx, site, a);
+}
+
+static int scap_block(void *ctx, int block, const float *x, int B, int N, int D) {
+    scap *c = ctx;
+    assert_true(block < 32 && !c->blk[block]);
+    c->blk[block] = dup(x, (size_t)B * N * D);
+    return c->inner.block_output(c->inner.ctx, block, x, B, N, D);
+}
+
+static void test_sd3_sites(void **state) {
+    (void)state;
+    tc_sd3fx f;
+    if (tc_sd3fx_load(&f, "sd35-tiny-b") < 0) fail_msg("%s", ss_err());
+    float *o0 = malloc(sizeof(float) * f.nout), *o1 = malloc(sizeof(float) * f.nout);
+    if (sd3_forward(f.m, o0, f.x, f.ctx, f.pooled, f.t, f.B, f.Hl, f.Wl, f.S, NULL) < 0) fail_msg("%s", ss_err());
+    ss_site sites[32];
+    const int ns = sd3_sites(&f.m->cfg, f.N, f.S, sites, 32);
+    int codes[32];
+    for (int i = 0; i < ns; i++) codes[i] = ss_site_code_of(&sites[i]);
+    sink_ctx *sk = sink_ctx_new();
+    sink_ctx_set_probe(sk, codes, ns, TOK_IMAGE, 5, 0);
+    sink_ctx_set_spiral(sk, SPIRAL_ALL);
+    scap c = {.inner = sink_ctx_hooks(sk)};
+    sd3_hooks hk = {.ctx = &c, .attention = scap_attn, .block_output = scap_block};
+    if (sd3_forward(f.m, o1, f.x, f.ctx, f.pooled, f.t, f.B, f.Hl, f.Wl, f.S, &hk) < 0) fail_msg("%s", ss_err());
+    assert_memory_equal(o0, o1, sizeof(float) * f.nout);
+    assert_int_equal(c.n, ns);
+    worst = 0;
+    const int D = f.m->D;
+    for (int i = 0; i < ns; i++) {
+        const spiral_rec *r = sink_ctx_record(sk, i)->spiral;
+        const int joint = ss_site_code_kind(c.code[i]) == SS_SITE_JOINT, blk = ss_site_code_block(c.code[i]);
+        assert_int_equal(!!(r->fields & SPIRAL_ACT), joint);
+        assert_false(r->fields & SPIRAL_ENERGY);
+        if (joint && blk > 0) /* the image rows are the stream block blk-1 put out */
+            for (int b = 0; b < f.B; b++)
+                assert_memory_equal(c.hid[i] + (size_t)b * (f.N + f.S) * D, c.blk[blk - 1] + (size_t)b * f.N * D,
+                                    sizeof(float) * f.N * D);
+        ref R;
+        ref_compute(&R, &c.a[i], &c.site[i], 0, NULL, NULL);
+        compare(r, &R, &c.site[i], &c.a[i]);
+        ref_free(&R);
+        free(c.q[i]), free(c.k[i]), free(c.v[i]), free(c.hid[i]);
+    }
+    for (int i = 0; i < 32; i++) free(c.blk[i]);
+    printf("  sd35-tiny-b, %d sites: worst relative error %.2e\n", ns, worst);
+    sink_ctx_free(sk);
+    free(o0), free(o1);
+    tc_sd3fx_free(&f);
+}
+
 /* ---- no-op, threads, memory, parsing ---- */
 
 static void test_noop_and_threads(void **state) {
@@ -757,13 +842,24 @@ static void test_fields_parse(void **state) {
     assert_null(json_object_get(o, "budget"));
     json_decref(o);
     sink_ctx_free(sk);
+    /* RoPE axes that do not tile the head: an error naming the site, not a silent misreading */
+    p.site.rope_dims[0] = 4, p.site.rope_dims[1] = 6;
+    sk = sink_ctx_new();
+    const int code = ss_site_code_of(&p.site);
+    sink_ctx_set_probe(sk, &code, 1, TOK_ALL, 5, 0);
+    sink_ctx_set_spiral(sk, SPIRAL_ENERGY);
+    sd3_hooks hk = sink_ctx_hooks(sk);
+    assert_true(hk.attention(hk.ctx, &p.site, &p.a) < 0);
+    assert_non_null(strstr(ss_err(), "joint.2"));
+    assert_non_null(strstr(ss_err(), "not the head dim 8"));
+    sink_ctx_free(sk);
     plain_free(&p);
 }
 
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_plain_site),      cmocka_unit_test(test_rope_site),     cmocka_unit_test(test_budget_types),
-        cmocka_unit_test(test_flux_fixture),    cmocka_unit_test(test_noop_and_threads), cmocka_unit_test(test_memory),
+        cmocka_unit_test(test_flux_fixture),    cmocka_unit_test(test_sd3_sites), cmocka_unit_test(test_noop_and_threads), cmocka_unit_test(test_memory),
         cmocka_unit_test(test_fields_parse),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
