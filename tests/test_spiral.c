@@ -536,13 +536,18 @@ static void test_budget_types(void **state) {
     near("pad budget", r->budget[SS_TOK_N + SS_TOK_PAD], pad, 0);
     assert_int_equal(r->sink_type[1], SS_TOK_WORD); /* key 25 */
     /* the JSON names the types present */
-    json_t *o = spiral_rec_to_json(r);
+    json_t *o = spiral_rec_to_json(r, 1), *all = spiral_rec_to_json(r, -1);
     json_t *bu = json_object_get(o, "budget");
     assert_non_null(json_object_get(bu, "comma"));
     assert_non_null(json_object_get(bu, "bos"));
     assert_null(json_object_get(bu, "text"));
-    assert_string_equal(json_string_value(json_array_get(json_object_get(o, "sink_type"), 1)), "word");
+    assert_null(json_object_get(bu, "other")); /* batch 1 has none */
+    assert_int_equal(json_integer_value(json_object_get(json_object_get(o, "budget_keys"), "pad")), 4);
+    assert_string_equal(json_string_value(json_object_get(o, "sink_type")), "word");
+    assert_int_equal(json_array_size(all), 2);
+    assert_true(json_equal(json_array_get(all, 1), o));
     json_decref(o);
+    json_decref(all);
     ref_free(&R);
     sink_ctx_free(sk);
 
@@ -567,6 +572,21 @@ static void test_budget_types(void **state) {
     ref_free(&R);
     sink_ctx_free(sk);
     plain_free(&p);
+}
+
+/* spiral_rec_tensors' walk: names and shapes, joined */
+typedef struct {
+    char names[512];
+    const float *keyimp;
+} walk;
+
+static int walk_fn(void *ctx, const char *name, int ndim, const int64_t *shape, const float *data) {
+    walk *w = ctx;
+    char one[96];
+    snprintf(one, sizeof one, "%s[%lld,%lld] ", name, (long long)shape[0], (long long)(ndim > 1 ? shape[1] : 0));
+    strncat(w->names, one, sizeof w->names - strlen(w->names) - 1);
+    if (!strncmp(name, "keyimp.", 7)) w->keyimp = data;
+    return 0;
 }
 
 /* ---- FLUX's own sites (flux-tiny-a): the hooks capture what each site saw ---- */
@@ -653,12 +673,21 @@ static void test_flux_fixture(void **state) {
         }
         /* the records' JSON carries the fields */
         json_t *j = sink_record_to_json(sink_ctx_record(c.sk, ns - 1));
-        json_t *sp = json_object_get(json_object_get(j, "probe"), "spiral");
+        json_t *sp = json_array_get(json_object_get(json_object_get(j, "probe"), "spiral"), 0);
         assert_non_null(sp);
         assert_non_null(json_object_get(json_object_get(sp, "energy"), "fac"));
         assert_non_null(json_object_get(sp, "qk_pre"));
         assert_non_null(json_object_get(sp, "act"));
         json_decref(j);
+        walk wk = {{0}, NULL};
+        const spiral_rec *last = sink_ctx_record(c.sk, ns - 1)->spiral;
+        assert_int_equal(spiral_rec_tensors(last, "single.1", walk_fn, &wk), 0);
+        char want[512];
+        snprintf(want, sizeof want, "keyimp.single.1[%d,%d] budget.single.1[%d,%d] kenergy_sink.single.1[%d,%d] "
+                 "kenergy_image.single.1[%d,%d] act_inf.single.1[%d,%d] ", B, N + S, B, SS_TOK_N, B, m->cfg.head_dim / 2, B,
+                 m->cfg.head_dim / 2, B, N + S);
+        assert_string_equal(wk.names, want);
+        assert_ptr_equal(wk.keyimp, last->mu);
         printf("  flux-tiny-a, %d sites, %s queries: worst relative error %.2e\n", ns, sink_tokens_name(qs[qi]), worst);
         sink_ctx_free(c.sk);
     }
@@ -836,9 +865,9 @@ static void test_fields_parse(void **state) {
     const spiral_rec *r = sink_ctx_record(sk, 0)->spiral;
     assert_int_equal(r->fields, SPIRAL_KEYIMP | SPIRAL_NORMS);
     assert_true(isnan(r->x_image[0]));
-    json_t *o = spiral_rec_to_json(r);
-    assert_true(json_is_null(json_array_get(json_object_get(o, "ki_x_image"), 0)));
-    assert_true(json_is_null(json_array_get(json_object_get(json_object_get(o, "v_norm"), "image"), 0)));
+    json_t *o = spiral_rec_to_json(r, 0);
+    assert_true(json_is_null(json_object_get(o, "ki_x_image")));
+    assert_true(json_is_null(json_object_get(json_object_get(o, "v_norm"), "image")));
     assert_null(json_object_get(o, "budget"));
     json_decref(o);
     sink_ctx_free(sk);

@@ -617,7 +617,7 @@ void *sink_record_to_json(const sink_record *r) {
                                                        (double)r->head_top5[bh]));
             }
         json_object_set_new(p, "heads", heads);
-        if (r->spiral) json_object_set_new(p, "spiral", spiral_rec_to_json(r->spiral));
+        if (r->spiral) json_object_set_new(p, "spiral", spiral_rec_to_json(r->spiral, -1));
         json_object_set_new(o, "probe", p);
     }
     if (r->intervened) {

@@ -466,50 +466,27 @@ static json_t *iarr(const int *x, size_t n) {
     return a;
 }
 
-/* [B][n] rows of floats */
-static json_t *frows(const float *x, int B, int n) {
-    json_t *a = json_array();
-    for (int b = 0; b < B; b++) json_array_append_new(a, farr(x + (size_t)b * n, (size_t)n));
-    return a;
-}
+static json_t *sink_img(double s, double i) { return json_pack("{s:o, s:o}", "sink", jreal(s), "image", jreal(i)); }
 
-static json_t *sink_img(const float *s, const float *i, int B) {
-    return json_pack("{s:o, s:o}", "sink", farr(s, (size_t)B), "image", farr(i, (size_t)B));
-}
-
-void *spiral_rec_to_json(const spiral_rec *r) {
-    const int B = r->B;
+/* batch element b's fields */
+static json_t *one_b(const spiral_rec *r, int b) {
     json_t *o = json_object();
-    json_object_set_new(o, "sink", iarr(r->sink, (size_t)B));
-    json_t *st = json_array();
-    for (int b = 0; b < B; b++) json_array_append_new(st, json_string(ss_tok_name((ss_tok)r->sink_type[b])));
-    json_object_set_new(o, "sink_type", st);
-    json_object_set_new(o, "ki_x_uniform", farr(r->x_uniform, (size_t)B));
-    json_object_set_new(o, "ki_x_image", farr(r->x_image, (size_t)B));
-    json_t *tk = json_array(), *tm = json_array(), *tt = json_array();
-    for (int b = 0; b < B; b++) {
-        json_array_append_new(tk, iarr(r->top_idx + (size_t)b * r->ntop, (size_t)r->ntop));
-        json_array_append_new(tm, farr(r->top_mu + (size_t)b * r->ntop, (size_t)r->ntop));
-        json_t *ty = json_array();
-        for (int t = 0; t < r->ntop; t++) json_array_append_new(ty, json_string(ss_tok_name((ss_tok)r->top_type[(size_t)b * r->ntop + t])));
-        json_array_append_new(tt, ty);
-    }
-    json_object_set_new(o, "top_keys", tk);
-    json_object_set_new(o, "top_mu", tm);
-    json_object_set_new(o, "top_types", tt);
+    json_object_set_new(o, "sink", json_integer(r->sink[b]));
+    json_object_set_new(o, "sink_type", json_string(ss_tok_name((ss_tok)r->sink_type[b])));
+    json_object_set_new(o, "ki_x_uniform", jreal(r->x_uniform[b]));
+    json_object_set_new(o, "ki_x_image", jreal(r->x_image[b]));
+    json_t *ty = json_array();
+    for (int t = 0; t < r->ntop; t++) json_array_append_new(ty, json_string(ss_tok_name((ss_tok)r->top_type[(size_t)b * r->ntop + t])));
+    json_object_set_new(o, "top_keys", iarr(r->top_idx + (size_t)b * r->ntop, (size_t)r->ntop));
+    json_object_set_new(o, "top_mu", farr(r->top_mu + (size_t)b * r->ntop, (size_t)r->ntop));
+    json_object_set_new(o, "top_types", ty);
     if (r->fields & SPIRAL_BUDGET) {
         json_t *bu = json_object(), *bk = json_object();
         for (int t = 0; t < SS_TOK_N; t++) {
-            int any = 0;
-            for (int b = 0; b < B; b++) any |= r->budget_keys[(size_t)b * SS_TOK_N + t] > 0;
-            if (!any) continue;
-            json_t *v = json_array(), *c = json_array();
-            for (int b = 0; b < B; b++) {
-                json_array_append_new(v, jreal(r->budget[(size_t)b * SS_TOK_N + t]));
-                json_array_append_new(c, json_integer(r->budget_keys[(size_t)b * SS_TOK_N + t]));
-            }
-            json_object_set_new(bu, ss_tok_name((ss_tok)t), v);
-            json_object_set_new(bk, ss_tok_name((ss_tok)t), c);
+            const int n = r->budget_keys[(size_t)b * SS_TOK_N + t];
+            if (!n) continue;
+            json_object_set_new(bu, ss_tok_name((ss_tok)t), jreal(r->budget[(size_t)b * SS_TOK_N + t]));
+            json_object_set_new(bk, ss_tok_name((ss_tok)t), json_integer(n));
         }
         json_object_set_new(o, "budget", bu);
         json_object_set_new(o, "budget_keys", bk);
@@ -517,37 +494,42 @@ void *spiral_rec_to_json(const spiral_rec *r) {
     if (r->fields & SPIRAL_ENERGY) {
         json_t *e = json_object();
         json_object_set_new(e, "axes_dims", iarr(r->axes_dims, (size_t)r->n_axes));
-        json_object_set_new(e, "pair_energy_sink", frows(r->e_sink, B, r->n_pairs));
-        json_object_set_new(e, "pair_energy_image", frows(r->e_img, B, r->n_pairs));
-        json_object_set_new(e, "axis_share_sink", frows(r->axis_sink, B, r->n_axes));
-        json_object_set_new(e, "axis_share_image", frows(r->axis_img, B, r->n_axes));
-        json_object_set_new(e, "low_share_sink", farr(r->low_sink, (size_t)B));
-        json_object_set_new(e, "low_share_image", farr(r->low_img, (size_t)B));
-        json_object_set_new(e, "fac", farr(r->fac, (size_t)B));
+        json_object_set_new(e, "pair_energy_sink", farr(r->e_sink + (size_t)b * r->n_pairs, (size_t)r->n_pairs));
+        json_object_set_new(e, "pair_energy_image", farr(r->e_img + (size_t)b * r->n_pairs, (size_t)r->n_pairs));
+        json_object_set_new(e, "axis_share_sink", farr(r->axis_sink + (size_t)b * r->n_axes, (size_t)r->n_axes));
+        json_object_set_new(e, "axis_share_image", farr(r->axis_img + (size_t)b * r->n_axes, (size_t)r->n_axes));
+        json_object_set_new(e, "low_share_sink", jreal(r->low_sink[b]));
+        json_object_set_new(e, "low_share_image", jreal(r->low_img[b]));
+        json_object_set_new(e, "fac", jreal(r->fac[b]));
         json_object_set_new(o, "energy", e);
     }
     if (r->fields & SPIRAL_QK) {
-        json_object_set_new(o, r->n_axes ? "qk_post" : "qk", sink_img(r->qk_post_sink, r->qk_post_img, B));
-        if (r->has_pre) json_object_set_new(o, "qk_pre", sink_img(r->qk_pre_sink, r->qk_pre_img, B));
+        json_object_set_new(o, r->n_axes ? "qk_post" : "qk", sink_img(r->qk_post_sink[b], r->qk_post_img[b]));
+        if (r->has_pre) json_object_set_new(o, "qk_pre", sink_img(r->qk_pre_sink[b], r->qk_pre_img[b]));
     }
     if (r->fields & SPIRAL_NORMS) {
-        json_object_set_new(o, "v_norm", sink_img(r->vnorm_sink, r->vnorm_img, B));
-        json_object_set_new(o, "k_norm", sink_img(r->knorm_sink, r->knorm_img, B));
+        json_object_set_new(o, "v_norm", sink_img(r->vnorm_sink[b], r->vnorm_img[b]));
+        json_object_set_new(o, "k_norm", sink_img(r->knorm_sink[b], r->knorm_img[b]));
     }
     if (r->fields & SPIRAL_ACT) {
         json_t *m = json_object();
-        json_object_set_new(m, "sink", farr(r->act_sink, (size_t)B));
-        json_object_set_new(m, "median", farr(r->act_median, (size_t)B));
-        json_object_set_new(m, "sink_ratio", farr(r->act_sink_ratio, (size_t)B));
-        json_object_set_new(m, "max_token", iarr(r->act_max_tok, (size_t)B));
-        json_object_set_new(m, "max_ratio", farr(r->act_max_ratio, (size_t)B));
-        json_t *ci = json_array();
-        for (int b = 0; b < B; b++) json_array_append_new(ci, iarr(r->ch_idx + (size_t)b * r->nch, (size_t)r->nch));
-        json_object_set_new(m, "top_channels", ci);
-        json_object_set_new(m, "top_channel_max", frows(r->ch_val, B, r->nch));
+        json_object_set_new(m, "sink", jreal(r->act_sink[b]));
+        json_object_set_new(m, "median", jreal(r->act_median[b]));
+        json_object_set_new(m, "sink_ratio", jreal(r->act_sink_ratio[b]));
+        json_object_set_new(m, "max_token", json_integer(r->act_max_tok[b]));
+        json_object_set_new(m, "max_ratio", jreal(r->act_max_ratio[b]));
+        json_object_set_new(m, "top_channels", iarr(r->ch_idx + (size_t)b * r->nch, (size_t)r->nch));
+        json_object_set_new(m, "top_channel_max", farr(r->ch_val + (size_t)b * r->nch, (size_t)r->nch));
         json_object_set_new(o, "act", m);
     }
     return o;
+}
+
+void *spiral_rec_to_json(const spiral_rec *r, int b) {
+    if (b >= 0) return b < r->B ? one_b(r, b) : json_null();
+    json_t *a = json_array();
+    for (int i = 0; i < r->B; i++) json_array_append_new(a, one_b(r, i));
+    return a;
 }
 
 int spiral_rec_tensors(const spiral_rec *r, const char *site,

@@ -97,8 +97,9 @@ int spiral_measure(spiral_rec **out, unsigned fields, const ss_site *site, const
                    int want, const float *qk_pre);
 void spiral_rec_free(spiral_rec *r);
 
-/* The record as a jansson object (json_t *); non-finite values are null. */
-void *spiral_rec_to_json(const spiral_rec *r);
+/* Batch element b's fields as a jansson object (json_t *), or with b < 0 an array of every
+ * batch element's; non-finite values are null (docs/spiral-measurements.md has the schema). */
+void *spiral_rec_to_json(const spiral_rec *r, int b);
 
 /* The record's tensors, named NAME.{site} (site = e.g. "double.3"): keyimp [B, Tk], budget
  * [B, SS_TOK_N] (ss_tok order), kenergy_sink and kenergy_image [B, n_pairs], act_inf [B, Tk];
