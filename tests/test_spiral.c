@@ -20,6 +20,7 @@
 #include "models/flux.h"
 #include "sink/sink.h"
 #include "sink/spiral.h"
+#include "text/txtok.h"
 
 #define TOL 1e-5
 
@@ -688,6 +689,16 @@ static void test_flux_fixture(void **state) {
                  m->cfg.head_dim / 2, B, N + S);
         assert_string_equal(wk.names, want);
         assert_ptr_equal(wk.keyimp, last->mu);
+        /* shrunk: the summaries stay, the [B, Tk] vectors go */
+        spiral_rec *lm = sink_ctx_record(c.sk, ns - 1)->spiral;
+        const int sink0 = lm->sink[0];
+        spiral_rec_shrink(lm);
+        memset(&wk, 0, sizeof wk);
+        assert_int_equal(spiral_rec_tensors(lm, "single.1", walk_fn, &wk), 0);
+        snprintf(want, sizeof want, "budget.single.1[%d,%d] kenergy_sink.single.1[%d,%d] kenergy_image.single.1[%d,%d] ", B,
+                 SS_TOK_N, B, m->cfg.head_dim / 2, B, m->cfg.head_dim / 2);
+        assert_string_equal(wk.names, want);
+        assert_int_equal(lm->sink[0], sink0);
         printf("  flux-tiny-a, %d sites, %s queries: worst relative error %.2e\n", ns, sink_tokens_name(qs[qi]), worst);
         sink_ctx_free(c.sk);
     }
@@ -857,6 +868,10 @@ static void test_fields_parse(void **state) {
     assert_true(spiral_fields_parse("qk,fac", &f) < 0);
     assert_non_null(strstr(ss_err(), "'fac'"));
     assert_true(spiral_fields_parse("", &f) < 0);
+    /* tokenizer types to key types */
+    const int tt[] = {TT_WORD, TT_COMMA, TT_PUNCT, TT_BOS, TT_EOS, TT_PAD, TT_SPECIAL};
+    const ss_tok kt[] = {SS_TOK_WORD, SS_TOK_COMMA, SS_TOK_OTHER, SS_TOK_BOS, SS_TOK_EOS, SS_TOK_PAD, SS_TOK_OTHER};
+    for (int i = 0; i < TT_COUNT; i++) assert_int_equal(spiral_tok_of_txtok(tt[i]), kt[i]);
     /* a site without image keys: x image and the image means are null in JSON */
     plain p;
     plain_make(&p, 1, 2, 8, 10, 6, 0, 61);

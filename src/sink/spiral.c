@@ -8,6 +8,7 @@
 
 #include "core/err.h"
 #include "sink/qkmean.h"
+#include "text/txtok.h"
 
 static const struct {
     const char *name;
@@ -450,6 +451,23 @@ int spiral_measure(spiral_rec **out, unsigned fields, const ss_site *site, const
     return 0;
 }
 
+void spiral_rec_shrink(spiral_rec *r) {
+    free(r->mu);
+    free(r->act_inf);
+    r->mu = r->act_inf = NULL;
+}
+
+uint8_t spiral_tok_of_txtok(int t) {
+    switch (t) {
+    case TT_WORD: return SS_TOK_WORD;
+    case TT_COMMA: return SS_TOK_COMMA;
+    case TT_BOS: return SS_TOK_BOS;
+    case TT_EOS: return SS_TOK_EOS;
+    case TT_PAD: return SS_TOK_PAD;
+    default: return SS_TOK_OTHER;
+    }
+}
+
 /* ---- output ---- */
 
 static json_t *jreal(double x) { return isfinite(x) ? json_real(x) : json_null(); }
@@ -543,7 +561,7 @@ int spiral_rec_tensors(const spiral_rec *r, const char *site,
              {"kenergy_sink", SPIRAL_ENERGY, r->e_sink, r->n_pairs}, {"kenergy_image", SPIRAL_ENERGY, r->e_img, r->n_pairs},
              {"act_inf", SPIRAL_ACT, r->act_inf, r->Tk}};
     for (size_t i = 0; i < sizeof t / sizeof t[0]; i++) {
-        if (!(r->fields & t[i].need)) continue;
+        if (!(r->fields & t[i].need) || !t[i].x) continue;
         char name[96];
         snprintf(name, sizeof name, "%s.%s", t[i].name, site);
         const int64_t shape[2] = {r->B, t[i].n};

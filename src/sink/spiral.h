@@ -97,6 +97,14 @@ int spiral_measure(spiral_rec **out, unsigned fields, const ss_site *site, const
                    int want, const float *qk_pre);
 void spiral_rec_free(spiral_rec *r);
 
+/* Frees the record's [B, Tk] vectors (mu, act_inf), keeping every summary: for records kept over
+ * many steps and sites (2 B Tk floats each otherwise). Their tensors are then not listed. */
+void spiral_rec_shrink(spiral_rec *r);
+
+/* The key type (ss_tok) of a tokenizer's token type (text/txtok.h txtok_type): word, comma, bos,
+ * eos and pad as they are; punctuation and special tokens are SS_TOK_OTHER. For site.key_type. */
+uint8_t spiral_tok_of_txtok(int txtok_type);
+
 /* Batch element b's fields as a jansson object (json_t *), or with b < 0 an array of every
  * batch element's; non-finite values are null (docs/spiral-measurements.md has the schema). */
 void *spiral_rec_to_json(const spiral_rec *r, int b);
