@@ -137,6 +137,7 @@ static void site_fill(ss_site *s, const flux_config *c, int index, int block, in
     s->qspan[0] = s->kspan[0] = (ss_span){0, S, SS_TOK_TEXT};
     s->qspan[1] = s->kspan[1] = (ss_span){S, N, SS_TOK_IMAGE};
     s->n_axes = c->n_axes;
+    for (int a = 0; a < c->n_axes && a < SS_SITE_MAX_AXES; a++) s->rope_dims[a] = c->axes_dims[a];
 }
 
 int flux_sites(const flux_config *c, int N, int S, ss_site *out, int cap) {
@@ -191,6 +192,7 @@ static int attend(const flux_model *m, work *w, int B, int N, int S, int single,
         ss_site site;
         site_fill(&site, &m->cfg, single ? m->cfg.num_layers + block : block, block, single, N, S);
         site.pos = w->ids;
+        ss_site_set_hidden(&site, w->Z, (size_t)T, m->D, m->D); /* the stream, unchanged until after the attention */
         rc = hk->attention(hk->ctx, &site, &a);
     } else {
         rc = attn_forward(&a, NULL);

@@ -278,6 +278,10 @@ static int block_forward(const sd3_model *m, int i, work *w, attn_scratch *as, i
         ss_site site;
         site_fill(&site, i, i, 0, N, S);
         args_spans(&a, &site);
+        /* the block's input streams (attn2's input is no longer held when it runs: not supplied) */
+        site.hidden_dim = site.hidden_ld = D;
+        site.hidden[0] = (ss_rows){w->X, (size_t)N};
+        site.hidden[1] = (ss_rows){w->C, (size_t)S};
         rc = hk->attention(hk->ctx, &site, &a);
     } else {
         rc = attn_forward(&a, NULL);

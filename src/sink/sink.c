@@ -8,6 +8,7 @@
 
 #include "core/err.h"
 #include "core/rng.h"
+#include "sink/spiral.h"
 
 #define N_CODES (SS_SITE_NKIND * SS_SITE_MAX_BLOCKS)
 
@@ -22,6 +23,9 @@ struct sink_ctx {
     sink_record **recs;
     int nrec, caprec;
     int pending; /* first record made since the last block output */
+    unsigned spiral;  /* SPIRAL_* fields at probed sites */
+    float *qk_pre;    /* [B, H, Tk] pre-RoPE mean <q, k> of site qk_pre_code, until its attention */
+    int qk_pre_code;
 };
 
 sink_ctx *sink_ctx_new(void) {
@@ -40,6 +44,7 @@ static void record_free(sink_record *r) {
                  r->idx0_frac, r->text_frac, r->act_max, r->act_p95, r->act_text_max, r->act_text_p95,
                  r->mass, r->sel, r->before, r->after};
     for (size_t i = 0; i < sizeof p / sizeof p[0]; i++) free(p[i]);
+    spiral_rec_free(r->spiral);
     free(r);
 }
 
@@ -53,6 +58,7 @@ void sink_ctx_free(sink_ctx *s) {
     if (!s) return;
     sink_ctx_clear_records(s);
     free(s->recs);
+    free(s->qk_pre);
     free(s);
 }
 
@@ -68,6 +74,8 @@ int sink_ctx_set_probe(sink_ctx *s, const int *sites, int n, sink_tokens queries
     s->keep_mass = keep_mass;
     return 0;
 }
+
+void sink_ctx_set_spiral(sink_ctx *s, unsigned fields) { s->spiral = fields & SPIRAL_ALL; }
 
 void sink_ctx_set_condition(sink_ctx *s, const sink_condition *c) {
     s->have_cond = c != NULL;
@@ -453,6 +461,16 @@ static int probe(const sink_ctx *s, sink_record *r, const ss_site *site, const a
     return 0;
 }
 
+int sink_ctx_rope_qk(void *ctx, const ss_site *site, int post, const attn_args *a) {
+    sink_ctx *s = ctx;
+    const int code = ss_site_code_of(site);
+    if (post || !(s->spiral & SPIRAL_QK) || code < 0 || code >= N_CODES || !s->probe[code]) return 0;
+    free(s->qk_pre);
+    s->qk_pre = NULL;
+    s->qk_pre_code = code;
+    return spiral_qk_pre(&s->qk_pre, site, a, tok_want(s->probe_queries));
+}
+
 static int hook_attention(void *ctx, const ss_site *site, const attn_args *a) {
     sink_ctx *s = ctx;
     const int code = ss_site_code_of(site);
@@ -480,6 +498,12 @@ static int hook_attention(void *ctx, const ss_site *site, const attn_args *a) {
     sink_record *r = rc ? NULL : record_new(s, site, a);
     if (!rc && !r) rc = SS_ENOMEM;
     if (!rc && probed) rc = probe(s, r, site, a, &st);
+    if (!rc && probed && s->spiral) {
+        const float *pre = s->qk_pre && s->qk_pre_code == code ? s->qk_pre : NULL;
+        rc = spiral_measure(&r->spiral, s->spiral, site, a, &st, tok_want(s->probe_queries), pre);
+    }
+    free(s->qk_pre); /* one site's, from its rope_qk hook just before */
+    s->qk_pre = NULL;
     if (!rc && iv) rc = intervene(s, r, site, a, &st);
     free(buf);
     return rc;
@@ -593,6 +617,7 @@ void *sink_record_to_json(const sink_record *r) {
                                                        (double)r->head_top5[bh]));
             }
         json_object_set_new(p, "heads", heads);
+        if (r->spiral) json_object_set_new(p, "spiral", spiral_rec_to_json(r->spiral, -1));
         json_object_set_new(o, "probe", p);
     }
     if (r->intervened) {
