@@ -850,6 +850,44 @@ static void test_step_allocates_nothing(void **st) {
     tr_model_free(m);
 }
 
+/* sd3_bind_view asks for exactly the tensors sd3_enumerate_tensors names (one name table), and a
+ * missing one fails naming it. */
+typedef struct {
+    int calls;
+    const char *refuse;
+    float buf[1 << 16];
+} view_ctx;
+
+static const float *view_lookup(void *ctx, const char *name, int ndim, const int64_t *shape) {
+    view_ctx *v = ctx;
+    v->calls++;
+    int64_t n = 1;
+    for (int d = 0; d < ndim; d++) n *= shape[d];
+    if ((v->refuse && strstr(name, v->refuse)) || n > (int64_t)(sizeof v->buf / sizeof v->buf[0])) return NULL;
+    return v->buf;
+}
+
+static void count_cb(void *ctx, const char *name, int ndim, const int64_t *shape) { ++*(int *)ctx; }
+
+static void test_bind_view_names(void **st) {
+    sd3_config c;
+    te_config tc;
+    tiny_arch(&c, &tc, 1, 5);
+    int n = 0;
+    assert_int_equal(sd3_enumerate_tensors(&c, count_cb, &n), 0);
+    view_ctx *v = calloc(1, sizeof *v);
+    sd3_model m;
+    assert_int_equal(sd3_bind_view(&m, &c, view_lookup, v, "view"), 0);
+    assert_int_equal(v->calls, n);
+    assert_true(m.blocks[1].norm_added_k == v->buf && m.proj_out.in == 16 && m.blocks[1].last);
+    free(m.blocks);
+    v->refuse = "transformer_blocks.1.attn.to_k.bias";
+    assert_int_equal(sd3_bind_view(&m, &c, view_lookup, v, "view"), SS_EMISSING);
+    assert_null(m.blocks);
+    assert_non_null(strstr(ss_err(), "'transformer_blocks.1.attn.to_k.bias'"));
+    free(v);
+}
+
 static int summary(void **st) {
     print_message("  worst op gradient-check error: %.2e (tolerance %.0e)\n", g_worst, TOL);
     return 0;
@@ -866,7 +904,7 @@ int main(int argc, char **argv) {
         cmocka_unit_test(test_grad_conditioning),  cmocka_unit_test(test_grad_patch),
         cmocka_unit_test(test_grad_text_embedding), cmocka_unit_test(test_grad_model),
         cmocka_unit_test(test_forward_matches_inference), cmocka_unit_test(test_cached_forward_fixture),
-        cmocka_unit_test(test_step_allocates_nothing),
+        cmocka_unit_test(test_step_allocates_nothing), cmocka_unit_test(test_bind_view_names),
     };
     return cmocka_run_group_tests(tests, NULL, summary);
 }

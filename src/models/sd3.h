@@ -67,6 +67,14 @@ int sd3_config_check(const sd3_config *cfg, const char *where);
 /* Calls fn for every tensor the config implies, with its diffusers name and shape. */
 int sd3_enumerate_tensors(const sd3_config *cfg,
                           void (*fn)(void *ctx, const char *name, int ndim, const int64_t *shape), void *ctx);
+/* A model whose weights live elsewhere (the trainer's parameter arena): sets m's config and
+ * points every weight slot at lookup(ctx, name, ndim, shape) for each tensor sd3_enumerate_tensors
+ * names (the same name table as sd3_load). m->blocks is calloc'ed (the caller frees it; m owns no
+ * file or arena, so sd3_free does not apply). A NULL from lookup fails naming `where` and the
+ * tensor. */
+int sd3_bind_view(sd3_model *m, const sd3_config *c,
+                  const float *(*lookup)(void *ctx, const char *name, int ndim, const int64_t *shape), void *ctx,
+                  const char *where);
 /* Load a transformer folder (config.json + diffusion_pytorch_model*.safetensors). Every expected
  * tensor is checked for presence, dtype and shape before anything is computed. */
 int sd3_load(sd3_model **out, const char *dir);
