@@ -1,6 +1,8 @@
-/* Trainer gradients: finite-difference checks of every op's backward and of the whole model,
- * and the training forward against the inference forward (sd3_forward, before and after a
- * save/load round trip).
+/* Trainer gradients: finite-difference checks of every backward op (core/ops_bwd.h, against the
+ * forward ops of core/ops.h and attn_materialized_probs) and of the whole model; the training
+ * forward (the model's own, sd3_forward_cache) against the inference forward (sd3_forward, before
+ * and after a save/load round trip) and diffusers' fixture; no allocation per training step; the
+ * parameter view bound through the loader's name table.
  *
  * Gradient-check scheme. Each op runs its fp32 forward on inputs quantised to multiples of
  * 2^-12 (so x +- h and x +- 2h are exact in fp32 for h = 2^-7), and the scalar checked is
@@ -888,6 +890,29 @@ static void test_bind_view_names(void **st) {
     free(v);
 }
 
+/* A NaN weight is caught by the model's forward checks during training, naming the block. */
+static void test_nonfinite_named(void **st) {
+    sd3_config c;
+    te_config tc;
+    tiny_arch(&c, &tc, 0, 5);
+    tr_model *m;
+    tr_ws *w;
+    assert_int_equal(tr_model_new(&m, &c, &tc, 5, 0), 0);
+    assert_int_equal(tr_ws_new(&w, m, 2), 0);
+    const size_t n = 2 * 3 * 8 * 8;
+    float *x0 = alloc_fill(n, 1, 100), *noise = alloc_fill(n, 1.5, 101), sigma[2] = {0.3f, 0.8f};
+    int32_t ids[10] = {2, 7, 3, 1, 0, 1, 0, 0, 0, 0};
+    const int i = tr_model_find(m, "transformer_blocks.1.ff.net.2.bias");
+    assert_true(i >= 0);
+    m->param[m->t[i].off + 3] = NAN;
+    assert_true(tr_loss_grad(m, w, x0, noise, sigma, ids, 2, 1) == SS_EFORMAT);
+    print_message("  %s\n", ss_err());
+    assert_non_null(strstr(ss_err(), "trainer: forward: block 1: image stream output"));
+    free(x0), free(noise);
+    tr_ws_free(w);
+    tr_model_free(m);
+}
+
 static int summary(void **st) {
     print_message("  worst op gradient-check error: %.2e (tolerance %.0e)\n", g_worst, TOL);
     return 0;
@@ -905,6 +930,7 @@ int main(int argc, char **argv) {
         cmocka_unit_test(test_grad_text_embedding), cmocka_unit_test(test_grad_model),
         cmocka_unit_test(test_forward_matches_inference), cmocka_unit_test(test_cached_forward_fixture),
         cmocka_unit_test(test_step_allocates_nothing), cmocka_unit_test(test_bind_view_names),
+        cmocka_unit_test(test_nonfinite_named),
     };
     return cmocka_run_group_tests(tests, NULL, summary);
 }

@@ -404,14 +404,14 @@ static int forward(const sd3_model *m, sd3_workspace *ws, sd3_cache *cache, floa
     if ((rc = image_tokens(m, B, Hl, Wl, S, &N)) < 0) return rc;
     const int h = Hl / p, wd = Wl / p;
     const int Cout = c->out_channels, pp = p * p * Cout;
+    if (cache && (B > cache->B || N != cache->N || S != cache->S))
+        return ss_fail(SS_EARG, "forward: the activation cache holds up to %d x (%d + %d) tokens, not %d x (%d + %d)",
+                       cache->B, cache->N, cache->S, B, N, S);
     if ((rc = check_input(x, mul3(B, Cin, (size_t)Hl * Wl), "hidden_states")) < 0 ||
         (rc = check_input(ctx, mul3(B, S, c->joint_attention_dim), "encoder_hidden_states")) < 0 ||
         (rc = check_input(pooled, mul3(B, 1, c->pooled_projection_dim), "pooled_projections")) < 0 ||
         (rc = check_input(t, (size_t)B, "timestep")) < 0)
         return rc;
-    if (cache && (B > cache->B || N != cache->N || S != cache->S))
-        return ss_fail(SS_EARG, "forward: the activation cache holds up to %d x (%d + %d) tokens, not %d x (%d + %d)",
-                       cache->B, cache->N, cache->S, B, N, S);
     if ((rc = ws_reserve(ws, m, B, N, S)) < 0) return rc;
     work w = ws->w; /* the buffers (the workspace keeps owning them) */
     if (cache) w.temb = cache->temb, w.stemb = cache->stemb;
