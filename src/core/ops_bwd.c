@@ -16,6 +16,8 @@
 /* Below this many elements a loop runs on one thread (a parallel region costs a fork and a
  * barrier, which dominate small tensors and stall badly when the cores are shared). */
 #define PAR(n) ((size_t)(n) > 32768)
+/* On `parallel for simd`, a plain if() clause also turns simd off when false (OpenMP 5): the
+ * elementwise loops below name the construct, so small tensors stay vectorized. */
 
 /* out[g*ldo + j] += sum_r a[g,r,j] * (b ? b[g,r,j] : 1) for G groups of R rows of width D.
  * Split by (group, column block): each output is summed in row order by one thread. */
@@ -116,7 +118,7 @@ void op_rmsnorm_heads_bwd(float *dx, float *dw, const float *dy, const float *x,
 
 void op_gelu_tanh_bwd(float *dx, const float *dy, const float *x, size_t n) {
     const long m = (long)n;
-#pragma omp parallel for simd schedule(static) if (PAR(m))
+#pragma omp parallel for simd schedule(static) if (parallel : PAR(m))
     for (long i = 0; i < m; i++) {
         const float v = x[i], th = ss_tanhf(GELU_K * (v + GELU_C * v * v * v));
         const float dg = 0.5f * (1.0f + th) + 0.5f * v * (1.0f - th * th) * GELU_K * (1.0f + 3.0f * GELU_C * v * v);
@@ -126,7 +128,7 @@ void op_gelu_tanh_bwd(float *dx, const float *dy, const float *x, size_t n) {
 
 void op_silu_bwd(float *dx, const float *dy, const float *x, size_t n) {
     const long m = (long)n;
-#pragma omp parallel for simd schedule(static) if (PAR(m))
+#pragma omp parallel for simd schedule(static) if (parallel : PAR(m))
     for (long i = 0; i < m; i++) {
         const float s = 1.0f / (1.0f + ss_expf(-x[i]));
         dx[i] = dy[i] * s * (1.0f + x[i] * (1.0f - s));
