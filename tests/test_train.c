@@ -830,26 +830,40 @@ static void test_cached_forward_fixture(void **st) {
     tc_sd3fx_free(&f);
 }
 
-/* The trainer's steps reuse the forward's workspace: no allocation after the first. */
-static void test_step_allocates_nothing(void **st) {
-    sd3_config c;
-    te_config tc;
-    tiny_arch(&c, &tc, 1, 5);
+/* A tiny trainable model (tiny_arch, generic init) with a work space for 2 and one batch. */
+typedef struct {
     tr_model *m;
     tr_ws *w;
-    assert_int_equal(tr_model_new(&m, &c, &tc, 5, 0), 0);
-    assert_int_equal(tr_ws_new(&w, m, 2), 0);
-    const size_t n = 2 * 3 * 8 * 8;
-    float *x0 = alloc_fill(n, 1, 100), *noise = alloc_fill(n, 1.5, 101), sigma[2] = {0.3f, 0.8f};
-    int32_t ids[10] = {2, 7, 3, 1, 0, 1, 0, 0, 0, 0};
-    const double L1 = tr_loss_grad(m, w, x0, noise, sigma, ids, 2, 1);
+    float *x0, *noise, sigma[2];
+    int32_t ids[10]; /* a caption, and the empty prompt */
+} small_run;
+
+static void small_run_new(small_run *r, int qk) {
+    sd3_config c;
+    te_config tc;
+    tiny_arch(&c, &tc, qk, 5);
+    *r = (small_run){.sigma = {0.3f, 0.8f}, .ids = {2, 7, 3, 1, 0, 1, 0, 0, 0, 0}};
+    assert_int_equal(tr_model_new(&r->m, &c, &tc, 5, 0), 0);
+    assert_int_equal(tr_ws_new(&r->w, r->m, 2), 0);
+    r->x0 = alloc_fill(2 * 3 * 8 * 8, 1, 100), r->noise = alloc_fill(2 * 3 * 8 * 8, 1.5, 101);
+}
+
+static void small_run_free(small_run *r) {
+    free(r->x0), free(r->noise);
+    tr_ws_free(r->w);
+    tr_model_free(r->m);
+}
+
+/* The trainer's steps reuse the forward's workspace: no allocation after the first. */
+static void test_step_allocates_nothing(void **st) {
+    small_run r;
+    small_run_new(&r, 1);
+    const double L1 = tr_loss_grad(r.m, r.w, r.x0, r.noise, r.sigma, r.ids, 2, 1);
     const long a0 = sd3_workspace_allocs(NULL);
-    for (int s = 0; s < 3; s++) assert_true(tr_loss_grad(m, w, x0, noise, sigma, ids, s == 1 ? 1 : 2, 1) > 0);
+    for (int s = 0; s < 3; s++) assert_true(tr_loss_grad(r.m, r.w, r.x0, r.noise, r.sigma, r.ids, s == 1 ? 1 : 2, 1) > 0);
     assert_int_equal(sd3_workspace_allocs(NULL), a0);
-    assert_true(tr_loss_grad(m, w, x0, noise, sigma, ids, 2, 0) == L1); /* the same batch, the same loss */
-    free(x0), free(noise);
-    tr_ws_free(w);
-    tr_model_free(m);
+    assert_true(tr_loss_grad(r.m, r.w, r.x0, r.noise, r.sigma, r.ids, 2, 0) == L1); /* the same batch, the same loss */
+    small_run_free(&r);
 }
 
 /* sd3_bind_view asks for exactly the tensors sd3_enumerate_tensors names (one name table), and a
@@ -892,25 +906,15 @@ static void test_bind_view_names(void **st) {
 
 /* A NaN weight is caught by the model's forward checks during training, naming the block. */
 static void test_nonfinite_named(void **st) {
-    sd3_config c;
-    te_config tc;
-    tiny_arch(&c, &tc, 0, 5);
-    tr_model *m;
-    tr_ws *w;
-    assert_int_equal(tr_model_new(&m, &c, &tc, 5, 0), 0);
-    assert_int_equal(tr_ws_new(&w, m, 2), 0);
-    const size_t n = 2 * 3 * 8 * 8;
-    float *x0 = alloc_fill(n, 1, 100), *noise = alloc_fill(n, 1.5, 101), sigma[2] = {0.3f, 0.8f};
-    int32_t ids[10] = {2, 7, 3, 1, 0, 1, 0, 0, 0, 0};
-    const int i = tr_model_find(m, "transformer_blocks.1.ff.net.2.bias");
+    small_run r;
+    small_run_new(&r, 0);
+    const int i = tr_model_find(r.m, "transformer_blocks.1.ff.net.2.bias");
     assert_true(i >= 0);
-    m->param[m->t[i].off + 3] = NAN;
-    assert_true(tr_loss_grad(m, w, x0, noise, sigma, ids, 2, 1) == SS_EFORMAT);
+    r.m->param[r.m->t[i].off + 3] = NAN;
+    assert_true(tr_loss_grad(r.m, r.w, r.x0, r.noise, r.sigma, r.ids, 2, 1) == SS_EFORMAT);
     print_message("  %s\n", ss_err());
     assert_non_null(strstr(ss_err(), "trainer: forward: block 1: image stream output"));
-    free(x0), free(noise);
-    tr_ws_free(w);
-    tr_model_free(m);
+    small_run_free(&r);
 }
 
 static int summary(void **st) {
