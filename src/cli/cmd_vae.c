@@ -25,29 +25,48 @@ static const char USAGE[] =
     "                    stage.enc.{conv_in,down_blocks.i,mid_block}\n"
     "  --threads N       OpenMP/BLAS threads (default: all cores); the outputs do not depend on it\n";
 
+#define MAX_STAGES 64
+
 typedef struct {
     st_writer *w;
-    int B, active;
-    float *buf; /* [B, C, H, W] of the stage being gathered */
-    char name[80];
+    int B, active, n;
+    struct {
+        char name[80];
+        float *buf; /* [B, C, H, W] */
+        int64_t shp[4];
+    } st[MAX_STAGES];
 } stages;
 
-/* Gathers each stage over the batch (elements come in order b = 0..B-1 per stage name). */
+/* Gathers each stage over the batch: the passes run one image at a time, so stage `name` of
+ * element b arrives after every stage of element b - 1. */
 static int on_stage(void *ctx, const char *name, int b, const float *x, int C, int H, int W) {
     stages *s = ctx;
     if (!s->active) return 0;
-    const size_t n = (size_t)C * H * W;
-    if (b == 0) {
-        free(s->buf);
-        if (!(s->buf = malloc(sizeof(float) * n * s->B))) return ss_fail(SS_ENOMEM, "out of memory");
-    }
-    memcpy(s->buf + (size_t)b * n, x, sizeof(float) * n);
-    if (b == s->B - 1) {
-        snprintf(s->name, sizeof s->name, "stage.%s", name);
+    char full[80];
+    snprintf(full, sizeof full, "stage.%s", name);
+    int i = 0;
+    while (i < s->n && strcmp(s->st[i].name, full)) i++;
+    if (i == s->n) {
+        if (s->n == MAX_STAGES) return ss_fail(SS_EARG, "too many stages");
+        snprintf(s->st[i].name, sizeof s->st[i].name, "%s", full);
         const int64_t shp[4] = {s->B, C, H, W};
-        return st_writer_add_f32(s->w, s->name, ST_F32, 4, shp, s->buf);
+        memcpy(s->st[i].shp, shp, sizeof shp);
+        if (!(s->st[i].buf = malloc(sizeof(float) * (size_t)C * H * W * s->B))) return ss_fail(SS_ENOMEM, "out of memory");
+        s->n++;
     }
+    const size_t n = (size_t)C * H * W;
+    memcpy(s->st[i].buf + (size_t)b * n, x, sizeof(float) * n);
     return 0;
+}
+
+/* Adds the gathered stages to the writer and frees them. */
+static int stages_flush(stages *s, int rc) {
+    for (int i = 0; i < s->n; i++) {
+        if (rc >= 0) rc = st_writer_add_f32(s->w, s->st[i].name, ST_F32, 4, s->st[i].shp, s->st[i].buf);
+        free(s->st[i].buf);
+    }
+    s->n = 0;
+    return rc;
 }
 
 /* A float tensor of `in` as fp32 [B, C, H, W] with C = want_c (0 if absent). */
@@ -109,6 +128,7 @@ int cmd_vae(int argc, char **argv) {
         if (!(out = malloc(sizeof(float) * n))) rc = ss_fail(SS_ENOMEM, "out of memory for the decoded images");
         if (rc >= 0) rc = vae_decode(m, out, lat, B, h, w, on_stage, &sg);
         if (rc >= 0) rc = st_writer_add_f32(sg.w, "decoded_raw", ST_F32, 4, os, out);
+        rc = stages_flush(&sg, rc);
         sg.active = 0;
         vae_unscale(m, lat, (size_t)ls[0] * ls[1] * ls[2] * ls[3]);
         if (rc >= 0) rc = vae_decode(m, out, lat, B, h, w, NULL, NULL);
@@ -134,11 +154,13 @@ int cmd_vae(int argc, char **argv) {
                 (rc = st_writer_add_f32(sg.w, "encoded_logvar", ST_F32, 4, hs, logvar)) >= 0)
                 rc = st_writer_add_f32(sg.w, "encoded_mean_scaled", ST_F32, 4, hs, scaled);
         }
+        rc = stages_flush(&sg, rc);
     }
     if (rc >= 0) rc = st_writer_save(sg.w, outp);
     if (rc < 0) fprintf(stderr, "sinkscope vae: %s\n", ss_err());
     st_writer_free(sg.w);
-    free(sg.buf), free(lat), free(img), free(out), free(mom), free(mean), free(logvar), free(scaled);
+    stages_flush(&sg, -1);
+    free(lat), free(img), free(out), free(mom), free(mean), free(logvar), free(scaled);
     if (f) st_close(f);
     vae_free(m);
     return rc < 0 ? 1 : 0;
