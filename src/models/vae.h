@@ -26,6 +26,7 @@
 #define SS_VAE_H
 
 #include <stddef.h>
+#include <stdint.h>
 
 #include "core/conv.h"
 #include "core/ops.h"
@@ -81,6 +82,12 @@ int vae_config_load(vae_config *c, const char *path);
  * checked against the config before any is converted). */
 int vae_load(vae_model **out, const char *dir);
 void vae_free(vae_model *m);
+/* Calls fn for every tensor the config implies, with its diffusers name and shape (random init,
+ * the benchmark). */
+int vae_enumerate_tensors(const vae_config *c, void (*fn)(void *ctx, const char *name, int ndim, const int64_t *shape),
+                          void *ctx);
+/* Multiply-adds x 2 of one decode of an h x w latent (convolutions, attention and linear layers). */
+double vae_decode_flops(const vae_config *c, int h, int w);
 
 /* The spatial factor 2^(blocks - 1). */
 int vae_factor(const vae_model *m);

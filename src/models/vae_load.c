@@ -274,6 +274,39 @@ static int bind_all(ss_binder *bd, void *model) {
     return 0;
 }
 
+int vae_enumerate_tensors(const vae_config *c, void (*fn)(void *ctx, const char *name, int ndim, const int64_t *shape),
+                          void *ctx) {
+    vae_model m = {.cfg = *c};
+    ss_binder bd = {.pass = 2, .fn = fn, .fn_ctx = ctx};
+    return bind_all(&bd, &m);
+}
+
+double vae_decode_flops(const vae_config *c, int h, int w) {
+    const int nb = c->n_blocks, top = c->block_out[nb - 1];
+    double hw = (double)h * w, f = 0;
+#define CONV(ci, co, k) (f += 2.0 * (ci) * (co) * (k) * (k) * hw)
+#define RES(ci, co) (CONV(ci, co, 3), CONV(co, co, 3), f += (ci) != (co) ? 2.0 * (ci) * (co) * hw : 0)
+    if (c->use_post_quant_conv) CONV(c->latent_channels, c->latent_channels, 1);
+    CONV(c->latent_channels, top, 3);
+    RES(top, top);
+    if (c->mid_attention) f += 2.0 * 4 * top * top * hw + 2.0 * 2 * hw * hw * top;
+    RES(top, top);
+    int ch = top;
+    for (int i = 0; i < nb; i++) {
+        const int out = c->block_out[nb - 1 - i];
+        for (int j = 0; j <= c->layers_per_block; j++) RES(j ? out : ch, out);
+        ch = out;
+        if (i < nb - 1) {
+            hw *= 4;
+            CONV(out, out, 3);
+        }
+    }
+    CONV(c->block_out[0], c->out_channels, 3);
+#undef RES
+#undef CONV
+    return f;
+}
+
 int vae_load(vae_model **out, const char *dir) {
     *out = NULL;
     char path[PATH_LEN];
