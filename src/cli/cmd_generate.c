@@ -8,10 +8,12 @@
 
 #include "cli/args.h"
 #include "cli/commands.h"
+#include "cli/generate_sd3.h"
 #include "core/err.h"
 #include "io/pathcheck.h"
 #include "io/png.h"
 #include "sample/pipeline.h"
+#include "sample/sd3pipe.h"
 #include "sink/sink.h"
 
 
@@ -29,7 +31,9 @@ static const char USAGE[] =
     "                     the current directory\n"
     "  --condition FILE   one intervention condition object (schema: README, section Conditions);\n"
     "                     its 'steps' window is in t/T = step / (steps - 1), 0 = noisiest\n"
-    "  --threads N        OpenMP/BLAS threads (default: all cores); the image does not depend on it\n";
+    "  --threads N        OpenMP/BLAS threads (default: all cores); the image does not depend on it\n"
+    "\n"
+    "A diffusers StableDiffusion3Pipeline folder as --model takes more options: sinkscope generate --model DIR --help\n";
 
 
 static void progress(void *ctx, int step, int steps, const float *sample) {
@@ -39,6 +43,9 @@ static void progress(void *ctx, int step, int steps, const float *sample) {
 }
 
 int cmd_generate(int argc, char **argv) {
+    /* a StableDiffusion3Pipeline folder has its own options and sampler */
+    for (int i = 1; i + 1 < argc; i++)
+        if (!strcmp(argv[i], "--model") && sd3pipe_is_folder(argv[i + 1])) return cmd_generate_sd3(argc, argv);
     const char *prompt = NULL, *out_path = NULL, *seed_s = "0", *steps_s = NULL, *cfg_s = NULL, *model_dir = NULL,
                *cond_path = NULL, *threads_s = NULL;
     cli_opt opts[] = {{"prompt", &prompt, NULL}, {"out", &out_path, NULL},         {"seed", &seed_s, NULL},
