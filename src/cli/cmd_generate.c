@@ -45,7 +45,15 @@ static void progress(void *ctx, int step, int steps, const float *sample) {
 int cmd_generate(int argc, char **argv) {
     /* a StableDiffusion3Pipeline folder has its own options and sampler */
     for (int i = 1; i + 1 < argc; i++)
-        if (!strcmp(argv[i], "--model") && sd3pipe_is_folder(argv[i + 1])) return cmd_generate_sd3(argc, argv);
+        if (!strcmp(argv[i], "--model")) {
+            const int kind = sd3pipe_folder_kind(argv[i + 1], PIPE_CLASS_NAME);
+            if (kind < 0) {
+                fprintf(stderr, "sinkscope generate: %s\n", ss_err());
+                return 1;
+            }
+            if (kind == 1) return cmd_generate_sd3(argc, argv);
+            break;
+        }
     const char *prompt = NULL, *out_path = NULL, *seed_s = "0", *steps_s = NULL, *cfg_s = NULL, *model_dir = NULL,
                *cond_path = NULL, *threads_s = NULL;
     cli_opt opts[] = {{"prompt", &prompt, NULL}, {"out", &out_path, NULL},         {"seed", &seed_s, NULL},

@@ -118,15 +118,23 @@ done:
     return rc;
 }
 
-int sd3pipe_is_folder(const char *dir) {
+int sd3pipe_folder_kind(const char *dir, const char *other) {
     char path[PATH_LEN];
     if ((size_t)snprintf(path, sizeof path, "%s/model_index.json", dir) >= sizeof path) return 0;
     json_t *root = json_load_file(path, 0, NULL);
     if (!root) return 0;
     json_t *cls = json_object_get(root, "_class_name");
-    const int is = json_is_string(cls) && !strcmp(json_string_value(cls), SD3PIPE_CLASS_NAME);
+    int kind = 0;
+    if (json_is_string(cls)) {
+        const char *c = json_string_value(cls);
+        if (!strcmp(c, SD3PIPE_CLASS_NAME))
+            kind = 1;
+        else if (!other || strcmp(c, other))
+            kind = ss_fail(SS_EFORMAT, "%s: pipeline class '%s' is not supported (%s%s%s)", path, c, SD3PIPE_CLASS_NAME,
+                           other ? ", " : "", other ? other : "");
+    }
     json_decref(root);
-    return is;
+    return kind;
 }
 
 /* ---- load ---- */

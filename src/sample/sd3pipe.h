@@ -76,9 +76,10 @@ typedef struct {
 } sd3pipe_params;
 
 void sd3pipe_params_default(sd3pipe_params *p);
-/* 1 when DIR/model_index.json names StableDiffusion3Pipeline, 0 when it names something else
- * or cannot be read (the caller's own loader reports that). */
-int sd3pipe_is_folder(const char *dir);
+/* 1 when DIR/model_index.json names StableDiffusion3Pipeline; 0 when it cannot be read, has no
+ * string _class_name or names `other` (the caller's own loader reports problems); otherwise
+ * SS_EFORMAT naming the file, the class and the supported ones. */
+int sd3pipe_folder_kind(const char *dir, const char *other);
 int sd3pipe_load(sd3pipe **out, const char *dir);
 void sd3pipe_free(sd3pipe *p);
 /* Resolves height/width (0 = default) and checks them: multiples of VAE factor x patch size,
