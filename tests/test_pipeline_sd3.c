@@ -17,6 +17,7 @@
 
 #include "common.h"
 #include "core/err.h"
+#include "io/png.h"
 #include "io/safetensors.h"
 #include "text/txtok.h"
 
@@ -283,18 +284,48 @@ static void test_bad_folders(void **state) {
     expect_bad("sed -i '/\"tokenizer_3\": \\[/,/\\]/c\\  \"tokenizer_3\": [null, null],' model_index.json", "tokenizer_3", NULL);
 }
 
-/* The ShapeWorld path is untouched: a pixel-space folder still refuses SD3-only options. */
-static void test_shapeworld_options(void **state) {
+/* The ShapeWorld pixel pipeline takes --latents / --save-latents too: the saved start reproduces
+ * the seeded image; a start of the wrong shape is refused naming the file. */
+static void test_shapeworld_latents(void **state) {
     (void)state;
-    char buf[8192];
-    assert_int_not_equal(tc_run(buf, sizeof buf, "%s generate --prompt 'a red circle' --out /dev/null --latents x", tc_bin()), 0);
-    assert_non_null(strstr(buf, "--latents"));
+    char *tmp = tc_tmpdir(), buf[8192];
+    assert_int_equal(tc_run(buf, sizeof buf, "%s generate --prompt 'a red circle' --steps 3 --seed 9 --out %s/a.png "
+                            "--save-latents %s/l.safetensors", tc_bin(), tmp, tmp), 0);
+    assert_int_equal(tc_run(buf, sizeof buf, "%s generate --prompt 'a red circle' --steps 3 --seed 1 --out %s/b.png "
+                            "--latents %s/l.safetensors", tc_bin(), tmp, tmp), 0);
+    assert_int_equal(tc_run(buf, sizeof buf, "%s generate --prompt 'a red circle' --steps 3 --seed 1 --out %s/c.png", tc_bin(),
+                            tmp), 0);
+    size_t nl;
+    int64_t shp[8];
+    int nd;
+    float *l = tc_load(tc_join(tmp, "l.safetensors"), "latents", &nl, shp, &nd);
+    assert_non_null(l);
+    assert_int_equal(nd, 4), assert_int_equal(shp[0], 1), assert_int_equal(shp[1], 3);
+    free(l);
+    /* a.png (seed 9) and b.png (seed 1 but a's start) hold the same pixels; c.png (seed 1) differs */
+    uint8_t *pa, *pb, *pc;
+    int w1, h1, w2, h2, w3, h3;
+    assert_int_equal(png_read_rgb(tc_join(tmp, "a.png"), &w1, &h1, &pa), 0);
+    assert_int_equal(png_read_rgb(tc_join(tmp, "b.png"), &w2, &h2, &pb), 0);
+    assert_int_equal(png_read_rgb(tc_join(tmp, "c.png"), &w3, &h3, &pc), 0);
+    assert_int_equal(w1, w2), assert_int_equal(h1, h2), assert_int_equal(w1, w3), assert_int_equal(h1, h3);
+    assert_memory_equal(pa, pb, (size_t)w1 * h1 * 3);
+    assert_true(memcmp(pa, pc, (size_t)w1 * h1 * 3) != 0);
+    char *lt = NULL;
+    assert_int_equal(png_read_text(tc_join(tmp, "b.png"), "latents", &lt), 0);
+    assert_non_null(strstr(lt, "l.safetensors"));
+    free(lt), free(pa), free(pb), free(pc);
+    assert_int_not_equal(tc_run(buf, sizeof buf, "%s generate --prompt 'a red circle' --steps 1 --out %s/d.png --latents %s",
+                                tc_bin(), tmp, tc_path("fixtures/sd3-pipeline-tiny/inputs.safetensors")), 0);
+    if (!strstr(buf, "inputs.safetensors: 'latents' must be [1, 3, ")) fail_msg("got: %s", buf);
+    tc_rmtree(tmp);
+    free(tmp);
 }
 
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_token_ids),      cmocka_unit_test(test_reference),  cmocka_unit_test(test_variants),
-        cmocka_unit_test(test_latents_roundtrip), cmocka_unit_test(test_bad_folders), cmocka_unit_test(test_shapeworld_options),
+        cmocka_unit_test(test_latents_roundtrip), cmocka_unit_test(test_bad_folders), cmocka_unit_test(test_shapeworld_latents),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -77,7 +77,7 @@ static int split_lines(char *buf, const char *path, char **out, int max) {
     return n;
 }
 
-static int read_latents(const char *path, int B, int C, int h, int w, float *dst) {
+int gen_read_latents(const char *path, int B, int C, int h, int w, float *dst) {
     st_file *f;
     int rc = st_open(&f, path);
     if (rc < 0) return rc;
@@ -91,6 +91,15 @@ static int read_latents(const char *path, int B, int C, int h, int w, float *dst
     else if (st_to_f32(dst, t) < 0)
         rc = SS_EFORMAT;
     st_close(f);
+    return rc;
+}
+
+int gen_save_latents(const char *path, int B, int C, int h, int w, const float *x) {
+    st_writer *sw = st_writer_new();
+    const int64_t shp[4] = {B, C, h, w};
+    int rc = sw ? st_writer_add_f32(sw, "latents", ST_F32, 4, shp, x) : ss_fail(SS_ENOMEM, "out of memory");
+    if (rc >= 0) rc = st_writer_save(sw, path);
+    st_writer_free(sw);
     return rc;
 }
 
@@ -218,7 +227,7 @@ int cmd_generate_sd3(int argc, char **argv) {
         goto done;
     }
     if (lat_path) {
-        if ((rc = read_latents(lat_path, B, C, h, w, lat)) < 0) goto done;
+        if ((rc = gen_read_latents(lat_path, B, C, h, w, lat)) < 0) goto done;
         q.latents = lat;
     }
     if (dump_path) {
@@ -230,14 +239,7 @@ int cmd_generate_sd3(int argc, char **argv) {
     }
     if (isatty(STDERR_FILENO)) q.progress = progress;
     if ((rc = sd3pipe_generate(p, &q, img, lat, sk)) < 0) goto done;
-    if (save_path) {
-        st_writer *sw = st_writer_new();
-        const int64_t shp[4] = {B, C, h, w};
-        rc = sw ? st_writer_add_f32(sw, "latents", ST_F32, 4, shp, lat) : ss_fail(SS_ENOMEM, "out of memory");
-        if (rc >= 0) rc = st_writer_save(sw, save_path);
-        st_writer_free(sw);
-        if (rc < 0) goto done;
-    }
+    if (save_path && (rc = gen_save_latents(save_path, B, C, h, w, lat)) < 0) goto done;
     if (dw && (rc = st_writer_save(dw, dump_path)) < 0) goto done;
     if (out) {
         char seed_v[32], steps_v[32], cfg_v[48], path[4200];
