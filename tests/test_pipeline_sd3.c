@@ -19,6 +19,7 @@
 #include "core/err.h"
 #include "io/png.h"
 #include "io/safetensors.h"
+#include "sample/sd3pipe.h"
 #include "text/txtok.h"
 
 #define TOL 1e-5
@@ -322,10 +323,41 @@ static void test_shapeworld_latents(void **state) {
     free(tmp);
 }
 
+/* The library's one-call API (everything loaded at once) gives the reference image too, and the
+ * staged path refuses to encode after the encoders were released. */
+static void test_library(void **state) {
+    (void)state;
+    const char *dir = tc_path("fixtures/sd3-pipeline-tiny");
+    char in[1200], exp[1200];
+    snprintf(in, sizeof in, "%s/inputs.safetensors", dir);
+    snprintf(exp, sizeof exp, "%s/expected.safetensors", dir);
+    sd3pipe *p;
+    if (sd3pipe_load(&p, dir) < 0) fail_msg("%s", ss_err());
+    assert_non_null(p->transformer);
+    const char *prompts[] = {"a photo of a red cat", "two dogs"};
+    sd3pipe_params q;
+    sd3pipe_params_default(&q);
+    assert_int_equal(q.steps, 28);
+    q.prompts = prompts, q.n_prompts = 2, q.steps = 4, q.cfg = 4.0, q.height = 16, q.width = 24, q.max_sequence_length = 32;
+    size_t nl, ni;
+    q.latents = tc_load(in, "latents", &nl, NULL, NULL);
+    float *ref = tc_load(exp, "image", &ni, NULL, NULL), *img = malloc(ni * sizeof *img);
+    assert_int_equal(sd3pipe_generate(p, &q, img, NULL, NULL), 0);
+    double m = 0;
+    for (size_t i = 0; i < ni; i++) m = fmax(m, fabs((double)img[i] - ref[i]));
+    assert_true(m <= 1e-4);
+    float ctx[1], pooled[1];
+    sd3pipe_release_encoders(p);
+    assert_true(sd3pipe_encode(p, &q, ctx, pooled) < 0);
+    assert_non_null(strstr(ss_err(), "released"));
+    free((void *)q.latents), free(ref), free(img);
+    sd3pipe_free(p);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_token_ids),      cmocka_unit_test(test_reference),  cmocka_unit_test(test_variants),
-        cmocka_unit_test(test_latents_roundtrip), cmocka_unit_test(test_bad_folders), cmocka_unit_test(test_shapeworld_latents),
+        cmocka_unit_test(test_latents_roundtrip), cmocka_unit_test(test_bad_folders), cmocka_unit_test(test_shapeworld_latents), cmocka_unit_test(test_library),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -172,7 +172,7 @@ int cmd_generate_sd3(int argc, char **argv) {
     sink_ctx *sk = NULL;
     char *pbuf = NULL, *cond_json = NULL;
     char *plist[MAX_PROMPTS];
-    float *img = NULL, *lat = NULL;
+    float *img = NULL, *lat = NULL, *ctx = NULL, *pooled = NULL;
     uint8_t *rgb = NULL;
     st_writer *dw = NULL;
     sink_condition cond;
@@ -198,13 +198,13 @@ int cmd_generate_sd3(int argc, char **argv) {
             goto done;
         }
     }
-    if ((rc = sd3pipe_load(&p, model)) < 0) goto done;
+    if ((rc = sd3pipe_load_opts(&p, model, SD3PIPE_DEFER_TRANSFORMER)) < 0) goto done;
     int H, W;
     if ((rc = sd3pipe_image_size(p, &q, &H, &W)) < 0) goto done;
-    const int f = vae_factor(p->vae), C = p->transformer->cfg.in_channels, h = H / f, w = W / f;
+    const int f = vae_factor(p->vae), C = p->tcfg.in_channels, h = H / f, w = W / f;
     const size_t nl = (size_t)B * C * h * w;
     if (cond_path) {
-        const sd3_config *tc = &p->transformer->cfg;
+        const sd3_config *tc = &p->tcfg;
         ss_site sites[2 * SD3_MAX_LAYERS];
         const int S = p->clip_len + (p->enc[2] ? q.max_sequence_length : p->clip_len);
         const int ns = sd3_sites(tc, (h / tc->patch_size) * (w / tc->patch_size), S, sites, 2 * SD3_MAX_LAYERS);
@@ -238,7 +238,17 @@ int cmd_generate_sd3(int argc, char **argv) {
         q.dump = add_dump, q.dump_ctx = dw;
     }
     if (isatty(STDERR_FILENO)) q.progress = progress;
-    if ((rc = sd3pipe_generate(p, &q, img, lat, sk)) < 0) goto done;
+    /* the encoders first, freed before the transformer's weights are loaded */
+    const int BB = (q.cfg > 1.0 ? 2 : 1) * B, S = sd3pipe_text_len(p, &q);
+    if (!(ctx = malloc(sizeof(float) * (size_t)BB * S * p->tcfg.joint_attention_dim)) ||
+        !(pooled = malloc(sizeof(float) * (size_t)BB * p->tcfg.pooled_projection_dim))) {
+        rc = ss_fail(SS_ENOMEM, "out of memory");
+        goto done;
+    }
+    if ((rc = sd3pipe_encode(p, &q, ctx, pooled)) < 0) goto done;
+    sd3pipe_release_encoders(p);
+    if ((rc = sd3pipe_load_transformer(p)) < 0) goto done;
+    if ((rc = sd3pipe_denoise(p, &q, ctx, pooled, img, lat, sk)) < 0) goto done;
     if (save_path && (rc = gen_save_latents(save_path, B, C, h, w, lat)) < 0) goto done;
     if (dw && (rc = st_writer_save(dw, dump_path)) < 0) goto done;
     if (out) {
@@ -264,7 +274,7 @@ int cmd_generate_sd3(int argc, char **argv) {
 done:
     if (rc < 0) fprintf(stderr, "sinkscope generate: %s\n", ss_err());
     st_writer_free(dw);
-    free(cond_json), free(pbuf), free(img), free(lat), free(rgb);
+    free(cond_json), free(pbuf), free(img), free(lat), free(rgb), free(ctx), free(pooled);
     sink_ctx_free(sk);
     sd3pipe_free(p);
     return exit_code;

@@ -150,7 +150,7 @@ static int component_err(int rc, const char *dir, int i) {
 }
 
 static int check_consistent(const sd3pipe *p) {
-    const sd3_config *tc = &p->transformer->cfg;
+    const sd3_config *tc = &p->tcfg;
     const txenc_config *l = txenc_get_config(p->enc[0]), *g = txenc_get_config(p->enc[1]);
     const char *d = p->dir;
     for (int i = 0; i < 2; i++) {
@@ -181,7 +181,26 @@ static int check_consistent(const sd3pipe *p) {
     return 0;
 }
 
-int sd3pipe_load(sd3pipe **out, const char *dir) {
+int sd3pipe_load(sd3pipe **out, const char *dir) { return sd3pipe_load_opts(out, dir, 0); }
+
+int sd3pipe_load_transformer(sd3pipe *p) {
+    if (p->transformer) return 0;
+    char path[PATH_LEN];
+    int rc = sub(path, p->dir, "transformer");
+    if (rc < 0) return rc;
+    if ((rc = sd3_load(&p->transformer, path)) < 0) return component_err(rc, p->dir, C_TRANSFORMER);
+    return 0;
+}
+
+void sd3pipe_release_encoders(sd3pipe *p) {
+    for (int i = 0; i < 3; i++) {
+        txenc_free(p->enc[i]);
+        p->enc[i] = NULL;
+    }
+    p->released = 1;
+}
+
+int sd3pipe_load_opts(sd3pipe **out, const char *dir, int flags) {
     *out = NULL;
     int present[C_COUNT] = {0};
     int rc = read_index(dir, present);
@@ -204,6 +223,12 @@ int sd3pipe_load(sd3pipe **out, const char *dir) {
         goto fail;
     }
     fm_free(&probe);
+    if ((rc = sub(path, dir, "transformer/config.json")) < 0) goto fail;
+    if ((rc = sd3_config_load(&p->tcfg, path)) < 0) {
+        component_err(rc, dir, C_TRANSFORMER);
+        goto fail;
+    }
+    p->has_t5 = present[C_TE3];
     const int n_text = present[C_TE3] ? 3 : 2;
     for (int i = 0; i < n_text; i++) {
         if ((rc = sub(path, dir, COMPONENTS[C_TOK1 + i].key)) < 0) goto fail;
@@ -223,17 +248,13 @@ int sd3pipe_load(sd3pipe **out, const char *dir) {
     }
     p->clip_len = txtok_model_max_length(p->tok[0]);
     if (p->clip_len <= 0 || p->clip_len > 77) p->clip_len = 77;
-    if ((rc = sub(path, dir, "transformer")) < 0) goto fail;
-    if ((rc = sd3_load(&p->transformer, path)) < 0) {
-        component_err(rc, dir, C_TRANSFORMER);
-        goto fail;
-    }
     if ((rc = sub(path, dir, "vae")) < 0) goto fail;
     if ((rc = vae_load(&p->vae, path)) < 0) {
         component_err(rc, dir, C_VAE);
         goto fail;
     }
     if ((rc = check_consistent(p)) < 0) goto fail;
+    if (!(flags & SD3PIPE_DEFER_TRANSFORMER) && (rc = sd3pipe_load_transformer(p)) < 0) goto fail;
     *out = p;
     return 0;
 fail:
@@ -254,7 +275,7 @@ void sd3pipe_free(sd3pipe *p) {
 }
 
 int sd3pipe_image_size(const sd3pipe *p, const sd3pipe_params *q, int *H, int *W) {
-    const sd3_config *c = &p->transformer->cfg;
+    const sd3_config *c = &p->tcfg;
     const int f = vae_factor(p->vae), m = f * c->patch_size;
     const int h = q->height ? q->height : c->sample_size * f, w = q->width ? q->width : c->sample_size * f;
     if (h < m || w < m || h % m || w % m || h > SD3PIPE_MAX_SIDE || w > SD3PIPE_MAX_SIDE)
@@ -315,7 +336,7 @@ static int tokenize(const sd3pipe *p, int i, const char *const *prompts, int B, 
 
 /* embeds [B, S, J] and pooled [B, P] of B prompts (_encode_prompt). */
 static int encode(const sd3pipe *p, const char *const *prompts, int B, int T, float *embeds, float *pooled) {
-    const sd3_config *tc = &p->transformer->cfg;
+    const sd3_config *tc = &p->tcfg;
     const int J = tc->joint_attention_dim, P = tc->pooled_projection_dim, L77 = p->clip_len, S = L77 + T;
     memset(embeds, 0, sizeof(float) * (size_t)B * S * J);
     const int maxlen = L77 > T ? L77 : T;
@@ -338,7 +359,7 @@ static int encode(const sd3pipe *p, const char *const *prompts, int B, int T, fl
         col += c->d_model;
         pcol += c->proj_dim;
     }
-    if (rc >= 0 && p->enc[2]) {
+    if (rc >= 0 && p->has_t5) {
         take_ctx t = {.hidden = "last_hidden_state", .dst = embeds, .ld = J, .rows = S, .row0 = L77, .col0 = 0};
         if ((rc = tokenize(p, 2, prompts, B, T, ids)) >= 0 &&
             (rc = txenc_run(p->enc[2], ids, NULL, B, T, "text_encoder_3", take, &t)) < 0)
@@ -358,43 +379,76 @@ static int dump(const sd3pipe_params *q, const char *name, const float *x, int n
     return q->dump(q->dump_ctx, name, x, ndim, shp);
 }
 
-int sd3pipe_generate(const sd3pipe *p, const sd3pipe_params *q, float *image, float *init_latents, sink_ctx *sk) {
-    const int B = q->n_prompts;
-    if (B < 1 || !q->prompts) return ss_fail(SS_EARG, "generate: no prompt given");
+static int check_params(const sd3pipe *p, const sd3pipe_params *q) {
+    if (q->n_prompts < 1 || !q->prompts) return ss_fail(SS_EARG, "generate: no prompt given");
     if (q->steps < 1 || q->steps > 10000) return ss_fail(SS_EARG, "generate: steps must be in [1, 10000], got %d", q->steps);
     if (!isfinite(q->cfg)) return ss_fail(SS_EARG, "generate: the guidance scale must be finite");
+    if (p->has_t5 && (q->max_sequence_length < 1 || q->max_sequence_length > 4096))
+        return ss_fail(SS_EARG, "generate: max_sequence_length must be in [1, 4096], got %d", q->max_sequence_length);
+    return 0;
+}
+
+int sd3pipe_text_len(const sd3pipe *p, const sd3pipe_params *q) {
+    return p->clip_len + (p->has_t5 ? q->max_sequence_length : p->clip_len);
+}
+
+int sd3pipe_encode(const sd3pipe *p, const sd3pipe_params *q, float *ctx, float *pooled) {
+    int rc = check_params(p, q);
+    if (rc < 0) return rc;
+    if (p->released) return ss_fail(SS_EARG, "%s: the text encoders were released before encoding", p->dir);
+    const int B = q->n_prompts, guided = q->cfg > 1.0, S = sd3pipe_text_len(p, q), T = S - p->clip_len;
+    const int J = p->tcfg.joint_attention_dim, P = p->tcfg.pooled_projection_dim;
+    const char **neg = malloc(sizeof *neg * B);
+    if (!neg) return ss_fail(SS_ENOMEM, "generate: out of memory");
+    for (int b = 0; b < B; b++) neg[b] = q->negative ? q->negative : "";
+    /* batch order as diffusers: [uncond(B); cond(B)] */
+    float *cctx = ctx + (size_t)(guided ? B : 0) * S * J, *cpool = pooled + (size_t)(guided ? B : 0) * P;
+    if ((rc = encode(p, q->prompts, B, T, cctx, cpool)) >= 0 && guided) rc = encode(p, neg, B, T, ctx, pooled);
+    if (rc >= 0 && (rc = dump(q, "prompt_embeds", cctx, 3, B, S, J, 0)) >= 0)
+        rc = dump(q, "pooled_prompt_embeds", cpool, 2, B, P, 0, 0);
+    if (rc >= 0 && guided && (rc = dump(q, "negative_prompt_embeds", ctx, 3, B, S, J, 0)) >= 0)
+        rc = dump(q, "negative_pooled_prompt_embeds", pooled, 2, B, P, 0, 0);
+    free(neg);
+    return rc < 0 ? rc : 0;
+}
+
+int sd3pipe_generate(const sd3pipe *p, const sd3pipe_params *q, float *image, float *init_latents, sink_ctx *sk) {
+    int rc = check_params(p, q);
+    if (rc < 0) return rc;
+    const int BB = (q->cfg > 1.0 ? 2 : 1) * q->n_prompts, S = sd3pipe_text_len(p, q);
+    float *ctx = malloc(sizeof(float) * (size_t)BB * S * p->tcfg.joint_attention_dim);
+    float *pooled = malloc(sizeof(float) * (size_t)BB * p->tcfg.pooled_projection_dim);
+    if (!ctx || !pooled)
+        rc = ss_fail(SS_ENOMEM, "generate: out of memory");
+    else if ((rc = sd3pipe_encode(p, q, ctx, pooled)) >= 0)
+        rc = sd3pipe_denoise(p, q, ctx, pooled, image, init_latents, sk);
+    free(ctx);
+    free(pooled);
+    return rc;
+}
+
+int sd3pipe_denoise(const sd3pipe *p, const sd3pipe_params *q, const float *ctx, const float *pooled, float *image,
+                    float *init_latents, sink_ctx *sk) {
     int H, W, rc;
-    if ((rc = sd3pipe_image_size(p, q, &H, &W)) < 0) return rc;
+    if ((rc = check_params(p, q)) < 0 || (rc = sd3pipe_image_size(p, q, &H, &W)) < 0) return rc;
+    if (!p->transformer) return ss_fail(SS_EARG, "%s: component 'transformer' is not loaded", p->dir);
+    const int B = q->n_prompts;
     const sd3_model *tr = p->transformer;
     const sd3_config *tc = &tr->cfg;
     const int f = vae_factor(p->vae), h = H / f, w = W / f, C = tc->in_channels, ps = tc->patch_size;
-    const int T = p->enc[2] ? q->max_sequence_length : p->clip_len, S = p->clip_len + T;
-    if (p->enc[2] && (T < 1 || T > 4096))
-        return ss_fail(SS_EARG, "generate: max_sequence_length must be in [1, 4096], got %d", T);
-    const int J = tc->joint_attention_dim, P = tc->pooled_projection_dim;
+    const int S = sd3pipe_text_len(p, q);
     const int guided = q->cfg > 1.0, BB = guided ? 2 * B : B;
     const size_t n1 = (size_t)C * h * w, n = n1 * B;
 
     float *x = malloc(sizeof(float) * n), *xin = guided ? malloc(sizeof(float) * n * 2) : x;
-    float *v = malloc(sizeof(float) * n * (guided ? 2 : 1)), *ctx = malloc(sizeof(float) * (size_t)BB * S * J);
-    float *pooled = malloc(sizeof(float) * (size_t)BB * P), *raw = malloc(sizeof(float) * (size_t)B * 3 * H * W);
-    const char **neg = malloc(sizeof *neg * B);
+    float *v = malloc(sizeof(float) * n * (guided ? 2 : 1)), *raw = malloc(sizeof(float) * (size_t)B * 3 * H * W);
+    float *t = malloc(sizeof(float) * BB);
     fm_sched sched = {0};
     sd3_workspace *ws = NULL;
-    if (!x || !xin || !v || !ctx || !pooled || !raw || !neg) {
+    if (!x || !xin || !v || !raw || !t) {
         rc = ss_fail(SS_ENOMEM, "generate: out of memory");
         goto done;
     }
-    for (int b = 0; b < B; b++) neg[b] = q->negative ? q->negative : "";
-    /* prompt embeddings, batch order as diffusers: [uncond(B); cond(B)] */
-    float *cctx = ctx + (size_t)(guided ? B : 0) * S * J, *cpool = pooled + (size_t)(guided ? B : 0) * P;
-    if ((rc = encode(p, q->prompts, B, T, cctx, cpool)) < 0 || (guided && (rc = encode(p, neg, B, T, ctx, pooled)) < 0))
-        goto done;
-    if ((rc = dump(q, "prompt_embeds", cctx, 3, B, S, J, 0)) < 0 || (rc = dump(q, "pooled_prompt_embeds", cpool, 2, B, P, 0, 0)) < 0)
-        goto done;
-    if (guided && ((rc = dump(q, "negative_prompt_embeds", ctx, 3, B, S, J, 0)) < 0 ||
-                   (rc = dump(q, "negative_pooled_prompt_embeds", pooled, 2, B, P, 0, 0)) < 0))
-        goto done;
     /* initial latents */
     if (q->latents) {
         memcpy(x, q->latents, sizeof(float) * n);
@@ -417,11 +471,6 @@ int sd3pipe_generate(const sd3pipe *p, const sd3pipe_params *q, float *image, fl
         (rc = dump(q, "sigmas", sched.sigmas, 1, q->steps + 1, 0, 0, 0)) < 0)
         goto done;
     if ((rc = sd3_workspace_new(&ws, tr, BB, h, w, S)) < 0) goto done;
-    float *t = malloc(sizeof(float) * BB);
-    if (!t) {
-        rc = ss_fail(SS_ENOMEM, "generate: out of memory");
-        goto done;
-    }
     sd3_hooks hk;
     if (sk) hk = sink_ctx_hooks(sk);
     const float g = (float)q->cfg;
@@ -459,7 +508,6 @@ int sd3pipe_generate(const sd3pipe *p, const sd3pipe_params *q, float *image, fl
         if ((rc = dump(q, name, x, 4, B, C, h, w)) < 0) break;
         if (q->progress) q->progress(q->progress_ctx, i, q->steps);
     }
-    free(t);
     if (rc < 0) goto done;
     /* decode: latents / scaling_factor + shift_factor, then clamp(x / 2 + 0.5, 0, 1) in NHWC */
     vae_unscale(p->vae, x, n);
@@ -478,6 +526,6 @@ done:
     sd3_workspace_free(ws);
     fm_free(&sched);
     if (xin != x) free(xin);
-    free(x), free(v), free(ctx), free(pooled), free(raw), free(neg);
+    free(x), free(v), free(raw), free(t);
     return rc < 0 ? rc : 0;
 }

@@ -50,6 +50,9 @@ typedef struct {
     vae_model *vae;
     fm_config scheduler;
     int clip_len;   /* tokenizer.model_max_length, else 77 */
+    int has_t5;     /* text_encoder_3 in the folder */
+    int released;   /* sd3pipe_release_encoders was called */
+    sd3_config tcfg; /* transformer/config.json (also while the weights are not loaded) */
 } sd3pipe;
 
 /* Called with every intermediate tensor (named as the reference fixture sd3-pipeline-tiny):
@@ -81,6 +84,14 @@ void sd3pipe_params_default(sd3pipe_params *p);
  * SS_EFORMAT naming the file, the class and the supported ones. */
 int sd3pipe_folder_kind(const char *dir, const char *other);
 int sd3pipe_load(sd3pipe **out, const char *dir);
+/* flags SD3PIPE_DEFER_TRANSFORMER: read transformer/config.json only (every check still runs); the
+ * weights come with sd3pipe_load_transformer. Memory then peaks at max(encoders, transformer)
+ * rather than their sum: encode, sd3pipe_release_encoders, sd3pipe_load_transformer, denoise
+ * (T5-XXL alone is ~19 GB in fp32, SD3-medium's transformer ~8 GB). */
+#define SD3PIPE_DEFER_TRANSFORMER 1
+int sd3pipe_load_opts(sd3pipe **out, const char *dir, int flags);
+int sd3pipe_load_transformer(sd3pipe *p);
+void sd3pipe_release_encoders(sd3pipe *p);
 void sd3pipe_free(sd3pipe *p);
 /* Resolves height/width (0 = default) and checks them: multiples of VAE factor x patch size,
  * patch grid within pos_embed_max_size. */
@@ -88,5 +99,11 @@ int sd3pipe_image_size(const sd3pipe *p, const sd3pipe_params *q, int *H, int *W
 /* image [B, H, W, 3] in [0, 1]; init_latents (optional) receives the initial latents
  * [B, C, H/f, W/f]; sk: optional probe / intervention context (as pipe_generate). */
 int sd3pipe_generate(const sd3pipe *p, const sd3pipe_params *q, float *image, float *init_latents, sink_ctx *sk);
+/* The two halves of sd3pipe_generate. Text tokens S = sd3pipe_text_len; ctx [BB, S, J] and pooled
+ * [BB, P] with BB = 2B under guidance (uncond first), else B. */
+int sd3pipe_text_len(const sd3pipe *p, const sd3pipe_params *q);
+int sd3pipe_encode(const sd3pipe *p, const sd3pipe_params *q, float *ctx, float *pooled);
+int sd3pipe_denoise(const sd3pipe *p, const sd3pipe_params *q, const float *ctx, const float *pooled, float *image,
+                    float *init_latents, sink_ctx *sk);
 
 #endif
