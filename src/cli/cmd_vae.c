@@ -1,4 +1,5 @@
 /* sinkscope vae: an AutoencoderKL folder on latents (decode) and images (encode). */
+#include <math.h>
 #include <omp.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -7,6 +8,7 @@
 #include "cli/args.h"
 #include "cli/commands.h"
 #include "core/err.h"
+#include "core/ops.h"
 #include "io/pathcheck.h"
 #include "io/safetensors.h"
 #include "models/vae.h"
@@ -84,7 +86,12 @@ static int input4(const st_file *f, const char *path, const char *name, int want
     if (ss_mul_size((size_t)t->numel, sizeof(float), &bytes) < 0 || !(*out = malloc(bytes)))
         return ss_fail(SS_ENOMEM, "%s: out of memory for '%s'", path, name);
     memcpy(shp, t->shape, 4 * sizeof *shp);
-    return st_to_f32(*out, t) < 0 ? SS_EFORMAT : 0;
+    if (st_to_f32(*out, t) < 0) return SS_EFORMAT;
+    const long long bad = op_first_nonfinite(*out, (size_t)t->numel);
+    if (bad >= 0)
+        return ss_fail(SS_EFORMAT, "%s: '%s' has a non-finite value (%s) at flat index %lld", path, name,
+                       isnan((*out)[bad]) ? "NaN" : "infinity", bad);
+    return 0;
 }
 
 int cmd_vae(int argc, char **argv) {
