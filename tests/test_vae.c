@@ -20,6 +20,7 @@
 #include "common.h"
 #include "core/conv.h"
 #include "core/err.h"
+#include "io/safetensors.h"
 #include "models/vae.h"
 
 #define TOL 1e-5
@@ -258,6 +259,20 @@ static void test_cli(void **state) {
     assert_int_not_equal(tc_run(buf, sizeof buf, "%s vae --model %s --inputs %s/inputs.safetensors --out %s", tc_bin(), dir4,
                                 dir, out), 0);
     if (!strstr(buf, "'latents' must be [B, 4, H, W]")) fail_msg("got: %s", buf);
+    /* a NaN in the inputs is refused naming the tensor, not decoded into an image */
+    char nanin[1200];
+    snprintf(nanin, sizeof nanin, "%s/nan.safetensors", tmp);
+    {
+        float lat[16 * 2 * 2];
+        for (int i = 0; i < 64; i++) lat[i] = 0.1f * i;
+        lat[37] = NAN;
+        st_writer *w = st_writer_new();
+        assert_int_equal(st_writer_add_f32(w, "latents", ST_F32, 4, (int64_t[]){1, 16, 2, 2}, lat), 0);
+        assert_int_equal(st_writer_save(w, nanin), 0);
+        st_writer_free(w);
+    }
+    assert_int_not_equal(tc_run(buf, sizeof buf, "%s vae --model %s --inputs %s --out %s", tc_bin(), dir, nanin, out), 0);
+    if (!strstr(buf, "nan.safetensors: 'latents' has a non-finite value (NaN) at flat index 37")) fail_msg("got: %s", buf);
     tc_rmtree(tmp);
     free(tmp);
 }
