@@ -323,6 +323,39 @@ static void test_shapeworld_latents(void **state) {
     free(tmp);
 }
 
+/* Conditions on an SD3 pipeline: an empty one leaves every output bit-identical, a top-1 removal
+ * changes the image, a block the model lacks is refused naming the condition file. */
+static void test_conditions(void **state) {
+    (void)state;
+    const char *dir = tc_path("fixtures/sd3-pipeline-tiny");
+    char *tmp = tc_tmpdir(), buf[8192];
+    assert_int_equal(tc_write_text(tc_join(tmp, "c0.json"), "{\"name\": \"noop\", \"layers\": []}"), 0);
+    assert_int_equal(tc_write_text(tc_join(tmp, "c1.json"), "{\"name\": \"rm\", \"layers\": [1], \"k\": 1}"), 0);
+    assert_int_equal(tc_write_text(tc_join(tmp, "c9.json"), "{\"name\": \"bad\", \"layers\": [9]}"), 0);
+    const char *base = "--prompt 'a photo of a red cat' --steps 2 --cfg 4 --height 16 --width 24 --max-sequence-length 8";
+    const char *tags[] = {"none", "c0", "c1"};
+    for (int i = 0; i < 3; i++) {
+        char cond[1200] = "";
+        if (i) snprintf(cond, sizeof cond, "--condition %s/%s.json", tmp, tags[i]);
+        if (tc_run(buf, sizeof buf, "%s generate --model %s %s %s --dump %s/%s.safetensors", tc_bin(), dir, base, cond, tmp,
+                   tags[i]))
+            fail_msg("%s: %s", tags[i], buf);
+    }
+    size_t n;
+    float *a = tc_load(tc_join(tmp, "none.safetensors"), "image", &n, NULL, NULL);
+    float *b = tc_load(tc_join(tmp, "c0.safetensors"), "image", NULL, NULL, NULL);
+    float *c = tc_load(tc_join(tmp, "c1.safetensors"), "image", NULL, NULL, NULL);
+    assert_non_null(a), assert_non_null(b), assert_non_null(c);
+    assert_memory_equal(a, b, n * sizeof *a);
+    assert_true(tc_rel_l2(c, a, n) > 1e-4);
+    assert_int_not_equal(tc_run(buf, sizeof buf, "%s generate --model %s %s --condition %s/c9.json --out %s/x.png", tc_bin(),
+                                dir, base, tmp, tmp), 0);
+    if (!strstr(buf, "c9.json") || !strstr(buf, "block 9")) fail_msg("got: %s", buf);
+    free(a), free(b), free(c);
+    tc_rmtree(tmp);
+    free(tmp);
+}
+
 /* The library's one-call API (everything loaded at once) gives the reference image too, and the
  * staged path refuses to encode after the encoders were released. */
 static void test_library(void **state) {
@@ -357,7 +390,7 @@ static void test_library(void **state) {
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_token_ids),      cmocka_unit_test(test_reference),  cmocka_unit_test(test_variants),
-        cmocka_unit_test(test_latents_roundtrip), cmocka_unit_test(test_bad_folders), cmocka_unit_test(test_shapeworld_latents), cmocka_unit_test(test_library),
+        cmocka_unit_test(test_latents_roundtrip), cmocka_unit_test(test_bad_folders), cmocka_unit_test(test_shapeworld_latents), cmocka_unit_test(test_library), cmocka_unit_test(test_conditions),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
