@@ -143,6 +143,28 @@ static void check_folder(const char *name) {
     }
     max_abs(dump, exp, "image", 1e-4);
     cmp(dump, exp, "image", TOL);
+    /* the PNGs (one per prompt, FILE-b.png for a batch) hold round(image * 255) */
+    size_t ni;
+    int64_t is[8];
+    int nd;
+    float *ref = tc_load(exp, "image", &ni, is, &nd);
+    assert_non_null(ref);
+    const int B = (int)is[0], H = (int)is[1], W = (int)is[2];
+    for (int b = 0; b < B; b++) {
+        uint8_t *px;
+        int w, h;
+        char png[1200];
+        if (B == 1) snprintf(png, sizeof png, "%s/img.png", tmp);
+        else snprintf(png, sizeof png, "%s/img-%d.png", tmp, b);
+        if (png_read_rgb(png, &w, &h, &px) < 0) fail_msg("%s", ss_err());
+        assert_int_equal(w, W), assert_int_equal(h, H);
+        for (size_t i = 0; i < (size_t)H * W * 3; i++) {
+            const double want = ref[(size_t)b * H * W * 3 + i] * 255.0;
+            if (fabs(px[i] - want) > 0.5 + 1e-4 * 255) fail_msg("%s: pixel %zu is %d, diffusers %.4f", png, i, px[i], want);
+        }
+        free(px);
+    }
+    free(ref);
     tc_rmtree(tmp);
     free(tmp);
 }
