@@ -222,6 +222,10 @@ static int block_forward(const pixart_model *m, int i, work *w, int B, int N, in
 
 /* TimestepEmbedding(Timesteps(v)) for n values into y [n, out]; hidden h [n, out]. */
 static void embed(float *y, const float *v, int n, const ss_linear *l1, const ss_linear *l2, float *s, float *h) {
+    /* diffusers forms the sinusoid's argument in fp32 with torch's exp even in a float64 model (its
+     * frequencies differ from correctly rounded ones in the last bit for about 40% of them), so near
+     * t = 1000 the reference itself carries ~5e-5 rad of argument rounding; like SD3 and FLUX we
+     * take the argument in double (op_timestep_embedding). */
     op_timestep_embedding(s, v, n, TEMB_DIM);
     op_linear(h, s, l1, n);
     op_silu(h, h, (size_t)n * l1->out);
