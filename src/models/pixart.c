@@ -89,24 +89,29 @@ static int check_input(const float *x, size_t n, const char *name) {
 
 /* ---- position table ---- */
 
+/* sin(pos * omega_k) then cos(pos * omega_k), k < F, into t[0, 2F) */
+static void sincos_1d(float *t, float pos, int F) {
+    for (int k = 0; k < F; k++) {
+        const double a = (double)pos * (1.0 / pow(10000.0, (double)k / F)); /* omega in fp64, pos promoted */
+        t[k] = (float)sin(a);
+        t[F + k] = (float)cos(a);
+    }
+}
+
 void pixart_pos_table(float *tab, const pixart_config *c, int D, int h, int w) {
     const int base = c->sample_size / c->patch_size, E = D / 2, F = D / 4;
     const float is = (float)c->interpolation_scale;
-    /* torch: arange(n, float32) / (n / base_size) / interpolation_scale, in fp32 */
+    /* torch: arange(n, float32) / (n / base_size) / interpolation_scale, in fp32; the first half of
+     * the channels encodes the column, the second half the row (dit-spec 2.6) */
     const float qh = (float)((double)h / base), qw = (float)((double)w / base);
+    for (int col = 0; col < w; col++) sincos_1d(tab + (size_t)col * D, (float)col / qw / is, F); /* row 0's tokens */
+    for (int r = 1; r < h; r++) sincos_1d(tab + (size_t)r * w * D + E, (float)r / qh / is, F);   /* column 0's */
+    sincos_1d(tab + E, 0.0f / qh / is, F);
     for (int r = 0; r < h; r++)
         for (int col = 0; col < w; col++) {
-            const float ph0 = (float)r / qh, pw0 = (float)col / qw;
-            const float ph = ph0 / is, pw = pw0 / is;
             float *t = tab + ((size_t)r * w + col) * D;
-            for (int k = 0; k < F; k++) {
-                const double omega = 1.0 / pow(10000.0, (double)k / F);
-                const double ac = (double)pw * omega, ar = (double)ph * omega;
-                t[k] = (float)sin(ac);
-                t[F + k] = (float)cos(ac);
-                t[E + k] = (float)sin(ar);
-                t[E + F + k] = (float)cos(ar);
-            }
+            if (r) memcpy(t, tab + (size_t)col * D, sizeof(float) * E);
+            if (col) memcpy(t + E, tab + (size_t)r * w * D + E, sizeof(float) * E);
         }
 }
 
