@@ -70,6 +70,11 @@ typedef struct pixart_model {
  * class defaults, nulls resolve as diffusers resolves them; errors name the file and field. */
 int pixart_config_load(pixart_config *cfg, const char *path);
 int pixart_config_check(const pixart_config *cfg, const char *where);
+/* Write cfg as a diffusers config.json (nulls resolved: every field explicit). */
+int pixart_config_save(const pixart_config *cfg, const char *path);
+/* Calls fn for every tensor the config implies, with its diffusers name and shape. */
+int pixart_enumerate_tensors(const pixart_config *cfg,
+                             void (*fn)(void *ctx, const char *name, int ndim, const int64_t *shape), void *ctx);
 /* Load a transformer folder (config.json + diffusion_pytorch_model*.safetensors, single or
  * sharded); every tensor checked (presence, shape from the config, F32/F16/BF16, finite). */
 int pixart_load(pixart_model **out, const char *dir);

@@ -258,6 +258,41 @@ static int bind_all(ss_binder *bd, void *model) {
     return 0;
 }
 
+int pixart_enumerate_tensors(const pixart_config *c, void (*fn)(void *ctx, const char *name, int ndim, const int64_t *shape),
+                             void *ctx) {
+    pixart_model m = {.cfg = *c, .D = c->num_heads * c->head_dim};
+    m.blocks = ss_calloc((size_t)c->num_layers + 1, sizeof *m.blocks);
+    if (!m.blocks) return SS_ENOMEM;
+    ss_binder bd = {.pass = 2, .fn = fn, .fn_ctx = ctx};
+    int rc = bind_all(&bd, &m);
+    free(m.blocks);
+    return rc;
+}
+
+int pixart_config_save(const pixart_config *c, const char *path) {
+    json_t *o = json_object();
+    json_object_set_new(o, "_class_name", json_string("PixArtTransformer2DModel"));
+    json_object_set_new(o, "num_attention_heads", json_integer(c->num_heads));
+    json_object_set_new(o, "attention_head_dim", json_integer(c->head_dim));
+    json_object_set_new(o, "in_channels", json_integer(c->in_channels));
+    json_object_set_new(o, "out_channels", json_integer(c->out_channels));
+    json_object_set_new(o, "num_layers", json_integer(c->num_layers));
+    json_object_set_new(o, "cross_attention_dim", c->cross_attention_dim ? json_integer(c->cross_attention_dim) : json_null());
+    json_object_set_new(o, "attention_bias", json_boolean(c->attention_bias));
+    json_object_set_new(o, "sample_size", json_integer(c->sample_size));
+    json_object_set_new(o, "patch_size", json_integer(c->patch_size));
+    json_object_set_new(o, "activation_fn", json_string(c->act == OP_ACT_GELU ? "gelu" : "gelu-approximate"));
+    json_object_set_new(o, "num_embeds_ada_norm", json_integer(1000));
+    json_object_set_new(o, "norm_type", json_string("ada_norm_single"));
+    json_object_set_new(o, "norm_elementwise_affine", json_boolean(c->norm_elementwise_affine));
+    json_object_set_new(o, "norm_eps", json_real(c->norm_eps));
+    json_object_set_new(o, "interpolation_scale", json_real(c->interpolation_scale));
+    json_object_set_new(o, "use_additional_conditions", json_boolean(c->use_additional_conditions));
+    json_object_set_new(o, "caption_channels", c->caption_channels ? json_integer(c->caption_channels) : json_null());
+    json_object_set_new(o, "attention_type", json_string("default"));
+    return ss_json_save(path, o, JSON_INDENT(2) | JSON_PRESERVE_ORDER); /* takes o */
+}
+
 int pixart_load(pixart_model **out, const char *dir) {
     *out = NULL;
     char path[4096];
