@@ -544,6 +544,43 @@ static void test_cross_value_mean_ignores_padding(void **state) {
     sink_ctx_free(sk);
 }
 
+/* ---- a removal that would leave a batch element's cross-attention no key ---- */
+
+static void test_cross_removal_of_every_unmasked_key_refused(void **state) {
+    (void)state;
+    px f; /* batch element 2 keeps 1 of its 7 text tokens */
+    px_load(&f, "pixart-variants/bf16-h4-grid3x5-interp1.5");
+    ss_site sites[2 * MAXB];
+    const int ns = f.fam->sites(f.m, f.io.N, f.io.S, sites, 2 * MAXB);
+    const char *conds[] = {"{\"name\": \"r\", \"layers\": [1], \"attn\": \"cross\", \"k\": 1, \"eta\": 0.0}",
+                           "{\"name\": \"r\", \"layers\": [1], \"attn\": \"cross\", \"k\": 2, \"path\": \"value\", \"value\": \"zero\"}",
+                           "{\"name\": \"r\", \"layers\": [0], \"attn\": \"cross\", \"select\": \"fixed\", \"indices\": [5], \"eta\": 0.5}"};
+    const char *must[] = {"no mass at all", "only 1 candidate", "masked key"};
+    for (int q = 0; q < 3; q++) {
+        json_error_t je;
+        json_t *o = json_loads(conds[q], 0, &je);
+        assert_non_null(o);
+        sink_condition c;
+        assert_int_equal(sink_condition_from_json(&c, o, "r"), 0);
+        json_decref(o);
+        assert_int_equal(sink_condition_resolve(&c, sites, ns, "r"), 0);
+        assert_int_equal(sink_condition_check_sites(&c, sites, ns, "r"), 0); /* fine for the shapes: S = 7 keys */
+        sink_ctx *sk = sink_ctx_new();
+        sink_ctx_set_condition(sk, &c);
+        runner r = {.sink = sink_ctx_hooks(sk), .have_sink = 1};
+        ss_model_hooks hk = {.ctx = &r, .attention = run_attention, .block_output = run_block};
+        float *out = malloc(sizeof(float) * f.io.out_numel);
+        assert_true(f.fam->forward(f.m, out, &f.io, &hk) < 0);
+        printf("  %s -> %s\n", conds[q], ss_err());
+        assert_non_null(strstr(ss_err(), must[q]));
+        assert_null(strchr(ss_err(), '\n'));
+        free(out);
+        runner_free(&r);
+        sink_ctx_free(sk);
+    }
+    px_free(&f);
+}
+
 /* ---- damaged folders and wrong inputs ---- */
 
 static void write_config(const char *dir, const char *src, const char *key, json_t *val) {
@@ -819,6 +856,7 @@ int main(void) {
         cmocka_unit_test(test_noop_and_threads_bit_identical),
         cmocka_unit_test(test_masked_cross_kernel),
         cmocka_unit_test(test_cross_value_mean_ignores_padding),
+        cmocka_unit_test(test_cross_removal_of_every_unmasked_key_refused),
         cmocka_unit_test(test_damaged_folders),
         cmocka_unit_test(test_wrong_inputs),
         cmocka_unit_test(test_cli_forward),
