@@ -43,7 +43,12 @@ typedef struct {
     float *entropy, *top5; /* [B] means over heads */
     float *idx0_frac;      /* [B] fraction of heads whose top-1 key is index 0 */
     float *text_frac;      /* [B] fraction of heads whose top-1 key is a text token */
-    float *act_max, *act_p95; /* [B] block output: max and 95th percentile of per-token L2 norms */
+    float *act_max, *act_p95; /* [B] block output: max and 95th percentile of per-token L2 norms,
+                                 over its image rows */
+    float *act_text_max, *act_text_p95; /* [B] the same over its text rows, when the block's output
+                                 carries them (FLUX single.j: the whole stream); else NULL */
+    int Tq;                /* the site's query tokens */
+    int img_rows[2], text_rows[2]; /* its image and text query rows [lo, hi) (text: empty if none) */
     float *mass;           /* [B, H, T] image-query mass, kept when asked (keep_mass) */
     /* intervention (intervened == 1) */
     int intervened, k;
