@@ -230,6 +230,15 @@ static void test_interventions_match_diffusers(void **state) {
             for (size_t j = 0; j < json_array_size(L); j++)
                 assert_true(sink_condition_has_layer(
                     &c, ss_site_code(cross ? SS_SITE_CROSS : SS_SITE_SELF, (int)json_integer_value(json_array_get(L, j)))));
+            /* written back and parsed again: the same sites and attn */
+            json_t *back = sink_condition_to_json(&c);
+            sink_condition c2;
+            assert_int_equal(sink_condition_from_json(&c2, back, "back"), 0);
+            json_decref(back);
+            assert_int_equal(sink_condition_resolve(&c2, sites, ns, "back"), 0);
+            assert_int_equal(c2.n_layers, c.n_layers);
+            assert_memory_equal(c2.layers, c.layers, sizeof(int) * c.n_layers);
+            assert_int_equal(c2.attn, c.attn);
             sink_ctx *sk = sink_ctx_new();
             sink_ctx_set_condition(sk, &c);
             float *out = px_run(&f, sk, NULL);
