@@ -657,6 +657,26 @@ static void test_damaged_folders(void **state) {
     expect_load_error(dir, "width 42", "config.json", "multiple of 4");
     write_config(dir, src, "_class_name", json_string("FluxTransformer2DModel"));
     expect_load_error(dir, "wrong _class_name", "config.json", "PixArtTransformer2DModel");
+    /* the Hub's PixArt-alpha configs say Transformer2DModel: diffusers remaps it (norm_type ada_norm_single) */
+    write_config(dir, src, "_class_name", json_string("Transformer2DModel"));
+    const ss_family *fam;
+    assert_int_equal(ss_family_detect(dir, &fam), 0);
+    assert_string_equal(fam->name, "pixart");
+    pixart_model *m0 = NULL;
+    assert_int_equal(pixart_load(&m0, dir), 0);
+    assert_int_equal(m0->cfg.use_additional_conditions, 1);
+    pixart_free(m0);
+    {
+        json_error_t je;
+        json_t *cfg = json_load_file(tc_join(src, "config.json"), 0, &je);
+        json_object_set_new(cfg, "_class_name", json_string("Transformer2DModel"));
+        json_object_set_new(cfg, "norm_type", json_string("ada_norm_zero")); /* DiT: not ours */
+        assert_int_equal(json_dump_file(cfg, tc_join(dir, "config.json"), 0), 0);
+        json_decref(cfg);
+        assert_true(ss_family_detect(dir, &fam) < 0);
+        printf("  %-36s -> %s\n", "Transformer2DModel, ada_norm_zero", ss_err());
+        expect_load_error(dir, "Transformer2DModel, ada_norm_zero", "config.json", "norm_type");
+    }
     write_config(dir, src, "interpolation_scale", json_real(-1.0));
     expect_load_error(dir, "interpolation_scale -1", "config.json", "interpolation_scale");
     /* additional conditions on a width not divisible by 3 (pixart-tiny-a: D = 32) */

@@ -344,6 +344,11 @@ int ss_family_detect(const char *dir, const ss_family **out) {
         rc = ss_fail(SS_EFORMAT, "%s: config must be a JSON object", path);
     } else if (!cls) {
         *out = &FAMILIES[0]; /* SD3 configs written before families existed */
+    } else if (json_is_string(cls) && !strcmp(json_string_value(cls), "Transformer2DModel") &&
+               json_is_string(json_object_get(root, "norm_type")) &&
+               !strcmp(json_string_value(json_object_get(root, "norm_type")), "ada_norm_single")) {
+        /* diffusers' _CLASS_REMAPPING_DICT: the Hub's PixArt-alpha configs name this class */
+        *out = ss_family_find("PixArtTransformer2DModel");
     } else if (!json_is_string(cls) || !(*out = ss_family_find(json_string_value(cls)))) {
         char known[256] = "";
         for (size_t i = 0; i < N_FAMILIES; i++)

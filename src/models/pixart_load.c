@@ -123,9 +123,12 @@ int pixart_config_load(pixart_config *c, const char *path) {
         goto done;
     }
     json_t *cls = json_object_get(root, "_class_name");
-    if (!cls || !json_is_string(cls) || strcmp(json_string_value(cls), "PixArtTransformer2DModel")) {
-        rc = ss_fail(SS_EFORMAT, "%s: _class_name is %s, expected PixArtTransformer2DModel", path,
-                     !cls ? "missing" : json_is_string(cls) ? json_string_value(cls) : "not a string");
+    /* "Transformer2DModel" (the Hub's PixArt-alpha configs): diffusers remaps it to this class when
+     * norm_type is ada_norm_single, which the norm_type check below requires */
+    if (!cls || !json_is_string(cls) ||
+        (strcmp(json_string_value(cls), "PixArtTransformer2DModel") && strcmp(json_string_value(cls), "Transformer2DModel"))) {
+        rc = ss_fail(SS_EFORMAT, "%s: _class_name is %s, expected PixArtTransformer2DModel (or Transformer2DModel with norm_type "
+                     "ada_norm_single)", path, !cls ? "missing" : json_is_string(cls) ? json_string_value(cls) : "not a string");
         goto done;
     }
     /* diffusers' class defaults (PixArt-alpha XL-2) */
