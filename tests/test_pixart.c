@@ -47,12 +47,14 @@ static int folders(char names[MAXF][300]) {
     return n;
 }
 
-/* The shared folders' acceptance: masses to 1e-5. Our variants' random weights make the timestep
- * embedding count more, and diffusers forms its sinusoid's argument in fp32 with torch's exp even
- * in float64 (src/models/pixart.c, embed): diffusers' own float64 model given a float64 sinusoid
- * differs from these references by what the engine does (bf16 variant: sample 1.01e-5 vs 1.02e-5,
- * self_mass.2 1.7e-5 vs 1.8e-5), so there the masses get 1e-4 like everything else. */
-static double mass_tol(const char *name) { return strncmp(name, "pixart-variants/", 16) ? 1e-5 : 1e-4; }
+/* Masses to 1e-5, everything else to 1e-4 (the issue's acceptance), for the reference folders and
+ * our variants alike. diffusers forms the timestep sinusoid's argument in fp32 with torch's exp even
+ * in float64 (src/models/pixart.c, embed); the generator checks that this noise floor of each
+ * variant's reference is below 2e-6. */
+static double mass_tol(const char *name) {
+    (void)name;
+    return 1e-5;
+}
 
 typedef struct {
     const ss_family *fam;

@@ -13,18 +13,24 @@ eta, renormalized, = adding log eta to the logit) or the selected value rows rep
 zero, the mean of the head's unmasked values, or alpha*v + (1-alpha)*mean). Selection is dynamic,
 from that block's un-intervened probabilities, over the unmasked keys. Before writing anything the
 script checks this processor against the reference folders tests/fixtures/pixart-tiny-a/b (sample,
-blocks, masses, every intervention).
+blocks, masses, every intervention). diffusers forms the timestep sinusoid's argument in fp32 with
+torch's exp even in float64; each variant's reference noise floor (the same model with a float64
+argument) is checked below 2e-6 for the sample and every mass, which is why the timestep embedders'
+random weights are smaller than the others'.
 
 Run from the repository root:
   PYTHONPATH=/work/refenv/src:/work/refenv /usr/bin/python3 tests/gen/gen_pixart_variants.py"""
-import json, os, shutil
+import json, math, os, shutil
 
 import shim  # noqa: F401  (torch 1.13 names)
 import torch
 from safetensors.torch import save_file, load_file
+import diffusers.models.embeddings as E
 from diffusers.models.transformers.pixart_transformer_2d import PixArtTransformer2DModel
 
-OUT = "tests/fixtures/pixart-variants"
+OUT = os.environ.get("PIXART_VARIANTS_OUT", "tests/fixtures/pixart-variants")
+FLOOR = float(os.environ.get("PIXART_FLOOR", "2e-6"))
+EMB_GAIN = float(os.environ.get("PIXART_EMB_GAIN", "0.25"))  # the timestep embedders: a small reference noise floor
 FIX = "tests/fixtures"
 
 
@@ -173,6 +179,30 @@ def check_reference(name):
     assert worst < 1e-6, name
 
 
+def ts_fp64(timesteps, embedding_dim, flip_sin_to_cos=False, downscale_freq_shift=1, scale=1, max_period=10000):
+    """get_timestep_embedding with the argument in float64 (diffusers forms it in fp32 with torch's
+    exp, whose frequencies differ from correctly rounded ones in the last bit for ~40% of them)."""
+    half = embedding_dim // 2
+    ex = -math.log(max_period) * torch.arange(half, dtype=torch.float64) / (half - downscale_freq_shift)
+    emb = scale * timesteps[:, None].double() * torch.exp(ex)[None, :]
+    emb = torch.cat([torch.sin(emb), torch.cos(emb)], dim=-1)
+    if flip_sin_to_cos:
+        emb = torch.cat([emb[:, half:], emb[:, :half]], dim=-1)
+    return emb
+
+
+def noise_floor(model, inputs, sample, probe):
+    """How far the reference itself is from the same model with a float64 sinusoid: the floor no
+    fp32 engine can get under (sample, worst mass)."""
+    orig = E.get_timestep_embedding
+    E.get_timestep_embedding = ts_fp64
+    try:
+        s64, _, p64 = run(model, inputs)
+    finally:
+        E.get_timestep_embedding = orig
+    return rel(s64, sample), max(rel(p64.mass[k], probe.mass[k]) for k in probe.mass)
+
+
 def randomize(model, seed, dtype):
     g = torch.Generator().manual_seed(seed)
     with torch.no_grad():
@@ -183,7 +213,8 @@ def randomize(model, seed, dtype):
                 v = 1.0 + 0.2 * torch.randn(p.shape, generator=g, dtype=torch.float64)
             else:
                 fan = p[0].numel() if p.dim() > 1 else p.shape[0]
-                v = 1.5 * torch.randn(p.shape, generator=g, dtype=torch.float64) / max(1, fan) ** 0.5
+                gain = EMB_GAIN if ".emb." in name else 1.5
+                v = gain * torch.randn(p.shape, generator=g, dtype=torch.float64) / max(1, fan) ** 0.5
             p.copy_(v.to(dtype).to(torch.float64))  # the stored, rounded weights
 
 
@@ -251,6 +282,9 @@ def make_variant(v):
     inputs = {k: t.float().double() for k, t in inputs.items()}  # exactly what the F32 file holds
     save_file({k: t.float().contiguous() for k, t in inputs.items()}, os.path.join(d, "inputs.safetensors"))
     sample, blocks, probe = run(model, inputs)
+    fs, fm = noise_floor(model, inputs, sample, probe)
+    print("  %-28s reference noise floor (fp32 vs fp64 sinusoid argument): sample %.1e, masses %.1e" % (v["name"], fs, fm))
+    assert fs < FLOOR and fm < FLOOR, v["name"]
     exp = {"sample": sample}
     for i, bl in enumerate(blocks):
         exp["block.%d" % i] = bl
