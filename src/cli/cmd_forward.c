@@ -22,23 +22,29 @@ static const char USAGE[] =
     "                         [--topk K] [--stats FILE.json] [--condition FILE.json] [--threads N]\n"
     "\n"
     "  --model DIR        diffusers transformer folder (config.json + diffusion_pytorch_model*.safetensors):\n"
-    "                     SD3Transformer2DModel or FluxTransformer2DModel (config.json's _class_name)\n"
+    "                     SD3Transformer2DModel, FluxTransformer2DModel or PixArtTransformer2DModel\n"
+    "                     (config.json's _class_name)\n"
     "  --inputs FILE      SD3: hidden_states [B,C,H,W], encoder_hidden_states [B,S,J],\n"
     "                     pooled_projections [B,P], timestep [B] (raw scheduler timestep in [0,1000]);\n"
     "                     FLUX: hidden_states [B,N,C] (packed), encoder_hidden_states [B,S,J],\n"
     "                     pooled_projections [B,P], timestep [B] (sigma), img_ids [N,3], txt_ids [S,3],\n"
-    "                     guidance [B] (models with guidance_embeds)\n"
+    "                     guidance [B] (models with guidance_embeds);\n"
+    "                     PixArt: hidden_states [B,C,H,W], encoder_hidden_states [B,S,caption_channels],\n"
+    "                     encoder_attention_mask [B,S] (1 keep, 0 padding; optional), timestep [B],\n"
+    "                     resolution [B,2] and aspect_ratio [B,1] (only models with additional conditions)\n"
     "  --out FILE         writes sample (SD3 [B,C,H,W], FLUX [B,N,C]); with --dump-blocks also block.{i}\n"
     "                     [B,N,D] (image stream after block i; FLUX: double block i) and FLUX's single.{j}\n"
     "                     [B,S+N,D] (whole stream, text first); with --probe also mass.{i} [B,H,N+S]\n"
     "                     (incoming mass per key averaged over the image queries, in the model's token\n"
     "                     order: SD3 image first, FLUX text first; mass.attn2.{i} [B,H,N] for SD3.5's\n"
-    "                     attn2 sites, single_mass.{j} for FLUX's single blocks)\n"
+    "                     attn2 sites, single_mass.{j} for FLUX's single blocks; PixArt: self_mass.{i}\n"
+    "                     [B,H,N] and cross_mass.{i} [B,H,S], 0 for padding)\n"
     "  --dump-rope-qk     (FLUX) also qk_pre.{i}, qk_post.{i}, single_qk_pre.{j}, single_qk_post.{j}\n"
     "                     [B,H,S+N]: <q_i, k_j> averaged over the image queries i, after the QK RMSNorm,\n"
     "                     before and after RoPE, not divided by sqrt(head dim)\n"
     "  --probe SITES      comma-separated sites to probe: joint block indices (e.g. 0,6,12) and/or\n"
-    "                     site names joint.{i}, attn2.{i} (SD3.5 dual blocks), double.{i}, single.{j} (FLUX)\n"
+    "                     site names joint.{i}, attn2.{i} (SD3.5 dual blocks), double.{i}, single.{j} (FLUX),\n"
+    "                     self.{i}, cross.{i} (PixArt); or 'all': every site of the model\n"
     "  --probe-queries Q  query rows the probe statistics average over (default image)\n"
     "  --topk K           sinks recorded per head (default 5)\n"
     "  --stats FILE       probe statistics and intervention verification as JSON\n"
@@ -194,12 +200,14 @@ int cmd_forward(int argc, char **argv) {
         fprintf(stderr, "sinkscope forward: --probe-queries must be image, text or all\n");
         return 2;
     }
-    int probe_blocks[COND_MAX_LAYERS], nprobe = 0;
-    if (probe_s && (nprobe = parse_probe(probe_s, probe_blocks, COND_MAX_LAYERS)) < 0) return 2;
+    enum { MAX_SITES = 2 * SS_SITE_MAX_BLOCKS };
+    int probe_blocks[MAX_SITES], nprobe = 0;
+    const int probe_all = probe_s && !strcmp(probe_s, "all");
+    if (probe_s && !probe_all && (nprobe = parse_probe(probe_s, probe_blocks, COND_MAX_LAYERS)) < 0) return 2;
 
     /* the statistics file: --stats, or by default OUT with .safetensors replaced by .stats.json */
     char def[4200];
-    if (!stats_path && (nprobe || cond_path)) {
+    if (!stats_path && (nprobe || probe_all || cond_path)) {
         size_t L = strlen(out_path);
         const char *ext = ".safetensors";
         size_t el = strlen(ext);
@@ -233,7 +241,6 @@ int cmd_forward(int argc, char **argv) {
     sink_condition cond;
     if (cond_path && (rc = sink_condition_load(&cond, cond_path)) < 0) goto done;
     if ((rc = ss_family_detect(model_dir, &fam)) < 0 || (rc = fam->load(&m, model_dir)) < 0) goto done;
-    enum { MAX_SITES = 2 * SS_SITE_MAX_BLOCKS };
     ss_site all_sites[MAX_SITES];
     char list[1024], nm[48];
     const int n_sites = fam->sites(m, 0, 0, all_sites, MAX_SITES);
@@ -243,6 +250,7 @@ int cmd_forward(int argc, char **argv) {
     }
     int n_joint = 0;
     for (int i = 0; i < n_sites; i++) n_joint += all_sites[i].kind == SS_SITE_JOINT;
+    for (int i = 0; probe_all && i < n_sites && i < MAX_SITES; i++) probe_blocks[nprobe++] = ss_site_code_of(&all_sites[i]);
     for (int i = 0; i < nprobe; i++) {
         if (ss_site_code_kind(probe_blocks[i]) == SS_SITE_JOINT && n_joint && probe_blocks[i] >= n_joint) {
             rc = ss_fail(SS_EARG, "--probe: block %d does not exist (%s has %d blocks)", probe_blocks[i], model_dir, n_joint);
@@ -294,6 +302,8 @@ int cmd_forward(int argc, char **argv) {
         const ss_site_kind kind = ss_site_code_kind(r->site);
         if (kind == SS_SITE_JOINT || kind == SS_SITE_DOUBLE) snprintf(name, sizeof name, "mass.%d", ss_site_code_block(r->site));
         else if (kind == SS_SITE_SINGLE) snprintf(name, sizeof name, "single_mass.%d", ss_site_code_block(r->site));
+        else if (kind == SS_SITE_SELF) snprintf(name, sizeof name, "self_mass.%d", ss_site_code_block(r->site));
+        else if (kind == SS_SITE_CROSS) snprintf(name, sizeof name, "cross_mass.%d", ss_site_code_block(r->site));
         else snprintf(name, sizeof name, "mass.%s", ss_site_code_name(r->site, nm, sizeof nm));
         if ((rc = st_writer_add_f32(w, name, ST_F32, 3, sm, r->mass)) < 0) goto done;
     }

@@ -4,7 +4,8 @@
  * a flat index 0..n-1 over the model's attentions plus its kind and the block within that kind:
  *   SD3 / SD3.5:  joint.i  (block i's joint image+text attention, image tokens first)
  *                 attn2.i  (SD3.5's second, image-only self-attention of dual block i)
- *   FLUX (later): double.i, single.j;   PixArt (later): self.i, cross.i
+ *   FLUX:         double.i, single.j (both (S+N) x (S+N), text first)
+ *   PixArt:       self.i (N x N image tokens), cross.i (N image queries x S text keys, key mask)
  * and the token layout of its queries and keys: spans in the model's token order, each with a
  * type. Text spans are SS_TOK_TEXT until a text encoder supplies finer types (word, eos, pad,
  * comma). Keys may carry a per-batch validity mask (PixArt's T5 mask): masked keys get no
