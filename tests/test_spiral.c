@@ -909,11 +909,105 @@ static void test_fields_parse(void **state) {
     plain_free(&p);
 }
 
+/* ---- forward --spiral on the CLI: outputs bit-identical, the pre/post-RoPE <q, k> of the sink and
+ * of the mean image key against diffusers' own qk_pre/qk_post tensors of the FLUX fixtures ---- */
+
+static double json_num(json_t *o, const char *a, const char *b) {
+    json_t *x = json_object_get(json_object_get(o, a), b);
+    assert_non_null(x);
+    return json_number_value(x);
+}
+
+static void test_cli_spiral(void **state) {
+    (void)state;
+    const char *const names[] = {"flux-tiny-a", "flux-variants/dev-h6-6x8-out8"};
+    char *tmp = tc_tmpdir(), buf[8192];
+    for (size_t f = 0; f < sizeof names / sizeof names[0]; f++) {
+        char dir[512], exp[600], pln[600], spi[600], stats[600];
+        snprintf(dir, sizeof dir, "%s", tc_path("fixtures/%s", names[f]));
+        snprintf(exp, sizeof exp, "%s/expected.safetensors", dir);
+        snprintf(pln, sizeof pln, "%s/plain.safetensors", tmp);
+        snprintf(spi, sizeof spi, "%s/spiral.safetensors", tmp);
+        snprintf(stats, sizeof stats, "%s/spiral.stats.json", tmp);
+        assert_int_equal(tc_run(buf, sizeof buf, "%s forward --model %s --inputs %s/inputs.safetensors --out %s --probe all --threads 1",
+                                tc_bin(), dir, dir, pln), 0);
+        assert_int_equal(tc_run(buf, sizeof buf, "%s forward --model %s --inputs %s/inputs.safetensors --out %s --probe all "
+                                "--spiral all --threads 1", tc_bin(), dir, dir, spi), 0);
+        size_t n0, n1;
+        float *s0 = tc_load(pln, "sample", &n0, NULL, NULL), *s1 = tc_load(spi, "sample", &n1, NULL, NULL);
+        assert_true(s0 && s1 && n0 == n1);
+        assert_memory_equal(s0, s1, n0 * sizeof(float));
+        free(s0), free(s1);
+        json_error_t je;
+        json_t *root = json_load_file(stats, 0, &je);
+        assert_non_null(root);
+        json_t *recs = json_object_get(root, "records");
+        double wmax = 0;
+        int checked = 0;
+        for (size_t i = 0; i < json_array_size(recs); i++) {
+            json_t *r = json_array_get(recs, i);
+            const char *site = json_string_value(json_object_get(r, "site"));
+            assert_non_null(site);
+            int blk = atoi(strchr(site, '.') + 1);
+            const char *pre = !strncmp(site, "single.", 7) ? "single_" : "";
+            char npre[64], npost[64], nki[64];
+            snprintf(npre, sizeof npre, "%sqk_pre.%d", pre, blk);
+            snprintf(npost, sizeof npost, "%sqk_post.%d", pre, blk);
+            snprintf(nki, sizeof nki, "keyimp.%s", site);
+            int64_t sh[4];
+            int nd;
+            float *qpre = tc_load(exp, npre, NULL, sh, &nd), *qpost = tc_load(exp, npost, NULL, NULL, NULL);
+            float *ki = tc_load(spi, nki, NULL, NULL, NULL);
+            assert_true(qpre && qpost && ki && nd == 3);
+            const int B = (int)sh[0], H = (int)sh[1], Tk = (int)sh[2];
+            json_t *sp = json_object_get(json_object_get(r, "probe"), "spiral");
+            assert_int_equal(json_array_size(sp), B);
+            for (int b = 0; b < B; b++) {
+                json_t *e = json_array_get(sp, b);
+                const int sink = (int)json_integer_value(json_object_get(e, "sink"));
+                for (int j = 0; j < Tk; j++) assert_true(ki[(size_t)b * Tk + j] <= ki[(size_t)b * Tk + sink]);
+                /* the image keys: what the JSON's budget_keys says, at the end of the key order (FLUX: text first) */
+                const int nimg = (int)json_integer_value(json_object_get(json_object_get(e, "budget_keys"), "image"));
+                assert_true(nimg > 0 && nimg < Tk);
+                const float *src[2] = {qpre, qpost};
+                const char *field[2] = {"qk_pre", "qk_post"};
+                for (int w = 0; w < 2; w++) {
+                    double ws = 0, wi = 0, ss = 0; /* ss: the mean square of batch element b's <q, k> means (the scale) */
+                    for (int h = 0; h < H; h++) {
+                        const float *row = src[w] + ((size_t)b * H + h) * Tk;
+                        ws += row[sink] / H;
+                        for (int j = Tk - nimg; j < Tk; j++) wi += row[j] / ((double)H * nimg);
+                        for (int j = 0; j < Tk; j++) ss += (double)row[j] * row[j] / ((double)H * Tk);
+                    }
+                    const double gs = json_num(e, field[w], "sink"), gi = json_num(e, field[w], "image");
+                    const double es = fabs(gs - ws) / sqrt(ss), ei = fabs(gi - wi) / sqrt(ss);
+                    wmax = fmax(wmax, fmax(es, ei));
+                    checked++;
+                }
+            }
+            free(qpre), free(qpost), free(ki);
+        }
+        json_decref(root);
+        printf("  %s: forward --spiral all: sample bit-identical; %d <q,k> pre/post means vs diffusers: worst error %.2e of the rms <q,k>\n",
+               names[f], checked, wmax);
+        assert_true(checked >= 8);
+        assert_true(wmax <= 1e-4);
+    }
+    assert_int_not_equal(tc_run(buf, sizeof buf, "%s forward --model %s --inputs %s/inputs.safetensors --out %s/x.safetensors --spiral all",
+                                tc_bin(), tc_path("fixtures/flux-tiny-a"), tc_path("fixtures/flux-tiny-a"), tmp), 0);
+    assert_non_null(strstr(buf, "--spiral needs --probe"));
+    assert_int_not_equal(tc_run(buf, sizeof buf, "%s forward --model %s --inputs %s/inputs.safetensors --out %s/x.safetensors --probe all --spiral nope",
+                                tc_bin(), tc_path("fixtures/flux-tiny-a"), tc_path("fixtures/flux-tiny-a"), tmp), 0);
+    assert_non_null(strstr(buf, "'nope'"));
+    tc_rmtree(tmp);
+    free(tmp);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_plain_site),      cmocka_unit_test(test_rope_site),     cmocka_unit_test(test_budget_types),
         cmocka_unit_test(test_flux_fixture),    cmocka_unit_test(test_sd3_sites), cmocka_unit_test(test_noop_and_threads), cmocka_unit_test(test_memory),
-        cmocka_unit_test(test_fields_parse),
+        cmocka_unit_test(test_fields_parse), cmocka_unit_test(test_cli_spiral),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -15,11 +15,12 @@
 #include "models/sd3.h"
 #include "sink/qkmean.h"
 #include "sink/sink.h"
+#include "sink/spiral.h"
 
 static const char USAGE[] =
     "usage: sinkscope forward --model DIR --inputs IN.safetensors --out OUT.safetensors\n"
     "                         [--dump-blocks] [--dump-rope-qk] [--probe BLOCKS] [--probe-queries image|text|all]\n"
-    "                         [--topk K] [--stats FILE.json] [--condition FILE.json] [--threads N]\n"
+    "                         [--topk K] [--spiral FIELDS] [--stats FILE.json] [--condition FILE.json] [--threads N]\n"
     "\n"
     "  --model DIR        diffusers transformer folder (config.json + diffusion_pytorch_model*.safetensors):\n"
     "                     SD3Transformer2DModel, FluxTransformer2DModel or PixArtTransformer2DModel\n"
@@ -47,6 +48,10 @@ static const char USAGE[] =
     "                     self.{i}, cross.{i} (PixArt); or 'all': every site of the model\n"
     "  --probe-queries Q  query rows the probe statistics average over (default image)\n"
     "  --topk K           sinks recorded per head (default 5)\n"
+    "  --spiral FIELDS    with --probe: the \"why sinks form\" fields at every probed site (docs/spiral-\n"
+    "                     measurements.md): 'all' or any of keyimp,budget,energy,qk,norms,act; in the stats\n"
+    "                     JSON (probe.spiral) and as tensors keyimp.{site} [B,Tk], budget.{site} [B,8],\n"
+    "                     kenergy_sink.{site} / kenergy_image.{site} [B,dh/2] (RoPE sites), act_inf.{site} [B,Tk]\n"
     "  --stats FILE       probe statistics and intervention verification as JSON\n"
     "                     (default: OUT with .safetensors replaced by .stats.json, when probing or intervening)\n"
     "  --condition FILE   one intervention condition object (schema: README, section Conditions)\n"
@@ -62,6 +67,7 @@ typedef struct {
     sd3_hooks inner;
     int dump;           /* --dump-blocks */
     int dump_qk;        /* --dump-rope-qk */
+    sink_ctx *sink;     /* the probe, for its pre-RoPE <q, k> (--spiral) */
     dumped *dumps;      /* block outputs in the order they came */
     int n_dumps, cap_dumps;
 } fwd_hooks;
@@ -150,6 +156,10 @@ static int fwd_block_output(void *ctx, ss_site_kind kind, int block, const float
 /* --dump-rope-qk: the image-query mean <q, k> before and after RoPE */
 static int fwd_rope_qk(void *ctx, const ss_site *site, int post, const attn_args *a) {
     fwd_hooks *f = ctx;
+    if (f->sink) {
+        int rc = sink_ctx_rope_qk(f->sink, site, post, a);
+        if (rc < 0) return rc;
+    }
     if (!f->dump_qk) return 0;
     int lo, hi;
     if (ss_site_range(site, 0, 0, &lo, &hi) < 0 || hi <= lo) return 0; /* no image queries */
@@ -167,6 +177,11 @@ static int fwd_rope_qk(void *ctx, const ss_site *site, int post, const attn_args
     return ss_qk_mean(d->data, a, lo, hi);
 }
 
+/* spiral_rec_tensors' callback: one F32 tensor into the output file */
+static int fwd_add_tensor(void *ctx, const char *name, int ndim, const int64_t *shape, const float *data) {
+    return st_writer_add_f32(ctx, name, ST_F32, ndim, shape, data);
+}
+
 /* Is key j of this record's site a text token? (from the site's spans: SD3 image first, FLUX text first) */
 static int key_is_text(const ss_site *sites, int n, const sink_record *r, int j) {
     const ss_site *s = ss_site_find(sites, n, r->site);
@@ -177,11 +192,11 @@ static int key_is_text(const ss_site *sites, int n, const sink_record *r, int j)
 
 int cmd_forward(int argc, char **argv) {
     const char *model_dir = NULL, *in_path = NULL, *out_path = NULL, *probe_s = NULL, *pq_s = "image", *topk_s = "5",
-               *stats_path = NULL, *cond_path = NULL, *threads_s = NULL;
+               *stats_path = NULL, *cond_path = NULL, *threads_s = NULL, *spiral_s = NULL;
     int dump_blocks = 0, dump_qk = 0;
     cli_opt opts[] = {{"model", &model_dir, NULL},     {"inputs", &in_path, NULL},      {"out", &out_path, NULL},
                       {"dump-blocks", NULL, &dump_blocks}, {"dump-rope-qk", NULL, &dump_qk}, {"probe", &probe_s, NULL},   {"probe-queries", &pq_s, NULL},
-                      {"topk", &topk_s, NULL},         {"stats", &stats_path, NULL},    {"condition", &cond_path, NULL},
+                      {"topk", &topk_s, NULL}, {"spiral", &spiral_s, NULL},         {"stats", &stats_path, NULL},    {"condition", &cond_path, NULL},
                       {"threads", &threads_s, NULL}};
     int pr = cli_parse(argc, argv, opts, sizeof opts / sizeof opts[0], USAGE);
     if (pr) return pr > 0 ? 0 : 2;
@@ -198,6 +213,15 @@ int cmd_forward(int argc, char **argv) {
     sink_tokens pq = !strcmp(pq_s, "image") ? TOK_IMAGE : !strcmp(pq_s, "text") ? TOK_TEXT : !strcmp(pq_s, "all") ? TOK_ALL : (sink_tokens)-1;
     if ((int)pq < 0) {
         fprintf(stderr, "sinkscope forward: --probe-queries must be image, text or all\n");
+        return 2;
+    }
+    unsigned spiral = 0;
+    if (spiral_s && spiral_fields_parse(spiral_s, &spiral) < 0) {
+        fprintf(stderr, "sinkscope forward: --spiral: %s\n", ss_err());
+        return 2;
+    }
+    if (spiral_s && !probe_s) {
+        fprintf(stderr, "sinkscope forward: --spiral needs --probe (the sites to measure)\n");
         return 2;
     }
     enum { MAX_SITES = 2 * SS_SITE_MAX_BLOCKS };
@@ -283,7 +307,9 @@ int cmd_forward(int argc, char **argv) {
     if (!out || !sk) { rc = SS_ENOMEM; goto done; }
     if ((rc = sink_ctx_set_probe(sk, probe_blocks, nprobe, pq, (int)topk, 1)) < 0) goto done;
     if (cond_path) sink_ctx_set_condition(sk, &cond);
+    if (spiral) sink_ctx_set_spiral(sk, spiral);
     fh.inner = sink_ctx_hooks(sk);
+    fh.sink = spiral ? sk : NULL;
     fh.dump = dump_blocks;
     fh.dump_qk = dump_qk;
     ss_model_hooks hk = {.ctx = &fh, .attention = fwd_attention, .block_output = fwd_block_output, .rope_qk = fwd_rope_qk};
@@ -306,6 +332,11 @@ int cmd_forward(int argc, char **argv) {
         else if (kind == SS_SITE_CROSS) snprintf(name, sizeof name, "cross_mass.%d", ss_site_code_block(r->site));
         else snprintf(name, sizeof name, "mass.%s", ss_site_code_name(r->site, nm, sizeof nm));
         if ((rc = st_writer_add_f32(w, name, ST_F32, 3, sm, r->mass)) < 0) goto done;
+    }
+    for (int i = 0; i < sink_ctx_record_count(sk); i++) {
+        const sink_record *r = sink_ctx_record(sk, i);
+        if (r->spiral && (rc = spiral_rec_tensors(r->spiral, ss_site_code_name(r->site, nm, sizeof nm), fwd_add_tensor, w)) < 0)
+            goto done;
     }
     if ((rc = st_writer_save(w, out_path)) < 0) goto done;
     for (int i = 0; i < sink_ctx_record_count(sk); i++) {
