@@ -9,11 +9,12 @@
 #include "core/err.h"
 #include "report/report.h"
 
-const char *const RP_METRIC_KEY[M_COUNT] = {"geneval", "shift", "mse", "psnr", "ssim", "clip_t", "lpips"};
-const char *const RP_METRIC_LABEL[M_COUNT] = {"Δ alignment", "1−SSIM", "MSE", "PSNR (dB)", "SSIM", "ΔCLIP-T", "LPIPS"};
+const char *const RP_METRIC_KEY[M_COUNT] = {"geneval", "shift", "mse", "psnr", "ssim", "clip_t", "lpips", "fid_shift"};
+const char *const RP_METRIC_LABEL[M_COUNT] = {"Δ alignment", "1−SSIM", "MSE", "PSNR (dB)", "SSIM", "ΔCLIP-T", "LPIPS",
+                                              "FID_shift"};
 
 int rp_metric_present(const rp_exp *e, int k) {
-    return k == M_CLIP_T ? e->n_clip_t > 0 : k == M_LPIPS ? e->n_lpips > 0 : k >= 0 && k < M_COUNT;
+    return k == M_CLIP_T ? e->n_clip_t > 0 : k == M_LPIPS ? e->n_lpips > 0 : k == M_FID ? e->n_fid > 0 : k >= 0 && k < M_COUNT;
 }
 
 double rp_metric_margin(const report_opts *o, int k) {
@@ -691,6 +692,7 @@ int rp_analyze(rp_analysis *a, rp_exp *e, const report_opts *o) {
         a->cr[c].m[M_GENEVAL].verdict = verdict(&a->cr[c].m[M_GENEVAL]);
         a->cr[c].m[M_CLIP_T].verdict = verdict(&a->cr[c].m[M_CLIP_T]);
     }
+    if (rc == 0) rc = rp_analyze_fid(a);
     if (rc == 0) rc = analyze_dd(a, b1, b2, b3, b4);
     if (rc == 0) rc = analyze_sweeps(a, b1, b2);
     if (rc == 0) rc = analyze_tags(a, b1, b2);

@@ -731,19 +731,46 @@ static void table_key(FILE *f, const rp_analysis *a) {
     fputs("</tbody></table>\n", f);
 }
 
-/* Only for experiments whose records have clip_t or lpips (run --metrics). */
+/* FID_shift [CI] and N cells */
+static void fid_cells(FILE *f, const rp_metric *m) {
+    fputs("<td>", f);
+    if (m->identical) fputs("0 <span class=muted>(identical features)</span>", f);
+    else put_ci(f, m->mean, m->ci_lo, m->ci_hi, 1, 0);
+    if (isnan(m->mean) && m->why[0]) {
+        fputs("<br><span class=why>", f);
+        esc(f, m->why);
+        fputs("</span>", f);
+    }
+    fprintf(f, "</td><td>%d</td>", m->n);
+}
+
+/* Only for experiments whose records have clip_t, lpips or features (run --metrics). */
 static void table_learned(FILE *f, const rp_analysis *a) {
     const rp_exp *e = a->e;
-    const int has_c = rp_metric_present(e, M_CLIP_T), has_l = rp_metric_present(e, M_LPIPS);
-    if (!has_c && !has_l) return;
+    const int has_c = rp_metric_present(e, M_CLIP_T), has_l = rp_metric_present(e, M_LPIPS), has_f = rp_metric_present(e, M_FID);
+    if (!has_c && !has_l && !has_f) return;
     fprintf(f, "<table><caption><b>Table 1b.</b> Learned metrics (<code>run --metrics</code>). ΔCLIP-T = CLIP-T(condition) − "
                "CLIP-T(baseline) per pair (raw cosine, open_clip transform), 95%% bootstrap CI, paired t-test, Holm; "
                "equivalence: TOST within ±%g at α = 0.05. LPIPS (alex v0.1) against the paired baseline image; ΔΔ = "
-               "LPIPS(sink) − LPIPS(random control), one-sided p (H1: sink &gt; random).</caption>\n<thead><tr>",
+               "LPIPS(sink) − LPIPS(random control), one-sided p (H1: sink &gt; random).",
             a->o->margin_clip_t);
+    if (has_f) {
+        fputs(" FID_shift: Fréchet distance of the condition's images to their paired baseline images on <b>", f);
+        esc(f, e->fid_mode);
+        fputs("</b> Inception pool3 features, N pairs (N &lt; 2048: rank-deficient covariances; FID grows as N shrinks), "
+              "95% percentile bootstrap CI over pairs; 1e-6·I added only if the first square root is not finite. "
+              "Calibration rows (no intervention) show the noise floor:", f);
+        for (int i = 0; i < a->n_fid_cal; i++) {
+            fprintf(f, " <i>%s</i>: ", a->fid_cal[i].label);
+            esc(f, a->fid_cal[i].definition);
+            fputc('.', f);
+        }
+    }
+    fputs("</caption>\n<thead><tr>", f);
     th(f, "condition", 1), th(f, "CLIP-T<br>base → cond", 0), th(f, "ΔCLIP-T [95% CI]", 0), th(f, "p", 0), th(f, "Holm p", 0),
         th(f, "equivalence<br>(TOST p)", 0), th(f, "LPIPS [95% CI]", 0), th(f, "ΔΔ LPIPS vs random<br>[95% CI]", 0),
         th(f, "p", 0);
+    if (has_f) th(f, "FID_shift [95% CI]", 0), th(f, "N", 0);
     fputs("</tr></thead><tbody>\n", f);
     for (int c = 1; c < e->n_conds; c++) {
         const rp_metric *g = &a->cr[c].m[M_CLIP_T], *s = &a->cr[c].m[M_LPIPS];
@@ -794,6 +821,13 @@ static void table_learned(FILE *f, const rp_analysis *a) {
                 found = 1;
             }
         if (!found) fputs("<td>–</td><td>–</td>", f);
+        if (has_f) fid_cells(f, &a->cr[c].m[M_FID]);
+        fputs("</tr>\n", f);
+    }
+    for (int i = 0; i < a->n_fid_cal; i++) {
+        fprintf(f, "<tr><td class=l>calibration: %s</td><td colspan=8 class=muted>baseline vs baseline, no intervention</td>",
+                a->fid_cal[i].label);
+        fid_cells(f, &a->fid_cal[i].m);
         fputs("</tr>\n", f);
     }
     fputs("</tbody></table>\n", f);
