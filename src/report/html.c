@@ -474,7 +474,9 @@ static void fig_dynamics(FILE *f, const rp_analysis *a) {
                         fprintf(f, "<circle cx=\"%.1f\" cy=\"%.1f\" r=\"2.2\" fill=\"%s\"/>\n",
                                 px(&p, use_step ? d->steps[k] : d->t_frac[k]), py(&p, d->mean[s][k]), col);
             if (nl < 8) {
-                snprintf(lab[nl], sizeof lab[nl], "block %d", d->block);
+                char sl[48];
+                if (d->site >= 0) snprintf(lab[nl], sizeof lab[nl], "%s", rp_site_label(sl, sizeof sl, d->block, d->site, 1));
+                else snprintf(lab[nl], sizeof lab[nl], "block %d", d->block);
                 labels[nl] = lab[nl], colors[nl] = col, nl++;
             }
         }
@@ -496,7 +498,9 @@ static void fig_locality(FILE *f, const rp_analysis *a) {
         p.xstep = nice_range(&(double){p.x0}, &(double){p.x1}, 5); /* ticks only; the window stays exact */
         svg_open(f, 360, 230, "Histogram of top-1 sink key indices");
         char title[96];
-        snprintf(title, sizeof title, "block %d: top-1 key index", d->block);
+        char sl[48];
+        if (d->site >= 0) snprintf(title, sizeof title, "%s: top-1 key index", rp_site_label(sl, sizeof sl, d->block, d->site, 1));
+        else snprintf(title, sizeof title, "block %d: top-1 key index", d->block);
         plot_axes(&p, title, "key index (image tokens first, then text)", "share");
         double bw = p.W / d->n_bins;
         for (int i = 0; i < d->n_bins; i++) {
@@ -1007,7 +1011,8 @@ static void table_dynamics(FILE *f, const rp_analysis *a) {
         int pk = -1;
         for (int k = 0; k < d->n_steps; k++)
             if (isfinite(d->mean[0][k]) && (pk < 0 || d->mean[0][k] > d->mean[0][pk])) pk = k;
-        fprintf(f, "<tr><td class=l>%d</td><td>", d->block);
+        char sl[48];
+        fprintf(f, "<tr><td class=l>%s</td><td>", rp_site_label(sl, sizeof sl, d->block, d->site, rp_has_sites(a)));
         put_pct(f, d->all_mean[0], 2);
         fputs("</td><td>", f);
         if (pk >= 0) {
@@ -1036,8 +1041,9 @@ static void table_locality(FILE *f, const rp_analysis *a) {
     for (int b = 0; b < a->n_dyn; b++) {
         const rp_block_dyn *d = &a->dyn[b];
         if (!d->n_keys) continue;
-        fprintf(f, "<tr><td class=l>%d</td><td>%ld</td><td>%d–%d</td><td>%g–%g</td><td>%g</td><td>%d</td><td class=l>", d->block,
-                d->n_keys, d->key_min, d->key_max, d->key_p05, d->key_p95, d->key_p50, d->n_distinct);
+        char sl[48];
+        fprintf(f, "<tr><td class=l>%s</td><td>%ld</td><td>%d–%d</td><td>%g–%g</td><td>%g</td><td>%d</td><td class=l>",
+                rp_site_label(sl, sizeof sl, d->block, d->site, rp_has_sites(a)), d->n_keys, d->key_min, d->key_max, d->key_p05, d->key_p95, d->key_p50, d->n_distinct);
         for (int q = 0; q < d->n_top; q++)
             fprintf(f, "%s%d <span class=muted>(%.1f%%)</span>", q ? ", " : "", d->top_key[q], 100.0 * d->top_count[q] / d->n_keys);
         fputs("</td></tr>\n", f);
@@ -1064,7 +1070,8 @@ static void table_verification(FILE *f, const rp_analysis *a) {
                 esc(f, e->conds[a->ver[i].cond].name);
                 fputs("</b>", f);
             }
-            fprintf(f, "</td><td>%d</td><td>%d</td><td>", r->block, r->n);
+            char sl[48];
+            fprintf(f, "</td><td>%s</td><td>%d</td><td>", rp_site_label(sl, sizeof sl, r->block, r->site, rp_has_sites(a)), r->n);
             put_pct(f, r->before, 3);
             fputs("</td><td>", f);
             if (r->after == 0) fputs("0", f);

@@ -19,6 +19,7 @@
 #include "core/err.h"
 #include "exp/digest.h"
 #include "io/safetensors.h"
+#include "models/site.h"
 #include "report/report.h"
 
 void rp_note(rp_exp *e, const char *fmt, ...) {
@@ -265,6 +266,13 @@ static int cmp_int(const void *a, const void *b) {
     return (x > y) - (x < y);
 }
 
+/* An entry's "site" ("attn2.0": records of sites other than joint.i name theirs) as a site code;
+ * -1 when absent or not a site name (the entry is then taken as the joint block "block"). */
+static int site_of(json_t *entry) {
+    json_t *s = json_object_get(entry, "site");
+    return json_is_string(s) ? ss_site_code_parse(json_string_value(s)) : -1;
+}
+
 /* Probe entries: only the baseline's are analysed (sink dynamics without intervention). */
 static int parse_probe(rp_exp *e, rp_record *r, json_t *arr) {
     r->probe_off = e->n_probes;
@@ -274,7 +282,7 @@ static int parse_probe(rp_exp *e, rp_record *r, json_t *arr) {
     json_array_foreach(arr, i, p) {
         long long b, s;
         if (get_int(p, "block", &b) || get_int(p, "step", &s)) continue;
-        rp_probe q = {.block = (int)b, .step = (int)s, .t_frac = get_num(p, "t_frac"),
+        rp_probe q = {.block = (int)b, .step = (int)s, .site = site_of(p), .t_frac = get_num(p, "t_frac"),
                       .max_mass = get_num(p, "max_mass"), .entropy = get_num(p, "entropy"), .top5 = get_num(p, "top5"),
                       .idx0 = get_num(p, "top1_is_index0"), .text = get_num(p, "top1_is_text"),
                       .act_max = get_num(p, "act_max"), .act_p95 = get_num(p, "act_p95"), .word = get_num(p, "top1_is_word"),
@@ -301,7 +309,7 @@ static int parse_verif(rp_exp *e, rp_record *r, json_t *arr) {
     json_array_foreach(arr, i, v) {
         long long b, s;
         if (get_int(v, "block", &b) || get_int(v, "step", &s)) continue;
-        rp_verif q = {.block = (int)b, .step = (int)s, .before = get_num(v, "mass_before"), .after = get_num(v, "mass_after")};
+        rp_verif q = {.block = (int)b, .step = (int)s, .site = site_of(v), .before = get_num(v, "mass_before"), .after = get_num(v, "mass_after")};
         /* keys: per head a list of key indices; count them and the distinct ones */
         json_t *keys = json_object_get(v, "keys");
         int buf[4096], nb = 0;

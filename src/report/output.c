@@ -221,14 +221,19 @@ int rp_write_csvs(const rp_analysis *a, const char *dir) {
         }
     if ((rc = mclose(&m, dir, "tags.csv"))) return rc;
 
+    const int named = rp_has_sites(a); /* then a "site" column after "block" */
+    char lab[48];
+#define SITE_COL(blk, st) (named ? fprintf(m.f, "%s,", rp_site_label(lab, sizeof lab, blk, st, 1)) : 0)
     if ((rc = mopen(&m))) return rc;
-    fputs("block,step,t_frac,n", m.f);
+    fputs(named ? "block,site,step,t_frac,n" : "block,step,t_frac,n", m.f);
     for (int s = 0; s < RP_NSTAT; s++) fprintf(m.f, ",%s,%s_sd", STAT_KEY[s], STAT_KEY[s]);
     fputc('\n', m.f);
     for (int b = 0; b < a->n_dyn; b++) {
         const rp_block_dyn *d = &a->dyn[b];
         for (int k = 0; k < d->n_steps; k++) {
-            fprintf(m.f, "%d,%d,", d->block, d->steps[k]);
+            fprintf(m.f, "%d,", d->block);
+            SITE_COL(d->block, d->site);
+            fprintf(m.f, "%d,", d->steps[k]);
             csv_num(m.f, d->t_frac[k]);
             fprintf(m.f, ",%d", d->n[k]);
             for (int s = 0; s < RP_NSTAT; s++) {
@@ -241,7 +246,7 @@ int rp_write_csvs(const rp_analysis *a, const char *dir) {
     if ((rc = mclose(&m, dir, "dynamics.csv"))) return rc;
 
     if ((rc = mopen(&m))) return rc;
-    fputs("block,entries", m.f);
+    fputs(named ? "block,site,entries" : "block,entries", m.f);
     for (int s = 0; s < RP_NSTAT; s++) fprintf(m.f, ",%s", STAT_KEY[s]);
     fputs(",peak_step,peak_t_frac,top1_keys,key_min,key_p05,key_median,key_p95,key_max,distinct_keys,most_frequent_keys\n",
           m.f);
@@ -251,7 +256,9 @@ int rp_write_csvs(const rp_analysis *a, const char *dir) {
         char top[256] = "";
         for (int q = 0; q < d->n_top; q++)
             snprintf(top + strlen(top), sizeof top - strlen(top), "%s%d:%ld", q ? ";" : "", d->top_key[q], d->top_count[q]);
-        fprintf(m.f, "%d,%d", d->block, d->n_entries);
+        fprintf(m.f, "%d,", d->block);
+        SITE_COL(d->block, d->site);
+        fprintf(m.f, "%d", d->n_entries);
         for (int s = 0; s < RP_NSTAT; s++) fputc(',', m.f), csv_num(m.f, d->all_mean[s]);
         fprintf(m.f, ",%d,", pk >= 0 ? d->steps[pk] : -1);
         csv_num(m.f, pk >= 0 ? d->t_frac[pk] : NAN);
@@ -267,11 +274,13 @@ int rp_write_csvs(const rp_analysis *a, const char *dir) {
     if ((rc = mclose(&m, dir, "dynamics_blocks.csv"))) return rc;
 
     if ((rc = mopen(&m))) return rc;
-    fputs("block,key,count,share\n", m.f);
+    fputs(named ? "block,site,key,count,share\n" : "block,key,count,share\n", m.f);
     for (int b = 0; b < a->n_dyn; b++) {
         const rp_block_dyn *d = &a->dyn[b];
         for (int i = 0; i < d->n_distinct; i++) {
-            fprintf(m.f, "%d,%d,%ld,", d->block, d->ukey[i], d->ucount[i]);
+            fprintf(m.f, "%d,", d->block);
+            SITE_COL(d->block, d->site);
+            fprintf(m.f, "%d,%ld,", d->ukey[i], d->ucount[i]);
             csv_num(m.f, (double)d->ucount[i] / d->n_keys);
             fputc('\n', m.f);
         }
@@ -279,14 +288,23 @@ int rp_write_csvs(const rp_analysis *a, const char *dir) {
     if ((rc = mclose(&m, dir, "locality.csv"))) return rc;
 
     if ((rc = mopen(&m))) return rc;
-    fputs("condition,block,n,mass_before,mass_after,max_after,reduction,removed,n_zero_after,keys_per_entry,distinct_keys_per_entry\n",
+    fputs(named ? "condition,block,site,n,mass_before,mass_after,max_after,reduction,removed,n_zero_after,keys_per_entry,"
+                  "distinct_keys_per_entry\n"
+                : "condition,block,n,mass_before,mass_after,max_after,reduction,removed,n_zero_after,keys_per_entry,"
+                  "distinct_keys_per_entry\n",
           m.f);
     for (int i = 0; i < a->n_ver; i++)
         for (int b = 0; b < a->ver[i].n_rows; b++) {
             const rp_verif_row *r = &a->ver[i].rows[b];
-            csv_row(m.f, "siiddddsidd", e->conds[a->ver[i].cond].name, r->block, r->n, r->before, r->after, r->max_after,
-                    r->factor, r->n && r->n_zero == r->n ? "yes" : "no", r->n_zero, r->keys, r->distinct);
+            if (named)
+                csv_row(m.f, "sisiddddsidd", e->conds[a->ver[i].cond].name, r->block, rp_site_label(lab, sizeof lab, r->block, r->site, 1),
+                        r->n, r->before, r->after, r->max_after, r->factor, r->n && r->n_zero == r->n ? "yes" : "no", r->n_zero,
+                        r->keys, r->distinct);
+            else
+                csv_row(m.f, "siiddddsidd", e->conds[a->ver[i].cond].name, r->block, r->n, r->before, r->after, r->max_after,
+                        r->factor, r->n && r->n_zero == r->n ? "yes" : "no", r->n_zero, r->keys, r->distinct);
         }
+#undef SITE_COL
     return mclose(&m, dir, "verification.csv");
 }
 
@@ -516,6 +534,7 @@ int rp_write_summary(const rp_analysis *a, const char *dir) {
     int rc = mopen(&m);
     if (rc) return rc;
     jw w = {.f = m.f};
+    char lab[48];
     jw_open(&w, '{');
     KS(&w, "generator", "sinkscope report");
     jw_key(&w, "experiment");
@@ -703,6 +722,7 @@ int rp_write_summary(const rp_analysis *a, const char *dir) {
         const rp_block_dyn *d = &a->dyn[b];
         jw_open(&w, '{');
         KI(&w, "block", d->block);
+        if (d->site >= 0) KS(&w, "site", rp_site_label(lab, sizeof lab, d->block, d->site, 1));
         KI(&w, "entries", d->n_entries);
         jw_key(&w, "mean");
         jw_open(&w, '{');
@@ -767,6 +787,7 @@ int rp_write_summary(const rp_analysis *a, const char *dir) {
             const rp_verif_row *r = &a->ver[i].rows[b];
             jw_open(&w, '{');
             KI(&w, "block", r->block);
+            if (r->site >= 0) KS(&w, "site", rp_site_label(lab, sizeof lab, r->block, r->site, 1));
             KI(&w, "n", r->n);
             KN(&w, "mass_before", r->before);
             KN(&w, "mass_after", r->after);
@@ -1013,10 +1034,11 @@ void rp_print_tables(const rp_analysis *a, FILE *f) {
             if (s->why[w][0]) fprintf(f, "  %s trend p: %s\n", w ? "1−SSIM" : "Δ alignment", s->why[w]);
     }
 
+    const int named = rp_has_sites(a);
     if (a->n_dyn) {
         fprintf(f, "\nSink dynamics of the baseline (%d images; means over images, heads and steps)\n", a->n_dyn_images);
         memset(&t, 0, sizeof t);
-        const char *B[] = {"block", "MaxMass", "peak at t/T", "entropy", "top-5", "index-0", "text", "word/eos/pad",
+        const char *B[] = {named ? "site" : "block", "MaxMass", "peak at t/T", "entropy", "top-5", "index-0", "text", "word/eos/pad",
                            "top-1 keys p5–p95", "distinct"};
         t.ncol = 10;
         for (int j = 0; j < 10; j++) t.head[j] = B[j], t.right[j] = j != 8;
@@ -1024,7 +1046,7 @@ void rp_print_tables(const rp_analysis *a, FILE *f) {
             const rp_block_dyn *d = &a->dyn[b];
             char(*row)[128] = t.cell[t.nrow++];
             int pk = peak_step(d);
-            snprintf(row[0], 128, "%d", d->block);
+            rp_site_label(row[0], 128, d->block, d->site, named);
             snprintf(row[1], 128, "%.4f", d->all_mean[0]);
             if (pk >= 0) snprintf(row[2], 128, "%.4f @ %.2f", d->mean[0][pk], d->t_frac[pk]);
             else snprintf(row[2], 128, "–");
@@ -1050,7 +1072,7 @@ void rp_print_tables(const rp_analysis *a, FILE *f) {
             static char head[9][32];
             int col[9];
             t.ncol = nc + 1;
-            t.head[0] = "block", t.right[0] = 1;
+            t.head[0] = named ? "site" : "block", t.right[0] = 1;
             for (int j = 0; j < nc; j++) {
                 col[j] = (int)lround((double)j * (d0->n_steps - 1) / (nc - 1));
                 snprintf(head[j], sizeof head[j], "t/T %.2f", d0->t_frac[col[j]]);
@@ -1059,7 +1081,7 @@ void rp_print_tables(const rp_analysis *a, FILE *f) {
             for (int b = 0; b < a->n_dyn && t.nrow < 64; b++) {
                 const rp_block_dyn *d = &a->dyn[b];
                 char(*row)[128] = t.cell[t.nrow++];
-                snprintf(row[0], 128, "%d", d->block);
+                rp_site_label(row[0], 128, d->block, d->site, named);
                 for (int j = 0; j < nc; j++) {
                     int k = 0; /* the same step in this block's list */
                     while (k < d->n_steps && d->steps[k] != d0->steps[col[j]]) k++;

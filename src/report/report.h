@@ -74,6 +74,7 @@ int report_run(const report_opts *o);
 
 typedef struct {
     int block, step;
+    int site; /* the record's "site" (models/site.h code: attn2.i, double.i, single.j, ...), -1 when absent (joint.i = block) */
     double t_frac;
     double max_mass, entropy, top5, idx0, text, act_max, act_p95; /* NaN when absent */
     double word, eos, pad; /* shares of heads whose top-1 key is a word, <eos>, <pad>; NaN when absent */
@@ -83,6 +84,7 @@ typedef struct {
 
 typedef struct {
     int block, step;
+    int site; /* as rp_probe.site */
     double before, after;
     int n_keys, n_distinct; /* selected keys over all heads, and how many distinct */
 } rp_verif;
@@ -230,6 +232,7 @@ typedef struct {
 
 typedef struct {
     int block;
+    int site; /* -1: a joint block (rows as before sites existed); else the site code, labelled by its name */
     int n_steps;
     int *steps;
     double *t_frac;
@@ -252,7 +255,7 @@ typedef struct {
 } rp_block_dyn;
 
 typedef struct {
-    int block, n, n_zero;
+    int block, site, n, n_zero; /* site as rp_block_dyn.site */
     double before, after, max_after, factor; /* factor = before/after, +inf when after == 0 */
     double keys, distinct;                   /* mean selected keys (all heads) and distinct ones per entry */
 } rp_verif_row;
@@ -287,6 +290,13 @@ typedef struct {
     rp_verif_cond *ver;
     int n_ver;
 } rp_analysis;
+
+/* A dynamics or verification row's label, into buf (returns buf): the site's name ("attn2.0",
+ * "single.3") when the records name one; else the block number ("12") as before sites existed,
+ * or "joint.12" when other rows of the report are named sites (named = rp_has_sites). */
+const char *rp_site_label(char *buf, size_t cap, int block, int site, int named);
+/* 1 when some dynamics or verification row is of a named site: the CSVs then carry a "site" column. */
+int rp_has_sites(const rp_analysis *a);
 
 /* load.c: warn (stderr for `report`, or NULL) also gets the image warnings */
 int rp_load(rp_exp *e, const char *dir, FILE *warn);
