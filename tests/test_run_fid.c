@@ -20,6 +20,7 @@
 #include <fcntl.h>
 #include <jansson.h>
 #include <math.h>
+#include <omp.h>
 #include <signal.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -198,7 +199,7 @@ static void test_run_and_report(void **st) {
     json_decref(cli);
     json_decref(recs);
     /* the report: FID_shift = metric fid on the two folders; no-op = 0; calibration rows */
-    rc = tc_run(out, sizeof out, "%s report '%s' --bootstrap 200 2>&1", tc_bin(), at("f1"));
+    rc = tc_run(out, sizeof out, "%s report '%s' --fid-bootstrap 300 2>&1", tc_bin(), at("f1"));
     if (rc) fail_msg("report: %s", out);
     if (!strstr(out, "FID_shift (pytorch-fid features)") || !strstr(out, "calibration: seed variation"))
         fail_msg("terminal tables: %s", out);
@@ -222,6 +223,7 @@ static void test_run_and_report(void **st) {
     const json_t *fo = json_object_get(sm, "fid");
     assert_non_null(fo);
     assert_string_equal(str(fo, "mode"), "pytorch-fid");
+    assert_int_equal(json_integer_value(json_object_get(fo, "bootstrap_resamples")), 300);
     const json_t *cal = json_object_get(fo, "calibration");
     assert_int_equal(json_array_size(cal), 2);
     assert_string_equal(str(json_array_get(cal, 0), "name"), "seed_variation");
@@ -444,6 +446,32 @@ static void test_gram_matches_frechet(void **st) {
     fid_gram_free(g);
     fid_stats_free(&sa), fid_stats_free(&sb);
     free(a), free(b), free(ra), free(rb);
+    /* fid_bootstrap_pairs: the Gram path (n <= dim) against the statistics path (n > dim) on the
+     * same resamples, and the same numbers with 1 and 3 threads */
+    const int n2 = 30, d2 = 8, B = 4;
+    a = malloc(sizeof(float) * n2 * 64), b = malloc(sizeof(float) * n2 * 64); /* read as [30, 8] and as [30, 64] */
+    tc_fill(a, (size_t)n2 * 64, 21, 1.0f);
+    tc_fill(b, (size_t)n2 * 64, 22, 1.0f);
+    for (int i = 0; i < n2 * 64; i++) b[i] = 0.6f * b[i] + 0.6f * a[i] - 0.1f;
+    int *ix = malloc(sizeof(int) * n2 * B);
+    for (int i = 0; i < n2 * B; i++) ix[i] = (i * 7 + i / 5) % n2;
+    double stats_path[4], gram_path[4], one[4], three[4];
+    assert_int_equal(fid_bootstrap_pairs(a, b, n2, d2, ix, B, stats_path), 0);
+    assert_int_equal(fid_gram_new(&g, a, b, n2, d2), 0);
+    for (int k = 0; k < B; k++) assert_int_equal(fid_gram_resample(g, ix + k * n2, &gram_path[k]), 0);
+    fid_gram_free(g);
+    for (int k = 0; k < B; k++) {
+        print_message("resample %d: statistics %.15g, gram %.15g\n", k, stats_path[k], gram_path[k]);
+        assert_true(stats_path[k] > 0 && fabs(stats_path[k] - gram_path[k]) <= 1e-9 * stats_path[k]);
+    }
+    const int saved = omp_get_max_threads();
+    omp_set_num_threads(1);
+    assert_int_equal(fid_bootstrap_pairs(a, b, n2, 64, ix, B, one), 0); /* n <= dim: the Gram path, in parallel */
+    omp_set_num_threads(3);
+    assert_int_equal(fid_bootstrap_pairs(a, b, n2, 64, ix, B, three), 0);
+    omp_set_num_threads(saved);
+    assert_memory_equal(one, three, sizeof one);
+    free(a), free(b), free(ix);
 }
 
 int main(void) {

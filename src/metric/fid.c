@@ -361,3 +361,48 @@ int fid_gram_resample(const fid_gram *g, const int *idx, double *fid) {
     free(m), free(sv), free(work), free(mu), free(iwork);
     return rc;
 }
+
+int fid_bootstrap_pairs(const float *a, const float *b, int64_t n, int dim, const int *idx, int B, double *reps) {
+    int rc = 0;
+    if (n <= dim) {
+        fid_gram *g;
+        if ((rc = fid_gram_new(&g, a, b, n, dim)) < 0) return rc;
+        int bad = 0;
+#pragma omp parallel for schedule(dynamic, 1)
+        for (int k = 0; k < B; k++) {
+            int stop;
+#pragma omp atomic read
+            stop = bad;
+            if (stop) continue;
+            if (fid_gram_resample(g, idx + (size_t)k * n, &reps[k]) < 0) {
+#pragma omp atomic write
+                bad = 1;
+            }
+        }
+        fid_gram_free(g);
+        return bad ? ss_fail(SS_EFORMAT, "fid: a bootstrap resample failed") : 0;
+    }
+    const size_t nd = (size_t)n * dim;
+    float *xa = ss_malloc(nd * sizeof *xa), *xb = ss_malloc(nd * sizeof *xb);
+    if (!xa || !xb) rc = SS_ENOMEM;
+    for (int k = 0; k < B && !rc; k++) {
+        for (int64_t i = 0; i < n; i++) {
+            const int j = idx[(size_t)k * n + i];
+            if (j < 0 || j >= n) {
+                rc = ss_fail(SS_EARG, "fid: resample index %d out of [0, %lld)", j, (long long)n);
+                break;
+            }
+            memcpy(xa + (size_t)i * dim, a + (size_t)j * dim, (size_t)dim * sizeof *xa);
+            memcpy(xb + (size_t)i * dim, b + (size_t)j * dim, (size_t)dim * sizeof *xb);
+        }
+        fid_stats sa, sb;
+        fid_result r;
+        memset(&sa, 0, sizeof sa), memset(&sb, 0, sizeof sb);
+        if (!rc && (rc = fid_stats_compute_f32(&sa, xa, n, dim)) == 0 && (rc = fid_stats_compute_f32(&sb, xb, n, dim)) == 0 &&
+            (rc = fid_frechet(&sa, &sb, &r)) == 0)
+            reps[k] = r.fid;
+        fid_stats_free(&sa), fid_stats_free(&sb);
+    }
+    free(xa), free(xb);
+    return rc;
+}

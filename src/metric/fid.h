@@ -76,4 +76,9 @@ void fid_gram_free(fid_gram *g);
  * fid_gram serves several threads at once. */
 int fid_gram_resample(const fid_gram *g, const int *idx, double *fid);
 
+/* reps[k] = the FID of resample k, the pairs idx[k n .. k n + n - 1] of (a, b), k < B: through the
+ * Gram form (resamples in parallel) when n <= dim, else through the statistics of the resampled
+ * rows (fid_frechet; cheaper than O(n^3) once n > dim). Thread-count independent. */
+int fid_bootstrap_pairs(const float *a, const float *b, int64_t n, int dim, const int *idx, int B, double *reps);
+
 #endif

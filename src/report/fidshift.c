@@ -54,37 +54,27 @@ static int fid_pairs(rp_analysis *a, const int *ra, const int *rb, int n, uint64
         m->eps_added = fr.eps_added;
     }
     fid_stats_free(&sa), fid_stats_free(&sb);
-    /* bootstrap: all resample indices drawn first, in order, then the resamples in parallel */
-    const int B = a->o->bootstrap;
-    fid_gram *g = NULL;
+    /* bootstrap: all resample indices drawn first, in order, then the resamples (fid_bootstrap_pairs) */
+    const int B = a->o->fid_bootstrap;
+    if (B < 1) {
+        free(fa), free(fb);
+        if (!rc) snprintf(m->why + strlen(m->why), RP_WHY - strlen(m->why), "; no CI (--fid-bootstrap 0)");
+        return rc;
+    }
     int *idx = rc ? NULL : ss_malloc((size_t)B * n * sizeof *idx);
     double *rep = rc ? NULL : ss_malloc((size_t)B * sizeof *rep);
     if (!rc && (!idx || !rep)) rc = SS_ENOMEM;
-    if (!rc) rc = fid_gram_new(&g, fa, fb, n, RP_FID_DIM);
     if (!rc) {
         rng_xoshiro256ss r;
         rng_xoshiro256ss_seed(&r, seed);
         for (size_t i = 0; i < (size_t)B * n; i++) idx[i] = (int)rng_xoshiro256ss_below(&r, (uint64_t)n);
-        int bad = 0;
-#pragma omp parallel for schedule(dynamic, 1)
-        for (int b = 0; b < B; b++) {
-            int brc;
-#pragma omp atomic read
-            brc = bad;
-            if (brc) continue;
-            if (fid_gram_resample(g, idx + (size_t)b * n, &rep[b]) < 0) {
-#pragma omp atomic write
-                bad = 1;
-            }
-        }
-        if (bad) rc = ss_fail(SS_EFORMAT, "FID bootstrap: a resample failed");
+        rc = fid_bootstrap_pairs(fa, fb, n, RP_FID_DIM, idx, B, rep);
     }
     if (!rc) {
         qsort(rep, (size_t)B, sizeof *rep, cmp_double);
         m->ci_lo = stats_quantile_sorted(rep, B, 0.5 * (1 - RP_LEVEL));
         m->ci_hi = stats_quantile_sorted(rep, B, 0.5 * (1 + RP_LEVEL));
     }
-    fid_gram_free(g);
     free(idx), free(rep), free(fa), free(fb);
     return rc;
 }

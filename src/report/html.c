@@ -761,9 +761,9 @@ static void table_learned(FILE *f, const rp_analysis *a) {
     if (has_f) {
         fputs(" FID_shift: Fréchet distance of the condition's images to their paired baseline images on <b>", f);
         esc(f, e->fid_mode);
-        fputs("</b> Inception pool3 features, N pairs (N &lt; 2048: rank-deficient covariances; FID grows as N shrinks), "
-              "95% percentile bootstrap CI over pairs; 1e-6·I added only if the first square root is not finite. "
-              "Calibration rows (no intervention) show the noise floor:", f);
+        fprintf(f, "</b> Inception pool3 features, N pairs (N &lt; 2048: rank-deficient covariances; FID grows as N shrinks), "
+                   "95%% percentile bootstrap CI over pairs (%d resamples); 1e-6·I added only if the first square root is not "
+                   "finite. Calibration rows (no intervention) show the noise floor:", a->o->fid_bootstrap);
         for (int i = 0; i < a->n_fid_cal; i++) {
             fprintf(f, " <i>%s</i>: ", a->fid_cal[i].label);
             esc(f, a->fid_cal[i].definition);

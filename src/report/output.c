@@ -462,6 +462,7 @@ static void jw_fid(jw *w, const rp_analysis *a) {
     KS(w, "eps_rule", FID_RULE);
     KS(w, "ci", "percentile bootstrap over pairs (both images of a pair resampled together), the exact FID of each "
                 "resample; FID grows as N shrinks, so compare rows at similar N");
+    KI(w, "bootstrap_resamples", a->o->fid_bootstrap);
     KI(w, "features_flagged", e->n_feat_flagged);
     jw_key(w, "calibration");
     jw_open(w, '[');
@@ -932,8 +933,8 @@ void rp_print_tables(const rp_analysis *a, FILE *f) {
                 "paired baseline image; ΔΔ = sink − random LPIPS, one-sided.\n", a->o->margin_clip_t);
         if (has_fid)
             fprintf(f, "FID_shift (%s features): FID of the condition's images to their paired baseline images, N pairs "
-                    "(N < 2048: rank-deficient covariances; FID grows as N shrinks); 95%% bootstrap CI over pairs.\n",
-                    e->fid_mode);
+                    "(N < 2048: rank-deficient covariances; FID grows as N shrinks); 95%% bootstrap CI over pairs (%d "
+                    "resamples).\n", e->fid_mode, a->o->fid_bootstrap);
         memset(&t, 0, sizeof t);
         const char *L[] = {"condition", "ΔCLIP-T [95% CI]", "p", "Holm p", "equivalence", "LPIPS [95% CI]",
                            "ΔΔ LPIPS vs random [95% CI]", "p (ΔΔ)", "FID_shift [95% CI]", "N"};

@@ -54,6 +54,7 @@ typedef struct {
     double margin;       /* TOST margin for geneval accuracy (0.05) */
     double margin_clip_t; /* TOST margin for the paired ΔCLIP-T (0.002, the paper's) */
     int bootstrap;       /* resamples (1000) */
+    int fid_bootstrap;   /* resamples of FID_shift's CI (RP_FID_BOOTSTRAP; 0: no CI): each costs O(N^3) */
     uint64_t seed;       /* bootstrap base seed (0) */
     int print_table;
     FILE *log;           /* terminal tables; NULL: stdout */
@@ -159,6 +160,7 @@ typedef struct {
 /* metrics reported per condition */
 enum { M_GENEVAL, M_SHIFT, M_MSE, M_PSNR, M_SSIM, M_CLIP_T, M_LPIPS, M_FID, M_COUNT };
 #define RP_FID_DIM 2048 /* Inception pool3 */
+#define RP_FID_BOOTSTRAP 200
 extern const char *const RP_METRIC_KEY[M_COUNT];   /* "geneval", "shift", ... (file/JSON keys) */
 extern const char *const RP_METRIC_LABEL[M_COUNT]; /* "Δ alignment", "1−SSIM", ... */
 /* clip_t and lpips are reported only for experiments whose records have them (run --metrics):
@@ -332,7 +334,8 @@ int rp_load_features(rp_exp *e, const char *dir);
  * between the condition's images and their paired baseline images, pairs in image file name order
  * (as `sinkscope metric fid` reads two folders); 0 exactly when every pair's features are
  * bit-identical. CI: percentile bootstrap over pairs (a pair's two images resampled together),
- * opts.bootstrap resamples, each the exact FID of the resample (fid_gram_resample). */
+ * opts.fid_bootstrap resamples, each the exact FID of the resample (fid_gram_resample up to
+ * N = 2048 pairs, fid_frechet of the resampled rows beyond). */
 int rp_analyze_fid(rp_analysis *a);
 
 /* analyze.c */
