@@ -291,6 +291,19 @@ static void test_clean_mode(void **st) {
     assert_string_equal(str(json_object_get(sm, "fid"), "mode"), "clean-fid");
     const json_t *nm = json_object_get(json_object_get(summary_cond(sm, "noop"), "metrics"), "fid_shift");
     assert_true(json_number_value(json_object_get(nm, "mean")) == 0);
+    assert_int_equal(json_integer_value(json_object_get(nm, "n")), 2);
+    json_decref(sm);
+    /* a features file that changed after the run: a warning naming it, and its pair is left out */
+    assert_int_equal(tc_write_text(at("c1/features/baseline/00000_0.safetensors"), "not features"), 0);
+    rc = tc_run(out, sizeof out, "%s report '%s' --quiet 2>&1", tc_bin(), at("c1"));
+    if (rc || !strstr(out, "features/baseline/00000_0.safetensors): wrong SHA-256; left out of FID_shift"))
+        fail_msg("report: %s", out);
+    sm = json_load_file(at("c1/report/summary.json"), 0, NULL);
+    nm = json_object_get(json_object_get(summary_cond(sm, "noop"), "metrics"), "fid_shift");
+    assert_int_equal(json_integer_value(json_object_get(nm, "n")), 1);
+    assert_int_equal(json_integer_value(json_object_get(nm, "n_missing")), 1);
+    assert_true(json_is_null(json_object_get(nm, "mean")));
+    assert_int_equal(json_integer_value(json_object_get(json_object_get(sm, "fid"), "features_flagged")), 1);
     json_decref(sm);
 }
 
