@@ -4,7 +4,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <fcntl.h>
 #include <sys/wait.h>
+#include <unistd.h>
 #include <math.h>
 
 #include "core/err.h"
@@ -101,6 +103,24 @@ int tc_run(char *buf, size_t cap, const char *fmt, ...) {
     buf[n] = 0;
     int st = pclose(p);
     return WIFEXITED(st) ? WEXITSTATUS(st) : -1;
+}
+
+int tc_spawn(char *const argv[]) {
+    pid_t pid = fork();
+    if (pid == 0) {
+        int devnull = open("/dev/null", O_WRONLY);
+        dup2(devnull, STDERR_FILENO);
+        dup2(devnull, STDOUT_FILENO);
+        execv(argv[0], argv);
+        _exit(127);
+    }
+    return (int)pid;
+}
+
+int tc_wait_exit(int pid) {
+    int st;
+    if (waitpid((pid_t)pid, &st, 0) < 0) return -1;
+    return WIFEXITED(st) ? WEXITSTATUS(st) : -WTERMSIG(st);
 }
 
 void tc_fill(float *x, size_t n, uint64_t seed, float a) {

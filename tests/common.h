@@ -25,6 +25,11 @@ const char *tc_bin(void);
 int tc_run(char *buf, size_t cap, const char *fmt, ...);
 /* A whole file, NUL-terminated, malloc'ed (len optional); NULL if it cannot be read. */
 char *tc_read_all(const char *path, size_t *len);
+/* Start argv[0] with argv (NULL-terminated) in a child whose stdout and stderr go to /dev/null;
+ * returns its pid (the child exits 127 if exec fails). */
+int tc_spawn(char *const argv[]);
+/* Wait for a child: its exit status, or minus the signal that killed it. */
+int tc_wait_exit(int pid);
 /* Write text to a file; 0 or -1. */
 int tc_write_text(const char *path, const char *text);
 /* Deterministic pseudo-random floats in [-a, a]. */

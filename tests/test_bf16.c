@@ -1,6 +1,6 @@
 /* The bf16 compute path (core/dnnl.h): the matmul against a double product of the same bf16
  * operands (oneDNN and the portable fallback), bf16 attention against the materialized fp32
- * reference, every SD3/FLUX reference fixture run in bf16 against diffusers' fp32 `sample`
+ * reference, every SD3/FLUX/PixArt reference fixture run in bf16 against diffusers' fp32 `sample`
  * (relative L2 printed, at most 2e-2), thread-count independence and the no-op guarantees in
  * bf16, and the load storing the Linear weights as bf16 only. */
 #include <stdarg.h>
@@ -25,7 +25,8 @@
 #include "models/sd3.h"
 #include "sink/sink.h"
 
-static const char *const FIXTURES[] = {"sd3-tiny-a", "sd3-tiny-a-bf16", "sd35-tiny-b", "flux-tiny-a"};
+static const char *const FIXTURES[] = {"sd3-tiny-a", "sd3-tiny-a-bf16", "sd35-tiny-b", "flux-tiny-a", "pixart-tiny-a",
+                                       "pixart-tiny-b"};
 #define NFIX (sizeof FIXTURES / sizeof FIXTURES[0])
 
 static uint16_t *to_bf16(const float *x, size_t n) {
@@ -263,7 +264,7 @@ static void test_fixtures_in_bf16(void **state) {
 static void test_fallback_forward(void **state) {
     (void)state;
     ss_dnnl_use_fallback(1);
-    for (size_t i = 0; i < NFIX; i += 3) { /* sd3-tiny-a and flux-tiny-a */
+    for (size_t i = 0; i < NFIX; i += 3) { /* sd3-tiny-a, flux-tiny-a (and pixart-tiny-b) */
         model_fx bf;
         mfx_load(&bf, FIXTURES[i], SS_PREC_BF16);
         omp_set_num_threads(3);

@@ -12,6 +12,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <dirent.h>
 #include <unistd.h>
 
 #include "common.h"
@@ -20,9 +21,37 @@
 #include "models/flux.h"
 #include "sink/sink.h"
 
-static const char *const FIXTURES[] = {"flux-tiny-a"};
-#define NFIX (sizeof FIXTURES / sizeof FIXTURES[0])
+/* flux-tiny-a (the reference set's) and every folder of our own variants, tests/fixtures/flux-variants/
+ * (tests/gen/gen_flux_variants.py: BF16, schnell, non-square grids, batch 1, shards, other heads
+ * and axes), filled in by main. */
+#define MAXFIX 16
+static char *FIXTURES[MAXFIX];
+static size_t NFIX;
 #define MAXB 64
+
+static int cmp_str(const void *a, const void *b) { return strcmp(*(char *const *)a, *(char *const *)b); }
+
+static void find_fixtures(void) {
+    FIXTURES[NFIX++] = strdup("flux-tiny-a");
+    DIR *d = opendir(tc_path("fixtures/flux-variants"));
+    if (!d) {
+        fprintf(stderr, "test_flux: no tests/fixtures/flux-variants\n");
+        exit(1);
+    }
+    const struct dirent *e;
+    while ((e = readdir(d)) && NFIX < MAXFIX) {
+        if (e->d_name[0] == '.') continue;
+        char buf[512];
+        snprintf(buf, sizeof buf, "flux-variants/%s", e->d_name);
+        FIXTURES[NFIX++] = strdup(buf);
+    }
+    closedir(d);
+    qsort(FIXTURES + 1, NFIX - 1, sizeof FIXTURES[0], cmp_str);
+    if (NFIX < 3) {
+        fprintf(stderr, "test_flux: expected our own variants in tests/fixtures/flux-variants, found %zu\n", NFIX - 1);
+        exit(1);
+    }
+}
 
 typedef struct {
     flux_model *m;
@@ -94,7 +123,7 @@ static float *fx_run(fx *f, sink_ctx *sk) {
 static void check(const char *what, const char *fixture, const float *got, const float *want, size_t n, double tol) {
     if (!want) fail_msg("%s: expected tensor %s is missing", fixture, what);
     const double e = tc_rel_l2(got, want, n);
-    printf("  %-14s %-44s rel L2 %.3e (tolerance %.0e)\n", fixture, what, e, tol);
+    printf("  %-36s %-44s rel L2 %.3e (tolerance %.0e)\n", fixture, what, e, tol);
     assert_true(e <= tol);
 }
 
@@ -384,7 +413,7 @@ static void test_noop_and_threads_bit_identical(void **state) {
         omp_set_num_threads(nt);
         assert_memory_equal(plain, one, sizeof(float) * f.nout);
         assert_memory_equal(plain, three, sizeof(float) * f.nout);
-        printf("  %-14s bit-identical: probe at every site, empty condition, 1 and 3 threads\n", FIXTURES[k]);
+        printf("  %-36s bit-identical: probe at every site, empty condition, 1 and 3 threads\n", FIXTURES[k]);
         free(plain);
         free(probed);
         free(noop);
@@ -624,6 +653,222 @@ static void test_storage_variants(void **state) {
     fx_free(&f);
 }
 
+/* ---- activation statistics: text and image rows of the single-stream output kept apart ---- */
+
+static int cmp_float(const void *a, const void *b) {
+    const float x = *(const float *)a, y = *(const float *)b;
+    return (x > y) - (x < y);
+}
+
+/* max and numpy-'linear' 95th percentile of the L2 norms of rows [lo, hi) of x [rows, D] */
+static void row_norm_stats(const float *x, int lo, int hi, int D, double *mx, double *p95) {
+    const int n = hi - lo;
+    float *v = malloc(sizeof(float) * n);
+    *mx = 0;
+    for (int i = 0; i < n; i++) {
+        double ss = 0;
+        for (int d = 0; d < D; d++) ss += (double)x[(size_t)(lo + i) * D + d] * x[(size_t)(lo + i) * D + d];
+        v[i] = (float)sqrt(ss);
+        *mx = v[i] > *mx ? v[i] : *mx;
+    }
+    qsort(v, n, sizeof(float), cmp_float);
+    const double pos = 0.95 * (n - 1);
+    const int a = (int)floor(pos), b = a + 1 < n ? a + 1 : a;
+    *p95 = v[a] + (pos - a) * (v[b] - v[a]);
+    free(v);
+}
+
+typedef struct {
+    sink_ctx *sk;
+    sd3_hooks inner;
+    int S, N;
+    double img[MAXB][MAXB][2], txt[MAXB][MAXB][2]; /* [single block][batch] {max, p95} */
+    double dbl[MAXB][MAXB][2];
+} stats_cap;
+
+static int stats_double(void *ctx, int block, const float *x, int B, int N, int D) {
+    stats_cap *c = ctx;
+    for (int b = 0; b < B; b++) row_norm_stats(x + (size_t)b * N * D, 0, N, D, &c->dbl[block][b][0], &c->dbl[block][b][1]);
+    return c->inner.block_output(c->inner.ctx, block, x, B, N, D);
+}
+
+static int stats_single(void *ctx, int block, const float *x, int B, int T, int D) {
+    stats_cap *c = ctx;
+    assert_int_equal(T, c->S + c->N);
+    for (int b = 0; b < B; b++) {
+        const float *xb = x + (size_t)b * T * D;
+        row_norm_stats(xb, 0, c->S, D, &c->txt[block][b][0], &c->txt[block][b][1]);
+        row_norm_stats(xb, c->S, T, D, &c->img[block][b][0], &c->img[block][b][1]);
+    }
+    return c->inner.block_output(c->inner.ctx, block, x, B, T, D);
+}
+
+static int stats_attention(void *ctx, const ss_site *site, const attn_args *a) {
+    stats_cap *c = ctx;
+    return c->inner.attention(c->inner.ctx, site, a);
+}
+
+static void near(double got, double want, const char *what) {
+    if (!(fabs(got - want) <= 1e-6 * fabs(want))) fail_msg("%s: %.9g, expected %.9g", what, got, want);
+}
+
+static void test_single_stats_text_vs_image_rows(void **state) {
+    (void)state;
+    for (size_t k = 0; k < NFIX; k++) {
+        fx f;
+        fx_load(&f, FIXTURES[k]);
+        const int L = f.m->cfg.num_layers, Ls = f.m->cfg.num_single_layers;
+        int codes[2 * MAXB], n = 0;
+        for (int i = 0; i < L; i++) codes[n++] = ss_site_code(SS_SITE_DOUBLE, i);
+        for (int j = 0; j < Ls; j++) codes[n++] = ss_site_code(SS_SITE_SINGLE, j);
+        stats_cap *c = calloc(1, sizeof *c);
+        c->sk = sink_ctx_new();
+        assert_int_equal(sink_ctx_set_probe(c->sk, codes, n, TOK_IMAGE, 3, 0), 0);
+        c->inner = sink_ctx_hooks(c->sk);
+        c->S = f.S;
+        c->N = f.N;
+        flux_hooks hk = {.ctx = c, .attention = stats_attention, .block_output = stats_double, .single_output = stats_single};
+        float *out = fx_run_hooks(&f, &hk);
+        assert_int_equal(sink_ctx_record_count(c->sk), n);
+        double max_gap = 0;
+        for (int r = 0; r < n; r++) {
+            const sink_record *rec = sink_ctx_record(c->sk, r);
+            const int single = ss_site_code_kind(rec->site) == SS_SITE_SINGLE, blk = ss_site_code_block(rec->site);
+            json_t *o = sink_record_to_json(rec), *p = json_object_get(o, "probe");
+            assert_int_equal(single, json_object_get(p, "act_text_max") != NULL);
+            assert_int_equal(single, json_object_get(p, "act_text_p95") != NULL);
+            json_decref(o);
+            for (int b = 0; b < f.B; b++) {
+                char what[96];
+                snprintf(what, sizeof what, "%s %s.%d batch %d", FIXTURES[k], single ? "single" : "double", blk, b);
+                if (!single) { /* the image stream, as before */
+                    assert_null(rec->act_text_max);
+                    near(rec->act_max[b], c->dbl[blk][b][0], what);
+                    near(rec->act_p95[b], c->dbl[blk][b][1], what);
+                    continue;
+                }
+                assert_non_null(rec->act_text_max);
+                near(rec->act_max[b], c->img[blk][b][0], what);
+                near(rec->act_p95[b], c->img[blk][b][1], what);
+                near(rec->act_text_max[b], c->txt[blk][b][0], what);
+                near(rec->act_text_p95[b], c->txt[blk][b][1], what);
+                const double gap = fabs(rec->act_p95[b] - rec->act_text_p95[b]) / rec->act_p95[b];
+                max_gap = gap > max_gap ? gap : max_gap;
+            }
+        }
+        printf("  %-36s single.j act stats: image rows [S, S+N), text rows [0, S); largest image/text p95 gap %.1f%%\n",
+               FIXTURES[k], 100 * max_gap);
+        assert_true(max_gap > 1e-3); /* the two row sets really differ here, so mixing them up would show */
+        free(out);
+        sink_ctx_free(c->sk);
+        free(c);
+        fx_free(&f);
+    }
+}
+
+/* SD3's records are unchanged: no text-row fields, act_* over the image stream of the block */
+static void test_sd3_stats_unchanged(void **state) {
+    (void)state;
+    tc_sd3fx f;
+    if (tc_sd3fx_load(&f, "sd3-tiny-a") < 0) fail_msg("%s", ss_err());
+    sink_ctx *sk = sink_ctx_new();
+    const int blocks[] = {0, 1, 2};
+    assert_int_equal(sink_ctx_set_probe(sk, blocks, 3, TOK_IMAGE, 5, 0), 0);
+    sd3_hooks hk = sink_ctx_hooks(sk);
+    float *out = malloc(sizeof(float) * f.nout);
+    if (sd3_forward(f.m, out, f.x, f.ctx, f.pooled, f.t, f.B, f.Hl, f.Wl, f.S, &hk) < 0) fail_msg("%s", ss_err());
+    for (int r = 0; r < sink_ctx_record_count(sk); r++) {
+        const sink_record *rec = sink_ctx_record(sk, r);
+        char name[32];
+        snprintf(name, sizeof name, "block.%d", rec->block);
+        size_t nb;
+        float *x = tc_load(f.expected, name, &nb, NULL, NULL);
+        assert_non_null(x);
+        const int D = (int)(nb / ((size_t)f.B * f.N));
+        for (int b = 0; b < f.B; b++) {
+            double mx, p95;
+            row_norm_stats(x + (size_t)b * f.N * D, 0, f.N, D, &mx, &p95);
+            assert_true(fabs(rec->act_max[b] - mx) <= 1e-4 * mx); /* vs diffusers' block output */
+            assert_true(fabs(rec->act_p95[b] - p95) <= 1e-4 * p95);
+        }
+        assert_null(rec->act_text_max);
+        json_t *o = sink_record_to_json(rec);
+        assert_null(json_object_get(json_object_get(o, "probe"), "act_text_max"));
+        json_decref(o);
+        free(x);
+    }
+    printf("  sd3-tiny-a: act_max/act_p95 = the image stream's, no text-row fields\n");
+    free(out);
+    sink_ctx_free(sk);
+    tc_sd3fx_free(&f);
+}
+
+/* ---- memory: a BF16 checkpoint loads at about its fp32 size ---- */
+
+static long status_kib(const char *key) {
+    FILE *f = fopen("/proc/self/status", "r");
+    char line[256];
+    long v = -1;
+    const size_t n = strlen(key);
+    while (f && fgets(line, sizeof line, f))
+        if (!strncmp(line, key, n)) v = atol(line + n);
+    if (f) fclose(f);
+    return v;
+}
+
+static void count_floats(void *ctx, const char *name, int ndim, const int64_t *shape) {
+    double n = 1;
+    for (int i = 0; i < ndim; i++) n *= (double)shape[i];
+    *(double *)ctx += n;
+    (void)name;
+}
+
+#if defined(__SANITIZE_ADDRESS__)
+#define SANITIZED 1
+#elif defined(__has_feature)
+#if __has_feature(address_sanitizer)
+#define SANITIZED 1
+#endif
+#endif
+#ifndef SANITIZED
+#define SANITIZED 0
+#endif
+
+static void test_bf16_load_memory(void **state) {
+    (void)state;
+    /* FLUX.1's head layout (128 = 16 + 56 + 56) at D = 512, 1 double + 1 single block: ~13M weights */
+    const flux_config c = {.patch_size = 1, .in_channels = 64, .out_channels = 64, .num_layers = 1, .num_single_layers = 1,
+                           .head_dim = 128, .num_heads = 4, .joint_attention_dim = 256, .pooled_projection_dim = 96,
+                           .guidance_embeds = 1, .n_axes = 3, .axes_dims = {16, 56, 56}};
+    char *dir = tc_tmpdir();
+    if (flux_init_random(&c, dir, 5, ST_BF16) < 0) fail_msg("%s", ss_err());
+    double nf = 0;
+    assert_int_equal(flux_enumerate_tensors(&c, count_floats, &nf), 0);
+    const double fp32_mib = nf * 4 / 1048576.0;
+    FILE *f = fopen("/proc/self/clear_refs", "w"); /* "5": reset the peak resident size to the current one */
+    if (!f || fputs("5", f) < 0 || fclose(f)) {
+        if (f) fclose(f);
+        printf("  /proc/self/clear_refs not writable: peak RSS not measurable here\n");
+        tc_rmtree(dir);
+        free(dir);
+        skip();
+    }
+    const long rss0 = status_kib("VmRSS:");
+    flux_model *m;
+    if (flux_load(&m, dir) < 0) fail_msg("%s", ss_err());
+    const double peak_mib = (status_kib("VmHWM:") - rss0) / 1024.0, held_mib = (status_kib("VmRSS:") - rss0) / 1024.0;
+    /* every weight is in the fp32 arena: the file's pages were dropped */
+    assert_non_null(m->arena);
+    const double bound = SANITIZED ? 1.25 : 1.1; /* ASan's shadow memory adds 1/8 to every allocation */
+    printf("  BF16 FLUX checkpoint (%.0fM weights, %.1f MiB in fp32): load peak +%.1f MiB (%.3fx), held +%.1f MiB%s\n",
+           nf / 1e6, fp32_mib, peak_mib, peak_mib / fp32_mib, held_mib, SANITIZED ? " (ASan build)" : "");
+    assert_true(peak_mib <= bound * fp32_mib);
+    assert_true(held_mib >= 0.9 * fp32_mib); /* the measurement sees the weights at all */
+    flux_free(m);
+    tc_rmtree(dir);
+    free(dir);
+}
+
 /* ---- sinkscope forward on a FLUX folder ---- */
 
 static void test_cli_forward(void **state) {
@@ -713,7 +958,58 @@ static void test_cli_forward(void **state) {
     free(dir);
 }
 
+/* sinkscope forward on each of our own variants: every expected tensor but the interventions'
+ * samples (sharded BF16, schnell without a guidance input, batch 1, out_channels != in_channels). */
+static void test_cli_forward_variants(void **state) {
+    (void)state;
+    char *dir = tc_tmpdir();
+    char out[4200]; /* its own copy: tc_path's buffers rotate */
+    snprintf(out, sizeof out, "%s/out.safetensors", dir);
+    static char buf[16384];
+    for (size_t k = 1; k < NFIX; k++) {
+        fx f;
+        fx_load(&f, FIXTURES[k]);
+        char probe[1024] = "";
+        size_t len = 0;
+        for (int i = 0; i < f.m->cfg.num_layers; i++)
+            len += (size_t)snprintf(probe + len, sizeof probe - len, "%sdouble.%d", len ? "," : "", i);
+        for (int j = 0; j < f.m->cfg.num_single_layers; j++)
+            len += (size_t)snprintf(probe + len, sizeof probe - len, "%ssingle.%d", len ? "," : "", j);
+        char fxd[1024], expected[1024];
+        snprintf(fxd, sizeof fxd, "%s", f.dir);
+        snprintf(expected, sizeof expected, "%s", f.expected);
+        const int rc = tc_run(buf, sizeof buf,
+                              "%s forward --model %s --inputs %s/inputs.safetensors --out %s --dump-blocks --dump-rope-qk "
+                              "--probe %s --threads 1",
+                              tc_bin(), fxd, fxd, out, probe);
+        if (rc) fail_msg("%s: forward failed (%d): %s", FIXTURES[k], rc, buf);
+        st_file *e;
+        assert_int_equal(st_open(&e, expected), 0);
+        int compared = 0;
+        for (int i = 0; i < st_count(e); i++) {
+            const char *name = st_get(e, i)->name;
+            if (!strncmp(name, "sample.", 7)) continue;
+            size_t n, nw;
+            float *got = tc_load(out, name, &n, NULL, NULL), *want = tc_load(expected, name, &nw, NULL, NULL);
+            if (!got) fail_msg("%s: forward output lacks %s", FIXTURES[k], name);
+            assert_int_equal(n, nw);
+            char what[64];
+            snprintf(what, sizeof what, "forward CLI %s", name);
+            check(what, FIXTURES[k], got, want, n, strstr(name, "mass") ? 1e-5 : 1e-4);
+            free(got);
+            free(want);
+            compared++;
+        }
+        assert_int_equal(compared, 1 + 4 * f.m->cfg.num_layers + 4 * f.m->cfg.num_single_layers); /* sample, block/single, mass, qk_pre, qk_post */
+        st_close(e);
+        fx_free(&f);
+    }
+    tc_rmtree(dir);
+    free(dir);
+}
+
 int main(void) {
+    find_fixtures();
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_forward_matches_diffusers),
         cmocka_unit_test(test_probe_mass_matches_diffusers),
@@ -723,7 +1019,13 @@ int main(void) {
         cmocka_unit_test(test_damaged_folders),
         cmocka_unit_test(test_batch1_matches_diffusers),
         cmocka_unit_test(test_storage_variants),
+        cmocka_unit_test(test_single_stats_text_vs_image_rows),
+        cmocka_unit_test(test_sd3_stats_unchanged),
+        cmocka_unit_test(test_bf16_load_memory),
         cmocka_unit_test(test_cli_forward),
+        cmocka_unit_test(test_cli_forward_variants),
     };
-    return cmocka_run_group_tests(tests, NULL, NULL);
+    const int rc = cmocka_run_group_tests(tests, NULL, NULL);
+    for (size_t i = 0; i < NFIX; i++) free(FIXTURES[i]);
+    return rc;
 }

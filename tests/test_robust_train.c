@@ -513,23 +513,11 @@ static double now_s(void) {
 }
 
 static pid_t spawn_train(const char *dir, int resume) {
-    pid_t pid = fork();
-    if (pid == 0) {
-        int devnull = open("/dev/null", O_WRONLY);
-        dup2(devnull, STDERR_FILENO);
-        dup2(devnull, STDOUT_FILENO);
-        execl(g_bin, g_bin, "train", "--out", dir, "--data", "toy", "--image-size", "16", "--patch", "4", "--layers", "1",
-              "--heads", "2", "--head-dim", "8", "--text-len", "12", "--text-dim", "8", "--batch", "2", "--threads", "1",
-              "--log-every", "0", "--steps", "8", "--save-every", "1", resume ? "--resume" : NULL, (char *)NULL);
-        _exit(127);
-    }
-    return pid;
-}
-
-static int wait_exit(pid_t pid) {
-    int st;
-    waitpid(pid, &st, 0);
-    return WIFEXITED(st) ? WEXITSTATUS(st) : -WTERMSIG(st);
+    char *argv[] = {g_bin, "train", "--out", (char *)dir, "--data", "toy", "--image-size", "16", "--patch", "4",
+                    "--layers", "1", "--heads", "2", "--head-dim", "8", "--text-len", "12", "--text-dim", "8",
+                    "--batch", "2", "--threads", "1", "--log-every", "0", "--steps", "8", "--save-every", "1",
+                    resume ? "--resume" : NULL, NULL};
+    return tc_spawn(argv);
 }
 
 /* a complete model folder: every file there and the weights load */
@@ -556,7 +544,7 @@ static void test_kill9_resume(void **st) {
     snprintf(ref, sizeof ref, "%s", at("k_ref"));
     snprintf(k, sizeof k, "%s", at("k_killed"));
     const double t0 = now_s();
-    assert_int_equal(wait_exit(spawn_train(ref, 0)), 0);
+    assert_int_equal(tc_wait_exit(spawn_train(ref, 0)), 0);
     const double full = now_s() - t0;
     char model[4300], ckpt[4300], tmp[4300], rm[4300];
     snprintf(model, sizeof model, "%s/model", k);
@@ -593,7 +581,7 @@ static void test_kill9_resume(void **st) {
                 fail_msg("trial %d, kill %d: %s is gone", trial, kill_no, model);
             }
         }
-        assert_int_equal(wait_exit(spawn_train(k, exists(ckpt))), 0);
+        assert_int_equal(tc_wait_exit(spawn_train(k, exists(ckpt))), 0);
         size_t nb;
         char *b = tc_read_all(ckpt, &nb);
         assert_non_null(b);
@@ -625,7 +613,7 @@ static void test_sigint(void **st) {
     struct timespec ts = {0, 400 * 1000 * 1000};
     nanosleep(&ts, NULL);
     kill(pid, SIGINT);
-    assert_int_equal(wait_exit(pid), 130);
+    assert_int_equal(tc_wait_exit(pid), 130);
     char *log = tc_read_all(at("int.log"), NULL);
     assert_non_null(log);
     print_message("  %s", log);

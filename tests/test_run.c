@@ -799,22 +799,10 @@ static double now_s(void) {
 }
 
 static pid_t spawn_run(const char *exp, const char *model, const char *seeds, const char *steps, const char *threads) {
-    pid_t pid = fork();
-    if (pid == 0) {
-        int devnull = open("/dev/null", O_WRONLY);
-        dup2(devnull, STDERR_FILENO);
-        dup2(devnull, STDOUT_FILENO);
-        execl(tc_bin(), tc_bin(), "run", "--exp", exp, "--model", model, "--prompts", g_prompts, "--conditions", g_conds,
-              "--seeds", seeds, "--steps", steps, "--cfg", "2", "--threads", threads, "--quiet", (char *)NULL);
-        _exit(127);
-    }
-    return pid;
-}
-
-static int wait_exit(pid_t pid) {
-    int st;
-    waitpid(pid, &st, 0);
-    return WIFEXITED(st) ? WEXITSTATUS(st) : -WTERMSIG(st);
+    char *argv[] = {(char *)tc_bin(), "run", "--exp", (char *)exp, "--model", (char *)model, "--prompts", g_prompts,
+                    "--conditions", g_conds, "--seeds", (char *)seeds, "--steps", (char *)steps, "--cfg", "2",
+                    "--threads", (char *)threads, "--quiet", NULL};
+    return tc_spawn(argv);
 }
 
 static void test_kill9_resume(void **st) {
@@ -827,7 +815,7 @@ static void test_kill9_resume(void **st) {
     snprintf(ref, sizeof ref, "%s", at("k_ref"));
     snprintf(killed, sizeof killed, "%s", at("k_killed"));
     const double t0 = now_s();
-    assert_int_equal(wait_exit(spawn_run(ref, at("kmodel"), seeds, steps, "1")), 0);
+    assert_int_equal(tc_wait_exit(spawn_run(ref, at("kmodel"), seeds, steps, "1")), 0);
     const double full = now_s() - t0;
     /* kill at random moments within the first quarter of a full run's time (at least 50 ms) so
      * that most kills land in a live run; then let it finish. The reference made one image at a
@@ -849,7 +837,7 @@ static void test_kill9_resume(void **st) {
     print_message("kill -9: full run %.2f s; %d of 5 kills landed in a live run; %d records before the final resume\n", full,
                   landed, count_lines(at("k_killed/records.jsonl")));
     assert_true(landed >= 1);
-    assert_int_equal(wait_exit(spawn_run(killed, at("kmodel"), seeds, steps, "2")), 0);
+    assert_int_equal(tc_wait_exit(spawn_run(killed, at("kmodel"), seeds, steps, "2")), 0);
     assert_same_records(at("k_ref/records.jsonl"), at("k_killed/records.jsonl"), expect);
     char a[1200], b[1200];
     snprintf(a, sizeof a, "%s/images", ref);

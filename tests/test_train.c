@@ -1,6 +1,8 @@
-/* Trainer gradients: finite-difference checks of every op's backward and of the whole model,
- * and the training forward against the inference forward (sd3_forward, before and after a
- * save/load round trip).
+/* Trainer gradients: finite-difference checks of every backward op (core/ops_bwd.h, against the
+ * forward ops of core/ops.h and attn_materialized_probs) and of the whole model; the training
+ * forward (the model's own, sd3_forward_cache) against the inference forward (sd3_forward, before
+ * and after a save/load round trip) and diffusers' fixture; no allocation per training step; the
+ * parameter view bound through the loader's name table.
  *
  * Gradient-check scheme. Each op runs its fp32 forward on inputs quantised to multiples of
  * 2^-12 (so x +- h and x +- 2h are exact in fp32 for h = 2^-7), and the scalar checked is
@@ -26,12 +28,14 @@
 #include <unistd.h>
 
 #include "core/err.h"
+#include "core/attn.h"
 #include "core/ops.h"
+#include "core/ops_bwd.h"
 #include "core/rng.h"
+#include "common.h"
 #include "models/sd3.h"
 #include "text/encoder.h"
 #include "text/tokenizer.h"
-#include "train/tops.h"
 #include "train/train.h"
 
 #define H_STEP (1.0 / 128)
@@ -107,23 +111,25 @@ static double dot(const float *r, const float *y, size_t n) {
 /* ---- linear ---- */
 
 typedef struct {
-    int M, in, out;
+    int M;
+    ss_linear l;
     float *x, *W, *b, *y, *r;
 } lin_ctx;
 
 static double lin_loss(void *p) {
     lin_ctx *c = p;
-    tr_linear_fwd(c->y, c->x, c->W, c->b, c->M, c->in, c->out);
-    return dot(c->r, c->y, (size_t)c->M * c->out);
+    op_linear(c->y, c->x, &c->l, c->M);
+    return dot(c->r, c->y, (size_t)c->M * c->l.out);
 }
 
 static void test_grad_linear(void **st) {
-    lin_ctx c = {.M = 7, .in = 13, .out = 11};
+    lin_ctx c = {.M = 7};
     c.x = alloc_fill(7 * 13, 1, 1), c.W = alloc_fill(11 * 13, 0.5, 2), c.b = alloc_fill(11, 0.5, 3);
+    c.l = (ss_linear){c.W, c.b, 13, 11};
     c.y = zeros(7 * 11), c.r = alloc_fill(7 * 11, 1, 4);
     float *dx = alloc_fill(7 * 13, 1, 5), *dx0 = malloc(sizeof(float) * 7 * 13), *dW = zeros(11 * 13), *db = zeros(11);
     memcpy(dx0, dx, sizeof(float) * 7 * 13);
-    tr_linear_bwd(dx, 1.0f, dW, db, c.r, c.x, c.W, c.M, c.in, c.out); /* beta = 1: accumulates */
+    op_linear_bwd(dx, 1.0f, dW, db, c.r, c.x, &c.l, c.M); /* beta = 1: accumulates */
     for (int i = 0; i < 7 * 13; i++) dx[i] -= dx0[i];
     report("linear", "x", check_tensor(lin_loss, &c, c.x, dx, 7 * 13, H_STEP));
     report("linear", "W", check_tensor(lin_loss, &c, c.W, dW, 11 * 13, H_STEP));
@@ -135,33 +141,40 @@ static void test_grad_linear(void **st) {
 
 typedef struct {
     int G, R, D, ldm, plain;
-    float *x, *mod, *y, *xh, *rs, *r;
+    float *x, *mod, *y, *r;
 } ln_ctx;
 
+/* G groups of R rows, group g modulated by shift mod[g*ldm ..], scale mod[g*ldm + D ..] */
 static double ln_loss(void *p) {
     ln_ctx *c = p;
-    if (c->plain) tr_lnmod_fwd(c->y, c->xh, c->rs, c->x, NULL, NULL, 0, c->G, c->R, c->D);
-    else tr_lnmod_fwd(c->y, c->xh, c->rs, c->x, c->mod, c->mod + c->D, c->ldm, c->G, c->R, c->D);
+    for (int g = 0; g < c->G; g++) {
+        const size_t o = (size_t)g * c->R * c->D;
+        if (c->plain) op_layernorm(c->y + o, c->x + o, c->R, c->D, 1e-6f);
+        else op_ln_modulate(c->y + o, c->x + o, c->mod + g * c->ldm, c->mod + g * c->ldm + c->D, c->R, c->D, 1e-6f);
+    }
     return dot(c->r, c->y, (size_t)c->G * c->R * c->D);
 }
 
 static void run_ln(int plain) {
     const int G = 3, R = 5, D = 24, ldm = 3 * D, n = G * R * D;
     ln_ctx c = {.G = G, .R = R, .D = D, .ldm = ldm, .plain = plain};
-    c.x = alloc_fill(n, 2, 10), c.mod = alloc_fill(G * ldm, 0.7, 11), c.y = zeros(n), c.xh = zeros(n);
-    c.rs = zeros(G * R), c.r = alloc_fill(n, 1, 12);
+    c.x = alloc_fill(n, 2, 10), c.mod = alloc_fill(G * ldm, 0.7, 11), c.y = zeros(n), c.r = alloc_fill(n, 1, 12);
     for (int i = 0; i < G * R; i++) c.x[i * D] += 1.5f; /* non-zero row means */
-    ln_loss(&c);
-    float *dx = zeros(n), *dmod = zeros(G * ldm);
-    if (plain) tr_lnmod_bwd(dx, NULL, NULL, c.r, c.xh, c.rs, NULL, 0, G, R, D);
-    else tr_lnmod_bwd(dx, dmod, dmod + D, c.r, c.xh, c.rs, c.mod + D, ldm, G, R, D);
+    float *dx = zeros(n), *dmod = zeros(G * ldm), *xhat = zeros(n);
+    if (plain) op_ln_modulate_bwd(dx, NULL, NULL, c.r, c.x, NULL, 0, G, R, D, 1e-6f, xhat);
+    else op_ln_modulate_bwd(dx, dmod, dmod + D, c.r, c.x, c.mod + D, ldm, G, R, D, 1e-6f, xhat);
+    /* the scratch holds LN(x) exactly as the forward computes it */
+    ln_ctx plainc = c;
+    plainc.plain = 1;
+    ln_loss(&plainc);
+    assert_memory_equal(xhat, c.y, sizeof(float) * n);
     const char *op = plain ? "layernorm" : "layernorm+modulate";
     report(op, "x", check_tensor(ln_loss, &c, c.x, dx, n, H_STEP));
     if (!plain) {
         /* shift is mod[g*ldm + j], scale mod[g*ldm + D + j]; the rest of each row is unused */
         report(op, "shift,scale", check_tensor(ln_loss, &c, c.mod, dmod, G * ldm, H_STEP));
     }
-    free(c.x), free(c.mod), free(c.y), free(c.xh), free(c.rs), free(c.r), free(dx), free(dmod);
+    free(c.x), free(c.mod), free(c.y), free(c.r), free(dx), free(dmod), free(xhat);
 }
 
 static void test_grad_layernorm(void **st) {
@@ -173,26 +186,27 @@ static void test_grad_layernorm(void **st) {
 
 typedef struct {
     int M, H, dh;
-    float *x, *w, *y, *rr, *r;
+    float *x, *w, *y, *r;
 } rms_ctx;
 
 static double rms_loss(void *p) {
     rms_ctx *c = p;
-    tr_rms_fwd(c->y, c->rr, c->x, c->w, c->M, c->H, c->dh);
-    return dot(c->r, c->y, (size_t)c->M * c->H * c->dh);
+    const size_t n = (size_t)c->M * c->H * c->dh;
+    memcpy(c->y, c->x, sizeof(float) * n);
+    op_rmsnorm_heads(c->y, c->H * c->dh, c->w, c->M, c->H, c->dh, 1e-6f);
+    return dot(c->r, c->y, n);
 }
 
 static void test_grad_rmsnorm(void **st) {
     rms_ctx c = {.M = 6, .H = 3, .dh = 8};
     const int n = 6 * 3 * 8;
-    c.x = alloc_fill(n, 1.5, 20), c.w = alloc_fill(8, 0.5, 21), c.y = zeros(n), c.rr = zeros(18), c.r = alloc_fill(n, 1, 22);
+    c.x = alloc_fill(n, 1.5, 20), c.w = alloc_fill(8, 0.5, 21), c.y = zeros(n), c.r = alloc_fill(n, 1, 22);
     for (int i = 0; i < 8; i++) c.w[i] += 1.0f;
-    rms_loss(&c);
     float *dx = zeros(n), *dw = zeros(8);
-    tr_rms_bwd(dx, dw, c.r, c.x, c.rr, c.w, c.M, c.H, c.dh);
+    op_rmsnorm_heads_bwd(dx, dw, c.r, c.x, c.w, c.M, c.H, c.dh, 1e-6f);
     report("rmsnorm(heads)", "x", check_tensor(rms_loss, &c, c.x, dx, n, H_STEP));
     report("rmsnorm(heads)", "w", check_tensor(rms_loss, &c, c.w, dw, 8, H_STEP));
-    free(c.x), free(c.w), free(c.y), free(c.rr), free(c.r), free(dx), free(dw);
+    free(c.x), free(c.w), free(c.y), free(c.r), free(dx), free(dw);
 }
 
 /* ---- activations ---- */
@@ -205,8 +219,12 @@ typedef struct {
 
 static double act_loss(void *p) {
     act_ctx *c = p;
-    if (c->gelu) tr_gelu_fwd(c->y, c->x, c->n);
-    else tr_silu_fwd(c->y, c->x, c->n);
+    if (c->gelu) {
+        memcpy(c->y, c->x, sizeof(float) * c->n);
+        op_gelu_tanh(c->y, c->n);
+    } else {
+        op_silu(c->y, c->x, c->n);
+    }
     return dot(c->r, c->y, c->n);
 }
 
@@ -215,9 +233,9 @@ static void test_grad_activations(void **st) {
         act_ctx c = {.gelu = gelu, .n = 64};
         c.x = alloc_fill(64, 4, 30), c.y = zeros(64), c.r = alloc_fill(64, 1, 31);
         float *dx = zeros(64);
-        tr_gelu_bwd(dx, c.r, c.x, 0); /* n = 0: no-op */
-        if (gelu) tr_gelu_bwd(dx, c.r, c.x, 64);
-        else tr_silu_bwd(dx, c.r, c.x, 64);
+        op_gelu_tanh_bwd(dx, c.r, c.x, 0); /* n = 0: no-op */
+        if (gelu) op_gelu_tanh_bwd(dx, c.r, c.x, 64);
+        else op_silu_bwd(dx, c.r, c.x, 64);
         report(gelu ? "gelu_tanh" : "silu", "x", check_tensor(act_loss, &c, c.x, dx, 64, H_STEP));
         free(c.x), free(c.y), free(c.r), free(dx);
     }
@@ -234,7 +252,10 @@ static double gate_loss(void *p) {
     gate_ctx *c = p;
     const size_t n = (size_t)c->G * c->R * c->D;
     memcpy(c->y, c->y0, sizeof(float) * n);
-    tr_gated_fwd(c->y, c->x, c->gate, c->ldg, c->G, c->R, c->D);
+    for (int g = 0; g < c->G; g++) {
+        const size_t o = (size_t)g * c->R * c->D;
+        op_add_gated(c->y + o, c->x + o, c->gate + g * c->ldg, c->R, c->D);
+    }
     return dot(c->r, c->y, n);
 }
 
@@ -244,54 +265,67 @@ static void test_grad_gate(void **st) {
     c.y0 = alloc_fill(n, 1, 40), c.x = alloc_fill(n, 1, 41), c.gate = alloc_fill(60, 1, 42), c.y = zeros(n);
     c.r = alloc_fill(n, 1, 43);
     float *dx = zeros(n), *dg = zeros(60);
-    tr_gated_bwd(dx, dg, c.r, c.x, c.gate, c.ldg, c.G, c.R, c.D);
+    op_add_gated_bwd(dx, dg, c.r, c.x, c.gate, c.ldg, c.G, c.R, c.D);
     report("gated residual", "x", check_tensor(gate_loss, &c, c.x, dx, n, H_STEP));
     report("gated residual", "gate", check_tensor(gate_loss, &c, c.gate, dg, 60, H_STEP));
     free(c.y0), free(c.x), free(c.gate), free(c.y), free(c.r), free(dx), free(dg);
 }
 
-/* ---- joint attention ---- */
+/* ---- attention: attn_materialized_probs per batch element, rows of stride ld > H*dh ---- */
 
 typedef struct {
-    int B, H, N, S, dh;
-    float *in[6], *oi, *ot, *P, *ri, *rt;
+    int B, H, L, dh, ld;
+    float *in[3], *o, *P, *r;
 } att_ctx;
 
 static double att_loss(void *p) {
     att_ctx *c = p;
-    tr_attn_fwd(c->oi, c->ot, c->P, c->in[0], c->in[1], c->in[2], c->in[3], c->in[4], c->in[5], c->B, c->H, c->N,
-                c->S, c->dh);
-    const size_t D = (size_t)c->H * c->dh;
-    return dot(c->ri, c->oi, c->B * c->N * D) + (c->S ? dot(c->rt, c->ot, c->B * c->S * D) : 0);
+    const size_t lo = (size_t)c->L * c->ld, pp = (size_t)c->H * c->L * c->L;
+    for (int b = 0; b < c->B; b++)
+        assert_int_equal(attn_materialized_probs(c->o + b * lo, c->P + b * pp, c->in[0] + b * lo, c->in[1] + b * lo,
+                                                 c->in[2] + b * lo, c->L, c->H, c->dh, c->ld, 1.0f / sqrtf((float)c->dh),
+                                                 NULL, 0, NULL),
+                         0);
+    return dot(c->r, c->o, (size_t)c->B * lo);
 }
 
-static void run_attention(int S) {
-    att_ctx c = {.B = 2, .H = 2, .N = 6, .S = S, .dh = 4};
-    const int D = 8, ni = 2 * 6 * D, nt = 2 * (S ? S : 1) * D, T = 6 + S;
-    static const char *const names[6] = {"Q image", "K image", "V image", "Q text", "K text", "V text"};
-    for (int i = 0; i < 6; i++) c.in[i] = alloc_fill(i < 3 ? ni : nt, 1.5, 50 + i);
-    c.oi = zeros(ni), c.ot = zeros(nt), c.P = zeros(2 * 2 * T * T), c.ri = alloc_fill(ni, 1, 60), c.rt = alloc_fill(nt, 1, 61);
+static void run_attention(int L) {
+    att_ctx c = {.B = 2, .H = 2, .L = L, .dh = 4, .ld = 10}; /* 2 unused columns per row */
+    const int n = 2 * L * 10;
+    static const char *const names[3] = {"Q", "K", "V"};
+    for (int i = 0; i < 3; i++) c.in[i] = alloc_fill(n, 1.5, 50 + i);
+    c.o = zeros(n), c.P = zeros(2 * 2 * L * L), c.r = alloc_fill(n, 1, 60);
     att_loss(&c);
-    float *g[6];
-    for (int i = 0; i < 6; i++) g[i] = zeros(i < 3 ? ni : nt);
-    tr_attn_bwd(g[0], g[1], g[2], g[3], g[4], g[5], c.ri, c.rt, c.oi, c.ot, c.P, c.in[0], c.in[1], c.in[2], c.in[3],
-                c.in[4], c.in[5], c.B, c.H, c.N, c.S, c.dh);
-    for (int i = 0; i < (S ? 6 : 3); i++)
-        report(S ? "attention(joint)" : "attention(self)", names[i],
-               check_tensor(att_loss, &c, c.in[i], g[i], i < 3 ? ni : nt, H_STEP));
+    /* the same outputs as without P */
+    float *o2 = zeros(n);
+    for (int b = 0; b < 2; b++)
+        assert_int_equal(attn_materialized(o2 + b * L * 10, c.in[0] + b * L * 10, c.in[1] + b * L * 10, c.in[2] + b * L * 10,
+                                           L, 2, 4, 10, 0.5f, NULL, 0, NULL),
+                         0);
+    assert_memory_equal(o2, c.o, sizeof(float) * n);
+    float *g[3];
+    for (int i = 0; i < 3; i++) g[i] = zeros(n);
+    for (int b = 0; b < 2; b++) {
+        const size_t o = (size_t)b * L * 10;
+        assert_int_equal(attn_materialized_bwd(g[0] + o, g[1] + o, g[2] + o, c.r + o, c.in[0] + o, c.in[1] + o,
+                                               c.in[2] + o, c.o + o, c.P + (size_t)b * 2 * L * L, L, 2, 4, 10, 0.5f),
+                         0);
+    }
+    for (int i = 0; i < 3; i++) report(L > 6 ? "attention(joint)" : "attention(self)", names[i],
+                                       check_tensor(att_loss, &c, c.in[i], g[i], n, H_STEP));
     /* probabilities sum to one */
-    for (int row = 0; row < 2 * 2 * T; row++) {
+    for (int row = 0; row < 2 * 2 * L; row++) {
         double s = 0;
-        for (int j = 0; j < T; j++) s += c.P[(size_t)row * T + j];
+        for (int j = 0; j < L; j++) s += c.P[(size_t)row * L + j];
         assert_true(fabs(s - 1) < 1e-5);
     }
-    for (int i = 0; i < 6; i++) free(c.in[i]), free(g[i]);
-    free(c.oi), free(c.ot), free(c.P), free(c.ri), free(c.rt);
+    for (int i = 0; i < 3; i++) free(c.in[i]), free(g[i]);
+    free(c.o), free(c.P), free(c.r), free(o2);
 }
 
 static void test_grad_attention(void **st) {
-    run_attention(3);
-    run_attention(0);
+    run_attention(9); /* 6 image + 3 text tokens */
+    run_attention(6);
 }
 
 /* ---- timestep MLP and pooled projection: linear -> SiLU -> linear ---- */
@@ -303,10 +337,11 @@ typedef struct {
 
 static double mlp_loss(void *p) {
     mlp_ctx *c = p;
+    const ss_linear l1 = {c->W1, c->b1, c->in, c->D}, l2 = {c->W2, c->b2, c->D, c->D};
     if (c->timestep) op_timestep_embedding(c->x, c->t, c->B, c->in);
-    tr_linear_fwd(c->h, c->x, c->W1, c->b1, c->B, c->in, c->D);
-    tr_silu_fwd(c->s, c->h, (size_t)c->B * c->D);
-    tr_linear_fwd(c->y, c->s, c->W2, c->b2, c->B, c->D, c->D);
+    op_linear(c->h, c->x, &l1, c->B);
+    op_silu(c->s, c->h, (size_t)c->B * c->D);
+    op_linear(c->y, c->s, &l2, c->B);
     return dot(c->r, c->y, (size_t)c->B * c->D);
 }
 
@@ -319,11 +354,12 @@ static void run_mlp(int timestep) {
     c.W2 = alloc_fill(144, 0.3, 73), c.b2 = alloc_fill(12, 0.3, 74), c.h = zeros(36), c.s = zeros(36), c.y = zeros(36);
     c.r = alloc_fill(36, 1, 75);
     mlp_loss(&c);
+    const ss_linear l1 = {c.W1, c.b1, c.in, 12}, l2 = {c.W2, c.b2, 12, 12};
     float *dW1 = zeros((size_t)12 * c.in), *db1 = zeros(12), *dW2 = zeros(144), *db2 = zeros(12), *ds = zeros(36);
     float *dx = zeros((size_t)3 * c.in);
-    tr_linear_bwd(ds, 0, dW2, db2, c.r, c.s, c.W2, 3, 12, 12);
-    tr_silu_bwd(ds, ds, c.h, 36);
-    tr_linear_bwd(timestep ? NULL : dx, 0, dW1, db1, ds, c.x, c.W1, 3, c.in, 12);
+    op_linear_bwd(ds, 0, dW2, db2, c.r, c.s, &l2, 3);
+    op_silu_bwd(ds, ds, c.h, 36);
+    op_linear_bwd(timestep ? NULL : dx, 0, dW1, db1, ds, c.x, &l1, 3);
     if (!timestep) report(op, "pooled", check_tensor(mlp_loss, &c, c.x, dx, (size_t)3 * c.in, H_STEP));
     report(op, "linear_1.weight", check_tensor(mlp_loss, &c, c.W1, dW1, (size_t)12 * c.in, H_STEP));
     report(op, "linear_1.bias", check_tensor(mlp_loss, &c, c.b1, db1, 12, H_STEP));
@@ -338,48 +374,38 @@ static void test_grad_conditioning(void **st) {
     run_mlp(0);
 }
 
-/* ---- patch embedding and unpatchify ---- */
+/* ---- unpatchify ---- */
 
 typedef struct {
-    int B, C, Hi, Wi, p, D;
-    float *x, *pv, *W, *b, *y, *r;
+    int B, C, Hi, Wi, p;
+    float *x, *y, *r;
 } patch_ctx;
 
-static double patch_loss(void *p) {
-    patch_ctx *c = p;
-    const int N = (c->Hi / c->p) * (c->Wi / c->p), cp = c->C * c->p * c->p;
-    tr_patchify(c->pv, c->x, c->B, c->C, c->Hi, c->Wi, c->p);
-    tr_linear_fwd(c->y, c->pv, c->W, c->b, c->B * N, cp, c->D);
-    return dot(c->r, c->y, (size_t)c->B * N * c->D);
-}
-
+/* sd3's unpatchify, written out here (dit-spec 2.5): image [B, C, Hi, Wi] from token rows
+ * y [B*N, p*p*C], channel (py*p + px)*C + c inside a token. */
 static double unpatch_loss(void *p) {
-    patch_ctx *c = p; /* y [B*N, p*p*C] -> image x */
-    tr_unpatchify(c->x, c->y, c->B, c->C, c->Hi, c->Wi, c->p);
+    patch_ctx *c = p;
+    const int gw = c->Wi / c->p, N = (c->Hi / c->p) * gw, pp = c->p * c->p * c->C;
+    for (int b = 0; b < c->B; b++)
+        for (int n = 0; n < N; n++)
+            for (int py = 0; py < c->p; py++)
+                for (int px = 0; px < c->p; px++)
+                    for (int ch = 0; ch < c->C; ch++)
+                        c->x[((b * c->C + ch) * c->Hi + (n / gw) * c->p + py) * c->Wi + (n % gw) * c->p + px] =
+                            c->y[(b * N + n) * pp + (py * c->p + px) * c->C + ch];
     return dot(c->r, c->x, (size_t)c->B * c->C * c->Hi * c->Wi);
 }
 
 static void test_grad_patch(void **st) {
-    patch_ctx c = {.B = 2, .C = 3, .Hi = 4, .Wi = 6, .p = 2, .D = 5};
+    patch_ctx c = {.B = 2, .C = 3, .Hi = 4, .Wi = 6, .p = 2};
     const int N = 6, cp = 12, nimg = 2 * 3 * 4 * 6;
-    c.x = alloc_fill(nimg, 1, 80), c.pv = zeros(2 * N * cp), c.W = alloc_fill(5 * cp, 0.5, 81), c.b = alloc_fill(5, 0.5, 82);
-    c.y = zeros(2 * N * 5), c.r = alloc_fill(2 * N * 5, 1, 83);
-    patch_loss(&c);
-    float *dW = zeros(5 * cp), *db = zeros(5);
-    tr_linear_bwd(NULL, 0, dW, db, c.r, c.pv, c.W, 2 * N, cp, 5);
-    report("patch embed", "proj.weight", check_tensor(patch_loss, &c, c.W, dW, 5 * cp, H_STEP));
-    report("patch embed", "proj.bias", check_tensor(patch_loss, &c, c.b, db, 5, H_STEP));
-    /* the patch vectors follow the conv weight layout (c, py, px): spot-check one entry */
-    assert_true(c.pv[(1 * N + 4) * cp + (2 * 2 + 1) * 2 + 0] == c.x[((1 * 3 + 2) * 4 + 2 + 1) * 6 + 2]);
-    free(c.y), free(c.r);
-    /* unpatchify: y [B*N, p*p*C] -> [B, C, H, W], channel-last inside a token */
-    c.y = alloc_fill(2 * N * cp, 1, 84), c.r = alloc_fill(nimg, 1, 85);
+    c.x = zeros(nimg), c.y = alloc_fill(2 * N * cp, 1, 84), c.r = alloc_fill(nimg, 1, 85);
     float *dy = zeros(2 * N * cp);
     tr_unpatchify_bwd(dy, c.r, c.B, c.C, c.Hi, c.Wi, c.p);
     report("unpatchify", "y", check_tensor(unpatch_loss, &c, c.y, dy, 2 * N * cp, H_STEP));
     unpatch_loss(&c);
     assert_true(c.x[((1 * 3 + 2) * 4 + 2 + 1) * 6 + 2] == c.y[(1 * N + 4) * cp + (1 * 2 + 0) * 3 + 2]);
-    free(c.x), free(c.pv), free(c.W), free(c.b), free(c.y), free(c.r), free(dW), free(db), free(dy);
+    free(c.x), free(c.y), free(c.r), free(dy);
 }
 
 /* ---- text embeddings ---- */
@@ -387,12 +413,14 @@ static void test_grad_patch(void **st) {
 typedef struct {
     int B, S, J;
     int32_t *ids;
+    te enc; /* the inference encoder over tok, pos */
     float *tok, *pos, *ehs, *pooled, *r1, *r2;
 } emb_ctx;
 
 static double emb_loss(void *p) {
     emb_ctx *c = p;
-    tr_embed_fwd(c->ehs, c->pooled, c->tok, c->pos, c->ids, c->B, c->S, c->J);
+    for (int b = 0; b < c->B; b++)
+        assert_int_equal(te_encode_ids(&c->enc, c->ids + b * c->S, c->ehs + b * c->S * c->J, c->pooled + b * c->J), 0);
     return dot(c->r1, c->ehs, (size_t)c->B * c->S * c->J) + dot(c->r2, c->pooled, (size_t)c->B * c->J);
 }
 
@@ -401,25 +429,12 @@ static void test_grad_text_embedding(void **st) {
     int32_t ids[3 * 5] = {3, 5, 1, 0, 0, 4, 4, 6, 2, 1, 1, 0, 0, 0, 0};
     emb_ctx c = {.B = 3, .S = 5, .J = 6, .ids = ids};
     c.tok = alloc_fill(7 * 6, 1, 90), c.pos = alloc_fill(5 * 6, 1, 91), c.ehs = zeros(90), c.pooled = zeros(18);
+    c.enc = (te){.cfg = {7, 5, 6, 6}, .tok_emb = c.tok, .pos_emb = c.pos};
     c.r1 = alloc_fill(90, 1, 92), c.r2 = alloc_fill(18, 1, 93);
     float *dtok = zeros(42), *dpos = zeros(30);
     tr_embed_bwd(dtok, dpos, c.r1, c.r2, ids, 3, 5, 6);
     report("text embeddings", "token_embedding", check_tensor(emb_loss, &c, c.tok, dtok, 42, H_STEP));
     report("text embeddings", "position_embedding", check_tensor(emb_loss, &c, c.pos, dpos, 30, H_STEP));
-    /* same numbers as the inference encoder */
-    te_config tc = {7, 5, 6, 6};
-    te *t;
-    assert_int_equal(te_init_random(&t, &tc, 3), 0);
-    memcpy(t->tok_emb, c.tok, sizeof(float) * 42);
-    memcpy(t->pos_emb, c.pos, sizeof(float) * 30);
-    float ehs[30], pooled[6];
-    emb_loss(&c);
-    for (int b = 0; b < 3; b++) {
-        assert_int_equal(te_encode_ids(t, ids + 5 * b, ehs, pooled), 0);
-        assert_memory_equal(ehs, c.ehs + 30 * b, sizeof ehs);
-        assert_memory_equal(pooled, c.pooled + 6 * b, sizeof pooled);
-    }
-    te_free(t);
     free(c.tok), free(c.pos), free(c.ehs), free(c.pooled), free(c.r1), free(c.r2), free(dtok), free(dpos);
 }
 
@@ -699,7 +714,8 @@ static void run_forward_match(int qk) {
     float t[2] = {999.0f, 123.5f}, ehs[2 * 6 * 12], pooled[2 * 12];
     int32_t ids[12] = {2, 3, 4, 1, 0, 0, 1, 0, 0, 0, 0, 0};
     assert_int_equal(tr_forward(m, w, x, t, ids, B, out), 0);
-    tr_embed_fwd(ehs, pooled, m->tok_emb, m->pos_emb, ids, B, S, J);
+    const te enc = {.cfg = m->tcfg, .tok_emb = m->tok_emb, .pos_emb = m->pos_emb};
+    for (int b = 0; b < B; b++) assert_int_equal(te_encode_ids(&enc, ids + S * b, ehs + S * J * b, pooled + J * b), 0);
     assert_int_equal(sd3_forward(&m->view, ref, x, ehs, pooled, t, B, 16, 16, S, NULL), 0);
     double e1 = max_rel(out, ref, (size_t)B * n);
     /* save, load with the inference loaders, compare again */
@@ -740,6 +756,167 @@ static void test_forward_matches_inference(void **st) {
     run_forward_match(1);
 }
 
+/* ---- the cached forward: sd3_forward_cache against sd3_forward and diffusers ---- */
+
+/* On a diffusers fixture: the cached forward (materialized attention) matches the inference
+ * forward to fp32 rounding and diffusers' output to the fixture tolerance; what the cache records
+ * is what the forward computed (block i+1 receives block i's output, the final layer's input is
+ * the last block's, proj_out's rows unpatchify to the output); a cache for a larger batch serves
+ * a smaller one; a second call allocates nothing. */
+static void test_cached_forward_fixture(void **st) {
+    tc_sd3fx f;
+    if (tc_sd3fx_load(&f, "sd3-tiny-a") < 0) fail_msg("%s", ss_err());
+    const sd3_model *m = f.m;
+    const int B = f.B, N = f.N, S = f.S, D = m->D, L = m->cfg.num_layers;
+    float *ref = zeros(f.nout), *out = zeros(f.nout), *out1 = zeros(f.nout);
+    float *exp = tc_load(f.expected, "sample", NULL, NULL, NULL);
+    assert_non_null(exp);
+    assert_int_equal(sd3_forward(m, ref, f.x, f.ctx, f.pooled, f.t, B, f.Hl, f.Wl, S, NULL), 0);
+    sd3_workspace *ws;
+    sd3_cache *c;
+    assert_int_equal(sd3_workspace_new(&ws, m, B + 1, f.Hl, f.Wl, S), 0);
+    assert_int_equal(sd3_cache_new(&c, m, B + 1, f.Hl, f.Wl, S), 0);
+    assert_int_equal(sd3_forward_cache(m, ws, c, out, f.x, f.ctx, f.pooled, f.t, B, f.Hl, f.Wl, S), 0);
+    const double e_inf = max_rel(out, ref, f.nout), e_dif = tc_rel_l2(out, exp, f.nout);
+    print_message("  cached forward (sd3-tiny-a): max rel diff %.2e vs sd3_forward, rel L2 %.2e vs diffusers\n", e_inf,
+                  e_dif);
+    assert_true(e_inf <= 1e-5);
+    assert_true(e_dif <= 1e-4);
+    /* block i's image output, x_mid + gate * FF from its cache, is what block i+1 (or the final
+     * layer) received, bit for bit */
+    float *xo = malloc(sizeof(float) * B * N * D);
+    for (int i = 0; i < L; i++) {
+        const sd3_block_cache *bc = &c->blocks[i];
+        memcpy(xo, bc->x_mid, sizeof(float) * B * N * D);
+        for (int b = 0; b < B; b++)
+            op_add_gated(xo + (size_t)b * N * D, bc->fx + (size_t)b * N * D, bc->modx + (size_t)b * 6 * D + 5 * D, N, D);
+        assert_memory_equal(xo, i + 1 < L ? c->blocks[i + 1].x_in : c->x_out, sizeof(float) * B * N * D);
+    }
+    free(xo);
+    /* probabilities: rows sum to one */
+    const int T = N + S, H = m->cfg.num_heads;
+    for (int r = 0; r < B * H * T; r++) {
+        double s = 0;
+        for (int j = 0; j < T; j++) s += c->blocks[0].p[(size_t)r * T + j];
+        assert_true(fabs(s - 1) < 1e-5);
+    }
+    /* GELU output = GELU(linear 1 output), bit for bit */
+    const size_t nh = (size_t)B * N * 4 * D;
+    float *g = malloc(sizeof(float) * nh);
+    memcpy(g, c->blocks[1].hx, sizeof(float) * nh);
+    op_gelu_tanh(g, nh);
+    assert_memory_equal(g, c->blocks[1].gx, sizeof(float) * nh);
+    free(g);
+    /* batch element 0 alone: the same rows */
+    assert_int_equal(sd3_forward_cache(m, ws, c, out1, f.x, f.ctx, f.pooled, f.t, 1, f.Hl, f.Wl, S), 0);
+    assert_memory_equal(out1, out, sizeof(float) * f.nout / B);
+    const long a0 = sd3_workspace_allocs(ws);
+    assert_int_equal(sd3_forward_cache(m, ws, c, out1, f.x, f.ctx, f.pooled, f.t, B, f.Hl, f.Wl, S), 0);
+    assert_memory_equal(out1, out, sizeof(float) * f.nout);
+    assert_int_equal(sd3_workspace_allocs(ws), a0);
+    /* sizes the cache does not hold */
+    assert_int_equal(sd3_forward_cache(m, ws, c, out1, f.x, f.ctx, f.pooled, f.t, B + 2, f.Hl, f.Wl, S), SS_EARG);
+    assert_non_null(strstr(ss_err(), "activation cache"));
+    assert_int_equal(sd3_forward_cache(m, ws, c, out1, f.x, f.ctx, f.pooled, f.t, B, f.Hl, f.Wl, S - 1), SS_EARG);
+    sd3_cache_free(c);
+    sd3_workspace_free(ws);
+    free(ref), free(out), free(out1), free(exp);
+    tc_sd3fx_free(&f);
+    /* SD3.5 dual-attention blocks: not covered, refused naming the block */
+    if (tc_sd3fx_load(&f, "sd35-tiny-b") < 0) fail_msg("%s", ss_err());
+    assert_int_equal(sd3_cache_new(&c, f.m, f.B, f.Hl, f.Wl, f.S), SS_EARG);
+    assert_null(c);
+    assert_non_null(strstr(ss_err(), "block 0"));
+    tc_sd3fx_free(&f);
+}
+
+/* A tiny trainable model (tiny_arch, generic init) with a work space for 2 and one batch. */
+typedef struct {
+    tr_model *m;
+    tr_ws *w;
+    float *x0, *noise, sigma[2];
+    int32_t ids[10]; /* a caption, and the empty prompt */
+} small_run;
+
+static void small_run_new(small_run *r, int qk) {
+    sd3_config c;
+    te_config tc;
+    tiny_arch(&c, &tc, qk, 5);
+    *r = (small_run){.sigma = {0.3f, 0.8f}, .ids = {2, 7, 3, 1, 0, 1, 0, 0, 0, 0}};
+    assert_int_equal(tr_model_new(&r->m, &c, &tc, 5, 0), 0);
+    assert_int_equal(tr_ws_new(&r->w, r->m, 2), 0);
+    r->x0 = alloc_fill(2 * 3 * 8 * 8, 1, 100), r->noise = alloc_fill(2 * 3 * 8 * 8, 1.5, 101);
+}
+
+static void small_run_free(small_run *r) {
+    free(r->x0), free(r->noise);
+    tr_ws_free(r->w);
+    tr_model_free(r->m);
+}
+
+/* The trainer's steps reuse the forward's workspace: no allocation after the first. */
+static void test_step_allocates_nothing(void **st) {
+    small_run r;
+    small_run_new(&r, 1);
+    const double L1 = tr_loss_grad(r.m, r.w, r.x0, r.noise, r.sigma, r.ids, 2, 1);
+    const long a0 = sd3_workspace_allocs(NULL);
+    for (int s = 0; s < 3; s++) assert_true(tr_loss_grad(r.m, r.w, r.x0, r.noise, r.sigma, r.ids, s == 1 ? 1 : 2, 1) > 0);
+    assert_int_equal(sd3_workspace_allocs(NULL), a0);
+    assert_true(tr_loss_grad(r.m, r.w, r.x0, r.noise, r.sigma, r.ids, 2, 0) == L1); /* the same batch, the same loss */
+    small_run_free(&r);
+}
+
+/* sd3_bind_view asks for exactly the tensors sd3_enumerate_tensors names (one name table), and a
+ * missing one fails naming it. */
+typedef struct {
+    int calls;
+    const char *refuse;
+    float buf[1 << 16];
+} view_ctx;
+
+static const float *view_lookup(void *ctx, const char *name, int ndim, const int64_t *shape) {
+    view_ctx *v = ctx;
+    v->calls++;
+    int64_t n = 1;
+    for (int d = 0; d < ndim; d++) n *= shape[d];
+    if ((v->refuse && strstr(name, v->refuse)) || n > (int64_t)(sizeof v->buf / sizeof v->buf[0])) return NULL;
+    return v->buf;
+}
+
+static void count_cb(void *ctx, const char *name, int ndim, const int64_t *shape) { ++*(int *)ctx; }
+
+static void test_bind_view_names(void **st) {
+    sd3_config c;
+    te_config tc;
+    tiny_arch(&c, &tc, 1, 5);
+    int n = 0;
+    assert_int_equal(sd3_enumerate_tensors(&c, count_cb, &n), 0);
+    view_ctx *v = calloc(1, sizeof *v);
+    sd3_model m;
+    assert_int_equal(sd3_bind_view(&m, &c, view_lookup, v, "view"), 0);
+    assert_int_equal(v->calls, n);
+    assert_true(m.blocks[1].norm_added_k == v->buf && m.proj_out.in == 16 && m.blocks[1].last);
+    free(m.blocks);
+    v->refuse = "transformer_blocks.1.attn.to_k.bias";
+    assert_int_equal(sd3_bind_view(&m, &c, view_lookup, v, "view"), SS_EMISSING);
+    assert_null(m.blocks);
+    assert_non_null(strstr(ss_err(), "'transformer_blocks.1.attn.to_k.bias'"));
+    free(v);
+}
+
+/* A NaN weight is caught by the model's forward checks during training, naming the block. */
+static void test_nonfinite_named(void **st) {
+    small_run r;
+    small_run_new(&r, 0);
+    const int i = tr_model_find(r.m, "transformer_blocks.1.ff.net.2.bias");
+    assert_true(i >= 0);
+    r.m->param[r.m->t[i].off + 3] = NAN;
+    assert_true(tr_loss_grad(r.m, r.w, r.x0, r.noise, r.sigma, r.ids, 2, 1) == SS_EFORMAT);
+    print_message("  %s\n", ss_err());
+    assert_non_null(strstr(ss_err(), "trainer: forward: block 1: image stream output"));
+    small_run_free(&r);
+}
+
 static int summary(void **st) {
     print_message("  worst op gradient-check error: %.2e (tolerance %.0e)\n", g_worst, TOL);
     return 0;
@@ -755,7 +932,9 @@ int main(int argc, char **argv) {
         cmocka_unit_test(test_grad_gate),          cmocka_unit_test(test_grad_attention),
         cmocka_unit_test(test_grad_conditioning),  cmocka_unit_test(test_grad_patch),
         cmocka_unit_test(test_grad_text_embedding), cmocka_unit_test(test_grad_model),
-        cmocka_unit_test(test_forward_matches_inference),
+        cmocka_unit_test(test_forward_matches_inference), cmocka_unit_test(test_cached_forward_fixture),
+        cmocka_unit_test(test_step_allocates_nothing), cmocka_unit_test(test_bind_view_names),
+        cmocka_unit_test(test_nonfinite_named),
     };
     return cmocka_run_group_tests(tests, NULL, summary);
 }

@@ -15,32 +15,43 @@
 #include "models/sd3.h"
 #include "sink/qkmean.h"
 #include "sink/sink.h"
+#include "sink/spiral.h"
 
 static const char USAGE[] =
     "usage: sinkscope forward --model DIR --inputs IN.safetensors --out OUT.safetensors\n"
     "                         [--dump-blocks] [--dump-rope-qk] [--probe BLOCKS] [--probe-queries image|text|all]\n"
-    "                         [--topk K] [--stats FILE.json] [--condition FILE.json] [--threads N] [--precision f32|bf16]\n"
+    "                         [--topk K] [--spiral FIELDS] [--stats FILE.json] [--condition FILE.json] [--threads N] [--precision f32|bf16]\n"
     "\n"
     "  --model DIR        diffusers transformer folder (config.json + diffusion_pytorch_model*.safetensors):\n"
-    "                     SD3Transformer2DModel or FluxTransformer2DModel (config.json's _class_name)\n"
+    "                     SD3Transformer2DModel, FluxTransformer2DModel or PixArtTransformer2DModel\n"
+    "                     (config.json's _class_name)\n"
     "  --inputs FILE      SD3: hidden_states [B,C,H,W], encoder_hidden_states [B,S,J],\n"
     "                     pooled_projections [B,P], timestep [B] (raw scheduler timestep in [0,1000]);\n"
     "                     FLUX: hidden_states [B,N,C] (packed), encoder_hidden_states [B,S,J],\n"
     "                     pooled_projections [B,P], timestep [B] (sigma), img_ids [N,3], txt_ids [S,3],\n"
-    "                     guidance [B] (models with guidance_embeds)\n"
+    "                     guidance [B] (models with guidance_embeds);\n"
+    "                     PixArt: hidden_states [B,C,H,W], encoder_hidden_states [B,S,caption_channels],\n"
+    "                     encoder_attention_mask [B,S] (1 keep, 0 padding; optional), timestep [B],\n"
+    "                     resolution [B,2] and aspect_ratio [B,1] (only models with additional conditions)\n"
     "  --out FILE         writes sample (SD3 [B,C,H,W], FLUX [B,N,C]); with --dump-blocks also block.{i}\n"
     "                     [B,N,D] (image stream after block i; FLUX: double block i) and FLUX's single.{j}\n"
     "                     [B,S+N,D] (whole stream, text first); with --probe also mass.{i} [B,H,N+S]\n"
     "                     (incoming mass per key averaged over the image queries, in the model's token\n"
     "                     order: SD3 image first, FLUX text first; mass.attn2.{i} [B,H,N] for SD3.5's\n"
-    "                     attn2 sites, single_mass.{j} for FLUX's single blocks)\n"
+    "                     attn2 sites, single_mass.{j} for FLUX's single blocks; PixArt: self_mass.{i}\n"
+    "                     [B,H,N] and cross_mass.{i} [B,H,S], 0 for padding)\n"
     "  --dump-rope-qk     (FLUX) also qk_pre.{i}, qk_post.{i}, single_qk_pre.{j}, single_qk_post.{j}\n"
     "                     [B,H,S+N]: <q_i, k_j> averaged over the image queries i, after the QK RMSNorm,\n"
     "                     before and after RoPE, not divided by sqrt(head dim)\n"
     "  --probe SITES      comma-separated sites to probe: joint block indices (e.g. 0,6,12) and/or\n"
-    "                     site names joint.{i}, attn2.{i} (SD3.5 dual blocks), double.{i}, single.{j} (FLUX)\n"
+    "                     site names joint.{i}, attn2.{i} (SD3.5 dual blocks), double.{i}, single.{j} (FLUX),\n"
+    "                     self.{i}, cross.{i} (PixArt); or 'all': every site of the model\n"
     "  --probe-queries Q  query rows the probe statistics average over (default image)\n"
     "  --topk K           sinks recorded per head (default 5)\n"
+    "  --spiral FIELDS    with --probe: the \"why sinks form\" fields at every probed site (docs/spiral-\n"
+    "                     measurements.md): 'all' or any of keyimp,budget,energy,qk,norms,act; in the stats\n"
+    "                     JSON (probe.spiral) and as tensors keyimp.{site} [B,Tk], budget.{site} [B,8],\n"
+    "                     kenergy_sink.{site} / kenergy_image.{site} [B,dh/2] (RoPE sites), act_inf.{site} [B,Tk]\n"
     "  --stats FILE       probe statistics and intervention verification as JSON\n"
     "                     (default: OUT with .safetensors replaced by .stats.json, when probing or intervening)\n"
     "  --condition FILE   one intervention condition object (schema: README, section Conditions)\n"
@@ -56,6 +67,7 @@ typedef struct {
     sd3_hooks inner;
     int dump;           /* --dump-blocks */
     int dump_qk;        /* --dump-rope-qk */
+    sink_ctx *sink;     /* the probe, for its pre-RoPE <q, k> (--spiral) */
     dumped *dumps;      /* block outputs in the order they came */
     int n_dumps, cap_dumps;
 } fwd_hooks;
@@ -144,6 +156,10 @@ static int fwd_block_output(void *ctx, ss_site_kind kind, int block, const float
 /* --dump-rope-qk: the image-query mean <q, k> before and after RoPE */
 static int fwd_rope_qk(void *ctx, const ss_site *site, int post, const attn_args *a) {
     fwd_hooks *f = ctx;
+    if (f->sink) {
+        int rc = sink_ctx_rope_qk(f->sink, site, post, a);
+        if (rc < 0) return rc;
+    }
     if (!f->dump_qk) return 0;
     int lo, hi;
     if (ss_site_range(site, 0, 0, &lo, &hi) < 0 || hi <= lo) return 0; /* no image queries */
@@ -161,6 +177,11 @@ static int fwd_rope_qk(void *ctx, const ss_site *site, int post, const attn_args
     return ss_qk_mean(d->data, a, lo, hi);
 }
 
+/* spiral_rec_tensors' callback: one F32 tensor into the output file */
+static int fwd_add_tensor(void *ctx, const char *name, int ndim, const int64_t *shape, const float *data) {
+    return st_writer_add_f32(ctx, name, ST_F32, ndim, shape, data);
+}
+
 /* Is key j of this record's site a text token? (from the site's spans: SD3 image first, FLUX text first) */
 static int key_is_text(const ss_site *sites, int n, const sink_record *r, int j) {
     const ss_site *s = ss_site_find(sites, n, r->site);
@@ -171,11 +192,11 @@ static int key_is_text(const ss_site *sites, int n, const sink_record *r, int j)
 
 int cmd_forward(int argc, char **argv) {
     const char *model_dir = NULL, *in_path = NULL, *out_path = NULL, *probe_s = NULL, *pq_s = "image", *topk_s = "5",
-               *stats_path = NULL, *cond_path = NULL, *threads_s = NULL, *prec_s = NULL;
+               *stats_path = NULL, *cond_path = NULL, *threads_s = NULL, *spiral_s = NULL, *prec_s = NULL;
     int dump_blocks = 0, dump_qk = 0;
     cli_opt opts[] = {{"model", &model_dir, NULL},     {"inputs", &in_path, NULL},      {"out", &out_path, NULL},
                       {"dump-blocks", NULL, &dump_blocks}, {"dump-rope-qk", NULL, &dump_qk}, {"probe", &probe_s, NULL},   {"probe-queries", &pq_s, NULL},
-                      {"topk", &topk_s, NULL},         {"stats", &stats_path, NULL},    {"condition", &cond_path, NULL},
+                      {"topk", &topk_s, NULL}, {"spiral", &spiral_s, NULL},         {"stats", &stats_path, NULL},    {"condition", &cond_path, NULL},
                       {"threads", &threads_s, NULL},   {"precision", &prec_s, NULL}};
     int pr = cli_parse(argc, argv, opts, sizeof opts / sizeof opts[0], USAGE);
     if (pr == 0 && cli_precision("forward", prec_s)) return 2;
@@ -195,12 +216,23 @@ int cmd_forward(int argc, char **argv) {
         fprintf(stderr, "sinkscope forward: --probe-queries must be image, text or all\n");
         return 2;
     }
-    int probe_blocks[COND_MAX_LAYERS], nprobe = 0;
-    if (probe_s && (nprobe = parse_probe(probe_s, probe_blocks, COND_MAX_LAYERS)) < 0) return 2;
+    unsigned spiral = 0;
+    if (spiral_s && spiral_fields_parse(spiral_s, &spiral) < 0) {
+        fprintf(stderr, "sinkscope forward: --spiral: %s\n", ss_err());
+        return 2;
+    }
+    if (spiral_s && !probe_s) {
+        fprintf(stderr, "sinkscope forward: --spiral needs --probe (the sites to measure)\n");
+        return 2;
+    }
+    enum { MAX_SITES = 2 * SS_SITE_MAX_BLOCKS };
+    int probe_blocks[MAX_SITES], nprobe = 0;
+    const int probe_all = probe_s && !strcmp(probe_s, "all");
+    if (probe_s && !probe_all && (nprobe = parse_probe(probe_s, probe_blocks, COND_MAX_LAYERS)) < 0) return 2;
 
     /* the statistics file: --stats, or by default OUT with .safetensors replaced by .stats.json */
     char def[4200];
-    if (!stats_path && (nprobe || cond_path)) {
+    if (!stats_path && (nprobe || probe_all || cond_path)) {
         size_t L = strlen(out_path);
         const char *ext = ".safetensors";
         size_t el = strlen(ext);
@@ -234,7 +266,6 @@ int cmd_forward(int argc, char **argv) {
     sink_condition cond;
     if (cond_path && (rc = sink_condition_load(&cond, cond_path)) < 0) goto done;
     if ((rc = ss_family_detect(model_dir, &fam)) < 0 || (rc = fam->load(&m, model_dir)) < 0) goto done;
-    enum { MAX_SITES = 2 * SS_SITE_MAX_BLOCKS };
     ss_site all_sites[MAX_SITES];
     char list[1024], nm[48];
     const int n_sites = fam->sites(m, 0, 0, all_sites, MAX_SITES);
@@ -244,6 +275,7 @@ int cmd_forward(int argc, char **argv) {
     }
     int n_joint = 0;
     for (int i = 0; i < n_sites; i++) n_joint += all_sites[i].kind == SS_SITE_JOINT;
+    for (int i = 0; probe_all && i < n_sites && i < MAX_SITES; i++) probe_blocks[nprobe++] = ss_site_code_of(&all_sites[i]);
     for (int i = 0; i < nprobe; i++) {
         if (ss_site_code_kind(probe_blocks[i]) == SS_SITE_JOINT && n_joint && probe_blocks[i] >= n_joint) {
             rc = ss_fail(SS_EARG, "--probe: block %d does not exist (%s has %d blocks)", probe_blocks[i], model_dir, n_joint);
@@ -276,7 +308,9 @@ int cmd_forward(int argc, char **argv) {
     if (!out || !sk) { rc = SS_ENOMEM; goto done; }
     if ((rc = sink_ctx_set_probe(sk, probe_blocks, nprobe, pq, (int)topk, 1)) < 0) goto done;
     if (cond_path) sink_ctx_set_condition(sk, &cond);
+    if (spiral) sink_ctx_set_spiral(sk, spiral);
     fh.inner = sink_ctx_hooks(sk);
+    fh.sink = spiral ? sk : NULL;
     fh.dump = dump_blocks;
     fh.dump_qk = dump_qk;
     ss_model_hooks hk = {.ctx = &fh, .attention = fwd_attention, .block_output = fwd_block_output, .rope_qk = fwd_rope_qk};
@@ -295,8 +329,15 @@ int cmd_forward(int argc, char **argv) {
         const ss_site_kind kind = ss_site_code_kind(r->site);
         if (kind == SS_SITE_JOINT || kind == SS_SITE_DOUBLE) snprintf(name, sizeof name, "mass.%d", ss_site_code_block(r->site));
         else if (kind == SS_SITE_SINGLE) snprintf(name, sizeof name, "single_mass.%d", ss_site_code_block(r->site));
+        else if (kind == SS_SITE_SELF) snprintf(name, sizeof name, "self_mass.%d", ss_site_code_block(r->site));
+        else if (kind == SS_SITE_CROSS) snprintf(name, sizeof name, "cross_mass.%d", ss_site_code_block(r->site));
         else snprintf(name, sizeof name, "mass.%s", ss_site_code_name(r->site, nm, sizeof nm));
         if ((rc = st_writer_add_f32(w, name, ST_F32, 3, sm, r->mass)) < 0) goto done;
+    }
+    for (int i = 0; i < sink_ctx_record_count(sk); i++) {
+        const sink_record *r = sink_ctx_record(sk, i);
+        if (r->spiral && (rc = spiral_rec_tensors(r->spiral, ss_site_code_name(r->site, nm, sizeof nm), fwd_add_tensor, w)) < 0)
+            goto done;
     }
     if ((rc = st_writer_save(w, out_path)) < 0) goto done;
     for (int i = 0; i < sink_ctx_record_count(sk); i++) {

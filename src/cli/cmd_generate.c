@@ -8,16 +8,19 @@
 
 #include "cli/args.h"
 #include "cli/commands.h"
+#include "cli/generate_sd3.h"
 #include "core/err.h"
 #include "io/pathcheck.h"
 #include "io/png.h"
 #include "sample/pipeline.h"
+#include "sample/sd3pipe.h"
 #include "sink/sink.h"
 
 
 static const char USAGE[] =
     "usage: sinkscope generate --prompt TEXT --out FILE.png [--seed N] [--steps N] [--cfg X]\n"
     "                          [--model DIR] [--condition FILE.json] [--threads N] [--precision f32|bf16]\n"
+    "                          [--latents FILE.safetensors] [--save-latents FILE.safetensors]\n"
     "\n"
     "  --prompt TEXT      caption; every word must be in the model's tokenizer/vocab.txt\n"
     "  --out FILE         PNG to write; the generation parameters go into tEXt chunks\n"
@@ -30,7 +33,11 @@ static const char USAGE[] =
     "  --condition FILE   one intervention condition object (schema: README, section Conditions);\n"
     "                     its 'steps' window is in t/T = step / (steps - 1), 0 = noisiest\n"
     "  --threads N        OpenMP/BLAS threads (default: all cores); the image does not depend on it\n"
-    CLI_PRECISION_HELP;
+    "  --latents FILE     start from the tensor 'latents' [1, 3, H, W] of this file instead of the seeded noise\n"
+    "  --save-latents FILE  write the initial sample there (tensor 'latents')\n"
+    CLI_PRECISION_HELP
+    "\n"
+    "A diffusers StableDiffusion3Pipeline folder as --model takes more options: sinkscope generate --model DIR --help\n";
 
 
 static void progress(void *ctx, int step, int steps, const float *sample) {
@@ -40,11 +47,23 @@ static void progress(void *ctx, int step, int steps, const float *sample) {
 }
 
 int cmd_generate(int argc, char **argv) {
+    /* a StableDiffusion3Pipeline folder has its own options and sampler */
+    for (int i = 1; i + 1 < argc; i++)
+        if (!strcmp(argv[i], "--model")) {
+            const int kind = sd3pipe_folder_kind(argv[i + 1], PIPE_CLASS_NAME);
+            if (kind < 0) {
+                fprintf(stderr, "sinkscope generate: %s\n", ss_err());
+                return 1;
+            }
+            if (kind == 1) return cmd_generate_sd3(argc, argv);
+            break;
+        }
     const char *prompt = NULL, *out_path = NULL, *seed_s = "0", *steps_s = NULL, *cfg_s = NULL, *model_dir = NULL,
-               *cond_path = NULL, *threads_s = NULL, *prec_s = NULL;
-    cli_opt opts[] = {{"precision", &prec_s, NULL},{"prompt", &prompt, NULL}, {"out", &out_path, NULL},         {"seed", &seed_s, NULL},
+               *cond_path = NULL, *threads_s = NULL, *lat_path = NULL, *save_path = NULL, *prec_s = NULL;
+    cli_opt opts[] = {{"precision", &prec_s, NULL}, {"prompt", &prompt, NULL}, {"out", &out_path, NULL},         {"seed", &seed_s, NULL},
                       {"steps", &steps_s, NULL}, {"cfg", &cfg_s, NULL},            {"model", &model_dir, NULL},
-                      {"condition", &cond_path, NULL}, {"threads", &threads_s, NULL}};
+                      {"condition", &cond_path, NULL}, {"threads", &threads_s, NULL},
+                      {"latents", &lat_path, NULL}, {"save-latents", &save_path, NULL}};
     int pr = cli_parse(argc, argv, opts, sizeof opts / sizeof opts[0], USAGE);
     if (pr) return pr > 0 ? 0 : 2;
     if (cli_precision("generate", prec_s)) return 2;
@@ -74,10 +93,13 @@ int cmd_generate(int argc, char **argv) {
     }
 
     /* the PNG may not overwrite the condition file or any file of the model folder */
-    const pc_file inputs[] = {{"--condition", cond_path}};
-    if (pc_check_output("--out", out_path, inputs, 1) ||
+    const pc_file inputs[] = {{"--condition", cond_path}, {"--latents", lat_path}};
+    if (pc_check_output("--out", out_path, inputs, 2) ||
         pc_check_output_tree("--out", out_path, model_dir == embedded ? "the model" : "--model", model_dir,
-                             pc_is_model_file)) {
+                             pc_is_model_file) ||
+        (save_path && (pc_check_output("--save-latents", save_path, inputs, 2) ||
+                       pc_check_output_tree("--save-latents", save_path, "--model", model_dir, pc_is_model_file) ||
+                       pc_check_outputs_differ("--out", out_path, "--save-latents", save_path)))) {
         fprintf(stderr, "sinkscope generate: %s\n", ss_err());
         return 2;
     }
@@ -86,6 +108,7 @@ int cmd_generate(int argc, char **argv) {
     pipeline *pp = NULL;
     sink_ctx *sk = NULL;
     uint8_t *rgb = NULL;
+    float *lat = NULL;
     char *cond_json = NULL;
     sink_condition cond;
     if (cond_path) {
@@ -125,8 +148,18 @@ int cmd_generate(int argc, char **argv) {
         rc = SS_ENOMEM;
         goto done;
     }
+    if (lat_path || save_path) {
+        if (!(lat = ss_malloc(sizeof(float) * 3 * H * W))) {
+            rc = SS_ENOMEM;
+            goto done;
+        }
+        if (lat_path && (rc = gen_read_latents(lat_path, 1, 3, H, W, lat)) < 0) goto done;
+        if (lat_path) p.latents = lat;
+        if (save_path) p.latents_out = lat;
+    }
     if (isatty(STDERR_FILENO)) p.progress = progress;
     if ((rc = pipe_generate(pp, &p, rgb, sk, NULL)) < 0) goto done;
+    if (save_path && (rc = gen_save_latents(save_path, 1, 3, H, W, lat)) < 0) goto done;
 
     char seed_v[32], steps_v[32], cfg_v[48];
     snprintf(seed_v, sizeof seed_v, "%lld", (long long)seed);
@@ -136,14 +169,17 @@ int cmd_generate(int argc, char **argv) {
         if (strtod(cfg_v, NULL) == p.cfg) break;
     }
     const char *kv[] = {"prompt", prompt,   "seed",     seed_v, "steps", steps_v, "cfg", cfg_v, "model", model_dir,
-                        "Software", "sinkscope " SINKSCOPE_VERSION, "condition", cond_json};
-    const int n_kv = cond_json ? 7 : 6;
+                        "Software", "sinkscope " SINKSCOPE_VERSION, NULL, NULL, NULL, NULL};
+    int n_kv = 6; /* then the optional chunks: condition, latents */
+    if (cond_json) kv[2 * n_kv] = "condition", kv[2 * n_kv + 1] = cond_json, n_kv++;
+    if (lat_path) kv[2 * n_kv] = "latents", kv[2 * n_kv + 1] = lat_path, n_kv++;
     if ((rc = png_write_rgb(out_path, W, H, rgb, kv, n_kv)) < 0) goto done;
     exit_code = 0;
 done:
     if (rc < 0) fprintf(stderr, "sinkscope generate: %s\n", ss_err());
     free(cond_json);
     free(rgb);
+    free(lat);
     sink_ctx_free(sk);
     pipe_free(pp);
     return exit_code;

@@ -11,4 +11,5 @@ int cmd_train(int argc, char **argv);
 int cmd_tokenize(int argc, char **argv);
 int cmd_encode(int argc, char **argv);
 int cmd_metric(int argc, char **argv);
+int cmd_vae(int argc, char **argv);
 #endif

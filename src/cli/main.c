@@ -20,6 +20,7 @@ static const command COMMANDS[] = {
     {"train", cmd_train, "train a pixel-space model and its text encoder (rectified flow)"},
     {"tokenize", cmd_tokenize, "CLIP BPE / T5 SentencePiece token ids of JSON-string prompts, one per line"},
     {"encode", cmd_encode, "run a CLIP or T5 text encoder (transformers folder) on input_ids"},
+    {"vae", cmd_vae, "AutoencoderKL (diffusers vae/ folder): decode latents and encode images"},
     {"metric", cmd_metric, "image metrics of the paper: clip-t (and clip-score), lpips, one JSON object per line"},
 };
 

@@ -117,5 +117,9 @@ int attn_apply_reweight(const attn_args *a, const attn_stats *st, const attn_rew
  * thread, so for short sequences. SS_OK or SS_ENOMEM. */
 int attn_materialized(float *out, const float *q, const float *k, const float *v, int L, int H, int dh, int ld, float scale,
                       const float *bias, int causal, const int64_t *keymask);
+/* attn_materialized that also keeps the probabilities P [H, L, L] (row i of head h: the softmax
+ * over keys; 0 past i when causal), as a backward pass needs them (core/ops_bwd.h). Same bits. */
+int attn_materialized_probs(float *out, float *P, const float *q, const float *k, const float *v, int L, int H, int dh,
+                            int ld, float scale, const float *bias, int causal, const int64_t *keymask);
 
 #endif

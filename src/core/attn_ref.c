@@ -10,19 +10,26 @@
 
 int attn_materialized(float *out, const float *q, const float *k, const float *v, int L, int H, int dh, int ld, float scale,
                       const float *bias, int causal, const int64_t *keymask) {
+    return attn_materialized_probs(out, NULL, q, k, v, L, H, dh, ld, scale, bias, causal, keymask);
+}
+
+int attn_materialized_probs(float *out, float *P, const float *q, const float *k, const float *v, int L, int H, int dh,
+                            int ld, float scale, const float *bias, int causal, const int64_t *keymask) {
     size_t LL;
     if (ss_mul_size((size_t)L, (size_t)L, &LL) < 0) return ss_fail(SS_ENOMEM, "sequence too long");
     int err = 0;
 #pragma omp parallel
     {
-        float *S = malloc(LL * sizeof *S);
-        if (!S) {
+        /* the scores of one head: a per-thread buffer, or head h's slice of P */
+        float *buf = P ? NULL : malloc(LL * sizeof *buf);
+        if (!P && !buf) {
 #pragma omp atomic write
             err = 1;
         }
 #pragma omp for schedule(dynamic)
         for (int h = 0; h < H; h++) {
-            if (!S) continue;
+            if (!P && !buf) continue;
+            float *S = P ? P + (size_t)h * LL : buf;
             cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, L, L, dh, scale, q + h * dh, ld, k + h * dh, ld, 0.0f,
                         S, L);
             for (int i = 0; i < L; i++) {
@@ -51,7 +58,7 @@ int attn_materialized(float *out, const float *q, const float *k, const float *v
             cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, L, dh, L, 1.0f, S, L, v + h * dh, ld, 0.0f,
                         out + h * dh, ld);
         }
-        free(S);
+        free(buf);
     }
     return err ? ss_fail(SS_ENOMEM, "out of memory (attention scores)") : 0;
 }

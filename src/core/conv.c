@@ -2,6 +2,9 @@
 
 #include <cblas.h>
 #include <math.h>
+#include <stdlib.h>
+
+#include "core/err.h"
 
 #define PAR_MIN 32768 /* as core/ops.c: below this a parallel region costs more than the loop */
 #define CONV_NB 256   /* output columns per sgemm block */
@@ -97,4 +100,107 @@ void op_maxpool2d(float *y, const float *x, int C, int H, int W, int k, int stri
                 yc[(size_t)oy * Wo + ox] = nan ? NAN : m;
             }
     }
+}
+
+/* ---- tiled convolution, group norm, nearest upsampling (the VAE) ---- */
+
+/* col[r][n - j0] for output columns n in [j0, j0 + nb), r = (ci*kh + i)*kw + j. */
+static void im2col_block(float *col, const float *x, const ss_conv2d *c, int H, int W, int Wo, int j0, int nb) {
+    const int kh = c->kh, kw = c->kw, s = c->stride, p = c->pad;
+    const int rows = c->cin * kh * kw;
+    for (int r = 0; r < rows; r++) {
+        const int ci = r / (kh * kw), i = r / kw % kh, j = r % kw;
+        const float *xc = x + (size_t)ci * H * W;
+        float *d = col + (size_t)r * nb;
+        int oy = j0 / Wo, ox = j0 % Wo;
+        for (int n = 0; n < nb; n++) {
+            const int iy = oy * s - p + i, ix = ox * s - p + j;
+            d[n] = iy >= 0 && iy < H && ix >= 0 && ix < W ? xc[(size_t)iy * W + ix] : 0.0f;
+            if (++ox == Wo) ox = 0, oy++;
+        }
+    }
+}
+
+int op_conv2d_tiled(float *y, const float *x, const ss_conv2d *c, int H, int W, int pad_end) {
+    const int Ho = conv_out_size(H + pad_end, c->kh, c->stride, c->pad);
+    const int Wo = conv_out_size(W + pad_end, c->kw, c->stride, c->pad);
+    if (Ho <= 0 || Wo <= 0) return 0;
+    const size_t N = (size_t)Ho * Wo;
+    const int K = c->cin * c->kh * c->kw;
+    const int direct = c->kh == 1 && c->kw == 1 && c->stride == 1 && c->pad == 0 && pad_end == 0;
+    const size_t nblk = (N + CONV_TILE_NB - 1) / CONV_TILE_NB;
+    int err = 0;
+#pragma omp parallel if ((size_t)c->cout * N * K > PAR_MIN)
+    {
+        float *col = direct ? NULL : malloc(sizeof(float) * (size_t)K * CONV_TILE_NB);
+        if (!direct && !col) {
+#pragma omp atomic write
+            err = 1;
+        }
+#pragma omp barrier
+        if (!err) {
+#pragma omp for schedule(dynamic, 1)
+            for (size_t bi = 0; bi < nblk; bi++) {
+                const size_t j0 = bi * CONV_TILE_NB;
+                const int nb = N - j0 < CONV_TILE_NB ? (int)(N - j0) : CONV_TILE_NB;
+                if (c->b)
+                    for (int o = 0; o < c->cout; o++)
+                        for (int n = 0; n < nb; n++) y[(size_t)o * N + j0 + n] = c->b[o];
+                const float *src = x + j0;
+                int lds = (int)N;
+                if (!direct) {
+                    im2col_block(col, x, c, H, W, Wo, (int)j0, nb);
+                    src = col;
+                    lds = nb;
+                }
+                cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, c->cout, nb, K, 1.0f, c->w, K, src, lds,
+                            c->b ? 1.0f : 0.0f, y + j0, (int)N);
+            }
+        }
+        free(col);
+    }
+    return err ? ss_fail(SS_ENOMEM, "conv: out of memory for the im2col tiles") : 0;
+}
+
+void op_group_norm(float *x, int C, size_t HW, int G, const float *w, const float *b, float eps, int silu) {
+    const int cg = C / G;
+    const size_t n = (size_t)cg * HW;
+#pragma omp parallel for schedule(static) if ((size_t)C * HW > PAR_MIN)
+    for (int g = 0; g < G; g++) {
+        float *xg = x + (size_t)g * n;
+        double s = 0;
+        for (size_t i = 0; i < n; i++) s += xg[i];
+        const double mean = s / (double)n;
+        double v = 0;
+        for (size_t i = 0; i < n; i++) {
+            const double d = xg[i] - mean;
+            v += d * d;
+        }
+        const float rstd = (float)(1.0 / sqrt(v / (double)n + eps)), m = (float)mean;
+        for (int ci = 0; ci < cg; ci++) {
+            const int ch = g * cg + ci;
+            const float a = rstd * w[ch], c0 = b[ch];
+            float *xc = xg + (size_t)ci * HW;
+            if (silu) {
+                for (size_t i = 0; i < HW; i++) {
+                    const float t = (xc[i] - m) * a + c0;
+                    xc[i] = t / (1.0f + expf(-t));
+                }
+            } else {
+                for (size_t i = 0; i < HW; i++) xc[i] = (xc[i] - m) * a + c0;
+            }
+        }
+    }
+}
+
+void op_upsample_nearest2x(float *y, const float *x, int C, int H, int W) {
+    const int W2 = 2 * W;
+#pragma omp parallel for schedule(static) if ((size_t)C * H * W > PAR_MIN)
+    for (int ch = 0; ch < C; ch++)
+        for (int i = 0; i < H; i++) {
+            const float *xr = x + ((size_t)ch * H + i) * W;
+            float *y0 = y + ((size_t)ch * 2 * H + 2 * i) * W2, *y1 = y0 + W2;
+            for (int j = 0; j < W; j++) y0[2 * j] = y0[2 * j + 1] = xr[j];
+            for (int j = 0; j < W2; j++) y1[j] = y0[j];
+        }
 }

@@ -35,4 +35,21 @@ void op_relu(float *x, size_t n);
  * floor mode: torch.nn.MaxPool2d(k, stride, pad)). Ho = conv_out_size(H, k, stride, pad). */
 void op_maxpool2d(float *y, const float *x, int C, int H, int W, int k, int stride, int pad);
 
+
+/* The VAE's layers (models/vae.c), for large images: ----------------------------------------
+ * y[cout, Ho, Wo] = conv(x[cin, H, W]) with the input first zero-padded by c->pad on every side
+ * and by pad_end more on the bottom and the right (diffusers' Downsample2D: F.pad(x, (0, 1, 0, 1))
+ * then a stride-2 unpadded conv, pad_end = 1); Ho = conv_out_size(H + pad_end, kh, stride, pad).
+ * The im2col matrix is never built whole: each fixed block of CONV_TILE_NB output columns gathers
+ * its own columns into a per-thread buffer (cin*kh*kw x CONV_TILE_NB floats) and runs one
+ * single-threaded sgemm, so memory stays small at 1024^2 and results do not depend on the thread
+ * count. 0, or SS_ENOMEM. */
+#define CONV_TILE_NB 256
+int op_conv2d_tiled(float *y, const float *x, const ss_conv2d *c, int H, int W, int pad_end);
+/* torch.nn.GroupNorm(G, C, eps) on x[C, HW] in place (mean and biased variance of each group in
+ * double, two passes), then y * w[c] + b[c]; silu: then x * sigmoid(x) (= x / (1 + exp(-x))). */
+void op_group_norm(float *x, int C, size_t HW, int G, const float *w, const float *b, float eps, int silu);
+/* y[C, 2H, 2W] = nearest 2x upsampling of x[C, H, W] (F.interpolate(scale_factor=2, mode="nearest")). */
+void op_upsample_nearest2x(float *y, const float *x, int C, int H, int W);
+
 #endif

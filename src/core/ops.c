@@ -80,12 +80,12 @@ void op_rmsnorm_heads(float *x, int ld, const float *w, int M, int H, int dh, fl
 }
 
 void op_gelu_tanh(float *x, size_t n) {
-#pragma omp parallel for simd schedule(static) if (n > PAR_MIN)
+#pragma omp parallel for simd schedule(static) if (parallel : n > PAR_MIN)
     for (size_t i = 0; i < n; i++) x[i] = ss_gelu_tanh(x[i]);
 }
 
 void op_silu(float *y, const float *x, size_t n) {
-#pragma omp parallel for simd schedule(static) if (n > PAR_MIN)
+#pragma omp parallel for simd schedule(static) if (parallel : n > PAR_MIN)
     for (size_t i = 0; i < n; i++) y[i] = ss_silu(x[i]);
 }
 
@@ -160,3 +160,5 @@ void op_activation(float *x, size_t n, int kind) {
         }
     }
 }
+
+void op_row_moments(const float *x, int D, float eps, float *mean, float *rstd) { row_moments(x, D, eps, mean, rstd); }

@@ -30,6 +30,9 @@ void op_layernorm_affine(float *y, const float *x, const float *w, const float *
  * approximation, libm tanhf as torch computes it), OP_ACT_RELU. */
 enum { OP_ACT_QUICK_GELU, OP_ACT_GELU, OP_ACT_GELU_TANH, OP_ACT_RELU };
 void op_activation(float *x, size_t n, int kind);
+/* The row statistics of op_layernorm and op_ln_modulate for one row x[D]: mean and
+ * 1/sqrt(var + eps), summed in double (their backward ops recompute them with it). */
+void op_row_moments(const float *x, int D, float eps, float *mean, float *rstd);
 /* y = LN(x) * (1 + scale) + shift for M rows sharing one scale/shift vector [D]. */
 void op_ln_modulate(float *y, const float *x, const float *shift, const float *scale, int M, int D,
                     float eps);

@@ -1,4 +1,4 @@
-/* The family table: SD3 (models/sd3.h) and FLUX (models/flux.h) behind one interface. */
+/* The family table: SD3 (models/sd3.h), FLUX (models/flux.h) and PixArt (models/pixart.h) behind one interface. */
 #include "models/family.h"
 
 #include <jansson.h>
@@ -9,6 +9,7 @@
 #include "core/err.h"
 #include "io/jsonfile.h"
 #include "models/flux.h"
+#include "models/pixart.h"
 #include "models/sd3.h"
 
 void ss_fwd_inputs_free(ss_fwd_inputs *io) {
@@ -225,11 +226,102 @@ static int flux_fam_forward(const void *model, float *out, const ss_fwd_inputs *
                         io->in[FX_IMG_IDS], io->in[FX_TXT_IDS], io->B, io->N, io->S, hk ? &h : NULL);
 }
 
+/* ---- PixArt ---- */
+
+static int pixart_fam_load(void **m, const char *dir) { return pixart_load((pixart_model **)m, dir); }
+static void pixart_fam_free(void *m) { pixart_free(m); }
+
+enum { PX_HS, PX_CTX, PX_MASK, PX_T, PX_RES, PX_AR, PX_N };
+
+static int pixart_fam_inputs(const void *model, const st_file *in, const char *path, ss_fwd_inputs *io) {
+    const pixart_model *m = model;
+    const pixart_config *c = &m->cfg;
+    memset(io, 0, sizeof *io);
+    int64_t dx[4] = {0}, dc[3] = {0}, dm[2] = {0}, dt[1] = {0}, dr[2] = {0}, da[2] = {0};
+    const st_tensor *t[PX_N] = {0};
+    char s[128];
+    int rc;
+    if ((rc = input_find(in, path, "hidden_states", 4, dx, &t[PX_HS])) < 0 ||
+        (rc = input_find(in, path, "encoder_hidden_states", 3, dc, &t[PX_CTX])) < 0 ||
+        (rc = input_find(in, path, "timestep", 1, dt, &t[PX_T])) < 0)
+        return rc;
+    if (st_find(in, "encoder_attention_mask") && (rc = input_find(in, path, "encoder_attention_mask", 2, dm, &t[PX_MASK])) < 0)
+        return rc;
+    if (c->use_additional_conditions) {
+        if ((rc = input_find(in, path, "resolution", 2, dr, &t[PX_RES])) < 0 ||
+            (rc = input_find(in, path, "aspect_ratio", 2, da, &t[PX_AR])) < 0) {
+            char msg[512];
+            snprintf(msg, sizeof msg, "%s", ss_err());
+            return ss_fail(rc, "%s (the model uses additional conditions: use_additional_conditions, or sample_size 128)", msg);
+        }
+    } else {
+        const char *extra = st_find(in, "resolution") ? "resolution" : st_find(in, "aspect_ratio") ? "aspect_ratio" : NULL;
+        if (extra)
+            return ss_fail(SS_EARG, "%s: input '%s' is given, but the model has no additional conditions "
+                           "(use_additional_conditions false, sample_size %d)", path, extra, c->sample_size);
+    }
+    const int64_t B = dx[0], p = c->patch_size, S = dc[1];
+    const int J = c->caption_channels ? c->caption_channels : c->cross_attention_dim ? c->cross_attention_dim : m->D;
+    if (B < 1 || B > 4096)
+        return ss_fail(SS_ESHAPE, "%s: input 'hidden_states' has shape %s: batch size %lld outside 1..4096", path,
+                       shape_str(s, sizeof s, dx, 4), (long long)B);
+    if (dx[1] != c->in_channels)
+        return ss_fail(SS_ESHAPE, "%s: input 'hidden_states' has shape %s, expected [%lld, %d, H, W] (batch, in_channels)", path,
+                       shape_str(s, sizeof s, dx, 4), (long long)B, c->in_channels);
+    if (dx[2] < p || dx[3] < p || dx[2] % p || dx[3] % p || (dx[2] / p) * (dx[3] / p) > (1 << 24))
+        return ss_fail(SS_ESHAPE, "%s: input 'hidden_states' has shape %s: height and width must be positive multiples of the "
+                       "patch size %lld", path, shape_str(s, sizeof s, dx, 4), (long long)p);
+    if (dc[0] != B || S < 1 || S > 1 << 20 || dc[2] != J)
+        return ss_fail(SS_ESHAPE, "%s: input 'encoder_hidden_states' has shape %s, expected [%lld, S, %d] (batch, 1 <= S <= %d, %s)",
+                       path, shape_str(s, sizeof s, dc, 3), (long long)B, J, 1 << 20,
+                       c->caption_channels ? "caption_channels" : "cross_attention_dim");
+    if (t[PX_MASK] && (dm[0] != B || dm[1] != S))
+        return ss_fail(SS_ESHAPE, "%s: input 'encoder_attention_mask' has shape %s, expected [%lld, %lld] (batch, text tokens)",
+                       path, shape_str(s, sizeof s, dm, 2), (long long)B, (long long)S);
+    if (dt[0] != B)
+        return ss_fail(SS_ESHAPE, "%s: input 'timestep' has shape %s, expected [%lld] (batch)", path,
+                       shape_str(s, sizeof s, dt, 1), (long long)B);
+    if (t[PX_RES] && (dr[0] != B || dr[1] != 2))
+        return ss_fail(SS_ESHAPE, "%s: input 'resolution' has shape %s, expected [%lld, 2] (batch; height, width in pixels)", path,
+                       shape_str(s, sizeof s, dr, 2), (long long)B);
+    if (t[PX_AR] && (da[0] != B || da[1] != 1))
+        return ss_fail(SS_ESHAPE, "%s: input 'aspect_ratio' has shape %s, expected [%lld, 1] (batch; height / width)", path,
+                       shape_str(s, sizeof s, da, 2), (long long)B);
+    io->B = (int)B;
+    io->N = (int)((dx[2] / p) * (dx[3] / p));
+    io->S = (int)S;
+    io->D = m->D;
+    io->out_ndim = 4;
+    io->out_shape[0] = B;
+    io->out_shape[1] = c->out_channels;
+    io->out_shape[2] = dx[2];
+    io->out_shape[3] = dx[3];
+    io->out_numel = (size_t)B * c->out_channels * (size_t)dx[2] * (size_t)dx[3];
+    return convert_all(path, t, PX_N, io);
+}
+
+static int pixart_fam_sites(const void *model, int N, int S, ss_site *out, int cap) {
+    return pixart_sites(&((const pixart_model *)model)->cfg, N, S, out, cap);
+}
+
+static int pixart_block_adapter(void *ctx, int block, const float *x, int B, int N, int D) {
+    const ss_model_hooks *h = ctx;
+    return h->block_output ? h->block_output(h->ctx, SS_SITE_SELF, block, x, B, N, D) : 0;
+}
+
+static int pixart_fam_forward(const void *model, float *out, const ss_fwd_inputs *io, const ss_model_hooks *hk) {
+    const pixart_hooks h = {.ctx = (void *)hk, .attention = sd3_attn_adapter, .block_output = pixart_block_adapter};
+    return pixart_forward(model, out, io->in[PX_HS], io->in[PX_CTX], io->in[PX_MASK], io->in[PX_T], io->in[PX_RES],
+                          io->in[PX_AR], io->B, (int)io->out_shape[2], (int)io->out_shape[3], io->S, hk ? &h : NULL);
+}
+
 /* ---- the table ---- */
 
 static const ss_family FAMILIES[] = {
     {"SD3Transformer2DModel", "sd3", 0, sd3_fam_load, sd3_fam_free, sd3_fam_inputs, sd3_fam_sites, sd3_fam_forward},
     {"FluxTransformer2DModel", "flux", 1, flux_fam_load, flux_fam_free, flux_fam_inputs, flux_fam_sites, flux_fam_forward},
+    {"PixArtTransformer2DModel", "pixart", 0, pixart_fam_load, pixart_fam_free, pixart_fam_inputs, pixart_fam_sites,
+     pixart_fam_forward},
 };
 #define N_FAMILIES (sizeof FAMILIES / sizeof FAMILIES[0])
 
@@ -252,6 +344,11 @@ int ss_family_detect(const char *dir, const ss_family **out) {
         rc = ss_fail(SS_EFORMAT, "%s: config must be a JSON object", path);
     } else if (!cls) {
         *out = &FAMILIES[0]; /* SD3 configs written before families existed */
+    } else if (json_is_string(cls) && !strcmp(json_string_value(cls), "Transformer2DModel") &&
+               json_is_string(json_object_get(root, "norm_type")) &&
+               !strcmp(json_string_value(json_object_get(root, "norm_type")), "ada_norm_single")) {
+        /* diffusers' _CLASS_REMAPPING_DICT: the Hub's PixArt-alpha configs name this class */
+        *out = ss_family_find("PixArtTransformer2DModel");
     } else if (!json_is_string(cls) || !(*out = ss_family_find(json_string_value(cls)))) {
         char known[256] = "";
         for (size_t i = 0; i < N_FAMILIES; i++)

@@ -137,6 +137,7 @@ static void site_fill(ss_site *s, const flux_config *c, int index, int block, in
     s->qspan[0] = s->kspan[0] = (ss_span){0, S, SS_TOK_TEXT};
     s->qspan[1] = s->kspan[1] = (ss_span){S, N, SS_TOK_IMAGE};
     s->n_axes = c->n_axes;
+    for (int a = 0; a < c->n_axes && a < SS_SITE_MAX_AXES; a++) s->rope_dims[a] = c->axes_dims[a];
 }
 
 int flux_sites(const flux_config *c, int N, int S, ss_site *out, int cap) {
@@ -192,6 +193,7 @@ static int attend(const flux_model *m, work *w, int B, int N, int S, int single,
         ss_site site;
         site_fill(&site, &m->cfg, single ? m->cfg.num_layers + block : block, block, single, N, S);
         site.pos = w->ids;
+        ss_site_set_hidden(&site, w->Z, (size_t)T, m->D, m->D); /* the stream, unchanged until after the attention */
         rc = hk->attention(hk->ctx, &site, &a);
     } else {
         rc = attn_forward(&a, NULL);
@@ -278,11 +280,30 @@ static int single_forward(const flux_model *m, int j, work *w, int B, int N, int
     return 0;
 }
 
+/* Timesteps(256, flip_sin_to_cos, shift 0) as diffusers computes it, also in a float64 model
+ * (get_timestep_embedding casts to float32): the exponent -ln(10000) k / 128, its exp and the
+ * argument t * freq are fp32 values; cos and sin of that fp32 argument, rounded. Keeping the
+ * argument in double instead moves it by up to half an fp32 ulp of t * 1000 (1e-4 at
+ * guidance 3.5), which showed as 1e-5 relative errors in the outputs. */
+static void time_sinusoid(float *out, const float *t, int B) {
+    const int half = TEMB_DIM / 2;
+    const float c = (float)-log(10000.0);
+    for (int k = 0; k < half; k++) {
+        volatile float e = c * (float)k; /* two fp32 roundings, as torch: (c * k) / half */
+        const float freq = (float)exp((double)(e / (float)half));
+        for (int b = 0; b < B; b++) {
+            volatile float arg = t[b] * freq;
+            out[(size_t)b * TEMB_DIM + k] = (float)cos((double)arg);
+            out[(size_t)b * TEMB_DIM + half + k] = (float)sin((double)arg);
+        }
+    }
+}
+
 /* TimestepEmbedding(Timesteps(v * 1000)) into y [B, D]; scratch h [B, D], s [B, 256], sc [B]. */
 static void embed_scalar(float *y, const float *v, int B, const ss_linear *l1, const ss_linear *l2, float *h, float *s,
                          float *sc, int D) {
     for (int b = 0; b < B; b++) sc[b] = v[b] * 1000.0f;
-    op_timestep_embedding(s, sc, B, TEMB_DIM);
+    time_sinusoid(s, sc, B);
     op_linear(h, s, l1, B);
     op_silu(h, h, (size_t)B * D);
     op_linear(y, h, l2, B);

@@ -72,6 +72,15 @@ int flux_config_check(const flux_config *cfg, const char *where);
  * bound; errors name the file and the tensor. */
 int flux_load(flux_model **out, const char *dir);
 void flux_free(flux_model *m);
+/* Every tensor the config implies, name and shape, in load order (random init, tests). */
+int flux_enumerate_tensors(const flux_config *cfg, void (*fn)(void *ctx, const char *name, int ndim, const int64_t *shape),
+                           void *ctx);
+/* config.json for cfg (diffusers' field names, _class_name FluxTransformer2DModel). */
+int flux_config_save(const flux_config *cfg, const char *path);
+/* A random-weight model folder (benchmarks, tests): config.json and one safetensors file with the
+ * weights stored as dtype (ST_F32, ST_F16 or ST_BF16); fan-in scaled uniform weights, RMSNorm
+ * gains near 1. Deterministic in seed. */
+int flux_init_random(const flux_config *cfg, const char *dir, uint64_t seed, int dtype);
 
 /* The sites: double.0 .. double.{L-1} (flat 0..L-1), then single.0 .. single.{Ls-1} (flat L..).
  * Queries and keys of every site: {text [0, S), image [S, S+N)}; n_axes position axes. */

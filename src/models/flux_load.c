@@ -248,3 +248,18 @@ void flux_free(flux_model *m) {
     free(m->sgl);
     free(m);
 }
+
+int flux_enumerate_tensors(const flux_config *c, void (*fn)(void *ctx, const char *name, int ndim, const int64_t *shape),
+                           void *ctx) {
+    flux_model m = {.cfg = *c, .D = c->num_heads * c->head_dim};
+    m.dbl = ss_calloc((size_t)c->num_layers + 1, sizeof *m.dbl);
+    m.sgl = ss_calloc((size_t)c->num_single_layers + 1, sizeof *m.sgl);
+    int rc = SS_ENOMEM;
+    if (m.dbl && m.sgl) {
+        binder bd = {.pass = 2, .fn = fn, .fn_ctx = ctx};
+        rc = bind_all(&bd, &m);
+    }
+    free(m.dbl);
+    free(m.sgl);
+    return rc;
+}

@@ -134,6 +134,10 @@ static int image_tokens(const sd3_model *m, int B, int Hl, int Wl, int S, int *N
     return 0;
 }
 
+int sd3_image_tokens(const sd3_model *m, int B, int Hl, int Wl, int S, int *N) {
+    return image_tokens(m, B, Hl, Wl, S, N);
+}
+
 int sd3_workspace_new(sd3_workspace **out, const sd3_model *m, int B, int Hl, int Wl, int S) {
     *out = NULL;
     sd3_workspace *ws = ss_calloc(1, sizeof *ws);
@@ -195,14 +199,43 @@ static int check_input(const float *x, size_t n, const char *name) {
                    isnan(x[j]) ? "NaN" : "infinity", j);
 }
 
+/* Where a feed-forward writes: LN output n, linear 1 output h, GELU output g, linear 2 output f.
+ * Inference reuses two buffers (n = f, h = g: GELU in place); a cached forward keeps all four. */
+typedef struct {
+    float *n, *h, *g, *f;
+} ff_out;
+
 /* x += gate * FF(LN(x)(1+scale)+shift) for M rows of one batch element. */
 static void ff_residual(float *x, const float *shift, const float *scale, const float *gate,
-                        const ss_linear *f1, const ss_linear *f2, float *tmp, float *hid, int M, int D) {
-    op_ln_modulate(tmp, x, shift, scale, M, D, 1e-6f);
-    op_linear(hid, tmp, f1, M);
-    op_gelu_tanh(hid, (size_t)M * f1->out);
-    op_linear(tmp, hid, f2, M);
-    op_add_gated(x, tmp, gate, M, D);
+                        const ss_linear *f1, const ss_linear *f2, const ff_out *o, int M, int D) {
+    op_ln_modulate(o->n, x, shift, scale, M, D, 1e-6f);
+    op_linear(o->h, o->n, f1, M);
+    if (o->g != o->h) memcpy(o->g, o->h, sizeof(float) * M * f1->out);
+    op_gelu_tanh(o->g, (size_t)M * f1->out);
+    op_linear(o->f, o->g, f2, M);
+    op_add_gated(x, o->f, gate, M, D);
+}
+
+/* The feed-forward outputs of batch element b (M rows, hidden width F) in block cache bc, image
+ * (text = 0) or text stream; without a cache, the workspace's two buffers. */
+static ff_out ff_outputs(const work *w, const sd3_block_cache *bc, int text, int b, int M, int D, int F) {
+    if (!bc) return (ff_out){w->tmp, w->hid, w->hid, w->tmp};
+    const size_t o = (size_t)b * M * D, oh = (size_t)b * M * F;
+    return text ? (ff_out){bc->nc2 + o, bc->hc + oh, bc->gc + oh, bc->fc + o}
+                : (ff_out){bc->nx2 + o, bc->hx + oh, bc->gx + oh, bc->fx + o};
+}
+
+/* Joint attention for the cached forward: the materialized reference per batch element,
+ * keeping the probabilities in bc->p. */
+static int attn_cached(const attn_args *a, const sd3_block_cache *bc) {
+    const size_t td = (size_t)a->T * a->ld, pp = (size_t)a->H * a->T * a->T;
+    const float scale = 1.0f / sqrtf((float)a->dh);
+    for (int b = 0; b < a->B; b++) {
+        const int rc = attn_materialized_probs(a->out + b * td, bc->p + b * pp, a->q + b * td, a->k + b * td,
+                                               a->v + b * td, a->T, a->H, a->dh, a->ld, scale, NULL, 0, NULL);
+        if (rc < 0) return rc;
+    }
+    return 0;
 }
 
 /* Block i's joint (attn2 = 0) or attn2 site, flat index `index`. */
@@ -241,10 +274,21 @@ static int attn2_index(const sd3_config *c, int i) {
     return n;
 }
 
-static int block_forward(const sd3_model *m, int i, work *w, attn_scratch *as, int kc, int B, int N, int S, const sd3_hooks *hk) {
+/* Block i on the streams w->X, w->C. With a block cache bc (no dual blocks, no hooks) the
+ * activations go to bc instead of the workspace's buffers, the streams are copied there on
+ * entry and after the attention residual, and attention is the materialized reference. */
+static int block_forward(const sd3_model *m, int i, const work *ws_w, sd3_block_cache *bc, attn_scratch *as, int kc,
+                         int B, int N, int S, const sd3_hooks *hk) {
     const sd3_block *bk = &m->blocks[i];
-    const int D = m->D, H = m->cfg.num_heads, dh = m->cfg.head_dim, T = N + S;
+    const int D = m->D, H = m->cfg.num_heads, dh = m->cfg.head_dim, T = N + S, F = bk->ff1.out;
     const int nmx = bk->dual ? 9 : 6, nmc = bk->last ? 2 : 6;
+    work wl = *ws_w, *w = &wl;
+    if (bc) {
+        wl.modx = bc->modx, wl.modc = bc->modc, wl.nx = bc->nx, wl.nc = bc->nc;
+        wl.Q = bc->q, wl.K = bc->k, wl.V = bc->v, wl.O = bc->o, wl.ax = bc->ax, wl.ac = bc->ac;
+        memcpy(bc->x_in, w->X, sizeof(float) * B * N * D);
+        memcpy(bc->c_in, w->C, sizeof(float) * B * S * D);
+    }
     op_linear(w->modx, w->stemb, &bk->norm1, B);
     op_linear(w->modc, w->stemb, &bk->norm1_ctx, B);
     for (int b = 0; b < B; b++) {
@@ -264,6 +308,10 @@ static int block_forward(const sd3_model *m, int i, work *w, attn_scratch *as, i
         op_linear(w->Q + io, w->nc + (size_t)b * S * D, &bk->add_q, S);
         op_linear(w->K + io, w->nc + (size_t)b * S * D, &bk->add_k, S);
         op_linear(w->V + io, w->nc + (size_t)b * S * D, &bk->add_v, S);
+        if (bc && bk->norm_q) { /* the norms' inputs, for their backward */
+            memcpy(bc->qr + jo, w->Q + jo, sizeof(float) * T * D);
+            memcpy(bc->kr + jo, w->K + jo, sizeof(float) * T * D);
+        }
         if (bk->norm_q) {
             op_rmsnorm_heads(w->Q + jo, D, bk->norm_q, N, H, dh, 1e-6f);
             op_rmsnorm_heads(w->K + jo, D, bk->norm_k, N, H, dh, 1e-6f);
@@ -275,10 +323,16 @@ static int block_forward(const sd3_model *m, int i, work *w, attn_scratch *as, i
                    .q = w->Q, .k = w->K, .v = w->V, .out = w->O, .key_chunk = kc, .scratch = as,
                    .precision = m->precision};
     int rc;
-    if (hk && hk->attention) {
+    if (bc) {
+        rc = attn_cached(&a, bc);
+    } else if (hk && hk->attention) {
         ss_site site;
         site_fill(&site, i, i, 0, N, S);
         args_spans(&a, &site);
+        /* the block's input streams (attn2's input is no longer held when it runs: not supplied) */
+        site.hidden_dim = site.hidden_ld = D;
+        site.hidden[0] = (ss_rows){w->X, (size_t)N};
+        site.hidden[1] = (ss_rows){w->C, (size_t)S};
         rc = hk->attention(hk->ctx, &site, &a);
     } else {
         rc = attn_forward(&a, NULL);
@@ -293,6 +347,7 @@ static int block_forward(const sd3_model *m, int i, work *w, attn_scratch *as, i
         op_add_gated(w->X + (size_t)b * N * D, w->ax + (size_t)b * N * D, mx + 2 * D, N, D);
         if (!bk->last) op_linear(w->ac + (size_t)b * S * D, w->O + jo + (size_t)N * D, &bk->add_out, S);
     }
+    if (bc) memcpy(bc->x_mid, w->X, sizeof(float) * B * N * D);
     if (bk->dual) { /* attn2: image-only self-attention on nx2, after the joint residual */
         op_linear(w->Q, w->nx2, &bk->q2, B * N);
         op_linear(w->K, w->nx2, &bk->k2, B * N);
@@ -320,13 +375,15 @@ static int block_forward(const sd3_model *m, int i, work *w, attn_scratch *as, i
     }
     for (int b = 0; b < B; b++) {
         const float *mx = w->modx + (size_t)b * nmx * D;
-        ff_residual(w->X + (size_t)b * N * D, mx + 3 * D, mx + 4 * D, mx + 5 * D, &bk->ff1, &bk->ff2, w->tmp,
-                    w->hid, N, D);
+        const ff_out fx = ff_outputs(w, bc, 0, b, N, D, F);
+        ff_residual(w->X + (size_t)b * N * D, mx + 3 * D, mx + 4 * D, mx + 5 * D, &bk->ff1, &bk->ff2, &fx, N, D);
         if (bk->last) continue;
         const float *mc = w->modc + (size_t)b * 6 * D;
         float *cb = w->C + (size_t)b * S * D;
         op_add_gated(cb, w->ac + (size_t)b * S * D, mc + 2 * D, S, D);
-        ff_residual(cb, mc + 3 * D, mc + 4 * D, mc + 5 * D, &bk->cff1, &bk->cff2, w->tmp, w->hid, S, D);
+        if (bc) memcpy(bc->c_mid + (size_t)b * S * D, cb, sizeof(float) * S * D);
+        const ff_out fc = ff_outputs(w, bc, 1, b, S, D, F);
+        ff_residual(cb, mc + 3 * D, mc + 4 * D, mc + 5 * D, &bk->cff1, &bk->cff2, &fc, S, D);
     }
     if ((rc = check_finite(w->X, B, N, N, D, i, "image stream output")) < 0) return rc;
     if (!bk->last && (rc = check_finite(w->C, B, S, 0, D, i, "text stream output")) < 0) return rc;
@@ -343,14 +400,19 @@ int sd3_forward(const sd3_model *m, float *out, const float *x, const float *ctx
     return rc;
 }
 
-int sd3_forward_ws(const sd3_model *m, sd3_workspace *ws, float *out, const float *x, const float *ctx,
-                   const float *pooled, const float *t, int B, int Hl, int Wl, int S, const sd3_hooks *hooks) {
+/* sd3_forward_ws, recording into cache when it is not NULL (sd3_forward_cache). */
+static int forward(const sd3_model *m, sd3_workspace *ws, sd3_cache *cache, float *out, const float *x,
+                   const float *ctx, const float *pooled, const float *t, int B, int Hl, int Wl, int S,
+                   const sd3_hooks *hooks) {
     const sd3_config *c = &m->cfg;
     const int p = c->patch_size, D = m->D, M = c->pos_embed_max_size, Cin = c->in_channels;
     int rc, N = 0;
     if ((rc = image_tokens(m, B, Hl, Wl, S, &N)) < 0) return rc;
     const int h = Hl / p, wd = Wl / p;
     const int Cout = c->out_channels, pp = p * p * Cout;
+    if (cache && (B > cache->B || N != cache->N || S != cache->S))
+        return ss_fail(SS_EARG, "forward: the activation cache holds up to %d x (%d + %d) tokens, not %d x (%d + %d)",
+                       cache->B, cache->N, cache->S, B, N, S);
     if ((rc = check_input(x, mul3(B, Cin, (size_t)Hl * Wl), "hidden_states")) < 0 ||
         (rc = check_input(ctx, mul3(B, S, c->joint_attention_dim), "encoder_hidden_states")) < 0 ||
         (rc = check_input(pooled, mul3(B, 1, c->pooled_projection_dim), "pooled_projections")) < 0 ||
@@ -358,17 +420,19 @@ int sd3_forward_ws(const sd3_model *m, sd3_workspace *ws, float *out, const floa
         return rc;
     if ((rc = ws_reserve(ws, m, B, N, S)) < 0) return rc;
     work w = ws->w; /* the buffers (the workspace keeps owning them) */
+    if (cache) w.temb = cache->temb, w.stemb = cache->stemb;
     /* 1. patch embedding: gather (c, py, px) patch vectors, then one matrix product */
+    float *pv_all = cache ? cache->pv : w.tmp;
     for (int b = 0; b < B; b++)
         for (int r = 0; r < h; r++)
             for (int q = 0; q < wd; q++) {
-                float *pv = w.tmp + ((size_t)b * N + (size_t)r * wd + q) * Cin * p * p;
+                float *pv = pv_all + ((size_t)b * N + (size_t)r * wd + q) * Cin * p * p;
                 for (int ci = 0; ci < Cin; ci++)
                     for (int py = 0; py < p; py++)
                         for (int px = 0; px < p; px++)
                             pv[(ci * p + py) * p + px] = x[(((size_t)b * Cin + ci) * Hl + r * p + py) * Wl + q * p + px];
             }
-    op_linear(w.X, w.tmp, &m->patch, B * N);
+    op_linear(w.X, pv_all, &m->patch, B * N);
     /* 2. centre crop of the position table */
     const int top = (M - h) / 2, left = (M - wd) / 2;
     for (int b = 0; b < B; b++)
@@ -379,14 +443,17 @@ int sd3_forward_ws(const sd3_model *m, sd3_workspace *ws, float *out, const floa
                 for (int d = 0; d < D; d++) xr[d] += pr[d];
             }
     /* 3. conditioning: temb = TimestepEmbedding(sinusoid(t)) + TextProj(pooled) */
-    float *temb0 = w.tmp; /* [B,256] */
+    float *temb0 = cache ? cache->temb0 : w.tmp; /* [B,256] */
+    /* linear_1 outputs and their SiLU: in place in modx, or kept apart in the cache */
+    float *th = cache ? cache->t_h : w.modx, *ts = cache ? cache->t_s : w.modx;
+    float *ph = cache ? cache->p_h : w.modx, *ps = cache ? cache->p_s : w.modx;
     op_timestep_embedding(temb0, t, B, TEMB_DIM);
-    op_linear(w.modx, temb0, &m->t1, B);
-    op_silu(w.modx, w.modx, (size_t)B * D);
-    op_linear(w.temb, w.modx, &m->t2, B);
-    op_linear(w.modx, pooled, &m->p1, B);
-    op_silu(w.modx, w.modx, (size_t)B * D);
-    op_linear(w.modc, w.modx, &m->p2, B);
+    op_linear(th, temb0, &m->t1, B);
+    op_silu(ts, th, (size_t)B * D);
+    op_linear(w.temb, ts, &m->t2, B);
+    op_linear(ph, pooled, &m->p1, B);
+    op_silu(ps, ph, (size_t)B * D);
+    op_linear(w.modc, ps, &m->p2, B);
     for (size_t i = 0; i < (size_t)B * D; i++) w.temb[i] += w.modc[i];
     op_silu(w.stemb, w.temb, (size_t)B * D);
     op_linear(w.C, ctx, &m->ctx_embed, B * S);
@@ -395,31 +462,44 @@ int sd3_forward_ws(const sd3_model *m, sd3_workspace *ws, float *out, const floa
         (rc = check_finite(w.C, B, S, 0, D, -1, "context_embedder output")) < 0)
         goto done;
     /* 4. blocks */
-    for (int i = 0; i < c->num_layers && rc == 0; i++) rc = block_forward(m, i, &w, ws->attn, ws->key_chunk, B, N, S, hooks);
+    for (int i = 0; i < c->num_layers && rc == 0; i++)
+        rc = block_forward(m, i, &w, cache ? &cache->blocks[i] : NULL, ws->attn, ws->key_chunk, B, N, S, hooks);
+    float *modf = cache ? cache->modf : w.modx, *nf = cache ? cache->nf : w.nx, *y = cache ? cache->y : w.hid;
     if (rc == 0) {
         /* 5. final layer: AdaLayerNormContinuous (scale, shift), then proj_out */
-        op_linear(w.modx, w.stemb, &m->norm_out, B);
+        if (cache) memcpy(cache->x_out, w.X, sizeof(float) * B * N * D);
+        op_linear(modf, w.stemb, &m->norm_out, B);
         for (int b = 0; b < B; b++)
-            op_ln_modulate(w.nx + (size_t)b * N * D, w.X + (size_t)b * N * D, w.modx + (size_t)b * 2 * D + D,
-                           w.modx + (size_t)b * 2 * D, N, D, 1e-6f);
-        op_linear(w.hid, w.nx, &m->proj_out, B * N);
-        rc = check_finite(w.hid, B, N, N, pp, -1, "final layer (proj_out) output");
+            op_ln_modulate(nf + (size_t)b * N * D, w.X + (size_t)b * N * D, modf + (size_t)b * 2 * D + D,
+                           modf + (size_t)b * 2 * D, N, D, 1e-6f);
+        op_linear(y, nf, &m->proj_out, B * N);
+        rc = check_finite(y, B, N, N, pp, -1, "final layer (proj_out) output");
     }
     if (rc == 0) {
         /* 6. unpatchify: channel (py*p + px)*Cout + c inside a token */
         for (int b = 0; b < B; b++)
             for (int r = 0; r < h; r++)
                 for (int q = 0; q < wd; q++) {
-                    const float *y = w.hid + ((size_t)b * N + (size_t)r * wd + q) * pp;
+                    const float *yt = y + ((size_t)b * N + (size_t)r * wd + q) * pp;
                     for (int py = 0; py < p; py++)
                         for (int px = 0; px < p; px++)
                             for (int co = 0; co < Cout; co++)
                                 out[(((size_t)b * Cout + co) * Hl + r * p + py) * Wl + q * p + px] =
-                                    y[(py * p + px) * Cout + co];
+                                    yt[(py * p + px) * Cout + co];
                 }
     }
 done:
     return rc;
+}
+
+int sd3_forward_ws(const sd3_model *m, sd3_workspace *ws, float *out, const float *x, const float *ctx,
+                   const float *pooled, const float *t, int B, int Hl, int Wl, int S, const sd3_hooks *hooks) {
+    return forward(m, ws, NULL, out, x, ctx, pooled, t, B, Hl, Wl, S, hooks);
+}
+
+int sd3_forward_cache(const sd3_model *m, sd3_workspace *ws, sd3_cache *cache, float *out, const float *x,
+                      const float *ctx, const float *pooled, const float *t, int B, int Hl, int Wl, int S) {
+    return forward(m, ws, cache, out, x, ctx, pooled, t, B, Hl, Wl, S, NULL);
 }
 
 double sd3_forward_flops(const sd3_config *c, int B, int Hl, int Wl, int S) {

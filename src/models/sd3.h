@@ -68,6 +68,14 @@ int sd3_config_check(const sd3_config *cfg, const char *where);
 /* Calls fn for every tensor the config implies, with its diffusers name and shape. */
 int sd3_enumerate_tensors(const sd3_config *cfg,
                           void (*fn)(void *ctx, const char *name, int ndim, const int64_t *shape), void *ctx);
+/* A model whose weights live elsewhere (the trainer's parameter arena): sets m's config and
+ * points every weight slot at lookup(ctx, name, ndim, shape) for each tensor sd3_enumerate_tensors
+ * names (the same name table as sd3_load). m->blocks is calloc'ed (the caller frees it; m owns no
+ * file or arena, so sd3_free does not apply). A NULL from lookup fails naming `where` and the
+ * tensor. */
+int sd3_bind_view(sd3_model *m, const sd3_config *c,
+                  const float *(*lookup)(void *ctx, const char *name, int ndim, const int64_t *shape), void *ctx,
+                  const char *where);
 /* Load a transformer folder (config.json + diffusion_pytorch_model*.safetensors). Every expected
  * tensor is checked for presence, dtype and shape before anything is computed. */
 int sd3_load(sd3_model **out, const char *dir);
@@ -125,6 +133,55 @@ size_t sd3_workspace_bytes(const sd3_workspace *ws);
 /* sd3_forward with the caller's workspace (grown first if this call needs more). */
 int sd3_forward_ws(const sd3_model *m, sd3_workspace *ws, float *out, const float *x, const float *ctx,
                    const float *pooled, const float *t, int B, int Hl, int Wl, int S, const sd3_hooks *hooks);
+
+/* The activations a backward pass needs (llm.c's ActivationTensors), recorded by
+ * sd3_forward_cache and owned by the caller. Arrays are row-major and batch-major, so a call with
+ * fewer than B batch elements uses the front of each; T = N + S, F = 4D. Joint arrays hold each
+ * batch element's N image rows, then its S text rows. */
+typedef struct {
+    float *modx, *modc;  /* norm1 / norm1_context outputs [B,6D], [B,6D] ([B,2D] in the last block) */
+    float *x_in, *c_in;  /* the streams entering the block [B,N,D], [B,S,D] */
+    float *nx, *nc;      /* their modulated LayerNorms (the q/k/v inputs) */
+    float *qr, *kr;      /* joint Q, K before the qk RMSNorm [B,T,D] (qk_norm only, else NULL) */
+    float *q, *k, *v;    /* joint Q, K, V [B,T,D] */
+    float *p;            /* attention probabilities [B,H,T,T] */
+    float *o;            /* joint attention output [B,T,D] */
+    float *ax, *ac;      /* to_out / to_add_out outputs [B,N,D], [B,S,D] */
+    float *x_mid, *c_mid; /* the streams after the attention residual */
+    float *nx2, *nc2;    /* the feed-forwards' modulated LayerNorms */
+    float *hx, *hc;      /* ff / ff_context linear 1 outputs, before GELU [B,N,F], [B,S,F] */
+    float *gx, *gc;      /* after GELU */
+    float *fx, *fc;      /* linear 2 outputs [B,N,D], [B,S,D] */
+} sd3_block_cache;       /* text-stream entries past c_in are unused in the last block */
+
+typedef struct {
+    int B, N, S;                  /* the sizes it holds: up to B batch elements of N + S tokens */
+    float *pv;                    /* patch vectors [B*N, Cin*p*p] */
+    float *temb0;                 /* timestep sinusoid [B,256] */
+    float *t_h, *t_s, *p_h, *p_s; /* timestep / text embedder linear_1 outputs and their SiLU [B,D] */
+    float *temb, *stemb;          /* conditioning and its SiLU [B,D] */
+    float *x_out, *modf, *nf;     /* final layer: its input stream [B,N,D], norm_out [B,2D], LN [B,N,D] */
+    float *y;                     /* proj_out output [B*N, p*p*Cout] */
+    sd3_block_cache *blocks;      /* [num_layers] */
+    float *arena;                 /* storage of everything above */
+    size_t floats;
+} sd3_cache;
+
+/* Image tokens N of an Hl x Wl latent, after sd3_forward's shape checks (errors as it gives). */
+int sd3_image_tokens(const sd3_model *m, int B, int Hl, int Wl, int S, int *N);
+
+/* A cache for up to B batch elements of Hl x Wl latents and S text tokens of model m (the shape
+ * checks of sd3_forward apply). Dual-attention (SD3.5 attn2) blocks are not covered: an SS_EARG
+ * error names the first one. */
+int sd3_cache_new(sd3_cache **out, const sd3_model *m, int B, int Hl, int Wl, int S);
+void sd3_cache_free(sd3_cache *c);
+
+/* sd3_forward_ws that also records what a backward pass needs into `cache` (which must hold
+ * B and these sizes). Attention then runs through the materialized reference
+ * (attn_materialized_probs, scale 1/sqrt(head_dim)), which keeps the probabilities, instead
+ * of the fused kernel; every other op and its order are those of sd3_forward_ws. No hooks. */
+int sd3_forward_cache(const sd3_model *m, sd3_workspace *ws, sd3_cache *cache, float *out, const float *x,
+                      const float *ctx, const float *pooled, const float *t, int B, int Hl, int Wl, int S);
 
 /* Write a random-weight model folder (config.json + diffusion_pytorch_model.safetensors) with
  * weights stored as `dtype` (an st_dtype: F32, F16 or BF16). The config is checked first

@@ -137,9 +137,23 @@ done:
 
 typedef ss_binder binder;
 
+/* This file's own pass (sd3_bind_view), handled here and never passed to ss_bind: every slot
+ * points at the storage a lookup gives for the tensor's name and shape. */
+#define PASS_VIEW 3
+typedef struct {
+    const float *(*lookup)(void *ctx, const char *name, int ndim, const int64_t *shape);
+    void *ctx;
+} view_lookup;
+
 static int bind(binder *bd, const float **slot, const char *name, int ndim, int64_t d0, int64_t d1,
                 int64_t d2, int64_t d3) {
     const int64_t want[4] = {d0, d1, d2, d3};
+    if (bd->pass == PASS_VIEW) {
+        const view_lookup *v = bd->fn_ctx;
+        if (!(*slot = v->lookup(v->ctx, name, ndim, want)))
+            return ss_fail(SS_EMISSING, "%s: no storage for tensor '%s'", bd->dir, name);
+        return 0;
+    }
     return ss_bind(bd, slot, name, ndim, want);
 }
 
@@ -268,6 +282,24 @@ int sd3_enumerate_tensors(const sd3_config *c, void (*fn)(void *ctx, const char 
     binder bd = {.pass = 2, .fn = fn, .fn_ctx = ctx};
     int rc = bind_all(&bd, &m);
     free(m.blocks);
+    return rc;
+}
+
+int sd3_bind_view(sd3_model *m, const sd3_config *c,
+                  const float *(*lookup)(void *ctx, const char *name, int ndim, const int64_t *shape), void *ctx,
+                  const char *where) {
+    memset(m, 0, sizeof *m);
+    m->cfg = *c;
+    m->D = c->num_heads * c->head_dim;
+    m->blocks = ss_calloc((size_t)c->num_layers, sizeof *m->blocks);
+    if (!m->blocks) return SS_ENOMEM;
+    view_lookup v = {lookup, ctx};
+    binder bd = {.pass = PASS_VIEW, .fn_ctx = &v, .dir = where};
+    const int rc = bind_all(&bd, m);
+    if (rc < 0) {
+        free(m->blocks);
+        m->blocks = NULL;
+    }
     return rc;
 }
 

@@ -8,6 +8,23 @@ static const char *const KINDS[SS_SITE_NKIND] = {"joint", "attn2", "double", "si
 
 const char *ss_site_kind_name(ss_site_kind k) { return (unsigned)k < SS_SITE_NKIND ? KINDS[k] : "?"; }
 
+static const char *const TOKS[SS_TOK_N] = {"image", "text", "word", "eos", "pad", "comma", "bos", "other"};
+
+const char *ss_tok_name(ss_tok t) { return (unsigned)t < SS_TOK_N ? TOKS[t] : "?"; }
+
+ss_tok ss_site_key_type(const ss_site *s, int b, int j) {
+    if (s->key_type) return (ss_tok)s->key_type[(size_t)b * s->Tk + j];
+    for (int i = 0; i < s->n_kspan; i++)
+        if (j >= s->kspan[i].start && j < s->kspan[i].start + s->kspan[i].len) return s->kspan[i].type;
+    return SS_TOK_OTHER;
+}
+
+void ss_site_set_hidden(ss_site *s, const float *x, size_t bstride, int dim, int ld) {
+    s->hidden_dim = dim;
+    s->hidden_ld = ld;
+    for (int i = 0; i < s->n_kspan; i++) s->hidden[i] = (ss_rows){x + (size_t)s->kspan[i].start * ld, bstride};
+}
+
 const char *ss_site_code_name(int code, char *buf, size_t cap) {
     snprintf(buf, cap, "%s.%d", ss_site_kind_name(ss_site_code_kind(code)), ss_site_code_block(code));
     return buf;

@@ -231,7 +231,11 @@ int pipe_generate_ws(const pipeline *pp, const pipe_params *p, uint8_t *rgb_out,
     if (guided && (rc = te_encode(pp->text_encoder, "", ctx, pooled)) < 0) goto done;
     if ((rc = te_encode(pp->text_encoder, p->prompt, ctx + (size_t)(B - 1) * S * J, pooled + (size_t)(B - 1) * P)) < 0)
         goto done;
-    rng_normal_fill(x, n, p->seed, 0);
+    if (p->latents)
+        memcpy(x, p->latents, sizeof(float) * n);
+    else
+        rng_normal_fill(x, n, p->seed, 0);
+    if (p->latents_out) memcpy(p->latents_out, x, sizeof(float) * n);
     if ((rc = fm_init(&sched, &pp->scheduler)) < 0) goto done;
     double mu = 0;
     if (pp->scheduler.use_dynamic_shifting) mu = fm_calculate_shift(&pp->scheduler, (H / ps) * (W / ps));

@@ -93,6 +93,8 @@ typedef struct {
     int height, width;    /* pixels; 0 = the transformer's sample_size */
     pipe_progress_fn progress; /* optional */
     void *progress_ctx;
+    const float *latents;  /* optional initial sample [3, H, W] instead of the seeded noise */
+    float *latents_out;    /* optional: receives the initial sample [3, H, W] */
 } pipe_params;
 
 /* prompt NULL, seed 0, PIPE_DEFAULT_STEPS, PIPE_DEFAULT_CFG, model-default size, no progress. */

@@ -111,6 +111,10 @@ int sink_condition_from_json(sink_condition *c, const void *vobj, const char *wh
                 sites[n_sites++] = code;
             }
             have_sites = 1;
+        } else if (!strcmp(key, "attn")) { /* PixArt: which attention of the blocks in 'layers' */
+            static const char *const A[] = {"self", "cross"};
+            if ((rc = enum_field(v, where, key, A, 2, &c->attn))) return rc;
+            c->have_attn = 1;
         } else if (!strcmp(key, "select")) {
             if ((rc = enum_field(v, where, key, SELECTS, 3, &e))) return rc;
             c->select = (sink_select)e;
@@ -340,9 +344,13 @@ int sink_condition_check_sites(const sink_condition *c, const ss_site *sites, in
     const char *sep = where && *where ? ": " : "";
     if (!where) where = "";
     char nm[48], list[1024];
-    int joint_only = 1, n_joint = 0;
+    int joint_only = 1, n_joint = 0, n_self = 0;
     for (int j = 0; j < c->n_layers; j++) joint_only &= ss_site_code_kind(c->layers[j]) == SS_SITE_JOINT;
     for (int j = 0; j < n_sites; j++) n_joint += sites[j].kind == SS_SITE_JOINT;
+    for (int j = 0; j < n_sites; j++) n_self += sites[j].kind == SS_SITE_SELF || sites[j].kind == SS_SITE_CROSS;
+    if (c->have_attn && !n_self)
+        return ss_fail(SS_EARG, "%s%scondition '%s': field 'attn' is for PixArt models (self.i and cross.i sites); this model's "
+                       "sites are %s", where, sep, c->name, ss_site_list(sites, n_sites, list, sizeof list));
     if (joint_only && n_joint > 0) { /* joint blocks only: the checks and messages from before sites existed */
         int img = 0, txt = 0;
         const ss_site *j0 = ss_site_find(sites, n_sites, ss_site_code(SS_SITE_JOINT, 0));
@@ -399,6 +407,7 @@ void *sink_condition_to_json(const sink_condition *c) {
     }
     json_object_set_new(o, "layers", layers);
     if (sites) json_object_set_new(o, "sites", sites); /* only when needed: today's conditions read as before */
+    if (c->have_attn) json_object_set_new(o, "attn", json_string(c->attn ? "cross" : "self"));
     json_object_set_new(o, "select", json_string(SELECTS[c->select]));
     json_object_set_new(o, "k", json_integer(c->k));
     json_object_set_new(o, "rank_by", json_string(c->rank_union ? "union" : "head"));
@@ -425,17 +434,24 @@ void *sink_condition_to_json(const sink_condition *c) {
 }
 
 int sink_condition_resolve(sink_condition *c, const ss_site *sites, int n_sites, const char *where) {
-    int n_joint = 0, n_double = 0;
+    int n_joint = 0, n_double = 0, n_self = 0;
     for (int i = 0; i < n_sites; i++) {
         n_joint += sites[i].kind == SS_SITE_JOINT;
         n_double += sites[i].kind == SS_SITE_DOUBLE;
+        n_self += sites[i].kind == SS_SITE_SELF || sites[i].kind == SS_SITE_CROSS;
     }
-    if (n_joint || !n_double) return 0;
     const char *sep = where && *where ? ": " : "";
     if (!where) where = "";
+    if (c->have_attn && !n_self) {
+        char list[1024];
+        return ss_fail(SS_EARG, "%s%scondition '%s': field 'attn' is for PixArt models (self.i and cross.i sites); this model's "
+                       "sites are %s", where, sep, c->name, ss_site_list(sites, n_sites, list, sizeof list));
+    }
+    if (n_joint || (!n_double && !n_self)) return 0;
+    const ss_site_kind to = n_double ? SS_SITE_DOUBLE : c->attn ? SS_SITE_CROSS : SS_SITE_SELF;
     for (int j = 0; j < c->n_layers - c->n_from_sites; j++) {
         if (ss_site_code_kind(c->layers[j]) != SS_SITE_JOINT) continue;
-        const int code = ss_site_code(SS_SITE_DOUBLE, ss_site_code_block(c->layers[j]));
+        const int code = ss_site_code(to, ss_site_code_block(c->layers[j]));
         char nm[48];
         if (sink_condition_has_layer(c, code))
             return ss_fail(SS_EARG, "%s%scondition '%s': field 'layers' names block %d, and %s is listed already", where, sep,

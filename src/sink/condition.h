@@ -6,7 +6,8 @@
  *    "queries": "image", "path": "score", "eta": 0.0, "steps": [0.0, 1.0]}
  *
  * Where it acts: `layers` (block indices of the model's joint attention: SD3's joint.i, FLUX's
- * double.i once sink_condition_resolve has seen the model), `single_layers` (FLUX single.j) and/or
+ * double.i once sink_condition_resolve has seen the model; PixArt's self.i, or cross.i with
+ * `attn: "cross"`), `single_layers` (FLUX single.j) and/or
  * `sites` (site names, models/site.h: "joint.3", "attn2.0", ...); at least one of them must be
  * present ([] for a no-op).
  *
@@ -33,6 +34,8 @@ typedef struct {
     int n_layers;                /* sites acted on: `layers` then `sites` */
     int layers[COND_MAX_LAYERS]; /* as site codes (ss_site_code); a joint block's code is its index */
     int n_from_sites;            /* how many of them (the last ones) the field `sites` gave */
+    int attn;                    /* PixArt: the attention `layers` names, 0 self (default), 1 cross */
+    int have_attn;               /* `attn` was given (only PixArt models accept it) */
     sink_select select;
     int k;
     int rank_union;     /* rank_by: 0 head, 1 union */
@@ -70,9 +73,11 @@ int sink_condition_check_model(const sink_condition *c, int num_layers, int n_im
  * sites. */
 int sink_condition_check_sites(const sink_condition *c, const ss_site *sites, int n_sites, const char *where);
 /* Binds the model-relative field 'layers' to a model's sites: the block indices of its joint
- * attention, which are SD3's joint.i (as parsed, nothing changes) and FLUX's double.i (a model with
- * double sites and no joint ones). 'single_layers' (FLUX single.j) is parsed as sites. Call it
- * once a condition meets the model, before sink_condition_check_sites; idempotent. */
+ * attention, which are SD3's joint.i (as parsed, nothing changes), FLUX's double.i (a model with
+ * double sites and no joint ones) and PixArt's self.i or cross.i (field 'attn'; a model with self
+ * sites). 'single_layers' (FLUX single.j) is parsed as sites. 'attn' on a model without self and
+ * cross sites is an error. Call it once a condition meets the model, before
+ * sink_condition_check_sites; idempotent. */
 int sink_condition_resolve(sink_condition *c, const ss_site *sites, int n_sites, const char *where);
 /* A new jansson object (json_t *) that parses back to the same condition. */
 void *sink_condition_to_json(const sink_condition *c);

@@ -8,6 +8,7 @@
 
 #include "core/err.h"
 #include "core/rng.h"
+#include "sink/spiral.h"
 
 #define N_CODES (SS_SITE_NKIND * SS_SITE_MAX_BLOCKS)
 
@@ -22,6 +23,9 @@ struct sink_ctx {
     sink_record **recs;
     int nrec, caprec;
     int pending; /* first record made since the last block output */
+    unsigned spiral;  /* SPIRAL_* fields at probed sites */
+    float *qk_pre;    /* [B, H, Tk] pre-RoPE mean <q, k> of site qk_pre_code, until its attention */
+    int qk_pre_code;
 };
 
 sink_ctx *sink_ctx_new(void) {
@@ -37,8 +41,10 @@ sink_ctx *sink_ctx_new(void) {
 static void record_free(sink_record *r) {
     if (!r) return;
     void *p[] = {r->top_idx, r->top_mass, r->head_entropy, r->head_top5, r->max_mass, r->entropy, r->top5,
-                 r->idx0_frac, r->text_frac, r->act_max, r->act_p95, r->mass, r->sel, r->before, r->after};
+                 r->idx0_frac, r->text_frac, r->act_max, r->act_p95, r->act_text_max, r->act_text_p95,
+                 r->mass, r->sel, r->before, r->after};
     for (size_t i = 0; i < sizeof p / sizeof p[0]; i++) free(p[i]);
+    spiral_rec_free(r->spiral);
     free(r);
 }
 
@@ -52,6 +58,7 @@ void sink_ctx_free(sink_ctx *s) {
     if (!s) return;
     sink_ctx_clear_records(s);
     free(s->recs);
+    free(s->qk_pre);
     free(s);
 }
 
@@ -67,6 +74,8 @@ int sink_ctx_set_probe(sink_ctx *s, const int *sites, int n, sink_tokens queries
     s->keep_mass = keep_mass;
     return 0;
 }
+
+void sink_ctx_set_spiral(sink_ctx *s, unsigned fields) { s->spiral = fields & SPIRAL_ALL; }
 
 void sink_ctx_set_condition(sink_ctx *s, const sink_condition *c) {
     s->have_cond = c != NULL;
@@ -159,6 +168,9 @@ static sink_record *record_new(sink_ctx *s, const ss_site *site, const attn_args
     r->H = a->H;
     r->T = site->Tk;
     r->n_img = n_image_keys(site);
+    r->Tq = site->Tq;
+    if (ss_site_range(site, 0, 0, &r->img_rows[0], &r->img_rows[1]) < 0) r->img_rows[0] = r->img_rows[1] = 0;
+    if (ss_site_range(site, 0, 1, &r->text_rows[0], &r->text_rows[1]) < 0) r->text_rows[0] = r->text_rows[1] = 0;
     r->min_margin = -1;
     s->recs[s->nrec++] = r;
     return r;
@@ -449,6 +461,16 @@ static int probe(const sink_ctx *s, sink_record *r, const ss_site *site, const a
     return 0;
 }
 
+int sink_ctx_rope_qk(void *ctx, const ss_site *site, int post, const attn_args *a) {
+    sink_ctx *s = ctx;
+    const int code = ss_site_code_of(site);
+    if (post || !(s->spiral & SPIRAL_QK) || code < 0 || code >= N_CODES || !s->probe[code]) return 0;
+    free(s->qk_pre);
+    s->qk_pre = NULL;
+    s->qk_pre_code = code;
+    return spiral_qk_pre(&s->qk_pre, site, a, tok_want(s->probe_queries));
+}
+
 static int hook_attention(void *ctx, const ss_site *site, const attn_args *a) {
     sink_ctx *s = ctx;
     const int code = ss_site_code_of(site);
@@ -476,13 +498,34 @@ static int hook_attention(void *ctx, const ss_site *site, const attn_args *a) {
     sink_record *r = rc ? NULL : record_new(s, site, a);
     if (!rc && !r) rc = SS_ENOMEM;
     if (!rc && probed) rc = probe(s, r, site, a, &st);
+    if (!rc && probed && s->spiral) {
+        const float *pre = s->qk_pre && s->qk_pre_code == code ? s->qk_pre : NULL;
+        rc = spiral_measure(&r->spiral, s->spiral, site, a, &st, tok_want(s->probe_queries), pre);
+    }
+    free(s->qk_pre); /* one site's, from its rope_qk hook just before */
+    s->qk_pre = NULL;
     if (!rc && iv) rc = intervene(s, r, site, a, &st);
     free(buf);
     return rc;
 }
 
+/* Max and 95th percentile of norms[lo, hi) (tmp: scratch of hi - lo floats). */
+static void norm_stats(const float *norms, int lo, int hi, float *tmp, float *mx, float *p95) {
+    const int n = hi - lo;
+    float m = 0;
+    for (int i = 0; i < n; i++) {
+        tmp[i] = norms[lo + i];
+        m = tmp[i] > m ? tmp[i] : m;
+    }
+    *mx = m;
+    *p95 = n ? percentile(tmp, n, 0.95) : 0;
+}
+
 /* The block's output belongs to every probed record of that block made since the last block
- * output (SD3.5: joint.i and attn2.i). */
+ * output (SD3.5: joint.i and attn2.i). Its rows are the image stream (SD3 joint.i and attn2.i,
+ * FLUX double.i: rows = image tokens) or, when they are the site's own query tokens (FLUX
+ * single.j: rows = S+N, text first), the whole stream: then act_max/act_p95 describe its image
+ * rows and act_text_max/act_text_p95 its text rows. */
 static int hook_block_output(void *ctx, int block, const float *x, int B, int N, int D) {
     sink_ctx *s = ctx;
     const int first = s->pending;
@@ -490,23 +533,37 @@ static int hook_block_output(void *ctx, int block, const float *x, int B, int N,
     int any = 0;
     for (int i = first; i < s->nrec; i++) any |= s->recs[i]->probed && ss_site_code_block(s->recs[i]->site) == block;
     if (!any) return 0;
-    float *norms = ss_malloc(sizeof(float) * (N ? N : 1));
+    float *norms = ss_malloc(sizeof(float) * 2 * (N ? N : 1)), *tmp = norms + (N ? N : 1);
     if (!norms) return SS_ENOMEM;
+    for (int i = first; i < s->nrec; i++) {
+        sink_record *r = s->recs[i];
+        if (!r->probed || ss_site_code_block(r->site) != block) continue;
+        const int split = N == r->Tq && r->text_rows[1] > r->text_rows[0];
+        if (split && !r->act_text_max) {
+            r->act_text_max = ss_calloc((size_t)B, sizeof(float));
+            r->act_text_p95 = ss_calloc((size_t)B, sizeof(float));
+            if (!r->act_text_max || !r->act_text_p95) {
+                free(norms);
+                return SS_ENOMEM;
+            }
+        }
+    }
     for (int b = 0; b < B; b++) {
-        float mx = 0;
         for (int i = 0; i < N; i++) {
             const float *xi = x + ((size_t)b * N + i) * D;
             double ss = 0;
             for (int d = 0; d < D; d++) ss += (double)xi[d] * xi[d];
             norms[i] = (float)sqrt(ss);
-            mx = norms[i] > mx ? norms[i] : mx;
         }
-        const float p95 = N ? percentile(norms, N, 0.95) : 0;
         for (int i = first; i < s->nrec; i++) {
             sink_record *r = s->recs[i];
             if (!r->probed || ss_site_code_block(r->site) != block) continue;
-            r->act_max[b] = mx;
-            r->act_p95[b] = p95;
+            if (r->act_text_max) {
+                norm_stats(norms, r->img_rows[0], r->img_rows[1], tmp, &r->act_max[b], &r->act_p95[b]);
+                norm_stats(norms, r->text_rows[0], r->text_rows[1], tmp, &r->act_text_max[b], &r->act_text_p95[b]);
+            } else {
+                norm_stats(norms, 0, N, tmp, &r->act_max[b], &r->act_p95[b]);
+            }
         }
     }
     free(norms);
@@ -544,6 +601,10 @@ void *sink_record_to_json(const sink_record *r) {
         json_object_set_new(p, "top1_is_text", farr(r->text_frac, r->B));
         json_object_set_new(p, "act_max", farr(r->act_max, r->B));
         json_object_set_new(p, "act_p95", farr(r->act_p95, r->B));
+        if (r->act_text_max) { /* only where the block output has text rows: SD3 records stay as they were */
+            json_object_set_new(p, "act_text_max", farr(r->act_text_max, r->B));
+            json_object_set_new(p, "act_text_p95", farr(r->act_text_p95, r->B));
+        }
         json_t *heads = json_array();
         for (int b = 0; b < r->B; b++)
             for (int h = 0; h < r->H; h++) {
@@ -556,6 +617,7 @@ void *sink_record_to_json(const sink_record *r) {
                                                        (double)r->head_top5[bh]));
             }
         json_object_set_new(p, "heads", heads);
+        if (r->spiral) json_object_set_new(p, "spiral", spiral_rec_to_json(r->spiral, -1));
         json_object_set_new(o, "probe", p);
     }
     if (r->intervened) {

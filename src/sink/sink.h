@@ -43,8 +43,14 @@ typedef struct {
     float *entropy, *top5; /* [B] means over heads */
     float *idx0_frac;      /* [B] fraction of heads whose top-1 key is index 0 */
     float *text_frac;      /* [B] fraction of heads whose top-1 key is a text token */
-    float *act_max, *act_p95; /* [B] block output: max and 95th percentile of per-token L2 norms */
+    float *act_max, *act_p95; /* [B] block output: max and 95th percentile of per-token L2 norms,
+                                 over its image rows */
+    float *act_text_max, *act_text_p95; /* [B] the same over its text rows, when the block's output
+                                 carries them (FLUX single.j: the whole stream); else NULL */
+    int Tq;                /* the site's query tokens */
+    int img_rows[2], text_rows[2]; /* its image and text query rows [lo, hi) (text: empty if none) */
     float *mass;           /* [B, H, T] image-query mass, kept when asked (keep_mass) */
+    struct spiral_rec *spiral; /* the "why sinks form" fields (sink/spiral.h), when asked (sink_ctx_set_spiral) */
     /* intervention (intervened == 1) */
     int intervened, k;
     int *sel;              /* [B, H, k] suppressed keys */
@@ -61,6 +67,13 @@ void sink_ctx_free(sink_ctx *s);
  * keep_mass keeps the full [B,H,Tk] image-query mass vector in each record. A site
  * without such query rows (attn2 and text queries) fails when it runs, naming the site. */
 int sink_ctx_set_probe(sink_ctx *s, const int *sites, int n, sink_tokens queries, int topk, int keep_mass);
+/* Also measure these spiral fields (SPIRAL_* of sink/spiral.h; 0: none) at every probed site,
+ * over the probe's query rows. */
+void sink_ctx_set_spiral(sink_ctx *s, unsigned fields);
+/* The rope_qk hook (ss_model_hooks.rope_qk's signature; ctx is the sink_ctx): before RoPE
+ * (post = 0) at a probed site it keeps the pre-RoPE mean <q, k> for that site's spiral fields.
+ * Without it, RoPE sites report only the post-RoPE <q, k>. */
+int sink_ctx_rope_qk(void *ctx, const ss_site *site, int post, const attn_args *a);
 /* The intervention to apply (copied), or NULL for none. */
 void sink_ctx_set_condition(sink_ctx *s, const sink_condition *c);
 /* Where the sampler is: step index and t/T (0 = noisiest). tfrac < 0: not sampling. */
@@ -72,7 +85,8 @@ const sink_record *sink_ctx_record(const sink_ctx *s, int i);
 void sink_ctx_clear_records(sink_ctx *s);
 
 /* A jansson object (json_t *) describing one record (without the full mass vector). Records of
- * joint sites are written exactly as before sites existed; others add "site": "attn2.0". */
+ * joint sites are written exactly as before sites existed; others add "site": "attn2.0"; with
+ * spiral fields, "probe" gains "spiral" (spiral_rec_to_json). */
 void *sink_record_to_json(const sink_record *r);
 
 #endif

@@ -5,7 +5,6 @@
 #include <ftw.h>
 #include <jansson.h>
 #include <math.h>
-#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -64,81 +63,27 @@ int tr_model_find(const tr_model *m, const char *name) {
     return -1;
 }
 
-static float *ptr(tr_model *m, int *rc, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
-static float *ptr(tr_model *m, int *rc, const char *fmt, ...) {
-    char name[160];
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(name, sizeof name, fmt, ap);
-    va_end(ap);
-    int i = tr_model_find(m, name);
-    if (i < 0) {
-        if (!*rc) *rc = ss_fail(SS_EMISSING, "trainer: tensor '%s' missing from the parameter table", name);
-        return NULL;
-    }
+/* The storage of tensor `name` in m->param (the frozen position table outside it), when its
+ * shape is the one asked for; NULL otherwise. */
+static const float *lookup(void *ctx, const char *name, int ndim, const int64_t *shape) {
+    const tr_model *m = ctx;
+    if (!strcmp(name, POS_NAME)) return m->pos_table;
+    const int i = tr_model_find(m, name);
+    if (i < 0 || m->t[i].ndim != ndim) return NULL;
+    for (int d = 0; d < ndim; d++)
+        if (m->t[i].shape[d] != shape[d]) return NULL;
     return m->param + m->t[i].off;
 }
 
-static void lin(tr_model *m, int *rc, ss_linear *l, int out, int in, const char *prefix) {
-    l->w = ptr(m, rc, "%s.weight", prefix);
-    l->b = ptr(m, rc, "%s.bias", prefix);
-    l->in = in;
-    l->out = out;
-}
-
-/* Points the sd3_model view's weights into m->param. */
+/* Points the sd3_model view's weights into m->param, through the SD3 loader's name table. */
 static int bind_view(tr_model *m) {
-    const sd3_config *c = &m->cfg;
-    const int D = m->D, L = c->num_layers, p = c->patch_size;
-    sd3_model *v = &m->view;
-    int rc = 0;
-    memset(v, 0, sizeof *v);
-    v->cfg = *c;
-    v->D = D;
-    v->pos_table = m->pos_table;
-    v->blocks = ss_calloc((size_t)L, sizeof *v->blocks);
-    if (!v->blocks) return SS_ENOMEM;
-    lin(m, &rc, &v->patch, D, c->in_channels * p * p, "pos_embed.proj");
-    lin(m, &rc, &v->t1, D, 256, "time_text_embed.timestep_embedder.linear_1");
-    lin(m, &rc, &v->t2, D, D, "time_text_embed.timestep_embedder.linear_2");
-    lin(m, &rc, &v->p1, D, c->pooled_projection_dim, "time_text_embed.text_embedder.linear_1");
-    lin(m, &rc, &v->p2, D, D, "time_text_embed.text_embedder.linear_2");
-    lin(m, &rc, &v->ctx_embed, D, c->joint_attention_dim, "context_embedder");
-    lin(m, &rc, &v->norm_out, 2 * D, D, "norm_out.linear");
-    lin(m, &rc, &v->proj_out, p * p * c->out_channels, D, "proj_out");
-    char pre[96], n[160];
-    for (int i = 0; i < L; i++) {
-        sd3_block *b = &v->blocks[i];
-        b->last = i == L - 1;
-        snprintf(pre, sizeof pre, "transformer_blocks.%d", i);
-#define LIN(f, o, in, sub) (snprintf(n, sizeof n, "%s.%s", pre, sub), lin(m, &rc, &b->f, o, in, n))
-        LIN(norm1, 6 * D, D, "norm1.linear");
-        LIN(norm1_ctx, (b->last ? 2 : 6) * D, D, "norm1_context.linear");
-        LIN(q, D, D, "attn.to_q");
-        LIN(k, D, D, "attn.to_k");
-        LIN(v, D, D, "attn.to_v");
-        LIN(add_q, D, D, "attn.add_q_proj");
-        LIN(add_k, D, D, "attn.add_k_proj");
-        LIN(add_v, D, D, "attn.add_v_proj");
-        LIN(out, D, D, "attn.to_out.0");
-        LIN(ff1, 4 * D, D, "ff.net.0.proj");
-        LIN(ff2, D, 4 * D, "ff.net.2");
-        if (!b->last) {
-            LIN(add_out, D, D, "attn.to_add_out");
-            LIN(cff1, 4 * D, D, "ff_context.net.0.proj");
-            LIN(cff2, D, 4 * D, "ff_context.net.2");
-        }
-#undef LIN
-        if (c->qk_norm) {
-            b->norm_q = ptr(m, &rc, "%s.attn.norm_q.weight", pre);
-            b->norm_k = ptr(m, &rc, "%s.attn.norm_k.weight", pre);
-            b->norm_added_q = ptr(m, &rc, "%s.attn.norm_added_q.weight", pre);
-            b->norm_added_k = ptr(m, &rc, "%s.attn.norm_added_k.weight", pre);
-        }
-    }
-    m->tok_emb = ptr(m, &rc, TE_PREFIX "%s", TE_TOKEN_EMBEDDING);
-    m->pos_emb = ptr(m, &rc, TE_PREFIX "%s", TE_POSITION_EMBEDDING);
-    return rc;
+    const int rc = sd3_bind_view(&m->view, &m->cfg, lookup, m, "trainer: parameter table");
+    const int it = tr_model_find(m, TE_PREFIX TE_TOKEN_EMBEDDING), ip = tr_model_find(m, TE_PREFIX TE_POSITION_EMBEDDING);
+    if (rc < 0) return rc;
+    if (it < 0 || ip < 0) return ss_fail(SS_EMISSING, "trainer: the text encoder's tensors are missing from the parameter table");
+    m->tok_emb = m->param + m->t[it].off;
+    m->pos_emb = m->param + m->t[ip].off;
+    return 0;
 }
 
 static int has_suffix(const char *s, const char *suf) {

@@ -222,7 +222,7 @@ int tr_trainer_step(tr_trainer *t) {
     int rc = load_batch(t);
     if (rc < 0) return rc;
     const double loss = tr_loss_grad(m, t->w, t->x0, t->noise, t->sigma, t->ids, o->batch, 1);
-    if (loss < 0) return (int)loss;
+    if (loss < 0) return ss_err_prefix((int)loss, "step %ld: ", t->step);
     if (!isfinite(loss)) return ss_fail(SS_EARG, "trainer: the loss is %g at step %ld (lower the learning rate?)", loss, t->step);
     const double gn = grad_norm(m);
     const float gscale = (float)(o->clip > 0 && gn > o->clip ? o->clip / gn : 1.0);
