@@ -20,7 +20,7 @@
 static const char USAGE[] =
     "usage: sinkscope forward --model DIR --inputs IN.safetensors --out OUT.safetensors\n"
     "                         [--dump-blocks] [--dump-rope-qk] [--probe BLOCKS] [--probe-queries image|text|all]\n"
-    "                         [--topk K] [--spiral FIELDS] [--stats FILE.json] [--condition FILE.json] [--threads N]\n"
+    "                         [--topk K] [--spiral FIELDS] [--stats FILE.json] [--condition FILE.json] [--threads N] [--precision f32|bf16]\n"
     "\n"
     "  --model DIR        diffusers transformer folder (config.json + diffusion_pytorch_model*.safetensors):\n"
     "                     SD3Transformer2DModel, FluxTransformer2DModel or PixArtTransformer2DModel\n"
@@ -55,7 +55,7 @@ static const char USAGE[] =
     "  --stats FILE       probe statistics and intervention verification as JSON\n"
     "                     (default: OUT with .safetensors replaced by .stats.json, when probing or intervening)\n"
     "  --condition FILE   one intervention condition object (schema: README, section Conditions)\n"
-    "  --threads N        OpenMP/BLAS threads (default: all cores)\n";
+    "  --threads N        OpenMP/BLAS threads (default: all cores)\n" CLI_PRECISION_HELP;
 
 typedef struct {
     char name[32];
@@ -192,13 +192,14 @@ static int key_is_text(const ss_site *sites, int n, const sink_record *r, int j)
 
 int cmd_forward(int argc, char **argv) {
     const char *model_dir = NULL, *in_path = NULL, *out_path = NULL, *probe_s = NULL, *pq_s = "image", *topk_s = "5",
-               *stats_path = NULL, *cond_path = NULL, *threads_s = NULL, *spiral_s = NULL;
+               *stats_path = NULL, *cond_path = NULL, *threads_s = NULL, *spiral_s = NULL, *prec_s = NULL;
     int dump_blocks = 0, dump_qk = 0;
     cli_opt opts[] = {{"model", &model_dir, NULL},     {"inputs", &in_path, NULL},      {"out", &out_path, NULL},
                       {"dump-blocks", NULL, &dump_blocks}, {"dump-rope-qk", NULL, &dump_qk}, {"probe", &probe_s, NULL},   {"probe-queries", &pq_s, NULL},
                       {"topk", &topk_s, NULL}, {"spiral", &spiral_s, NULL},         {"stats", &stats_path, NULL},    {"condition", &cond_path, NULL},
-                      {"threads", &threads_s, NULL}};
+                      {"threads", &threads_s, NULL},   {"precision", &prec_s, NULL}};
     int pr = cli_parse(argc, argv, opts, sizeof opts / sizeof opts[0], USAGE);
+    if (pr == 0 && cli_precision("forward", prec_s)) return 2;
     if (pr) return pr > 0 ? 0 : 2;
     if (!model_dir || !in_path || !out_path) {
         fprintf(stderr, "sinkscope forward: --model, --inputs and --out are required\n%s", USAGE);

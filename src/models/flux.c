@@ -163,7 +163,8 @@ static void ff_residual(float *x, const float *shift, const float *scale, const 
 static attn_args site_args(const flux_model *m, work *w, int B, int N, int S) {
     const int T = N + S;
     return (attn_args){.B = B, .H = m->cfg.num_heads, .dh = m->cfg.head_dim, .T = T, .ld = m->D, .n_img = 0,
-                       .q = w->Q, .k = w->K, .v = w->V, .out = w->O, .n_qspan = 2, .qend = {S, T}};
+                       .q = w->Q, .k = w->K, .v = w->V, .out = w->O, .n_qspan = 2, .qend = {S, T},
+                       .precision = m->precision};
 }
 
 /* RoPE on the joint Q and K of every batch element, with the rope_qk hook before and after. */

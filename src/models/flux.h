@@ -59,6 +59,7 @@ typedef struct flux_model {
     flux_single *sgl;
     void *files;  /* st_set *, kept while F32 weights point into it */
     float *arena; /* converted weights */
+    int precision; /* SS_PREC_F32 or SS_PREC_BF16 (core/dnnl.h): the load's; attention runs in it too */
 } flux_model;
 
 /* Parse a diffusers config.json (_class_name FluxTransformer2DModel); errors name the file and

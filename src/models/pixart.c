@@ -154,7 +154,7 @@ static void norm_modulate(float *y, const float *x, const float *w, const float 
 
 static int attend(const pixart_model *m, work *w, int B, int N, int S, int cross, int block, const pixart_hooks *hk) {
     attn_args a = {.B = B, .H = m->cfg.num_heads, .dh = m->cfg.head_dim, .T = N, .ld = m->D, .q = w->Q, .k = w->K,
-                   .v = w->V, .out = w->O, .n_qspan = 1, .qend = {N}};
+                   .v = w->V, .out = w->O, .n_qspan = 1, .qend = {N}, .precision = m->precision};
     if (cross) {
         a.Tk = S;
         a.key_valid = w->kv;

@@ -64,6 +64,7 @@ typedef struct pixart_model {
     pixart_block *blocks;
     void *files;  /* st_set *, kept while F32 weights point into it */
     float *arena; /* converted weights */
+    int precision; /* SS_PREC_F32 or SS_PREC_BF16 (core/dnnl.h): the load's; attention runs in it too */
 } pixart_model;
 
 /* Parse a diffusers config.json (_class_name PixArtTransformer2DModel); absent fields take the

@@ -105,7 +105,7 @@ static int ws_reserve(sd3_workspace *ws, const sd3_model *m, int B, int N, int S
     /* growths inside attention calls since the last reserve (a thread count raised in between) */
     ws->allocs += attn_scratch_allocs(ws->attn) - ws->attn_seen;
     const attn_args joint = {.B = B, .H = c->num_heads, .dh = c->head_dim, .T = N + S, .ld = m->D,
-                             .key_chunk = ws->key_chunk};
+                             .key_chunk = ws->key_chunk, .precision = m ? m->precision : 0};
     const int rc = attn_scratch_reserve(ws->attn, &joint, 2);
     ws->attn_seen = attn_scratch_allocs(ws->attn);
     if (rc < 0) return rc;
@@ -320,7 +320,8 @@ static int block_forward(const sd3_model *m, int i, const work *ws_w, sd3_block_
         }
     }
     attn_args a = {.B = B, .H = H, .dh = dh, .T = T, .ld = D, .n_img = N,
-                   .q = w->Q, .k = w->K, .v = w->V, .out = w->O, .key_chunk = kc, .scratch = as};
+                   .q = w->Q, .k = w->K, .v = w->V, .out = w->O, .key_chunk = kc, .scratch = as,
+                   .precision = m->precision};
     int rc;
     if (bc) {
         rc = attn_cached(&a, bc);
@@ -356,7 +357,8 @@ static int block_forward(const sd3_model *m, int i, const work *ws_w, sd3_block_
             op_rmsnorm_heads(w->K, D, bk->norm_k2, B * N, H, dh, 1e-6f);
         }
         attn_args a2 = {.B = B, .H = H, .dh = dh, .T = N, .ld = D, .n_img = N,
-                        .q = w->Q, .k = w->K, .v = w->V, .out = w->O, .key_chunk = kc, .scratch = as};
+                        .q = w->Q, .k = w->K, .v = w->V, .out = w->O, .key_chunk = kc, .scratch = as,
+                        .precision = m->precision};
         if (hk && hk->attention) {
             ss_site site;
             site_fill(&site, attn2_index(&m->cfg, i), i, 1, N, S);

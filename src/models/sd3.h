@@ -56,6 +56,7 @@ typedef struct sd3_model {
     /* storage */
     void *files;  /* st_set *, kept while F32 weights point into it */
     float *arena; /* converted weights */
+    int precision; /* SS_PREC_F32 or SS_PREC_BF16 (core/dnnl.h): the load's; attention runs in it too */
 } sd3_model;
 
 /* Parse a diffusers config.json; errors name the file and field. */
