@@ -154,13 +154,13 @@ int cmd_generate_flux(int argc, char **argv) {
         const flux_config *tc = &p->tcfg;
         ss_site sites[2 * FLUX_MAX_LAYERS];
         const int ns = flux_sites(tc, N, T, sites, 2 * FLUX_MAX_LAYERS);
-        if ((rc = sink_condition_resolve(&cond, sites, ns, cond_path)) < 0) goto done;
-        for (int i = 0; i < cond.n_layers - cond.n_from_sites; i++)
+        for (int i = 0; i < cond.n_layers - cond.n_from_sites; i++) /* before resolve binds them to sites */
             if (cond.layers[i] >= tc->num_layers) {
                 rc = ss_fail(SS_EARG, "%s: field 'layers' names block %d, but the model has %d double blocks", cond_path,
                              cond.layers[i], tc->num_layers);
                 goto done;
             }
+        if ((rc = sink_condition_resolve(&cond, sites, ns, cond_path)) < 0) goto done;
         if ((rc = sink_condition_check_sites(&cond, sites, ns, cond_path)) < 0) goto done;
         if (!(sk = sink_ctx_new())) {
             rc = ss_fail(SS_ENOMEM, "out of memory");
