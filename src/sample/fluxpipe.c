@@ -155,8 +155,8 @@ static int check_consistent(const fluxpipe *p) {
                        "packed latents with its output", d, tc->out_channels, tc->in_channels, FLUXPIPE_CLASS_NAME);
     const vae_config *vc = &p->vae->cfg;
     if (4 * vc->latent_channels != tc->in_channels)
-        return ss_fail(SS_ESHAPE, "%s: component 'vae' has latent_channels %d, but the transformer's in_channels %d are "
-                       "4 x %g packed channels", d, vc->latent_channels, tc->in_channels, tc->in_channels / 4.0);
+        return ss_fail(SS_ESHAPE, "%s: component 'vae' has latent_channels %d, but the transformer's in_channels %d need %g "
+                       "(in_channels / 4: the 2x2 packing)", d, vc->latent_channels, tc->in_channels, tc->in_channels / 4.0);
     return 0;
 }
 
