@@ -305,6 +305,8 @@ static void test_bad_folders(void **state) {
     expect_bad(dev, "sed -i 's/\"AutoencoderKL\"/\"AutoencoderTiny\"/' model_index.json", "component 'vae'", "AutoencoderTiny");
     expect_bad(dev, "sed -i 's/\"FluxTransformer2DModel\"/\"SD3Transformer2DModel\"/' model_index.json",
                "component 'transformer'", "SD3Transformer2DModel");
+    expect_bad(dev, "sed -i 's/\"FluxPipeline\"/\"FluxImg2ImgPipeline\"/' model_index.json",
+               "pipeline class 'FluxImg2ImgPipeline' is not supported", "FluxPipeline,");
     expect_bad(dev, "sed -i 's/\"transformer\": \\[/\"transformer2\": [/' model_index.json", "unknown component 'transformer2'",
                NULL);
     /* width mismatches: T5 64 wide for joint_attention_dim 32; CLIP 24 wide for pooled_projection_dim 32 */
