@@ -254,6 +254,39 @@ static void test_latents_guidance(void **state) {
     assert_int_not_equal(tc_run(buf, sizeof buf, "%s generate --model %s --steps 1 --height 16 --width 16 --prompt 'a red cat' "
                                 "--max-sequence-length 6 --latents %s/l.safetensors --out %s/c.png", tc_bin(), dir, tmp, tmp), 0);
     if (!strstr(buf, "l.safetensors") || !strstr(buf, "'latents' must be [1, 16, 8, 8]")) fail_msg("got: %s", buf);
+    /* packed latents [B, N, 4C] as diffusers' FluxPipeline takes them give the same run bit for bit */
+    {
+        call c;
+        read_call(dir, &c);
+        const char *pf = tc_join(tmp, "p.txt");
+        assert_int_equal(tc_write_text(pf, c.prompts), 0);
+        size_t n;
+        int64_t shp[8];
+        int nd;
+        float *init = tc_load(tc_join(dir, "expected.safetensors"), "latents.init", &n, shp, &nd);
+        assert_non_null(init);
+        assert_int_equal(nd, 3);
+        st_writer *sw = st_writer_new();
+        assert_non_null(sw);
+        assert_int_equal(st_writer_add_f32(sw, "latents", ST_F32, 3, shp, init), 0);
+        assert_int_equal(st_writer_save(sw, tc_join(tmp, "packed.safetensors")), 0);
+        st_writer_free(sw);
+        for (int k = 0; k < 2; k++)
+            if (tc_run(buf, sizeof buf, "%s generate --model %s --prompts %s/p.txt %s --latents %s --dump %s/r%d.safetensors",
+                       tc_bin(), dir, tmp, c.args, k ? tc_join(tmp, "packed.safetensors") : tc_join(dir, "inputs.safetensors"),
+                       tmp, k))
+                fail_msg("%s", buf);
+        size_t n0;
+        float *r0 = tc_load(tc_join(tmp, "r0.safetensors"), "image", &n0, NULL, NULL);
+        float *r1 = tc_load(tc_join(tmp, "r1.safetensors"), "image", NULL, NULL, NULL);
+        assert_non_null(r0), assert_non_null(r1);
+        assert_memory_equal(r0, r1, n0 * sizeof *r0);
+        free(r0), free(r1), free(init);
+        /* a packed start of the wrong size */
+        assert_int_not_equal(tc_run(buf, sizeof buf, "%s generate --model %s --prompts %s/p.txt --steps 1 --height 16 "
+                                    "--width 16 --latents %s/packed.safetensors --out %s/c.png", tc_bin(), dir, tmp, tmp, tmp), 0);
+        if (!strstr(buf, "packed.safetensors: packed 'latents' must be [2, 16, 64]")) fail_msg("got: %s", buf);
+    }
     /* sizes that do not pack, and a T5 length above diffusers' 512 */
     assert_int_not_equal(tc_run(buf, sizeof buf, "%s generate --model %s --steps 1 --height 18 --width 16 --prompt 'a' --out %s/c.png",
                                 tc_bin(), dir, tmp), 0);

@@ -40,7 +40,8 @@ static const char USAGE[] =
     "                     guidance_embeds (schnell) ignores it. There is no classifier-free guidance\n"
     "  --height, --width  pixels (default 128 x VAE factor); multiples of 2 x VAE factor\n"
     "  --max-sequence-length N  T5 tokens (default 512, at most 512)\n"
-    "  --latents FILE     start from the tensor 'latents' [B, C, H/f, W/f] (unpacked) of this safetensors file\n"
+    "  --latents FILE     start from the tensor 'latents' of this safetensors file: [B, C, H/f, W/f], or packed\n"
+    "                     [B, N, 4C] as diffusers' FluxPipeline takes them\n"
     "  --save-latents FILE  write the initial latents there (tensor 'latents', unpacked)\n"
     "  --dump FILE        write every intermediate: prompt_embeds, pooled_prompt_embeds, text_ids, latent_image_ids,\n"
     "                     guidance (dev), timesteps, sigmas, latents.init, model_output.{i}, latents.{i} (packed\n"
@@ -57,6 +58,35 @@ static void progress(void *ctx, int step, int steps) {
     (void)ctx;
     fprintf(stderr, "\rsinkscope generate: step %d/%d", step + 1, steps);
     if (step + 1 == steps) fputc('\n', stderr);
+}
+
+/* 'latents' as [B, C, h, w], or packed [B, N, 4C] as diffusers' FluxPipeline takes them (unpacked
+ * into dst). */
+static int read_latents(const char *path, int B, int C, int h, int w, float *dst) {
+    st_file *f;
+    int rc = st_open(&f, path);
+    if (rc < 0) return rc;
+    const st_tensor *t = st_find(f, "latents");
+    const int N = (h / 2) * (w / 2);
+    if (t && t->ndim == 3) {
+        float *tmp = NULL;
+        if (t->shape[0] != B || t->shape[1] != N || t->shape[2] != 4 * C)
+            rc = ss_fail(SS_ESHAPE, "%s: packed 'latents' must be [%d, %d, %d] for %d prompt(s) at this image size (or "
+                         "unpacked [%d, %d, %d, %d])", path, B, N, 4 * C, B, B, C, h, w);
+        else if (t->dtype != ST_F32 && t->dtype != ST_F16 && t->dtype != ST_BF16 && t->dtype != ST_F64)
+            rc = ss_fail(SS_EFORMAT, "%s: 'latents' is %s, expected a float tensor", path, st_dtype_name(t->dtype));
+        else if (!(tmp = malloc(sizeof(float) * (size_t)B * N * 4 * C)))
+            rc = ss_fail(SS_ENOMEM, "out of memory");
+        else if (st_to_f32(tmp, t) < 0)
+            rc = SS_EFORMAT;
+        else
+            fluxpipe_unpack(dst, tmp, B, C, h, w);
+        free(tmp);
+        st_close(f);
+        return rc;
+    }
+    st_close(f);
+    return gen_read_latents(path, B, C, h, w, dst);
 }
 
 int cmd_generate_flux(int argc, char **argv) {
@@ -174,7 +204,7 @@ int cmd_generate_flux(int argc, char **argv) {
         goto done;
     }
     if (lat_path) {
-        if ((rc = gen_read_latents(lat_path, B, C, h, w, lat)) < 0) goto done;
+        if ((rc = read_latents(lat_path, B, C, h, w, lat)) < 0) goto done;
         q.latents = lat;
     }
     if (dump_path) {

@@ -362,8 +362,7 @@ int fluxpipe_generate(const fluxpipe *p, const fluxpipe_params *q, float *image,
 
 /* ---- sampling ---- */
 
-/* _pack_latents: x [B, C, h, w] -> out [B, (h/2)(w/2), 4C], channel index c*4 + dy*2 + dx. */
-static void pack(float *out, const float *x, int B, int C, int h, int w) {
+void fluxpipe_pack(float *out, const float *x, int B, int C, int h, int w) {
     const int h2 = h / 2, w2 = w / 2;
     for (int b = 0; b < B; b++)
         for (int i = 0; i < h2; i++)
@@ -376,8 +375,7 @@ static void pack(float *out, const float *x, int B, int C, int h, int w) {
             }
 }
 
-/* _unpack_latents: the inverse of pack. */
-static void unpack(float *out, const float *x, int B, int C, int h, int w) {
+void fluxpipe_unpack(float *out, const float *x, int B, int C, int h, int w) {
     const int h2 = h / 2, w2 = w / 2;
     for (int b = 0; b < B; b++)
         for (int i = 0; i < h2; i++)
@@ -435,7 +433,7 @@ int fluxpipe_denoise(const fluxpipe *p, const fluxpipe_params *q, const float *c
         for (int b = 0; b < B; b++) rng_normal_fill(z + (size_t)b * n1, n1, q->seed, (uint64_t)b);
     }
     if (init_latents) memcpy(init_latents, z, sizeof(float) * n);
-    pack(x, z, B, C, h, w);
+    fluxpipe_pack(x, z, B, C, h, w);
     /* ids: text zeros [T, 3]; image (0, row, col) [N, 3] */
     for (int i = 0; i < h / 2; i++)
         for (int j = 0; j < w / 2; j++) {
@@ -483,7 +481,7 @@ int fluxpipe_denoise(const fluxpipe *p, const fluxpipe_params *q, const float *c
     }
     if (rc < 0) goto done;
     /* decode: unpack, latents / scaling_factor + shift_factor, then clamp(x / 2 + 0.5, 0, 1) in NHWC */
-    unpack(z, x, B, C, h, w);
+    fluxpipe_unpack(z, x, B, C, h, w);
     vae_unscale(p->vae, z, n);
     if ((rc = vae_decode(p->vae, raw, z, B, h, w, NULL, NULL)) < 0) goto done;
     if ((rc = dump(q, "image_raw", raw, 4, B, 3, H, W)) < 0) goto done;

@@ -94,6 +94,10 @@ void fluxpipe_free(fluxpipe *p);
 int fluxpipe_image_size(const fluxpipe *p, const fluxpipe_params *q, int *H, int *W);
 /* Latent grid: h, w (unpacked, [B, C, h, w]), N packed tokens, C latent channels. */
 void fluxpipe_latent_shape(const fluxpipe *p, int H, int W, int *h, int *w, int *N, int *C);
+/* _pack_latents: x [B, C, h, w] -> out [B, (h/2)(w/2), 4C], channel c*4 + dy*2 + dx of token
+ * (i, j) = x[c, 2i + dy, 2j + dx]; _unpack_latents the inverse. h and w even. */
+void fluxpipe_pack(float *out, const float *x, int B, int C, int h, int w);
+void fluxpipe_unpack(float *out, const float *x, int B, int C, int h, int w);
 /* image [B, H, W, 3] in [0, 1]; init_latents (optional) receives the initial latents
  * [B, C, h, w]; sk: optional probe / intervention context. */
 int fluxpipe_generate(const fluxpipe *p, const fluxpipe_params *q, float *image, float *init_latents, sink_ctx *sk);
