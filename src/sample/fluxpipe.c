@@ -454,7 +454,7 @@ int fluxpipe_denoise(const fluxpipe *p, const fluxpipe_params *q, const float *c
     /* distilled guidance: guidance_scale in fp32 for every element (FLUX.1-dev); none for schnell */
     for (int b = 0; b < B; b++) g[b] = (float)q->guidance;
     if (tc->guidance_embeds && (rc = dump(q, "guidance", g, 1, B, 0, 0, 0)) < 0) goto done;
-    hook_ctx hc;
+    hook_ctx hc = {0};
     flux_hooks hk = {.ctx = &hc, .attention = hook_attention};
     if (sk) hc.inner = sink_ctx_hooks(sk);
     char name[48];
