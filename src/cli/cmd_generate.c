@@ -8,11 +8,13 @@
 
 #include "cli/args.h"
 #include "cli/commands.h"
+#include "cli/generate_flux.h"
 #include "cli/generate_sd3.h"
 #include "core/err.h"
 #include "io/pathcheck.h"
 #include "io/png.h"
 #include "sample/pipeline.h"
+#include "sample/fluxpipe.h"
 #include "sample/sd3pipe.h"
 #include "sink/sink.h"
 
@@ -37,7 +39,8 @@ static const char USAGE[] =
     "  --save-latents FILE  write the initial sample there (tensor 'latents')\n"
     CLI_PRECISION_HELP
     "\n"
-    "A diffusers StableDiffusion3Pipeline folder as --model takes more options: sinkscope generate --model DIR --help\n";
+    "A diffusers StableDiffusion3Pipeline or FluxPipeline folder as --model takes more options:\n"
+    "  sinkscope generate --model DIR --help\n";
 
 
 static void progress(void *ctx, int step, int steps, const float *sample) {
@@ -47,9 +50,10 @@ static void progress(void *ctx, int step, int steps, const float *sample) {
 }
 
 int cmd_generate(int argc, char **argv) {
-    /* a StableDiffusion3Pipeline folder has its own options and sampler */
+    /* a StableDiffusion3Pipeline or FluxPipeline folder has its own options and sampler */
     for (int i = 1; i + 1 < argc; i++)
         if (!strcmp(argv[i], "--model")) {
+            if (fluxpipe_folder_kind(argv[i + 1])) return cmd_generate_flux(argc, argv);
             const int kind = sd3pipe_folder_kind(argv[i + 1], PIPE_CLASS_NAME);
             if (kind < 0) {
                 fprintf(stderr, "sinkscope generate: %s\n", ss_err());

@@ -58,8 +58,7 @@ static void progress(void *ctx, int step, int steps) {
     if (step + 1 == steps) fputc('\n', stderr);
 }
 
-/* Splits buf into lines (in place); empty lines are skipped. Returns the count or -1. */
-static int split_lines(char *buf, const char *path, char **out, int max) {
+int gen_split_lines(char *buf, const char *path, char **out, int max) {
     int n = 0;
     for (char *s = buf; *s;) {
         char *e = strchr(s, '\n');
@@ -103,7 +102,7 @@ int gen_save_latents(const char *path, int B, int C, int h, int w, const float *
     return rc;
 }
 
-static void png_name(char *buf, size_t cap, const char *out, int b, int B) {
+void gen_png_name(char *buf, size_t cap, const char *out, int b, int B) {
     if (B == 1) {
         snprintf(buf, cap, "%s", out);
         return;
@@ -180,7 +179,7 @@ int cmd_generate_sd3(int argc, char **argv) {
     if (prompts_path) {
         size_t len;
         if ((rc = ss_read_file(prompts_path, (size_t)1 << 24, "prompts", &pbuf, &len)) < 0) goto done;
-        if ((rc = split_lines(pbuf, prompts_path, plist, MAX_PROMPTS)) < 0) goto done;
+        if ((rc = gen_split_lines(pbuf, prompts_path, plist, MAX_PROMPTS)) < 0) goto done;
         B = rc;
         rc = 0;
     } else {
@@ -262,7 +261,7 @@ int cmd_generate_sd3(int argc, char **argv) {
         for (int b = 0; b < B && rc >= 0; b++) {
             const float *ib = img + (size_t)b * H * W * 3;
             for (size_t i = 0; i < (size_t)H * W * 3; i++) rgb[i] = (uint8_t)nearbyintf(ib[i] * 255.0f);
-            png_name(path, sizeof path, out, b, B);
+            gen_png_name(path, sizeof path, out, b, B);
             const char *kv[] = {"prompt", plist[b], "seed", seed_v, "steps", steps_v, "cfg", cfg_v, "model", model,
                                 "latents", lat_path ? lat_path : "seeded", "Software", "sinkscope " SINKSCOPE_VERSION,
                                 "condition", cond_json};
