@@ -8,6 +8,7 @@
 
 #include "core/err.h"
 #include "core/rng.h"
+#include "sink/abspe.h"
 #include "sink/spiral.h"
 
 #define N_CODES (SS_SITE_NKIND * SS_SITE_MAX_BLOCKS)
@@ -469,6 +470,12 @@ int sink_ctx_rope_qk(void *ctx, const ss_site *site, int post, const attn_args *
     s->qk_pre = NULL;
     s->qk_pre_code = code;
     return spiral_qk_pre(&s->qk_pre, site, a, tok_want(s->probe_queries));
+}
+
+int sink_ctx_pos_embed(void *ctx, float *tab, int h, int w, int D) {
+    const sink_ctx *s = ctx;
+    if (!s->have_cond || !s->cond.have_pe || !sink_condition_active(&s->cond, s->tfrac)) return 0;
+    return sink_pe_apply(&s->cond, tab, h, w, D);
 }
 
 static int hook_attention(void *ctx, const ss_site *site, const attn_args *a) {

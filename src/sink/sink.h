@@ -74,6 +74,9 @@ void sink_ctx_set_spiral(sink_ctx *s, unsigned fields);
  * (post = 0) at a probed site it keeps the pre-RoPE mean <q, k> for that site's spiral fields.
  * Without it, RoPE sites report only the post-RoPE <q, k>. */
 int sink_ctx_rope_qk(void *ctx, const ss_site *site, int post, const attn_args *a);
+/* The pos_embed hook (ss_model_hooks.pos_embed's signature; ctx is the sink_ctx): applies the
+ * condition's AbsPE edit (sink/abspe.h) when the condition has one and is active at this step. */
+int sink_ctx_pos_embed(void *ctx, float *tab, int h, int w, int D);
 /* The intervention to apply (copied), or NULL for none. */
 void sink_ctx_set_condition(sink_ctx *s, const sink_condition *c);
 /* Where the sampler is: step index and t/T (0 = noisiest). tfrac < 0: not sampling. */
