@@ -1,5 +1,5 @@
 /* The AbsPE manipulation (condition fields pe_zero, pe_copy_from, pe_copy_to; sink/abspe.h) against
- * diffusers' own PixArtTransformer2DModel with only its position table edited
+ * diffusers' own PixArtTransformer2DModel and SD3Transformer2DModel with only their position tables edited
  * (tests/gen/gen_abspe_cases.py, tests/fixtures/abspe-cases): the sample of every case, the
  * resolved positions, the no-op form bit-identical, JSON round trip, errors (grid too small,
  * out-of-range, RoPE family) through the API and the CLI, and where the sink goes (printed). */
@@ -28,10 +28,10 @@ typedef struct {
     ss_fwd_inputs io;
 } px;
 
-static void px_open(px *f, const char *inputs) {
+static void px_open(px *f, const char *model, const char *inputs) {
     memset(f, 0, sizeof *f);
     char dir[1024], in_path[1024];
-    snprintf(dir, sizeof dir, "%s", tc_path("fixtures/pixart-tiny-a"));
+    snprintf(dir, sizeof dir, "%s", tc_path("fixtures/%s", model));
     snprintf(in_path, sizeof in_path, "%s", inputs);
     assert_int_equal(ss_family_detect(dir, &f->fam), 0);
     if (f->fam->load(&f->m, dir) < 0) fail_msg("%s", ss_err());
@@ -46,8 +46,11 @@ static void px_close(px *f) {
     f->fam->free(f->m);
 }
 
+static const char *case_model(const char *c) { return !strncmp(c, "sd3", 3) ? "sd3-tiny-a" : "pixart-tiny-a"; }
+
 static const char *case_inputs(const char *c) {
-    return !strcmp(c, "a") ? tc_path("fixtures/pixart-tiny-a/inputs.safetensors") : tc_path("fixtures/abspe-cases/inputs-%s.safetensors", c);
+    return !strcmp(c, "a") || !strcmp(c, "sd3") ? tc_path("fixtures/%s/inputs.safetensors", case_model(c))
+                                                : tc_path("fixtures/abspe-cases/inputs-%s.safetensors", c);
 }
 
 static int hk_attention(void *ctx, const ss_site *site, const attn_args *a) {
@@ -82,7 +85,7 @@ static json_t *load_cases(void) {
     json_error_t je;
     json_t *l = json_load_file(tc_path("fixtures/abspe-cases/conditions.json"), 0, &je);
     if (!l) fail_msg("conditions.json: %s", je.text);
-    assert_true(json_is_array(l) && json_array_size(l) >= 6);
+    assert_true(json_is_array(l) && json_array_size(l) >= 10);
     return l;
 }
 
@@ -122,7 +125,7 @@ static void test_matches_diffusers(void **state) {
                 px_close(&f);
                 free(base);
             }
-            px_open(&f, case_inputs(cs));
+            px_open(&f, case_model(cs), case_inputs(cs));
             open_case = cs;
             base = px_run(&f, NULL, NULL, NULL, 0);
             char nm[64];
@@ -132,7 +135,7 @@ static void test_matches_diffusers(void **state) {
             assert_non_null(want);
             assert_int_equal(n, f.io.out_numel);
             const double err = tc_rel_l2(base, want, n);
-            printf("  %-8s %-20s grid %dx%d  unedited         rel L2 %.3e\n", cs, "-", f.io.pe_grid[0], f.io.pe_grid[1], err);
+            printf("  %-8s %-20s grid %dx%d  unedited (%s)   rel L2 %.3e\n", cs, "-", f.io.pe_grid[0], f.io.pe_grid[1], f.fam->name, err);
             assert_true(err <= 1e-4);
             free(want);
         }
@@ -188,7 +191,7 @@ static void expect_parse_error(const char *text, const char *must) {
 static void test_noop_bit_identical(void **state) {
     (void)state;
     px f;
-    px_open(&f, case_inputs("big"));
+    px_open(&f, case_model("big"), case_inputs("big"));
     float *base = px_run(&f, NULL, NULL, NULL, 0);
     const char *noops[] = {"{\"name\": \"n1\", \"pe_zero\": []}", "{\"name\": \"n2\", \"pe_copy_from\": [0, -1], \"pe_copy_to\": []}",
                            "{\"name\": \"n3\", \"layers\": [], \"pe_zero\": [], \"pe_copy_from\": [3, 3], \"pe_copy_to\": [[3, 3]]}",
@@ -337,6 +340,21 @@ static void test_cli(void **state) {
     assert_int_not_equal(rc, 0);
     assert_non_null(strstr(buf, cond));
     assert_non_null(strstr(buf, "field 'pe_zero'[0]"));
+    /* SD3 (the cropped table) through the CLI */
+    char sd3[1024];
+    snprintf(sd3, sizeof sd3, "%s", tc_path("fixtures/sd3-tiny-a"));
+    tc_write_text(cond, "{\"name\": \"corner-to-corners\", \"pe_copy_from\": [0, -1], \"pe_copy_to\": \"corners\", \"pe_zero\": [[0, -1]]}");
+    rc = tc_run(buf, sizeof buf, "%s forward --model %s --inputs %s/inputs.safetensors --out %s --condition %s", tc_bin(), sd3, sd3,
+                out, cond);
+    if (rc) fail_msg("%s", buf);
+    got = tc_load(out, "sample", &n, NULL, NULL);
+    want = tc_load(expd, "sample.sd3.corner-to-corners", NULL, NULL, NULL);
+    assert_non_null(got);
+    assert_non_null(want);
+    printf("  CLI forward SD3 corner-to-corners: rel L2 %.3e vs diffusers\n", tc_rel_l2(got, want, n));
+    assert_true(tc_rel_l2(got, want, n) <= 1e-4);
+    free(got);
+    free(want);
     /* FLUX (RoPE) refuses */
     tc_write_text(cond, "{\"name\": \"rope\", \"pe_zero\": \"corners\"}");
     rc = tc_run(buf, sizeof buf, "%s forward --model %s --inputs %s/inputs.safetensors --out %s --condition %s", tc_bin(), flux,
@@ -355,7 +373,7 @@ static void test_cli(void **state) {
 static void test_sink_moves(void **state) {
     (void)state;
     px f;
-    px_open(&f, case_inputs("big"));
+    px_open(&f, case_model("big"), case_inputs("big"));
     const int h = f.io.pe_grid[0], w = f.io.pe_grid[1];
     ss_site sites[16];
     const int ns = f.fam->sites(f.m, f.io.N, f.io.S, sites, 16);

@@ -578,7 +578,7 @@ static int hook_block_output(void *ctx, int block, const float *x, int B, int N,
 }
 
 sd3_hooks sink_ctx_hooks(sink_ctx *s) {
-    sd3_hooks h = {.ctx = s, .attention = hook_attention, .block_output = hook_block_output};
+    sd3_hooks h = {.ctx = s, .attention = hook_attention, .block_output = hook_block_output, .pos_embed = sink_ctx_pos_embed};
     return h;
 }
 

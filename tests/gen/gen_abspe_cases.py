@@ -15,8 +15,15 @@ them (corners; the paper's 20-position smiley, Figure 9b, measured on its 32 x 3
 from the box origin placed at ((h-12)/2, (w-12)/2)). conditions.json records, per case and
 condition, the resolved flat positions (row * w + col) the C side must reproduce.
 
+SD3 (SD3Transformer2DModel on tests/fixtures/sd3-tiny-a's weights): its table is the centre crop
+of the pos_embed buffer (pos_embed_max_size 7) for the actual grid; the edit is made to what
+PatchEmbed.cropped_pos_embed returns (the instance's method wrapped), positions relative to the
+crop; PatchEmbed.forward's own `latent + pos_embed` adds it.
+
 Cases: "a": pixart-tiny-a's own inputs (4x4 grid, batch 2); "big": the same weights on a 28x26
-latent (14x13 grid, recomputed table, batch 1), inputs generated here (seed 18).
+latent (14x13 grid, recomputed table, batch 1), inputs generated here (seed 18); "sd3": sd3-tiny-a's
+own inputs (4x4 crop of 7x7, batch 2); "sd3-6x5": its weights on a 12x10 latent (6x5 crop, batch 1),
+inputs generated here.
 
 Run from the repository root:
   PYTHONPATH=/work/refenv/src:/work/refenv /usr/bin/python3 tests/gen/gen_abspe_cases.py"""
@@ -27,6 +34,7 @@ import torch
 from safetensors.torch import save_file, load_file
 from diffusers.models.embeddings import get_2d_sincos_pos_embed
 from diffusers.models.transformers.pixart_transformer_2d import PixArtTransformer2DModel
+from diffusers.models.transformers.transformer_sd3 import SD3Transformer2DModel
 
 FIX = "tests/fixtures"
 OUT = os.path.join(FIX, "abspe-cases")
@@ -75,12 +83,7 @@ def attach_edit(model, cond):
                                           interpolation_scale=mod.interpolation_scale, device=latent.device,
                                           output_type="pt").float().unsqueeze(0)
         saved.update(tab=mod.pos_embed, hw=(mod.height, mod.width))
-        tab = tab.clone()
-        r = resolve(cond, h, w)
-        for j in r.get("copy_to", []):
-            tab[0, j] = tab[0, r["copy_from"]]
-        for j in r.get("zero", []):
-            tab[0, j] = 0
+        tab = edit_table(tab, cond, h, w)
         mod.pos_embed = tab  # the registered buffer, replaced
         mod.height, mod.width = h, w
 
@@ -91,7 +94,36 @@ def attach_edit(model, cond):
     return [pe.register_forward_pre_hook(pre), pe.register_forward_hook(post)]
 
 
+def edit_table(tab, cond, h, w):
+    tab = tab.clone()
+    r = resolve(cond, h, w)
+    for j in r.get("copy_to", []):
+        tab[0, j] = tab[0, r["copy_from"]]
+    for j in r.get("zero", []):
+        tab[0, j] = 0
+    return tab
+
+
+def run_sd3(model, inputs, cond=None):
+    pe = model.pos_embed
+    if cond:
+        orig = pe.cropped_pos_embed
+
+        def cropped(height, width):
+            return edit_table(orig(height, width), cond, height // pe.patch_size, width // pe.patch_size)
+
+        pe.cropped_pos_embed = cropped
+    with torch.no_grad():
+        s = model(hidden_states=inputs["hidden_states"], encoder_hidden_states=inputs["encoder_hidden_states"],
+                  pooled_projections=inputs["pooled_projections"], timestep=inputs["timestep"], return_dict=False)[0]
+    if cond:
+        del pe.cropped_pos_embed
+    return s
+
+
 def run(model, inputs, cond=None):
+    if isinstance(model, SD3Transformer2DModel):
+        return run_sd3(model, inputs, cond)
     hooks = attach_edit(model, cond) if cond else []
     kw = dict(hidden_states=inputs["hidden_states"], encoder_hidden_states=inputs["encoder_hidden_states"],
               timestep=inputs["timestep"], encoder_attention_mask=inputs["encoder_attention_mask"], return_dict=False)
@@ -114,6 +146,14 @@ CONDS = {
         {"name": "zero-mixed", "pe_zero": [[13, 0], [5, 7], [-2, -1]]},
         {"name": "copy-self", "pe_copy_from": [6, 6], "pe_copy_to": [[6, 6], [0, 0], [13, 12]]},
     ],
+    "sd3": [
+        {"name": "corner-to-corners", "pe_copy_from": [0, -1], "pe_copy_to": "corners", "pe_zero": [[0, -1]]},
+        {"name": "zero-list", "pe_zero": [[1, 2], [3, 0]]},
+    ],
+    "sd3-6x5": [
+        {"name": "zero-corners", "pe_zero": "corners"},
+        {"name": "copy-list", "pe_copy_from": [2, 2], "pe_copy_to": [[0, 4], [5, 0], [-1, -1], [3, 1]]},
+    ],
 }
 
 
@@ -132,23 +172,34 @@ def main():
            "encoder_attention_mask": torch.tensor([[1.0, 1, 1, 1, 1, 0]]),
            "timestep": torch.tensor([437.0])}
     ins["big"] = big
+    d3 = os.path.join(FIX, "sd3-tiny-a")
+    sd3 = SD3Transformer2DModel.from_pretrained(d3).double().eval()
+    ins["sd3"] = load_file(os.path.join(d3, "inputs.safetensors"))
+    s65 = {"hidden_states": torch.randn(1, sd3.config.in_channels, 12, 10),
+           "encoder_hidden_states": ins["sd3"]["encoder_hidden_states"][1:].clone(),
+           "pooled_projections": ins["sd3"]["pooled_projections"][1:].clone(),
+           "timestep": torch.tensor([613.0])}
+    ins["sd3-6x5"] = s65
+    save_file({k: v.contiguous() for k, v in s65.items()}, os.path.join(OUT, "inputs-sd3-6x5.safetensors"))
+    refs = {"a": load_file(os.path.join(d, "expected.safetensors"))["sample"].double(),
+            "sd3": load_file(os.path.join(d3, "expected.safetensors"))["sample"].double()}
     os.makedirs(OUT, exist_ok=True)
     save_file({k: v.contiguous() for k, v in big.items()}, os.path.join(OUT, "inputs-big.safetensors"))
-    ref = load_file(os.path.join(d, "expected.safetensors"))["sample"].double()
     expected, listing = {}, []
     for case, conds in CONDS.items():
+        mdl = sd3 if case.startswith("sd3") else model
         x = {k: v.double() for k, v in ins[case].items()}
-        base = run(model, x)
-        if case == "a":
-            e = float((base - ref).norm() / ref.norm())
-            print("a: unedited sample vs pixart-tiny-a expected: rel L2 %.2e" % e)
-            assert e < 1e-7
-        noop = run(model, x, {"name": "noop", "pe_zero": [], "pe_copy_from": [0, 0], "pe_copy_to": []})
+        base = run(mdl, x)
+        if case in refs:
+            e = float((base - refs[case]).norm() / refs[case].norm())
+            print("%s: unedited sample vs the fixture's expected: rel L2 %.2e" % (case, e))
+            assert e < 1e-6
+        noop = run(mdl, x, {"name": "noop", "pe_zero": [], "pe_copy_from": [0, 0], "pe_copy_to": []})
         assert torch.equal(noop, base), "the empty edit changes the sample"
         expected["sample.%s" % case] = base.float().contiguous()
-        h, w = x["hidden_states"].shape[-2] // cfg.patch_size, x["hidden_states"].shape[-1] // cfg.patch_size
+        h, w = x["hidden_states"].shape[-2] // mdl.config.patch_size, x["hidden_states"].shape[-1] // mdl.config.patch_size
         for c in conds:
-            s = run(model, x, c)
+            s = run(mdl, x, c)
             ch = float((s - base).norm() / base.norm())
             print("%s/%s: changes the sample by rel L2 %.3e" % (case, c["name"], ch))
             assert ch > 1e-4, c["name"]
