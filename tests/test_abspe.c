@@ -420,11 +420,48 @@ static void test_sink_moves(void **state) {
     px_close(&f);
 }
 
+/* generate on an SD3 pipeline folder: the condition's edit in every step of the sampler; an empty
+ * edit is bit-identical; a grid the pattern does not fit is refused naming the file */
+static void test_generate_sd3(void **state) {
+    (void)state;
+    char dir[1024], buf[8192], cond[1200];
+    snprintf(dir, sizeof dir, "%s", tc_path("fixtures/sd3-pipeline-tiny"));
+    char *tmp = tc_tmpdir();
+    snprintf(cond, sizeof cond, "%s/c.json", tmp);
+    const char *base = "--steps 2 --cfg 3 --height 16 --width 16 --max-sequence-length 8 --seed 4 --prompt 'a red cat'";
+    assert_int_equal(tc_run(buf, sizeof buf, "%s generate --model %s %s --dump %s/a.safetensors", tc_bin(), dir, base, tmp), 0);
+    tc_write_text(cond, "{\"name\": \"noop\", \"pe_zero\": [], \"pe_copy_from\": [0, 0], \"pe_copy_to\": []}");
+    int rc = tc_run(buf, sizeof buf, "%s generate --model %s %s --condition %s --dump %s/b.safetensors", tc_bin(), dir, base, cond, tmp);
+    if (rc) fail_msg("%s", buf);
+    tc_write_text(cond, "{\"name\": \"corners\", \"pe_copy_from\": [0, -1], \"pe_copy_to\": \"corners\", \"pe_zero\": [[0, -1]]}");
+    rc = tc_run(buf, sizeof buf, "%s generate --model %s %s --condition %s --dump %s/c.safetensors", tc_bin(), dir, base, cond, tmp);
+    if (rc) fail_msg("%s", buf);
+    size_t na, nb, nc;
+    float *a = tc_load(tc_join(tmp, "a.safetensors"), "image", &na, NULL, NULL);
+    float *b = tc_load(tc_join(tmp, "b.safetensors"), "image", &nb, NULL, NULL);
+    float *c = tc_load(tc_join(tmp, "c.safetensors"), "image", &nc, NULL, NULL);
+    assert_non_null(a), assert_non_null(b), assert_non_null(c);
+    assert_int_equal(na, nb);
+    assert_memory_equal(a, b, na * sizeof *a);
+    printf("  generate SD3: empty edit bit-identical; corners edit moves the image by rel L2 %.3e\n", tc_rel_l2(c, a, na));
+    assert_true(tc_rel_l2(c, a, na) > 1e-4);
+    free(a), free(b), free(c);
+    tc_write_text(cond, "{\"name\": \"sm\", \"pe_zero\": \"smiley\"}");
+    rc = tc_run(buf, sizeof buf, "%s generate --model %s %s --condition %s --dump %s/d.safetensors", tc_bin(), dir, base, cond, tmp);
+    printf("  generate smiley on a small grid -> %s", buf);
+    assert_int_not_equal(rc, 0);
+    assert_non_null(strstr(buf, cond));
+    assert_non_null(strstr(buf, "field 'pe_zero' = \"smiley\""));
+    tc_rmtree(tmp);
+    free(tmp);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_matches_diffusers), cmocka_unit_test(test_noop_bit_identical),
         cmocka_unit_test(test_json_round_trip),   cmocka_unit_test(test_errors),
         cmocka_unit_test(test_cli),               cmocka_unit_test(test_sink_moves),
+        cmocka_unit_test(test_generate_sd3),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

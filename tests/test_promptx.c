@@ -133,10 +133,48 @@ static void test_apply_and_parse(void **state) {
     }
 }
 
+/* generate --pad-prompt N is the same run as the padded prompt typed out, bit for bit */
+static void test_generate_pad_prompt(void **state) {
+    (void)state;
+    char dir[1024]; /* tc_path's buffers rotate */
+    snprintf(dir, sizeof dir, "%s", tc_path("fixtures/sd3-pipeline-tiny"));
+    char *tmp = tc_tmpdir(), buf[8192], commas[64];
+    memset(commas, ',', 30);
+    commas[30] = 0;
+    const char *base = "--steps 1 --cfg 3 --height 16 --width 16 --max-sequence-length 48 --seed 3";
+    assert_int_equal(tc_run(buf, sizeof buf, "%s generate --model %s %s --prompt 'a red cat' --pad-prompt 30 --dump %s/a.safetensors",
+                            tc_bin(), dir, base, tmp), 0);
+    assert_int_equal(tc_run(buf, sizeof buf, "%s generate --model %s %s --prompt 'a red cat %s' --dump %s/b.safetensors", tc_bin(),
+                            dir, base, commas, tmp), 0);
+    assert_int_equal(tc_run(buf, sizeof buf, "%s generate --model %s %s --prompt 'a red cat' --dump %s/c.safetensors", tc_bin(), dir,
+                            base, tmp), 0);
+    const char *names[] = {"prompt_embeds", "pooled_prompt_embeds", "image"};
+    for (int i = 0; i < 3; i++) {
+        size_t na, nb, nc;
+        float *a = tc_load(tc_join(tmp, "a.safetensors"), names[i], &na, NULL, NULL);
+        float *b = tc_load(tc_join(tmp, "b.safetensors"), names[i], &nb, NULL, NULL);
+        float *c = tc_load(tc_join(tmp, "c.safetensors"), names[i], &nc, NULL, NULL);
+        assert_non_null(a), assert_non_null(b), assert_non_null(c);
+        assert_int_equal(na, nb);
+        assert_memory_equal(a, b, na * sizeof *a);
+        printf("  --pad-prompt 30: %-22s = the typed-out prompt; vs unpadded rel L2 %.3e\n", names[i], tc_rel_l2(a, c, na));
+        assert_true(tc_rel_l2(a, c, na) > 1e-4);
+        free(a), free(b), free(c);
+    }
+    int rc = tc_run(buf, sizeof buf, "%s generate --model %s %s --prompt x --pad-prompt 7: --dump %s/d.safetensors", tc_bin(), dir,
+                    base, tmp);
+    printf("  --pad-prompt 7: -> %s", buf);
+    assert_int_equal(rc, 2);
+    assert_non_null(strstr(buf, "--pad-prompt: the padding string after ':' is empty"));
+    tc_rmtree(tmp);
+    free(tmp);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_cases_match_transformers),
         cmocka_unit_test(test_apply_and_parse),
+        cmocka_unit_test(test_generate_pad_prompt),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
