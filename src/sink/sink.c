@@ -578,7 +578,9 @@ static int hook_block_output(void *ctx, int block, const float *x, int B, int N,
 }
 
 sd3_hooks sink_ctx_hooks(sink_ctx *s) {
-    sd3_hooks h = {.ctx = s, .attention = hook_attention, .block_output = hook_block_output, .pos_embed = sink_ctx_pos_embed};
+    sd3_hooks h = {.ctx = s, .attention = hook_attention, .block_output = hook_block_output,
+                   /* only then: SD3 copies its table crop ([N, D]) for the hook to edit */
+                   .pos_embed = s->have_cond && s->cond.have_pe ? sink_ctx_pos_embed : NULL};
     return h;
 }
 

@@ -81,6 +81,8 @@ int sink_ctx_pos_embed(void *ctx, float *tab, int h, int w, int D);
 void sink_ctx_set_condition(sink_ctx *s, const sink_condition *c);
 /* Where the sampler is: step index and t/T (0 = noisiest). tfrac < 0: not sampling. */
 void sink_ctx_set_step(sink_ctx *s, int step, double tfrac);
+/* The hooks; pos_embed (sink_ctx_pos_embed) is set when the condition set at the time of this
+ * call has pe_* fields, so set the condition first. */
 sd3_hooks sink_ctx_hooks(sink_ctx *s);
 
 int sink_ctx_record_count(const sink_ctx *s);
