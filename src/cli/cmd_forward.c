@@ -13,6 +13,7 @@
 #include "io/safetensors.h"
 #include "models/family.h"
 #include "models/sd3.h"
+#include "sink/abspe.h"
 #include "sink/qkmean.h"
 #include "sink/sink.h"
 #include "sink/spiral.h"
@@ -68,9 +69,15 @@ typedef struct {
     int dump;           /* --dump-blocks */
     int dump_qk;        /* --dump-rope-qk */
     sink_ctx *sink;     /* the probe, for its pre-RoPE <q, k> (--spiral) */
+    sink_ctx *pe;       /* the condition's AbsPE edit (pe_* fields) */
     dumped *dumps;      /* block outputs in the order they came */
     int n_dumps, cap_dumps;
 } fwd_hooks;
+
+static int fwd_pos_embed(void *ctx, float *tab, int h, int w, int D) {
+    fwd_hooks *f = ctx;
+    return f->pe ? sink_ctx_pos_embed(f->pe, tab, h, w, D) : 0;
+}
 
 static int fwd_attention(void *ctx, const ss_site *site, const attn_args *a) {
     fwd_hooks *f = ctx;
@@ -303,6 +310,7 @@ int cmd_forward(int argc, char **argv) {
     int n_now = n_sites;
     if (cond_path || nprobe) n_now = fam->sites(m, N, S, all_sites, MAX_SITES);
     if (cond_path && (rc = sink_condition_check_sites(&cond, all_sites, n_now, cond_path)) < 0) goto done;
+    if (cond_path && (rc = sink_condition_check_pe(&cond, io.pe_grid[0], io.pe_grid[1], fam->class_name, cond_path)) < 0) goto done;
     out = ss_malloc(sizeof(float) * (io.out_numel ? io.out_numel : 1));
     sk = sink_ctx_new();
     if (!out || !sk) { rc = SS_ENOMEM; goto done; }
@@ -311,9 +319,11 @@ int cmd_forward(int argc, char **argv) {
     if (spiral) sink_ctx_set_spiral(sk, spiral);
     fh.inner = sink_ctx_hooks(sk);
     fh.sink = spiral ? sk : NULL;
+    fh.pe = cond_path && cond.have_pe ? sk : NULL;
     fh.dump = dump_blocks;
     fh.dump_qk = dump_qk;
-    ss_model_hooks hk = {.ctx = &fh, .attention = fwd_attention, .block_output = fwd_block_output, .rope_qk = fwd_rope_qk};
+    ss_model_hooks hk = {.ctx = &fh, .attention = fwd_attention, .block_output = fwd_block_output, .rope_qk = fwd_rope_qk,
+                        .pos_embed = fwd_pos_embed};
     if ((rc = fam->forward(m, out, &io, &hk)) < 0) goto done;
 
     w = st_writer_new();

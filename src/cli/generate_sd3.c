@@ -19,7 +19,9 @@
 #include "io/safetensors.h"
 #include "sample/pipeline.h" /* SINKSCOPE_VERSION */
 #include "sample/sd3pipe.h"
+#include "sink/abspe.h"
 #include "sink/sink.h"
+#include "text/promptx.h"
 
 #define MAX_PROMPTS 256
 
@@ -27,7 +29,7 @@ static const char USAGE[] =
     "usage: sinkscope generate --model SD3_PIPELINE_DIR (--prompt TEXT | --prompts FILE) [--out FILE.png]\n"
     "                          [--negative-prompt TEXT] [--seed N] [--steps N] [--cfg X] [--height N] [--width N]\n"
     "                          [--max-sequence-length N] [--latents FILE] [--save-latents FILE] [--dump FILE]\n"
-    "                          [--condition FILE.json] [--threads N]\n"
+    "                          [--condition FILE.json] [--pad-prompt N[:STRING]] [--threads N]\n"
     "\n"
     "  --model DIR        diffusers StableDiffusion3Pipeline folder (model_index.json, transformer/, vae/,\n"
     "                     scheduler/, text_encoder{,_2,_3}/, tokenizer{,_2,_3}/; the T5 pair may be null)\n"
@@ -46,6 +48,8 @@ static const char USAGE[] =
     "                     negative_pooled_prompt_embeds, timesteps, sigmas, latents.init, model_output.{i},\n"
     "                     noise_pred.{i}, latents.{i}, image_raw, image (as diffusers' pipeline computes them)\n"
     "  --condition FILE   one intervention condition object (README, section Conditions)\n"
+    "  --pad-prompt N[:STRING]  comma padding: append N copies of STRING (default \",\") after a space to every\n"
+    "                     prompt before tokenization (not the negative prompt; text/promptx.h)\n"
     "  --threads N        OpenMP/BLAS threads (default: all cores); the images do not depend on it\n";
 
 static int add_dump(void *ctx, const char *name, const float *x, int ndim, const int64_t *shape) {
@@ -115,7 +119,7 @@ void gen_png_name(char *buf, size_t cap, const char *out, int b, int B) {
 int cmd_generate_sd3(int argc, char **argv) {
     const char *prompt = NULL, *prompts_path = NULL, *out = NULL, *neg = NULL, *seed_s = "0", *steps_s = NULL,
                *cfg_s = NULL, *h_s = NULL, *w_s = NULL, *msl_s = NULL, *lat_path = NULL, *save_path = NULL,
-               *dump_path = NULL, *cond_path = NULL, *threads_s = NULL, *model = NULL;
+               *dump_path = NULL, *cond_path = NULL, *threads_s = NULL, *model = NULL, *pad_s = NULL;
     cli_opt opts[] = {{"model", &model, NULL},       {"prompt", &prompt, NULL},
                       {"prompts", &prompts_path, NULL}, {"out", &out, NULL},
                       {"negative-prompt", &neg, NULL}, {"seed", &seed_s, NULL},
@@ -123,7 +127,8 @@ int cmd_generate_sd3(int argc, char **argv) {
                       {"height", &h_s, NULL},          {"width", &w_s, NULL},
                       {"max-sequence-length", &msl_s, NULL}, {"latents", &lat_path, NULL},
                       {"save-latents", &save_path, NULL}, {"dump", &dump_path, NULL},
-                      {"condition", &cond_path, NULL}, {"threads", &threads_s, NULL}};
+                      {"condition", &cond_path, NULL}, {"threads", &threads_s, NULL},
+                      {"pad-prompt", &pad_s, NULL}};
     int pr = cli_parse(argc, argv, opts, sizeof opts / sizeof opts[0], USAGE);
     if (pr) return pr > 0 ? 0 : 2;
     if (!model || (!prompt == !prompts_path) || (!out && !dump_path && !save_path)) {
@@ -141,6 +146,11 @@ int cmd_generate_sd3(int argc, char **argv) {
         (h_s && cli_int("generate", "height", h_s, 1, 16384, &hh)) || (w_s && cli_int("generate", "width", w_s, 1, 16384, &ww)) ||
         (msl_s && cli_int("generate", "max-sequence-length", msl_s, 1, 4096, &msl)))
         return 2;
+    promptx_pad pad = {0};
+    if (pad_s && promptx_pad_parse(&pad, pad_s, "--pad-prompt") < 0) {
+        fprintf(stderr, "sinkscope generate: %s\n", ss_err());
+        return 2;
+    }
     if (threads_s) {
         if (cli_int("generate", "threads", threads_s, 1, 4096, &nt)) return 2;
         omp_set_num_threads((int)nt);
@@ -170,7 +180,7 @@ int cmd_generate_sd3(int argc, char **argv) {
     sd3pipe *p = NULL;
     sink_ctx *sk = NULL;
     char *pbuf = NULL, *cond_json = NULL;
-    char *plist[MAX_PROMPTS];
+    char *plist[MAX_PROMPTS], *padded[MAX_PROMPTS] = {0};
     float *img = NULL, *lat = NULL, *ctx = NULL, *pooled = NULL;
     uint8_t *rgb = NULL;
     st_writer *dw = NULL;
@@ -184,6 +194,10 @@ int cmd_generate_sd3(int argc, char **argv) {
         rc = 0;
     } else {
         plist[0] = (char *)prompt;
+    }
+    for (int b = 0; pad_s && b < B; b++) {
+        if ((rc = promptx_pad_apply(&padded[b], plist[b], &pad)) < 0) goto done;
+        plist[b] = padded[b];
     }
     q.prompts = (const char *const *)plist;
     q.n_prompts = B;
@@ -213,7 +227,9 @@ int cmd_generate_sd3(int argc, char **argv) {
                              cond.layers[i], tc->num_layers);
                 goto done;
             }
-        if ((rc = sink_condition_check_sites(&cond, sites, ns, cond_path)) < 0) goto done;
+        if ((rc = sink_condition_check_sites(&cond, sites, ns, cond_path)) < 0 ||
+            (rc = sink_condition_check_pe(&cond, h / tc->patch_size, w / tc->patch_size, "SD3Transformer2DModel", cond_path)) < 0)
+            goto done;
         if (!(sk = sink_ctx_new())) {
             rc = ss_fail(SS_ENOMEM, "out of memory");
             goto done;
@@ -274,6 +290,7 @@ done:
     if (rc < 0) fprintf(stderr, "sinkscope generate: %s\n", ss_err());
     st_writer_free(dw);
     free(cond_json), free(pbuf), free(img), free(lat), free(rgb), free(ctx), free(pooled);
+    for (int b = 0; b < MAX_PROMPTS; b++) free(padded[b]);
     sink_ctx_free(sk);
     sd3pipe_free(p);
     return exit_code;

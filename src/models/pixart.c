@@ -291,6 +291,7 @@ int pixart_forward(const pixart_model *m, float *out, const float *hs, const flo
             }
     op_linear(w.X, w.hid, &m->patch, B * N);
     pixart_pos_table(w.pos, c, D, h, wd);
+    if (hooks && hooks->pos_embed && (rc = hooks->pos_embed(hooks->ctx, w.pos, h, wd, D)) < 0) goto done;
     for (int b = 0; b < B; b++) {
         float *x = w.X + (size_t)b * N * D;
         for (size_t j = 0; j < (size_t)N * D; j++) x[j] += w.pos[j];

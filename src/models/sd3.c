@@ -433,15 +433,26 @@ static int forward(const sd3_model *m, sd3_workspace *ws, sd3_cache *cache, floa
                             pv[(ci * p + py) * p + px] = x[(((size_t)b * Cin + ci) * Hl + r * p + py) * Wl + q * p + px];
             }
     op_linear(w.X, pv_all, &m->patch, B * N);
-    /* 2. centre crop of the position table */
+    /* 2. centre crop of the position table (copied for the pos_embed hook to edit) */
     const int top = (M - h) / 2, left = (M - wd) / 2;
+    float *crop = NULL;
+    if (hooks && hooks->pos_embed) {
+        if (!(crop = ss_malloc(sizeof(float) * (size_t)N * D))) return SS_ENOMEM;
+        for (int r = 0; r < h; r++)
+            memcpy(crop + (size_t)r * wd * D, m->pos_table + ((size_t)(top + r) * M + left) * D, sizeof(float) * (size_t)wd * D);
+        if ((rc = hooks->pos_embed(hooks->ctx, crop, h, wd, D)) < 0) {
+            free(crop);
+            return rc;
+        }
+    }
     for (int b = 0; b < B; b++)
         for (int r = 0; r < h; r++)
             for (int q = 0; q < wd; q++) {
                 float *xr = w.X + ((size_t)b * N + (size_t)r * wd + q) * D;
-                const float *pr = m->pos_table + ((size_t)(top + r) * M + left + q) * D;
+                const float *pr = crop ? crop + ((size_t)r * wd + q) * D : m->pos_table + ((size_t)(top + r) * M + left + q) * D;
                 for (int d = 0; d < D; d++) xr[d] += pr[d];
             }
+    free(crop);
     /* 3. conditioning: temb = TimestepEmbedding(sinusoid(t)) + TextProj(pooled) */
     float *temb0 = cache ? cache->temb0 : w.tmp; /* [B,256] */
     /* linear_1 outputs and their SiLU: in place in modx, or kept apart in the cache */
