@@ -162,7 +162,12 @@ static int bind_lin(binder *bd, ss_linear *l, const char *prefix, int out, int i
     l->in = in;
     l->out = out;
     snprintf(name, sizeof name, "%s.weight", prefix);
-    int rc = ss_bind_linear(bd, l, name);
+    int rc;
+    if (bd->pass == PASS_VIEW) { /* a view is fp32 storage: the weight goes through the lookup like every other slot */
+        l->wb = NULL;
+        rc = bind(bd, &l->w, name, 2, out, in, 0, 0);
+    } else
+        rc = ss_bind_linear(bd, l, name);
     if (rc || !bias) return rc;
     snprintf(name, sizeof name, "%s.bias", prefix);
     return bind(bd, &l->b, name, 1, out, 0, 0, 0);
