@@ -141,6 +141,7 @@ static void check_run(const char *name, ss_sched *s, json_t *run, tally *ty) {
         double r = tc_rel_l2(x, want, n);
         if (!(r <= 1e-6)) fail_msg("%s steps=%d: prev_sample %d rel L2 %.3g", name, steps, i, r);
         if (r > worst) worst = r;
+        if (getenv("SCHED_DEBUG") && r > 0) printf("    %s steps=%d step %d t=%g rel %.3g\n", name, steps, i, t, r);
         free(want);
         ty->n_steps++;
     }
@@ -198,6 +199,12 @@ static void test_restart(void **st) {
         assert_true(ss_sched_step(&s, 0, m, x, 4) < 0); /* past the end */
     }
     assert_memory_equal(a, b, sizeof a);
+    /* the multistep history is per sample size */
+    assert_int_equal(ss_sched_set_timesteps(&s, 6, NULL, NULL), 0);
+    float m4[4] = {0};
+    assert_int_equal(ss_sched_step(&s, s.timesteps[0], m4, a, 4), 0);
+    assert_true(ss_sched_step(&s, s.timesteps[1], m4, a, 3) < 0);
+    assert_non_null(strstr(ss_err(), "3 values"));
     assert_true(ss_sched_set_timesteps(&s, 0, NULL, NULL) < 0);
     double mu = 1.0;
     assert_true(ss_sched_set_timesteps(&s, 4, NULL, &mu) < 0);

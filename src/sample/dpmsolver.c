@@ -251,6 +251,8 @@ int dpm_step(dpm_sched *s, double t, const float *m_in, float *x, size_t n) {
     if (s->step_index < 0) s->step_index = index_for_timestep(s, t);
     int i = s->step_index, N = s->num_steps, order = c->solver_order;
     if (i >= N) return ss_fail(SS_EARG, "dpmsolver: all %d steps are done", N);
+    if (s->n != n && s->lower_order_nums > 0)
+        return ss_fail(SS_EARG, "dpmsolver: the sample has %zu values, the previous steps had %zu", n, s->n);
     if (s->n != n) {
         free_state(s);
         for (int k = 0; k < order; k++) {

@@ -74,7 +74,13 @@ int dpm_init(dpm_sched *s, const dpm_config *c);
  * trailing spacing, as in diffusers. */
 int dpm_set_timesteps(dpm_sched *s, int n);
 /* One scheduler.step(model_output, t, sample): sample (n values) becomes prev_sample. The step
- * index is found from t on the first call (diffusers' index_for_timestep), then counts up. */
+ * index is found from t on the first call (diffusers' index_for_timestep), then counts up; n
+ * must stay the same within one schedule (the multistep history has n values per order).
+ *
+ * Precision: timesteps and sigmas are diffusers' values exactly. The step matches diffusers'
+ * operation for operation in fp32, but torch evaluates exp (and log) of the 0-d coefficients with
+ * SLEEF's vector code even for one element, which differs from libm's expf by an ulp at some
+ * steps; trajectories then agree to ~2e-7 relative L2 rather than bit for bit. */
 int dpm_step(dpm_sched *s, double t, const float *model_output, float *sample, size_t n);
 void dpm_free(dpm_sched *s);
 

@@ -16,6 +16,12 @@
  *   }
  *   ss_sched_free(&s);
  *
+ * Which pipelines use what (diffusers 0.32.1): PixArtAlphaPipeline multiplies the starting noise by
+ * init_noise_sigma and calls scale_model_input each step (and with 1 step takes the step's
+ * pred_original_sample, which DPMSolverMultistepScheduler does not return: diffusers fails there);
+ * StableDiffusion3Pipeline and FluxPipeline use neither, whatever the scheduler, so the E2 swaps
+ * below run Euler on unscaled N(0, 1) latents and unscaled model inputs.
+ *
  * The paper's sampling-sensitivity table (E2) swaps SD3's scheduler with
  * EulerDiscreteScheduler.from_config(pipe.scheduler.config) and
  * DPMSolverMultistepScheduler.from_config(...): ss_sched_load_as does the same (fields the
