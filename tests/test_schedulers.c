@@ -233,6 +233,24 @@ static void test_load_dir(void **st) {
     assert_int_equal(fm_set_timesteps(&f, 4, NULL, NULL), 0);
     assert_memory_equal(s.sigmas, f.sigmas, 5 * sizeof(float));
     fm_free(&f);
+    /* FLUX path through the wrapper: given sigmas and mu, stepped by timestep */
+    double sig[5], mu = 0.8;
+    fm_flux_sigmas(5, sig);
+    fm_config_default(&c);
+    c.shift = 3.0;
+    assert_int_equal(fm_init(&f, &c), 0);
+    assert_int_equal(fm_set_timesteps(&f, 5, sig, NULL), 0);
+    assert_int_equal(ss_sched_set_timesteps(&s, 5, sig, NULL), 0);
+    assert_memory_equal(s.timesteps, f.timesteps, 5 * sizeof(float));
+    float x[3] = {1, 2, 3}, y[3] = {1, 2, 3}, v[3] = {0.5f, -1, 2};
+    for (int i = 0; i < 5; i++) {
+        assert_int_equal(ss_sched_step(&s, s.timesteps[i], v, x, 3), 0);
+        assert_int_equal(fm_step(&f, i, y, v, 3), 0);
+    }
+    assert_memory_equal(x, y, sizeof x);
+    assert_true(ss_sched_step(&s, s.timesteps[4], v, x, 3) < 0); /* past the end */
+    fm_free(&f);
+    (void)mu;
     ss_sched_free(&s);
     assert_true(ss_sched_load_dir(&s, "tests/fixtures/no-such-pipeline") < 0);
     assert_non_null(strstr(ss_err(), "tests/fixtures/no-such-pipeline/scheduler/scheduler_config.json"));
@@ -257,6 +275,8 @@ static void test_bad_configs(void **st) {
         {"{\"_class_name\": \"DPMSolverMultistepScheduler\", \"lambda_min_clipped\": NaN}", "field 'lambda_min_clipped'"},
         {"{\"_class_name\": \"DPMSolverMultistepScheduler\", \"lambda_min_clipped\": \"-inf\"}", "field 'lambda_min_clipped' must be a number"},
         {"{\"_class_name\": \"DPMSolverMultistepScheduler\", \"trained_betas\": [0.1, 0.2]}", "field 'trained_betas'"},
+        {"{\"_class_name\": \"DPMSolverMultistepScheduler\", \"num_train_timesteps\": 3, \"trained_betas\": [0.1, 1.0, 0.2]}",
+         "field 'trained_betas' must be null or 3 numbers in [0, 1)"},
         {"{\"_class_name\": \"DPMSolverMultistepScheduler\", \"num_train_timesteps\": 1}", "field 'num_train_timesteps'"},
         {"{\"_class_name\": \"DPMSolverMultistepScheduler\", \"beta_end\": 1.5}", "fields 'beta_start' and 'beta_end'"},
         {"{\"_class_name\": \"DPMSolverMultistepScheduler\", \"flow_shift\": 0}", "field 'flow_shift'"},

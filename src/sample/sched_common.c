@@ -40,12 +40,13 @@ int ddpm_betas_from_json(ddpm_betas *b, float **buf, json_t *root, const char *p
         if (!v) return SS_ENOMEM;
         for (size_t i = 0; i < json_array_size(tb); i++) {
             json_t *e = json_array_get(tb, i);
-            if (!json_is_number(e)) {
+            double bv = json_is_number(e) ? json_number_value(e) : -1;
+            if (!(bv >= 0 && bv < 1)) {
                 free(v);
-                return ss_fail(SS_EFORMAT, "%s: field 'trained_betas' must be null or %d numbers", path,
-                               b->num_train_timesteps);
+                return ss_fail(SS_EFORMAT, "%s: field 'trained_betas' must be null or %d numbers in [0, 1)",
+                               path, b->num_train_timesteps);
             }
-            v[i] = (float)json_number_value(e);
+            v[i] = (float)bv;
         }
         *buf = v;
         b->trained_betas = v;
