@@ -155,7 +155,7 @@ static void test_cases(void **st) {
     json_t *cases = json_object_get(g_root, "cases");
     assert_true(json_array_size(cases) >= 20);
     tally ty = {0};
-    int kinds[3] = {0};
+    int kinds[3] = {0}, n_other = 0;
     for (size_t c = 0; c < json_array_size(cases); c++) {
         json_t *cs = json_array_get(cases, c);
         const char *name = json_string_value(json_object_get(cs, "name"));
@@ -165,7 +165,14 @@ static void test_cases(void **st) {
         int kind = ss_sched_kind_of(cls);
         assert_true(kind >= 0);
         ss_sched s;
-        int rc = !strcmp(load, "native") ? ss_sched_load(&s, p) : ss_sched_load_as(&s, p, (ss_sched_kind)kind);
+        const char *cpu_name = json_string_value(json_object_get(cs, "torch_cpu"));
+        int cpu = ss_torch_cpu_parse(cpu_name);
+        assert_true(cpu >= 0);
+        int rc;
+        if (cpu == SS_TORCH_CPU_AVX2) /* the plain entry points */
+            rc = !strcmp(load, "native") ? ss_sched_load(&s, p) : ss_sched_load_as(&s, p, (ss_sched_kind)kind);
+        else
+            rc = ss_sched_load_opts(&s, p, !strcmp(load, "native") ? -1 : kind, (ss_torch_cpu)cpu), n_other++;
         if (rc < 0) fail_msg("%s: %s", name, ss_err());
         assert_int_equal((int)s.kind, kind);
         kinds[kind]++;
@@ -173,10 +180,11 @@ static void test_cases(void **st) {
         for (size_t r = 0; r < json_array_size(runs); r++) check_run(name, &s, json_array_get(runs, r), &ty);
         ss_sched_free(&s);
     }
-    printf("  %d schedules exact (timesteps, sigmas, init_noise_sigma); %d trajectories, %d steps, worst rel L2 %.2g\n",
-           ty.n_runs, ty.n_traj, ty.n_steps, ty.worst_rel);
+    printf("  %d schedules exact (timesteps, sigmas, init_noise_sigma; %d configs under other torch kernels); "
+           "%d trajectories, %d steps, worst rel L2 %.2g\n", ty.n_runs, n_other, ty.n_traj, ty.n_steps, ty.worst_rel);
     assert_true(kinds[0] >= 1 && kinds[1] >= 10 && kinds[2] >= 5);
     assert_true(ty.n_traj >= 30);
+    assert_true(n_other >= 4); /* schedules under torch's default and AVX-512 kernels */
 }
 
 /* The state is per schedule: set_timesteps again restarts the multistep history, and a second

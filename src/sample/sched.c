@@ -20,7 +20,7 @@ int ss_sched_kind_of(const char *class_name) {
     return -1;
 }
 
-static int load_kind(ss_sched *s, const char *path, int kind, int check_class) {
+static int load_kind(ss_sched *s, const char *path, int kind, int check_class, ss_torch_cpu cpu) {
     memset(s, 0, sizeof *s);
     s->kind = (ss_sched_kind)kind;
     s->init_noise_sigma = 1.0f;
@@ -40,6 +40,7 @@ static int load_kind(ss_sched *s, const char *path, int kind, int check_class) {
         dpm_config c;
         dpm_config_default(&c);
         if ((rc = dpm_config_load(&c, path, check_class)) < 0) return rc;
+        c.betas.torch_cpu = cpu;
         rc = dpm_init(&s->dpm, &c);
         dpm_config_free(&c);
         return rc;
@@ -47,27 +48,41 @@ static int load_kind(ss_sched *s, const char *path, int kind, int check_class) {
     euler_config c;
     euler_config_default(&c);
     if ((rc = euler_config_load(&c, path, check_class)) < 0) return rc;
+    c.betas.torch_cpu = cpu;
     rc = euler_init(&s->eu, &c);
     euler_config_free(&c);
     return rc;
 }
 
-int ss_sched_load(ss_sched *s, const char *path) {
+int ss_sched_load_opts(ss_sched *s, const char *path, int kind, ss_torch_cpu cpu) {
     memset(s, 0, sizeof *s);
+    if ((unsigned)cpu > SS_TORCH_CPU_AVX512) return ss_fail(SS_EARG, "scheduler: unknown torch CPU kernel %d", (int)cpu);
+    if (kind >= 0) {
+        if (kind > 2) return ss_fail(SS_EARG, "scheduler: unknown kind %d", kind);
+        return load_kind(s, path, kind, 0, cpu);
+    }
     json_t *root;
     int rc = ss_schedcfg_load(path, &root);
     if (rc < 0) return rc;
     const char *cls = NULL;
     char buf[80];
     rc = ss_schedcfg_class(root, path, &cls);
-    int kind = -1;
     if (rc == 0 && !cls) rc = ss_fail(SS_EMISSING, "%s: field '_class_name' is missing", path);
     if (rc == 0 && (kind = ss_sched_kind_of(cls)) < 0)
         rc = ss_fail(SS_EARG, "%s: field '_class_name' = \"%s\" is not supported (supported: %s, %s, %s)", path,
                      ss_printable(cls, buf, sizeof buf), k_names[0], k_names[1], k_names[2]);
     json_decref(root);
     if (rc < 0) return rc;
-    return load_kind(s, path, kind, 1);
+    return load_kind(s, path, kind, 1, cpu);
+}
+
+int ss_sched_load(ss_sched *s, const char *path) { return ss_sched_load_opts(s, path, -1, SS_TORCH_CPU_AVX2); }
+
+int ss_torch_cpu_parse(const char *name) {
+    static const char *const n[] = {"default", "avx2", "avx512"};
+    for (int i = 0; i < 3; i++)
+        if (name && !strcmp(name, n[i])) return i;
+    return -1;
 }
 
 int ss_sched_load_dir(ss_sched *s, const char *dir) {
@@ -78,8 +93,11 @@ int ss_sched_load_dir(ss_sched *s, const char *dir) {
 }
 
 int ss_sched_load_as(ss_sched *s, const char *path, ss_sched_kind kind) {
-    if ((unsigned)kind > 2) return ss_fail(SS_EARG, "scheduler: unknown kind %d", (int)kind);
-    return load_kind(s, path, (int)kind, 0);
+    if ((unsigned)kind > 2) {
+        memset(s, 0, sizeof *s);
+        return ss_fail(SS_EARG, "scheduler: unknown kind %d", (int)kind);
+    }
+    return ss_sched_load_opts(s, path, (int)kind, SS_TORCH_CPU_AVX2);
 }
 
 int ss_sched_set_timesteps(ss_sched *s, int n, const double *sigmas, const double *mu) {

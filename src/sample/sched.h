@@ -61,6 +61,14 @@ int ss_sched_load_dir(ss_sched *s, const char *pipeline_dir);
 /* as KIND's from_config(config of any class) */
 int ss_sched_load_as(ss_sched *s, const char *config_path, ss_sched_kind kind);
 
+/* The same with a choice of torch CPU kernel for the DDPM betas (ddpm_table.h): kind -1 picks by
+ * _class_name. torch's AVX2 and AVX-512 fp32 linspace differ in the last bit for most betas, and
+ * so do the sigma tables built from them (675 of 1000 entries for the linear 0.0001..0.02 betas):
+ * match the machine the comparison run used. ss_sched_load and _as use SS_TORCH_CPU_AVX2. */
+int ss_sched_load_opts(ss_sched *s, const char *config_path, int kind, ss_torch_cpu cpu);
+/* "default", "avx2", "avx512" (the values of torch's ATEN_CPU_CAPABILITY); -1 otherwise. */
+int ss_torch_cpu_parse(const char *name);
+
 /* sigmas / mu: FlowMatch only (flowmatch.h); must be NULL for the others. */
 int ss_sched_set_timesteps(ss_sched *s, int n, const double *sigmas, const double *mu);
 /* In place; the identity for FlowMatch and DPM-Solver. */

@@ -42,6 +42,8 @@ def f32(v):
     return float("%.9g" % float(v))
 
 
+CAP = os.environ.get("ATEN_CPU_CAPABILITY", "avx2")
+
 if len(sys.argv) > 1 and sys.argv[1] == "--linspace":
     print(json.dumps([[f32(v) for v in torch.linspace(a, b, n, dtype=torch.float32)] for a, b, n in LIN]))
     sys.exit(0)
@@ -92,7 +94,7 @@ def run(cls, config_text, load, steps, traj_steps, name):
             r["trajectory"] = trajectory(s2, n)
         runs.append(r)
     print(f"{name:28s} {cls:32s} steps {steps} traj {traj_steps}")
-    return {"name": name, "class": cls, "load": load, "config_text": config_text, "runs": runs}
+    return {"name": name, "class": cls, "load": load, "torch_cpu": CAP, "config_text": config_text, "runs": runs}
 
 
 def native(name, cls, kwargs, steps, traj=()):
@@ -112,6 +114,14 @@ def swap(name, cls, steps, traj=()):
 
 
 D, E, F = "DPMSolverMultistepScheduler", "EulerDiscreteScheduler", "FlowMatchEulerDiscreteScheduler"
+if len(sys.argv) > 1 and sys.argv[1] == "--other-kernel":
+    # a few schedules under another torch CPU kernel (betas differ there in the last bit)
+    other = [native(f"pixart-default-{CAP}", D, {}, [7, 20], (20,)),
+             native(f"scaled-linear-{CAP}", D, {"beta_schedule": "scaled_linear", "beta_start": 0.00085,
+                                               "beta_end": 0.012}, [25], ()),
+             native(f"euler-default-{CAP}", E, {}, [20], (20,))]
+    print("JSON" + json.dumps(other))
+    sys.exit(0)
 ALL = [1, 2, 3, 4, 7, 20, 25]
 cases = [
     # PixArt-alpha's scheduler: scripts/convert_pixart_alpha_to_diffusers.py uses DPMSolverMultistepScheduler()
@@ -153,6 +163,11 @@ cases = [
     swap("e2-euler-from-sd3", E, [8, 20, 50], (20,)),
     swap("sd3-flowmatch", F, [1, 4, 20, 28], (4, 20)),  # load "as" its own class: same as native
 ]
+
+for cap in ("default", "avx512"):
+    r = subprocess.run([sys.executable, __file__, "--other-kernel"], env=dict(os.environ, ATEN_CPU_CAPABILITY=cap),
+                       check=True, capture_output=True, text=True)
+    cases += json.loads(r.stdout[r.stdout.index("JSON") + 4:])
 
 doc = {"generator": "tests/gen/gen_scheduler_cases.py", "diffusers": "0.32.1", "torch": torch.__version__,
        "x0": [f32(v) for v in X0.flatten()], "u": [f32(v) for v in U.flatten()],
