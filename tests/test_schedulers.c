@@ -260,6 +260,19 @@ static void test_load_dir(void **st) {
     fm_free(&f);
     (void)mu;
     ss_sched_free(&s);
+    /* E2's names on SD3's folder: the swapped schedulers take num_train_timesteps and nothing else */
+    static const char *const names[] = {"default", "euler", "dpm++"};
+    static const int want_kind[] = {SS_SCHED_FLOWMATCH, SS_SCHED_EULER, SS_SCHED_DPMSOLVER};
+    for (int k = 0; k < 3; k++) {
+        assert_int_equal(ss_sched_load_named(&s, "tests/fixtures/sd3-pipeline-tiny", names[k]), 0);
+        assert_int_equal((int)s.kind, want_kind[k]);
+        assert_int_equal(ss_sched_set_timesteps(&s, 20, NULL, NULL), 0);
+        assert_int_equal(s.num_steps, 20);
+        assert_true(s.timesteps[0] == (k == 0 ? 1000.0f : 999.0f));
+        ss_sched_free(&s);
+    }
+    assert_true(ss_sched_load_named(&s, "tests/fixtures/sd3-pipeline-tiny", "heun") < 0);
+    assert_non_null(strstr(ss_err(), "'heun' is not one of"));
     assert_true(ss_sched_load_dir(&s, "tests/fixtures/no-such-pipeline") < 0);
     assert_non_null(strstr(ss_err(), "tests/fixtures/no-such-pipeline/scheduler/scheduler_config.json"));
 }

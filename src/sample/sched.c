@@ -92,6 +92,17 @@ int ss_sched_load_dir(ss_sched *s, const char *dir) {
     return ss_sched_load(s, path);
 }
 
+int ss_sched_load_named(ss_sched *s, const char *dir, const char *name) {
+    memset(s, 0, sizeof *s);
+    char path[4096], buf[64];
+    if ((size_t)snprintf(path, sizeof path, "%s/scheduler/scheduler_config.json", dir) >= sizeof path)
+        return ss_fail(SS_EARG, "%s: path too long", dir);
+    if (name && !strcmp(name, "default")) return ss_sched_load(s, path);
+    if (name && !strcmp(name, "euler")) return ss_sched_load_as(s, path, SS_SCHED_EULER);
+    if (name && !strcmp(name, "dpm++")) return ss_sched_load_as(s, path, SS_SCHED_DPMSOLVER);
+    return ss_fail(SS_EARG, "scheduler '%s' is not one of default, euler, dpm++", name ? ss_printable(name, buf, sizeof buf) : "");
+}
+
 int ss_sched_load_as(ss_sched *s, const char *path, ss_sched_kind kind) {
     if ((unsigned)kind > 2) {
         memset(s, 0, sizeof *s);

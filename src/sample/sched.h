@@ -61,6 +61,11 @@ int ss_sched_load_dir(ss_sched *s, const char *pipeline_dir);
 /* as KIND's from_config(config of any class) */
 int ss_sched_load_as(ss_sched *s, const char *config_path, ss_sched_kind kind);
 
+/* The E2 table's scheduler names on a pipeline folder: "default" (ss_sched_load_dir), "euler" and
+ * "dpm++" (EulerDiscreteScheduler / DPMSolverMultistepScheduler .from_config of the folder's
+ * config, as experiments/e2_paper_impl_multi_gpu.py does); an unknown name is an error. */
+int ss_sched_load_named(ss_sched *s, const char *pipeline_dir, const char *name);
+
 /* The same with a choice of torch CPU kernel for the DDPM betas (ddpm_table.h): kind -1 picks by
  * _class_name. torch's AVX2 and AVX-512 fp32 linspace differ in the last bit for most betas, and
  * so do the sigma tables built from them (675 of 1000 entries for the linear 0.0001..0.02 betas):
