@@ -291,7 +291,7 @@ static void test_bad_configs(void **st) {
         {"{\"_class_name\": \"DPMSolverMultistepScheduler\", \"variance_type\": \"learned_range\"}", "field 'variance_type'"},
         {"{\"_class_name\": \"DPMSolverMultistepScheduler\", \"use_lu_lambdas\": true}", "field 'use_lu_lambdas'"},
         {"{\"_class_name\": \"DPMSolverMultistepScheduler\", \"use_exponential_sigmas\": true}", "field 'use_exponential_sigmas'"},
-        {"{\"_class_name\": \"DPMSolverMultistepScheduler\", \"rescale_betas_zero_snr\": true}", "field 'rescale_betas_zero_snr'"},
+        {"{\"_class_name\": \"DPMSolverMultistepScheduler\", \"rescale_betas_zero_snr\": 1}", "field 'rescale_betas_zero_snr' must be true or false"},
         {"{\"_class_name\": \"DPMSolverMultistepScheduler\", \"final_sigmas_type\": \"one\"}", "field 'final_sigmas_type'"},
         {"{\"_class_name\": \"DPMSolverMultistepScheduler\", \"lambda_min_clipped\": NaN}", "field 'lambda_min_clipped'"},
         {"{\"_class_name\": \"DPMSolverMultistepScheduler\", \"lambda_min_clipped\": \"-inf\"}", "field 'lambda_min_clipped' must be a number"},

@@ -55,12 +55,35 @@ void ddpm_alphas_cumprod(const ddpm_betas *b, float *ac) {
             beta[i] = (float)(v < 0.999 ? v : 0.999);
         }
     }
+    if (b->rescale_zero_snr) {
+        /* rescale_zero_terminal_snr, in torch fp32: sqrt of the cumprod, shifted so the last is
+         * 0 and scaled so the first is kept, squared, back to betas */
+        double acc = 1.0;
+        for (int i = 0; i < T; i++) {
+            acc *= (double)(1.0f - beta[i]);
+            ac[i] = sqrtf((float)acc); /* alphas_bar_sqrt, in place of the betas */
+        }
+        float a0 = ac[0], aT = ac[T - 1];
+        float scale = a0 / (a0 - aT);
+        for (int i = 0; i < T; i++) {
+            float v = (ac[i] - aT) * scale;
+            ac[i] = v * v; /* alphas_bar */
+        }
+        float prev = ac[0];
+        for (int i = 1; i < T; i++) {
+            float cur = ac[i];
+            ac[i] = 1.0f - cur / prev; /* betas = 1 - alphas_bar[i] / alphas_bar[i-1] */
+            prev = cur;
+        }
+        ac[0] = 1.0f - ac[0]; /* alphas[0] = alphas_bar[0] */
+    }
     double acc = 1.0; /* torch's CPU cumprod accumulates in double */
     for (int i = 0; i < T; i++) {
         float alpha = 1.0f - beta[i];
         acc *= (double)alpha;
         ac[i] = (float)acc;
     }
+    if (b->rescale_zero_snr) ac[T - 1] = 0x1p-24f; /* "close to 0 without being 0" */
 }
 
 void ddpm_sigma_table(const float *ac, int T, float *sigma) {

@@ -24,6 +24,7 @@ typedef struct {
     double beta_start, beta_end;
     int beta_schedule;       /* DDPM_BETA_* */
     float *trained_betas;    /* NULL, or num_train_timesteps values (owned by the caller) */
+    int rescale_zero_snr;    /* rescale_betas_zero_snr (then alphas_cumprod[-1] = 2^-24) */
     ss_torch_cpu torch_cpu;
 } ddpm_betas;
 

@@ -10,10 +10,10 @@
  * prediction_type epsilon, sample, v_prediction, flow_prediction; beta_schedule linear,
  * scaled_linear, squaredcos_cap_v2 or trained_betas; timestep_spacing linspace, leading,
  * trailing with steps_offset; use_karras_sigmas; use_flow_sigmas with flow_shift;
- * final_sigmas_type zero / sigma_min; lower_order_final; euler_at_final; lambda_min_clipped.
- * Refused with an error naming the file and field: the SDE and plain dpmsolver algorithms,
- * thresholding, a learned variance_type, exponential / beta / Lu-lambda sigmas,
+ * final_sigmas_type zero / sigma_min; lower_order_final; euler_at_final; lambda_min_clipped;
  * rescale_betas_zero_snr.
+ * Refused with an error naming the file and field: the SDE and plain dpmsolver algorithms,
+ * thresholding, a learned variance_type, exponential / beta / Lu-lambda sigmas.
  */
 #ifndef SS_DPMSOLVER_H
 #define SS_DPMSOLVER_H

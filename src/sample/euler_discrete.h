@@ -7,8 +7,8 @@
  * Implemented: prediction_type epsilon, v_prediction, sample (and original_sample);
  * interpolation_type linear; use_karras_sigmas with sigma_min / sigma_max; timestep_spacing
  * linspace, leading, trailing with steps_offset; final_sigmas_type zero / sigma_min;
- * timestep_type discrete. Refused: exponential and beta sigmas, log_linear interpolation,
- * continuous timesteps, rescale_betas_zero_snr.
+ * timestep_type discrete; rescale_betas_zero_snr. Refused: exponential and beta sigmas,
+ * log_linear interpolation, continuous timesteps.
  */
 #ifndef SS_EULER_DISCRETE_H
 #define SS_EULER_DISCRETE_H

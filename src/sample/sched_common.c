@@ -30,7 +30,7 @@ int ddpm_betas_from_json(ddpm_betas *b, float **buf, json_t *root, const char *p
         ss_schedcfg_number(root, path, "beta_end", &b->beta_end) < 0 ||
         ss_schedcfg_enum(root, path, "beta_schedule", sched, 3, 0, &b->beta_schedule) < 0)
         return SS_EFORMAT;
-    if (sched_refuse_true(root, path, "rescale_betas_zero_snr") < 0) return SS_EARG;
+    if (ss_schedcfg_bool(root, path, "rescale_betas_zero_snr", &b->rescale_zero_snr) < 0) return SS_EFORMAT;
     json_t *tb = json_object_get(root, "trained_betas");
     if (tb && !json_is_null(tb)) {
         if (!json_is_array(tb) || json_array_size(tb) != (size_t)b->num_train_timesteps)

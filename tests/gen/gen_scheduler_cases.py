@@ -147,6 +147,9 @@ cases = [
     native("t500", D, {"num_train_timesteps": 500, "beta_end": 0.03}, [13], (13,)),
     native("trained-betas", D, {"num_train_timesteps": 60, "trained_betas": [0.0005 + 0.0004 * i + 0.00001 * i * i
                                                                              for i in range(60)]}, [3, 10], (10,)),
+    native("zero-snr-trailing-vpred", D, {"rescale_betas_zero_snr": True, "timestep_spacing": "trailing",
+                                          "prediction_type": "v_prediction", "beta_schedule": "scaled_linear",
+                                          "beta_start": 0.00085, "beta_end": 0.012}, [4, 20], (20,)),
     minimal("minimal-dpm", D, '{"_class_name": "DPMSolverMultistepScheduler", "solver_order": 3}', [8], (8,)),
     swap("e2-dpm-from-sd3", D, [8, 20, 50], (20,)),
     native("euler-default", E, {}, ALL, (1, 2, 7, 20)),
@@ -159,6 +162,8 @@ cases = [
     native("euler-karras-range", E, {"use_karras_sigmas": True, "sigma_min": 0.05, "sigma_max": 10.0}, [9], (9,)),
     native("euler-trained-betas", E, {"num_train_timesteps": 40, "trained_betas": [0.001 * (i + 1) for i in range(40)]},
            [6], (6,)),
+    native("euler-zero-snr-vpred", E, {"rescale_betas_zero_snr": True, "timestep_spacing": "trailing",
+                                       "prediction_type": "v_prediction"}, [5, 20], (20,)),
     native("euler-sigma-min", E, {"final_sigmas_type": "sigma_min"}, [6], (6,)),
     swap("e2-euler-from-sd3", E, [8, 20, 50], (20,)),
     swap("sd3-flowmatch", F, [1, 4, 20, 28], (4, 20)),  # load "as" its own class: same as native
