@@ -314,6 +314,8 @@ static void test_bad_configs(void **st) {
         {"[1, 2]", "expected a JSON object"},
         {"{\"_class_name\": \"EulerDiscreteScheduler\", ", "not valid JSON (line 1"},
         {"", "not valid JSON"},
+        {"NaNNaNNaNNaNNaNNaNNaNNaNNaNNaNNaNNaNNaNNaNNaNNaNNaNNaNNaNNaNNaNNaN", "not valid JSON"},
+        {"{\"_class_name\": \"DPMSolverMultistepScheduler\", \"solver_order\": NaN}", "field 'solver_order'"},
     };
     for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
         const char *p = write_cfg("bad.json", bad[i].text);

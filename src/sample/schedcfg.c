@@ -14,7 +14,7 @@
 
 static char *quote_nonfinite(const char *src, size_t n, size_t *out_n) {
     static const char *const tok[] = {"-Infinity", "Infinity", "NaN"};
-    size_t cap = n * 2 + 16, m = 0;
+    size_t cap = n * 4 + 16, m = 0; /* "NaN" (3 bytes) becomes 11 */
     char *dst = malloc(cap);
     if (!dst) return NULL;
     int in_str = 0;
