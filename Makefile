@@ -16,7 +16,8 @@ OPTFLAGS = -O3 $(ARCH) -g
 SANFLAGS = -O1 -g -fno-omit-frame-pointer -fsanitize=address,undefined -fno-sanitize-recover=undefined
 # The one C++ file (src/text/spm_shim.cc) wraps libsentencepiece behind a C interface.
 CXXFLAGS_COMMON = -std=c++17 -D_GNU_SOURCE -Wall -Wextra -Wshadow -Wno-unused-parameter -Isrc $(PKG_CFLAGS)
-LDLIBS   = $(PKG_LIBS) -lstdc++ -lm -fopenmp
+# oneDNN (Debian's libdnnl-dev) ships no pkg-config file.
+LDLIBS   = $(PKG_LIBS) -ldnnl -lstdc++ -lm -fopenmp
 
 LIB_SRC  = $(sort $(wildcard src/*/*.c))
 LIB_SRC := $(filter-out src/cli/%,$(LIB_SRC))
@@ -49,7 +50,7 @@ endef
 $(eval $(call flavour,opt,$(OPTFLAGS)))
 $(eval $(call flavour,san,$(SANFLAGS)))
 
-.PHONY: all test test-opt test-san bench fuzz clean demo model model-eval
+.PHONY: all test test-opt test-san bench bench-diffusers fuzz clean demo model model-eval
 all: sinkscope
 sinkscope: build/opt/sinkscope
 	cp $< $@.tmp && mv -f $@.tmp $@  # rename: a running sinkscope keeps its file
@@ -67,6 +68,14 @@ build/opt/bench/%: bench/%.c build/opt/libsinkscope.a $(HDRS)
 	$(CC) $(CFLAGS_COMMON) $(OPTFLAGS) -o $@ $< build/opt/libsinkscope.a $(LDLIBS)
 bench: sinkscope $(patsubst bench/%.c,build/opt/bench/%,$(wildcard bench/*.c))
 	@for b in $(patsubst bench/%.c,build/opt/bench/%,$(wildcard bench/*.c)); do echo "== $$b"; $$b || exit 1; done
+
+# diffusers' SD3Transformer2DModel (PyTorch, fp32 and bf16) beside bench_forward in one run; skipped
+# with a message when torch and diffusers cannot be imported (tools/bench_diffusers.py):
+#   make bench-diffusers DIFFUSERS_SRC=path/to/diffusers/src [DIFFUSERS_SHIM=folder with shim.py] [PYTHON=python3]
+PYTHON ?= python3
+bench-diffusers: build/opt/bench/bench_forward
+	$(PYTHON) tools/bench_diffusers.py --bench build/opt/bench/bench_forward \
+	  $(if $(DIFFUSERS_SRC),--diffusers-src $(DIFFUSERS_SRC)) $(if $(DIFFUSERS_SHIM),--shim $(DIFFUSERS_SHIM))
 
 # libFuzzer targets (need clang): every fuzz/fuzz_NAME.c becomes build/fuzz/fuzz_NAME, linked
 # against the whole library built by clang with ASan + UBSan and fuzzer coverage; see README.
@@ -89,7 +98,7 @@ build/fuzz/fuzz_args: src/cli/args.c
 build/fuzz/fuzz_%: fuzz/fuzz_%.c build/fuzz/libsinkscope.a $(HDRS)
 	@mkdir -p $(dir $@)
 	clang $(FUZZ_CFLAGS) -fsanitize=fuzzer-no-link -c $< -o $@.o
-	clang++ $(filter-out -std=c11,$(FUZZ_CFLAGS)) -fsanitize=fuzzer -o $@ $@.o build/fuzz/libsinkscope.a $(PKG_LIBS) -lm -fopenmp=libgomp
+	clang++ $(filter-out -std=c11,$(FUZZ_CFLAGS)) -fsanitize=fuzzer -o $@ $@.o build/fuzz/libsinkscope.a $(PKG_LIBS) -ldnnl -lm -fopenmp=libgomp
 
 # The main job on the embedded default. Until the embedded model lands this is a random-weight
 # SD3-style model: init, then a probed forward pass with a top-1 sink removal at block 2.

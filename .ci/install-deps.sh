@@ -9,5 +9,5 @@ $SUDO apt-get update -qq
 $SUDO apt-get install -y -qq --no-install-recommends \
     gcc g++ make pkg-config libc6-dev \
     libopenblas-openmp-dev liblapack-dev libjansson-dev libpng-dev libcmocka-dev \
-    libutf8proc-dev libpcre2-dev libsentencepiece-dev libzip-dev \
+    libutf8proc-dev libpcre2-dev libsentencepiece-dev libzip-dev libdnnl-dev \
     chromium fonts-dejavu-core >/dev/null

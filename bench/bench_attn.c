@@ -4,7 +4,8 @@
  *   (b) + probe (mass per key, top-k, entropy, top-5 concentration)
  *   (c) + probe + top-1 score-path removal on image queries
  *   (d) the materialized approach written plainly in C: softmax matrix, column mean, re-softmax
- * and the peak extra resident memory of each (beyond inputs and outputs). */
+ * and the peak extra resident memory of each (beyond inputs and outputs); then (a) and (b) with
+ * bf16 products (attn_args.precision, core/dnnl.h), as ratios to the same (a). */
 #include <math.h>
 #include <omp.h>
 #include <stdio.h>
@@ -13,6 +14,7 @@
 
 #include "benchutil.h"
 #include "core/attn.h"
+#include "core/dnnl.h"
 #include "sink/sink.h"
 
 /* (d): what a PyTorch attention processor does, in C: S = QK^T/sqrt(d) for all heads, softmax,
@@ -51,14 +53,16 @@ static void materialized(const attn_args *a, float *out) {
 int main(void) {
     const int N = 4096, S = 333, T = N + S, H = 24, dh = 64, D = H * dh;
     omp_set_max_active_levels(1);
-    printf("threads: %d; attention at SD3-medium 1024^2: %d image + %d text tokens, %d heads x %d\n",
-           omp_get_max_threads(), N, S, H, dh);
+    printf("CPU: %s; threads: %d; attention at SD3-medium 1024^2: %d image + %d text tokens, %d heads x %d\n",
+           bu_cpu_name(), omp_get_max_threads(), N, S, H, dh);
     float *q = malloc(sizeof(float) * T * D), *k = malloc(sizeof(float) * T * D), *v = malloc(sizeof(float) * T * D),
           *o = malloc(sizeof(float) * T * D), *od = malloc(sizeof(float) * T * D);
     for (size_t i = 0; i < (size_t)T * D; i++) {
-        q[i] = (float)((i * 37 % 101) - 50) / 60.0f;
-        k[i] = (float)((i * 53 % 103) - 51) / 60.0f;
-        v[i] = (float)((i * 29 % 97) - 48) / 48.0f;
+        /* (int) first: in size_t, "- 50" wrapped around and half the values were ~3e17, which made
+         * every softmax row one-hot (the probe's and the removal's costs were those of that case) */
+        q[i] = (float)((int)(i * 37 % 101) - 50) / 60.0f;
+        k[i] = (float)((int)(i * 53 % 103) - 51) / 60.0f;
+        v[i] = (float)((int)(i * 29 % 97) - 48) / 48.0f;
     }
     attn_args a = {.B = 1, .H = H, .dh = dh, .T = T, .ld = D, .n_img = N, .q = q, .k = k, .v = v, .out = o,
                    .n_qspan = 2, .qend = {N, T}};
@@ -76,20 +80,22 @@ int main(void) {
     attn_forward(&a, NULL); /* warm-up: BLAS thread pool and buffers */
     double ta = 0;
     const char *label[] = {"(a) plain fused attention", "(b) + probe", "(c) + probe + top-1 removal (score path, image queries)",
-                           "(d) materialized in plain C"};
-    for (int variant = 0; variant < 4; variant++) {
+                           "(d) materialized in plain C", "(e) plain fused attention, bf16 products", "(f) + probe, bf16 products"};
+    for (int variant = 0; variant < 6; variant++) {
+        a.precision = variant >= 4 ? SS_PREC_BF16 : SS_PREC_F32;
+        if (variant == 4) attn_forward(&a, NULL); /* warm-up: the primitives */
         double best = 1e30;
         long extra = 0;
         for (int r = 0; r < 3; r++) {
             sink_ctx *sk = sink_ctx_new();
             int blk = 0;
-            if (variant >= 1) sink_ctx_set_probe(sk, &blk, 1, TOK_IMAGE, 5, 0);
+            if (variant >= 1 && variant != 4) sink_ctx_set_probe(sk, &blk, 1, TOK_IMAGE, 5, 0);
             if (variant == 2) sink_ctx_set_condition(sk, &c);
             sd3_hooks hk = sink_ctx_hooks(sk);
             long base = bu_mem_reset();
             double t = bu_now();
-            if (variant == 0) attn_forward(&a, NULL);
-            else if (variant < 3) hk.attention(hk.ctx, &site, &a);
+            if (variant == 0 || variant == 4) attn_forward(&a, NULL);
+            else if (variant != 3) hk.attention(hk.ctx, &site, &a);
             else materialized(&a, od);
             t = bu_now() - t;
             long peak = bu_mem_peak() - base;
@@ -101,7 +107,10 @@ int main(void) {
         printf("%-58s %7.3f s  %5.2fx (a)  %6.1f GFLOP/s  peak extra memory %8.1f MiB\n", label[variant], best, best / ta,
                flops / best / 1e9, extra / 1024.0);
     }
+    printf("(bf16 products: oneDNN %s for the Q K^T tiles, %s for P V)\n", ss_dnnl_impl(ATTN_BQ, T, dh, SS_DNNL_TRANS_B | SS_DNNL_SERIAL),
+           ss_dnnl_impl(ATTN_BQ, dh, T, SS_DNNL_SERIAL));
     /* (c) and (d) compute the same thing: check they agree */
+    a.precision = SS_PREC_F32;
     sink_ctx *sk = sink_ctx_new();
     sink_ctx_set_condition(sk, &c);
     sd3_hooks hk = sink_ctx_hooks(sk);

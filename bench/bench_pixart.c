@@ -32,7 +32,7 @@ static ss_linear lin(int out, int in, unsigned seed) {
     float *w = rnd((size_t)out * in, seed, 1.0f / (float)in), *b = rnd((size_t)out, seed + 1, 0.01f);
     owned[n_owned++] = w;
     owned[n_owned++] = b;
-    return (ss_linear){w, b, in, out};
+    return (ss_linear){.w = w, .b = b, .in = in, .out = out};
 }
 
 static const char *cpu_name(char *buf, size_t cap) {

@@ -13,7 +13,6 @@
 #include <cmocka.h>
 
 #include <jansson.h>
-#include <zip.h>
 #include <math.h>
 #include <omp.h>
 #include <stdio.h>
@@ -21,6 +20,7 @@
 #include <string.h>
 
 #include "common.h"
+#include "fid_weights.h"
 #include "core/err.h"
 #include "io/png.h"
 #include "metric/cleanfid.h"
@@ -176,45 +176,10 @@ static void test_errors(void **state) {
 
 /* ---- Inception ---- */
 
-static uint64_t fnv1a(const char *s) {
-    uint64_t h = 0xCBF29CE484222325ull;
-    for (; *s; s++) h = (h ^ (uint8_t)*s) * 0x100000001B3ull;
-    return h;
-}
-
-/* The generator's weights: u[i] = ((splitmix64(fnv1a(name) + i) >> 40) / 2^24) * 2 - 1, scaled by
- * the tensor's kind, in double, rounded once to float. */
-static int hash_getter(void *ctx, const char *name, int ndim, const int64_t *shape, float **out) {
-    int *count = ctx;
-    size_t n = 1;
-    for (int i = 0; i < ndim; i++) n *= (size_t)shape[i];
-    float *w = malloc(n * sizeof *w);
-    assert_non_null(w);
-    const uint64_t h = fnv1a(name);
-    const size_t len = strlen(name);
-#define ENDS(suf) (len >= strlen(suf) && !strcmp(name + len - strlen(suf), suf))
-    for (size_t i = 0; i < n; i++) {
-        uint64_t z = h + i + 0x9E3779B97F4A7C15ull;
-        z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
-        z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
-        z ^= z >> 31;
-        double u = (double)(z >> 40) / 16777216.0 * 2.0 - 1.0, v = 0;
-        if (ENDS("conv.weight")) v = u * sqrt(6.0 / (double)(shape[1] * shape[2] * shape[3]));
-        else if (ENDS("bn.weight") || ENDS("bn.running_var")) v = 1.0 + 0.2 * u;
-        else if (ENDS("bn.bias") || ENDS("bn.running_mean")) v = 0.02 * u;
-        else fail_msg("unexpected tensor %s", name);
-        w[i] = (float)v;
-    }
-#undef ENDS
-    (*count)++;
-    *out = w;
-    return 0;
-}
-
 static inception_net *hash_net(void) {
     inception_net *net;
     int count = 0;
-    if (inception_load_with(&net, hash_getter, &count) < 0) fail_msg("%s", ss_err());
+    if (inception_load_with(&net, tc_inception_hash_getter, &count) < 0) fail_msg("%s", ss_err());
     assert_int_equal(count, 94 * 5); /* 94 BasicConv2d: conv.weight + four bn tensors */
     return net;
 }
@@ -387,143 +352,18 @@ static void test_cleanfid_features(void **state) {
     json_decref(cf);
 }
 
-/* ---- a .pth with those weights, for the command line: torch.save's zip layout, written here ---- */
-
-typedef struct {
-    char name[96];
-    int ndim;
-    int64_t shape[4];
-    float *data;
-    size_t n;
-} rec_tensor;
-
-typedef struct {
-    rec_tensor t[600];
-    int n;
-} recorder;
-
-static int recording_getter(void *ctx, const char *name, int ndim, const int64_t *shape, float **out) {
-    recorder *r = ctx;
-    int count = 0;
-    hash_getter(&count, name, ndim, shape, out);
-    assert_true(r->n < 600);
-    rec_tensor *t = &r->t[r->n++];
-    snprintf(t->name, sizeof t->name, "%s", name);
-    t->ndim = ndim;
-    t->n = 1;
-    for (int i = 0; i < ndim; i++) t->shape[i] = shape[i], t->n *= (size_t)shape[i];
-    t->data = malloc(t->n * sizeof(float));
-    assert_non_null(t->data);
-    memcpy(t->data, *out, t->n * sizeof(float));
-    return 0;
-}
-
-typedef struct {
-    unsigned char *p;
-    size_t n, cap;
-} buf;
-
-static void put(buf *b, const void *d, size_t n) {
-    if (b->n + n > b->cap) {
-        b->cap = (b->n + n) * 2;
-        b->p = realloc(b->p, b->cap);
-        assert_non_null(b->p);
-    }
-    memcpy(b->p + b->n, d, n);
-    b->n += n;
-}
-static void put_c(buf *b, int c) {
-    unsigned char x = (unsigned char)c;
-    put(b, &x, 1);
-}
-static void put_str(buf *b, const char *s) { /* BINUNICODE */
-    uint32_t n = (uint32_t)strlen(s);
-    put_c(b, 'X');
-    put(b, &n, 4);
-    put(b, s, n);
-}
-static void put_int(buf *b, int64_t v) { /* BININT */
-    int32_t x = (int32_t)v;
-    put_c(b, 'J');
-    put(b, &x, 4);
-}
-static void put_global(buf *b, const char *mod, const char *name) {
-    put_c(b, 'c');
-    put(b, mod, strlen(mod));
-    put_c(b, '\n');
-    put(b, name, strlen(name));
-    put_c(b, '\n');
-}
-
-/* torch.save(OrderedDict(name -> float32 tensor)) as the zip container, tensors skip..n-1 */
-static void write_pth(const char *path, const rec_tensor *t, int n, int skip) {
-    buf pk = {0};
-    put_c(&pk, 0x80), put_c(&pk, 2);
-    put_global(&pk, "collections", "OrderedDict");
-    put_c(&pk, ')'), put_c(&pk, 'R'), put_c(&pk, '(');
-    for (int k = skip; k < n; k++) {
-        char key[16];
-        snprintf(key, sizeof key, "%d", k);
-        put_str(&pk, t[k].name);
-        put_global(&pk, "torch._utils", "_rebuild_tensor_v2");
-        put_c(&pk, '('), put_c(&pk, '(');
-        put_str(&pk, "storage");
-        put_global(&pk, "torch", "FloatStorage");
-        put_str(&pk, key);
-        put_str(&pk, "cpu");
-        put_int(&pk, (int64_t)t[k].n);
-        put_c(&pk, 't'), put_c(&pk, 'Q');
-        put_int(&pk, 0);
-        put_c(&pk, '(');
-        for (int i = 0; i < t[k].ndim; i++) put_int(&pk, t[k].shape[i]);
-        put_c(&pk, 't'), put_c(&pk, '(');
-        int64_t stride = 1, st[4];
-        for (int i = t[k].ndim - 1; i >= 0; i--) st[i] = stride, stride *= t[k].shape[i];
-        for (int i = 0; i < t[k].ndim; i++) put_int(&pk, st[i]);
-        put_c(&pk, 't'), put_c(&pk, 0x89);
-        put_global(&pk, "collections", "OrderedDict");
-        put_c(&pk, ')'), put_c(&pk, 'R'), put_c(&pk, 't'), put_c(&pk, 'R');
-    }
-    put_c(&pk, 'u'), put_c(&pk, '.');
-    int err;
-    zip_t *z = zip_open(path, ZIP_CREATE | ZIP_TRUNCATE, &err);
-    assert_non_null(z);
-    zip_source_t *src = zip_source_buffer(z, pk.p, pk.n, 0);
-    zip_int64_t idx = zip_file_add(z, "archive/data.pkl", src, ZIP_FL_OVERWRITE);
-    assert_true(idx >= 0);
-    zip_set_file_compression(z, (zip_uint64_t)idx, ZIP_CM_STORE, 0);
-    for (int k = skip; k < n; k++) {
-        char name[64];
-        snprintf(name, sizeof name, "archive/data/%d", k);
-        src = zip_source_buffer(z, t[k].data, t[k].n * sizeof(float), 0);
-        idx = zip_file_add(z, name, src, ZIP_FL_OVERWRITE);
-        assert_true(idx >= 0);
-        zip_set_file_compression(z, (zip_uint64_t)idx, ZIP_CM_STORE, 0);
-    }
-    src = zip_source_buffer(z, "3\n", 2, 0);
-    assert_true(zip_file_add(z, "archive/version", src, ZIP_FL_OVERWRITE) >= 0);
-    assert_int_equal(zip_close(z), 0);
-    free(pk.p);
-}
+/* ---- a .pth with those weights (tests/fid_weights.c), for the command line ---- */
 
 static void test_cli(void **state) {
     (void)state;
-    recorder *rec = calloc(1, sizeof *rec);
+    tc_tensors *rec = calloc(1, sizeof *rec);
     assert_non_null(rec);
-    inception_net *net;
-    if (inception_load_with(&net, recording_getter, rec) < 0) fail_msg("%s", ss_err());
-    inception_free(net);
-    /* the real file also holds the 1008-class fc layer, which the features do not use */
-    rec_tensor *fc = &rec->t[rec->n++];
-    snprintf(fc->name, sizeof fc->name, "fc.weight");
-    fc->ndim = 2, fc->shape[0] = 1008, fc->shape[1] = 2048, fc->n = 1008 * 2048;
-    fc->data = calloc(fc->n, sizeof(float));
-    assert_non_null(fc->data);
+    if (tc_inception_tensors(rec) < 0) fail_msg("%s", ss_err()); /* with the real file's unused fc layer */
     char *tmp = tc_tmpdir();
     const char *pth = tc_join(tmp, "pt_inception.pth");
     char pth_s[512], out[8192];
     snprintf(pth_s, sizeof pth_s, "%s", pth);
-    write_pth(pth_s, rec->t, rec->n, 0);
+    assert_int_equal(tc_write_pth(pth_s, rec->t, rec->n, 0), 0);
     const char *bin = tc_bin();
     char feat_s[512];
     snprintf(feat_s, sizeof feat_s, "%s", tc_join(tmp, "feat.safetensors"));
@@ -594,11 +434,11 @@ static void test_cli(void **state) {
                             FIX), 0);
     assert_non_null(strstr(out, "\"n_a\": 3"));
     /* a state dict without the first convolution: the error names the tensor and the file */
-    write_pth(pth_s, rec->t, rec->n, 1);
+    assert_int_equal(tc_write_pth(pth_s, rec->t, rec->n, 1), 0);
     assert_int_equal(tc_run(out, sizeof out, "%s metric fid --inception %s %s/a %s/b 2>&1", bin, pth_s, FIX, FIX), 1);
     assert_non_null(strstr(out, "Conv2d_1a_3x3.conv.weight"));
     assert_non_null(strstr(out, "pt_inception.pth"));
-    for (int k = 0; k < rec->n; k++) free(rec->t[k].data);
+    tc_tensors_free(rec);
     free(rec);
     tc_rmtree(tmp);
     free(tmp);

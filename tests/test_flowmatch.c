@@ -66,6 +66,50 @@ static void check_entry(json_t *ent, int *n_sd3, int *n_flux) {
     fm_free(&s);
 }
 
+/* Given sigmas without dynamic shifting (FluxPipeline on a scheduler with use_dynamic_shifting
+ * false): diffusers' sigmas and timesteps exactly (numpy computes the shift in the given sigmas'
+ * float32), for shift 1 (FLUX.1-schnell) and others. */
+static void test_given_sigmas(void **st) {
+    (void)st;
+    const char *path = "tests/fixtures/flowmatch_given_sigmas.json";
+    json_error_t je;
+    json_t *root = json_load_file(path, 0, &je);
+    if (!root) fail_msg("cannot read %s: %s", path, je.text);
+    json_t *cases = json_object_get(root, "cases");
+    assert_true(json_array_size(cases) >= 8);
+    int differ = 0;
+    for (size_t k = 0; k < json_array_size(cases); k++) {
+        json_t *c = json_array_get(cases, k);
+        const int n = (int)json_integer_value(json_object_get(c, "steps"));
+        fm_config cfg;
+        fm_config_default(&cfg);
+        cfg.shift = json_number_value(json_object_get(c, "shift"));
+        double *sig = malloc(sizeof *sig * n);
+        fm_flux_sigmas(n, sig);
+        json_t *given = json_object_get(c, "given");
+        for (int i = 0; i < n; i++) assert_true(sig[i] == json_number_value(json_array_get(given, i)));
+        fm_sched s;
+        assert_int_equal(fm_init(&s, &cfg), 0);
+        assert_int_equal(fm_set_timesteps(&s, n, sig, NULL), 0);
+        json_t *ws = json_object_get(c, "sigmas"), *wt = json_object_get(c, "timesteps");
+        for (int i = 0; i <= n; i++)
+            if (s.sigmas[i] != (float)json_number_value(json_array_get(ws, i)))
+                fail_msg("shift %g, %d steps: sigma %d is %.9g, diffusers %.9g", cfg.shift, n, i, s.sigmas[i],
+                         json_number_value(json_array_get(ws, i)));
+        for (int i = 0; i < n; i++) assert_true(s.timesteps[i] == (float)json_number_value(json_array_get(wt, i)));
+        /* the fp64 formula would differ somewhere for shift != 1 */
+        for (int i = 0; i < n; i++) {
+            const double d = (float)sig[i];
+            differ += (float)(cfg.shift * d / (1.0 + (cfg.shift - 1.0) * d)) != s.sigmas[i];
+        }
+        free(sig);
+        fm_free(&s);
+    }
+    printf("  %zu given-sigma schedules bit-exact (%d sigmas where fp64 arithmetic would differ)\n",
+           json_array_size(cases), differ);
+    json_decref(root);
+}
+
 static void test_fixture(void **st) {
     json_error_t je;
     json_t *root = json_load_file(FIXTURE, 0, &je);
@@ -201,7 +245,8 @@ static void test_config(void **st) {
 
 int main(void) {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_fixture),      cmocka_unit_test(test_spec_values),
+        cmocka_unit_test(test_fixture),      cmocka_unit_test(test_given_sigmas),
+        cmocka_unit_test(test_spec_values),
         cmocka_unit_test(test_errors),       cmocka_unit_test(test_step_and_noise),
         cmocka_unit_test(test_config),
     };

@@ -397,9 +397,9 @@ static void test_errors_before_any_image(void **st) {
     (void)st;
     char out[8192];
     int rc = tc_run(out, sizeof out, "%s run --exp '%s' --model '%s' --prompts '%s' --conditions '%s' --steps 1 "
-                    "--metrics clip_t,fid --metric-weights '%s' 2>&1", tc_bin(), at("bad1"), g_model, g_prompts, g_conds, g_w);
+                    "--metrics clip_t,hps --metric-weights '%s' 2>&1", tc_bin(), at("bad1"), g_model, g_prompts, g_conds, g_w);
     assert_int_equal(rc, 2);
-    if (!strstr(out, "--metrics: unknown metric 'fid'")) fail_msg("%s", out);
+    if (!strstr(out, "--metrics: unknown metric 'hps'")) fail_msg("%s", out);
     rc = tc_run(out, sizeof out, "%s run --exp '%s' --model '%s' --prompts '%s' --steps 1 --metrics lpips 2>&1", tc_bin(),
                 at("bad1"), g_model, g_prompts);
     assert_int_equal(rc, 2);

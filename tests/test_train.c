@@ -125,7 +125,7 @@ static double lin_loss(void *p) {
 static void test_grad_linear(void **st) {
     lin_ctx c = {.M = 7};
     c.x = alloc_fill(7 * 13, 1, 1), c.W = alloc_fill(11 * 13, 0.5, 2), c.b = alloc_fill(11, 0.5, 3);
-    c.l = (ss_linear){c.W, c.b, 13, 11};
+    c.l = (ss_linear){.w = c.W, .b = c.b, .in = 13, .out = 11};
     c.y = zeros(7 * 11), c.r = alloc_fill(7 * 11, 1, 4);
     float *dx = alloc_fill(7 * 13, 1, 5), *dx0 = malloc(sizeof(float) * 7 * 13), *dW = zeros(11 * 13), *db = zeros(11);
     memcpy(dx0, dx, sizeof(float) * 7 * 13);
@@ -337,7 +337,7 @@ typedef struct {
 
 static double mlp_loss(void *p) {
     mlp_ctx *c = p;
-    const ss_linear l1 = {c->W1, c->b1, c->in, c->D}, l2 = {c->W2, c->b2, c->D, c->D};
+    const ss_linear l1 = {.w = c->W1, .b = c->b1, .in = c->in, .out = c->D}, l2 = {.w = c->W2, .b = c->b2, .in = c->D, .out = c->D};
     if (c->timestep) op_timestep_embedding(c->x, c->t, c->B, c->in);
     op_linear(c->h, c->x, &l1, c->B);
     op_silu(c->s, c->h, (size_t)c->B * c->D);
@@ -354,7 +354,7 @@ static void run_mlp(int timestep) {
     c.W2 = alloc_fill(144, 0.3, 73), c.b2 = alloc_fill(12, 0.3, 74), c.h = zeros(36), c.s = zeros(36), c.y = zeros(36);
     c.r = alloc_fill(36, 1, 75);
     mlp_loss(&c);
-    const ss_linear l1 = {c.W1, c.b1, c.in, 12}, l2 = {c.W2, c.b2, 12, 12};
+    const ss_linear l1 = {.w = c.W1, .b = c.b1, .in = c.in, .out = 12}, l2 = {.w = c.W2, .b = c.b2, .in = 12, .out = 12};
     float *dW1 = zeros((size_t)12 * c.in), *db1 = zeros(12), *dW2 = zeros(144), *db2 = zeros(12), *ds = zeros(36);
     float *dx = zeros((size_t)3 * c.in);
     op_linear_bwd(ds, 0, dW2, db2, c.r, c.s, &l2, 3);

@@ -8,7 +8,9 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "core/dnnl.h"
 #include "core/err.h"
+#include "models/binder.h"
 
 /* A value that looks like an option: "--" followed by anything (a lone "-" or "-1" is a value). */
 static int looks_like_option(const char *s) { return s[0] == '-' && s[1] == '-'; }
@@ -169,6 +171,16 @@ int cli_int_list(const char *cmd, const char *opt, const char *s, int *dst, int 
         fprintf(stderr, "sinkscope %s: --%s must be a comma-separated list of at most %d distinct block indices, got '%s' (%s)\n",
                 cmd, opt, max, s, ss_err());
     return n;
+}
+
+int cli_precision(const char *cmd, const char *s) {
+    int prec = SS_PREC_F32;
+    if (s && ss_precision_parse(s, &prec) < 0) {
+        fprintf(stderr, "sinkscope %s: --precision: %s\n", cmd, ss_err());
+        return -1;
+    }
+    ss_bind_set_precision(prec);
+    return 0;
 }
 
 int cli_dims(const char *cmd, const char *opt, const char *s, long lo, long hi, long *h, long *w) {

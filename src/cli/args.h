@@ -38,6 +38,13 @@ int cli_int_list(const char *cmd, const char *opt, const char *s, int *dst, int 
 /* "HxW", each in [lo, hi]. */
 int cli_dims(const char *cmd, const char *opt, const char *s, long lo, long hi, long *h, long *w);
 
+/* --precision f32|bf16 (NULL: f32): sets the precision the command's later model loads use
+ * (ss_bind_set_precision, core/dnnl.h). Prints "sinkscope CMD: --precision: ..." and returns -1
+ * on a bad value. */
+int cli_precision(const char *cmd, const char *s);
+#define CLI_PRECISION_HELP \
+    "  --precision P      f32 (default) or bf16: Linear weights stored in bf16, products through oneDNN\n"
+
 /* A file or folder shipped with sinkscope (rel, e.g. "models/shapeworld/model_index.json"):
  * next to the executable first, then in the current directory. 0 if found (out holds it);
  * -1 if not found or if the path does not fit in out. */

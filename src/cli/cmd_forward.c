@@ -13,6 +13,7 @@
 #include "io/safetensors.h"
 #include "models/family.h"
 #include "models/sd3.h"
+#include "sink/abspe.h"
 #include "sink/qkmean.h"
 #include "sink/sink.h"
 #include "sink/spiral.h"
@@ -20,7 +21,7 @@
 static const char USAGE[] =
     "usage: sinkscope forward --model DIR --inputs IN.safetensors --out OUT.safetensors\n"
     "                         [--dump-blocks] [--dump-rope-qk] [--probe BLOCKS] [--probe-queries image|text|all]\n"
-    "                         [--topk K] [--spiral FIELDS] [--stats FILE.json] [--condition FILE.json] [--threads N]\n"
+    "                         [--topk K] [--spiral FIELDS] [--stats FILE.json] [--condition FILE.json] [--threads N] [--precision f32|bf16]\n"
     "\n"
     "  --model DIR        diffusers transformer folder (config.json + diffusion_pytorch_model*.safetensors):\n"
     "                     SD3Transformer2DModel, FluxTransformer2DModel or PixArtTransformer2DModel\n"
@@ -55,7 +56,7 @@ static const char USAGE[] =
     "  --stats FILE       probe statistics and intervention verification as JSON\n"
     "                     (default: OUT with .safetensors replaced by .stats.json, when probing or intervening)\n"
     "  --condition FILE   one intervention condition object (schema: README, section Conditions)\n"
-    "  --threads N        OpenMP/BLAS threads (default: all cores)\n";
+    "  --threads N        OpenMP/BLAS threads (default: all cores)\n" CLI_PRECISION_HELP;
 
 typedef struct {
     char name[32];
@@ -68,9 +69,15 @@ typedef struct {
     int dump;           /* --dump-blocks */
     int dump_qk;        /* --dump-rope-qk */
     sink_ctx *sink;     /* the probe, for its pre-RoPE <q, k> (--spiral) */
+    sink_ctx *pe;       /* the condition's AbsPE edit (pe_* fields) */
     dumped *dumps;      /* block outputs in the order they came */
     int n_dumps, cap_dumps;
 } fwd_hooks;
+
+static int fwd_pos_embed(void *ctx, float *tab, int h, int w, int D) {
+    fwd_hooks *f = ctx;
+    return f->pe ? sink_ctx_pos_embed(f->pe, tab, h, w, D) : 0;
+}
 
 static int fwd_attention(void *ctx, const ss_site *site, const attn_args *a) {
     fwd_hooks *f = ctx;
@@ -192,13 +199,14 @@ static int key_is_text(const ss_site *sites, int n, const sink_record *r, int j)
 
 int cmd_forward(int argc, char **argv) {
     const char *model_dir = NULL, *in_path = NULL, *out_path = NULL, *probe_s = NULL, *pq_s = "image", *topk_s = "5",
-               *stats_path = NULL, *cond_path = NULL, *threads_s = NULL, *spiral_s = NULL;
+               *stats_path = NULL, *cond_path = NULL, *threads_s = NULL, *spiral_s = NULL, *prec_s = NULL;
     int dump_blocks = 0, dump_qk = 0;
     cli_opt opts[] = {{"model", &model_dir, NULL},     {"inputs", &in_path, NULL},      {"out", &out_path, NULL},
                       {"dump-blocks", NULL, &dump_blocks}, {"dump-rope-qk", NULL, &dump_qk}, {"probe", &probe_s, NULL},   {"probe-queries", &pq_s, NULL},
                       {"topk", &topk_s, NULL}, {"spiral", &spiral_s, NULL},         {"stats", &stats_path, NULL},    {"condition", &cond_path, NULL},
-                      {"threads", &threads_s, NULL}};
+                      {"threads", &threads_s, NULL},   {"precision", &prec_s, NULL}};
     int pr = cli_parse(argc, argv, opts, sizeof opts / sizeof opts[0], USAGE);
+    if (pr == 0 && cli_precision("forward", prec_s)) return 2;
     if (pr) return pr > 0 ? 0 : 2;
     if (!model_dir || !in_path || !out_path) {
         fprintf(stderr, "sinkscope forward: --model, --inputs and --out are required\n%s", USAGE);
@@ -302,6 +310,7 @@ int cmd_forward(int argc, char **argv) {
     int n_now = n_sites;
     if (cond_path || nprobe) n_now = fam->sites(m, N, S, all_sites, MAX_SITES);
     if (cond_path && (rc = sink_condition_check_sites(&cond, all_sites, n_now, cond_path)) < 0) goto done;
+    if (cond_path && (rc = sink_condition_check_pe(&cond, io.pe_grid[0], io.pe_grid[1], fam->class_name, cond_path)) < 0) goto done;
     out = ss_malloc(sizeof(float) * (io.out_numel ? io.out_numel : 1));
     sk = sink_ctx_new();
     if (!out || !sk) { rc = SS_ENOMEM; goto done; }
@@ -310,9 +319,11 @@ int cmd_forward(int argc, char **argv) {
     if (spiral) sink_ctx_set_spiral(sk, spiral);
     fh.inner = sink_ctx_hooks(sk);
     fh.sink = spiral ? sk : NULL;
+    fh.pe = cond_path && cond.have_pe ? sk : NULL;
     fh.dump = dump_blocks;
     fh.dump_qk = dump_qk;
-    ss_model_hooks hk = {.ctx = &fh, .attention = fwd_attention, .block_output = fwd_block_output, .rope_qk = fwd_rope_qk};
+    ss_model_hooks hk = {.ctx = &fh, .attention = fwd_attention, .block_output = fwd_block_output, .rope_qk = fwd_rope_qk,
+                        .pos_embed = fwd_pos_embed};
     if ((rc = fam->forward(m, out, &io, &hk)) < 0) goto done;
 
     w = st_writer_new();

@@ -8,18 +8,20 @@
 
 #include "cli/args.h"
 #include "cli/commands.h"
+#include "cli/generate_flux.h"
 #include "cli/generate_sd3.h"
 #include "core/err.h"
 #include "io/pathcheck.h"
 #include "io/png.h"
 #include "sample/pipeline.h"
+#include "sample/fluxpipe.h"
 #include "sample/sd3pipe.h"
 #include "sink/sink.h"
 
 
 static const char USAGE[] =
     "usage: sinkscope generate --prompt TEXT --out FILE.png [--seed N] [--steps N] [--cfg X]\n"
-    "                          [--model DIR] [--condition FILE.json] [--threads N]\n"
+    "                          [--model DIR] [--condition FILE.json] [--threads N] [--precision f32|bf16]\n"
     "                          [--latents FILE.safetensors] [--save-latents FILE.safetensors]\n"
     "\n"
     "  --prompt TEXT      caption; every word must be in the model's tokenizer/vocab.txt\n"
@@ -35,8 +37,10 @@ static const char USAGE[] =
     "  --threads N        OpenMP/BLAS threads (default: all cores); the image does not depend on it\n"
     "  --latents FILE     start from the tensor 'latents' [1, 3, H, W] of this file instead of the seeded noise\n"
     "  --save-latents FILE  write the initial sample there (tensor 'latents')\n"
+    CLI_PRECISION_HELP
     "\n"
-    "A diffusers StableDiffusion3Pipeline folder as --model takes more options: sinkscope generate --model DIR --help\n";
+    "A diffusers StableDiffusion3Pipeline or FluxPipeline folder as --model takes more options:\n"
+    "  sinkscope generate --model DIR --help\n";
 
 
 static void progress(void *ctx, int step, int steps, const float *sample) {
@@ -46,9 +50,10 @@ static void progress(void *ctx, int step, int steps, const float *sample) {
 }
 
 int cmd_generate(int argc, char **argv) {
-    /* a StableDiffusion3Pipeline folder has its own options and sampler */
+    /* a StableDiffusion3Pipeline or FluxPipeline folder has its own options and sampler */
     for (int i = 1; i + 1 < argc; i++)
         if (!strcmp(argv[i], "--model")) {
+            if (fluxpipe_folder_kind(argv[i + 1])) return cmd_generate_flux(argc, argv);
             const int kind = sd3pipe_folder_kind(argv[i + 1], PIPE_CLASS_NAME);
             if (kind < 0) {
                 fprintf(stderr, "sinkscope generate: %s\n", ss_err());
@@ -58,13 +63,14 @@ int cmd_generate(int argc, char **argv) {
             break;
         }
     const char *prompt = NULL, *out_path = NULL, *seed_s = "0", *steps_s = NULL, *cfg_s = NULL, *model_dir = NULL,
-               *cond_path = NULL, *threads_s = NULL, *lat_path = NULL, *save_path = NULL;
-    cli_opt opts[] = {{"prompt", &prompt, NULL}, {"out", &out_path, NULL},         {"seed", &seed_s, NULL},
+               *cond_path = NULL, *threads_s = NULL, *lat_path = NULL, *save_path = NULL, *prec_s = NULL;
+    cli_opt opts[] = {{"precision", &prec_s, NULL}, {"prompt", &prompt, NULL}, {"out", &out_path, NULL},         {"seed", &seed_s, NULL},
                       {"steps", &steps_s, NULL}, {"cfg", &cfg_s, NULL},            {"model", &model_dir, NULL},
                       {"condition", &cond_path, NULL}, {"threads", &threads_s, NULL},
                       {"latents", &lat_path, NULL}, {"save-latents", &save_path, NULL}};
     int pr = cli_parse(argc, argv, opts, sizeof opts / sizeof opts[0], USAGE);
     if (pr) return pr > 0 ? 0 : 2;
+    if (cli_precision("generate", prec_s)) return 2;
     if (!prompt || !out_path) {
         fprintf(stderr, "sinkscope generate: --prompt and --out are required\n%s", USAGE);
         return 2;

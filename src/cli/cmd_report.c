@@ -10,7 +10,8 @@
 #include "report/report.h"
 
 static const char USAGE[] =
-    "usage: sinkscope report EXP [--margin X] [--clip-t-margin X] [--bootstrap N] [--seed N] [--out DIR] [--quiet]\n"
+    "usage: sinkscope report EXP [--margin X] [--clip-t-margin X] [--bootstrap N] [--fid-bootstrap N] [--seed N]\n"
+    "                        [--out DIR] [--quiet]\n"
     "\n"
     "Reads EXP/experiment.json and EXP/records.jsonl (docs/experiment-format.md), pairs every condition with\n"
     "the baseline by (prompt index, seed) and writes summary.json, CSV files and a self-contained report.html.\n"
@@ -20,6 +21,8 @@ static const char USAGE[] =
     "  --clip-t-margin X  equivalence margin for the paired ΔCLIP-T of `run --metrics clip_t` (default 0.002,\n"
     "                   the paper's)\n"
     "  --bootstrap N    percentile bootstrap resamples for every 95% CI (default 1000)\n"
+    "  --fid-bootstrap N  resamples for the CI of FID_shift and its calibration rows (`run --metrics fid`;\n"
+    "                   default 200, 0: no CI); each is an exact FID of N pairs, O(N^3) (about 0.1 s at N = 553)\n"
     "  --seed N         bootstrap seed (default 0); each CI mixes it with its analysis' name\n"
     "  --out DIR        output folder (default EXP/report)\n"
     "  --quiet          do not print the tables\n"
@@ -31,9 +34,10 @@ static const char USAGE[] =
     "entropy, top-5, index-0 overlap, text share, top-1 key locality) and intervention verification.\n";
 
 int cmd_report(int argc, char **argv) {
-    const char *margin_s = NULL, *cmargin_s = NULL, *boot_s = NULL, *seed_s = NULL, *out = NULL, *exp = NULL;
+    const char *margin_s = NULL, *cmargin_s = NULL, *boot_s = NULL, *fboot_s = NULL, *seed_s = NULL, *out = NULL, *exp = NULL;
     int quiet = 0;
-    cli_opt opts[] = {{"margin", &margin_s, NULL}, {"clip-t-margin", &cmargin_s, NULL}, {"bootstrap", &boot_s, NULL}, {"seed", &seed_s, NULL},
+    cli_opt opts[] = {{"margin", &margin_s, NULL}, {"clip-t-margin", &cmargin_s, NULL}, {"bootstrap", &boot_s, NULL},
+                      {"fid-bootstrap", &fboot_s, NULL}, {"seed", &seed_s, NULL},
                       {"out", &out, NULL},         {"quiet", NULL, &quiet}};
     /* the one positional argument (EXP) goes first or anywhere between options */
     char *rest[64];
@@ -71,6 +75,10 @@ int cmd_report(int argc, char **argv) {
     if (boot_s) {
         if (cli_int("report", "bootstrap", boot_s, 1, 10000000, &v)) return 2;
         o.bootstrap = (int)v;
+    }
+    if (fboot_s) {
+        if (cli_int("report", "fid-bootstrap", fboot_s, 0, 10000000, &v)) return 2;
+        o.fid_bootstrap = (int)v;
     }
     if (seed_s) { /* any unsigned 64-bit value, like the run's seeds */
         char *end;

@@ -16,6 +16,7 @@
 #include "exp/report_hook.h"
 #include "exp/runner.h"
 #include "io/pathcheck.h"
+#include "metric/fidmode.h"
 #include "sample/pipeline.h"
 
 #define EVAL_PROMPTS "data/shapeworld_eval.jsonl"
@@ -25,8 +26,8 @@
 static const char USAGE[] =
     "usage: sinkscope run [--exp DIR] [--model DIR] [--prompts FILE] [--conditions FILE.json | --preset NAME]\n"
     "                     [--seeds N] [--base-seed N] [--steps N] [--cfg X] [--probe BLOCKS]\n"
-    "                     [--limit-prompts N] [--metrics LIST --metric-weights DIR] [--threads N] [--jobs N]\n"
-    "                     [--quiet]\n"
+    "                     [--limit-prompts N] [--metrics LIST --metric-weights DIR] [--fid-mode MODE]\n"
+    "                     [--threads N] [--jobs N] [--quiet]\n"
     "\n"
     "Generates seed-paired images for the baseline and every condition over a prompt set, with\n"
     "metrics, probe statistics and intervention checks, into an experiment folder\n"
@@ -57,9 +58,13 @@ static const char USAGE[] =
     "                      in the main job, 3 (72 of the 216 evaluation prompts, 12 per tag)\n"
     "  --limit-prompts N   only the first N prompts (after the stride)\n"
     "  --metrics LIST      learned metrics added to the records, comma-separated: clip_t (CLIP-T, image vs\n"
-    "                      its prompt), lpips (LPIPS alex v0.1 vs the paired baseline); needs --metric-weights\n"
+    "                      its prompt), lpips (LPIPS alex v0.1 vs the paired baseline), fid (each image's\n"
+    "                      Inception pool3 features, for the report's FID_shift); needs --metric-weights\n"
     "  --metric-weights DIR  their weights: DIR/clip/ (transformers CLIP folder with vocab.json and\n"
-    "                      merges.txt), DIR/lpips/alexnet.pth and DIR/lpips/alex.pth\n"
+    "                      merges.txt), DIR/lpips/alexnet.pth and DIR/lpips/alex.pth,\n"
+    "                      DIR/inception/pt_inception-2015-12-05*.pth (pytorch-fid's FID Inception)\n"
+    "  --fid-mode MODE     pytorch-fid (default: in-network bilinear resize) or clean-fid (float bicubic\n"
+    "                      resize, the paper's FID_shift); recorded in experiment.json\n"
     "  --threads N         threads in all (default: all cores); results do not depend on it\n"
     "  --jobs N            images made at once, sharing the threads (default: one image per thread, best\n"
     "                      for small models; use 1 for a large model to put every thread on one image)\n"
@@ -119,20 +124,22 @@ int cmd_run(int argc, char **argv) {
     static const char default_exp[] = DEFAULT_EXP;
     const char *exp_dir = default_exp, *model_dir = NULL, *prompts = NULL, *cond_path = NULL, *preset = NULL,
                *seeds_s = NULL, *base_s = NULL, *steps_s = NULL, *cfg_s = NULL, *probe_s = NULL, *limit_s = NULL,
-               *threads_s = NULL, *jobs_s = NULL, *stride_s = NULL, *metrics_s = NULL, *weights_s = NULL;
+               *threads_s = NULL, *jobs_s = NULL, *stride_s = NULL, *metrics_s = NULL, *weights_s = NULL,
+               *fid_mode_s = NULL;
     int quiet = 0;
     cli_opt opts[] = {{"exp", &exp_dir, NULL},         {"model", &model_dir, NULL},   {"prompts", &prompts, NULL},
                       {"conditions", &cond_path, NULL}, {"preset", &preset, NULL},     {"seeds", &seeds_s, NULL},
                       {"base-seed", &base_s, NULL},     {"steps", &steps_s, NULL},     {"cfg", &cfg_s, NULL},
                       {"probe", &probe_s, NULL},        {"limit-prompts", &limit_s, NULL}, {"threads", &threads_s, NULL},
                       {"jobs", &jobs_s, NULL},          {"quiet", NULL, &quiet},       {"prompt-stride", &stride_s, NULL},
-                      {"metrics", &metrics_s, NULL},    {"metric-weights", &weights_s, NULL}};
+                      {"metrics", &metrics_s, NULL},    {"metric-weights", &weights_s, NULL},
+                      {"fid-mode", &fid_mode_s, NULL}};
     int pr = cli_parse(argc, argv, opts, sizeof opts / sizeof opts[0], USAGE);
     if (pr) return pr > 0 ? 0 : 2;
     /* The main job: nothing that changes what is computed was given (--threads, --jobs and
      * --quiet do not change results, so `run --quiet` is still the main job). */
     const int no_args = exp_dir == default_exp && !model_dir && !prompts && !cond_path && !preset && !seeds_s && !base_s &&
-                        !steps_s && !cfg_s && !probe_s && !limit_s && !stride_s && !metrics_s && !weights_s;
+                        !steps_s && !cfg_s && !probe_s && !limit_s && !stride_s && !metrics_s && !weights_s && !fid_mode_s;
     if (cond_path && preset) {
         fprintf(stderr, "sinkscope run: give --conditions or --preset, not both\n");
         return 2;
@@ -148,6 +155,18 @@ int cmd_run(int argc, char **argv) {
         return 2;
     }
     c.metric_weights = weights_s;
+    if (fid_mode_s) {
+        fid_mode fm;
+        if (!(c.metrics & RUN_METRIC_FID)) {
+            fprintf(stderr, "sinkscope run: --fid-mode needs fid in --metrics\n");
+            return 2;
+        }
+        if (fid_mode_parse(fid_mode_s, &fm) < 0) {
+            fprintf(stderr, "sinkscope run: --fid-mode must be pytorch-fid or clean-fid, not '%s'\n", fid_mode_s);
+            return 2;
+        }
+        c.fid_mode = (int)fm;
+    }
     long v;
     double x;
     if (seeds_s) {

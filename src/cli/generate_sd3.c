@@ -19,7 +19,9 @@
 #include "io/safetensors.h"
 #include "sample/pipeline.h" /* SINKSCOPE_VERSION */
 #include "sample/sd3pipe.h"
+#include "sink/abspe.h"
 #include "sink/sink.h"
+#include "text/promptx.h"
 
 #define MAX_PROMPTS 256
 
@@ -27,7 +29,7 @@ static const char USAGE[] =
     "usage: sinkscope generate --model SD3_PIPELINE_DIR (--prompt TEXT | --prompts FILE) [--out FILE.png]\n"
     "                          [--negative-prompt TEXT] [--seed N] [--steps N] [--cfg X] [--height N] [--width N]\n"
     "                          [--max-sequence-length N] [--latents FILE] [--save-latents FILE] [--dump FILE]\n"
-    "                          [--condition FILE.json] [--threads N]\n"
+    "                          [--condition FILE.json] [--pad-prompt N[:STRING]] [--threads N]\n"
     "\n"
     "  --model DIR        diffusers StableDiffusion3Pipeline folder (model_index.json, transformer/, vae/,\n"
     "                     scheduler/, text_encoder{,_2,_3}/, tokenizer{,_2,_3}/; the T5 pair may be null)\n"
@@ -46,6 +48,8 @@ static const char USAGE[] =
     "                     negative_pooled_prompt_embeds, timesteps, sigmas, latents.init, model_output.{i},\n"
     "                     noise_pred.{i}, latents.{i}, image_raw, image (as diffusers' pipeline computes them)\n"
     "  --condition FILE   one intervention condition object (README, section Conditions)\n"
+    "  --pad-prompt N[:STRING]  comma padding: append N copies of STRING (default \",\") after a space to every\n"
+    "                     prompt before tokenization (not the negative prompt; text/promptx.h)\n"
     "  --threads N        OpenMP/BLAS threads (default: all cores); the images do not depend on it\n";
 
 static int add_dump(void *ctx, const char *name, const float *x, int ndim, const int64_t *shape) {
@@ -58,8 +62,7 @@ static void progress(void *ctx, int step, int steps) {
     if (step + 1 == steps) fputc('\n', stderr);
 }
 
-/* Splits buf into lines (in place); empty lines are skipped. Returns the count or -1. */
-static int split_lines(char *buf, const char *path, char **out, int max) {
+int gen_split_lines(char *buf, const char *path, char **out, int max) {
     int n = 0;
     for (char *s = buf; *s;) {
         char *e = strchr(s, '\n');
@@ -103,7 +106,7 @@ int gen_save_latents(const char *path, int B, int C, int h, int w, const float *
     return rc;
 }
 
-static void png_name(char *buf, size_t cap, const char *out, int b, int B) {
+void gen_png_name(char *buf, size_t cap, const char *out, int b, int B) {
     if (B == 1) {
         snprintf(buf, cap, "%s", out);
         return;
@@ -116,7 +119,7 @@ static void png_name(char *buf, size_t cap, const char *out, int b, int B) {
 int cmd_generate_sd3(int argc, char **argv) {
     const char *prompt = NULL, *prompts_path = NULL, *out = NULL, *neg = NULL, *seed_s = "0", *steps_s = NULL,
                *cfg_s = NULL, *h_s = NULL, *w_s = NULL, *msl_s = NULL, *lat_path = NULL, *save_path = NULL,
-               *dump_path = NULL, *cond_path = NULL, *threads_s = NULL, *model = NULL;
+               *dump_path = NULL, *cond_path = NULL, *threads_s = NULL, *model = NULL, *pad_s = NULL;
     cli_opt opts[] = {{"model", &model, NULL},       {"prompt", &prompt, NULL},
                       {"prompts", &prompts_path, NULL}, {"out", &out, NULL},
                       {"negative-prompt", &neg, NULL}, {"seed", &seed_s, NULL},
@@ -124,7 +127,8 @@ int cmd_generate_sd3(int argc, char **argv) {
                       {"height", &h_s, NULL},          {"width", &w_s, NULL},
                       {"max-sequence-length", &msl_s, NULL}, {"latents", &lat_path, NULL},
                       {"save-latents", &save_path, NULL}, {"dump", &dump_path, NULL},
-                      {"condition", &cond_path, NULL}, {"threads", &threads_s, NULL}};
+                      {"condition", &cond_path, NULL}, {"threads", &threads_s, NULL},
+                      {"pad-prompt", &pad_s, NULL}};
     int pr = cli_parse(argc, argv, opts, sizeof opts / sizeof opts[0], USAGE);
     if (pr) return pr > 0 ? 0 : 2;
     if (!model || (!prompt == !prompts_path) || (!out && !dump_path && !save_path)) {
@@ -142,6 +146,11 @@ int cmd_generate_sd3(int argc, char **argv) {
         (h_s && cli_int("generate", "height", h_s, 1, 16384, &hh)) || (w_s && cli_int("generate", "width", w_s, 1, 16384, &ww)) ||
         (msl_s && cli_int("generate", "max-sequence-length", msl_s, 1, 4096, &msl)))
         return 2;
+    promptx_pad pad = {0};
+    if (pad_s && promptx_pad_parse(&pad, pad_s, "--pad-prompt") < 0) {
+        fprintf(stderr, "sinkscope generate: %s\n", ss_err());
+        return 2;
+    }
     if (threads_s) {
         if (cli_int("generate", "threads", threads_s, 1, 4096, &nt)) return 2;
         omp_set_num_threads((int)nt);
@@ -171,7 +180,7 @@ int cmd_generate_sd3(int argc, char **argv) {
     sd3pipe *p = NULL;
     sink_ctx *sk = NULL;
     char *pbuf = NULL, *cond_json = NULL;
-    char *plist[MAX_PROMPTS];
+    char *plist[MAX_PROMPTS], *padded[MAX_PROMPTS] = {0};
     float *img = NULL, *lat = NULL, *ctx = NULL, *pooled = NULL;
     uint8_t *rgb = NULL;
     st_writer *dw = NULL;
@@ -180,11 +189,15 @@ int cmd_generate_sd3(int argc, char **argv) {
     if (prompts_path) {
         size_t len;
         if ((rc = ss_read_file(prompts_path, (size_t)1 << 24, "prompts", &pbuf, &len)) < 0) goto done;
-        if ((rc = split_lines(pbuf, prompts_path, plist, MAX_PROMPTS)) < 0) goto done;
+        if ((rc = gen_split_lines(pbuf, prompts_path, plist, MAX_PROMPTS)) < 0) goto done;
         B = rc;
         rc = 0;
     } else {
         plist[0] = (char *)prompt;
+    }
+    for (int b = 0; pad_s && b < B; b++) {
+        if ((rc = promptx_pad_apply(&padded[b], plist[b], &pad)) < 0) goto done;
+        plist[b] = padded[b];
     }
     q.prompts = (const char *const *)plist;
     q.n_prompts = B;
@@ -214,7 +227,9 @@ int cmd_generate_sd3(int argc, char **argv) {
                              cond.layers[i], tc->num_layers);
                 goto done;
             }
-        if ((rc = sink_condition_check_sites(&cond, sites, ns, cond_path)) < 0) goto done;
+        if ((rc = sink_condition_check_sites(&cond, sites, ns, cond_path)) < 0 ||
+            (rc = sink_condition_check_pe(&cond, h / tc->patch_size, w / tc->patch_size, "SD3Transformer2DModel", cond_path)) < 0)
+            goto done;
         if (!(sk = sink_ctx_new())) {
             rc = ss_fail(SS_ENOMEM, "out of memory");
             goto done;
@@ -262,7 +277,7 @@ int cmd_generate_sd3(int argc, char **argv) {
         for (int b = 0; b < B && rc >= 0; b++) {
             const float *ib = img + (size_t)b * H * W * 3;
             for (size_t i = 0; i < (size_t)H * W * 3; i++) rgb[i] = (uint8_t)nearbyintf(ib[i] * 255.0f);
-            png_name(path, sizeof path, out, b, B);
+            gen_png_name(path, sizeof path, out, b, B);
             const char *kv[] = {"prompt", plist[b], "seed", seed_v, "steps", steps_v, "cfg", cfg_v, "model", model,
                                 "latents", lat_path ? lat_path : "seeded", "Software", "sinkscope " SINKSCOPE_VERSION,
                                 "condition", cond_json};
@@ -275,6 +290,7 @@ done:
     if (rc < 0) fprintf(stderr, "sinkscope generate: %s\n", ss_err());
     st_writer_free(dw);
     free(cond_json), free(pbuf), free(img), free(lat), free(rgb), free(ctx), free(pooled);
+    for (int b = 0; b < MAX_PROMPTS; b++) free(padded[b]);
     sink_ctx_free(sk);
     sd3pipe_free(p);
     return exit_code;

@@ -11,8 +11,8 @@
 #include "core/err.h"
 #include "io/png.h"
 #include "io/safetensors.h"
-#include "metric/cleanfid.h"
 #include "metric/fid.h"
+#include "metric/fidmode.h"
 #include "metric/inception.h"
 
 static const char FID_USAGE[] =
@@ -95,27 +95,19 @@ static int list_pngs(const char *dir, int clean, char ***out, int *n_out) {
     return 0;
 }
 
-static int folder_features(const inception_net *net, int clean, char **files, int n, float **out) {
+static int folder_features(const inception_net *net, fid_mode mode, char **files, int n, float **out) {
     float *f = ss_malloc((size_t)n * INCEPTION_DIM * sizeof *f);
-    float *x = clean ? ss_malloc((size_t)3 * INCEPTION_SIDE * INCEPTION_SIDE * sizeof *x) : NULL;
-    int rc = f && (x || !clean) ? 0 : SS_ENOMEM;
+    int rc = f ? 0 : SS_ENOMEM;
     for (int i = 0; i < n && rc == 0; i++) {
         int w, h;
         uint8_t *rgb;
         rc = png_read_rgb(files[i], &w, &h, &rgb);
         if (rc == 0) {
-            float *fi = f + (size_t)i * INCEPTION_DIM;
-            if (clean) { /* clean-fid: PIL float bicubic to 299, (x - 128) / 128, the network */
-                rc = cf_preprocess(rgb, w, h, x);
-                if (rc == 0) rc = inception_features_raw(net, x, INCEPTION_SIDE, INCEPTION_SIDE, fi);
-            } else { /* pytorch-fid: ToTensor, the network's own bilinear resize and 2x - 1 */
-                rc = inception_features_rgb(net, rgb, w, h, fi);
-            }
+            rc = fid_features_image(net, mode, rgb, w, h, f + (size_t)i * INCEPTION_DIM);
             if (rc < 0) ss_err_prefix(rc, "%s: ", files[i]);
             free(rgb);
         }
     }
-    free(x);
     if (rc < 0) {
         free(f);
         return rc;
@@ -154,11 +146,12 @@ int metric_fid(int argc, char **argv) {
         fprintf(stderr, "sinkscope metric fid: --inception and two folders are required\n%s", FID_USAGE);
         return 2;
     }
-    const int clean = !strcmp(mode, "clean-fid");
-    if (!clean && strcmp(mode, "pytorch-fid")) {
+    fid_mode fm;
+    if (fid_mode_parse(mode, &fm) < 0) {
         fprintf(stderr, "sinkscope metric fid: --mode must be pytorch-fid or clean-fid, not '%s'\n", mode);
         return 2;
     }
+    const int clean = fm == FID_MODE_CLEAN;
     char **files[2] = {NULL, NULL};
     int nf[2] = {0, 0};
     float *feat[2] = {NULL, NULL};
@@ -170,7 +163,7 @@ int metric_fid(int argc, char **argv) {
     if (rc == 0) rc = list_pngs(dirs[1], clean, &files[1], &nf[1]);
     if (rc == 0) rc = inception_load(&net, inc_p);
     for (int s = 0; s < 2 && rc == 0; s++) {
-        rc = folder_features(net, clean, files[s], nf[s], &feat[s]);
+        rc = folder_features(net, fm, files[s], nf[s], &feat[s]);
         if (rc == 0) rc = fid_stats_compute_f32(&st[s], feat[s], nf[s], INCEPTION_DIM);
     }
     if (rc == 0) rc = fid_frechet(&st[0], &st[1], &r);

@@ -52,6 +52,10 @@ typedef struct {
     int key_chunk;              /* keys per chunk; 0 (or below 1): ATTN_KC. Tests lower it to exercise
                                  * the online-softmax path; per call, so models and threads may differ */
     attn_scratch *scratch;      /* reused working memory; NULL: attn_forward allocates its own per call */
+    int precision;              /* SS_PREC_F32 (0) or SS_PREC_BF16 (core/dnnl.h): Q K^T and P V with
+                                 * bf16 operands (Q pre-scaled by 1/sqrt(dh) before rounding) through
+                                 * oneDNN, fp32 accumulation; softmax, probe statistics, re-weighting
+                                 * and the materialized reference stay fp32 */
 } attn_args;
 
 /* Optional outputs of attn_forward; each pointer may be NULL. Mass arrays are [B, H, Tk] floats

@@ -2,6 +2,10 @@
 
 #include <cblas.h>
 #include <math.h>
+#include <stdio.h>
+
+#include "core/dnnl.h"
+#include "core/err.h"
 
 #include "core/fastmath.h"
 
@@ -11,6 +15,14 @@
 
 void op_linear_ld(float *y, int ldy, const float *x, int ldx, const ss_linear *l, int M) {
     if (M <= 0) return;
+    if (l->wb) {
+        if (ss_dnnl_matmul_f32a(y, ldy, x, ldx, l->wb, l->in, l->b, M, l->out, l->in, SS_DNNL_TRANS_B) < 0) {
+            fprintf(stderr, "sinkscope: %s\n", ss_err());
+            for (int i = 0; i < M; i++)
+                for (int o = 0; o < l->out; o++) y[(size_t)i * ldy + o] = NAN;
+        }
+        return;
+    }
     if (l->b) {
 #pragma omp parallel for schedule(static) if ((size_t)M * l->out > PAR_MIN)
         for (int i = 0; i < M; i++)

@@ -4,14 +4,20 @@
 #define SS_OPS_H
 
 #include <stddef.h>
+#include <stdint.h>
 
-/* A Linear(in, out) layer as diffusers stores it: W [out, in] row-major, b [out] or NULL. */
+/* A Linear(in, out) layer as diffusers stores it: W [out, in] row-major, b [out] or NULL.
+ * A model loaded in bf16 (core/dnnl.h) has wb, the same W in bf16, and w NULL. */
 typedef struct {
     const float *w, *b;
     int in, out;
+    const uint16_t *wb;
 } ss_linear;
 
-/* y[M,out] = x[M,in] . W^T + b, with row strides ldy/ldx (in floats). */
+/* y[M,out] = x[M,in] . W^T + b, with row strides ldy/ldx (in floats). With wb (bf16 weights), x is
+ * rounded to bf16 and the product runs through oneDNN with fp32 accumulation (ss_dnnl_matmul);
+ * should that fail (out of memory), the reason goes to stderr and y is set to NaN, which the
+ * families' non-finite checks turn into an error. */
 void op_linear_ld(float *y, int ldy, const float *x, int ldx, const ss_linear *l, int M);
 static inline void op_linear(float *y, const float *x, const ss_linear *l, int M) {
     op_linear_ld(y, l->out, x, l->in, l, M);

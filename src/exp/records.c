@@ -157,9 +157,18 @@ static int note_record(records_file *rf, const char *key, const json_t *o) {
     else if (b) e->bytes = -2; /* present but not a size: never matches */
     if (json_is_string(h) && json_string_length(h) == DIGEST_HEX - 1) snprintf(e->sha256, sizeof e->sha256, "%s", json_string_value(h));
     else if (h) snprintf(e->sha256, sizeof e->sha256, "?");
+    const json_t *fp = json_object_get(o, "features"), *fh = json_object_get(o, "features_sha256");
+    if (json_is_string(fp) && !(e->features = strdup(json_string_value(fp)))) {
+        free(e->image);
+        return ss_fail(SS_ENOMEM, "out of memory");
+    }
+    if (json_is_string(fh) && json_string_length(fh) == DIGEST_HEX - 1)
+        snprintf(e->features_sha256, sizeof e->features_sha256, "%s", json_string_value(fh));
+    else if (fh) snprintf(e->features_sha256, sizeof e->features_sha256, "?");
     const int added = keyset_put(&rf->keys, key, (long)rf->n_img);
     if (added < 0) {
         free(e->image);
+        free(e->features);
         return added;
     }
     rf->n_img++;
@@ -244,7 +253,7 @@ void records_close(records_file *rf) {
     free(rf->path);
     rf->path = NULL;
     keyset_free(&rf->keys);
-    for (size_t i = 0; i < rf->n_img; i++) free(rf->img[i].image);
+    for (size_t i = 0; i < rf->n_img; i++) free(rf->img[i].image), free(rf->img[i].features);
     free(rf->img);
     rf->img = NULL;
     rf->n_img = rf->cap_img = 0;

@@ -44,11 +44,15 @@ json_t *exp_json_u64(uint64_t v);
 int exp_json_get_u64(const json_t *v, uint64_t *out);
 
 /* What a record says about its image: "image" (relative path, NULL if absent), "image_bytes"
- * (-1 if absent) and "image_sha256" ("" if absent; records before 2026-12 have neither). */
+ * (-1 if absent) and "image_sha256" ("" if absent; records before 2026-12 have neither); and
+ * about its Inception features (`run --metrics fid`): "features" (relative path, NULL if absent)
+ * and "features_sha256" ("" if absent). */
 typedef struct {
     char *image;
     long long bytes;
     char sha256[65];
+    char *features;
+    char features_sha256[65];
 } record_image;
 
 typedef struct {

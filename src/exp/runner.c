@@ -22,7 +22,10 @@
 #include "exp/protocol.h"
 #include "exp/records.h"
 #include "io/png.h"
+#include "io/safetensors.h"
 #include "metric/clip_t.h"
+#include "metric/fidmode.h"
+#include "metric/inception.h"
 #include "metric/lpips.h"
 #include "sample/pipeline.h"
 #include "sink/sink.h"
@@ -46,19 +49,19 @@ static double now_s(void) {
 
 /* ---- learned metrics ---- */
 
-const char *const RUN_METRIC_NAME[RUN_METRIC_N] = {"clip_t", "lpips"};
+const char *const RUN_METRIC_NAME[RUN_METRIC_N] = {"clip_t", "lpips", "fid"};
 
 int run_parse_metrics(const char *list, const char *option, unsigned *out) {
     *out = 0;
     const char *p = list;
-    if (!*p) return ss_fail(SS_EARG, "%s: an empty list (known metrics: clip_t, lpips)", option);
+    if (!*p) return ss_fail(SS_EARG, "%s: an empty list (known metrics: clip_t, lpips, fid)", option);
     for (;;) {
         const char *e = strchr(p, ',');
         const size_t n = e ? (size_t)(e - p) : strlen(p);
         int k = -1;
         for (int i = 0; i < RUN_METRIC_N; i++)
             if (strlen(RUN_METRIC_NAME[i]) == n && !strncmp(p, RUN_METRIC_NAME[i], n)) k = i;
-        if (k < 0) return ss_fail(SS_EARG, "%s: unknown metric '%.*s' (known: clip_t, lpips)", option, (int)(n > 64 ? 64 : n), p);
+        if (k < 0) return ss_fail(SS_EARG, "%s: unknown metric '%.*s' (known: clip_t, lpips, fid)", option, (int)(n > 64 ? 64 : n), p);
         if (*out & (1u << k)) return ss_fail(SS_EARG, "%s: metric '%s' given twice", option, RUN_METRIC_NAME[k]);
         *out |= 1u << k;
         if (!e) return 0;
@@ -201,6 +204,8 @@ struct runner {
     float *text_emb; /* [n prompts][clip dim] */
     int clip_dim;
     char weight_digest[N_WEIGHT_FILES][DIGEST_HEX]; /* "" when not used or absent */
+    inception_net *inc;                 /* fid */
+    char inc_rel[300], inc_digest[DIGEST_HEX]; /* its file ("inception/pt_inception-...pth") and SHA-256 */
     /* shared, under run_io */
     long done, total, made;
     double t0, last_draw;
@@ -247,6 +252,10 @@ static void on_step(void *ctx, int step, int steps, const float *sample) {
 
 static void image_rel(char *buf, size_t cap, const char *cond, int p, uint64_t seed) {
     snprintf(buf, cap, "images/%s/%05d_%llu.png", cond, p, (unsigned long long)seed);
+}
+
+static void features_rel(char *buf, size_t cap, const char *cond, int p, uint64_t seed) {
+    snprintf(buf, cap, "features/%s/%05d_%llu.safetensors", cond, p, (unsigned long long)seed);
 }
 
 static void item_key(char *buf, size_t cap, const char *cond, int p, uint64_t seed) {
@@ -298,6 +307,31 @@ static int write_image(runner *r, int ci, int p, uint64_t seed, const uint8_t *r
     return rc;
 }
 
+/* `run --metrics fid`: the image's pool3 features into features/<cond>/<p>_<seed>.safetensors
+ * (the one atomic writer, via st_writer_save), rel and sha256 getting its name and SHA-256. */
+static int write_features(runner *r, int ci, int p, uint64_t seed, const uint8_t *rgb, char *rel, size_t cap,
+                          char sha256[DIGEST_HEX]) {
+    char path[PATHLEN], key[600];
+    features_rel(rel, cap, r->conds[ci].name, PIDX(r, p), seed);
+    item_key(key, sizeof key, r->conds[ci].name, PIDX(r, p), seed);
+    snprintf(path, sizeof path, "%s/%s", r->c->exp_dir, rel);
+    float *feat = ss_malloc(INCEPTION_DIM * sizeof *feat);
+    if (!feat) return SS_ENOMEM;
+    int rc = fid_features_image(r->inc, (fid_mode)r->c->fid_mode, rgb, r->W, r->H, feat);
+    if (rc < 0) ss_err_prefix(rc, "%s: FID features: ", key);
+    st_writer *w = rc ? NULL : st_writer_new();
+    if (!rc && !w) rc = SS_ENOMEM;
+    const int64_t shape[1] = {INCEPTION_DIM};
+    if (!rc) rc = st_writer_add(w, "pool3", ST_F32, 1, shape, feat);
+    if (!rc) rc = st_writer_set_metadata(w, "mode", fid_mode_name((fid_mode)r->c->fid_mode));
+    if (!rc) rc = st_writer_set_metadata(w, "key", key);
+    if (!rc) rc = st_writer_save(w, path);
+    st_writer_free(w);
+    free(feat);
+    if (!rc) rc = digest_file(path, sha256);
+    return rc;
+}
+
 /* The record of one finished image (json_t *), or NULL with the error set. */
 static json_t *make_record(worker *w, int ci, int p, uint64_t seed, const record_image *img, const uint8_t *rgb,
                            const uint8_t *base_rgb, double t0) {
@@ -316,6 +350,10 @@ static json_t *make_record(worker *w, int ci, int p, uint64_t seed, const record
     json_object_set_new(o, "image", json_string(rel));
     json_object_set_new(o, "image_bytes", json_integer((json_int_t)img->bytes));
     json_object_set_new(o, "image_sha256", json_string(img->sha256));
+    if (img->features) {
+        json_object_set_new(o, "features", json_string(img->features));
+        json_object_set_new(o, "features_sha256", json_string(img->features_sha256));
+    }
     int rc = 0;
     if (r->ps.has_meta) {
         int g = metric_geneval(&r->ps.m[p], rgb, r->W, r->H, NULL, 0);
@@ -364,8 +402,13 @@ static int run_item(worker *w, int ci, int p, uint64_t seed, uint8_t *rgb, const
     runner *r = w->r;
     const double t0 = now_s();
     record_image img = {.bytes = -1};
+    char frel[600];
     int rc = generate(w, ci, p, seed, rgb);
     if (!rc) rc = write_image(r, ci, p, seed, rgb, &img);
+    if (!rc && (r->c->metrics & RUN_METRIC_FID)) { /* durable before the record that names them */
+        rc = write_features(r, ci, p, seed, rgb, frel, sizeof frel, img.features_sha256);
+        img.features = frel;
+    }
     json_t *rec = rc ? NULL : make_record(w, ci, p, seed, &img, rgb, base_rgb ? base_rgb : rgb, t0);
     if (!rc && !rec) rc = SS_ENOMEM;
     if (rc) return rc;
@@ -462,12 +505,20 @@ static json_t *build_config(runner *r, const exp_blocks *bm) {
             if (c->metrics & (1u << i)) json_array_append_new(names, json_string(RUN_METRIC_NAME[i]));
         for (int i = 0; i < N_WEIGHT_FILES; i++)
             if (r->weight_digest[i][0]) json_object_set_new(wd, WEIGHT_FILES[i].rel, json_string(r->weight_digest[i]));
+        if (r->inc_digest[0]) json_object_set_new(wd, r->inc_rel, json_string(r->inc_digest));
         json_object_set_new(mo, "names", names);
         json_object_set_new(mo, "weights_sha256", wd);
         json_object_set_new(mo, "clip_t", json_string("open_clip ViT validation transform, 77-token CLIP BPE, raw cosine of "
                                                       "the normalised projected embeddings (image vs its prompt)"));
         json_object_set_new(mo, "lpips", json_string("lpips alex v0.1, x/127.5 - 1, full resolution, condition vs its paired "
                                                      "baseline (not for the baseline)"));
+        if (c->metrics & RUN_METRIC_FID) { /* only then: experiments with clip_t / lpips alone keep their file */
+            json_object_set_new(mo, "fid_mode", json_string(fid_mode_name((fid_mode)c->fid_mode)));
+            json_object_set_new(mo, "fid", json_string("pytorch-fid's FID InceptionV3 pool3 features (2048-d) of every image "
+                                                       "under fid_mode, in features/<condition>/; the report's FID_shift is "
+                                                       "the Frechet distance of a condition's images to their paired baseline "
+                                                       "images"));
+        }
         json_object_set_new(o, "metrics", mo);
     }
     return o;
@@ -515,6 +566,37 @@ static int settle_config(runner *r, const exp_blocks *bm) {
     return rc;
 }
 
+/* The FID Inception of --metric-weights: the one regular file DIR/inception/pt_inception-2015-12-05*.pth
+ * (pytorch-fid names it pt_inception-2015-12-05-6726825d.pth), into r->inc_rel. */
+#define INCEPTION_GLOB "pt_inception-2015-12-05"
+static int find_inception(runner *r) {
+    char dir[PATHLEN];
+    if ((size_t)snprintf(dir, sizeof dir, "%s/inception", r->c->metric_weights) >= sizeof dir)
+        return ss_fail(SS_EARG, "--metric-weights %s: path too long", r->c->metric_weights);
+    DIR *d = opendir(dir);
+    if (!d) return ss_fail(SS_EMISSING, "--metric-weights: %s/" INCEPTION_GLOB "*.pth is missing (metric fid needs it; layout "
+                           "in docs/experiment-format.md)", dir);
+    int n = 0, rc = 0;
+    struct dirent *e;
+    while ((e = readdir(d)) && !rc) {
+        const size_t len = strlen(e->d_name);
+        if (strncmp(e->d_name, INCEPTION_GLOB, strlen(INCEPTION_GLOB)) || len < 4 || strcmp(e->d_name + len - 4, ".pth")) continue;
+        char path[PATHLEN + 300];
+        struct stat sb;
+        snprintf(path, sizeof path, "%s/%s", dir, e->d_name);
+        if (stat(path, &sb) || !S_ISREG(sb.st_mode)) continue;
+        if (n++) rc = ss_fail(SS_EARG, "--metric-weights: %s holds two FID Inception files (%s and %s); keep one", dir,
+                              r->inc_rel + strlen("inception/"), e->d_name);
+        else if ((size_t)snprintf(r->inc_rel, sizeof r->inc_rel, "inception/%s", e->d_name) >= sizeof r->inc_rel)
+            rc = ss_fail(SS_EARG, "%s: file name too long", path);
+    }
+    closedir(d);
+    if (!rc && !n)
+        rc = ss_fail(SS_EMISSING, "--metric-weights: %s/" INCEPTION_GLOB "*.pth is missing (metric fid needs it; layout in "
+                     "docs/experiment-format.md)", dir);
+    return rc;
+}
+
 /* The learned metrics: weight files checked and digested, models loaded, prompts embedded, all
  * before any image is made. */
 static int setup_metrics(runner *r) {
@@ -522,7 +604,8 @@ static int setup_metrics(runner *r) {
     if (!c->metrics) return 0;
     if (c->metrics & ~((1u << RUN_METRIC_N) - 1)) return ss_fail(SS_EARG, "--metrics: unknown metric bits 0x%x", c->metrics);
     if (!c->metric_weights || !*c->metric_weights)
-        return ss_fail(SS_EARG, "--metrics needs --metric-weights DIR (clip/ and lpips/ weights: docs/experiment-format.md)");
+        return ss_fail(SS_EARG, "--metrics needs --metric-weights DIR (clip/, lpips/ and inception/ weights: "
+                       "docs/experiment-format.md)");
     char path[PATHLEN];
     int rc;
     for (int i = 0; i < N_WEIGHT_FILES; i++) {
@@ -538,6 +621,14 @@ static int setup_metrics(runner *r) {
                            path, missing ? "missing" : "not a regular file", m);
         }
         if ((rc = digest_file(path, r->weight_digest[i])) < 0) return rc;
+    }
+    if (c->metrics & RUN_METRIC_FID) {
+        if (c->fid_mode != FID_MODE_PYTORCH && c->fid_mode != FID_MODE_CLEAN)
+            return ss_fail(SS_EARG, "--fid-mode: unknown mode %d", c->fid_mode);
+        if ((rc = find_inception(r)) < 0) return rc;
+        snprintf(path, sizeof path, "%s/%s", c->metric_weights, r->inc_rel);
+        if ((rc = digest_file(path, r->inc_digest)) < 0) return rc;
+        if ((rc = inception_load(&r->inc, path)) < 0) return ss_err_prefix(rc, "--metric-weights: ");
     }
     if (c->metrics & RUN_METRIC_LPIPS) {
         if (r->W < LPIPS_MIN_SIDE || r->H < LPIPS_MIN_SIDE)
@@ -717,15 +808,27 @@ void run_unlock(int fd) {
 const char *run_redo_reason(int why) {
     static const char *const R[RUN_REDO_N] = {"", "missing", "not a regular file", "of another size than recorded",
                                               "with another SHA-256 than recorded", "not a readable PNG of the run's size",
-                                              "named differently in its record"};
+                                              "named differently in its record",
+                                              "without its FID features (missing, or not as recorded)"};
     return why > 0 && why < RUN_REDO_N ? R[why] : "";
 }
 
 /* Does the image of a finished record still hold what the record says? 0 when it does, else a
  * RUN_REDO_* reason. Records with image_bytes and image_sha256: the file's size and digest;
  * older records: a PNG that decodes to the run's image size. */
-static int verify_image(const runner *r, const record_image *ri, const char *rel) {
+static int verify_features(const runner *r, const record_image *ri, const char *frel) {
+    char path[PATHLEN], hex[DIGEST_HEX];
+    struct stat sb;
+    if (!ri->features || strcmp(ri->features, frel) || !ri->features_sha256[0]) return RUN_REDO_FEATURES;
+    if ((size_t)snprintf(path, sizeof path, "%s/%s", r->c->exp_dir, frel) >= sizeof path) return RUN_REDO_FEATURES;
+    if (stat(path, &sb) || !S_ISREG(sb.st_mode)) return RUN_REDO_FEATURES;
+    if (digest_file(path, hex) < 0 || strcmp(hex, ri->features_sha256)) return RUN_REDO_FEATURES;
+    return 0;
+}
+
+static int verify_image(const runner *r, const record_image *ri, const char *rel, const char *frel) {
     if (!ri->image || strcmp(ri->image, rel)) return RUN_REDO_NAME;
+    const int fw = frel ? verify_features(r, ri, frel) : 0;
     char path[PATHLEN];
     if ((size_t)snprintf(path, sizeof path, "%s/%s", r->c->exp_dir, rel) >= sizeof path) return RUN_REDO_MISSING;
     struct stat sb;
@@ -735,13 +838,13 @@ static int verify_image(const runner *r, const record_image *ri, const char *rel
         if (ri->bytes != (long long)sb.st_size) return RUN_REDO_SIZE;
         char hex[DIGEST_HEX];
         if (digest_file(path, hex) < 0 || strcmp(hex, ri->sha256)) return RUN_REDO_DIGEST;
-        return 0;
+        return fw;
     }
     int iw = 0, ih = 0;
     uint8_t *img = NULL;
     const int rc = png_read_rgb(path, &iw, &ih, &img);
     free(img);
-    return rc < 0 || iw != r->W || ih != r->H ? RUN_REDO_PNG : 0;
+    return rc < 0 || iw != r->W || ih != r->H ? RUN_REDO_PNG : fw;
 }
 
 int run_experiment(const run_config *c, run_result *res) {
@@ -764,6 +867,11 @@ int run_experiment(const run_config *c, run_result *res) {
         snprintf(path, sizeof path, "%s/images/%s", c->exp_dir, r.conds[i].name);
         if ((rc = ss_mkdir_p(path)) < 0) goto done;
         clean_tmp(path);
+        if (c->metrics & RUN_METRIC_FID) {
+            snprintf(path, sizeof path, "%s/features/%s", c->exp_dir, r.conds[i].name);
+            if ((rc = ss_mkdir_p(path)) < 0) goto done;
+            clean_tmp(path);
+        }
     }
     /* what is missing, decided once here: the workers never read the key set. setup bounded
      * n_groups (int) and the seeds (uint64). */
@@ -798,11 +906,12 @@ int run_experiment(const run_config *c, run_result *res) {
     for (long i = 0; i < (long)n_check; i++) {
         const size_t it = check[i];
         const int g = (int)(it / (size_t)NC), ci = (int)(it % (size_t)NC);
-        char k2[600], r2[600];
+        char k2[600], r2[600], f2[600];
         item_key(k2, sizeof k2, r.conds[ci].name, PIDX(&r, g / S), SEED(&r, g / S, g % S));
         image_rel(r2, sizeof r2, r.conds[ci].name, PIDX(&r, g / S), SEED(&r, g / S, g % S));
+        features_rel(f2, sizeof f2, r.conds[ci].name, PIDX(&r, g / S), SEED(&r, g / S, g % S));
         const record_image *ri = records_image(&r.rf, k2);
-        why[i] = (uint8_t)(ri ? verify_image(&r, ri, r2) : RUN_REDO_MISSING);
+        why[i] = (uint8_t)(ri ? verify_image(&r, ri, r2, (c->metrics & RUN_METRIC_FID) ? f2 : NULL) : RUN_REDO_MISSING);
     }
     for (size_t i = 0; i < n_check && !rc; i++) /* never replace what is not a file: refuse, naming it */
         if (why[i] == RUN_REDO_NOT_REGULAR) {
@@ -900,6 +1009,7 @@ done:
     free(r.text_emb);
     clipt_free(r.clip);
     lpips_free(r.lp);
+    inception_free(r.inc);
     pipe_free(r.pp);
     run_unlock(lock_fd);
     return rc < 0 ? rc : 0;

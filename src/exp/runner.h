@@ -51,6 +51,8 @@ typedef struct {
     int progress_bar;            /* draw a progress bar with ETA on stderr (a terminal) */
     int lock_held;               /* the caller holds EXP/.lock (run_lock), e.g. to keep it through a report */
     unsigned metrics;            /* RUN_METRIC_* bits: learned metrics added to the records (0: none) */
+    int fid_mode;                /* with RUN_METRIC_FID: FID_MODE_PYTORCH (0, the default) or FID_MODE_CLEAN
+                                    (metric/fidmode.h) */
     const char *metric_weights;  /* folder of their weights (RUN_METRIC_* layout below); needed when metrics != 0 */
 } run_config;
 
@@ -62,20 +64,29 @@ typedef struct {
  *   lpips   LPIPS alex v0.1 (metric/lpips.h) of a condition image against its paired baseline
  *           (not recorded for the baseline itself); weights DIR/lpips/alexnet.pth (torchvision
  *           AlexNet) and DIR/lpips/alex.pth (the lpips package's v0.1 linear heads).
- * The selection and the SHA-256 of every weight file go into experiment.json ("metrics"), so a
- * resume with other metrics or other weights is refused naming the field. */
-enum { RUN_METRIC_CLIP_T = 1u << 0, RUN_METRIC_LPIPS = 1u << 1 };
-#define RUN_METRIC_N 2
-extern const char *const RUN_METRIC_NAME[RUN_METRIC_N]; /* "clip_t", "lpips" (bit i) */
-/* Parses "clip_t,lpips" into RUN_METRIC_* bits; an unknown or repeated name is an error naming
- * `option` and the name. */
+ *   fid     the 2048-d Inception pool3 features of every image (metric/fidmode.h, mode
+ *           c->fid_mode), for the report's FID_shift; weights: the one file
+ *           DIR/inception/pt_inception-2015-12-05*.pth (pytorch-fid's FID Inception). Each image's
+ *           features go to features/<condition>/<prompt:05d>_<seed>.safetensors ("pool3" F32
+ *           [2048]; metadata "mode" and "key"), written atomically after the image and before its
+ *           record, which names the file ("features") and its SHA-256 ("features_sha256"). A
+ *           resume verifies them like the images (a missing or changed file: the item is made
+ *           again); finished features are never recomputed.
+ * The selection, the FID mode ("fid_mode") and the SHA-256 of every weight file go into
+ * experiment.json ("metrics"), so a resume with other metrics, another mode or other weights is
+ * refused naming the field. */
+enum { RUN_METRIC_CLIP_T = 1u << 0, RUN_METRIC_LPIPS = 1u << 1, RUN_METRIC_FID = 1u << 2 };
+#define RUN_METRIC_N 3
+extern const char *const RUN_METRIC_NAME[RUN_METRIC_N]; /* "clip_t", "lpips", "fid" (bit i) */
+/* Parses "clip_t,lpips,fid" into RUN_METRIC_* bits; an unknown or repeated name is an error
+ * naming `option` and the name. */
 int run_parse_metrics(const char *list, const char *option, unsigned *out);
 
 void run_config_default(run_config *c); /* 1 seed, base 0, 20 steps, cfg 4, default probe */
 
 /* Why a finished record's image is made again on resume (run_result.redo). */
 enum { RUN_REDO_OK = 0, RUN_REDO_MISSING, RUN_REDO_NOT_REGULAR, RUN_REDO_SIZE, RUN_REDO_DIGEST, RUN_REDO_PNG,
-       RUN_REDO_NAME, RUN_REDO_N };
+       RUN_REDO_NAME, RUN_REDO_FEATURES, RUN_REDO_N };
 const char *run_redo_reason(int why); /* "missing", "of another size than recorded", ... */
 
 typedef struct {

@@ -133,7 +133,7 @@ static int lin(clipv *m, const st_set *s, ss_linear *l, int in, int out, const c
     int64_t sw[2] = {out, in}, sb[1] = {out};
     int rc = load(m, s, &w, 2, sw, "%s.weight", prefix);
     if (rc >= 0) rc = load(m, s, &b, 1, sb, "%s.bias", prefix);
-    *l = (ss_linear){w, rc >= 0 ? b : NULL, in, out};
+    *l = (ss_linear){.w = w, .b = rc >= 0 ? b : NULL, .in = in, .out = out};
     return rc;
 }
 
@@ -143,7 +143,7 @@ static int load_weights(clipv *m, const st_set *s) {
     int64_t sp[4] = {D, c->channels, c->patch, c->patch}, spos[2] = {c->tokens, D};
     float *pw;
     if ((rc = load(m, s, &pw, 4, sp, "vision_model.embeddings.patch_embedding.weight")) < 0) return rc;
-    m->patch = (ss_linear){pw, NULL, c->channels * c->patch * c->patch, D};
+    m->patch = (ss_linear){.w = pw, .in = c->channels * c->patch * c->patch, .out = D};
     if ((rc = vec(m, s, &m->cls, D, "vision_model.embeddings.class_embedding")) < 0 ||
         (rc = load(m, s, &m->pos, 2, spos, "vision_model.embeddings.position_embedding.weight")) < 0 ||
         (rc = vec(m, s, &m->pre_w, D, "vision_model.pre_layrnorm.weight")) < 0 ||
@@ -155,7 +155,7 @@ static int load_weights(clipv *m, const st_set *s) {
         int64_t sh[2] = {c->proj_dim, D};
         float *w;
         if ((rc = load(m, s, &w, 2, sh, "visual_projection.weight")) < 0) return rc;
-        m->proj = (ss_linear){w, NULL, D, c->proj_dim};
+        m->proj = (ss_linear){.w = w, .in = D, .out = c->proj_dim};
     } else {
         m->c.proj_dim = 0;
     }

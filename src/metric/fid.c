@@ -15,6 +15,10 @@
 extern void dsyevd_(const char *jobz, const char *uplo, const int *n, double *a, const int *lda, double *w,
                     double *work, const int *lwork, int *iwork, const int *liwork, int *info, size_t jobz_len,
                     size_t uplo_len);
+/* LAPACK's divide-and-conquer SVD (singular values only with jobz = 'N'). */
+extern void dgesdd_(const char *jobz, const int *m, const int *n, double *a, const int *lda, double *s, double *u,
+                    const int *ldu, double *vt, const int *ldvt, double *work, const int *lwork, int *iwork, int *info,
+                    size_t jobz_len);
 
 void fid_stats_free(fid_stats *s) {
     if (!s) return;
@@ -237,5 +241,168 @@ int fid_frechet(const fid_stats *a, const fid_stats *b, fid_result *r) {
     if (rc > 0)
         return ss_fail(SS_EFORMAT, "fid: the square root of the covariance product is not finite even with %g I added",
                        FID_EPS);
+    return rc;
+}
+
+/* ---- the Gram form (paired resamples) ---- */
+
+struct fid_gram {
+    int64_t n;
+    int dim;
+    double *gaa, *gbb, *gab; /* [n, n] Grams of the centred rows: Xa Xa^T, Xb Xb^T, Xa Xb^T */
+    double *diff;            /* [n, dim] a_i - b_i */
+};
+
+void fid_gram_free(fid_gram *g) {
+    if (!g) return;
+    free(g->gaa), free(g->gbb), free(g->gab), free(g->diff);
+    free(g);
+}
+
+int fid_gram_new(fid_gram **out, const float *a, const float *b, int64_t n, int dim) {
+    *out = NULL;
+    if (n < 2 || n > 1 << 20) return ss_fail(SS_ESHAPE, "fid: %lld pairs; the Gram form needs 2 to 2^20", (long long)n);
+    if (dim < 1 || dim > 65536) return ss_fail(SS_ESHAPE, "fid: feature dimension %d out of range", dim);
+    const size_t nd = (size_t)n * dim, nn = (size_t)n * n;
+    fid_gram *g = ss_calloc(1, sizeof *g);
+    double *xa = ss_malloc(nd * sizeof *xa), *xb = ss_malloc(nd * sizeof *xb);
+    if (g) {
+        g->n = n, g->dim = dim;
+        g->gaa = ss_malloc(nn * sizeof(double)), g->gbb = ss_malloc(nn * sizeof(double));
+        g->gab = ss_malloc(nn * sizeof(double)), g->diff = ss_malloc(nd * sizeof(double));
+    }
+    if (!g || !xa || !xb || !g->gaa || !g->gbb || !g->gab || !g->diff) {
+        fid_gram_free(g), free(xa), free(xb);
+        return SS_ENOMEM;
+    }
+    for (size_t i = 0; i < nd; i++) {
+        xa[i] = a[i], xb[i] = b[i], g->diff[i] = (double)a[i] - (double)b[i];
+        if (!isfinite(g->diff[i])) {
+            fid_gram_free(g), free(xa), free(xb);
+            return ss_fail(SS_EFORMAT, "fid: feature %zu of row %zu is not finite", i % (size_t)dim, i / (size_t)dim);
+        }
+    }
+    /* centre each set by its own mean (column sums in row order: thread-count independent) */
+    double *x2[2] = {xa, xb};
+    for (int s = 0; s < 2; s++) {
+        double *x = x2[s];
+#pragma omp parallel for schedule(static) if (nd > 65536)
+        for (int j = 0; j < dim; j++) {
+            double sum = 0;
+            for (int64_t i = 0; i < n; i++) sum += x[(size_t)i * dim + j];
+            const double mu = sum / (double)n;
+            for (int64_t i = 0; i < n; i++) x[(size_t)i * dim + j] -= mu;
+        }
+    }
+    const int ni = (int)n;
+    dgemm_blocked(CblasNoTrans, CblasTrans, ni, ni, dim, 1.0, xa, dim, xa, dim, g->gaa, ni);
+    dgemm_blocked(CblasNoTrans, CblasTrans, ni, ni, dim, 1.0, xb, dim, xb, dim, g->gbb, ni);
+    dgemm_blocked(CblasNoTrans, CblasTrans, ni, ni, dim, 1.0, xa, dim, xb, dim, g->gab, ni);
+    free(xa), free(xb);
+    *out = g;
+    return 0;
+}
+
+/* M = G[idx, idx] double-centred (P M P with P = I - 11^T / n), into m; returns tr(M). */
+static double gather_centre(const double *G, const int *idx, int n, double *m) {
+    double *rs = m + (size_t)n * n, *cs = rs + n, tot = 0; /* row and column means after the gather */
+    for (int i = 0; i < n; i++) rs[i] = cs[i] = 0;
+    for (int i = 0; i < n; i++) {
+        const double *gi = G + (size_t)idx[i] * n;
+        for (int j = 0; j < n; j++) {
+            const double v = gi[idx[j]];
+            m[(size_t)i * n + j] = v;
+            rs[i] += v, cs[j] += v;
+        }
+    }
+    for (int i = 0; i < n; i++) tot += rs[i];
+    const double gm = tot / ((double)n * n);
+    double tr = 0;
+    for (int i = 0; i < n; i++)
+        for (int j = 0; j < n; j++) {
+            double *v = &m[(size_t)i * n + j];
+            *v = *v - rs[i] / n - cs[j] / n + gm;
+            if (i == j) tr += *v;
+        }
+    return tr;
+}
+
+int fid_gram_resample(const fid_gram *g, const int *idx, double *fid) {
+    const int n = (int)g->n, d = g->dim;
+    for (int i = 0; i < n; i++)
+        if (idx[i] < 0 || idx[i] >= n) return ss_fail(SS_EARG, "fid: resample index %d out of [0, %d)", idx[i], n);
+    const int mn = n, lwork = 3 * mn + (7 * mn > n ? 7 * mn : n) + 64;
+    double *m = ss_malloc(((size_t)n * n + 2 * (size_t)n) * sizeof *m), *sv = ss_malloc((size_t)n * sizeof *sv);
+    double *work = ss_malloc((size_t)lwork * sizeof *work), *mu = ss_calloc((size_t)d, sizeof *mu);
+    int *iwork = ss_malloc((size_t)8 * n * sizeof *iwork);
+    int rc = m && sv && work && mu && iwork ? 0 : SS_ENOMEM;
+    if (rc == 0) {
+        /* ||mean(a - b)||^2 over the resample */
+        for (int i = 0; i < n; i++) {
+            const double *r = g->diff + (size_t)idx[i] * d;
+            for (int j = 0; j < d; j++) mu[j] += r[j];
+        }
+        double mterm = 0;
+        for (int j = 0; j < d; j++) mterm += (mu[j] / n) * (mu[j] / n);
+        const double tra = gather_centre(g->gaa, idx, n, m), trb = gather_centre(g->gbb, idx, n, m);
+        gather_centre(g->gab, idx, n, m);
+        int info = 0, one = 1;
+        const char jobz = 'N';
+        /* row-major M is column-major M^T: the same singular values */
+        /* inside an active parallel region, as syevd: OpenBLAS runs single-threaded */
+#pragma omp parallel
+#pragma omp single
+        dgesdd_(&jobz, &n, &n, m, &n, sv, NULL, &one, NULL, &one, work, &lwork, iwork, &info, 1);
+        if (info != 0) rc = ss_fail(SS_EFORMAT, "fid: dgesdd failed (info %d)", info);
+        double nuc = 0;
+        for (int i = 0; i < n && rc == 0; i++) nuc += sv[i];
+        if (rc == 0) *fid = mterm + (tra + trb - 2 * nuc) / (double)(n - 1);
+    }
+    free(m), free(sv), free(work), free(mu), free(iwork);
+    return rc;
+}
+
+int fid_bootstrap_pairs(const float *a, const float *b, int64_t n, int dim, const int *idx, int B, double *reps) {
+    int rc = 0;
+    if (n <= dim) {
+        fid_gram *g;
+        if ((rc = fid_gram_new(&g, a, b, n, dim)) < 0) return rc;
+        int bad = 0;
+#pragma omp parallel for schedule(dynamic, 1)
+        for (int k = 0; k < B; k++) {
+            int stop;
+#pragma omp atomic read
+            stop = bad;
+            if (stop) continue;
+            if (fid_gram_resample(g, idx + (size_t)k * n, &reps[k]) < 0) {
+#pragma omp atomic write
+                bad = 1;
+            }
+        }
+        fid_gram_free(g);
+        return bad ? ss_fail(SS_EFORMAT, "fid: a bootstrap resample failed") : 0;
+    }
+    const size_t nd = (size_t)n * dim;
+    float *xa = ss_malloc(nd * sizeof *xa), *xb = ss_malloc(nd * sizeof *xb);
+    if (!xa || !xb) rc = SS_ENOMEM;
+    for (int k = 0; k < B && !rc; k++) {
+        for (int64_t i = 0; i < n; i++) {
+            const int j = idx[(size_t)k * n + i];
+            if (j < 0 || j >= n) {
+                rc = ss_fail(SS_EARG, "fid: resample index %d out of [0, %lld)", j, (long long)n);
+                break;
+            }
+            memcpy(xa + (size_t)i * dim, a + (size_t)j * dim, (size_t)dim * sizeof *xa);
+            memcpy(xb + (size_t)i * dim, b + (size_t)j * dim, (size_t)dim * sizeof *xb);
+        }
+        fid_stats sa, sb;
+        fid_result r;
+        memset(&sa, 0, sizeof sa), memset(&sb, 0, sizeof sb);
+        if (!rc && (rc = fid_stats_compute_f32(&sa, xa, n, dim)) == 0 && (rc = fid_stats_compute_f32(&sb, xb, n, dim)) == 0 &&
+            (rc = fid_frechet(&sa, &sb, &r)) == 0)
+            reps[k] = r.fid;
+        fid_stats_free(&sa), fid_stats_free(&sb);
+    }
+    free(xa), free(xb);
     return rc;
 }

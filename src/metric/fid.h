@@ -57,4 +57,28 @@ int fid_frechet(const fid_stats *a, const fid_stats *b, fid_result *r);
  * rule's second branch, exposed so that it can be checked on its own. */
 int fid_frechet_offset(const fid_stats *a, const fid_stats *b, double eps, fid_result *r);
 
+/* ---- FID of paired row sets through their Gram matrices (for bootstrap resamples) ----
+ *
+ * For two feature sets of n paired rows (a_i, b_i), FID needs only n x n products: with the
+ * centred rows X (n x dim), Sigma = X^T X / (n - 1), tr Sigma = tr(X X^T) / (n - 1), and the
+ * non-zero eigenvalues of Sigma_a Sigma_b are those of (Xa Xb^T)(Xa Xb^T)^T, so
+ * tr sqrt(Sigma_a Sigma_b) = ||Xa Xb^T||_* / (n - 1), the sum of the singular values (LAPACK
+ * dgesdd). A resample (rows idx[0..n-1], drawn with replacement, pairs kept together) is then an
+ * n x n gather and double-centring of the Grams computed once, whatever dim is: the bootstrap
+ * costs O(n^3) per resample instead of two dim x dim eigendecompositions. The value is the exact
+ * Frechet distance of the resample (no offset: with finite features the square root is always
+ * finite); for idx = 0..n-1 it equals fid_frechet's up to rounding. Thread-count independent. */
+typedef struct fid_gram fid_gram;
+/* a[n, dim], b[n, dim] (row-major, float32): pair i is (a_i, b_i); n >= 2. */
+int fid_gram_new(fid_gram **out, const float *a, const float *b, int64_t n, int dim);
+void fid_gram_free(fid_gram *g);
+/* FID of the pairs idx[0..n-1] (indices in [0, n)). Allocates its own working memory, so one
+ * fid_gram serves several threads at once. */
+int fid_gram_resample(const fid_gram *g, const int *idx, double *fid);
+
+/* reps[k] = the FID of resample k, the pairs idx[k n .. k n + n - 1] of (a, b), k < B: through the
+ * Gram form (resamples in parallel) when n <= dim, else through the statistics of the resampled
+ * rows (fid_frechet; cheaper than O(n^3) once n > dim). Thread-count independent. */
+int fid_bootstrap_pairs(const float *a, const float *b, int64_t n, int dim, const int *idx, int B, double *reps);
+
 #endif

@@ -8,6 +8,7 @@
 #include <unistd.h>
 
 #include "core/err.h"
+#include "core/dnnl.h"
 #include "core/ops.h"
 
 /* Drop the mapped file pages lying wholly inside a converted tensor from our resident set, so
@@ -19,11 +20,13 @@ static void release_pages(const void *data, size_t n) {
     if (hi > lo) madvise((void *)lo, hi - lo, MADV_DONTNEED);
 }
 
-int ss_bind(ss_binder *bd, const float **slot, const char *name, int ndim, const int64_t *want) {
-    if (bd->pass == 2) {
-        bd->fn(bd->fn_ctx, name, ndim, want);
-        return 0;
-    }
+static _Thread_local int t_precision;
+
+void ss_bind_set_precision(int prec) { t_precision = prec; }
+int ss_bind_get_precision(void) { return t_precision; }
+
+/* The checks of every tensor: present, the shape the config implies, a float dtype. */
+static int find_checked(ss_binder *bd, const char *name, int ndim, const int64_t *want, const st_tensor **out) {
     const st_tensor *t = st_set_find(bd->st, name);
     if (!t) return ss_fail(SS_EMISSING, "%s: tensor '%s' is missing from the checkpoint", bd->dir, name);
     int ok = t->ndim == ndim;
@@ -39,7 +42,21 @@ int ss_bind(ss_binder *bd, const float **slot, const char *name, int ndim, const
     if (t->dtype != ST_F32 && t->dtype != ST_F16 && t->dtype != ST_BF16)
         return ss_fail(SS_EFORMAT, "%s: tensor '%s' has dtype %s; weights must be F32, F16 or BF16", t->file, name,
                        st_dtype_name(t->dtype));
-    const int zero_copy = t->dtype == ST_F32 && ((uintptr_t)t->data % sizeof(float)) == 0;
+    *out = t;
+    return 0;
+}
+
+int ss_bind(ss_binder *bd, const float **slot, const char *name, int ndim, const int64_t *want) {
+    if (bd->pass == 2) {
+        bd->fn(bd->fn_ctx, name, ndim, want);
+        return 0;
+    }
+    const st_tensor *t = NULL;
+    int rc = find_checked(bd, name, ndim, want, &t);
+    if (rc < 0) return rc;
+    /* a bf16 load converts everything, so that the mapping can go */
+    const int zero_copy =
+        bd->precision == SS_PREC_F32 && t->dtype == ST_F32 && ((uintptr_t)t->data % sizeof(float)) == 0;
     if (bd->pass == 0) {
         if (!zero_copy) bd->need += (size_t)t->numel;
         return 0;
@@ -61,14 +78,84 @@ int ss_bind(ss_binder *bd, const float **slot, const char *name, int ndim, const
     return 0;
 }
 
+/* t's values rounded to bf16 into dst (BF16: copied as they are). */
+static int to_bf16(uint16_t *dst, const st_tensor *t) {
+    const size_t n = (size_t)t->numel;
+    if (t->dtype == ST_BF16) {
+        memcpy(dst, t->data, n * sizeof(uint16_t)); /* little-endian, as the file */
+        return 0;
+    }
+    if (t->dtype == ST_F32) {
+        const unsigned char *p = t->data;
+#pragma omp parallel for schedule(static) if (n > 1 << 20)
+        for (size_t i = 0; i < n; i++) {
+            float f;
+            memcpy(&f, p + 4 * i, 4);
+            dst[i] = ss_bf16_from_f32(f);
+        }
+        return 0;
+    }
+    float *f = ss_malloc(n * sizeof(float) + 1); /* F16: through fp32, one tensor at a time */
+    if (!f) return SS_ENOMEM;
+    int rc = st_to_f32(f, t);
+    if (rc >= 0)
+        for (size_t i = 0; i < n; i++) dst[i] = ss_bf16_from_f32(f[i]);
+    free(f);
+    return rc;
+}
+
+/* Index of the first bf16 NaN or infinity (exponent bits all ones) in x[0, n), or -1. */
+static long long first_nonfinite_bf16(const uint16_t *x, size_t n) {
+    for (size_t i = 0; i < n; i++)
+        if ((x[i] & 0x7f80) == 0x7f80) return (long long)i;
+    return -1;
+}
+
+int ss_bind_linear(ss_binder *bd, ss_linear *l, const char *name) {
+    const int64_t want[2] = {l->out, l->in};
+    if (bd->pass == 2 || bd->precision != SS_PREC_BF16) {
+        l->wb = NULL;
+        return ss_bind(bd, &l->w, name, 2, want);
+    }
+    const st_tensor *t = NULL;
+    int rc = find_checked(bd, name, 2, want, &t);
+    if (rc < 0) return rc;
+    if (bd->pass == 0) {
+        bd->need16 += (size_t)t->numel;
+        return 0;
+    }
+    uint16_t *w = bd->arena16 + bd->used16;
+    if ((rc = to_bf16(w, t)) < 0) return rc;
+    const long long bad = first_nonfinite_bf16(w, (size_t)t->numel);
+    if (bad >= 0)
+        return ss_fail(SS_EFORMAT, "%s: tensor '%s' has a non-finite value (%s) at flat index %lld%s", t->file, name,
+                       (w[bad] & 0x7f) ? "NaN" : "infinity", bad,
+                       t->dtype == ST_F32 && !(w[bad] & 0x7f) ? " (beyond the bf16 range)" : "");
+    release_pages(t->data, t->nbytes);
+    bd->used16 += (size_t)t->numel;
+    l->w = NULL;
+    l->wb = w;
+    return 0;
+}
+
 int ss_bind_load(ss_binder *bd, int (*bind_all)(ss_binder *bd, void *model), void *model, float **arena) {
+    bd->precision = t_precision;
     bd->pass = 0;
     int rc = bind_all(bd, model);
     if (rc < 0) return rc;
-    if (bd->need) {
-        size_t bytes;
-        *arena = ss_mul_size(sizeof(float), bd->need, &bytes) ? NULL : malloc(bytes);
-        if (!*arena) return ss_fail(SS_ENOMEM, "%s: out of memory converting %zu weights to fp32", bd->dir, bd->need);
+    if (bd->need || bd->need16) {
+        /* fp32 part, padded to 64 bytes, then the bf16 part */
+        size_t f32b, b16b, bytes;
+        if (ss_mul_size(sizeof(float), bd->need, &f32b) || ss_add_size(f32b, 63, &f32b) ||
+            ss_mul_size(sizeof(uint16_t), bd->need16, &b16b) || ss_add_size(f32b & ~(size_t)63, b16b, &bytes) ||
+            ss_add_size(bytes, 63, &bytes))
+            bytes = 0;
+        f32b &= ~(size_t)63;
+        *arena = bytes ? aligned_alloc(64, bytes & ~(size_t)63) : NULL;
+        if (!*arena)
+            return ss_fail(SS_ENOMEM, "%s: out of memory converting %zu weights to fp32 and %zu to bf16", bd->dir,
+                           bd->need, bd->need16);
+        bd->arena16 = (uint16_t *)((char *)*arena + f32b);
     }
     bd->pass = 1;
     bd->arena = *arena;

@@ -103,6 +103,8 @@ static int sd3_fam_inputs(const void *model, const st_file *in, const char *path
                        shape_str(s, sizeof s, dt, 1), (long long)B);
     io->B = (int)B;
     io->N = (int)((dx[2] / p) * (dx[3] / p));
+    io->pe_grid[0] = (int)(dx[2] / p); /* the cropped table of the actual grid */
+    io->pe_grid[1] = (int)(dx[3] / p);
     io->S = (int)dc[1];
     io->D = m->D;
     io->out_ndim = 4;
@@ -128,8 +130,14 @@ static int sd3_block_adapter(void *ctx, int block, const float *x, int B, int N,
     return h->block_output ? h->block_output(h->ctx, SS_SITE_JOINT, block, x, B, N, D) : 0;
 }
 
+static int pos_adapter(void *ctx, float *tab, int h, int w, int D) {
+    const ss_model_hooks *hk = ctx;
+    return hk->pos_embed ? hk->pos_embed(hk->ctx, tab, h, w, D) : 0;
+}
+
 static int sd3_fam_forward(const void *model, float *out, const ss_fwd_inputs *io, const ss_model_hooks *hk) {
-    const sd3_hooks h = {.ctx = (void *)hk, .attention = sd3_attn_adapter, .block_output = sd3_block_adapter};
+    const sd3_hooks h = {.ctx = (void *)hk, .attention = sd3_attn_adapter, .block_output = sd3_block_adapter,
+                         .pos_embed = hk && hk->pos_embed ? pos_adapter : NULL};
     return sd3_forward(model, out, io->in[0], io->in[1], io->in[2], io->in[3], io->B, (int)io->out_shape[2],
                        (int)io->out_shape[3], io->S, hk ? &h : NULL);
 }
@@ -289,6 +297,8 @@ static int pixart_fam_inputs(const void *model, const st_file *in, const char *p
                        shape_str(s, sizeof s, da, 2), (long long)B);
     io->B = (int)B;
     io->N = (int)((dx[2] / p) * (dx[3] / p));
+    io->pe_grid[0] = (int)(dx[2] / p); /* the sin-cos table of the actual grid */
+    io->pe_grid[1] = (int)(dx[3] / p);
     io->S = (int)S;
     io->D = m->D;
     io->out_ndim = 4;
@@ -310,7 +320,8 @@ static int pixart_block_adapter(void *ctx, int block, const float *x, int B, int
 }
 
 static int pixart_fam_forward(const void *model, float *out, const ss_fwd_inputs *io, const ss_model_hooks *hk) {
-    const pixart_hooks h = {.ctx = (void *)hk, .attention = sd3_attn_adapter, .block_output = pixart_block_adapter};
+    const pixart_hooks h = {.ctx = (void *)hk, .attention = sd3_attn_adapter, .block_output = pixart_block_adapter,
+                            .pos_embed = pos_adapter};
     return pixart_forward(model, out, io->in[PX_HS], io->in[PX_CTX], io->in[PX_MASK], io->in[PX_T], io->in[PX_RES],
                           io->in[PX_AR], io->B, (int)io->out_shape[2], (int)io->out_shape[3], io->S, hk ? &h : NULL);
 }

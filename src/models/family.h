@@ -24,6 +24,7 @@
 /* The converted inputs of one forward pass (the family's own order) and the output's shape. */
 typedef struct {
     int B, N, S;                 /* batch, image tokens, text tokens */
+    int pe_grid[2];              /* the absolute position embedding's patch grid (rows, cols); 0, 0: none (RoPE) */
     int D;                       /* model width (the dumped streams' last dimension) */
     float *in[SS_FWD_MAX_IN];    /* malloc'ed fp32 arrays; NULL where absent */
     int out_ndim;
@@ -40,6 +41,9 @@ typedef struct {
     int (*block_output)(void *ctx, ss_site_kind kind, int block, const float *x, int B, int rows, int D);
     /* Families with RoPE (ss_family.rope): q and k of a site before (post = 0) and after (1) RoPE. */
     int (*rope_qk)(void *ctx, const ss_site *site, int post, const attn_args *a);
+    /* Families with an absolute position embedding (io.pe_grid): its table [h*w, D] for the actual
+     * grid, before it is added to the patch embeddings; the hook may edit it (sink/abspe.h). */
+    int (*pos_embed)(void *ctx, float *tab, int h, int w, int D);
 } ss_model_hooks;
 
 typedef struct ss_family {

@@ -163,7 +163,8 @@ static void ff_residual(float *x, const float *shift, const float *scale, const 
 static attn_args site_args(const flux_model *m, work *w, int B, int N, int S) {
     const int T = N + S;
     return (attn_args){.B = B, .H = m->cfg.num_heads, .dh = m->cfg.head_dim, .T = T, .ld = m->D, .n_img = 0,
-                       .q = w->Q, .k = w->K, .v = w->V, .out = w->O, .n_qspan = 2, .qend = {S, T}};
+                       .q = w->Q, .k = w->K, .v = w->V, .out = w->O, .n_qspan = 2, .qend = {S, T},
+                       .precision = m->precision};
 }
 
 /* RoPE on the joint Q and K of every batch element, with the rope_qk hook before and after. */
@@ -298,19 +299,20 @@ static void time_sinusoid(float *out, const float *t, int B) {
     }
 }
 
-/* TimestepEmbedding(Timesteps(v * 1000)) into y [B, D]; scratch h [B, D], s [B, 256], sc [B]. */
-static void embed_scalar(float *y, const float *v, int B, const ss_linear *l1, const ss_linear *l2, float *h, float *s,
-                         float *sc, int D) {
-    for (int b = 0; b < B; b++) sc[b] = v[b] * 1000.0f;
+/* TimestepEmbedding(Timesteps(v * 1000)) into y [B, D] (v as given when `scaled`); scratch h [B, D],
+ * s [B, 256], sc [B]. */
+static void embed_scalar(float *y, const float *v, int scaled, int B, const ss_linear *l1, const ss_linear *l2, float *h,
+                         float *s, float *sc, int D) {
+    for (int b = 0; b < B; b++) sc[b] = scaled ? v[b] : v[b] * 1000.0f;
     time_sinusoid(s, sc, B);
     op_linear(h, s, l1, B);
     op_silu(h, h, (size_t)B * D);
     op_linear(y, h, l2, B);
 }
 
-int flux_forward(const flux_model *m, float *out, const float *hs, const float *ctx, const float *pooled,
-                 const float *t, const float *guidance, const float *img_ids, const float *txt_ids, int B, int N,
-                 int S, const flux_hooks *hooks) {
+static int forward(const flux_model *m, float *out, const float *hs, const float *ctx, const float *pooled,
+                   const float *t, int t_scaled, const float *guidance, const float *img_ids, const float *txt_ids, int B,
+                   int N, int S, const flux_hooks *hooks) {
     const flux_config *c = &m->cfg;
     const int D = m->D, Cin = c->in_channels, J = c->joint_attention_dim, A = c->n_axes;
     const int pp = c->patch_size * c->patch_size * c->out_channels;
@@ -337,9 +339,9 @@ int flux_forward(const flux_model *m, float *out, const float *hs, const float *
         op_linear_ld(zb + (size_t)S * D, D, hs + (size_t)b * N * Cin, Cin, &m->x_embed, N);
     }
     /* 2. conditioning: time (+ guidance) + pooled text, each embedder linear, silu, linear */
-    embed_scalar(w.temb, t, B, &m->t1, &m->t2, w.modx, w.tmp, w.O, D);
+    embed_scalar(w.temb, t, t_scaled, B, &m->t1, &m->t2, w.modx, w.tmp, w.O, D);
     if (c->guidance_embeds) {
-        embed_scalar(w.stemb, guidance, B, &m->g1, &m->g2, w.modx, w.tmp, w.O, D);
+        embed_scalar(w.stemb, guidance, 0, B, &m->g1, &m->g2, w.modx, w.tmp, w.O, D);
         for (size_t i = 0; i < (size_t)B * D; i++) w.temb[i] += w.stemb[i];
     }
     op_linear(w.modx, pooled, &m->p1, B);
@@ -369,4 +371,16 @@ int flux_forward(const flux_model *m, float *out, const float *hs, const float *
 done:
     work_free(&w);
     return rc;
+}
+
+int flux_forward(const flux_model *m, float *out, const float *hs, const float *ctx, const float *pooled,
+                 const float *t, const float *guidance, const float *img_ids, const float *txt_ids, int B, int N,
+                 int S, const flux_hooks *hooks) {
+    return forward(m, out, hs, ctx, pooled, t, 0, guidance, img_ids, txt_ids, B, N, S, hooks);
+}
+
+int flux_forward_t1000(const flux_model *m, float *out, const float *hs, const float *ctx, const float *pooled,
+                       const float *t1000, const float *guidance, const float *img_ids, const float *txt_ids, int B,
+                       int N, int S, const flux_hooks *hooks) {
+    return forward(m, out, hs, ctx, pooled, t1000, 1, guidance, img_ids, txt_ids, B, N, S, hooks);
 }

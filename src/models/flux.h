@@ -59,6 +59,7 @@ typedef struct flux_model {
     flux_single *sgl;
     void *files;  /* st_set *, kept while F32 weights point into it */
     float *arena; /* converted weights */
+    int precision; /* SS_PREC_F32 or SS_PREC_BF16 (core/dnnl.h): the load's; attention runs in it too */
 } flux_model;
 
 /* Parse a diffusers config.json (_class_name FluxTransformer2DModel); errors name the file and
@@ -108,6 +109,13 @@ typedef struct {
 int flux_forward(const flux_model *m, float *out, const float *hs, const float *ctx, const float *pooled,
                  const float *t, const float *guidance, const float *img_ids, const float *txt_ids, int B, int N,
                  int S, const flux_hooks *hooks);
+/* The same with the timestep already scaled: t1000 [B] = the scheduler's timesteps (sigma x 1000
+ * in fp32), used as given. The pipeline passes timestep / 1000 and the model multiplies by 1000
+ * again, in float64 for a float64 model, which gives back the fp32 timestep exactly; an fp32
+ * t / 1000 * 1000 does not always (one ulp moves the outputs by ~1e-5). */
+int flux_forward_t1000(const flux_model *m, float *out, const float *hs, const float *ctx, const float *pooled,
+                       const float *t1000, const float *guidance, const float *img_ids, const float *txt_ids, int B,
+                       int N, int S, const flux_hooks *hooks);
 
 /* RoPE tables (FluxPosEmbed): for T positions with n_axes ids each, cos/sin [T, dh] with each
  * pair's value repeated twice (angles in fp64, rounded to fp32). */

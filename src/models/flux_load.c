@@ -138,7 +138,7 @@ static int bind_lin(binder *bd, ss_linear *l, const char *prefix, const char *su
     l->in = in;
     l->out = out;
     snprintf(name, sizeof name, "%s%s.weight", prefix, sub);
-    int rc = bind(bd, &l->w, name, 2, out, in);
+    int rc = ss_bind_linear(bd, l, name);
     if (rc) return rc;
     snprintf(name, sizeof name, "%s%s.bias", prefix, sub);
     return bind(bd, &l->b, name, 1, out, 0);
@@ -232,6 +232,7 @@ int flux_load(flux_model **out, const char *dir) {
     m->files = st;
     binder bd = {.st = st, .dir = dir};
     if ((rc = ss_bind_load(&bd, bind_all_model, m, &m->arena)) < 0) goto fail;
+    m->precision = bd.precision;
     *out = m;
     return 0;
 fail:

@@ -154,7 +154,7 @@ static void norm_modulate(float *y, const float *x, const float *w, const float 
 
 static int attend(const pixart_model *m, work *w, int B, int N, int S, int cross, int block, const pixart_hooks *hk) {
     attn_args a = {.B = B, .H = m->cfg.num_heads, .dh = m->cfg.head_dim, .T = N, .ld = m->D, .q = w->Q, .k = w->K,
-                   .v = w->V, .out = w->O, .n_qspan = 1, .qend = {N}};
+                   .v = w->V, .out = w->O, .n_qspan = 1, .qend = {N}, .precision = m->precision};
     if (cross) {
         a.Tk = S;
         a.key_valid = w->kv;
@@ -291,6 +291,7 @@ int pixart_forward(const pixart_model *m, float *out, const float *hs, const flo
             }
     op_linear(w.X, w.hid, &m->patch, B * N);
     pixart_pos_table(w.pos, c, D, h, wd);
+    if (hooks && hooks->pos_embed && (rc = hooks->pos_embed(hooks->ctx, w.pos, h, wd, D)) < 0) goto done;
     for (int b = 0; b < B; b++) {
         float *x = w.X + (size_t)b * N * D;
         for (size_t j = 0; j < (size_t)N * D; j++) x[j] += w.pos[j];

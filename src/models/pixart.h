@@ -64,6 +64,7 @@ typedef struct pixart_model {
     pixart_block *blocks;
     void *files;  /* st_set *, kept while F32 weights point into it */
     float *arena; /* converted weights */
+    int precision; /* SS_PREC_F32 or SS_PREC_BF16 (core/dnnl.h): the load's; attention runs in it too */
 } pixart_model;
 
 /* Parse a diffusers config.json (_class_name PixArtTransformer2DModel); absent fields take the
@@ -90,6 +91,8 @@ typedef struct {
     int (*attention)(void *ctx, const ss_site *site, const attn_args *a);
     /* The image stream [B, N, D] after block `block`. */
     int (*block_output)(void *ctx, int block, const float *x, int B, int N, int D);
+    /* The sin-cos table [h*w, D] of the actual grid before it is added (may edit it; NULL: none). */
+    int (*pos_embed)(void *ctx, float *tab, int h, int w, int D);
 } pixart_hooks;
 
 /* out [B, Cout, Hl, Wl]. hs [B, Cin, Hl, Wl]; ctx [B, S, caption_channels (or

@@ -192,7 +192,7 @@ static int bind_lin(ss_binder *bd, ss_linear *l, const char *prefix, const char 
     l->out = out;
     l->b = NULL;
     snprintf(name, sizeof name, "%s%s.weight", prefix, sub);
-    int rc = bind(bd, &l->w, name, 2, out, in);
+    int rc = ss_bind_linear(bd, l, name);
     if (rc || !has_bias) return rc;
     snprintf(name, sizeof name, "%s%s.bias", prefix, sub);
     return bind(bd, &l->b, name, 1, out, 0);
@@ -316,6 +316,7 @@ int pixart_load(pixart_model **out, const char *dir) {
     m->files = st;
     ss_binder bd = {.st = st, .dir = dir};
     if ((rc = ss_bind_load(&bd, bind_all, m, &m->arena)) < 0) goto fail;
+    m->precision = bd.precision;
     *out = m;
     return 0;
 fail:

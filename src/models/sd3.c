@@ -105,7 +105,7 @@ static int ws_reserve(sd3_workspace *ws, const sd3_model *m, int B, int N, int S
     /* growths inside attention calls since the last reserve (a thread count raised in between) */
     ws->allocs += attn_scratch_allocs(ws->attn) - ws->attn_seen;
     const attn_args joint = {.B = B, .H = c->num_heads, .dh = c->head_dim, .T = N + S, .ld = m->D,
-                             .key_chunk = ws->key_chunk};
+                             .key_chunk = ws->key_chunk, .precision = m ? m->precision : 0};
     const int rc = attn_scratch_reserve(ws->attn, &joint, 2);
     ws->attn_seen = attn_scratch_allocs(ws->attn);
     if (rc < 0) return rc;
@@ -320,7 +320,8 @@ static int block_forward(const sd3_model *m, int i, const work *ws_w, sd3_block_
         }
     }
     attn_args a = {.B = B, .H = H, .dh = dh, .T = T, .ld = D, .n_img = N,
-                   .q = w->Q, .k = w->K, .v = w->V, .out = w->O, .key_chunk = kc, .scratch = as};
+                   .q = w->Q, .k = w->K, .v = w->V, .out = w->O, .key_chunk = kc, .scratch = as,
+                   .precision = m->precision};
     int rc;
     if (bc) {
         rc = attn_cached(&a, bc);
@@ -356,7 +357,8 @@ static int block_forward(const sd3_model *m, int i, const work *ws_w, sd3_block_
             op_rmsnorm_heads(w->K, D, bk->norm_k2, B * N, H, dh, 1e-6f);
         }
         attn_args a2 = {.B = B, .H = H, .dh = dh, .T = N, .ld = D, .n_img = N,
-                        .q = w->Q, .k = w->K, .v = w->V, .out = w->O, .key_chunk = kc, .scratch = as};
+                        .q = w->Q, .k = w->K, .v = w->V, .out = w->O, .key_chunk = kc, .scratch = as,
+                        .precision = m->precision};
         if (hk && hk->attention) {
             ss_site site;
             site_fill(&site, attn2_index(&m->cfg, i), i, 1, N, S);
@@ -431,15 +433,26 @@ static int forward(const sd3_model *m, sd3_workspace *ws, sd3_cache *cache, floa
                             pv[(ci * p + py) * p + px] = x[(((size_t)b * Cin + ci) * Hl + r * p + py) * Wl + q * p + px];
             }
     op_linear(w.X, pv_all, &m->patch, B * N);
-    /* 2. centre crop of the position table */
+    /* 2. centre crop of the position table (copied for the pos_embed hook to edit) */
     const int top = (M - h) / 2, left = (M - wd) / 2;
+    float *crop = NULL;
+    if (hooks && hooks->pos_embed) {
+        if (!(crop = ss_malloc(sizeof(float) * (size_t)N * D))) return SS_ENOMEM;
+        for (int r = 0; r < h; r++)
+            memcpy(crop + (size_t)r * wd * D, m->pos_table + ((size_t)(top + r) * M + left) * D, sizeof(float) * (size_t)wd * D);
+        if ((rc = hooks->pos_embed(hooks->ctx, crop, h, wd, D)) < 0) {
+            free(crop);
+            return rc;
+        }
+    }
     for (int b = 0; b < B; b++)
         for (int r = 0; r < h; r++)
             for (int q = 0; q < wd; q++) {
                 float *xr = w.X + ((size_t)b * N + (size_t)r * wd + q) * D;
-                const float *pr = m->pos_table + ((size_t)(top + r) * M + left + q) * D;
+                const float *pr = crop ? crop + ((size_t)r * wd + q) * D : m->pos_table + ((size_t)(top + r) * M + left + q) * D;
                 for (int d = 0; d < D; d++) xr[d] += pr[d];
             }
+    free(crop);
     /* 3. conditioning: temb = TimestepEmbedding(sinusoid(t)) + TextProj(pooled) */
     float *temb0 = cache ? cache->temb0 : w.tmp; /* [B,256] */
     /* linear_1 outputs and their SiLU: in place in modx, or kept apart in the cache */

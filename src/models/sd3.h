@@ -56,6 +56,7 @@ typedef struct sd3_model {
     /* storage */
     void *files;  /* st_set *, kept while F32 weights point into it */
     float *arena; /* converted weights */
+    int precision; /* SS_PREC_F32 or SS_PREC_BF16 (core/dnnl.h): the load's; attention runs in it too */
 } sd3_model;
 
 /* Parse a diffusers config.json; errors name the file and field. */
@@ -95,6 +96,9 @@ typedef struct {
     int (*attention)(void *ctx, const ss_site *site, const attn_args *a);
     /* Sees the image stream [B, N, D] after each block. */
     int (*block_output)(void *ctx, int block, const float *x, int B, int N, int D);
+    /* The position table cropped for the actual grid, [h*w, D], before it is added (may edit it;
+     * NULL: the crop is added straight from the model's table). */
+    int (*pos_embed)(void *ctx, float *tab, int h, int w, int D);
 } sd3_hooks;
 
 /* out [B, Cout, Hl, Wl] = velocity prediction. x [B, Cin, Hl, Wl], ctx [B, S, J], pooled [B, P],

@@ -162,7 +162,7 @@ static int bind_lin(binder *bd, ss_linear *l, const char *prefix, int out, int i
     l->in = in;
     l->out = out;
     snprintf(name, sizeof name, "%s.weight", prefix);
-    int rc = bind(bd, &l->w, name, 2, out, in, 0, 0);
+    int rc = ss_bind_linear(bd, l, name);
     if (rc || !bias) return rc;
     snprintf(name, sizeof name, "%s.bias", prefix);
     return bind(bd, &l->b, name, 1, out, 0, 0, 0);
@@ -258,6 +258,7 @@ int sd3_load(sd3_model **out, const char *dir) {
     m->files = st;
     binder bd = {.st = st, .dir = dir};
     if ((rc = ss_bind_load(&bd, bind_all_model, m, &m->arena)) < 0) goto fail;
+    m->precision = bd.precision;
     *out = m;
     return 0;
 fail:

@@ -7,13 +7,15 @@
 #include <string.h>
 
 #include "core/err.h"
+#include "models/site.h"
 #include "report/report.h"
 
-const char *const RP_METRIC_KEY[M_COUNT] = {"geneval", "shift", "mse", "psnr", "ssim", "clip_t", "lpips"};
-const char *const RP_METRIC_LABEL[M_COUNT] = {"Δ alignment", "1−SSIM", "MSE", "PSNR (dB)", "SSIM", "ΔCLIP-T", "LPIPS"};
+const char *const RP_METRIC_KEY[M_COUNT] = {"geneval", "shift", "mse", "psnr", "ssim", "clip_t", "lpips", "fid_shift"};
+const char *const RP_METRIC_LABEL[M_COUNT] = {"Δ alignment", "1−SSIM", "MSE", "PSNR (dB)", "SSIM", "ΔCLIP-T", "LPIPS",
+                                              "FID_shift"};
 
 int rp_metric_present(const rp_exp *e, int k) {
-    return k == M_CLIP_T ? e->n_clip_t > 0 : k == M_LPIPS ? e->n_lpips > 0 : k >= 0 && k < M_COUNT;
+    return k == M_CLIP_T ? e->n_clip_t > 0 : k == M_LPIPS ? e->n_lpips > 0 : k == M_FID ? e->n_fid > 0 : k >= 0 && k < M_COUNT;
 }
 
 double rp_metric_margin(const report_opts *o, int k) {
@@ -442,13 +444,48 @@ static double probe_stat(const rp_probe *p, int s) {
     }
 }
 
+/* ---- rows: a (block, site) pair each, in block (flat index) order ---- */
+
+typedef struct {
+    int block, site;
+} row_id;
+
+static int cmp_row(const void *a, const void *b) {
+    const row_id *x = a, *y = b;
+    if (x->block != y->block) return (x->block > y->block) - (x->block < y->block);
+    return (x->site > y->site) - (x->site < y->site);
+}
+
+static void add_row(row_id *v, int *n, int cap, int block, int site) {
+    for (int i = 0; i < *n; i++)
+        if (v[i].block == block && v[i].site == site) return;
+    if (*n < cap) v[(*n)++] = (row_id){block, site};
+}
+
+const char *rp_site_label(char *buf, size_t cap, int block, int site, int named) {
+    if (site >= 0) ss_site_code_name(site, buf, cap);
+    else snprintf(buf, cap, named ? "joint.%d" : "%d", block);
+    return buf;
+}
+
+int rp_has_sites(const rp_analysis *a) {
+    for (int i = 0; i < a->n_dyn; i++)
+        if (a->dyn[i].site >= 0) return 1;
+    for (int i = 0; i < a->n_ver; i++)
+        for (int j = 0; j < a->ver[i].n_rows; j++)
+            if (a->ver[i].rows[j].site >= 0) return 1;
+    return 0;
+}
+
+#define SAME_ROW(p, d) ((p)->block == (d)->block && (p)->site == (d)->site)
+
 static int locality(rp_exp *e, rp_block_dyn *d) {
     const int first = e->cond_first[0], last = first + e->cond_count[0];
     long nk = 0;
     for (int i = first; i < last; i++)
         for (int j = 0; j < e->recs[i].n_probe; j++) {
             const rp_probe *p = &e->probes[e->recs[i].probe_off + (size_t)j];
-            if (p->block == d->block) nk += p->n_keys;
+            if (SAME_ROW(p, d)) nk += p->n_keys;
         }
     d->n_keys = nk;
     d->key_p05 = d->key_p50 = d->key_p95 = NAN;
@@ -463,7 +500,7 @@ static int locality(rp_exp *e, rp_block_dyn *d) {
     for (int i = first; i < last; i++)
         for (int j = 0; j < e->recs[i].n_probe; j++) {
             const rp_probe *p = &e->probes[e->recs[i].probe_off + (size_t)j];
-            if (p->block == d->block)
+            if (SAME_ROW(p, d))
                 for (int h = 0; h < p->n_keys; h++) k[m++] = e->keys[p->key_off + (size_t)h];
         }
     qsort(k, (size_t)nk, sizeof *k, cmp_int);
@@ -524,24 +561,28 @@ static int locality(rp_exp *e, rp_block_dyn *d) {
 static int analyze_dynamics(rp_analysis *a) {
     rp_exp *e = a->e;
     const int first = e->cond_first[0], last = first + e->cond_count[0];
-    int blocks[1024], nb = 0;
+    row_id blocks[1024];
+    int nb = 0;
     for (int i = first; i < last; i++) {
         if (e->recs[i].n_probe) a->n_dyn_images++;
-        for (int j = 0; j < e->recs[i].n_probe; j++)
-            if (nb < 1024) add_unique(blocks, &nb, e->probes[e->recs[i].probe_off + (size_t)j].block);
+        for (int j = 0; j < e->recs[i].n_probe; j++) {
+            const rp_probe *p = &e->probes[e->recs[i].probe_off + (size_t)j];
+            add_row(blocks, &nb, 1024, p->block, p->site);
+        }
     }
     if (!nb) return 0;
-    qsort(blocks, (size_t)nb, sizeof *blocks, cmp_int);
+    qsort(blocks, (size_t)nb, sizeof *blocks, cmp_row);
     if (!(a->dyn = ss_calloc((size_t)nb, sizeof *a->dyn))) return SS_ENOMEM;
     a->n_dyn = nb;
     for (int bi = 0; bi < nb; bi++) {
         rp_block_dyn *d = &a->dyn[bi];
-        d->block = blocks[bi];
+        d->block = blocks[bi].block;
+        d->site = blocks[bi].site;
         int steps[4096], ns = 0;
         for (int i = first; i < last; i++)
             for (int j = 0; j < e->recs[i].n_probe; j++) {
                 const rp_probe *p = &e->probes[e->recs[i].probe_off + (size_t)j];
-                if (p->block == d->block && ns < 4096) add_unique(steps, &ns, p->step);
+                if (SAME_ROW(p, d) && ns < 4096) add_unique(steps, &ns, p->step);
             }
         qsort(steps, (size_t)ns, sizeof *steps, cmp_int);
         d->n_steps = ns;
@@ -570,7 +611,7 @@ static int analyze_dynamics(rp_analysis *a) {
         for (int i = first; i < last; i++)
             for (int j = 0; j < e->recs[i].n_probe; j++) {
                 const rp_probe *p = &e->probes[e->recs[i].probe_off + (size_t)j];
-                if (p->block != d->block) continue;
+                if (!SAME_ROW(p, d)) continue;
                 const int *hit = bsearch(&p->step, steps, (size_t)ns, sizeof *steps, cmp_int);
                 if (!hit) continue; /* beyond the 4096 distinct steps kept */
                 int k = (int)(hit - steps);
@@ -609,24 +650,28 @@ static int analyze_verification(rp_analysis *a) {
     if (!(a->ver = ss_calloc((size_t)e->n_conds, sizeof *a->ver))) return SS_ENOMEM;
     for (int c = 1; c < e->n_conds; c++) {
         const int first = e->cond_first[c], last = first + e->cond_count[c];
-        int blocks[1024], nb = 0;
+        row_id blocks[1024];
+        int nb = 0;
         for (int i = first; i < last; i++)
-            for (int j = 0; j < e->recs[i].n_verif; j++)
-                if (nb < 1024) add_unique(blocks, &nb, e->verifs[e->recs[i].verif_off + (size_t)j].block);
+            for (int j = 0; j < e->recs[i].n_verif; j++) {
+                const rp_verif *v = &e->verifs[e->recs[i].verif_off + (size_t)j];
+                add_row(blocks, &nb, 1024, v->block, v->site);
+            }
         if (!nb) continue;
-        qsort(blocks, (size_t)nb, sizeof *blocks, cmp_int);
+        qsort(blocks, (size_t)nb, sizeof *blocks, cmp_row);
         rp_verif_cond *vc = &a->ver[a->n_ver++];
         vc->cond = c;
         vc->n_rows = nb;
         if (!(vc->rows = ss_calloc((size_t)nb, sizeof *vc->rows))) return SS_ENOMEM;
         for (int b = 0; b < nb; b++) {
             rp_verif_row *row = &vc->rows[b];
-            row->block = blocks[b];
+            row->block = blocks[b].block;
+            row->site = blocks[b].site;
             double sb = 0, sa = 0, sk = 0, sd = 0;
             for (int i = first; i < last; i++)
                 for (int j = 0; j < e->recs[i].n_verif; j++) {
                     const rp_verif *v = &e->verifs[e->recs[i].verif_off + (size_t)j];
-                    if (v->block != row->block || !isfinite(v->before) || !isfinite(v->after)) continue;
+                    if (!SAME_ROW(v, row) || !isfinite(v->before) || !isfinite(v->after)) continue;
                     row->n++;
                     sb += v->before, sa += v->after, sk += v->n_keys, sd += v->n_distinct;
                     row->n_zero += v->after == 0;
@@ -691,6 +736,7 @@ int rp_analyze(rp_analysis *a, rp_exp *e, const report_opts *o) {
         a->cr[c].m[M_GENEVAL].verdict = verdict(&a->cr[c].m[M_GENEVAL]);
         a->cr[c].m[M_CLIP_T].verdict = verdict(&a->cr[c].m[M_CLIP_T]);
     }
+    if (rc == 0) rc = rp_analyze_fid(a);
     if (rc == 0) rc = analyze_dd(a, b1, b2, b3, b4);
     if (rc == 0) rc = analyze_sweeps(a, b1, b2);
     if (rc == 0) rc = analyze_tags(a, b1, b2);

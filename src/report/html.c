@@ -474,7 +474,9 @@ static void fig_dynamics(FILE *f, const rp_analysis *a) {
                         fprintf(f, "<circle cx=\"%.1f\" cy=\"%.1f\" r=\"2.2\" fill=\"%s\"/>\n",
                                 px(&p, use_step ? d->steps[k] : d->t_frac[k]), py(&p, d->mean[s][k]), col);
             if (nl < 8) {
-                snprintf(lab[nl], sizeof lab[nl], "block %d", d->block);
+                char sl[48];
+                if (d->site >= 0) snprintf(lab[nl], sizeof lab[nl], "%s", rp_site_label(sl, sizeof sl, d->block, d->site, 1));
+                else snprintf(lab[nl], sizeof lab[nl], "block %d", d->block);
                 labels[nl] = lab[nl], colors[nl] = col, nl++;
             }
         }
@@ -496,7 +498,9 @@ static void fig_locality(FILE *f, const rp_analysis *a) {
         p.xstep = nice_range(&(double){p.x0}, &(double){p.x1}, 5); /* ticks only; the window stays exact */
         svg_open(f, 360, 230, "Histogram of top-1 sink key indices");
         char title[96];
-        snprintf(title, sizeof title, "block %d: top-1 key index", d->block);
+        char sl[48];
+        if (d->site >= 0) snprintf(title, sizeof title, "%s: top-1 key index", rp_site_label(sl, sizeof sl, d->block, d->site, 1));
+        else snprintf(title, sizeof title, "block %d: top-1 key index", d->block);
         plot_axes(&p, title, "key index (image tokens first, then text)", "share");
         double bw = p.W / d->n_bins;
         for (int i = 0; i < d->n_bins; i++) {
@@ -731,19 +735,46 @@ static void table_key(FILE *f, const rp_analysis *a) {
     fputs("</tbody></table>\n", f);
 }
 
-/* Only for experiments whose records have clip_t or lpips (run --metrics). */
+/* FID_shift [CI] and N cells */
+static void fid_cells(FILE *f, const rp_metric *m) {
+    fputs("<td>", f);
+    if (m->identical) fputs("0 <span class=muted>(identical features)</span>", f);
+    else put_ci(f, m->mean, m->ci_lo, m->ci_hi, 1, 0);
+    if (isnan(m->mean) && m->why[0]) {
+        fputs("<br><span class=why>", f);
+        esc(f, m->why);
+        fputs("</span>", f);
+    }
+    fprintf(f, "</td><td>%d</td>", m->n);
+}
+
+/* Only for experiments whose records have clip_t, lpips or features (run --metrics). */
 static void table_learned(FILE *f, const rp_analysis *a) {
     const rp_exp *e = a->e;
-    const int has_c = rp_metric_present(e, M_CLIP_T), has_l = rp_metric_present(e, M_LPIPS);
-    if (!has_c && !has_l) return;
+    const int has_c = rp_metric_present(e, M_CLIP_T), has_l = rp_metric_present(e, M_LPIPS), has_f = rp_metric_present(e, M_FID);
+    if (!has_c && !has_l && !has_f) return;
     fprintf(f, "<table><caption><b>Table 1b.</b> Learned metrics (<code>run --metrics</code>). ΔCLIP-T = CLIP-T(condition) − "
                "CLIP-T(baseline) per pair (raw cosine, open_clip transform), 95%% bootstrap CI, paired t-test, Holm; "
                "equivalence: TOST within ±%g at α = 0.05. LPIPS (alex v0.1) against the paired baseline image; ΔΔ = "
-               "LPIPS(sink) − LPIPS(random control), one-sided p (H1: sink &gt; random).</caption>\n<thead><tr>",
+               "LPIPS(sink) − LPIPS(random control), one-sided p (H1: sink &gt; random).",
             a->o->margin_clip_t);
+    if (has_f) {
+        fputs(" FID_shift: Fréchet distance of the condition's images to their paired baseline images on <b>", f);
+        esc(f, e->fid_mode);
+        fprintf(f, "</b> Inception pool3 features, N pairs (N &lt; 2048: rank-deficient covariances; FID grows as N shrinks), "
+                   "95%% percentile bootstrap CI over pairs (%d resamples); 1e-6·I added only if the first square root is not "
+                   "finite. Calibration rows (no intervention) show the noise floor:", a->o->fid_bootstrap);
+        for (int i = 0; i < a->n_fid_cal; i++) {
+            fprintf(f, " <i>%s</i>: ", a->fid_cal[i].label);
+            esc(f, a->fid_cal[i].definition);
+            fputc('.', f);
+        }
+    }
+    fputs("</caption>\n<thead><tr>", f);
     th(f, "condition", 1), th(f, "CLIP-T<br>base → cond", 0), th(f, "ΔCLIP-T [95% CI]", 0), th(f, "p", 0), th(f, "Holm p", 0),
         th(f, "equivalence<br>(TOST p)", 0), th(f, "LPIPS [95% CI]", 0), th(f, "ΔΔ LPIPS vs random<br>[95% CI]", 0),
         th(f, "p", 0);
+    if (has_f) th(f, "FID_shift [95% CI]", 0), th(f, "N", 0);
     fputs("</tr></thead><tbody>\n", f);
     for (int c = 1; c < e->n_conds; c++) {
         const rp_metric *g = &a->cr[c].m[M_CLIP_T], *s = &a->cr[c].m[M_LPIPS];
@@ -794,6 +825,13 @@ static void table_learned(FILE *f, const rp_analysis *a) {
                 found = 1;
             }
         if (!found) fputs("<td>–</td><td>–</td>", f);
+        if (has_f) fid_cells(f, &a->cr[c].m[M_FID]);
+        fputs("</tr>\n", f);
+    }
+    for (int i = 0; i < a->n_fid_cal; i++) {
+        fprintf(f, "<tr><td class=l>calibration: %s</td><td colspan=8 class=muted>baseline vs baseline, no intervention</td>",
+                a->fid_cal[i].label);
+        fid_cells(f, &a->fid_cal[i].m);
         fputs("</tr>\n", f);
     }
     fputs("</tbody></table>\n", f);
@@ -973,7 +1011,8 @@ static void table_dynamics(FILE *f, const rp_analysis *a) {
         int pk = -1;
         for (int k = 0; k < d->n_steps; k++)
             if (isfinite(d->mean[0][k]) && (pk < 0 || d->mean[0][k] > d->mean[0][pk])) pk = k;
-        fprintf(f, "<tr><td class=l>%d</td><td>", d->block);
+        char sl[48];
+        fprintf(f, "<tr><td class=l>%s</td><td>", rp_site_label(sl, sizeof sl, d->block, d->site, rp_has_sites(a)));
         put_pct(f, d->all_mean[0], 2);
         fputs("</td><td>", f);
         if (pk >= 0) {
@@ -1002,8 +1041,9 @@ static void table_locality(FILE *f, const rp_analysis *a) {
     for (int b = 0; b < a->n_dyn; b++) {
         const rp_block_dyn *d = &a->dyn[b];
         if (!d->n_keys) continue;
-        fprintf(f, "<tr><td class=l>%d</td><td>%ld</td><td>%d–%d</td><td>%g–%g</td><td>%g</td><td>%d</td><td class=l>", d->block,
-                d->n_keys, d->key_min, d->key_max, d->key_p05, d->key_p95, d->key_p50, d->n_distinct);
+        char sl[48];
+        fprintf(f, "<tr><td class=l>%s</td><td>%ld</td><td>%d–%d</td><td>%g–%g</td><td>%g</td><td>%d</td><td class=l>",
+                rp_site_label(sl, sizeof sl, d->block, d->site, rp_has_sites(a)), d->n_keys, d->key_min, d->key_max, d->key_p05, d->key_p95, d->key_p50, d->n_distinct);
         for (int q = 0; q < d->n_top; q++)
             fprintf(f, "%s%d <span class=muted>(%.1f%%)</span>", q ? ", " : "", d->top_key[q], 100.0 * d->top_count[q] / d->n_keys);
         fputs("</td></tr>\n", f);
@@ -1030,7 +1070,8 @@ static void table_verification(FILE *f, const rp_analysis *a) {
                 esc(f, e->conds[a->ver[i].cond].name);
                 fputs("</b>", f);
             }
-            fprintf(f, "</td><td>%d</td><td>%d</td><td>", r->block, r->n);
+            char sl[48];
+            fprintf(f, "</td><td>%s</td><td>%d</td><td>", rp_site_label(sl, sizeof sl, r->block, r->site, rp_has_sites(a)), r->n);
             put_pct(f, r->before, 3);
             fputs("</td><td>", f);
             if (r->after == 0) fputs("0", f);

@@ -18,6 +18,8 @@
 
 #include "core/err.h"
 #include "exp/digest.h"
+#include "io/safetensors.h"
+#include "models/site.h"
 #include "report/report.h"
 
 void rp_note(rp_exp *e, const char *fmt, ...) {
@@ -163,6 +165,8 @@ static int load_experiment(rp_exp *e, const char *dir) {
     e->steps = get_int(root, "steps", &v) == 0 ? (int)v : -1;
     e->base_seed = get_int(root, "base_seed", &v) == 0 ? v : 0;
     e->cfg = get_num(root, "cfg");
+    json_t *metrics = json_object_get(root, "metrics");
+    if (json_is_object(metrics)) copy_str(e->fid_mode, sizeof e->fid_mode, json_object_get(metrics, "fid_mode"));
     json_t *probe = json_object_get(root, "probe");
     e->probe_topk = probe && get_int(probe, "topk", &v) == 0 ? (int)v : -1;
     if (probe) copy_str(e->probe_queries, sizeof e->probe_queries, json_object_get(probe, "queries"));
@@ -262,6 +266,13 @@ static int cmp_int(const void *a, const void *b) {
     return (x > y) - (x < y);
 }
 
+/* An entry's "site" ("attn2.0": records of sites other than joint.i name theirs) as a site code;
+ * -1 when absent or not a site name (the entry is then taken as the joint block "block"). */
+static int site_of(json_t *entry) {
+    json_t *s = json_object_get(entry, "site");
+    return json_is_string(s) ? ss_site_code_parse(json_string_value(s)) : -1;
+}
+
 /* Probe entries: only the baseline's are analysed (sink dynamics without intervention). */
 static int parse_probe(rp_exp *e, rp_record *r, json_t *arr) {
     r->probe_off = e->n_probes;
@@ -271,7 +282,7 @@ static int parse_probe(rp_exp *e, rp_record *r, json_t *arr) {
     json_array_foreach(arr, i, p) {
         long long b, s;
         if (get_int(p, "block", &b) || get_int(p, "step", &s)) continue;
-        rp_probe q = {.block = (int)b, .step = (int)s, .t_frac = get_num(p, "t_frac"),
+        rp_probe q = {.block = (int)b, .step = (int)s, .site = site_of(p), .t_frac = get_num(p, "t_frac"),
                       .max_mass = get_num(p, "max_mass"), .entropy = get_num(p, "entropy"), .top5 = get_num(p, "top5"),
                       .idx0 = get_num(p, "top1_is_index0"), .text = get_num(p, "top1_is_text"),
                       .act_max = get_num(p, "act_max"), .act_p95 = get_num(p, "act_p95"), .word = get_num(p, "top1_is_word"),
@@ -298,7 +309,7 @@ static int parse_verif(rp_exp *e, rp_record *r, json_t *arr) {
     json_array_foreach(arr, i, v) {
         long long b, s;
         if (get_int(v, "block", &b) || get_int(v, "step", &s)) continue;
-        rp_verif q = {.block = (int)b, .step = (int)s, .before = get_num(v, "mass_before"), .after = get_num(v, "mass_after")};
+        rp_verif q = {.block = (int)b, .step = (int)s, .site = site_of(v), .before = get_num(v, "mass_before"), .after = get_num(v, "mass_after")};
         /* keys: per head a list of key indices; count them and the distinct ones */
         json_t *keys = json_object_get(v, "keys");
         int buf[4096], nb = 0;
@@ -430,6 +441,7 @@ static int parse_record(rp_exp *e, json_t *o, int line, rp_record *r) {
     memset(r, 0, sizeof *r);
     r->line = line;
     r->tag = -1;
+    r->feat_row = -1;
     r->image_bytes = -1;
     json_t *cn = json_object_get(o, "condition");
     long long pi;
@@ -475,6 +487,13 @@ static int parse_record(rp_exp *e, json_t *o, int line, rp_record *r) {
         if (json_is_string(ih) && is_hex64(json_string_value(ih))) memcpy(r->image_sha256, json_string_value(ih), 65);
         else r->img_state = RP_IMG_FIELDS;
     }
+    json_t *fp = json_object_get(o, "features"), *fh = json_object_get(o, "features_sha256");
+    if (json_is_string(fp)) {
+        if (!(r->features = strdup(json_string_value(fp)))) return ss_fail(SS_ENOMEM, "out of memory");
+        e->n_fid++;
+        if (json_is_string(fh) && is_hex64(json_string_value(fh))) memcpy(r->features_sha256, json_string_value(fh), 65);
+        else if (fh) snprintf(r->features_sha256, sizeof r->features_sha256, "?"); /* never matches */
+    }
     json_t *m = json_object_get(o, "metrics");
     json_t *gj = json_object_get(m, "geneval");
     double g = json_is_boolean(gj) ? (double)json_is_true(gj) : get_num(m, "geneval");
@@ -514,6 +533,7 @@ static int cmp_rec(const void *a, const void *b) {
 
 static void free_record(rp_record *r) {
     free(r->image);
+    free(r->features);
     free(r->prompt_text);
 }
 
@@ -736,12 +756,72 @@ int rp_verify_images(rp_exp *e, const char *dir) {
 
 const char *rp_img_problem(int state) { return state >= 0 && state < RP_IMG_NSTATE ? IMG_PROBLEM[state] : "?"; }
 
+/* ---- FID features ---- */
+
+/* One record's features into row (RP_FID_DIM floats); 0, or a reason in why. */
+static int read_features(const rp_exp *e, const rp_record *r, const char *dir, float *row, char *why, size_t cap) {
+    char path[4400], hex[DIGEST_HEX];
+    struct stat sb;
+    if (!safe_rel(r->features) || (size_t)snprintf(path, sizeof path, "%s/%s", dir, r->features) >= sizeof path)
+        return snprintf(why, cap, "the path is not a relative path inside the experiment folder"), -1;
+    if (stat(path, &sb)) return snprintf(why, cap, "%s", errno == ENOENT ? "missing" : strerror(errno)), -1;
+    if (!S_ISREG(sb.st_mode)) return snprintf(why, cap, "not a regular file"), -1;
+    if (r->features_sha256[0]) {
+        if (digest_file(path, hex) < 0) {
+            snprintf(why, cap, "%.300s", ss_err());
+            ss_err_clear();
+            return -1;
+        }
+        if (strcmp(hex, r->features_sha256)) return snprintf(why, cap, "wrong SHA-256"), -1;
+    }
+    st_file *f;
+    if (st_open(&f, path) < 0) {
+        snprintf(why, cap, "%.300s", ss_err());
+        ss_err_clear();
+        return -1;
+    }
+    const st_tensor *t = st_find(f, "pool3");
+    const char *mode = st_metadata(f, "mode");
+    int rc = 0;
+    if (!t || t->dtype != ST_F32 || t->ndim != 1 || t->shape[0] != RP_FID_DIM)
+        rc = -1, snprintf(why, cap, "no tensor pool3 F32 [%d]", RP_FID_DIM);
+    else if (e->fid_mode[0] && (!mode || strcmp(mode, e->fid_mode)))
+        rc = -1, snprintf(why, cap, "features of mode '%s', the experiment's is '%s'", mode ? mode : "(none)", e->fid_mode);
+    else if (st_to_f32(row, t) < 0)
+        rc = -1, snprintf(why, cap, "%.300s", ss_err()), ss_err_clear();
+    for (int i = 0; i < RP_FID_DIM && rc == 0; i++)
+        if (!isfinite(row[i])) rc = -1, snprintf(why, cap, "feature %d is not finite", i);
+    st_close(f);
+    return rc;
+}
+
+int rp_load_features(rp_exp *e, const char *dir) {
+    if (!e->n_fid) return 0;
+    int rows = 0;
+    for (int i = 0; i < e->n_recs; i++) rows += e->recs[i].features && e->recs[i].img_state == RP_IMG_OK;
+    if (!(e->feat = ss_malloc(((size_t)rows + 1) * RP_FID_DIM * sizeof *e->feat))) return SS_ENOMEM;
+    for (int i = 0; i < e->n_recs; i++) {
+        rp_record *r = &e->recs[i];
+        if (!r->features || r->img_state != RP_IMG_OK) continue;
+        char why[400], k[200];
+        if (read_features(e, r, dir, e->feat + (size_t)e->n_feat_rows * RP_FID_DIM, why, sizeof why) == 0) {
+            r->feat_row = e->n_feat_rows++;
+            continue;
+        }
+        e->n_feat_flagged++;
+        rp_warn(e, "records.jsonl:%d: features of %s (%s): %s; left out of FID_shift", r->line, key_str(e, r, k, sizeof k),
+                r->features, why);
+    }
+    return 0;
+}
+
 int rp_load(rp_exp *e, const char *dir, FILE *warn) {
     memset(e, 0, sizeof *e);
     e->warn = warn;
     int rc = load_experiment(e, dir);
     if (rc == 0) rc = load_records(e, dir);
     if (rc == 0) rc = rp_verify_images(e, dir);
+    if (rc == 0) rc = rp_load_features(e, dir);
     if (rc < 0) rp_exp_free(e);
     return rc;
 }
@@ -772,5 +852,6 @@ void rp_exp_free(rp_exp *e) {
     free(e->probes);
     free(e->keys);
     free(e->verifs);
+    free(e->feat);
     memset(e, 0, sizeof *e);
 }

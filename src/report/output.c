@@ -12,7 +12,11 @@
 
 #include "core/err.h"
 #include "io/fsutil.h"
+#include "metric/fid.h"
 #include "report/report.h"
+
+#define FID_RULE "pytorch-fid's: 1e-6 I added to both covariances only when the first square root is not finite (" \
+                 FID_RULE_EPS_IF_NONFINITE ")"
 
 void rp_num(char *buf, size_t cap, double x) {
     if (isnan(x)) {
@@ -145,6 +149,13 @@ int rp_write_csvs(const rp_analysis *a, const char *dir) {
                     k == M_GENEVAL || k == M_CLIP_T ? x->verdict : "", x->base_mean, x->cond_mean, x->n_inf, r->n_pairs, r->n_no_baseline,
                     r->n_not_run, x->why);
         }
+    for (int i = 0; i < a->n_fid_cal; i++) { /* FID calibration: baseline against baseline */
+        const rp_fid_calib *q = &a->fid_cal[i];
+        char key[64];
+        snprintf(key, sizeof key, "fid_%s", q->key);
+        csv_row(m.f, "sissiiddddddddddsddiiiis", e->conds[0].name, 0, q->definition, key, q->m.n, 0, q->m.mean, q->m.ci_lo,
+                q->m.ci_hi, NAN, NAN, NAN, NAN, NAN, NAN, NAN, "", NAN, NAN, 0, q->m.n, 0, 0, q->m.why);
+    }
     if ((rc = mclose(&m, dir, "conditions.csv"))) return rc;
 
     if ((rc = mopen(&m))) return rc;
@@ -210,14 +221,19 @@ int rp_write_csvs(const rp_analysis *a, const char *dir) {
         }
     if ((rc = mclose(&m, dir, "tags.csv"))) return rc;
 
+    const int named = rp_has_sites(a); /* then a "site" column after "block" */
+    char lab[48];
+#define SITE_COL(blk, st) (named ? fprintf(m.f, "%s,", rp_site_label(lab, sizeof lab, blk, st, 1)) : 0)
     if ((rc = mopen(&m))) return rc;
-    fputs("block,step,t_frac,n", m.f);
+    fputs(named ? "block,site,step,t_frac,n" : "block,step,t_frac,n", m.f);
     for (int s = 0; s < RP_NSTAT; s++) fprintf(m.f, ",%s,%s_sd", STAT_KEY[s], STAT_KEY[s]);
     fputc('\n', m.f);
     for (int b = 0; b < a->n_dyn; b++) {
         const rp_block_dyn *d = &a->dyn[b];
         for (int k = 0; k < d->n_steps; k++) {
-            fprintf(m.f, "%d,%d,", d->block, d->steps[k]);
+            fprintf(m.f, "%d,", d->block);
+            SITE_COL(d->block, d->site);
+            fprintf(m.f, "%d,", d->steps[k]);
             csv_num(m.f, d->t_frac[k]);
             fprintf(m.f, ",%d", d->n[k]);
             for (int s = 0; s < RP_NSTAT; s++) {
@@ -230,7 +246,7 @@ int rp_write_csvs(const rp_analysis *a, const char *dir) {
     if ((rc = mclose(&m, dir, "dynamics.csv"))) return rc;
 
     if ((rc = mopen(&m))) return rc;
-    fputs("block,entries", m.f);
+    fputs(named ? "block,site,entries" : "block,entries", m.f);
     for (int s = 0; s < RP_NSTAT; s++) fprintf(m.f, ",%s", STAT_KEY[s]);
     fputs(",peak_step,peak_t_frac,top1_keys,key_min,key_p05,key_median,key_p95,key_max,distinct_keys,most_frequent_keys\n",
           m.f);
@@ -240,7 +256,9 @@ int rp_write_csvs(const rp_analysis *a, const char *dir) {
         char top[256] = "";
         for (int q = 0; q < d->n_top; q++)
             snprintf(top + strlen(top), sizeof top - strlen(top), "%s%d:%ld", q ? ";" : "", d->top_key[q], d->top_count[q]);
-        fprintf(m.f, "%d,%d", d->block, d->n_entries);
+        fprintf(m.f, "%d,", d->block);
+        SITE_COL(d->block, d->site);
+        fprintf(m.f, "%d", d->n_entries);
         for (int s = 0; s < RP_NSTAT; s++) fputc(',', m.f), csv_num(m.f, d->all_mean[s]);
         fprintf(m.f, ",%d,", pk >= 0 ? d->steps[pk] : -1);
         csv_num(m.f, pk >= 0 ? d->t_frac[pk] : NAN);
@@ -256,11 +274,13 @@ int rp_write_csvs(const rp_analysis *a, const char *dir) {
     if ((rc = mclose(&m, dir, "dynamics_blocks.csv"))) return rc;
 
     if ((rc = mopen(&m))) return rc;
-    fputs("block,key,count,share\n", m.f);
+    fputs(named ? "block,site,key,count,share\n" : "block,key,count,share\n", m.f);
     for (int b = 0; b < a->n_dyn; b++) {
         const rp_block_dyn *d = &a->dyn[b];
         for (int i = 0; i < d->n_distinct; i++) {
-            fprintf(m.f, "%d,%d,%ld,", d->block, d->ukey[i], d->ucount[i]);
+            fprintf(m.f, "%d,", d->block);
+            SITE_COL(d->block, d->site);
+            fprintf(m.f, "%d,%ld,", d->ukey[i], d->ucount[i]);
             csv_num(m.f, (double)d->ucount[i] / d->n_keys);
             fputc('\n', m.f);
         }
@@ -268,14 +288,23 @@ int rp_write_csvs(const rp_analysis *a, const char *dir) {
     if ((rc = mclose(&m, dir, "locality.csv"))) return rc;
 
     if ((rc = mopen(&m))) return rc;
-    fputs("condition,block,n,mass_before,mass_after,max_after,reduction,removed,n_zero_after,keys_per_entry,distinct_keys_per_entry\n",
+    fputs(named ? "condition,block,site,n,mass_before,mass_after,max_after,reduction,removed,n_zero_after,keys_per_entry,"
+                  "distinct_keys_per_entry\n"
+                : "condition,block,n,mass_before,mass_after,max_after,reduction,removed,n_zero_after,keys_per_entry,"
+                  "distinct_keys_per_entry\n",
           m.f);
     for (int i = 0; i < a->n_ver; i++)
         for (int b = 0; b < a->ver[i].n_rows; b++) {
             const rp_verif_row *r = &a->ver[i].rows[b];
-            csv_row(m.f, "siiddddsidd", e->conds[a->ver[i].cond].name, r->block, r->n, r->before, r->after, r->max_after,
-                    r->factor, r->n && r->n_zero == r->n ? "yes" : "no", r->n_zero, r->keys, r->distinct);
+            if (named)
+                csv_row(m.f, "sisiddddsidd", e->conds[a->ver[i].cond].name, r->block, rp_site_label(lab, sizeof lab, r->block, r->site, 1),
+                        r->n, r->before, r->after, r->max_after, r->factor, r->n && r->n_zero == r->n ? "yes" : "no", r->n_zero,
+                        r->keys, r->distinct);
+            else
+                csv_row(m.f, "siiddddsidd", e->conds[a->ver[i].cond].name, r->block, r->n, r->before, r->after, r->max_after,
+                        r->factor, r->n && r->n_zero == r->n ? "yes" : "no", r->n_zero, r->keys, r->distinct);
         }
+#undef SITE_COL
     return mclose(&m, dir, "verification.csv");
 }
 
@@ -412,6 +441,49 @@ static void jw_metric(jw *w, const rp_metric *x, int k, double margin) {
     }
     jw_why(w, "reason", x->why);
     if (k == M_PSNR) KI(w, "n_identical", x->n_inf);
+    if (k == M_FID) {
+        jw_key(w, "eps_added");
+        jw_bool(w, x->eps_added);
+        jw_key(w, "identical_features");
+        jw_bool(w, x->identical);
+    }
+    jw_close(w, '}');
+}
+
+/* "fid": the mode, the rules and the calibration rows (only for experiments with features) */
+static void jw_fid(jw *w, const rp_analysis *a) {
+    const rp_exp *e = a->e;
+    jw_key(w, "fid");
+    jw_open(w, '{');
+    KS(w, "mode", e->fid_mode);
+    KS(w, "features", "Inception pool3 (2048-d) of every image, as `sinkscope metric fid` computes them in this mode");
+    KS(w, "fid_shift", "Frechet distance between a condition's images and their paired baseline images (pairs in image "
+                       "file name order); 0 when every pair's features are bit-identical");
+    KS(w, "eps_rule", FID_RULE);
+    KS(w, "ci", "percentile bootstrap over pairs (both images of a pair resampled together), the exact FID of each "
+                "resample; FID grows as N shrinks, so compare rows at similar N");
+    KI(w, "bootstrap_resamples", a->o->fid_bootstrap);
+    KI(w, "features_flagged", e->n_feat_flagged);
+    jw_key(w, "calibration");
+    jw_open(w, '[');
+    for (int i = 0; i < a->n_fid_cal; i++) {
+        const rp_fid_calib *q = &a->fid_cal[i];
+        jw_open(w, '{');
+        KS(w, "name", q->key);
+        KS(w, "definition", q->definition);
+        KI(w, "n", q->m.n);
+        KN(w, "fid", q->m.mean);
+        jw_key(w, "ci95");
+        jw_open(w, '[');
+        jw_num(w, q->m.ci_lo);
+        jw_num(w, q->m.ci_hi);
+        jw_close(w, ']');
+        jw_key(w, "eps_added");
+        jw_bool(w, q->m.eps_added);
+        jw_why(w, "reason", q->m.why);
+        jw_close(w, '}');
+    }
+    jw_close(w, ']');
     jw_close(w, '}');
 }
 
@@ -463,6 +535,7 @@ int rp_write_summary(const rp_analysis *a, const char *dir) {
     int rc = mopen(&m);
     if (rc) return rc;
     jw w = {.f = m.f};
+    char lab[48];
     jw_open(&w, '{');
     KS(&w, "generator", "sinkscope report");
     jw_key(&w, "experiment");
@@ -567,6 +640,7 @@ int rp_write_summary(const rp_analysis *a, const char *dir) {
         jw_close(&w, '}');
     }
     jw_close(&w, ']');
+    if (rp_metric_present(e, M_FID)) jw_fid(&w, a);
 
     jw_key(&w, "dd");
     jw_open(&w, '[');
@@ -649,6 +723,7 @@ int rp_write_summary(const rp_analysis *a, const char *dir) {
         const rp_block_dyn *d = &a->dyn[b];
         jw_open(&w, '{');
         KI(&w, "block", d->block);
+        if (d->site >= 0) KS(&w, "site", rp_site_label(lab, sizeof lab, d->block, d->site, 1));
         KI(&w, "entries", d->n_entries);
         jw_key(&w, "mean");
         jw_open(&w, '{');
@@ -713,6 +788,7 @@ int rp_write_summary(const rp_analysis *a, const char *dir) {
             const rp_verif_row *r = &a->ver[i].rows[b];
             jw_open(&w, '{');
             KI(&w, "block", r->block);
+            if (r->site >= 0) KS(&w, "site", rp_site_label(lab, sizeof lab, r->block, r->site, 1));
             KI(&w, "n", r->n);
             KN(&w, "mass_before", r->before);
             KN(&w, "mass_after", r->after);
@@ -784,6 +860,15 @@ static void fmt_ci(char *b, size_t cap, double m, double lo, double hi, int dec)
     else if (snprintf(b, cap, "%s [%s, %s]", x, l, h) >= (int)cap && cap) b[cap - 1] = 0;
 }
 
+/* FID_shift cell "412.3 [380.1, 450.2]" and its N */
+static void fmt_fid(char *cell, char *ncell, const rp_metric *m) {
+    snprintf(ncell, 128, "%d", m->n);
+    if (isnan(m->mean)) snprintf(cell, 128, "–");
+    else if (m->identical) snprintf(cell, 128, "0 (identical)");
+    else if (isnan(m->ci_lo)) snprintf(cell, 128, "%.4g [–]", m->mean);
+    else snprintf(cell, 128, "%.4g [%.4g, %.4g]", m->mean, m->ci_lo, m->ci_hi);
+}
+
 void rp_print_tables(const rp_analysis *a, FILE *f) {
     const rp_exp *e = a->e;
     fprintf(f, "sinkscope report: %s", *e->model ? e->model : "(model not named)");
@@ -842,19 +927,25 @@ void rp_print_tables(const rp_analysis *a, FILE *f) {
         for (int i = 0; i < a->n_dd; i++)
             if (a->dd[i].sink == c && a->dd[i].shift.why[0]) fprintf(f, "  %s ΔΔ p: %s\n", e->conds[c].name, a->dd[i].shift.why);
     }
-    if (rp_metric_present(e, M_CLIP_T) || rp_metric_present(e, M_LPIPS)) {
+    const int has_fid = rp_metric_present(e, M_FID);
+    if (rp_metric_present(e, M_CLIP_T) || rp_metric_present(e, M_LPIPS) || has_fid) {
         fprintf(f, "\nLearned metrics (run --metrics): ΔCLIP-T paired, equivalence = TOST within ±%g; LPIPS against the "
                 "paired baseline image; ΔΔ = sink − random LPIPS, one-sided.\n", a->o->margin_clip_t);
+        if (has_fid)
+            fprintf(f, "FID_shift (%s features): FID of the condition's images to their paired baseline images, N pairs "
+                    "(N < 2048: rank-deficient covariances; FID grows as N shrinks); 95%% bootstrap CI over pairs (%d "
+                    "resamples).\n", e->fid_mode, a->o->fid_bootstrap);
         memset(&t, 0, sizeof t);
         const char *L[] = {"condition", "ΔCLIP-T [95% CI]", "p", "Holm p", "equivalence", "LPIPS [95% CI]",
-                           "ΔΔ LPIPS vs random [95% CI]", "p (ΔΔ)"};
-        t.ncol = 8;
-        for (int j = 0; j < 8; j++) t.head[j] = L[j], t.right[j] = j == 2 || j == 3 || j == 7;
+                           "ΔΔ LPIPS vs random [95% CI]", "p (ΔΔ)", "FID_shift [95% CI]", "N"};
+        t.ncol = has_fid ? 10 : 8;
+        for (int j = 0; j < t.ncol; j++) t.head[j] = L[j], t.right[j] = j == 2 || j == 3 || j == 7 || j == 9;
         for (int c = 1; c < e->n_conds && t.nrow < 64; c++) {
             const rp_metric *g = &a->cr[c].m[M_CLIP_T], *s = &a->cr[c].m[M_LPIPS];
             char(*row)[128] = t.cell[t.nrow++];
             snprintf(row[0], 128, "%s", e->conds[c].name);
-            for (int j = 1; j < 8; j++) snprintf(row[j], 128, "–");
+            for (int j = 1; j < t.ncol; j++) snprintf(row[j], 128, "–");
+            if (has_fid) fmt_fid(row[8], row[9], &a->cr[c].m[M_FID]);
             if (rp_metric_present(e, M_CLIP_T)) {
                 fmt_ci(row[1], 128, g->mean, g->ci_lo, g->ci_hi, 4);
                 rp_fmt_p(row[2], 128, g->p);
@@ -882,7 +973,15 @@ void rp_print_tables(const rp_analysis *a, FILE *f) {
                     }
             }
         }
+        for (int i = 0; i < a->n_fid_cal && t.nrow < 64; i++) { /* calibration rows: no intervention */
+            char(*row)[128] = t.cell[t.nrow++];
+            snprintf(row[0], 128, "calibration: %s", a->fid_cal[i].label);
+            for (int j = 1; j < t.ncol; j++) snprintf(row[j], 128, "–");
+            fmt_fid(row[8], row[9], &a->fid_cal[i].m);
+        }
         if (t.nrow) tbl_print(f, &t);
+        for (int i = 0; i < a->n_fid_cal; i++)
+            fprintf(f, "  calibration: %s = %s\n", a->fid_cal[i].label, a->fid_cal[i].definition);
     }
     if (e->img_flagged)
         fprintf(f, "images: %d of %d flagged (%d missing, %d wrong size, %d wrong SHA-256, %d other) and left out of the image metrics\n",
@@ -936,10 +1035,11 @@ void rp_print_tables(const rp_analysis *a, FILE *f) {
             if (s->why[w][0]) fprintf(f, "  %s trend p: %s\n", w ? "1−SSIM" : "Δ alignment", s->why[w]);
     }
 
+    const int named = rp_has_sites(a);
     if (a->n_dyn) {
         fprintf(f, "\nSink dynamics of the baseline (%d images; means over images, heads and steps)\n", a->n_dyn_images);
         memset(&t, 0, sizeof t);
-        const char *B[] = {"block", "MaxMass", "peak at t/T", "entropy", "top-5", "index-0", "text", "word/eos/pad",
+        const char *B[] = {named ? "site" : "block", "MaxMass", "peak at t/T", "entropy", "top-5", "index-0", "text", "word/eos/pad",
                            "top-1 keys p5–p95", "distinct"};
         t.ncol = 10;
         for (int j = 0; j < 10; j++) t.head[j] = B[j], t.right[j] = j != 8;
@@ -947,7 +1047,7 @@ void rp_print_tables(const rp_analysis *a, FILE *f) {
             const rp_block_dyn *d = &a->dyn[b];
             char(*row)[128] = t.cell[t.nrow++];
             int pk = peak_step(d);
-            snprintf(row[0], 128, "%d", d->block);
+            rp_site_label(row[0], 128, d->block, d->site, named);
             snprintf(row[1], 128, "%.4f", d->all_mean[0]);
             if (pk >= 0) snprintf(row[2], 128, "%.4f @ %.2f", d->mean[0][pk], d->t_frac[pk]);
             else snprintf(row[2], 128, "–");
@@ -973,7 +1073,7 @@ void rp_print_tables(const rp_analysis *a, FILE *f) {
             static char head[9][32];
             int col[9];
             t.ncol = nc + 1;
-            t.head[0] = "block", t.right[0] = 1;
+            t.head[0] = named ? "site" : "block", t.right[0] = 1;
             for (int j = 0; j < nc; j++) {
                 col[j] = (int)lround((double)j * (d0->n_steps - 1) / (nc - 1));
                 snprintf(head[j], sizeof head[j], "t/T %.2f", d0->t_frac[col[j]]);
@@ -982,7 +1082,7 @@ void rp_print_tables(const rp_analysis *a, FILE *f) {
             for (int b = 0; b < a->n_dyn && t.nrow < 64; b++) {
                 const rp_block_dyn *d = &a->dyn[b];
                 char(*row)[128] = t.cell[t.nrow++];
-                snprintf(row[0], 128, "%d", d->block);
+                rp_site_label(row[0], 128, d->block, d->site, named);
                 for (int j = 0; j < nc; j++) {
                     int k = 0; /* the same step in this block's list */
                     while (k < d->n_steps && d->steps[k] != d0->steps[col[j]]) k++;

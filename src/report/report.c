@@ -39,6 +39,7 @@ void report_opts_default(report_opts *o) {
     o->margin = 0.05;
     o->margin_clip_t = RP_MARGIN_CLIP_T;
     o->bootstrap = 1000;
+    o->fid_bootstrap = RP_FID_BOOTSTRAP;
     o->seed = 0;
 }
 
@@ -46,6 +47,7 @@ int report_run(const report_opts *o) {
     if (!o->exp_dir) return ss_fail(SS_EARG, "report: no experiment folder given");
     if (!(o->margin > 0 && o->margin < 1)) return ss_fail(SS_EARG, "report: margin %g must be in (0, 1)", o->margin);
     if (o->bootstrap < 1) return ss_fail(SS_EARG, "report: bootstrap resamples must be >= 1");
+    if (o->fid_bootstrap < 0) return ss_fail(SS_EARG, "report: FID bootstrap resamples must be >= 0");
     char out[4200];
     if (o->out_dir) snprintf(out, sizeof out, "%s", o->out_dir);
     else if ((size_t)snprintf(out, sizeof out, "%s/report", o->exp_dir) >= sizeof out)

@@ -54,6 +54,7 @@ typedef struct {
     double margin;       /* TOST margin for geneval accuracy (0.05) */
     double margin_clip_t; /* TOST margin for the paired ΔCLIP-T (0.002, the paper's) */
     int bootstrap;       /* resamples (1000) */
+    int fid_bootstrap;   /* resamples of FID_shift's CI (RP_FID_BOOTSTRAP; 0: no CI): each costs O(N^3) */
     uint64_t seed;       /* bootstrap base seed (0) */
     int print_table;
     FILE *log;           /* terminal tables; NULL: stdout */
@@ -74,6 +75,7 @@ int report_run(const report_opts *o);
 
 typedef struct {
     int block, step;
+    int site; /* the record's "site" (models/site.h code: attn2.i, double.i, single.j, ...), -1 when absent (joint.i = block) */
     double t_frac;
     double max_mass, entropy, top5, idx0, text, act_max, act_p95; /* NaN when absent */
     double word, eos, pad; /* shares of heads whose top-1 key is a word, <eos>, <pad>; NaN when absent */
@@ -83,6 +85,7 @@ typedef struct {
 
 typedef struct {
     int block, step;
+    int site; /* as rp_probe.site */
     double before, after;
     int n_keys, n_distinct; /* selected keys over all heads, and how many distinct */
 } rp_verif;
@@ -103,6 +106,9 @@ typedef struct {
     int has_gv;
     double gv, mse, psnr, ssim; /* NaN when absent; psnr may be +inf */
     double clip_t, lpips;       /* `run --metrics`: NaN when absent (lpips: absent for the baseline) */
+    char *features;             /* `run --metrics fid`: the features file (relative), NULL when absent */
+    char features_sha256[65];   /* its recorded SHA-256, "" when absent */
+    int feat_row;               /* row of rp_exp.feat holding its features, -1 when absent or unusable */
     size_t probe_off, verif_off;
     int n_probe, n_verif;
 } rp_record;
@@ -128,6 +134,10 @@ typedef struct {
     rp_record *recs;
     int n_recs;
     int n_clip_t, n_lpips; /* records carrying metrics.clip_t / metrics.lpips (0: older experiments) */
+    int n_fid;             /* records naming a features file (run --metrics fid; 0: older experiments) */
+    char fid_mode[32];     /* experiment.json metrics.fid_mode ("" when absent) */
+    float *feat;           /* [rows, RP_FID_DIM] the usable features (rp_load_features) */
+    int n_feat_rows, n_feat_flagged;
     int *cond_first, *cond_count; /* per condition: its slice of recs */
     char **tags;
     int n_tags;
@@ -148,7 +158,9 @@ typedef struct {
 } rp_exp;
 
 /* metrics reported per condition */
-enum { M_GENEVAL, M_SHIFT, M_MSE, M_PSNR, M_SSIM, M_CLIP_T, M_LPIPS, M_COUNT };
+enum { M_GENEVAL, M_SHIFT, M_MSE, M_PSNR, M_SSIM, M_CLIP_T, M_LPIPS, M_FID, M_COUNT };
+#define RP_FID_DIM 2048 /* Inception pool3 */
+#define RP_FID_BOOTSTRAP 200
 extern const char *const RP_METRIC_KEY[M_COUNT];   /* "geneval", "shift", ... (file/JSON keys) */
 extern const char *const RP_METRIC_LABEL[M_COUNT]; /* "Δ alignment", "1−SSIM", ... */
 /* clip_t and lpips are reported only for experiments whose records have them (run --metrics):
@@ -174,6 +186,7 @@ typedef struct {
     int has_tost;
     stats_tost tost;
     const char *verdict; /* geneval: equivalent / different / inconclusive / no verdict */
+    int eps_added, identical; /* fid: the eps rule's offset was used; every pair's features bit-identical */
     char why[RP_WHY];    /* why p (and the verdict) are undefined: "n=1 < 2", "zero variance ..."; "" if defined */
 } rp_metric;
 
@@ -221,6 +234,7 @@ typedef struct {
 
 typedef struct {
     int block;
+    int site; /* -1: a joint block (rows as before sites existed); else the site code, labelled by its name */
     int n_steps;
     int *steps;
     double *t_frac;
@@ -243,7 +257,7 @@ typedef struct {
 } rp_block_dyn;
 
 typedef struct {
-    int block, n, n_zero;
+    int block, site, n, n_zero; /* site as rp_block_dyn.site */
     double before, after, max_after, factor; /* factor = before/after, +inf when after == 0 */
     double keys, distinct;                   /* mean selected keys (all heads) and distinct ones per entry */
 } rp_verif_row;
@@ -254,9 +268,19 @@ typedef struct {
     rp_verif_row *rows;
 } rp_verif_cond;
 
+/* A FID calibration row (no intervention): two sets of baseline images (fidshift.c). */
+typedef struct {
+    const char *key;   /* "seed_variation", "prompt_halves" */
+    const char *label; /* "seed variation", ... */
+    char definition[400];
+    rp_metric m;       /* FID with its bootstrap CI; n = pairs (images per set) */
+} rp_fid_calib;
+
 typedef struct {
     const report_opts *o;
     rp_exp *e;
+    rp_fid_calib fid_cal[2];
+    int n_fid_cal;
     rp_cond_res *cr; /* per condition (index 0 unused) */
     rp_dd *dd;
     int n_dd;
@@ -268,6 +292,13 @@ typedef struct {
     rp_verif_cond *ver;
     int n_ver;
 } rp_analysis;
+
+/* A dynamics or verification row's label, into buf (returns buf): the site's name ("attn2.0",
+ * "single.3") when the records name one; else the block number ("12") as before sites existed,
+ * or "joint.12" when other rows of the report are named sites (named = rp_has_sites). */
+const char *rp_site_label(char *buf, size_t cap, int block, int site, int named);
+/* 1 when some dynamics or verification row is of a named site: the CSVs then carry a "site" column. */
+int rp_has_sites(const rp_analysis *a);
 
 /* load.c: warn (stderr for `report`, or NULL) also gets the image warnings */
 int rp_load(rp_exp *e, const char *dir, FILE *warn);
@@ -291,6 +322,21 @@ int rp_verify_images(rp_exp *e, const char *dir);
 const char *rp_img_problem(int state); /* "missing", "wrong size", ... */
 /* Reads an unsigned 64-bit seed: a JSON integer >= 0 or a string of decimal digits. */
 int rp_seed_value(json_t *v, uint64_t *out);
+
+/* load.c: reads the features of every record that names them (after rp_verify_images: records
+ * with a flagged image are skipped); a file that is missing, of another SHA-256 than recorded, not
+ * a safetensors file with "pool3" F32 [2048] or of another mode is a warning, and the record is
+ * left out of FID_shift. */
+int rp_load_features(rp_exp *e, const char *dir);
+
+/* fidshift.c: FID_shift per condition (m[M_FID]) and the calibration rows, when the records have
+ * features. FID_shift = the Frechet distance (metric/fid.h, fid_frechet, the experiment's mode)
+ * between the condition's images and their paired baseline images, pairs in image file name order
+ * (as `sinkscope metric fid` reads two folders); 0 exactly when every pair's features are
+ * bit-identical. CI: percentile bootstrap over pairs (a pair's two images resampled together),
+ * opts.fid_bootstrap resamples, each the exact FID of the resample (fid_gram_resample up to
+ * N = 2048 pairs, fid_frechet of the resampled rows beyond). */
+int rp_analyze_fid(rp_analysis *a);
 
 /* analyze.c */
 int rp_analyze(rp_analysis *a, rp_exp *e, const report_opts *o);

@@ -171,6 +171,16 @@ int fm_set_timesteps(fm_sched *s, int n, const double *sigmas, const double *mu)
                 sg[i] = (float)(e / (e + (1.0 / d[i] - 1.0)));
             }
         }
+    } else if (sigmas) {
+        /* shift * s / (1 + (shift - 1) * s) on the given float32 array: numpy stays in fp32, the
+         * Python scalars shift and shift - 1 cast to float32 */
+        volatile float sh = (float)c->shift, shm1 = (float)(c->shift - 1.0);
+        for (int i = 0; i < n; i++) {
+            const float t = (float)d[i];
+            volatile float num = sh * t, den = shm1 * t;
+            den = 1.0f + den;
+            sg[i] = num / den;
+        }
     } else {
         /* applied again on the SD3 path, on top of the shifted sigma_min (as diffusers does) */
         for (int i = 0; i < n; i++) sg[i] = (float)(c->shift * d[i] / (1.0 + (c->shift - 1.0) * d[i]));

@@ -8,8 +8,8 @@
  *   fm_free(&s);
  *
  * Precision follows diffusers: the init-time table is fp32 (torch), the SD3 linspace and shift are
- * fp64 (numpy), the FLUX dynamic shift is fp32 (numpy on a float32 array); sigmas and
- * timesteps are stored as fp32.
+ * fp64 (numpy), the shift of given sigmas (dynamic or not) is fp32 (numpy on a float32 array);
+ * sigmas and timesteps are stored as fp32.
  */
 #ifndef SS_FLOWMATCH_H
 #define SS_FLOWMATCH_H

@@ -58,6 +58,53 @@ static int int_list(json_t *v, const char *where, const char *key, int maxn, int
     return 0;
 }
 
+/* [r, c]: two integers, negative ones counting from the end of the grid */
+static int pe_coord(json_t *v, const char *where, const char *key, size_t i, int has_i, int out[2]) {
+    char at[32] = "";
+    if (has_i) snprintf(at, sizeof at, "[%zu]", i);
+    if (!json_is_array(v) || json_array_size(v) != 2 || !json_is_integer(json_array_get(v, 0)) ||
+        !json_is_integer(json_array_get(v, 1)))
+        return ss_fail(SS_EFORMAT, "%s: field '%s'%s must be a grid position [row, col] of two integers (negative: from the end)",
+                       where, key, at);
+    for (int k = 0; k < 2; k++) {
+        const json_int_t x = json_integer_value(json_array_get(v, k));
+        if (x < -65536 || x > 65535)
+            return ss_fail(SS_EFORMAT, "%s: field '%s'%s %s = %lld is outside [-65536, 65535]", where, key, at,
+                           k ? "col" : "row", (long long)x);
+        out[k] = (int)x;
+    }
+    return 0;
+}
+
+/* a pattern name or a list of [r, c] */
+static int pe_set_field(json_t *v, const char *where, const char *key, sink_pe_set *set) {
+    memset(set, 0, sizeof *set);
+    if (json_is_string(v)) {
+        static const char *const P[] = {"corners", "smiley"};
+        int e, rc;
+        if ((rc = enum_field(v, where, key, P, 2, &e))) return rc;
+        set->pattern = e ? PE_SMILEY : PE_CORNERS;
+        return 0;
+    }
+    if (!json_is_array(v))
+        return ss_fail(SS_EFORMAT, "%s: field '%s' must be a pattern name (\"smiley\", \"corners\") or a list of [row, col]",
+                       where, key);
+    if (json_array_size(v) > COND_MAX_PE)
+        return ss_fail(SS_EFORMAT, "%s: field '%s' has %zu positions, at most %d allowed", where, key, json_array_size(v),
+                       COND_MAX_PE);
+    size_t i;
+    json_t *el;
+    json_array_foreach(v, i, el) {
+        int rc = pe_coord(el, where, key, i, 1, set->rc[i]);
+        if (rc) return rc;
+        for (size_t j = 0; j < i; j++)
+            if (set->rc[j][0] == set->rc[i][0] && set->rc[j][1] == set->rc[i][1])
+                return ss_fail(SS_EFORMAT, "%s: field '%s' lists [%d, %d] twice", where, key, set->rc[i][0], set->rc[i][1]);
+    }
+    set->n = (int)json_array_size(v);
+    return 0;
+}
+
 int sink_condition_from_json(sink_condition *c, const void *vobj, const char *where) {
     json_t *obj = (json_t *)vobj;
     memset(c, 0, sizeof *c);
@@ -71,6 +118,7 @@ int sink_condition_from_json(sink_condition *c, const void *vobj, const char *wh
     c->step_hi = 1.0;
     if (!json_is_object(obj)) return ss_fail(SS_EFORMAT, "%s: a condition must be a JSON object", where);
     int have_single = 0, n_single = 0, single[COND_MAX_LAYERS];
+    int have_copy_to = 0, have_copy_from = 0;
     int have_layers = 0, have_sites = 0, n_sites = 0, sites[COND_MAX_LAYERS], have_k = 0, have_value = 0, have_alpha = 0, have_eta = 0, have_indices = 0, rc = 0;
     const char *key;
     json_t *v;
@@ -160,6 +208,17 @@ int sink_condition_from_json(sink_condition *c, const void *vobj, const char *wh
             if (!json_is_integer(v) || json_integer_value(v) < 0)
                 return ss_fail(SS_EFORMAT, "%s: field 'seed' must be a non-negative integer", where);
             c->seed = (uint64_t)json_integer_value(v);
+        } else if (!strcmp(key, "pe_zero")) {
+            if ((rc = pe_set_field(v, where, key, &c->pe_zero))) return rc;
+            c->have_pe = c->have_pe_zero = 1;
+        } else if (!strcmp(key, "pe_copy_to")) {
+            if ((rc = pe_set_field(v, where, key, &c->pe_copy_to))) return rc;
+            c->have_pe = 1;
+            have_copy_to = 1;
+        } else if (!strcmp(key, "pe_copy_from")) {
+            if ((rc = pe_coord(v, where, key, 0, 0, c->pe_copy_from))) return rc;
+            c->have_pe = 1;
+            have_copy_from = 1;
         } else if (!strcmp(key, "min_topk_margin") || !strcmp(key, "description")) {
             /* informational (the fixtures record the ranking margin) */
         } else {
@@ -167,8 +226,12 @@ int sink_condition_from_json(sink_condition *c, const void *vobj, const char *wh
             return ss_fail(SS_EFORMAT, "%s: unknown field '%s'", where, ss_printable(key, shown, sizeof shown));
         }
     }
-    if (!have_layers && !have_sites && !have_single)
+    if (!have_layers && !have_sites && !have_single && !c->have_pe)
         return ss_fail(SS_EFORMAT, "%s: missing field 'layers' (use [] for a no-op) or 'sites'", where);
+    if (have_copy_to != have_copy_from)
+        return ss_fail(SS_EFORMAT, "%s: field '%s' needs field '%s'", where, have_copy_to ? "pe_copy_to" : "pe_copy_from",
+                       have_copy_to ? "pe_copy_from" : "pe_copy_to");
+    c->have_pe_copy = have_copy_to;
     for (int i = 0; i < n_single; i++) { /* after 'layers', before 'sites' (counted with them) */
         char nm[48];
         const int code = ss_site_code(SS_SITE_SINGLE, single[i]);
@@ -393,6 +456,18 @@ int sink_condition_check_sites(const sink_condition *c, const ss_site *sites, in
     return 0;
 }
 
+static json_t *pe_set_json(const sink_pe_set *set) {
+    if (set->pattern != PE_LIST) return json_string(set->pattern == PE_SMILEY ? "smiley" : "corners");
+    json_t *a = json_array();
+    for (int i = 0; i < set->n; i++) {
+        json_t *p = json_array();
+        json_array_append_new(p, json_integer(set->rc[i][0]));
+        json_array_append_new(p, json_integer(set->rc[i][1]));
+        json_array_append_new(a, p);
+    }
+    return a;
+}
+
 void *sink_condition_to_json(const sink_condition *c) {
     json_t *o = json_object(), *layers = json_array(), *sites = NULL;
     json_object_set_new(o, "name", json_string(c->name));
@@ -430,6 +505,14 @@ void *sink_condition_to_json(const sink_condition *c) {
     json_array_append_new(st, json_real(c->step_hi));
     json_object_set_new(o, "steps", st);
     json_object_set_new(o, "seed", json_integer((json_int_t)c->seed));
+    if (c->have_pe_zero) json_object_set_new(o, "pe_zero", pe_set_json(&c->pe_zero));
+    if (c->have_pe_copy) {
+        json_t *f = json_array();
+        json_array_append_new(f, json_integer(c->pe_copy_from[0]));
+        json_array_append_new(f, json_integer(c->pe_copy_from[1]));
+        json_object_set_new(o, "pe_copy_from", f);
+        json_object_set_new(o, "pe_copy_to", pe_set_json(&c->pe_copy_to));
+    }
     return o;
 }
 

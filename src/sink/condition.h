@@ -11,6 +11,12 @@
  * `sites` (site names, models/site.h: "joint.3", "attn2.0", ...); at least one of them must be
  * present ([] for a no-op).
  *
+ * AbsPE manipulation (families with an absolute position embedding: PixArt, SD3; docs/abspe.md):
+ * `pe_copy_from` [r, c] and `pe_copy_to` (a pattern name, "smiley" or "corners", or a list of
+ * [r, c]) copy one grid position's embedding to others; `pe_zero` (a pattern or a list) zeroes
+ * the embedding at positions. Negative coordinates count from the end (-1: the last row or
+ * column). With only pe_* fields, 'layers' may be absent. sink/abspe.h resolves and applies them.
+ *
  * Unknown fields, wrong types and out-of-range values are rejected; the error names the field.
  */
 #ifndef SS_CONDITION_H
@@ -28,6 +34,17 @@
 typedef enum { SEL_TOPK, SEL_FIXED, SEL_RANDOM } sink_select;
 typedef enum { TOK_ALL, TOK_TEXT, TOK_IMAGE } sink_tokens;
 typedef enum { VAL_ZERO, VAL_MEAN, VAL_LERP } sink_value;
+
+#define COND_MAX_PE 64 /* explicit positions in one pe_* list */
+
+typedef enum { PE_LIST, PE_CORNERS, PE_SMILEY } sink_pe_pattern;
+
+/* A set of patch-grid positions: a named pattern or explicit [row, col] (negative: from the end). */
+typedef struct {
+    sink_pe_pattern pattern;
+    int n;                  /* PE_LIST: entries in rc */
+    int rc[COND_MAX_PE][2];
+} sink_pe_set;
 
 typedef struct {
     char name[128];
@@ -48,6 +65,10 @@ typedef struct {
     float alpha;
     double step_lo, step_hi; /* window of normalized denoising time t/T, 0 = noisiest step */
     uint64_t seed;
+    /* AbsPE manipulation (sink/abspe.h); have_pe: some pe_* field was given */
+    int have_pe, have_pe_zero, have_pe_copy;
+    sink_pe_set pe_zero, pe_copy_to;
+    int pe_copy_from[2];
 } sink_condition;
 
 /* obj is a jansson json_t *; `where` prefixes errors (e.g. "cond.json: conditions[2]"). */

@@ -8,6 +8,7 @@
 
 #include "core/err.h"
 #include "core/rng.h"
+#include "sink/abspe.h"
 #include "sink/spiral.h"
 
 #define N_CODES (SS_SITE_NKIND * SS_SITE_MAX_BLOCKS)
@@ -471,6 +472,12 @@ int sink_ctx_rope_qk(void *ctx, const ss_site *site, int post, const attn_args *
     return spiral_qk_pre(&s->qk_pre, site, a, tok_want(s->probe_queries));
 }
 
+int sink_ctx_pos_embed(void *ctx, float *tab, int h, int w, int D) {
+    const sink_ctx *s = ctx;
+    if (!s->have_cond || !s->cond.have_pe || !sink_condition_active(&s->cond, s->tfrac)) return 0;
+    return sink_pe_apply(&s->cond, tab, h, w, D);
+}
+
 static int hook_attention(void *ctx, const ss_site *site, const attn_args *a) {
     sink_ctx *s = ctx;
     const int code = ss_site_code_of(site);
@@ -571,7 +578,9 @@ static int hook_block_output(void *ctx, int block, const float *x, int B, int N,
 }
 
 sd3_hooks sink_ctx_hooks(sink_ctx *s) {
-    sd3_hooks h = {.ctx = s, .attention = hook_attention, .block_output = hook_block_output};
+    sd3_hooks h = {.ctx = s, .attention = hook_attention, .block_output = hook_block_output,
+                   /* only then: SD3 copies its table crop ([N, D]) for the hook to edit */
+                   .pos_embed = s->have_cond && s->cond.have_pe ? sink_ctx_pos_embed : NULL};
     return h;
 }
 

@@ -74,10 +74,15 @@ void sink_ctx_set_spiral(sink_ctx *s, unsigned fields);
  * (post = 0) at a probed site it keeps the pre-RoPE mean <q, k> for that site's spiral fields.
  * Without it, RoPE sites report only the post-RoPE <q, k>. */
 int sink_ctx_rope_qk(void *ctx, const ss_site *site, int post, const attn_args *a);
+/* The pos_embed hook (ss_model_hooks.pos_embed's signature; ctx is the sink_ctx): applies the
+ * condition's AbsPE edit (sink/abspe.h) when the condition has one and is active at this step. */
+int sink_ctx_pos_embed(void *ctx, float *tab, int h, int w, int D);
 /* The intervention to apply (copied), or NULL for none. */
 void sink_ctx_set_condition(sink_ctx *s, const sink_condition *c);
 /* Where the sampler is: step index and t/T (0 = noisiest). tfrac < 0: not sampling. */
 void sink_ctx_set_step(sink_ctx *s, int step, double tfrac);
+/* The hooks; pos_embed (sink_ctx_pos_embed) is set when the condition set at the time of this
+ * call has pe_* fields, so set the condition first. */
 sd3_hooks sink_ctx_hooks(sink_ctx *s);
 
 int sink_ctx_record_count(const sink_ctx *s);

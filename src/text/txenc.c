@@ -159,7 +159,7 @@ static int lin(txenc *e, const st_set *s, ss_linear *l, int in, int out, int bia
     float *w, *b = NULL;
     int rc = load(e, s, &w, 2, out, in, "%s.weight", prefix);
     if (rc >= 0 && bias) rc = load(e, s, &b, 1, out, 0, "%s.bias", prefix);
-    *l = (ss_linear){w, b, in, out};
+    *l = (ss_linear){.w = w, .b = b, .in = in, .out = out};
     return rc;
 }
 
@@ -396,7 +396,7 @@ static int run_clip(const txenc *e, const int64_t *ids, const int64_t *mask, int
     if (rc >= 0 && e->proj) {
         if (!(emb = ss_malloc((size_t)B * c->proj_dim * sizeof *emb))) rc = SS_ENOMEM;
         else {
-            ss_linear pl = {e->proj, NULL, D, c->proj_dim};
+            ss_linear pl = {.w = e->proj, .in = D, .out = c->proj_dim};
             op_linear(emb, pooled, &pl, B);
             int64_t sh[2] = {B, c->proj_dim};
             rc = cb(ctx, "text_embeds", 1, emb, 2, sh);

@@ -1,0 +1,407 @@
+#include "core/dnnl.h"
+
+#include <oneapi/dnnl/dnnl.h>
+#include <oneapi/dnnl/dnnl_debug.h>
+#include <omp.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <cblas.h>
+
+#include "core/err.h"
+
+int ss_precision_parse(const char *s, int *prec) {
+    if (!strcmp(s, "f32") || !strcmp(s, "fp32")) *prec = SS_PREC_F32;
+    else if (!strcmp(s, "bf16")) *prec = SS_PREC_BF16;
+    else {
+        char buf[64];
+        return ss_fail(SS_EARG, "precision '%s': expected f32 or bf16", ss_printable(s, buf, sizeof buf));
+    }
+    return SS_OK;
+}
+
+const char *ss_precision_name(int prec) { return prec == SS_PREC_BF16 ? "bf16" : "f32"; }
+
+void ss_bf16_from_f32_rows(uint16_t *y, int ldy, const float *x, int ldx, int M, int N) {
+#pragma omp parallel for schedule(static) if ((size_t)M * N > 65536 && !omp_in_parallel())
+    for (int i = 0; i < M; i++) {
+        const float *xi = x + (size_t)i * ldx;
+        uint16_t *yi = y + (size_t)i * ldy;
+#pragma omp simd
+        for (int j = 0; j < N; j++) yi[j] = ss_bf16_from_f32(xi[j]);
+    }
+}
+
+/* ---- the primitive cache ---- */
+
+typedef struct {
+    int M, N, K, lda, ldb, ldc, flags, bias, nthr;
+} key;
+
+typedef struct {
+    key k;
+    dnnl_primitive_t prim;
+    dnnl_memory_desc_t a, b, c, bias;
+    size_t scratch;
+    int fallback; /* not a brgemm implementation: ss_dnnl_matmul converts to fp32 and calls sgemm */
+    char impl[64];
+} entry;
+
+static pthread_mutex_t g_lock = PTHREAD_MUTEX_INITIALIZER;
+static dnnl_engine_t g_engine;
+static entry **g_cache; /* reachable for the process's lifetime: primitives are never freed */
+static int g_n, g_cap;
+
+static int g_force_fallback;
+
+/* Per thread: a stream, the scratchpad of the primitives it runs, the fallback's fp32 blocks and
+ * the bf16 copy of an fp32 input. The states are kept in one global list (so they stay reachable
+ * and bounded by the most threads ever alive at once): a thread takes a free one on its first
+ * call and hands it back when it exits (pthread key destructor). */
+typedef struct tstate {
+    struct tstate *next;
+    int busy;
+    dnnl_stream_t stream;
+    void *scratch;
+    size_t scratch_n;
+    float *fa, *fb;
+    size_t fa_n, fb_n;
+    uint16_t *a16;
+    size_t a16_n;
+    float *c32; /* a tile's output when C is strided */
+    size_t c32_n;
+} tstate;
+static tstate *g_states;
+static pthread_key_t g_key;
+static pthread_once_t g_key_once = PTHREAD_ONCE_INIT;
+static _Thread_local tstate *t_me;
+
+static void state_release(void *p) {
+    pthread_mutex_lock(&g_lock);
+    ((tstate *)p)->busy = 0;
+    pthread_mutex_unlock(&g_lock);
+}
+static void key_make(void) { pthread_key_create(&g_key, state_release); }
+
+static tstate *me(void) {
+    if (t_me) return t_me;
+    pthread_once(&g_key_once, key_make);
+    pthread_mutex_lock(&g_lock);
+    tstate *t = g_states;
+    while (t && t->busy) t = t->next;
+    if (!t && (t = calloc(1, sizeof *t))) {
+        t->next = g_states;
+        g_states = t;
+    }
+    if (t) t->busy = 1;
+    pthread_mutex_unlock(&g_lock);
+    if (!t) {
+        ss_fail(SS_ENOMEM, "oneDNN: out of memory for a thread's state");
+        return NULL;
+    }
+    pthread_setspecific(g_key, t);
+    return t_me = t;
+}
+
+void ss_dnnl_use_fallback(int on) { g_force_fallback = on; }
+
+static int grow(float **p, size_t *have, size_t n) {
+    if (n <= *have) return 0;
+    free(*p);
+    *p = malloc(sizeof(float) * n);
+    *have = *p ? n : 0;
+    return *p ? 0 : ss_fail(SS_ENOMEM, "bf16 matmul: out of memory for a %zu-float block", n);
+}
+
+/* The portable path (CPUs where oneDNN has no brgemm bf16 matmul, e.g. AVX2 only): blocks of
+ * A and B widened to fp32, products by sgemm. The same bf16 inputs, fp32 accumulation; as
+ * deterministic as the fp32 path. */
+#define FB_MB 512
+#define FB_NB 1024
+static int fallback_matmul(float *c, int ldc, const uint16_t *a, int lda, const uint16_t *b, int ldb,
+                           const float *bias, int M, int N, int K, int flags) {
+    const int trans = flags & SS_DNNL_TRANS_B; /* one thread: a tile of ss_dnnl_matmul's */
+    const int mb = M < FB_MB ? M : FB_MB, nb = N < FB_NB ? N : FB_NB;
+    int rc;
+    tstate *ts = me();
+    if (!ts) return SS_ENOMEM;
+    if ((rc = grow(&ts->fa, &ts->fa_n, (size_t)mb * K)) < 0 || (rc = grow(&ts->fb, &ts->fb_n, (size_t)nb * K)) < 0) return rc;
+    float *fa = ts->fa, *fb = ts->fb;
+    for (int i0 = 0; i0 < M; i0 += mb) {
+        const int m = M - i0 < mb ? M - i0 : mb;
+        for (int i = 0; i < m; i++) {
+            const uint16_t *ai = a + (size_t)(i0 + i) * lda;
+            float *fi = fa + (size_t)i * K;
+#pragma omp simd
+            for (int k = 0; k < K; k++) fi[k] = ss_bf16_to_f32(ai[k]);
+        }
+        for (int j0 = 0; j0 < N; j0 += nb) {
+            const int n = N - j0 < nb ? N - j0 : nb;
+            /* fb: this block of B as [n, K] (op(B)^T rows) */
+            for (int j = 0; j < n; j++) {
+                float *fj = fb + (size_t)j * K;
+                if (trans) {
+                    const uint16_t *bj = b + (size_t)(j0 + j) * ldb;
+#pragma omp simd
+                    for (int k = 0; k < K; k++) fj[k] = ss_bf16_to_f32(bj[k]);
+                } else {
+                    for (int k = 0; k < K; k++) fj[k] = ss_bf16_to_f32(b[(size_t)k * ldb + j0 + j]);
+                }
+            }
+            float *cb = c + (size_t)i0 * ldc + j0;
+            if (bias)
+                for (int i = 0; i < m; i++) memcpy(cb + (size_t)i * ldc, bias + j0, sizeof(float) * n);
+            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, m, n, K, 1.0f, fa, K, fb, K, bias ? 1.0f : 0.0f, cb, ldc);
+        }
+    }
+    return 0;
+}
+
+static int dnnl_err(dnnl_status_t s, const char *what, const key *k) {
+    return ss_fail(s == dnnl_out_of_memory ? SS_ENOMEM : SS_EARG,
+                   "oneDNN: %s failed (%s) for a bf16 matmul M=%d N=%d K=%d", what, dnnl_status2str(s), k->M, k->N, k->K);
+}
+
+static int md_2d(dnnl_memory_desc_t *md, int rows, int cols, dnnl_dim_t s0, dnnl_dim_t s1, dnnl_data_type_t dt) {
+    const dnnl_dims_t dims = {rows, cols}, strides = {s0, s1};
+    return dnnl_memory_desc_init_by_strides(md, 2, dims, dt, strides) == dnnl_success ? 0 : -1;
+}
+
+/* Create the primitive for k into e (the lock is held). */
+static int entry_create(entry *e, const key *k) {
+    memset(e, 0, sizeof *e);
+    e->k = *k;
+    dnnl_status_t s;
+    if (k->flags & 1 << 30) {
+        e->fallback = 1;
+        snprintf(e->impl, sizeof e->impl, "fallback:sgemm (forced)");
+        return 0;
+    }
+    if (!g_engine && (s = dnnl_engine_create(&g_engine, dnnl_cpu, 0)) != dnnl_success)
+        return dnnl_err(s, "creating the CPU engine", k);
+    if (md_2d(&e->a, k->M, k->K, k->lda, 1, dnnl_bf16) ||
+        (k->flags & SS_DNNL_TRANS_B ? md_2d(&e->b, k->K, k->N, 1, k->ldb, dnnl_bf16)
+                                    : md_2d(&e->b, k->K, k->N, k->ldb, 1, dnnl_bf16)) ||
+        md_2d(&e->c, k->M, k->N, k->ldc, 1, dnnl_f32) || (k->bias && md_2d(&e->bias, 1, k->N, k->N, 1, dnnl_f32)))
+        return dnnl_err(dnnl_invalid_arguments, "describing the operands", k);
+    dnnl_matmul_desc_t d;
+    if ((s = dnnl_matmul_desc_init(&d, &e->a, &e->b, k->bias ? &e->bias : NULL, &e->c)) != dnnl_success)
+        return dnnl_err(s, "describing the matmul", k);
+    dnnl_primitive_attr_t attr;
+    if ((s = dnnl_primitive_attr_create(&attr)) != dnnl_success) return dnnl_err(s, "creating attributes", k);
+    dnnl_primitive_attr_set_scratchpad_mode(attr, dnnl_scratchpad_mode_user);
+    /* oneDNN sizes its blocking by omp_get_max_threads() at creation: one thread (k->nthr) */
+    const int saved = omp_get_max_threads();
+    omp_set_num_threads(k->nthr);
+    dnnl_primitive_desc_t pd = NULL;
+    s = dnnl_primitive_desc_create(&pd, &d, attr, g_engine, NULL);
+    if (s == dnnl_success) s = dnnl_primitive_create(&e->prim, pd);
+    omp_set_num_threads(saved);
+    dnnl_primitive_attr_destroy(attr);
+    if (s == dnnl_unimplemented) { /* no bf16 matmul on this CPU */
+        if (pd) dnnl_primitive_desc_destroy(pd);
+        e->fallback = 1;
+        snprintf(e->impl, sizeof e->impl, "fallback:sgemm (oneDNN: none)");
+        return 0;
+    }
+    if (s != dnnl_success) {
+        if (pd) dnnl_primitive_desc_destroy(pd);
+        return dnnl_err(s, "creating the primitive", k);
+    }
+    const char *impl = NULL;
+    if (dnnl_primitive_desc_query(pd, dnnl_query_impl_info_str, 0, &impl) != dnnl_success || !impl) impl = "?";
+    /* oneDNN's gemm-based and reference bf16 matmuls are slower than sgemm on fp32 copies, and the
+     * jit gemm driver may split K across threads: only brgemm implementations are used */
+    if (strncmp(impl, "brg:", 4)) {
+        e->fallback = 1;
+        snprintf(e->impl, sizeof e->impl, "fallback:sgemm (oneDNN: %.30s)", impl);
+        dnnl_primitive_destroy(e->prim);
+        e->prim = NULL;
+    } else {
+        snprintf(e->impl, sizeof e->impl, "%s", impl);
+    }
+    const dnnl_memory_desc_t *smd = dnnl_primitive_desc_query_md(pd, dnnl_query_scratchpad_md, 0);
+    e->scratch = smd ? dnnl_memory_desc_get_size(smd) : 0;
+    dnnl_primitive_desc_destroy(pd);
+    return 0;
+}
+
+static int key_eq(const key *a, const key *b) { return !memcmp(a, b, sizeof *a); }
+
+/* The cache entry for k, created on first use. Entries are never freed or moved. */
+static int lookup(const key *k, const entry **out) {
+    pthread_mutex_lock(&g_lock);
+    int rc = 0;
+    for (int i = 0; i < g_n; i++)
+        if (key_eq(&g_cache[i]->k, k)) {
+            *out = g_cache[i];
+            goto done;
+        }
+    if (g_n == g_cap) {
+        const int cap = g_cap ? 2 * g_cap : 64;
+        entry **c = realloc(g_cache, sizeof *c * (size_t)cap);
+        if (!c) {
+            rc = ss_fail(SS_ENOMEM, "oneDNN: out of memory for the primitive cache");
+            goto done;
+        }
+        g_cache = c;
+        g_cap = cap;
+    }
+    entry *e = malloc(sizeof *e);
+    if (!e) {
+        rc = ss_fail(SS_ENOMEM, "oneDNN: out of memory for the primitive cache");
+        goto done;
+    }
+    if ((rc = entry_create(e, k)) < 0) {
+        free(e);
+        goto done;
+    }
+    g_cache[g_n++] = e;
+    *out = e;
+done:
+    pthread_mutex_unlock(&g_lock);
+    return rc;
+}
+
+static key make_key(int M, int N, int K, int lda, int ldb, int ldc, int flags, int bias) {
+    key k;
+    memset(&k, 0, sizeof k); /* compared with memcmp */
+    k.M = M, k.N = N, k.K = K, k.lda = lda, k.ldb = ldb, k.ldc = ldc, k.flags = flags, k.bias = bias;
+    if (g_force_fallback) k.flags |= 1 << 30;
+    k.nthr = 1;
+    return k;
+}
+
+/* One product on the calling thread (a primitive created for one thread). */
+static int matmul_serial1(float *c, int ldc, const uint16_t *a, int lda, const uint16_t *b, int ldb, const float *bias,
+                         int M, int N, int K, int flags) {
+    flags |= SS_DNNL_SERIAL;
+    const key k = make_key(M, N, K, lda, ldb, ldc, flags, bias != NULL);
+    const entry *ep;
+    int rc = lookup(&k, &ep);
+    if (rc < 0) return rc;
+    if (ep->fallback || g_force_fallback) return fallback_matmul(c, ldc, a, lda, b, ldb, bias, M, N, K, flags);
+    dnnl_status_t s;
+    tstate *ts = me();
+    if (!ts) return SS_ENOMEM;
+    if (!ts->stream && (s = dnnl_stream_create(&ts->stream, g_engine, dnnl_stream_default_flags)) != dnnl_success)
+        return dnnl_err(s, "creating a stream", &k);
+    if (ep->scratch > ts->scratch_n) {
+        free(ts->scratch);
+        ts->scratch = malloc(ep->scratch);
+        ts->scratch_n = ts->scratch ? ep->scratch : 0;
+        if (!ts->scratch) return ss_fail(SS_ENOMEM, "oneDNN: out of memory for a %zu-byte scratchpad", ep->scratch);
+    }
+    dnnl_memory_t m[5] = {0};
+    dnnl_exec_arg_t args[5];
+    int n = 0;
+    struct {
+        int arg;
+        const dnnl_memory_desc_t *md;
+        const void *p;
+    } ops[5] = {{DNNL_ARG_SRC, &ep->a, a}, {DNNL_ARG_WEIGHTS, &ep->b, b}, {DNNL_ARG_DST, &ep->c, c},
+                {DNNL_ARG_BIAS, &ep->bias, bias}, {DNNL_ARG_SCRATCHPAD, NULL, ts->scratch}};
+    dnnl_memory_desc_t smd;
+    if (ep->scratch) {
+        const dnnl_dims_t sd = {(dnnl_dim_t)ep->scratch};
+        dnnl_memory_desc_init_by_tag(&smd, 1, sd, dnnl_u8, dnnl_a);
+        ops[4].md = &smd;
+    }
+    s = dnnl_success;
+    for (int i = 0; i < 5 && s == dnnl_success; i++) {
+        if (!ops[i].md || !ops[i].p) continue;
+        s = dnnl_memory_create(&m[n], ops[i].md, g_engine, (void *)ops[i].p);
+        args[n].arg = ops[i].arg;
+        args[n].memory = m[n];
+        if (s == dnnl_success) n++;
+    }
+    if (s == dnnl_success) s = dnnl_primitive_execute(ep->prim, ts->stream, n, args);
+    if (s == dnnl_success) s = dnnl_stream_wait(ts->stream);
+    for (int i = 0; i < n; i++) dnnl_memory_destroy(m[i]);
+    return s == dnnl_success ? 0 : dnnl_err(s, "executing the primitive", &k);
+}
+
+int ss_dnnl_tile_n(int K) {
+    const int n = (int)(SS_DNNL_TILE_B_BYTES / (2 * (long)(K > 0 ? K : 1))) / 64 * 64;
+    return n < 64 ? 64 : n > SS_DNNL_TILE_N ? SS_DNNL_TILE_N : n;
+}
+
+/* oneDNN also reads the thread count when it runs: with the same primitive, a strided B gave
+ * other bits under 3 OpenMP threads than under 1. Every call runs as it was created, on one. */
+static int matmul_serial(float *c, int ldc, const uint16_t *a, int lda, const uint16_t *b, int ldb, const float *bias,
+                         int M, int N, int K, int flags) {
+    const int saved = omp_get_max_threads();
+    if (saved != 1) omp_set_num_threads(1);
+    int rc;
+    tstate *ts;
+    if (ldc == N) {
+        rc = matmul_serial1(c, ldc, a, lda, b, ldb, bias, M, N, K, flags);
+    } else if (!(ts = me()) || grow(&ts->c32, &ts->c32_n, (size_t)M * N) < 0) {
+        rc = SS_ENOMEM;
+    } else {
+        /* oneDNN 2.6's brgemm matmul takes no strided output (it would pick gemm:jit): a dense
+         * tile, then copied */
+        rc = matmul_serial1(ts->c32, N, a, lda, b, ldb, bias, M, N, K, flags);
+        for (int i = 0; i < M && rc == 0; i++) memcpy(c + (size_t)i * ldc, ts->c32 + (size_t)i * N, sizeof(float) * N);
+    }
+    if (saved != 1) omp_set_num_threads(saved);
+    return rc;
+}
+
+int ss_dnnl_matmul(float *c, int ldc, const uint16_t *a, int lda, const uint16_t *b, int ldb, const float *bias,
+                   int M, int N, int K, int flags) {
+    if (M <= 0 || N <= 0) return 0;
+    if (flags & SS_DNNL_SERIAL) return matmul_serial(c, ldc, a, lda, b, ldb, bias, M, N, K, flags);
+    /* Fixed tiles, each a one-thread product: the tiles' shapes, hence every output's summation
+     * order, do not depend on how many threads share them out. */
+    const int trans = flags & SS_DNNL_TRANS_B, TN = ss_dnnl_tile_n(K);
+    const int tm = (M + SS_DNNL_TILE_M - 1) / SS_DNNL_TILE_M, tn = (N + TN - 1) / TN;
+    int rc = 0;
+#pragma omp parallel for schedule(dynamic, 1) if (tm * tn > 1) reduction(min : rc)
+    for (int t = 0; t < tm * tn; t++) {
+        /* column tiles outer: consecutive tiles share their slice of B (kept in L2) */
+        const int i0 = t % tm * SS_DNNL_TILE_M, j0 = t / tm * TN;
+        const int m = M - i0 < SS_DNNL_TILE_M ? M - i0 : SS_DNNL_TILE_M, n = N - j0 < TN ? N - j0 : TN;
+        const int r = matmul_serial(c + (size_t)i0 * ldc + j0, ldc, a + (size_t)i0 * lda, lda,
+                                    trans ? b + (size_t)j0 * ldb : b + j0, ldb, bias ? bias + j0 : NULL, m, n, K, flags);
+        if (r < rc) rc = r;
+    }
+    return rc < 0 ? ss_fail(rc, "oneDNN: a bf16 matmul M=%d N=%d K=%d failed (out of memory)", M, N, K) : 0;
+}
+
+
+int ss_dnnl_matmul_f32a(float *c, int ldc, const float *a, int lda, const uint16_t *b, int ldb, const float *bias,
+                        int M, int N, int K, int flags) {
+    if (M <= 0 || N <= 0) return 0;
+    const size_t n = (size_t)M * K;
+    tstate *ts = me();
+    if (!ts) return SS_ENOMEM;
+    if (n > ts->a16_n) {
+        free(ts->a16);
+        ts->a16 = malloc(sizeof(uint16_t) * n);
+        ts->a16_n = ts->a16 ? n : 0;
+        if (!ts->a16) return ss_fail(SS_ENOMEM, "bf16 matmul: out of memory rounding a %d x %d input", M, K);
+    }
+    ss_bf16_from_f32_rows(ts->a16, K, a, lda, M, K);
+    return ss_dnnl_matmul(c, ldc, ts->a16, K, b, ldb, bias, M, N, K, flags);
+}
+
+const char *ss_dnnl_impl(int M, int N, int K, int flags) {
+    const int trans = flags & SS_DNNL_TRANS_B;
+    if (!(flags & SS_DNNL_SERIAL)) { /* the first tile's */
+        M = M < SS_DNNL_TILE_M ? M : SS_DNNL_TILE_M;
+        N = N < ss_dnnl_tile_n(K) ? N : ss_dnnl_tile_n(K);
+    }
+    const key k = make_key(M, N, K, K, trans ? K : N, N, flags | SS_DNNL_SERIAL, 0);
+    const entry *e;
+    return lookup(&k, &e) < 0 ? "unavailable" : e->impl;
+}
+
+int ss_dnnl_primitives(void) {
+    pthread_mutex_lock(&g_lock);
+    const int n = g_n;
+    pthread_mutex_unlock(&g_lock);
+    return n;
+}
