@@ -48,7 +48,7 @@ static int get_bool(json_t *root, const char *path, const char *key, int *out) {
 }
 
 /* Options that change the schedule but are not implemented: refuse rather than silently differ. */
-static int check_unsupported(json_t *root, const char *path) {
+static int check_unsupported(json_t *root, const char *path, int check_class) {
     static const char *const flags[] = {"invert_sigmas", "use_karras_sigmas", "use_exponential_sigmas",
                                         "use_beta_sigmas", "stochastic_sampling"};
     for (size_t i = 0; i < sizeof flags / sizeof flags[0]; i++) {
@@ -63,23 +63,16 @@ static int check_unsupported(json_t *root, const char *path) {
     if (v && !(json_is_string(v) && !strcmp(json_string_value(v), "exponential")))
         return ss_fail(SS_EARG, "%s: field 'time_shift_type' must be \"exponential\"", path);
     v = json_object_get(root, "_class_name");
-    if (v && !(json_is_string(v) && !strcmp(json_string_value(v), "FlowMatchEulerDiscreteScheduler")))
+    if (check_class && v && !(json_is_string(v) && !strcmp(json_string_value(v), "FlowMatchEulerDiscreteScheduler")))
         return ss_fail(SS_EARG, "%s: field '_class_name' must be \"FlowMatchEulerDiscreteScheduler\"", path);
     return 0;
 }
 
 
-int fm_config_load(fm_config *c, const char *path) {
-    json_t *root = NULL;
-    int err = ss_json_load(path, &root);
-    if (err < 0) return err;
+int fm_config_from_json(fm_config *c, json_t *root, const char *path, int check_class) {
     fm_config t;
     fm_config_default(&t);
-    int rc = SS_EFORMAT;
-    if (!json_is_object(root)) {
-        ss_fail(SS_EFORMAT, "%s: expected a JSON object", path);
-        goto done;
-    }
+    if (!json_is_object(root)) return ss_fail(SS_EFORMAT, "%s: expected a JSON object", path);
     if (get_int(root, path, "num_train_timesteps", &t.num_train_timesteps) < 0 ||
         get_number(root, path, "shift", &t.shift) < 0 ||
         get_bool(root, path, "use_dynamic_shifting", &t.use_dynamic_shifting) < 0 ||
@@ -87,19 +80,22 @@ int fm_config_load(fm_config *c, const char *path) {
         get_number(root, path, "max_shift", &t.max_shift) < 0 ||
         get_int(root, path, "base_image_seq_len", &t.base_image_seq_len) < 0 ||
         get_int(root, path, "max_image_seq_len", &t.max_image_seq_len) < 0)
-        goto done;
-    if ((rc = check_unsupported(root, path)) < 0) goto done;
-    if (!(t.shift > 0) || !isfinite(t.shift)) {
-        rc = ss_fail(SS_EFORMAT, "%s: field 'shift' must be positive, got %g", path, t.shift);
-        goto done;
-    }
-    if (t.max_image_seq_len == t.base_image_seq_len) {
-        rc = ss_fail(SS_EFORMAT, "%s: fields 'base_image_seq_len' and 'max_image_seq_len' must differ", path);
-        goto done;
-    }
+        return SS_EFORMAT;
+    int rc;
+    if ((rc = check_unsupported(root, path, check_class)) < 0) return rc;
+    if (!(t.shift > 0) || !isfinite(t.shift))
+        return ss_fail(SS_EFORMAT, "%s: field 'shift' must be positive, got %g", path, t.shift);
+    if (t.max_image_seq_len == t.base_image_seq_len)
+        return ss_fail(SS_EFORMAT, "%s: fields 'base_image_seq_len' and 'max_image_seq_len' must differ", path);
     *c = t;
-    rc = 0;
-done:
+    return 0;
+}
+
+int fm_config_load(fm_config *c, const char *path) {
+    json_t *root = NULL;
+    int err = ss_json_load(path, &root);
+    if (err < 0) return err;
+    int rc = fm_config_from_json(c, root, path, 1);
     json_decref(root);
     return rc;
 }

@@ -38,6 +38,9 @@ void fm_config_default(fm_config *c);
  * does not implement (karras/exponential/beta sigmas, shift_terminal, invert_sigmas,
  * stochastic_sampling, a non-exponential time_shift_type) are rejected when set. */
 int fm_config_load(fm_config *c, const char *path);
+/* The same from a parsed object; check_class 0 accepts any _class_name (from_config). */
+struct json_t;
+int fm_config_from_json(fm_config *c, struct json_t *root, const char *path, int check_class);
 
 /* Starts an empty schedule (does not free a previous one: call fm_free first). */
 int fm_init(fm_sched *s, const fm_config *c);
