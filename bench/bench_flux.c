@@ -1,9 +1,8 @@
 /* FLUX benchmark (issue 12), at FLUX.1-dev width: D = 3072, 24 heads x 128, axes_dims_rope
- * (16, 56, 56), joint_attention_dim 4096, pooled 768, guidance embedding; 1 double + 1 single
- * block, random BF16-stored weights (fp32 compute), batch 1. By default 512^2: 1024 image + 512 text
- * tokens, which fits the 2-core development machine (one 1024^2 forward is ~5 TFLOP, minutes
- * there); SINKSCOPE_BENCH_FLUX_IMG=4096 runs the 1024^2 size (4096 image + 512 text tokens, ~2.2 GB
- * of fp32 weights plus ~0.5 GB of activations either way). In one run:
+ * (16, 56, 56), joint_attention_dim 4096, pooled 768, guidance embedding; 1 double + 2 single
+ * blocks (issue 12's configuration), random BF16-stored weights (fp32 compute), batch 1, 1024^2:
+ * 4096 image + 512 text tokens (~4 TFLOP per forward; about 2.9 GB of fp32 weights plus ~0.6 GB of
+ * activations). SINKSCOPE_BENCH_FLUX_IMG=1024 runs 512^2 (1024 image tokens) on a slow machine. In one run:
  *   - the machine's sgemm rate at the layer shapes (weighted by their share of the forward's flops);
  *   - load time and peak extra memory of the BF16 checkpoint against its fp32 size;
  *   - forward time, GFLOP/s and its fraction of that sgemm rate;
@@ -114,21 +113,21 @@ static int bench_attention(void *ctx, const ss_site *site, const attn_args *a) {
 
 int main(void) {
     const char *env = getenv("SINKSCOPE_BENCH_FLUX_IMG");
-    const int N = env && atoi(env) > 0 ? atoi(env) : 1024, S = 512, T = N + S;
-    const flux_config c = {.patch_size = 1, .in_channels = 64, .out_channels = 64, .num_layers = 1, .num_single_layers = 1,
+    const int N = env && atoi(env) > 0 ? atoi(env) : 4096, S = 512, T = N + S;
+    const flux_config c = {.patch_size = 1, .in_channels = 64, .out_channels = 64, .num_layers = 1, .num_single_layers = 2,
                            .head_dim = 128, .num_heads = 24, .joint_attention_dim = 4096, .pooled_projection_dim = 768,
                            .guidance_embeds = 1, .n_axes = 3, .axes_dims = {16, 56, 56}};
     const int D = c.num_heads * c.head_dim;
     char cpu[256];
     cpu_name(cpu, sizeof cpu);
     printf("CPU: %s; threads: %d\n", cpu, omp_get_max_threads());
-    printf("FLUX.1-dev width (D %d, %d heads x %d, axes 16/56/56), 1 double + 1 single block, %d image + %d text tokens, batch 1\n",
+    printf("FLUX.1-dev width (D %d, %d heads x %d, axes 16/56/56), 1 double + 2 single blocks, %d image + %d text tokens, batch 1\n",
            D, c.num_heads, c.head_dim, N, S);
     /* sgemm at the layer shapes; mult = how many such products one forward runs */
     struct { int M, N, K, mult; } shapes[] = {
-        {T, D, D, 4 + 3},      /* double q, k, v, out over both streams; single q, k, v */
+        {T, D, D, 4 + 2 * 3},  /* double q, k, v, out over both streams; each single block's q, k, v */
         {N, 4 * D, D, 1}, {N, D, 4 * D, 1}, {S, 4 * D, D, 1}, {S, D, 4 * D, 1}, /* double feed-forwards */
-        {T, 4 * D, D, 1}, {T, D, 5 * D, 1}, /* single MLP and proj_out */
+        {T, 4 * D, D, 2}, {T, D, 5 * D, 2}, /* each single block's MLP and proj_out */
         {S, D, 4096, 1},                    /* context_embedder */
     };
     double fl_total = 0, t_total = 0;
