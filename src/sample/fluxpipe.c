@@ -408,11 +408,23 @@ void fluxpipe_unpack(float *out, const float *x, int B, int C, int h, int w) {
 
 typedef struct {
     sd3_hooks inner;
+    sink_ctx *sk;
 } hook_ctx;
 
 static int hook_attention(void *ctx, const ss_site *site, const attn_args *a) {
     const hook_ctx *h = ctx;
     return h->inner.attention ? h->inner.attention(h->inner.ctx, site, a) : attn_forward(a, NULL);
+}
+
+/* The probe's block outputs (activation statistics) and pre-RoPE q, k (spiral qk): read only. */
+static int hook_block_output(void *ctx, int block, const float *x, int B, int N, int D) {
+    const hook_ctx *h = ctx;
+    return h->inner.block_output ? h->inner.block_output(h->inner.ctx, block, x, B, N, D) : 0;
+}
+
+static int hook_rope_qk(void *ctx, const ss_site *site, int post, const attn_args *a) {
+    const hook_ctx *h = ctx;
+    return sink_ctx_rope_qk(h->sk, site, post, a);
 }
 
 int fluxpipe_denoise(const fluxpipe *p, const fluxpipe_params *q, const float *ctx, const float *pooled, float *image,
@@ -475,8 +487,9 @@ int fluxpipe_denoise(const fluxpipe *p, const fluxpipe_params *q, const float *c
     /* distilled guidance: guidance_scale in fp32 for every element (FLUX.1-dev); none for schnell */
     for (int b = 0; b < B; b++) g[b] = (float)q->guidance;
     if (tc->guidance_embeds && (rc = dump(q, "guidance", g, 1, B, 0, 0, 0)) < 0) goto done;
-    hook_ctx hc = {0};
-    flux_hooks hk = {.ctx = &hc, .attention = hook_attention};
+    hook_ctx hc = {.sk = sk};
+    flux_hooks hk = {.ctx = &hc, .attention = hook_attention, .block_output = hook_block_output,
+                     .single_output = hook_block_output, .rope_qk = hook_rope_qk};
     if (sk) hc.inner = sink_ctx_hooks(sk);
     char name[48];
     for (int i = 0; i < q->steps; i++) {
