@@ -18,6 +18,10 @@
 
 #include "common.h"
 #include "core/err.h"
+#include "models/site.h"
+#include "sample/fluxpipe.h"
+#include "sample/sd3pipe.h"
+#include "sink/sink.h"
 #include "text/promptx.h"
 #include "text/txtok.h"
 
@@ -275,12 +279,94 @@ static void test_errors(void **state) {
     free(tmp);
 }
 
+/* Position by position: row r of the types is the tokenizer's token r (SD3: CLIP-L then T5, the
+ * negative prompt in the unconditional half; FLUX: T5). */
+static void expect_rows(const uint8_t *types, const char *dir, const char *text, int off, int n) {
+    txtok *t;
+    if (txtok_open(&t, dir) < 0) fail_msg("%s", ss_err());
+    txtok_seq s = {0};
+    if (txtok_encode(t, text, strlen(text), n, &s) < 0) fail_msg("%s", ss_err());
+    for (int j = 0; j < n; j++)
+        if (strcmp(ss_tok_name((ss_tok)types[off + j]), key_name(s.types[j])))
+            fail_msg("%s, '%s': row %d is '%s', token %d of the tokenizer is '%s'", dir, text, off + j,
+                     ss_tok_name((ss_tok)types[off + j]), j, key_name(s.types[j]));
+    txtok_seq_free(&s);
+    txtok_free(t);
+}
+
+static void test_library(void **state) {
+    (void)state;
+    char dir[1024], sub[1100], sub3[1100];
+    snprintf(dir, sizeof dir, "%s", tc_path("fixtures/sd3-pipeline-tiny"));
+    const char *prompts[] = {"a red cat, a dog, a hat", "two dogs"};
+    sd3pipe *p;
+    if (sd3pipe_load_opts(&p, dir, SD3PIPE_DEFER_TRANSFORMER) < 0) fail_msg("%s", ss_err());
+    sd3pipe_params q;
+    sd3pipe_params_default(&q);
+    q.prompts = prompts, q.n_prompts = 2, q.cfg = 4.0, q.negative = "blurry, dark", q.max_sequence_length = 16;
+    const int S = sd3pipe_text_len(p, &q), L = p->clip_len;
+    assert_int_equal(S, L + 16);
+    uint8_t *ty = malloc((size_t)4 * S);
+    assert_int_equal(sd3pipe_text_types(p, &q, ty), 0);
+    snprintf(sub, sizeof sub, "%s/tokenizer", dir);
+    snprintf(sub3, sizeof sub3, "%s/tokenizer_3", dir);
+    for (int b = 0; b < 4; b++) {
+        const char *text = b < 2 ? q.negative : prompts[b - 2];
+        expect_rows(ty + (size_t)b * S, sub, text, 0, L);
+        expect_rows(ty + (size_t)b * S, sub3, text, L, 16);
+        assert_int_equal(ty[(size_t)b * S], SS_TOK_BOS);
+    }
+    /* without guidance: just the prompts */
+    q.cfg = 1.0;
+    assert_int_equal(sd3pipe_text_types(p, &q, ty), 0);
+    for (int b = 0; b < 2; b++) expect_rows(ty + (size_t)b * S, sub, prompts[b], 0, L);
+    free(ty);
+    sd3pipe_free(p);
+
+    fluxpipe *fp;
+    snprintf(dir, sizeof dir, "%s", tc_path("fixtures/flux-pipeline/dev-b2-16x24-t16"));
+    if (fluxpipe_load_opts(&fp, dir, FLUXPIPE_DEFER_TRANSFORMER) < 0) fail_msg("%s", ss_err());
+    fluxpipe_params fq;
+    fluxpipe_params_default(&fq);
+    fq.prompts = prompts, fq.n_prompts = 2, fq.max_sequence_length = 12;
+    uint8_t fty[2 * 12];
+    assert_int_equal(fluxpipe_text_types(fp, &fq, fty), 0);
+    snprintf(sub, sizeof sub, "%s/tokenizer_2", dir);
+    for (int b = 0; b < 2; b++) expect_rows(fty + (size_t)b * 12, sub, prompts[b], 0, 12);
+    fluxpipe_free(fp);
+
+    /* the probe refuses image or unknown types among text types, and a site whose text keys do not
+     * match them (named) */
+    sink_ctx *sk = sink_ctx_new();
+    assert_non_null(sk);
+    uint8_t bad[5] = {SS_TOK_WORD, SS_TOK_IMAGE, SS_TOK_PAD, SS_TOK_PAD, SS_TOK_PAD};
+    assert_true(sink_ctx_set_text_types(sk, bad, 1, 5) < 0);
+    assert_non_null(strstr(ss_err(), "not a text type"));
+    bad[1] = SS_TOK_N;
+    assert_true(sink_ctx_set_text_types(sk, bad, 1, 5) < 0);
+    bad[1] = SS_TOK_COMMA;
+    assert_int_equal(sink_ctx_set_text_types(sk, bad, 1, 5), 0);
+    const int code = ss_site_code(SS_SITE_JOINT, 0);
+    assert_int_equal(sink_ctx_set_probe(sk, &code, 1, TOK_IMAGE, 2, 0), 0);
+    ss_site site = {.index = 0, .block = 0, .kind = SS_SITE_JOINT, .Tq = 7, .Tk = 7, .n_qspan = 2, .n_kspan = 2};
+    site.qspan[0] = site.kspan[0] = (ss_span){0, 4, SS_TOK_IMAGE};
+    site.qspan[1] = site.kspan[1] = (ss_span){4, 3, SS_TOK_TEXT};
+    attn_args a = {.B = 1, .H = 1, .dh = 2, .T = 7};
+    sd3_hooks hk = sink_ctx_hooks(sk);
+    assert_true(hk.attention(hk.ctx, &site, &a) < 0);
+    if (!strstr(ss_err(), "joint.0") || !strstr(ss_err(), "1 x 5")) fail_msg("got: %s", ss_err());
+    assert_int_equal(sink_ctx_record_count(sk), 0);
+    assert_int_equal(sink_ctx_set_text_types(sk, NULL, 0, 0), 0);
+    sink_ctx_free(sk);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_sd3),
         cmocka_unit_test(test_sd3_pad),
         cmocka_unit_test(test_flux),
         cmocka_unit_test(test_errors),
+        cmocka_unit_test(test_library),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
