@@ -323,6 +323,34 @@ static void test_library(void **state) {
     free(ty);
     sd3pipe_free(p);
 
+    /* without T5: the 77 zero rows after CLIP's are pad, and generate --probe runs on it */
+    snprintf(dir, sizeof dir, "%s", tc_path("fixtures/sd3-pipeline-variants/no-t5-vae3-neg"));
+    if (sd3pipe_load_opts(&p, dir, SD3PIPE_DEFER_TRANSFORMER) < 0) fail_msg("%s", ss_err());
+    q.cfg = 5.5, q.n_prompts = 1;
+    const int S2 = sd3pipe_text_len(p, &q), L2 = p->clip_len;
+    assert_int_equal(S2, 2 * L2);
+    ty = malloc((size_t)2 * S2);
+    assert_int_equal(sd3pipe_text_types(p, &q, ty), 0);
+    snprintf(sub, sizeof sub, "%s/tokenizer", dir);
+    for (int b = 0; b < 2; b++) {
+        expect_rows(ty + (size_t)b * S2, sub, b ? prompts[0] : q.negative, 0, L2);
+        for (int j = L2; j < S2; j++) assert_int_equal(ty[(size_t)b * S2 + j], SS_TOK_PAD);
+    }
+    free(ty);
+    sd3pipe_free(p);
+    char *tmp = tc_tmpdir(), buf[8192], stats[1200];
+    snprintf(stats, sizeof stats, "%s", tc_join(tmp, "s.json"));
+    if (tc_run(buf, sizeof buf, "%s generate --model %s --prompt 'a cat, a hat' --negative-prompt 'blurry, dark' --steps 1 "
+               "--height 32 --width 16 --cfg 5.5 --probe 0 --spiral budget --stats %s --out %s/x.png", tc_bin(), dir, stats, tmp))
+        fail_msg("%s", buf);
+    int want[2][NNAMES] = {{0}};
+    count_tokens(want[0], sub, "blurry, dark", L2);
+    count_tokens(want[1], sub, "a cat, a hat", L2);
+    for (int b = 0; b < 2; b++) want[b][0] = (32 / 4 / 2) * (16 / 4 / 2), want[b][5] += L2;
+    check_stats(stats, 2, want, 1, 1);
+    tc_rmtree(tmp);
+    free(tmp);
+
     fluxpipe *fp;
     snprintf(dir, sizeof dir, "%s", tc_path("fixtures/flux-pipeline/dev-b2-16x24-t16"));
     if (fluxpipe_load_opts(&fp, dir, FLUXPIPE_DEFER_TRANSFORMER) < 0) fail_msg("%s", ss_err());
