@@ -4,7 +4,8 @@
  * tokenizers themselves give for the same prompts (computed here with txtok: SD3 = CLIP-L's 77
  * tokens then T5's, the unconditional half from the negative prompt; FLUX = T5's), commas show up
  * as comma keys (also after --pad-prompt), the images and model outputs are bit-identical with and
- * without the probe, bad probe options fail with one line, and FLUX refuses pe_* conditions. */
+ * without the probe, the records do not depend on the thread count, bad probe options fail with
+ * one line, and FLUX refuses pe_* conditions. */
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -225,6 +226,18 @@ static void test_flux(void **state) {
                          json_integer_value(json_object_get(cfg, "num_single_layers")));
     json_decref(cfg);
     const int nr = check_stats(stats, B, want, steps, ns);
+    /* the records do not depend on the thread count */
+    char stats1[1200];
+    snprintf(stats1, sizeof stats1, "%s", tc_join(tmp, "s1.json"));
+    if (tc_run(buf, sizeof buf, "%s generate --model %s --prompts %s %s --dump %s --probe all --spiral all --stats %s "
+               "--threads 1", tc_bin(), dir, pf, base, probed, stats1))
+        fail_msg("%s", buf);
+    size_t n0, n1;
+    char *j0 = tc_read_all(stats, &n0), *j1 = tc_read_all(stats1, &n1);
+    assert_non_null(j0), assert_non_null(j1);
+    assert_int_equal(n0, n1);
+    assert_memory_equal(j0, j1, n0);
+    free(j0), free(j1);
     printf("  FLUX: %d records over %d sites; prompt 0 keys: word %d comma %d eos %d pad %d other %d\n", nr, ns, want[0][1],
            want[0][2], want[0][4], want[0][5], want[0][6]);
     /* one site, by name */
