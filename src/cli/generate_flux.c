@@ -11,6 +11,7 @@
 #include "cli/args.h"
 #include "cli/commands.h"
 #include "cli/generate_flux.h"
+#include "cli/generate_probe.h"
 #include "cli/generate_sd3.h"
 #include "core/err.h"
 #include "io/fsutil.h"
@@ -19,6 +20,7 @@
 #include "io/safetensors.h"
 #include "sample/fluxpipe.h"
 #include "sample/pipeline.h" /* SINKSCOPE_VERSION */
+#include "sink/abspe.h"
 #include "sink/sink.h"
 
 #define MAX_PROMPTS 256
@@ -28,6 +30,7 @@ static const char USAGE[] =
     "                          [--seed N] [--steps N] [--guidance X] [--height N] [--width N]\n"
     "                          [--max-sequence-length N] [--latents FILE] [--save-latents FILE] [--dump FILE]\n"
     "                          [--condition FILE.json] [--threads N]\n"
+    "                          [--probe SITES|all [--spiral FIELDS] [--stats FILE.json]]\n"
     "\n"
     "  --model DIR        diffusers FluxPipeline folder (model_index.json, transformer/, vae/, scheduler/,\n"
     "                     text_encoder{,_2}/, tokenizer{,_2}/): FLUX.1-dev or FLUX.1-schnell\n"
@@ -47,8 +50,14 @@ static const char USAGE[] =
     "                     guidance (dev), timesteps, sigmas, latents.init, model_output.{i}, latents.{i} (packed\n"
     "                     [B, N, 4C]), image_raw, image (as diffusers' FluxPipeline computes them)\n"
     "  --condition FILE   one intervention condition object (README, section Conditions): 'layers' names the\n"
-    "                     double blocks, 'single_layers' the single blocks\n"
-    "  --threads N        OpenMP/BLAS threads (default: all cores); the images do not depend on it\n";
+    "                     double blocks, 'single_layers' the single blocks; no pe_* fields (FLUX has RoPE)\n"
+    "  --threads N        OpenMP/BLAS threads (default: all cores); the images do not depend on it\n"
+    "  --probe SITES      the sink probe at these sites on every step: double.i / single.j names, or 'all';\n"
+    "                     records (with their step) in the stats JSON. Text keys carry the T5 tokenizer's\n"
+    "                     types (word, comma, eos, pad, ...). The images do not change\n"
+    "  --spiral FIELDS    with --probe: the \"why sinks form\" fields (docs/spiral-measurements.md): 'all' or\n"
+    "                     any of keyimp,budget,energy,qk,norms,act (budget: attention by key type)\n"
+    "  --stats FILE       the probe's JSON (default: OUT with .png replaced by .stats.json)\n";
 
 static int add_dump(void *ctx, const char *name, const float *x, int ndim, const int64_t *shape) {
     return st_writer_add_f32(ctx, name, ST_F32, ndim, shape, x);
@@ -92,7 +101,7 @@ static int read_latents(const char *path, int B, int C, int h, int w, float *dst
 int cmd_generate_flux(int argc, char **argv) {
     const char *prompt = NULL, *prompts_path = NULL, *out = NULL, *seed_s = "0", *steps_s = NULL, *g_s = NULL,
                *h_s = NULL, *w_s = NULL, *msl_s = NULL, *lat_path = NULL, *save_path = NULL, *dump_path = NULL,
-               *cond_path = NULL, *threads_s = NULL, *model = NULL;
+               *cond_path = NULL, *threads_s = NULL, *model = NULL, *probe_s = NULL, *spiral_s = NULL, *stats_s = NULL;
     cli_opt opts[] = {{"model", &model, NULL},        {"prompt", &prompt, NULL},
                       {"prompts", &prompts_path, NULL}, {"out", &out, NULL},
                       {"seed", &seed_s, NULL},        {"steps", &steps_s, NULL},
@@ -100,7 +109,8 @@ int cmd_generate_flux(int argc, char **argv) {
                       {"width", &w_s, NULL},          {"max-sequence-length", &msl_s, NULL},
                       {"latents", &lat_path, NULL},   {"save-latents", &save_path, NULL},
                       {"dump", &dump_path, NULL},     {"condition", &cond_path, NULL},
-                      {"threads", &threads_s, NULL}};
+                      {"threads", &threads_s, NULL},  {"probe", &probe_s, NULL},
+                      {"spiral", &spiral_s, NULL},    {"stats", &stats_s, NULL}};
     int pr = cli_parse(argc, argv, opts, sizeof opts / sizeof opts[0], USAGE);
     if (pr) return pr > 0 ? 0 : 2;
     if (!model || (!prompt == !prompts_path) || (!out && !dump_path && !save_path)) {
@@ -118,6 +128,11 @@ int cmd_generate_flux(int argc, char **argv) {
         (h_s && cli_int("generate", "height", h_s, 1, 16384, &hh)) || (w_s && cli_int("generate", "width", w_s, 1, 16384, &ww)) ||
         (msl_s && cli_int("generate", "max-sequence-length", msl_s, 1, 512, &msl)))
         return 2;
+    gen_probe gp;
+    if (gen_probe_parse(&gp, probe_s, spiral_s, stats_s, out) < 0) {
+        fprintf(stderr, "sinkscope generate: %s\n", ss_err());
+        return 2;
+    }
     if (threads_s) {
         if (cli_int("generate", "threads", threads_s, 1, 4096, &nt)) return 2;
         omp_set_num_threads((int)nt);
@@ -127,8 +142,9 @@ int cmd_generate_flux(int argc, char **argv) {
 
     /* no output over an input, nor two outputs on one file */
     const pc_file ins[] = {{"--condition", cond_path}, {"--latents", lat_path}, {"--prompts", prompts_path}};
-    const char *outs[3][2] = {{"--out", out}, {"--save-latents", save_path}, {"--dump", dump_path}};
-    for (int i = 0; i < 3; i++) {
+    const char *outs[4][2] = {{"--out", out}, {"--save-latents", save_path}, {"--dump", dump_path},
+                              {gp.stats == gp.def ? "--stats (default)" : "--stats", gp.stats}};
+    for (int i = 0; i < 4; i++) {
         if (!outs[i][1]) continue;
         if (pc_check_output(outs[i][0], outs[i][1], ins, 3) ||
             pc_check_output_tree(outs[i][0], outs[i][1], "--model", model, pc_is_model_file)) {
@@ -192,11 +208,18 @@ int cmd_generate_flux(int argc, char **argv) {
             }
         if ((rc = sink_condition_resolve(&cond, sites, ns, cond_path)) < 0) goto done;
         if ((rc = sink_condition_check_sites(&cond, sites, ns, cond_path)) < 0) goto done;
+        /* FLUX has RoPE: no absolute position embedding for pe_* fields to edit */
+        if ((rc = sink_condition_check_pe(&cond, 0, 0, "FluxTransformer2DModel", cond_path)) < 0) goto done;
         if (!(sk = sink_ctx_new())) {
             rc = ss_fail(SS_ENOMEM, "out of memory");
             goto done;
         }
         sink_ctx_set_condition(sk, &cond);
+    }
+    if (gp.on) {
+        ss_site sites[2 * FLUX_MAX_LAYERS];
+        const int ns = flux_sites(&p->tcfg, N, T, sites, 2 * FLUX_MAX_LAYERS);
+        if ((rc = gen_probe_attach(&gp, &sk, sites, ns, model)) < 0) goto done;
     }
     if (!(img = malloc(sizeof(float) * (size_t)B * H * W * 3)) || !(lat = malloc(sizeof(float) * nl)) ||
         !(rgb = malloc((size_t)H * W * 3))) {
@@ -227,6 +250,7 @@ int cmd_generate_flux(int argc, char **argv) {
     if ((rc = fluxpipe_denoise(p, &q, ctx, pooled, img, lat, sk)) < 0) goto done;
     if (save_path && (rc = gen_save_latents(save_path, B, C, h, w, lat)) < 0) goto done;
     if (dw && (rc = st_writer_save(dw, dump_path)) < 0) goto done;
+    if (gp.on && (rc = gen_probe_save(&gp, sk, model, (const char *const *)plist, B, q.steps, cond_json)) < 0) goto done;
     if (out) {
         char seed_v[32], steps_v[32], g_v[48], path[4200];
         snprintf(seed_v, sizeof seed_v, "%lld", (long long)seed);

@@ -11,6 +11,7 @@
 
 #include "cli/args.h"
 #include "cli/commands.h"
+#include "cli/generate_probe.h"
 #include "cli/generate_sd3.h"
 #include "core/err.h"
 #include "io/fsutil.h"
@@ -30,6 +31,7 @@ static const char USAGE[] =
     "                          [--negative-prompt TEXT] [--seed N] [--steps N] [--cfg X] [--height N] [--width N]\n"
     "                          [--max-sequence-length N] [--latents FILE] [--save-latents FILE] [--dump FILE]\n"
     "                          [--condition FILE.json] [--pad-prompt N[:STRING]] [--threads N]\n"
+    "                          [--probe SITES|all [--spiral FIELDS] [--stats FILE.json]]\n"
     "\n"
     "  --model DIR        diffusers StableDiffusion3Pipeline folder (model_index.json, transformer/, vae/,\n"
     "                     scheduler/, text_encoder{,_2,_3}/, tokenizer{,_2,_3}/; the T5 pair may be null)\n"
@@ -50,7 +52,14 @@ static const char USAGE[] =
     "  --condition FILE   one intervention condition object (README, section Conditions)\n"
     "  --pad-prompt N[:STRING]  comma padding: append N copies of STRING (default \",\") after a space to every\n"
     "                     prompt before tokenization (not the negative prompt; text/promptx.h)\n"
-    "  --threads N        OpenMP/BLAS threads (default: all cores); the images do not depend on it\n";
+    "  --threads N        OpenMP/BLAS threads (default: all cores); the images do not depend on it\n"
+    "  --probe SITES      the sink probe at these sites on every step: joint block indices (0,1) and/or site\n"
+    "                     names (joint.0, attn2.1), or 'all'; records (with their step) in the stats JSON.\n"
+    "                     Text keys carry the tokenizers' types (CLIP-L's for the 77 CLIP rows, then T5's;\n"
+    "                     the unconditional half the negative prompt's). The images do not change\n"
+    "  --spiral FIELDS    with --probe: the \"why sinks form\" fields (docs/spiral-measurements.md): 'all' or\n"
+    "                     any of keyimp,budget,energy,qk,norms,act (budget: attention by key type)\n"
+    "  --stats FILE       the probe's JSON (default: OUT with .png replaced by .stats.json)\n";
 
 static int add_dump(void *ctx, const char *name, const float *x, int ndim, const int64_t *shape) {
     return st_writer_add_f32(ctx, name, ST_F32, ndim, shape, x);
@@ -119,7 +128,8 @@ void gen_png_name(char *buf, size_t cap, const char *out, int b, int B) {
 int cmd_generate_sd3(int argc, char **argv) {
     const char *prompt = NULL, *prompts_path = NULL, *out = NULL, *neg = NULL, *seed_s = "0", *steps_s = NULL,
                *cfg_s = NULL, *h_s = NULL, *w_s = NULL, *msl_s = NULL, *lat_path = NULL, *save_path = NULL,
-               *dump_path = NULL, *cond_path = NULL, *threads_s = NULL, *model = NULL, *pad_s = NULL;
+               *dump_path = NULL, *cond_path = NULL, *threads_s = NULL, *model = NULL, *pad_s = NULL, *probe_s = NULL,
+               *spiral_s = NULL, *stats_s = NULL;
     cli_opt opts[] = {{"model", &model, NULL},       {"prompt", &prompt, NULL},
                       {"prompts", &prompts_path, NULL}, {"out", &out, NULL},
                       {"negative-prompt", &neg, NULL}, {"seed", &seed_s, NULL},
@@ -128,7 +138,8 @@ int cmd_generate_sd3(int argc, char **argv) {
                       {"max-sequence-length", &msl_s, NULL}, {"latents", &lat_path, NULL},
                       {"save-latents", &save_path, NULL}, {"dump", &dump_path, NULL},
                       {"condition", &cond_path, NULL}, {"threads", &threads_s, NULL},
-                      {"pad-prompt", &pad_s, NULL}};
+                      {"pad-prompt", &pad_s, NULL},    {"probe", &probe_s, NULL},
+                      {"spiral", &spiral_s, NULL},     {"stats", &stats_s, NULL}};
     int pr = cli_parse(argc, argv, opts, sizeof opts / sizeof opts[0], USAGE);
     if (pr) return pr > 0 ? 0 : 2;
     if (!model || (!prompt == !prompts_path) || (!out && !dump_path && !save_path)) {
@@ -151,6 +162,11 @@ int cmd_generate_sd3(int argc, char **argv) {
         fprintf(stderr, "sinkscope generate: %s\n", ss_err());
         return 2;
     }
+    gen_probe gp;
+    if (gen_probe_parse(&gp, probe_s, spiral_s, stats_s, out) < 0) {
+        fprintf(stderr, "sinkscope generate: %s\n", ss_err());
+        return 2;
+    }
     if (threads_s) {
         if (cli_int("generate", "threads", threads_s, 1, 4096, &nt)) return 2;
         omp_set_num_threads((int)nt);
@@ -161,8 +177,9 @@ int cmd_generate_sd3(int argc, char **argv) {
 
     /* no output over an input, nor two outputs on one file */
     const pc_file ins[] = {{"--condition", cond_path}, {"--latents", lat_path}, {"--prompts", prompts_path}};
-    const char *outs[3][2] = {{"--out", out}, {"--save-latents", save_path}, {"--dump", dump_path}};
-    for (int i = 0; i < 3; i++) {
+    const char *outs[4][2] = {{"--out", out}, {"--save-latents", save_path}, {"--dump", dump_path},
+                              {gp.stats == gp.def ? "--stats (default)" : "--stats", gp.stats}};
+    for (int i = 0; i < 4; i++) {
         if (!outs[i][1]) continue;
         if (pc_check_output(outs[i][0], outs[i][1], ins, 3) ||
             pc_check_output_tree(outs[i][0], outs[i][1], "--model", model, pc_is_model_file)) {
@@ -236,6 +253,13 @@ int cmd_generate_sd3(int argc, char **argv) {
         }
         sink_ctx_set_condition(sk, &cond);
     }
+    if (gp.on) {
+        const sd3_config *tc = &p->tcfg;
+        ss_site sites[2 * SD3_MAX_LAYERS];
+        const int ns = sd3_sites(tc, (h / tc->patch_size) * (w / tc->patch_size), sd3pipe_text_len(p, &q), sites,
+                                 2 * SD3_MAX_LAYERS);
+        if ((rc = gen_probe_attach(&gp, &sk, sites, ns, model)) < 0) goto done;
+    }
     if (!(img = malloc(sizeof(float) * (size_t)B * H * W * 3)) || !(lat = malloc(sizeof(float) * nl)) ||
         !(rgb = malloc((size_t)H * W * 3))) {
         rc = ss_fail(SS_ENOMEM, "out of memory");
@@ -266,6 +290,11 @@ int cmd_generate_sd3(int argc, char **argv) {
     if ((rc = sd3pipe_denoise(p, &q, ctx, pooled, img, lat, sk)) < 0) goto done;
     if (save_path && (rc = gen_save_latents(save_path, B, C, h, w, lat)) < 0) goto done;
     if (dw && (rc = st_writer_save(dw, dump_path)) < 0) goto done;
+    if (gp.on) {
+        const char *bp[2 * MAX_PROMPTS];
+        for (int b = 0; b < BB; b++) bp[b] = BB > B && b < B ? q.negative : plist[b % B];
+        if ((rc = gen_probe_save(&gp, sk, model, bp, BB, q.steps, cond_json)) < 0) goto done;
+    }
     if (out) {
         char seed_v[32], steps_v[32], cfg_v[48], path[4200];
         snprintf(seed_v, sizeof seed_v, "%lld", (long long)seed);

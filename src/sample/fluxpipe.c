@@ -11,6 +11,7 @@
 #include "core/ops.h"
 #include "core/rng.h"
 #include "io/jsonfile.h"
+#include "sink/spiral.h"
 
 #define PATH_LEN 4096
 #define FLUXPIPE_MAX_SIDE 16384
@@ -345,6 +346,23 @@ int fluxpipe_encode(const fluxpipe *p, const fluxpipe_params *q, float *ctx, flo
     return rc < 0 ? rc : 0;
 }
 
+int fluxpipe_text_types(const fluxpipe *p, const fluxpipe_params *q, uint8_t *types) {
+    int rc = check_params(q);
+    if (rc < 0) return rc;
+    const int B = q->n_prompts, T = q->max_sequence_length;
+    txtok_seq s = {0};
+    for (int b = 0; b < B && rc >= 0; b++) {
+        if ((rc = txtok_encode(p->tok[1], q->prompts[b], strlen(q->prompts[b]), T, &s)) < 0) break;
+        if (s.n != T) {
+            rc = ss_fail(SS_EFORMAT, "%s: component 'tokenizer_2' gave %d ids, not %d", p->dir, s.n, T);
+            break;
+        }
+        for (int j = 0; j < T; j++) types[(size_t)b * T + j] = spiral_tok_of_txtok(s.types[j]);
+    }
+    txtok_seq_free(&s);
+    return rc < 0 ? rc : 0;
+}
+
 int fluxpipe_generate(const fluxpipe *p, const fluxpipe_params *q, float *image, float *init_latents, sink_ctx *sk) {
     int rc = check_params(q);
     if (rc < 0) return rc;
@@ -390,11 +408,23 @@ void fluxpipe_unpack(float *out, const float *x, int B, int C, int h, int w) {
 
 typedef struct {
     sd3_hooks inner;
+    sink_ctx *sk;
 } hook_ctx;
 
 static int hook_attention(void *ctx, const ss_site *site, const attn_args *a) {
     const hook_ctx *h = ctx;
     return h->inner.attention ? h->inner.attention(h->inner.ctx, site, a) : attn_forward(a, NULL);
+}
+
+/* The probe's block outputs (activation statistics) and pre-RoPE q, k (spiral qk): read only. */
+static int hook_block_output(void *ctx, int block, const float *x, int B, int N, int D) {
+    const hook_ctx *h = ctx;
+    return h->inner.block_output ? h->inner.block_output(h->inner.ctx, block, x, B, N, D) : 0;
+}
+
+static int hook_rope_qk(void *ctx, const ss_site *site, int post, const attn_args *a) {
+    const hook_ctx *h = ctx;
+    return sink_ctx_rope_qk(h->sk, site, post, a);
 }
 
 int fluxpipe_denoise(const fluxpipe *p, const fluxpipe_params *q, const float *ctx, const float *pooled, float *image,
@@ -415,11 +445,14 @@ int fluxpipe_denoise(const fluxpipe *p, const fluxpipe_params *q, const float *c
     float *g = malloc(sizeof(float) * B), *img_ids = calloc((size_t)N * 3, sizeof(float));
     float *txt_ids = calloc((size_t)T * 3, sizeof(float));
     double *sig = malloc(sizeof(double) * q->steps);
+    uint8_t *types = sk ? malloc((size_t)B * T) : NULL;
     fm_sched sched = {0};
-    if (!x || !z || !v || !raw || !t || !g || !img_ids || !txt_ids || !sig) {
+    if (!x || !z || !v || !raw || !t || !g || !img_ids || !txt_ids || !sig || (sk && !types)) {
         rc = ss_fail(SS_ENOMEM, "generate: out of memory");
         goto done;
     }
+    /* the probe's text key types, from the T5 tokenizer (the encoders may be released by now) */
+    if (sk && ((rc = fluxpipe_text_types(p, q, types)) < 0 || (rc = sink_ctx_set_text_types(sk, types, B, T)) < 0)) goto done;
     /* initial latents [B, C, h, w], then packed */
     if (q->latents) {
         memcpy(z, q->latents, sizeof(float) * n);
@@ -454,8 +487,9 @@ int fluxpipe_denoise(const fluxpipe *p, const fluxpipe_params *q, const float *c
     /* distilled guidance: guidance_scale in fp32 for every element (FLUX.1-dev); none for schnell */
     for (int b = 0; b < B; b++) g[b] = (float)q->guidance;
     if (tc->guidance_embeds && (rc = dump(q, "guidance", g, 1, B, 0, 0, 0)) < 0) goto done;
-    hook_ctx hc = {0};
-    flux_hooks hk = {.ctx = &hc, .attention = hook_attention};
+    hook_ctx hc = {.sk = sk};
+    flux_hooks hk = {.ctx = &hc, .attention = hook_attention, .block_output = hook_block_output,
+                     .single_output = hook_block_output, .rope_qk = hook_rope_qk};
     if (sk) hc.inner = sink_ctx_hooks(sk);
     char name[48];
     for (int i = 0; i < q->steps; i++) {
@@ -494,7 +528,8 @@ int fluxpipe_denoise(const fluxpipe *p, const fluxpipe_params *q, const float *c
             }
     rc = dump(q, "image", image, 4, B, H, W, 3);
 done:
-    if (sk) sink_ctx_set_step(sk, 0, -1.0);
+    if (sk) sink_ctx_set_step(sk, 0, -1.0), sink_ctx_set_text_types(sk, NULL, 0, 0);
+    free(types);
     fm_free(&sched);
     free(x), free(z), free(v), free(raw), free(t), free(g), free(img_ids), free(txt_ids), free(sig);
     return rc < 0 ? rc : 0;

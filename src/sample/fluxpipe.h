@@ -103,6 +103,11 @@ void fluxpipe_unpack(float *out, const float *x, int B, int C, int h, int w);
 int fluxpipe_generate(const fluxpipe *p, const fluxpipe_params *q, float *image, float *init_latents, sink_ctx *sk);
 /* The two halves. ctx [B, T, J] with T = max_sequence_length, pooled [B, P]. */
 int fluxpipe_encode(const fluxpipe *p, const fluxpipe_params *q, float *ctx, float *pooled);
+/* The probe's key type (ss_tok, models/site.h) of every text token, types [B, T] in ctx's order:
+ * the T5 tokenizer's types of the max_sequence_length tokens (CLIP gives only the pooled vector,
+ * no keys). From the tokenizers, so also after fluxpipe_release_encoders; fluxpipe_denoise hands
+ * them to the probe (sink_ctx_set_text_types) when given one. */
+int fluxpipe_text_types(const fluxpipe *p, const fluxpipe_params *q, uint8_t *types);
 int fluxpipe_denoise(const fluxpipe *p, const fluxpipe_params *q, const float *ctx, const float *pooled, float *image,
                      float *init_latents, sink_ctx *sk);
 

@@ -11,6 +11,7 @@
 #include "core/ops.h"
 #include "core/rng.h"
 #include "io/jsonfile.h"
+#include "sink/spiral.h"
 
 #define PATH_LEN 4096
 #define SD3PIPE_MAX_SIDE 16384
@@ -413,6 +414,44 @@ int sd3pipe_encode(const sd3pipe *p, const sd3pipe_params *q, float *ctx, float 
     return rc < 0 ? rc : 0;
 }
 
+/* types [B, S] of B prompts: CLIP-L's token r for row r < clip_len, then T5's (or pad). */
+static int text_types(const sd3pipe *p, const char *const *prompts, int B, int S, uint8_t *types) {
+    const int L = p->clip_len, T = S - L;
+    txtok_seq s = {0};
+    int rc = 0;
+    for (int b = 0; b < B && rc >= 0; b++) {
+        uint8_t *ty = types + (size_t)b * S;
+        for (int k = 0; k < 2 && rc >= 0; k++) {
+            const int i = k ? 2 : 0, n = k ? T : L;
+            if (k && !p->has_t5) {
+                memset(ty + L, SS_TOK_PAD, (size_t)T); /* the zero rows without T5 */
+                break;
+            }
+            if ((rc = txtok_encode(p->tok[i], prompts[b], strlen(prompts[b]), n, &s)) < 0) break;
+            if (s.n != n) {
+                rc = ss_fail(SS_EFORMAT, "%s: component '%s' gave %d ids, not %d", p->dir, COMPONENTS[C_TOK1 + i].key, s.n, n);
+                break;
+            }
+            for (int j = 0; j < n; j++) ty[(k ? L : 0) + j] = spiral_tok_of_txtok(s.types[j]);
+        }
+    }
+    txtok_seq_free(&s);
+    return rc;
+}
+
+int sd3pipe_text_types(const sd3pipe *p, const sd3pipe_params *q, uint8_t *types) {
+    int rc = check_params(p, q);
+    if (rc < 0) return rc;
+    const int B = q->n_prompts, guided = q->cfg > 1.0, S = sd3pipe_text_len(p, q);
+    const char **neg = malloc(sizeof *neg * B);
+    if (!neg) return ss_fail(SS_ENOMEM, "generate: out of memory");
+    for (int b = 0; b < B; b++) neg[b] = q->negative ? q->negative : "";
+    if ((rc = text_types(p, q->prompts, B, S, types + (size_t)(guided ? B : 0) * S)) >= 0 && guided)
+        rc = text_types(p, neg, B, S, types);
+    free(neg);
+    return rc < 0 ? rc : 0;
+}
+
 int sd3pipe_generate(const sd3pipe *p, const sd3pipe_params *q, float *image, float *init_latents, sink_ctx *sk) {
     int rc = check_params(p, q);
     if (rc < 0) return rc;
@@ -444,12 +483,15 @@ int sd3pipe_denoise(const sd3pipe *p, const sd3pipe_params *q, const float *ctx,
     float *x = malloc(sizeof(float) * n), *xin = guided ? malloc(sizeof(float) * n * 2) : x;
     float *v = malloc(sizeof(float) * n * (guided ? 2 : 1)), *raw = malloc(sizeof(float) * (size_t)B * 3 * H * W);
     float *t = malloc(sizeof(float) * BB);
+    uint8_t *types = sk ? malloc((size_t)BB * S) : NULL;
     fm_sched sched = {0};
     sd3_workspace *ws = NULL;
-    if (!x || !xin || !v || !raw || !t) {
+    if (!x || !xin || !v || !raw || !t || (sk && !types)) {
         rc = ss_fail(SS_ENOMEM, "generate: out of memory");
         goto done;
     }
+    /* the probe's text key types, from the tokenizers (the encoders may be released by now) */
+    if (sk && ((rc = sd3pipe_text_types(p, q, types)) < 0 || (rc = sink_ctx_set_text_types(sk, types, BB, S)) < 0)) goto done;
     /* initial latents */
     if (q->latents) {
         memcpy(x, q->latents, sizeof(float) * n);
@@ -523,7 +565,8 @@ int sd3pipe_denoise(const sd3pipe *p, const sd3pipe_params *q, const float *ctx,
             }
     rc = dump(q, "image", image, 4, B, H, W, 3);
 done:
-    if (sk) sink_ctx_set_step(sk, 0, -1.0);
+    if (sk) sink_ctx_set_step(sk, 0, -1.0), sink_ctx_set_text_types(sk, NULL, 0, 0);
+    free(types);
     sd3_workspace_free(ws);
     fm_free(&sched);
     if (xin != x) free(xin);

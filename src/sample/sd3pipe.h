@@ -103,6 +103,15 @@ int sd3pipe_generate(const sd3pipe *p, const sd3pipe_params *q, float *image, fl
  * [BB, P] with BB = 2B under guidance (uncond first), else B. */
 int sd3pipe_text_len(const sd3pipe *p, const sd3pipe_params *q);
 int sd3pipe_encode(const sd3pipe *p, const sd3pipe_params *q, float *ctx, float *pooled);
+/* The probe's key type (ss_tok, models/site.h) of every text token, types [BB, S] in ctx's order,
+ * from the tokenizers (so also after sd3pipe_release_encoders): row r < clip_len has CLIP-L's
+ * token r's type. CLIP-L and CLIP-G are concatenated on channels; in SD3 both tokenizers share one
+ * BPE vocabulary and differ in the pad id only (CLIP-L pads with its EOS id, CLIP-G with "!"),
+ * which the tokenizer types as pad either way; where the two would type a row differently,
+ * CLIP-L's type is the one used. Rows >= clip_len: T5's types of its max_sequence_length tokens, or pad for the zero rows without T5. The
+ * negative prompt's types for the unconditional half. sd3pipe_denoise hands them to the probe
+ * (sink_ctx_set_text_types) when given one. */
+int sd3pipe_text_types(const sd3pipe *p, const sd3pipe_params *q, uint8_t *types);
 int sd3pipe_denoise(const sd3pipe *p, const sd3pipe_params *q, const float *ctx, const float *pooled, float *image,
                     float *init_latents, sink_ctx *sk);
 

@@ -27,6 +27,10 @@ struct sink_ctx {
     unsigned spiral;  /* SPIRAL_* fields at probed sites */
     float *qk_pre;    /* [B, H, Tk] pre-RoPE mean <q, k> of site qk_pre_code, until its attention */
     int qk_pre_code;
+    uint8_t *text_types; /* [tt_B, tt_S] ss_tok of the text tokens (sink_ctx_set_text_types), or NULL */
+    int tt_B, tt_S;
+    uint8_t *key_type;   /* [B, Tk] scratch: a site's key types built from text_types */
+    size_t key_type_cap;
 };
 
 sink_ctx *sink_ctx_new(void) {
@@ -60,7 +64,57 @@ void sink_ctx_free(sink_ctx *s) {
     sink_ctx_clear_records(s);
     free(s->recs);
     free(s->qk_pre);
+    free(s->text_types);
+    free(s->key_type);
     free(s);
+}
+
+int sink_ctx_set_text_types(sink_ctx *s, const uint8_t *types, int B, int S) {
+    free(s->text_types);
+    s->text_types = NULL;
+    s->tt_B = s->tt_S = 0;
+    if (!types || B <= 0 || S <= 0) return 0;
+    for (size_t i = 0; i < (size_t)B * S; i++)
+        if (types[i] == SS_TOK_IMAGE || types[i] >= SS_TOK_N)
+            return ss_fail(SS_EARG, "sink: text token type %d (batch %zu, token %zu) is not a text type", types[i],
+                           i / (size_t)S, i % (size_t)S);
+    if (!(s->text_types = ss_malloc((size_t)B * S))) return SS_ENOMEM;
+    memcpy(s->text_types, types, (size_t)B * S);
+    s->tt_B = B, s->tt_S = S;
+    return 0;
+}
+
+/* The site as the probe sees it: with key_type [B, Tk] from the text types when they are set and
+ * the site has none of its own (image spans SS_TOK_IMAGE, its one text span of S keys the text
+ * types). Sites without text keys stay as they are. */
+static int typed_site(sink_ctx *s, const ss_site *site, int B, ss_site *out) {
+    *out = *site;
+    if (!s->text_types || site->key_type) return 0;
+    int nt = 0, ti = -1;
+    for (int i = 0; i < site->n_kspan; i++)
+        if (ss_tok_is_text(site->kspan[i].type)) nt++, ti = i;
+    if (!nt) return 0;
+    char nm[40];
+    if (nt != 1 || site->kspan[ti].len != s->tt_S || B != s->tt_B)
+        return ss_fail(SS_EARG, "sink: site %s has %d text key span(s) of %d keys in a batch of %d, but the text token "
+                       "types are for %d x %d tokens", ss_site_code_name(ss_site_code_of(site), nm, sizeof nm), nt,
+                       site->kspan[ti].len, B, s->tt_B, s->tt_S);
+    const size_t need = (size_t)B * site->Tk;
+    if (need > s->key_type_cap) {
+        uint8_t *k = realloc(s->key_type, need);
+        if (!k) return ss_fail(SS_ENOMEM, "out of memory");
+        s->key_type = k, s->key_type_cap = need;
+    }
+    for (int b = 0; b < B; b++) {
+        uint8_t *kt = s->key_type + (size_t)b * site->Tk;
+        for (int i = 0; i < site->n_kspan; i++) {
+            const ss_span *sp = &site->kspan[i];
+            if (i == ti) memcpy(kt + sp->start, s->text_types + (size_t)b * s->tt_S, (size_t)sp->len);
+            else memset(kt + sp->start, sp->type, (size_t)sp->len);
+        }
+    }
+    out->key_type = s->key_type;
+    return 0;
 }
 
 int sink_ctx_set_probe(sink_ctx *s, const int *sites, int n, sink_tokens queries, int topk, int keep_mass) {
@@ -478,12 +532,16 @@ int sink_ctx_pos_embed(void *ctx, float *tab, int h, int w, int D) {
     return sink_pe_apply(&s->cond, tab, h, w, D);
 }
 
-static int hook_attention(void *ctx, const ss_site *site, const attn_args *a) {
+static int hook_attention(void *ctx, const ss_site *site0, const attn_args *a) {
     sink_ctx *s = ctx;
-    const int code = ss_site_code_of(site);
+    const int code = ss_site_code_of(site0);
     const int probed = code >= 0 && code < N_CODES && s->probe[code];
     const int iv = s->have_cond && sink_condition_has_layer(&s->cond, code) && sink_condition_active(&s->cond, s->tfrac);
     if (!probed && !iv) return attn_forward(a, NULL);
+    ss_site typed;
+    int trc = typed_site(s, site0, a->B, &typed);
+    if (trc < 0) return trc;
+    const ss_site *site = &typed;
     if (a->n_qspan != site->n_qspan || site->n_qspan < 1 || site->n_qspan > ATTN_MAX_QSPAN || a->T != site->Tq ||
         (a->Tk ? a->Tk : a->T) != site->Tk)
         return ss_fail(SS_EARG, "sink: the attention arguments do not match their site's %d x %d tokens and %d query spans",

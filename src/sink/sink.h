@@ -77,6 +77,14 @@ int sink_ctx_rope_qk(void *ctx, const ss_site *site, int post, const attn_args *
 /* The pos_embed hook (ss_model_hooks.pos_embed's signature; ctx is the sink_ctx): applies the
  * condition's AbsPE edit (sink/abspe.h) when the condition has one and is active at this step. */
 int sink_ctx_pos_embed(void *ctx, float *tab, int h, int w, int D);
+/* The token types (ss_tok, never SS_TOK_IMAGE) of the S text tokens of each of B batch elements,
+ * [B, S] in the text encoder's order (copied; NULL clears them). The pipelines set them from their
+ * tokenizers (sample/sd3pipe.h, fluxpipe.h). At every probed or intervened site with text keys the
+ * probe then sees the site with key_type [B, Tk] (its image spans SS_TOK_IMAGE, its one text span
+ * these types), so the spiral budget and top-key types say word / comma / eos / pad / bos. A site
+ * whose text keys are not one span of S keys, or a batch other than B, fails naming the site.
+ * Only what the probe reports changes: the attention and the outputs do not. */
+int sink_ctx_set_text_types(sink_ctx *s, const uint8_t *types, int B, int S);
 /* The intervention to apply (copied), or NULL for none. */
 void sink_ctx_set_condition(sink_ctx *s, const sink_condition *c);
 /* Where the sampler is: step index and t/T (0 = noisiest). tfrac < 0: not sampling. */
