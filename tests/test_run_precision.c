@@ -6,6 +6,7 @@
  *   - a resume in the other precision is refused naming the field 'precision', both ways;
  *     resuming in the same precision makes nothing new;
  *   - the load's precision is the runner's own: the caller's thread setting is left as it was;
+ *   - the report names the precision of a bf16 experiment, and says nothing of it for f32;
  *   - --precision bogus is refused before anything is written. */
 #include <stdarg.h>
 #include <stddef.h>
@@ -235,6 +236,30 @@ static void test_resume_other_precision_refused(void **st) {
     if (!strstr(out, "field 'precision'")) fail_msg("no field named: %s", out);
 }
 
+/* The report names the precision of a bf16 experiment (summary.json, the text header) and says
+ * nothing of it for f32. */
+static void test_report_names_precision(void **st) {
+    (void)st;
+    char out[16384];
+    for (int k = 0; k < 2; k++) {
+        const char *exp = k ? "lib_bf16" : "lib_f32";
+        int rc = tc_run(out, sizeof out, "%s report '%s' 2>&1", tc_bin(), at("%s", exp));
+        if (rc) fail_msg("report: %s", out);
+        json_error_t je;
+        json_t *s = json_load_file(at("%s/report/summary.json", exp), 0, &je);
+        if (!s) fail_msg("summary.json: %s", je.text);
+        const json_t *p = json_object_get(json_object_get(s, "experiment"), "precision");
+        if (k) {
+            assert_string_equal(json_string_value(p), "bf16");
+            assert_non_null(strstr(out, "precision bf16"));
+        } else {
+            assert_null(p);
+            assert_null(strstr(out, "precision"));
+        }
+        json_decref(s);
+    }
+}
+
 static void test_bogus_refused(void **st) {
     (void)st;
     char out[8192];
@@ -259,6 +284,7 @@ int main(void) {
         cmocka_unit_test(test_default_is_f32),
         cmocka_unit_test(test_bf16_close_not_equal),
         cmocka_unit_test(test_resume_other_precision_refused),
+        cmocka_unit_test(test_report_names_precision),
         cmocka_unit_test(test_bogus_refused),
     };
     return cmocka_run_group_tests(tests, setup, teardown);

@@ -188,6 +188,7 @@ static int load_experiment(rp_exp *e, const char *dir) {
     copy_str(e->model_digest, sizeof e->model_digest, json_object_get(root, "model_digest"));
     copy_str(e->prompts_digest, sizeof e->prompts_digest, json_object_get(root, "prompts_digest"));
     copy_str(e->version, sizeof e->version, json_object_get(root, "sinkscope_version"));
+    copy_str(e->precision, sizeof e->precision, json_object_get(root, "precision"));
     long long v;
     e->n_prompts = get_int(root, "n_prompts", &v) == 0 ? (int)v : -1;
     e->seeds_per_prompt = get_int(root, "seeds_per_prompt", &v) == 0 ? (int)v : -1;
