@@ -9,6 +9,7 @@
 
 #include "cli/args.h"
 #include "cli/commands.h"
+#include "core/dnnl.h"
 #include "core/err.h"
 #include "eval/shapeworld.h"
 #include "exp/protocol.h"
@@ -27,7 +28,7 @@ static const char USAGE[] =
     "usage: sinkscope run [--exp DIR] [--model DIR] [--prompts FILE] [--conditions FILE.json | --preset NAME]\n"
     "                     [--seeds N] [--base-seed N] [--steps N] [--cfg X] [--probe BLOCKS]\n"
     "                     [--limit-prompts N] [--metrics LIST --metric-weights DIR] [--fid-mode MODE]\n"
-    "                     [--threads N] [--jobs N] [--quiet]\n"
+    "                     [--precision f32|bf16] [--threads N] [--jobs N] [--quiet]\n"
     "\n"
     "Generates seed-paired images for the baseline and every condition over a prompt set, with\n"
     "metrics, probe statistics and intervention checks, into an experiment folder\n"
@@ -65,6 +66,8 @@ static const char USAGE[] =
     "                      DIR/inception/pt_inception-2015-12-05*.pth (pytorch-fid's FID Inception)\n"
     "  --fid-mode MODE     pytorch-fid (default: in-network bilinear resize) or clean-fid (float bicubic\n"
     "                      resize, the paper's FID_shift); recorded in experiment.json\n"
+    "  --precision P       f32 (default) or bf16: Linear weights stored in bf16, products through oneDNN\n"
+    "                      (fp32 softmax, probe and sampler); recorded in experiment.json when not f32\n"
     "  --threads N         threads in all (default: all cores); results do not depend on it\n"
     "  --jobs N            images made at once, sharing the threads (default: one image per thread, best\n"
     "                      for small models; use 1 for a large model to put every thread on one image)\n"
@@ -125,7 +128,7 @@ int cmd_run(int argc, char **argv) {
     const char *exp_dir = default_exp, *model_dir = NULL, *prompts = NULL, *cond_path = NULL, *preset = NULL,
                *seeds_s = NULL, *base_s = NULL, *steps_s = NULL, *cfg_s = NULL, *probe_s = NULL, *limit_s = NULL,
                *threads_s = NULL, *jobs_s = NULL, *stride_s = NULL, *metrics_s = NULL, *weights_s = NULL,
-               *fid_mode_s = NULL;
+               *fid_mode_s = NULL, *prec_s = NULL;
     int quiet = 0;
     cli_opt opts[] = {{"exp", &exp_dir, NULL},         {"model", &model_dir, NULL},   {"prompts", &prompts, NULL},
                       {"conditions", &cond_path, NULL}, {"preset", &preset, NULL},     {"seeds", &seeds_s, NULL},
@@ -133,13 +136,14 @@ int cmd_run(int argc, char **argv) {
                       {"probe", &probe_s, NULL},        {"limit-prompts", &limit_s, NULL}, {"threads", &threads_s, NULL},
                       {"jobs", &jobs_s, NULL},          {"quiet", NULL, &quiet},       {"prompt-stride", &stride_s, NULL},
                       {"metrics", &metrics_s, NULL},    {"metric-weights", &weights_s, NULL},
-                      {"fid-mode", &fid_mode_s, NULL}};
+                      {"fid-mode", &fid_mode_s, NULL},  {"precision", &prec_s, NULL}};
     int pr = cli_parse(argc, argv, opts, sizeof opts / sizeof opts[0], USAGE);
     if (pr) return pr > 0 ? 0 : 2;
     /* The main job: nothing that changes what is computed was given (--threads, --jobs and
      * --quiet do not change results, so `run --quiet` is still the main job). */
     const int no_args = exp_dir == default_exp && !model_dir && !prompts && !cond_path && !preset && !seeds_s && !base_s &&
-                        !steps_s && !cfg_s && !probe_s && !limit_s && !stride_s && !metrics_s && !weights_s && !fid_mode_s;
+                        !steps_s && !cfg_s && !probe_s && !limit_s && !stride_s && !metrics_s && !weights_s && !fid_mode_s &&
+                        !prec_s;
     if (cond_path && preset) {
         fprintf(stderr, "sinkscope run: give --conditions or --preset, not both\n");
         return 2;
@@ -155,6 +159,10 @@ int cmd_run(int argc, char **argv) {
         return 2;
     }
     c.metric_weights = weights_s;
+    if (prec_s && ss_precision_parse(prec_s, &c.precision) < 0) {
+        fprintf(stderr, "sinkscope run: --precision: %s\n", ss_err());
+        return 2;
+    }
     if (fid_mode_s) {
         fid_mode fm;
         if (!(c.metrics & RUN_METRIC_FID)) {

@@ -78,9 +78,9 @@ int exp_conditions_prepare(sink_condition **list, int *n, const char *what) {
         for (int j = 0; j < i; j++)
             if (!strcmp(l[i].name, l[j].name))
                 return ss_fail(SS_EFORMAT, "%s: conditions %d and %d have the same 'name' \"%s\"", what, j, i, l[i].name);
-        if (!strcmp(l[i].name, "baseline") && (i > 0 || l[i].n_layers > 0))
-            return ss_fail(SS_EFORMAT, "%s: condition %d: the name \"baseline\" is reserved for condition 0 with layers []",
-                           what, i);
+        if (!strcmp(l[i].name, "baseline") && (i > 0 || l[i].n_layers > 0 || l[i].have_pe))
+            return ss_fail(SS_EFORMAT, "%s: condition %d: the name \"baseline\" is reserved for condition 0 with layers [] "
+                           "and no pe_* fields", what, i);
     }
     if (*n > 0 && !strcmp(l[0].name, "baseline")) return 0;
     sink_condition *nl = realloc(l, sizeof *nl * (*n + 1));

@@ -15,6 +15,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "core/dnnl.h"
 #include "core/err.h"
 #include "eval/geneval.h"
 #include "exp/digest.h"
@@ -27,7 +28,9 @@
 #include "metric/fidmode.h"
 #include "metric/inception.h"
 #include "metric/lpips.h"
+#include "models/binder.h"
 #include "sample/pipeline.h"
+#include "sink/abspe.h"
 #include "sink/sink.h"
 #include "text/tokenizer.h"
 
@@ -277,7 +280,8 @@ static int generate(worker *w, int ci, int p, uint64_t seed, uint8_t *rgb) {
         pr.progress_ctx = w;
     }
     sink_ctx_clear_records(w->sk);
-    sink_ctx_set_condition(w->sk, r->conds[ci].n_layers ? &r->conds[ci] : NULL);
+    /* a condition that acts on no site may still edit the position table (pe_* fields) */
+    sink_ctx_set_condition(w->sk, r->conds[ci].n_layers || r->conds[ci].have_pe ? &r->conds[ci] : NULL);
     int rc = pipe_generate_ws(r->pp, &pr, rgb, w->sk, NULL, w->ws);
     if (rc < 0) ss_err_prefix(rc, "condition '%s', prompt %d, seed %llu: ", r->conds[ci].name, PIDX(r, p), (unsigned long long)seed);
     return rc;
@@ -486,6 +490,8 @@ static json_t *build_config(runner *r, const exp_blocks *bm) {
                                                     "r = 0 .. seeds_per_prompt - 1; the same seed for every condition"));
     json_object_set_new(o, "steps", json_integer(c->steps));
     json_object_set_new(o, "cfg", json_real(c->cfg));
+    if (c->precision != SS_PREC_F32) /* only then: f32 experiments keep their experiment.json */
+        json_object_set_new(o, "precision", json_string(ss_precision_name(c->precision)));
     json_object_set_new(o, "width", json_integer(r->W));
     json_object_set_new(o, "height", json_integer(r->H));
     json_object_set_new(o, "order", json_string("for each prompt, for each seed: the baseline, then the conditions in order"));
@@ -666,7 +672,13 @@ static int setup(runner *r, exp_blocks *bm) {
         return ss_fail(SS_EARG, "--probe: %d blocks, at most %d allowed", c->n_probe, RUN_MAX_PROBE);
     if (c->steps < 1 || c->steps > PIPE_MAX_STEPS) return ss_fail(SS_EARG, "steps must be in [1, %d]", PIPE_MAX_STEPS);
     if (!isfinite(c->cfg)) return ss_fail(SS_EARG, "the guidance scale must be finite");
-    if ((rc = pipe_load(&r->pp, c->model_dir)) < 0) return rc;
+    if (c->precision != SS_PREC_F32 && c->precision != SS_PREC_BF16)
+        return ss_fail(SS_EARG, "--precision: unknown precision %d", c->precision);
+    const int saved_prec = ss_bind_get_precision(); /* the load's option is the caller's thread setting */
+    ss_bind_set_precision(c->precision);
+    rc = pipe_load(&r->pp, c->model_dir);
+    ss_bind_set_precision(saved_prec);
+    if (rc < 0) return rc;
     if ((rc = digest_pipeline(c->model_dir, r->model_digest)) < 0) return rc;
     if ((rc = load_prompts(c->prompts_path, &r->ps)) < 0) return rc;
     if ((rc = digest_file(c->prompts_path, r->prompts_digest)) < 0) return rc;
@@ -725,6 +737,8 @@ static int setup(runner *r, exp_blocks *bm) {
     const int n_sites = sd3_sites(tc, n_img, enc->cfg.max_length, sites, 2 * SD3_MAX_LAYERS);
     if (n_sites < 0) return n_sites;
     if ((rc = exp_conditions_check(r->conds, r->n_conds, sites, n_sites, what)) < 0) return rc;
+    for (int i = 0; i < r->n_conds; i++) /* pe_* positions on the run's patch grid, before any image */
+        if ((rc = sink_condition_check_pe(&r->conds[i], r->H / ps, r->W / ps, "SD3Transformer2DModel", what)) < 0) return rc;
     if (c->probe_default) {
         const int three[3] = {bm->early, bm->middle, bm->late};
         for (int i = 0; i < 3; i++)

@@ -10,7 +10,7 @@
  *
  * Resume: the configuration is written to experiment.json once; a later run with a different
  * configuration (model digest, prompts digest, prompt count, seeds, steps, cfg, image size, probe,
- * conditions...) is refused with the differing field named. Records already present are never
+ * conditions, precision...) is refused with the differing field named. Records already present are never
  * recomputed or written twice (unless their image fails verification: see run_experiment); a
  * torn last line is cut off and redone. One run per folder at a time (an flock on EXP/.lock).
  *
@@ -54,6 +54,10 @@ typedef struct {
     int fid_mode;                /* with RUN_METRIC_FID: FID_MODE_PYTORCH (0, the default) or FID_MODE_CLEAN
                                     (metric/fidmode.h) */
     const char *metric_weights;  /* folder of their weights (RUN_METRIC_* layout below); needed when metrics != 0 */
+    int precision;               /* SS_PREC_F32 (0, the default) or SS_PREC_BF16 (core/dnnl.h): the model is loaded
+                                    in it (ss_bind_set_precision). Recorded in experiment.json ("precision") only
+                                    when not f32, so f32 experiments keep their file; a resume in another precision
+                                    is refused naming the field. */
 } run_config;
 
 /* Learned per-image metrics (`run --metrics clip_t,lpips --metric-weights DIR`):

@@ -174,8 +174,22 @@ static int same_layers(const sink_condition *x, const sink_condition *y) {
     return 1;
 }
 
+static int same_pe_set(const sink_pe_set *x, const sink_pe_set *y) {
+    return x->pattern == y->pattern && x->n == y->n && !memcmp(x->rc, y->rc, sizeof x->rc[0] * (size_t)x->n);
+}
+
+/* The same AbsPE edit (both without one, or the same pe_* fields). */
+static int same_pe(const sink_condition *x, const sink_condition *y) {
+    if (x->have_pe != y->have_pe || x->have_pe_zero != y->have_pe_zero || x->have_pe_copy != y->have_pe_copy) return 0;
+    if (x->have_pe_zero && !same_pe_set(&x->pe_zero, &y->pe_zero)) return 0;
+    if (x->have_pe_copy && (!same_pe_set(&x->pe_copy_to, &y->pe_copy_to) || x->pe_copy_from[0] != y->pe_copy_from[0] ||
+                            x->pe_copy_from[1] != y->pe_copy_from[1]))
+        return 0;
+    return 1;
+}
+
 static int same_except(const sink_condition *x, const sink_condition *y, int ign) {
-    if (!same_layers(x, y)) return 0;
+    if (!same_layers(x, y) || !same_pe(x, y)) return 0;
     if (!(ign & IGN_SELECT) && x->select != y->select) return 0;
     if (!(ign & IGN_K) && x->k != y->k) return 0;
     if (x->rank_union != y->rank_union || x->keys != y->keys || x->queries != y->queries) return 0;
@@ -188,7 +202,11 @@ static int same_except(const sink_condition *x, const sink_condition *y, int ign
     return 1;
 }
 
-static int is_active(const rp_cond *c) { return c->parsed && c->c.n_layers > 0; }
+/* A condition whose key selection (top-k vs random, k, eta) means something: it acts on some
+ * site. The random-control ΔΔ and the k / eta sweeps are made of these only. Every condition,
+ * these and those that only edit the position embedding (pe_* fields), gets its paired
+ * statistics against the baseline; same_except keeps conditions with different pe_* edits apart. */
+static int acts_on_sites(const rp_cond *c) { return c->parsed && c->c.n_layers > 0; }
 
 static int dd_metric(rp_dd_metric *out, const double *sink, const double *rand, int n, int greater, const report_opts *o,
                      uint64_t seed) {
@@ -224,10 +242,10 @@ static int analyze_dd(rp_analysis *a, double *b1, double *b2, double *b3, double
     rp_exp *e = a->e;
     for (int s = 1; s < e->n_conds; s++) {
         a->cr[s].random_ctrl = -1;
-        if (!is_active(&e->conds[s]) || e->conds[s].c.select != SEL_TOPK) continue;
+        if (!acts_on_sites(&e->conds[s]) || e->conds[s].c.select != SEL_TOPK) continue;
         int r = -1, extra = 0;
         for (int q = 1; q < e->n_conds; q++)
-            if (is_active(&e->conds[q]) && e->conds[q].c.select == SEL_RANDOM &&
+            if (acts_on_sites(&e->conds[q]) && e->conds[q].c.select == SEL_RANDOM &&
                 same_except(&e->conds[s].c, &e->conds[q].c, IGN_SELECT | IGN_SEED)) {
                 if (r < 0) r = q;
                 else extra++;
@@ -299,12 +317,12 @@ static int analyze_sweeps(rp_analysis *a, double *dose, double *y) {
         memset(used, 0, sizeof *used * (size_t)e->n_conds);
         for (int c = 1; c < e->n_conds && rc == 0; c++) {
             const rp_cond *rc0 = &e->conds[c];
-            if (used[c] || !is_active(rc0)) continue;
+            if (used[c] || !acts_on_sites(rc0)) continue;
             if (param == 0 && rc0->c.value_path) continue;    /* eta only acts on the score path */
             if (param == 1 && rc0->c.select == SEL_FIXED) continue; /* k is the index list there */
             int n = 0;
             for (int d = c; d < e->n_conds; d++) {
-                if (used[d] || !is_active(&e->conds[d])) continue;
+                if (used[d] || !acts_on_sites(&e->conds[d])) continue;
                 if (!same_except(&rc0->c, &e->conds[d].c, param == 0 ? IGN_ETA : IGN_K)) continue;
                 int dup = 0;
                 for (int j = 0; j < n && !dup; j++) dup = dose_of(&e->conds[grp[j]].c, param) == dose_of(&e->conds[d].c, param);

@@ -47,6 +47,7 @@ static void b64(FILE *f, const unsigned char *d, size_t n) {
 
 static const char *cond_color(const rp_exp *e, int c) {
     if (!e->conds[c].parsed) return C_OTHER;
+    if (!e->conds[c].c.n_layers && e->conds[c].c.have_pe) return C_OTHER; /* pe_* only: no key selection */
     if (e->conds[c].c.select == SEL_RANDOM) return C_RAND;
     if (e->conds[c].c.select == SEL_TOPK) return C_SINK;
     return C_OTHER;
@@ -1130,6 +1131,10 @@ int rp_write_html(const rp_analysis *a, const char *out_dir) {
     if (e->n_prompts > 0 && e->seeds_per_prompt > 0) fprintf(f, " · %d prompts × %d seeds", e->n_prompts, e->seeds_per_prompt);
     if (e->steps > 0) fprintf(f, " · %d steps", e->steps);
     if (isfinite(e->cfg)) fprintf(f, " · CFG %g", e->cfg);
+    if (e->precision[0]) {
+        fputs(" · precision ", f);
+        esc(f, e->precision);
+    }
     fprintf(f, " · %d conditions · %d records used of %d lines", e->n_conds, e->n_recs, e->n_lines);
     if (e->img_flagged)
         fprintf(f, " · <b class=warn>%d of %d images flagged</b> (%d missing, %d wrong size, %d wrong SHA-256, %d other; "

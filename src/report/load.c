@@ -98,6 +98,19 @@ static double get_num(json_t *obj, const char *key) {
     return json_is_number(v) ? json_number_value(v) : NAN;
 }
 
+/* A pe_* position set for the description: its pattern name, or up to 4 positions and a count. */
+static void put_pe_set(char *d, size_t cap, size_t *pn, const sink_pe_set *set) {
+    size_t n = *pn;
+    if (set->pattern != PE_LIST) n += (size_t)snprintf(d + n, n < cap ? cap - n : 0, "%s", set->pattern == PE_SMILEY ? "smiley" : "corners");
+    else if (set->n == 0) n += (size_t)snprintf(d + n, n < cap ? cap - n : 0, "[]");
+    else {
+        for (int i = 0; i < set->n && i < 4; i++)
+            n += (size_t)snprintf(d + n, n < cap ? cap - n : 0, "%s[%d,%d]", i ? "," : "", set->rc[i][0], set->rc[i][1]);
+        if (set->n > 4) n += (size_t)snprintf(d + n, n < cap ? cap - n : 0, ",... (%d)", set->n);
+    }
+    *pn = n;
+}
+
 static void describe(rp_cond *rc, int is_baseline) {
     const sink_condition *c = &rc->c;
     char *d = rc->desc;
@@ -107,9 +120,25 @@ static void describe(rp_cond *rc, int is_baseline) {
         PUT("(condition not parsed)");
         return;
     }
-    if (c->n_layers == 0) {
+    if (c->n_layers == 0 && !c->have_pe) {
         PUT(is_baseline ? "no intervention" : "no-op (no layers)");
         return;
+    }
+    if (c->have_pe) { /* the AbsPE edit (sink/abspe.h) */
+        PUT("PE");
+        if (c->have_pe_copy) {
+            PUT(" copy [%d,%d] to ", c->pe_copy_from[0], c->pe_copy_from[1]);
+            put_pe_set(d, cap, &n, &c->pe_copy_to);
+        }
+        if (c->have_pe_zero) {
+            PUT("%s zero ", c->have_pe_copy ? " ·" : "");
+            put_pe_set(d, cap, &n, &c->pe_zero);
+        }
+        if (c->n_layers == 0) {
+            if (c->step_lo > 0 || c->step_hi < 1) PUT(" · t/T∈[%g,%g]", c->step_lo, c->step_hi);
+            return;
+        }
+        PUT(" · ");
     }
     PUT("L");
     for (int i = 0; i < c->n_layers; i++) PUT("%s%d", i ? "+" : "", c->layers[i]);
@@ -159,6 +188,7 @@ static int load_experiment(rp_exp *e, const char *dir) {
     copy_str(e->model_digest, sizeof e->model_digest, json_object_get(root, "model_digest"));
     copy_str(e->prompts_digest, sizeof e->prompts_digest, json_object_get(root, "prompts_digest"));
     copy_str(e->version, sizeof e->version, json_object_get(root, "sinkscope_version"));
+    copy_str(e->precision, sizeof e->precision, json_object_get(root, "precision"));
     long long v;
     e->n_prompts = get_int(root, "n_prompts", &v) == 0 ? (int)v : -1;
     e->seeds_per_prompt = get_int(root, "seeds_per_prompt", &v) == 0 ? (int)v : -1;
@@ -208,6 +238,9 @@ static int load_experiment(rp_exp *e, const char *dir) {
     if (e->conds[0].parsed && e->conds[0].c.n_layers > 0)
         rp_note(e, "condition 0 ('%s') intervenes on %d layer(s); it is still used as the baseline", e->conds[0].name,
                 e->conds[0].c.n_layers);
+    else if (e->conds[0].parsed && e->conds[0].c.have_pe)
+        rp_note(e, "condition 0 ('%s') edits the position embedding (pe_* fields); it is still used as the baseline",
+                e->conds[0].name);
 done:
     json_decref(root);
     return rc;

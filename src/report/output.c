@@ -549,6 +549,7 @@ int rp_write_summary(const rp_analysis *a, const char *dir) {
     KI(&w, "seeds_per_prompt", e->seeds_per_prompt);
     KI(&w, "steps", e->steps);
     KN(&w, "cfg", e->cfg);
+    if (e->precision[0]) KS(&w, "precision", e->precision); /* only then: f32 summaries stay as they were */
     KI(&w, "n_conditions", e->n_conds);
     jw_close(&w, '}');
     jw_key(&w, "settings");
@@ -873,6 +874,7 @@ void rp_print_tables(const rp_analysis *a, FILE *f) {
     const rp_exp *e = a->e;
     fprintf(f, "sinkscope report: %s", *e->model ? e->model : "(model not named)");
     if (e->n_prompts > 0 && e->seeds_per_prompt > 0) fprintf(f, ", %d prompts × %d seeds", e->n_prompts, e->seeds_per_prompt);
+    if (e->precision[0]) fprintf(f, ", precision %s", e->precision);
     fprintf(f, ", %d conditions, %d records used\n", e->n_conds, e->n_recs);
     for (int i = 0; i < e->n_notes; i++) fprintf(f, "  note: %s\n", e->notes[i]);
     fprintf(f,

@@ -136,6 +136,7 @@ typedef struct {
     int n_clip_t, n_lpips; /* records carrying metrics.clip_t / metrics.lpips (0: older experiments) */
     int n_fid;             /* records naming a features file (run --metrics fid; 0: older experiments) */
     char fid_mode[32];     /* experiment.json metrics.fid_mode ("" when absent) */
+    char precision[16];    /* experiment.json "precision" (run --precision bf16; "" when absent: f32) */
     float *feat;           /* [rows, RP_FID_DIM] the usable features (rp_load_features) */
     int n_feat_rows, n_feat_flagged;
     int *cond_first, *cond_count; /* per condition: its slice of recs */
