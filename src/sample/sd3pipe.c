@@ -11,6 +11,7 @@
 #include "core/ops.h"
 #include "core/rng.h"
 #include "io/jsonfile.h"
+#include "sample/pipeindex.h"
 #include "sink/spiral.h"
 
 #define PATH_LEN 4096
@@ -28,11 +29,7 @@ void sd3pipe_params_default(sd3pipe_params *p) {
 
 enum { C_TRANSFORMER, C_VAE, C_SCHEDULER, C_TE1, C_TE2, C_TE3, C_TOK1, C_TOK2, C_TOK3, C_IMGENC, C_FEAT, C_COUNT };
 
-static const struct {
-    const char *key;
-    const char *cls[2]; /* accepted class names; {NULL} = must be null */
-    int nullable;
-} COMPONENTS[C_COUNT] = {
+static const pipe_component COMPONENTS[C_COUNT] = {
     [C_TRANSFORMER] = {"transformer", {"SD3Transformer2DModel"}, 0},
     [C_VAE] = {"vae", {"AutoencoderKL"}, 0},
     [C_SCHEDULER] = {"scheduler", {"FlowMatchEulerDiscreteScheduler"}, 0},
@@ -46,77 +43,14 @@ static const struct {
     [C_FEAT] = {"feature_extractor", {NULL}, 1},
 };
 
-static int is_null_component(json_t *v) {
-    return json_is_null(v) ||
-           (json_is_array(v) && json_array_size(v) == 2 && json_is_null(json_array_get(v, 0)) && json_is_null(json_array_get(v, 1)));
-}
-
 /* present[i] = 1 when component i is set (not null). */
 static int read_index(const char *dir, int present[C_COUNT]) {
-    char path[PATH_LEN];
-    if ((size_t)snprintf(path, sizeof path, "%s/model_index.json", dir) >= sizeof path)
-        return ss_fail(SS_EARG, "pipeline folder path too long: %s", dir);
-    json_t *root;
-    int rc = ss_json_load(path, &root);
+    int rc = pipe_index_read(dir, SD3PIPE_CLASS_NAME, COMPONENTS, C_COUNT, present);
     if (rc < 0) return rc;
-    if (!json_is_object(root)) {
-        rc = ss_fail(SS_EFORMAT, "%s: expected a JSON object", path);
-        goto done;
-    }
-    json_t *cls = json_object_get(root, "_class_name");
-    if (!json_is_string(cls) || strcmp(json_string_value(cls), SD3PIPE_CLASS_NAME)) {
-        rc = ss_fail(SS_EFORMAT, "%s: field '_class_name' must be \"%s\"", path, SD3PIPE_CLASS_NAME);
-        goto done;
-    }
-    const char *key;
-    json_t *v;
-    json_object_foreach(root, key, v) {
-        if (key[0] == '_') continue;
-        int i = 0;
-        while (i < C_COUNT && strcmp(key, COMPONENTS[i].key)) i++;
-        if (i == C_COUNT) {
-            rc = ss_fail(SS_EFORMAT, "%s: unknown component '%s' for %s", path, key, SD3PIPE_CLASS_NAME);
-            goto done;
-        }
-        if (is_null_component(v)) {
-            if (!COMPONENTS[i].nullable) {
-                rc = ss_fail(SS_EMISSING, "%s: component '%s' is null, but %s needs it", path, key, SD3PIPE_CLASS_NAME);
-                goto done;
-            }
-            continue;
-        }
-        json_t *c = json_array_get(v, 1);
-        if (!json_is_array(v) || json_array_size(v) != 2 || !json_is_string(json_array_get(v, 0)) || !json_is_string(c)) {
-            rc = ss_fail(SS_EFORMAT, "%s: component '%s' must be [library, class] or null", path, key);
-            goto done;
-        }
-        const char *cn = json_string_value(c);
-        int ok = 0;
-        for (int k = 0; k < 2 && COMPONENTS[i].cls[k]; k++) ok |= !strcmp(cn, COMPONENTS[i].cls[k]);
-        if (!ok) {
-            if (COMPONENTS[i].cls[0])
-                rc = ss_fail(SS_EFORMAT, "%s: component '%s' has class '%s', which sinkscope does not support (%s%s%s)", path,
-                             key, cn, COMPONENTS[i].cls[0], COMPONENTS[i].cls[1] ? " or " : "",
-                             COMPONENTS[i].cls[1] ? COMPONENTS[i].cls[1] : "");
-            else
-                rc = ss_fail(SS_EFORMAT, "%s: component '%s' (class '%s') is not supported; it must be null", path, key, cn);
-            goto done;
-        }
-        present[i] = 1;
-    }
-    for (int i = 0; i < C_COUNT; i++)
-        if (!COMPONENTS[i].nullable && !present[i]) {
-            rc = ss_fail(SS_EMISSING, "%s: component '%s' is missing", path, COMPONENTS[i].key);
-            goto done;
-        }
-    if (present[C_TE3] != present[C_TOK3]) {
-        rc = ss_fail(SS_EFORMAT, "%s: component '%s' is null but '%s' is not", path,
-                     present[C_TE3] ? "tokenizer_3" : "text_encoder_3", present[C_TE3] ? "text_encoder_3" : "tokenizer_3");
-        goto done;
-    }
-done:
-    json_decref(root);
-    return rc;
+    if (present[C_TE3] != present[C_TOK3])
+        return ss_fail(SS_EFORMAT, "%s/model_index.json: component '%s' is null but '%s' is not", dir,
+                       present[C_TE3] ? "tokenizer_3" : "text_encoder_3", present[C_TE3] ? "text_encoder_3" : "tokenizer_3");
+    return 0;
 }
 
 int sd3pipe_folder_kind(const char *dir, const char *other) {

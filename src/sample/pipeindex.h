@@ -1,0 +1,22 @@
+/* pipeindex: a diffusers pipeline folder's model_index.json, checked against the components a
+ * pipeline class has (shared by sd3pipe and fluxpipe).
+ *
+ *   static const pipe_component C[] = {{"transformer", {"SD3Transformer2DModel"}, 0}, ...};
+ *   int present[n]; if (pipe_index_read(dir, "StableDiffusion3Pipeline", C, n, present) < 0) ...
+ */
+#ifndef SS_PIPEINDEX_H
+#define SS_PIPEINDEX_H
+
+typedef struct {
+    const char *key;    /* "text_encoder_3" */
+    const char *cls[2]; /* accepted class names; {NULL}: the component must be null */
+    int nullable;       /* may be null (or absent) */
+} pipe_component;
+
+/* Reads DIR/model_index.json: an object whose `_class_name` is class_name, every other key not
+ * starting with '_' one of comp[0..n), each [library, class] with an accepted class or null where
+ * nullable; every non-nullable component present. present[i] = 1 when component i is set. Errors
+ * name the file and the component. */
+int pipe_index_read(const char *dir, const char *class_name, const pipe_component *comp, int n, int *present);
+
+#endif
