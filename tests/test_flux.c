@@ -16,6 +16,7 @@
 #include <unistd.h>
 
 #include "common.h"
+#include "damage.h"
 #include "core/err.h"
 #include "io/safetensors.h"
 #include "models/flux.h"
@@ -425,44 +426,6 @@ static void test_noop_and_threads_bit_identical(void **state) {
 
 /* ---- damaged folders ---- */
 
-/* dir/config.json = the fixture's config with `key` set to `val` (NULL: removed). */
-static void write_config(const char *dir, const char *src, const char *key, json_t *val) {
-    json_error_t je;
-    json_t *cfg = json_load_file(tc_join(src, "config.json"), 0, &je);
-    assert_non_null(cfg);
-    if (val) json_object_set_new(cfg, key, val);
-    else json_object_del(cfg, key);
-    assert_int_equal(json_dump_file(cfg, tc_join(dir, "config.json"), 0), 0);
-    json_decref(cfg);
-}
-
-/* dir/diffusion_pytorch_model.safetensors = the fixture's weights, without `drop` and with
- * `reshape`'s first dimension one larger (data truncated/zero-padded accordingly). */
-static void write_weights(const char *dir, const char *src, const char *drop, const char *reshape) {
-    st_set *st;
-    assert_int_equal(st_set_open(&st, src), 0);
-    st_writer *w = st_writer_new();
-    for (int i = 0; i < st_set_count(st); i++) {
-        const st_tensor *t = st_set_get(st, i);
-        if (drop && !strcmp(t->name, drop)) continue;
-        if (reshape && !strcmp(t->name, reshape)) {
-            int64_t shape[ST_MAX_DIMS];
-            memcpy(shape, t->shape, sizeof shape);
-            shape[0]++;
-            const size_t row = t->nbytes / (size_t)t->shape[0];
-            char *buf = calloc(1, t->nbytes + row);
-            memcpy(buf, t->data, t->nbytes);
-            assert_int_equal(st_writer_add(w, t->name, t->dtype, t->ndim, shape, buf), 0);
-            free(buf);
-            continue;
-        }
-        assert_int_equal(st_writer_add(w, t->name, t->dtype, t->ndim, t->shape, t->data), 0);
-    }
-    assert_int_equal(st_writer_save(w, tc_join(dir, "diffusion_pytorch_model.safetensors")), 0);
-    st_writer_free(w);
-    st_set_close(st);
-}
-
 static void expect_load_error(const char *dir, const char *what, const char *must1, const char *must2) {
     flux_model *m = NULL;
     assert_true(flux_load(&m, dir) < 0);
@@ -480,31 +443,31 @@ static void test_damaged_folders(void **state) {
     char *dir = tc_tmpdir();
     char src_abs[4096];
     assert_non_null(realpath(src, src_abs));
-    write_weights(dir, src_abs, NULL, NULL);
-    write_config(dir, src_abs, "axes_dims_rope", json_pack("[i,i,i]", 4, 6, 8));
+    td_write_weights(dir, src_abs, NULL, NULL);
+    td_write_config(dir, src_abs, "axes_dims_rope", json_pack("[i,i,i]", 4, 6, 8));
     expect_load_error(dir, "axes_dims_rope sum 18 != 16", "config.json", "axes_dims_rope");
-    write_config(dir, src_abs, "axes_dims_rope", json_pack("[i,i,i]", 3, 7, 6));
+    td_write_config(dir, src_abs, "axes_dims_rope", json_pack("[i,i,i]", 3, 7, 6));
     expect_load_error(dir, "odd axes_dims_rope", "config.json", "axes_dims_rope[0]");
-    write_config(dir, src_abs, "num_attention_heads", json_integer(1 << 20));
+    td_write_config(dir, src_abs, "num_attention_heads", json_integer(1 << 20));
     expect_load_error(dir, "absurd num_attention_heads", "config.json", "num_attention_heads");
-    write_config(dir, src_abs, "_class_name", json_string("SD3Transformer2DModel"));
+    td_write_config(dir, src_abs, "_class_name", json_string("SD3Transformer2DModel"));
     expect_load_error(dir, "wrong _class_name", "config.json", "FluxTransformer2DModel");
-    write_config(dir, src_abs, "guidance_embeds", json_false());
+    td_write_config(dir, src_abs, "guidance_embeds", json_false());
     /* schnell-style config over dev weights: extra tensors are ignored, so this loads */
     flux_model *m = NULL;
     assert_int_equal(flux_load(&m, dir), 0);
     assert_int_equal(m->cfg.guidance_embeds, 0);
     assert_null(m->g1.w);
     flux_free(m);
-    write_config(dir, src_abs, "num_single_layers", json_integer(3));
+    td_write_config(dir, src_abs, "num_single_layers", json_integer(3));
     expect_load_error(dir, "num_single_layers 3 (2 in file)", "single_transformer_blocks.2.norm.linear.weight",
                       "missing");
-    write_config(dir, src_abs, "joint_attention_dim", json_integer(25));
+    td_write_config(dir, src_abs, "joint_attention_dim", json_integer(25));
     expect_load_error(dir, "joint_attention_dim 25 (24)", "context_embedder.weight", "shape");
-    write_config(dir, src_abs, "guidance_embeds", json_true());
-    write_weights(dir, src_abs, "single_transformer_blocks.1.attn.norm_k.weight", NULL);
+    td_write_config(dir, src_abs, "guidance_embeds", json_true());
+    td_write_weights(dir, src_abs, "single_transformer_blocks.1.attn.norm_k.weight", NULL);
     expect_load_error(dir, "missing norm_k", "single_transformer_blocks.1.attn.norm_k.weight", "missing");
-    write_weights(dir, src_abs, NULL, "transformer_blocks.0.ff_context.net.2.weight");
+    td_write_weights(dir, src_abs, NULL, "transformer_blocks.0.ff_context.net.2.weight");
     expect_load_error(dir, "wrong-shape ff_context", "diffusion_pytorch_model.safetensors",
                       "transformer_blocks.0.ff_context.net.2.weight");
     tc_rmtree(dir);
@@ -591,7 +554,7 @@ static void write_variant(const char *dir, const char *src, st_dtype dtype, st_d
     } else {
         json_decref(wm);
     }
-    write_config(dir, src, "guidance_embeds", json_boolean(guidance));
+    td_write_config(dir, src, "guidance_embeds", json_boolean(guidance));
     st_set_close(st);
 }
 
@@ -641,7 +604,7 @@ static void test_storage_variants(void **state) {
     printf("  schnell-style (no guidance tensors, BF16, 2 shards) == dev with zero guidance embedding; vs dev %.2e\n", e);
     assert_true(e > 1e-3); /* the guidance embedding matters in the reference */
     /* a dev config over schnell weights names the missing tensor */
-    write_config(a, src, "guidance_embeds", json_true());
+    td_write_config(a, src, "guidance_embeds", json_true());
     expect_load_error(a, "dev config, schnell weights", "time_text_embed.guidance_embedder.linear_1.weight", "missing");
     free(oa);
     free(ob);

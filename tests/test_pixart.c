@@ -18,6 +18,7 @@
 #include <unistd.h>
 
 #include "common.h"
+#include "damage.h"
 #include "core/attn.h"
 #include "core/err.h"
 #include "io/safetensors.h"
@@ -594,42 +595,6 @@ static void test_cross_removal_of_every_unmasked_key_refused(void **state) {
 
 /* ---- damaged folders and wrong inputs ---- */
 
-static void write_config(const char *dir, const char *src, const char *key, json_t *val) {
-    json_error_t je;
-    json_t *cfg = json_load_file(tc_join(src, "config.json"), 0, &je);
-    assert_non_null(cfg);
-    if (val) json_object_set_new(cfg, key, val);
-    else json_object_del(cfg, key);
-    assert_int_equal(json_dump_file(cfg, tc_join(dir, "config.json"), 0), 0);
-    json_decref(cfg);
-}
-
-/* the fixture's weights without `drop`, and with `reshape`'s first dimension one larger */
-static void write_weights(const char *dir, const char *src, const char *drop, const char *reshape) {
-    st_set *st;
-    assert_int_equal(st_set_open(&st, src), 0);
-    st_writer *w = st_writer_new();
-    for (int i = 0; i < st_set_count(st); i++) {
-        const st_tensor *t = st_set_get(st, i);
-        if (drop && !strcmp(t->name, drop)) continue;
-        if (reshape && !strcmp(t->name, reshape)) {
-            int64_t shape[ST_MAX_DIMS];
-            memcpy(shape, t->shape, sizeof shape);
-            shape[0]++;
-            const size_t row = t->nbytes / (size_t)t->shape[0];
-            char *buf = calloc(1, t->nbytes + row);
-            memcpy(buf, t->data, t->nbytes);
-            assert_int_equal(st_writer_add(w, t->name, t->dtype, t->ndim, shape, buf), 0);
-            free(buf);
-            continue;
-        }
-        assert_int_equal(st_writer_add(w, t->name, t->dtype, t->ndim, t->shape, t->data), 0);
-    }
-    assert_int_equal(st_writer_save(w, tc_join(dir, "diffusion_pytorch_model.safetensors")), 0);
-    st_writer_free(w);
-    st_set_close(st);
-}
-
 static void expect_load_error(const char *dir, const char *what, const char *must1, const char *must2) {
     pixart_model *m = NULL;
     assert_true(pixart_load(&m, dir) < 0);
@@ -646,21 +611,21 @@ static void test_damaged_folders(void **state) {
     char src[4096];
     assert_non_null(realpath(tc_path("fixtures/pixart-tiny-b"), src));
     char *dir = tc_tmpdir();
-    write_weights(dir, src, NULL, NULL);
-    write_config(dir, src, "num_attention_heads", json_string("three"));
+    td_write_weights(dir, src, NULL, NULL);
+    td_write_config(dir, src, "num_attention_heads", json_string("three"));
     expect_load_error(dir, "num_attention_heads a string", "config.json", "num_attention_heads");
-    write_config(dir, src, "norm_type", json_string("ada_norm_zero"));
+    td_write_config(dir, src, "norm_type", json_string("ada_norm_zero"));
     expect_load_error(dir, "norm_type ada_norm_zero", "config.json", "norm_type");
-    write_config(dir, src, "activation_fn", json_string("geglu"));
+    td_write_config(dir, src, "activation_fn", json_string("geglu"));
     expect_load_error(dir, "activation_fn geglu", "config.json", "activation_fn");
-    write_config(dir, src, "num_embeds_ada_norm", json_null());
+    td_write_config(dir, src, "num_embeds_ada_norm", json_null());
     expect_load_error(dir, "num_embeds_ada_norm null", "config.json", "num_embeds_ada_norm");
-    write_config(dir, src, "attention_head_dim", json_integer(14)); /* D = 42: not a multiple of 4 */
+    td_write_config(dir, src, "attention_head_dim", json_integer(14)); /* D = 42: not a multiple of 4 */
     expect_load_error(dir, "width 42", "config.json", "multiple of 4");
-    write_config(dir, src, "_class_name", json_string("FluxTransformer2DModel"));
+    td_write_config(dir, src, "_class_name", json_string("FluxTransformer2DModel"));
     expect_load_error(dir, "wrong _class_name", "config.json", "PixArtTransformer2DModel");
     /* the Hub's PixArt-alpha configs say Transformer2DModel: diffusers remaps it (norm_type ada_norm_single) */
-    write_config(dir, src, "_class_name", json_string("Transformer2DModel"));
+    td_write_config(dir, src, "_class_name", json_string("Transformer2DModel"));
     const ss_family *fam;
     assert_int_equal(ss_family_detect(dir, &fam), 0);
     assert_string_equal(fam->name, "pixart");
@@ -679,37 +644,37 @@ static void test_damaged_folders(void **state) {
         printf("  %-36s -> %s\n", "Transformer2DModel, ada_norm_zero", ss_err());
         expect_load_error(dir, "Transformer2DModel, ada_norm_zero", "config.json", "norm_type");
     }
-    write_config(dir, src, "interpolation_scale", json_real(-1.0));
+    td_write_config(dir, src, "interpolation_scale", json_real(-1.0));
     expect_load_error(dir, "interpolation_scale -1", "config.json", "interpolation_scale");
     /* additional conditions on a width not divisible by 3 (pixart-tiny-a: D = 32) */
     char srca[4096];
     assert_non_null(realpath(tc_path("fixtures/pixart-tiny-a"), srca));
-    write_weights(dir, srca, NULL, NULL);
-    write_config(dir, srca, "use_additional_conditions", json_true());
+    td_write_weights(dir, srca, NULL, NULL);
+    td_write_config(dir, srca, "use_additional_conditions", json_true());
     expect_load_error(dir, "additional conditions, D 32", "config.json", "divisible by 3");
     /* sample_size 128 with a null flag means additional conditions: their embedders are missing */
-    write_config(dir, srca, "sample_size", json_integer(128));
+    td_write_config(dir, srca, "sample_size", json_integer(128));
     expect_load_error(dir, "sample_size 128 resolves the nulls", "config.json", "divisible by 3");
     /* weights against the config */
-    write_weights(dir, src, NULL, NULL);
-    write_config(dir, src, "num_layers", json_integer(3));
+    td_write_weights(dir, src, NULL, NULL);
+    td_write_config(dir, src, "num_layers", json_integer(3));
     expect_load_error(dir, "num_layers 3 (2 in file)", "transformer_blocks.2.scale_shift_table", "missing");
-    write_config(dir, src, "use_additional_conditions", json_false());
+    td_write_config(dir, src, "use_additional_conditions", json_false());
     pixart_model *m = NULL; /* extra tensors are ignored: loads, without the embedders */
     assert_int_equal(pixart_load(&m, dir), 0);
     assert_null(m->r1.w);
     pixart_free(m);
-    write_config(dir, src, "caption_channels", json_integer(25));
+    td_write_config(dir, src, "caption_channels", json_integer(25));
     expect_load_error(dir, "caption_channels 25 (24)", "caption_projection.linear_1.weight", "shape");
-    write_config(dir, src, "cross_attention_dim", json_integer(47));
+    td_write_config(dir, src, "cross_attention_dim", json_integer(47));
     expect_load_error(dir, "cross_attention_dim 47 != width 48", "config.json", "cross_attention_dim");
-    write_config(dir, src, "attention_head_dim", json_integer(16));
-    write_weights(dir, src, "transformer_blocks.1.attn2.to_k.weight", NULL);
+    td_write_config(dir, src, "attention_head_dim", json_integer(16));
+    td_write_weights(dir, src, "transformer_blocks.1.attn2.to_k.weight", NULL);
     expect_load_error(dir, "missing attn2.to_k", "transformer_blocks.1.attn2.to_k.weight", "missing");
-    write_weights(dir, src, NULL, "adaln_single.emb.resolution_embedder.linear_2.weight");
+    td_write_weights(dir, src, NULL, "adaln_single.emb.resolution_embedder.linear_2.weight");
     expect_load_error(dir, "wrong-shape resolution embedder", "diffusion_pytorch_model.safetensors",
                       "adaln_single.emb.resolution_embedder.linear_2.weight");
-    write_weights(dir, src, "scale_shift_table", NULL);
+    td_write_weights(dir, src, "scale_shift_table", NULL);
     expect_load_error(dir, "missing final scale_shift_table", "'scale_shift_table'", "missing");
     tc_rmtree(dir);
     free(dir);
