@@ -159,10 +159,24 @@ static void test_outside_grid_refused(void **st) {
     assert_int_not_equal(access(at("bad/images"), F_OK), 0);
 }
 
+/* generate refuses it too, naming the condition file, before any step and without writing the PNG */
+static void test_generate_outside_grid_refused(void **st) {
+    (void)st;
+    char out[16384];
+    assert_int_equal(tc_write_text(at("one_bad.json"), "{\"name\": \"pe_out\", \"pe_zero\": [[16, 0]]}\n"), 0);
+    int rc = tc_run(out, sizeof out, "%s generate --model '%s' --prompt 'a photo of a red circle' --out '%s' --steps 2 "
+                    "--condition '%s' 2>&1", tc_bin(), g_model, at("g.png"), at("one_bad.json"));
+    assert_int_not_equal(rc, 0);
+    if (!strstr(out, "one_bad.json") || !strstr(out, "pe_zero") || strstr(out, "denoising step"))
+        fail_msg("message: %s", out);
+    assert_int_not_equal(access(at("g.png"), F_OK), 0);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_run_and_report),
         cmocka_unit_test(test_outside_grid_refused),
+        cmocka_unit_test(test_generate_outside_grid_refused),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }

@@ -16,6 +16,7 @@
 #include "sample/pipeline.h"
 #include "sample/fluxpipe.h"
 #include "sample/sd3pipe.h"
+#include "sink/abspe.h"
 #include "sink/sink.h"
 
 
@@ -147,6 +148,9 @@ int cmd_generate(int argc, char **argv) {
         const int ns = sd3_sites(tc, (H / tc->patch_size) * (W / tc->patch_size), pp->text_encoder->cfg.max_length, sites,
                                  2 * SD3_MAX_LAYERS);
         if ((rc = sink_condition_check_sites(&cond, sites, ns, cond_path)) < 0) goto done;
+        /* pe_* positions on this image's patch grid, before any step */
+        if ((rc = sink_condition_check_pe(&cond, H / tc->patch_size, W / tc->patch_size, "SD3Transformer2DModel", cond_path)) < 0)
+            goto done;
     }
     if (!(rgb = ss_malloc((size_t)3 * H * W))) {
         rc = SS_ENOMEM;
