@@ -141,29 +141,12 @@ int fluxpipe_load_opts(fluxpipe **out, const char *dir, int flags) {
         component_err(rc, dir, C_TRANSFORMER);
         goto fail;
     }
-    for (int i = 0; i < 2; i++) {
-        if ((rc = sub(path, dir, COMPONENTS[C_TOK1 + i].key)) < 0) goto fail;
-        if ((rc = txtok_open(&p->tok[i], path)) < 0) {
-            component_err(rc, dir, C_TOK1 + i);
+    for (int i = 0; i < 2; i++)
+        if ((rc = pipe_open_text(dir, COMPONENTS[C_TOK1 + i].key, COMPONENTS[C_TE1 + i].key, &p->tok[i], &p->enc[i])) < 0)
             goto fail;
-        }
-        if ((rc = sub(path, dir, COMPONENTS[C_TE1 + i].key)) < 0) goto fail;
-        if ((rc = txenc_open(&p->enc[i], path)) < 0) {
-            component_err(rc, dir, C_TE1 + i);
-            goto fail;
-        }
-        if ((rc = txenc_check_tokenizer(p->enc[i], p->tok[i])) < 0) {
-            component_err(rc, dir, C_TOK1 + i);
-            goto fail;
-        }
-    }
     p->clip_len = txtok_model_max_length(p->tok[0]);
     if (p->clip_len <= 0 || p->clip_len > 77) p->clip_len = 77;
-    if ((rc = sub(path, dir, "vae")) < 0) goto fail;
-    if ((rc = vae_load(&p->vae, path)) < 0) {
-        component_err(rc, dir, C_VAE);
-        goto fail;
-    }
+    if ((rc = pipe_open_vae(dir, &p->vae)) < 0) goto fail;
     if ((rc = check_consistent(p)) < 0) goto fail;
     if (!(flags & FLUXPIPE_DEFER_TRANSFORMER) && (rc = fluxpipe_load_transformer(p)) < 0) goto fail;
     *out = p;

@@ -74,3 +74,28 @@ done:
     json_decref(root);
     return rc;
 }
+
+/* DIR/key into buf (4096 bytes) */
+static int sub(char *buf, const char *dir, const char *key) {
+    if ((size_t)snprintf(buf, 4096, "%s/%s", dir, key) >= 4096) return ss_fail(SS_EARG, "pipeline folder path too long: %s", dir);
+    return 0;
+}
+
+int pipe_open_text(const char *dir, const char *tok_key, const char *enc_key, txtok **tok, txenc **enc) {
+    char path[4096];
+    int rc;
+    if ((rc = sub(path, dir, tok_key)) < 0) return rc;
+    if ((rc = txtok_open(tok, path)) < 0) return ss_err_prefix(rc, "%s: component '%s': ", dir, tok_key);
+    if ((rc = sub(path, dir, enc_key)) < 0) return rc;
+    if ((rc = txenc_open(enc, path)) < 0) return ss_err_prefix(rc, "%s: component '%s': ", dir, enc_key);
+    if ((rc = txenc_check_tokenizer(*enc, *tok)) < 0) return ss_err_prefix(rc, "%s: component '%s': ", dir, tok_key);
+    return 0;
+}
+
+int pipe_open_vae(const char *dir, vae_model **vae) {
+    char path[4096];
+    int rc;
+    if ((rc = sub(path, dir, "vae")) < 0) return rc;
+    if ((rc = vae_load(vae, path)) < 0) return ss_err_prefix(rc, "%s: component 'vae': ", dir);
+    return 0;
+}

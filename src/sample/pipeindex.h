@@ -7,6 +7,10 @@
 #ifndef SS_PIPEINDEX_H
 #define SS_PIPEINDEX_H
 
+#include "models/vae.h"
+#include "text/txenc.h"
+#include "text/txtok.h"
+
 typedef struct {
     const char *key;    /* "text_encoder_3" */
     const char *cls[2]; /* accepted class names; {NULL}: the component must be null */
@@ -18,5 +22,11 @@ typedef struct {
  * nullable; every non-nullable component present. present[i] = 1 when component i is set. Errors
  * name the file and the component. */
 int pipe_index_read(const char *dir, const char *class_name, const pipe_component *comp, int n, int *present);
+
+/* DIR/tok_key as a tokenizer and DIR/enc_key as its text encoder, checked against each other;
+ * errors name the folder and the component. On error *tok and *enc may be set (the caller frees). */
+int pipe_open_text(const char *dir, const char *tok_key, const char *enc_key, txtok **tok, txenc **enc);
+/* DIR/vae as an AutoencoderKL; errors name the folder and the component. */
+int pipe_open_vae(const char *dir, vae_model **vae);
 
 #endif

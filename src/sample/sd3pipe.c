@@ -166,29 +166,12 @@ int sd3pipe_load_opts(sd3pipe **out, const char *dir, int flags) {
     }
     p->has_t5 = present[C_TE3];
     const int n_text = present[C_TE3] ? 3 : 2;
-    for (int i = 0; i < n_text; i++) {
-        if ((rc = sub(path, dir, COMPONENTS[C_TOK1 + i].key)) < 0) goto fail;
-        if ((rc = txtok_open(&p->tok[i], path)) < 0) {
-            component_err(rc, dir, C_TOK1 + i);
+    for (int i = 0; i < n_text; i++)
+        if ((rc = pipe_open_text(dir, COMPONENTS[C_TOK1 + i].key, COMPONENTS[C_TE1 + i].key, &p->tok[i], &p->enc[i])) < 0)
             goto fail;
-        }
-        if ((rc = sub(path, dir, COMPONENTS[C_TE1 + i].key)) < 0) goto fail;
-        if ((rc = txenc_open(&p->enc[i], path)) < 0) {
-            component_err(rc, dir, C_TE1 + i);
-            goto fail;
-        }
-        if ((rc = txenc_check_tokenizer(p->enc[i], p->tok[i])) < 0) {
-            component_err(rc, dir, C_TOK1 + i);
-            goto fail;
-        }
-    }
     p->clip_len = txtok_model_max_length(p->tok[0]);
     if (p->clip_len <= 0 || p->clip_len > 77) p->clip_len = 77;
-    if ((rc = sub(path, dir, "vae")) < 0) goto fail;
-    if ((rc = vae_load(&p->vae, path)) < 0) {
-        component_err(rc, dir, C_VAE);
-        goto fail;
-    }
+    if ((rc = pipe_open_vae(dir, &p->vae)) < 0) goto fail;
     if ((rc = check_consistent(p)) < 0) goto fail;
     if (!(flags & SD3PIPE_DEFER_TRANSFORMER) && (rc = sd3pipe_load_transformer(p)) < 0) goto fail;
     *out = p;
