@@ -18,6 +18,7 @@
 #include <string.h>
 
 #include "common.h"
+#include "tensorcheck.h"
 #include "core/err.h"
 #include "io/png.h"
 #include "io/safetensors.h"
@@ -27,42 +28,6 @@
 #define TOL 1e-5
 
 static const char *const FOLDERS[] = {"dev-b2-16x24-t16", "schnell-b1-24x8-t12", "dev-vae4-b3-t8"};
-
-static int has(const char *file, const char *name) {
-    st_file *f;
-    if (st_open(&f, file) < 0) return 0;
-    const int r = st_find(f, name) != NULL;
-    st_close(f);
-    return r;
-}
-
-static double cmp(const char *got, const char *exp, const char *name, double tol) {
-    size_t n, ne;
-    int64_t s1[8], s2[8];
-    int d1, d2;
-    float *x = tc_load(got, name, &n, s1, &d1), *r = tc_load(exp, name, &ne, s2, &d2);
-    if (!x) fail_msg("%s: no '%s'", got, name);
-    if (!r) fail_msg("%s: no '%s'", exp, name);
-    assert_int_equal(n, ne);
-    assert_int_equal(d1, d2);
-    for (int i = 0; i < d1; i++) assert_int_equal(s1[i], s2[i]);
-    const double e = tc_rel_l2(x, r, n);
-    if (!(e <= tol)) fail_msg("%s vs %s: '%s' rel L2 %.3e", got, exp, name, e);
-    free(x), free(r);
-    return e;
-}
-
-static double max_abs(const char *got, const char *exp, const char *name, double tol) {
-    size_t n, ne;
-    float *x = tc_load(got, name, &n, NULL, NULL), *r = tc_load(exp, name, &ne, NULL, NULL);
-    assert_non_null(x), assert_non_null(r);
-    assert_int_equal(n, ne);
-    double m = 0;
-    for (size_t i = 0; i < n; i++) m = fmax(m, fabs((double)x[i] - r[i]));
-    if (!(m <= tol)) fail_msg("%s: '%s' max abs %.3e", exp, name, m);
-    free(x), free(r);
-    return m;
-}
 
 /* A fixture folder's call from its meta.json: the prompts (one per line) and the options. */
 typedef struct {
@@ -109,25 +74,25 @@ static void check_folder(const char *name) {
     double worst = 0;
     const char *always[] = {"prompt_embeds", "pooled_prompt_embeds", "text_ids", "latent_image_ids", "latents.init",
                             "timesteps", "sigmas", "image_raw"};
-    for (size_t i = 0; i < sizeof always / sizeof always[0]; i++) worst = fmax(worst, cmp(dump, exp, always[i], TOL));
+    for (size_t i = 0; i < sizeof always / sizeof always[0]; i++) worst = fmax(worst, tt_cmp(dump, exp, always[i], TOL));
     int steps = 0;
     for (int i = 0; i < 10000; i++) {
         char nm[64];
         snprintf(nm, sizeof nm, "latents.%d", i);
-        if (!has(exp, nm)) break;
-        worst = fmax(worst, cmp(dump, exp, nm, TOL));
+        if (!tt_has(exp, nm)) break;
+        worst = fmax(worst, tt_cmp(dump, exp, nm, TOL));
         snprintf(nm, sizeof nm, "model_output.%d", i);
-        worst = fmax(worst, cmp(dump, exp, nm, TOL));
+        worst = fmax(worst, tt_cmp(dump, exp, nm, TOL));
         steps++;
     }
     assert_true(steps >= 2);
     /* distilled guidance only where the transformer embeds it; never an unconditional pass */
-    assert_int_equal(has(exp, "guidance"), c.guidance_embeds);
-    assert_int_equal(has(dump, "guidance"), c.guidance_embeds);
-    if (c.guidance_embeds) cmp(dump, exp, "guidance", 0);
-    assert_false(has(dump, "negative_prompt_embeds"));
-    const double ma = max_abs(dump, exp, "image", 1e-4);
-    worst = fmax(worst, cmp(dump, exp, "image", TOL));
+    assert_int_equal(tt_has(exp, "guidance"), c.guidance_embeds);
+    assert_int_equal(tt_has(dump, "guidance"), c.guidance_embeds);
+    if (c.guidance_embeds) tt_cmp(dump, exp, "guidance", 0);
+    assert_false(tt_has(dump, "negative_prompt_embeds"));
+    const double ma = tt_max_abs(dump, exp, "image", 1e-4);
+    worst = fmax(worst, tt_cmp(dump, exp, "image", TOL));
     printf("  %s: %d steps, worst rel L2 %.2e, image max abs %.2e\n", name, steps, worst, ma);
     /* the PNGs (one per prompt, FILE-b.png for a batch) hold round(image * 255) */
     size_t ni;

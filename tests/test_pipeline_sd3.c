@@ -16,6 +16,7 @@
 #include <string.h>
 
 #include "common.h"
+#include "tensorcheck.h"
 #include "core/err.h"
 #include "io/png.h"
 #include "io/safetensors.h"
@@ -23,40 +24,6 @@
 #include "text/txtok.h"
 
 #define TOL 1e-5
-
-static int has(const char *file, const char *name) {
-    st_file *f;
-    if (st_open(&f, file) < 0) return 0;
-    const int r = st_find(f, name) != NULL;
-    st_close(f);
-    return r;
-}
-
-static void cmp(const char *got, const char *exp, const char *name, double tol) {
-    size_t n, ne;
-    int64_t s1[8], s2[8];
-    int d1, d2;
-    float *x = tc_load(got, name, &n, s1, &d1), *r = tc_load(exp, name, &ne, s2, &d2);
-    if (!x) fail_msg("%s: no '%s'", got, name);
-    if (!r) fail_msg("%s: no '%s'", exp, name);
-    assert_int_equal(n, ne);
-    assert_int_equal(d1, d2);
-    for (int i = 0; i < d1; i++) assert_int_equal(s1[i], s2[i]);
-    const double e = tc_rel_l2(x, r, n);
-    if (!(e <= tol)) fail_msg("%s vs %s: '%s' rel L2 %.3e", got, exp, name, e);
-    free(x), free(r);
-}
-
-static void max_abs(const char *got, const char *exp, const char *name, double tol) {
-    size_t n, ne;
-    float *x = tc_load(got, name, &n, NULL, NULL), *r = tc_load(exp, name, &ne, NULL, NULL);
-    assert_non_null(x), assert_non_null(r);
-    assert_int_equal(n, ne);
-    double m = 0;
-    for (size_t i = 0; i < n; i++) m = fmax(m, fabs((double)x[i] - r[i]));
-    if (!(m <= tol)) fail_msg("%s: '%s' max abs %.3e", exp, name, m);
-    free(x), free(r);
-}
 
 /* A fixture folder's call, from its meta.json (prompts, negative prompt, steps, cfg, size, T5 length). */
 typedef struct {
@@ -121,28 +88,28 @@ static void check_folder(const char *name) {
                           tc_bin(), dir, pf, c.args, in, dump, tmp);
     if (rc) fail_msg("%s: %s", name, buf);
     const char *always[] = {"prompt_embeds", "pooled_prompt_embeds", "timesteps", "sigmas", "image_raw"};
-    for (size_t i = 0; i < sizeof always / sizeof always[0]; i++) cmp(dump, exp, always[i], TOL);
+    for (size_t i = 0; i < sizeof always / sizeof always[0]; i++) tt_cmp(dump, exp, always[i], TOL);
     int checked = 0;
     for (int i = 0; i < 10000; i++) {
         char nm[64];
         snprintf(nm, sizeof nm, "latents.%d", i);
-        if (!has(exp, nm)) break;
-        cmp(dump, exp, nm, TOL);
+        if (!tt_has(exp, nm)) break;
+        tt_cmp(dump, exp, nm, TOL);
         snprintf(nm, sizeof nm, "model_output.%d", i);
-        cmp(dump, exp, nm, TOL);
+        tt_cmp(dump, exp, nm, TOL);
         snprintf(nm, sizeof nm, "noise_pred.%d", i);
-        if (has(exp, nm)) cmp(dump, exp, nm, TOL);
+        if (tt_has(exp, nm)) tt_cmp(dump, exp, nm, TOL);
         checked++;
     }
     assert_true(checked >= 1);
-    if (has(exp, "negative_prompt_embeds")) {
-        cmp(dump, exp, "negative_prompt_embeds", TOL);
-        cmp(dump, exp, "negative_pooled_prompt_embeds", TOL);
+    if (tt_has(exp, "negative_prompt_embeds")) {
+        tt_cmp(dump, exp, "negative_prompt_embeds", TOL);
+        tt_cmp(dump, exp, "negative_pooled_prompt_embeds", TOL);
     } else {
-        assert_false(has(dump, "negative_prompt_embeds")); /* cfg <= 1: no unconditional pass */
+        assert_false(tt_has(dump, "negative_prompt_embeds")); /* cfg <= 1: no unconditional pass */
     }
-    max_abs(dump, exp, "image", 1e-4);
-    cmp(dump, exp, "image", TOL);
+    tt_max_abs(dump, exp, "image", 1e-4);
+    tt_cmp(dump, exp, "image", TOL);
     /* the PNGs (one per prompt, FILE-b.png for a batch) hold round(image * 255) */
     size_t ni;
     int64_t is[8];
