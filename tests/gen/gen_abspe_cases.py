@@ -26,7 +26,8 @@ own inputs (4x4 crop of 7x7, batch 2); "sd3-6x5": its weights on a 12x10 latent 
 inputs generated here.
 
 Run from the repository root:
-  PYTHONPATH=/work/refenv/src:/work/refenv /usr/bin/python3 tests/gen/gen_abspe_cases.py"""
+  PYTHONPATH=REFENV/src:REFENV /usr/bin/python3 tests/gen/gen_abspe_cases.py
+  (REFENV: a reference environment made by ../shared/refenv/setup.sh, diffusers 0.32.1 under REFENV/src)"""
 import json, os
 
 import shim  # noqa: F401  (torch 1.13 names)

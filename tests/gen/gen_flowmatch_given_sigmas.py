@@ -7,7 +7,8 @@ shift, steps, the sigmas given (FluxPipeline's np.linspace(1, 1/n, n)) and diffu
 timesteps (floats written with repr, exact for float32 values).
 
 Run from the repository root:
-  PYTHONPATH=/work/refenv/src:/work/refenv /usr/bin/python3 tests/gen/gen_flowmatch_given_sigmas.py
+  PYTHONPATH=REFENV/src:REFENV /usr/bin/python3 tests/gen/gen_flowmatch_given_sigmas.py
+  (REFENV: a reference environment made by ../shared/refenv/setup.sh, diffusers 0.32.1 under REFENV/src)
 """
 import json
 

@@ -3,7 +3,8 @@
 float64), for tests/test_pipeline_flux.c.
 
 Run from the repository root:
-  PYTHONPATH=/work/tf439/src:/work/refenv/src:/work/refenv:tests/gen /usr/bin/python3 tests/gen/gen_flux_pipeline.py
+  PYTHONPATH=TRANSFORMERS/src:REFENV/src:REFENV:tests/gen /usr/bin/python3 tests/gen/gen_flux_pipeline.py
+  (REFENV: a reference environment made by ../shared/refenv/setup.sh, diffusers 0.32.1 under REFENV/src; TRANSFORMERS: the transformers 4.39 tree, see tests/gen/refenv.py)
 
 Each variant is a diffusers FluxPipeline folder under tests/fixtures/flux-pipeline/NAME/:
   transformer/     a random FluxTransformer2DModel made and saved here by diffusers (F32)

@@ -24,7 +24,8 @@ How each expected tensor is taken from diffusers' own forward pass:
       `queries` rows; value path: the chosen value vectors replaced for the `queries` rows), in float64.
 
 Run from the repository root:
-  PYTHONPATH=/work/refenv/src:/work/refenv /usr/bin/python3 tests/gen/gen_flux_variants.py
+  PYTHONPATH=REFENV/src:REFENV /usr/bin/python3 tests/gen/gen_flux_variants.py
+  (REFENV: a reference environment made by ../shared/refenv/setup.sh, diffusers 0.32.1 under REFENV/src)
 """
 import json
 import math

@@ -19,7 +19,8 @@ argument) is checked below 2e-6 for the sample and every mass, which is why the 
 random weights are smaller than the others'.
 
 Run from the repository root:
-  PYTHONPATH=/work/refenv/src:/work/refenv /usr/bin/python3 tests/gen/gen_pixart_variants.py"""
+  PYTHONPATH=REFENV/src:REFENV /usr/bin/python3 tests/gen/gen_pixart_variants.py
+  (REFENV: a reference environment made by ../shared/refenv/setup.sh, diffusers 0.32.1 under REFENV/src)"""
 import json, math, os, shutil
 
 import shim  # noqa: F401  (torch 1.13 names)

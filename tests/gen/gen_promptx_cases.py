@@ -12,7 +12,8 @@ that convert_ids_to_tokens spells with only commas, once "</w>" or the leading U
 "other" for the rest.
 
 Run from the repository root (see tests/gen/refenv.py for PYTHONPATH):
-  PYTHONPATH=/work/tf439/src:/work/refenv/src:/work/refenv:tests/gen /usr/bin/python3 tests/gen/gen_promptx_cases.py"""
+  PYTHONPATH=TRANSFORMERS/src:REFENV/src:REFENV:tests/gen /usr/bin/python3 tests/gen/gen_promptx_cases.py
+  (REFENV: a reference environment made by ../shared/refenv/setup.sh, diffusers 0.32.1 under REFENV/src; TRANSFORMERS: the transformers 4.39 tree, see tests/gen/refenv.py)"""
 import json, os, sys
 
 import refenv  # noqa: F401  (glue only)

@@ -18,7 +18,8 @@ Also "linspace": torch.linspace(start, end, n, float32) under ATEN_CPU_CAPABILIT
 and avx512 (subprocesses), which the DDPM betas are built from.
 
 Run from the repository root:
-  PYTHONPATH=/work/refenv/src:/work/refenv /usr/bin/python3 tests/gen/gen_scheduler_cases.py
+  PYTHONPATH=REFENV/src:REFENV /usr/bin/python3 tests/gen/gen_scheduler_cases.py
+  (REFENV: a reference environment made by ../shared/refenv/setup.sh, diffusers 0.32.1 under REFENV/src)
 """
 import shim  # noqa: F401  (reference-environment shims; must come first)
 

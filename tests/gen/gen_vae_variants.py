@@ -2,7 +2,8 @@
 """AutoencoderKL variants computed by diffusers 0.32.1 itself (CPU, float64), for tests/test_vae.c.
 
 Run from the repository root:
-  PYTHONPATH=/work/refenv/src:/work/refenv /usr/bin/python3 tests/gen/gen_vae_variants.py
+  PYTHONPATH=REFENV/src:REFENV /usr/bin/python3 tests/gen/gen_vae_variants.py
+  (REFENV: a reference environment made by ../shared/refenv/setup.sh, diffusers 0.32.1 under REFENV/src)
 
 Writes tests/fixtures/vae-variants/NAME/ for each variant below: config.json and
 diffusion_pytorch_model.safetensors (diffusers' own save_pretrained; weights stored as the
