@@ -125,17 +125,7 @@ int fluxpipe_load_opts(fluxpipe **out, const char *dir, int flags) {
         rc = ss_fail(SS_ENOMEM, "out of memory");
         goto fail;
     }
-    if ((rc = sub(path, dir, "scheduler/scheduler_config.json")) < 0) goto fail;
-    if ((rc = fm_config_load(&p->scheduler, path)) < 0) {
-        component_err(rc, dir, C_SCHEDULER);
-        goto fail;
-    }
-    fm_sched probe;
-    if ((rc = fm_init(&probe, &p->scheduler)) < 0) {
-        component_err(rc, dir, C_SCHEDULER);
-        goto fail;
-    }
-    fm_free(&probe);
+    if ((rc = pipe_open_flowmatch(dir, &p->scheduler)) < 0) goto fail;
     if ((rc = sub(path, dir, "transformer/config.json")) < 0) goto fail;
     if ((rc = flux_config_load(&p->tcfg, path)) < 0) {
         component_err(rc, dir, C_TRANSFORMER);

@@ -99,3 +99,14 @@ int pipe_open_vae(const char *dir, vae_model **vae) {
     if ((rc = vae_load(vae, path)) < 0) return ss_err_prefix(rc, "%s: component 'vae': ", dir);
     return 0;
 }
+
+int pipe_open_flowmatch(const char *dir, fm_config *cfg) {
+    char path[4096];
+    int rc;
+    if ((rc = sub(path, dir, "scheduler/scheduler_config.json")) < 0) return rc;
+    if ((rc = fm_config_load(cfg, path)) < 0) return ss_err_prefix(rc, "%s: component 'scheduler': ", dir);
+    fm_sched probe;
+    if ((rc = fm_init(&probe, cfg)) < 0) return ss_err_prefix(rc, "%s: component 'scheduler': ", dir);
+    fm_free(&probe);
+    return 0;
+}

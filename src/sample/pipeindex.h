@@ -8,6 +8,7 @@
 #define SS_PIPEINDEX_H
 
 #include "models/vae.h"
+#include "sample/flowmatch.h"
 #include "text/txenc.h"
 #include "text/txtok.h"
 
@@ -26,6 +27,9 @@ int pipe_index_read(const char *dir, const char *class_name, const pipe_componen
 /* DIR/tok_key as a tokenizer and DIR/enc_key as its text encoder, checked against each other;
  * errors name the folder and the component. On error *tok and *enc may be set (the caller frees). */
 int pipe_open_text(const char *dir, const char *tok_key, const char *enc_key, txtok **tok, txenc **enc);
+/* DIR/scheduler/scheduler_config.json as a FlowMatch Euler configuration, checked by building a
+ * schedule from it; errors name the folder and the component. */
+int pipe_open_flowmatch(const char *dir, fm_config *cfg);
 /* DIR/vae as an AutoencoderKL; errors name the folder and the component. */
 int pipe_open_vae(const char *dir, vae_model **vae);
 
