@@ -376,7 +376,7 @@ static void plain_free(plain *p) {
 static sink_ctx *run_probe(const ss_site *site, const attn_args *a, sink_tokens qs, unsigned fields, const attn_args *pre) {
     sink_ctx *sk = sink_ctx_new();
     const int code = ss_site_code_of(site);
-    assert_int_equal(sink_ctx_set_probe(sk, &code, 1, qs, 5, 0), 0);
+    assert_int_equal(sink_ctx_set_probe(sk, &code, 1, qs, 5, 1), 0);
     sink_ctx_set_spiral(sk, fields);
     if (pre && sink_ctx_rope_qk(sk, site, 0, pre) < 0) fail_msg("%s", ss_err());
     if (pre && sink_ctx_rope_qk(sk, site, 1, a) < 0) fail_msg("%s", ss_err());
@@ -655,7 +655,7 @@ static void flux_fixture(const char *name) {
     const sink_tokens qs[] = {TOK_IMAGE, TOK_ALL};
     for (int qi = 0; qi < 2; qi++) {
         fcap c = {.sk = sink_ctx_new()};
-        sink_ctx_set_probe(c.sk, codes, ns, qs[qi], 5, 0);
+        sink_ctx_set_probe(c.sk, codes, ns, qs[qi], 5, 1);
         sink_ctx_set_spiral(c.sk, SPIRAL_ALL);
         c.inner = sink_ctx_hooks(c.sk);
         flux_hooks hk = {.ctx = &c, .attention = cap_attn, .rope_qk = cap_rope};
@@ -767,7 +767,7 @@ static void test_sd3_sites(void **state) {
     int codes[32];
     for (int i = 0; i < ns; i++) codes[i] = ss_site_code_of(&sites[i]);
     sink_ctx *sk = sink_ctx_new();
-    sink_ctx_set_probe(sk, codes, ns, TOK_IMAGE, 5, 0);
+    sink_ctx_set_probe(sk, codes, ns, TOK_IMAGE, 5, 1);
     sink_ctx_set_spiral(sk, SPIRAL_ALL);
     scap c = {.inner = sink_ctx_hooks(sk)};
     sd3_hooks hk = {.ctx = &c, .attention = scap_attn, .block_output = scap_block};
@@ -837,7 +837,7 @@ static void test_noop_and_threads(void **state) {
     /* spiral fields or none: the probe's own statistics and the output are the same */
     sink_ctx *s0 = sink_ctx_new();
     const int code = ss_site_code_of(&p->site);
-    sink_ctx_set_probe(s0, &code, 1, TOK_ALL, 5, 0);
+    sink_ctx_set_probe(s0, &code, 1, TOK_ALL, 5, 1);
     sd3_hooks hk = sink_ctx_hooks(s0);
     assert_int_equal(hk.attention(hk.ctx, &p->site, &p->a), 0);
     assert_memory_equal(p->out, plain_out, sizeof(float) * n);
@@ -899,7 +899,7 @@ static void test_fields_parse(void **state) {
     p.site.rope_dims[0] = 4, p.site.rope_dims[1] = 6;
     sk = sink_ctx_new();
     const int code = ss_site_code_of(&p.site);
-    sink_ctx_set_probe(sk, &code, 1, TOK_ALL, 5, 0);
+    sink_ctx_set_probe(sk, &code, 1, TOK_ALL, 5, 1);
     sink_ctx_set_spiral(sk, SPIRAL_ENERGY);
     sd3_hooks hk = sink_ctx_hooks(sk);
     assert_true(hk.attention(hk.ctx, &p.site, &p.a) < 0);

@@ -566,6 +566,7 @@ static int hook_attention(void *ctx, const ss_site *site0, const attn_args *a) {
     if (!rc && probed && s->spiral) {
         const float *pre = s->qk_pre && s->qk_pre_code == code ? s->qk_pre : NULL;
         rc = spiral_measure(&r->spiral, s->spiral, site, a, &st, tok_want(s->probe_queries), pre);
+        if (!rc && !s->keep_mass) spiral_rec_shrink(r->spiral); /* per-key vectors only where mass vectors are kept */
     }
     free(s->qk_pre); /* one site's, from its rope_qk hook just before */
     s->qk_pre = NULL;

@@ -64,7 +64,8 @@ sink_ctx *sink_ctx_new(void);
 void sink_ctx_free(sink_ctx *s);
 /* Probe these sites, given as site codes (ss_site_code; a joint block's code is its index, so
  * SD3 block lists work as they are): mass averaged over `queries` rows, top-k keys recorded;
- * keep_mass keeps the full [B,H,Tk] image-query mass vector in each record. A site
+ * keep_mass keeps the full [B,H,Tk] image-query mass vector in each record (and the spiral
+ * fields' [B,Tk] vectors; without it only their summaries, spiral_rec_shrink). A site
  * without such query rows (attn2 and text queries) fails when it runs, naming the site. */
 int sink_ctx_set_probe(sink_ctx *s, const int *sites, int n, sink_tokens queries, int topk, int keep_mass);
 /* Also measure these spiral fields (SPIRAL_* of sink/spiral.h; 0: none) at every probed site,
