@@ -69,7 +69,7 @@ static float *px_run(px *f, const sink_condition *c, sink_ctx **keep, const int 
     assert_non_null(sk);
     if (c) sink_ctx_set_condition(sk, c);
     if (nprobe) {
-        assert_int_equal(sink_ctx_set_probe(sk, probe, nprobe, TOK_IMAGE, 5, 0), 0);
+        assert_int_equal(sink_ctx_set_probe(sk, probe, nprobe, TOK_IMAGE, 5, 1), 0);
         sink_ctx_set_spiral(sk, SPIRAL_KEYIMP);
     }
     sd3_hooks inner = sink_ctx_hooks(sk);
