@@ -20,8 +20,10 @@ static float frand(void) {
     return (float)((g_s >> 11) * 0x1.0p-53 * 2 - 1);
 }
 
+static double g_values; /* values written by add() since the run began */
 static int add(st_writer *w, const char *name, int64_t d0, int64_t d1, float scale, float offset) {
     size_t n = (size_t)d0 * (d1 ? d1 : 1);
+    g_values += (double)n;
     float *x = malloc(n * sizeof *x);
     for (size_t i = 0; i < n; i++) x[i] = offset + scale * frand();
     int64_t shape[2] = {d0, d1};
@@ -35,6 +37,7 @@ static int sink(void *ctx, const char *name, int is_f32, const void *data, int n
 }
 
 static int run(int t5) {
+    g_values = 0;
     const int D = t5 ? 4096 : 768, H = t5 ? 64 : 12, dh = 64, F = t5 ? 10240 : 3072, NL = t5 ? 2 : 12;
     const int L = t5 ? 256 : 77, V = 1000, NI = H * dh;
     char dir[] = "/tmp/bench_text_XXXXXX", path[256];
@@ -112,6 +115,7 @@ static int run(int t5) {
         printf("sgemm %4d x %5d x %5d : %7.1f GFLOP/s\n", L, D, F, g);
     }
     double peak = fl_lin / t_lin / 1e9;
+    long rss0 = bu_mem_reset();
     double t0 = bu_now();
     txenc *e;
     if (txenc_open(&e, dir) < 0) {
@@ -119,6 +123,7 @@ static int run(int t5) {
         return 1;
     }
     double t_load = bu_now() - t0;
+    const long rss_load = bu_mem_peak() - rss0;
     int64_t *ids = malloc(sizeof *ids * L);
     for (int i = 0; i < L; i++) ids[i] = (i * 37) % V;
     double best = 1e30;
@@ -133,9 +138,12 @@ static int run(int t5) {
     }
     double flops = NL * (fl_lin + 2.0 * 2.0 * L * L * NI);
     printf("%s-width encoder (%d x %d heads x %d, ff %d, %d layers, %d tokens): load %.2f s, forward %.3f s "
-           "(best of 3) = %.0f tokens/s, %.1f GFLOP/s = %.0f%% of the sgemm rate %.1f GFLOP/s\n\n",
+           "(best of 3) = %.0f tokens/s, %.1f GFLOP/s = %.0f%% of the sgemm rate %.1f GFLOP/s\n",
            t5 ? "T5-XXL" : "CLIP-L", D, H, dh, F, NL, L, t_load, best, L / best, flops / best / 1e9,
            100 * flops / best / 1e9 / peak, peak);
+    printf("  BF16 weights held narrow: %.1f MiB (fp32 would be %.1f MiB); load peak +%.1f MiB, forward peak +%.1f MiB\n\n",
+           txenc_weight_bytes(e) / 1048576.0, g_values * 4 / 1048576.0, rss_load / 1024.0,
+           (bu_mem_peak() - rss0) / 1024.0);
     free(ids);
     txenc_free(e);
     unlink(path);

@@ -10,6 +10,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include "common.h"
@@ -259,8 +260,88 @@ static void test_bad_input(void **st) {
     free(d);
 }
 
+/* The folder's model.safetensors rewritten with every float tensor as `dtype`, into out/ (with
+ * the config); F32 from a narrow copy gives the same values at 4 bytes each. */
+static void rewrite(const char *src_dir, const char *src_file, const char *out, st_dtype dtype) {
+    st_file *f;
+    char p[4200];
+    snprintf(p, sizeof p, "%s/%s", src_dir, src_file);
+    if (st_open(&f, p) < 0) fail_msg("%s", ss_err());
+    st_writer *w = st_writer_new();
+    for (int i = 0; i < st_count(f); i++) {
+        const st_tensor *t = st_get(f, i);
+        if (t->dtype != ST_F32 && t->dtype != ST_F16 && t->dtype != ST_BF16) {
+            assert_int_equal(st_writer_add(w, t->name, t->dtype, t->ndim, t->shape, t->data), 0);
+            continue;
+        }
+        float *x = malloc((size_t)t->numel * 4 + 4);
+        assert_int_equal(st_to_f32(x, t), 0);
+        assert_int_equal(st_writer_add_f32(w, t->name, dtype, t->ndim, t->shape, x), 0);
+        free(x);
+    }
+    assert_int_equal(mkdir(out, 0755), 0);
+    snprintf(p, sizeof p, "%s/model.safetensors", out);
+    if (st_writer_save(w, p) < 0) fail_msg("%s", ss_err());
+    st_writer_free(w);
+    st_close(f);
+    char cmd[9000];
+    snprintf(cmd, sizeof cmd, "cp '%s/config.json' '%s/'", src_dir, out);
+    assert_int_equal(system(cmd), 0);
+}
+
+/* F16 and BF16 checkpoints keep their Linear weights and token embedding narrow (txenc.h): the
+ * outputs must be bit-identical to an F32 checkpoint holding the same values, at about half the
+ * weight memory. Every fixture folder (CLIP with and without projection and masks, T5 gated). */
+static void test_narrow_weights_bit_identical(void **st) {
+    const char *folders[] = {"clip-text-tiny", "clip-text-tiny-gelu", "t5-encoder-tiny", "text-encoder-variants/clip-w40-l3-mask",
+                             "text-encoder-variants/clip-quick-proj", "text-encoder-variants/t5-d24-h3x10-l3"};
+    const st_dtype narrow[2] = {ST_BF16, ST_F16};
+    char *d = tc_tmpdir();
+    for (size_t fi = 0; fi < sizeof folders / sizeof folders[0]; fi++) {
+        char src[1024];
+        snprintf(src, sizeof src, "%s", tc_path("fixtures/%s", folders[fi]));
+        st_file *in;
+        char p[4200];
+        snprintf(p, sizeof p, "%s/inputs.safetensors", src);
+        if (st_open(&in, p) < 0) fail_msg("%s", ss_err());
+        int B = 0, L = 0, B2, L2;
+        int64_t *ids = ints(in, "input_ids", &B, &L), *mask = ints(in, "attention_mask", &B2, &L2);
+        for (int k = 0; k < 2; k++) {
+            char nd[1200], wd[1200];
+            snprintf(nd, sizeof nd, "%s/%zu-%d-narrow", d, fi, k);
+            snprintf(wd, sizeof wd, "%s/%zu-%d-f32", d, fi, k);
+            rewrite(src, "model.safetensors", nd, narrow[k]);
+            rewrite(nd, "model.safetensors", wd, ST_F32);
+            txenc *en, *ew;
+            if (txenc_open(&en, nd) < 0 || txenc_open(&ew, wd) < 0) fail_msg("%s", ss_err());
+            outs on = {.suffix = ""}, ow = {.suffix = ""};
+            if (txenc_run(en, ids, mask, B, L, "inputs", keep, &on) < 0 || txenc_run(ew, ids, mask, B, L, "inputs", keep, &ow) < 0)
+                fail_msg("%s", ss_err());
+            assert_int_equal(on.n, ow.n);
+            assert_true(on.n > 2);
+            for (int i = 0; i < on.n; i++) {
+                assert_string_equal(on.name[i], ow.name[i]);
+                assert_int_equal(on.numel[i], ow.numel[i]);
+                if (memcmp(on.data[i], ow.data[i], on.numel[i] * (on.is_f32[i] ? 4 : 8)))
+                    fail_msg("%s as %s: %s differs from the F32 checkpoint", folders[fi], st_dtype_name(narrow[k]), on.name[i]);
+            }
+            const double ratio = (double)txenc_weight_bytes(en) / (double)txenc_weight_bytes(ew);
+            fprintf(stderr, "%-40s %s: %d outputs bit-identical to F32; weights %zu vs %zu bytes (%.3f)\n", folders[fi],
+                    st_dtype_name(narrow[k]), on.n, txenc_weight_bytes(en), txenc_weight_bytes(ew), ratio);
+            assert_true(ratio < 0.62 && ratio >= 0.5); /* norms, biases and position tables stay fp32 */
+            outs_free(&on), outs_free(&ow);
+            txenc_free(en), txenc_free(ew);
+        }
+        free(ids), free(mask);
+        st_close(in);
+    }
+    tc_rmtree(d);
+    free(d);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_narrow_weights_bit_identical),
         cmocka_unit_test(test_reference_fixtures),
         cmocka_unit_test(test_variants),
         cmocka_unit_test(test_encode_cli),

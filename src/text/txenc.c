@@ -14,18 +14,34 @@
 #include "io/jsonfile.h"
 #include "io/safetensors.h"
 
+/* A weight matrix as stored: fp32 (f), or the checkpoint's F16/BF16 bits (h, dtype dt), which
+ * are widened to fp32 right before use (exact, so results equal those of an fp32 copy). */
 typedef struct {
-    float *ln1_w, *ln1_b, *ln2_w, *ln2_b;   /* CLIP LayerNorms; T5 uses ln1_w / ln2_w (RMS) */
-    ss_linear q, k, v, o, fc1, fc2, fc1b; /* T5: fc1 = wi_0 (or wi), fc1b = wi_1, fc2 = wo */
+    const float *f;
+    const uint16_t *h;
+    st_dtype dt;
+} txmat;
+
+typedef struct {
+    ss_linear l; /* l.w NULL when the weight is held narrow (w.h) */
+    txmat w;
+} txlin;
+
+typedef struct {
+    float *ln1_w, *ln1_b, *ln2_w, *ln2_b; /* CLIP LayerNorms; T5 uses ln1_w / ln2_w (RMS) */
+    txlin q, k, v, o, fc1, fc2, fc1b;     /* T5: fc1 = wi_0 (or wi), fc1b = wi_1, fc2 = wo */
 } txenc_layer;
 
 struct txenc {
     txenc_config c;
     char *dir;
-    float *tok_emb, *pos_emb, *final_w, *final_b, *proj, *rel_bias;
+    txmat tok_emb;
+    float *pos_emb, *final_w, *final_b, *proj, *rel_bias;
     txenc_layer *layers;
-    float **owned;
+    void **owned;
     int n_owned, cap_owned;
+    size_t weight_bytes; /* what the weights hold, as stored */
+    size_t widen_max;    /* floats of the largest narrow Linear weight (the widening scratch) */
 };
 
 /* ---------------- config ---------------- */
@@ -134,6 +150,15 @@ static int parse_config(txenc_config *c, const char *path) {
 }
 
 /* ---------------- weights ---------------- */
+static int own_reserve(txenc *e) {
+    if (e->n_owned < e->cap_owned) return 0;
+    int cap = e->cap_owned ? e->cap_owned * 2 : 64;
+    void **p = realloc(e->owned, (size_t)cap * sizeof *p);
+    if (!p) return ss_fail(SS_ENOMEM, "out of memory");
+    e->owned = p, e->cap_owned = cap;
+    return 0;
+}
+
 static int load(txenc *e, const st_set *s, float **dst, int ndim, int64_t d0, int64_t d1, const char *fmt, ...)
     __attribute__((format(printf, 7, 8)));
 static int load(txenc *e, const st_set *s, float **dst, int ndim, int64_t d0, int64_t d1, const char *fmt, ...) {
@@ -143,30 +168,65 @@ static int load(txenc *e, const st_set *s, float **dst, int ndim, int64_t d0, in
     vsnprintf(name, sizeof name, fmt, ap);
     va_end(ap);
     int64_t shape[2] = {d0, d1};
-    if (e->n_owned == e->cap_owned) {
-        int cap = e->cap_owned ? e->cap_owned * 2 : 64;
-        float **p = realloc(e->owned, (size_t)cap * sizeof *p);
-        if (!p) return ss_fail(SS_ENOMEM, "out of memory");
-        e->owned = p, e->cap_owned = cap;
-    }
+    if (own_reserve(e) < 0) return SS_ENOMEM;
     int rc = st_load_f32(dst, s, name, ndim, shape);
     if (rc < 0) return ss_err_prefix(rc, "%s: ", e->dir);
     e->owned[e->n_owned++] = *dst;
+    e->weight_bytes += (size_t)d0 * (ndim > 1 ? (size_t)d1 : 1) * sizeof(float);
     return 0;
 }
 
-static int lin(txenc *e, const st_set *s, ss_linear *l, int in, int out, int bias, const char *prefix) {
-    float *w, *b = NULL;
-    int rc = load(e, s, &w, 2, out, in, "%s.weight", prefix);
+/* A matrix [d0, d1]: a F16 or BF16 tensor is kept as stored (2 bytes per value), any other float
+ * dtype converted to fp32 by load(). Shape and dtype are checked as st_load_f32 checks them. */
+static int load_mat(txenc *e, const st_set *s, txmat *m, int64_t d0, int64_t d1, const char *name) {
+    *m = (txmat){0};
+    const st_tensor *t = st_set_find(s, name);
+    if (!t || (t->dtype != ST_F16 && t->dtype != ST_BF16)) {
+        float *f;
+        int rc = load(e, s, &f, 2, d0, d1, "%s", name);
+        m->f = f;
+        return rc;
+    }
+    const int64_t shape[2] = {d0, d1};
+    if (t->ndim != 2 || memcmp(t->shape, shape, sizeof shape)) {
+        float *f = NULL;
+        int rc = load(e, s, &f, 2, d0, d1, "%s", name); /* the loader's shape error */
+        m->f = f;
+        return rc;
+    }
+    if (own_reserve(e) < 0) return SS_ENOMEM;
+    uint16_t *h = ss_malloc(t->nbytes ? t->nbytes : 1);
+    if (!h) return SS_ENOMEM;
+    memcpy(h, t->data, t->nbytes);
+    e->owned[e->n_owned++] = h;
+    e->weight_bytes += t->nbytes;
+    m->h = h, m->dt = t->dtype;
+    return 0;
+}
+
+/* Values [off, off + n) of a narrow matrix, widened to fp32 exactly as the loader converts them. */
+static void mat_widen(float *dst, const txmat *m, size_t off, size_t n) {
+    st_tensor t = {.name = "", .dtype = m->dt, .ndim = 1, .numel = (int64_t)n, .data = m->h + off, .nbytes = 2 * n,
+                   .file = ""};
+    t.shape[0] = (int64_t)n;
+    st_to_f32(dst, &t); /* F16/BF16 with data: cannot fail */
+}
+
+static int lin(txenc *e, const st_set *s, txlin *l, int in, int out, int bias, const char *prefix) {
+    char name[200];
+    float *b = NULL;
+    snprintf(name, sizeof name, "%s.weight", prefix);
+    int rc = load_mat(e, s, &l->w, out, in, name);
     if (rc >= 0 && bias) rc = load(e, s, &b, 1, out, 0, "%s.bias", prefix);
-    *l = (ss_linear){.w = w, .b = b, .in = in, .out = out};
+    l->l = (ss_linear){.w = l->w.f, .b = b, .in = in, .out = out};
+    if (l->w.h && (size_t)in * out > e->widen_max) e->widen_max = (size_t)in * out;
     return rc;
 }
 
 static int load_clip(txenc *e, const st_set *s) {
     const txenc_config *c = &e->c;
     int D = c->d_model, rc;
-    if ((rc = load(e, s, &e->tok_emb, 2, c->vocab_size, D, "text_model.embeddings.token_embedding.weight")) < 0 ||
+    if ((rc = load_mat(e, s, &e->tok_emb, c->vocab_size, D, "text_model.embeddings.token_embedding.weight")) < 0 ||
         (rc = load(e, s, &e->pos_emb, 2, c->max_positions, D, "text_model.embeddings.position_embedding.weight")) < 0 ||
         (rc = load(e, s, &e->final_w, 1, D, 0, "text_model.final_layer_norm.weight")) < 0 ||
         (rc = load(e, s, &e->final_b, 1, D, 0, "text_model.final_layer_norm.bias")) < 0)
@@ -200,7 +260,7 @@ static int load_t5(txenc *e, const st_set *s) {
     const txenc_config *c = &e->c;
     int D = c->d_model, NI = c->n_heads * c->d_head, rc;
     const char *emb = st_set_find(s, "encoder.embed_tokens.weight") ? "encoder.embed_tokens.weight" : "shared.weight";
-    if ((rc = load(e, s, &e->tok_emb, 2, c->vocab_size, D, "%s", emb)) < 0 ||
+    if ((rc = load_mat(e, s, &e->tok_emb, c->vocab_size, D, emb)) < 0 ||
         (rc = load(e, s, &e->final_w, 1, D, 0, "encoder.final_layer_norm.weight")) < 0 ||
         (rc = load(e, s, &e->rel_bias, 2, c->num_buckets, c->n_heads,
                    "encoder.block.0.layer.0.SelfAttention.relative_attention_bias.weight")) < 0)
@@ -265,6 +325,7 @@ int txenc_open(txenc **out, const char *dir) {
 }
 
 const txenc_config *txenc_get_config(const txenc *e) { return &e->c; }
+size_t txenc_weight_bytes(const txenc *e) { return e->weight_bytes; }
 const char *txenc_dir(const txenc *e) { return e->dir; }
 
 int txenc_check_tokenizer(const txenc *e, const txtok *t) {
@@ -306,14 +367,16 @@ static int t5_bucket(int rel, int num_buckets, int max_distance) {
 /* ---------------- forward ---------------- */
 typedef struct {
     float *x, *h, *q, *k, *v, *a, *f, *g;
+    float *wide; /* one narrow Linear weight widened to fp32 (txenc.widen_max floats) */
 } bufs;
 
 static void bufs_free(bufs *b) {
-    free(b->x), free(b->h), free(b->q), free(b->k), free(b->v), free(b->a), free(b->f), free(b->g);
+    free(b->x), free(b->h), free(b->q), free(b->k), free(b->v), free(b->a), free(b->f), free(b->g), free(b->wide);
 }
 
-static int bufs_alloc(bufs *b, size_t M, size_t D, size_t NI, size_t F) {
+static int bufs_alloc(bufs *b, const txenc *e, size_t M, size_t D, size_t NI, size_t F) {
     memset(b, 0, sizeof *b);
+    if (e->widen_max && !(b->wide = ss_malloc(e->widen_max * sizeof(float)))) return SS_ENOMEM;
     size_t md, mi, mf;
     if (ss_mul_size(M, D, &md) < 0 || ss_mul_size(M, NI, &mi) < 0 || ss_mul_size(M, F, &mf) < 0 ||
         mf > SIZE_MAX / sizeof(float) || md > SIZE_MAX / sizeof(float) || mi > SIZE_MAX / sizeof(float))
@@ -327,6 +390,29 @@ static int bufs_alloc(bufs *b, size_t M, size_t D, size_t NI, size_t F) {
     return 0;
 }
 
+/* y = x W^T + b. A narrow weight is widened into b->wide first (in parallel, each value as the
+ * loader would convert it), then multiplied by the same op_linear call as an fp32 weight. */
+static void lin_apply(bufs *b, float *y, const float *x, const txlin *l, int M) {
+    if (!l->w.h) {
+        op_linear(y, x, &l->l, M);
+        return;
+    }
+    const size_t n = (size_t)l->l.in * l->l.out, chunk = 1 << 16, nc = (n + chunk - 1) / chunk;
+#pragma omp parallel for schedule(static) if (n > chunk)
+    for (size_t i = 0; i < nc; i++) mat_widen(b->wide + i * chunk, &l->w, i * chunk, i + 1 < nc ? chunk : n - i * chunk);
+    ss_linear w = l->l;
+    w.w = b->wide;
+    op_linear(y, x, &w, M);
+}
+
+/* Row r of an embedding table into dst[D]. */
+static void emb_row(float *dst, const txmat *m, int64_t r, int D) {
+    if (m->h)
+        mat_widen(dst, m, (size_t)r * D, (size_t)D);
+    else
+        memcpy(dst, m->f + (size_t)r * D, (size_t)D * sizeof *dst);
+}
+
 static int emit(txenc_out_fn cb, void *ctx, const char *name, const float *x, int B, int L, int D) {
     int64_t shape[3] = {B, L, D};
     return cb(ctx, name, 1, x, 3, shape);
@@ -336,32 +422,34 @@ static int run_clip(const txenc *e, const int64_t *ids, const int64_t *mask, int
     const txenc_config *c = &e->c;
     int D = c->d_model, M = B * L;
     bufs b;
-    int rc = bufs_alloc(&b, (size_t)M, (size_t)D, (size_t)D, (size_t)c->d_ff);
+    int rc = bufs_alloc(&b, e, (size_t)M, (size_t)D, (size_t)D, (size_t)c->d_ff);
     if (rc < 0) return rc;
-    for (int t = 0; t < M; t++)
-        for (int j = 0; j < D; j++)
-            b.x[(size_t)t * D + j] = e->tok_emb[(size_t)ids[t] * D + j] + e->pos_emb[(size_t)(t % L) * D + j];
+    for (int t = 0; t < M; t++) {
+        float *xt = b.x + (size_t)t * D;
+        emb_row(xt, &e->tok_emb, ids[t], D);
+        for (int j = 0; j < D; j++) xt[j] += e->pos_emb[(size_t)(t % L) * D + j];
+    }
     char name[64];
     rc = emit(cb, ctx, "hidden_states.0", b.x, B, L, D);
     float scale = 1.0f / sqrtf((float)c->d_head);
     for (int li = 0; li < c->n_layers && rc >= 0; li++) {
         const txenc_layer *Ly = &e->layers[li];
         op_layernorm_affine(b.h, b.x, Ly->ln1_w, Ly->ln1_b, M, D, c->eps);
-        op_linear(b.q, b.h, &Ly->q, M);
-        op_linear(b.k, b.h, &Ly->k, M);
-        op_linear(b.v, b.h, &Ly->v, M);
+        lin_apply(&b, b.q, b.h, &Ly->q, M);
+        lin_apply(&b, b.k, b.h, &Ly->k, M);
+        lin_apply(&b, b.v, b.h, &Ly->v, M);
         for (int bi = 0; bi < B && rc >= 0; bi++) {
             size_t o = (size_t)bi * L * D;
             rc = attn_materialized(b.a + o, b.q + o, b.k + o, b.v + o, L, c->n_heads, c->d_head, D, scale, NULL, 1,
                            mask ? mask + (size_t)bi * L : NULL);
         }
         if (rc < 0) break;
-        op_linear(b.h, b.a, &Ly->o, M);
+        lin_apply(&b, b.h, b.a, &Ly->o, M);
         for (size_t i = 0; i < (size_t)M * D; i++) b.x[i] += b.h[i];
         op_layernorm_affine(b.h, b.x, Ly->ln2_w, Ly->ln2_b, M, D, c->eps);
-        op_linear(b.f, b.h, &Ly->fc1, M);
+        lin_apply(&b, b.f, b.h, &Ly->fc1, M);
         op_activation(b.f, (size_t)M * c->d_ff, c->act);
-        op_linear(b.h, b.f, &Ly->fc2, M);
+        lin_apply(&b, b.h, b.f, &Ly->fc2, M);
         for (size_t i = 0; i < (size_t)M * D; i++) b.x[i] += b.h[i];
         snprintf(name, sizeof name, "hidden_states.%d", li + 1);
         rc = emit(cb, ctx, name, b.x, B, L, D);
@@ -416,7 +504,7 @@ static int run_t5(const txenc *e, const int64_t *ids, const int64_t *mask, int B
     int D = c->d_model, H = c->n_heads, NI = H * c->d_head, M = B * L;
     const char *sfx = mask ? "_masked" : "";
     bufs b;
-    int rc = bufs_alloc(&b, (size_t)M, (size_t)D, (size_t)NI, (size_t)c->d_ff);
+    int rc = bufs_alloc(&b, e, (size_t)M, (size_t)D, (size_t)NI, (size_t)c->d_ff);
     if (rc < 0) return rc;
     size_t nb;
     float *bias = NULL;
@@ -429,32 +517,32 @@ static int run_t5(const txenc *e, const int64_t *ids, const int64_t *mask, int B
             int bk = t5_bucket(j - i, c->num_buckets, c->max_distance);
             for (int h = 0; h < H; h++) bias[((size_t)h * L + i) * L + j] = e->rel_bias[(size_t)bk * H + h];
         }
-    for (int t = 0; t < M; t++) memcpy(b.x + (size_t)t * D, e->tok_emb + (size_t)ids[t] * D, (size_t)D * sizeof(float));
+    for (int t = 0; t < M; t++) emb_row(b.x + (size_t)t * D, &e->tok_emb, ids[t], D);
     char name[64];
     snprintf(name, sizeof name, "hidden_states%s.0", sfx);
     rc = emit(cb, ctx, name, b.x, B, L, D);
     for (int li = 0; li < c->n_layers && rc >= 0; li++) {
         const txenc_layer *Ly = &e->layers[li];
         rmsnorm(b.h, b.x, Ly->ln1_w, M, D, c->eps);
-        op_linear(b.q, b.h, &Ly->q, M);
-        op_linear(b.k, b.h, &Ly->k, M);
-        op_linear(b.v, b.h, &Ly->v, M);
+        lin_apply(&b, b.q, b.h, &Ly->q, M);
+        lin_apply(&b, b.k, b.h, &Ly->k, M);
+        lin_apply(&b, b.v, b.h, &Ly->v, M);
         for (int bi = 0; bi < B && rc >= 0; bi++) {
             size_t o = (size_t)bi * L * NI;
             rc = attn_materialized(b.a + o, b.q + o, b.k + o, b.v + o, L, H, c->d_head, NI, 1.0f, bias, 0,
                            mask ? mask + (size_t)bi * L : NULL);
         }
         if (rc < 0) break;
-        op_linear(b.h, b.a, &Ly->o, M);
+        lin_apply(&b, b.h, b.a, &Ly->o, M);
         for (size_t i = 0; i < (size_t)M * D; i++) b.x[i] += b.h[i];
         rmsnorm(b.h, b.x, Ly->ln2_w, M, D, c->eps);
-        op_linear(b.f, b.h, &Ly->fc1, M);
+        lin_apply(&b, b.f, b.h, &Ly->fc1, M);
         op_activation(b.f, (size_t)M * c->d_ff, c->act ? OP_ACT_RELU : OP_ACT_GELU_TANH);
         if (c->gated) {
-            op_linear(b.g, b.h, &Ly->fc1b, M);
+            lin_apply(&b, b.g, b.h, &Ly->fc1b, M);
             for (size_t i = 0; i < (size_t)M * c->d_ff; i++) b.f[i] *= b.g[i];
         }
-        op_linear(b.h, b.f, &Ly->fc2, M);
+        lin_apply(&b, b.h, b.f, &Ly->fc2, M);
         for (size_t i = 0; i < (size_t)M * D; i++) b.x[i] += b.h[i];
         snprintf(name, sizeof name, "block%s.%d", sfx, li);
         rc = emit(cb, ctx, name, b.x, B, L, D);

@@ -14,10 +14,15 @@
  *
  * Folders: config.json + model.safetensors (or model.safetensors.index.json shards), F32, F16 or
  * BF16. A full CLIPModel folder (model_type "clip") opens as its text tower: text_config with
- * CLIPTextConfig's defaults for the keys save_pretrained omits, the top-level projection_dim. Weights are converted to fp32 at open, so memory is 4 bytes per parameter: T5-XXL's
- * encoder (4.7B) needs about 19 GB in fp32 (9.5 GB as stored in BF16), so on a 24 GB machine it
- * must encode the prompts and be freed (txenc_free) before the DiT is loaded; the outputs are a
- * few MB. Attention is written here (src/core/attn has no causal mask or additive bias): one
+ * CLIPTextConfig's defaults for the keys save_pretrained omits, the top-level projection_dim.
+ * Weights: every Linear weight and the token embedding stored as F16 or BF16 stay in that form
+ * (2 bytes per value) and are widened to fp32 right before use, one matrix at a time into a
+ * scratch of the largest one; the widening is exact and the product the same fp32 sgemm call,
+ * so outputs are bit-identical to converting everything at open. Other tensors (norms, biases,
+ * position tables, projection) and F32 checkpoints are held in fp32. So T5-XXL's encoder (4.7B)
+ * needs ~9.5 GB stored in BF16/F16 plus a 168 MB scratch (19 GB from an F32 checkpoint); on a 24
+ * GB machine it still encodes the prompts and is freed (txenc_free) before the DiT is loaded; the
+ * outputs are a few MB. Attention is written here (src/core/attn has no causal mask or additive bias): one
  * [L, L] score matrix per (batch, head) with BLAS, heads in parallel.
  *
  * Outputs go to a callback in order, named as the reference fixtures name them:
@@ -30,6 +35,7 @@
 #ifndef SS_TXENC_H
 #define SS_TXENC_H
 
+#include <stddef.h>
 #include <stdint.h>
 
 #include "text/txtok.h"
@@ -54,6 +60,8 @@ int txenc_open(txenc **out, const char *dir);
 void txenc_free(txenc *e);
 const txenc_config *txenc_get_config(const txenc *e);
 const char *txenc_dir(const txenc *e);
+/* Bytes the loaded weights occupy (2 per value for the narrow ones, 4 for fp32). */
+size_t txenc_weight_bytes(const txenc *e);
 
 /* is_f32: 1 for float data [ndim shape], 0 for int64 data. Return < 0 to stop. */
 typedef int (*txenc_out_fn)(void *ctx, const char *name, int is_f32, const void *data, int ndim,
