@@ -151,6 +151,7 @@ static int probe_spec(json_t *p, const char *path, exp_probe_spec *ps) {
             } else
                 return ss_fail(SS_EFORMAT, "%s: field 'probe.spiral' must be \"all\", a comma-separated list of field groups "
                                "(keyimp, budget, energy, qk, norms, act) or a non-empty list of their names", path);
+            ps->spiral |= SPIRAL_KEYIMP; /* always measured with any group */
         } else {
             return ss_fail(SS_EFORMAT, "%s: unknown field 'probe.%s' (known: sites, spiral)", path,
                            ss_printable(key, shown, sizeof shown));

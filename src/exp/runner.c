@@ -553,10 +553,10 @@ static json_t *build_config(runner *r, const exp_blocks *bm) {
         for (int i = 0; i < r->n_probe; i++) json_array_append_new(names, json_string(ss_site_code_name(r->probe[i], nm, sizeof nm)));
         json_object_set_new(po, "sites", names);
     }
-    if (c->spiral) {
+    if (c->spiral) { /* keyimp is measured with any group: "norms" and "keyimp,norms" are the same setting */
         json_t *names = json_array();
         for (int i = 0; i < 6; i++)
-            if (c->spiral & (1u << i)) json_array_append_new(names, json_string(EXP_SPIRAL_NAMES[i]));
+            if ((c->spiral | SPIRAL_KEYIMP) & (1u << i)) json_array_append_new(names, json_string(EXP_SPIRAL_NAMES[i]));
         json_object_set_new(po, "spiral", names);
     }
     json_object_set_new(o, "probe", po);

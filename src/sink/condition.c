@@ -123,7 +123,7 @@ static int pad_field(json_t *v, const char *where, sink_condition *c) {
         return ss_fail(SS_EFORMAT, "%s must be a count N (an integer: N commas) or a string \"N\" or \"N:STRING\"", at);
     const char *s = json_string_value(v);
     char shown[80];
-    if (strlen(s) >= sizeof c->pad_spec || strlen(s) != json_string_length(v))
+    if (strlen(s) >= sizeof c->pad_spec)
         return ss_fail(SS_EFORMAT, "%s = \"%s\": expected N or N:STRING, at most %zu bytes", at, ss_printable(s, shown, sizeof shown),
                        sizeof c->pad_spec - 1);
     const int rc = promptx_pad_parse(&c->pad, s, at);
