@@ -26,6 +26,7 @@
 
 #include "common.h"
 #include "core/err.h"
+#include "exp/metrics.h"
 #include "exp/protocol.h"
 #include "exp/records.h"
 #include "io/png.h"
@@ -260,6 +261,16 @@ static void test_spiral_dynamics(void **st) {
     size_t i;
     const json_t *r;
     json_array_foreach(recs, i, r) check_against_probe(pp, r);
+    /* two images at once on two threads: the same spiral entries */
+    char J[1024];
+    snprintf(J, sizeof J, "%s", at("jobs"));
+    rc = tc_run(out, sizeof out, "%s run --exp '%s' --preset spiral_dynamics --limit-prompts 2 --seeds 1 --steps %d --threads 2 "
+                "--jobs 2 --quiet 2>&1", tc_bin(), J, STEPS);
+    if (rc) fail_msg("run --jobs 2: %s", out);
+    json_t *jr = load_records(J);
+    json_array_foreach(jr, i, r) assert_true(json_equal(json_object_get(r, "spiral"),
+                                                        json_object_get(record_of(recs, str_of(r, "key")), "spiral")));
+    json_decref(jr);
     /* the probe leaves the images as they are: a run without it makes the same files */
     char P[1024];
     snprintf(P, sizeof P, "%s", at("plain"));
@@ -659,10 +670,77 @@ static void test_pe_corner(void **st) {
     if (rc) fail_msg("report: %s", out);
 }
 
+/* metric_spiral_json on its own: the key types' runs follow the text types the probe saw, comma
+ * keys included (what CLIP / T5 tokenizers give a comma-padded prompt); its errors. */
+static void test_spiral_json(void **st) {
+    (void)st;
+    pipeline *pp;
+    if (pipe_load(&pp, MODEL) < 0) fail_msg("%s", ss_err());
+    ss_site sites[64];
+    const int ns = model_sites(pp, sites, 64), S = pp->text_encoder->cfg.max_length;
+    /* words, commas, a word, <eos>, pads: as a T5 tokenizer would type "a b c ,,, d" */
+    enum { S16 = 16 };
+    uint8_t types[2 * S16];
+    assert_int_equal(S, S16);
+    for (int b = 0; b < 2; b++)
+        for (int i = 0; i < S16; i++)
+            types[b * S16 + i] = i < 3 ? SS_TOK_WORD : i < 6 ? SS_TOK_COMMA : i == 6 ? SS_TOK_WORD : i == 7 ? SS_TOK_EOS : SS_TOK_PAD;
+    for (int keep = 0; keep < 2; keep++) {
+        sink_ctx *sk = sink_ctx_new();
+        const int codes[2] = {1, 4};
+        assert_int_equal(sink_ctx_set_probe(sk, codes, 2, TOK_IMAGE, 5, keep), 0);
+        sink_ctx_set_spiral(sk, SPIRAL_KEYIMP | SPIRAL_BUDGET);
+        assert_int_equal(sink_ctx_set_text_types(sk, types, 2, S), 0);
+        pipe_params p;
+        pipe_params_default(&p);
+        p.prompt = "a photo of a circle";
+        p.steps = 2;
+        uint8_t rgb[3 * 32 * 32];
+        if (pipe_generate(pp, &p, rgb, sk, NULL) < 0) fail_msg("%s", ss_err());
+        json_t *a = metric_spiral_json(sk, 1, sites, ns, types + S, S);
+        if (!keep) { /* the last step's mu was not kept */
+            assert_null(a);
+            assert_non_null(strstr(ss_err(), "spiral record of joint.1, step 1: the probe kept no Key Importance vector"));
+            /* without a last step in the records nothing is needed */
+            a = metric_spiral_json(sk, 5, sites, ns, types + S, S);
+            assert_int_equal((int)json_array_size(a), 4);
+            json_decref(a);
+            sink_ctx_free(sk);
+            continue;
+        }
+        assert_int_equal((int)json_array_size(a), 4);
+        json_t *want = json_pack("[[s,i],[s,i],[s,i],[s,i],[s,i],[s,i]]", "image", 64, "word", 3, "comma", 3, "word", 1, "eos", 1,
+                                 "pad", 8);
+        size_t i;
+        json_t *e;
+        json_array_foreach(a, i, e) {
+            const json_t *bk = json_object_get(e, "budget_keys");
+            assert_int_equal(json_integer_value(json_object_get(bk, "comma")), 3);
+            assert_int_equal(json_integer_value(json_object_get(bk, "word")), 4);
+            if (json_integer_value(json_object_get(e, "step")) == 1) assert_true(json_equal(json_object_get(e, "key_types"), want));
+            else assert_null(json_object_get(e, "key_types"));
+        }
+        json_decref(want);
+        json_decref(a);
+        /* without text types: the spans' own types (the probe's were finer: only the runs change) */
+        a = metric_spiral_json(sk, 1, sites, ns, NULL, S);
+        want = json_pack("[[s,i],[s,i]]", "image", 64, "text", 16);
+        assert_true(json_equal(json_object_get(json_array_get(a, 3), "key_types"), want));
+        json_decref(want);
+        json_decref(a);
+        /* a record whose site the list lacks */
+        assert_null(metric_spiral_json(sk, 1, sites, 1, types + S, S));
+        assert_non_null(strstr(ss_err(), "spiral record of joint.1, step 1: the site does not match the model's sites"));
+        sink_ctx_free(sk);
+    }
+    pipe_free(pp);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_spiral_dynamics), cmocka_unit_test(test_options),    cmocka_unit_test(test_comma_padding),
         cmocka_unit_test(test_pad_values),      cmocka_unit_test(test_preset_format), cmocka_unit_test(test_pe_corner),
+        cmocka_unit_test(test_spiral_json),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }
