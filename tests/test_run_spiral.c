@@ -1,5 +1,5 @@
 /* The "From a Spiral to a Sink" experiments in `sinkscope run` (docs/experiment-format.md, section
- * Spiral fields; README, section Presets), on the embedded ShapeWorld model:
+ * Spiral fields; README, the preset table), on the embedded ShapeWorld model:
  *   - `run --preset spiral_dynamics` writes one spiral entry per (site, step) of every record,
  *     equal field for field to the probe's own records (spiral_rec_to_json of the same prompt and
  *     seed made by pipe_generate with every site probed), with mu and the key types at the last

@@ -47,7 +47,7 @@ static const char USAGE[] =
     "  --prompts FILE      GenEval-schema JSONL (scored by the ShapeWorld detector), or plain text with one\n"
     "                      prompt per line (no detector score); default " EVAL_PROMPTS "\n"
     "  --conditions FILE   a JSON list of condition objects (README, section Conditions), or a preset object\n"
-    "                      {\"probe\": {...}, \"conditions\": [...]} (README, section Presets)\n"
+    "                      {\"probe\": {...}, \"conditions\": [...]} (README, the preset table)\n"
     "  --preset NAME       configs/presets/NAME.json: core, dose_score, value_sweep, phases, text_vs_image,\n"
     "                      k_sweep, noop, baseline (only the baseline: model quality and sink dynamics),\n"
     "                      spiral_dynamics, comma_padding, pe_corner (docs/spiral-measurements.md)\n"

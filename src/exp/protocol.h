@@ -41,7 +41,7 @@ int exp_core_conditions(const exp_blocks *b, sink_condition **out, int *n);
  * or pad_prompt fields, is an error. *list is realloc'ed. `what` names the source in errors. */
 int exp_conditions_prepare(sink_condition **list, int *n, const char *what);
 
-/* A conditions file or preset (configs/presets/NAME.json; README, section Presets): either a JSON
+/* A conditions file or preset (configs/presets/NAME.json; README, the preset table): either a JSON
  * list of condition objects (or one object), as sink_condition_list_load reads it, or an object
  *   {"description": "...", "probe": {"sites": "all", "spiral": "all"}, "conditions": [ ... ]}
  * with "conditions" required and the others optional. probe.sites: "all" (every attention site),
