@@ -19,14 +19,17 @@
 #include "io/pathcheck.h"
 #include "metric/fidmode.h"
 #include "sample/pipeline.h"
+#include "sink/spiral.h"
 
 #define EVAL_PROMPTS "data/shapeworld_eval.jsonl"
+_Static_assert(EXP_MAX_PROBE <= RUN_MAX_PROBE, "a preset's probe.sites must fit run_config.probe_blocks");
 #define DEFAULT_EXP "exp/main"
 #define MAIN_JOB_STRIDE 3
 
 static const char USAGE[] =
     "usage: sinkscope run [--exp DIR] [--model DIR] [--prompts FILE] [--conditions FILE.json | --preset NAME]\n"
-    "                     [--seeds N] [--base-seed N] [--steps N] [--cfg X] [--probe BLOCKS]\n"
+    "                     [--seeds N] [--base-seed N] [--steps N] [--cfg X] [--probe BLOCKS|all]\n"
+    "                     [--spiral FIELDS]\n"
     "                     [--limit-prompts N] [--metrics LIST --metric-weights DIR] [--fid-mode MODE]\n"
     "                     [--precision f32|bf16] [--threads N] [--jobs N] [--quiet]\n"
     "\n"
@@ -43,9 +46,11 @@ static const char USAGE[] =
     "                      current directory\n"
     "  --prompts FILE      GenEval-schema JSONL (scored by the ShapeWorld detector), or plain text with one\n"
     "                      prompt per line (no detector score); default " EVAL_PROMPTS "\n"
-    "  --conditions FILE   a JSON list of condition objects (README, section Conditions)\n"
+    "  --conditions FILE   a JSON list of condition objects (README, section Conditions), or a preset object\n"
+    "                      {\"probe\": {...}, \"conditions\": [...]} (README, the preset table)\n"
     "  --preset NAME       configs/presets/NAME.json: core, dose_score, value_sweep, phases, text_vs_image,\n"
-    "                      k_sweep, noop, baseline (only the baseline: model quality and sink dynamics)\n"
+    "                      k_sweep, noop, baseline (only the baseline: model quality and sink dynamics),\n"
+    "                      spiral_dynamics, comma_padding, pe_corner (docs/spiral-measurements.md)\n"
     "                      (block indices for a 6-block model; checked against the model)\n"
     "                      without either: the core protocol, blocks chosen from the model's depth\n"
     "                      (early = L/4, middle = L/2, late = 3L/4, rounded down)\n"
@@ -53,8 +58,12 @@ static const char USAGE[] =
     "  --base-seed N       (default 0); every seed must fit in 64 bits (at most 2^64 - 1)\n"
     "  --steps N           sampling steps (default 20)\n"
     "  --cfg X             classifier-free guidance scale (default 4)\n"
-    "  --probe BLOCKS      blocks whose attention statistics are recorded: comma-separated indices, or\n"
-    "                      'none'; default the early, middle and late blocks\n"
+    "  --probe BLOCKS      blocks whose attention statistics are recorded: comma-separated indices, 'all'\n"
+    "                      (every attention site) or 'none'; default the preset's probe.sites, else the\n"
+    "                      early, middle and late blocks\n"
+    "  --spiral FIELDS     also the \"why sinks form\" fields at every probed site and step, in the records'\n"
+    "                      \"spiral\" arrays: all, or a comma-separated subset of keyimp, budget, energy,\n"
+    "                      qk, norms, act; default the preset's probe.spiral, else none\n"
     "  --prompt-stride N   only every N-th prompt (0, N, 2N, ...), keeping their indices and seeds;\n"
     "                      in the main job, 3 (72 of the 216 evaluation prompts, 12 per tag)\n"
     "  --limit-prompts N   only the first N prompts (after the stride)\n"
@@ -128,7 +137,7 @@ int cmd_run(int argc, char **argv) {
     const char *exp_dir = default_exp, *model_dir = NULL, *prompts = NULL, *cond_path = NULL, *preset = NULL,
                *seeds_s = NULL, *base_s = NULL, *steps_s = NULL, *cfg_s = NULL, *probe_s = NULL, *limit_s = NULL,
                *threads_s = NULL, *jobs_s = NULL, *stride_s = NULL, *metrics_s = NULL, *weights_s = NULL,
-               *fid_mode_s = NULL, *prec_s = NULL;
+               *fid_mode_s = NULL, *prec_s = NULL, *spiral_s = NULL;
     int quiet = 0;
     cli_opt opts[] = {{"exp", &exp_dir, NULL},         {"model", &model_dir, NULL},   {"prompts", &prompts, NULL},
                       {"conditions", &cond_path, NULL}, {"preset", &preset, NULL},     {"seeds", &seeds_s, NULL},
@@ -136,14 +145,14 @@ int cmd_run(int argc, char **argv) {
                       {"probe", &probe_s, NULL},        {"limit-prompts", &limit_s, NULL}, {"threads", &threads_s, NULL},
                       {"jobs", &jobs_s, NULL},          {"quiet", NULL, &quiet},       {"prompt-stride", &stride_s, NULL},
                       {"metrics", &metrics_s, NULL},    {"metric-weights", &weights_s, NULL},
-                      {"fid-mode", &fid_mode_s, NULL},  {"precision", &prec_s, NULL}};
+                      {"fid-mode", &fid_mode_s, NULL},  {"precision", &prec_s, NULL},  {"spiral", &spiral_s, NULL}};
     int pr = cli_parse(argc, argv, opts, sizeof opts / sizeof opts[0], USAGE);
     if (pr) return pr > 0 ? 0 : 2;
     /* The main job: nothing that changes what is computed was given (--threads, --jobs and
      * --quiet do not change results, so `run --quiet` is still the main job). */
     const int no_args = exp_dir == default_exp && !model_dir && !prompts && !cond_path && !preset && !seeds_s && !base_s &&
                         !steps_s && !cfg_s && !probe_s && !limit_s && !stride_s && !metrics_s && !weights_s && !fid_mode_s &&
-                        !prec_s;
+                        !prec_s && !spiral_s;
     if (cond_path && preset) {
         fprintf(stderr, "sinkscope run: give --conditions or --preset, not both\n");
         return 2;
@@ -213,7 +222,14 @@ int cmd_run(int argc, char **argv) {
         if (cli_int("run", "jobs", jobs_s, 1, 4096, &v)) return 2;
         c.jobs = (int)v;
     }
-    if (probe_s) {
+    if (spiral_s && spiral_fields_parse(spiral_s, &c.spiral) < 0) {
+        fprintf(stderr, "sinkscope run: --spiral: %s\n", ss_err());
+        return 2;
+    }
+    if (probe_s && !strcmp(probe_s, "all")) {
+        c.probe_default = 0;
+        c.probe_all = 1;
+    } else if (probe_s) {
         c.probe_default = 0;
         if (strcmp(probe_s, "none")) {
             int n = cli_int_list("run", "probe", probe_s, c.probe_blocks, RUN_MAX_PROBE);
@@ -263,7 +279,16 @@ int cmd_run(int argc, char **argv) {
     }
     c.prompts_path = prompts;
     if (cond_path) {
-        if ((rc = sink_condition_list_load(&conds, &n_conds, cond_path)) < 0) goto done;
+        exp_probe_spec ps;
+        if ((rc = exp_conditions_load(cond_path, &conds, &n_conds, &ps)) < 0) goto done;
+        /* the file's probe settings, unless the command line gives its own */
+        if (!probe_s && ps.have_sites) {
+            c.probe_default = 0;
+            c.probe_all = ps.all_sites;
+            c.n_probe = ps.n_sites;
+            memcpy(c.probe_blocks, ps.sites, sizeof(int) * (size_t)ps.n_sites);
+        }
+        if (!spiral_s && ps.have_spiral) c.spiral = ps.spiral;
     } else {
         /* the core protocol needs the model's depth before the run starts */
         if ((rc = pipe_load(&pp, model_dir)) < 0) goto done;

@@ -6,6 +6,8 @@
 
 #include "core/err.h"
 #include "eval/detect.h"
+#include "sink/spiral.h"
+#include "text/tokenizer.h"
 
 double img_mse(const uint8_t *a, const uint8_t *b, int w, int h) {
     const size_t n = (size_t)w * h * 3;
@@ -160,6 +162,66 @@ void *metric_verification_json(const sink_ctx *s) {
         json_object_set_new(o, "mass_before", jnum(before));
         json_object_set_new(o, "mass_after", jnum(after));
         json_object_set_new(o, "keys", keys);
+        json_array_append_new(arr, o);
+    }
+    return arr;
+}
+
+void metric_word_types(const int32_t *ids, int S, uint8_t *types) {
+    for (int i = 0; i < S; i++) types[i] = ids[i] == TOK_PAD ? SS_TOK_PAD : ids[i] == TOK_EOS ? SS_TOK_EOS : SS_TOK_WORD;
+}
+
+/* key j's type at a site: its key span's, or for the one text span the given text types */
+static ss_tok key_type_of(const ss_site *site, int j, const uint8_t *tt, int S) {
+    for (int g = 0; g < site->n_kspan; g++) {
+        const ss_span *sp = &site->kspan[g];
+        if (j < sp->start || j >= sp->start + sp->len) continue;
+        if (tt && ss_tok_is_text(sp->type) && sp->len == S) return (ss_tok)tt[j - sp->start];
+        return sp->type;
+    }
+    return SS_TOK_OTHER;
+}
+
+void *metric_spiral_json(const sink_ctx *s, int last_step, const ss_site *sites, int n_sites, const uint8_t *text_types,
+                         int S) {
+    json_t *arr = json_array();
+    for (int i = 0; i < sink_ctx_record_count(s) && arr; i++) {
+        const sink_record *r = sink_ctx_record(s, i);
+        if (!r->probed || !r->spiral) continue;
+        const spiral_rec *sp = r->spiral;
+        const int b = sp->B - 1;
+        char nm[40];
+        ss_site_code_name(r->site, nm, sizeof nm);
+        json_t *o = json_object(), *f = spiral_rec_to_json(sp, b);
+        json_object_set_new(o, "site", json_string(nm));
+        json_object_set_new(o, "block", json_integer(r->block));
+        json_object_set_new(o, "step", json_integer(r->step));
+        json_object_set_new(o, "t_frac", jnum(r->tfrac));
+        const char *k;
+        json_t *v;
+        json_object_foreach(f, k, v) json_object_set(o, k, v); /* insertion order: spiral_rec_to_json's */
+        json_decref(f);
+        if (r->step == last_step) {
+            const ss_site *site = ss_site_find(sites, n_sites, r->site);
+            if (!sp->mu || !site || site->Tk != sp->Tk) {
+                ss_fail(SS_EARG, "spiral record of %s, step %d: %s", nm, r->step,
+                        !sp->mu ? "the probe kept no Key Importance vector" : "the site does not match the model's sites");
+                json_decref(o);
+                json_decref(arr);
+                return NULL;
+            }
+            json_t *mu = json_array(), *kt = json_array();
+            for (int j = 0; j < sp->Tk; j++) json_array_append_new(mu, jnum(sp->mu[(size_t)b * sp->Tk + j]));
+            for (int j = 0; j < sp->Tk;) {
+                const ss_tok t = key_type_of(site, j, text_types, S);
+                int e = j + 1;
+                while (e < sp->Tk && key_type_of(site, e, text_types, S) == t) e++;
+                json_array_append_new(kt, json_pack("[s, i]", ss_tok_name(t), e - j));
+                j = e;
+            }
+            json_object_set_new(o, "mu", mu);
+            json_object_set_new(o, "key_types", kt);
+        }
         json_array_append_new(arr, o);
     }
     return arr;

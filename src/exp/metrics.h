@@ -43,4 +43,20 @@ int metric_geneval(const gv_meta *m, const uint8_t *rgb, int w, int h, char *rea
 void *metric_probe_json(const sink_ctx *s, int n_words);
 void *metric_verification_json(const sink_ctx *s);
 
+/* The record's "spiral" array (docs/experiment-format.md, section Spiral fields): one entry per
+ * probed record that has spiral fields, for batch element B - 1, in record order:
+ *   {"site": "joint.3", "block": 3, "step": s, "t_frac": f, ...spiral_rec_to_json(rec, B - 1)...}
+ * Records of step last_step also get "mu" (the record's Key Importance vector, [Tk]) and
+ * "key_types": runs [type name, count] covering the Tk keys in order. Key types: the site's key
+ * spans (from `sites`, the model's sites at the run's token counts); its one text span, when
+ * text_types is given, takes text_types[0..S) (that batch element's ss_tok types, in the text
+ * encoder's order), as the probe saw them (sink_ctx_set_text_types). NULL with ss_err set when
+ * a last-step record has no mu vector (the probe did not keep it) or its site is not in `sites`. */
+void *metric_spiral_json(const sink_ctx *s, int last_step, const ss_site *sites, int n_sites, const uint8_t *text_types,
+                         int S);
+
+/* The ss_tok type of each of the S ids of the word tokenizer (text/tokenizer.h): TOK_PAD pad,
+ * TOK_EOS eos, every other id a word (it strips punctuation: it makes no comma tokens). */
+void metric_word_types(const int32_t *ids, int S, uint8_t *types);
+
 #endif

@@ -37,9 +37,30 @@ int exp_core_conditions(const exp_blocks *b, sink_condition **out, int *n);
 
 /* A condition list ready for a run: condition 0 must be the baseline ("baseline", layers []); it
  * is prepended when the list has none. Names must be unique and safe as folder names
- * ([A-Za-z0-9._-], not starting with '.'); a "baseline" anywhere but first, or with layers, is an
- * error. *list is realloc'ed. `what` names the source in errors. */
+ * ([A-Za-z0-9._-], not starting with '.'); a "baseline" anywhere but first, or with layers, pe_*
+ * or pad_prompt fields, is an error. *list is realloc'ed. `what` names the source in errors. */
 int exp_conditions_prepare(sink_condition **list, int *n, const char *what);
+
+/* A conditions file or preset (configs/presets/NAME.json; README, the preset table): either a JSON
+ * list of condition objects (or one object), as sink_condition_list_load reads it, or an object
+ *   {"description": "...", "probe": {"sites": "all", "spiral": "all"}, "conditions": [ ... ]}
+ * with "conditions" required and the others optional. probe.sites: "all" (every attention site),
+ * "none" or a list of block indices (as `run --probe`); probe.spiral: "all", a comma-separated
+ * list of field groups ("keyimp,budget", spiral_fields_parse) or a list of their names. Unknown
+ * keys are errors naming the file and the key. *probe (optional) gets what the file says. */
+#define EXP_MAX_PROBE 256
+typedef struct {
+    int have_sites;  /* probe.sites given */
+    int all_sites;   /* "all": every attention site of the model */
+    int n_sites;     /* otherwise these block indices ("none": 0) */
+    int sites[EXP_MAX_PROBE];
+    int have_spiral; /* probe.spiral given */
+    unsigned spiral; /* SPIRAL_* bits (sink/spiral.h) */
+} exp_probe_spec;
+int exp_conditions_load(const char *path, sink_condition **out, int *n, exp_probe_spec *probe);
+
+/* The spiral field groups' names in bit order ("keyimp", "budget", "energy", "qk", "norms", "act"). */
+extern const char *const EXP_SPIRAL_NAMES[6];
 
 /* sink_condition_check_sites for every condition of the list against the model's sites (sd3_sites
  * at the run's token counts): the blocks and sites exist, k fits the candidate keys, no query row

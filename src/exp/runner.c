@@ -32,6 +32,8 @@
 #include "sample/pipeline.h"
 #include "sink/abspe.h"
 #include "sink/sink.h"
+#include "sink/spiral.h"
+#include "text/promptx.h"
 #include "text/tokenizer.h"
 
 #define PATHLEN 4400
@@ -187,6 +189,9 @@ typedef struct {
     sd3_workspace *ws; /* the transformer's working memory, reused for every image of this worker */
     uint8_t *rgb, *base;
     int cur_step, cur_steps; /* progress within the image being made */
+    char *padded;            /* the padded prompt of the image being made (pad_prompt), or NULL */
+    int words;               /* the word count of the prompt it tokenizes */
+    uint8_t *ttypes;         /* with spiral fields: [2, S] its text keys' types (uncond, cond) */
 } worker;
 
 struct runner {
@@ -200,6 +205,8 @@ struct runner {
     char model_digest[DIGEST_HEX], prompts_digest[DIGEST_HEX];
     char (*cond_json)[1024]; /* compact condition JSON for the PNG text chunks */
     int *n_words;            /* per prompt: words before <eos> (places <eos> and <pad> among the keys) */
+    ss_site *sites;          /* the model's attention sites at the run's token counts */
+    int n_sites;
     worker *wk;
     /* learned metrics (c->metrics): models shared read-only, the prompts' text embeddings */
     clipt *clip;
@@ -245,6 +252,9 @@ static void draw_bar(runner *r, int final) {
 static void on_step(void *ctx, int step, int steps, const float *sample) {
     (void)sample;
     worker *w = ctx;
+    /* spiral fields: the per-key vectors are kept for the last step only (the records' "mu") */
+    if (w->r->c->spiral && step + 2 == steps) sink_ctx_set_probe(w->sk, w->r->probe, w->r->n_probe, TOK_IMAGE, 5, 1);
+    if (!w->r->c->progress_bar) return;
 #pragma omp critical(run_io)
     {
         w->cur_step = step + 1;
@@ -265,24 +275,54 @@ static void item_key(char *buf, size_t cap, const char *cond, int p, uint64_t se
     snprintf(buf, cap, "%s/%05d/%llu", cond, p, (unsigned long long)seed);
 }
 
+/* The prompt condition ci tokenizes for prompt p (padded when its pad_prompt is active, into
+ * w->padded), its word count (w->words), and with spiral fields the text keys' types for the
+ * probe (w->ttypes, [uncond, cond] with CFG). */
+static int prepare_prompt(worker *w, int ci, int p, const char **prompt) {
+    runner *r = w->r;
+    const te *enc = r->pp->text_encoder;
+    const int S = enc->cfg.max_length, B = r->c->cfg > 1.0 ? 2 : 1;
+    free(w->padded);
+    w->padded = NULL;
+    *prompt = r->ps.m[p].prompt;
+    if (sink_condition_pad_active(&r->conds[ci])) {
+        int rc = promptx_pad_apply(&w->padded, *prompt, &r->conds[ci].pad);
+        if (rc < 0) return rc;
+        *prompt = w->padded;
+    }
+    int32_t *ids = ss_malloc(sizeof(int32_t) * (size_t)S);
+    if (!ids) return SS_ENOMEM;
+    int rc = w->words = tok_encode(enc->vocab, *prompt, S, ids); /* setup checked every padded prompt */
+    if (rc >= 0 && r->c->spiral) {
+        metric_word_types(ids, S, w->ttypes + (size_t)(B - 1) * S);
+        if (B == 2 && (rc = tok_encode(enc->vocab, "", S, ids)) >= 0) metric_word_types(ids, S, w->ttypes);
+        if (rc >= 0) rc = sink_ctx_set_text_types(w->sk, w->ttypes, B, S);
+        /* the per-key vectors only for the last step (on_step turns them on before it) */
+        if (rc >= 0) rc = sink_ctx_set_probe(w->sk, r->probe, r->n_probe, TOK_IMAGE, 5, r->c->steps == 1);
+    }
+    free(ids);
+    return rc < 0 ? rc : 0;
+}
+
 /* Generates one image of condition ci (0 = baseline) into rgb; the worker's sink context then
  * holds its probe and intervention records. */
 static int generate(worker *w, int ci, int p, uint64_t seed, uint8_t *rgb) {
     runner *r = w->r;
     pipe_params pr;
     pipe_params_default(&pr);
-    pr.prompt = r->ps.m[p].prompt;
+    int rc = prepare_prompt(w, ci, p, &pr.prompt);
+    if (rc < 0) return ss_err_prefix(rc, "condition '%s', prompt %d: ", r->conds[ci].name, PIDX(r, p));
     pr.seed = seed;
     pr.steps = r->c->steps;
     pr.cfg = r->c->cfg;
-    if (r->c->progress_bar) {
+    if (r->c->progress_bar || r->c->spiral) {
         pr.progress = on_step;
         pr.progress_ctx = w;
     }
     sink_ctx_clear_records(w->sk);
     /* a condition that acts on no site may still edit the position table (pe_* fields) */
     sink_ctx_set_condition(w->sk, r->conds[ci].n_layers || r->conds[ci].have_pe ? &r->conds[ci] : NULL);
-    int rc = pipe_generate_ws(r->pp, &pr, rgb, w->sk, NULL, w->ws);
+    rc = pipe_generate_ws(r->pp, &pr, rgb, w->sk, NULL, w->ws);
     if (rc < 0) ss_err_prefix(rc, "condition '%s', prompt %d, seed %llu: ", r->conds[ci].name, PIDX(r, p), (unsigned long long)seed);
     return rc;
 }
@@ -349,6 +389,7 @@ static json_t *make_record(worker *w, int ci, int p, uint64_t seed, const record
     json_object_set_new(o, "condition_index", json_integer(ci));
     json_object_set_new(o, "prompt_index", json_integer(PIDX(r, p)));
     json_object_set_new(o, "prompt", json_string(r->ps.m[p].prompt));
+    if (w->padded) json_object_set_new(o, "padded_prompt", json_string(w->padded)); /* what was tokenized */
     if (r->ps.has_meta) json_object_set_new(o, "tag", json_string(r->ps.m[p].tag));
     json_object_set_new(o, "seed", exp_json_u64(seed));
     json_object_set_new(o, "image", json_string(rel));
@@ -384,8 +425,14 @@ static json_t *make_record(worker *w, int ci, int p, uint64_t seed, const record
         else json_object_set_new(m, "lpips", jreal(d));
     }
     json_object_set_new(o, "metrics", m);
-    json_object_set_new(o, "probe", metric_probe_json(w->sk, r->n_words[p]));
+    json_object_set_new(o, "probe", metric_probe_json(w->sk, w->words));
     json_object_set_new(o, "verification", metric_verification_json(w->sk));
+    if (!rc && r->c->spiral) {
+        const int S = r->pp->text_encoder->cfg.max_length, B = r->c->cfg > 1.0 ? 2 : 1;
+        json_t *sp = metric_spiral_json(w->sk, r->c->steps - 1, r->sites, r->n_sites, w->ttypes + (size_t)(B - 1) * S, S);
+        if (!sp) rc = ss_err_prefix(SS_EARG, "%s: ", key);
+        else json_object_set_new(o, "spiral", sp);
+    }
     json_object_set_new(o, "seconds", json_real(now_s() - t0));
     if (rc) {
         json_decref(o);
@@ -498,8 +545,21 @@ static json_t *build_config(runner *r, const exp_blocks *bm) {
     json_object_set_new(o, "blocks", json_pack("{s:i, s:i, s:i, s:i, s:s}", "num_layers", bm->num_layers, "early", bm->early,
                                                "middle", bm->middle, "late", bm->late, "rule",
                                                "early = floor(L/4), middle = floor(L/2), late = floor(3L/4)"));
-    json_object_set_new(o, "probe", json_pack("{s:o, s:s, s:i, s:s}", "blocks", int_array(r->probe, r->n_probe), "queries",
-                                              "image", "topk", 5, "batch_element", "conditional"));
+    json_t *po = json_pack("{s:o, s:s, s:i, s:s}", "blocks", int_array(r->probe, r->n_probe), "queries", "image", "topk", 5,
+                           "batch_element", "conditional");
+    if (c->probe_all) { /* only then (and spiral only with spiral fields): older experiments keep their file */
+        json_t *names = json_array();
+        char nm[40];
+        for (int i = 0; i < r->n_probe; i++) json_array_append_new(names, json_string(ss_site_code_name(r->probe[i], nm, sizeof nm)));
+        json_object_set_new(po, "sites", names);
+    }
+    if (c->spiral) { /* keyimp is measured with any group: "norms" and "keyimp,norms" are the same setting */
+        json_t *names = json_array();
+        for (int i = 0; i < 6; i++)
+            if ((c->spiral | SPIRAL_KEYIMP) & (1u << i)) json_array_append_new(names, json_string(EXP_SPIRAL_NAMES[i]));
+        json_object_set_new(po, "spiral", names);
+    }
+    json_object_set_new(o, "probe", po);
     json_object_set_new(o, "conditions_source", json_string(c->conditions_source ? c->conditions_source : ""));
     json_t *cl = json_array();
     for (int i = 0; i < r->n_conds; i++) json_array_append_new(cl, sink_condition_to_json(&r->conds[i]));
@@ -662,6 +722,44 @@ static int setup_metrics(runner *r) {
     return 0;
 }
 
+/* Every active pad_prompt condition's padded prompts, before any image: they must tokenize (the
+ * word tokenizer refuses unknown words and more than S - 1 words; errors name the conditions
+ * source, the condition, the field and the prompt). A padding that leaves every prompt's tokens
+ * unchanged (the word tokenizer strips punctuation, so commas vanish) is said once per condition. */
+static int check_pads(runner *r, const char *what) {
+    const te *enc = r->pp->text_encoder;
+    const int S = enc->cfg.max_length;
+    int32_t *ids = ss_malloc(sizeof(int32_t) * 2 * (size_t)S);
+    if (!ids) return SS_ENOMEM;
+    int rc = 0;
+    for (int ci = 0; ci < r->n_conds && !rc; ci++) {
+        const sink_condition *c = &r->conds[ci];
+        if (!sink_condition_pad_active(c)) continue;
+        int same = 1;
+        char spec[96];
+        if (c->pad_spec[0]) snprintf(spec, sizeof spec, "\"%s\"", c->pad_spec);
+        else snprintf(spec, sizeof spec, "%d", c->pad.repeat);
+        for (int p = 0; p < r->ps.n && !rc; p++) {
+            char *s = NULL;
+            if ((rc = promptx_pad_apply(&s, r->ps.m[p].prompt, &c->pad)) < 0) break;
+            const int words = tok_encode(enc->vocab, s, S, ids);
+            free(s);
+            if (words < 0) {
+                rc = ss_err_prefix(words, "%s: condition '%s': field 'pad_prompt' = %s: prompt %d padded: ", what, c->name, spec,
+                                   PIDX(r, p));
+                break;
+            }
+            tok_encode(enc->vocab, r->ps.m[p].prompt, S, ids + S); /* setup checked it */
+            same &= !memcmp(ids, ids + S, sizeof(int32_t) * (size_t)S);
+        }
+        if (!rc && same && r->ps.n > 0)
+            fprintf(stderr, "sinkscope run: note: condition '%s': pad_prompt %s leaves every prompt's tokens unchanged (this "
+                    "model's word tokenizer strips punctuation): its images equal the baseline's\n", c->name, spec);
+    }
+    free(ids);
+    return rc;
+}
+
 static int setup(runner *r, exp_blocks *bm) {
     const run_config *c = r->c;
     int rc;
@@ -733,13 +831,19 @@ static int setup(runner *r, exp_blocks *bm) {
     const char *what = c->conditions_source ? c->conditions_source : "conditions";
     if ((rc = exp_conditions_prepare(&r->conds, &r->n_conds, what)) < 0) return rc;
     const int ps = tc->patch_size, n_img = (r->H / ps) * (r->W / ps);
-    ss_site sites[2 * SD3_MAX_LAYERS];
-    const int n_sites = sd3_sites(tc, n_img, enc->cfg.max_length, sites, 2 * SD3_MAX_LAYERS);
+    if (!(r->sites = ss_malloc(sizeof *r->sites * 2 * SD3_MAX_LAYERS))) return SS_ENOMEM;
+    ss_site *sites = r->sites;
+    const int n_sites = r->n_sites = sd3_sites(tc, n_img, enc->cfg.max_length, sites, 2 * SD3_MAX_LAYERS);
     if (n_sites < 0) return n_sites;
     if ((rc = exp_conditions_check(r->conds, r->n_conds, sites, n_sites, what)) < 0) return rc;
+    if ((rc = check_pads(r, what)) < 0) return rc;
     for (int i = 0; i < r->n_conds; i++) /* pe_* positions on the run's patch grid, before any image */
         if ((rc = sink_condition_check_pe(&r->conds[i], r->H / ps, r->W / ps, "SD3Transformer2DModel", what)) < 0) return rc;
-    if (c->probe_default) {
+    if (c->spiral & ~(unsigned)SPIRAL_ALL) return ss_fail(SS_EARG, "--spiral: unknown field bits 0x%x", c->spiral);
+    if (c->probe_all) {
+        if (n_sites > RUN_MAX_PROBE) return ss_fail(SS_EARG, "--probe all: the model has %d sites, at most %d", n_sites, RUN_MAX_PROBE);
+        for (int i = 0; i < n_sites; i++) r->probe[r->n_probe++] = ss_site_code_of(&sites[i]);
+    } else if (c->probe_default) {
         const int three[3] = {bm->early, bm->middle, bm->late};
         for (int i = 0; i < 3; i++)
             if (!r->n_probe || r->probe[r->n_probe - 1] != three[i]) r->probe[r->n_probe++] = three[i];
@@ -751,6 +855,7 @@ static int setup(runner *r, exp_blocks *bm) {
             r->probe[r->n_probe++] = c->probe_blocks[i];
         }
     }
+    if (c->spiral && !r->n_probe) return ss_fail(SS_EARG, "--spiral needs probed sites (--probe is none)");
     r->cond_json = ss_calloc((size_t)r->n_conds, sizeof *r->cond_json);
     if (!r->cond_json) return SS_ENOMEM;
     for (int i = 0; i < r->n_conds; i++) {
@@ -771,11 +876,14 @@ static int workers_new(runner *r, int n) {
     for (int i = 0; i < n; i++) {
         worker *w = &r->wk[i];
         w->r = r;
-        if (!(w->sk = sink_ctx_new()) || !(w->rgb = ss_malloc(npx)) || !(w->base = ss_malloc(npx))) return SS_ENOMEM;
+        if (!(w->sk = sink_ctx_new()) || !(w->rgb = ss_malloc(npx)) || !(w->base = ss_malloc(npx)) ||
+            !(w->ttypes = ss_calloc((size_t)2 * r->pp->text_encoder->cfg.max_length, 1)))
+            return SS_ENOMEM;
         int wrc = sd3_workspace_new(&w->ws, NULL, 0, 0, 0, 0); /* sized by the first image */
         if (wrc < 0) return wrc;
         int rc = sink_ctx_set_probe(w->sk, r->probe, r->n_probe, TOK_IMAGE, 5, 0);
         if (rc < 0) return rc;
+        sink_ctx_set_spiral(w->sk, r->c->spiral);
     }
     return 0;
 }
@@ -786,6 +894,8 @@ static void workers_free(runner *r) {
         sd3_workspace_free(r->wk[i].ws);
         free(r->wk[i].rgb);
         free(r->wk[i].base);
+        free(r->wk[i].padded);
+        free(r->wk[i].ttypes);
     }
     free(r->wk);
 }
@@ -1018,6 +1128,7 @@ done:
     records_close(&r.rf);
     free(r.cond_json);
     free(r.n_words);
+    free(r.sites);
     free(r.conds);
     free(r.ps.m);
     free(r.text_emb);

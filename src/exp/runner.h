@@ -43,6 +43,11 @@ typedef struct {
     int probe_default;           /* 1: probe the early, middle and late blocks (protocol.h) */
     int probe_blocks[RUN_MAX_PROBE]; /* used when probe_default == 0 (n_probe may be 0: no probe) */
     int n_probe;
+    int probe_all;               /* 1: probe every attention site of the model (run --probe all; experiment.json
+                                    probe.sites lists them); overrides probe_default and probe_blocks */
+    unsigned spiral;             /* SPIRAL_* field groups (sink/spiral.h) measured at every probed site and step,
+                                    written to the records' "spiral" arrays (0: none; then experiment.json has no
+                                    probe.spiral, as before) */
     int prompt_stride;           /* 1: every prompt; N: prompts 0, N, 2N, ... (indices and seeds kept) */
     int limit_prompts;           /* 0: all prompts; else the first N (after the stride) */
     int jobs;                    /* images made at once, each by one thread (0: one per OpenMP thread);

@@ -105,6 +105,35 @@ static int pe_set_field(json_t *v, const char *where, const char *key, sink_pe_s
     return 0;
 }
 
+/* pad_prompt: N (an integer) or "N" / "N:STRING" (promptx_pad_parse) */
+static int pad_field(json_t *v, const char *where, sink_condition *c) {
+    char at[700];
+    snprintf(at, sizeof at, "%s: field 'pad_prompt'", where);
+    c->have_pad = 1;
+    c->pad_spec[0] = 0;
+    if (json_is_integer(v)) {
+        const json_int_t n = json_integer_value(v);
+        if (n < 0 || n > PROMPTX_MAX_REPEAT)
+            return ss_fail(SS_EFORMAT, "%s = %lld is outside [0, %d]", at, (long long)n, PROMPTX_MAX_REPEAT);
+        c->pad = promptx_pad_default();
+        c->pad.repeat = (int)n;
+        return 0;
+    }
+    if (!json_is_string(v))
+        return ss_fail(SS_EFORMAT, "%s must be a count N (an integer: N commas) or a string \"N\" or \"N:STRING\"", at);
+    const char *s = json_string_value(v);
+    char shown[80];
+    if (strlen(s) >= sizeof c->pad_spec)
+        return ss_fail(SS_EFORMAT, "%s = \"%s\": expected N or N:STRING, at most %zu bytes", at, ss_printable(s, shown, sizeof shown),
+                       sizeof c->pad_spec - 1);
+    const int rc = promptx_pad_parse(&c->pad, s, at);
+    if (rc < 0) return rc;
+    snprintf(c->pad_spec, sizeof c->pad_spec, "%s", s);
+    return 0;
+}
+
+int sink_condition_pad_active(const sink_condition *c) { return c->have_pad && c->pad.repeat > 0; }
+
 int sink_condition_from_json(sink_condition *c, const void *vobj, const char *where) {
     json_t *obj = (json_t *)vobj;
     memset(c, 0, sizeof *c);
@@ -219,6 +248,8 @@ int sink_condition_from_json(sink_condition *c, const void *vobj, const char *wh
             if ((rc = pe_coord(v, where, key, 0, 0, c->pe_copy_from))) return rc;
             c->have_pe = 1;
             have_copy_from = 1;
+        } else if (!strcmp(key, "pad_prompt")) {
+            if ((rc = pad_field(v, where, c))) return rc;
         } else if (!strcmp(key, "min_topk_margin") || !strcmp(key, "description")) {
             /* informational (the fixtures record the ranking margin) */
         } else {
@@ -226,7 +257,7 @@ int sink_condition_from_json(sink_condition *c, const void *vobj, const char *wh
             return ss_fail(SS_EFORMAT, "%s: unknown field '%s'", where, ss_printable(key, shown, sizeof shown));
         }
     }
-    if (!have_layers && !have_sites && !have_single && !c->have_pe)
+    if (!have_layers && !have_sites && !have_single && !c->have_pe && !c->have_pad)
         return ss_fail(SS_EFORMAT, "%s: missing field 'layers' (use [] for a no-op) or 'sites'", where);
     if (have_copy_to != have_copy_from)
         return ss_fail(SS_EFORMAT, "%s: field '%s' needs field '%s'", where, have_copy_to ? "pe_copy_to" : "pe_copy_from",
@@ -354,6 +385,25 @@ int sink_condition_list_parse(sink_condition **out, int *n, const char *buf, siz
         *n = 0;
     }
     json_decref(root);
+    return rc;
+}
+
+int sink_condition_json_load(const char *path, void **root) {
+    json_t *j = NULL;
+    const int rc = load_json_file(path, &j);
+    *root = j;
+    return rc;
+}
+
+int sink_condition_list_from_json(sink_condition **out, int *n, const void *root, const char *path) {
+    *out = NULL;
+    *n = 0;
+    const int rc = list_from_json(out, n, (json_t *)root, path);
+    if (rc) {
+        free(*out);
+        *out = NULL;
+        *n = 0;
+    }
     return rc;
 }
 
@@ -513,6 +563,8 @@ void *sink_condition_to_json(const sink_condition *c) {
         json_object_set_new(o, "pe_copy_from", f);
         json_object_set_new(o, "pe_copy_to", pe_set_json(&c->pe_copy_to));
     }
+    if (c->have_pad) /* as given: an integer, or the string */
+        json_object_set_new(o, "pad_prompt", c->pad_spec[0] ? json_string(c->pad_spec) : json_integer(c->pad.repeat));
     return o;
 }
 

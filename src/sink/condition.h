@@ -17,6 +17,12 @@
  * the embedding at positions. Negative coordinates count from the end (-1: the last row or
  * column). With only pe_* fields, 'layers' may be absent. sink/abspe.h resolves and applies them.
  *
+ * Comma padding (text/promptx.h, docs/abspe.md): `pad_prompt` = N (an integer: N copies of ",")
+ * or a string "N" / "N:STRING" (promptx_pad_parse) transforms the prompt before tokenization
+ * (`run` pads the prompt of every image of the condition; the negative prompt is not padded).
+ * Active only when N > 0: N = 0 is the no-op form. With only pad_prompt (and/or pe_*), 'layers'
+ * may be absent.
+ *
  * Unknown fields, wrong types and out-of-range values are rejected; the error names the field.
  */
 #ifndef SS_CONDITION_H
@@ -26,6 +32,7 @@
 #include <stdint.h>
 
 #include "models/site.h"
+#include "text/promptx.h"
 
 #define COND_MAX_LAYERS 256
 #define COND_MAX_K 64
@@ -69,7 +76,15 @@ typedef struct {
     int have_pe, have_pe_zero, have_pe_copy;
     sink_pe_set pe_zero, pe_copy_to;
     int pe_copy_from[2];
+    /* comma padding: have_pad: the field pad_prompt was given; pad: what it says; pad_spec: the
+     * string it was given as ("" when it was an integer), written back as given */
+    int have_pad;
+    promptx_pad pad;
+    char pad_spec[80];
 } sink_condition;
+
+/* Does the condition pad the prompt (pad_prompt with N > 0)? */
+int sink_condition_pad_active(const sink_condition *c);
 
 /* obj is a jansson json_t *; `where` prefixes errors (e.g. "cond.json: conditions[2]"). */
 int sink_condition_from_json(sink_condition *c, const void *obj, const char *where);
@@ -81,6 +96,13 @@ int sink_condition_load(sink_condition *c, const char *path);
 int sink_condition_list_load(sink_condition **out, int *n, const char *path);
 /* The same from memory (len bytes); `path` names the source in errors. */
 int sink_condition_list_parse(sink_condition **out, int *n, const char *buf, size_t len, const char *path);
+/* The JSON of a condition file with the same checks (UTF-8, byte-order mark, duplicate keys):
+ * *root a new jansson json_t *. For files that hold conditions inside another object (presets,
+ * exp/protocol.h). */
+int sink_condition_json_load(const char *path, void **root);
+/* A list (or one object) of conditions from parsed JSON (json_t *), as sink_condition_list_load;
+ * errors name `path` and the condition's index. *out malloc'ed (NULL on error). */
+int sink_condition_list_from_json(sink_condition **out, int *n, const void *root, const char *path);
 /* Checks a parsed condition against a model: blocks 0..num_layers-1 exist; the attention has
  * n_img image keys then n_txt text keys. Refuses a block the model lacks ('layers'), k above the
  * candidate keys ('k'), an index past the keys ('indices'), and a removal that leaves a query row
