@@ -12,6 +12,7 @@
 #include "io/fsutil.h"
 #include "io/png.h"
 #include "report/report.h"
+#include "report/spiral.h"
 
 #define MINUS "\xe2\x88\x92"
 
@@ -1219,6 +1220,8 @@ int rp_write_html(const rp_analysis *a, const char *out_dir) {
     } else {
         fputs("<p class=muted>The baseline records carry no probe entries.</p>\n", f);
     }
+
+    if (a->spiral) fig = rp_spiral_write_html(f, a, fig); /* section 5b, only with spiral entries */
 
     fputs("<h2>6. Intervention verification</h2>\n", f);
     if (a->n_ver) table_verification(f, a);
