@@ -709,11 +709,11 @@ static int load_records(rp_exp *e, const char *dir) {
     if (!f) rp_note(e, "records.jsonl is missing: nothing has been run yet");
     int rc = rp_load_records_stream(e, f, "records.jsonl");
     if (f) fclose(f);
-    if (rc == SS_EIO) { /* the read error, with the whole path */
+    if (rc == SS_EIO || rc == SS_EFORMAT) { /* the read error or a malformed spiral entry, with the whole path */
         char msg[512];
         const char *m = ss_err();
         snprintf(msg, sizeof msg, "%s", strncmp(m, "records.jsonl: ", 15) ? m : m + 15);
-        rc = ss_fail(SS_EIO, "%s: %s", path, msg);
+        rc = ss_fail(rc, "%s: %s", path, msg);
     }
     return rc;
 }

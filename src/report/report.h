@@ -315,7 +315,8 @@ void rp_warn(rp_exp *e, const char *fmt, ...) __attribute__((format(printf, 2, 3
 int rp_find(const rp_exp *e, int cond, int prompt, uint64_t seed);
 /* The records part of rp_load, for a stream (fuzz/fuzz_records.c): e->conds / n_conds must be
  * set. Reads every line (label names the stream in notes), keeps the last record of each key,
- * sorts, fills the per-condition slices. Errors: out of memory, a read error. */
+ * sorts, fills the per-condition slices. Errors: out of memory, a read error, a malformed "spiral"
+ * entry (SS_EFORMAT, "LABEL: line N: spiral[i] ...": report/spiral.h). */
 int rp_load_records_stream(rp_exp *e, FILE *f, const char *label);
 /* One records.jsonl line (without its newline) as a JSON object: jansson's parser, after quoting
  * plain integers in [2^63, 2^64) (unsigned seeds) that jansson cannot hold. NULL if invalid
