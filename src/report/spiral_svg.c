@@ -200,6 +200,25 @@ static const rps_site *find_site(const rps_cond *c, int block, int site) {
     return NULL;
 }
 
+/* the panels of one figure: letters in drawing order, and the caption's pieces */
+typedef struct {
+    int n;
+    char cap[3000];
+    size_t len;
+} panels;
+
+/* "(c) title" for the next panel; its caption piece is added by panel_done */
+static const char *panel_title(const panels *pn, char *buf, size_t cap, const char *title) {
+    snprintf(buf, cap, "(%c) %s", 'a' + pn->n, title);
+    return buf;
+}
+static void panel_done(panels *pn, const char *piece) {
+    size_t n = pn->len;
+    n += (size_t)snprintf(pn->cap + n, n < sizeof pn->cap ? sizeof pn->cap - n : 0, "%s(%c) %s", pn->n ? "; " : "", 'a' + pn->n, piece);
+    pn->len = n < sizeof pn->cap ? n : sizeof pn->cap - 1;
+    pn->n++;
+}
+
 /* ---- depth charts: metric(s) at the last step over the sites ---- */
 
 typedef struct {
@@ -218,10 +237,10 @@ static const rps_stat *series_stat(const rps_site *s, const series *q) {
 }
 
 /* logy: 1 log scale, 2 linear from 0 to at least 1 (shares), 0 linear */
-static int depth_chart(FILE *f, const rp_spiral *sp, const sites *u, const series *sr, int ns, int logy, const char *title,
-                       const char *ylabel, const char *aria) {
+static int depth_chart(FILE *f, panels *pn, const rp_spiral *sp, const sites *u, const series *sr, int ns, int logy, const char *title,
+                       const char *ylabel, const char *aria, const char *piece) {
     double lo = INFINITY, hi = -INFINITY;
-    int any = 0;
+    int any = 0, has[16] = {0};
     plot p = {.f = f, .L = 70, .T = 30, .W = 560, .H = 250, .logy = logy == 1, .ncat = u->n};
     for (int q = 0; q < ns; q++)
         for (int i = 0; i < u->n; i++) {
@@ -229,21 +248,23 @@ static int depth_chart(FILE *f, const rp_spiral *sp, const sites *u, const serie
             if (!m) continue;
             double v[3] = {m->mean, m->lo, m->hi};
             for (int k = 0; k < 3; k++)
-                if (y_ok(&p, v[k])) lo = fmin(lo, v[k]), hi = fmax(hi, v[k]), any = 1;
+                if (y_ok(&p, v[k])) lo = fmin(lo, v[k]), hi = fmax(hi, v[k]), any = 1, has[q] = 1;
         }
     if (!any) return 0;
+    char tb[200];
     if (logy == 2) lo = fmin(lo, 0), hi = fmax(hi, 1);
     if (!logy && lo > 0 && lo < 0.5 * hi) lo = 0;
     int rot = p.W / p.ncat < 52;
     svg_open(f, 800, (int)(p.T + p.H + (rot ? 72 : 42)), aria);
-    axes(&p, lo, hi, title, ylabel);
+    axes(&p, lo, hi, panel_title(pn, tb, sizeof tb, title), ylabel);
     x_cats(&p, u->lab, "attention site (model order)");
     if (!p.logy && p.y0 < 0 && p.y1 > 0) {
         double y = py(&p, 0);
         fprintf(f, "<line x1=\"%.1f\" x2=\"%.1f\" y1=\"%.1f\" y2=\"%.1f\" stroke=\"#777\" stroke-dasharray=\"3 3\"/>\n", p.L, p.L + p.W, y, y);
     }
     double jit = ns > 1 ? fmin(6.0, p.W / p.ncat / (2.0 * ns)) : 0;
-    for (int q = 0; q < ns; q++) {
+    for (int q = 0, shown = 0; q < ns; q++) {
+        if (!has[q]) continue; /* no values: neither line nor legend */
         double dx = (q - (ns - 1) / 2.0) * jit;
         fputs("<path d=\"", f);
         int first = 1;
@@ -267,9 +288,10 @@ static int depth_chart(FILE *f, const rp_spiral *sp, const sites *u, const serie
             fprintf(f, "<circle cx=\"%.1f\" cy=\"%.1f\" r=\"%s\" fill=\"%s\"/>\n", x, py(&p, m->mean), u->n > 30 ? "2" : "3",
                     sr[q].color);
         }
-        legend_item(f, p.L + p.W + 14, p.T + 8 + 16 * q, sr[q].label, sr[q].color, sr[q].dashed);
+        legend_item(f, p.L + p.W + 14, p.T + 8 + 16 * shown++, sr[q].label, sr[q].color, sr[q].dashed);
     }
     fputs("</svg>\n", f);
+    panel_done(pn, piece);
     return 1;
 }
 
@@ -296,8 +318,8 @@ static void ramp(double t, char *out) {
 }
 
 /* fmt: cell text format ("%.0f", "%.2f", "%.3g"); fix_lo / fix_hi: a fixed colour range (NaN: the data's) */
-static int heatmap(FILE *f, const rps_cond *c, step_val val, int logc, const char *fmt, double fix_lo, double fix_hi, const char *title,
-                   const char *unit, const char *aria) {
+static int heatmap(FILE *f, panels *pn, const rps_cond *c, step_val val, int logc, const char *fmt, double fix_lo, double fix_hi,
+                   const char *title, const char *unit, const char *aria, const char *piece) {
     /* the union of the steps, ascending */
     int steps[4096], nst = 0;
     double lo = INFINITY, hi = -INFINITY;
@@ -323,8 +345,8 @@ static int heatmap(FILE *f, const rps_cond *c, step_val val, int logc, const cha
     if (ch > 22) ch = 22;
     double H = ch * c->n_sites;
     svg_open(f, 800, (int)(T + H + 48), aria);
-    text_at(f, L, T - 9, "start", "font-weight=\"600\" font-size=\"12.5\"", title);
-    char col[16], b[48], nm[48];
+    char col[16], b[48], nm[48], tb[200];
+    text_at(f, L, T - 9, "start", "font-weight=\"600\" font-size=\"12.5\"", panel_title(pn, tb, sizeof tb, title));
     int labels_every = ch >= 10 ? 1 : (int)ceil(10 / ch);
     for (int i = 0; i < c->n_sites; i++) {
         const rps_site *s = &c->sites[i];
@@ -365,6 +387,7 @@ static int heatmap(FILE *f, const rps_cond *c, step_val val, int logc, const cha
     text_at(f, bx + 16, T + bh, "start", NULL, b);
     text_at(f, bx, T + bh + 16, "start", "fill=\"#444\"", unit);
     fputs("</svg>\n", f);
+    panel_done(pn, piece);
     return 1;
 }
 
@@ -575,44 +598,41 @@ int rp_spiral_write_html(FILE *f, const rp_analysis *a, int fig) {
     /* sink-to-random over depth (Figure 2b) */
     series sr[16];
     int ns = 0;
-    char lab[16][160];
+    char lab[16][160], cap[3400];
     for (int c = 0; c < sp->n_conds && ns < 8; c++) {
         snprintf(lab[ns], sizeof lab[ns], "%s", e->conds[sp->conds[c].cond].name);
         sr[ns] = (series){RPS_M_XIMAGE, -1, c, lab[ns], SERIES[c % 8], 0};
         ns++;
     }
+    panels pn = {0};
     fig_open(f);
-    int drawn = depth_chart(f, sp, &u, sr, ns, 1, "(a) sink-to-random ratio by depth", "μ_sink / mean μ of image keys",
-                            "Sink-to-random Key Importance ratio by site");
+    depth_chart(f, &pn, sp, &u, sr, ns, 1, "sink-to-random ratio by depth", "μ_sink / mean μ of image keys",
+                "Sink-to-random Key Importance ratio by site", "the top-1 sink's μ against the mean μ of the image keys");
     for (int q = 0; q < ns; q++) sr[q].metric = RPS_M_XUNIF;
-    drawn += depth_chart(f, sp, &u, sr, ns, 1, "(b) sink Key Importance × uniform by depth", "μ_sink × number of keys",
-                         "Sink Key Importance times uniform by site");
-    if (drawn)
-        fig = fig_close(f, fig, "Sink strength over depth at the last denoising step (the paper's Figure 2b): (a) the top-1 sink's μ "
-                                "against the mean μ of the image keys, (b) against uniform attention; mean over images with its 95% t "
-                                "interval, log scale (<code>spiral_depth.csv</code>, metrics ki_x_image, ki_x_uniform).");
-    else
-        fputs("</div></figure>\n", f);
+    depth_chart(f, &pn, sp, &u, sr, ns, 1, "sink Key Importance × uniform by depth", "μ_sink × number of keys",
+                "Sink Key Importance times uniform by site", "against uniform attention (μ_sink × keys)");
+    snprintf(cap, sizeof cap, "Sink strength over depth at the last denoising step (the paper's Figure 2b): %s; mean over images "
+                              "with its 95%% t interval, one line per condition, log scale (<code>spiral_depth.csv</code>, metrics "
+                              "ki_x_image, ki_x_uniform).", pn.cap);
+    if (pn.n) fig = fig_close(f, fig, cap);
+    else fputs("</div></figure>\n", f);
 
     /* over denoising steps (Figure 2a), unique sinks, IoU */
+    pn = (panels){0};
     fig_open(f);
-    drawn = heatmap(f, c0, v_ximage, 1, "%.3g", NAN, NAN, "(a) sink-to-random ratio per denoising step", "× image key (log)",
-                    "Sink-to-random ratio per site and denoising step");
-    drawn += heatmap(f, c0, v_unique, 0, "%.0f", 1, NAN, "(b) unique top-1 sinks across images", "distinct keys", "Unique sinks per site and step");
-    drawn += heatmap(f, c0, v_iou, 0, "%.2f", 0, 1, "(c) IoU stability of the top-k keys with the previous step", "mean IoU",
-                     "IoU of the top-k key sets between consecutive steps");
-    if (drawn) {
-        char cap[900];
-        snprintf(cap, sizeof cap,
-                 "Sinks over denoising time, sites in model order (rows) and steps (columns): (a) the sink-to-random ratio, mean "
-                 "over images (the paper's Figure 2a, log colour scale); (b) how many distinct top-1 sink keys the images have "
-                 "(1 = the same key for every prompt and seed); (c) mean over images of the IoU of the top-%d key sets at this step "
-                 "and the step before (<code>spiral_steps.csv</code>).",
-                 RPS_IOU_K);
-        fig = fig_close(f, fig, cap);
-    } else {
-        fputs("</div></figure>\n", f);
-    }
+    heatmap(f, &pn, c0, v_ximage, 1, "%.3g", NAN, NAN, "sink-to-random ratio per denoising step", "× image key (log)",
+            "Sink-to-random ratio per site and denoising step", "the sink-to-random ratio, mean over images (the paper's Figure 2a, "
+            "log colour scale)");
+    heatmap(f, &pn, c0, v_unique, 0, "%.0f", 1, NAN, "unique top-1 sinks across images", "distinct keys", "Unique sinks per site and step",
+            "how many distinct top-1 sink keys the images have (1: the same key for every prompt and seed)");
+    char piece[200];
+    snprintf(piece, sizeof piece, "mean over images of the IoU of the top-%d key sets at this step and the step before", RPS_IOU_K);
+    heatmap(f, &pn, c0, v_iou, 0, "%.2f", 0, 1, "IoU stability of the top-k keys with the previous step", "mean IoU",
+            "IoU of the top-k key sets between consecutive steps", piece);
+    snprintf(cap, sizeof cap, "Sinks over denoising time, sites in model order (rows) and steps (columns): %s "
+                              "(<code>spiral_steps.csv</code>).", pn.cap);
+    if (pn.n) fig = fig_close(f, fig, cap);
+    else fputs("</div></figure>\n", f);
 
     /* mu per key (Figure 3) */
     int any = 0;
@@ -636,7 +656,7 @@ int rp_spiral_write_html(FILE *f, const rp_analysis *a, int fig) {
                                 "Figure 10, left; <code>spiral_top.csv</code>).");
     }
     fig_open(f);
-    drawn = 0;
+    int drawn = 0;
     for (int c = 0; c < sp->n_conds && c < 8; c++) drawn += budget_chart(f, e, &sp->conds[c]);
     if (drawn)
         fig = fig_close(f, fig, "The attention budget by key type: Σμ over the keys of each type at the last step, mean over images, "
@@ -645,6 +665,7 @@ int rp_spiral_write_html(FILE *f, const rp_analysis *a, int fig) {
         fputs("<p class=muted>No budget fields in the spiral entries.</p></div></figure>\n", f);
 
     /* FAC and <q,k> (Figures 6-8), norms, massive activations (Figure 5) */
+    pn = (panels){0};
     fig_open(f);
     ns = 0;
     for (int c = 0; c < sp->n_conds && ns < 8; c++) {
@@ -652,24 +673,30 @@ int rp_spiral_write_html(FILE *f, const rp_analysis *a, int fig) {
         sr[ns] = (series){RPS_M_FAC, -1, c, lab[ns], SERIES[c % 8], 0};
         ns++;
     }
-    drawn = depth_chart(f, sp, &u, sr, ns, 0, "(a) Frequency-Aware Concentration by depth", "FAC = low share sink / image",
-                        "FAC by site");
+    depth_chart(f, &pn, sp, &u, sr, ns, 0, "Frequency-Aware Concentration by depth", "FAC = low share sink / image", "FAC by site",
+                "FAC, the sink key's low-frequency energy share over the mean image key's (RoPE sites; the paper's Figures 7-8)");
     sr[0] = (series){RPS_M_LOW_SINK, -1, 0, "sink key", TYPE_COLOR[SS_TOK_PAD], 0};
     sr[1] = (series){RPS_M_LOW_IMAGE, -1, 0, "mean image key", TYPE_COLOR[SS_TOK_IMAGE], 0};
-    drawn += depth_chart(f, sp, &u, sr, 2, 2, "(b) share of key energy in the low-frequency band", "low-band energy share",
-                         "Low-frequency energy share of sink and image keys by site");
-    sr[0] = (series){RPS_M_QKPOST_SINK, RPS_M_QK_SINK, 0, "sink, after RoPE", TYPE_COLOR[SS_TOK_PAD], 0};
-    sr[1] = (series){RPS_M_QKPOST_IMAGE, RPS_M_QK_IMAGE, 0, "image key, after RoPE", TYPE_COLOR[SS_TOK_IMAGE], 0};
+    depth_chart(f, &pn, sp, &u, sr, 2, 2, "share of key energy in the low-frequency band", "low-band energy share",
+                "Low-frequency energy share of sink and image keys by site", "those low-band shares");
+    int has_rope = 0;
+    for (int i = 0; i < c0->n_sites; i++) has_rope |= c0->sites[i].m[RPS_M_QKPOST_SINK].n > 0 || c0->sites[i].m[RPS_M_QKPRE_SINK].n > 0;
+    sr[0] = (series){RPS_M_QKPOST_SINK, RPS_M_QK_SINK, 0, has_rope ? "sink, after RoPE" : "sink", TYPE_COLOR[SS_TOK_PAD], 0};
+    sr[1] = (series){RPS_M_QKPOST_IMAGE, RPS_M_QK_IMAGE, 0, has_rope ? "image key, after RoPE" : "mean image key", TYPE_COLOR[SS_TOK_IMAGE], 0};
     sr[2] = (series){RPS_M_QKPRE_SINK, -1, 0, "sink, before RoPE", TYPE_COLOR[SS_TOK_PAD], 1};
     sr[3] = (series){RPS_M_QKPRE_IMAGE, -1, 0, "image key, before RoPE", TYPE_COLOR[SS_TOK_IMAGE], 1};
-    drawn += depth_chart(f, sp, &u, sr, 4, 0, "(c) mean ⟨q, k⟩: sink vs mean image key", "mean ⟨q, k⟩ (not / √d)",
-                         "Mean query-key dot product of the sink and the mean image key, before and after RoPE");
+    depth_chart(f, &pn, sp, &u, sr, 4, 0, "mean ⟨q, k⟩: sink vs mean image key", "mean ⟨q, k⟩ (not / √d)",
+                "Mean query-key dot product of the sink and the mean image key",
+                has_rope ? "mean ⟨q, k⟩ of the sink and of the mean image key as the attention sees them (solid: after RoPE, or "
+                           "the only logits at sites without RoPE) and before RoPE (dashed; the paper's Figure 6)"
+                         : "mean ⟨q, k⟩ of the sink and of the mean image key as the attention sees them (no RoPE sites)");
     sr[0] = (series){RPS_M_VN_SINK, -1, 0, "‖v‖ sink", TYPE_COLOR[SS_TOK_PAD], 0};
     sr[1] = (series){RPS_M_VN_IMAGE, -1, 0, "‖v‖ image key", TYPE_COLOR[SS_TOK_IMAGE], 0};
     sr[2] = (series){RPS_M_KN_SINK, -1, 0, "‖k‖ sink", TYPE_COLOR[SS_TOK_PAD], 1};
     sr[3] = (series){RPS_M_KN_IMAGE, -1, 0, "‖k‖ image key", TYPE_COLOR[SS_TOK_IMAGE], 1};
-    drawn += depth_chart(f, sp, &u, sr, 4, 0, "(d) value and key norms: sink vs mean image key", "L2 norm (mean over heads)",
-                         "Value and key norms of the sink and the mean image key by site");
+    depth_chart(f, &pn, sp, &u, sr, 4, 0, "value and key norms: sink vs mean image key", "L2 norm (mean over heads)",
+                "Value and key norms of the sink and the mean image key by site",
+                "value norms (solid) and post-QK-norm key norms (dashed), sink vs mean image key");
     ns = 0;
     for (int c = 0; c < sp->n_conds && ns < 4; c++) {
         snprintf(lab[ns], sizeof lab[ns], "sink / median %s", e->conds[sp->conds[c].cond].name);
@@ -679,17 +706,13 @@ int rp_spiral_write_html(FILE *f, const rp_analysis *a, int fig) {
         sr[ns] = (series){RPS_M_ACT_MAX, -1, c, lab[ns], SERIES[c % 8], 1};
         ns++;
     }
-    drawn += depth_chart(f, sp, &u, sr, ns, 1, "(e) massive activations by depth", "‖h‖∞ / median token",
-                         "Massive activations of the sink token and the largest token by site");
-    if (drawn)
-        fig = fig_close(f, fig, "Mechanism by depth at the last step, mean over images with 95% t intervals, only sites that measure "
-                                "them: (a) FAC, the sink's low-frequency energy share over the mean image key's (RoPE sites; the "
-                                "paper's Figures 7-8); (b) those shares; (c) mean ⟨q, k⟩ of the sink and of the mean image key as "
-                                "the attention sees them (solid: after RoPE, or the only logits at sites without RoPE) and before RoPE "
-                                "(dashed; Figure 6); (d) value norms (solid) and post-QK-norm key norms (dashed); (e) massive "
-                                "activations: ‖h‖∞ of the sink token's input hidden state (solid) and of the largest token (dashed) "
-                                "over the median token (Figure 5, log scale). <code>spiral_depth.csv</code>.");
-    else
-        fputs("<p class=muted>No energy, ⟨q,k⟩, norm or activation fields in the spiral entries.</p></div></figure>\n", f);
+    depth_chart(f, &pn, sp, &u, sr, ns, 1, "massive activations by depth", "‖h‖∞ / median token",
+                "Massive activations of the sink token and the largest token by site",
+                "massive activations: ‖h‖∞ of the sink token's input hidden state (solid) and of the largest token (dashed) over "
+                "the median token (the paper's Figure 5, log scale)");
+    snprintf(cap, sizeof cap, "Mechanism by depth at the last step, mean over images with 95%% t intervals, only the sites that "
+                              "measure each quantity: %s (<code>spiral_depth.csv</code>).", pn.cap);
+    if (pn.n) fig = fig_close(f, fig, cap);
+    else fputs("<p class=muted>No energy, ⟨q,k⟩, norm or activation fields in the spiral entries.</p></div></figure>\n", f);
     return fig;
 }
