@@ -1104,4 +1104,5 @@ void rp_print_tables(const rp_analysis *a, FILE *f) {
     } else {
         fprintf(f, "\n(no probe entries in the baseline records: no sink dynamics)\n");
     }
+    if (a->spiral) rp_spiral_print(a, f); /* the Spiral to Sink key figures, only with spiral entries */
 }

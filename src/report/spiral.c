@@ -931,3 +931,38 @@ void rp_spiral_write_json(const rp_analysis *a, FILE *f, int depth) {
     sj_close(&w, ']');
     sj_close(&w, '}');
 }
+
+/* ---- terminal ---- */
+
+void rp_spiral_print(const rp_analysis *a, FILE *f) {
+    const rp_spiral *sp = a->spiral;
+    if (!sp || !sp->n_conds) return;
+    const rps_cond *c = &sp->conds[0];
+    char nm[48], x[2][64], top[80], bud[200];
+    fprintf(f, "\nWhy sinks form (%s, %d images, last step; spiral_*.csv, summary.json spiral)\n", a->e->conds[c->cond].name,
+            c->n_images);
+    fprintf(f, "%-10s %-22s %-22s %6s %-20s %6s  %s\n", "site", "x random image key", "x uniform", "unique", "top sink", "IoU",
+            "budget by type");
+    for (int i = 0; i < c->n_sites; i++) {
+        const rps_site *s = &c->sites[i];
+        for (int q = 0; q < 2; q++) {
+            const rps_stat *m = &s->m[q ? RPS_M_XUNIF : RPS_M_XIMAGE];
+            if (!m->n) snprintf(x[q], sizeof x[q], "-");
+            else if (isfinite(m->lo)) snprintf(x[q], sizeof x[q], "%.3g [%.3g, %.3g]", m->mean, m->lo, m->hi);
+            else snprintf(x[q], sizeof x[q], "%.3g", m->mean);
+        }
+        const rps_step *L = s->n_steps ? &s->steps[s->n_steps - 1] : NULL;
+        if (L && L->n) snprintf(top, sizeof top, "%d %s (%.0f%%)", L->mode_sink, ss_tok_name((ss_tok)L->mode_type), 100.0 * L->mode_count / L->n);
+        else snprintf(top, sizeof top, "-");
+        size_t n = 0;
+        bud[0] = 0;
+        for (int t = 0; t < SS_TOK_N && s->budget_n; t++)
+            if (s->has_type[t] && n < sizeof bud)
+                n += (size_t)snprintf(bud + n, sizeof bud - n, "%s%s %.1f%%", n ? ", " : "", ss_tok_name((ss_tok)t), 100 * s->budget[t]);
+        char iou[32];
+        if (isfinite(s->iou_all)) snprintf(iou, sizeof iou, "%.3f", s->iou_all);
+        else snprintf(iou, sizeof iou, "-");
+        fprintf(f, "%-10s %-22s %-22s %6d %-20s %6s  %s\n", rps_site_name(nm, sizeof nm, s->site), x[0], x[1], L ? L->unique : 0, top,
+                iou, n ? bud : "-");
+    }
+}

@@ -85,6 +85,8 @@ void rp_spiral_free(rp_analysis *a);
 int rp_spiral_write_csvs(const rp_analysis *a, const char *dir);
 /* the summary's "spiral" object, written at the writer's current position (depth: its indent level) */
 void rp_spiral_write_json(const rp_analysis *a, FILE *f, int depth);
+/* output.c: the key figures per site of the first analysed condition, for the terminal */
+void rp_spiral_print(const rp_analysis *a, FILE *f);
 /* html.c: the section, figures numbered from fig; returns the next figure number */
 int rp_spiral_write_html(FILE *f, const rp_analysis *a, int fig);
 
