@@ -1221,7 +1221,11 @@ int rp_write_html(const rp_analysis *a, const char *out_dir) {
         fputs("<p class=muted>The baseline records carry no probe entries.</p>\n", f);
     }
 
-    if (a->spiral) fig = rp_spiral_write_html(f, a, fig); /* section 5b, only with spiral entries */
+    if (a->spiral && (fig = rp_spiral_write_html(f, a, fig)) < 0) { /* section 5b, only with spiral entries */
+        fclose(f);
+        free(buf);
+        return fig;
+    }
 
     fputs("<h2>6. Intervention verification</h2>\n", f);
     if (a->n_ver) table_verification(f, a);

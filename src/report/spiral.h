@@ -87,7 +87,7 @@ int rp_spiral_write_csvs(const rp_analysis *a, const char *dir);
 void rp_spiral_write_json(const rp_analysis *a, FILE *f, int depth);
 /* output.c: the key figures per site of the first analysed condition, for the terminal */
 void rp_spiral_print(const rp_analysis *a, FILE *f);
-/* html.c: the section, figures numbered from fig; returns the next figure number */
+/* html.c: the section, figures numbered from fig; returns the next figure number, or SS_ENOMEM */
 int rp_spiral_write_html(FILE *f, const rp_analysis *a, int fig);
 
 /* ---- the analysis (spiral.c), read by the HTML writer (spiral_svg.c) ---- */

@@ -4,8 +4,10 @@
  * every chart (TYPE_COLOR). Every plotted number is in a spiral_*.csv (report/spiral.c). */
 #include <math.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
+#include "core/err.h"
 #include "report/spiral.h"
 
 #define MINUS "\xe2\x88\x92"
@@ -407,12 +409,14 @@ static int budget_chart(FILE *f, const rp_exp *e, const rps_cond *c) {
     snprintf(title, sizeof title, "%s: attention budget by key type (last step)", e->conds[c->cond].name);
     svg_open(f, 800, (int)(p.T + p.H + (rot ? 72 : 42)), title);
     axes(&p, 0, 1, title, "share of Key Importance Σμ");
-    static const char *lab[1024];
-    static char names[1024][48];
+    sites *u = malloc(sizeof *u); /* the condition's sites as x categories */
     int n = c->n_sites < 1024 ? c->n_sites : 1024;
-    for (int i = 0; i < n; i++) lab[i] = rps_site_name(names[i], sizeof names[i], c->sites[i].site);
-    p.ncat = n;
-    x_cats(&p, lab, "attention site (model order)");
+    if (u) {
+        for (int i = 0; i < n; i++) u->lab[i] = rps_site_name(u->name[i], sizeof u->name[i], c->sites[i].site);
+        p.ncat = n;
+        x_cats(&p, u->lab, "attention site (model order)");
+        free(u);
+    }
     double bw = p.W / n * 0.72;
     for (int i = 0; i < n; i++) {
         const rps_site *s = &c->sites[i];
@@ -584,8 +588,10 @@ int rp_spiral_write_html(FILE *f, const rp_analysis *a, int fig) {
     const rp_exp *e = a->e;
     if (!sp || !sp->n_conds) return fig;
     const rps_cond *c0 = &sp->conds[0]; /* the baseline when it has spiral entries */
-    static sites u; /* large; the report is single-threaded */
-    site_union(&u, sp);
+    sites *up = malloc(sizeof *up);
+    if (!up) return ss_fail(SS_ENOMEM, "out of memory writing report.html");
+    sites *const u = up;
+    site_union(u, sp);
     fputs("<h2>5b. Why sinks form: the “Spiral to Sink” measurements</h2>\n<p>", f);
     fputs("Key Importance μ (the attention mass a key receives, averaged over heads and the probed query rows), by site in model "
           "order, from the records' <code>spiral</code> entries (Yang et al. 2026; definitions in docs/spiral-measurements.md). "
@@ -606,10 +612,10 @@ int rp_spiral_write_html(FILE *f, const rp_analysis *a, int fig) {
     }
     panels pn = {0};
     fig_open(f);
-    depth_chart(f, &pn, sp, &u, sr, ns, 1, "sink-to-random ratio by depth", "μ_sink / mean μ of image keys",
+    depth_chart(f, &pn, sp, u, sr, ns, 1, "sink-to-random ratio by depth", "μ_sink / mean μ of image keys",
                 "Sink-to-random Key Importance ratio by site", "the top-1 sink's μ against the mean μ of the image keys");
     for (int q = 0; q < ns; q++) sr[q].metric = RPS_M_XUNIF;
-    depth_chart(f, &pn, sp, &u, sr, ns, 1, "sink Key Importance × uniform by depth", "μ_sink × number of keys",
+    depth_chart(f, &pn, sp, u, sr, ns, 1, "sink Key Importance × uniform by depth", "μ_sink × number of keys",
                 "Sink Key Importance times uniform by site", "against uniform attention (μ_sink × keys)");
     snprintf(cap, sizeof cap, "Sink strength over depth at the last denoising step (the paper's Figure 2b): %s; mean over images "
                               "with its 95%% t interval, one line per condition, log scale (<code>spiral_depth.csv</code>, metrics "
@@ -673,11 +679,11 @@ int rp_spiral_write_html(FILE *f, const rp_analysis *a, int fig) {
         sr[ns] = (series){RPS_M_FAC, -1, c, lab[ns], SERIES[c % 8], 0};
         ns++;
     }
-    depth_chart(f, &pn, sp, &u, sr, ns, 0, "Frequency-Aware Concentration by depth", "FAC = low share sink / image", "FAC by site",
+    depth_chart(f, &pn, sp, u, sr, ns, 0, "Frequency-Aware Concentration by depth", "FAC = low share sink / image", "FAC by site",
                 "FAC, the sink key's low-frequency energy share over the mean image key's (RoPE sites; the paper's Figures 7-8)");
     sr[0] = (series){RPS_M_LOW_SINK, -1, 0, "sink key", TYPE_COLOR[SS_TOK_PAD], 0};
     sr[1] = (series){RPS_M_LOW_IMAGE, -1, 0, "mean image key", TYPE_COLOR[SS_TOK_IMAGE], 0};
-    depth_chart(f, &pn, sp, &u, sr, 2, 2, "share of key energy in the low-frequency band", "low-band energy share",
+    depth_chart(f, &pn, sp, u, sr, 2, 2, "share of key energy in the low-frequency band", "low-band energy share",
                 "Low-frequency energy share of sink and image keys by site", "those low-band shares");
     int has_rope = 0;
     for (int i = 0; i < c0->n_sites; i++) has_rope |= c0->sites[i].m[RPS_M_QKPOST_SINK].n > 0 || c0->sites[i].m[RPS_M_QKPRE_SINK].n > 0;
@@ -685,7 +691,7 @@ int rp_spiral_write_html(FILE *f, const rp_analysis *a, int fig) {
     sr[1] = (series){RPS_M_QKPOST_IMAGE, RPS_M_QK_IMAGE, 0, has_rope ? "image key, after RoPE" : "mean image key", TYPE_COLOR[SS_TOK_IMAGE], 0};
     sr[2] = (series){RPS_M_QKPRE_SINK, -1, 0, "sink, before RoPE", TYPE_COLOR[SS_TOK_PAD], 1};
     sr[3] = (series){RPS_M_QKPRE_IMAGE, -1, 0, "image key, before RoPE", TYPE_COLOR[SS_TOK_IMAGE], 1};
-    depth_chart(f, &pn, sp, &u, sr, 4, 0, "mean ⟨q, k⟩: sink vs mean image key", "mean ⟨q, k⟩ (not / √d)",
+    depth_chart(f, &pn, sp, u, sr, 4, 0, "mean ⟨q, k⟩: sink vs mean image key", "mean ⟨q, k⟩ (not / √d)",
                 "Mean query-key dot product of the sink and the mean image key",
                 has_rope ? "mean ⟨q, k⟩ of the sink and of the mean image key as the attention sees them (solid: after RoPE, or "
                            "the only logits at sites without RoPE) and before RoPE (dashed; the paper's Figure 6)"
@@ -694,7 +700,7 @@ int rp_spiral_write_html(FILE *f, const rp_analysis *a, int fig) {
     sr[1] = (series){RPS_M_VN_IMAGE, -1, 0, "‖v‖ image key", TYPE_COLOR[SS_TOK_IMAGE], 0};
     sr[2] = (series){RPS_M_KN_SINK, -1, 0, "‖k‖ sink", TYPE_COLOR[SS_TOK_PAD], 1};
     sr[3] = (series){RPS_M_KN_IMAGE, -1, 0, "‖k‖ image key", TYPE_COLOR[SS_TOK_IMAGE], 1};
-    depth_chart(f, &pn, sp, &u, sr, 4, 0, "value and key norms: sink vs mean image key", "L2 norm (mean over heads)",
+    depth_chart(f, &pn, sp, u, sr, 4, 0, "value and key norms: sink vs mean image key", "L2 norm (mean over heads)",
                 "Value and key norms of the sink and the mean image key by site",
                 "value norms (solid) and post-QK-norm key norms (dashed), sink vs mean image key");
     ns = 0;
@@ -706,7 +712,7 @@ int rp_spiral_write_html(FILE *f, const rp_analysis *a, int fig) {
         sr[ns] = (series){RPS_M_ACT_MAX, -1, c, lab[ns], SERIES[c % 8], 1};
         ns++;
     }
-    depth_chart(f, &pn, sp, &u, sr, ns, 1, "massive activations by depth", "‖h‖∞ / median token",
+    depth_chart(f, &pn, sp, u, sr, ns, 1, "massive activations by depth", "‖h‖∞ / median token",
                 "Massive activations of the sink token and the largest token by site",
                 "massive activations: ‖h‖∞ of the sink token's input hidden state (solid) and of the largest token (dashed) over "
                 "the median token (the paper's Figure 5, log scale)");
@@ -714,5 +720,6 @@ int rp_spiral_write_html(FILE *f, const rp_analysis *a, int fig) {
                               "measure each quantity: %s (<code>spiral_depth.csv</code>).", pn.cap);
     if (pn.n) fig = fig_close(f, fig, cap);
     else fputs("<p class=muted>No energy, ⟨q,k⟩, norm or activation fields in the spiral entries.</p></div></figure>\n", f);
+    free(up);
     return fig;
 }
