@@ -350,6 +350,7 @@ static int heatmap(FILE *f, panels *pn, const rps_cond *c, step_val val, int log
     char col[16], b[48], nm[48], tb[200];
     text_at(f, L, T - 9, "start", "font-weight=\"600\" font-size=\"12.5\"", panel_title(pn, tb, sizeof tb, title));
     int labels_every = ch >= 10 ? 1 : (int)ceil(10 / ch);
+    fputs("<g shape-rendering=\"crispEdges\">\n", f);
     for (int i = 0; i < c->n_sites; i++) {
         const rps_site *s = &c->sites[i];
         double y = T + i * ch;
@@ -370,6 +371,7 @@ static int heatmap(FILE *f, panels *pn, const rps_cond *c, step_val val, int log
             }
         }
     }
+    fputs("</g>\n", f);
     fprintf(f, "<rect x=\"%.1f\" y=\"%.1f\" width=\"%.1f\" height=\"%.1f\" fill=\"none\" stroke=\"#333\"/>\n", L, T, W, H);
     int every = (int)ceil(nst / 12.0);
     for (int k = 0; k < nst; k += every) {
