@@ -12,6 +12,7 @@
 #include "io/fsutil.h"
 #include "io/png.h"
 #include "report/report.h"
+#include "report/spiral.h"
 
 #define MINUS "\xe2\x88\x92"
 
@@ -1218,6 +1219,12 @@ int rp_write_html(const rp_analysis *a, const char *out_dir) {
                 fig++);
     } else {
         fputs("<p class=muted>The baseline records carry no probe entries.</p>\n", f);
+    }
+
+    if (a->spiral && (fig = rp_spiral_write_html(f, a, fig)) < 0) { /* section 5b, only with spiral entries */
+        fclose(f);
+        free(buf);
+        return fig;
     }
 
     fputs("<h2>6. Intervention verification</h2>\n", f);

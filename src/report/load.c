@@ -21,6 +21,7 @@
 #include "io/safetensors.h"
 #include "models/site.h"
 #include "report/report.h"
+#include "report/spiral.h"
 
 void rp_note(rp_exp *e, const char *fmt, ...) {
     char buf[1024];
@@ -470,7 +471,7 @@ static int is_hex64(const char *s) {
 
 /* One parsed line into a record. Returns 1 when the record is kept, 0 when skipped (noted),
  * negative on out-of-memory. */
-static int parse_record(rp_exp *e, json_t *o, int line, rp_record *r) {
+static int parse_record(rp_exp *e, json_t *o, const char *label, int line, rp_record *r) {
     memset(r, 0, sizeof *r);
     r->line = line;
     r->tag = -1;
@@ -553,6 +554,7 @@ static int parse_record(rp_exp *e, json_t *o, int line, rp_record *r) {
     int rc;
     if (ci == 0 && (rc = parse_probe(e, r, json_object_get(o, "probe"))) < 0) return rc;
     if (ci != 0 && (rc = parse_verif(e, r, json_object_get(o, "verification"))) < 0) return rc;
+    if ((rc = rp_spiral_parse(e, r, json_object_get(o, "spiral"), label, line)) < 0) return rc;
     return 1;
 }
 
@@ -641,7 +643,7 @@ static int read_records(rp_exp *e, FILE *f, const char *label) {
             }
             e->recs = q;
         }
-        int k = parse_record(e, o, lineno, &e->recs[e->n_recs]);
+        int k = parse_record(e, o, label, lineno, &e->recs[e->n_recs]);
         json_decref(o);
         if (k < 0) {
             free_record(&e->recs[e->n_recs]);
@@ -707,11 +709,11 @@ static int load_records(rp_exp *e, const char *dir) {
     if (!f) rp_note(e, "records.jsonl is missing: nothing has been run yet");
     int rc = rp_load_records_stream(e, f, "records.jsonl");
     if (f) fclose(f);
-    if (rc == SS_EIO) { /* the read error, with the whole path */
+    if (rc == SS_EIO || rc == SS_EFORMAT) { /* the read error or a malformed spiral entry, with the whole path */
         char msg[512];
         const char *m = ss_err();
         snprintf(msg, sizeof msg, "%s", strncmp(m, "records.jsonl: ", 15) ? m : m + 15);
-        rc = ss_fail(SS_EIO, "%s: %s", path, msg);
+        rc = ss_fail(rc, "%s: %s", path, msg);
     }
     return rc;
 }
@@ -886,5 +888,6 @@ void rp_exp_free(rp_exp *e) {
     free(e->keys);
     free(e->verifs);
     free(e->feat);
+    rp_spiral_data_free(e->spiral);
     memset(e, 0, sizeof *e);
 }

@@ -14,6 +14,7 @@
 #include "io/fsutil.h"
 #include "metric/fid.h"
 #include "report/report.h"
+#include "report/spiral.h"
 
 #define FID_RULE "pytorch-fid's: 1e-6 I added to both covariances only when the first square root is not finite (" \
                  FID_RULE_EPS_IF_NONFINITE ")"
@@ -305,7 +306,8 @@ int rp_write_csvs(const rp_analysis *a, const char *dir) {
                         r->factor, r->n && r->n_zero == r->n ? "yes" : "no", r->n_zero, r->keys, r->distinct);
         }
 #undef SITE_COL
-    return mclose(&m, dir, "verification.csv");
+    if ((rc = mclose(&m, dir, "verification.csv"))) return rc;
+    return rp_spiral_write_csvs(a, dir); /* spiral_*.csv, only with spiral entries */
 }
 
 /* ---- summary.json: a tiny streaming writer (exact numbers, stable layout) ---- */
@@ -805,6 +807,11 @@ int rp_write_summary(const rp_analysis *a, const char *dir) {
         jw_close(&w, '}');
     }
     jw_close(&w, ']');
+    if (a->spiral) { /* the "Spiral to Sink" figures (report/spiral.c); absent without spiral entries */
+        jw_key(&w, "spiral");
+        w.after_key = 0;
+        rp_spiral_write_json(a, m.f, w.depth);
+    }
     jw_close(&w, '}');
     fputc('\n', m.f);
     return mclose(&m, dir, "summary.json");
@@ -1097,4 +1104,5 @@ void rp_print_tables(const rp_analysis *a, FILE *f) {
     } else {
         fprintf(f, "\n(no probe entries in the baseline records: no sink dynamics)\n");
     }
+    if (a->spiral) rp_spiral_print(a, f); /* the Spiral to Sink key figures, only with spiral entries */
 }

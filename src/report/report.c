@@ -12,10 +12,13 @@
 #include "io/pathcheck.h"
 #include "exp/report_hook.h"
 #include "report/report.h"
+#include "report/spiral.h"
 
 const char *const RP_OUTPUT_FILES[] = {"summary.json",   "report.html",         "conditions.csv", "dd.csv",
                                        "dose_response.csv", "dose_trend.csv",   "tags.csv",       "dynamics.csv",
-                                       "dynamics_blocks.csv", "locality.csv",  "verification.csv", NULL};
+                                       "dynamics_blocks.csv", "locality.csv",  "verification.csv",
+                                       "spiral_steps.csv", "spiral_depth.csv", "spiral_budget.csv", "spiral_keys.csv",
+                                       "spiral_top.csv", NULL};
 
 /* No output may be one of the report's inputs (through a symlink or hard link, or --out naming
  * the experiment's own files). */
@@ -62,6 +65,12 @@ int report_run(const report_opts *o) {
         rp_exp_free(&e);
         return rc;
     }
+    if ((rc = rp_spiral_analyze(&a)) < 0) {
+        rp_spiral_free(&a);
+        rp_analysis_free(&a);
+        rp_exp_free(&e);
+        return rc;
+    }
     rc = ss_mkdir_p(out);
     /* Concurrent reports of one folder: every file is replaced atomically through its own
      * unique temporary file (ss_write_atomic), so each file is always complete; the lock on
@@ -90,6 +99,7 @@ int report_run(const report_opts *o) {
         rp_print_tables(&a, f);
         fprintf(f, "\nwrote %s/report.html, summary.json and CSV files\n", out);
     }
+    rp_spiral_free(&a);
     rp_analysis_free(&a);
     rp_exp_free(&e);
     return rc;

@@ -111,6 +111,8 @@ typedef struct {
     int feat_row;               /* row of rp_exp.feat holding its features, -1 when absent or unusable */
     size_t probe_off, verif_off;
     int n_probe, n_verif;
+    size_t spiral_off; /* its "spiral" entries in rp_exp.spiral (report/spiral.h), n_spiral of them */
+    int n_spiral;
 } rp_record;
 
 typedef struct {
@@ -148,6 +150,7 @@ typedef struct {
     size_t n_keys, cap_keys;
     rp_verif *verifs;
     size_t n_verifs, cap_verifs;
+    struct rp_spiral_data *spiral; /* the records' "spiral" entries (report/spiral.h); NULL when none has them */
     /* what loading skipped */
     int n_lines, n_blank, n_bad, n_truncated, n_dup, n_unknown_cond;
     /* the image check: records checked, with size/digest fields, existence only, per RP_IMG_* */
@@ -292,6 +295,7 @@ typedef struct {
     int n_dyn, n_dyn_images;
     rp_verif_cond *ver;
     int n_ver;
+    struct rp_spiral *spiral; /* the "Spiral to Sink" figures (report/spiral.h); NULL without spiral entries */
 } rp_analysis;
 
 /* A dynamics or verification row's label, into buf (returns buf): the site's name ("attn2.0",
@@ -311,7 +315,8 @@ void rp_warn(rp_exp *e, const char *fmt, ...) __attribute__((format(printf, 2, 3
 int rp_find(const rp_exp *e, int cond, int prompt, uint64_t seed);
 /* The records part of rp_load, for a stream (fuzz/fuzz_records.c): e->conds / n_conds must be
  * set. Reads every line (label names the stream in notes), keeps the last record of each key,
- * sorts, fills the per-condition slices. Errors: out of memory, a read error. */
+ * sorts, fills the per-condition slices. Errors: out of memory, a read error, a malformed "spiral"
+ * entry (SS_EFORMAT, "LABEL: line N: spiral[i] ...": report/spiral.h). */
 int rp_load_records_stream(rp_exp *e, FILE *f, const char *label);
 /* One records.jsonl line (without its newline) as a JSON object: jansson's parser, after quoting
  * plain integers in [2^63, 2^64) (unsigned seeds) that jansson cannot hold. NULL if invalid
