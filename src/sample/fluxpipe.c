@@ -225,6 +225,14 @@ static int check_params(const fluxpipe_params *q) {
     if (q->max_sequence_length < 1 || q->max_sequence_length > FLUXPIPE_MAX_SEQ)
         return ss_fail(SS_EARG, "generate: max_sequence_length must be in [1, %d], got %d", FLUXPIPE_MAX_SEQ,
                        q->max_sequence_length);
+    if (q->scheduler && strcmp(q->scheduler, "default")) {
+        if (strcmp(q->scheduler, "euler") && strcmp(q->scheduler, "dpm++"))
+            return ss_fail(SS_EARG, "generate: scheduler '%s' is not one of default, euler, dpm++", q->scheduler);
+        return ss_fail(SS_EARG, "scheduler '%s' cannot run FluxPipeline: the pipeline passes custom sigmas and mu to "
+                       "set_timesteps, which %s does not take (diffusers 0.32.1 fails too); only 'default' (FlowMatch "
+                       "Euler) works", q->scheduler, strcmp(q->scheduler, "euler") ? "DPMSolverMultistepScheduler (no sigmas)"
+                                                                                 : "EulerDiscreteScheduler (no mu)");
+    }
     return 0;
 }
 
