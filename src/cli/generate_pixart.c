@@ -193,7 +193,8 @@ int cmd_generate_pixart(int argc, char **argv) {
                              cond.layers[i], tc->num_layers);
                 goto done;
             }
-        if ((rc = sink_condition_check_sites(&cond, sites, ns, cond_path)) < 0 ||
+        if ((rc = sink_condition_resolve(&cond, sites, ns, cond_path)) < 0 ||
+            (rc = sink_condition_check_sites(&cond, sites, ns, cond_path)) < 0 ||
             (rc = sink_condition_check_pe(&cond, h / tc->patch_size, w / tc->patch_size, "PixArtTransformer2DModel",
                                           cond_path)) < 0)
             goto done;
