@@ -412,11 +412,54 @@ static void test_library(void **state) {
     pixartpipe_free(p);
 }
 
+/* --precision on the pipelines: bf16 is close to f32 but not equal, independent of the thread count,
+ * recorded in the stats; f32 given explicitly is the default bit for bit; a bad value is refused. */
+static void test_precision(void **state) {
+    (void)state;
+    char px[1024], sd3[1024];
+    snprintf(px, sizeof px, "%s", tc_path("fixtures/pixart-pipeline/addcond-nobin"));
+    snprintf(sd3, sizeof sd3, "%s", tc_path("fixtures/sd3-pipeline-tiny"));
+    char *tmp = tc_tmpdir(), buf[8192];
+    const char *dirs[] = {px, sd3}, *extra[] = {"--resolution-binning off", ""};
+    for (int m = 0; m < 2; m++) {
+        static const char *const runs[][2] = {{"", "--threads 2"}, {"--precision f32", "--threads 1"},
+                                              {"--precision bf16", "--threads 1"}, {"--precision bf16", "--threads 2"}};
+        for (int r = 0; r < 4; r++)
+            if (tc_run(buf, sizeof buf, "%s generate --model %s --prompt 'a red cat' --steps 2 --height 16 --width 16 %s --seed 1 "
+                       "%s %s --dump %s/r%d.safetensors --probe all --stats %s/r%d.json", tc_bin(), dirs[m], extra[m], runs[r][0],
+                       runs[r][1], tmp, r, tmp, r))
+                fail_msg("%s", buf);
+        size_t n;
+        float *x[4];
+        for (int r = 0; r < 4; r++) {
+            x[r] = tc_load(tc_join(tmp, "r%d.safetensors", r), "image", &n, NULL, NULL);
+            assert_non_null(x[r]);
+        }
+        assert_memory_equal(x[0], x[1], n * sizeof(float));
+        assert_memory_equal(x[2], x[3], n * sizeof(float));
+        const double e = tc_rel_l2(x[2], x[0], n);
+        printf("  %s: bf16 image vs f32 rel L2 %.2e\n", m ? "SD3" : "PixArt", e);
+        assert_true(e > 0 && e < 2e-2);
+        for (int r = 0; r < 4; r++) free(x[r]);
+        size_t len;
+        char *j0 = tc_read_all(tc_join(tmp, "r0.json"), &len), *j2 = tc_read_all(tc_join(tmp, "r2.json"), &len);
+        assert_null(strstr(j0, "\"precision\""));
+        assert_non_null(strstr(j2, "\"precision\": \"bf16\""));
+        free(j0), free(j2);
+    }
+    assert_int_not_equal(tc_run(buf, sizeof buf, "%s generate --model %s --prompt a --steps 2 --precision fp8 --out %s/x.png",
+                                tc_bin(), px, tmp), 0);
+    if (!strstr(buf, "--precision") || !strstr(buf, "fp8")) fail_msg("got: %s", buf);
+    tc_rmtree(tmp);
+    free(tmp);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_binned_learned_sigma), cmocka_unit_test(test_addcond_negative_euler),
         cmocka_unit_test(test_sd3_swaps),            cmocka_unit_test(test_latents_probe_conditions),
         cmocka_unit_test(test_bad_folders),          cmocka_unit_test(test_library),
+        cmocka_unit_test(test_precision),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

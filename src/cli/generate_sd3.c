@@ -13,8 +13,10 @@
 #include "cli/commands.h"
 #include "cli/generate_probe.h"
 #include "cli/generate_sd3.h"
+#include "core/dnnl.h"
 #include "core/err.h"
 #include "io/fsutil.h"
+#include "models/binder.h"
 #include "io/pathcheck.h"
 #include "io/png.h"
 #include "io/safetensors.h"
@@ -31,7 +33,7 @@ static const char USAGE[] =
     "                          [--negative-prompt TEXT] [--seed N] [--steps N] [--cfg X] [--height N] [--width N]\n"
     "                          [--max-sequence-length N] [--latents FILE] [--save-latents FILE] [--dump FILE]\n"
     "                          [--condition FILE.json] [--pad-prompt N[:STRING]] [--threads N]\n"
-    "                          [--probe SITES|all [--spiral FIELDS] [--stats FILE.json]] [--scheduler NAME]\n"
+    "                          [--probe SITES|all [--spiral FIELDS] [--stats FILE.json]] [--scheduler NAME] [--precision f32|bf16]\n"
     "\n"
     "  --model DIR        diffusers StableDiffusion3Pipeline folder (model_index.json, transformer/, vae/,\n"
     "                     scheduler/, text_encoder{,_2,_3}/, tokenizer{,_2,_3}/; the T5 pair may be null)\n"
@@ -60,6 +62,8 @@ static const char USAGE[] =
     "  --spiral FIELDS    with --probe: the \"why sinks form\" fields (docs/spiral-measurements.md): 'all' or\n"
     "                     any of keyimp,budget,energy,qk,norms,act (budget: attention by key type)\n"
     "  --stats FILE       the probe's JSON (default: OUT with .png replaced by .stats.json)\n"
+    "  --precision P      f32 (default) or bf16: the transformer's Linear weights in bf16, products through oneDNN\n"
+    "                     (README, bf16 compute); the text encoders and the VAE stay f32\n"
     "  --scheduler NAME   default (the folder's FlowMatch Euler), euler or dpm++ (EulerDiscreteScheduler /\n"
     "                     DPMSolverMultistepScheduler .from_config, as the paper's E2 swaps; recorded in the PNG and stats)\n";
 
@@ -131,7 +135,7 @@ int cmd_generate_sd3(int argc, char **argv) {
     const char *prompt = NULL, *prompts_path = NULL, *out = NULL, *neg = NULL, *seed_s = "0", *steps_s = NULL,
                *cfg_s = NULL, *h_s = NULL, *w_s = NULL, *msl_s = NULL, *lat_path = NULL, *save_path = NULL,
                *dump_path = NULL, *cond_path = NULL, *threads_s = NULL, *model = NULL, *pad_s = NULL, *probe_s = NULL,
-               *spiral_s = NULL, *stats_s = NULL, *sched_s = NULL;
+               *spiral_s = NULL, *stats_s = NULL, *sched_s = NULL, *prec_s = NULL;
     cli_opt opts[] = {{"model", &model, NULL},       {"prompt", &prompt, NULL},
                       {"prompts", &prompts_path, NULL}, {"out", &out, NULL},
                       {"negative-prompt", &neg, NULL}, {"seed", &seed_s, NULL},
@@ -142,7 +146,7 @@ int cmd_generate_sd3(int argc, char **argv) {
                       {"condition", &cond_path, NULL}, {"threads", &threads_s, NULL},
                       {"pad-prompt", &pad_s, NULL},    {"probe", &probe_s, NULL},
                       {"spiral", &spiral_s, NULL},     {"stats", &stats_s, NULL},
-                      {"scheduler", &sched_s, NULL}};
+                      {"scheduler", &sched_s, NULL}, {"precision", &prec_s, NULL}};
     int pr = cli_parse(argc, argv, opts, sizeof opts / sizeof opts[0], USAGE);
     if (pr) return pr > 0 ? 0 : 2;
     if (!model || (!prompt == !prompts_path) || (!out && !dump_path && !save_path)) {
@@ -174,6 +178,12 @@ int cmd_generate_sd3(int argc, char **argv) {
         fprintf(stderr, "sinkscope generate: --scheduler must be default, euler or dpm++, not '%s'\n", sched_s);
         return 2;
     }
+    int tprec = SS_PREC_F32;
+    if (prec_s && ss_precision_parse(prec_s, &tprec) < 0) {
+        fprintf(stderr, "sinkscope generate: --precision: %s\n", ss_err());
+        return 2;
+    }
+    gp.precision = prec_s;
     gp.scheduler = sched_s; /* recorded only when given: runs without it write what they wrote before */
     if (threads_s) {
         if (cli_int("generate", "threads", threads_s, 1, 4096, &nt)) return 2;
@@ -295,7 +305,10 @@ int cmd_generate_sd3(int argc, char **argv) {
     }
     if ((rc = sd3pipe_encode(p, &q, ctx, pooled)) < 0) goto done;
     sd3pipe_release_encoders(p);
-    if ((rc = sd3pipe_load_transformer(p)) < 0) goto done;
+    ss_bind_set_precision(tprec); /* the transformer's weights only: encoders and VAE stay f32 */
+    rc = sd3pipe_load_transformer(p);
+    ss_bind_set_precision(SS_PREC_F32);
+    if (rc < 0) goto done;
     if ((rc = sd3pipe_denoise(p, &q, ctx, pooled, img, lat, sk)) < 0) goto done;
     if (save_path && (rc = gen_save_latents(save_path, B, C, h, w, lat)) < 0) goto done;
     if (dw && (rc = st_writer_save(dw, dump_path)) < 0) goto done;
@@ -320,6 +333,7 @@ int cmd_generate_sd3(int argc, char **argv) {
                                   "latents", lat_path ? lat_path : "seeded", "Software", "sinkscope " SINKSCOPE_VERSION};
             int nkv = 7;
             if (sched_s) kv[2 * nkv] = "scheduler", kv[2 * nkv + 1] = sched_s, nkv++;
+            if (prec_s) kv[2 * nkv] = "precision", kv[2 * nkv + 1] = prec_s, nkv++;
             if (cond_json) kv[2 * nkv] = "condition", kv[2 * nkv + 1] = cond_json, nkv++;
             rc = png_write_rgb(path, W, H, rgb, kv, nkv);
         }
