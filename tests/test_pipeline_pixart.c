@@ -329,7 +329,7 @@ static void test_bad_folders(void **state) {
     expect_bad(A, "sed -i 's/\"PixArtTransformer2DModel\"/\"SD3Transformer2DModel\"/' model_index.json", small,
                "component 'transformer'", "SD3Transformer2DModel");
     expect_bad(A, "sed -i 's/\"PixArtAlphaPipeline\"/\"PixArtSigmaPipeline\"/' model_index.json", small,
-               "pipeline class 'PixArtSigmaPipeline' is not supported", NULL);
+               "pipeline class 'PixArtSigmaPipeline' is not supported", "PixArtAlphaPipeline");
     /* a FlowMatch scheduler config under the DPM class name */
     snprintf(cmd, sizeof cmd, "rm scheduler && mkdir scheduler && cp %s/scheduler/scheduler_config.json scheduler/", sd3);
     expect_bad(A, cmd, small, "component 'scheduler'", "scale_model_input");

@@ -66,8 +66,8 @@ int sd3pipe_folder_kind(const char *dir, const char *other) {
         if (!strcmp(c, SD3PIPE_CLASS_NAME))
             kind = 1;
         else if (!other || strcmp(c, other))
-            kind = ss_fail(SS_EFORMAT, "%s: pipeline class '%s' is not supported (%s, FluxPipeline%s%s)", path, c,
-                           SD3PIPE_CLASS_NAME,
+            kind = ss_fail(SS_EFORMAT, "%s: pipeline class '%s' is not supported (%s, FluxPipeline, PixArtAlphaPipeline%s%s)",
+                           path, c, SD3PIPE_CLASS_NAME,
                            other ? ", " : "", other ? other : "");
     }
     json_decref(root);
