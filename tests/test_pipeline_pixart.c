@@ -128,6 +128,9 @@ static void check_folder(const char *folder, int n_runs) {
                               "--out %s/img.png", tc_bin(), dir, tc_join(tmp, "prompts.txt"), args, in, tmp, tmp);
         if (rc) fail_msg("%s/%s: %s", folder, name, buf);
         printf("  %s/%s (%s)\n", folder, name, args);
+        /* one prompt of these runs is longer than the T5 length: truncated as diffusers truncates, with a warning */
+        const int cut = !strcmp(name, "b2-t3") || !strcmp(name, "neg-t4");
+        if (cut != (strstr(buf, "warning: 1 prompt(s) truncated") != NULL)) fail_msg("%s: truncation warning: %s", name, buf);
         char dump[1200];
         snprintf(dump, sizeof dump, "%s/d.safetensors", tmp);
         const double worst = cmp_all(dump, exp, name);

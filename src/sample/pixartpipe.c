@@ -311,7 +311,7 @@ static int take(void *ctx, const char *name, int is_f32, const void *data, int n
 /* embeds [B, L, J] and mask [B, L] of B prompts (encode_prompt). */
 static int encode(const pixartpipe *p, const pixartpipe_params *q, const char *const *prompts, int B, float *embeds,
                   float *maskf, const char *tag) {
-    const int L = q->max_sequence_length, J = txenc_get_config(p->enc)->d_model;
+    const int L = q->max_sequence_length;
     int64_t *ids = malloc(sizeof *ids * (size_t)B * L), *mask = malloc(sizeof *mask * (size_t)B * L);
     float *fi = malloc(sizeof(float) * (size_t)B * L);
     int rc = 0;
@@ -329,7 +329,6 @@ static int encode(const pixartpipe *p, const pixartpipe_params *q, const char *c
         for (size_t i = 0; i < (size_t)B * L; i++) fi[i] = (float)ids[i];
         if ((rc = dump(q, "input_ids", fi, 2, B, L, 0, 0)) >= 0) rc = dump(q, "attention_mask", maskf, 2, B, L, 0, 0);
     }
-    (void)J;
     free(ids), free(mask), free(fi);
     return rc;
 }
