@@ -458,7 +458,7 @@ int sd3pipe_denoise(const sd3pipe *p, const sd3pipe_params *q, const float *ctx,
         }
         snprintf(name, sizeof name, "noise_pred.%d", i);
         if ((rc = dump(q, name, v, 4, B, C, h, w)) < 0) break;
-        if ((rc = fm ? fm_step(&sched.fm, i, x, v, n) : ss_sched_step(&sched, sched.timesteps[i], v, x, n)) < 0) break;
+        if ((rc = ss_sched_step(&sched, sched.timesteps[i], v, x, n)) < 0) break;
         const long long bad = op_first_nonfinite(x, n);
         if (bad >= 0) {
             rc = ss_fail(SS_EFORMAT, "generate: denoising step %d of %d: the latents are %s at index %lld after the update "
