@@ -358,6 +358,9 @@ static void test_bad_folders(void **state) {
     expect_bad(A, "true", "--steps 1 --height 16 --width 16 --resolution-binning off", "pred_original_sample", "euler");
     expect_bad(A, "true", "--steps 2 --height 20 --width 16 --resolution-binning off", "image size 16x20", "multiples of 8");
     expect_bad(A, "true", "--resolution-binning maybe", "--resolution-binning must be on or off", NULL);
+    /* latents for the requested size where the transformer runs at the bin */
+    snprintf(cmd, sizeof cmd, "--steps 2 --height 16 --width 4000 --latents %s/inputs-b2-t3.safetensors", fs);
+    expect_bad(S, "true", cmd, "4000x16 runs at the resolution bin 512x128", "'latents' must be [1, 4, 16, 64]");
 }
 
 /* Prompt preprocessing (Python's lower().strip()) and the library's one-call API. */

@@ -222,7 +222,10 @@ int cmd_generate_pixart(int argc, char **argv) {
         goto done;
     }
     if (lat_path) {
-        if ((rc = gen_read_latents(lat_path, B, C, h, w, lat)) < 0) goto done;
+        if ((rc = gen_read_latents(lat_path, B, C, h, w, lat)) < 0) {
+            if (Hb != H || Wb != W) ss_err_prefix(rc, "%dx%d runs at the resolution bin %dx%d: ", W, H, Wb, Hb);
+            goto done;
+        }
         q.latents = lat;
     }
     if (dump_path) {
