@@ -9,12 +9,14 @@
 #include "cli/args.h"
 #include "cli/commands.h"
 #include "cli/generate_flux.h"
+#include "cli/generate_pixart.h"
 #include "cli/generate_sd3.h"
 #include "core/err.h"
 #include "io/pathcheck.h"
 #include "io/png.h"
 #include "sample/pipeline.h"
 #include "sample/fluxpipe.h"
+#include "sample/pixartpipe.h"
 #include "sample/sd3pipe.h"
 #include "sink/abspe.h"
 #include "sink/sink.h"
@@ -55,6 +57,7 @@ int cmd_generate(int argc, char **argv) {
     for (int i = 1; i + 1 < argc; i++)
         if (!strcmp(argv[i], "--model")) {
             if (fluxpipe_folder_kind(argv[i + 1])) return cmd_generate_flux(argc, argv);
+            if (pixartpipe_folder_kind(argv[i + 1])) return cmd_generate_pixart(argc, argv);
             const int kind = sd3pipe_folder_kind(argv[i + 1], PIPE_CLASS_NAME);
             if (kind < 0) {
                 fprintf(stderr, "sinkscope generate: %s\n", ss_err());

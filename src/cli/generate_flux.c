@@ -13,8 +13,10 @@
 #include "cli/generate_flux.h"
 #include "cli/generate_probe.h"
 #include "cli/generate_sd3.h"
+#include "core/dnnl.h"
 #include "core/err.h"
 #include "io/fsutil.h"
+#include "models/binder.h"
 #include "io/pathcheck.h"
 #include "io/png.h"
 #include "io/safetensors.h"
@@ -30,7 +32,7 @@ static const char USAGE[] =
     "                          [--seed N] [--steps N] [--guidance X] [--height N] [--width N]\n"
     "                          [--max-sequence-length N] [--latents FILE] [--save-latents FILE] [--dump FILE]\n"
     "                          [--condition FILE.json] [--threads N]\n"
-    "                          [--probe SITES|all [--spiral FIELDS] [--stats FILE.json]]\n"
+    "                          [--probe SITES|all [--spiral FIELDS] [--stats FILE.json]] [--scheduler NAME] [--precision f32|bf16]\n"
     "\n"
     "  --model DIR        diffusers FluxPipeline folder (model_index.json, transformer/, vae/, scheduler/,\n"
     "                     text_encoder{,_2}/, tokenizer{,_2}/): FLUX.1-dev or FLUX.1-schnell\n"
@@ -57,7 +59,11 @@ static const char USAGE[] =
     "                     types (word, comma, eos, pad, ...). The images do not change\n"
     "  --spiral FIELDS    with --probe: the \"why sinks form\" fields (docs/spiral-measurements.md): 'all' or\n"
     "                     any of keyimp,budget,energy,qk,norms,act (budget: attention by key type)\n"
-    "  --stats FILE       the probe's JSON (default: OUT with .png replaced by .stats.json)\n";
+    "  --stats FILE       the probe's JSON (default: OUT with .png replaced by .stats.json)\n"
+    "  --precision P      f32 (default) or bf16: the transformer's Linear weights in bf16, products through oneDNN\n"
+    "                     (README, bf16 compute); the text encoders and the VAE stay f32\n"
+    "  --scheduler NAME   default (FlowMatch Euler) only: euler and dpm++ are refused, as diffusers' FluxPipeline\n"
+    "                     cannot run them (custom sigmas and mu)\n";
 
 static int add_dump(void *ctx, const char *name, const float *x, int ndim, const int64_t *shape) {
     return st_writer_add_f32(ctx, name, ST_F32, ndim, shape, x);
@@ -101,7 +107,7 @@ static int read_latents(const char *path, int B, int C, int h, int w, float *dst
 int cmd_generate_flux(int argc, char **argv) {
     const char *prompt = NULL, *prompts_path = NULL, *out = NULL, *seed_s = "0", *steps_s = NULL, *g_s = NULL,
                *h_s = NULL, *w_s = NULL, *msl_s = NULL, *lat_path = NULL, *save_path = NULL, *dump_path = NULL,
-               *cond_path = NULL, *threads_s = NULL, *model = NULL, *probe_s = NULL, *spiral_s = NULL, *stats_s = NULL;
+               *cond_path = NULL, *threads_s = NULL, *model = NULL, *probe_s = NULL, *spiral_s = NULL, *stats_s = NULL, *sched_s = NULL, *prec_s = NULL;
     cli_opt opts[] = {{"model", &model, NULL},        {"prompt", &prompt, NULL},
                       {"prompts", &prompts_path, NULL}, {"out", &out, NULL},
                       {"seed", &seed_s, NULL},        {"steps", &steps_s, NULL},
@@ -110,7 +116,8 @@ int cmd_generate_flux(int argc, char **argv) {
                       {"latents", &lat_path, NULL},   {"save-latents", &save_path, NULL},
                       {"dump", &dump_path, NULL},     {"condition", &cond_path, NULL},
                       {"threads", &threads_s, NULL},  {"probe", &probe_s, NULL},
-                      {"spiral", &spiral_s, NULL},    {"stats", &stats_s, NULL}};
+                      {"spiral", &spiral_s, NULL},    {"stats", &stats_s, NULL},
+                      {"scheduler", &sched_s, NULL}, {"precision", &prec_s, NULL}};
     int pr = cli_parse(argc, argv, opts, sizeof opts / sizeof opts[0], USAGE);
     if (pr) return pr > 0 ? 0 : 2;
     if (!model || (!prompt == !prompts_path) || (!out && !dump_path && !save_path)) {
@@ -133,12 +140,24 @@ int cmd_generate_flux(int argc, char **argv) {
         fprintf(stderr, "sinkscope generate: %s\n", ss_err());
         return 2;
     }
+    if (sched_s && strcmp(sched_s, "default") && strcmp(sched_s, "euler") && strcmp(sched_s, "dpm++")) {
+        fprintf(stderr, "sinkscope generate: --scheduler must be default, euler or dpm++, not '%s'\n", sched_s);
+        return 2;
+    }
+    int tprec = SS_PREC_F32;
+    if (prec_s && ss_precision_parse(prec_s, &tprec) < 0) {
+        fprintf(stderr, "sinkscope generate: --precision: %s\n", ss_err());
+        return 2;
+    }
+    gp.precision = prec_s;
+    gp.scheduler = sched_s; /* recorded only when given: runs without it write what they wrote before */
     if (threads_s) {
         if (cli_int("generate", "threads", threads_s, 1, 4096, &nt)) return 2;
         omp_set_num_threads((int)nt);
     }
     q.seed = (uint64_t)seed, q.steps = (int)steps, q.guidance = guidance, q.height = (int)hh, q.width = (int)ww;
     q.max_sequence_length = (int)msl;
+    q.scheduler = sched_s;
 
     /* no output over an input, nor two outputs on one file */
     const pc_file ins[] = {{"--condition", cond_path}, {"--latents", lat_path}, {"--prompts", prompts_path}};
@@ -246,7 +265,10 @@ int cmd_generate_flux(int argc, char **argv) {
     }
     if ((rc = fluxpipe_encode(p, &q, ctx, pooled)) < 0) goto done;
     fluxpipe_release_encoders(p);
-    if ((rc = fluxpipe_load_transformer(p)) < 0) goto done;
+    ss_bind_set_precision(tprec); /* the transformer's weights only: encoders and VAE stay f32 */
+    rc = fluxpipe_load_transformer(p);
+    ss_bind_set_precision(SS_PREC_F32);
+    if (rc < 0) goto done;
     if ((rc = fluxpipe_denoise(p, &q, ctx, pooled, img, lat, sk)) < 0) goto done;
     if (save_path && (rc = gen_save_latents(save_path, B, C, h, w, lat)) < 0) goto done;
     if (dw && (rc = st_writer_save(dw, dump_path)) < 0) goto done;
@@ -263,11 +285,14 @@ int cmd_generate_flux(int argc, char **argv) {
             const float *ib = img + (size_t)b * H * W * 3;
             for (size_t i = 0; i < (size_t)H * W * 3; i++) rgb[i] = (uint8_t)nearbyintf(ib[i] * 255.0f);
             gen_png_name(path, sizeof path, out, b, B);
-            const char *kv[] = {"prompt", plist[b], "seed", seed_v, "steps", steps_v,
-                                "guidance", p->tcfg.guidance_embeds ? g_v : "none", "model", model,
-                                "latents", lat_path ? lat_path : "seeded", "Software", "sinkscope " SINKSCOPE_VERSION,
-                                "condition", cond_json};
-            rc = png_write_rgb(path, W, H, rgb, kv, cond_json ? 8 : 7);
+            const char *kv[20] = {"prompt", plist[b], "seed", seed_v, "steps", steps_v,
+                                  "guidance", p->tcfg.guidance_embeds ? g_v : "none", "model", model,
+                                  "latents", lat_path ? lat_path : "seeded", "Software", "sinkscope " SINKSCOPE_VERSION};
+            int nkv = 7;
+            if (sched_s) kv[2 * nkv] = "scheduler", kv[2 * nkv + 1] = sched_s, nkv++;
+            if (prec_s) kv[2 * nkv] = "precision", kv[2 * nkv + 1] = prec_s, nkv++;
+            if (cond_json) kv[2 * nkv] = "condition", kv[2 * nkv + 1] = cond_json, nkv++;
+            rc = png_write_rgb(path, W, H, rgb, kv, nkv);
         }
         if (rc < 0) goto done;
     }

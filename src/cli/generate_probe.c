@@ -92,6 +92,8 @@ int gen_probe_save(const gen_probe *g, const sink_ctx *sk, const char *model, co
     for (int b = 0; b < BB; b++) json_array_append_new(pr, json_string(batch_prompts[b]));
     json_object_set_new(root, "batch_prompts", pr);
     json_object_set_new(root, "steps", json_integer(steps));
+    if (g->scheduler) json_object_set_new(root, "scheduler", json_string(g->scheduler));
+    if (g->precision) json_object_set_new(root, "precision", json_string(g->precision));
     json_t *cj = cond_json ? json_loads(cond_json, 0, NULL) : NULL;
     json_object_set_new(root, "condition", cj ? cj : json_null());
     for (int i = 0; i < sink_ctx_record_count(sk); i++)

@@ -19,6 +19,8 @@ typedef struct {
     unsigned spiral;
     const char *stats; /* the JSON file: --stats, or OUT with .png replaced by .stats.json */
     char def[4200];
+    const char *scheduler; /* set after gen_probe_parse: written as "scheduler" when not NULL */
+    const char *precision; /* likewise, "precision" */
 } gen_probe;
 
 /* The options (probe_s NULL: no probe, then spiral_s and stats_s must be NULL too); out: --out,

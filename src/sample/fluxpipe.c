@@ -12,6 +12,7 @@
 #include "core/rng.h"
 #include "io/jsonfile.h"
 #include "sample/pipeindex.h"
+#include "sample/sched.h"
 #include "sink/spiral.h"
 
 #define PATH_LEN 4096
@@ -225,6 +226,14 @@ static int check_params(const fluxpipe_params *q) {
     if (q->max_sequence_length < 1 || q->max_sequence_length > FLUXPIPE_MAX_SEQ)
         return ss_fail(SS_EARG, "generate: max_sequence_length must be in [1, %d], got %d", FLUXPIPE_MAX_SEQ,
                        q->max_sequence_length);
+    if (q->scheduler && strcmp(q->scheduler, "default")) {
+        if (strcmp(q->scheduler, "euler") && strcmp(q->scheduler, "dpm++"))
+            return ss_fail(SS_EARG, "generate: scheduler '%s' is not one of default, euler, dpm++", q->scheduler);
+        return ss_fail(SS_EARG, "scheduler '%s' cannot run FluxPipeline: the pipeline passes custom sigmas and mu to "
+                       "set_timesteps, which %s does not take (diffusers 0.32.1 fails too); only 'default' (FlowMatch "
+                       "Euler) works", q->scheduler, strcmp(q->scheduler, "euler") ? "DPMSolverMultistepScheduler (no sigmas)"
+                                                                                 : "EulerDiscreteScheduler (no mu)");
+    }
     return 0;
 }
 
@@ -353,7 +362,8 @@ int fluxpipe_denoise(const fluxpipe *p, const fluxpipe_params *q, const float *c
     float *txt_ids = calloc((size_t)T * 3, sizeof(float));
     double *sig = malloc(sizeof(double) * q->steps);
     uint8_t *types = sk ? malloc((size_t)B * T) : NULL;
-    fm_sched sched = {0};
+    ss_sched sched;
+    memset(&sched, 0, sizeof sched);
     if (!x || !z || !v || !raw || !t || !g || !img_ids || !txt_ids || !sig || (sk && !types)) {
         rc = ss_fail(SS_ENOMEM, "generate: out of memory");
         goto done;
@@ -384,10 +394,11 @@ int fluxpipe_denoise(const fluxpipe *p, const fluxpipe_params *q, const float *c
         (rc = dump(q, "latents.init", x, 3, B, N, Cp, 0)) < 0)
         goto done;
     /* schedule: sigmas = linspace(1, 1/n, n); mu = calculate_shift(N) (used iff use_dynamic_shifting) */
-    if ((rc = fm_init(&sched, &p->scheduler)) < 0) goto done;
+    sched.kind = SS_SCHED_FLOWMATCH, sched.init_noise_sigma = 1.0f, sched.step_index = -1; /* sched.h, the folder's */
+    if ((rc = fm_init(&sched.fm, &p->scheduler)) < 0) goto done;
     fm_flux_sigmas(q->steps, sig);
     const double mu = fm_calculate_shift(&p->scheduler, N);
-    if ((rc = fm_set_timesteps(&sched, q->steps, sig, p->scheduler.use_dynamic_shifting ? &mu : NULL)) < 0) goto done;
+    if ((rc = ss_sched_set_timesteps(&sched, q->steps, sig, p->scheduler.use_dynamic_shifting ? &mu : NULL)) < 0) goto done;
     if ((rc = dump(q, "timesteps", sched.timesteps, 1, q->steps, 0, 0, 0)) < 0 ||
         (rc = dump(q, "sigmas", sched.sigmas, 1, q->steps + 1, 0, 0, 0)) < 0)
         goto done;
@@ -409,7 +420,7 @@ int fluxpipe_denoise(const fluxpipe *p, const fluxpipe_params *q, const float *c
         }
         snprintf(name, sizeof name, "model_output.%d", i);
         if ((rc = dump(q, name, v, 3, B, N, Cp, 0)) < 0) break;
-        if ((rc = fm_step(&sched, i, x, v, n)) < 0) break;
+        if ((rc = ss_sched_step(&sched, sched.timesteps[i], v, x, n)) < 0) break;
         const long long bad = op_first_nonfinite(x, n);
         if (bad >= 0) {
             rc = ss_fail(SS_EFORMAT, "generate: denoising step %d of %d: the latents are %s at index %lld after the update",
@@ -437,7 +448,7 @@ int fluxpipe_denoise(const fluxpipe *p, const fluxpipe_params *q, const float *c
 done:
     if (sk) sink_ctx_set_step(sk, 0, -1.0), sink_ctx_set_text_types(sk, NULL, 0, 0);
     free(types);
-    fm_free(&sched);
+    ss_sched_free(&sched);
     free(x), free(z), free(v), free(raw), free(t), free(g), free(img_ids), free(txt_ids), free(sig);
     return rc < 0 ? rc : 0;
 }

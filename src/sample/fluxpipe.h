@@ -76,6 +76,10 @@ typedef struct {
     void *dump_ctx;
     fluxpipe_progress_fn progress;
     void *progress_ctx;
+    /* NULL or "default" (the folder's FlowMatch Euler). "euler" and "dpm++" are refused: FluxPipeline
+     * passes custom sigmas and mu to set_timesteps, which EulerDiscreteScheduler (no mu) and
+     * DPMSolverMultistepScheduler (no sigmas) do not take, so diffusers 0.32.1 fails too. */
+    const char *scheduler;
 } fluxpipe_params;
 
 void fluxpipe_params_default(fluxpipe_params *p);

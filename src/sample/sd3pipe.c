@@ -12,6 +12,7 @@
 #include "core/rng.h"
 #include "io/jsonfile.h"
 #include "sample/pipeindex.h"
+#include "sample/sched.h"
 #include "sink/spiral.h"
 
 #define PATH_LEN 4096
@@ -65,8 +66,8 @@ int sd3pipe_folder_kind(const char *dir, const char *other) {
         if (!strcmp(c, SD3PIPE_CLASS_NAME))
             kind = 1;
         else if (!other || strcmp(c, other))
-            kind = ss_fail(SS_EFORMAT, "%s: pipeline class '%s' is not supported (%s, FluxPipeline%s%s)", path, c,
-                           SD3PIPE_CLASS_NAME,
+            kind = ss_fail(SS_EFORMAT, "%s: pipeline class '%s' is not supported (%s, FluxPipeline, PixArtAlphaPipeline%s%s)",
+                           path, c, SD3PIPE_CLASS_NAME,
                            other ? ", " : "", other ? other : "");
     }
     json_decref(root);
@@ -391,7 +392,8 @@ int sd3pipe_denoise(const sd3pipe *p, const sd3pipe_params *q, const float *ctx,
     float *v = malloc(sizeof(float) * n * (guided ? 2 : 1)), *raw = malloc(sizeof(float) * (size_t)B * 3 * H * W);
     float *t = malloc(sizeof(float) * BB);
     uint8_t *types = sk ? malloc((size_t)BB * S) : NULL;
-    fm_sched sched = {0};
+    ss_sched sched;
+    memset(&sched, 0, sizeof sched);
     sd3_workspace *ws = NULL;
     if (!x || !xin || !v || !raw || !t || (sk && !types)) {
         rc = ss_fail(SS_ENOMEM, "generate: out of memory");
@@ -412,28 +414,37 @@ int sd3pipe_denoise(const sd3pipe *p, const sd3pipe_params *q, const float *ctx,
     }
     if (init_latents) memcpy(init_latents, x, sizeof(float) * n);
     if ((rc = dump(q, "latents.init", x, 4, B, C, h, w)) < 0) goto done;
-    /* schedule */
-    if ((rc = fm_init(&sched, &p->scheduler)) < 0) goto done;
+    /* schedule: the folder's FlowMatch (mu iff use_dynamic_shifting), or a from_config swap (no mu) */
+    const int fm = !q->scheduler || !strcmp(q->scheduler, "default");
+    if (fm) {
+        sched.kind = SS_SCHED_FLOWMATCH, sched.init_noise_sigma = 1.0f, sched.step_index = -1;
+        if ((rc = fm_init(&sched.fm, &p->scheduler)) < 0) goto done;
+    } else if ((rc = ss_sched_load_named(&sched, p->dir, q->scheduler)) < 0) {
+        ss_err_prefix(rc, "%s: component 'scheduler': ", p->dir);
+        goto done;
+    }
     double mu = 0;
-    if (p->scheduler.use_dynamic_shifting) mu = fm_calculate_shift(&p->scheduler, (h / ps) * (w / ps));
-    if ((rc = fm_set_timesteps(&sched, q->steps, NULL, p->scheduler.use_dynamic_shifting ? &mu : NULL)) < 0) goto done;
-    if ((rc = dump(q, "timesteps", sched.timesteps, 1, q->steps, 0, 0, 0)) < 0 ||
-        (rc = dump(q, "sigmas", sched.sigmas, 1, q->steps + 1, 0, 0, 0)) < 0)
+    const int shift = fm && p->scheduler.use_dynamic_shifting;
+    if (shift) mu = fm_calculate_shift(&p->scheduler, (h / ps) * (w / ps));
+    if ((rc = ss_sched_set_timesteps(&sched, q->steps, NULL, shift ? &mu : NULL)) < 0) goto done;
+    const int steps = sched.num_steps;
+    if ((rc = dump(q, "timesteps", sched.timesteps, 1, steps, 0, 0, 0)) < 0 ||
+        (rc = dump(q, "sigmas", sched.sigmas, 1, steps + 1, 0, 0, 0)) < 0)
         goto done;
     if ((rc = sd3_workspace_new(&ws, tr, BB, h, w, S)) < 0) goto done;
     sd3_hooks hk;
     if (sk) hk = sink_ctx_hooks(sk);
     const float g = (float)q->cfg;
     char name[48];
-    for (int i = 0; i < q->steps; i++) {
-        if (sk) sink_ctx_set_step(sk, i, q->steps > 1 ? (double)i / (q->steps - 1) : 0.0);
+    for (int i = 0; i < steps; i++) {
+        if (sk) sink_ctx_set_step(sk, i, steps > 1 ? (double)i / (steps - 1) : 0.0);
         for (int b = 0; b < BB; b++) t[b] = sched.timesteps[i];
         if (guided) {
             memcpy(xin, x, sizeof(float) * n);
             memcpy(xin + n, x, sizeof(float) * n);
         }
         if ((rc = sd3_forward_ws(tr, ws, v, xin, ctx, pooled, t, BB, h, w, S, sk ? &hk : NULL)) < 0) {
-            ss_err_prefix(rc, "generate: denoising step %d of %d: ", i, q->steps);
+            ss_err_prefix(rc, "generate: denoising step %d of %d: ", i, steps);
             break;
         }
         snprintf(name, sizeof name, "model_output.%d", i);
@@ -447,16 +458,16 @@ int sd3pipe_denoise(const sd3pipe *p, const sd3pipe_params *q, const float *ctx,
         }
         snprintf(name, sizeof name, "noise_pred.%d", i);
         if ((rc = dump(q, name, v, 4, B, C, h, w)) < 0) break;
-        if ((rc = fm_step(&sched, i, x, v, n)) < 0) break;
+        if ((rc = ss_sched_step(&sched, sched.timesteps[i], v, x, n)) < 0) break;
         const long long bad = op_first_nonfinite(x, n);
         if (bad >= 0) {
             rc = ss_fail(SS_EFORMAT, "generate: denoising step %d of %d: the latents are %s at index %lld after the update "
-                         "(guidance scale %g)", i, q->steps, isnan(x[bad]) ? "NaN" : "infinite", bad, q->cfg);
+                         "(guidance scale %g)", i, steps, isnan(x[bad]) ? "NaN" : "infinite", bad, q->cfg);
             break;
         }
         snprintf(name, sizeof name, "latents.%d", i);
         if ((rc = dump(q, name, x, 4, B, C, h, w)) < 0) break;
-        if (q->progress) q->progress(q->progress_ctx, i, q->steps);
+        if (q->progress) q->progress(q->progress_ctx, i, steps);
     }
     if (rc < 0) goto done;
     /* decode: latents / scaling_factor + shift_factor, then clamp(x / 2 + 0.5, 0, 1) in NHWC */
@@ -475,7 +486,7 @@ done:
     if (sk) sink_ctx_set_step(sk, 0, -1.0), sink_ctx_set_text_types(sk, NULL, 0, 0);
     free(types);
     sd3_workspace_free(ws);
-    fm_free(&sched);
+    ss_sched_free(&sched);
     if (xin != x) free(xin);
     free(x), free(v), free(raw), free(t);
     return rc < 0 ? rc : 0;

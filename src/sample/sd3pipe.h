@@ -76,6 +76,11 @@ typedef struct {
     void *dump_ctx;
     sd3pipe_progress_fn progress;
     void *progress_ctx;
+    /* NULL or "default": the folder's FlowMatch Euler; "euler" / "dpm++": EulerDiscreteScheduler /
+     * DPMSolverMultistepScheduler .from_config of scheduler_config.json (sched.h's
+     * ss_sched_load_named, the paper's E2 swaps). As diffusers' pipeline: no mu for them, no
+     * init_noise_sigma and no scale_model_input (sched.h); the transformer gets their timesteps. */
+    const char *scheduler;
 } sd3pipe_params;
 
 void sd3pipe_params_default(sd3pipe_params *p);

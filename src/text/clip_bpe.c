@@ -519,3 +519,23 @@ int clip_bpe_encode(const clip_bpe *c, const char *text, size_t len, int max_len
     txtok_seq_free(&body);
     return rc;
 }
+
+int clip_py_lower_strip(const char *s, size_t n, char **out) {
+    *out = NULL;
+    cpbuf a = {0}, b = {0};
+    int rc = decode_utf8(s, n, &a, "prompt");
+    size_t i = 0, j = a.n;
+    while (i < j && py_isspace(a.cp[i])) i++;
+    while (j > i && py_isspace(a.cp[j - 1])) j--;
+    if (rc >= 0) rc = py_lower(a.cp + i, j - i, &b);
+    char *u8 = rc >= 0 ? ss_malloc(b.n * 4 + 1) : NULL;
+    if (rc >= 0 && !u8) rc = SS_ENOMEM;
+    if (rc >= 0) {
+        size_t k = 0;
+        for (size_t m = 0; m < b.n; m++) k += (size_t)utf8proc_encode_char(b.cp[m], (utf8proc_uint8_t *)u8 + k);
+        u8[k] = 0;
+        *out = u8;
+    }
+    free(a.cp), free(b.cp);
+    return rc < 0 ? rc : 0;
+}

@@ -26,5 +26,8 @@ void clip_bpe_free(clip_bpe *c);
 int clip_bpe_vocab_size(const clip_bpe *c);
 int clip_bpe_model_max_length(const clip_bpe *c);
 int clip_bpe_encode(const clip_bpe *c, const char *text, size_t len, int max_length, txtok_seq *s);
+/* Python's str.lower().strip() of UTF-8 text (the case rules of step 1; invalid UTF-8 is an error),
+ * NUL-terminated into *out (malloc'ed). */
+int clip_py_lower_strip(const char *s, size_t n, char **out);
 
 #endif
