@@ -451,6 +451,15 @@ static void test_comma_padding(void **st) {
         assert_non_null(json_object_get(pr0, "top1_is_word"));
     }
     json_decref(recs);
+    /* the report names the prompt transform (pad 0 is the no-op form) */
+    rc = tc_run(out, sizeof out, "%s report '%s' --quiet 2>&1", tc_bin(), E);
+    if (rc) fail_msg("report: %s", out);
+    char *csv = tc_read_all(tc_join(E, "report/conditions.csv"), NULL);
+    assert_non_null(csv);
+    if (!strstr(csv, "comma200,2,\"prompt + 200 x ','\"") || !strstr(csv, "words2,3,prompt + 2 x ' circle',") ||
+        !strstr(csv, "pad0,1,no-op (no layers),"))
+        fail_msg("conditions.csv:\n%.2000s", csv);
+    free(csv);
     /* padded prompts that do not tokenize: refused before any image, naming file, condition, field, prompt */
     static const char *const BAD_RUN[][2] = {{"20: circle", "prompt too long: 25 words, the maximum is 15"}, {"3:x", "xxx"}};
     for (int i = 0; i < 2; i++) {

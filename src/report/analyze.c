@@ -188,8 +188,15 @@ static int same_pe(const sink_condition *x, const sink_condition *y) {
     return 1;
 }
 
+/* The same prompt transform (both without one, or the same padding). */
+static int same_pad(const sink_condition *x, const sink_condition *y) {
+    const int px = sink_condition_pad_active(x), py = sink_condition_pad_active(y);
+    if (px != py) return 0;
+    return !px || (x->pad.repeat == y->pad.repeat && !strcmp(x->pad.pad, y->pad.pad) && !strcmp(x->pad.sep, y->pad.sep));
+}
+
 static int same_except(const sink_condition *x, const sink_condition *y, int ign) {
-    if (!same_layers(x, y) || !same_pe(x, y)) return 0;
+    if (!same_layers(x, y) || !same_pe(x, y) || !same_pad(x, y)) return 0;
     if (!(ign & IGN_SELECT) && x->select != y->select) return 0;
     if (!(ign & IGN_K) && x->k != y->k) return 0;
     if (x->rank_union != y->rank_union || x->keys != y->keys || x->queries != y->queries) return 0;

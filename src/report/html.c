@@ -48,7 +48,8 @@ static void b64(FILE *f, const unsigned char *d, size_t n) {
 
 static const char *cond_color(const rp_exp *e, int c) {
     if (!e->conds[c].parsed) return C_OTHER;
-    if (!e->conds[c].c.n_layers && e->conds[c].c.have_pe) return C_OTHER; /* pe_* only: no key selection */
+    if (!e->conds[c].c.n_layers && (e->conds[c].c.have_pe || sink_condition_pad_active(&e->conds[c].c)))
+        return C_OTHER; /* pe_* or pad_prompt only: no key selection */
     if (e->conds[c].c.select == SEL_RANDOM) return C_RAND;
     if (e->conds[c].c.select == SEL_TOPK) return C_SINK;
     return C_OTHER;

@@ -121,9 +121,15 @@ static void describe(rp_cond *rc, int is_baseline) {
         PUT("(condition not parsed)");
         return;
     }
-    if (c->n_layers == 0 && !c->have_pe) {
+    const int pad = sink_condition_pad_active(c);
+    if (c->n_layers == 0 && !c->have_pe && !pad) {
         PUT(is_baseline ? "no intervention" : "no-op (no layers)");
         return;
+    }
+    if (pad) { /* the prompt transform (text/promptx.h) */
+        PUT("prompt + %d x '%s'", c->pad.repeat, c->pad.pad);
+        if (c->n_layers == 0 && !c->have_pe) return;
+        PUT(" · ");
     }
     if (c->have_pe) { /* the AbsPE edit (sink/abspe.h) */
         PUT("PE");
