@@ -537,6 +537,17 @@ static void test_without_spiral(void **st) {
     assert_non_null(x6);
     assert_int_equal(strncmp(x6, b, strlen("<h2>6. Intervention verification</h2>")), 0);
     free(x), free(y);
+    /* an earlier report's spiral files in the same folder do not survive a report without entries */
+    for (size_t i = 0; i < 5; i++) {
+        char path[2048];
+        snprintf(path, sizeof path, "%s/report/%s", d0, sp[i]);
+        assert_int_equal(tc_write_text(path, "stale\n"), 0);
+    }
+    if (run_report(d0) < 0) fail_msg("report: %s", ss_err());
+    for (size_t i = 0; i < 5; i++) {
+        char *s = read_rel(d0, sp[i]);
+        if (s) fail_msg("stale %s left in the report folder", sp[i]);
+    }
     tc_rmtree(root);
     free(root);
 }

@@ -2,6 +2,8 @@
  * spiral_*.csv and the summary's "spiral" section (report/spiral.h; docs/experiment-format.md). */
 #include <math.h>
 #include <stdarg.h>
+#include <errno.h>
+#include <unistd.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -762,7 +764,17 @@ static int csv_keys(const rp_analysis *a, const char *dir, int top) {
 }
 
 int rp_spiral_write_csvs(const rp_analysis *a, const char *dir) {
-    if (!a->spiral) return 0;
+    if (!a->spiral) { /* none of ours may survive from an earlier report into the same folder */
+        for (int i = 0; RP_OUTPUT_FILES[i]; i++) {
+            if (strncmp(RP_OUTPUT_FILES[i], "spiral_", 7)) continue;
+            char path[4200];
+            snprintf(path, sizeof path, "%s/%s", dir, RP_OUTPUT_FILES[i]);
+            if (unlink(path) < 0 && errno != ENOENT)
+                return ss_fail(SS_EIO, "report: %s: cannot remove the stale file of an earlier report: %s", path,
+                               strerror(errno));
+        }
+        return 0;
+    }
     int rc = csv_steps(a, dir);
     if (!rc) rc = csv_depth(a, dir);
     if (!rc) rc = csv_budget(a, dir);
