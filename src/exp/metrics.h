@@ -23,6 +23,7 @@
 #include <stdint.h>
 
 #include "eval/geneval.h"
+#include "models/site.h"
 #include "sink/sink.h"
 
 double img_mse(const uint8_t *a, const uint8_t *b, int w, int h);
@@ -42,5 +43,18 @@ int metric_geneval(const gv_meta *m, const uint8_t *rgb, int w, int h, char *rea
  * shares of heads whose top-1 key is a word, <eos> or <pad>; -1 leaves them out. */
 void *metric_probe_json(const sink_ctx *s, int n_words);
 void *metric_verification_json(const sink_ctx *s);
+
+/* metric_probe_json with the top-1 key types from the model's sites and the prompt's text types
+ * (ss_tok, [S], in the order of each site's text key span: a pipeline's tokenizer types, see
+ * sample/pipes.h): top1_is_word / eos / pad, and with all_types also top1_is_comma / bos / other
+ * (other: any other text token). */
+typedef struct {
+    const ss_site *sites;
+    int n_sites;
+    const uint8_t *text;
+    int S;
+    int all_types;
+} metric_key_types;
+void *metric_probe_json_types(const sink_ctx *s, const metric_key_types *kt);
 
 #endif
