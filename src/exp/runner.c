@@ -28,12 +28,10 @@
 #include "metric/fidmode.h"
 #include "metric/inception.h"
 #include "metric/lpips.h"
-#include "models/binder.h"
 #include "sample/pipeline.h" /* SINKSCOPE_VERSION, PIPE_MAX_STEPS */
 #include "sample/pipes.h"
 #include "sink/abspe.h"
 #include "sink/sink.h"
-#include "text/tokenizer.h"
 
 #define PATHLEN 4400
 
@@ -202,7 +200,7 @@ struct runner {
     char (*cond_json)[1024]; /* compact condition JSON for the PNG text chunks */
     uint8_t *types;          /* [n prompts][S]: the text key types of each prompt (ss_pipe_kind.text_types) */
     int S;                   /* text tokens */
-    ss_site sites[SS_PIPE_MAX_SITES]; /* the model's attention sites at the run's image size */
+    ss_site *sites;          /* [SS_PIPE_MAX_SITES]: the model's attention sites at the run's image size */
     int n_sites;
     worker *wk;
     /* learned metrics (c->metrics): models shared read-only, the prompts' text embeddings */
@@ -743,6 +741,7 @@ static int setup(runner *r, exp_blocks *bm) {
     }
     if (rc < 0) return rc;
     run_params(r, &pr, -1);
+    if (!(r->sites = ss_malloc(sizeof *r->sites * SS_PIPE_MAX_SITES))) return SS_ENOMEM;
     r->n_sites = kind->sites(r->pp->impl, &pr, r->H, r->W, r->sites, SS_PIPE_MAX_SITES);
     if (r->n_sites < 0) return r->n_sites;
     if (r->n_sites > SS_PIPE_MAX_SITES) return ss_fail(SS_EARG, "%s: %d attention sites, at most %d", c->model_dir, r->n_sites, SS_PIPE_MAX_SITES);
@@ -1056,6 +1055,7 @@ done:
     records_close(&r.rf);
     free(r.cond_json);
     free(r.types);
+    free(r.sites);
     free(r.conds);
     free(r.ps.m);
     free(r.text_emb);
