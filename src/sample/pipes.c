@@ -253,6 +253,14 @@ const ss_pipe_kind *ss_pipe_find(const char *class_name) {
     return NULL;
 }
 
+const char *ss_pipe_class_list(char *buf, size_t cap) {
+    size_t k = 0;
+    buf[0] = 0;
+    for (int i = 0; ss_pipe_kinds[i] && k < cap; i++)
+        k += (size_t)snprintf(buf + k, cap - k, "%s%s", i ? ", " : "", ss_pipe_kinds[i]->class_name);
+    return buf;
+}
+
 int ss_pipe_detect(const char *dir, const ss_pipe_kind **out) {
     *out = &PIXEL_KIND;
     char path[4200];
@@ -264,8 +272,11 @@ int ss_pipe_detect(const char *dir, const ss_pipe_kind **out) {
     if (json_is_string(cls)) {
         const ss_pipe_kind *k = ss_pipe_find(json_string_value(cls));
         if (k) *out = k;
-        else rc = ss_fail(SS_EFORMAT, "%s: pipeline class '%s' is not supported (%s)", path, json_string_value(cls),
-                          SS_PIPE_CLASSES);
+        else {
+            char list[512];
+            rc = ss_fail(SS_EFORMAT, "%s: pipeline class '%s' is not supported (%s)", path, json_string_value(cls),
+                         ss_pipe_class_list(list, sizeof list));
+        }
     }
     json_decref(root);
     return rc;

@@ -13,7 +13,7 @@
  * Entries (ss_pipe_kinds, in this order): StableDiffusion3Pipeline (sample/sd3pipe.h),
  * FluxPipeline (sample/fluxpipe.h), SinkscopePixelPipeline (the ShapeWorld model,
  * sample/pipeline.h). Each wraps its pipeline's own functions; the sampling loops stay there. A
- * new class is one more ss_pipe_kind in pipes.c's table (and its name in SS_PIPE_CLASSES).
+ * new class is one more ss_pipe_kind and one more line in pipes.c's table.
  *
  * One image per call, batch 1: the prompt's starting noise is N(0, 1) from Philox stream 0 of the
  * seed in the pipeline's own latent layout (so `sinkscope generate` with the same prompt, seed and
@@ -25,6 +25,7 @@
 #ifndef SS_PIPES_H
 #define SS_PIPES_H
 
+#include <stddef.h>
 #include <stdint.h>
 
 #include "models/site.h"
@@ -81,9 +82,11 @@ typedef struct ss_pipe_kind {
     void (*ws_free)(void *ws);
 } ss_pipe_kind;
 
-/* The table, NULL-terminated, and the class names it knows (for messages). */
+/* The table, NULL-terminated. */
 extern const ss_pipe_kind *const ss_pipe_kinds[];
-#define SS_PIPE_CLASSES "StableDiffusion3Pipeline, FluxPipeline, SinkscopePixelPipeline"
+/* "StableDiffusion3Pipeline, FluxPipeline, SinkscopePixelPipeline": the table's classes in order,
+ * into buf (returns buf). */
+const char *ss_pipe_class_list(char *buf, size_t cap);
 
 /* The entry of a class name, or NULL. */
 const ss_pipe_kind *ss_pipe_find(const char *class_name);
