@@ -117,6 +117,12 @@ static void test_table_ops(void **st) {
     assert_non_null(memchr(ty, SS_TOK_COMMA, (size_t)S));
     assert_int_equal(ty[S - 1], SS_TOK_PAD);
     assert_true(p->kind->text_types(p->impl, &q, ty, S - 1) < 0); /* no room */
+    q.prompt = NULL;
+    assert_true(p->kind->text_types(p->impl, &q, ty, S) < 0);
+    assert_non_null(strstr(ss_err(), "no prompt"));
+    uint8_t rgb[3];
+    assert_true(p->kind->generate(p->impl, &q, rgb, NULL, NULL) < 0);
+    assert_non_null(strstr(ss_err(), "no prompt"));
     free(ty), free(want);
     ss_pipe_close(p);
 
@@ -135,6 +141,10 @@ static void test_table_ops(void **st) {
     int rows = -1, cols = -1;
     p->kind->pos_grid(p->impl, H, W, &rows, &cols);
     assert_int_equal(rows, 0), assert_int_equal(cols, 0);
+    q.prompt = NULL;
+    uint8_t one[3];
+    assert_true(p->kind->generate(p->impl, &q, one, NULL, NULL) < 0);
+    assert_non_null(strstr(ss_err(), "no prompt"));
     q.width = 25; /* not a multiple of 2 x the VAE factor */
     assert_true(p->kind->image_size(p->impl, &q, &H, &W) < 0);
     ss_pipe_close(p);
@@ -224,7 +234,7 @@ static void run_family(const family *fam) {
     assert_int_equal(tc_write_text(prompts, text), 0);
     assert_int_equal(tc_write_text(conds, list), 0);
     assert_int_equal(tc_write_text(cond1, TOP1), 0);
-    const char *run_fmt = "%s run --exp '%s' --model '%s' --prompts '%s' --conditions '%s' --seeds 2 --steps 3 %s --quiet";
+    const char *run_fmt = "%s run --exp '%s' --model '%s' --prompts '%s' --conditions '%s' --seeds 2 --steps 3 --jobs 2 %s --quiet";
     int rc = tc_run(out, sizeof out, run_fmt, tc_bin(), exp, model, prompts, conds, fam->size);
     if (rc) fail_msg("run: %s", out);
     int n;

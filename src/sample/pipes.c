@@ -23,6 +23,8 @@ void ss_pipe_params_default(ss_pipe_params *q, const ss_pipe_kind *kind) {
     if (kind) q->steps = kind->default_steps, q->cfg = kind->default_cfg;
 }
 
+static int no_prompt(void) { return ss_fail(SS_EARG, "generate: no prompt given"); }
+
 /* image [H, W, 3] in [0, 1] to uint8 as `generate` writes its PNGs */
 static int to_rgb(uint8_t *rgb, float *img, int H, int W) {
     for (size_t i = 0; i < (size_t)H * W * 3; i++) rgb[i] = (uint8_t)nearbyintf(img[i] * 255.0f);
@@ -72,6 +74,7 @@ static int sd3k_text_types(const void *impl, const ss_pipe_params *q, uint8_t *t
     s.cfg = 1.0; /* the prompt's own types, no unconditional half */
     const int S = sd3pipe_text_len(p, &s);
     if (!types) return S;
+    if (!q->prompt) return no_prompt();
     if (cap < S) return ss_fail(SS_EARG, "text types: %d tokens, room for %d", S, cap);
     const int rc = sd3pipe_text_types(p, &s, types);
     return rc < 0 ? rc : S;
@@ -82,6 +85,7 @@ static int sd3k_generate(const void *impl, const ss_pipe_params *q, uint8_t *rgb
     sd3pipe_params s;
     sd3_params(q, &q->prompt, &s);
     int H, W, rc;
+    if (!q->prompt) return no_prompt();
     if ((rc = sd3pipe_image_size(impl, &s, &H, &W)) < 0) return rc;
     float *img = malloc(sizeof(float) * (size_t)H * W * 3);
     if (!img) return ss_fail(SS_ENOMEM, "generate: out of memory");
@@ -138,6 +142,7 @@ static int fluxk_text_types(const void *impl, const ss_pipe_params *q, uint8_t *
     flux_params(q, &q->prompt, &s);
     const int S = s.max_sequence_length;
     if (!types) return S;
+    if (!q->prompt) return no_prompt();
     if (cap < S) return ss_fail(SS_EARG, "text types: %d tokens, room for %d", S, cap);
     const int rc = fluxpipe_text_types(impl, &s, types);
     return rc < 0 ? rc : S;
@@ -148,6 +153,7 @@ static int fluxk_generate(const void *impl, const ss_pipe_params *q, uint8_t *rg
     fluxpipe_params s;
     flux_params(q, &q->prompt, &s);
     int H, W, rc;
+    if (!q->prompt) return no_prompt();
     if ((rc = fluxpipe_image_size(impl, &s, &H, &W)) < 0) return rc;
     float *img = malloc(sizeof(float) * (size_t)H * W * 3);
     if (!img) return ss_fail(SS_ENOMEM, "generate: out of memory");
