@@ -404,6 +404,10 @@ static void test_errors(void **st) {
                 tmp, tc_path(FLUX_DIR), tmp);
     assert_int_equal(rc, 2);
     assert_non_null(strstr(out, "lists double.0 twice"));
+    rc = tc_run(out, sizeof out, "%s run --exp '%s/e6' --model '%s' --prompts '%s/p.txt' --probe all --quiet", tc_bin(), tmp,
+                tc_path(SD3_DIR), tmp);
+    assert_int_equal(rc, 2);
+    assert_non_null(strstr(out, "--probe: 'all' is for generate"));
     /* the library refuses a negative size before loading anything */
     run_config c;
     run_config_default(&c);

@@ -9,6 +9,7 @@
 
 #include "cli/args.h"
 #include "cli/commands.h"
+#include "cli/generate_probe.h"
 #include "core/dnnl.h"
 #include "core/err.h"
 #include "eval/shapeworld.h"
@@ -18,7 +19,6 @@
 #include "exp/runner.h"
 #include "io/pathcheck.h"
 #include "metric/fidmode.h"
-#include "models/site.h"
 #include "sample/pipeline.h"
 #include "sample/pipes.h"
 
@@ -129,34 +129,17 @@ static int valid_preset_name(const char *s) {
     return 1;
 }
 
-/* "--probe 3,attn2.0,single.1": block numbers and site names into run_config.probe_blocks. */
+/* "--probe 3,attn2.0,single.1": block numbers and site names into run_config.probe_blocks, with
+ * generate's parser (a block number is code = block, which the runner reads as the pipeline's
+ * block; stats_s is only there to satisfy its output check). */
 static int parse_probe_sites(const char *s, int *dst, int *n) {
-    *n = 0;
-    for (const char *p = s;;) {
-        const char *e = strchr(p, ',');
-        const size_t len = e ? (size_t)(e - p) : strlen(p);
-        char item[64];
-        if (!len || len >= sizeof item) return ss_fail(SS_EARG, "--probe: '%s' is not a list of block indices or site names", s);
-        memcpy(item, p, len);
-        item[len] = 0;
-        int code = -1;
-        if (item[0] >= '0' && item[0] <= '9') {
-            char *end;
-            const long v = strtol(item, &end, 10);
-            if (!*end && v >= 0 && v < SS_SITE_MAX_BLOCKS) code = (int)v;
-        } else {
-            code = ss_site_code_parse(item);
-        }
-        if (code < 0)
-            return ss_fail(SS_EARG, "--probe: '%s' is neither a block index (0..%d) nor a site name KIND.BLOCK (joint.1, attn2.0, "
-                           "double.0, single.2)", item, SS_SITE_MAX_BLOCKS - 1);
-        for (int i = 0; i < *n; i++)
-            if (dst[i] == code) return ss_fail(SS_EARG, "--probe: '%s' lists %s twice", s, item);
-        if (*n == RUN_MAX_PROBE) return ss_fail(SS_EARG, "--probe: more than %d sites", RUN_MAX_PROBE);
-        dst[(*n)++] = code;
-        if (!e) return 0;
-        p = e + 1;
-    }
+    gen_probe gp;
+    if (gen_probe_parse(&gp, s, NULL, "-", NULL) < 0) return -1;
+    if (gp.all) return ss_fail(SS_EARG, "--probe: 'all' is for generate; list the blocks or sites");
+    if (gp.n > RUN_MAX_PROBE) return ss_fail(SS_EARG, "--probe: more than %d sites", RUN_MAX_PROBE);
+    memcpy(dst, gp.codes, sizeof *dst * (size_t)gp.n);
+    *n = gp.n;
+    return 0;
 }
 
 int cmd_run(int argc, char **argv) {
