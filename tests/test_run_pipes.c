@@ -126,6 +126,25 @@ static void test_table_ops(void **st) {
     free(ty), free(want);
     ss_pipe_close(p);
 
+    /* the ShapeWorld pipeline: the word tokenizer's layout (words, <eos>, <pad>), its sites */
+    if (ss_pipe_open(&p, "models/shapeworld", SS_PREC_F32, 0) < 0) fail_msg("%s", ss_err());
+    ss_pipe_params_default(&q, p->kind);
+    assert_int_equal(q.steps, PIPE_DEFAULT_STEPS);
+    q.prompt = "a photo of a circle";
+    const int Sp = p->kind->text_types(p->impl, &q, NULL, 0);
+    const pipeline *pp = p->impl;
+    assert_int_equal(Sp, pp->text_encoder->cfg.max_length);
+    uint8_t *tp = malloc((size_t)Sp);
+    assert_int_equal(p->kind->text_types(p->impl, &q, tp, Sp), Sp);
+    for (int j = 0; j < Sp; j++) assert_int_equal(tp[j], j < 5 ? SS_TOK_WORD : j == 5 ? SS_TOK_EOS : SS_TOK_PAD);
+    q.prompt = "a photo of a zebra"; /* not in the vocabulary */
+    assert_true(p->kind->text_types(p->impl, &q, tp, Sp) < 0);
+    assert_non_null(strstr(ss_err(), "zebra"));
+    free(tp);
+    assert_int_equal(p->kind->image_size(p->impl, &q, &H, &W), 0);
+    assert_int_equal(p->kind->sites(p->impl, &q, H, W, sites, SS_PIPE_MAX_SITES), pp->transformer->cfg.num_layers);
+    ss_pipe_close(p);
+
     if (ss_pipe_open(&p, tc_path(FLUX_DIR), SS_PREC_F32, 0) < 0) fail_msg("%s", ss_err());
     assert_int_equal(p->kind->layer_kind, SS_SITE_DOUBLE);
     ss_pipe_params_default(&q, p->kind);

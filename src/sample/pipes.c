@@ -25,11 +25,28 @@ void ss_pipe_params_default(ss_pipe_params *q, const ss_pipe_kind *kind) {
 
 static int no_prompt(void) { return ss_fail(SS_EARG, "generate: no prompt given"); }
 
-/* image [H, W, 3] in [0, 1] to uint8 as `generate` writes its PNGs */
-static int to_rgb(uint8_t *rgb, float *img, int H, int W) {
-    for (size_t i = 0; i < (size_t)H * W * 3; i++) rgb[i] = (uint8_t)nearbyintf(img[i] * 255.0f);
-    free(img);
+/* text_types' common part: 0 to go on and fill types, else what to return (S, or an error). */
+static int types_room(int S, const ss_pipe_params *q, const uint8_t *types, int cap) {
+    if (!types) return S;
+    if (!q->prompt) return no_prompt();
+    if (cap < S) return ss_fail(SS_EARG, "text types: %d tokens, room for %d", S, cap);
     return 0;
+}
+
+/* A VAE pipeline's image: float [H, W, 3] in [0, 1] from gen, to uint8 as `generate` writes its
+ * PNGs. */
+typedef int (*float_image_fn)(const void *impl, const ss_pipe_params *q, float *img, sink_ctx *sk);
+static int vae_rgb(const void *impl, const ss_pipe_params *q, uint8_t *rgb, sink_ctx *sk,
+                   int (*size)(const void *, const ss_pipe_params *, int *, int *), float_image_fn gen) {
+    int H, W, rc;
+    if (!q->prompt) return no_prompt();
+    if ((rc = size(impl, q, &H, &W)) < 0) return rc;
+    float *img = malloc(sizeof(float) * (size_t)H * W * 3);
+    if (!img) return ss_fail(SS_ENOMEM, "generate: out of memory");
+    if ((rc = gen(impl, q, img, sk)) >= 0)
+        for (size_t i = 0; i < (size_t)H * W * 3; i++) rgb[i] = (uint8_t)nearbyintf(img[i] * 255.0f);
+    free(img);
+    return rc < 0 ? rc : 0;
 }
 
 /* ---- StableDiffusion3Pipeline ---- */
@@ -73,27 +90,21 @@ static int sd3k_text_types(const void *impl, const ss_pipe_params *q, uint8_t *t
     sd3_params(q, &q->prompt, &s);
     s.cfg = 1.0; /* the prompt's own types, no unconditional half */
     const int S = sd3pipe_text_len(p, &s);
-    if (!types) return S;
-    if (!q->prompt) return no_prompt();
-    if (cap < S) return ss_fail(SS_EARG, "text types: %d tokens, room for %d", S, cap);
-    const int rc = sd3pipe_text_types(p, &s, types);
+    int rc = types_room(S, q, types, cap);
+    if (rc) return rc;
+    rc = sd3pipe_text_types(p, &s, types);
     return rc < 0 ? rc : S;
+}
+
+static int sd3k_image(const void *impl, const ss_pipe_params *q, float *img, sink_ctx *sk) {
+    sd3pipe_params s;
+    sd3_params(q, &q->prompt, &s);
+    return sd3pipe_generate(impl, &s, img, NULL, sk);
 }
 
 static int sd3k_generate(const void *impl, const ss_pipe_params *q, uint8_t *rgb, sink_ctx *sk, void *ws) {
     (void)ws;
-    sd3pipe_params s;
-    sd3_params(q, &q->prompt, &s);
-    int H, W, rc;
-    if (!q->prompt) return no_prompt();
-    if ((rc = sd3pipe_image_size(impl, &s, &H, &W)) < 0) return rc;
-    float *img = malloc(sizeof(float) * (size_t)H * W * 3);
-    if (!img) return ss_fail(SS_ENOMEM, "generate: out of memory");
-    if ((rc = sd3pipe_generate(impl, &s, img, NULL, sk)) < 0) {
-        free(img);
-        return rc;
-    }
-    return to_rgb(rgb, img, H, W);
+    return vae_rgb(impl, q, rgb, sk, sd3k_image_size, sd3k_image);
 }
 
 static const ss_pipe_kind SD3_KIND = {
@@ -141,27 +152,21 @@ static int fluxk_text_types(const void *impl, const ss_pipe_params *q, uint8_t *
     fluxpipe_params s;
     flux_params(q, &q->prompt, &s);
     const int S = s.max_sequence_length;
-    if (!types) return S;
-    if (!q->prompt) return no_prompt();
-    if (cap < S) return ss_fail(SS_EARG, "text types: %d tokens, room for %d", S, cap);
-    const int rc = fluxpipe_text_types(impl, &s, types);
+    int rc = types_room(S, q, types, cap);
+    if (rc) return rc;
+    rc = fluxpipe_text_types(impl, &s, types);
     return rc < 0 ? rc : S;
+}
+
+static int fluxk_image(const void *impl, const ss_pipe_params *q, float *img, sink_ctx *sk) {
+    fluxpipe_params s;
+    flux_params(q, &q->prompt, &s);
+    return fluxpipe_generate(impl, &s, img, NULL, sk);
 }
 
 static int fluxk_generate(const void *impl, const ss_pipe_params *q, uint8_t *rgb, sink_ctx *sk, void *ws) {
     (void)ws;
-    fluxpipe_params s;
-    flux_params(q, &q->prompt, &s);
-    int H, W, rc;
-    if (!q->prompt) return no_prompt();
-    if ((rc = fluxpipe_image_size(impl, &s, &H, &W)) < 0) return rc;
-    float *img = malloc(sizeof(float) * (size_t)H * W * 3);
-    if (!img) return ss_fail(SS_ENOMEM, "generate: out of memory");
-    if ((rc = fluxpipe_generate(impl, &s, img, NULL, sk)) < 0) {
-        free(img);
-        return rc;
-    }
-    return to_rgb(rgb, img, H, W);
+    return vae_rgb(impl, q, rgb, sk, fluxk_image_size, fluxk_image);
 }
 
 static const ss_pipe_kind FLUX_KIND = {
@@ -208,11 +213,11 @@ static void pixk_pos_grid(const void *impl, int H, int W, int *rows, int *cols) 
 static int pixk_text_types(const void *impl, const ss_pipe_params *q, uint8_t *types, int cap) {
     const te *enc = ((const pipeline *)impl)->text_encoder;
     const int S = enc->cfg.max_length;
-    if (!types) return S;
-    if (cap < S) return ss_fail(SS_EARG, "text types: %d tokens, room for %d", S, cap);
+    const int rc = types_room(S, q, types, cap);
+    if (rc) return rc;
     int32_t *ids = ss_malloc(sizeof(int32_t) * (size_t)S);
     if (!ids) return SS_ENOMEM;
-    const int words = tok_encode(enc->vocab, q->prompt ? q->prompt : "", S, ids); /* >= 0: word count */
+    const int words = tok_encode(enc->vocab, q->prompt, S, ids); /* >= 0: word count */
     free(ids);
     if (words < 0) return words;
     for (int j = 0; j < S; j++) types[j] = (uint8_t)(j < words ? SS_TOK_WORD : j == words ? SS_TOK_EOS : SS_TOK_PAD);
