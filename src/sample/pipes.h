@@ -20,7 +20,8 @@
  * options makes the same image), or q->latents when given. rgb is [H, W, 3] uint8 as `generate`
  * writes its PNG: SD3 and FLUX round(image * 255) of the VAE decode clamped to [0, 1], the pixel
  * pipeline pipe_decode. With classifier-free guidance the probe sees batch 2 (uncond first) and its
- * records' last batch element is the prompt's.
+ * records' last batch element is the prompt's. A loaded pipeline is read-only while it generates:
+ * several threads may call generate at once, each with its own sink_ctx and workspace.
  */
 #ifndef SS_PIPES_H
 #define SS_PIPES_H
