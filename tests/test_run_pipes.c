@@ -437,6 +437,17 @@ static void test_errors(void **st) {
     run_result res;
     assert_true(run_experiment(&c, &res) < 0);
     assert_non_null(strstr(ss_err(), "--width and --height must be positive"));
+    /* FLUX conditions: 'layers' past the double blocks, pe_* edits on a RoPE model */
+    assert_int_equal(tc_write_text(tc_join(tmp, "c1.json"), "[{\"name\": \"x\", \"layers\": [5], \"select\": \"topk\", \"k\": 1}]"), 0);
+    assert_int_equal(tc_write_text(tc_join(tmp, "c2.json"), "[{\"name\": \"x\", \"layers\": [1], \"pe_zero\": \"corners\"}]"), 0);
+    rc = tc_run(out, sizeof out, "%s run --exp '%s/e8' --model '%s' --prompts '%s/p.txt' --conditions '%s/c1.json' --width 24 "
+                "--height 16 --quiet", tc_bin(), tmp, tc_path(FLUX_DIR), tmp, tmp);
+    assert_int_not_equal(rc, 0);
+    assert_non_null(strstr(out, "c1.json: condition 'x': field 'layers' names block 5, but the model has no double.5"));
+    rc = tc_run(out, sizeof out, "%s run --exp '%s/e9' --model '%s' --prompts '%s/p.txt' --conditions '%s/c2.json' --width 24 "
+                "--height 16 --quiet", tc_bin(), tmp, tc_path(FLUX_DIR), tmp, tmp);
+    assert_int_not_equal(rc, 0);
+    assert_non_null(strstr(out, "FluxTransformer2DModel has none (it uses RoPE)"));
     /* a FLUX image size the pipeline cannot make */
     rc = tc_run(out, sizeof out, "%s run --exp '%s/e4' --model '%s' --prompts '%s/p.txt' --width 25 --height 16 --steps 1 --quiet",
                 tc_bin(), tmp, tc_path(FLUX_DIR), tmp);
