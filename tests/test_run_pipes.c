@@ -264,6 +264,7 @@ static void run_family(const family *fam) {
     json_t *ej = json_load_file(tc_join(exp, "experiment.json"), 0, &je);
     assert_non_null(ej);
     assert_string_equal(json_string_value(json_object_get(ej, "model_class")), fam->flux ? FLUXPIPE_CLASS_NAME : SD3PIPE_CLASS_NAME);
+    assert_int_equal(json_integer_value(json_object_get(ej, "text_tokens")), fam->msl + (fam->flux ? 0 : 77));
     json_t *probe = json_object_get(ej, "probe");
     assert_non_null(json_object_get(probe, fam->flux ? "sites" : "blocks"));
     json_decref(ej);

@@ -488,8 +488,10 @@ static json_t *build_config(runner *r, const exp_blocks *bm) {
     json_object_set_new(o, "sinkscope_version", json_string(SINKSCOPE_VERSION));
     json_object_set_new(o, "model", json_string(c->model_dir));
     json_object_set_new(o, "model_digest", json_string(r->model_digest));
-    if (strcmp(r->pp->kind->class_name, PIPE_CLASS_NAME)) /* only then: pixel-pipeline experiments keep their file */
+    if (strcmp(r->pp->kind->class_name, PIPE_CLASS_NAME)) { /* only then: pixel-pipeline experiments keep their file */
         json_object_set_new(o, "model_class", json_string(r->pp->kind->class_name));
+        json_object_set_new(o, "text_tokens", json_integer(r->S)); /* the text keys (CLIP + T5 rows), their default length */
+    }
     json_object_set_new(o, "prompts", json_string(c->prompts_path));
     json_object_set_new(o, "prompts_digest", json_string(r->prompts_digest));
     json_object_set_new(o, "prompts_format", json_string(r->ps.has_meta ? "geneval_jsonl" : "text"));
