@@ -16,6 +16,7 @@
 #include "io/png.h"
 #include "sample/pipeline.h"
 #include "sample/fluxpipe.h"
+#include "sample/pipes.h"
 #include "sample/pixartpipe.h"
 #include "sample/sd3pipe.h"
 #include "sink/abspe.h"
@@ -53,17 +54,22 @@ static void progress(void *ctx, int step, int steps, const float *sample) {
 }
 
 int cmd_generate(int argc, char **argv) {
-    /* a StableDiffusion3Pipeline or FluxPipeline folder has its own options and sampler */
+    /* the pipeline class of --model (sample/pipes.h); a diffusers folder has its own options and sampler */
+    static const struct {
+        const char *class_name;
+        int (*run)(int argc, char **argv);
+    } BY_CLASS[] = {{SD3PIPE_CLASS_NAME, cmd_generate_sd3},
+                    {FLUXPIPE_CLASS_NAME, cmd_generate_flux},
+                    {PIXARTPIPE_CLASS_NAME, cmd_generate_pixart}};
     for (int i = 1; i + 1 < argc; i++)
         if (!strcmp(argv[i], "--model")) {
-            if (fluxpipe_folder_kind(argv[i + 1])) return cmd_generate_flux(argc, argv);
-            if (pixartpipe_folder_kind(argv[i + 1])) return cmd_generate_pixart(argc, argv);
-            const int kind = sd3pipe_folder_kind(argv[i + 1], PIPE_CLASS_NAME);
-            if (kind < 0) {
+            const ss_pipe_kind *kind;
+            if (ss_pipe_detect(argv[i + 1], &kind) < 0) {
                 fprintf(stderr, "sinkscope generate: %s\n", ss_err());
                 return 1;
             }
-            if (kind == 1) return cmd_generate_sd3(argc, argv);
+            for (size_t k = 0; k < sizeof BY_CLASS / sizeof BY_CLASS[0]; k++)
+                if (!strcmp(kind->class_name, BY_CLASS[k].class_name)) return BY_CLASS[k].run(argc, argv);
             break;
         }
     const char *prompt = NULL, *out_path = NULL, *seed_s = "0", *steps_s = NULL, *cfg_s = NULL, *model_dir = NULL,

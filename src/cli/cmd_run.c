@@ -9,6 +9,7 @@
 
 #include "cli/args.h"
 #include "cli/commands.h"
+#include "cli/generate_probe.h"
 #include "core/dnnl.h"
 #include "core/err.h"
 #include "eval/shapeworld.h"
@@ -19,6 +20,7 @@
 #include "io/pathcheck.h"
 #include "metric/fidmode.h"
 #include "sample/pipeline.h"
+#include "sample/pipes.h"
 #include "sink/spiral.h"
 
 #define EVAL_PROMPTS "data/shapeworld_eval.jsonl"
@@ -28,8 +30,8 @@ _Static_assert(EXP_MAX_PROBE <= RUN_MAX_PROBE, "a preset's probe.sites must fit 
 
 static const char USAGE[] =
     "usage: sinkscope run [--exp DIR] [--model DIR] [--prompts FILE] [--conditions FILE.json | --preset NAME]\n"
-    "                     [--seeds N] [--base-seed N] [--steps N] [--cfg X] [--probe BLOCKS|all]\n"
-    "                     [--spiral FIELDS]\n"
+    "                     [--seeds N] [--base-seed N] [--steps N] [--cfg X] [--width N --height N]\n"
+    "                     [--probe BLOCKS|all] [--spiral FIELDS]\n"
     "                     [--limit-prompts N] [--metrics LIST --metric-weights DIR] [--fid-mode MODE]\n"
     "                     [--precision f32|bf16] [--threads N] [--jobs N] [--quiet]\n"
     "\n"
@@ -42,8 +44,9 @@ static const char USAGE[] =
     "into " DEFAULT_EXP ", then the report.\n"
     "\n"
     "  --exp DIR           experiment folder (default " DEFAULT_EXP ")\n"
-    "  --model DIR         pipeline folder; default " CLI_EMBEDDED_MODEL " next to the executable, else in the\n"
-    "                      current directory\n"
+    "  --model DIR         pipeline folder: the ShapeWorld model, or a diffusers StableDiffusion3Pipeline or\n"
+    "                      FluxPipeline folder (images through its VAE); default " CLI_EMBEDDED_MODEL " next to\n"
+    "                      the executable, else in the current directory\n"
     "  --prompts FILE      GenEval-schema JSONL (scored by the ShapeWorld detector), or plain text with one\n"
     "                      prompt per line (no detector score); default " EVAL_PROMPTS "\n"
     "  --conditions FILE   a JSON list of condition objects (README, section Conditions), or a preset object\n"
@@ -56,11 +59,14 @@ static const char USAGE[] =
     "                      (early = L/4, middle = L/2, late = 3L/4, rounded down)\n"
     "  --seeds N           seeds per prompt (default 1); seed = base + prompt_index * N + r, r < N\n"
     "  --base-seed N       (default 0); every seed must fit in 64 bits (at most 2^64 - 1)\n"
-    "  --steps N           sampling steps (default 20)\n"
-    "  --cfg X             classifier-free guidance scale (default 4)\n"
-    "  --probe BLOCKS      blocks whose attention statistics are recorded: comma-separated indices, 'all'\n"
-    "                      (every attention site) or 'none'; default the preset's probe.sites, else the\n"
-    "                      early, middle and late blocks\n"
+    "  --steps N           sampling steps (default 20; SD3 and FLUX folders 28)\n"
+    "  --cfg X             classifier-free guidance scale (default 4; SD3 folders 7); FLUX folders: the\n"
+    "                      distilled guidance (default 3.5)\n"
+    "  --width, --height N image size in pixels (default: the folder's)\n"
+    "  --probe BLOCKS      blocks whose attention statistics are recorded: comma-separated indices (the\n"
+    "                      blocks 'layers' names: SD3 joint.i, FLUX double.i) and/or site names (attn2.0,\n"
+    "                      single.3), 'all' (every attention site) or 'none'; default the preset's\n"
+    "                      probe.sites, else the early, middle and late blocks\n"
     "  --spiral FIELDS     also the \"why sinks form\" fields at every probed site and step, in the records'\n"
     "                      \"spiral\" arrays: all, or a comma-separated subset of keyimp, budget, energy,\n"
     "                      qk, norms, act; default the preset's probe.spiral, else none\n"
@@ -132,12 +138,25 @@ static int valid_preset_name(const char *s) {
     return 1;
 }
 
+/* "--probe 3,attn2.0,single.1": block numbers and site names into run_config.probe_blocks, with
+ * generate's parser (a block number is code = block, which the runner reads as the pipeline's
+ * block; stats_s is only there to satisfy its output check). */
+static int parse_probe_sites(const char *s, int *dst, int *n) {
+    gen_probe gp;
+    if (gen_probe_parse(&gp, s, NULL, "-", NULL) < 0) return -1;
+    if (gp.all) return ss_fail(SS_EARG, "--probe: 'all' stands alone (every attention site)");
+    if (gp.n > RUN_MAX_PROBE) return ss_fail(SS_EARG, "--probe: more than %d sites", RUN_MAX_PROBE);
+    memcpy(dst, gp.codes, sizeof *dst * (size_t)gp.n);
+    *n = gp.n;
+    return 0;
+}
+
 int cmd_run(int argc, char **argv) {
     static const char default_exp[] = DEFAULT_EXP;
     const char *exp_dir = default_exp, *model_dir = NULL, *prompts = NULL, *cond_path = NULL, *preset = NULL,
                *seeds_s = NULL, *base_s = NULL, *steps_s = NULL, *cfg_s = NULL, *probe_s = NULL, *limit_s = NULL,
                *threads_s = NULL, *jobs_s = NULL, *stride_s = NULL, *metrics_s = NULL, *weights_s = NULL,
-               *fid_mode_s = NULL, *prec_s = NULL, *spiral_s = NULL;
+               *fid_mode_s = NULL, *prec_s = NULL, *spiral_s = NULL, *width_s = NULL, *height_s = NULL;
     int quiet = 0;
     cli_opt opts[] = {{"exp", &exp_dir, NULL},         {"model", &model_dir, NULL},   {"prompts", &prompts, NULL},
                       {"conditions", &cond_path, NULL}, {"preset", &preset, NULL},     {"seeds", &seeds_s, NULL},
@@ -145,14 +164,15 @@ int cmd_run(int argc, char **argv) {
                       {"probe", &probe_s, NULL},        {"limit-prompts", &limit_s, NULL}, {"threads", &threads_s, NULL},
                       {"jobs", &jobs_s, NULL},          {"quiet", NULL, &quiet},       {"prompt-stride", &stride_s, NULL},
                       {"metrics", &metrics_s, NULL},    {"metric-weights", &weights_s, NULL},
-                      {"fid-mode", &fid_mode_s, NULL},  {"precision", &prec_s, NULL},  {"spiral", &spiral_s, NULL}};
+                      {"fid-mode", &fid_mode_s, NULL},  {"precision", &prec_s, NULL},  {"spiral", &spiral_s, NULL},
+                      {"width", &width_s, NULL},        {"height", &height_s, NULL}};
     int pr = cli_parse(argc, argv, opts, sizeof opts / sizeof opts[0], USAGE);
     if (pr) return pr > 0 ? 0 : 2;
     /* The main job: nothing that changes what is computed was given (--threads, --jobs and
      * --quiet do not change results, so `run --quiet` is still the main job). */
     const int no_args = exp_dir == default_exp && !model_dir && !prompts && !cond_path && !preset && !seeds_s && !base_s &&
                         !steps_s && !cfg_s && !probe_s && !limit_s && !stride_s && !metrics_s && !weights_s && !fid_mode_s &&
-                        !prec_s && !spiral_s;
+                        !prec_s && !spiral_s && !width_s && !height_s;
     if (cond_path && preset) {
         fprintf(stderr, "sinkscope run: give --conditions or --preset, not both\n");
         return 2;
@@ -203,6 +223,14 @@ int cmd_run(int argc, char **argv) {
         if (cli_double("run", "cfg", cfg_s, 0, 1000, &x)) return 2;
         c.cfg = x;
     }
+    if (width_s) {
+        if (cli_int("run", "width", width_s, 1, 16384, &v)) return 2;
+        c.width = (int)v;
+    }
+    if (height_s) {
+        if (cli_int("run", "height", height_s, 1, 16384, &v)) return 2;
+        c.height = (int)v;
+    }
     if (limit_s) {
         if (cli_int("run", "limit-prompts", limit_s, 1, 100000000, &v)) return 2;
         c.limit_prompts = (int)v;
@@ -231,7 +259,12 @@ int cmd_run(int argc, char **argv) {
         c.probe_all = 1;
     } else if (probe_s) {
         c.probe_default = 0;
-        if (strcmp(probe_s, "none")) {
+        if (strpbrk(probe_s, "abcdefghijklmnopqrstuvwxyz") && strcmp(probe_s, "none")) {
+            if (parse_probe_sites(probe_s, c.probe_blocks, &c.n_probe) < 0) {
+                fprintf(stderr, "sinkscope run: %s\n", ss_err());
+                return 2;
+            }
+        } else if (strcmp(probe_s, "none")) {
             int n = cli_int_list("run", "probe", probe_s, c.probe_blocks, RUN_MAX_PROBE);
             if (n < 0) return 2;
             c.n_probe = n;
@@ -247,11 +280,17 @@ int cmd_run(int argc, char **argv) {
         model_dir = model_buf;
     }
     c.model_dir = model_dir;
+    const ss_pipe_kind *kind; /* its defaults for what was not given (the pixel pipeline's are run_config_default's) */
+    if (ss_pipe_detect(model_dir, &kind) < 0) {
+        fprintf(stderr, "sinkscope run: %s\n", ss_err());
+        return 1;
+    }
+    if (!steps_s) c.steps = kind->default_steps;
+    if (!cfg_s) c.cfg = kind->default_cfg;
 
     int rc = 0, code = 1, lock_fd = -1;
     sink_condition *conds = NULL;
     int n_conds = 0;
-    pipeline *pp = NULL;
     if (preset) {
         if (!valid_preset_name(preset)) {
             fprintf(stderr, "sinkscope run: --preset '%s': a preset name is lower-case letters, digits, '_' or '-'\n", preset);
@@ -290,12 +329,7 @@ int cmd_run(int argc, char **argv) {
         }
         if (!spiral_s && ps.have_spiral) c.spiral = ps.spiral;
     } else {
-        /* the core protocol needs the model's depth before the run starts */
-        if ((rc = pipe_load(&pp, model_dir)) < 0) goto done;
-        exp_blocks b = exp_block_map(pp->transformer->cfg.num_layers);
-        pipe_free(pp);
-        pp = NULL;
-        if ((rc = exp_core_conditions(&b, &conds, &n_conds)) < 0) goto done;
+        c.core_protocol = 1; /* for the model's depth, which the runner reads when it loads the model */
     }
     c.conds = conds;
     c.n_conds = n_conds;
@@ -322,6 +356,5 @@ done:
     run_unlock(lock_fd);
     if (rc < 0) fprintf(stderr, "sinkscope run: %s\n", ss_err());
     free(conds);
-    pipe_free(pp);
     return code;
 }

@@ -103,7 +103,20 @@ static void set_site(json_t *o, const sink_record *r) {
 
 static json_t *jnum(double x) { return isfinite(x) ? json_real(x) : json_null(); }
 
-void *metric_probe_json(const sink_ctx *s, int n_words) {
+/* The type of key j of a record: its site's key span, the text span's token from kt->text. */
+static ss_tok key_type(const metric_key_types *kt, const sink_record *r, int j) {
+    const ss_site *site = ss_site_find(kt->sites, kt->n_sites, r->site);
+    if (!site) return SS_TOK_TEXT;
+    for (int i = 0; i < site->n_kspan; i++) {
+        const ss_span *sp = &site->kspan[i];
+        if (j < sp->start || j >= sp->start + sp->len) continue;
+        if (sp->type == SS_TOK_IMAGE) return SS_TOK_IMAGE;
+        return j - sp->start < kt->S ? (ss_tok)kt->text[j - sp->start] : SS_TOK_TEXT;
+    }
+    return SS_TOK_TEXT;
+}
+
+static void *probe_json(const sink_ctx *s, int n_words, const metric_key_types *kt) {
     json_t *arr = json_array();
     for (int i = 0; i < sink_ctx_record_count(s); i++) {
         const sink_record *r = sink_ctx_record(s, i);
@@ -119,15 +132,21 @@ void *metric_probe_json(const sink_ctx *s, int n_words) {
         json_object_set_new(o, "top5", jnum(r->top5[b]));
         json_object_set_new(o, "top1_is_index0", jnum(r->idx0_frac[b]));
         json_object_set_new(o, "top1_is_text", jnum(r->text_frac[b]));
-        if (n_words >= 0) { /* text keys follow the image keys: words, then <eos>, then <pad> */
-            int kind[3] = {0, 0, 0};
+        if (n_words >= 0 || kt) { /* n_words: text keys follow the image keys: words, then <eos>, then <pad> */
+            int kind[SS_TOK_N] = {0};
             for (int h = 0; h < r->H; h++) {
-                const int t = r->top_idx[((size_t)b * r->H + h) * r->topk] - r->n_img;
-                if (t >= 0) kind[t < n_words ? 0 : t == n_words ? 1 : 2]++;
+                const int j = r->top_idx[((size_t)b * r->H + h) * r->topk], t = j - r->n_img;
+                if (kt) kind[key_type(kt, r, j)]++;
+                else if (t >= 0) kind[t < n_words ? SS_TOK_WORD : t == n_words ? SS_TOK_EOS : SS_TOK_PAD]++;
             }
-            json_object_set_new(o, "top1_is_word", jnum((double)kind[0] / r->H));
-            json_object_set_new(o, "top1_is_eos", jnum((double)kind[1] / r->H));
-            json_object_set_new(o, "top1_is_pad", jnum((double)kind[2] / r->H));
+            json_object_set_new(o, "top1_is_word", jnum((double)kind[SS_TOK_WORD] / r->H));
+            json_object_set_new(o, "top1_is_eos", jnum((double)kind[SS_TOK_EOS] / r->H));
+            json_object_set_new(o, "top1_is_pad", jnum((double)kind[SS_TOK_PAD] / r->H));
+            if (kt && kt->all_types) {
+                json_object_set_new(o, "top1_is_comma", jnum((double)kind[SS_TOK_COMMA] / r->H));
+                json_object_set_new(o, "top1_is_bos", jnum((double)kind[SS_TOK_BOS] / r->H));
+                json_object_set_new(o, "top1_is_other", jnum((double)(kind[SS_TOK_OTHER] + kind[SS_TOK_TEXT]) / r->H));
+            }
         }
         json_object_set_new(o, "act_max", jnum(r->act_max[b]));
         json_object_set_new(o, "act_p95", jnum(r->act_p95[b]));
@@ -138,6 +157,10 @@ void *metric_probe_json(const sink_ctx *s, int n_words) {
     }
     return arr;
 }
+
+void *metric_probe_json(const sink_ctx *s, int n_words) { return probe_json(s, n_words, NULL); }
+
+void *metric_probe_json_types(const sink_ctx *s, const metric_key_types *kt) { return probe_json(s, -1, kt); }
 
 void *metric_verification_json(const sink_ctx *s) {
     json_t *arr = json_array();
@@ -165,10 +188,6 @@ void *metric_verification_json(const sink_ctx *s) {
         json_array_append_new(arr, o);
     }
     return arr;
-}
-
-void metric_word_types(const int32_t *ids, int S, uint8_t *types) {
-    for (int i = 0; i < S; i++) types[i] = ids[i] == TOK_PAD ? SS_TOK_PAD : ids[i] == TOK_EOS ? SS_TOK_EOS : SS_TOK_WORD;
 }
 
 /* key j's type at a site: its key span's, or for the one text span the given text types */

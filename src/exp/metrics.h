@@ -23,6 +23,7 @@
 #include <stdint.h>
 
 #include "eval/geneval.h"
+#include "models/site.h"
 #include "sink/sink.h"
 
 double img_mse(const uint8_t *a, const uint8_t *b, int w, int h);
@@ -55,8 +56,18 @@ void *metric_verification_json(const sink_ctx *s);
 void *metric_spiral_json(const sink_ctx *s, int last_step, const ss_site *sites, int n_sites, const uint8_t *text_types,
                          int S);
 
-/* The ss_tok type of each of the S ids of the word tokenizer (text/tokenizer.h): TOK_PAD pad,
- * TOK_EOS eos, every other id a word (it strips punctuation: it makes no comma tokens). */
-void metric_word_types(const int32_t *ids, int S, uint8_t *types);
+
+/* metric_probe_json with the top-1 key types from the model's sites and the prompt's text types
+ * (ss_tok, [S], in the order of each site's text key span: a pipeline's tokenizer types, see
+ * sample/pipes.h): top1_is_word / eos / pad, and with all_types also top1_is_comma / bos / other
+ * (other: any other text token). */
+typedef struct {
+    const ss_site *sites;
+    int n_sites;
+    const uint8_t *text;
+    int S;
+    int all_types;
+} metric_key_types;
+void *metric_probe_json_types(const sink_ctx *s, const metric_key_types *kt);
 
 #endif

@@ -28,13 +28,12 @@
 #include "metric/fidmode.h"
 #include "metric/inception.h"
 #include "metric/lpips.h"
-#include "models/binder.h"
-#include "sample/pipeline.h"
+#include "sample/pipeline.h" /* SINKSCOPE_VERSION, PIPE_MAX_STEPS */
+#include "sample/pipes.h"
 #include "sink/abspe.h"
 #include "sink/sink.h"
 #include "sink/spiral.h"
 #include "text/promptx.h"
-#include "text/tokenizer.h"
 
 #define PATHLEN 4400
 
@@ -186,17 +185,16 @@ typedef struct runner runner;
 typedef struct {
     runner *r;
     sink_ctx *sk;
-    sd3_workspace *ws; /* the transformer's working memory, reused for every image of this worker */
+    void *ws; /* the pipeline's working memory (ss_pipe_kind.ws_new), reused for every image of this worker */
     uint8_t *rgb, *base;
     int cur_step, cur_steps; /* progress within the image being made */
     char *padded;            /* the padded prompt of the image being made (pad_prompt), or NULL */
-    int words;               /* the word count of the prompt it tokenizes */
-    uint8_t *ttypes;         /* with spiral fields: [2, S] its text keys' types (uncond, cond) */
+    uint8_t *ttypes;         /* [S]: the text key types of the prompt it tokenizes (padded or not) */
 } worker;
 
 struct runner {
     const run_config *c;
-    pipeline *pp;
+    ss_pipe *pp;
     records_file rf;
     prompt_set ps;
     sink_condition *conds;
@@ -204,8 +202,9 @@ struct runner {
     int probe[RUN_MAX_PROBE];
     char model_digest[DIGEST_HEX], prompts_digest[DIGEST_HEX];
     char (*cond_json)[1024]; /* compact condition JSON for the PNG text chunks */
-    int *n_words;            /* per prompt: words before <eos> (places <eos> and <pad> among the keys) */
-    ss_site *sites;          /* the model's attention sites at the run's token counts */
+    uint8_t *types;          /* [n prompts][S]: the text key types of each prompt (ss_pipe_kind.text_types) */
+    int S;                   /* text tokens */
+    ss_site *sites;          /* [SS_PIPE_MAX_SITES]: the model's attention sites at the run's image size */
     int n_sites;
     worker *wk;
     /* learned metrics (c->metrics): models shared read-only, the prompts' text embeddings */
@@ -249,8 +248,7 @@ static void draw_bar(runner *r, int final) {
     fflush(stderr);
 }
 
-static void on_step(void *ctx, int step, int steps, const float *sample) {
-    (void)sample;
+static void on_step(void *ctx, int step, int steps) {
     worker *w = ctx;
     /* spiral fields: the per-key vectors are kept for the last step only (the records' "mu") */
     if (w->r->c->spiral && step + 2 == steps) sink_ctx_set_probe(w->sk, w->r->probe, w->r->n_probe, TOK_IMAGE, 5, 1);
@@ -275,46 +273,45 @@ static void item_key(char *buf, size_t cap, const char *cond, int p, uint64_t se
     snprintf(buf, cap, "%s/%05d/%llu", cond, p, (unsigned long long)seed);
 }
 
-/* The prompt condition ci tokenizes for prompt p (padded when its pad_prompt is active, into
- * w->padded), its word count (w->words), and with spiral fields the text keys' types for the
- * probe (w->ttypes, [uncond, cond] with CFG). */
-static int prepare_prompt(worker *w, int ci, int p, const char **prompt) {
+/* The pipeline parameters of the run for entry p (p < 0: no prompt). */
+static void run_params(const runner *r, ss_pipe_params *q, int p) {
+    ss_pipe_params_default(q, r->pp->kind);
+    q->prompt = p >= 0 ? r->ps.m[p].prompt : "";
+    q->steps = r->c->steps;
+    q->cfg = r->c->cfg;
+    q->width = r->c->width;
+    q->height = r->c->height;
+}
+
+/* The prompt condition ci gives to prompt p: q->prompt padded when the condition's pad_prompt is
+ * active (into w->padded), and its text key types into w->ttypes (the pipeline's tokenizers;
+ * setup typed and checked every prompt, padded or not). With spiral fields the probe keeps the
+ * per-key vectors for the last step only (on_step turns them on before it). */
+static int prepare_prompt(worker *w, int ci, int p, ss_pipe_params *q) {
     runner *r = w->r;
-    const te *enc = r->pp->text_encoder;
-    const int S = enc->cfg.max_length, B = r->c->cfg > 1.0 ? 2 : 1;
     free(w->padded);
     w->padded = NULL;
-    *prompt = r->ps.m[p].prompt;
+    int rc = 0;
     if (sink_condition_pad_active(&r->conds[ci])) {
-        int rc = promptx_pad_apply(&w->padded, *prompt, &r->conds[ci].pad);
-        if (rc < 0) return rc;
-        *prompt = w->padded;
-    }
-    int32_t *ids = ss_malloc(sizeof(int32_t) * (size_t)S);
-    if (!ids) return SS_ENOMEM;
-    int rc = w->words = tok_encode(enc->vocab, *prompt, S, ids); /* setup checked every padded prompt */
-    if (rc >= 0 && r->c->spiral) {
-        metric_word_types(ids, S, w->ttypes + (size_t)(B - 1) * S);
-        if (B == 2 && (rc = tok_encode(enc->vocab, "", S, ids)) >= 0) metric_word_types(ids, S, w->ttypes);
-        if (rc >= 0) rc = sink_ctx_set_text_types(w->sk, w->ttypes, B, S);
-        /* the per-key vectors only for the last step (on_step turns them on before it) */
-        if (rc >= 0) rc = sink_ctx_set_probe(w->sk, r->probe, r->n_probe, TOK_IMAGE, 5, r->c->steps == 1);
-    }
-    free(ids);
-    return rc < 0 ? rc : 0;
+        if ((rc = promptx_pad_apply(&w->padded, q->prompt, &r->conds[ci].pad)) < 0) return rc;
+        q->prompt = w->padded;
+        const int n = r->pp->kind->text_types(r->pp->impl, q, w->ttypes, r->S);
+        if (n < 0) return n;
+    } else
+        memcpy(w->ttypes, r->types + (size_t)p * r->S, (size_t)r->S);
+    if (r->c->spiral) rc = sink_ctx_set_probe(w->sk, r->probe, r->n_probe, TOK_IMAGE, 5, r->c->steps == 1);
+    return rc;
 }
 
 /* Generates one image of condition ci (0 = baseline) into rgb; the worker's sink context then
  * holds its probe and intervention records. */
 static int generate(worker *w, int ci, int p, uint64_t seed, uint8_t *rgb) {
     runner *r = w->r;
-    pipe_params pr;
-    pipe_params_default(&pr);
-    int rc = prepare_prompt(w, ci, p, &pr.prompt);
+    ss_pipe_params pr;
+    run_params(r, &pr, p);
+    int rc = prepare_prompt(w, ci, p, &pr);
     if (rc < 0) return ss_err_prefix(rc, "condition '%s', prompt %d: ", r->conds[ci].name, PIDX(r, p));
     pr.seed = seed;
-    pr.steps = r->c->steps;
-    pr.cfg = r->c->cfg;
     if (r->c->progress_bar || r->c->spiral) {
         pr.progress = on_step;
         pr.progress_ctx = w;
@@ -322,7 +319,7 @@ static int generate(worker *w, int ci, int p, uint64_t seed, uint8_t *rgb) {
     sink_ctx_clear_records(w->sk);
     /* a condition that acts on no site may still edit the position table (pe_* fields) */
     sink_ctx_set_condition(w->sk, r->conds[ci].n_layers || r->conds[ci].have_pe ? &r->conds[ci] : NULL);
-    rc = pipe_generate_ws(r->pp, &pr, rgb, w->sk, NULL, w->ws);
+    rc = r->pp->kind->generate(r->pp->impl, &pr, rgb, w->sk, w->ws);
     if (rc < 0) ss_err_prefix(rc, "condition '%s', prompt %d, seed %llu: ", r->conds[ci].name, PIDX(r, p), (unsigned long long)seed);
     return rc;
 }
@@ -425,11 +422,11 @@ static json_t *make_record(worker *w, int ci, int p, uint64_t seed, const record
         else json_object_set_new(m, "lpips", jreal(d));
     }
     json_object_set_new(o, "metrics", m);
-    json_object_set_new(o, "probe", metric_probe_json(w->sk, w->words));
+    const metric_key_types kt = {r->sites, r->n_sites, w->ttypes, r->S, r->pp->kind->tokenizer_types};
+    json_object_set_new(o, "probe", metric_probe_json_types(w->sk, &kt));
     json_object_set_new(o, "verification", metric_verification_json(w->sk));
     if (!rc && r->c->spiral) {
-        const int S = r->pp->text_encoder->cfg.max_length, B = r->c->cfg > 1.0 ? 2 : 1;
-        json_t *sp = metric_spiral_json(w->sk, r->c->steps - 1, r->sites, r->n_sites, w->ttypes + (size_t)(B - 1) * S, S);
+        json_t *sp = metric_spiral_json(w->sk, r->c->steps - 1, r->sites, r->n_sites, w->ttypes, r->S);
         if (!sp) rc = ss_err_prefix(SS_EARG, "%s: ", key);
         else json_object_set_new(o, "spiral", sp);
     }
@@ -526,6 +523,10 @@ static json_t *build_config(runner *r, const exp_blocks *bm) {
     json_object_set_new(o, "sinkscope_version", json_string(SINKSCOPE_VERSION));
     json_object_set_new(o, "model", json_string(c->model_dir));
     json_object_set_new(o, "model_digest", json_string(r->model_digest));
+    if (strcmp(r->pp->kind->class_name, PIPE_CLASS_NAME)) { /* only then: pixel-pipeline experiments keep their file */
+        json_object_set_new(o, "model_class", json_string(r->pp->kind->class_name));
+        json_object_set_new(o, "text_tokens", json_integer(r->S)); /* the text keys (CLIP + T5 rows), their default length */
+    }
     json_object_set_new(o, "prompts", json_string(c->prompts_path));
     json_object_set_new(o, "prompts_digest", json_string(r->prompts_digest));
     json_object_set_new(o, "prompts_format", json_string(r->ps.has_meta ? "geneval_jsonl" : "text"));
@@ -542,14 +543,24 @@ static json_t *build_config(runner *r, const exp_blocks *bm) {
     json_object_set_new(o, "width", json_integer(r->W));
     json_object_set_new(o, "height", json_integer(r->H));
     json_object_set_new(o, "order", json_string("for each prompt, for each seed: the baseline, then the conditions in order"));
-    json_object_set_new(o, "blocks", json_pack("{s:i, s:i, s:i, s:i, s:s}", "num_layers", bm->num_layers, "early", bm->early,
-                                               "middle", bm->middle, "late", bm->late, "rule",
-                                               "early = floor(L/4), middle = floor(L/2), late = floor(3L/4)"));
-    json_t *po = json_pack("{s:o, s:s, s:i, s:s}", "blocks", int_array(r->probe, r->n_probe), "queries", "image", "topk", 5,
+    json_t *bj = json_pack("{s:i, s:i, s:i, s:i, s:s}", "num_layers", bm->num_layers, "early", bm->early, "middle",
+                           bm->middle, "late", bm->late, "rule", "early = floor(L/4), middle = floor(L/2), late = floor(3L/4)");
+    if (r->pp->kind->layer_kind != SS_SITE_JOINT) /* the blocks are not joint ones (FLUX: double.i) */
+        json_object_set_new(bj, "site_kind", json_string(ss_site_kind_name(r->pp->kind->layer_kind)));
+    json_object_set_new(o, "blocks", bj);
+    int all_joint = 1;
+    for (int i = 0; i < r->n_probe; i++) all_joint &= ss_site_code_kind(r->probe[i]) == SS_SITE_JOINT;
+    /* joint sites by block index, as before sites existed; else site names */
+    json_t *pj = all_joint ? int_array(r->probe, r->n_probe) : json_array();
+    for (int i = 0; i < r->n_probe && !all_joint; i++) {
+        char nm[48];
+        json_array_append_new(pj, json_string(ss_site_code_name(r->probe[i], nm, sizeof nm)));
+    }
+    json_t *po = json_pack("{s:o, s:s, s:i, s:s}", all_joint ? "blocks" : "sites", pj, "queries", "image", "topk", 5,
                            "batch_element", "conditional");
-    if (c->probe_all) { /* only then (and spiral only with spiral fields): older experiments keep their file */
+    if (c->probe_all && all_joint) { /* only then (and spiral only with spiral fields): older experiments keep their file */
         json_t *names = json_array();
-        char nm[40];
+        char nm[48];
         for (int i = 0; i < r->n_probe; i++) json_array_append_new(names, json_string(ss_site_code_name(r->probe[i], nm, sizeof nm)));
         json_object_set_new(po, "sites", names);
     }
@@ -722,15 +733,14 @@ static int setup_metrics(runner *r) {
     return 0;
 }
 
-/* Every active pad_prompt condition's padded prompts, before any image: they must tokenize (the
- * word tokenizer refuses unknown words and more than S - 1 words; errors name the conditions
- * source, the condition, the field and the prompt). A padding that leaves every prompt's tokens
- * unchanged (the word tokenizer strips punctuation, so commas vanish) is said once per condition. */
+/* Every active pad_prompt condition's padded prompts, before any image: the pipeline's tokenizers
+ * must take them (the word tokenizer refuses unknown words and more than S - 1 words; errors name
+ * the conditions source, the condition, the field and the prompt). A padding that leaves every
+ * prompt's text key types unchanged (the word tokenizer strips punctuation, so commas vanish; a
+ * prompt at the tokenizers' length cuts the padding off) is said once per condition. */
 static int check_pads(runner *r, const char *what) {
-    const te *enc = r->pp->text_encoder;
-    const int S = enc->cfg.max_length;
-    int32_t *ids = ss_malloc(sizeof(int32_t) * 2 * (size_t)S);
-    if (!ids) return SS_ENOMEM;
+    uint8_t *types = ss_malloc((size_t)r->S);
+    if (!types) return SS_ENOMEM;
     int rc = 0;
     for (int ci = 0; ci < r->n_conds && !rc; ci++) {
         const sink_condition *c = &r->conds[ci];
@@ -742,21 +752,25 @@ static int check_pads(runner *r, const char *what) {
         for (int p = 0; p < r->ps.n && !rc; p++) {
             char *s = NULL;
             if ((rc = promptx_pad_apply(&s, r->ps.m[p].prompt, &c->pad)) < 0) break;
-            const int words = tok_encode(enc->vocab, s, S, ids);
+            ss_pipe_params q;
+            run_params(r, &q, p);
+            q.prompt = s;
+            const int n = r->pp->kind->text_types(r->pp->impl, &q, types, r->S);
             free(s);
-            if (words < 0) {
-                rc = ss_err_prefix(words, "%s: condition '%s': field 'pad_prompt' = %s: prompt %d padded: ", what, c->name, spec,
+            if (n < 0) {
+                rc = ss_err_prefix(n, "%s: condition '%s': field 'pad_prompt' = %s: prompt %d padded: ", what, c->name, spec,
                                    PIDX(r, p));
                 break;
             }
-            tok_encode(enc->vocab, r->ps.m[p].prompt, S, ids + S); /* setup checked it */
-            same &= !memcmp(ids, ids + S, sizeof(int32_t) * (size_t)S);
+            same &= !memcmp(types, r->types + (size_t)p * r->S, (size_t)r->S);
         }
         if (!rc && same && r->ps.n > 0)
-            fprintf(stderr, "sinkscope run: note: condition '%s': pad_prompt %s leaves every prompt's tokens unchanged (this "
-                    "model's word tokenizer strips punctuation): its images equal the baseline's\n", c->name, spec);
+            fprintf(stderr, "sinkscope run: note: condition '%s': pad_prompt %s leaves every prompt's tokens unchanged (%s): its "
+                    "images equal the baseline's\n", c->name, spec,
+                    r->pp->kind->tokenizer_types ? "the tokenizers cut the padding off" :
+                                                   "this model's word tokenizer strips punctuation");
     }
-    free(ids);
+    free(types);
     return rc;
 }
 
@@ -772,11 +786,9 @@ static int setup(runner *r, exp_blocks *bm) {
     if (!isfinite(c->cfg)) return ss_fail(SS_EARG, "the guidance scale must be finite");
     if (c->precision != SS_PREC_F32 && c->precision != SS_PREC_BF16)
         return ss_fail(SS_EARG, "--precision: unknown precision %d", c->precision);
-    const int saved_prec = ss_bind_get_precision(); /* the load's option is the caller's thread setting */
-    ss_bind_set_precision(c->precision);
-    rc = pipe_load(&r->pp, c->model_dir);
-    ss_bind_set_precision(saved_prec);
-    if (rc < 0) return rc;
+    if (c->width < 0 || c->height < 0) return ss_fail(SS_EARG, "--width and --height must be positive");
+    if ((rc = ss_pipe_open(&r->pp, c->model_dir, c->precision, 0)) < 0) return rc;
+    const ss_pipe_kind *kind = r->pp->kind;
     if ((rc = digest_pipeline(c->model_dir, r->model_digest)) < 0) return rc;
     if ((rc = load_prompts(c->prompts_path, &r->ps)) < 0) return rc;
     if ((rc = digest_file(c->prompts_path, r->prompts_digest)) < 0) return rc;
@@ -798,61 +810,79 @@ static int setup(runner *r, exp_blocks *bm) {
                        "2^64 - 1; use a base seed of at most %llu", (unsigned long long)c->base_seed,
                        (unsigned long long)last_idx, (unsigned long long)S, (unsigned long long)(S - 1),
                        (unsigned long long)(UINT64_MAX - (last_idx * S + (S - 1))));
-    const sd3_config *tc = &r->pp->transformer->cfg;
-    const te *enc = r->pp->text_encoder;
-    int32_t *ids = ss_malloc(sizeof(int32_t) * enc->cfg.max_length);
-    r->n_words = ss_malloc(sizeof(int) * (size_t)(r->ps.n ? r->ps.n : 1));
-    if (!ids || !r->n_words) {
-        free(ids);
-        return SS_ENOMEM;
-    }
+    /* the image size first: a run's --width / --height are checked before the prompts */
+    ss_pipe_params pr;
+    run_params(r, &pr, -1);
+    if ((rc = kind->image_size(r->pp->impl, &pr, &r->H, &r->W)) < 0) return rc;
+    /* every prompt's text key types, from the pipeline's tokenizers: also checks every prompt */
+    if ((r->S = kind->text_types(r->pp->impl, &pr, NULL, 0)) < 1) return r->S < 0 ? r->S : ss_fail(SS_EARG, "no text tokens");
+    r->types = ss_malloc((size_t)r->S * (size_t)(r->ps.n ? r->ps.n : 1));
+    if (!r->types) return SS_ENOMEM;
     for (int i = 0; i < r->ps.n && !rc; i++) {
-        const int words = tok_encode(enc->vocab, r->ps.m[i].prompt, enc->cfg.max_length, ids); /* >= 0: word count */
-        if (words < 0) {
+        run_params(r, &pr, i);
+        const int n = kind->text_types(r->pp->impl, &pr, r->types + (size_t)i * r->S, r->S);
+        if (n >= 0 && n != r->S) rc = ss_fail(SS_EARG, "%s: prompt %d: %d text tokens, expected %d", c->prompts_path, PIDX(r, i), n, r->S);
+        else if (n < 0) {
             char shown[GV_PROMPT_MAX]; /* one line: a JSONL prompt may hold escaped control characters */
             size_t k = 0;
             for (const char *q = r->ps.m[i].prompt; *q && k + 1 < sizeof shown; q++) shown[k++] = (unsigned char)*q < 0x20 ? '?' : *q;
             shown[k] = 0;
-            rc = ss_err_prefix(words, "%s: prompt %d (\"%s\"): ", c->prompts_path, PIDX(r, i), shown);
+            rc = ss_err_prefix(n, "%s: prompt %d (\"%s\"): ", c->prompts_path, PIDX(r, i), shown);
         }
-        r->n_words[i] = words;
     }
-    free(ids);
     if (rc < 0) return rc;
-    pipe_params pr;
-    pipe_params_default(&pr);
-    if ((rc = pipe_image_size(r->pp, &pr, &r->H, &r->W)) < 0) return rc;
-    *bm = exp_block_map(tc->num_layers);
+    run_params(r, &pr, -1);
+    if (!(r->sites = ss_malloc(sizeof *r->sites * SS_PIPE_MAX_SITES))) return SS_ENOMEM;
+    r->n_sites = kind->sites(r->pp->impl, &pr, r->H, r->W, r->sites, SS_PIPE_MAX_SITES);
+    if (r->n_sites < 0) return r->n_sites;
+    if (r->n_sites > SS_PIPE_MAX_SITES) return ss_fail(SS_EARG, "%s: %d attention sites, at most %d", c->model_dir, r->n_sites, SS_PIPE_MAX_SITES);
+    const int num_layers = ss_pipe_layer_count(kind, r->sites, r->n_sites);
+    *bm = exp_block_map(num_layers);
     /* conditions: a private copy with the baseline first */
-    r->conds = ss_malloc(sizeof *r->conds * (c->n_conds ? c->n_conds : 1));
-    if (!r->conds) return SS_ENOMEM;
-    memcpy(r->conds, c->conds, sizeof *r->conds * c->n_conds);
-    r->n_conds = c->n_conds;
+    if (c->core_protocol) {
+        if ((rc = exp_core_conditions(bm, &r->conds, &r->n_conds)) < 0) return rc;
+    } else {
+        r->conds = ss_malloc(sizeof *r->conds * (c->n_conds ? c->n_conds : 1));
+        if (!r->conds) return SS_ENOMEM;
+        memcpy(r->conds, c->conds, sizeof *r->conds * c->n_conds);
+        r->n_conds = c->n_conds;
+    }
     const char *what = c->conditions_source ? c->conditions_source : "conditions";
     if ((rc = exp_conditions_prepare(&r->conds, &r->n_conds, what)) < 0) return rc;
-    const int ps = tc->patch_size, n_img = (r->H / ps) * (r->W / ps);
-    if (!(r->sites = ss_malloc(sizeof *r->sites * 2 * SD3_MAX_LAYERS))) return SS_ENOMEM;
-    ss_site *sites = r->sites;
-    const int n_sites = r->n_sites = sd3_sites(tc, n_img, enc->cfg.max_length, sites, 2 * SD3_MAX_LAYERS);
-    if (n_sites < 0) return n_sites;
-    if ((rc = exp_conditions_check(r->conds, r->n_conds, sites, n_sites, what)) < 0) return rc;
-    if ((rc = check_pads(r, what)) < 0) return rc;
+    for (int i = 0; i < r->n_conds; i++) /* 'layers' names the model's blocks (SD3 joint.i, FLUX double.i) */
+        if ((rc = sink_condition_resolve(&r->conds[i], r->sites, r->n_sites, what)) < 0) return rc;
+    if ((rc = exp_conditions_check(r->conds, r->n_conds, r->sites, r->n_sites, what)) < 0) return rc;
+    int grid_r, grid_c;
+    kind->pos_grid(r->pp->impl, r->H, r->W, &grid_r, &grid_c);
     for (int i = 0; i < r->n_conds; i++) /* pe_* positions on the run's patch grid, before any image */
-        if ((rc = sink_condition_check_pe(&r->conds[i], r->H / ps, r->W / ps, "SD3Transformer2DModel", what)) < 0) return rc;
+        if ((rc = sink_condition_check_pe(&r->conds[i], grid_r, grid_c, kind->transformer_class, what)) < 0) return rc;
+    if ((rc = check_pads(r, what)) < 0) return rc;
     if (c->spiral & ~(unsigned)SPIRAL_ALL) return ss_fail(SS_EARG, "--spiral: unknown field bits 0x%x", c->spiral);
     if (c->probe_all) {
-        if (n_sites > RUN_MAX_PROBE) return ss_fail(SS_EARG, "--probe all: the model has %d sites, at most %d", n_sites, RUN_MAX_PROBE);
-        for (int i = 0; i < n_sites; i++) r->probe[r->n_probe++] = ss_site_code_of(&sites[i]);
+        if (r->n_sites > RUN_MAX_PROBE)
+            return ss_fail(SS_EARG, "--probe all: the model has %d sites, at most %d", r->n_sites, RUN_MAX_PROBE);
+        for (int i = 0; i < r->n_sites; i++) r->probe[r->n_probe++] = ss_site_code_of(&r->sites[i]);
     } else if (c->probe_default) {
         const int three[3] = {bm->early, bm->middle, bm->late};
-        for (int i = 0; i < 3; i++)
-            if (!r->n_probe || r->probe[r->n_probe - 1] != three[i]) r->probe[r->n_probe++] = three[i];
+        for (int i = 0; i < 3; i++) {
+            const int code = ss_site_code(kind->layer_kind, three[i]);
+            if (!r->n_probe || r->probe[r->n_probe - 1] != code) r->probe[r->n_probe++] = code;
+        }
     } else {
         for (int i = 0; i < c->n_probe; i++) {
-            if (c->probe_blocks[i] < 0 || c->probe_blocks[i] >= tc->num_layers)
-                return ss_fail(SS_EARG, "probe: block %d does not exist (the model has %d blocks, 0-%d)", c->probe_blocks[i],
-                               tc->num_layers, tc->num_layers - 1);
-            r->probe[r->n_probe++] = c->probe_blocks[i];
+            /* a block number names the model's blocks (as 'layers'); a site code any site */
+            const int b = c->probe_blocks[i];
+            const int code = b >= 0 && b < SS_SITE_MAX_BLOCKS ? ss_site_code(kind->layer_kind, b) : b;
+            if (b >= 0 && b < SS_SITE_MAX_BLOCKS && b >= num_layers)
+                return ss_fail(SS_EARG, "probe: block %d does not exist (the model has %d blocks, 0-%d)", b, num_layers,
+                               num_layers - 1);
+            if (b < 0 || !ss_site_find(r->sites, r->n_sites, code)) {
+                char nm[48], list[1024];
+                return ss_fail(SS_EARG, "probe: site %s does not exist (the model's sites are %s)",
+                               b < 0 ? "(negative)" : ss_site_code_name(code, nm, sizeof nm),
+                               ss_site_list(r->sites, r->n_sites, list, sizeof list));
+            }
+            r->probe[r->n_probe++] = code;
         }
     }
     if (c->spiral && !r->n_probe) return ss_fail(SS_EARG, "--spiral needs probed sites (--probe is none)");
@@ -877,9 +907,9 @@ static int workers_new(runner *r, int n) {
         worker *w = &r->wk[i];
         w->r = r;
         if (!(w->sk = sink_ctx_new()) || !(w->rgb = ss_malloc(npx)) || !(w->base = ss_malloc(npx)) ||
-            !(w->ttypes = ss_calloc((size_t)2 * r->pp->text_encoder->cfg.max_length, 1)))
+            !(w->ttypes = ss_calloc((size_t)r->S, 1)))
             return SS_ENOMEM;
-        int wrc = sd3_workspace_new(&w->ws, NULL, 0, 0, 0, 0); /* sized by the first image */
+        int wrc = r->pp->kind->ws_new ? r->pp->kind->ws_new(&w->ws) : 0;
         if (wrc < 0) return wrc;
         int rc = sink_ctx_set_probe(w->sk, r->probe, r->n_probe, TOK_IMAGE, 5, 0);
         if (rc < 0) return rc;
@@ -891,7 +921,7 @@ static int workers_new(runner *r, int n) {
 static void workers_free(runner *r) {
     for (int i = 0; i < r->n_workers; i++) {
         sink_ctx_free(r->wk[i].sk);
-        sd3_workspace_free(r->wk[i].ws);
+        if (r->wk[i].ws) r->pp->kind->ws_free(r->wk[i].ws);
         free(r->wk[i].rgb);
         free(r->wk[i].base);
         free(r->wk[i].padded);
@@ -1127,7 +1157,7 @@ done:
     workers_free(&r);
     records_close(&r.rf);
     free(r.cond_json);
-    free(r.n_words);
+    free(r.types);
     free(r.sites);
     free(r.conds);
     free(r.ps.m);
@@ -1135,7 +1165,7 @@ done:
     clipt_free(r.clip);
     lpips_free(r.lp);
     inception_free(r.inc);
-    pipe_free(r.pp);
+    ss_pipe_close(r.pp);
     run_unlock(lock_fd);
     return rc < 0 ? rc : 0;
 }

@@ -31,17 +31,21 @@
 
 typedef struct {
     const char *exp_dir;         /* created if missing */
-    const char *model_dir;       /* pipeline folder */
+    const char *model_dir;       /* pipeline folder: any class of sample/pipes.h (ShapeWorld, SD3, FLUX) */
     const char *prompts_path;    /* GenEval-schema JSONL, or plain text (one prompt per line) */
     const sink_condition *conds; /* the conditions; the baseline is prepended when absent */
     int n_conds;
+    int core_protocol;           /* 1: conds ignored; the core protocol (exp_core_conditions) for the model's depth */
     const char *conditions_source; /* informational: "core protocol (built in)", a preset or file name */
     int seeds_per_prompt;        /* >= 1 */
     uint64_t base_seed;
     int steps;                   /* >= 1 */
     double cfg;
+    int width, height;           /* pixels; 0: the pipeline folder's default size */
     int probe_default;           /* 1: probe the early, middle and late blocks (protocol.h) */
-    int probe_blocks[RUN_MAX_PROBE]; /* used when probe_default == 0 (n_probe may be 0: no probe) */
+    int probe_blocks[RUN_MAX_PROBE]; /* used when probe_default == 0 (n_probe may be 0: no probe): block numbers
+                                    (< SS_SITE_MAX_BLOCKS) name the pipeline's blocks as a condition's 'layers' do
+                                    (SD3 joint.i, FLUX double.i); larger values are site codes (models/site.h) */
     int n_probe;
     int probe_all;               /* 1: probe every attention site of the model (run --probe all; experiment.json
                                     probe.sites lists them); overrides probe_default and probe_blocks */
