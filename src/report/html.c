@@ -139,7 +139,7 @@ static double px(const plot *p, double x) {
 static double py(const plot *p, double y) { return p->T + (1 - (y - p->y0) / (p->y1 - p->y0)) * p->H; }
 
 /* Round the range out to a 1-2-5 step giving about `target` intervals. */
-static double nice_range(double *lo, double *hi, int target) {
+double rp_nice_range(double *lo, double *hi, int target) {
     if (!isfinite(*lo) || !isfinite(*hi)) *lo = 0, *hi = 1;
     if (*hi - *lo < 1e-12 * (fabs(*lo) + fabs(*hi)) || *hi <= *lo) {
         double c = *lo, d = fabs(c) > 0 ? fabs(c) * 0.1 : 0.5;
@@ -152,7 +152,7 @@ static double nice_range(double *lo, double *hi, int target) {
     return step;
 }
 
-static void tick_label(char *b, size_t cap, double v, double step) {
+void rp_tick_label(char *b, size_t cap, double v, double step) {
     int dec = step >= 1 ? 0 : (int)ceil(-log10(step) - 1e-9);
     if (dec > 6) dec = 6;
     if (fabs(v) < step * 1e-6) v = 0;
@@ -178,8 +178,8 @@ static void text_at(FILE *f, double x, double y, const char *anchor, const char 
 /* Axes with grid, ticks, labels and title; sets the data range (rounded to nice ticks). */
 static void plot_axes(plot *p, const char *title, const char *xlabel, const char *ylabel) {
     FILE *f = p->f;
-    p->ystep = nice_range(&p->y0, &p->y1, 5);
-    if (!p->logx && !(p->xstep > 0)) p->xstep = nice_range(&p->x0, &p->x1, 6); /* else: range preset by the caller */
+    p->ystep = rp_nice_range(&p->y0, &p->y1, 5);
+    if (!p->logx && !(p->xstep > 0)) p->xstep = rp_nice_range(&p->x0, &p->x1, 6); /* else: range preset by the caller */
     fprintf(f, "<rect x=\"%.1f\" y=\"%.1f\" width=\"%.1f\" height=\"%.1f\" fill=\"#fcfcfc\" stroke=\"none\"/>\n", p->L, p->T, p->W,
             p->H);
     char b[48];
@@ -188,7 +188,7 @@ static void plot_axes(plot *p, const char *title, const char *xlabel, const char
         if (v > p->y1 + p->ystep * 1e-6) break;
         double y = py(p, v);
         fprintf(f, "<line x1=\"%.1f\" x2=\"%.1f\" y1=\"%.1f\" y2=\"%.1f\" stroke=\"#e4e4e4\"/>\n", p->L, p->L + p->W, y, y);
-        tick_label(b, sizeof b, v, p->ystep);
+        rp_tick_label(b, sizeof b, v, p->ystep);
         text_at(f, p->L - 5, y + 3.5, "end", "fill=\"#444\"", b);
     }
     if (p->logx) {
@@ -208,7 +208,7 @@ static void plot_axes(plot *p, const char *title, const char *xlabel, const char
             if (v > p->x1 + p->xstep * 1e-6) break;
             double x = px(p, v);
             fprintf(f, "<line x1=\"%.1f\" x2=\"%.1f\" y1=\"%.1f\" y2=\"%.1f\" stroke=\"#e4e4e4\"/>\n", x, x, p->T, p->T + p->H);
-            tick_label(b, sizeof b, v, p->xstep);
+            rp_tick_label(b, sizeof b, v, p->xstep);
             text_at(f, x, p->T + p->H + 14, "middle", "fill=\"#444\"", b);
         }
     }
@@ -270,7 +270,7 @@ static void fig_forest(FILE *f, const rp_analysis *a) {
     char b[48];
     for (int k = 0; k < 2; k++) {
         plot *p = k ? &p2 : &p1;
-        p->xstep = nice_range(&p->x0, &p->x1, 5);
+        p->xstep = rp_nice_range(&p->x0, &p->x1, 5);
         fprintf(f, "<rect x=\"%.1f\" y=\"%.1f\" width=\"%.1f\" height=\"%.1f\" fill=\"#fcfcfc\"/>\n", p->L, p->T, p->W, p->H);
         if (!k) { /* equivalence band */
             double x0 = px(p, -a->o->margin), x1 = px(p, a->o->margin);
@@ -282,7 +282,7 @@ static void fig_forest(FILE *f, const rp_analysis *a) {
             double x = px(p, v);
             fprintf(f, "<line x1=\"%.1f\" x2=\"%.1f\" y1=\"%.1f\" y2=\"%.1f\" stroke=\"%s\"/>\n", x, x, p->T, p->T + p->H,
                     fabs(v) < p->xstep * 1e-6 ? "#555" : "#e4e4e4");
-            tick_label(b, sizeof b, v, p->xstep);
+            rp_tick_label(b, sizeof b, v, p->xstep);
             text_at(f, x, p->T + p->H + 14, "middle", "fill=\"#444\"", b);
         }
         fprintf(f, "<path d=\"M%.1f %.1fH%.1f\" stroke=\"#333\"/>\n", p->L, p->T + p->H, p->L + p->W);
@@ -326,13 +326,13 @@ static void fig_dd(FILE *f, const rp_analysis *a) {
             if (!isnan(m->ci_hi)) p.y1 = fmax(p.y1, m->ci_hi);
         }
     svg_open(f, w, h, "Perceptual shift of sink removal vs equal-budget random removal");
-    p.ystep = nice_range(&p.y0, &p.y1, 5);
+    p.ystep = rp_nice_range(&p.y0, &p.y1, 5);
     char b[48];
     for (int i = 0;; i++) {
         double v = p.y0 + i * p.ystep;
         if (v > p.y1 + p.ystep * 1e-6) break;
         fprintf(f, "<line x1=\"%.1f\" x2=\"%.1f\" y1=\"%.1f\" y2=\"%.1f\" stroke=\"#e4e4e4\"/>\n", p.L, p.L + p.W, py(&p, v), py(&p, v));
-        tick_label(b, sizeof b, v, p.ystep);
+        rp_tick_label(b, sizeof b, v, p.ystep);
         text_at(f, p.L - 5, py(&p, v) + 3.5, "end", "fill=\"#444\"", b);
     }
     for (int i = 0; i < n; i++) {
@@ -498,7 +498,7 @@ static void fig_locality(FILE *f, const rp_analysis *a) {
         for (int i = 0; i < d->n_bins; i++) mx = d->bins[i] > mx ? d->bins[i] : mx;
         plot p = {.f = f, .L = 56, .T = 28, .W = 280, .H = 140, .x0 = d->bin_lo, .x1 = d->bin_lo + (double)d->n_bins * d->bin_w,
                   .y0 = 0, .y1 = (double)mx / d->n_keys};
-        p.xstep = nice_range(&(double){p.x0}, &(double){p.x1}, 5); /* ticks only; the window stays exact */
+        p.xstep = rp_nice_range(&(double){p.x0}, &(double){p.x1}, 5); /* ticks only; the window stays exact */
         svg_open(f, 360, 230, "Histogram of top-1 sink key indices");
         char title[96];
         char sl[48];

@@ -86,7 +86,7 @@ static int mclose(mfile *m, const char *dir, const char *name) {
 
 /* ---- CSV ---- */
 
-static void csv_str(FILE *f, const char *s) {
+void rp_csv_str(FILE *f, const char *s) {
     if (!s) return;
     if (!strpbrk(s, ",\"\n\r")) {
         fputs(s, f);
@@ -100,7 +100,7 @@ static void csv_str(FILE *f, const char *s) {
     fputc('"', f);
 }
 
-static void csv_num(FILE *f, double x) {
+void rp_csv_num(FILE *f, double x) {
     char b[40];
     rp_num(b, sizeof b, x);
     fputs(b, f);
@@ -112,8 +112,8 @@ static void csv_row(FILE *f, const char *types, ...) {
     va_start(ap, types);
     for (const char *t = types; *t; t++) {
         if (t != types) fputc(',', f);
-        if (*t == 's') csv_str(f, va_arg(ap, const char *));
-        else if (*t == 'd') csv_num(f, va_arg(ap, double));
+        if (*t == 's') rp_csv_str(f, va_arg(ap, const char *));
+        else if (*t == 'd') rp_csv_num(f, va_arg(ap, double));
         else fprintf(f, "%d", va_arg(ap, int));
     }
     va_end(ap);
@@ -235,11 +235,11 @@ int rp_write_csvs(const rp_analysis *a, const char *dir) {
             fprintf(m.f, "%d,", d->block);
             SITE_COL(d->block, d->site);
             fprintf(m.f, "%d,", d->steps[k]);
-            csv_num(m.f, d->t_frac[k]);
+            rp_csv_num(m.f, d->t_frac[k]);
             fprintf(m.f, ",%d", d->n[k]);
             for (int s = 0; s < RP_NSTAT; s++) {
-                fputc(',', m.f), csv_num(m.f, d->mean[s][k]);
-                fputc(',', m.f), csv_num(m.f, d->sd[s][k]);
+                fputc(',', m.f), rp_csv_num(m.f, d->mean[s][k]);
+                fputc(',', m.f), rp_csv_num(m.f, d->sd[s][k]);
             }
             fputc('\n', m.f);
         }
@@ -260,13 +260,13 @@ int rp_write_csvs(const rp_analysis *a, const char *dir) {
         fprintf(m.f, "%d,", d->block);
         SITE_COL(d->block, d->site);
         fprintf(m.f, "%d", d->n_entries);
-        for (int s = 0; s < RP_NSTAT; s++) fputc(',', m.f), csv_num(m.f, d->all_mean[s]);
+        for (int s = 0; s < RP_NSTAT; s++) fputc(',', m.f), rp_csv_num(m.f, d->all_mean[s]);
         fprintf(m.f, ",%d,", pk >= 0 ? d->steps[pk] : -1);
-        csv_num(m.f, pk >= 0 ? d->t_frac[pk] : NAN);
+        rp_csv_num(m.f, pk >= 0 ? d->t_frac[pk] : NAN);
         fprintf(m.f, ",%ld,", d->n_keys);
         if (d->n_keys) {
             fprintf(m.f, "%d,", d->key_min);
-            csv_num(m.f, d->key_p05), fputc(',', m.f), csv_num(m.f, d->key_p50), fputc(',', m.f), csv_num(m.f, d->key_p95);
+            rp_csv_num(m.f, d->key_p05), fputc(',', m.f), rp_csv_num(m.f, d->key_p50), fputc(',', m.f), rp_csv_num(m.f, d->key_p95);
             fprintf(m.f, ",%d,%d,%s\n", d->key_max, d->n_distinct, top);
         } else {
             fputs(",,,,,,\n", m.f);
@@ -282,7 +282,7 @@ int rp_write_csvs(const rp_analysis *a, const char *dir) {
             fprintf(m.f, "%d,", d->block);
             SITE_COL(d->block, d->site);
             fprintf(m.f, "%d,%ld,", d->ukey[i], d->ucount[i]);
-            csv_num(m.f, (double)d->ucount[i] / d->n_keys);
+            rp_csv_num(m.f, (double)d->ucount[i] / d->n_keys);
             fputc('\n', m.f);
         }
     }

@@ -358,10 +358,18 @@ int rp_write_file(const char *path, const char *data, size_t len); /* tmp + rena
  * output folder where one of them is an input (experiment.json, records.jsonl, an image). */
 extern const char *const RP_OUTPUT_FILES[];
 int rp_write_csvs(const rp_analysis *a, const char *out_dir);
+/* One CSV field: s as is, or quoted (doubled quotes) when it holds a comma, quote or line end;
+ * NULL writes nothing. A number as rp_num writes it (empty when not finite). */
+void rp_csv_str(FILE *f, const char *s);
+void rp_csv_num(FILE *f, double x);
 int rp_write_summary(const rp_analysis *a, const char *out_dir);
 void rp_print_tables(const rp_analysis *a, FILE *f);
 
 /* html.c */
 int rp_write_html(const rp_analysis *a, const char *out_dir);
+/* Charts: round [lo, hi] out to a 1-2-5 step giving about `target` intervals (returns the step);
+ * a tick's label at that step's precision, with a typographic minus. */
+double rp_nice_range(double *lo, double *hi, int target);
+void rp_tick_label(char *b, size_t cap, double v, double step);
 
 #endif

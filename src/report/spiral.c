@@ -617,29 +617,10 @@ void rp_spiral_free(rp_analysis *a) {
 
 /* ---- CSV ---- */
 
-static void c_str(FILE *f, const char *s) {
-    if (!strpbrk(s, ",\"\n\r")) {
-        fputs(s, f);
-        return;
-    }
-    fputc('"', f);
-    for (; *s; s++) {
-        if (*s == '"') fputc('"', f);
-        fputc(*s, f);
-    }
-    fputc('"', f);
-}
-
-static void c_num(FILE *f, double x) {
-    char b[40];
-    rp_num(b, sizeof b, x);
-    fputs(b, f);
-}
-
 /* condition,site,block, */
 static void c_lead(FILE *f, const rp_exp *e, const rps_cond *c, const rps_site *s) {
     char nm[48];
-    c_str(f, e->conds[c->cond].name);
+    rp_csv_str(f, e->conds[c->cond].name);
     fprintf(f, ",%s,%d,", rps_site_name(nm, sizeof nm, s->site), s->block);
 }
 
@@ -676,19 +657,19 @@ static int csv_steps(const rp_analysis *a, const char *dir) {
                 const rps_step *p = &s->steps[k];
                 c_lead(f, a->e, &sp->conds[c], s);
                 fprintf(f, "%d,", p->step);
-                c_num(f, p->t_frac);
+                rp_csv_num(f, p->t_frac);
                 fprintf(f, ",%d,%d,%d,%s,", p->n, p->unique, p->mode_sink, ss_tok_name((ss_tok)p->mode_type));
-                c_num(f, p->n ? (double)p->mode_count / p->n : NAN);
+                rp_csv_num(f, p->n ? (double)p->mode_count / p->n : NAN);
                 fprintf(f, ",%d,", p->iou_n);
-                c_num(f, p->iou);
+                rp_csv_num(f, p->iou);
                 fprintf(f, ",%d,", p->xi_n);
-                c_num(f, p->xi_mean);
+                rp_csv_num(f, p->xi_mean);
                 fputc(',', f);
-                c_num(f, p->xi_sd);
+                rp_csv_num(f, p->xi_sd);
                 fprintf(f, ",%d,", p->xu_n);
-                c_num(f, p->xu_mean);
+                rp_csv_num(f, p->xu_mean);
                 fputc(',', f);
-                c_num(f, p->xu_sd);
+                rp_csv_num(f, p->xu_sd);
                 fputc('\n', f);
             }
         }
@@ -707,11 +688,11 @@ static int csv_depth(const rp_analysis *a, const char *dir) {
                 if (!m->n) continue;
                 c_lead(f, a->e, &sp->conds[c], s);
                 fprintf(f, "%d,%s,%d,", s->last, RPS_METRIC[q], m->n);
-                c_num(f, m->mean);
+                rp_csv_num(f, m->mean);
                 fputc(',', f);
-                c_num(f, m->lo);
+                rp_csv_num(f, m->lo);
                 fputc(',', f);
-                c_num(f, m->hi);
+                rp_csv_num(f, m->hi);
                 fputc('\n', f);
             }
         }
@@ -729,9 +710,9 @@ static int csv_budget(const rp_analysis *a, const char *dir) {
                 if (!s->has_type[t]) continue;
                 c_lead(f, a->e, &sp->conds[c], s);
                 fprintf(f, "%d,%s,%d,", s->last, ss_tok_name((ss_tok)t), s->budget_n);
-                c_num(f, s->budget[t]);
+                rp_csv_num(f, s->budget[t]);
                 fputc(',', f);
-                c_num(f, s->budget_keys[t]);
+                rp_csv_num(f, s->budget_keys[t]);
                 fputc('\n', f);
             }
         }
@@ -754,9 +735,9 @@ static int csv_keys(const rp_analysis *a, const char *dir, int top) {
                 fprintf(f, "%d,", s->last);
                 if (top) fprintf(f, "%d,", k + 1);
                 fprintf(f, "%d,%s,", q->key, ss_tok_name((ss_tok)q->type));
-                c_num(f, q->type_share);
+                rp_csv_num(f, q->type_share);
                 fprintf(f, ",%d,", q->n);
-                c_num(f, q->mu);
+                rp_csv_num(f, q->mu);
                 fprintf(f, ",%s\n", s->keys_from_mu ? "mu" : "top_keys");
             }
         }

@@ -60,28 +60,6 @@ static double pxc(const plot *p, int i) { return p->L + (i + 0.5) * p->W / p->nc
 static double pxn(const plot *p, double x) { return p->L + (x - p->x0) / (p->x1 - p->x0) * p->W; }
 static int y_ok(const plot *p, double y) { return isfinite(y) && (!p->logy || y > 0); }
 
-static double nice(double *lo, double *hi, int target) {
-    if (!isfinite(*lo) || !isfinite(*hi)) *lo = 0, *hi = 1;
-    if (*hi - *lo < 1e-12 * (fabs(*lo) + fabs(*hi)) || *hi <= *lo) {
-        double c = *lo, d = fabs(c) > 0 ? fabs(c) * 0.1 : 0.5;
-        *lo = c - d, *hi = c + d;
-    }
-    double raw = (*hi - *lo) / target, mag = pow(10, floor(log10(raw))), nrm = raw / mag;
-    double step = (nrm < 1.5 ? 1 : nrm < 3 ? 2 : nrm < 7 ? 5 : 10) * mag;
-    *lo = floor(*lo / step + 1e-9) * step;
-    *hi = ceil(*hi / step - 1e-9) * step;
-    return step;
-}
-
-static void num_label(char *b, size_t cap, double v, double step) {
-    int dec = step >= 1 ? 0 : (int)ceil(-log10(step) - 1e-9);
-    if (dec > 6) dec = 6;
-    if (fabs(v) < step * 1e-6) v = 0;
-    char t[40];
-    snprintf(t, sizeof t, "%.*f", dec, fabs(v));
-    if (snprintf(b, cap, "%s%s", v < 0 ? MINUS : "", t) >= (int)cap && cap) b[cap - 1] = 0;
-}
-
 static void grid_h(const plot *p, double yv, const char *label) {
     double y = py(p, yv);
     fprintf(p->f, "<line x1=\"%.1f\" x2=\"%.1f\" y1=\"%.1f\" y2=\"%.1f\" stroke=\"#e4e4e4\"/>\n", p->L, p->L + p->W, y, y);
@@ -110,11 +88,11 @@ static void axes(plot *p, double lo, double hi, const char *title, const char *y
             }
     } else {
         p->y0 = lo, p->y1 = hi;
-        p->ystep = nice(&p->y0, &p->y1, 5);
+        p->ystep = rp_nice_range(&p->y0, &p->y1, 5);
         for (int i = 0;; i++) {
             double v = p->y0 + i * p->ystep;
             if (v > p->y1 + p->ystep * 1e-6) break;
-            num_label(b, sizeof b, v, p->ystep);
+            rp_tick_label(b, sizeof b, v, p->ystep);
             grid_h(p, v, b);
         }
     }
@@ -147,14 +125,14 @@ static void x_cats(const plot *p, const char *const *labels, const char *xlabel)
 
 static void x_nums(plot *p, const char *xlabel) {
     double lo = p->x0, hi = p->x1;
-    double step = nice(&lo, &hi, 6);
+    double step = rp_nice_range(&lo, &hi, 6);
     char b[48];
     for (int i = 0;; i++) {
         double v = ceil(p->x0 / step - 1e-9) * step + i * step;
         if (v > p->x1 + 1e-9) break;
         double x = pxn(p, v);
         fprintf(p->f, "<line x1=\"%.1f\" x2=\"%.1f\" y1=\"%.1f\" y2=\"%.1f\" stroke=\"#333\"/>\n", x, x, p->T + p->H, p->T + p->H + 4);
-        num_label(b, sizeof b, v, step);
+        rp_tick_label(b, sizeof b, v, step);
         text_at(p->f, x, p->T + p->H + 15, "middle", "fill=\"#444\"", b);
     }
     if (xlabel) text_at(p->f, p->L + p->W / 2, p->T + p->H + 30, "middle", NULL, xlabel);
