@@ -15,7 +15,7 @@
 #include "sample/sched.h"
 #include "sink/spiral.h"
 
-#define PATH_LEN 4096
+#define PATH_LEN PIPE_PATH_LEN
 #define FLUXPIPE_MAX_SIDE 16384
 #define FLUXPIPE_MAX_SEQ 512 /* diffusers' check_inputs */
 
@@ -47,24 +47,7 @@ static int read_index(const char *dir) {
     return pipe_index_read(dir, FLUXPIPE_CLASS_NAME, COMPONENTS, C_COUNT, present);
 }
 
-int fluxpipe_folder_kind(const char *dir) {
-    char path[PATH_LEN];
-    if ((size_t)snprintf(path, sizeof path, "%s/model_index.json", dir) >= sizeof path) return 0;
-    json_t *root = json_load_file(path, 0, NULL);
-    if (!root) return 0;
-    json_t *cls = json_object_get(root, "_class_name");
-    const int kind = json_is_string(cls) && !strcmp(json_string_value(cls), FLUXPIPE_CLASS_NAME);
-    json_decref(root);
-    return kind;
-}
-
 /* ---- load ---- */
-
-static int sub(char *buf, const char *dir, const char *name) {
-    if ((size_t)snprintf(buf, PATH_LEN, "%s/%s", dir, name) >= PATH_LEN)
-        return ss_fail(SS_EARG, "pipeline folder path too long: %s", dir);
-    return 0;
-}
 
 static int component_err(int rc, const char *dir, int i) {
     return ss_err_prefix(rc, "%s: component '%s': ", dir, COMPONENTS[i].key);
@@ -101,7 +84,7 @@ int fluxpipe_load(fluxpipe **out, const char *dir) { return fluxpipe_load_opts(o
 int fluxpipe_load_transformer(fluxpipe *p) {
     if (p->transformer) return 0;
     char path[PATH_LEN];
-    int rc = sub(path, p->dir, "transformer");
+    int rc = pipe_subpath(path, p->dir, "transformer");
     if (rc < 0) return rc;
     if ((rc = flux_load(&p->transformer, path)) < 0) return component_err(rc, p->dir, C_TRANSFORMER);
     return 0;
@@ -127,7 +110,7 @@ int fluxpipe_load_opts(fluxpipe **out, const char *dir, int flags) {
         goto fail;
     }
     if ((rc = pipe_open_flowmatch(dir, &p->scheduler)) < 0) goto fail;
-    if ((rc = sub(path, dir, "transformer/config.json")) < 0) goto fail;
+    if ((rc = pipe_subpath(path, dir, "transformer/config.json")) < 0) goto fail;
     if ((rc = flux_config_load(&p->tcfg, path)) < 0) {
         component_err(rc, dir, C_TRANSFORMER);
         goto fail;

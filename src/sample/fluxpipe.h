@@ -83,8 +83,6 @@ typedef struct {
 } fluxpipe_params;
 
 void fluxpipe_params_default(fluxpipe_params *p);
-/* 1 when DIR/model_index.json names FluxPipeline, else 0 (also when it cannot be read). */
-int fluxpipe_folder_kind(const char *dir);
 int fluxpipe_load(fluxpipe **out, const char *dir);
 /* flags FLUXPIPE_DEFER_TRANSFORMER: read transformer/config.json only (every check still runs);
  * the weights come with fluxpipe_load_transformer, so memory peaks at max(encoders, transformer)

@@ -14,7 +14,7 @@ static int is_null_component(json_t *v) {
 }
 
 int pipe_index_read(const char *dir, const char *class_name, const pipe_component *comp, int n, int *present) {
-    char path[4096];
+    char path[PIPE_PATH_LEN];
     if ((size_t)snprintf(path, sizeof path, "%s/model_index.json", dir) >= sizeof path)
         return ss_fail(SS_EARG, "pipeline folder path too long: %s", dir);
     json_t *root;
@@ -75,35 +75,35 @@ done:
     return rc;
 }
 
-/* DIR/key into buf (4096 bytes) */
-static int sub(char *buf, const char *dir, const char *key) {
-    if ((size_t)snprintf(buf, 4096, "%s/%s", dir, key) >= 4096) return ss_fail(SS_EARG, "pipeline folder path too long: %s", dir);
+int pipe_subpath(char *buf, const char *dir, const char *key) {
+    if ((size_t)snprintf(buf, PIPE_PATH_LEN, "%s/%s", dir, key) >= PIPE_PATH_LEN)
+        return ss_fail(SS_EARG, "pipeline folder path too long: %s", dir);
     return 0;
 }
 
 int pipe_open_text(const char *dir, const char *tok_key, const char *enc_key, txtok **tok, txenc **enc) {
-    char path[4096];
+    char path[PIPE_PATH_LEN];
     int rc;
-    if ((rc = sub(path, dir, tok_key)) < 0) return rc;
+    if ((rc = pipe_subpath(path, dir, tok_key)) < 0) return rc;
     if ((rc = txtok_open(tok, path)) < 0) return ss_err_prefix(rc, "%s: component '%s': ", dir, tok_key);
-    if ((rc = sub(path, dir, enc_key)) < 0) return rc;
+    if ((rc = pipe_subpath(path, dir, enc_key)) < 0) return rc;
     if ((rc = txenc_open(enc, path)) < 0) return ss_err_prefix(rc, "%s: component '%s': ", dir, enc_key);
     if ((rc = txenc_check_tokenizer(*enc, *tok)) < 0) return ss_err_prefix(rc, "%s: component '%s': ", dir, tok_key);
     return 0;
 }
 
 int pipe_open_vae(const char *dir, vae_model **vae) {
-    char path[4096];
+    char path[PIPE_PATH_LEN];
     int rc;
-    if ((rc = sub(path, dir, "vae")) < 0) return rc;
+    if ((rc = pipe_subpath(path, dir, "vae")) < 0) return rc;
     if ((rc = vae_load(vae, path)) < 0) return ss_err_prefix(rc, "%s: component 'vae': ", dir);
     return 0;
 }
 
 int pipe_open_flowmatch(const char *dir, fm_config *cfg) {
-    char path[4096];
+    char path[PIPE_PATH_LEN];
     int rc;
-    if ((rc = sub(path, dir, "scheduler/scheduler_config.json")) < 0) return rc;
+    if ((rc = pipe_subpath(path, dir, "scheduler/scheduler_config.json")) < 0) return rc;
     if ((rc = fm_config_load(cfg, path)) < 0) return ss_err_prefix(rc, "%s: component 'scheduler': ", dir);
     fm_sched probe;
     if ((rc = fm_init(&probe, cfg)) < 0) return ss_err_prefix(rc, "%s: component 'scheduler': ", dir);

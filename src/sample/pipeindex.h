@@ -1,5 +1,5 @@
 /* pipeindex: a diffusers pipeline folder's model_index.json, checked against the components a
- * pipeline class has (shared by sd3pipe and fluxpipe).
+ * pipeline class has (shared by sd3pipe, fluxpipe and pixartpipe).
  *
  *   static const pipe_component C[] = {{"transformer", {"SD3Transformer2DModel"}, 0}, ...};
  *   int present[n]; if (pipe_index_read(dir, "StableDiffusion3Pipeline", C, n, present) < 0) ...
@@ -23,6 +23,10 @@ typedef struct {
  * nullable; every non-nullable component present. present[i] = 1 when component i is set. Errors
  * name the file and the component. */
 int pipe_index_read(const char *dir, const char *class_name, const pipe_component *comp, int n, int *present);
+
+/* DIR/key into buf (PIPE_PATH_LEN bytes); SS_EARG when it does not fit. */
+#define PIPE_PATH_LEN 4096
+int pipe_subpath(char *buf, const char *dir, const char *key);
 
 /* DIR/tok_key as a tokenizer and DIR/enc_key as its text encoder, checked against each other;
  * errors name the folder and the component. On error *tok and *enc may be set (the caller frees). */

@@ -16,7 +16,7 @@
 #include "sink/spiral.h"
 #include "text/clip_bpe.h"
 
-#define PATH_LEN 4096
+#define PATH_LEN PIPE_PATH_LEN
 #define PX_MAX_SIDE 16384
 
 void pixartpipe_params_default(pixartpipe_params *p) {
@@ -87,24 +87,7 @@ static const pipe_component COMPONENTS[C_COUNT] = {
     [C_TOK] = {"tokenizer", {"T5Tokenizer", "T5TokenizerFast"}, 0},
 };
 
-int pixartpipe_folder_kind(const char *dir) {
-    char path[PATH_LEN];
-    if ((size_t)snprintf(path, sizeof path, "%s/model_index.json", dir) >= sizeof path) return 0;
-    json_t *root = json_load_file(path, 0, NULL);
-    if (!root) return 0;
-    json_t *cls = json_object_get(root, "_class_name");
-    const int kind = json_is_string(cls) && !strcmp(json_string_value(cls), PIXARTPIPE_CLASS_NAME);
-    json_decref(root);
-    return kind;
-}
-
 /* ---- load ---- */
-
-static int sub(char *buf, const char *dir, const char *name) {
-    if ((size_t)snprintf(buf, PATH_LEN, "%s/%s", dir, name) >= PATH_LEN)
-        return ss_fail(SS_EARG, "pipeline folder path too long: %s", dir);
-    return 0;
-}
 
 static int component_err(int rc, const char *dir, int i) {
     return ss_err_prefix(rc, "%s: component '%s': ", dir, COMPONENTS[i].key);
@@ -155,7 +138,7 @@ int pixartpipe_load(pixartpipe **out, const char *dir) { return pixartpipe_load_
 int pixartpipe_load_transformer(pixartpipe *p) {
     if (p->transformer) return 0;
     char path[PATH_LEN];
-    int rc = sub(path, p->dir, "transformer");
+    int rc = pipe_subpath(path, p->dir, "transformer");
     if (rc < 0) return rc;
     if ((rc = pixart_load(&p->transformer, path)) < 0) return component_err(rc, p->dir, C_TRANSFORMER);
     return 0;
@@ -193,7 +176,7 @@ int pixartpipe_load_opts(pixartpipe **out, const char *dir, int flags) {
             goto fail;
         }
     }
-    if ((rc = sub(path, dir, "transformer/config.json")) < 0) goto fail;
+    if ((rc = pipe_subpath(path, dir, "transformer/config.json")) < 0) goto fail;
     if ((rc = pixart_config_load(&p->tcfg, path)) < 0) {
         component_err(rc, dir, C_TRANSFORMER);
         goto fail;

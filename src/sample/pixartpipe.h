@@ -95,8 +95,6 @@ typedef struct {
 } pixartpipe_params;
 
 void pixartpipe_params_default(pixartpipe_params *p);
-/* 1 when DIR/model_index.json names PixArtAlphaPipeline, else 0 (any problem: 0; the loader reports). */
-int pixartpipe_folder_kind(const char *dir);
 int pixartpipe_load(pixartpipe **out, const char *dir);
 /* PIXARTPIPE_DEFER_TRANSFORMER: transformer/config.json only; the weights with
  * pixartpipe_load_transformer (encode, release the encoder, load, denoise: T5-XXL alone is ~19 GB). */

@@ -15,7 +15,7 @@
 #include "sample/sched.h"
 #include "sink/spiral.h"
 
-#define PATH_LEN 4096
+#define PATH_LEN PIPE_PATH_LEN
 #define SD3PIPE_MAX_SIDE 16384
 
 void sd3pipe_params_default(sd3pipe_params *p) {
@@ -54,33 +54,7 @@ static int read_index(const char *dir, int present[C_COUNT]) {
     return 0;
 }
 
-int sd3pipe_folder_kind(const char *dir, const char *other) {
-    char path[PATH_LEN];
-    if ((size_t)snprintf(path, sizeof path, "%s/model_index.json", dir) >= sizeof path) return 0;
-    json_t *root = json_load_file(path, 0, NULL);
-    if (!root) return 0;
-    json_t *cls = json_object_get(root, "_class_name");
-    int kind = 0;
-    if (json_is_string(cls)) {
-        const char *c = json_string_value(cls);
-        if (!strcmp(c, SD3PIPE_CLASS_NAME))
-            kind = 1;
-        else if (!other || strcmp(c, other))
-            kind = ss_fail(SS_EFORMAT, "%s: pipeline class '%s' is not supported (%s, FluxPipeline, PixArtAlphaPipeline%s%s)",
-                           path, c, SD3PIPE_CLASS_NAME,
-                           other ? ", " : "", other ? other : "");
-    }
-    json_decref(root);
-    return kind;
-}
-
 /* ---- load ---- */
-
-static int sub(char *buf, const char *dir, const char *name) {
-    if ((size_t)snprintf(buf, PATH_LEN, "%s/%s", dir, name) >= PATH_LEN)
-        return ss_fail(SS_EARG, "pipeline folder path too long: %s", dir);
-    return 0;
-}
 
 static int component_err(int rc, const char *dir, int i) {
     return ss_err_prefix(rc, "%s: component '%s': ", dir, COMPONENTS[i].key);
@@ -123,7 +97,7 @@ int sd3pipe_load(sd3pipe **out, const char *dir) { return sd3pipe_load_opts(out,
 int sd3pipe_load_transformer(sd3pipe *p) {
     if (p->transformer) return 0;
     char path[PATH_LEN];
-    int rc = sub(path, p->dir, "transformer");
+    int rc = pipe_subpath(path, p->dir, "transformer");
     if (rc < 0) return rc;
     if ((rc = sd3_load(&p->transformer, path)) < 0) return component_err(rc, p->dir, C_TRANSFORMER);
     return 0;
@@ -150,7 +124,7 @@ int sd3pipe_load_opts(sd3pipe **out, const char *dir, int flags) {
         goto fail;
     }
     if ((rc = pipe_open_flowmatch(dir, &p->scheduler)) < 0) goto fail;
-    if ((rc = sub(path, dir, "transformer/config.json")) < 0) goto fail;
+    if ((rc = pipe_subpath(path, dir, "transformer/config.json")) < 0) goto fail;
     if ((rc = sd3_config_load(&p->tcfg, path)) < 0) {
         component_err(rc, dir, C_TRANSFORMER);
         goto fail;

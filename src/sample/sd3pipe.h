@@ -84,10 +84,6 @@ typedef struct {
 } sd3pipe_params;
 
 void sd3pipe_params_default(sd3pipe_params *p);
-/* 1 when DIR/model_index.json names StableDiffusion3Pipeline; 0 when it cannot be read, has no
- * string _class_name or names `other` (the caller's own loader reports problems); otherwise
- * SS_EFORMAT naming the file, the class and the supported ones. */
-int sd3pipe_folder_kind(const char *dir, const char *other);
 int sd3pipe_load(sd3pipe **out, const char *dir);
 /* flags SD3PIPE_DEFER_TRANSFORMER: read transformer/config.json only (every check still runs); the
  * weights come with sd3pipe_load_transformer. Memory then peaks at max(encoders, transformer)
