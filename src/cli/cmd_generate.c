@@ -43,7 +43,8 @@ static const char USAGE[] =
     "  --save-latents FILE  write the initial sample there (tensor 'latents')\n"
     CLI_PRECISION_HELP
     "\n"
-    "A diffusers StableDiffusion3Pipeline or FluxPipeline folder as --model takes more options:\n"
+    "A diffusers StableDiffusion3Pipeline, FluxPipeline or PixArtAlphaPipeline folder as --model takes more\n"
+    "options:\n"
     "  sinkscope generate --model DIR --help\n";
 
 
