@@ -410,6 +410,30 @@ static void test_run_pixart(void **st) {
     run_family(&f);
 }
 
+/* GenEval metadata on a diffusers folder: every record gets its tag, none a "geneval" verdict (the
+ * ShapeWorld detector knows ShapeWorld scenes only) */
+static void test_geneval_prompts_real_pipeline(void **st) {
+    (void)st;
+    char *tmp = tc_tmpdir(), out[8192], exp[1024];
+    snprintf(exp, sizeof exp, "%s/gv", tmp);
+    int rc = tc_run(out, sizeof out, "%s run --exp '%s' --model '%s' --prompts data/geneval/evaluation_metadata.jsonl "
+                    "--limit-prompts 2 --seeds 1 --steps 1 --conditions configs/presets/noop.json --quiet 2>&1", tc_bin(), exp,
+                    tc_path(SD3_DIR));
+    if (rc) fail_msg("run: %s", out);
+    int n;
+    json_t *recs = read_records(tc_join(exp, "records.jsonl"), &n);
+    assert_int_equal(n, 4);
+    for (int i = 0; i < n; i++) {
+        json_t *r = json_array_get(recs, (size_t)i);
+        assert_non_null(json_string_value(json_object_get(r, "tag")));
+        assert_non_null(json_object_get(r, "metrics"));
+        assert_null(json_object_get(json_object_get(r, "metrics"), "geneval"));
+    }
+    json_decref(recs);
+    tc_rmtree(tmp);
+    free(tmp);
+}
+
 /* ---- errors ---- */
 
 static void test_errors(void **st) {
@@ -503,6 +527,7 @@ int main(void) {
         cmocka_unit_test(test_run_sd3),
         cmocka_unit_test(test_run_flux),
         cmocka_unit_test(test_run_pixart),
+        cmocka_unit_test(test_geneval_prompts_real_pipeline),
         cmocka_unit_test(test_errors),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

@@ -397,7 +397,7 @@ static json_t *make_record(worker *w, int ci, int p, uint64_t seed, const record
         json_object_set_new(o, "features_sha256", json_string(img->features_sha256));
     }
     int rc = 0;
-    if (r->ps.has_meta) {
+    if (r->ps.has_meta && r->pp->kind->shapeworld) { /* the ShapeWorld detector knows ShapeWorld scenes only */
         int g = metric_geneval(&r->ps.m[p], rgb, r->W, r->H, NULL, 0);
         if (g < 0) rc = ss_err_prefix(g, "%s: GenEval scoring: ", key);
         else json_object_set_new(m, "geneval", json_integer(g));

@@ -346,7 +346,7 @@ static void pixk_ws_free(void *ws) { sd3_workspace_free(ws); }
 
 static const ss_pipe_kind PIXEL_KIND = {
     .class_name = PIPE_CLASS_NAME, .transformer_class = "SD3Transformer2DModel", .layer_kind = SS_SITE_JOINT,
-    .default_steps = PIPE_DEFAULT_STEPS, .default_cfg = PIPE_DEFAULT_CFG, .tokenizer_types = 0,
+    .default_steps = PIPE_DEFAULT_STEPS, .default_cfg = PIPE_DEFAULT_CFG, .tokenizer_types = 0, .shapeworld = 1,
     .load = pixk_load, .free = pixk_free, .image_size = pixk_image_size, .sites = pixk_sites,
     .pos_grid = pixk_pos_grid, .text_types = pixk_text_types, .generate = pixk_generate,
     .ws_new = pixk_ws_new, .ws_free = pixk_ws_free,

@@ -61,6 +61,9 @@ typedef struct ss_pipe_kind {
     double default_cfg;
     int tokenizer_types;           /* text key types come from real tokenizers (word, comma, eos, pad, bos,
                                       other), not the word tokenizer's layout (words, <eos>, <pad>) */
+    int shapeworld;                /* its images are ShapeWorld scenes, which the exact ShapeWorld detector
+                                      (eval/detect.h) scores against GenEval metadata; other pipelines' images
+                                      would need GenEval's own object detector, which sinkscope does not have */
     /* Loads the folder (flags: SS_PIPE_* below), errors naming the folder and the component. */
     int (*load)(void **impl, const char *dir, int flags);
     void (*free)(void *impl);
