@@ -10,15 +10,17 @@
 #include "core/err.h"
 #include "core/fastmath.h"
 
+_Static_assert(ATTN_TQ % ATTN_BQ == 0 && ATTN_TQ >= ATTN_BQ, "bf16 tiles are whole probe blocks");
+
 typedef struct {
-    float *S;    /* [ATTN_BQ, kc] logits, then exponentials */
-    float *acc;  /* [ATTN_BQ, dh] unnormalized P V */
+    float *S;    /* [ATTN_TQ, kc] logits, then exponentials */
+    float *acc;  /* [ATTN_TQ, dh] unnormalized P V */
     float *srow; /* [kc] copy of one row's logits (probe: entropy needs s - m) */
     float *col;  /* [ATTN_MAX_QSPAN, kc] column sums of one tile, per query span */
-    float top[ATTN_BQ][5];
-    double ent[ATTN_BQ];
-    uint16_t *p16; /* bf16: [ATTN_BQ, kc] the exponentials rounded for P V */
-    float *pv;     /* bf16: [ATTN_BQ, dh] one chunk's P V */
+    float top[ATTN_TQ][5];
+    double ent[ATTN_TQ];
+    uint16_t *p16; /* bf16: [ATTN_TQ, kc] the exponentials rounded for P V */
+    float *pv;     /* bf16: [ATTN_TQ, dh] one chunk's P V */
 } scratch;
 
 /* bf16: one (b, h)'s operands, rounded once per call: q pre-scaled [T, dh], k and v [Tk, dh]. */
@@ -125,6 +127,14 @@ static inline float mask_exps(float *e, float *s, const uint8_t *kv, int kc, flo
     return sum;
 }
 
+/* The column sums of one block of ATTN_BQ rows (float, row order) into the group's double sums
+ * gacc [ng, Tk], keys [j0, j0 + kc); the block's sums restart at 0. */
+static void col_flush(scratch *w, double *gacc, int ng, int Tk, int j0, int kc) {
+    for (int j = 0; j < kc; j++)
+        for (int g = 0; g < ng; g++) gacc[(size_t)g * Tk + j0 + j] += w->col[(size_t)g * kc + j];
+    memset(w->col, 0, sizeof(float) * kc * ng);
+}
+
 /* One tile of bq query rows starting at row i0 of (b, h). gacc: [sp->n, Tk] this group's sums. */
 /* S = Q K^T / sqrt(dh) for rows [i0, i0 + bq) and keys [j0, j0 + kc) into w->S. */
 static int qk(const attn_args *a, const bf16_head *bh, scratch *w, const float *Q, const float *K, int i0, int bq,
@@ -147,7 +157,7 @@ static int tile(const attn_args *a, const attn_stats *st, const spans *sp, const
     const int KC = attn_key_chunk(a), nchunk = (Tk + KC - 1) / KC;
     const int want_cols = sp->want_cols;
     const int probe = st && (want_cols || st->row_entropy || st->row_top5);
-    float m[ATTN_BQ], l[ATTN_BQ];
+    float m[ATTN_TQ], l[ATTN_TQ];
     int rc = 0;
     for (int r = 0; r < bq; r++) {
         m[r] = -INFINITY;
@@ -159,9 +169,11 @@ static int tile(const attn_args *a, const attn_stats *st, const spans *sp, const
         const int j0 = c * KC, kc = Tk - j0 < KC ? Tk - j0 : KC;
         const uint8_t *kv = kvb ? kvb + j0 : NULL;
         if ((rc = qk(a, bh, w, Q, K, i0, bq, j0, kc, scale)) < 0) return rc;
-        if (probe && nchunk == 1 && want_cols) memset(w->col, 0, sizeof(float) * kc * ng);
+        const int cols1 = probe && nchunk == 1 && want_cols;
+        if (cols1) memset(w->col, 0, sizeof(float) * kc * ng);
         for (int r = 0; r < bq; r++) {
             float *row = w->S + (size_t)r * kc;
+            if (cols1 && r > 0 && r % ATTN_BQ == 0) col_flush(w, gacc, ng, Tk, j0, kc);
             if (kv) mask_logits(row, kv, kc);
             float mx = m[r];
 #pragma omp simd reduction(max : mx)
@@ -198,9 +210,7 @@ static int tile(const attn_args *a, const attn_stats *st, const spans *sp, const
             cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, bq, dh, kc, 1.0f, w->S, kc,
                         V + (size_t)j0 * ld, ld, c > 0 ? 1.0f : 0.0f, w->acc, dh);
         }
-        if (probe && nchunk == 1 && want_cols)
-            for (int j = 0; j < kc; j++)
-                for (int g = 0; g < ng; g++) gacc[(size_t)g * Tk + j0 + j] += w->col[(size_t)g * kc + j];
+        if (cols1) col_flush(w, gacc, ng, Tk, j0, kc);
     }
     float *O = a->out + qbase + (size_t)i0 * ld;
     for (int r = 0; r < bq; r++) {
@@ -216,14 +226,13 @@ static int tile(const attn_args *a, const attn_stats *st, const spans *sp, const
             memset(w->col, 0, sizeof(float) * kc * ng);
             for (int r = 0; r < bq; r++) {
                 float *row = w->S + (size_t)r * kc;
+                if (want_cols && r > 0 && r % ATTN_BQ == 0) col_flush(w, gacc, ng, Tk, j0, kc);
                 memcpy(w->srow, row, sizeof(float) * kc);
                 for (int j = 0; j < kc; j++) row[j] = ss_expf(row[j] - m[r]);
                 if (kv) mask_exps(row, w->srow, kv, kc, m[r]);
                 probe_row(sp, w, r, i0 + r, row, w->srow, m[r], 1.0f / l[r], kc);
             }
-            if (want_cols)
-                for (int j = 0; j < kc; j++)
-                    for (int g = 0; g < ng; g++) gacc[(size_t)g * Tk + j0 + j] += w->col[(size_t)g * kc + j];
+            if (want_cols) col_flush(w, gacc, ng, Tk, j0, kc);
         }
     for (int r = 0; r < bq; r++) {
         const size_t o = idx3(a, b, h, i0 + r);
@@ -257,13 +266,14 @@ static scratch *scratch_new(int n, int kc, int dh, int bf16) {
     scratch *w = ss_calloc((size_t)n, sizeof *w);
     if (!w) return NULL;
     for (int i = 0; i < n; i++) {
-        w[i].S = malloc(sizeof(float) * ATTN_BQ * kc);
-        w[i].acc = malloc(sizeof(float) * ATTN_BQ * dh);
+        const size_t rows = bf16 ? ATTN_TQ : ATTN_BQ;
+        w[i].S = malloc(sizeof(float) * rows * kc);
+        w[i].acc = malloc(sizeof(float) * rows * dh);
         w[i].srow = malloc(sizeof(float) * kc);
         w[i].col = malloc(sizeof(float) * ATTN_MAX_QSPAN * kc);
         if (bf16) {
-            w[i].p16 = malloc(sizeof(uint16_t) * ATTN_BQ * kc);
-            w[i].pv = malloc(sizeof(float) * ATTN_BQ * dh);
+            w[i].p16 = malloc(sizeof(uint16_t) * ATTN_TQ * kc);
+            w[i].pv = malloc(sizeof(float) * ATTN_TQ * dh);
         }
         if (!w[i].S || !w[i].acc || !w[i].srow || !w[i].col || (bf16 && (!w[i].p16 || !w[i].pv))) {
             scratch_free(w, n);
@@ -396,6 +406,8 @@ int attn_forward(const attn_args *a, const attn_stats *st) {
     const size_t per_g = (size_t)ng * Tk; /* one row group's sums: [ng, Tk] */
     double *g = sp.want_cols ? sc->g : NULL;
     const int bf16 = a->precision == SS_PREC_BF16;
+    /* rows per tile: fp32 keeps ATTN_BQ (BLAS picks its kernels by shape, and the bits follow) */
+    const int tq = bf16 ? ATTN_TQ : ATTN_BQ;
     int failed = 0;
     for (int b = 0; b < a->B && !failed; b++)
         for (int h = 0; h < a->H && !failed; h++) {
@@ -423,8 +435,8 @@ int attn_forward(const attn_args *a, const attn_stats *st) {
                 const int r0 = (int)((long)T * gi / ATTN_NG), r1 = (int)((long)T * (gi + 1) / ATTN_NG);
                 scratch *ws = &w[omp_get_thread_num()];
                 double *ga = g ? g + (size_t)gi * per_g : NULL;
-                for (int i0 = r0; i0 < r1 && !failed; i0 += ATTN_BQ)
-                    failed |= tile(a, st, &sp, bf16 ? &bh : NULL, ws, b, h, i0, r1 - i0 < ATTN_BQ ? r1 - i0 : ATTN_BQ, ga) < 0;
+                for (int i0 = r0; i0 < r1 && !failed; i0 += tq)
+                    failed |= tile(a, st, &sp, bf16 ? &bh : NULL, ws, b, h, i0, r1 - i0 < tq ? r1 - i0 : tq, ga) < 0;
             }
             if (!g) continue;
             for (int q = 0; q < ng; q++) {

@@ -30,7 +30,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#define ATTN_BQ 64
+#define ATTN_BQ 64  /* query rows per tile (fp32), and per block of the probe's column sums */
+#define ATTN_TQ 256 /* query rows per tile with bf16 products (a multiple of ATTN_BQ) */
 #define ATTN_KC 8192
 #define ATTN_NG 16
 #define ATTN_MAX_K 64 /* keys re-weighted per (b, h) */
