@@ -329,7 +329,7 @@ typedef struct {
     int kind, bq, kc, dh, ok;
 } qk_shape;
 static qk_shape g_qk_shapes[QK_SHAPES];
-static int g_qk_nshapes;
+static int g_qk_nshapes, g_qk_next;
 
 /* Fixed pseudo-random operands: xorshift32, values in [lo, lo + 4) with full mantissas. */
 static void fill_rand(float *x, size_t n, uint32_t seed, float lo) {
@@ -404,7 +404,18 @@ static int qk_check(int bq, int kc, int dh) {
     return ok;
 }
 
+/* Tests (tests/test_attn.c declares it): 1 = every fp32 product through cblas_sgemm, as before
+ * the kernels; returns the number of products the kernels have computed so far. */
+static int g_blas_only;
+static _Atomic long g_own_products;
+long attn_test_blas_only(int on);
+long attn_test_blas_only(int on) {
+    g_blas_only = on;
+    return g_own_products;
+}
+
 static int own_ok(int kind, int bq, int kc, int dh) {
+    if (g_blas_only) return 0;
     int ok = -1;
 #pragma omp critical(attn_qk_shapes)
     {
@@ -414,9 +425,12 @@ static int own_ok(int kind, int bq, int kc, int dh) {
         if (ok < 0) {
             if (kind && g_pv_gq < 0) pv_calibrate();
             ok = kind == 0 ? qk_check(bq, kc, dh) : g_pv_gq > 0 && pv_check(bq, kc, dh, kind == 2);
-            if (g_qk_nshapes < QK_SHAPES) g_qk_shapes[g_qk_nshapes++] = (qk_shape){kind, bq, kc, dh, ok};
+            /* full: the oldest entry goes (a shape checked again gets the same answer) */
+            g_qk_shapes[g_qk_next++ % QK_SHAPES] = (qk_shape){kind, bq, kc, dh, ok};
+            if (g_qk_nshapes < QK_SHAPES) g_qk_nshapes++;
         }
     }
+    if (ok) g_own_products++;
     return ok;
 }
 
