@@ -473,39 +473,44 @@ static int tile(const attn_args *a, const attn_stats *st, const spans *sp, const
     for (int c = 0; c < nchunk; c++) {
         const int j0 = c * KC, kc = Tk - j0 < KC ? Tk - j0 : KC;
         const uint8_t *kv = kvb ? kvb + j0 : NULL;
-        if ((rc = qk(a, bh, kp, w, Q, K, i0, bq, j0, kc, scale)) < 0) return rc;
         const int cols1 = probe && nchunk == 1 && want_cols;
         if (cols1) memset(w->col, 0, sizeof(float) * kc * ng);
-        for (int r = 0; r < bq; r++) {
-            float *row = w->S + (size_t)r * kc;
-            if (cols1 && r > 0 && r % ATTN_BQ == 0) col_flush(w, gacc, ng, Tk, j0, kc);
-            if (kv) mask_logits(row, kv, kc);
-            float mx = m[r];
+        /* logits in blocks of ATTN_BQ rows (w->S holds one, in cache); with bf16 the block's
+         * exponentials go to w->p16 and P V runs once over the tile */
+        for (int s0 = 0; s0 < bq; s0 += ATTN_BQ) {
+            const int sb = bq - s0 < ATTN_BQ ? bq - s0 : ATTN_BQ;
+            if ((rc = qk(a, bh, kp, w, Q + (size_t)s0 * ld, K, i0 + s0, sb, j0, kc, scale)) < 0) return rc;
+            for (int r = s0; r < s0 + sb; r++) {
+                float *row = w->S + (size_t)(r - s0) * kc;
+                if (kv) mask_logits(row, kv, kc);
+                float mx = m[r];
 #pragma omp simd reduction(max : mx)
-            for (int j = 0; j < kc; j++) mx = row[j] > mx ? row[j] : mx;
-            if (mx == -INFINITY) { /* masked keys only, so far: nothing to add */
-                memset(row, 0, sizeof(float) * kc);
-                continue;
-            }
-            const float alpha = m[r] == -INFINITY ? 0.0f : expf(m[r] - mx);
-            if (probe && nchunk == 1) memcpy(w->srow, row, sizeof(float) * kc);
-            float sum = 0;
+                for (int j = 0; j < kc; j++) mx = row[j] > mx ? row[j] : mx;
+                if (mx == -INFINITY) { /* masked keys only, so far: nothing to add */
+                    memset(row, 0, sizeof(float) * kc);
+                    continue;
+                }
+                const float alpha = m[r] == -INFINITY ? 0.0f : expf(m[r] - mx);
+                if (probe && nchunk == 1) memcpy(w->srow, row, sizeof(float) * kc);
+                float sum = 0;
 #pragma omp simd reduction(+ : sum)
-            for (int j = 0; j < kc; j++) {
-                float e = ss_expf(row[j] - mx);
-                row[j] = e;
-                sum += e;
+                for (int j = 0; j < kc; j++) {
+                    float e = ss_expf(row[j] - mx);
+                    row[j] = e;
+                    sum += e;
+                }
+                if (kv) sum = mask_exps(row, probe && nchunk == 1 ? w->srow : NULL, kv, kc, mx);
+                l[r] = l[r] * alpha + sum;
+                m[r] = mx;
+                if (c > 0)
+                    for (int d = 0; d < dh; d++) w->acc[(size_t)r * dh + d] *= alpha;
+                if (probe && nchunk == 1) probe_row(sp, w, r, i0 + r, row, w->srow, mx, 1.0f / l[r], kc);
             }
-            if (kv) sum = mask_exps(row, probe && nchunk == 1 ? w->srow : NULL, kv, kc, mx);
-            l[r] = l[r] * alpha + sum;
-            m[r] = mx;
-            if (c > 0)
-                for (int d = 0; d < dh; d++) w->acc[(size_t)r * dh + d] *= alpha;
-            if (probe && nchunk == 1) probe_row(sp, w, r, i0 + r, row, w->srow, mx, 1.0f / l[r], kc);
+            /* P rounded to bf16; the row sums l stay those of the fp32 exponentials */
+            if (bh) ss_bf16_from_f32_rows(w->p16 + (size_t)s0 * kc, kc, w->S, kc, sb, kc);
+            if (cols1) col_flush(w, gacc, ng, Tk, j0, kc);
         }
         if (bh) {
-            /* P rounded to bf16; the row sums l stay those of the fp32 exponentials */
-            ss_bf16_from_f32_rows(w->p16, kc, w->S, kc, bq, kc);
             if ((rc = ss_dnnl_matmul(c > 0 ? w->pv : w->acc, dh, w->p16, kc, bh->v + (size_t)j0 * dh, dh, NULL, bq, dh,
                                      kc, SS_DNNL_SERIAL)) < 0)
                 return rc;
@@ -518,7 +523,6 @@ static int tile(const attn_args *a, const attn_stats *st, const spans *sp, const
                 cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, bq, dh, kc, 1.0f, w->S, kc,
                             V + (size_t)j0 * ld, ld, c > 0 ? 1.0f : 0.0f, w->acc, dh);
         }
-        if (cols1) col_flush(w, gacc, ng, Tk, j0, kc);
     }
     float *O = a->out + qbase + (size_t)i0 * ld;
     for (int r = 0; r < bq; r++) {
@@ -530,17 +534,19 @@ static int tile(const attn_args *a, const attn_stats *st, const spans *sp, const
         for (int c = 0; c < nchunk; c++) {
             const int j0 = c * KC, kc = Tk - j0 < KC ? Tk - j0 : KC;
             const uint8_t *kv = kvb ? kvb + j0 : NULL;
-            if ((rc = qk(a, bh, kp, w, Q, K, i0, bq, j0, kc, scale)) < 0) return rc;
             memset(w->col, 0, sizeof(float) * kc * ng);
-            for (int r = 0; r < bq; r++) {
-                float *row = w->S + (size_t)r * kc;
-                if (want_cols && r > 0 && r % ATTN_BQ == 0) col_flush(w, gacc, ng, Tk, j0, kc);
-                memcpy(w->srow, row, sizeof(float) * kc);
-                for (int j = 0; j < kc; j++) row[j] = ss_expf(row[j] - m[r]);
-                if (kv) mask_exps(row, w->srow, kv, kc, m[r]);
-                probe_row(sp, w, r, i0 + r, row, w->srow, m[r], 1.0f / l[r], kc);
+            for (int s0 = 0; s0 < bq; s0 += ATTN_BQ) {
+                const int sb = bq - s0 < ATTN_BQ ? bq - s0 : ATTN_BQ;
+                if ((rc = qk(a, bh, kp, w, Q + (size_t)s0 * ld, K, i0 + s0, sb, j0, kc, scale)) < 0) return rc;
+                for (int r = s0; r < s0 + sb; r++) {
+                    float *row = w->S + (size_t)(r - s0) * kc;
+                    memcpy(w->srow, row, sizeof(float) * kc);
+                    for (int j = 0; j < kc; j++) row[j] = ss_expf(row[j] - m[r]);
+                    if (kv) mask_exps(row, w->srow, kv, kc, m[r]);
+                    probe_row(sp, w, r, i0 + r, row, w->srow, m[r], 1.0f / l[r], kc);
+                }
+                if (want_cols) col_flush(w, gacc, ng, Tk, j0, kc);
             }
-            if (want_cols) col_flush(w, gacc, ng, Tk, j0, kc);
         }
     for (int r = 0; r < bq; r++) {
         const size_t o = idx3(a, b, h, i0 + r);
@@ -575,7 +581,7 @@ static scratch *scratch_new(int n, int kc, int dh, int bf16) {
     if (!w) return NULL;
     for (int i = 0; i < n; i++) {
         const size_t rows = bf16 ? ATTN_TQ : ATTN_BQ;
-        w[i].S = malloc(sizeof(float) * rows * kc);
+        w[i].S = malloc(sizeof(float) * ATTN_BQ * kc);
         w[i].acc = malloc(sizeof(float) * rows * dh);
         w[i].srow = malloc(sizeof(float) * kc);
         w[i].col = malloc(sizeof(float) * ATTN_MAX_QSPAN * kc);
