@@ -13,8 +13,8 @@
 _Static_assert(ATTN_TQ % ATTN_BQ == 0 && ATTN_TQ >= ATTN_BQ, "bf16 tiles are whole probe blocks");
 
 typedef struct {
-    float *S;    /* [ATTN_TQ, kc] logits, then exponentials */
-    float *acc;  /* [ATTN_TQ, dh] unnormalized P V */
+    float *S;    /* [ATTN_BQ, kc] logits, then exponentials (one block of a tile's rows) */
+    float *acc;  /* [tile rows (ATTN_BQ, or ATTN_TQ with bf16), dh] unnormalized P V */
     float *srow; /* [kc] copy of one row's logits (probe: entropy needs s - m) */
     float *col;  /* [ATTN_MAX_QSPAN, kc] column sums of one tile, per query span */
     float top[ATTN_TQ][5];
@@ -148,8 +148,7 @@ static void col_flush(scratch *w, double *gacc, int ng, int Tk, int j0, int kc) 
 #define QK_MR 12 /* query rows per micro-tile */
 #define PV_MIN_DH 32 /* narrower heads keep sgemm for P V (the kernel works in 64-column blocks) */
 
-/* Panel offset of key jj of a chunk (chunks start at panel boundaries): kcp = the chunk's
- * panel-rounded length. */
+/* Where chunk c's panels start (each chunk starts a panel): kcp = the panel-rounded chunk length. */
 static inline size_t kp_chunk(int c, int kcp, int dh) { return (size_t)c * kcp * dh; }
 
 /* The values [Tk, dh] (row stride ld) as [ceil(dh / 64)][Tk][64], padding columns 0. */
