@@ -148,9 +148,6 @@ static void col_flush(scratch *w, double *gacc, int ng, int Tk, int j0, int kc) 
 #define QK_MR 12 /* query rows per micro-tile */
 #define PV_MIN_DH 32 /* narrower heads keep sgemm for P V (the kernel works in 64-column blocks) */
 
-/* Where chunk c's panels start (each chunk starts a panel): kcp = the panel-rounded chunk length. */
-static inline size_t kp_chunk(int c, int kcp, int dh) { return (size_t)c * kcp * dh; }
-
 /* The values [Tk, dh] (row stride ld) as [ceil(dh / 64)][Tk][64], padding columns 0. */
 static void pv_pack(float *vp, const float *V, int ld, int Tk, int dh) {
     const int nd = (dh + 63) / 64;
@@ -162,20 +159,19 @@ static void pv_pack(float *vp, const float *V, int ld, int Tk, int dh) {
         }
 }
 
-/* Panel-rounded chunk length. */
-static inline int qk_kcp(int Tk, int KC) {
-    const int kc = KC < Tk ? KC : Tk;
-    return (kc + QK_NR - 1) / QK_NR * QK_NR;
-}
+/* Do key chunks of KC keys start at panel boundaries (so that the panels serve every chunk)? */
+static inline int qk_chunks_fit(int Tk, int KC) { return Tk <= KC || KC % QK_NR == 0; }
 
-/* The keys [Tk, dh] (row stride ld) into chunk-aligned panels; padding keys are 0. */
+/* The keys [Tk, dh] (row stride ld) into panels, [ceil(Tk / QK_NR)][dh][QK_NR]; a panel ends at
+ * the end of its chunk of KC keys (qk_chunks_fit), padding keys are 0. Key j0's panel starts at
+ * kp + j0 dh. */
 static void qk_pack(float *kp, const float *K, int ld, int Tk, int dh, int KC) {
-    const int nchunk = (Tk + KC - 1) / KC, KCP = qk_kcp(Tk, KC), npan = KCP / QK_NR;
+    const int npan = (Tk + QK_NR - 1) / QK_NR;
 #pragma omp parallel for schedule(static) if ((size_t)Tk * dh > 65536 && !omp_in_parallel())
-    for (int t = 0; t < nchunk * npan; t++) {
-        const int c = t / npan, p = t % npan, j0 = c * KC + p * QK_NR;
-        const int kc = Tk - c * KC < KC ? Tk - c * KC : KC, nv = kc - p * QK_NR;
-        float *pan = kp + kp_chunk(c, KCP, dh) + (size_t)p * QK_NR * dh;
+    for (int t = 0; t < npan; t++) {
+        const int j0 = t * QK_NR, cend = Tk - j0 / KC * KC < KC ? Tk : (j0 / KC + 1) * KC;
+        const int nv = cend - j0 < QK_NR ? cend - j0 : QK_NR;
+        float *pan = kp + (size_t)j0 * dh;
         for (int d = 0; d < dh; d++)
             for (int u = 0; u < QK_NR; u++) pan[(size_t)d * QK_NR + u] = u < nv ? K[(size_t)(j0 + u) * ld + d] : 0.0f;
     }
@@ -442,8 +438,7 @@ static int qk(const attn_args *a, const bf16_head *bh, const float *kp, scratch 
         return ss_dnnl_matmul(w->S, kc, bh->q + (size_t)i0 * a->dh, a->dh, bh->k + (size_t)j0 * a->dh, a->dh, NULL, bq,
                               kc, a->dh, SS_DNNL_TRANS_B | SS_DNNL_SERIAL);
     if (kp && own_ok(0, bq, kc, a->dh)) {
-        const int KC = attn_key_chunk(a);
-        qk_own(w->S, Q, a->ld, kp + kp_chunk(j0 / KC, qk_kcp(n_keys(a), KC), a->dh), bq, kc, a->dh, scale);
+        qk_own(w->S, Q, a->ld, kp + (size_t)j0 * a->dh, bq, kc, a->dh, scale);
         return 0;
     }
     cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, bq, kc, a->dh, scale, Q, a->ld, K + (size_t)j0 * a->ld, a->ld,
@@ -677,7 +672,8 @@ int attn_scratch_reserve(attn_scratch *s, const attn_args *a, int probe_spans) {
         }
     }
     if (!bf16 && qk_own_available()) {
-        const size_t nkp = (size_t)((Tk + KC - 1) / KC) * qk_kcp(Tk, KC) * a->dh;
+        /* sized by Tk and dh alone: a call with another key chunk needs no more */
+        const size_t nkp = (size_t)(Tk + QK_NR - 1) / QK_NR * QK_NR * a->dh;
         if (nkp > s->nkp) {
             free(s->kp);
             s->kp = malloc(sizeof(float) * nkp);
@@ -774,7 +770,7 @@ int attn_forward(const attn_args *a, const attn_stats *st) {
                 bh = (bf16_head){q16, k16, v16};
             }
             const float *kp = NULL, *vp = NULL;
-            if (!bf16 && sc->kp) {
+            if (!bf16 && sc->kp && qk_chunks_fit(Tk, attn_key_chunk(a))) {
                 qk_pack(sc->kp, a->k + (size_t)b * Tk * a->ld + (size_t)h * a->dh, a->ld, Tk, a->dh, attn_key_chunk(a));
                 kp = sc->kp;
             }
