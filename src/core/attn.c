@@ -482,6 +482,7 @@ static int tile(const attn_args *a, const attn_stats *st, const spans *sp, const
                 for (int j = 0; j < kc; j++) mx = row[j] > mx ? row[j] : mx;
                 if (mx == -INFINITY) { /* masked keys only, so far: nothing to add */
                     memset(row, 0, sizeof(float) * kc);
+                    if (bh) memset(w->p16 + (size_t)r * kc, 0, sizeof(uint16_t) * kc);
                     continue;
                 }
                 const float alpha = m[r] == -INFINITY ? 0.0f : expf(m[r] - mx);
@@ -499,9 +500,12 @@ static int tile(const attn_args *a, const attn_stats *st, const spans *sp, const
                 if (c > 0)
                     for (int d = 0; d < dh; d++) w->acc[(size_t)r * dh + d] *= alpha;
                 if (probe && nchunk == 1) probe_row(sp, w, r, i0 + r, row, w->srow, mx, 1.0f / l[r], kc);
+                if (bh) { /* P rounded to bf16 (while the row is in cache); l stays the fp32 sum */
+                    uint16_t *pr = w->p16 + (size_t)r * kc;
+#pragma omp simd
+                    for (int j = 0; j < kc; j++) pr[j] = ss_bf16_from_f32(row[j]);
+                }
             }
-            /* P rounded to bf16; the row sums l stay those of the fp32 exponentials */
-            if (bh) ss_bf16_from_f32_rows(w->p16 + (size_t)s0 * kc, kc, w->S, kc, sb, kc);
             if (cols1) col_flush(w, gacc, ng, Tk, j0, kc);
         }
         if (bh) {
