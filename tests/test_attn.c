@@ -121,6 +121,61 @@ static void test_streaming_matches_materialized(void **state) {
            worst[0], worst[1], worst[2], worst[3], worst[4], worst[5]);
 }
 
+/* core/attn.c's test switch: 1 = every fp32 product through cblas_sgemm (the code before the
+ * AVX-512 kernels); returns how many products the kernels have computed. */
+long attn_test_blas_only(int on);
+
+/* The fp32 Q K^T and P V kernels reproduce sgemm's bits: outputs and every statistic equal the
+ * sgemm-only run, at FLUX's head dim (one chunk and several, with masked keys) and others; a key
+ * chunk that is not a multiple of the kernel's 32-key panels (333) keeps sgemm for Q K^T. */
+static void test_fp32_kernels_match_sgemm(void **state) {
+    (void)state;
+    const struct {
+        int dh, T, chunk, mask;
+    } cs[] = {{128, 1300, 0, 0}, {128, 1300, 512, 1}, {64, 1111, 0, 1}, {80, 700, 320, 0}, {72, 900, 333, 1}, {16, 1200, 0, 0}};
+    const long before = attn_test_blas_only(0);
+    for (size_t c = 0; c < sizeof cs / sizeof cs[0]; c++) {
+        const int B = 1, H = 2, dh = cs[c].dh, T = cs[c].T, n_img = T - 97;
+        problem p;
+        problem_new(&p, B, H, dh, T, n_img, 700 + c);
+        p.a.key_chunk = cs[c].chunk;
+        p.a.n_qspan = 2;
+        p.a.qend[0] = n_img;
+        p.a.qend[1] = T;
+        uint8_t *kv = NULL;
+        if (cs[c].mask) {
+            kv = malloc((size_t)B * T);
+            for (int j = 0; j < B * T; j++) kv[j] = j % 5 != 2;
+            p.a.key_valid = kv;
+        }
+        const size_t n3 = (size_t)B * H * T, no = (size_t)B * T * H * dh;
+        float *s[2], *o[2];
+        for (int run = 0; run < 2; run++) {
+            s[run] = malloc(sizeof(float) * n3 * 6);
+            o[run] = malloc(sizeof(float) * no);
+            attn_stats st = {.mass = {s[run], s[run] + n3}, .row_m = s[run] + 2 * n3, .row_l = s[run] + 3 * n3,
+                             .row_entropy = s[run] + 4 * n3, .row_top5 = s[run] + 5 * n3};
+            attn_test_blas_only(run == 0);
+            p.a.out = o[run];
+            assert_int_equal(attn_forward(&p.a, &st), 0);
+        }
+        attn_test_blas_only(0);
+        if (memcmp(o[0], o[1], sizeof(float) * no) || memcmp(s[0], s[1], sizeof(float) * n3 * 6))
+            printf("dh=%d T=%d chunk=%d mask=%d: the kernels' bits differ from sgemm's\n", dh, T, cs[c].chunk, cs[c].mask);
+        assert_memory_equal(o[0], o[1], sizeof(float) * no);
+        assert_memory_equal(s[0], s[1], sizeof(float) * n3 * 6);
+        for (int run = 0; run < 2; run++) free(s[run]), free(o[run]);
+        free(kv);
+        p.a.out = p.out;
+        problem_free(&p);
+    }
+    const long used = attn_test_blas_only(0) - before;
+    printf("  fp32 products by the AVX-512 kernels: %ld (the rest through sgemm)\n", used);
+#if defined(__x86_64__) && defined(__GNUC__)
+    if (__builtin_cpu_supports("avx512f")) assert_true(used > 0); /* the kernels did run */
+#endif
+}
+
 /* ---- interventions ---- */
 
 /* Brute-force intervened attention for one (b, h): rows [r0, r1) re-weighted. */
@@ -430,6 +485,7 @@ static void test_condition_parsing_errors(void **state) {
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_streaming_matches_materialized),
+        cmocka_unit_test(test_fp32_kernels_match_sgemm),
         cmocka_unit_test(test_interventions_all_combinations),
         cmocka_unit_test(test_interventions_large),
         cmocka_unit_test(test_dominant_sink_removal_stays_accurate),

@@ -10,15 +10,17 @@
 #include "core/err.h"
 #include "core/fastmath.h"
 
+_Static_assert(ATTN_TQ % ATTN_BQ == 0 && ATTN_TQ >= ATTN_BQ, "bf16 tiles are whole probe blocks");
+
 typedef struct {
-    float *S;    /* [ATTN_BQ, kc] logits, then exponentials */
-    float *acc;  /* [ATTN_BQ, dh] unnormalized P V */
+    float *S;    /* [ATTN_BQ, kc] logits, then exponentials (one block of a tile's rows) */
+    float *acc;  /* [tile rows (ATTN_BQ, or ATTN_TQ with bf16), dh] unnormalized P V */
     float *srow; /* [kc] copy of one row's logits (probe: entropy needs s - m) */
     float *col;  /* [ATTN_MAX_QSPAN, kc] column sums of one tile, per query span */
-    float top[ATTN_BQ][5];
-    double ent[ATTN_BQ];
-    uint16_t *p16; /* bf16: [ATTN_BQ, kc] the exponentials rounded for P V */
-    float *pv;     /* bf16: [ATTN_BQ, dh] one chunk's P V */
+    float top[ATTN_TQ][5];
+    double ent[ATTN_TQ];
+    uint16_t *p16; /* bf16: [ATTN_TQ, kc] the exponentials rounded for P V */
+    float *pv;     /* bf16: [ATTN_TQ, dh] one chunk's P V */
 } scratch;
 
 /* bf16: one (b, h)'s operands, rounded once per call: q pre-scaled [T, dh], k and v [Tk, dh]. */
@@ -125,20 +127,327 @@ static inline float mask_exps(float *e, float *s, const uint8_t *kv, int kc, flo
     return sum;
 }
 
+/* The column sums of one block of ATTN_BQ rows (float, row order) into the group's double sums
+ * gacc [ng, Tk], keys [j0, j0 + kc); the block's sums restart at 0. */
+static void col_flush(scratch *w, double *gacc, int ng, int Tk, int j0, int kc) {
+    for (int j = 0; j < kc; j++)
+        for (int g = 0; g < ng; g++) gacc[(size_t)g * Tk + j0 + j] += w->col[(size_t)g * kc + j];
+    memset(w->col, 0, sizeof(float) * kc * ng);
+}
+
+/* ---- fp32 Q K^T without BLAS's per-call packing ----
+ * BLAS's sgemm repacks all of a head's keys for every tile of query rows (a quarter of the
+ * attention's time at head dim 128). Here the keys are laid out once per (b, h) in panels of
+ * QK_NR keys, [dh][QK_NR] each, and an AVX-512 kernel computes every logit as OpenBLAS's
+ * kernel does: one fused multiply-add chain over d = 0, 1, ..., dh-1 from 0, times the scale.
+ * BLAS picks other kernels for some shapes (small products), whose order differs; so each
+ * shape (rows, keys, dh) is checked once per process against cblas_sgemm on fixed pseudo-random
+ * operands, and a shape whose bits differ in any place keeps sgemm. The logits, hence every
+ * output and statistic, are the bits sgemm gives. */
+#define QK_NR 32 /* keys per panel */
+#define QK_MR 12 /* query rows per micro-tile */
+#define PV_MIN_DH 32 /* narrower heads keep sgemm for P V (the kernel works in 64-column blocks) */
+
+/* The values [Tk, dh] (row stride ld) as [ceil(dh / 64)][Tk][64], padding columns 0. */
+static void pv_pack(float *vp, const float *V, int ld, int Tk, int dh) {
+    const int nd = (dh + 63) / 64;
+#pragma omp parallel for schedule(static) if ((size_t)Tk * dh > 65536 && !omp_in_parallel())
+    for (int j = 0; j < Tk; j++)
+        for (int b = 0; b < nd; b++) {
+            float *o = vp + ((size_t)b * Tk + j) * 64;
+            for (int u = 0; u < 64; u++) o[u] = 64 * b + u < dh ? V[(size_t)j * ld + 64 * b + u] : 0.0f;
+        }
+}
+
+/* Do key chunks of KC keys start at panel boundaries (so that the panels serve every chunk)? */
+static inline int qk_chunks_fit(int Tk, int KC) { return Tk <= KC || KC % QK_NR == 0; }
+
+/* The keys [Tk, dh] (row stride ld) into panels, [ceil(Tk / QK_NR)][dh][QK_NR]; a panel ends at
+ * the end of its chunk of KC keys (qk_chunks_fit), padding keys are 0. Key j0's panel starts at
+ * kp + j0 dh. */
+static void qk_pack(float *kp, const float *K, int ld, int Tk, int dh, int KC) {
+    const int npan = (Tk + QK_NR - 1) / QK_NR;
+#pragma omp parallel for schedule(static) if ((size_t)Tk * dh > 65536 && !omp_in_parallel())
+    for (int t = 0; t < npan; t++) {
+        const int j0 = t * QK_NR, cend = Tk - j0 / KC * KC < KC ? Tk : (j0 / KC + 1) * KC;
+        const int nv = cend - j0 < QK_NR ? cend - j0 : QK_NR;
+        float *pan = kp + (size_t)j0 * dh;
+        for (int d = 0; d < dh; d++)
+            for (int u = 0; u < QK_NR; u++) pan[(size_t)d * QK_NR + u] = u < nv ? K[(size_t)(j0 + u) * ld + d] : 0.0f;
+    }
+}
+
+#if defined(__x86_64__) && defined(__GNUC__)
+#include <immintrin.h>
+#define QK_AVX512 __attribute__((target("avx512f")))
+
+/* S[mr, nv] (row stride lds) = scale * Q[mr, dh] (stride ldq) . panel^T, mr <= QK_MR. */
+QK_AVX512 static inline __attribute__((always_inline)) void qk_micro(const int mr, float *S, int lds, const float *Q,
+                                                                     int ldq, const float *pan, int dh, float scale,
+                                                                     int nv) {
+    __m512 c0[QK_MR], c1[QK_MR];
+    for (int r = 0; r < mr; r++) c0[r] = c1[r] = _mm512_setzero_ps();
+    for (int d = 0; d < dh; d++) {
+        const __m512 b0 = _mm512_loadu_ps(pan + (size_t)d * QK_NR), b1 = _mm512_loadu_ps(pan + (size_t)d * QK_NR + 16);
+        for (int r = 0; r < mr; r++) {
+            const __m512 q = _mm512_set1_ps(Q[(size_t)r * ldq + d]);
+            c0[r] = _mm512_fmadd_ps(q, b0, c0[r]);
+            c1[r] = _mm512_fmadd_ps(q, b1, c1[r]);
+        }
+    }
+    const __m512 sc = _mm512_set1_ps(scale);
+    if (nv >= QK_NR) {
+        for (int r = 0; r < mr; r++) {
+            _mm512_storeu_ps(S + (size_t)r * lds, _mm512_mul_ps(c0[r], sc));
+            _mm512_storeu_ps(S + (size_t)r * lds + 16, _mm512_mul_ps(c1[r], sc));
+        }
+    } else {
+        const __mmask16 m0 = nv >= 16 ? (__mmask16)0xffff : (__mmask16)((1u << nv) - 1);
+        const __mmask16 m1 = nv <= 16 ? (__mmask16)0 : (__mmask16)((1u << (nv - 16)) - 1);
+        for (int r = 0; r < mr; r++) {
+            _mm512_mask_storeu_ps(S + (size_t)r * lds, m0, _mm512_mul_ps(c0[r], sc));
+            _mm512_mask_storeu_ps(S + (size_t)r * lds + 16, m1, _mm512_mul_ps(c1[r], sc));
+        }
+    }
+}
+
+/* S[bq, kc] (stride kc) = scale * Q . K^T over one chunk's panels. */
+QK_AVX512 static void qk_own(float *S, const float *Q, int ldq, const float *kpc, int bq, int kc, int dh, float scale) {
+    for (int j = 0; j < kc; j += QK_NR) {
+        const float *pan = kpc + (size_t)j * dh;
+        const int nv = kc - j;
+        float *Sj = S + j;
+        int r = 0;
+        for (; r + QK_MR <= bq; r += QK_MR) qk_micro(QK_MR, Sj + (size_t)r * kc, kc, Q + (size_t)r * ldq, ldq, pan, dh, scale, nv);
+        const int left = bq - r;
+        if (left >= 8) {
+            qk_micro(8, Sj + (size_t)r * kc, kc, Q + (size_t)r * ldq, ldq, pan, dh, scale, nv);
+            r += 8;
+        }
+        if (bq - r >= 4) {
+            qk_micro(4, Sj + (size_t)r * kc, kc, Q + (size_t)r * ldq, ldq, pan, dh, scale, nv);
+            r += 4;
+        }
+        for (; r < bq; r++) qk_micro(1, Sj + (size_t)r * kc, kc, Q + (size_t)r * ldq, ldq, pan, dh, scale, nv);
+    }
+}
+
+/* The next key block of P V as OpenBLAS's level-3 driver cuts K: blocks of gq keys, except that
+ * a remainder between gq and 2 gq is halved (rounded up to gu). */
+static inline int pv_block(int left, int gq, int gu) {
+    if (left >= 2 * gq) return gq;
+    if (left > gq) {
+        const int half = (left / 2 + gu - 1) / gu * gu;
+        return half < left ? half : left;
+    }
+    return left;
+}
+
+/* C[mr, up to 64 columns] += P[mr, k0:k1] . V[k0:k1, cols]: one fused multiply-add chain per
+ * output over the block's keys from 0, then added to C (as sgemm's kernel with alpha = 1). */
+QK_AVX512 static inline __attribute__((always_inline)) void pv_micro(const int mr, float *C, int ldc, const float *P,
+                                                                     int ldp, const float *V, int ldv, int k0, int k1,
+                                                                     const __mmask16 *mk) {
+    __m512 c[6][4];
+    for (int r = 0; r < mr; r++)
+        for (int t = 0; t < 4; t++) c[r][t] = _mm512_setzero_ps();
+    for (int k = k0; k < k1; k++) {
+        const float *vk = V + (size_t)k * ldv;
+        const __m512 v0 = _mm512_loadu_ps(vk), v1 = _mm512_loadu_ps(vk + 16);
+        const __m512 v2 = _mm512_loadu_ps(vk + 32), v3 = _mm512_loadu_ps(vk + 48);
+        for (int r = 0; r < mr; r++) {
+            const __m512 p = _mm512_set1_ps(P[(size_t)r * ldp + k]);
+            c[r][0] = _mm512_fmadd_ps(p, v0, c[r][0]);
+            c[r][1] = _mm512_fmadd_ps(p, v1, c[r][1]);
+            c[r][2] = _mm512_fmadd_ps(p, v2, c[r][2]);
+            c[r][3] = _mm512_fmadd_ps(p, v3, c[r][3]);
+        }
+    }
+    for (int r = 0; r < mr; r++)
+        for (int t = 0; t < 4; t++) {
+            float *cr = C + (size_t)r * ldc + 16 * t;
+            _mm512_mask_storeu_ps(cr, mk[t], _mm512_add_ps(_mm512_maskz_loadu_ps(mk[t], cr), c[r][t]));
+        }
+}
+
+/* acc[bq, dh] (= 0 first unless accumulate) += P[bq, kc] . V[kc, dh], V packed by pv_pack (vp:
+ * the chunk's first key, Tk the head's keys), keys cut into blocks as sgemm cuts them (gq, gu). */
+QK_AVX512 static void pv_own(float *acc, const float *P, int kc, const float *vp, int Tk, int bq, int dh, int accumulate,
+                             int gq, int gu) {
+    const int ldv = 64;
+    if (!accumulate) memset(acc, 0, sizeof(float) * (size_t)bq * dh);
+    for (int k0 = 0, kb; k0 < kc; k0 += kb) {
+        kb = pv_block(kc - k0, gq, gu);
+        for (int d0 = 0; d0 < dh; d0 += 64) {
+            __mmask16 mk[4];
+            for (int t = 0; t < 4; t++) {
+                const int n = dh - d0 - 16 * t;
+                mk[t] = n >= 16 ? (__mmask16)0xffff : n <= 0 ? (__mmask16)0 : (__mmask16)((1u << n) - 1);
+            }
+            const float *Vd = vp + (size_t)(d0 / 64) * Tk * 64;
+            float *Cd = acc + d0;
+            int r = 0;
+            for (; r + 6 <= bq; r += 6) pv_micro(6, Cd + (size_t)r * dh, dh, P + (size_t)r * kc, kc, Vd, ldv, k0, k0 + kb, mk);
+            if (bq - r >= 4) {
+                pv_micro(4, Cd + (size_t)r * dh, dh, P + (size_t)r * kc, kc, Vd, ldv, k0, k0 + kb, mk);
+                r += 4;
+            }
+            if (bq - r >= 2) {
+                pv_micro(2, Cd + (size_t)r * dh, dh, P + (size_t)r * kc, kc, Vd, ldv, k0, k0 + kb, mk);
+                r += 2;
+            }
+            if (r < bq) pv_micro(1, Cd + (size_t)r * dh, dh, P + (size_t)r * kc, kc, Vd, ldv, k0, k0 + kb, mk);
+        }
+    }
+}
+
+static int qk_own_available(void) {
+    static int have = -1;
+    if (have < 0) have = __builtin_cpu_supports("avx512f") ? 1 : 0;
+    return have;
+}
+#else
+static void qk_own(float *S, const float *Q, int ldq, const float *kpc, int bq, int kc, int dh, float scale) {
+    (void)S, (void)Q, (void)ldq, (void)kpc, (void)bq, (void)kc, (void)dh, (void)scale;
+}
+static void pv_own(float *acc, const float *P, int kc, const float *vp, int Tk, int bq, int dh, int accumulate,
+                   int gq, int gu) {
+    (void)acc, (void)P, (void)kc, (void)vp, (void)Tk, (void)bq, (void)dh, (void)accumulate, (void)gq, (void)gu;
+}
+static int qk_own_available(void) { return 0; }
+#endif
+
+/* Does qk_own (kind 0) or pv_own (kind 1: P V, 2: P V added to the accumulators) give sgemm's
+ * bits at rows x keys x dh? Checked once per shape per process. */
+#define QK_SHAPES 64
+typedef struct {
+    int kind, bq, kc, dh, ok;
+} qk_shape;
+static qk_shape g_qk_shapes[QK_SHAPES];
+static int g_qk_nshapes, g_qk_next;
+
+/* Fixed pseudo-random operands: xorshift32, values in [lo, lo + 4) with full mantissas. */
+static void fill_rand(float *x, size_t n, uint32_t seed, float lo) {
+    for (size_t i = 0; i < n; i++) {
+        seed ^= seed << 13, seed ^= seed >> 17, seed ^= seed << 5;
+        x[i] = (float)((double)seed / 4294967296.0 * 4.0 + lo);
+    }
+}
+
+/* sgemm's key blocking for P V (OpenBLAS: GEMM_Q, and the unroll the halved remainder is rounded
+ * to), found once per process by matching sgemm's bits on an 8 x 64 x 3001 product (large enough
+ * for OpenBLAS's blocked driver, not its small-matrix kernels); 0: none found (P V stays on
+ * sgemm). At most a few hundred candidates of 3 MFLOP each, once. */
+static int g_pv_gq = -1, g_pv_gu;
+
+static void pv_calibrate(void) {
+    enum { M = 8, N = 64, K = 3001 };
+    float *p = malloc(sizeof(float) * M * K), *v = malloc(sizeof(float) * K * N), *vp = malloc(sizeof(float) * K * 64);
+    float *c1 = malloc(sizeof(float) * M * N), *c2 = malloc(sizeof(float) * M * N);
+    g_pv_gq = 0;
+    if (p && v && vp && c1 && c2) {
+        fill_rand(p, (size_t)M * K, 12345u, 0.0f);
+        fill_rand(v, (size_t)K * N, 678u, -2.0f);
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, M, N, K, 1.0f, p, K, v, N, 0.0f, c1, N);
+        pv_pack(vp, v, N, K, N);
+        static const int us[] = {16, 8, 32, 4, 24, 48};
+        for (size_t u = 0; u < sizeof us / sizeof *us && !g_pv_gq; u++)
+            for (int q = 64; q <= 1024 && !g_pv_gq; q += 8) {
+                pv_own(c2, p, K, vp, K, M, N, 0, q, us[u]);
+                if (!memcmp(c1, c2, sizeof(float) * M * N)) g_pv_gq = q, g_pv_gu = us[u];
+            }
+    }
+    free(p), free(v), free(vp), free(c1), free(c2);
+}
+
+static int pv_check(int bq, int kc, int dh, int accumulate) {
+    float *p = malloc(sizeof(float) * (size_t)bq * kc), *v = malloc(sizeof(float) * (size_t)kc * dh);
+    float *vp = malloc(sizeof(float) * (size_t)kc * ((dh + 63) / 64 * 64));
+    float *c1 = malloc(sizeof(float) * (size_t)bq * dh), *c2 = malloc(sizeof(float) * (size_t)bq * dh);
+    int ok = p && v && vp && c1 && c2;
+    if (ok) {
+        fill_rand(p, (size_t)bq * kc, 2463534242u, 0.0f);
+        fill_rand(v, (size_t)kc * dh, 88675123u, -2.0f);
+        fill_rand(c1, (size_t)bq * dh, 521288629u, -2.0f);
+        memcpy(c2, c1, sizeof(float) * (size_t)bq * dh);
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, bq, dh, kc, 1.0f, p, kc, v, dh, accumulate ? 1.0f : 0.0f,
+                    c1, dh);
+        pv_pack(vp, v, dh, kc, dh);
+        pv_own(c2, p, kc, vp, kc, bq, dh, accumulate, g_pv_gq, g_pv_gu);
+        ok = !memcmp(c1, c2, sizeof(float) * (size_t)bq * dh);
+    }
+    free(p), free(v), free(vp), free(c1), free(c2);
+    return ok;
+}
+
+static int qk_check(int bq, int kc, int dh) {
+    const float scale = 1.0f / sqrtf((float)dh);
+    const int kcp = (kc + QK_NR - 1) / QK_NR * QK_NR;
+    float *q = malloc(sizeof(float) * (size_t)bq * dh), *k = malloc(sizeof(float) * (size_t)kc * dh);
+    float *kp = malloc(sizeof(float) * (size_t)kcp * dh), *s1 = malloc(sizeof(float) * (size_t)bq * kc);
+    float *s2 = malloc(sizeof(float) * (size_t)bq * kc);
+    int ok = q && k && kp && s1 && s2;
+    if (ok) {
+        fill_rand(q, (size_t)bq * dh, 2463534242u, -2.0f);
+        fill_rand(k, (size_t)kc * dh, 88675123u, -2.0f);
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, bq, kc, dh, scale, q, dh, k, dh, 0.0f, s1, kc);
+        qk_pack(kp, k, dh, kc, dh, kc);
+        qk_own(s2, q, dh, kp, bq, kc, dh, scale);
+        ok = !memcmp(s1, s2, sizeof(float) * (size_t)bq * kc);
+    }
+    free(q), free(k), free(kp), free(s1), free(s2);
+    return ok;
+}
+
+/* Tests (tests/test_attn.c declares it): 1 = every fp32 product through cblas_sgemm, as before
+ * the kernels; returns the number of products the kernels have computed so far. */
+static int g_blas_only;
+static _Atomic long g_own_products;
+long attn_test_blas_only(int on);
+long attn_test_blas_only(int on) {
+    g_blas_only = on;
+    return g_own_products;
+}
+
+static int own_ok(int kind, int bq, int kc, int dh) {
+    if (g_blas_only) return 0;
+    int ok = -1;
+#pragma omp critical(attn_qk_shapes)
+    {
+        for (int i = 0; i < g_qk_nshapes && ok < 0; i++)
+            if (g_qk_shapes[i].kind == kind && g_qk_shapes[i].bq == bq && g_qk_shapes[i].kc == kc && g_qk_shapes[i].dh == dh)
+                ok = g_qk_shapes[i].ok;
+        if (ok < 0) {
+            if (kind && g_pv_gq < 0) pv_calibrate();
+            ok = kind == 0 ? qk_check(bq, kc, dh) : g_pv_gq > 0 && pv_check(bq, kc, dh, kind == 2);
+            /* full: the oldest entry goes (a shape checked again gets the same answer) */
+            g_qk_shapes[g_qk_next++ % QK_SHAPES] = (qk_shape){kind, bq, kc, dh, ok};
+            if (g_qk_nshapes < QK_SHAPES) g_qk_nshapes++;
+        }
+    }
+    if (ok) g_own_products++;
+    return ok;
+}
+
 /* One tile of bq query rows starting at row i0 of (b, h). gacc: [sp->n, Tk] this group's sums. */
-/* S = Q K^T / sqrt(dh) for rows [i0, i0 + bq) and keys [j0, j0 + kc) into w->S. */
-static int qk(const attn_args *a, const bf16_head *bh, scratch *w, const float *Q, const float *K, int i0, int bq,
-              int j0, int kc, float scale) {
+/* S = Q K^T / sqrt(dh) for rows [i0, i0 + bq) and keys [j0, j0 + kc) into w->S. kp: the keys in
+ * panels (fp32), or NULL. */
+static int qk(const attn_args *a, const bf16_head *bh, const float *kp, scratch *w, const float *Q, const float *K,
+              int i0, int bq, int j0, int kc, float scale) {
     if (bh)
         return ss_dnnl_matmul(w->S, kc, bh->q + (size_t)i0 * a->dh, a->dh, bh->k + (size_t)j0 * a->dh, a->dh, NULL, bq,
                               kc, a->dh, SS_DNNL_TRANS_B | SS_DNNL_SERIAL);
+    if (kp && own_ok(0, bq, kc, a->dh)) {
+        qk_own(w->S, Q, a->ld, kp + (size_t)j0 * a->dh, bq, kc, a->dh, scale);
+        return 0;
+    }
     cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, bq, kc, a->dh, scale, Q, a->ld, K + (size_t)j0 * a->ld, a->ld,
                 0.0f, w->S, kc);
     return 0;
 }
 
-static int tile(const attn_args *a, const attn_stats *st, const spans *sp, const bf16_head *bh, scratch *w, int b,
-                int h, int i0, int bq, double *gacc) {
+static int tile(const attn_args *a, const attn_stats *st, const spans *sp, const bf16_head *bh, const float *kp,
+                const float *vp, scratch *w, int b, int h, int i0, int bq, double *gacc) {
     const int Tk = sp->Tk, ld = a->ld, dh = a->dh, ng = sp->n;
     const size_t qbase = (size_t)b * a->T * ld + (size_t)h * dh, kbase = (size_t)b * Tk * ld + (size_t)h * dh;
     const float *Q = a->q + qbase + (size_t)i0 * ld, *K = a->k + kbase, *V = a->v + kbase;
@@ -147,7 +456,7 @@ static int tile(const attn_args *a, const attn_stats *st, const spans *sp, const
     const int KC = attn_key_chunk(a), nchunk = (Tk + KC - 1) / KC;
     const int want_cols = sp->want_cols;
     const int probe = st && (want_cols || st->row_entropy || st->row_top5);
-    float m[ATTN_BQ], l[ATTN_BQ];
+    float m[ATTN_TQ], l[ATTN_TQ];
     int rc = 0;
     for (int r = 0; r < bq; r++) {
         m[r] = -INFINITY;
@@ -158,49 +467,60 @@ static int tile(const attn_args *a, const attn_stats *st, const spans *sp, const
     for (int c = 0; c < nchunk; c++) {
         const int j0 = c * KC, kc = Tk - j0 < KC ? Tk - j0 : KC;
         const uint8_t *kv = kvb ? kvb + j0 : NULL;
-        if ((rc = qk(a, bh, w, Q, K, i0, bq, j0, kc, scale)) < 0) return rc;
-        if (probe && nchunk == 1 && want_cols) memset(w->col, 0, sizeof(float) * kc * ng);
-        for (int r = 0; r < bq; r++) {
-            float *row = w->S + (size_t)r * kc;
-            if (kv) mask_logits(row, kv, kc);
-            float mx = m[r];
+        const int cols1 = probe && nchunk == 1 && want_cols;
+        if (cols1) memset(w->col, 0, sizeof(float) * kc * ng);
+        /* logits in blocks of ATTN_BQ rows (w->S holds one, in cache); with bf16 the block's
+         * exponentials go to w->p16 and P V runs once over the tile */
+        for (int s0 = 0; s0 < bq; s0 += ATTN_BQ) {
+            const int sb = bq - s0 < ATTN_BQ ? bq - s0 : ATTN_BQ;
+            if ((rc = qk(a, bh, kp, w, Q + (size_t)s0 * ld, K, i0 + s0, sb, j0, kc, scale)) < 0) return rc;
+            for (int r = s0; r < s0 + sb; r++) {
+                float *row = w->S + (size_t)(r - s0) * kc;
+                if (kv) mask_logits(row, kv, kc);
+                float mx = m[r];
 #pragma omp simd reduction(max : mx)
-            for (int j = 0; j < kc; j++) mx = row[j] > mx ? row[j] : mx;
-            if (mx == -INFINITY) { /* masked keys only, so far: nothing to add */
-                memset(row, 0, sizeof(float) * kc);
-                continue;
-            }
-            const float alpha = m[r] == -INFINITY ? 0.0f : expf(m[r] - mx);
-            if (probe && nchunk == 1) memcpy(w->srow, row, sizeof(float) * kc);
-            float sum = 0;
+                for (int j = 0; j < kc; j++) mx = row[j] > mx ? row[j] : mx;
+                if (mx == -INFINITY) { /* masked keys only, so far: nothing to add */
+                    memset(row, 0, sizeof(float) * kc);
+                    if (bh) memset(w->p16 + (size_t)r * kc, 0, sizeof(uint16_t) * kc);
+                    continue;
+                }
+                const float alpha = m[r] == -INFINITY ? 0.0f : expf(m[r] - mx);
+                if (probe && nchunk == 1) memcpy(w->srow, row, sizeof(float) * kc);
+                float sum = 0;
 #pragma omp simd reduction(+ : sum)
-            for (int j = 0; j < kc; j++) {
-                float e = ss_expf(row[j] - mx);
-                row[j] = e;
-                sum += e;
+                for (int j = 0; j < kc; j++) {
+                    float e = ss_expf(row[j] - mx);
+                    row[j] = e;
+                    sum += e;
+                }
+                if (kv) sum = mask_exps(row, probe && nchunk == 1 ? w->srow : NULL, kv, kc, mx);
+                l[r] = l[r] * alpha + sum;
+                m[r] = mx;
+                if (c > 0)
+                    for (int d = 0; d < dh; d++) w->acc[(size_t)r * dh + d] *= alpha;
+                if (probe && nchunk == 1) probe_row(sp, w, r, i0 + r, row, w->srow, mx, 1.0f / l[r], kc);
+                if (bh) { /* P rounded to bf16 (while the row is in cache); l stays the fp32 sum */
+                    uint16_t *pr = w->p16 + (size_t)r * kc;
+#pragma omp simd
+                    for (int j = 0; j < kc; j++) pr[j] = ss_bf16_from_f32(row[j]);
+                }
             }
-            if (kv) sum = mask_exps(row, probe && nchunk == 1 ? w->srow : NULL, kv, kc, mx);
-            l[r] = l[r] * alpha + sum;
-            m[r] = mx;
-            if (c > 0)
-                for (int d = 0; d < dh; d++) w->acc[(size_t)r * dh + d] *= alpha;
-            if (probe && nchunk == 1) probe_row(sp, w, r, i0 + r, row, w->srow, mx, 1.0f / l[r], kc);
+            if (cols1) col_flush(w, gacc, ng, Tk, j0, kc);
         }
         if (bh) {
-            /* P rounded to bf16; the row sums l stay those of the fp32 exponentials */
-            ss_bf16_from_f32_rows(w->p16, kc, w->S, kc, bq, kc);
             if ((rc = ss_dnnl_matmul(c > 0 ? w->pv : w->acc, dh, w->p16, kc, bh->v + (size_t)j0 * dh, dh, NULL, bq, dh,
                                      kc, SS_DNNL_SERIAL)) < 0)
                 return rc;
             if (c > 0)
                 for (size_t i = 0; i < (size_t)bq * dh; i++) w->acc[i] += w->pv[i];
         } else {
-            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, bq, dh, kc, 1.0f, w->S, kc,
-                        V + (size_t)j0 * ld, ld, c > 0 ? 1.0f : 0.0f, w->acc, dh);
+            if (vp && own_ok(1 + (c > 0), bq, kc, dh))
+                pv_own(w->acc, w->S, kc, vp + (size_t)j0 * 64, Tk, bq, dh, c > 0, g_pv_gq, g_pv_gu);
+            else
+                cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, bq, dh, kc, 1.0f, w->S, kc,
+                            V + (size_t)j0 * ld, ld, c > 0 ? 1.0f : 0.0f, w->acc, dh);
         }
-        if (probe && nchunk == 1 && want_cols)
-            for (int j = 0; j < kc; j++)
-                for (int g = 0; g < ng; g++) gacc[(size_t)g * Tk + j0 + j] += w->col[(size_t)g * kc + j];
     }
     float *O = a->out + qbase + (size_t)i0 * ld;
     for (int r = 0; r < bq; r++) {
@@ -212,18 +532,19 @@ static int tile(const attn_args *a, const attn_stats *st, const spans *sp, const
         for (int c = 0; c < nchunk; c++) {
             const int j0 = c * KC, kc = Tk - j0 < KC ? Tk - j0 : KC;
             const uint8_t *kv = kvb ? kvb + j0 : NULL;
-            if ((rc = qk(a, bh, w, Q, K, i0, bq, j0, kc, scale)) < 0) return rc;
             memset(w->col, 0, sizeof(float) * kc * ng);
-            for (int r = 0; r < bq; r++) {
-                float *row = w->S + (size_t)r * kc;
-                memcpy(w->srow, row, sizeof(float) * kc);
-                for (int j = 0; j < kc; j++) row[j] = ss_expf(row[j] - m[r]);
-                if (kv) mask_exps(row, w->srow, kv, kc, m[r]);
-                probe_row(sp, w, r, i0 + r, row, w->srow, m[r], 1.0f / l[r], kc);
+            for (int s0 = 0; s0 < bq; s0 += ATTN_BQ) {
+                const int sb = bq - s0 < ATTN_BQ ? bq - s0 : ATTN_BQ;
+                if ((rc = qk(a, bh, kp, w, Q + (size_t)s0 * ld, K, i0 + s0, sb, j0, kc, scale)) < 0) return rc;
+                for (int r = s0; r < s0 + sb; r++) {
+                    float *row = w->S + (size_t)(r - s0) * kc;
+                    memcpy(w->srow, row, sizeof(float) * kc);
+                    for (int j = 0; j < kc; j++) row[j] = ss_expf(row[j] - m[r]);
+                    if (kv) mask_exps(row, w->srow, kv, kc, m[r]);
+                    probe_row(sp, w, r, i0 + r, row, w->srow, m[r], 1.0f / l[r], kc);
+                }
+                if (want_cols) col_flush(w, gacc, ng, Tk, j0, kc);
             }
-            if (want_cols)
-                for (int j = 0; j < kc; j++)
-                    for (int g = 0; g < ng; g++) gacc[(size_t)g * Tk + j0 + j] += w->col[(size_t)g * kc + j];
         }
     for (int r = 0; r < bq; r++) {
         const size_t o = idx3(a, b, h, i0 + r);
@@ -257,13 +578,14 @@ static scratch *scratch_new(int n, int kc, int dh, int bf16) {
     scratch *w = ss_calloc((size_t)n, sizeof *w);
     if (!w) return NULL;
     for (int i = 0; i < n; i++) {
+        const size_t rows = bf16 ? ATTN_TQ : ATTN_BQ;
         w[i].S = malloc(sizeof(float) * ATTN_BQ * kc);
-        w[i].acc = malloc(sizeof(float) * ATTN_BQ * dh);
+        w[i].acc = malloc(sizeof(float) * rows * dh);
         w[i].srow = malloc(sizeof(float) * kc);
         w[i].col = malloc(sizeof(float) * ATTN_MAX_QSPAN * kc);
         if (bf16) {
-            w[i].p16 = malloc(sizeof(uint16_t) * ATTN_BQ * kc);
-            w[i].pv = malloc(sizeof(float) * ATTN_BQ * dh);
+            w[i].p16 = malloc(sizeof(uint16_t) * ATTN_TQ * kc);
+            w[i].pv = malloc(sizeof(float) * ATTN_TQ * dh);
         }
         if (!w[i].S || !w[i].acc || !w[i].srow || !w[i].col || (bf16 && (!w[i].p16 || !w[i].pv))) {
             scratch_free(w, n);
@@ -279,6 +601,8 @@ struct attn_scratch {
     int n, kc, dh, bf16;
     uint16_t *q16, *kv16; /* bf16: one (b, h)'s q [T, dh], then k and v [Tk, dh] each */
     size_t nq16, nkv16;
+    float *kp, *vp;       /* fp32: one (b, h)'s keys in panels (qk_pack) and values (pv_pack) */
+    size_t nkp, nvp;
     double *g;        /* probe sums, ng doubles */
     size_t ng;
     long allocs;
@@ -293,6 +617,10 @@ static void scratch_release(attn_scratch *s) {
     free(s->g);
     free(s->q16);
     free(s->kv16);
+    free(s->kp);
+    free(s->vp);
+    s->kp = s->vp = NULL;
+    s->nkp = s->nvp = 0;
     s->w = NULL;
     s->g = NULL;
     s->q16 = s->kv16 = NULL;
@@ -347,6 +675,31 @@ int attn_scratch_reserve(attn_scratch *s, const attn_args *a, int probe_spans) {
             grew = 1;
         }
     }
+    if (!bf16 && qk_own_available()) {
+        /* sized by Tk and dh alone: a call with another key chunk needs no more */
+        const size_t nkp = (size_t)(Tk + QK_NR - 1) / QK_NR * QK_NR * a->dh;
+        if (nkp > s->nkp) {
+            free(s->kp);
+            s->kp = malloc(sizeof(float) * nkp);
+            if (!s->kp) {
+                scratch_release(s);
+                return ss_fail(SS_ENOMEM, "attention: out of memory for the packed keys (%d keys)", Tk);
+            }
+            s->nkp = nkp;
+            grew = 1;
+        }
+        const size_t nvp = (size_t)Tk * ((a->dh + 63) / 64 * 64);
+        if (a->dh >= PV_MIN_DH && nvp > s->nvp) {
+            free(s->vp);
+            s->vp = malloc(sizeof(float) * nvp);
+            if (!s->vp) {
+                scratch_release(s);
+                return ss_fail(SS_ENOMEM, "attention: out of memory for the packed values (%d keys)", Tk);
+            }
+            s->nvp = nvp;
+            grew = 1;
+        }
+    }
     if (ng > s->ng) {
         free(s->g);
         s->g = malloc(sizeof(double) * ng);
@@ -396,6 +749,8 @@ int attn_forward(const attn_args *a, const attn_stats *st) {
     const size_t per_g = (size_t)ng * Tk; /* one row group's sums: [ng, Tk] */
     double *g = sp.want_cols ? sc->g : NULL;
     const int bf16 = a->precision == SS_PREC_BF16;
+    /* rows per tile: fp32 keeps ATTN_BQ (BLAS picks its kernels by shape, and the bits follow) */
+    const int tq = bf16 ? ATTN_TQ : ATTN_BQ;
     int failed = 0;
     for (int b = 0; b < a->B && !failed; b++)
         for (int h = 0; h < a->H && !failed; h++) {
@@ -418,13 +773,22 @@ int attn_forward(const attn_args *a, const attn_stats *st) {
                     }
                 bh = (bf16_head){q16, k16, v16};
             }
+            const float *kp = NULL, *vp = NULL;
+            if (!bf16 && sc->kp && qk_chunks_fit(Tk, attn_key_chunk(a))) {
+                qk_pack(sc->kp, a->k + (size_t)b * Tk * a->ld + (size_t)h * a->dh, a->ld, Tk, a->dh, attn_key_chunk(a));
+                kp = sc->kp;
+            }
+            if (!bf16 && sc->vp && a->dh >= PV_MIN_DH) {
+                pv_pack(sc->vp, a->v + (size_t)b * Tk * a->ld + (size_t)h * a->dh, a->ld, Tk, a->dh);
+                vp = sc->vp;
+            }
 #pragma omp parallel for schedule(dynamic, 1) reduction(| : failed)
             for (int gi = 0; gi < ATTN_NG; gi++) {
                 const int r0 = (int)((long)T * gi / ATTN_NG), r1 = (int)((long)T * (gi + 1) / ATTN_NG);
                 scratch *ws = &w[omp_get_thread_num()];
                 double *ga = g ? g + (size_t)gi * per_g : NULL;
-                for (int i0 = r0; i0 < r1 && !failed; i0 += ATTN_BQ)
-                    failed |= tile(a, st, &sp, bf16 ? &bh : NULL, ws, b, h, i0, r1 - i0 < ATTN_BQ ? r1 - i0 : ATTN_BQ, ga) < 0;
+                for (int i0 = r0; i0 < r1 && !failed; i0 += tq)
+                    failed |= tile(a, st, &sp, bf16 ? &bh : NULL, kp, vp, ws, b, h, i0, r1 - i0 < tq ? r1 - i0 : tq, ga) < 0;
             }
             if (!g) continue;
             for (int q = 0; q < ng; q++) {

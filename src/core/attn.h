@@ -13,12 +13,17 @@
  * key averaged over span g's rows. n_qspan = 0 is the legacy two-span layout: rows [0, n_img)
  * into mass_img, rows [n_img, T) into mass_txt (SD3 joint attention, image tokens first).
  *
- * Algorithm (flash-style): for each (b, h), query rows are processed in tiles of ATTN_BQ rows;
- * each tile computes S = Q K^T / sqrt(dh) over key chunks of up to ATTN_KC keys (attn_args.key_chunk) with BLAS,
- * exponentiates with an online (running-max) softmax, and accumulates P V with BLAS. Working
- * memory is ATTN_BQ x min(T, ATTN_KC) floats per thread. When every key fits one chunk (T <=
- * 8192, e.g. SD3 at 1024^2 has 4429) the probe statistics come from the same exponentials in
- * the same pass; otherwise a second pass recomputes S once the final row max and sum are known.
+ * Algorithm (flash-style): for each (b, h), query rows are processed in tiles of ATTN_BQ rows
+ * (ATTN_TQ with bf16 products); each tile computes S = Q K^T / sqrt(dh) over key chunks of up to
+ * ATTN_KC keys (attn_args.key_chunk), ATTN_BQ rows at a time, exponentiates with an online
+ * (running-max) softmax, and accumulates P V. fp32 products: AVX-512 kernels on the head's keys
+ * and values laid out once per (b, h), in the summation order of BLAS's sgemm and checked
+ * against it once per shape (sgemm where the bits would differ, or without AVX-512); bf16:
+ * oneDNN. Working memory per thread: ATTN_BQ x min(T, ATTN_KC) floats (and ATTN_TQ x that in
+ * bf16 for the rounded P), and per call the packed keys and values, 2 x Tk x dh floats. When
+ * every key fits one chunk (T <= 8192, e.g. SD3 at 1024^2 has 4429) the probe statistics come
+ * from the same exponentials in the same pass; otherwise a second pass recomputes S once the
+ * final row max and sum are known.
  *
  * Determinism: the output rows do not depend on the thread count, and neither do the probe
  * sums: each (b, h)'s rows are split into ATTN_NG fixed groups with their own accumulators,
@@ -30,7 +35,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#define ATTN_BQ 64
+#define ATTN_BQ 64  /* query rows per tile (fp32), and per block of the probe's column sums */
+#define ATTN_TQ 256 /* query rows per tile with bf16 products (a multiple of ATTN_BQ) */
 #define ATTN_KC 8192
 #define ATTN_NG 16
 #define ATTN_MAX_K 64 /* keys re-weighted per (b, h) */
