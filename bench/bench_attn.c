@@ -50,9 +50,6 @@ static void materialized(const attn_args *a, float *out) {
     free(P);
 }
 
-/* core/attn.c (tests' switch): returns how many fp32 products its AVX-512 kernels have computed */
-long attn_test_blas_only(int on);
-
 int main(void) {
     const int N = 4096, S = 333, T = N + S, H = 24, dh = 64, D = H * dh;
     omp_set_max_active_levels(1);

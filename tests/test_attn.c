@@ -121,10 +121,6 @@ static void test_streaming_matches_materialized(void **state) {
            worst[0], worst[1], worst[2], worst[3], worst[4], worst[5]);
 }
 
-/* core/attn.c's test switch: 1 = every fp32 product through cblas_sgemm (the code before the
- * AVX-512 kernels); returns how many products the kernels have computed. */
-long attn_test_blas_only(int on);
-
 /* The fp32 Q K^T and P V kernels reproduce sgemm's bits: outputs and every statistic equal the
  * sgemm-only run, at FLUX's head dim (one chunk and several, with masked keys) and others; a key
  * chunk that is not a multiple of the kernel's 32-key panels (333) keeps sgemm for Q K^T. */

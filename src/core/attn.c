@@ -399,11 +399,9 @@ static int qk_check(int bq, int kc, int dh) {
     return ok;
 }
 
-/* Tests (tests/test_attn.c declares it): 1 = every fp32 product through cblas_sgemm, as before
- * the kernels; returns the number of products the kernels have computed so far. */
+/* attn.h: the tests' switch to sgemm only, and the count of the kernels' products. */
 static int g_blas_only;
 static _Atomic long g_own_products;
-long attn_test_blas_only(int on);
 long attn_test_blas_only(int on) {
     g_blas_only = on;
     return g_own_products;

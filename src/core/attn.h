@@ -92,6 +92,11 @@ long attn_scratch_allocs(const attn_scratch *s);
 /* Plain or probed attention. Returns 0, or a negative code if scratch memory ran out. */
 int attn_forward(const attn_args *a, const attn_stats *st);
 
+/* For tests and benchmarks: on = 1 sends every fp32 product through cblas_sgemm (the path
+ * before the AVX-512 kernels, which the kernels must equal bit for bit); returns how many
+ * products the kernels have computed so far in this process. */
+long attn_test_blas_only(int on);
+
 /* Materialized reference (tests and the benchmark's "naive" column): the same outputs computed
  * the obvious way, one T x T matrix per head, in double accumulation. */
 int attn_reference(const attn_args *a, const attn_stats *st);
