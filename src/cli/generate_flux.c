@@ -1,31 +1,15 @@
 /* sinkscope generate on a diffusers FluxPipeline folder (cmd_generate hands over when --model
- * names one). */
-#include <jansson.h>
-#include <math.h>
-#include <omp.h>
+ * names one); the options every family shares are generate_common's. */
 #include <stdio.h>
 #include <stdlib.h>
-#include <string.h>
 #include <unistd.h>
 
-#include "cli/args.h"
-#include "cli/commands.h"
+#include "cli/generate_common.h"
 #include "cli/generate_flux.h"
-#include "cli/generate_probe.h"
-#include "cli/generate_sd3.h"
 #include "core/dnnl.h"
 #include "core/err.h"
-#include "io/fsutil.h"
 #include "models/binder.h"
-#include "io/pathcheck.h"
-#include "io/png.h"
-#include "io/safetensors.h"
 #include "sample/fluxpipe.h"
-#include "sample/pipeline.h" /* SINKSCOPE_VERSION */
-#include "sink/abspe.h"
-#include "sink/sink.h"
-
-#define MAX_PROMPTS 256
 
 static const char USAGE[] =
     "usage: sinkscope generate --model FLUX_PIPELINE_DIR (--prompt TEXT | --prompts FILE) [--out FILE.png]\n"
@@ -65,16 +49,6 @@ static const char USAGE[] =
     "  --scheduler NAME   default (FlowMatch Euler) only: euler and dpm++ are refused, as diffusers' FluxPipeline\n"
     "                     cannot run them (custom sigmas and mu)\n";
 
-static int add_dump(void *ctx, const char *name, const float *x, int ndim, const int64_t *shape) {
-    return st_writer_add_f32(ctx, name, ST_F32, ndim, shape, x);
-}
-
-static void progress(void *ctx, int step, int steps) {
-    (void)ctx;
-    fprintf(stderr, "\rsinkscope generate: step %d/%d", step + 1, steps);
-    if (step + 1 == steps) fputc('\n', stderr);
-}
-
 /* 'latents' as [B, C, h, w], or packed [B, N, 4C] as diffusers' FluxPipeline takes them (unpacked
  * into dst). */
 static int read_latents(const char *path, int B, int C, int h, int w, float *dst) {
@@ -105,203 +79,67 @@ static int read_latents(const char *path, int B, int C, int h, int w, float *dst
 }
 
 int cmd_generate_flux(int argc, char **argv) {
-    const char *prompt = NULL, *prompts_path = NULL, *out = NULL, *seed_s = "0", *steps_s = NULL, *g_s = NULL,
-               *h_s = NULL, *w_s = NULL, *msl_s = NULL, *lat_path = NULL, *save_path = NULL, *dump_path = NULL,
-               *cond_path = NULL, *threads_s = NULL, *model = NULL, *probe_s = NULL, *spiral_s = NULL, *stats_s = NULL, *sched_s = NULL, *prec_s = NULL;
-    cli_opt opts[] = {{"model", &model, NULL},        {"prompt", &prompt, NULL},
-                      {"prompts", &prompts_path, NULL}, {"out", &out, NULL},
-                      {"seed", &seed_s, NULL},        {"steps", &steps_s, NULL},
-                      {"guidance", &g_s, NULL},       {"height", &h_s, NULL},
-                      {"width", &w_s, NULL},          {"max-sequence-length", &msl_s, NULL},
-                      {"latents", &lat_path, NULL},   {"save-latents", &save_path, NULL},
-                      {"dump", &dump_path, NULL},     {"condition", &cond_path, NULL},
-                      {"threads", &threads_s, NULL},  {"probe", &probe_s, NULL},
-                      {"spiral", &spiral_s, NULL},    {"stats", &stats_s, NULL},
-                      {"scheduler", &sched_s, NULL}, {"precision", &prec_s, NULL}};
-    int pr = cli_parse(argc, argv, opts, sizeof opts / sizeof opts[0], USAGE);
-    if (pr) return pr > 0 ? 0 : 2;
-    if (!model || (!prompt == !prompts_path) || (!out && !dump_path && !save_path)) {
-        fprintf(stderr, "sinkscope generate: --model, one of --prompt / --prompts, and --out (or --dump / --save-latents) "
-                        "are required\n%s", USAGE);
-        return 2;
-    }
     fluxpipe_params q;
     fluxpipe_params_default(&q);
-    long seed, steps = q.steps, hh = 0, ww = 0, msl = q.max_sequence_length, nt;
-    double guidance = q.guidance;
-    if (cli_int("generate", "seed", seed_s, 0, 0x7fffffffffffffffL, &seed) ||
-        (steps_s && cli_int("generate", "steps", steps_s, 1, 10000, &steps)) ||
-        (g_s && cli_double("generate", "guidance", g_s, -1000, 1000, &guidance)) ||
-        (h_s && cli_int("generate", "height", h_s, 1, 16384, &hh)) || (w_s && cli_int("generate", "width", w_s, 1, 16384, &ww)) ||
-        (msl_s && cli_int("generate", "max-sequence-length", msl_s, 1, 512, &msl)))
-        return 2;
-    gen_probe gp;
-    if (gen_probe_parse(&gp, probe_s, spiral_s, stats_s, out) < 0) {
-        fprintf(stderr, "sinkscope generate: %s\n", ss_err());
-        return 2;
-    }
-    if (sched_s && strcmp(sched_s, "default") && strcmp(sched_s, "euler") && strcmp(sched_s, "dpm++")) {
-        fprintf(stderr, "sinkscope generate: --scheduler must be default, euler or dpm++, not '%s'\n", sched_s);
-        return 2;
-    }
-    int tprec = SS_PREC_F32;
-    if (prec_s && ss_precision_parse(prec_s, &tprec) < 0) {
-        fprintf(stderr, "sinkscope generate: --precision: %s\n", ss_err());
-        return 2;
-    }
-    gp.precision = prec_s;
-    gp.scheduler = sched_s; /* recorded only when given: runs without it write what they wrote before */
-    if (threads_s) {
-        if (cli_int("generate", "threads", threads_s, 1, 4096, &nt)) return 2;
-        omp_set_num_threads((int)nt);
-    }
-    q.seed = (uint64_t)seed, q.steps = (int)steps, q.guidance = guidance, q.height = (int)hh, q.width = (int)ww;
-    q.max_sequence_length = (int)msl;
-    q.scheduler = sched_s;
+    const gen_family fam = {.usage = USAGE, .scale = "guidance", .scale_lo = -1000, .msl_max = 512, .negative = 0,
+                             .steps = q.steps, .msl = q.max_sequence_length, .scale_default = q.guidance};
+    gen_cmd g;
+    int ec = gen_parse(&g, argc, argv, &fam, NULL, 0);
+    if (ec >= 0 || (ec = gen_parse_finish(&g)) >= 0) return ec;
+    q.seed = (uint64_t)g.seed, q.steps = (int)g.steps, q.guidance = g.scale, q.height = (int)g.height, q.width = (int)g.width;
+    q.max_sequence_length = (int)g.msl;
+    q.scheduler = g.scheduler;
 
-    /* no output over an input, nor two outputs on one file */
-    const pc_file ins[] = {{"--condition", cond_path}, {"--latents", lat_path}, {"--prompts", prompts_path}};
-    const char *outs[4][2] = {{"--out", out}, {"--save-latents", save_path}, {"--dump", dump_path},
-                              {gp.stats == gp.def ? "--stats (default)" : "--stats", gp.stats}};
-    for (int i = 0; i < 4; i++) {
-        if (!outs[i][1]) continue;
-        if (pc_check_output(outs[i][0], outs[i][1], ins, 3) ||
-            pc_check_output_tree(outs[i][0], outs[i][1], "--model", model, pc_is_model_file)) {
-            fprintf(stderr, "sinkscope generate: %s\n", ss_err());
-            return 2;
-        }
-        for (int j = 0; j < i; j++)
-            if (outs[j][1] && pc_check_outputs_differ(outs[j][0], outs[j][1], outs[i][0], outs[i][1])) {
-                fprintf(stderr, "sinkscope generate: %s\n", ss_err());
-                return 2;
-            }
-    }
-
-    int rc = 0, exit_code = 1;
+    int rc;
     fluxpipe *p = NULL;
-    sink_ctx *sk = NULL;
-    char *pbuf = NULL, *cond_json = NULL;
-    char *plist[MAX_PROMPTS];
     float *img = NULL, *lat = NULL, *ctx = NULL, *pooled = NULL;
-    uint8_t *rgb = NULL;
-    st_writer *dw = NULL;
-    sink_condition cond;
-    int B = 1;
-    if (prompts_path) {
-        size_t len;
-        if ((rc = ss_read_file(prompts_path, (size_t)1 << 24, "prompts", &pbuf, &len)) < 0) goto done;
-        if ((rc = gen_split_lines(pbuf, prompts_path, plist, MAX_PROMPTS)) < 0) goto done;
-        B = rc;
-        rc = 0;
-    } else {
-        plist[0] = (char *)prompt;
-    }
-    q.prompts = (const char *const *)plist;
+    if ((rc = gen_read_prompts(&g)) < 0) goto done;
+    const int B = g.B;
+    q.prompts = (const char *const *)g.plist;
     q.n_prompts = B;
-    if (cond_path) {
-        if ((rc = sink_condition_load(&cond, cond_path)) < 0) goto done;
-        json_t *cj = sink_condition_to_json(&cond);
-        cond_json = json_dumps(cj, JSON_COMPACT | JSON_PRESERVE_ORDER | JSON_REAL_PRECISION(17));
-        json_decref(cj);
-        if (!cond_json) {
-            rc = ss_fail(SS_ENOMEM, "out of memory");
-            goto done;
-        }
-    }
-    if ((rc = fluxpipe_load_opts(&p, model, FLUXPIPE_DEFER_TRANSFORMER)) < 0) goto done;
+    if ((rc = gen_load_condition(&g)) < 0 || (rc = fluxpipe_load_opts(&p, g.model, FLUXPIPE_DEFER_TRANSFORMER)) < 0) goto done;
     int H, W, h, w, N, C;
     if ((rc = fluxpipe_image_size(p, &q, &H, &W)) < 0) goto done;
     fluxpipe_latent_shape(p, H, W, &h, &w, &N, &C);
-    const size_t nl = (size_t)B * C * h * w;
+    const flux_config *tc = &p->tcfg;
     const int T = q.max_sequence_length;
-    if (cond_path) {
-        /* 'layers' names the double blocks, 'single_layers' the single blocks */
-        const flux_config *tc = &p->tcfg;
-        ss_site sites[2 * FLUX_MAX_LAYERS];
-        const int ns = flux_sites(tc, N, T, sites, 2 * FLUX_MAX_LAYERS);
-        for (int i = 0; i < cond.n_layers - cond.n_from_sites; i++) /* before resolve binds them to sites */
-            if (cond.layers[i] >= tc->num_layers) {
-                rc = ss_fail(SS_EARG, "%s: field 'layers' names block %d, but the model has %d double blocks", cond_path,
-                             cond.layers[i], tc->num_layers);
-                goto done;
-            }
-        if ((rc = sink_condition_resolve(&cond, sites, ns, cond_path)) < 0) goto done;
-        if ((rc = sink_condition_check_sites(&cond, sites, ns, cond_path)) < 0) goto done;
-        /* FLUX has RoPE: no absolute position embedding for pe_* fields to edit */
-        if ((rc = sink_condition_check_pe(&cond, 0, 0, "FluxTransformer2DModel", cond_path)) < 0) goto done;
-        if (!(sk = sink_ctx_new())) {
-            rc = ss_fail(SS_ENOMEM, "out of memory");
-            goto done;
-        }
-        sink_ctx_set_condition(sk, &cond);
-    }
-    if (gp.on) {
-        ss_site sites[2 * FLUX_MAX_LAYERS];
-        const int ns = flux_sites(&p->tcfg, N, T, sites, 2 * FLUX_MAX_LAYERS);
-        if ((rc = gen_probe_attach(&gp, &sk, sites, ns, model)) < 0) goto done;
-    }
-    if (!(img = malloc(sizeof(float) * (size_t)B * H * W * 3)) || !(lat = malloc(sizeof(float) * nl)) ||
-        !(rgb = malloc((size_t)H * W * 3))) {
+    ss_site sites[2 * FLUX_MAX_LAYERS];
+    const int ns = flux_sites(tc, N, T, sites, 2 * FLUX_MAX_LAYERS);
+    /* 'layers' names the double blocks, 'single_layers' the single blocks; FLUX has RoPE: no absolute
+     * position embedding for pe_* fields to edit */
+    if ((rc = gen_set_condition(&g, sites, ns, tc->num_layers, "double blocks", 1, 0, 0, "FluxTransformer2DModel")) < 0 ||
+        (g.gp.on && (rc = gen_probe_attach(&g.gp, &g.sk, sites, ns, g.model)) < 0))
+        goto done;
+    if (!(img = malloc(sizeof(float) * (size_t)B * H * W * 3)) || !(lat = malloc(sizeof(float) * (size_t)B * C * h * w))) {
         rc = ss_fail(SS_ENOMEM, "out of memory");
         goto done;
     }
-    if (lat_path) {
-        if ((rc = read_latents(lat_path, B, C, h, w, lat)) < 0) goto done;
+    if (g.latents) {
+        if ((rc = read_latents(g.latents, B, C, h, w, lat)) < 0) goto done;
         q.latents = lat;
     }
-    if (dump_path) {
-        if (!(dw = st_writer_new())) {
-            rc = ss_fail(SS_ENOMEM, "out of memory");
-            goto done;
-        }
-        q.dump = add_dump, q.dump_ctx = dw;
-    }
-    if (isatty(STDERR_FILENO)) q.progress = progress;
+    if ((rc = gen_open_dump(&g)) < 0) goto done;
+    if (g.dw) q.dump = gen_dump_add, q.dump_ctx = g.dw;
+    if (isatty(STDERR_FILENO)) q.progress = gen_progress;
     /* the encoders first, freed before the transformer's weights are loaded */
-    if (!(ctx = malloc(sizeof(float) * (size_t)B * T * p->tcfg.joint_attention_dim)) ||
-        !(pooled = malloc(sizeof(float) * (size_t)B * p->tcfg.pooled_projection_dim))) {
+    if (!(ctx = malloc(sizeof(float) * (size_t)B * T * tc->joint_attention_dim)) ||
+        !(pooled = malloc(sizeof(float) * (size_t)B * tc->pooled_projection_dim))) {
         rc = ss_fail(SS_ENOMEM, "out of memory");
         goto done;
     }
     if ((rc = fluxpipe_encode(p, &q, ctx, pooled)) < 0) goto done;
     fluxpipe_release_encoders(p);
-    ss_bind_set_precision(tprec); /* the transformer's weights only: encoders and VAE stay f32 */
+    ss_bind_set_precision(g.tprec); /* the transformer's weights only: encoders and VAE stay f32 */
     rc = fluxpipe_load_transformer(p);
     ss_bind_set_precision(SS_PREC_F32);
-    if (rc < 0) goto done;
-    if ((rc = fluxpipe_denoise(p, &q, ctx, pooled, img, lat, sk)) < 0) goto done;
-    if (save_path && (rc = gen_save_latents(save_path, B, C, h, w, lat)) < 0) goto done;
-    if (dw && (rc = st_writer_save(dw, dump_path)) < 0) goto done;
-    if (gp.on && (rc = gen_probe_save(&gp, sk, model, (const char *const *)plist, B, q.steps, cond_json)) < 0) goto done;
-    if (out) {
-        char seed_v[32], steps_v[32], g_v[48], path[4200];
-        snprintf(seed_v, sizeof seed_v, "%lld", (long long)seed);
-        snprintf(steps_v, sizeof steps_v, "%d", q.steps);
-        for (int prec = 1; prec <= 17; prec++) {
-            snprintf(g_v, sizeof g_v, "%.*g", prec, q.guidance);
-            if (strtod(g_v, NULL) == q.guidance) break;
-        }
-        for (int b = 0; b < B && rc >= 0; b++) {
-            const float *ib = img + (size_t)b * H * W * 3;
-            for (size_t i = 0; i < (size_t)H * W * 3; i++) rgb[i] = (uint8_t)nearbyintf(ib[i] * 255.0f);
-            gen_png_name(path, sizeof path, out, b, B);
-            const char *kv[20] = {"prompt", plist[b], "seed", seed_v, "steps", steps_v,
-                                  "guidance", p->tcfg.guidance_embeds ? g_v : "none", "model", model,
-                                  "latents", lat_path ? lat_path : "seeded", "Software", "sinkscope " SINKSCOPE_VERSION};
-            int nkv = 7;
-            if (sched_s) kv[2 * nkv] = "scheduler", kv[2 * nkv + 1] = sched_s, nkv++;
-            if (prec_s) kv[2 * nkv] = "precision", kv[2 * nkv + 1] = prec_s, nkv++;
-            if (cond_json) kv[2 * nkv] = "condition", kv[2 * nkv + 1] = cond_json, nkv++;
-            rc = png_write_rgb(path, W, H, rgb, kv, nkv);
-        }
-        if (rc < 0) goto done;
-    }
-    exit_code = 0;
+    if (rc < 0 || (rc = fluxpipe_denoise(p, &q, ctx, pooled, img, lat, g.sk)) < 0 ||
+        (rc = gen_write_outputs(&g, lat, C, h, w, B, NULL, q.steps)) < 0)
+        goto done;
+    char g_v[48];
+    gen_format_double(g_v, sizeof g_v, q.guidance);
+    rc = gen_write_pngs(&g, img, H, W, q.steps, "guidance", tc->guidance_embeds ? g_v : "none", NULL);
 done:
-    if (rc < 0) fprintf(stderr, "sinkscope generate: %s\n", ss_err());
-    st_writer_free(dw);
-    free(cond_json), free(pbuf), free(img), free(lat), free(rgb), free(ctx), free(pooled);
-    sink_ctx_free(sk);
+    free(img), free(lat), free(ctx), free(pooled);
     fluxpipe_free(p);
-    return exit_code;
+    return gen_end(&g, rc);
 }

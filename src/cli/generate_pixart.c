@@ -1,32 +1,16 @@
 /* sinkscope generate on a diffusers PixArtAlphaPipeline folder (cmd_generate hands over when --model
- * names one). */
-#include <jansson.h>
-#include <math.h>
-#include <omp.h>
+ * names one); the options every family shares are generate_common's. */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
 
-#include "cli/args.h"
-#include "cli/commands.h"
+#include "cli/generate_common.h"
 #include "cli/generate_pixart.h"
-#include "cli/generate_probe.h"
-#include "cli/generate_sd3.h"
 #include "core/dnnl.h"
 #include "core/err.h"
-#include "io/fsutil.h"
 #include "models/binder.h"
-#include "io/pathcheck.h"
-#include "io/png.h"
-#include "io/safetensors.h"
-#include "sample/pipeline.h" /* SINKSCOPE_VERSION */
 #include "sample/pixartpipe.h"
-#include "sample/sched.h"
-#include "sink/abspe.h"
-#include "sink/sink.h"
-
-#define MAX_PROMPTS 256
 
 static const char USAGE[] =
     "usage: sinkscope generate --model PIXART_PIPELINE_DIR (--prompt TEXT | --prompts FILE) [--out FILE.png]\n"
@@ -66,176 +50,63 @@ static const char USAGE[] =
     "  --precision P      f32 (default) or bf16: the transformer's Linear weights in bf16, products through oneDNN\n"
     "                     (README, bf16 compute); the text encoders and the VAE stay f32\n";
 
-static int add_dump(void *ctx, const char *name, const float *x, int ndim, const int64_t *shape) {
-    return st_writer_add_f32(ctx, name, ST_F32, ndim, shape, x);
-}
-
-static void progress(void *ctx, int step, int steps) {
-    (void)ctx;
-    fprintf(stderr, "\rsinkscope generate: step %d/%d", step + 1, steps);
-    if (step + 1 == steps) fputc('\n', stderr);
-}
-
 int cmd_generate_pixart(int argc, char **argv) {
-    const char *prompt = NULL, *prompts_path = NULL, *out = NULL, *neg = NULL, *seed_s = "0", *steps_s = NULL,
-               *cfg_s = NULL, *h_s = NULL, *w_s = NULL, *msl_s = NULL, *lat_path = NULL, *save_path = NULL,
-               *dump_path = NULL, *cond_path = NULL, *threads_s = NULL, *model = NULL, *probe_s = NULL, *spiral_s = NULL,
-               *stats_s = NULL, *bin_s = NULL, *sched_s = NULL, *prec_s = NULL;
-    cli_opt opts[] = {{"model", &model, NULL},       {"prompt", &prompt, NULL},
-                      {"prompts", &prompts_path, NULL}, {"out", &out, NULL},
-                      {"negative-prompt", &neg, NULL}, {"seed", &seed_s, NULL},
-                      {"steps", &steps_s, NULL},       {"cfg", &cfg_s, NULL},
-                      {"height", &h_s, NULL},          {"width", &w_s, NULL},
-                      {"max-sequence-length", &msl_s, NULL}, {"latents", &lat_path, NULL},
-                      {"save-latents", &save_path, NULL}, {"dump", &dump_path, NULL},
-                      {"condition", &cond_path, NULL}, {"threads", &threads_s, NULL},
-                      {"probe", &probe_s, NULL},       {"spiral", &spiral_s, NULL},
-                      {"stats", &stats_s, NULL},       {"resolution-binning", &bin_s, NULL},
-                      {"scheduler", &sched_s, NULL}, {"precision", &prec_s, NULL}};
-    int pr = cli_parse(argc, argv, opts, sizeof opts / sizeof opts[0], USAGE);
-    if (pr) return pr > 0 ? 0 : 2;
-    if (!model || (!prompt == !prompts_path) || (!out && !dump_path && !save_path)) {
-        fprintf(stderr, "sinkscope generate: --model, one of --prompt / --prompts, and --out (or --dump / --save-latents) "
-                        "are required\n%s", USAGE);
-        return 2;
-    }
     pixartpipe_params q;
     pixartpipe_params_default(&q);
-    long seed, steps = q.steps, hh = 0, ww = 0, msl = q.max_sequence_length, nt;
-    double cfg = q.cfg;
-    if (cli_int("generate", "seed", seed_s, 0, 0x7fffffffffffffffL, &seed) ||
-        (steps_s && cli_int("generate", "steps", steps_s, 1, 10000, &steps)) ||
-        (cfg_s && cli_double("generate", "cfg", cfg_s, 0, 1000, &cfg)) ||
-        (h_s && cli_int("generate", "height", h_s, 1, 16384, &hh)) || (w_s && cli_int("generate", "width", w_s, 1, 16384, &ww)) ||
-        (msl_s && cli_int("generate", "max-sequence-length", msl_s, 1, 4096, &msl)))
-        return 2;
+    const gen_family fam = {.usage = USAGE, .scale = "cfg", .scale_lo = 0, .msl_max = 4096, .negative = 1,
+                             .steps = q.steps, .msl = q.max_sequence_length, .scale_default = q.cfg};
+    const char *bin_s = NULL;
+    const cli_opt extra[] = {{"resolution-binning", &bin_s, NULL}};
+    gen_cmd g;
+    int ec = gen_parse(&g, argc, argv, &fam, extra, 1);
+    if (ec >= 0) return ec;
     if (bin_s && strcmp(bin_s, "on") && strcmp(bin_s, "off")) {
         fprintf(stderr, "sinkscope generate: --resolution-binning must be on or off, not '%s'\n", bin_s);
         return 2;
     }
-    const char *sched_name = sched_s ? sched_s : "default";
-    if (strcmp(sched_name, "default") && strcmp(sched_name, "euler") && strcmp(sched_name, "dpm++")) {
-        fprintf(stderr, "sinkscope generate: --scheduler must be default, euler or dpm++, not '%s'\n", sched_name);
-        return 2;
-    }
-    gen_probe gp;
-    if (gen_probe_parse(&gp, probe_s, spiral_s, stats_s, out) < 0) {
-        fprintf(stderr, "sinkscope generate: %s\n", ss_err());
-        return 2;
-    }
-    int tprec = SS_PREC_F32;
-    if (prec_s && ss_precision_parse(prec_s, &tprec) < 0) {
-        fprintf(stderr, "sinkscope generate: --precision: %s\n", ss_err());
-        return 2;
-    }
-    gp.precision = prec_s;
-    gp.scheduler = sched_name;
-    if (threads_s) {
-        if (cli_int("generate", "threads", threads_s, 1, 4096, &nt)) return 2;
-        omp_set_num_threads((int)nt);
-    }
-    q.seed = (uint64_t)seed, q.steps = (int)steps, q.cfg = cfg, q.height = (int)hh, q.width = (int)ww;
-    q.max_sequence_length = (int)msl;
+    if (gen_check_scheduler(g.scheduler) < 0) return 2; /* before the probe's options, as it always was */
+    if ((ec = gen_parse_finish(&g)) >= 0) return ec;
+    const char *sched_name = g.scheduler ? g.scheduler : "default";
+    g.gp.scheduler = sched_name; /* always recorded */
+    q.seed = (uint64_t)g.seed, q.steps = (int)g.steps, q.cfg = g.scale, q.height = (int)g.height, q.width = (int)g.width;
+    q.max_sequence_length = (int)g.msl;
     q.resolution_binning = !bin_s || !strcmp(bin_s, "on");
     q.scheduler = sched_name;
-    if (neg) q.negative = neg;
+    if (g.negative) q.negative = g.negative;
 
-    const pc_file ins[] = {{"--condition", cond_path}, {"--latents", lat_path}, {"--prompts", prompts_path}};
-    const char *outs[4][2] = {{"--out", out}, {"--save-latents", save_path}, {"--dump", dump_path},
-                              {gp.stats == gp.def ? "--stats (default)" : "--stats", gp.stats}};
-    for (int i = 0; i < 4; i++) {
-        if (!outs[i][1]) continue;
-        if (pc_check_output(outs[i][0], outs[i][1], ins, 3) ||
-            pc_check_output_tree(outs[i][0], outs[i][1], "--model", model, pc_is_model_file)) {
-            fprintf(stderr, "sinkscope generate: %s\n", ss_err());
-            return 2;
-        }
-        for (int j = 0; j < i; j++)
-            if (outs[j][1] && pc_check_outputs_differ(outs[j][0], outs[j][1], outs[i][0], outs[i][1])) {
-                fprintf(stderr, "sinkscope generate: %s\n", ss_err());
-                return 2;
-            }
-    }
-
-    int rc = 0, exit_code = 1;
+    int rc;
     pixartpipe *p = NULL;
-    sink_ctx *sk = NULL;
-    char *pbuf = NULL, *cond_json = NULL;
-    char *plist[MAX_PROMPTS];
     float *img = NULL, *lat = NULL, *ctx = NULL, *mask = NULL;
-    uint8_t *rgb = NULL;
-    st_writer *dw = NULL;
-    sink_condition cond;
-    int B = 1;
-    if (prompts_path) {
-        size_t len;
-        if ((rc = ss_read_file(prompts_path, (size_t)1 << 24, "prompts", &pbuf, &len)) < 0) goto done;
-        if ((rc = gen_split_lines(pbuf, prompts_path, plist, MAX_PROMPTS)) < 0) goto done;
-        B = rc;
-        rc = 0;
-    } else {
-        plist[0] = (char *)prompt;
-    }
-    q.prompts = (const char *const *)plist;
+    if ((rc = gen_read_prompts(&g)) < 0) goto done;
+    const int B = g.B;
+    q.prompts = (const char *const *)g.plist;
     q.n_prompts = B;
-    if (cond_path) {
-        if ((rc = sink_condition_load(&cond, cond_path)) < 0) goto done;
-        json_t *cj = sink_condition_to_json(&cond);
-        cond_json = json_dumps(cj, JSON_COMPACT | JSON_PRESERVE_ORDER | JSON_REAL_PRECISION(17));
-        json_decref(cj);
-        if (!cond_json) {
-            rc = ss_fail(SS_ENOMEM, "out of memory");
-            goto done;
-        }
-    }
-    if ((rc = pixartpipe_load_opts(&p, model, PIXARTPIPE_DEFER_TRANSFORMER)) < 0) goto done;
+    if ((rc = gen_load_condition(&g)) < 0 || (rc = pixartpipe_load_opts(&p, g.model, PIXARTPIPE_DEFER_TRANSFORMER)) < 0)
+        goto done;
     int H, W, Hb, Wb;
     if ((rc = pixartpipe_image_size(p, &q, &H, &W, &Hb, &Wb)) < 0) goto done;
     const pixart_config *tc = &p->tcfg;
     const int f = vae_factor(p->vae), C = tc->in_channels, h = Hb / f, w = Wb / f, S = q.max_sequence_length;
-    const int N = (h / tc->patch_size) * (w / tc->patch_size);
-    const size_t nl = (size_t)B * C * h * w;
+    const int ph = h / tc->patch_size, pw = w / tc->patch_size;
     ss_site sites[2 * PIXART_MAX_LAYERS];
-    const int ns = pixart_sites(tc, N, S, sites, 2 * PIXART_MAX_LAYERS);
-    if (cond_path) {
-        for (int i = 0; i < cond.n_layers - cond.n_from_sites; i++)
-            if (cond.layers[i] >= tc->num_layers) {
-                rc = ss_fail(SS_EARG, "%s: field 'layers' names block %d, but the model has %d blocks", cond_path,
-                             cond.layers[i], tc->num_layers);
-                goto done;
-            }
-        if ((rc = sink_condition_resolve(&cond, sites, ns, cond_path)) < 0 ||
-            (rc = sink_condition_check_sites(&cond, sites, ns, cond_path)) < 0 ||
-            (rc = sink_condition_check_pe(&cond, h / tc->patch_size, w / tc->patch_size, "PixArtTransformer2DModel",
-                                          cond_path)) < 0)
-            goto done;
-        if (!(sk = sink_ctx_new())) {
-            rc = ss_fail(SS_ENOMEM, "out of memory");
-            goto done;
-        }
-        sink_ctx_set_condition(sk, &cond);
-    }
-    if (gp.on && (rc = gen_probe_attach(&gp, &sk, sites, ns, model)) < 0) goto done;
-    if (!(img = malloc(sizeof(float) * (size_t)B * H * W * 3)) || !(lat = malloc(sizeof(float) * nl)) ||
-        !(rgb = malloc((size_t)H * W * 3))) {
+    const int ns = pixart_sites(tc, ph * pw, S, sites, 2 * PIXART_MAX_LAYERS);
+    if ((rc = gen_set_condition(&g, sites, ns, tc->num_layers, "blocks", 1, ph, pw, "PixArtTransformer2DModel")) < 0 ||
+        (g.gp.on && (rc = gen_probe_attach(&g.gp, &g.sk, sites, ns, g.model)) < 0))
+        goto done;
+    if (!(img = malloc(sizeof(float) * (size_t)B * H * W * 3)) || !(lat = malloc(sizeof(float) * (size_t)B * C * h * w))) {
         rc = ss_fail(SS_ENOMEM, "out of memory");
         goto done;
     }
-    if (lat_path) {
-        if ((rc = gen_read_latents(lat_path, B, C, h, w, lat)) < 0) {
+    if (g.latents) {
+        if ((rc = gen_read_latents(g.latents, B, C, h, w, lat)) < 0) {
             if (Hb != H || Wb != W) ss_err_prefix(rc, "%dx%d runs at the resolution bin %dx%d: ", W, H, Wb, Hb);
             goto done;
         }
         q.latents = lat;
     }
-    if (dump_path) {
-        if (!(dw = st_writer_new())) {
-            rc = ss_fail(SS_ENOMEM, "out of memory");
-            goto done;
-        }
-        q.dump = add_dump, q.dump_ctx = dw;
-    }
-    if (isatty(STDERR_FILENO)) q.progress = progress;
+    if ((rc = gen_open_dump(&g)) < 0) goto done;
+    if (g.dw) q.dump = gen_dump_add, q.dump_ctx = g.dw;
+    if (isatty(STDERR_FILENO)) q.progress = gen_progress;
     const int nt5 = pixartpipe_truncated(p, &q);
     if (nt5 < 0) {
         rc = nt5;
@@ -252,46 +123,17 @@ int cmd_generate_pixart(int argc, char **argv) {
     }
     if ((rc = pixartpipe_encode(p, &q, ctx, mask)) < 0) goto done;
     pixartpipe_release_encoders(p);
-    ss_bind_set_precision(tprec); /* the transformer's weights only: encoders and VAE stay f32 */
+    ss_bind_set_precision(g.tprec); /* the transformer's weights only: encoders and VAE stay f32 */
     rc = pixartpipe_load_transformer(p);
     ss_bind_set_precision(SS_PREC_F32);
-    if (rc < 0) goto done;
-    if ((rc = pixartpipe_denoise(p, &q, ctx, mask, img, lat, sk)) < 0) goto done;
-    if (save_path && (rc = gen_save_latents(save_path, B, C, h, w, lat)) < 0) goto done;
-    if (dw && (rc = st_writer_save(dw, dump_path)) < 0) goto done;
-    if (gp.on) {
-        const char *bp[2 * MAX_PROMPTS];
-        for (int b = 0; b < BB; b++) bp[b] = BB > B && b < B ? q.negative : plist[b % B];
-        if ((rc = gen_probe_save(&gp, sk, model, bp, BB, q.steps, cond_json)) < 0) goto done;
-    }
-    if (out) {
-        char seed_v[32], steps_v[32], cfg_v[48], path[4200];
-        snprintf(seed_v, sizeof seed_v, "%lld", (long long)seed);
-        snprintf(steps_v, sizeof steps_v, "%d", q.steps);
-        for (int prec = 1; prec <= 17; prec++) {
-            snprintf(cfg_v, sizeof cfg_v, "%.*g", prec, q.cfg);
-            if (strtod(cfg_v, NULL) == q.cfg) break;
-        }
-        for (int b = 0; b < B && rc >= 0; b++) {
-            const float *ib = img + (size_t)b * H * W * 3;
-            for (size_t i = 0; i < (size_t)H * W * 3; i++) rgb[i] = (uint8_t)nearbyintf(ib[i] * 255.0f);
-            gen_png_name(path, sizeof path, out, b, B);
-            const char *kv[20] = {"prompt", plist[b], "seed", seed_v, "steps", steps_v, "cfg", cfg_v, "model", model,
-                                  "latents", lat_path ? lat_path : "seeded", "scheduler", sched_name,
-                                  "Software", "sinkscope " SINKSCOPE_VERSION};
-            int nkv = 8;
-            if (prec_s) kv[2 * nkv] = "precision", kv[2 * nkv + 1] = prec_s, nkv++;
-            if (cond_json) kv[2 * nkv] = "condition", kv[2 * nkv + 1] = cond_json, nkv++;
-            rc = png_write_rgb(path, W, H, rgb, kv, nkv);
-        }
-        if (rc < 0) goto done;
-    }
-    exit_code = 0;
+    if (rc < 0 || (rc = pixartpipe_denoise(p, &q, ctx, mask, img, lat, g.sk)) < 0 ||
+        (rc = gen_write_outputs(&g, lat, C, h, w, BB, q.negative, q.steps)) < 0)
+        goto done;
+    char cfg_v[48];
+    gen_format_double(cfg_v, sizeof cfg_v, q.cfg);
+    rc = gen_write_pngs(&g, img, H, W, q.steps, "cfg", cfg_v, sched_name);
 done:
-    if (rc < 0) fprintf(stderr, "sinkscope generate: %s\n", ss_err());
-    st_writer_free(dw);
-    free(cond_json), free(pbuf), free(img), free(lat), free(rgb), free(ctx), free(mask);
-    sink_ctx_free(sk);
+    free(img), free(lat), free(ctx), free(mask);
     pixartpipe_free(p);
-    return exit_code;
+    return gen_end(&g, rc);
 }
