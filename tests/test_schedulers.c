@@ -343,10 +343,31 @@ static void test_bad_configs(void **st) {
     assert_non_null(strstr(ss_err(), "/nonexistent/scheduler_config.json"));
 }
 
+/* Repeating FlowMatch timesteps (every sigma 1: a dynamic shift far past max_image_seq_len, as at
+ * the dev-vae4-b3-t8 fixture's default size): diffusers' index_for_timestep starts at the second
+ * match and raises IndexError at the last step; we refuse that step with an error saying why,
+ * after the steps diffusers makes. */
+static void test_repeating_timesteps(void **st) {
+    (void)st;
+    ss_sched s;
+    assert_int_equal(ss_sched_load(&s, tc_path("fixtures/flux-pipeline/dev-vae4-b3-t8/scheduler/scheduler_config.json")), 0);
+    const double sig[4] = {1.0, 0.75, 0.5, 0.25}, mu = 0.3 + (1.4 - 0.3) / (64 - 4) * (4096 - 4);
+    assert_int_equal(ss_sched_set_timesteps(&s, 4, sig, &mu), 0);
+    for (int i = 1; i < 4; i++) assert_true(s.timesteps[i] == s.timesteps[0]);
+    float x[2] = {0, 0}, v[2] = {1, 1};
+    int i = 0, rc = 0;
+    for (; i < 4 && rc == 0; i++) rc = ss_sched_step(&s, s.timesteps[i], v, x, 2);
+    assert_int_equal(i, 4); /* steps 0-2 made (indices 1-3), the 4th refused */
+    assert_true(rc < 0);
+    assert_non_null(strstr(ss_err(), "timesteps repeat"));
+    ss_sched_free(&s);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_torch_linspace), cmocka_unit_test(test_cases), cmocka_unit_test(test_restart),
         cmocka_unit_test(test_load_dir),       cmocka_unit_test(test_bad_configs),
+        cmocka_unit_test(test_repeating_timesteps),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }

@@ -153,6 +153,11 @@ int ss_sched_step(ss_sched *s, double t, const float *m, float *x, size_t n) {
         if (first < 0) return ss_fail(SS_EARG, "flowmatch: timestep %g is not in the schedule", t);
         s->step_index = second >= 0 ? second : first;
     }
+    if (s->step_index >= s->num_steps) /* only when timesteps repeat: diffusers raises IndexError there */
+        return ss_fail(SS_EARG, "flowmatch: the schedule's %d timesteps repeat (t = %g occurs more than once; e.g. a "
+                       "dynamic shift from an image far past max_image_seq_len makes every sigma 1), so the step index, "
+                       "which starts at the second match as in diffusers' index_for_timestep, runs past the last step "
+                       "(diffusers fails here too); use a smaller image or another scheduler config", s->num_steps, t);
     int rc = fm_step(&s->fm, s->step_index, x, m, n);
     if (rc == 0) s->step_index++;
     return rc;
