@@ -18,7 +18,7 @@
  * are widened to fp32 right before use (exact, so results equal those of an fp32 copy). */
 typedef struct {
     const float *f;
-    const uint16_t *h;
+    const uint8_t *h; /* into the checkpoint's mapping (txenc.files), 2 bytes per value, any alignment */
     st_dtype dt;
 } txmat;
 
@@ -42,6 +42,8 @@ struct txenc {
     int n_owned, cap_owned;
     size_t weight_bytes; /* what the weights hold, as stored */
     size_t widen_max;    /* floats of the largest narrow Linear weight (the widening scratch) */
+    st_set *files;       /* the checkpoint, kept mapped while narrow weights point into it */
+    int keep_files;
 };
 
 /* ---------------- config ---------------- */
@@ -194,19 +196,16 @@ static int load_mat(txenc *e, const st_set *s, txmat *m, int64_t d0, int64_t d1,
         m->f = f;
         return rc;
     }
-    if (own_reserve(e) < 0) return SS_ENOMEM;
-    uint16_t *h = ss_malloc(t->nbytes ? t->nbytes : 1);
-    if (!h) return SS_ENOMEM;
-    memcpy(h, t->data, t->nbytes);
-    e->owned[e->n_owned++] = h;
+    /* used in place: the mapping stays open (file-backed pages, no second copy) */
+    e->keep_files = 1;
     e->weight_bytes += t->nbytes;
-    m->h = h, m->dt = t->dtype;
+    m->h = t->data, m->dt = t->dtype;
     return 0;
 }
 
 /* Values [off, off + n) of a narrow matrix, widened to fp32 exactly as the loader converts them. */
 static void mat_widen(float *dst, const txmat *m, size_t off, size_t n) {
-    st_tensor t = {.name = "", .dtype = m->dt, .ndim = 1, .numel = (int64_t)n, .data = m->h + off, .nbytes = 2 * n,
+    st_tensor t = {.name = "", .dtype = m->dt, .ndim = 1, .numel = (int64_t)n, .data = m->h + 2 * off, .nbytes = 2 * n,
                    .file = ""};
     t.shape[0] = (int64_t)n;
     st_to_f32(dst, &t); /* F16/BF16 with data: cannot fail */
@@ -291,6 +290,7 @@ void txenc_free(txenc *e) {
     if (!e) return;
     for (int i = 0; i < e->n_owned; i++) free(e->owned[i]);
     free(e->owned);
+    st_set_close(e->files);
     free(e->layers);
     free(e->dir);
     free(e);
@@ -315,7 +315,8 @@ int txenc_open(txenc **out, const char *dir) {
     if (rc >= 0) rc = st_set_open(&s, dir);
     if (rc >= 0 && !(e->layers = ss_calloc((size_t)e->c.n_layers, sizeof *e->layers))) rc = SS_ENOMEM;
     if (rc >= 0) rc = e->c.kind == TXENC_CLIP ? load_clip(e, s) : load_t5(e, s);
-    st_set_close(s);
+    if (e->keep_files) e->files = s; /* txenc_free closes it */
+    else st_set_close(s);
     if (rc < 0) {
         txenc_free(e);
         return rc;

@@ -15,9 +15,9 @@
  * Folders: config.json + model.safetensors (or model.safetensors.index.json shards), F32, F16 or
  * BF16. A full CLIPModel folder (model_type "clip") opens as its text tower: text_config with
  * CLIPTextConfig's defaults for the keys save_pretrained omits, the top-level projection_dim.
- * Weights: every Linear weight and the token embedding stored as F16 or BF16 stay in that form
- * (2 bytes per value) and are widened to fp32 right before use, one matrix at a time into a
- * scratch of the largest one; the widening is exact and the product the same fp32 sgemm call,
+ * Weights: every Linear weight and the token embedding stored as F16 or BF16 stay in that form,
+ * used in place from the checkpoint's mapping (file-backed pages, 2 bytes per value, no copy),
+ * and are widened to fp32 right before use, one matrix at a time into a scratch of the largest one; the widening is exact and the product the same fp32 sgemm call,
  * so outputs are bit-identical to converting everything at open. Other tensors (norms, biases,
  * position tables, projection) and F32 checkpoints are held in fp32. So T5-XXL's encoder (4.7B)
  * needs ~9.5 GB stored in BF16/F16 plus a 168 MB scratch (19 GB from an F32 checkpoint); on a 24
