@@ -8,7 +8,7 @@ timesteps (floats written with repr, exact for float32 values).
 
 Run from the repository root:
   PYTHONPATH=REFENV/src:REFENV /usr/bin/python3 tests/gen/gen_flowmatch_given_sigmas.py
-  (REFENV: a reference environment made by ../shared/refenv/setup.sh, diffusers 0.32.1 under REFENV/src)
+  (REFENV: a folder with diffusers 0.32.1's source under REFENV/src (github.com/huggingface/diffusers, v0.32.1) and a shim.py adapting it to Debian's PyTorch 1.13 (tests/fixtures/README-pipeline.md))
 """
 import json
 

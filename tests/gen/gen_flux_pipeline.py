@@ -4,7 +4,7 @@ float64), for tests/test_pipeline_flux.c.
 
 Run from the repository root:
   PYTHONPATH=TRANSFORMERS/src:REFENV/src:REFENV:tests/gen /usr/bin/python3 tests/gen/gen_flux_pipeline.py
-  (REFENV: a reference environment made by ../shared/refenv/setup.sh, diffusers 0.32.1 under REFENV/src; TRANSFORMERS: the transformers 4.39 tree, see tests/gen/refenv.py)
+  (REFENV: a folder with diffusers 0.32.1's source under REFENV/src (github.com/huggingface/diffusers, v0.32.1) and a shim.py adapting it to Debian's PyTorch 1.13 (tests/fixtures/README-pipeline.md); TRANSFORMERS: the transformers 4.39 tree, see tests/gen/refenv.py)
 
 Each variant is a diffusers FluxPipeline folder under tests/fixtures/flux-pipeline/NAME/:
   transformer/     a random FluxTransformer2DModel made and saved here by diffusers (F32)

@@ -25,7 +25,7 @@ How each expected tensor is taken from diffusers' own forward pass:
 
 Run from the repository root:
   PYTHONPATH=REFENV/src:REFENV /usr/bin/python3 tests/gen/gen_flux_variants.py
-  (REFENV: a reference environment made by ../shared/refenv/setup.sh, diffusers 0.32.1 under REFENV/src)
+  (REFENV: a folder with diffusers 0.32.1's source under REFENV/src (github.com/huggingface/diffusers, v0.32.1) and a shim.py adapting it to Debian's PyTorch 1.13 (tests/fixtures/README-pipeline.md))
 """
 import json
 import math

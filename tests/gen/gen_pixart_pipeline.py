@@ -5,7 +5,7 @@ for tests/test_pipeline_pixart.c.
 
 Run from the repository root (torch's AVX2 kernels, as sinkscope's schedulers assume by default):
   ATEN_CPU_CAPABILITY=avx2 PYTHONPATH=TRANSFORMERS/src:REFENV/src:REFENV:tests/gen /usr/bin/python3 tests/gen/gen_pixart_pipeline.py
-  (REFENV: a reference environment made by ../shared/refenv/setup.sh, diffusers 0.32.1 under REFENV/src; TRANSFORMERS:
+  (REFENV: a folder with diffusers 0.32.1's source under REFENV/src (github.com/huggingface/diffusers, v0.32.1) and a shim.py adapting it to Debian's PyTorch 1.13 (tests/fixtures/README-pipeline.md); TRANSFORMERS:
   the transformers 4.39 tree, see tests/gen/refenv.py)
 
 Each PixArt variant is a diffusers PixArtAlphaPipeline folder under tests/fixtures/pixart-pipeline/NAME/:

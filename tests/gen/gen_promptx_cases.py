@@ -13,7 +13,7 @@ that convert_ids_to_tokens spells with only commas, once "</w>" or the leading U
 
 Run from the repository root (see tests/gen/refenv.py for PYTHONPATH):
   PYTHONPATH=TRANSFORMERS/src:REFENV/src:REFENV:tests/gen /usr/bin/python3 tests/gen/gen_promptx_cases.py
-  (REFENV: a reference environment made by ../shared/refenv/setup.sh, diffusers 0.32.1 under REFENV/src; TRANSFORMERS: the transformers 4.39 tree, see tests/gen/refenv.py)"""
+  (REFENV: a folder with diffusers 0.32.1's source under REFENV/src (github.com/huggingface/diffusers, v0.32.1) and a shim.py adapting it to Debian's PyTorch 1.13 (tests/fixtures/README-pipeline.md); TRANSFORMERS: the transformers 4.39 tree, see tests/gen/refenv.py)"""
 import json, os, sys
 
 import refenv  # noqa: F401  (glue only)

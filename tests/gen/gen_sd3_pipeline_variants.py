@@ -4,7 +4,7 @@ tests/test_pipeline_sd3.c.
 
 Run from the repository root:
   PYTHONPATH=TRANSFORMERS/src:REFENV/src:REFENV:tests/gen /usr/bin/python3 tests/gen/gen_sd3_pipeline_variants.py
-  (REFENV: a reference environment made by ../shared/refenv/setup.sh, diffusers 0.32.1 under REFENV/src; TRANSFORMERS: the transformers 4.39 tree, see tests/gen/refenv.py)
+  (REFENV: a folder with diffusers 0.32.1's source under REFENV/src (github.com/huggingface/diffusers, v0.32.1) and a shim.py adapting it to Debian's PyTorch 1.13 (tests/fixtures/README-pipeline.md); TRANSFORMERS: the transformers 4.39 tree, see tests/gen/refenv.py)
 
 Each variant is a pipeline folder under tests/fixtures/sd3-pipeline-variants/NAME/ built from the
 components of tests/fixtures/sd3-pipeline-tiny (copied byte for byte) plus, where named, a new

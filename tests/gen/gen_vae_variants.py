@@ -3,7 +3,7 @@
 
 Run from the repository root:
   PYTHONPATH=REFENV/src:REFENV /usr/bin/python3 tests/gen/gen_vae_variants.py
-  (REFENV: a reference environment made by ../shared/refenv/setup.sh, diffusers 0.32.1 under REFENV/src)
+  (REFENV: a folder with diffusers 0.32.1's source under REFENV/src (github.com/huggingface/diffusers, v0.32.1) and a shim.py adapting it to Debian's PyTorch 1.13 (tests/fixtures/README-pipeline.md))
 
 Writes tests/fixtures/vae-variants/NAME/ for each variant below: config.json and
 diffusion_pytorch_model.safetensors (diffusers' own save_pretrained; weights stored as the
