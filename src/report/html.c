@@ -14,7 +14,6 @@
 #include "report/report.h"
 #include "report/spiral.h"
 
-#define MINUS "\xe2\x88\x92"
 
 /* Okabe-Ito: distinguishable with the common colour-vision deficiencies */
 static const char *const PALETTE[] = {"#0072B2", "#D55E00", "#009E73", "#CC79A7", "#E69F00", "#56B4E9", "#000000", "#999999"};
@@ -22,7 +21,7 @@ static const char *const PALETTE[] = {"#0072B2", "#D55E00", "#009E73", "#CC79A7"
 #define C_RAND "#D55E00"
 #define C_OTHER "#009E73"
 
-static void esc(FILE *f, const char *s) {
+void rp_html_esc(FILE *f, const char *s) {
     for (; s && *s; s++) {
         switch (*s) {
         case '&': fputs("&amp;", f); break;
@@ -89,7 +88,7 @@ static void put_ci(FILE *f, double m, double lo, double hi, int dec, int sign) {
 static void put_p(FILE *f, double p) {
     char b[32];
     if (!isnan(p) && p > 0 && p < 1e-4) {
-        fputs("&lt;10<sup>" MINUS "4</sup>", f);
+        fputs("&lt;10<sup>" RP_MINUS "4</sup>", f);
         return;
     }
     rp_fmt_p(b, sizeof b, p);
@@ -101,7 +100,7 @@ static void put_p_why(FILE *f, double p, const char *why) {
     put_p(f, p);
     if (isnan(p) && why && *why) {
         fputs("<br><span class=why>", f);
-        esc(f, why);
+        rp_html_esc(f, why);
         fputs("</span>", f);
     }
 }
@@ -158,20 +157,20 @@ void rp_tick_label(char *b, size_t cap, double v, double step) {
     if (fabs(v) < step * 1e-6) v = 0;
     char t[48];
     snprintf(t, sizeof t, "%.*f", dec, fabs(v));
-    if (snprintf(b, cap, "%s%s", v < 0 ? MINUS : "", t) >= (int)cap && cap) b[cap - 1] = 0;
+    if (snprintf(b, cap, "%s%s", v < 0 ? RP_MINUS : "", t) >= (int)cap && cap) b[cap - 1] = 0;
 }
 
-static void svg_open(FILE *f, int w, int h, const char *label) {
+void rp_svg_open(FILE *f, int w, int h, const char *label) {
     fprintf(f, "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"%d\" height=\"%d\" viewBox=\"0 0 %d %d\" role=\"img\" "
                "aria-label=\"",
             w, h, w, h);
-    esc(f, label);
+    rp_html_esc(f, label);
     fputs("\" font-family=\"Helvetica, Arial, sans-serif\" font-size=\"11\">\n", f);
 }
 
-static void text_at(FILE *f, double x, double y, const char *anchor, const char *extra, const char *s) {
+void rp_svg_text(FILE *f, double x, double y, const char *anchor, const char *extra, const char *s) {
     fprintf(f, "<text x=\"%.1f\" y=\"%.1f\" text-anchor=\"%s\"%s%s>", x, y, anchor, extra ? " " : "", extra ? extra : "");
-    esc(f, s);
+    rp_html_esc(f, s);
     fputs("</text>\n", f);
 }
 
@@ -189,7 +188,7 @@ static void plot_axes(plot *p, const char *title, const char *xlabel, const char
         double y = py(p, v);
         fprintf(f, "<line x1=\"%.1f\" x2=\"%.1f\" y1=\"%.1f\" y2=\"%.1f\" stroke=\"#e4e4e4\"/>\n", p->L, p->L + p->W, y, y);
         rp_tick_label(b, sizeof b, v, p->ystep);
-        text_at(f, p->L - 5, y + 3.5, "end", "fill=\"#444\"", b);
+        rp_svg_text(f, p->L - 5, y + 3.5, "end", "fill=\"#444\"", b);
     }
     if (p->logx) {
         for (double dec = pow(10, floor(log10(p->x0))); dec <= p->x1 * 1.0000001; dec *= 10)
@@ -199,7 +198,7 @@ static void plot_axes(plot *p, const char *title, const char *xlabel, const char
                 double x = px(p, v);
                 fprintf(f, "<line x1=\"%.1f\" x2=\"%.1f\" y1=\"%.1f\" y2=\"%.1f\" stroke=\"#e4e4e4\"/>\n", x, x, p->T, p->T + p->H);
                 snprintf(b, sizeof b, "%g", v);
-                text_at(f, x, p->T + p->H + 14, "middle", "fill=\"#444\"", b);
+                rp_svg_text(f, x, p->T + p->H + 14, "middle", "fill=\"#444\"", b);
             }
     } else {
         double first = ceil(p->x0 / p->xstep - 1e-9) * p->xstep;
@@ -209,15 +208,15 @@ static void plot_axes(plot *p, const char *title, const char *xlabel, const char
             double x = px(p, v);
             fprintf(f, "<line x1=\"%.1f\" x2=\"%.1f\" y1=\"%.1f\" y2=\"%.1f\" stroke=\"#e4e4e4\"/>\n", x, x, p->T, p->T + p->H);
             rp_tick_label(b, sizeof b, v, p->xstep);
-            text_at(f, x, p->T + p->H + 14, "middle", "fill=\"#444\"", b);
+            rp_svg_text(f, x, p->T + p->H + 14, "middle", "fill=\"#444\"", b);
         }
     }
     fprintf(f, "<path d=\"M%.1f %.1fV%.1fH%.1f\" fill=\"none\" stroke=\"#333\"/>\n", p->L, p->T, p->T + p->H, p->L + p->W);
-    if (title) text_at(f, p->L, p->T - 8, "start", "font-weight=\"600\" font-size=\"12\"", title);
-    if (xlabel) text_at(f, p->L + p->W / 2, p->T + p->H + 30, "middle", NULL, xlabel);
+    if (title) rp_svg_text(f, p->L, p->T - 8, "start", "font-weight=\"600\" font-size=\"12\"", title);
+    if (xlabel) rp_svg_text(f, p->L + p->W / 2, p->T + p->H + 30, "middle", NULL, xlabel);
     if (ylabel) {
         fprintf(f, "<text transform=\"translate(%.1f %.1f) rotate(-90)\" text-anchor=\"middle\">", p->L - 44, p->T + p->H / 2);
-        esc(f, ylabel);
+        rp_html_esc(f, ylabel);
         fputs("</text>\n", f);
     }
 }
@@ -243,7 +242,7 @@ static void legend(FILE *f, double x, double y, const char *const *labels, const
         double yy = y + 15 * i;
         fprintf(f, "<line x1=\"%.1f\" x2=\"%.1f\" y1=\"%.1f\" y2=\"%.1f\" stroke=\"%s\" stroke-width=\"2\"%s/>\n", x, x + 16, yy, yy,
                 colors[i], dashed ? " stroke-dasharray=\"4 2\"" : "");
-        text_at(f, x + 21, yy + 3.5, "start", NULL, labels[i]);
+        rp_svg_text(f, x + 21, yy + 3.5, "start", NULL, labels[i]);
     }
 }
 
@@ -266,7 +265,7 @@ static void fig_forest(FILE *f, const rp_analysis *a) {
         if (!isnan(s->ci_hi)) p2.x1 = fmax(p2.x1, s->ci_hi);
     }
     if (p2.x1 <= 0) p2.x1 = 0.01;
-    svg_open(f, w, h, "Forest plot of the paired effects per condition");
+    rp_svg_open(f, w, h, "Forest plot of the paired effects per condition");
     char b[48];
     for (int k = 0; k < 2; k++) {
         plot *p = k ? &p2 : &p1;
@@ -283,12 +282,12 @@ static void fig_forest(FILE *f, const rp_analysis *a) {
             fprintf(f, "<line x1=\"%.1f\" x2=\"%.1f\" y1=\"%.1f\" y2=\"%.1f\" stroke=\"%s\"/>\n", x, x, p->T, p->T + p->H,
                     fabs(v) < p->xstep * 1e-6 ? "#555" : "#e4e4e4");
             rp_tick_label(b, sizeof b, v, p->xstep);
-            text_at(f, x, p->T + p->H + 14, "middle", "fill=\"#444\"", b);
+            rp_svg_text(f, x, p->T + p->H + 14, "middle", "fill=\"#444\"", b);
         }
         fprintf(f, "<path d=\"M%.1f %.1fH%.1f\" stroke=\"#333\"/>\n", p->L, p->T + p->H, p->L + p->W);
-        text_at(f, p->L, 16, "start", "font-weight=\"600\" font-size=\"12\"",
+        rp_svg_text(f, p->L, 16, "start", "font-weight=\"600\" font-size=\"12\"",
                 k ? "(b) perceptual shift 1−SSIM vs paired baseline" : "(a) Δ GenEval accuracy (condition − baseline)");
-        text_at(f, p->L + p->W / 2, p->T + p->H + 32, "middle", NULL,
+        rp_svg_text(f, p->L + p->W / 2, p->T + p->H + 32, "middle", NULL,
                 k ? "mean 1−SSIM, 95% bootstrap CI" : "mean paired Δ, 95% bootstrap CI; band: equivalence margin");
     }
     for (int c = 1; c < e->n_conds; c++) {
@@ -297,9 +296,9 @@ static void fig_forest(FILE *f, const rp_analysis *a) {
             fprintf(f, "<rect x=\"0\" y=\"%.1f\" width=\"%d\" height=\"%d\" fill=\"#000\" fill-opacity=\"0.03\"/>\n", y - row / 2.0,
                     w, row);
         fprintf(f, "<text x=\"6\" y=\"%.1f\" font-weight=\"600\">", y - 2);
-        esc(f, e->conds[c].name);
+        rp_html_esc(f, e->conds[c].name);
         fprintf(f, "</text><text x=\"6\" y=\"%.1f\" font-size=\"10\" fill=\"#666\">", y + 10);
-        esc(f, e->conds[c].desc);
+        rp_html_esc(f, e->conds[c].desc);
         fputs("</text>\n", f);
         const char *col = cond_color(e, c);
         for (int k = 0; k < 2; k++) {
@@ -325,7 +324,7 @@ static void fig_dd(FILE *f, const rp_analysis *a) {
             const rp_metric *m = &a->cr[k ? a->dd[i].rand : a->dd[i].sink].m[M_SHIFT];
             if (!isnan(m->ci_hi)) p.y1 = fmax(p.y1, m->ci_hi);
         }
-    svg_open(f, w, h, "Perceptual shift of sink removal vs equal-budget random removal");
+    rp_svg_open(f, w, h, "Perceptual shift of sink removal vs equal-budget random removal");
     p.ystep = rp_nice_range(&p.y0, &p.y1, 5);
     char b[48];
     for (int i = 0;; i++) {
@@ -333,7 +332,7 @@ static void fig_dd(FILE *f, const rp_analysis *a) {
         if (v > p.y1 + p.ystep * 1e-6) break;
         fprintf(f, "<line x1=\"%.1f\" x2=\"%.1f\" y1=\"%.1f\" y2=\"%.1f\" stroke=\"#e4e4e4\"/>\n", p.L, p.L + p.W, py(&p, v), py(&p, v));
         rp_tick_label(b, sizeof b, v, p.ystep);
-        text_at(f, p.L - 5, py(&p, v) + 3.5, "end", "fill=\"#444\"", b);
+        rp_svg_text(f, p.L - 5, py(&p, v) + 3.5, "end", "fill=\"#444\"", b);
     }
     for (int i = 0; i < n; i++) {
         for (int k = 0; k < 2; k++) {
@@ -347,22 +346,22 @@ static void fig_dd(FILE *f, const rp_analysis *a) {
             fprintf(f, "<path d=\"M%.1f %.1fV%.1fM%.1f %.1fH%.1fM%.1f %.1fH%.1f\" stroke=\"#222\"/>\n", x + 10, py(&p, m->ci_lo),
                     py(&p, m->ci_hi), x + 6, py(&p, m->ci_lo), x + 14, x + 6, py(&p, m->ci_hi), x + 14);
         }
-        text_at(f, p.L + gw * i + gw / 2.0, p.T + p.H + 14, "middle", NULL, e->conds[a->dd[i].sink].name);
+        rp_svg_text(f, p.L + gw * i + gw / 2.0, p.T + p.H + 14, "middle", NULL, e->conds[a->dd[i].sink].name);
         if (a->dd[i].shift.ok && a->dd[i].shift.mean_rand > 0) {
             snprintf(b, sizeof b, "%.1f×", a->dd[i].shift.mean_sink / a->dd[i].shift.mean_rand);
-            text_at(f, p.L + gw * i + gw / 2.0, p.T + p.H + 27, "middle", "fill=\"#666\" font-size=\"10\"", b);
+            rp_svg_text(f, p.L + gw * i + gw / 2.0, p.T + p.H + 27, "middle", "fill=\"#666\" font-size=\"10\"", b);
         }
     }
     fprintf(f, "<path d=\"M%.1f %.1fV%.1fH%.1f\" fill=\"none\" stroke=\"#333\"/>\n", p.L, p.T, p.T + p.H, p.L + p.W);
-    text_at(f, p.L, 18, "start", "font-weight=\"600\" font-size=\"12\"", "1−SSIM: sink removal vs random removal");
+    rp_svg_text(f, p.L, 18, "start", "font-weight=\"600\" font-size=\"12\"", "1−SSIM: sink removal vs random removal");
     fprintf(f, "<text transform=\"translate(%.1f %.1f) rotate(-90)\" text-anchor=\"middle\">mean 1−SSIM (95%% CI)</text>\n",
             p.L - 48, p.T + p.H / 2);
     const char *L[] = {"top-k sinks", "random keys (same budget)"}, *C[] = {C_SINK, C_RAND};
     for (int i = 0; i < 2; i++) {
         fprintf(f, "<rect x=\"%.1f\" y=\"%.1f\" width=\"12\" height=\"12\" fill=\"%s\"/>\n", p.L + p.W + 20, p.T + 10 + 18.0 * i, C[i]);
-        text_at(f, p.L + p.W + 38, p.T + 20 + 18.0 * i, "start", NULL, L[i]);
+        rp_svg_text(f, p.L + p.W + 38, p.T + 20 + 18.0 * i, "start", NULL, L[i]);
     }
-    text_at(f, p.L + p.W + 20, p.T + 62, "start", "fill=\"#666\" font-size=\"10\"", "below a pair: sink/random ratio");
+    rp_svg_text(f, p.L + p.W + 20, p.T + 62, "start", "fill=\"#666\" font-size=\"10\"", "below a pair: sink/random ratio");
     fputs("</svg>\n", f);
 }
 
@@ -385,7 +384,7 @@ static void fig_sweep(FILE *f, const rp_analysis *a, const rp_sweep *s) {
             if (!isnan(m->ci_lo)) p.y0 = fmin(p.y0, m->ci_lo), p.y1 = fmax(p.y1, m->ci_hi);
         }
         if (!w) p.y0 = fmin(p.y0, -a->o->margin), p.y1 = fmax(p.y1, a->o->margin);
-        svg_open(f, 420, 290, w ? "Dose-response: perceptual shift" : "Dose-response: alignment");
+        rp_svg_open(f, 420, 290, w ? "Dose-response: perceptual shift" : "Dose-response: alignment");
         char title[96];
         snprintf(title, sizeof title, "(%c) %s vs %s", 'a' + w, w ? "1−SSIM" : "Δ GenEval accuracy", s->param ? "k" : "η");
         plot_axes(&p, title, s->param ? "k (keys per head)" : "η (score scale; 0 = full removal)",
@@ -416,7 +415,7 @@ static void fig_sweep(FILE *f, const rp_analysis *a, const rp_sweep *s) {
             rp_fmt_signed(rho, sizeof rho, s->trend[w].rho, 2);
             if (snprintf(b, sizeof b, "trend: slope %s per unit (p = %s), Spearman ρ = %s", sl, pp, rho) >= (int)sizeof b)
                 b[sizeof b - 1] = 0;
-            text_at(f, p.L + p.W / 2, p.T + p.H + 48, "middle", "fill=\"#333\" font-size=\"10.5\"", b);
+            rp_svg_text(f, p.L + p.W / 2, p.T + p.H + 48, "middle", "fill=\"#333\" font-size=\"10.5\"", b);
         }
         fputs("</svg>\n", f);
     }
@@ -452,7 +451,7 @@ static void fig_dynamics(FILE *f, const rp_analysis *a) {
             }
         if (!any) continue;
         if (s != 1) p.y0 = fmin(p.y0, 0); /* masses and norms from 0; entropy zoomed */
-        svg_open(f, 500, 270, DYN_LABEL[s]);
+        rp_svg_open(f, 500, 270, DYN_LABEL[s]);
         char title[128];
         snprintf(title, sizeof title, "(%c) %s", 'a' + panel++, DYN_SHORT[s]);
         plot_axes(&p, title, use_step ? "denoising step" : "t/T (0 = noisiest step)", DYN_SHORT[s]);
@@ -499,7 +498,7 @@ static void fig_locality(FILE *f, const rp_analysis *a) {
         plot p = {.f = f, .L = 56, .T = 28, .W = 280, .H = 140, .x0 = d->bin_lo, .x1 = d->bin_lo + (double)d->n_bins * d->bin_w,
                   .y0 = 0, .y1 = (double)mx / d->n_keys};
         p.xstep = rp_nice_range(&(double){p.x0}, &(double){p.x1}, 5); /* ticks only; the window stays exact */
-        svg_open(f, 360, 230, "Histogram of top-1 sink key indices");
+        rp_svg_open(f, 360, 230, "Histogram of top-1 sink key indices");
         char title[96];
         char sl[48];
         if (d->site >= 0) snprintf(title, sizeof title, "%s: top-1 key index", rp_site_label(sl, sizeof sl, d->block, d->site, 1));
@@ -514,7 +513,7 @@ static void fig_locality(FILE *f, const rp_analysis *a) {
         }
         snprintf(title, sizeof title, "keys %d–%d hold %.1f%% of the top-1 sinks", d->bin_lo, d->bin_lo + d->n_bins * d->bin_w - 1,
                  100.0 * d->n_in_window / d->n_keys);
-        text_at(f, p.L + p.W / 2, p.T + p.H + 46, "middle", "fill=\"#333\" font-size=\"10.5\"", title);
+        rp_svg_text(f, p.L + p.W / 2, p.T + p.H + 46, "middle", "fill=\"#333\" font-size=\"10.5\"", title);
         fputs("</svg>\n", f);
     }
     fputs("</div>\n", f);
@@ -625,26 +624,26 @@ static void fig_qualitative(FILE *f, const rp_analysis *a, const char *out_dir) 
     fputs("<table class=qual><thead><tr><th class=l>prompt (seed)</th>", f);
     for (int c = 0; c < nc; c++) {
         fputs("<th>", f);
-        esc(f, e->conds[cols[c]].name);
+        rp_html_esc(f, e->conds[cols[c]].name);
         fputs("<br><span class=muted>", f);
-        esc(f, e->conds[cols[c]].desc);
+        rp_html_esc(f, e->conds[cols[c]].desc);
         fputs("</span></th>", f);
     }
     fputs("</tr></thead><tbody>\n", f);
     for (int r = 0; r < nr; r++) {
         const rp_record *base = &e->recs[rows[r]];
         fputs("<tr><td class=l style=\"max-width:220px;white-space:normal\">", f);
-        esc(f, base->prompt_text ? base->prompt_text : "");
+        rp_html_esc(f, base->prompt_text ? base->prompt_text : "");
         fprintf(f, "<br><span class=muted>#%d, seed %" PRIu64, base->prompt, base->seed);
         if (base->tag >= 0) {
             fputs(", ", f);
-            esc(f, e->tags[base->tag]);
+            rp_html_esc(f, e->tags[base->tag]);
         }
         fputs("</span></td>", f);
         for (int c = 0; c < nc; c++) {
             const rp_record *x = c ? &e->recs[rp_find(e, cols[c], base->prompt, base->seed)] : base;
             fputs("<td><img alt=\"", f);
-            esc(f, e->conds[cols[c]].name);
+            rp_html_esc(f, e->conds[cols[c]].name);
             fputs("\" src=\"", f);
             int dw = 0;
             if (embed_png(f, a->o->exp_dir, out_dir, x->image, &dw) < 0) {
@@ -668,9 +667,9 @@ static void th(FILE *f, const char *s, int left) { fprintf(f, "<th%s>%s</th>", l
 
 static void cond_cell(FILE *f, const rp_exp *e, int c) {
     fputs("<td class=l><b>", f);
-    esc(f, e->conds[c].name);
+    rp_html_esc(f, e->conds[c].name);
     fputs("</b><br><span class=muted>", f);
-    esc(f, e->conds[c].desc);
+    rp_html_esc(f, e->conds[c].desc);
     fputs("</span></td>", f);
 }
 
@@ -692,7 +691,7 @@ static void table_key(FILE *f, const rp_analysis *a) {
         cond_cell(f, e, c);
         fprintf(f, "<td>%d", r->n_pairs);
         if (r->n_no_baseline + r->n_not_run)
-            fprintf(f, " <span class=muted title=\"skipped: %d without baseline, %d not run\">(" MINUS "%d)</span>", r->n_no_baseline,
+            fprintf(f, " <span class=muted title=\"skipped: %d without baseline, %d not run\">(" RP_MINUS "%d)</span>", r->n_no_baseline,
                     r->n_not_run, r->n_no_baseline + r->n_not_run);
         fputs("</td><td>", f);
         if (isnan(g->base_mean)) fputs("–", f);
@@ -712,7 +711,7 @@ static void table_key(FILE *f, const rp_analysis *a) {
             fprintf(f, "</td><td>%s", g->verdict);
             if (g->why[0]) {
                 fputs("<br><span class=why>", f);
-                esc(f, g->why);
+                rp_html_esc(f, g->why);
                 fputs("</span>", f);
             }
         }
@@ -726,7 +725,7 @@ static void table_key(FILE *f, const rp_analysis *a) {
                 fputs("<td>", f);
                 put_ci(f, x->dd.mean, x->dd.ci_lo, x->dd.ci_hi, 4, 1);
                 fputs("<br><span class=muted>vs ", f);
-                esc(f, e->conds[a->dd[i].rand].name);
+                rp_html_esc(f, e->conds[a->dd[i].rand].name);
                 fputs("</span></td><td>", f);
                 put_p_why(f, x->p_one, x->why);
                 fputs("</td>", f);
@@ -745,7 +744,7 @@ static void fid_cells(FILE *f, const rp_metric *m) {
     else put_ci(f, m->mean, m->ci_lo, m->ci_hi, 1, 0);
     if (isnan(m->mean) && m->why[0]) {
         fputs("<br><span class=why>", f);
-        esc(f, m->why);
+        rp_html_esc(f, m->why);
         fputs("</span>", f);
     }
     fprintf(f, "</td><td>%d</td>", m->n);
@@ -763,13 +762,13 @@ static void table_learned(FILE *f, const rp_analysis *a) {
             a->o->margin_clip_t);
     if (has_f) {
         fputs(" FID_shift: Fréchet distance of the condition's images to their paired baseline images on <b>", f);
-        esc(f, e->fid_mode);
+        rp_html_esc(f, e->fid_mode);
         fprintf(f, "</b> Inception pool3 features, N pairs (N &lt; 2048: rank-deficient covariances; FID grows as N shrinks), "
                    "95%% percentile bootstrap CI over pairs (%d resamples); 1e-6·I added only if the first square root is not "
                    "finite. Calibration rows (no intervention) show the noise floor:", a->o->fid_bootstrap);
         for (int i = 0; i < a->n_fid_cal; i++) {
             fprintf(f, " <i>%s</i>: ", a->fid_cal[i].label);
-            esc(f, a->fid_cal[i].definition);
+            rp_html_esc(f, a->fid_cal[i].definition);
             fputc('.', f);
         }
     }
@@ -804,7 +803,7 @@ static void table_learned(FILE *f, const rp_analysis *a) {
                 fprintf(f, "</td><td>%s", g->verdict);
                 if (g->why[0]) {
                     fputs("<br><span class=why>", f);
-                    esc(f, g->why);
+                    rp_html_esc(f, g->why);
                     fputs("</span>", f);
                 }
                 fputs("</td>", f);
@@ -821,7 +820,7 @@ static void table_learned(FILE *f, const rp_analysis *a) {
                 fprintf(f, "<td%s>", x->dd.ci_lo > 0 ? " class=sig" : "");
                 put_ci(f, x->dd.mean, x->dd.ci_lo, x->dd.ci_hi, 4, 1);
                 fputs("<br><span class=muted>vs ", f);
-                esc(f, e->conds[a->dd[i].rand].name);
+                rp_html_esc(f, e->conds[a->dd[i].rand].name);
                 fputs("</span></td><td>", f);
                 put_p_why(f, x->p_one, x->why);
                 fputs("</td>", f);
@@ -854,9 +853,9 @@ static void table_dd(FILE *f, const rp_analysis *a) {
     for (int i = 0; i < a->n_dd; i++) {
         const rp_dd *d = &a->dd[i];
         fputs("<tr><td class=l><b>", f);
-        esc(f, e->conds[d->sink].name);
+        rp_html_esc(f, e->conds[d->sink].name);
         fputs("</b></td><td class=l>", f);
-        esc(f, e->conds[d->rand].name);
+        rp_html_esc(f, e->conds[d->rand].name);
         fprintf(f, "</td><td>%d</td>", d->n);
         if (d->shift.ok) {
             fprintf(f, "<td>%.4f</td><td>%.4f</td><td>", d->shift.mean_sink, d->shift.mean_rand);
@@ -900,7 +899,7 @@ static void table_secondary(FILE *f, const rp_analysis *a) {
     for (int c = 1; c < e->n_conds; c++) {
         const rp_cond_res *r = &a->cr[c];
         fputs("<tr><td class=l><b>", f);
-        esc(f, e->conds[c].name);
+        rp_html_esc(f, e->conds[c].name);
         fprintf(f, "</b></td><td>%d</td><td>", r->n_pairs);
         const rp_metric *m = &r->m[M_MSE];
         if (isnan(m->mean)) fputs("–", f);
@@ -930,7 +929,7 @@ static void table_sweeps(FILE *f, const rp_analysis *a) {
             fprintf(f, "<tr><td class=l>%d (%s)</td><td class=l>", i + 1, s->param ? "k" : "η");
             for (int j = 0; j < s->n; j++) {
                 if (j) fputs(", ", f);
-                esc(f, e->conds[s->conds[j]].name);
+                rp_html_esc(f, e->conds[s->conds[j]].name);
                 fprintf(f, " (%g)", s->dose[j]);
             }
             fprintf(f, "</td><td class=l>%s</td>", w ? "1−SSIM" : "Δ alignment");
@@ -965,11 +964,11 @@ static void table_tags(FILE *f, const rp_analysis *a) {
     th(f, "condition", 1);
     for (int t = 0; t < e->n_tags; t++) {
         fputs("<th>", f);
-        esc(f, e->tags[t]);
+        rp_html_esc(f, e->tags[t]);
         fputs("</th>", f);
     }
     fputs("</tr></thead><tbody>\n<tr><td class=l><b>", f);
-    esc(f, e->conds[0].name);
+    rp_html_esc(f, e->conds[0].name);
     fputs("</b> <span class=muted>accuracy</span></td>", f);
     for (int t = 0; t < e->n_tags; t++) {
         const rp_tag_cell *b = &a->tags[t];
@@ -979,7 +978,7 @@ static void table_tags(FILE *f, const rp_analysis *a) {
     fputs("</tr>\n", f);
     for (int c = 1; c < e->n_conds; c++) {
         fputs("<tr><td class=l><b>", f);
-        esc(f, e->conds[c].name);
+        rp_html_esc(f, e->conds[c].name);
         fputs("</b></td>", f);
         for (int t = 0; t < e->n_tags; t++) {
             const rp_tag_cell *x = &a->tags[c * e->n_tags + t];
@@ -988,7 +987,7 @@ static void table_tags(FILE *f, const rp_analysis *a) {
             put_ci(f, x->mean, x->ci_lo, x->ci_hi, 3, 1);
             if (x->n < 2 && x->why[0]) {
                 fputs("<br><span class=why>", f);
-                esc(f, x->why);
+                rp_html_esc(f, x->why);
                 fputs("</span>", f);
             }
             if (!isnan(x->shift)) fprintf(f, "<br><span class=muted>1−SSIM %.3f</span>", x->shift);
@@ -1070,7 +1069,7 @@ static void table_verification(FILE *f, const rp_analysis *a) {
             fputs("<tr><td class=l>", f);
             if (b == 0) {
                 fputs("<b>", f);
-                esc(f, e->conds[a->ver[i].cond].name);
+                rp_html_esc(f, e->conds[a->ver[i].cond].name);
                 fputs("</b>", f);
             }
             char sl[48];
@@ -1119,15 +1118,15 @@ int rp_write_html(const rp_analysis *a, const char *out_dir) {
     fputs("<!DOCTYPE html>\n<html lang=en><head><meta charset=utf-8>\n<title>sinkscope report</title>\n<style>\n", f);
     fputs(CSS, f);
     fputs("</style></head><body>\n<h1>Attention-sink interventions: paired report</h1>\n<p class=meta>Model <code>", f);
-    esc(f, *e->model ? e->model : "?");
+    rp_html_esc(f, *e->model ? e->model : "?");
     fputs("</code>", f);
     if (*e->model_digest) {
         fputs(" <span class=muted>(", f);
-        esc(f, e->model_digest);
+        rp_html_esc(f, e->model_digest);
         fputs(")</span>", f);
     }
     fputs(" · prompts <code>", f);
-    esc(f, *e->prompts ? e->prompts : "?");
+    rp_html_esc(f, *e->prompts ? e->prompts : "?");
     fputs("</code>", f);
     /* fields experiment.json may lack are left out rather than shown as -1 / nan */
     if (e->n_prompts > 0 && e->seeds_per_prompt > 0) fprintf(f, " · %d prompts × %d seeds", e->n_prompts, e->seeds_per_prompt);
@@ -1135,7 +1134,7 @@ int rp_write_html(const rp_analysis *a, const char *out_dir) {
     if (isfinite(e->cfg)) fprintf(f, " · CFG %g", e->cfg);
     if (e->precision[0]) {
         fputs(" · precision ", f);
-        esc(f, e->precision);
+        rp_html_esc(f, e->precision);
     }
     fprintf(f, " · %d conditions · %d records used of %d lines", e->n_conds, e->n_recs, e->n_lines);
     if (e->img_flagged)
@@ -1144,7 +1143,7 @@ int rp_write_html(const rp_analysis *a, const char *out_dir) {
                 e->img_flagged, e->img_checked, e->img_count[RP_IMG_MISSING], e->img_count[RP_IMG_SIZE], e->img_count[RP_IMG_DIGEST],
                 e->img_flagged - e->img_count[RP_IMG_MISSING] - e->img_count[RP_IMG_SIZE] - e->img_count[RP_IMG_DIGEST]);
     fputs(" · sinkscope ", f);
-    esc(f, *e->version ? e->version : "?");
+    rp_html_esc(f, *e->version ? e->version : "?");
     fputs("</p>\n", f);
 
     fputs("<h2>1. Effects of each intervention</h2>\n", f);
@@ -1184,7 +1183,7 @@ int rp_write_html(const rp_analysis *a, const char *out_dir) {
             fprintf(f, "<figure><h3>Sweep %d: %s over ", i + 1, s->param ? "k" : "η");
             for (int j = 0; j < s->n; j++) {
                 fputs(j ? ", " : "", f);
-                esc(f, e->conds[s->conds[j]].name);
+                rp_html_esc(f, e->conds[s->conds[j]].name);
                 fprintf(f, " (%g)", s->dose[j]);
             }
             fputs("</h3>", f);
@@ -1270,7 +1269,7 @@ int rp_write_html(const rp_analysis *a, const char *out_dir) {
             e->img_checked, e->img_with_digest, e->img_existence_only, e->img_flagged);
     for (int i = 0; i < e->n_notes; i++) {
         fputs("<li>", f);
-        esc(f, e->notes[i]);
+        rp_html_esc(f, e->notes[i]);
         fputs("</li>\n", f);
     }
     fputs("</ul>\n<p class=muted>Generated by <code>sinkscope report</code>; numbers in <code>summary.json</code> and the CSV "

@@ -371,5 +371,11 @@ int rp_write_html(const rp_analysis *a, const char *out_dir);
  * a tick's label at that step's precision, with a typographic minus. */
 double rp_nice_range(double *lo, double *hi, int target);
 void rp_tick_label(char *b, size_t cap, double v, double step);
+/* HTML/SVG text: & < > " ' escaped (NULL writes nothing); an <svg> element's opening tag (size,
+ * viewBox, aria-label, font); a <text> at (x, y) with text-anchor and optional extra attributes. */
+#define RP_MINUS "\xe2\x88\x92" /* U+2212, the typographic minus of tick labels */
+void rp_html_esc(FILE *f, const char *s);
+void rp_svg_open(FILE *f, int w, int h, const char *label);
+void rp_svg_text(FILE *f, double x, double y, const char *anchor, const char *extra, const char *s);
 
 #endif

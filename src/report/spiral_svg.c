@@ -10,35 +10,10 @@
 #include "core/err.h"
 #include "report/spiral.h"
 
-#define MINUS "\xe2\x88\x92"
-
 /* colour-blind-safe (Okabe-Ito) per key type, in ss_tok order: image, text, word, eos, pad, comma, bos, other */
 static const char *const TYPE_COLOR[SS_TOK_N] = {"#0072B2", "#8C8C8C", "#009E73", "#D55E00",
                                                  "#CC79A7", "#E69F00", "#56B4E9", "#404040"};
 static const char *const SERIES[8] = {"#0072B2", "#D55E00", "#009E73", "#CC79A7", "#E69F00", "#56B4E9", "#000000", "#999999"};
-
-static void esc(FILE *f, const char *s) {
-    for (; *s; s++) {
-        if (*s == '<') fputs("&lt;", f);
-        else if (*s == '>') fputs("&gt;", f);
-        else if (*s == '&') fputs("&amp;", f);
-        else if (*s == '"') fputs("&quot;", f);
-        else fputc(*s, f);
-    }
-}
-
-static void svg_open(FILE *f, int w, int h, const char *label) {
-    fprintf(f, "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"%d\" height=\"%d\" viewBox=\"0 0 %d %d\" role=\"img\" aria-label=\"",
-            w, h, w, h);
-    esc(f, label);
-    fputs("\" font-family=\"Helvetica, Arial, sans-serif\" font-size=\"11\">\n", f);
-}
-
-static void text_at(FILE *f, double x, double y, const char *anchor, const char *extra, const char *s) {
-    fprintf(f, "<text x=\"%.1f\" y=\"%.1f\" text-anchor=\"%s\"%s%s>", x, y, anchor, extra ? " " : "", extra ? extra : "");
-    esc(f, s);
-    fputs("</text>\n", f);
-}
 
 /* ---- axes ---- */
 
@@ -63,7 +38,7 @@ static int y_ok(const plot *p, double y) { return isfinite(y) && (!p->logy || y 
 static void grid_h(const plot *p, double yv, const char *label) {
     double y = py(p, yv);
     fprintf(p->f, "<line x1=\"%.1f\" x2=\"%.1f\" y1=\"%.1f\" y2=\"%.1f\" stroke=\"#e4e4e4\"/>\n", p->L, p->L + p->W, y, y);
-    text_at(p->f, p->L - 5, y + 3.5, "end", "fill=\"#444\"", label);
+    rp_svg_text(p->f, p->L - 5, y + 3.5, "end", "fill=\"#444\"", label);
 }
 
 /* The y axis from the data range [lo, hi] (finite; > 0 with logy), the frame, title and labels. */
@@ -97,10 +72,10 @@ static void axes(plot *p, double lo, double hi, const char *title, const char *y
         }
     }
     fprintf(f, "<path d=\"M%.1f %.1fV%.1fH%.1f\" fill=\"none\" stroke=\"#333\"/>\n", p->L, p->T, p->T + p->H, p->L + p->W);
-    if (title) text_at(f, p->L, p->T - 9, "start", "font-weight=\"600\" font-size=\"12.5\"", title);
+    if (title) rp_svg_text(f, p->L, p->T - 9, "start", "font-weight=\"600\" font-size=\"12.5\"", title);
     if (ylabel) {
         fprintf(f, "<text transform=\"translate(%.1f %.1f) rotate(-90)\" text-anchor=\"middle\">", p->L - 46, p->T + p->H / 2);
-        esc(f, ylabel);
+        rp_html_esc(f, ylabel);
         fputs("</text>\n", f);
     }
 }
@@ -114,13 +89,13 @@ static void x_cats(const plot *p, const char *const *labels, const char *xlabel)
         double x = pxc(p, i), y = p->T + p->H + 13;
         if (rot) {
             fprintf(p->f, "<text transform=\"translate(%.1f %.1f) rotate(-50)\" text-anchor=\"end\" fill=\"#444\">", x + 3, y - 4);
-            esc(p->f, labels[i]);
+            rp_html_esc(p->f, labels[i]);
             fputs("</text>\n", p->f);
         } else {
-            text_at(p->f, x, y, "middle", "fill=\"#444\"", labels[i]);
+            rp_svg_text(p->f, x, y, "middle", "fill=\"#444\"", labels[i]);
         }
     }
-    if (xlabel) text_at(p->f, p->L + p->W / 2, p->T + p->H + (rot ? 62 : 30), "middle", NULL, xlabel);
+    if (xlabel) rp_svg_text(p->f, p->L + p->W / 2, p->T + p->H + (rot ? 62 : 30), "middle", NULL, xlabel);
 }
 
 static void x_nums(plot *p, const char *xlabel) {
@@ -133,9 +108,9 @@ static void x_nums(plot *p, const char *xlabel) {
         double x = pxn(p, v);
         fprintf(p->f, "<line x1=\"%.1f\" x2=\"%.1f\" y1=\"%.1f\" y2=\"%.1f\" stroke=\"#333\"/>\n", x, x, p->T + p->H, p->T + p->H + 4);
         rp_tick_label(b, sizeof b, v, step);
-        text_at(p->f, x, p->T + p->H + 15, "middle", "fill=\"#444\"", b);
+        rp_svg_text(p->f, x, p->T + p->H + 15, "middle", "fill=\"#444\"", b);
     }
-    if (xlabel) text_at(p->f, p->L + p->W / 2, p->T + p->H + 30, "middle", NULL, xlabel);
+    if (xlabel) rp_svg_text(p->f, p->L + p->W / 2, p->T + p->H + 30, "middle", NULL, xlabel);
 }
 
 /* kind: 0 line, 1 dashed line, 2 filled square */
@@ -145,7 +120,7 @@ static void legend_item(FILE *f, double x, double y, const char *label, const ch
     else
         fprintf(f, "<line x1=\"%.1f\" x2=\"%.1f\" y1=\"%.1f\" y2=\"%.1f\" stroke=\"%s\" stroke-width=\"2\"%s/>\n", x, x + 16, y, y,
                 col, kind ? " stroke-dasharray=\"5 3\"" : "");
-    text_at(f, x + 21, y + 3.5, "start", NULL, label);
+    rp_svg_text(f, x + 21, y + 3.5, "start", NULL, label);
 }
 
 /* ---- sites of the chart: the union over the conditions, in model order ---- */
@@ -235,7 +210,7 @@ static int depth_chart(FILE *f, panels *pn, const rp_spiral *sp, const sites *u,
     if (logy == 2) lo = fmin(lo, 0), hi = fmax(hi, 1);
     if (!logy && lo > 0 && lo < 0.5 * hi) lo = 0;
     int rot = p.W / p.ncat < 52;
-    svg_open(f, 800, (int)(p.T + p.H + (rot ? 72 : 42)), aria);
+    rp_svg_open(f, 800, (int)(p.T + p.H + (rot ? 72 : 42)), aria);
     axes(&p, lo, hi, panel_title(pn, tb, sizeof tb, title), ylabel);
     x_cats(&p, u->lab, "attention site (model order)");
     if (!p.logy && p.y0 < 0 && p.y1 > 0) {
@@ -324,15 +299,15 @@ static int heatmap(FILE *f, panels *pn, const rps_cond *c, step_val val, int log
     double cw = W / nst, ch = c->n_sites > 40 ? 560.0 / c->n_sites : 14;
     if (ch > 22) ch = 22;
     double H = ch * c->n_sites;
-    svg_open(f, 800, (int)(T + H + 48), aria);
+    rp_svg_open(f, 800, (int)(T + H + 48), aria);
     char col[16], b[48], nm[48], tb[200];
-    text_at(f, L, T - 9, "start", "font-weight=\"600\" font-size=\"12.5\"", panel_title(pn, tb, sizeof tb, title));
+    rp_svg_text(f, L, T - 9, "start", "font-weight=\"600\" font-size=\"12.5\"", panel_title(pn, tb, sizeof tb, title));
     int labels_every = ch >= 10 ? 1 : (int)ceil(10 / ch);
     fputs("<g shape-rendering=\"crispEdges\">\n", f);
     for (int i = 0; i < c->n_sites; i++) {
         const rps_site *s = &c->sites[i];
         double y = T + i * ch;
-        if (i % labels_every == 0) text_at(f, L - 5, y + ch / 2 + 3.5, "end", "fill=\"#444\"", rps_site_name(nm, sizeof nm, s->site));
+        if (i % labels_every == 0) rp_svg_text(f, L - 5, y + ch / 2 + 3.5, "end", "fill=\"#444\"", rps_site_name(nm, sizeof nm, s->site));
         for (int k = 0; k < s->n_steps; k++) {
             double v = val(&s->steps[k]);
             int at = 0;
@@ -345,7 +320,7 @@ static int heatmap(FILE *f, panels *pn, const rps_cond *c, step_val val, int log
             fprintf(f, "%s step %d: %.4g</title></rect>\n", nm, s->steps[k].step, v);
             snprintf(b, sizeof b, fmt, v);
             if (ch >= 13 && cw >= 5.6 * strlen(b) + 4) {
-                text_at(f, x + cw / 2, y + ch / 2 + 3.5, "middle", t > 0.6 ? "font-size=\"9.5\" fill=\"#000\"" : "font-size=\"9.5\" fill=\"#fff\"", b);
+                rp_svg_text(f, x + cw / 2, y + ch / 2 + 3.5, "middle", t > 0.6 ? "font-size=\"9.5\" fill=\"#000\"" : "font-size=\"9.5\" fill=\"#fff\"", b);
             }
         }
     }
@@ -354,9 +329,9 @@ static int heatmap(FILE *f, panels *pn, const rps_cond *c, step_val val, int log
     int every = (int)ceil(nst / 12.0);
     for (int k = 0; k < nst; k += every) {
         snprintf(b, sizeof b, "%d", steps[k]);
-        text_at(f, L + (k + 0.5) * cw, T + H + 14, "middle", "fill=\"#444\"", b);
+        rp_svg_text(f, L + (k + 0.5) * cw, T + H + 14, "middle", "fill=\"#444\"", b);
     }
-    text_at(f, L + W / 2, T + H + 32, "middle", NULL, "denoising step");
+    rp_svg_text(f, L + W / 2, T + H + 32, "middle", NULL, "denoising step");
     /* colour bar */
     const double bx = L + W + 26, bh = H < 120 ? H : 120;
     for (int i = 0; i < 24; i++) {
@@ -364,10 +339,10 @@ static int heatmap(FILE *f, panels *pn, const rps_cond *c, step_val val, int log
         fprintf(f, "<rect x=\"%.1f\" y=\"%.1f\" width=\"12\" height=\"%.2f\" fill=\"%s\"/>\n", bx, T + i * bh / 24, bh / 24 + 0.3, col);
     }
     snprintf(b, sizeof b, fmt, hi);
-    text_at(f, bx + 16, T + 8, "start", NULL, b);
+    rp_svg_text(f, bx + 16, T + 8, "start", NULL, b);
     snprintf(b, sizeof b, fmt, lo);
-    text_at(f, bx + 16, T + bh, "start", NULL, b);
-    text_at(f, bx, T + bh + 16, "start", "fill=\"#444\"", unit);
+    rp_svg_text(f, bx + 16, T + bh, "start", NULL, b);
+    rp_svg_text(f, bx, T + bh + 16, "start", "fill=\"#444\"", unit);
     fputs("</svg>\n", f);
     panel_done(pn, piece);
     return 1;
@@ -387,7 +362,7 @@ static int budget_chart(FILE *f, const rp_exp *e, const rps_cond *c) {
     int rot = p.W / p.ncat < 52;
     char title[300], nm[48];
     snprintf(title, sizeof title, "%s: attention budget by key type (last step)", e->conds[c->cond].name);
-    svg_open(f, 800, (int)(p.T + p.H + (rot ? 72 : 42)), title);
+    rp_svg_open(f, 800, (int)(p.T + p.H + (rot ? 72 : 42)), title);
     axes(&p, 0, 1, title, "share of Key Importance Σμ");
     sites *u = malloc(sizeof *u); /* the condition's sites as x categories */
     int n = c->n_sites < 1024 ? c->n_sites : 1024;
@@ -440,7 +415,7 @@ static void keys_panel(FILE *f, const rps_site *s) {
     }
     plot p = {.f = f, .L = 58, .T = 28, .W = 300, .H = 150, .x0 = -0.5, .x1 = kmax + 0.5};
     snprintf(title, sizeof title, "%s: μ per key (step %d)", rps_site_name(nm, sizeof nm, s->site), s->last);
-    svg_open(f, 380, 250, title);
+    rp_svg_open(f, 380, 250, title);
     axes(&p, 0, hi > 0 ? hi : 1, title, "Key Importance μ");
     x_nums(&p, "key index (model order)");
     /* one bar per key; with more keys than pixels, the largest mu of each pixel column */
@@ -479,7 +454,7 @@ static void top_panel(FILE *f, const rps_site *s) {
     for (int i = 0; i < s->n_top; i++) used[s->top[i].type] = 1, hi = fmax(hi, s->top[i].mu);
     plot p = {.f = f, .L = 58, .T = 28, .W = 300, .H = 150, .ncat = RPS_TOP};
     snprintf(title, sizeof title, "%s: top-%d keys by mean μ", rps_site_name(nm, sizeof nm, s->site), RPS_TOP);
-    svg_open(f, 380, 262, title);
+    rp_svg_open(f, 380, 262, title);
     axes(&p, 0, hi > 0 ? hi : 1, title, "mean μ");
     double bw = p.W / RPS_TOP;
     for (int i = 0; i < s->n_top; i++) {
@@ -491,7 +466,7 @@ static void top_panel(FILE *f, const rps_site *s) {
         fprintf(f, "<text transform=\"translate(%.1f %.1f) rotate(-90)\" text-anchor=\"end\" font-size=\"8.5\" fill=\"#444\">%s</text>\n",
                 pxc(&p, i) + 3, p.T + p.H + 4, b);
     }
-    text_at(f, p.L + p.W / 2, p.T + p.H + 40, "middle", NULL, "key index, by rank");
+    rp_svg_text(f, p.L + p.W / 2, p.T + p.H + 40, "middle", NULL, "key index, by rank");
     type_legend(f, p.L, p.T + p.H + 58, used);
     fputs("</svg>\n", f);
 }
@@ -505,14 +480,14 @@ static void put_num(FILE *f, double x, int sig) {
     }
     char b[48];
     snprintf(b, sizeof b, "%.*g", sig, fabs(x));
-    fprintf(f, "%s%s", x < 0 ? MINUS : "", b);
+    fprintf(f, "%s%s", x < 0 ? RP_MINUS : "", b);
 }
 
 static void table_sites(FILE *f, const rp_exp *e, const rps_cond *c) {
     char nm[48];
     fputs("<div class=scroll><table><caption>", f);
     fputs("Per site at the last denoising step, over the images of ", f);
-    esc(f, e->conds[c->cond].name);
+    rp_html_esc(f, e->conds[c->cond].name);
     fprintf(f, " (%d): sink-to-random ratio μ<sub>sink</sub> / mean μ over image keys and × uniform (μ<sub>sink</sub> · keys), "
                "mean with its 95%% t interval; distinct top-1 sinks over the images; the most frequent sink; mean IoU of the top-%d "
                "sets between consecutive steps; the largest budget share by key type.</caption>\n",
@@ -576,7 +551,7 @@ int rp_spiral_write_html(FILE *f, const rp_analysis *a, int fig) {
     fputs("Key Importance μ (the attention mass a key receives, averaged over heads and the probed query rows), by site in model "
           "order, from the records' <code>spiral</code> entries (Yang et al. 2026; definitions in docs/spiral-measurements.md). "
           "Charts of one condition show <b>", f);
-    esc(f, e->conds[c0->cond].name);
+    rp_html_esc(f, e->conds[c0->cond].name);
     fputs("</b>; charts by depth show every condition with spiral entries. Numbers: <code>spiral_*.csv</code> beside this page "
           "and <code>summary.json</code> <code>spiral</code>.</p>\n", f);
     table_sites(f, e, c0);
