@@ -55,9 +55,10 @@ static inline double bu_sgemm_gflops(int M, int N, int K, int reps) {
     return 2.0 * M * N * K / best / 1e9;
 }
 
-/* The CPU's name (/proc/cpuinfo "model name"), for every benchmark's first line. */
+/* The CPU's name (/proc/cpuinfo "model name") and the BLAS kernels, for every benchmark's first line. */
+#include "core/blas.h"
 static inline const char *bu_cpu_name(void) {
-    static char name[128] = "unknown CPU";
+    static char name[256] = "unknown CPU";
     FILE *f = fopen("/proc/cpuinfo", "r");
     char line[512];
     while (f && fgets(line, sizeof line, f))
@@ -67,6 +68,8 @@ static inline const char *bu_cpu_name(void) {
             break;
         }
     if (f) fclose(f);
+    size_t n = strlen(name); /* and which BLAS kernels run (core/blas.h) */
+    snprintf(name + n, sizeof name - n, "; %s", ss_blas_describe());
     return name;
 }
 

@@ -12,6 +12,9 @@
 #include "core/dnnl.h"
 #include "core/err.h"
 #include "core/fastmath.h"
+#include "core/blas.h"
+
+SS_BLAS_GUARD /* links the OpenBLAS kernel check (core/blas.h) into every BLAS user */
 
 _Static_assert(ATTN_TQ % ATTN_BQ == 0 && ATTN_TQ >= ATTN_BQ, "bf16 tiles are whole probe blocks");
 

@@ -7,6 +7,9 @@
 
 #include "core/attn.h"
 #include "core/err.h"
+#include "core/blas.h"
+
+SS_BLAS_GUARD /* links the OpenBLAS kernel check (core/blas.h) into every BLAS user */
 
 int attn_materialized(float *out, const float *q, const float *k, const float *v, int L, int H, int dh, int ld, float scale,
                       const float *bias, int causal, const int64_t *keymask) {

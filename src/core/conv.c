@@ -5,6 +5,9 @@
 #include <stdlib.h>
 
 #include "core/err.h"
+#include "core/blas.h"
+
+SS_BLAS_GUARD /* links the OpenBLAS kernel check (core/blas.h) into every BLAS user */
 
 #define PAR_MIN 32768 /* as core/ops.c: below this a parallel region costs more than the loop */
 #define CONV_NB 256   /* output columns per sgemm block */

@@ -8,6 +8,9 @@
 #include "core/err.h"
 
 #include "core/fastmath.h"
+#include "core/blas.h"
+
+SS_BLAS_GUARD /* links the OpenBLAS kernel check (core/blas.h) into every BLAS user */
 
 /* Below this many elements a parallel region costs more than the loop (and under CPU
  * contention its barrier can stall for a whole time slice). */

@@ -9,6 +9,9 @@
 
 #include "core/err.h"
 #include "core/fastmath.h"
+#include "core/blas.h"
+
+SS_BLAS_GUARD /* links the OpenBLAS kernel check (core/blas.h) into every BLAS user */
 
 #define GELU_K 0.7978845608028654f /* sqrt(2/pi), as ss_gelu_tanh */
 #define GELU_C 0.044715f
