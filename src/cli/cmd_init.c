@@ -9,43 +9,113 @@
 #include "core/rng.h"
 #include "io/pathcheck.h"
 #include "io/safetensors.h"
+#include "models/family.h"
+#include "models/flux.h"
+#include "models/pixart.h"
 #include "models/sd3.h"
 
 static const char USAGE[] =
     "usage: sinkscope init --config CONFIG.json --out DIR [--seed N] [--dtype f32|bf16|f16]\n"
     "                      [--inputs FILE.safetensors [--batch B] [--latent HxW] [--text-len S]]\n"
-    "  Writes DIR/config.json and DIR/diffusion_pytorch_model.safetensors with random weights\n"
-    "  (fan-in scaled uniform; the position table is the 2D sin-cos table diffusers builds).\n"
-    "  --inputs also writes random forward inputs for that model (hidden_states, encoder_hidden_states,\n"
-    "  pooled_projections, timestep), default batch 1, latent sample_size x sample_size, 16 text tokens.\n";
+    "  Writes DIR/config.json and DIR/diffusion_pytorch_model.safetensors with random weights for the\n"
+    "  config's _class_name: SD3Transformer2DModel (absent: SD3), FluxTransformer2DModel or\n"
+    "  PixArtTransformer2DModel (fan-in scaled uniform; norm gains 1 +- 0.1; SD3's position table is the\n"
+    "  2D sin-cos table diffusers builds).\n"
+    "  --inputs also writes random forward inputs for that model, named as diffusers' forward arguments\n"
+    "  (SD3: hidden_states, encoder_hidden_states, pooled_projections, timestep; FLUX: packed\n"
+    "  hidden_states, img_ids, txt_ids, guidance with guidance_embeds, timestep in [0, 1]; PixArt:\n"
+    "  encoder_attention_mask, resolution and aspect_ratio with additional conditions), default batch 1,\n"
+    "  latent sample_size x sample_size (FLUX: 16x16, even sizes only), 16 text tokens.\n";
 
-/* Gaussian-ish random inputs for `sinkscope forward`; timesteps spread over [0, 1000]. */
-static int write_inputs(const sd3_config *c, const char *path, int B, int Hl, int Wl, int S, uint64_t seed) {
-    const size_t nx = (size_t)B * c->in_channels * Hl * Wl, nc = (size_t)B * S * c->joint_attention_dim,
-                 np = (size_t)B * c->pooled_projection_dim;
-    float *x = malloc(sizeof(float) * nx), *ctx = malloc(sizeof(float) * nc), *p = malloc(sizeof(float) * np),
-          *t = malloc(sizeof(float) * B);
-    st_writer *w = st_writer_new();
-    int rc = (!x || !ctx || !p || !t || !w) ? ss_fail(SS_ENOMEM, "init: out of memory for inputs") : 0;
-    if (!rc) {
-        rng_normal_fill(x, nx, seed, 1);
-        rng_normal_fill(ctx, nc, seed, 2);
-        rng_normal_fill(p, np, seed, 3);
-        for (int b = 0; b < B; b++) t[b] = 1000.0f * (b + 0.5f) / B;
-        int64_t sx[4] = {B, c->in_channels, Hl, Wl}, sc[3] = {B, S, c->joint_attention_dim}, sp[2] = {B, c->pooled_projection_dim},
-                st[1] = {B};
-        if ((rc = st_writer_add_f32(w, "hidden_states", ST_F32, 4, sx, x)) == 0 &&
-            (rc = st_writer_add_f32(w, "encoder_hidden_states", ST_F32, 3, sc, ctx)) == 0 &&
-            (rc = st_writer_add_f32(w, "pooled_projections", ST_F32, 2, sp, p)) == 0 &&
-            (rc = st_writer_add_f32(w, "timestep", ST_F32, 1, st, t)) == 0)
-            rc = st_writer_save(w, path);
-    }
-    st_writer_free(w);
+/* Tensors of one inputs file, collected and then written (the first error is kept). */
+typedef struct {
+    st_writer *w;
+    int rc;
+} inputs_file;
+
+static float *in_alloc(inputs_file *f, size_t n) {
+    float *x = f->rc ? NULL : malloc(sizeof(float) * (n ? n : 1));
+    if (!x && !f->rc) f->rc = ss_fail(SS_ENOMEM, "init: out of memory for inputs");
+    return x;
+}
+
+static void in_add(inputs_file *f, const char *name, int ndim, const int64_t *shape, float *x) {
+    if (!f->rc && x) f->rc = st_writer_add_f32(f->w, name, ST_F32, ndim, shape, x);
     free(x);
-    free(ctx);
-    free(p);
-    free(t);
-    return rc;
+}
+
+static void in_normal(inputs_file *f, const char *name, int ndim, const int64_t *shape, uint64_t seed, uint64_t stream) {
+    size_t n = 1;
+    for (int i = 0; i < ndim; i++) n *= (size_t)shape[i];
+    float *x = in_alloc(f, n);
+    if (x) rng_normal_fill(x, n, seed, stream);
+    in_add(f, name, ndim, shape, x);
+}
+
+/* Timesteps spread over (0, scale). */
+static void in_timestep(inputs_file *f, int B, float scale) {
+    float *t = in_alloc(f, (size_t)B);
+    for (int b = 0; t && b < B; b++) t[b] = scale * (b + 0.5f) / B;
+    in_add(f, "timestep", 1, (int64_t[]){B}, t);
+}
+
+static int sd3_inputs(const sd3_config *c, inputs_file *f, int B, int Hl, int Wl, int S, uint64_t seed) {
+    in_normal(f, "hidden_states", 4, (int64_t[]){B, c->in_channels, Hl, Wl}, seed, 1);
+    in_normal(f, "encoder_hidden_states", 3, (int64_t[]){B, S, c->joint_attention_dim}, seed, 2);
+    in_normal(f, "pooled_projections", 2, (int64_t[]){B, c->pooled_projection_dim}, seed, 3);
+    in_timestep(f, B, 1000.0f);
+    return f->rc;
+}
+
+/* FLUX: the latent HxW packed 2x2 into (H/2)(W/2) tokens of in_channels; ids as FluxPipeline makes
+ * them (image: 0, row, col; text: zeros); guidance 3.5 (dev's default). */
+static int flux_inputs(const flux_config *c, inputs_file *f, int B, int Hl, int Wl, int S, uint64_t seed) {
+    if (Hl % 2 || Wl % 2) return ss_fail(SS_EARG, "init: --latent %dx%d: FLUX packs 2x2 latent pixels, so both sizes must be even", Hl, Wl);
+    const int N = (Hl / 2) * (Wl / 2), A = c->n_axes;
+    in_normal(f, "hidden_states", 3, (int64_t[]){B, N, c->in_channels}, seed, 1);
+    in_normal(f, "encoder_hidden_states", 3, (int64_t[]){B, S, c->joint_attention_dim}, seed, 2);
+    in_normal(f, "pooled_projections", 2, (int64_t[]){B, c->pooled_projection_dim}, seed, 3);
+    in_timestep(f, B, 1.0f);
+    float *ids = in_alloc(f, (size_t)N * A);
+    for (int i = 0; ids && i < N; i++)
+        for (int a = 0; a < A; a++) ids[(size_t)i * A + a] = a == 1 ? (float)(i / (Wl / 2)) : a == 2 ? (float)(i % (Wl / 2)) : 0.0f;
+    in_add(f, "img_ids", 2, (int64_t[]){N, A}, ids);
+    float *tids = in_alloc(f, (size_t)S * A);
+    for (size_t i = 0; tids && i < (size_t)S * A; i++) tids[i] = 0.0f;
+    in_add(f, "txt_ids", 2, (int64_t[]){S, A}, tids);
+    if (c->guidance_embeds) {
+        float *g = in_alloc(f, (size_t)B);
+        for (int b = 0; g && b < B; b++) g[b] = 3.5f;
+        in_add(f, "guidance", 1, (int64_t[]){B}, g);
+    }
+    return f->rc;
+}
+
+/* PixArt: a text mask whose batch element b masks its last b tokens (at least one kept); the
+ * additional conditions at the image's pixel size (latent x 8). */
+static int pixart_inputs(const pixart_config *c, inputs_file *f, int B, int Hl, int Wl, int S, uint64_t seed) {
+    if (Hl % c->patch_size || Wl % c->patch_size)
+        return ss_fail(SS_EARG, "init: --latent %dx%d: sizes must be multiples of the patch size %d", Hl, Wl, c->patch_size);
+    const int J = c->caption_channels ? c->caption_channels : c->cross_attention_dim ? c->cross_attention_dim
+                                                                                     : c->num_heads * c->head_dim;
+    in_normal(f, "hidden_states", 4, (int64_t[]){B, c->in_channels, Hl, Wl}, seed, 1);
+    in_normal(f, "encoder_hidden_states", 3, (int64_t[]){B, S, J}, seed, 2);
+    float *m = in_alloc(f, (size_t)B * S);
+    for (int b = 0; m && b < B; b++)
+        for (int s = 0; s < S; s++) m[(size_t)b * S + s] = s == 0 || s < S - b ? 1.0f : 0.0f;
+    in_add(f, "encoder_attention_mask", 2, (int64_t[]){B, S}, m);
+    in_timestep(f, B, 1000.0f);
+    if (c->use_additional_conditions) {
+        float *r = in_alloc(f, (size_t)B * 2), *ar = in_alloc(f, (size_t)B);
+        for (int b = 0; r && ar && b < B; b++) {
+            r[2 * b] = 8.0f * Hl;
+            r[2 * b + 1] = 8.0f * Wl;
+            ar[b] = (float)Hl / (float)Wl;
+        }
+        in_add(f, "resolution", 2, (int64_t[]){B, 2}, r);
+        in_add(f, "aspect_ratio", 2, (int64_t[]){B, 1}, ar);
+    }
+    return f->rc;
 }
 
 int cmd_init(int argc, char **argv) {
@@ -75,12 +145,25 @@ int cmd_init(int argc, char **argv) {
     }
     long batch, text;
     if (cli_int("init", "batch", batch_s, 1, 64, &batch) || cli_int("init", "text-len", text_s, 1, 4096, &text)) return 2;
-    sd3_config c;
-    if (sd3_config_load(&c, cfg_path) < 0) {
+    const ss_family *fam;
+    if (ss_family_detect_config(cfg_path, &fam) < 0) {
         fprintf(stderr, "sinkscope init: %s\n", ss_err());
         return 1;
     }
-    long Hl = c.sample_size, Wl = c.sample_size;
+    union {
+        sd3_config sd3;
+        flux_config flux;
+        pixart_config pixart;
+    } c;
+    const int kind = !strcmp(fam->name, "flux") ? 1 : !strcmp(fam->name, "pixart") ? 2 : 0;
+    const int lrc = kind == 1 ? flux_config_load(&c.flux, cfg_path)
+                  : kind == 2 ? pixart_config_load(&c.pixart, cfg_path)
+                              : sd3_config_load(&c.sd3, cfg_path);
+    if (lrc < 0) {
+        fprintf(stderr, "sinkscope init: %s\n", ss_err());
+        return 1;
+    }
+    long Hl = kind == 1 ? 16 : kind == 2 ? c.pixart.sample_size : c.sd3.sample_size, Wl = Hl;
     if (latent_s && cli_dims("init", "latent", latent_s, 1, 4096, &Hl, &Wl) < 0) return 2;
     /* neither output may be the config it reads, nor each other */
     char cfg_out[4200], w_out[4200];
@@ -93,8 +176,21 @@ int cmd_init(int argc, char **argv) {
         fprintf(stderr, "sinkscope init: %s\n", ss_err());
         return 2;
     }
-    if (sd3_init_random(&c, out, (uint64_t)seed, dt) < 0 ||
-        (inputs && write_inputs(&c, inputs, (int)batch, (int)Hl, (int)Wl, (int)text, (uint64_t)seed) < 0)) {
+    const int irc = kind == 1 ? flux_init_random(&c.flux, out, (uint64_t)seed, dt)
+                  : kind == 2 ? pixart_init_random(&c.pixart, out, (uint64_t)seed, dt)
+                              : sd3_init_random(&c.sd3, out, (uint64_t)seed, dt);
+    int rc = irc;
+    if (!rc && inputs) {
+        inputs_file f = {.w = st_writer_new(), .rc = 0};
+        if (!f.w) f.rc = ss_fail(SS_ENOMEM, "init: out of memory for inputs");
+        const int B = (int)batch, H = (int)Hl, W = (int)Wl, S = (int)text;
+        rc = kind == 1 ? flux_inputs(&c.flux, &f, B, H, W, S, (uint64_t)seed)
+           : kind == 2 ? pixart_inputs(&c.pixart, &f, B, H, W, S, (uint64_t)seed)
+                       : sd3_inputs(&c.sd3, &f, B, H, W, S, (uint64_t)seed);
+        if (!rc) rc = st_writer_save(f.w, inputs);
+        st_writer_free(f.w);
+    }
+    if (rc < 0) {
         fprintf(stderr, "sinkscope init: %s\n", ss_err());
         return 1;
     }

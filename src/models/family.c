@@ -347,6 +347,11 @@ int ss_family_detect(const char *dir, const ss_family **out) {
     char path[4096];
     if ((size_t)snprintf(path, sizeof path, "%s/config.json", dir) >= sizeof path)
         return ss_fail(SS_EARG, "%s: path too long", dir);
+    return ss_family_detect_config(path, out);
+}
+
+int ss_family_detect_config(const char *path, const ss_family **out) {
+    *out = NULL;
     json_t *root;
     int rc = ss_json_load(path, &root);
     if (rc < 0) return rc;

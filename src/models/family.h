@@ -65,6 +65,8 @@ const ss_family *ss_family_find(const char *class_name);
 /* The family of a model folder from DIR/config.json's `_class_name` (absent: SD3, as before
  * families existed). Errors name the file and list the known classes. */
 int ss_family_detect(const char *dir, const ss_family **out);
+/* The same for a config file's path. */
+int ss_family_detect_config(const char *path, const ss_family **out);
 void ss_fwd_inputs_free(ss_fwd_inputs *io);
 
 #endif

@@ -76,6 +76,8 @@ int pixart_config_save(const pixart_config *cfg, const char *path);
 /* Calls fn for every tensor the config implies, with its diffusers name and shape. */
 int pixart_enumerate_tensors(const pixart_config *cfg,
                              void (*fn)(void *ctx, const char *name, int ndim, const int64_t *shape), void *ctx);
+/* A random-weight folder for cfg (models/init.h): DIR/config.json and the weights as dtype. */
+int pixart_init_random(const pixart_config *cfg, const char *dir, uint64_t seed, int dtype);
 /* Load a transformer folder (config.json + diffusion_pytorch_model*.safetensors, single or
  * sharded); every tensor checked (presence, shape from the config, F32/F16/BF16, finite). */
 int pixart_load(pixart_model **out, const char *dir);
