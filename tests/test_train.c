@@ -34,6 +34,7 @@
 #include "core/rng.h"
 #include "common.h"
 #include "models/sd3.h"
+#include "models/sd3_bwd.h"
 #include "text/encoder.h"
 #include "text/tokenizer.h"
 #include "train/train.h"
@@ -401,7 +402,7 @@ static void test_grad_patch(void **st) {
     const int N = 6, cp = 12, nimg = 2 * 3 * 4 * 6;
     c.x = zeros(nimg), c.y = alloc_fill(2 * N * cp, 1, 84), c.r = alloc_fill(nimg, 1, 85);
     float *dy = zeros(2 * N * cp);
-    tr_unpatchify_bwd(dy, c.r, c.B, c.C, c.Hi, c.Wi, c.p);
+    sd3_unpatchify_bwd(dy, c.r, c.B, c.C, c.Hi, c.Wi, c.p);
     report("unpatchify", "y", check_tensor(unpatch_loss, &c, c.y, dy, 2 * N * cp, H_STEP));
     unpatch_loss(&c);
     assert_true(c.x[((1 * 3 + 2) * 4 + 2 + 1) * 6 + 2] == c.y[(1 * N + 4) * cp + (1 * 2 + 0) * 3 + 2]);
