@@ -11,7 +11,7 @@
 #define LN_EPS 1e-6f /* the model's LayerNorm and RMSNorm eps (sd3.c) */
 
 struct sd3_bwd_ws {
-    int Bmax, N, S, T, D, F, H, dh, Hi, Wi, L, qk;
+    int Bmax, N, S, T, D, F, H, dh, Hi, Wi, L, qk, dual; /* dual: any dual-attention block */
     float *pool;
     size_t nfloats;
     /* stream gradients, joint gradients, split copies of joint activations, scratch */
@@ -19,6 +19,7 @@ struct sd3_bwd_ws {
     float *dqri, *dkri, *dqrt, *dkrt, *dO, *dQ, *dK, *dV;
     float *oi, *ot, *qri, *kri, *qrt, *krt, *xhat;
     float *dmodx, *dmodc, *dmodF, *dstemb, *dtemb, *ds1, *ds2, *dY;
+    float *dn2; /* attn2's input gradient (dual blocks) */
 };
 
 /* Assigns every buffer from `base` (or only counts when base is NULL). */
@@ -36,8 +37,9 @@ static size_t layout(sd3_bwd_ws *w, const sd3_config *c, float *base) {
         A(w->dqri, BN * D); A(w->dkri, BN * D); A(w->dqrt, BS * D); A(w->dkrt, BS * D);
         A(w->qri, BN * D); A(w->kri, BN * D); A(w->qrt, BS * D); A(w->krt, BS * D);
     }
-    A(w->dmodx, B * 6 * D); A(w->dmodc, B * 6 * D); A(w->dmodF, B * 2 * D); A(w->dstemb, B * D); A(w->dtemb, B * D);
+    A(w->dmodx, B * (w->dual ? 9 : 6) * D); A(w->dmodc, B * 6 * D); A(w->dmodF, B * 2 * D); A(w->dstemb, B * D); A(w->dtemb, B * D);
     A(w->ds1, B * D); A(w->ds2, B * D); A(w->dY, BN * Co);
+    if (w->dual) A(w->dn2, BN * D);
 #undef A
     return off;
 }
@@ -51,6 +53,7 @@ int sd3_bwd_ws_new(sd3_bwd_ws **out, const sd3_model *m, int B, int Hl, int Wl, 
     if (!w) return SS_ENOMEM;
     w->Bmax = B, w->Hi = Hl, w->Wi = Wl, w->N = N, w->S = S, w->T = N + S;
     w->D = m->D, w->F = 4 * m->D, w->H = c->num_heads, w->dh = c->head_dim, w->L = c->num_layers, w->qk = c->qk_norm;
+    for (int i = 0; i < c->num_layers; i++) w->dual |= c->dual[i] != 0;
     w->nfloats = layout(w, c, NULL);
     w->pool = malloc(sizeof(float) * w->nfloats);
     if (!w->pool) {
@@ -114,8 +117,10 @@ static int block_bwd(const sd3_model *m, const sd3_model *dm, sd3_bwd_ws *w, con
     const sd3_block *bk = &m->blocks[i], *gb = &dm->blocks[i];
     const sd3_block_cache *c = &cache->blocks[i];
     const int N = w->N, S = w->S, T = w->T, D = w->D, H = w->H, dh = w->dh, BN = B * N, BS = B * S;
-    const int lc = bk->last ? 2 * D : 6 * D; /* row stride of the text modulation */
-    memset(w->dmodx, 0, sizeof(float) * B * 6 * D);
+    const int lc = bk->last ? 2 * D : 6 * D;  /* row stride of the text modulation */
+    const int lx = bk->dual ? 9 * D : 6 * D; /* and of the image's */
+    const float scale = 1.0f / sqrtf((float)dh); /* sd3_forward_cache's */
+    memset(w->dmodx, 0, sizeof(float) * B * lx);
     memset(w->dmodc, 0, sizeof(float) * B * lc);
     split(w->oi, bk->last ? NULL : w->ot, c->o, B, N, S, D);
     if (!bk->last) {
@@ -127,14 +132,33 @@ static int block_bwd(const sd3_model *m, const sd3_model *dm, sd3_bwd_ws *w, con
     } else {
         memset(w->dot, 0, sizeof(float) * BS * D); /* text queries' outputs are unused */
     }
-    /* X2 = X1 + g*FF(LN(X1)(1+sc)+sh);  X1 = X + g'*to_out(O_image) */
-    ff_bwd(w, B, w->dX, w->dtx, w->dn, w->dmodx, c->modx, 6 * D, c->x_mid, c->nx2, c->hx, c->gx, c->fx, &bk->ff1,
+    /* X2 = X1 + g*FF(LN(X1)(1+sc)+sh);  X1 = X + g'*to_out(O_image) (+ g''*attn2.to_out(O2)) */
+    ff_bwd(w, B, w->dX, w->dtx, w->dn, w->dmodx, c->modx, lx, c->x_mid, c->nx2, c->hx, c->gx, c->fx, &bk->ff1,
            &bk->ff2, &gb->ff1, &gb->ff2, N);
-    op_add_gated_bwd(w->dtx, w->dmodx + 2 * D, w->dX, c->ax, c->modx + 2 * D, 6 * D, B, N, D);
+    if (bk->dual) { /* attn2: O2 = attn(q2(n2), k2(n2), v2(n2)), n2 = LN(X)(1+sc2)+sh2; dX passes through */
+        op_add_gated_bwd(w->dtx, w->dmodx + 8 * D, w->dX, c->a2, c->modx + 8 * D, lx, B, N, D);
+        lin_b(w->doi, 0, &gb->out2, w->dtx, c->o2, &bk->out2, BN);
+        const size_t nd = (size_t)N * D, pn = (size_t)H * N * N;
+        for (int b = 0; b < B; b++) {
+            const size_t o = b * nd;
+            const int rc = attn_materialized_bwd(w->dqi + o, w->dki + o, w->dvi + o, w->doi + o, c->q2 + o, c->k2 + o,
+                                                 c->v2 + o, c->o2 + o, c->p2 + b * pn, N, H, dh, D, scale);
+            if (rc < 0) return rc;
+        }
+        const float *dq = w->dqi, *dk = w->dki;
+        if (w->qk) {
+            op_rmsnorm_heads_bwd(w->dqri, (float *)gb->norm_q2, w->dqi, c->q2r, bk->norm_q2, BN, H, dh, LN_EPS);
+            op_rmsnorm_heads_bwd(w->dkri, (float *)gb->norm_k2, w->dki, c->k2r, bk->norm_k2, BN, H, dh, LN_EPS);
+            dq = w->dqri, dk = w->dkri;
+        }
+        lin_b(w->dn2, 0, &gb->q2, dq, c->n2, &bk->q2, BN);
+        lin_b(w->dn2, 1, &gb->k2, dk, c->n2, &bk->k2, BN);
+        lin_b(w->dn2, 1, &gb->v2, w->dvi, c->n2, &bk->v2, BN);
+    }
+    op_add_gated_bwd(w->dtx, w->dmodx + 2 * D, w->dX, c->ax, c->modx + 2 * D, lx, B, N, D);
     lin_b(w->doi, 0, &gb->out, w->dtx, w->oi, &bk->out, BN);
     merge(w->dO, w->doi, w->dot, B, N, S, D);
     const size_t td = (size_t)T * D, pp = (size_t)H * T * T;
-    const float scale = 1.0f / sqrtf((float)dh); /* sd3_forward_cache's */
     for (int b = 0; b < B; b++) {
         const size_t o = b * td;
         const int rc = attn_materialized_bwd(w->dQ + o, w->dK + o, w->dV + o, w->dO + o, c->q + o, c->k + o, c->v + o,
@@ -157,7 +181,10 @@ static int block_bwd(const sd3_model *m, const sd3_model *dm, sd3_bwd_ws *w, con
     lin_b(w->dn, 0, &gb->q, dqi, c->nx, &bk->q, BN);
     lin_b(w->dn, 1, &gb->k, dki, c->nx, &bk->k, BN);
     lin_b(w->dn, 1, &gb->v, w->dvi, c->nx, &bk->v, BN);
-    op_ln_modulate_bwd(w->dX, w->dmodx, w->dmodx + D, w->dn, c->x_in, c->modx + D, 6 * D, B, N, D, LN_EPS, w->xhat);
+    op_ln_modulate_bwd(w->dX, w->dmodx, w->dmodx + D, w->dn, c->x_in, c->modx + D, lx, B, N, D, LN_EPS, w->xhat);
+    if (bk->dual) /* attn2's LN of the block's input: modx rows 6 (shift), 7 (scale) */
+        op_ln_modulate_bwd(w->dX, w->dmodx + 6 * D, w->dmodx + 7 * D, w->dn2, c->x_in, c->modx + 7 * D, lx, B, N, D,
+                           LN_EPS, w->xhat);
     lin_b(w->dnc, 0, &gb->add_q, dqt, c->nc, &bk->add_q, BS);
     lin_b(w->dnc, 1, &gb->add_k, dkt, c->nc, &bk->add_k, BS);
     lin_b(w->dnc, 1, &gb->add_v, w->dvt, c->nc, &bk->add_v, BS);

@@ -136,8 +136,6 @@ static void init_tensor(const tr_model *m, int i, uint64_t seed, int mode, float
 
 int tr_model_new(tr_model **out, const sd3_config *c, const te_config *tc, uint64_t seed, int init) {
     *out = NULL;
-    for (int i = 0; i < c->num_layers; i++)
-        if (c->dual[i]) return ss_fail(SS_EARG, "trainer: dual attention layers are not supported (block %d)", i);
     if (c->joint_attention_dim != tc->hidden_size || c->pooled_projection_dim != tc->pooled_size)
         return ss_fail(SS_EARG, "trainer: text width %d/%d must equal joint_attention_dim %d and pooled_projection_dim %d",
                        tc->hidden_size, tc->pooled_size, c->joint_attention_dim, c->pooled_projection_dim);

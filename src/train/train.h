@@ -13,8 +13,10 @@
  * t = 1000*sigma and the caption's embeddings (the empty caption with probability cfg_drop, for
  * classifier-free guidance); loss = mean((v - (eps - x0))^2) over all pixels and channels.
  *
- * Restrictions: no dual-attention (SD3.5 attn2) layers; qk_norm none or rms_norm; image size
- * = sample_size, in_channels = out_channels; the position table is the frozen 2D sin-cos table.
+ * Restrictions: qk_norm none or rms_norm; image size = sample_size, in_channels = out_channels;
+ * the position table is the frozen 2D sin-cos table. Dual-attention (SD3.5 attn2) blocks are
+ * trained like the others (sd3_config.dual; the checkpoint's arch names them only when there are
+ * any, so other checkpoints keep their bytes).
  *
  * Randomness is counter-based (core/rng.h, Philox): sample i of the stream (i counts samples
  * since step 0) takes data index i, its noise, timestep and caption dropout from fixed streams
