@@ -166,6 +166,7 @@ static void test_bad_command_lines(void **st) {
         {"train --out d --bench-steps 3", "--bench-steps"},
         {"train --out d --resume --bench", "--bench"},
         {"train --out d --data toy --data-seed 3", "--data-seed"},
+        {"train --out d --layers 2 --dual-layers 3", "--dual-layers"},
     };
     char cfg[4200];
     snprintf(cfg, sizeof cfg, "%s/configs/sd3-tiny.json", g_root);
@@ -206,6 +207,7 @@ static const resume_case RESUME[] = {
     {"image-size", "16", "32", 0},
     {"patch", "4", "2", 0},
     {"layers", "1", "2", 0},
+    {"dual-layers", "1", "0", 0},
     {"heads", "2", "1", 0},
     {"head-dim", "8", "16", 0},
     {"qk-norm", "rms", "none", 0},

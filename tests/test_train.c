@@ -34,6 +34,7 @@
 #include "core/rng.h"
 #include "common.h"
 #include "models/sd3.h"
+#include "models/sd3_bwd.h"
 #include "text/encoder.h"
 #include "text/tokenizer.h"
 #include "train/train.h"
@@ -401,7 +402,7 @@ static void test_grad_patch(void **st) {
     const int N = 6, cp = 12, nimg = 2 * 3 * 4 * 6;
     c.x = zeros(nimg), c.y = alloc_fill(2 * N * cp, 1, 84), c.r = alloc_fill(nimg, 1, 85);
     float *dy = zeros(2 * N * cp);
-    tr_unpatchify_bwd(dy, c.r, c.B, c.C, c.Hi, c.Wi, c.p);
+    sd3_unpatchify_bwd(dy, c.r, c.B, c.C, c.Hi, c.Wi, c.p);
     report("unpatchify", "y", check_tensor(unpatch_loss, &c, c.y, dy, 2 * N * cp, H_STEP));
     unpatch_loss(&c);
     assert_true(c.x[((1 * 3 + 2) * 4 + 2 + 1) * 6 + 2] == c.y[(1 * N + 4) * cp + (1 * 2 + 0) * 3 + 2]);
@@ -440,8 +441,10 @@ static void test_grad_text_embedding(void **st) {
 
 /* ---- whole model ---- */
 
-static void tiny_arch(sd3_config *c, te_config *tc, int qk, int S) {
+/* dual: block 0 is a dual-attention (SD3.5 attn2) block */
+static void tiny_arch(sd3_config *c, te_config *tc, int qk, int S, int dual) {
     memset(c, 0, sizeof *c);
+    c->dual[0] = (uint8_t)(dual != 0);
     c->sample_size = 8, c->patch_size = 2, c->in_channels = 3, c->out_channels = 3;
     c->num_layers = 2, c->head_dim = 8, c->num_heads = 2, c->qk_norm = qk;
     c->caption_projection_dim = 16, c->joint_attention_dim = 12, c->pooled_projection_dim = 12;
@@ -492,6 +495,26 @@ static void rrms(double *x, const double *w, int M, int H, int dh) {
 
 static double rgelu(double x) { return 0.5 * x * (1 + tanh(0.7978845608028654 * (x + 0.044715 * x * x * x))); }
 static double rsilu(double x) { return x / (1 + exp(-x)); }
+
+/* Softmax attention of L rows (row stride D, H heads of dh), scale 1/sqrt(dh); pr: [L] scratch. */
+static void rattn(double *O, const double *Q, const double *K, const double *V, int L, int H, int dh, int D, double *pr) {
+    for (int h = 0; h < H; h++)
+        for (int q = 0; q < L; q++) {
+            double mxs = -1e300, sum = 0;
+            for (int k = 0; k < L; k++) {
+                double s = 0;
+                for (int d = 0; d < dh; d++) s += Q[q * D + h * dh + d] * K[k * D + h * dh + d];
+                pr[k] = s / sqrt((double)dh);
+                mxs = fmax(mxs, pr[k]);
+            }
+            for (int k = 0; k < L; k++) sum += (pr[k] = exp(pr[k] - mxs));
+            for (int d = 0; d < dh; d++) {
+                double o = 0;
+                for (int k = 0; k < L; k++) o += pr[k] * V[k * D + h * dh + d];
+                O[q * D + h * dh + d] = o / sum;
+            }
+        }
+}
 
 /* FF residual x += gate * ff2(gelu(ff1(LN(x)(1+sc)+sh))) over R rows */
 static void rff(const ref_t *r, double *x, const double *sh, const double *sc, const double *g, const ss_linear *f1,
@@ -545,7 +568,8 @@ static void ref_forward(const ref_t *r, double *out, const double *x, float t, c
     rlin(r, b2, a, &v->p2, 1);
     for (int d = 0; d < D; d++) temb[d] += b2[d], stemb[d] = rsilu(temb[d]);
     rlin(r, Cs, ehs, &v->ctx_embed, S);
-    double *mx = malloc(sizeof(double) * 6 * D), *mc = malloc(sizeof(double) * 6 * D);
+    double *mx = malloc(sizeof(double) * 9 * D), *mc = malloc(sizeof(double) * 6 * D);
+    double *n2 = malloc(sizeof(double) * N * D);
     double *Q = malloc(sizeof(double) * T * D), *K = malloc(sizeof(double) * T * D), *V = malloc(sizeof(double) * T * D);
     double *O = malloc(sizeof(double) * T * D), *nx = malloc(sizeof(double) * T * D), *pr = malloc(sizeof(double) * T);
     double *ao = malloc(sizeof(double) * T * D);
@@ -554,6 +578,7 @@ static void ref_forward(const ref_t *r, double *out, const double *x, float t, c
         rlin(r, mx, stemb, &bk->norm1, 1);
         rlin(r, mc, stemb, &bk->norm1_ctx, 1);
         rlnmod(nx, X, mx, mx + D, N, D);
+        if (bk->dual) rlnmod(n2, X, mx + 6 * D, mx + 7 * D, N, D); /* attn2's input: the block's input stream */
         if (bk->last) rlnmod(nx + N * D, Cs, mc + D, mc, S, D);
         else rlnmod(nx + N * D, Cs, mc, mc + D, S, D);
         rlin(r, Q, nx, &bk->q, N), rlin(r, K, nx, &bk->k, N), rlin(r, V, nx, &bk->v, N);
@@ -563,24 +588,19 @@ static void ref_forward(const ref_t *r, double *out, const double *x, float t, c
             rrms(Q, RP(r, bk->norm_q), N, H, dh), rrms(K, RP(r, bk->norm_k), N, H, dh);
             rrms(Q + N * D, RP(r, bk->norm_added_q), S, H, dh), rrms(K + N * D, RP(r, bk->norm_added_k), S, H, dh);
         }
-        for (int h = 0; h < H; h++)
-            for (int q = 0; q < T; q++) {
-                double mxs = -1e300, sum = 0;
-                for (int k = 0; k < T; k++) {
-                    double s = 0;
-                    for (int d = 0; d < dh; d++) s += Q[q * D + h * dh + d] * K[k * D + h * dh + d];
-                    pr[k] = s / sqrt((double)dh);
-                    mxs = fmax(mxs, pr[k]);
-                }
-                for (int k = 0; k < T; k++) sum += (pr[k] = exp(pr[k] - mxs));
-                for (int d = 0; d < dh; d++) {
-                    double o = 0;
-                    for (int k = 0; k < T; k++) o += pr[k] * V[k * D + h * dh + d];
-                    O[q * D + h * dh + d] = o / sum;
-                }
-            }
+        rattn(O, Q, K, V, T, H, dh, D, pr);
         rlin(r, ao, O, &bk->out, N);
         for (int j = 0; j < N * D; j++) X[j] += mx[2 * D + j % D] * ao[j];
+        if (bk->dual) { /* attn2 (diffusers' JointTransformerBlock with use_dual_attention), after the joint residual */
+            double *Q2 = malloc(sizeof(double) * N * D), *K2 = malloc(sizeof(double) * N * D), *V2 = malloc(sizeof(double) * N * D);
+            double *A2 = malloc(sizeof(double) * N * D);
+            rlin(r, Q2, n2, &bk->q2, N), rlin(r, K2, n2, &bk->k2, N), rlin(r, V2, n2, &bk->v2, N);
+            if (c->qk_norm) rrms(Q2, RP(r, bk->norm_q2), N, H, dh), rrms(K2, RP(r, bk->norm_k2), N, H, dh);
+            rattn(A2, Q2, K2, V2, N, H, dh, D, pr);
+            rlin(r, Q2, A2, &bk->out2, N);
+            for (int j = 0; j < N * D; j++) X[j] += mx[8 * D + j % D] * Q2[j]; /* Q2: attn2.to_out's output */
+            free(Q2), free(K2), free(V2), free(A2);
+        }
         rff(r, X, mx + 3 * D, mx + 4 * D, mx + 5 * D, &bk->ff1, &bk->ff2, N, D);
         if (bk->last) continue;
         rlin(r, ao, O + N * D, &bk->add_out, S);
@@ -597,7 +617,7 @@ static void ref_forward(const ref_t *r, double *out, const double *x, float t, c
                 for (int co = 0; co < Co; co++)
                     out[(co * Hi + (n / gw) * p + py) * Hi + (n % gw) * p + px] = ao[n * p * p * Co + (py * p + px) * Co + co];
     free(X), free(Cs), free(pv), free(ehs), free(mx), free(mc), free(Q), free(K), free(V), free(O), free(nx), free(pr);
-    free(ao);
+    free(ao), free(n2);
 }
 
 typedef struct {
@@ -642,10 +662,10 @@ static double fd5d(double (*f)(void *), void *ctx, double *x, size_t j, double h
     return (8 * (a - b) - (c - d)) / (12 * h);
 }
 
-static void run_model(int qk) {
+static void run_model(int qk, int dual) {
     sd3_config c;
     te_config tc;
-    tiny_arch(&c, &tc, qk, 5);
+    tiny_arch(&c, &tc, qk, 5, dual);
     model_ctx mc = {.sigma = {0.3f, 0.8f}};
     assert_int_equal(tr_model_new(&mc.m, &c, &tc, 5, 0), 0);
     assert_int_equal(tr_ws_new(&mc.w, mc.m, 2), 0);
@@ -661,6 +681,7 @@ static void run_model(int qk) {
     assert_true(fabs(L - Lref) <= 1e-5 * Lref); /* the fp32 loss is the fp64 one, rounded */
     double worst = 0;
     const char *wname = "";
+    int n_attn2 = 0;
     for (int i = 0; i < mc.m->nt; i++) {
         const tr_tensor *t = &mc.m->t[i];
         double num = 0, den = 0;
@@ -675,18 +696,27 @@ static void run_model(int qk) {
         }
         const double rel = den > 0 ? sqrt(num / den) : sqrt(num);
         if (rel > worst) worst = rel, wname = t->name;
-        if (!(rel <= TOL)) fail_msg("model (qk_norm %d): %s relative error %.3e", qk, t->name, rel);
+        if (!(rel <= TOL)) fail_msg("model (qk_norm %d, dual %d): %s relative error %.3e", qk, dual, t->name, rel);
+        if (strstr(t->name, "attn2.")) n_attn2++;
     }
-    print_message("  gradcheck whole model (qk_norm %s): loss fp32 %.9f vs fp64 %.9f; %d tensors, 8 coords each, "
-                  "worst rel err %.2e (%s)\n", qk ? "rms" : "none", L, Lref, mc.m->nt, worst, wname);
+    if (dual) assert_int_equal(n_attn2, qk ? 10 : 8); /* to_q/k/v/out.0 weight + bias (+ norm_q, norm_k) */
+    print_message("  gradcheck whole model (qk_norm %s%s): loss fp32 %.9f vs fp64 %.9f; %d tensors, 8 coords each, "
+                  "worst rel err %.2e (%s)\n", qk ? "rms" : "none", dual ? ", block 0 dual" : "", L, Lref, mc.m->nt,
+                  worst, wname);
     free(mc.pd), free(mc.x0), free(mc.noise);
     tr_ws_free(mc.w);
     tr_model_free(mc.m);
 }
 
 static void test_grad_model(void **st) {
-    run_model(0);
-    run_model(1);
+    run_model(0, 0);
+    run_model(1, 0);
+}
+
+/* The same check with block 0 a dual-attention (SD3.5 attn2) block: attn2's tensors included. */
+static void test_grad_model_dual(void **st) {
+    run_model(0, 1);
+    run_model(1, 1);
 }
 
 /* ---- training forward == inference forward ---- */
@@ -700,11 +730,12 @@ static double max_rel(const float *a, const float *b, size_t n) {
     return d / (s > 0 ? s : 1);
 }
 
-static void run_forward_match(int qk) {
+static void run_forward_match(int qk, int dual) {
     sd3_config c;
     te_config tc;
-    tiny_arch(&c, &tc, qk, 6);
+    tiny_arch(&c, &tc, qk, 6, dual);
     c.sample_size = 16, c.num_layers = 3, c.pos_embed_max_size = 8;
+    c.dual[1] = (uint8_t)(dual != 0); /* blocks 0 and 1 dual, as --dual-layers 2 */
     const int B = 2, S = 6, J = 12, n = 3 * 16 * 16;
     tr_model *m;
     tr_ws *w;
@@ -736,8 +767,8 @@ static void run_forward_match(int qk) {
     for (int b = 0; b < B; b++) assert_int_equal(te_encode_ids(lt, ids + S * b, ehs + S * J * b, pooled + J * b), 0);
     assert_int_equal(sd3_forward(lm, ref, x, ehs, pooled, t, B, 16, 16, S, NULL), 0);
     double e2 = max_rel(out, ref, (size_t)B * n);
-    print_message("  forward vs sd3_forward (qk_norm %s): max rel diff %.2e in memory, %.2e after save + sd3_load\n",
-                  qk ? "rms" : "none", e1, e2);
+    print_message("  forward vs sd3_forward (qk_norm %s%s): max rel diff %.2e in memory, %.2e after save + sd3_load\n",
+                  qk ? "rms" : "none", dual ? ", blocks 0-1 dual" : "", e1, e2);
     assert_true(e1 <= 1e-5);
     assert_true(e2 <= 1e-5);
     sd3_free(lm);
@@ -752,8 +783,10 @@ static void run_forward_match(int qk) {
 }
 
 static void test_forward_matches_inference(void **st) {
-    run_forward_match(0);
-    run_forward_match(1);
+    run_forward_match(0, 0);
+    run_forward_match(1, 0);
+    run_forward_match(0, 1);
+    run_forward_match(1, 1);
 }
 
 /* ---- the cached forward: sd3_forward_cache against sd3_forward and diffusers ---- */
@@ -822,11 +855,36 @@ static void test_cached_forward_fixture(void **st) {
     sd3_workspace_free(ws);
     free(ref), free(out), free(out1), free(exp);
     tc_sd3fx_free(&f);
-    /* SD3.5 dual-attention blocks: not covered, refused naming the block */
+    /* SD3.5 dual-attention blocks (attn2, materialized too): the same agreement, attn2's
+     * probabilities recorded */
     if (tc_sd3fx_load(&f, "sd35-tiny-b") < 0) fail_msg("%s", ss_err());
-    assert_int_equal(sd3_cache_new(&c, f.m, f.B, f.Hl, f.Wl, f.S), SS_EARG);
-    assert_null(c);
-    assert_non_null(strstr(ss_err(), "block 0"));
+    float *ref2 = zeros(f.nout), *out2 = zeros(f.nout), *exp2 = tc_load(f.expected, "sample", NULL, NULL, NULL);
+    assert_non_null(exp2);
+    assert_int_equal(sd3_forward(f.m, ref2, f.x, f.ctx, f.pooled, f.t, f.B, f.Hl, f.Wl, f.S, NULL), 0);
+    assert_int_equal(sd3_workspace_new(&ws, f.m, f.B, f.Hl, f.Wl, f.S), 0);
+    assert_int_equal(sd3_cache_new(&c, f.m, f.B, f.Hl, f.Wl, f.S), 0);
+    assert_int_equal(sd3_forward_cache(f.m, ws, c, out2, f.x, f.ctx, f.pooled, f.t, f.B, f.Hl, f.Wl, f.S), 0);
+    const double e2_inf = max_rel(out2, ref2, f.nout), e2_dif = tc_rel_l2(out2, exp2, f.nout);
+    int nd = 0;
+    for (int i = 0; i < f.m->cfg.num_layers; i++) {
+        const sd3_block_cache *bc = &c->blocks[i];
+        assert_true(f.m->cfg.dual[i] ? bc->p2 && bc->a2 : !bc->p2 && !bc->n2);
+        if (!f.m->cfg.dual[i]) continue;
+        nd++;
+        for (int r = 0; r < f.B * f.m->cfg.num_heads * f.N; r++) {
+            double sum = 0;
+            for (int j = 0; j < f.N; j++) sum += bc->p2[(size_t)r * f.N + j];
+            assert_true(fabs(sum - 1) < 1e-5);
+        }
+    }
+    print_message("  cached forward (sd35-tiny-b, %d dual blocks): max rel diff %.2e vs sd3_forward, rel L2 %.2e vs "
+                  "diffusers\n", nd, e2_inf, e2_dif);
+    assert_true(nd > 0);
+    assert_true(e2_inf <= 1e-5);
+    assert_true(e2_dif <= 1e-4);
+    sd3_cache_free(c);
+    sd3_workspace_free(ws);
+    free(ref2), free(out2), free(exp2);
     tc_sd3fx_free(&f);
 }
 
@@ -841,7 +899,7 @@ typedef struct {
 static void small_run_new(small_run *r, int qk) {
     sd3_config c;
     te_config tc;
-    tiny_arch(&c, &tc, qk, 5);
+    tiny_arch(&c, &tc, qk, 5, 0);
     *r = (small_run){.sigma = {0.3f, 0.8f}, .ids = {2, 7, 3, 1, 0, 1, 0, 0, 0, 0}};
     assert_int_equal(tr_model_new(&r->m, &c, &tc, 5, 0), 0);
     assert_int_equal(tr_ws_new(&r->w, r->m, 2), 0);
@@ -888,7 +946,7 @@ static void count_cb(void *ctx, const char *name, int ndim, const int64_t *shape
 static void test_bind_view_names(void **st) {
     sd3_config c;
     te_config tc;
-    tiny_arch(&c, &tc, 1, 5);
+    tiny_arch(&c, &tc, 1, 5, 0);
     int n = 0;
     assert_int_equal(sd3_enumerate_tensors(&c, count_cb, &n), 0);
     view_ctx *v = calloc(1, sizeof *v);
@@ -932,6 +990,7 @@ int main(int argc, char **argv) {
         cmocka_unit_test(test_grad_gate),          cmocka_unit_test(test_grad_attention),
         cmocka_unit_test(test_grad_conditioning),  cmocka_unit_test(test_grad_patch),
         cmocka_unit_test(test_grad_text_embedding), cmocka_unit_test(test_grad_model),
+        cmocka_unit_test(test_grad_model_dual),
         cmocka_unit_test(test_forward_matches_inference), cmocka_unit_test(test_cached_forward_fixture),
         cmocka_unit_test(test_step_allocates_nothing), cmocka_unit_test(test_bind_view_names),
         cmocka_unit_test(test_nonfinite_named),

@@ -34,6 +34,8 @@ static const char USAGE[] =
     "  --image-size N       image side in pixels = sample_size (32)\n"
     "  --patch N            patch size (4: 64 image tokens; 2 gives 256 tokens at 4.2x the cost)\n"
     "  --layers N           joint transformer blocks (6)\n"
+    "  --dual-layers N      the first N blocks also get SD3.5's second, image-only attention (attn2;\n"
+    "                       the config's dual_attention_layers) (0)\n"
     "  --heads N            attention heads (2)\n"
     "  --head-dim N         head dimension (64); hidden size D = heads x head-dim\n"
     "  --qk-norm none|rms   per-head RMSNorm of queries and keys (none)\n"
@@ -79,6 +81,7 @@ typedef struct {
     const char *out, *config;
     int data;
     long data_seed, threads, bench_steps;
+    int dual_layers; /* --dual-layers: blocks 0..N-1 are dual-attention blocks */
 } settings;
 
 typedef struct {
@@ -101,6 +104,7 @@ static const opt_def OPTS[] = {
     I("image-size", T_INT, 2, 1024, a.sd3.sample_size, R_SAME),
     I("patch", T_INT, 1, 64, a.sd3.patch_size, R_SAME),
     I("layers", T_INT, 1, SD3_MAX_LAYERS, a.sd3.num_layers, R_SAME),
+    I("dual-layers", T_INT, 0, SD3_MAX_LAYERS, dual_layers, R_SAME),
     I("heads", T_INT, 1, 256, a.sd3.num_heads, R_SAME),
     I("head-dim", T_INT, 1, 512, a.sd3.head_dim, R_SAME),
     I("qk-norm", T_QK, 0, 0, a.sd3.qk_norm, R_SAME),
@@ -334,6 +338,8 @@ static int saved_settings(const char *ckpt, settings *sv) {
         fprintf(stderr, "sinkscope train: %s: trained on data '%s', which this build cannot make\n", ckpt, dn);
         return -1;
     }
+    sv->dual_layers = 0;
+    for (int i = 0; i < sv->a.sd3.num_layers; i++) sv->dual_layers += sv->a.sd3.dual[i] != 0;
     return 0;
 }
 
@@ -350,6 +356,11 @@ static int train_main(const char **val, const char **src, int resume, int do_ben
     for (int i = 0; i < O_N; i++)
         if (val[i] && parse_opt(i, val[i], src[i], &st) < 0) bad = 1;
     if (bad) return 2;
+    if (st.dual_layers > st.a.sd3.num_layers) {
+        fprintf(stderr, "sinkscope train: --dual-layers %d exceeds --layers %d\n", st.dual_layers, st.a.sd3.num_layers);
+        return 2;
+    }
+    for (int i = 0; i < st.dual_layers; i++) st.a.sd3.dual[i] = 1;
     const int I_DATA_SEED = opt_index("data-seed"), I_BENCH_STEPS = opt_index("bench-steps"), I_STEPS = opt_index("steps");
     if (do_bench && resume) {
         fprintf(stderr, "sinkscope train: --bench measures a new model; it cannot be combined with --resume\n");
@@ -464,8 +475,12 @@ static int train_main(const char **val, const char **src, int resume, int do_ben
         goto done;
     }
     const tr_model *m = t->m;
-    fprintf(stderr, "sinkscope train: data %s, D %d, %d layers, %d heads x %d, qk_norm %s, text %d x %d, %.2fM parameters "
-            "(%.1f MB), batch %d, %d threads, activations %.0f MB\n", data.name, m->D, m->cfg.num_layers,
+    int ndual = 0;
+    for (int i = 0; i < m->cfg.num_layers; i++) ndual += m->cfg.dual[i] != 0;
+    char dual_txt[48] = "";
+    if (ndual) snprintf(dual_txt, sizeof dual_txt, " (%d with attn2)", ndual);
+    fprintf(stderr, "sinkscope train: data %s, D %d, %d layers%s, %d heads x %d, qk_norm %s, text %d x %d, %.2fM parameters "
+            "(%.1f MB), batch %d, %d threads, activations %.0f MB\n", data.name, m->D, m->cfg.num_layers, dual_txt,
             m->cfg.num_heads, m->cfg.head_dim, m->cfg.qk_norm ? "rms" : "none", m->tcfg.max_length,
             m->tcfg.hidden_size, m->n / 1e6, m->n * 4 / 1e6, t->opts.batch, omp_get_max_threads(),
             tr_ws_bytes(t->w) / 1e6);

@@ -225,13 +225,13 @@ static ff_out ff_outputs(const work *w, const sd3_block_cache *bc, int text, int
                 : (ff_out){bc->nx2 + o, bc->hx + oh, bc->gx + oh, bc->fx + o};
 }
 
-/* Joint attention for the cached forward: the materialized reference per batch element,
- * keeping the probabilities in bc->p. */
-static int attn_cached(const attn_args *a, const sd3_block_cache *bc) {
+/* Attention for the cached forward (joint or attn2): the materialized reference per batch
+ * element, keeping the probabilities in P [B,H,T,T]. */
+static int attn_cached(const attn_args *a, float *P) {
     const size_t td = (size_t)a->T * a->ld, pp = (size_t)a->H * a->T * a->T;
     const float scale = 1.0f / sqrtf((float)a->dh);
     for (int b = 0; b < a->B; b++) {
-        const int rc = attn_materialized_probs(a->out + b * td, bc->p + b * pp, a->q + b * td, a->k + b * td,
+        const int rc = attn_materialized_probs(a->out + b * td, P + b * pp, a->q + b * td, a->k + b * td,
                                                a->v + b * td, a->T, a->H, a->dh, a->ld, scale, NULL, 0, NULL);
         if (rc < 0) return rc;
     }
@@ -274,9 +274,9 @@ static int attn2_index(const sd3_config *c, int i) {
     return n;
 }
 
-/* Block i on the streams w->X, w->C. With a block cache bc (no dual blocks, no hooks) the
- * activations go to bc instead of the workspace's buffers, the streams are copied there on
- * entry and after the attention residual, and attention is the materialized reference. */
+/* Block i on the streams w->X, w->C. With a block cache bc (no hooks) the activations go to bc
+ * instead of the workspace's buffers, the streams are copied there on entry and before the
+ * feed-forwards, and attention (joint and attn2) is the materialized reference. */
 static int block_forward(const sd3_model *m, int i, const work *ws_w, sd3_block_cache *bc, attn_scratch *as, int kc,
                          int B, int N, int S, const sd3_hooks *hk) {
     const sd3_block *bk = &m->blocks[i];
@@ -286,6 +286,7 @@ static int block_forward(const sd3_model *m, int i, const work *ws_w, sd3_block_
     if (bc) {
         wl.modx = bc->modx, wl.modc = bc->modc, wl.nx = bc->nx, wl.nc = bc->nc;
         wl.Q = bc->q, wl.K = bc->k, wl.V = bc->v, wl.O = bc->o, wl.ax = bc->ax, wl.ac = bc->ac;
+        if (bk->dual) wl.nx2 = bc->n2; /* attn2's input (the feed-forwards' LNs go to bc by ff_outputs) */
         memcpy(bc->x_in, w->X, sizeof(float) * B * N * D);
         memcpy(bc->c_in, w->C, sizeof(float) * B * S * D);
     }
@@ -324,7 +325,7 @@ static int block_forward(const sd3_model *m, int i, const work *ws_w, sd3_block_
                    .precision = m->precision};
     int rc;
     if (bc) {
-        rc = attn_cached(&a, bc);
+        rc = attn_cached(&a, bc->p);
     } else if (hk && hk->attention) {
         ss_site site;
         site_fill(&site, i, i, 0, N, S);
@@ -347,19 +348,26 @@ static int block_forward(const sd3_model *m, int i, const work *ws_w, sd3_block_
         op_add_gated(w->X + (size_t)b * N * D, w->ax + (size_t)b * N * D, mx + 2 * D, N, D);
         if (!bk->last) op_linear(w->ac + (size_t)b * S * D, w->O + jo + (size_t)N * D, &bk->add_out, S);
     }
-    if (bc) memcpy(bc->x_mid, w->X, sizeof(float) * B * N * D);
     if (bk->dual) { /* attn2: image-only self-attention on nx2, after the joint residual */
-        op_linear(w->Q, w->nx2, &bk->q2, B * N);
-        op_linear(w->K, w->nx2, &bk->k2, B * N);
-        op_linear(w->V, w->nx2, &bk->v2, B * N);
+        float *Q2 = bc ? bc->q2 : w->Q, *K2 = bc ? bc->k2 : w->K, *V2 = bc ? bc->v2 : w->V, *O2 = bc ? bc->o2 : w->O;
+        float *A2 = bc ? bc->a2 : w->ax;
+        op_linear(Q2, w->nx2, &bk->q2, B * N);
+        op_linear(K2, w->nx2, &bk->k2, B * N);
+        op_linear(V2, w->nx2, &bk->v2, B * N);
+        if (bc && bk->norm_q2) { /* the norms' inputs, for their backward */
+            memcpy(bc->q2r, Q2, sizeof(float) * B * N * D);
+            memcpy(bc->k2r, K2, sizeof(float) * B * N * D);
+        }
         if (bk->norm_q2) {
-            op_rmsnorm_heads(w->Q, D, bk->norm_q2, B * N, H, dh, 1e-6f);
-            op_rmsnorm_heads(w->K, D, bk->norm_k2, B * N, H, dh, 1e-6f);
+            op_rmsnorm_heads(Q2, D, bk->norm_q2, B * N, H, dh, 1e-6f);
+            op_rmsnorm_heads(K2, D, bk->norm_k2, B * N, H, dh, 1e-6f);
         }
         attn_args a2 = {.B = B, .H = H, .dh = dh, .T = N, .ld = D, .n_img = N,
-                        .q = w->Q, .k = w->K, .v = w->V, .out = w->O, .key_chunk = kc, .scratch = as,
+                        .q = Q2, .k = K2, .v = V2, .out = O2, .key_chunk = kc, .scratch = as,
                         .precision = m->precision};
-        if (hk && hk->attention) {
+        if (bc) {
+            rc = attn_cached(&a2, bc->p2);
+        } else if (hk && hk->attention) {
             ss_site site;
             site_fill(&site, attn2_index(&m->cfg, i), i, 1, N, S);
             args_spans(&a2, &site);
@@ -368,11 +376,12 @@ static int block_forward(const sd3_model *m, int i, const work *ws_w, sd3_block_
             rc = attn_forward(&a2, NULL);
         }
         if (rc < 0) return rc;
-        if ((rc = check_finite(w->O, B, N, N, D, i, "attn2 output")) < 0) return rc;
-        op_linear(w->ax, w->O, &bk->out2, B * N);
+        if ((rc = check_finite(O2, B, N, N, D, i, "attn2 output")) < 0) return rc;
+        op_linear(A2, O2, &bk->out2, B * N);
         for (int b = 0; b < B; b++)
-            op_add_gated(w->X + (size_t)b * N * D, w->ax + (size_t)b * N * D, w->modx + (size_t)b * 9 * D + 8 * D, N, D);
+            op_add_gated(w->X + (size_t)b * N * D, A2 + (size_t)b * N * D, w->modx + (size_t)b * 9 * D + 8 * D, N, D);
     }
+    if (bc) memcpy(bc->x_mid, w->X, sizeof(float) * B * N * D);
     for (int b = 0; b < B; b++) {
         const float *mx = w->modx + (size_t)b * nmx * D;
         const ff_out fx = ff_outputs(w, bc, 0, b, N, D, F);

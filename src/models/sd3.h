@@ -142,7 +142,7 @@ int sd3_forward_ws(const sd3_model *m, sd3_workspace *ws, float *out, const floa
  * fewer than B batch elements uses the front of each; T = N + S, F = 4D. Joint arrays hold each
  * batch element's N image rows, then its S text rows. */
 typedef struct {
-    float *modx, *modc;  /* norm1 / norm1_context outputs [B,6D], [B,6D] ([B,2D] in the last block) */
+    float *modx, *modc;  /* norm1 / norm1_context outputs [B,6D] ([B,9D] in a dual block), [B,6D] ([B,2D] in the last block) */
     float *x_in, *c_in;  /* the streams entering the block [B,N,D], [B,S,D] */
     float *nx, *nc;      /* their modulated LayerNorms (the q/k/v inputs) */
     float *qr, *kr;      /* joint Q, K before the qk RMSNorm [B,T,D] (qk_norm only, else NULL) */
@@ -150,11 +150,18 @@ typedef struct {
     float *p;            /* attention probabilities [B,H,T,T] */
     float *o;            /* joint attention output [B,T,D] */
     float *ax, *ac;      /* to_out / to_add_out outputs [B,N,D], [B,S,D] */
-    float *x_mid, *c_mid; /* the streams after the attention residual */
+    float *x_mid, *c_mid; /* the streams entering the feed-forwards (after the attention residuals: joint, then attn2) */
     float *nx2, *nc2;    /* the feed-forwards' modulated LayerNorms */
     float *hx, *hc;      /* ff / ff_context linear 1 outputs, before GELU [B,N,F], [B,S,F] */
     float *gx, *gc;      /* after GELU */
     float *fx, *fc;      /* linear 2 outputs [B,N,D], [B,S,D] */
+    /* attn2 of a dual block (SD3.5; NULL in the others): image self-attention on its own modulated LN */
+    float *n2;           /* LN(x_in)(1+scale2)+shift2 [B,N,D] (modx rows 7, 6), the q2/k2/v2 input */
+    float *q2r, *k2r;    /* Q2, K2 before the qk RMSNorm [B,N,D] (qk_norm only, else NULL) */
+    float *q2, *k2, *v2; /* [B,N,D] */
+    float *p2;           /* attention probabilities [B,H,N,N] */
+    float *o2;           /* attention output [B,N,D] */
+    float *a2;           /* attn2.to_out output [B,N,D] (added with gate modx row 8) */
 } sd3_block_cache;       /* text-stream entries past c_in are unused in the last block */
 
 typedef struct {
@@ -174,15 +181,15 @@ typedef struct {
 int sd3_image_tokens(const sd3_model *m, int B, int Hl, int Wl, int S, int *N);
 
 /* A cache for up to B batch elements of Hl x Wl latents and S text tokens of model m (the shape
- * checks of sd3_forward apply). Dual-attention (SD3.5 attn2) blocks are not covered: an SS_EARG
- * error names the first one. */
+ * checks of sd3_forward apply), dual-attention (SD3.5 attn2) blocks included. */
 int sd3_cache_new(sd3_cache **out, const sd3_model *m, int B, int Hl, int Wl, int S);
 void sd3_cache_free(sd3_cache *c);
 
 /* sd3_forward_ws that also records what a backward pass needs into `cache` (which must hold
  * B and these sizes). Attention then runs through the materialized reference
  * (attn_materialized_probs, scale 1/sqrt(head_dim)), which keeps the probabilities, instead
- * of the fused kernel; every other op and its order are those of sd3_forward_ws. No hooks. */
+ * of the fused kernel (joint and attn2 sites); every other op and its order are those of
+ * sd3_forward_ws. No hooks. */
 int sd3_forward_cache(const sd3_model *m, sd3_workspace *ws, sd3_cache *cache, float *out, const float *x,
                       const float *ctx, const float *pooled, const float *t, int B, int Hl, int Wl, int S);
 

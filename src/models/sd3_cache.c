@@ -31,7 +31,7 @@ static size_t layout(sd3_cache *c, const sd3_model *m, float *base) {
     A(c->y, B * N, p * p * (size_t)cf->out_channels);
     for (int i = 0; i < cf->num_layers; i++) {
         sd3_block_cache *b = &c->blocks[i];
-        A(b->modx, B, 6 * D); A(b->modc, B, 6 * D);
+        A(b->modx, B, (cf->dual[i] ? 9 : 6) * D); A(b->modc, B, 6 * D);
         A(b->x_in, B * N, D); A(b->c_in, B * S, D); A(b->nx, B * N, D); A(b->nc, B * S, D);
         if (cf->qk_norm) { A(b->qr, B * T, D); A(b->kr, B * T, D); }
         A(b->q, B * T, D); A(b->k, B * T, D); A(b->v, B * T, D);
@@ -40,6 +40,12 @@ static size_t layout(sd3_cache *c, const sd3_model *m, float *base) {
         A(b->nx2, B * N, D); A(b->nc2, B * S, D);
         A(b->hx, B * N, 4 * D); A(b->hc, B * S, 4 * D); A(b->gx, B * N, 4 * D); A(b->gc, B * S, 4 * D);
         A(b->fx, B * N, D); A(b->fc, B * S, D);
+        if (cf->dual[i]) {
+            A(b->n2, B * N, D);
+            if (cf->qk_norm) { A(b->q2r, B * N, D); A(b->k2r, B * N, D); }
+            A(b->q2, B * N, D); A(b->k2, B * N, D); A(b->v2, B * N, D);
+            A(b->p2, B * H, N * N); A(b->o2, B * N, D); A(b->a2, B * N, D);
+        }
     }
 #undef A
     return bad ? SIZE_MAX : off;
@@ -49,9 +55,6 @@ int sd3_cache_new(sd3_cache **out, const sd3_model *m, int B, int Hl, int Wl, in
     *out = NULL;
     int N = 0, rc = sd3_image_tokens(m, B, Hl, Wl, S, &N);
     if (rc < 0) return rc;
-    for (int i = 0; i < m->cfg.num_layers; i++)
-        if (m->cfg.dual[i])
-            return ss_fail(SS_EARG, "activation cache: dual-attention blocks are not covered (block %d)", i);
     sd3_cache *c = ss_calloc(1, sizeof *c);
     if (!c) return SS_ENOMEM;
     c->B = B, c->N = N, c->S = S;

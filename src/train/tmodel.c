@@ -75,9 +75,19 @@ static const float *lookup(void *ctx, const char *name, int ndim, const int64_t 
     return m->param + m->t[i].off;
 }
 
-/* Points the sd3_model view's weights into m->param, through the SD3 loader's name table. */
+/* The same slot in m->grad (the gradient view; the frozen position table has none: its slot is
+ * the table itself, which the backward never writes). */
+static const float *grad_lookup(void *ctx, const char *name, int ndim, const int64_t *shape) {
+    const tr_model *m = ctx;
+    const float *p = lookup(ctx, name, ndim, shape);
+    return !p || p == m->pos_table ? p : m->grad + (p - m->param);
+}
+
+/* Points the sd3_model view's weights into m->param and the gradient view's into m->grad,
+ * through the SD3 loader's name table. */
 static int bind_view(tr_model *m) {
-    const int rc = sd3_bind_view(&m->view, &m->cfg, lookup, m, "trainer: parameter table");
+    int rc = sd3_bind_view(&m->view, &m->cfg, lookup, m, "trainer: parameter table");
+    if (rc >= 0) rc = sd3_bind_view(&m->gview, &m->cfg, grad_lookup, m, "trainer: gradient table");
     const int it = tr_model_find(m, TE_PREFIX TE_TOKEN_EMBEDDING), ip = tr_model_find(m, TE_PREFIX TE_POSITION_EMBEDDING);
     if (rc < 0) return rc;
     if (it < 0 || ip < 0) return ss_fail(SS_EMISSING, "trainer: the text encoder's tensors are missing from the parameter table");
@@ -126,8 +136,6 @@ static void init_tensor(const tr_model *m, int i, uint64_t seed, int mode, float
 
 int tr_model_new(tr_model **out, const sd3_config *c, const te_config *tc, uint64_t seed, int init) {
     *out = NULL;
-    for (int i = 0; i < c->num_layers; i++)
-        if (c->dual[i]) return ss_fail(SS_EARG, "trainer: dual attention layers are not supported (block %d)", i);
     if (c->joint_attention_dim != tc->hidden_size || c->pooled_projection_dim != tc->pooled_size)
         return ss_fail(SS_EARG, "trainer: text width %d/%d must equal joint_attention_dim %d and pooled_projection_dim %d",
                        tc->hidden_size, tc->pooled_size, c->joint_attention_dim, c->pooled_projection_dim);
@@ -167,6 +175,7 @@ void tr_model_free(tr_model *m) {
     free(m->grad);
     free(m->pos_table);
     free(m->view.blocks);
+    free(m->gview.blocks);
     free(m);
 }
 

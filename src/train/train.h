@@ -13,8 +13,10 @@
  * t = 1000*sigma and the caption's embeddings (the empty caption with probability cfg_drop, for
  * classifier-free guidance); loss = mean((v - (eps - x0))^2) over all pixels and channels.
  *
- * Restrictions: no dual-attention (SD3.5 attn2) layers; qk_norm none or rms_norm; image size
- * = sample_size, in_channels = out_channels; the position table is the frozen 2D sin-cos table.
+ * Restrictions: qk_norm none or rms_norm; image size = sample_size, in_channels = out_channels;
+ * the position table is the frozen 2D sin-cos table. Dual-attention (SD3.5 attn2) blocks are
+ * trained like the others (sd3_config.dual; the checkpoint's arch names them only when there are
+ * any, so other checkpoints keep their bytes).
  *
  * Randomness is counter-based (core/rng.h, Philox): sample i of the stream (i counts samples
  * since step 0) takes data index i, its noise, timestep and caption dropout from fixed streams
@@ -88,6 +90,7 @@ typedef struct tr_model {
     float *param, *grad;      /* the arenas (tensor i at t[i].off) */
     float *pos_table;         /* frozen [M*M, D] */
     sd3_model view;           /* sd3_model over param (sd3_forward works on it) */
+    sd3_model gview;          /* the same over grad: sd3_backward's gradient view (models/sd3_bwd.h) */
     float *tok_emb, *pos_emb; /* text encoder tensors inside param */
 } tr_model;
 
@@ -114,7 +117,7 @@ int tr_sync_parent(const char *path);
 
 typedef struct tr_ws tr_ws;
 /* Work space for batches of up to B images of sample_size^2: the forward's sd3_workspace and
- * sd3_cache (reused every step), and the backward's gradient buffers. */
+ * sd3_cache and the backward's sd3_bwd_ws (reused every step), and the text encoder's buffers. */
 int tr_ws_new(tr_ws **out, const tr_model *m, int B);
 void tr_ws_free(tr_ws *w);
 size_t tr_ws_bytes(const tr_ws *w);
@@ -122,14 +125,11 @@ size_t tr_ws_bytes(const tr_ws *w);
  * ids [B, S]: the text encoder (te_encode_ids) and the model's own forward, sd3_forward_cache,
  * which keeps the activations for tr_backward (out NULL: into the work space). */
 int tr_forward(const tr_model *m, tr_ws *w, const float *x, const float *t, const int32_t *ids, int B, float *out);
-/* m->grad += dL/dparam for dL/dout = dout, through the last tr_forward on w. */
+/* m->grad += dL/dparam for dL/dout = dout, through the last tr_forward on w: the model's backward
+ * (sd3_backward, into m->gview), then the text encoder's. */
 int tr_backward(tr_model *m, tr_ws *w, const float *dout);
-/* Backward of the parts of the forward that are not core ops (train/tbwd.c). sd3's unpatchify
- * (out [B, C, Hi, Wi] from y [B*N, p*p*C] in (py, px, c) order) is a permutation: its adjoint
- * dy = ... (overwrites) gathers dout. The text encoder (text/encoder.h: ehs[b,s] = tok[ids[b,s]]
- * + pos[s], pooled[b] = mean of tok[id] over the non-pad ids of row b): accumulates into dtok,
- * dpos. */
-void tr_unpatchify_bwd(float *dy, const float *dout, int B, int C, int Hi, int Wi, int p);
+/* Backward of the text encoder (text/encoder.h: ehs[b,s] = tok[ids[b,s]] + pos[s], pooled[b] =
+ * mean of tok[id] over the non-pad ids of row b): accumulates into dtok, dpos. */
 void tr_embed_bwd(float *dtok, float *dpos, const float *dehs, const float *dpooled, const int32_t *ids, int B, int S,
                   int J);
 /* Flow-matching loss of one batch and (grads zeroed first) its gradient; sigma [B] in (0, 1).

@@ -59,8 +59,8 @@ int tr_arch_check(tr_arch *a) {
     if (c->in_channels < 1 || c->out_channels != c->in_channels)
         return ss_fail(SS_EARG, "trainer: in_channels %d and out_channels %d must be equal and positive", c->in_channels,
                        c->out_channels);
-    for (int i = 0; i < c->num_layers; i++)
-        if (c->dual[i]) return ss_fail(SS_EARG, "trainer: dual attention layers are not supported");
+    for (int i = c->num_layers; i < SD3_MAX_LAYERS; i++)
+        if (c->dual[i]) return ss_fail(SS_EARG, "trainer: dual attention layer %d is past the %d layers", i, c->num_layers);
     if (c->qk_norm != 0 && c->qk_norm != 1) return ss_fail(SS_EARG, "trainer: qk_norm must be none or rms_norm");
     if (t->max_length < 2 || t->hidden_size < 1 || t->max_length > 4096 || t->hidden_size > 8192)
         return ss_fail(SS_EARG, "trainer: text length %d (>= 2) or width %d out of range", t->max_length, t->hidden_size);
@@ -264,11 +264,20 @@ int tr_trainer_step(tr_trainer *t) {
 
 static json_t *arch_json(const tr_arch *a) {
     const sd3_config *c = &a->sd3;
-    return json_pack("{s:i, s:i, s:i, s:i, s:i, s:i, s:i, s:i, s:i, s:i, s:i}", "sample_size", c->sample_size,
+    json_t *j = json_pack("{s:i, s:i, s:i, s:i, s:i, s:i, s:i, s:i, s:i, s:i, s:i}", "sample_size", c->sample_size,
                      "patch_size", c->patch_size, "in_channels", c->in_channels, "out_channels", c->out_channels,
                      "num_layers", c->num_layers, "num_heads", c->num_heads, "head_dim", c->head_dim, "qk_norm",
                      c->qk_norm, "vocab_size", a->te.vocab_size, "text_len", a->te.max_length, "text_dim",
                      a->te.hidden_size);
+    json_t *dual = NULL; /* only with dual-attention (SD3.5 attn2) blocks: other checkpoints keep their bytes */
+    for (int i = 0; i < c->num_layers; i++)
+        if (c->dual[i]) {
+            if (!dual) dual = json_array();
+            json_array_append_new(dual, json_integer(i));
+        }
+    if (j && dual) json_object_set_new(j, "dual_attention_layers", dual);
+    else json_decref(dual);
+    return j;
 }
 
 static json_t *opts_json(const tr_opts *o) {
@@ -369,6 +378,17 @@ static int parse_meta(const st_file *f, const char *path, tr_arch *a, tr_opts *o
         a->sd3.sample_size = (int)v[0], a->sd3.patch_size = (int)v[1], a->sd3.in_channels = (int)v[2];
         a->sd3.out_channels = (int)v[3], a->sd3.num_layers = (int)v[4], a->sd3.num_heads = (int)v[5];
         a->sd3.head_dim = (int)v[6], a->sd3.qk_norm = (int)v[7];
+        json_t *dual = json_object_get(ja, "dual_attention_layers"), *e;
+        size_t k;
+        int bad_dual = dual && !json_is_array(dual);
+        json_array_foreach(dual, k, e) {
+            if (!json_is_integer(e) || json_integer_value(e) < 0 || json_integer_value(e) >= v[4] ||
+                json_integer_value(e) >= SD3_MAX_LAYERS) {
+                bad_dual = 1;
+                break;
+            }
+            a->sd3.dual[json_integer_value(e)] = 1;
+        }
         a->te = (te_config){(int)v[8], (int)v[9], (int)v[10], (int)v[10]};
         long l = 0;
         tr_opts_default(o);
@@ -385,6 +405,7 @@ static int parse_meta(const st_file *f, const char *path, tr_arch *a, tr_opts *o
         json_t *sd = json_object_get(jo, "seed");
         bad = bad || !json_is_integer(sd) || jint(jo, "init", &l);
         if (!bad) o->seed = (uint64_t)json_integer_value(sd), o->init = (int)l;
+        bad = bad || bad_dual;
     }
     json_decref(ja);
     json_decref(jo);
