@@ -403,6 +403,14 @@ static int emb_ensure(runner *r, const char *text, float *emb, uint8_t *buf, int
 
 static void clean_tmp(const char *dir);
 
+/* The encoder stage's progress on a terminal (run's progress bar setting). */
+static void emb_progress(const run_config *c, long done, long total) {
+    if (!c->progress_bar) return;
+    fprintf(stderr, "\r\033[Ksinkscope run: text embeddings %ld/%ld", done, total);
+    if (done == total) fputc('\n', stderr);
+    fflush(stderr);
+}
+
 /* The encoder stage: every distinct text the work needs (its prompts, padded as their conditions
  * pad them, and the negative prompt under guidance) encoded once into EXP/text_embeddings (files
  * already there and valid are reused); then the encoders are freed and the transformer loaded.
@@ -421,24 +429,27 @@ static int encode_stage(runner *r, const uint8_t *need) {
         free(emb), free(buf);
         return SS_ENOMEM;
     }
-    long n_made = 0, n_reused = 0, n_redone = 0;
+    long n_made = 0, n_reused = 0, n_redone = 0, n_texts = 0, n_pads = 0;
+    for (int ci = 0; ci < r->n_conds; ci++) n_pads += sink_condition_pad_active(&r->conds[ci]);
+    for (int p = 0; p < r->ps.n; p++) n_texts += need[p] ? 1 + n_pads : 0;
+    n_texts += kind->uses_negative && c->cfg > 1.0;
     const double t0 = now_s();
     ss_pipe_params q;
     run_params(r, &q, -1);
     const char *neg = q.negative ? q.negative : "";
     int made;
     if (kind->uses_negative && c->cfg > 1.0 && (rc = emb_ensure(r, neg, emb, buf, &made)) >= 0)
-        n_reused += made == 0, n_made += made == 1, n_redone += made == 2;
+        n_reused += made == 0, n_made += made == 1, n_redone += made == 2, emb_progress(c, n_reused + n_made + n_redone, n_texts);
     for (int p = 0; p < r->ps.n && rc >= 0; p++) {
         if (!need[p]) continue;
         if ((rc = emb_ensure(r, r->ps.m[p].prompt, emb, buf, &made)) < 0) break;
-        n_reused += made == 0, n_made += made == 1, n_redone += made == 2;
+        n_reused += made == 0, n_made += made == 1, n_redone += made == 2, emb_progress(c, n_reused + n_made + n_redone, n_texts);
         for (int ci = 0; ci < r->n_conds && rc >= 0; ci++) {
             if (!sink_condition_pad_active(&r->conds[ci])) continue;
             char *padded = NULL;
             if ((rc = promptx_pad_apply(&padded, r->ps.m[p].prompt, &r->conds[ci].pad)) >= 0 &&
                 (rc = emb_ensure(r, padded, emb, buf, &made)) >= 0)
-                n_reused += made == 0, n_made += made == 1, n_redone += made == 2;
+                n_reused += made == 0, n_made += made == 1, n_redone += made == 2, emb_progress(c, n_reused + n_made + n_redone, n_texts);
             free(padded);
         }
     }
