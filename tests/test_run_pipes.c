@@ -81,6 +81,11 @@ static void test_detect(void **st) {
         assert_non_null(e->load), assert_non_null(e->free), assert_non_null(e->image_size), assert_non_null(e->sites);
         assert_non_null(e->pos_grid), assert_non_null(e->text_types), assert_non_null(e->generate);
         assert_true(!e->ws_new == !e->ws_free);
+        /* the encoder stage: all of its entries or none (the pixel pipeline) */
+        const int stage = !!e->encode_text;
+        assert_int_equal(!!e->text_dims, stage), assert_int_equal(!!e->release_encoders, stage);
+        assert_int_equal(!!e->load_transformer, stage), assert_int_equal(!!e->generate_emb, stage);
+        assert_int_equal(stage, !!e->tokenizer_types);
         assert_true(e->default_steps >= 1);
         assert_non_null(strstr(list, e->class_name));
     }
