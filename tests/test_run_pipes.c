@@ -81,6 +81,11 @@ static void test_detect(void **st) {
         assert_non_null(e->load), assert_non_null(e->free), assert_non_null(e->image_size), assert_non_null(e->sites);
         assert_non_null(e->pos_grid), assert_non_null(e->text_types), assert_non_null(e->generate);
         assert_true(!e->ws_new == !e->ws_free);
+        /* the encoder stage: all of its entries or none (the pixel pipeline) */
+        const int stage = !!e->encode_text;
+        assert_int_equal(!!e->text_dims, stage), assert_int_equal(!!e->release_encoders, stage);
+        assert_int_equal(!!e->load_transformer, stage), assert_int_equal(!!e->generate_emb, stage);
+        assert_int_equal(stage, !!e->tokenizer_types);
         assert_true(e->default_steps >= 1);
         assert_non_null(strstr(list, e->class_name));
     }
@@ -434,6 +439,148 @@ static void test_geneval_prompts_real_pipeline(void **st) {
     free(tmp);
 }
 
+
+/* ---- run's --negative-prompt and --max-sequence-length, as generate takes them ---- */
+
+/* Pixels of `run`'s image of prompt 0, seed 0 (baseline) with `opts` and of `generate` with the same
+ * options must be equal, and differ from generate's without them (so the options took effect). */
+static void run_vs_generate(const char *dir, const char *size, const char *scale, const char *opts, const char *want_json) {
+    char *tmp = tc_tmpdir(), out[16384], exp[1024], prompts[1024], png[1024], png0[1024], model[1024];
+    snprintf(model, sizeof model, "%s", tc_path("%s", dir));
+    snprintf(exp, sizeof exp, "%s/exp", tmp);
+    snprintf(prompts, sizeof prompts, "%s/prompts.txt", tmp);
+    snprintf(png, sizeof png, "%s/gen.png", tmp);
+    snprintf(png0, sizeof png0, "%s/gen0.png", tmp);
+    assert_int_equal(tc_write_text(prompts, "a photo of a red cat\n"), 0);
+    int rc = tc_run(out, sizeof out, "%s run --exp '%s' --model '%s' --prompts '%s' --preset baseline --steps 2 %s %s --quiet",
+                    tc_bin(), exp, model, prompts, size, opts);
+    if (rc) fail_msg("run: %s", out);
+    rc = tc_run(out, sizeof out, "%s generate --model '%s' --prompt 'a photo of a red cat' --seed 0 --steps 2 %s %s %s --out '%s'",
+                tc_bin(), model, scale, size, opts, png);
+    if (rc) fail_msg("generate: %s", out);
+    rc = tc_run(out, sizeof out, "%s generate --model '%s' --prompt 'a photo of a red cat' --seed 0 --steps 2 %s %s --out '%s'",
+                tc_bin(), model, scale, size, png0);
+    if (rc) fail_msg("generate: %s", out);
+    int w1, h1, w2, h2, w3, h3;
+    uint8_t *a = pixels(tc_join(exp, "images/baseline/00000_0.png"), &w1, &h1), *b = pixels(png, &w2, &h2),
+            *c = pixels(png0, &w3, &h3);
+    assert_int_equal(w1, w2), assert_int_equal(h1, h2), assert_int_equal(w1, w3), assert_int_equal(h1, h3);
+    if (memcmp(a, b, (size_t)w1 * h1 * 3)) fail_msg("%s %s: run's image differs from generate's", dir, opts);
+    if (!memcmp(b, c, (size_t)w1 * h1 * 3)) fail_msg("%s %s: the options changed nothing", dir, opts);
+    free(a), free(b), free(c);
+    char *ej = tc_read_all(tc_join(exp, "experiment.json"), NULL);
+    assert_non_null(ej);
+    if (!strstr(ej, want_json)) fail_msg("experiment.json has no %s", want_json);
+    free(ej);
+    tc_rmtree(tmp);
+    free(tmp);
+}
+
+static void test_run_options(void **st) {
+    (void)st;
+    run_vs_generate(SD3_DIR, "", "--cfg 7", "--negative-prompt 'blurry, low quality' --max-sequence-length 16",
+                    "\"negative_prompt\": \"blurry, low quality\"");
+    run_vs_generate(SD3_DIR, "", "--cfg 7", "--max-sequence-length 16", "\"text_tokens\": 93");
+    run_vs_generate("fixtures/pixart-pipeline/bin256-sigma", "--width 40 --height 48", "--cfg 4.5",
+                    "--negative-prompt 'blurry' --max-sequence-length 24", "\"text_tokens\": 24");
+    run_vs_generate(FLUX_DIR, "--width 24 --height 16", "--guidance 3.5", "--max-sequence-length 8", "\"text_tokens\": 8");
+    /* refused where the pipeline has no such input */
+    char *tmp = tc_tmpdir(), out[8192];
+    assert_int_equal(tc_write_text(tc_join(tmp, "p.txt"), "a circle\n"), 0);
+    int rc = tc_run(out, sizeof out, "%s run --exp '%s/e1' --model '%s' --prompts '%s/p.txt' --negative-prompt blurry --width 24 "
+                    "--height 16 --quiet", tc_bin(), tmp, tc_path(FLUX_DIR), tmp);
+    assert_int_not_equal(rc, 0);
+    assert_non_null(strstr(out, "--negative-prompt: "));
+    assert_non_null(strstr(out, "FluxPipeline takes no negative prompt"));
+    rc = tc_run(out, sizeof out, "%s run --exp '%s/e2' --model models/shapeworld --prompts '%s/p.txt' --max-sequence-length 8 "
+                "--quiet", tc_bin(), tmp, tmp);
+    assert_int_not_equal(rc, 0);
+    assert_non_null(strstr(out, "--max-sequence-length: models/shapeworld: a SinkscopePixelPipeline has no T5 encoder"));
+    tc_rmtree(tmp);
+    free(tmp);
+}
+
+/* ---- EXP/text_embeddings: one file per distinct text, reused on resume, damaged ones redone ---- */
+
+static int count_files(const char *dir, long *size) {
+    char cmd[2048], line[64];
+    snprintf(cmd, sizeof cmd, "ls '%s' | wc -l; cat '%s'/*.f32 | wc -c", dir, dir);
+    FILE *f = popen(cmd, "r");
+    assert_non_null(f);
+    int n = -1;
+    if (fgets(line, sizeof line, f)) n = atoi(line);
+    if (fgets(line, sizeof line, f)) *size = atol(line);
+    pclose(f);
+    return n;
+}
+
+static void test_text_embeddings(void **st) {
+    (void)st;
+    char *tmp = tc_tmpdir(), out[16384], exp[1024], prompts[1024], model[1024], emb[1200], cmd[4096];
+    snprintf(model, sizeof model, "%s", tc_path(SD3_DIR));
+    snprintf(exp, sizeof exp, "%s/exp", tmp);
+    snprintf(emb, sizeof emb, "%s/text_embeddings", exp);
+    snprintf(prompts, sizeof prompts, "%s/prompts.txt", tmp);
+    /* two prompts, one of them twice: 2 distinct prompts + the empty negative prompt */
+    assert_int_equal(tc_write_text(prompts, "a photo of a red cat\ntwo dogs, a ball\na photo of a red cat\n"), 0);
+    const char *fmt = "%s run --exp '%s' --model '%s' --prompts '%s' --preset baseline --steps 1 2>&1";
+    int rc = tc_run(out, sizeof out, fmt, tc_bin(), exp, model, prompts);
+    if (rc) fail_msg("run: %s", out);
+    assert_non_null(strstr(out, "3 encoded, 1 reused, 0 encoded again")); /* the repeated prompt's file is there already */
+    long bytes = 0;
+    assert_int_equal(count_files(emb, &bytes), 3);
+    assert_true(bytes % 3 == 0 && bytes / 3 > 256);
+    const long file_bytes = bytes / 3;
+    /* lose the last record and truncate every embeddings file: the resume encodes again exactly the
+     * texts that work needs (that prompt and the negative prompt) and makes the same image */
+    const char *rp = tc_join(exp, "records.jsonl");
+    size_t len;
+    char *all = tc_read_all(rp, &len);
+    assert_non_null(all);
+    char *last = all + len - 1;
+    while (last > all && last[-1] != '\n') last--;
+    json_t *lost = json_loads(last, 0, NULL);
+    assert_non_null(lost);
+    *last = 0;
+    assert_int_equal(tc_write_text(rp, all), 0);
+    free(all);
+    snprintf(cmd, sizeof cmd, "for f in '%s'/*.f32; do truncate -s 1000 \"$f\"; done", emb);
+    assert_int_equal(system(cmd), 0);
+    rc = tc_run(out, sizeof out, fmt, tc_bin(), exp, model, prompts);
+    if (rc) fail_msg("resume: %s", out);
+    assert_non_null(strstr(out, "(1 new, 2 already done)"));
+    assert_non_null(strstr(out, "0 encoded, 0 reused, 2 encoded again"));
+    assert_non_null(strstr(out, "bytes, expected"));
+    int n;
+    json_t *recs = read_records(rp, &n);
+    assert_int_equal(n, 3);
+    json_t *again = json_array_get(recs, 2);
+    assert_string_equal(json_string_value(json_object_get(again, "key")), json_string_value(json_object_get(lost, "key")));
+    assert_string_equal(json_string_value(json_object_get(again, "image_sha256")),
+                        json_string_value(json_object_get(lost, "image_sha256")));
+    json_decref(recs);
+    json_decref(lost);
+    /* a finished experiment encodes nothing and loads no transformer */
+    rc = tc_run(out, sizeof out, fmt, tc_bin(), exp, model, prompts);
+    if (rc) fail_msg("rerun: %s", out);
+    assert_non_null(strstr(out, "(0 new, 3 already done)"));
+    assert_null(strstr(out, "text embeddings in"));
+    /* a file with a changed payload byte is found out by its SHA-256 and redone */
+    snprintf(cmd, sizeof cmd, "rm '%s'; f=$(ls '%s'/*.f32 | head -1); truncate -s %ld \"$f\"; "
+             "for g in '%s'/*.f32; do [ $(stat -c %%s \"$g\") = %ld ] || rm \"$g\"; done; "
+             "printf 'X' | dd of=\"$f\" bs=1 seek=300 conv=notrunc 2>/dev/null", rp, emb, file_bytes, emb, file_bytes);
+    assert_int_equal(system(cmd), 0);
+    rc = tc_run(out, sizeof out, fmt, tc_bin(), exp, model, prompts);
+    if (rc) fail_msg("rerun: %s", out);
+    assert_non_null(strstr(out, "(3 new, 0 already done)"));
+    assert_non_null(strstr(out, "1 encoded again"));
+    assert_non_null(strstr(out, "does not match its SHA-256"));
+    assert_int_equal(count_files(emb, &bytes), 3);
+    assert_int_equal(bytes, 3 * file_bytes);
+    tc_rmtree(tmp);
+    free(tmp);
+}
+
 /* ---- errors ---- */
 
 static void test_errors(void **st) {
@@ -529,6 +676,8 @@ int main(void) {
         cmocka_unit_test(test_run_pixart),
         cmocka_unit_test(test_geneval_prompts_real_pipeline),
         cmocka_unit_test(test_errors),
+        cmocka_unit_test(test_run_options),
+        cmocka_unit_test(test_text_embeddings),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

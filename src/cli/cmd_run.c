@@ -31,7 +31,7 @@ _Static_assert(EXP_MAX_PROBE <= RUN_MAX_PROBE, "a preset's probe.sites must fit 
 static const char USAGE[] =
     "usage: sinkscope run [--exp DIR] [--model DIR] [--prompts FILE] [--conditions FILE.json | --preset NAME]\n"
     "                     [--seeds N] [--base-seed N] [--steps N] [--cfg X] [--width N --height N]\n"
-    "                     [--probe BLOCKS|all] [--spiral FIELDS]\n"
+    "                     [--negative-prompt TEXT] [--max-sequence-length N] [--probe BLOCKS|all] [--spiral FIELDS]\n"
     "                     [--limit-prompts N] [--metrics LIST --metric-weights DIR] [--fid-mode MODE]\n"
     "                     [--precision f32|bf16] [--threads N] [--jobs N] [--quiet]\n"
     "\n"
@@ -63,6 +63,10 @@ static const char USAGE[] =
     "  --cfg X             classifier-free guidance scale (default 4; SD3 folders 7); FLUX folders: the\n"
     "                      distilled guidance (default 3.5)\n"
     "  --width, --height N image size in pixels (default: the folder's)\n"
+    "  --negative-prompt TEXT  the unconditional prompt of classifier-free guidance (SD3 and PixArt folders;\n"
+    "                      default \"\"), as generate takes it; recorded in experiment.json\n"
+    "  --max-sequence-length N  T5 tokens (SD3, FLUX and PixArt folders; default 256, 512, 120), as generate\n"
+    "                      takes it (experiment.json's text_tokens follows it)\n"
     "  --probe BLOCKS      blocks whose attention statistics are recorded: comma-separated indices (the\n"
     "                      blocks 'layers' names: SD3 joint.i, FLUX double.i) and/or site names (attn2.0,\n"
     "                      single.3), 'all' (every attention site) or 'none'; default the preset's\n"
@@ -156,7 +160,8 @@ int cmd_run(int argc, char **argv) {
     const char *exp_dir = default_exp, *model_dir = NULL, *prompts = NULL, *cond_path = NULL, *preset = NULL,
                *seeds_s = NULL, *base_s = NULL, *steps_s = NULL, *cfg_s = NULL, *probe_s = NULL, *limit_s = NULL,
                *threads_s = NULL, *jobs_s = NULL, *stride_s = NULL, *metrics_s = NULL, *weights_s = NULL,
-               *fid_mode_s = NULL, *prec_s = NULL, *spiral_s = NULL, *width_s = NULL, *height_s = NULL;
+               *fid_mode_s = NULL, *prec_s = NULL, *spiral_s = NULL, *width_s = NULL, *height_s = NULL, *neg_s = NULL,
+               *msl_s = NULL;
     int quiet = 0;
     cli_opt opts[] = {{"exp", &exp_dir, NULL},         {"model", &model_dir, NULL},   {"prompts", &prompts, NULL},
                       {"conditions", &cond_path, NULL}, {"preset", &preset, NULL},     {"seeds", &seeds_s, NULL},
@@ -165,14 +170,15 @@ int cmd_run(int argc, char **argv) {
                       {"jobs", &jobs_s, NULL},          {"quiet", NULL, &quiet},       {"prompt-stride", &stride_s, NULL},
                       {"metrics", &metrics_s, NULL},    {"metric-weights", &weights_s, NULL},
                       {"fid-mode", &fid_mode_s, NULL},  {"precision", &prec_s, NULL},  {"spiral", &spiral_s, NULL},
-                      {"width", &width_s, NULL},        {"height", &height_s, NULL}};
+                      {"width", &width_s, NULL},        {"height", &height_s, NULL},
+                      {"negative-prompt", &neg_s, NULL}, {"max-sequence-length", &msl_s, NULL}};
     int pr = cli_parse(argc, argv, opts, sizeof opts / sizeof opts[0], USAGE);
     if (pr) return pr > 0 ? 0 : 2;
     /* The main job: nothing that changes what is computed was given (--threads, --jobs and
      * --quiet do not change results, so `run --quiet` is still the main job). */
     const int no_args = exp_dir == default_exp && !model_dir && !prompts && !cond_path && !preset && !seeds_s && !base_s &&
                         !steps_s && !cfg_s && !probe_s && !limit_s && !stride_s && !metrics_s && !weights_s && !fid_mode_s &&
-                        !prec_s && !spiral_s && !width_s && !height_s;
+                        !prec_s && !spiral_s && !width_s && !height_s && !neg_s && !msl_s;
     if (cond_path && preset) {
         fprintf(stderr, "sinkscope run: give --conditions or --preset, not both\n");
         return 2;
@@ -230,6 +236,11 @@ int cmd_run(int argc, char **argv) {
     if (height_s) {
         if (cli_int("run", "height", height_s, 1, 16384, &v)) return 2;
         c.height = (int)v;
+    }
+    c.negative_prompt = neg_s;
+    if (msl_s) {
+        if (cli_int("run", "max-sequence-length", msl_s, 1, 4096, &v)) return 2;
+        c.max_sequence_length = (int)v;
     }
     if (limit_s) {
         if (cli_int("run", "limit-prompts", limit_s, 1, 100000000, &v)) return 2;

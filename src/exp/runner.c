@@ -190,6 +190,8 @@ typedef struct {
     int cur_step, cur_steps; /* progress within the image being made */
     char *padded;            /* the padded prompt of the image being made (pad_prompt), or NULL */
     uint8_t *ttypes;         /* [S]: the text key types of the prompt it tokenizes (padded or not) */
+    float *emb;              /* [2][emb_n]: the cond and uncond text embeddings of the image being made (pipelines
+                                with an encoder stage), read from EXP/text_embeddings */
 } worker;
 
 struct runner {
@@ -204,6 +206,9 @@ struct runner {
     char (*cond_json)[1024]; /* compact condition JSON for the PNG text chunks */
     uint8_t *types;          /* [n prompts][S]: the text key types of each prompt (ss_pipe_kind.text_types) */
     int S;                   /* text tokens */
+    /* the encoder stage (ss_pipe_kind.encode_text): every text's embeddings in EXP/text_embeddings/ */
+    int emb_rows, emb_cols, emb_extra;
+    size_t emb_n;            /* floats of one text: rows * cols + extra (0: no encoder stage) */
     ss_site *sites;          /* [SS_PIPE_MAX_SITES]: the model's attention sites at the run's image size */
     int n_sites;
     worker *wk;
@@ -281,6 +286,181 @@ static void run_params(const runner *r, ss_pipe_params *q, int p) {
     q->cfg = r->c->cfg;
     q->width = r->c->width;
     q->height = r->c->height;
+    q->negative = r->c->negative_prompt && *r->c->negative_prompt ? r->c->negative_prompt : NULL;
+    q->max_sequence_length = r->c->max_sequence_length;
+}
+
+/* ---- text embeddings (the encoder stage) ----
+ *
+ * EXP/text_embeddings/<name>.f32, name = SHA-256 of the key: "sinkscope text embeddings 1", the
+ * pipeline class, the model digest, max_sequence_length, the dimensions and the text, separated by
+ * NUL bytes. The file: a 256-byte header (EMB_MAGIC, int32 rows, cols, extra, 0, the name and the
+ * SHA-256 of the payload as 64 hex characters each, zero padding), then rows * cols + extra
+ * little-endian float32. */
+#define EMB_MAGIC "SSTEMB1\n"
+#define EMB_HEADER 256
+#define EMB_DIR "text_embeddings"
+
+static void emb_name(const runner *r, const char *text, char hex[DIGEST_HEX]) {
+    static const char tag[] = "sinkscope text embeddings 1";
+    char dims[96];
+    const int n = snprintf(dims, sizeof dims, "max_sequence_length=%d rows=%d cols=%d extra=%d", r->c->max_sequence_length,
+                           r->emb_rows, r->emb_cols, r->emb_extra);
+    sha256_ctx h;
+    sha256_init(&h);
+    sha256_update(&h, tag, sizeof tag);
+    sha256_update(&h, r->pp->kind->class_name, strlen(r->pp->kind->class_name) + 1);
+    sha256_update(&h, r->model_digest, strlen(r->model_digest) + 1);
+    sha256_update(&h, dims, (size_t)n + 1);
+    sha256_update(&h, text, strlen(text));
+    sha256_final_hex(&h, hex);
+}
+
+static void emb_path(const runner *r, const char *hex, char *path, size_t cap) {
+    snprintf(path, cap, "%s/" EMB_DIR "/%s.f32", r->c->exp_dir, hex);
+}
+
+static void emb_header(const runner *r, const char *name, const char *payload_hex, uint8_t hdr[EMB_HEADER]) {
+    memset(hdr, 0, EMB_HEADER);
+    memcpy(hdr, EMB_MAGIC, 8);
+    const int32_t d[4] = {r->emb_rows, r->emb_cols, r->emb_extra, 0};
+    memcpy(hdr + 8, d, sizeof d);
+    memcpy(hdr + 24, name, 64);
+    if (payload_hex) memcpy(hdr + 88, payload_hex, 64);
+}
+
+/* Reads the payload of the file `name` into emb [emb_n]. check: also its size and the payload's
+ * SHA-256 (the encoder stage's test of a file it may reuse). 0, or < 0 with the error naming the
+ * file and the problem. */
+static int emb_read(const runner *r, const char *name, float *emb, int check) {
+    char path[PATHLEN];
+    emb_path(r, name, path, sizeof path);
+    const int fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0) return ss_fail(errno == ENOENT ? SS_EMISSING : SS_EIO, "%s: cannot open: %s", path, strerror(errno));
+    const size_t bytes = sizeof(float) * r->emb_n;
+    uint8_t hdr[EMB_HEADER], want[EMB_HEADER];
+    struct stat sb;
+    int rc = 0;
+    if (fstat(fd, &sb) || !S_ISREG(sb.st_mode)) rc = ss_fail(SS_EIO, "%s: not a regular file", path);
+    else if (check && (uint64_t)sb.st_size != EMB_HEADER + (uint64_t)bytes)
+        rc = ss_fail(SS_EFORMAT, "%s: %lld bytes, expected %llu (truncated?)", path, (long long)sb.st_size,
+                     (unsigned long long)(EMB_HEADER + bytes));
+    else if (pread(fd, hdr, EMB_HEADER, 0) != EMB_HEADER) rc = ss_fail(SS_EFORMAT, "%s: truncated header", path);
+    else {
+        emb_header(r, name, NULL, want);
+        if (memcmp(hdr, want, 88)) rc = ss_fail(SS_EFORMAT, "%s: not the text embeddings this run expects (header)", path);
+    }
+    size_t got = 0;
+    while (!rc && got < bytes) {
+        const ssize_t k = pread(fd, (char *)emb + got, bytes - got, (off_t)(EMB_HEADER + got));
+        if (k < 0 && errno == EINTR) continue;
+        if (k <= 0) rc = ss_fail(SS_EFORMAT, "%s: truncated: %zu of %zu payload bytes", path, got, bytes);
+        else got += (size_t)k;
+    }
+    close(fd);
+    if (!rc && check) {
+        char hex[DIGEST_HEX];
+        sha256_ctx h;
+        sha256_init(&h);
+        sha256_update(&h, emb, bytes);
+        sha256_final_hex(&h, hex);
+        if (memcmp(hex, hdr + 88, 64)) rc = ss_fail(SS_EFORMAT, "%s: its payload does not match its SHA-256", path);
+    }
+    return rc;
+}
+
+/* Encodes one text (unless its valid file is there) into EXP/text_embeddings, through the one
+ * atomic writer. *made: 0 reused, 1 encoded, 2 encoded again (the file was damaged). */
+static int emb_ensure(runner *r, const char *text, float *emb, uint8_t *buf, int *made) {
+    char name[DIGEST_HEX], path[PATHLEN];
+    emb_name(r, text, name);
+    emb_path(r, name, path, sizeof path);
+    *made = 0;
+    struct stat sb;
+    if (!stat(path, &sb)) {
+        if (!S_ISREG(sb.st_mode))
+            return ss_fail(SS_EIO, "%s: not a regular file; move it away and run again", path);
+        if (emb_read(r, name, emb, 1) == 0) return 0;
+        fprintf(stderr, "sinkscope run: warning: %s; encoding that text again\n", ss_err());
+        *made = 2;
+    } else
+        *made = 1;
+    ss_pipe_params q;
+    run_params(r, &q, -1);
+    q.prompt = text;
+    int rc = r->pp->kind->encode_text(r->pp->impl, &q, text, emb);
+    if (rc < 0) return rc;
+    const size_t bytes = sizeof(float) * r->emb_n;
+    char hex[DIGEST_HEX];
+    sha256_ctx h;
+    sha256_init(&h);
+    sha256_update(&h, emb, bytes);
+    sha256_final_hex(&h, hex);
+    emb_header(r, name, hex, buf);
+    memcpy(buf + EMB_HEADER, emb, bytes);
+    return ss_write_atomic(path, buf, EMB_HEADER + bytes);
+}
+
+static void clean_tmp(const char *dir);
+
+/* The encoder stage's progress on a terminal (run's progress bar setting). */
+static void emb_progress(const run_config *c, long done, long total) {
+    if (!c->progress_bar) return;
+    fprintf(stderr, "\r\033[Ksinkscope run: text embeddings %ld/%ld", done, total);
+    if (done == total) fputc('\n', stderr);
+    fflush(stderr);
+}
+
+/* The encoder stage: every distinct text the work needs (its prompts, padded as their conditions
+ * pad them, and the negative prompt under guidance) encoded once into EXP/text_embeddings (files
+ * already there and valid are reused); then the encoders are freed and the transformer loaded.
+ * need[p]: prompt entry p has work. */
+static int encode_stage(runner *r, const uint8_t *need) {
+    const run_config *c = r->c;
+    const ss_pipe_kind *kind = r->pp->kind;
+    char dir[PATHLEN];
+    snprintf(dir, sizeof dir, "%s/" EMB_DIR, c->exp_dir);
+    int rc = ss_mkdir_p(dir);
+    if (rc < 0) return rc;
+    clean_tmp(dir);
+    float *emb = ss_malloc(sizeof(float) * r->emb_n);
+    uint8_t *buf = ss_malloc(EMB_HEADER + sizeof(float) * r->emb_n);
+    if (!emb || !buf) {
+        free(emb), free(buf);
+        return SS_ENOMEM;
+    }
+    long n_made = 0, n_reused = 0, n_redone = 0, n_texts = 0, n_pads = 0;
+    for (int ci = 0; ci < r->n_conds; ci++) n_pads += sink_condition_pad_active(&r->conds[ci]);
+    for (int p = 0; p < r->ps.n; p++) n_texts += need[p] ? 1 + n_pads : 0;
+    n_texts += kind->uses_negative && c->cfg > 1.0;
+    const double t0 = now_s();
+    ss_pipe_params q;
+    run_params(r, &q, -1);
+    const char *neg = q.negative ? q.negative : "";
+    int made;
+    if (kind->uses_negative && c->cfg > 1.0 && (rc = emb_ensure(r, neg, emb, buf, &made)) >= 0)
+        n_reused += made == 0, n_made += made == 1, n_redone += made == 2, emb_progress(c, n_reused + n_made + n_redone, n_texts);
+    for (int p = 0; p < r->ps.n && rc >= 0; p++) {
+        if (!need[p]) continue;
+        if ((rc = emb_ensure(r, r->ps.m[p].prompt, emb, buf, &made)) < 0) break;
+        n_reused += made == 0, n_made += made == 1, n_redone += made == 2, emb_progress(c, n_reused + n_made + n_redone, n_texts);
+        for (int ci = 0; ci < r->n_conds && rc >= 0; ci++) {
+            if (!sink_condition_pad_active(&r->conds[ci])) continue;
+            char *padded = NULL;
+            if ((rc = promptx_pad_apply(&padded, r->ps.m[p].prompt, &r->conds[ci].pad)) >= 0 &&
+                (rc = emb_ensure(r, padded, emb, buf, &made)) >= 0)
+                n_reused += made == 0, n_made += made == 1, n_redone += made == 2, emb_progress(c, n_reused + n_made + n_redone, n_texts);
+            free(padded);
+        }
+    }
+    free(emb), free(buf);
+    if (rc < 0) return ss_err_prefix(rc, "text embeddings: ");
+    if (!c->quiet)
+        fprintf(stderr, "sinkscope run: text embeddings in %s: %ld encoded, %ld reused, %ld encoded again, %.1f s\n", dir,
+                n_made, n_reused, n_redone, now_s() - t0);
+    /* the encoders are not needed any more: peak memory max(encoders, transformer), not the sum */
+    kind->release_encoders(r->pp->impl);
+    return ss_pipe_load_transformer(r->pp, c->precision);
 }
 
 /* The prompt condition ci gives to prompt p: q->prompt padded when the condition's pad_prompt is
@@ -319,7 +499,18 @@ static int generate(worker *w, int ci, int p, uint64_t seed, uint8_t *rgb) {
     sink_ctx_clear_records(w->sk);
     /* a condition that acts on no site may still edit the position table (pe_* fields) */
     sink_ctx_set_condition(w->sk, r->conds[ci].n_layers || r->conds[ci].have_pe ? &r->conds[ci] : NULL);
-    rc = r->pp->kind->generate(r->pp->impl, &pr, rgb, w->sk, w->ws);
+    if (r->emb_n) { /* the encoder stage wrote every text's embeddings */
+        const int uncond = r->pp->kind->uses_negative && pr.cfg > 1.0;
+        char name[DIGEST_HEX];
+        emb_name(r, pr.prompt, name);
+        rc = emb_read(r, name, w->emb, 0);
+        if (!rc && uncond) {
+            emb_name(r, pr.negative ? pr.negative : "", name);
+            rc = emb_read(r, name, w->emb + r->emb_n, 0);
+        }
+        if (!rc) rc = r->pp->kind->generate_emb(r->pp->impl, &pr, w->emb, uncond ? w->emb + r->emb_n : NULL, rgb, w->sk, w->ws);
+    } else
+        rc = r->pp->kind->generate(r->pp->impl, &pr, rgb, w->sk, w->ws);
     if (rc < 0) ss_err_prefix(rc, "condition '%s', prompt %d, seed %llu: ", r->conds[ci].name, PIDX(r, p), (unsigned long long)seed);
     return rc;
 }
@@ -538,6 +729,8 @@ static json_t *build_config(runner *r, const exp_blocks *bm) {
                                                     "r = 0 .. seeds_per_prompt - 1; the same seed for every condition"));
     json_object_set_new(o, "steps", json_integer(c->steps));
     json_object_set_new(o, "cfg", json_real(c->cfg));
+    if (c->negative_prompt && *c->negative_prompt) /* only then: experiments without one keep their file */
+        json_object_set_new(o, "negative_prompt", json_string(c->negative_prompt));
     if (c->precision != SS_PREC_F32) /* only then: f32 experiments keep their experiment.json */
         json_object_set_new(o, "precision", json_string(ss_precision_name(c->precision)));
     json_object_set_new(o, "width", json_integer(r->W));
@@ -787,8 +980,16 @@ static int setup(runner *r, exp_blocks *bm) {
     if (c->precision != SS_PREC_F32 && c->precision != SS_PREC_BF16)
         return ss_fail(SS_EARG, "--precision: unknown precision %d", c->precision);
     if (c->width < 0 || c->height < 0) return ss_fail(SS_EARG, "--width and --height must be positive");
-    if ((rc = ss_pipe_open(&r->pp, c->model_dir, c->precision, 0)) < 0) return rc;
+    /* with an encoder stage the transformer's weights come after it (encode_stage) */
+    if ((rc = ss_pipe_open(&r->pp, c->model_dir, c->precision, SS_PIPE_DEFER_TRANSFORMER)) < 0) return rc;
     const ss_pipe_kind *kind = r->pp->kind;
+    if (c->negative_prompt && *c->negative_prompt && !kind->uses_negative)
+        return ss_fail(SS_EARG, "--negative-prompt: %s: a %s takes no negative prompt%s", c->model_dir, kind->class_name,
+                       kind->encode_text ? " (FLUX.1's guidance is distilled)" : "");
+    if (c->max_sequence_length && !kind->tokenizer_types)
+        return ss_fail(SS_EARG, "--max-sequence-length: %s: a %s has no T5 encoder (its word tokenizer's length is fixed)",
+                       c->model_dir, kind->class_name);
+    if (c->max_sequence_length < 0) return ss_fail(SS_EARG, "--max-sequence-length must be positive");
     if ((rc = digest_pipeline(c->model_dir, r->model_digest)) < 0) return rc;
     if ((rc = load_prompts(c->prompts_path, &r->ps)) < 0) return rc;
     if ((rc = digest_file(c->prompts_path, r->prompts_digest)) < 0) return rc;
@@ -836,6 +1037,10 @@ static int setup(runner *r, exp_blocks *bm) {
     r->n_sites = kind->sites(r->pp->impl, &pr, r->H, r->W, r->sites, SS_PIPE_MAX_SITES);
     if (r->n_sites < 0) return r->n_sites;
     if (r->n_sites > SS_PIPE_MAX_SITES) return ss_fail(SS_EARG, "%s: %d attention sites, at most %d", c->model_dir, r->n_sites, SS_PIPE_MAX_SITES);
+    if (kind->encode_text) {
+        if ((rc = kind->text_dims(r->pp->impl, &pr, &r->emb_rows, &r->emb_cols, &r->emb_extra)) < 0) return rc;
+        r->emb_n = (size_t)r->emb_rows * (size_t)r->emb_cols + (size_t)r->emb_extra;
+    }
     const int num_layers = ss_pipe_layer_count(kind, r->sites, r->n_sites);
     *bm = exp_block_map(num_layers);
     /* conditions: a private copy with the baseline first */
@@ -907,7 +1112,7 @@ static int workers_new(runner *r, int n) {
         worker *w = &r->wk[i];
         w->r = r;
         if (!(w->sk = sink_ctx_new()) || !(w->rgb = ss_malloc(npx)) || !(w->base = ss_malloc(npx)) ||
-            !(w->ttypes = ss_calloc((size_t)r->S, 1)))
+            !(w->ttypes = ss_calloc((size_t)r->S, 1)) || (r->emb_n && !(w->emb = ss_malloc(sizeof(float) * 2 * r->emb_n))))
             return SS_ENOMEM;
         int wrc = r->pp->kind->ws_new ? r->pp->kind->ws_new(&w->ws) : 0;
         if (wrc < 0) return wrc;
@@ -926,6 +1131,7 @@ static void workers_free(runner *r) {
         free(r->wk[i].base);
         free(r->wk[i].padded);
         free(r->wk[i].ttypes);
+        free(r->wk[i].emb);
     }
     free(r->wk);
 }
@@ -1113,6 +1319,17 @@ int run_experiment(const run_config *c, run_result *res) {
     r.total = (long)n_groups * NC;
     res->total = r.total;
     res->before = r.done;
+    if (r.emb_n && n_work > 0) {
+        uint8_t *need = ss_calloc((size_t)(r.ps.n ? r.ps.n : 1), 1);
+        if (!need) {
+            rc = SS_ENOMEM;
+            goto done;
+        }
+        for (int i = 0; i < n_work; i++) need[work[i] / S] = 1;
+        rc = encode_stage(&r, need);
+        free(need);
+        if (rc < 0) goto done;
+    }
     const int max_threads = omp_get_max_threads();
     int jobs = c->jobs > 0 ? c->jobs : max_threads;
     if (jobs > n_work) jobs = n_work > 0 ? n_work : 1;

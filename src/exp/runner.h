@@ -63,6 +63,10 @@ typedef struct {
     int fid_mode;                /* with RUN_METRIC_FID: FID_MODE_PYTORCH (0, the default) or FID_MODE_CLEAN
                                     (metric/fidmode.h) */
     const char *metric_weights;  /* folder of their weights (RUN_METRIC_* layout below); needed when metrics != 0 */
+    const char *negative_prompt; /* the unconditional prompt of classifier-free guidance (SD3, PixArt; NULL or "":
+                                    the empty prompt); recorded in experiment.json ("negative_prompt") when given */
+    int max_sequence_length;     /* T5 tokens (SD3, FLUX, PixArt; 0: the pipeline's default); experiment.json's
+                                    text_tokens follows it */
     int precision;               /* SS_PREC_F32 (0, the default) or SS_PREC_BF16 (core/dnnl.h): the model is loaded
                                     in it (ss_bind_set_precision). Recorded in experiment.json ("precision") only
                                     when not f32, so f32 experiments keep their file; a resume in another precision

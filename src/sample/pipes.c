@@ -20,6 +20,9 @@
 #include "sample/sd3pipe.h"
 #include "text/tokenizer.h"
 
+_Static_assert(SS_PIPE_DEFER_TRANSFORMER == SD3PIPE_DEFER_TRANSFORMER && SS_PIPE_DEFER_TRANSFORMER == FLUXPIPE_DEFER_TRANSFORMER &&
+                   SS_PIPE_DEFER_TRANSFORMER == PIXARTPIPE_DEFER_TRANSFORMER, "one load flag for every kind");
+
 void ss_pipe_params_default(ss_pipe_params *q, const ss_pipe_kind *kind) {
     memset(q, 0, sizeof *q);
     if (kind) q->steps = kind->default_steps, q->cfg = kind->default_cfg;
@@ -36,19 +39,40 @@ static int types_room(int S, const ss_pipe_params *q, const uint8_t *types, int 
 }
 
 /* A VAE pipeline's image: float [H, W, 3] in [0, 1] from gen, to uint8 as `generate` writes its
- * PNGs. */
-typedef int (*float_image_fn)(const void *impl, const ss_pipe_params *q, float *img, sink_ctx *sk);
-static int vae_rgb(const void *impl, const ss_pipe_params *q, uint8_t *rgb, sink_ctx *sk,
+ * PNGs. emb: NULL (gen encodes q->prompt), else {cond, uncond} embeddings (generate_emb). */
+typedef int (*float_image_fn)(const void *impl, const ss_pipe_params *q, const float *const *emb, float *img, sink_ctx *sk);
+static int vae_rgb(const void *impl, const ss_pipe_params *q, const float *const *emb, uint8_t *rgb, sink_ctx *sk,
                    int (*size)(const void *, const ss_pipe_params *, int *, int *), float_image_fn gen) {
     int H, W, rc;
     if (!q->prompt) return no_prompt();
     if ((rc = size(impl, q, &H, &W)) < 0) return rc;
     float *img = malloc(sizeof(float) * (size_t)H * W * 3);
     if (!img) return ss_fail(SS_ENOMEM, "generate: out of memory");
-    if ((rc = gen(impl, q, img, sk)) >= 0)
+    if ((rc = gen(impl, q, emb, img, sk)) >= 0)
         for (size_t i = 0; i < (size_t)H * W * 3; i++) rgb[i] = (uint8_t)nearbyintf(img[i] * 255.0f);
     free(img);
     return rc < 0 ? rc : 0;
+}
+
+/* The batch a denoise takes from per-text embeddings (rows x cols, then extra floats each): seq
+ * [BB, rows, cols] and ext [BB, extra], BB = 2 with guidance (uncond first, as the pipelines' encode
+ * orders it), else 1 (cond only). */
+static int emb_batch(const float *const *emb, int guided, int R, int C, int X, float **seq, float **ext) {
+    const int BB = guided ? 2 : 1;
+    if (guided && !emb[1]) return ss_fail(SS_EARG, "generate: guidance needs the negative prompt's embeddings");
+    *seq = malloc(sizeof(float) * (size_t)BB * R * C);
+    *ext = malloc(sizeof(float) * (size_t)BB * (X ? X : 1));
+    if (!*seq || !*ext) {
+        free(*seq), free(*ext);
+        *seq = *ext = NULL;
+        return ss_fail(SS_ENOMEM, "generate: out of memory");
+    }
+    for (int b = 0; b < BB; b++) {
+        const float *src = guided && b == 0 ? emb[1] : emb[0];
+        memcpy(*seq + (size_t)b * R * C, src, sizeof(float) * (size_t)R * C);
+        memcpy(*ext + (size_t)b * X, src + (size_t)R * C, sizeof(float) * (size_t)X);
+    }
+    return 0;
 }
 
 /* ---- StableDiffusion3Pipeline ---- */
@@ -98,22 +122,58 @@ static int sd3k_text_types(const void *impl, const ss_pipe_params *q, uint8_t *t
     return rc < 0 ? rc : S;
 }
 
-static int sd3k_image(const void *impl, const ss_pipe_params *q, float *img, sink_ctx *sk) {
+static int sd3k_text_dims(const void *impl, const ss_pipe_params *q, int *rows, int *cols, int *extra) {
+    const sd3pipe *p = impl;
     sd3pipe_params s;
     sd3_params(q, &q->prompt, &s);
-    return sd3pipe_generate(impl, &s, img, NULL, sk);
+    *rows = sd3pipe_text_len(p, &s), *cols = p->tcfg.joint_attention_dim, *extra = p->tcfg.pooled_projection_dim;
+    return 0;
+}
+
+static int sd3k_encode_text(const void *impl, const ss_pipe_params *q, const char *text, float *emb) {
+    sd3pipe_params s;
+    sd3_params(q, &text, &s);
+    s.cfg = 1.0; /* this text alone */
+    int R, C, X;
+    sd3k_text_dims(impl, q, &R, &C, &X);
+    return sd3pipe_encode(impl, &s, emb, emb + (size_t)R * C);
+}
+
+static int sd3k_image(const void *impl, const ss_pipe_params *q, const float *const *emb, float *img, sink_ctx *sk) {
+    sd3pipe_params s;
+    sd3_params(q, &q->prompt, &s);
+    if (!emb) return sd3pipe_generate(impl, &s, img, NULL, sk);
+    int R, C, X;
+    float *ctx, *pooled;
+    sd3k_text_dims(impl, q, &R, &C, &X);
+    int rc = emb_batch(emb, s.cfg > 1.0, R, C, X, &ctx, &pooled);
+    if (rc < 0) return rc;
+    rc = sd3pipe_denoise(impl, &s, ctx, pooled, img, NULL, sk);
+    free(ctx), free(pooled);
+    return rc;
 }
 
 static int sd3k_generate(const void *impl, const ss_pipe_params *q, uint8_t *rgb, sink_ctx *sk, void *ws) {
     (void)ws;
-    return vae_rgb(impl, q, rgb, sk, sd3k_image_size, sd3k_image);
+    return vae_rgb(impl, q, NULL, rgb, sk, sd3k_image_size, sd3k_image);
 }
+
+static int sd3k_generate_emb(const void *impl, const ss_pipe_params *q, const float *cond, const float *uncond, uint8_t *rgb,
+                             sink_ctx *sk, void *ws) {
+    (void)ws;
+    const float *const emb[2] = {cond, uncond};
+    return vae_rgb(impl, q, emb, rgb, sk, sd3k_image_size, sd3k_image);
+}
+static void sd3k_release(void *impl) { sd3pipe_release_encoders(impl); }
+static int sd3k_load_transformer(void *impl) { return sd3pipe_load_transformer(impl); }
 
 static const ss_pipe_kind SD3_KIND = {
     .class_name = SD3PIPE_CLASS_NAME, .transformer_class = "SD3Transformer2DModel", .layer_kind = SS_SITE_JOINT,
     .default_steps = 28, .default_cfg = 7.0, .tokenizer_types = 1,
     .load = sd3k_load, .free = sd3k_free, .image_size = sd3k_image_size, .sites = sd3k_sites,
     .pos_grid = sd3k_pos_grid, .text_types = sd3k_text_types, .generate = sd3k_generate,
+    .uses_negative = 1, .text_dims = sd3k_text_dims, .encode_text = sd3k_encode_text, .release_encoders = sd3k_release,
+    .load_transformer = sd3k_load_transformer, .generate_emb = sd3k_generate_emb,
 };
 
 /* ---- FluxPipeline ---- */
@@ -160,22 +220,57 @@ static int fluxk_text_types(const void *impl, const ss_pipe_params *q, uint8_t *
     return rc < 0 ? rc : S;
 }
 
-static int fluxk_image(const void *impl, const ss_pipe_params *q, float *img, sink_ctx *sk) {
+static int fluxk_text_dims(const void *impl, const ss_pipe_params *q, int *rows, int *cols, int *extra) {
+    const fluxpipe *p = impl;
     fluxpipe_params s;
     flux_params(q, &q->prompt, &s);
-    return fluxpipe_generate(impl, &s, img, NULL, sk);
+    *rows = s.max_sequence_length, *cols = p->tcfg.joint_attention_dim, *extra = p->tcfg.pooled_projection_dim;
+    return 0;
+}
+
+static int fluxk_encode_text(const void *impl, const ss_pipe_params *q, const char *text, float *emb) {
+    fluxpipe_params s;
+    flux_params(q, &text, &s);
+    int R, C, X;
+    fluxk_text_dims(impl, q, &R, &C, &X);
+    return fluxpipe_encode(impl, &s, emb, emb + (size_t)R * C);
+}
+
+static int fluxk_image(const void *impl, const ss_pipe_params *q, const float *const *emb, float *img, sink_ctx *sk) {
+    fluxpipe_params s;
+    flux_params(q, &q->prompt, &s);
+    if (!emb) return fluxpipe_generate(impl, &s, img, NULL, sk);
+    int R, C, X;
+    float *ctx, *pooled;
+    fluxk_text_dims(impl, q, &R, &C, &X);
+    int rc = emb_batch(emb, 0, R, C, X, &ctx, &pooled); /* distilled guidance: no unconditional text */
+    if (rc < 0) return rc;
+    rc = fluxpipe_denoise(impl, &s, ctx, pooled, img, NULL, sk);
+    free(ctx), free(pooled);
+    return rc;
 }
 
 static int fluxk_generate(const void *impl, const ss_pipe_params *q, uint8_t *rgb, sink_ctx *sk, void *ws) {
     (void)ws;
-    return vae_rgb(impl, q, rgb, sk, fluxk_image_size, fluxk_image);
+    return vae_rgb(impl, q, NULL, rgb, sk, fluxk_image_size, fluxk_image);
 }
+
+static int fluxk_generate_emb(const void *impl, const ss_pipe_params *q, const float *cond, const float *uncond, uint8_t *rgb,
+                              sink_ctx *sk, void *ws) {
+    (void)ws;
+    const float *const emb[2] = {cond, uncond};
+    return vae_rgb(impl, q, emb, rgb, sk, fluxk_image_size, fluxk_image);
+}
+static void fluxk_release(void *impl) { fluxpipe_release_encoders(impl); }
+static int fluxk_load_transformer(void *impl) { return fluxpipe_load_transformer(impl); }
 
 static const ss_pipe_kind FLUX_KIND = {
     .class_name = FLUXPIPE_CLASS_NAME, .transformer_class = "FluxTransformer2DModel", .layer_kind = SS_SITE_DOUBLE,
     .default_steps = 28, .default_cfg = 3.5, .tokenizer_types = 1,
     .load = fluxk_load, .free = fluxk_free, .image_size = fluxk_image_size, .sites = fluxk_sites,
     .pos_grid = fluxk_pos_grid, .text_types = fluxk_text_types, .generate = fluxk_generate,
+    .uses_negative = 0, .text_dims = fluxk_text_dims, .encode_text = fluxk_encode_text, .release_encoders = fluxk_release,
+    .load_transformer = fluxk_load_transformer, .generate_emb = fluxk_generate_emb,
 };
 
 /* ---- PixArtAlphaPipeline ---- */
@@ -240,22 +335,60 @@ static int pixartk_text_types(const void *impl, const ss_pipe_params *q, uint8_t
     return rc < 0 ? rc : S;
 }
 
-static int pixartk_image(const void *impl, const ss_pipe_params *q, float *img, sink_ctx *sk) {
+/* rows = T5 tokens, cols = the caption width (the T5 width, checked at load), extra = the mask. */
+static int pixartk_text_dims(const void *impl, const ss_pipe_params *q, int *rows, int *cols, int *extra) {
+    const pixart_config *tc = &((const pixartpipe *)impl)->tcfg;
     pixartpipe_params s;
     pixart_params(q, &q->prompt, &s);
-    return pixartpipe_generate(impl, &s, img, NULL, sk);
+    *rows = s.max_sequence_length, *cols = tc->caption_channels ? tc->caption_channels : tc->cross_attention_dim;
+    *extra = s.max_sequence_length;
+    return 0;
+}
+
+static int pixartk_encode_text(const void *impl, const ss_pipe_params *q, const char *text, float *emb) {
+    pixartpipe_params s;
+    pixart_params(q, &text, &s);
+    s.cfg = 1.0; /* this text alone */
+    int R, C, X;
+    pixartk_text_dims(impl, q, &R, &C, &X);
+    return pixartpipe_encode(impl, &s, emb, emb + (size_t)R * C);
+}
+
+static int pixartk_image(const void *impl, const ss_pipe_params *q, const float *const *emb, float *img, sink_ctx *sk) {
+    pixartpipe_params s;
+    pixart_params(q, &q->prompt, &s);
+    if (!emb) return pixartpipe_generate(impl, &s, img, NULL, sk);
+    int R, C, X;
+    float *ctx, *mask;
+    pixartk_text_dims(impl, q, &R, &C, &X);
+    int rc = emb_batch(emb, s.cfg > 1.0, R, C, X, &ctx, &mask);
+    if (rc < 0) return rc;
+    rc = pixartpipe_denoise(impl, &s, ctx, mask, img, NULL, sk);
+    free(ctx), free(mask);
+    return rc;
 }
 
 static int pixartk_generate(const void *impl, const ss_pipe_params *q, uint8_t *rgb, sink_ctx *sk, void *ws) {
     (void)ws;
-    return vae_rgb(impl, q, rgb, sk, pixartk_image_size, pixartk_image);
+    return vae_rgb(impl, q, NULL, rgb, sk, pixartk_image_size, pixartk_image);
 }
+
+static int pixartk_generate_emb(const void *impl, const ss_pipe_params *q, const float *cond, const float *uncond,
+                                uint8_t *rgb, sink_ctx *sk, void *ws) {
+    (void)ws;
+    const float *const emb[2] = {cond, uncond};
+    return vae_rgb(impl, q, emb, rgb, sk, pixartk_image_size, pixartk_image);
+}
+static void pixartk_release(void *impl) { pixartpipe_release_encoders(impl); }
+static int pixartk_load_transformer(void *impl) { return pixartpipe_load_transformer(impl); }
 
 static const ss_pipe_kind PIXART_KIND = {
     .class_name = PIXARTPIPE_CLASS_NAME, .transformer_class = "PixArtTransformer2DModel", .layer_kind = SS_SITE_SELF,
     .default_steps = 20, .default_cfg = 4.5, .tokenizer_types = 1,
     .load = pixartk_load, .free = pixartk_free, .image_size = pixartk_image_size, .sites = pixartk_sites,
     .pos_grid = pixartk_pos_grid, .text_types = pixartk_text_types, .generate = pixartk_generate,
+    .uses_negative = 1, .text_dims = pixartk_text_dims, .encode_text = pixartk_encode_text,
+    .release_encoders = pixartk_release, .load_transformer = pixartk_load_transformer, .generate_emb = pixartk_generate_emb,
 };
 
 /* ---- SinkscopePixelPipeline (ShapeWorld) ---- */
@@ -415,6 +548,15 @@ void ss_pipe_close(ss_pipe *p) {
     if (!p) return;
     if (p->impl) p->kind->free(p->impl);
     free(p);
+}
+
+int ss_pipe_load_transformer(ss_pipe *p, int precision) {
+    if (!p->kind->load_transformer) return 0;
+    const int saved = ss_bind_get_precision();
+    ss_bind_set_precision(precision);
+    const int rc = p->kind->load_transformer(p->impl);
+    ss_bind_set_precision(saved);
+    return rc;
 }
 
 int ss_pipe_layer_count(const ss_pipe_kind *kind, const ss_site *sites, int n_sites) {

@@ -85,7 +85,29 @@ typedef struct ss_pipe_kind {
      * caller thread, grown by generate as needed. */
     int (*ws_new)(void **ws);
     void (*ws_free)(void *ws);
+    /* Optional, all or none (NULL for the pixel pipeline, whose tiny encoder runs inside generate):
+     * the text encoders as a stage of their own, so that a caller can encode every text first, free
+     * the encoders and only then load the transformer (SS_PIPE_DEFER_TRANSFORMER), and peak memory
+     * is max(encoders, transformer) rather than their sum. */
+    int uses_negative;             /* the unconditional half is a negative prompt's embeddings (SD3, PixArt:
+                                      when q->cfg > 1); 0: no unconditional text (FLUX) */
+    /* The embeddings of one text at q's settings: rows x cols sequence floats, then extra floats (SD3,
+     * FLUX: the pooled vector; PixArt: the attention mask of the rows); 0 or an error. */
+    int (*text_dims)(const void *impl, const ss_pipe_params *q, int *rows, int *cols, int *extra);
+    /* One text through the encoders at q's settings (batch 1, as generate encodes each text), into
+     * emb [rows * cols + extra]. */
+    int (*encode_text)(const void *impl, const ss_pipe_params *q, const char *text, float *emb);
+    void (*release_encoders)(void *impl);
+    int (*load_transformer)(void *impl);
+    /* generate from embeddings: cond those of q->prompt, uncond those of the negative prompt (used when
+     * uses_negative and q->cfg > 1, else may be NULL); the same image as generate. */
+    int (*generate_emb)(const void *impl, const ss_pipe_params *q, const float *cond, const float *uncond, uint8_t *rgb,
+                        sink_ctx *sk, void *ws);
 } ss_pipe_kind;
+
+/* The load flag of every kind with encode_text: read transformer/config.json only; the weights come
+ * with ss_pipe_load_transformer. Kinds without encode_text ignore it. */
+#define SS_PIPE_DEFER_TRANSFORMER 1
 
 /* The table, NULL-terminated. */
 extern const ss_pipe_kind *const ss_pipe_kinds[];
@@ -112,6 +134,9 @@ typedef struct {
  * kind's load flags. */
 int ss_pipe_open(ss_pipe **out, const char *dir, int precision, int flags);
 void ss_pipe_close(ss_pipe *p);
+/* The transformer of a pipeline opened with SS_PIPE_DEFER_TRANSFORMER, in `precision` (as ss_pipe_open);
+ * 0 when it is loaded already or the kind has no encoder stage. */
+int ss_pipe_load_transformer(ss_pipe *p, int precision);
 
 /* Zero, then the kind's default steps and cfg (kind NULL: 0). */
 void ss_pipe_params_default(ss_pipe_params *q, const ss_pipe_kind *kind);
