@@ -45,7 +45,10 @@ static int g_nconv, g_capconv;
 static wentry *g_w;
 static int g_nw, g_capw;
 
+static long g_band = SS_DNNL_CONV_BAND_FLOATS;
+
 void ss_dnnl_conv_enable(int on) { g_enabled = on; }
+void ss_dnnl_conv_set_band_floats(long n) { g_band = n > 0 ? n : SS_DNNL_CONV_BAND_FLOATS; }
 
 static int engine(void) {
     if (!g_engine && !g_engine_failed && dnnl_engine_create(&g_engine, dnnl_cpu, 0) != dnnl_success) g_engine_failed = 1;
@@ -234,8 +237,8 @@ int ss_dnnl_conv_band_rows(const ss_conv2d *c, int H, int W, int pad_end) {
     const int Ho = conv_out_size(H + pad_end, c->kh, c->stride, c->pad);
     const int Wo = conv_out_size(W + pad_end, c->kw, c->stride, c->pad);
     if (Ho <= 0 || Wo <= 0) return 0;
-    long r = SS_DNNL_CONV_BAND_FLOATS / ((long)c->cout * Wo);
-    const long ri = SS_DNNL_CONV_BAND_FLOATS / ((long)c->cin * W * c->stride);
+    long r = g_band / ((long)c->cout * Wo);
+    const long ri = g_band / ((long)c->cin * W * c->stride);
     if (ri < r) r = ri;
     if (r < 1) r = 1;
     if (r > Ho) r = Ho;

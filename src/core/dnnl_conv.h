@@ -35,6 +35,8 @@
 /* Output floats (and input floats) per band that the band height aims at. */
 #define SS_DNNL_CONV_BAND_FLOATS (1 << 20)
 
+/* Tests: the band target in floats (0: SS_DNNL_CONV_BAND_FLOATS), to get many bands on small images. */
+void ss_dnnl_conv_set_band_floats(long n);
 /* 0: y written; 1: not available for this shape (nothing written; fall back); never < 0. */
 int ss_dnnl_conv2d(float *y, const float *x, const ss_conv2d *c, int H, int W, int pad_end);
 /* Output rows per band for this shape (the last band may be shorter). */
