@@ -6,7 +6,8 @@
  * fraction of oneDNN's own convolution peak measured in the same run (before and after, the mean)
  * at the dominant shape (3x3 128->128 at 1024 wide, 64 rows, one primitive on every thread, in
  * oneDNN's layouts), the implementation oneDNN reports, and the peak extra resident memory of each
- * decode (the reordered weight copies, made on the first oneDNN decode, counted there). Run from
+ * decode (the reordered weight copies, made on the first oneDNN decode, counted there); `bench_vae
+ * SIDE` decodes SIDE^2 once through oneDNN (profiling). Run from
  * the repository root. */
 #include <omp.h>
 #include <stdint.h>
@@ -67,6 +68,9 @@ static double decode(const vae_model *m, int side, double *gib) {
 
 int main(int argc, char **argv) {
     const int full = argc > 1 && !strcmp(argv[1], "full");
+    const int only = argc > 1 && !full ? atoi(argv[1]) : 0; /* `bench_vae 1024`: that side, oneDNN, once (profiling) */
+    if (argc > 1 && !full && (only < 64 || only % 8))
+        return fprintf(stderr, "bench_vae: the argument is `full` or a side, a multiple of 8 >= 64\n"), 1;
     char cpu[256] = "unknown";
     FILE *fc = fopen("/proc/cpuinfo", "r");
     char line[512];
@@ -116,7 +120,8 @@ int main(int argc, char **argv) {
         {512, 0, "im2col+sgemm (old)"}, {1024, 0, "im2col+sgemm (old)"},
     };
     double t[5], g[5];
-    const int nrun = full ? 5 : 4;
+    int nrun = full ? 5 : 4;
+    if (only) runs[0].side = only, runs[0].what = "oneDNN, first (primitives made, weights reordered)", nrun = 1;
     for (int i = 0; i < nrun; i++) {
         ss_dnnl_conv_enable(runs[i].dnnl);
         t[i] = decode(m, runs[i].side, &g[i]);
