@@ -1,10 +1,14 @@
-/* VAE benchmark: AutoencoderKL decode of a 16-channel latent to a 1024x1024 image (latent
- * 128x128; the side is argv[1] in pixels, default 1024) with SD3's VAE widths (block_out_channels
- * 128,256,512,512, layers_per_block 2, 32 groups, random weights written to a temporary folder),
- * in seconds and as a fraction of the sgemm rate measured in the same run at the shape of the
- * dominant convolution (the 3x3 128->128 conv at full resolution as one im2col product; measured
- * before and after the decode, the mean is the reference), with the peak extra memory. On 2 shared
- * cores 1024^2 takes minutes: `bench_vae 512` runs the 512^2 case. Run from the repository root. */
+/* VAE benchmark: AutoencoderKL decode of a 16-channel latent (SD3's VAE widths: block_out_channels
+ * 128,256,512,512, layers_per_block 2, 32 groups; random weights written to a temporary folder)
+ * to 512^2 and 1024^2 images, fp32, through oneDNN's direct convolution (core/dnnl_conv.h) and
+ * through the old im2col + sgemm path (at 512^2 only; `bench_vae full` adds it at 1024^2, minutes
+ * on 2 cores). Prints seconds, the decode's rate (its FLOPs, convs dominating, over its time) as a
+ * fraction of oneDNN's own convolution peak measured in the same run (before and after, the mean)
+ * at the dominant shape (3x3 128->128 at 1024 wide, 64 rows, one primitive on every thread, in
+ * oneDNN's layouts), the implementation oneDNN reports, and the peak extra resident memory of each
+ * decode (the reordered weight copies, made on the first oneDNN decode, counted there); `bench_vae
+ * SIDE` decodes SIDE^2 once through oneDNN (profiling). Run from
+ * the repository root. */
 #include <omp.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -13,6 +17,7 @@
 #include <unistd.h>
 
 #include "benchutil.h"
+#include "core/dnnl_conv.h"
 #include "core/err.h"
 #include "io/fsutil.h"
 #include "io/safetensors.h"
@@ -44,9 +49,28 @@ static void add_random(void *ctx, const char *name, int ndim, const int64_t *sha
     free(x);
 }
 
+/* One decode of a side x side image; seconds, peak extra GiB. */
+static double decode(const vae_model *m, int side, double *gib) {
+    const int h = side / 8, w = side / 8;
+    const size_t nz = (size_t)16 * h * w, ny = (size_t)3 * side * side;
+    float *z = malloc(nz * sizeof *z), *y = malloc(ny * sizeof *y);
+    if (!z || !y) return -1;
+    for (size_t i = 0; i < nz; i++) z[i] = (float)((int)(i * 2654435761u >> 20) % 2001 - 1000) * 1e-3f;
+    memset(y, 0, ny * sizeof *y);
+    const long base = bu_mem_reset();
+    double t = bu_now();
+    const int rc = vae_decode(m, y, z, 1, h, w, NULL, NULL);
+    t = bu_now() - t;
+    *gib = (bu_mem_peak() - base) / 1048576.0;
+    free(z), free(y);
+    return rc < 0 ? -1 : t;
+}
+
 int main(int argc, char **argv) {
-    const int side = argc > 1 ? atoi(argv[1]) : 1024, h = side / 8, w = side / 8;
-    if (side < 64 || side % 8) return fprintf(stderr, "bench_vae: side must be a multiple of 8 >= 64\n"), 1;
+    const int full = argc > 1 && !strcmp(argv[1], "full");
+    const int only = argc > 1 && !full ? atoi(argv[1]) : 0; /* `bench_vae 1024`: that side, oneDNN, once (profiling) */
+    if (argc > 1 && !full && (only < 64 || only % 8))
+        return fprintf(stderr, "bench_vae: the argument is `full` or a side, a multiple of 8 >= 64\n"), 1;
     char cpu[256] = "unknown";
     FILE *fc = fopen("/proc/cpuinfo", "r");
     char line[512];
@@ -58,10 +82,9 @@ int main(int argc, char **argv) {
         }
     if (fc) fclose(fc);
     printf("cpu: %s, threads: %d\n", cpu, omp_get_max_threads());
-    /* the reference: the 3x3 128->128 conv at the output resolution as one sgemm (K = 1152), a
-     * 16384-column slice of it */
-    const double peak = bu_sgemm_gflops(128, 16384, 128 * 9, 3);
-    printf("sgemm 128 x 16384 x 1152 before the decode: %.1f GFLOP/s\n", peak);
+    char impl[160];
+    const double pk1 = ss_dnnl_conv_peak_gflops(128, 128, 3, 64, 1024, 3, impl, sizeof impl);
+    printf("oneDNN conv peak, 3x3 128->128 on 64x1024, before: %.1f GFLOP/s (%s)\n", pk1, impl);
 
     char dir[] = "/tmp/sinkscope-bench-vae-XXXXXX";
     if (!mkdtemp(dir)) return 1;
@@ -88,23 +111,35 @@ int main(int argc, char **argv) {
     st_writer_free(ic.w);
     vae_model *m;
     if (vae_load(&m, dir) < 0) return fprintf(stderr, "bench_vae: %s\n", ss_err()), 1;
-    const size_t nz = (size_t)16 * h * w, ny = (size_t)3 * side * side;
-    float *z = malloc(nz * sizeof *z), *y = malloc(ny * sizeof *y);
-    for (size_t i = 0; i < nz; i++) z[i] = (float)((int)(i * 2654435761u >> 20) % 2001 - 1000) * 1e-3f;
-    const long base = bu_mem_reset();
-    double t = bu_now();
-    if (vae_decode(m, y, z, 1, h, w, NULL, NULL) < 0) return fprintf(stderr, "bench_vae: %s\n", ss_err()), 1;
-    t = bu_now() - t;
-    const long peak_kb = bu_mem_peak();
-    /* the machine may be shared: the reference again after the decode, and their mean */
-    const double peak2 = bu_sgemm_gflops(128, 16384, 128 * 9, 3);
-    printf("sgemm 128 x 16384 x 1152 after the decode: %.1f GFLOP/s; reference = the mean, %.1f GFLOP/s\n", peak2,
-           (peak + peak2) / 2);
-    const double fl = vae_decode_flops(&c, h, w);
-    printf("VAE decode 16x%dx%d -> 3x%dx%d (SD3 widths, fp32): %.2f s, %.0f GFLOP, %.1f GFLOP/s = %.0f%% of the sgemm "
-           "rate; peak extra memory %.2f GiB\n",
-           h, w, side, side, t, fl / 1e9, fl / t / 1e9, 100 * fl / t / 1e9 / ((peak + peak2) / 2), (peak_kb - base) / 1048576.0);
-    free(z), free(y);
+    const ss_conv2d dom = {.cin = 128, .cout = 128, .kh = 3, .kw = 3, .stride = 1, .pad = 1};
+    printf("oneDNN implementation in the decode (3x3 128->128 at 1024^2, %d-row bands): %s\n",
+           ss_dnnl_conv_band_rows(&dom, 1024, 1024, 0), ss_dnnl_conv_impl(&dom, 1024, 1024, 0));
+
+    struct { int side, dnnl; const char *what; } runs[] = {
+        {512, 1, "oneDNN, first (primitives made, weights reordered)"}, {512, 1, "oneDNN"}, {1024, 1, "oneDNN"},
+        {512, 0, "im2col+sgemm (old)"}, {1024, 0, "im2col+sgemm (old)"},
+    };
+    double t[5], g[5];
+    int nrun = full ? 5 : 4;
+    if (only) runs[0].side = only, runs[0].what = "oneDNN, first (primitives made, weights reordered)", nrun = 1;
+    for (int i = 0; i < nrun; i++) {
+        ss_dnnl_conv_enable(runs[i].dnnl);
+        t[i] = decode(m, runs[i].side, &g[i]);
+        if (t[i] < 0) return fprintf(stderr, "bench_vae: %s\n", ss_err()), 1;
+        if (i == 0) printf("reordered weight copies: %.1f MiB\n", ss_dnnl_conv_weight_bytes() / 1048576.0);
+    }
+    ss_dnnl_conv_enable(1);
+    const double pk2 = ss_dnnl_conv_peak_gflops(128, 128, 3, 64, 1024, 3, impl, sizeof impl);
+    const double pk = (pk1 + pk2) / 2;
+    printf("oneDNN conv peak after: %.1f GFLOP/s; reference = the mean, %.1f GFLOP/s\n", pk2, pk);
+    for (int i = 0; i < nrun; i++) {
+        const int hh = runs[i].side / 8;
+        const double fl = vae_decode_flops(&c, hh, hh);
+        printf("VAE decode 16x%dx%d -> 3x%dx%d, %s: %.2f s, %.0f GFLOP, %.1f GFLOP/s = %.0f%% of oneDNN's conv peak; "
+               "peak extra memory %.2f GiB\n",
+               hh, hh, runs[i].side, runs[i].side, runs[i].what, t[i], fl / 1e9, fl / t[i] / 1e9,
+               100 * fl / t[i] / 1e9 / pk, g[i]);
+    }
     vae_free(m);
     remove(path);
     snprintf(path, sizeof path, "%s/config.json", dir);

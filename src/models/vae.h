@@ -15,9 +15,12 @@
  * channels change), eps 1e-6, output_scale_factor 1. Mid-block attention: one head of dim C over
  * the H*W tokens, group norm (eps 1e-6) before to_q/to_k/to_v, to_out.0, residual added,
  * rescale_output_factor 1; it runs on the fused kernel (core/attn.h, attn_forward, dh = C).
- * Convolutions: core/conv.h op_conv2d_tiled (im2col per column tile + sgemm; thread-count
- * independent). Memory: three activation buffers of the largest C x H x W of the pass plus the
- * per-thread tiles; the attention needs 5 more [H*W, C] arrays at the latent resolution.
+ * Convolutions: core/dnnl_conv.h ss_dnnl_conv2d (oneDNN's f32 direct convolution in fixed row
+ * bands of one-thread primitives; weights reordered once per layer, dropped by vae_free), falling
+ * back to core/conv.h op_conv2d_tiled (im2col per column tile + sgemm) where oneDNN has none;
+ * both thread-count independent. Memory: three activation buffers of the largest C x H x W of
+ * the pass plus the per-thread bands or tiles and the reordered weight copies (as large as the
+ * conv weights); the attention needs 5 more [H*W, C] arrays at the latent resolution.
  *
  * Pipelines' scaling (vae_unscale / vae_scale): decode(z / scaling_factor + shift_factor) and
  * encode -> (mean - shift_factor) * scaling_factor, shift_factor 0 when the config has null.

@@ -6,6 +6,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "core/dnnl_conv.h"
 #include "core/err.h"
 #include "io/jsonfile.h"
 #include "io/safetensors.h"
@@ -328,8 +329,30 @@ fail:
     return rc;
 }
 
+static void forget_resnet(const vae_resnet *r) {
+    ss_dnnl_conv_forget(r->conv1.w);
+    ss_dnnl_conv_forget(r->conv2.w);
+    ss_dnnl_conv_forget(r->shortcut.w);
+}
+
+/* Drops oneDNN's reordered copies of every conv weight (core/dnnl_conv.h): keyed by pointer. */
+static void forget_convs(const vae_model *m) {
+    const ss_conv2d *top[] = {&m->enc_in, &m->enc_out, &m->quant, &m->dec_in, &m->dec_out, &m->post_quant};
+    for (int i = 0; i < 6; i++) ss_dnnl_conv_forget(top[i]->w);
+    for (int i = 0; i < VAE_MAX_BLOCKS; i++) {
+        const vae_block *bl[2] = {&m->down[i], &m->up[i]};
+        for (int t = 0; t < 2; t++) {
+            for (int j = 0; j < VAE_MAX_LAYERS + 1; j++) forget_resnet(&bl[t]->res[j]);
+            ss_dnnl_conv_forget(bl[t]->sampler.w);
+        }
+    }
+    forget_resnet(&m->enc_mid.r0), forget_resnet(&m->enc_mid.r1);
+    forget_resnet(&m->dec_mid.r0), forget_resnet(&m->dec_mid.r1);
+}
+
 void vae_free(vae_model *m) {
     if (!m) return;
+    forget_convs(m);
     st_set_close(m->files);
     free(m->arena);
     free(m);
