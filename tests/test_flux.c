@@ -20,6 +20,7 @@
 #include "core/err.h"
 #include "io/safetensors.h"
 #include "models/flux.h"
+#include "sink/record.h"
 #include "sink/sink.h"
 
 /* flux-tiny-a (the reference set's) and every folder of our own variants, tests/fixtures/flux-variants/
@@ -697,9 +698,12 @@ static void test_single_stats_text_vs_image_rows(void **state) {
         for (int r = 0; r < n; r++) {
             const sink_record *rec = sink_ctx_record(c->sk, r);
             const int single = ss_site_code_kind(rec->site) == SS_SITE_SINGLE, blk = ss_site_code_block(rec->site);
-            json_t *o = sink_record_to_json(rec), *p = json_object_get(o, "probe");
-            assert_int_equal(single, json_object_get(p, "act_text_max") != NULL);
-            assert_int_equal(single, json_object_get(p, "act_text_p95") != NULL);
+            sink_probe_entry pe;
+            assert_int_equal(sink_probe_entry_from_record(&pe, rec, 0, 1, NULL), 0);
+            json_t *o = sink_probe_entry_write_json(&pe);
+            sink_probe_entry_free(&pe);
+            assert_int_equal(single, json_object_get(o, "act_text_max") != NULL);
+            assert_int_equal(single, json_object_get(o, "act_text_p95") != NULL);
             json_decref(o);
             for (int b = 0; b < f.B; b++) {
                 char what[96];
@@ -755,8 +759,11 @@ static void test_sd3_stats_unchanged(void **state) {
             assert_true(fabs(rec->act_p95[b] - p95) <= 1e-4 * p95);
         }
         assert_null(rec->act_text_max);
-        json_t *o = sink_record_to_json(rec);
-        assert_null(json_object_get(json_object_get(o, "probe"), "act_text_max"));
+        sink_probe_entry pe;
+        assert_int_equal(sink_probe_entry_from_record(&pe, rec, 0, 1, NULL), 0);
+        json_t *o = sink_probe_entry_write_json(&pe);
+        sink_probe_entry_free(&pe);
+        assert_null(json_object_get(o, "act_text_max"));
         json_decref(o);
         free(x);
     }

@@ -267,14 +267,14 @@ static void test_latents_probe_conditions(void **state) {
     json_t *root = json_loads(js, 0, &je);
     if (!root) fail_msg("b.stats.json: %s", je.text);
     assert_string_equal(json_string_value(json_object_get(root, "scheduler")), "default");
-    json_t *recs = json_object_get(root, "records");
-    assert_int_equal(json_array_size(recs), 2 * 4); /* self.0-1, cross.0-1 x 2 steps */
+    json_t *recs = json_object_get(root, "probe");
+    assert_int_equal(json_array_size(recs), 2 * 4 * 2); /* self.0-1, cross.0-1 x 2 steps x 2 batch elements (CFG) */
     int cross = 0;
     for (size_t i = 0; i < json_array_size(recs); i++) {
         json_t *site = json_object_get(json_array_get(recs, i), "site");
         if (site && !strncmp(json_string_value(site), "cross.", 6)) cross++;
     }
-    assert_int_equal(cross, 4);
+    assert_int_equal(cross, 4 * 2);
     assert_non_null(strstr(js, "\"word\""));
     assert_non_null(strstr(js, "\"eos\""));
     assert_null(strstr(js, "\"pad\"")); /* T5's padding is masked: no keys, no mass in the budget */

@@ -731,12 +731,13 @@ static void test_cli_probe_and_condition_sites(void **state) {
     json_error_t je;
     json_t *st = json_load_file(tc_join(dir, "o.stats.json"), 0, &je);
     assert_non_null(st);
-    json_t *recs = json_object_get(st, "records");
-    assert_int_equal(json_array_size(recs), 3);
+    json_t *recs = json_object_get(st, "probe"); /* sink/record.h: one entry per site and batch element */
+    assert_int_equal(json_array_size(recs), 3 * 2);
     int seen_attn2 = 0;
     for (size_t i = 0; i < json_array_size(recs); i++) {
         json_t *r = json_array_get(recs, i), *site = json_object_get(r, "site");
         const int blk = (int)json_integer_value(json_object_get(r, "block"));
+        assert_int_equal(json_integer_value(json_object_get(r, "batch")), (int)i % 2);
         if (site) {
             assert_string_equal(json_string_value(site), "attn2.1");
             assert_int_equal(blk, 5);

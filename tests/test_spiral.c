@@ -18,6 +18,7 @@
 #include "common.h"
 #include "core/err.h"
 #include "models/flux.h"
+#include "sink/record.h"
 #include "sink/sink.h"
 #include "sink/spiral.h"
 #include "text/txtok.h"
@@ -675,8 +676,11 @@ static void flux_fixture(const char *name) {
             free(c.qpre[i]), free(c.kpre[i]), free(c.q[i]), free(c.k[i]), free(c.v[i]), free(c.hid[i]);
         }
         /* the records' JSON carries the fields */
-        json_t *j = sink_record_to_json(sink_ctx_record(c.sk, ns - 1));
-        json_t *sp = json_array_get(json_object_get(json_object_get(j, "probe"), "spiral"), 0);
+        sink_probe_entry pe;
+        assert_int_equal(sink_probe_entry_from_record(&pe, sink_ctx_record(c.sk, ns - 1), 0, 1, NULL), 0);
+        json_t *j = sink_probe_entry_write_json(&pe);
+        sink_probe_entry_free(&pe);
+        json_t *sp = json_object_get(j, "spiral");
         assert_non_null(sp);
         assert_non_null(json_object_get(json_object_get(sp, "energy"), "fac"));
         assert_non_null(json_object_get(sp, "qk_pre"));
@@ -829,7 +833,7 @@ static void test_noop_and_threads(void **state) {
     const float *fx[] = {x->fac, x->qk_pre_sink, x->qk_pre_img, x->qk_post_sink, x->qk_post_img, x->vnorm_img, x->knorm_img, x->x_image};
     const float *fy[] = {y->fac, y->qk_pre_sink, y->qk_pre_img, y->qk_post_sink, y->qk_post_img, y->vnorm_img, y->knorm_img, y->x_image};
     for (size_t i = 0; i < sizeof fx / sizeof fx[0]; i++) assert_memory_equal(fx[i], fy[i], sizeof(float) * B);
-    json_t *jx = sink_record_to_json(sink_ctx_record(sks[0], 0)), *jy = sink_record_to_json(sink_ctx_record(sks[1], 0));
+    json_t *jx = sink_record_write_probe_json(sks[0], 1, NULL), *jy = sink_record_write_probe_json(sks[1], 1, NULL);
     char *sx = json_dumps(jx, JSON_SORT_KEYS), *sy = json_dumps(jy, JSON_SORT_KEYS);
     assert_string_equal(sx, sy);
     free(sx), free(sy), json_decref(jx), json_decref(jy);
@@ -941,7 +945,7 @@ static void test_cli_spiral(void **state) {
         json_error_t je;
         json_t *root = json_load_file(stats, 0, &je);
         assert_non_null(root);
-        json_t *recs = json_object_get(root, "records");
+        json_t *recs = json_object_get(root, "probe"); /* one entry per site and batch element (sink/record.h) */
         double wmax = 0;
         int checked = 0;
         for (size_t i = 0; i < json_array_size(recs); i++) {
@@ -960,10 +964,10 @@ static void test_cli_spiral(void **state) {
             float *ki = tc_load(spi, nki, NULL, NULL, NULL);
             assert_true(qpre && qpost && ki && nd == 3);
             const int B = (int)sh[0], H = (int)sh[1], Tk = (int)sh[2];
-            json_t *sp = json_object_get(json_object_get(r, "probe"), "spiral");
-            assert_int_equal(json_array_size(sp), B);
-            for (int b = 0; b < B; b++) {
-                json_t *e = json_array_get(sp, b);
+            const int b0 = (int)json_integer_value(json_object_get(r, "batch"));
+            assert_true(b0 >= 0 && b0 < B && json_is_object(json_object_get(r, "spiral")));
+            for (int b = b0; b < b0 + 1; b++) { /* the entry's batch element */
+                json_t *e = json_object_get(r, "spiral");
                 const int sink = (int)json_integer_value(json_object_get(e, "sink"));
                 for (int j = 0; j < Tk; j++) assert_true(ki[(size_t)b * Tk + j] <= ki[(size_t)b * Tk + sink]);
                 /* the image keys: what the JSON's budget_keys says, at the end of the key order (FLUX: text first) */

@@ -15,6 +15,7 @@
 #include "models/sd3.h"
 #include "sink/abspe.h"
 #include "sink/qkmean.h"
+#include "sink/record.h"
 #include "sink/sink.h"
 #include "sink/spiral.h"
 
@@ -376,13 +377,18 @@ int cmd_forward(int argc, char **argv) {
         }
     }
     if (nprobe || cond_path) {
-        json_t *root = json_object(), *recs = json_array();
+        json_t *root = json_object();
         json_object_set_new(root, "model", json_string(model_dir));
         json_object_set_new(root, "inputs", json_string(in_path));
         json_object_set_new(root, "condition", cond_path ? (json_t *)sink_condition_to_json(&cond) : json_null());
-        for (int i = 0; i < sink_ctx_record_count(sk); i++)
-            json_array_append_new(recs, (json_t *)sink_record_to_json(sink_ctx_record(sk, i)));
-        json_object_set_new(root, "records", recs);
+        json_t *pj = sink_record_write_probe_json(sk, 1, NULL), *vr = sink_record_write_verif_json(sk, 1);
+        json_object_set_new(root, "probe", pj); /* sink/record.h: one entry per site, step and batch element */
+        json_object_set_new(root, "verification", vr);
+        if (!pj || !vr) {
+            json_decref(root);
+            rc = SS_ENOMEM;
+            goto done;
+        }
         if ((rc = ss_json_save(stats_path, root, JSON_INDENT(1) | JSON_PRESERVE_ORDER | JSON_REAL_PRECISION(9))) < 0) goto done;
     }
     exit_code = 0;

@@ -9,6 +9,7 @@
 
 #include "core/err.h"
 #include "io/jsonfile.h"
+#include "sink/record.h"
 #include "sink/spiral.h"
 
 /* "0,6,12" (joint blocks) and/or site names ("double.0,single.3") into codes. */
@@ -87,7 +88,7 @@ int gen_probe_attach(gen_probe *g, sink_ctx **sk, const ss_site *sites, int ns, 
 int gen_probe_save(const gen_probe *g, const sink_ctx *sk, const char *model, const char *const *batch_prompts, int BB,
                    int steps, const char *cond_json) {
     if (!g->on) return 0;
-    json_t *root = json_object(), *pr = json_array(), *recs = json_array();
+    json_t *root = json_object(), *pr = json_array();
     json_object_set_new(root, "model", json_string(model));
     for (int b = 0; b < BB; b++) json_array_append_new(pr, json_string(batch_prompts[b]));
     json_object_set_new(root, "batch_prompts", pr);
@@ -96,9 +97,13 @@ int gen_probe_save(const gen_probe *g, const sink_ctx *sk, const char *model, co
     if (g->precision) json_object_set_new(root, "precision", json_string(g->precision));
     json_t *cj = cond_json ? json_loads(cond_json, 0, NULL) : NULL;
     json_object_set_new(root, "condition", cj ? cj : json_null());
-    for (int i = 0; i < sink_ctx_record_count(sk); i++)
-        json_array_append_new(recs, (json_t *)sink_record_to_json(sink_ctx_record(sk, i)));
-    json_object_set_new(root, "records", recs);
+    json_t *pe = sink_record_write_probe_json(sk, 1, NULL), *ve = sink_record_write_verif_json(sk, 1);
+    json_object_set_new(root, "probe", pe); /* sink/record.h: one entry per site, step and batch element */
+    json_object_set_new(root, "verification", ve);
+    if (!pe || !ve) {
+        json_decref(root);
+        return SS_ENOMEM;
+    }
     const int rc = ss_json_save(g->stats, root, JSON_INDENT(1) | JSON_PRESERVE_ORDER | JSON_REAL_PRECISION(9)); /* takes root */
     return rc < 0 ? rc : 0;
 }

@@ -1,6 +1,7 @@
 /* generate_probe: `generate --probe SITES|all [--spiral FIELDS] [--stats FILE.json]` on pipeline
  * folders (SD3, FLUX): the sink probe at the named sites on every denoising step, its records
- * (one per site and step, "step" and "t_frac" in each) written as JSON with sink_record_to_json.
+ * written as JSON in the run records' schema (sink/record.h): "probe" and "verification" entries,
+ * one per site, step and batch element, with "step", "t_frac" and "batch" in each.
  * The pipelines give the probe the true type of every text key (sink_ctx_set_text_types), so the
  * spiral budget splits the text keys into word / comma / eos / pad / bos / other. */
 #ifndef SS_GENERATE_PROBE_H

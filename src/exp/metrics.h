@@ -37,13 +37,6 @@ int img_ssim_window(int w, int h);
  * GenEval's reasons ("" when correct). */
 int metric_geneval(const gv_meta *m, const uint8_t *rgb, int w, int h, char *reason, size_t reason_cap);
 
-/* JSON arrays (json_t *) built from a sink context's records: "probe" entries for probed
- * records, "verification" entries for intervened ones, both for batch element B - 1.
- * n_words >= 0 (the prompt's word count; the text keys are words, <eos>, then <pad>) adds the
- * shares of heads whose top-1 key is a word, <eos> or <pad>; -1 leaves them out. */
-void *metric_probe_json(const sink_ctx *s, int n_words);
-void *metric_verification_json(const sink_ctx *s);
-
 /* The record's "spiral" array (docs/experiment-format.md, section Spiral fields): one entry per
  * probed record that has spiral fields, for batch element B - 1, in record order:
  *   {"site": "joint.3", "block": 3, "step": s, "t_frac": f, ...spiral_rec_to_json(rec, B - 1)...}
@@ -56,18 +49,5 @@ void *metric_verification_json(const sink_ctx *s);
 void *metric_spiral_json(const sink_ctx *s, int last_step, const ss_site *sites, int n_sites, const uint8_t *text_types,
                          int S);
 
-
-/* metric_probe_json with the top-1 key types from the model's sites and the prompt's text types
- * (ss_tok, [S], in the order of each site's text key span: a pipeline's tokenizer types, see
- * sample/pipes.h): top1_is_word / eos / pad, and with all_types also top1_is_comma / bos / other
- * (other: any other text token). */
-typedef struct {
-    const ss_site *sites;
-    int n_sites;
-    const uint8_t *text;
-    int S;
-    int all_types;
-} metric_key_types;
-void *metric_probe_json_types(const sink_ctx *s, const metric_key_types *kt);
 
 #endif

@@ -29,6 +29,7 @@
 #include "metric/inception.h"
 #include "metric/lpips.h"
 #include "sample/pipeline.h" /* SINKSCOPE_VERSION, PIPE_MAX_STEPS */
+#include "sink/record.h"
 #include "sample/pipes.h"
 #include "sink/abspe.h"
 #include "sink/sink.h"
@@ -613,9 +614,9 @@ static json_t *make_record(worker *w, int ci, int p, uint64_t seed, const record
         else json_object_set_new(m, "lpips", jreal(d));
     }
     json_object_set_new(o, "metrics", m);
-    const metric_key_types kt = {r->sites, r->n_sites, w->ttypes, r->S, r->pp->kind->tokenizer_types};
-    json_object_set_new(o, "probe", metric_probe_json_types(w->sk, &kt));
-    json_object_set_new(o, "verification", metric_verification_json(w->sk));
+    const sink_key_types kt = {r->sites, r->n_sites, w->ttypes, r->S, r->pp->kind->tokenizer_types};
+    json_object_set_new(o, "probe", sink_record_write_probe_json(w->sk, 0, &kt)); /* sink/record.h */
+    json_object_set_new(o, "verification", sink_record_write_verif_json(w->sk, 0));
     if (!rc && r->c->spiral) {
         json_t *sp = metric_spiral_json(w->sk, r->c->steps - 1, r->sites, r->n_sites, w->ttypes, r->S);
         if (!sp) rc = ss_err_prefix(SS_EARG, "%s: ", key);

@@ -22,6 +22,7 @@
 #include "models/site.h"
 #include "report/report.h"
 #include "report/spiral.h"
+#include "sink/record.h"
 
 void rp_note(rp_exp *e, const char *fmt, ...) {
     char buf[1024];
@@ -306,71 +307,60 @@ static int cmp_int(const void *a, const void *b) {
     return (x > y) - (x < y);
 }
 
-/* An entry's "site" ("attn2.0": records of sites other than joint.i name theirs) as a site code;
- * -1 when absent or not a site name (the entry is then taken as the joint block "block"). */
-static int site_of(json_t *entry) {
-    json_t *s = json_object_get(entry, "site");
-    return json_is_string(s) ? ss_site_code_parse(json_string_value(s)) : -1;
-}
-
-/* Probe entries: only the baseline's are analysed (sink dynamics without intervention). */
-static int parse_probe(rp_exp *e, rp_record *r, json_t *arr) {
+/* Probe entries (sink/record.h): only the baseline's are analysed (sink dynamics without
+ * intervention). A malformed entry: 1 with the error (naming the file and line) in ss_err. */
+static int parse_probe(rp_exp *e, rp_record *r, json_t *arr, const char *label, int line) {
     r->probe_off = e->n_probes;
     if (!json_is_array(arr)) return 0;
+    const size_t key0 = e->n_keys;
     size_t i;
     json_t *p;
     json_array_foreach(arr, i, p) {
-        long long b, s;
-        if (get_int(p, "block", &b) || get_int(p, "step", &s)) continue;
-        rp_probe q = {.block = (int)b, .step = (int)s, .site = site_of(p), .t_frac = get_num(p, "t_frac"),
-                      .max_mass = get_num(p, "max_mass"), .entropy = get_num(p, "entropy"), .top5 = get_num(p, "top5"),
-                      .idx0 = get_num(p, "top1_is_index0"), .text = get_num(p, "top1_is_text"),
-                      .act_max = get_num(p, "act_max"), .act_p95 = get_num(p, "act_p95"), .word = get_num(p, "top1_is_word"),
-                      .eos = get_num(p, "top1_is_eos"), .pad = get_num(p, "top1_is_pad"), .key_off = e->n_keys};
-        json_t *keys = json_object_get(p, "top1_keys");
-        size_t j;
-        json_t *k;
-        json_array_foreach(keys, j, k) {
-            if (!json_is_integer(k) || json_integer_value(k) < 0 || json_integer_value(k) > 0x7fffffff) continue;
-            if (push_key(e, (int)json_integer_value(k))) return SS_ENOMEM;
+        sink_probe_entry pe;
+        int rc = sink_probe_entry_read_json(&pe, p, label, line);
+        if (rc == SS_ENOMEM) return rc;
+        if (rc < 0) {
+            e->n_probes = r->probe_off;
+            e->n_keys = key0;
+            r->n_probe = 0;
+            return 1;
+        }
+        rp_probe q = {.block = pe.block, .step = pe.step, .site = pe.site, .t_frac = pe.has_t_frac ? pe.t_frac : NAN,
+                      .max_mass = pe.max_mass, .entropy = pe.entropy, .top5 = pe.top5, .idx0 = pe.idx0, .text = pe.text,
+                      .act_max = pe.act_max, .act_p95 = pe.act_p95, .word = pe.n_types ? pe.type[0] : NAN,
+                      .eos = pe.n_types ? pe.type[1] : NAN, .pad = pe.n_types ? pe.type[2] : NAN, .key_off = e->n_keys};
+        for (int j = 0; j < pe.n_top1 && rc == 0; j++) {
+            rc = push_key(e, pe.top1[j]);
             q.n_keys++;
         }
-        if (push_probe(e, &q)) return SS_ENOMEM;
+        sink_probe_entry_free(&pe);
+        if (rc < 0 || push_probe(e, &q)) return SS_ENOMEM;
         r->n_probe++;
     }
     return 0;
 }
 
-static int parse_verif(rp_exp *e, rp_record *r, json_t *arr) {
+static int parse_verif(rp_exp *e, rp_record *r, json_t *arr, const char *label, int line) {
     r->verif_off = e->n_verifs;
     if (!json_is_array(arr)) return 0;
     size_t i;
     json_t *v;
     json_array_foreach(arr, i, v) {
-        long long b, s;
-        if (get_int(v, "block", &b) || get_int(v, "step", &s)) continue;
-        rp_verif q = {.block = (int)b, .step = (int)s, .site = site_of(v), .before = get_num(v, "mass_before"), .after = get_num(v, "mass_after")};
-        /* keys: per head a list of key indices; count them and the distinct ones */
-        json_t *keys = json_object_get(v, "keys");
-        int buf[4096], nb = 0;
-        size_t h;
-        json_t *hk;
-        json_array_foreach(keys, h, hk) {
-            size_t j;
-            json_t *k;
-            json_t *list = json_is_array(hk) ? hk : NULL;
-            if (!list && json_is_integer(hk)) {
-                if (nb < 4096) buf[nb++] = (int)json_integer_value(hk);
-                q.n_keys++;
-                continue;
-            }
-            json_array_foreach(list, j, k) if (json_is_integer(k)) {
-                if (nb < 4096) buf[nb++] = (int)json_integer_value(k);
-                q.n_keys++;
-            }
+        sink_verif_entry ve;
+        int rc = sink_verif_entry_read_json(&ve, v, label, line);
+        if (rc == SS_ENOMEM) return rc;
+        if (rc < 0) {
+            e->n_verifs = r->verif_off;
+            r->n_verif = 0;
+            return 1;
         }
-        qsort(buf, (size_t)nb, sizeof *buf, cmp_int);
-        for (int j = 0; j < nb; j++) q.n_distinct += j == 0 || buf[j] != buf[j - 1];
+        rp_verif q = {.block = ve.block, .step = ve.step, .site = ve.site, .before = ve.mass_before, .after = ve.mass_after};
+        /* keys: per head a list of key indices; count them and the distinct ones */
+        const int nb = ve.n_heads ? ve.key_off[ve.n_heads] : 0;
+        q.n_keys = nb;
+        if (nb) qsort(ve.keys, (size_t)nb, sizeof *ve.keys, cmp_int);
+        for (int j = 0; j < nb; j++) q.n_distinct += j == 0 || ve.keys[j] != ve.keys[j - 1];
+        sink_verif_entry_free(&ve);
         if (push_verif(e, &q)) return SS_ENOMEM;
         r->n_verif++;
     }
@@ -558,8 +548,14 @@ static int parse_record(rp_exp *e, json_t *o, const char *label, int line, rp_re
     if (!isfinite(r->ssim)) r->ssim = NAN;
     if (isnan(r->psnr) || r->psnr == -INFINITY) r->psnr = NAN;
     int rc;
-    if (ci == 0 && (rc = parse_probe(e, r, json_object_get(o, "probe"))) < 0) return rc;
-    if (ci != 0 && (rc = parse_verif(e, r, json_object_get(o, "verification"))) < 0) return rc;
+    if ((ci == 0 && (rc = parse_probe(e, r, json_object_get(o, "probe"), label, line)) != 0) ||
+        (ci != 0 && (rc = parse_verif(e, r, json_object_get(o, "verification"), label, line)) != 0)) {
+        if (rc < 0) return rc;
+        e->n_bad++;
+        rp_note(e, "%s; line skipped", ss_err()); /* names the file and line */
+        ss_err_clear();
+        return 0;
+    }
     if ((rc = rp_spiral_parse(e, r, json_object_get(o, "spiral"), label, line)) < 0) return rc;
     return 1;
 }

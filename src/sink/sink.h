@@ -98,9 +98,6 @@ int sink_ctx_record_count(const sink_ctx *s);
 const sink_record *sink_ctx_record(const sink_ctx *s, int i);
 void sink_ctx_clear_records(sink_ctx *s);
 
-/* A jansson object (json_t *) describing one record (without the full mass vector). Records of
- * joint sites are written exactly as before sites existed; others add "site": "attn2.0"; with
- * spiral fields, "probe" gains "spiral" (spiral_rec_to_json). */
-void *sink_record_to_json(const sink_record *r);
+/* Records as JSON: sink/record.h. */
 
 #endif
