@@ -61,42 +61,41 @@ static void count_tokens(int cnt[NNAMES], const char *dir, const char *text, int
     txtok_free(t);
 }
 
-/* Every record's budget_keys for batch element b equals want[b]; returns the number of records,
- * checking that each (site, step) appears once and every step 0..steps-1 is there. */
+/* Every probe entry's budget_keys (one entry per site, step and batch element: sink/record.h)
+ * equals want[batch]; returns the number of (site, step) pairs, checking that each appears once
+ * per batch element and every step 0..steps-1 is there. */
 static int check_stats(const char *path, int BB, int want[][NNAMES], int steps, int n_sites) {
     json_error_t je;
     json_t *root = json_load_file(path, 0, &je);
     if (!root) fail_msg("%s: %s", path, je.text);
-    json_t *recs = json_object_get(root, "records");
+    json_t *recs = json_object_get(root, "probe");
     assert_true(json_is_array(recs));
     assert_int_equal((int)json_array_size(json_object_get(root, "batch_prompts")), BB);
     const int nr = (int)json_array_size(recs);
-    assert_int_equal(nr, steps * n_sites);
-    int *seen = calloc((size_t)steps, sizeof *seen);
+    assert_int_equal(nr, steps * n_sites * BB);
+    int *seen = calloc((size_t)steps * BB, sizeof *seen);
     for (int i = 0; i < nr; i++) {
-        json_t *r = json_array_get(recs, i), *sp = json_object_get(json_object_get(r, "probe"), "spiral");
+        json_t *r = json_array_get(recs, i), *sp = json_object_get(r, "spiral");
         const int step = (int)json_integer_value(json_object_get(r, "step"));
+        const int b = (int)json_integer_value(json_object_get(r, "batch"));
         assert_true(step >= 0 && step < steps);
-        seen[step]++;
-        assert_true(json_is_array(sp));
-        assert_int_equal((int)json_array_size(sp), BB);
-        for (int b = 0; b < BB; b++) {
-            json_t *bk = json_object_get(json_array_get(sp, b), "budget_keys");
-            assert_true(json_is_object(bk));
-            int got[NNAMES] = {0};
-            const char *k;
-            json_t *v;
-            json_object_foreach(bk, k, v) got[name_index(k)] = (int)json_integer_value(v);
-            for (int t = 0; t < NNAMES; t++)
-                if (got[t] != want[b][t])
-                    fail_msg("%s: record %d (step %d), batch %d: %d '%s' keys, the tokenizers give %d", path, i, step, b,
-                             got[t], NAMES[t], want[b][t]);
-        }
+        assert_true(b >= 0 && b < BB);
+        seen[step * BB + b]++;
+        json_t *bk = json_object_get(sp, "budget_keys");
+        assert_true(json_is_object(bk));
+        int got[NNAMES] = {0};
+        const char *k;
+        json_t *v;
+        json_object_foreach(bk, k, v) got[name_index(k)] = (int)json_integer_value(v);
+        for (int t = 0; t < NNAMES; t++)
+            if (got[t] != want[b][t])
+                fail_msg("%s: entry %d (step %d), batch %d: %d '%s' keys, the tokenizers give %d", path, i, step, b, got[t],
+                         NAMES[t], want[b][t]);
     }
-    for (int s = 0; s < steps; s++) assert_int_equal(seen[s], n_sites);
+    for (int s = 0; s < steps * BB; s++) assert_int_equal(seen[s], n_sites);
     free(seen);
     json_decref(root);
-    return nr;
+    return nr / BB;
 }
 
 static void same_tensor(const char *a, const char *b, const char *name) {
