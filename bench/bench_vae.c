@@ -71,17 +71,7 @@ int main(int argc, char **argv) {
     const int only = argc > 1 && !full ? atoi(argv[1]) : 0; /* `bench_vae 1024`: that side, oneDNN, once (profiling) */
     if (argc > 1 && !full && (only < 64 || only % 8))
         return fprintf(stderr, "bench_vae: the argument is `full` or a side, a multiple of 8 >= 64\n"), 1;
-    char cpu[256] = "unknown";
-    FILE *fc = fopen("/proc/cpuinfo", "r");
-    char line[512];
-    while (fc && fgets(line, sizeof line, fc))
-        if (!strncmp(line, "model name", 10) && strchr(line, ':')) {
-            snprintf(cpu, sizeof cpu, "%s", strchr(line, ':') + 2);
-            cpu[strcspn(cpu, "\n")] = 0;
-            break;
-        }
-    if (fc) fclose(fc);
-    printf("cpu: %s, threads: %d\n", cpu, omp_get_max_threads());
+    printf("CPU: %s; threads: %d\n", bu_cpu_name(), omp_get_max_threads());
     char impl[160];
     const double pk1 = ss_dnnl_conv_peak_gflops(128, 128, 3, 64, 1024, 3, impl, sizeof impl);
     printf("oneDNN conv peak, 3x3 128->128 on 64x1024, before: %.1f GFLOP/s (%s)\n", pk1, impl);
