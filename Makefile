@@ -19,13 +19,13 @@ CXXFLAGS_COMMON = -std=c++17 -D_GNU_SOURCE -Wall -Wextra -Wshadow -Wno-unused-pa
 # oneDNN (Debian's libdnnl-dev) ships no pkg-config file.
 LDLIBS   = $(PKG_LIBS) -ldnnl -lstdc++ -lm -fopenmp
 
-LIB_SRC  = $(sort $(wildcard src/*/*.c))
-LIB_SRC := $(filter-out src/cli/%,$(LIB_SRC))
-LIB_CXX  = $(sort $(wildcard src/*/*.cc))
+# Every source below src/ at any depth (folders may nest); the CLI is linked separately.
+LIB_SRC := $(sort $(shell find src -name '*.c' -not -path 'src/cli/*'))
+LIB_CXX := $(sort $(shell find src -name '*.cc'))
 CLI_SRC  = $(sort $(wildcard src/cli/*.c))
 TEST_SRC = $(sort $(wildcard tests/test_*.c))
 TEST_HELPERS = $(filter-out tests/test_%,$(wildcard tests/*.c))
-HDRS     = $(wildcard src/*/*.h) $(wildcard tests/*.h)
+HDRS    := $(shell find src -name '*.h') $(wildcard tests/*.h)
 
 # Two build flavours in separate trees: build/opt (default) and build/san.
 define flavour

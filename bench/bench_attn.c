@@ -5,7 +5,7 @@
  *   (c) + probe + top-1 score-path removal on image queries
  *   (d) the materialized approach written plainly in C: softmax matrix, column mean, re-softmax
  * and the peak extra resident memory of each (beyond inputs and outputs); then (a) and (b) with
- * bf16 products (attn_args.precision, core/dnnl.h), as ratios to the same (a). */
+ * bf16 products (attn_args.precision, nn/dnnl.h), as ratios to the same (a). */
 #include <math.h>
 #include <omp.h>
 #include <stdio.h>
@@ -13,8 +13,8 @@
 #include <string.h>
 
 #include "benchutil.h"
-#include "core/attn.h"
-#include "core/dnnl.h"
+#include "nn/attn.h"
+#include "nn/dnnl.h"
 #include "sink/sink.h"
 
 /* (d): what a PyTorch attention processor does, in C: S = QK^T/sqrt(d) for all heads, softmax,

@@ -15,7 +15,7 @@
 #include <string.h>
 
 #include "benchutil.h"
-#include "core/conv.h"
+#include "nn/conv.h"
 #include "core/err.h"
 #include "metric/cleanfid.h"
 #include "metric/fid.h"

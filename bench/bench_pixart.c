@@ -10,7 +10,7 @@
 #include <string.h>
 
 #include "benchutil.h"
-#include "core/attn.h"
+#include "nn/attn.h"
 #include "core/err.h"
 #include "models/pixart.h"
 #include "sink/sink.h"

@@ -16,7 +16,7 @@
 #include <string.h>
 
 #include "benchutil.h"
-#include "core/attn.h"
+#include "nn/attn.h"
 #include "core/err.h"
 #include "sink/sink.h"
 #include "sink/spiral.h"

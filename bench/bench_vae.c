@@ -1,6 +1,6 @@
 /* VAE benchmark: AutoencoderKL decode of a 16-channel latent (SD3's VAE widths: block_out_channels
  * 128,256,512,512, layers_per_block 2, 32 groups; random weights written to a temporary folder)
- * to 512^2 and 1024^2 images, fp32, through oneDNN's direct convolution (core/dnnl_conv.h) and
+ * to 512^2 and 1024^2 images, fp32, through oneDNN's direct convolution (nn/dnnl_conv.h) and
  * through the old im2col + sgemm path (at 512^2 only; `bench_vae full` adds it at 1024^2, minutes
  * on 2 cores). Prints seconds, the decode's rate (its FLOPs, convs dominating, over its time) as a
  * fraction of oneDNN's own convolution peak measured in the same run (before and after, the mean)
@@ -17,11 +17,11 @@
 #include <unistd.h>
 
 #include "benchutil.h"
-#include "core/dnnl_conv.h"
+#include "nn/dnnl_conv.h"
 #include "core/err.h"
 #include "io/fsutil.h"
 #include "io/safetensors.h"
-#include "models/vae.h"
+#include "vae/vae.h"
 
 typedef struct {
     st_writer *w;

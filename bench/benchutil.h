@@ -56,7 +56,7 @@ static inline double bu_sgemm_gflops(int M, int N, int K, int reps) {
 }
 
 /* The CPU's name (/proc/cpuinfo "model name") and the BLAS kernels, for every benchmark's first line. */
-#include "core/blas.h"
+#include "nn/blas.h"
 static inline const char *bu_cpu_name(void) {
     static char name[256] = "unknown CPU";
     FILE *f = fopen("/proc/cpuinfo", "r");
@@ -68,14 +68,14 @@ static inline const char *bu_cpu_name(void) {
             break;
         }
     if (f) fclose(f);
-    size_t n = strlen(name); /* and which BLAS kernels run (core/blas.h) */
+    size_t n = strlen(name); /* and which BLAS kernels run (nn/blas.h) */
     snprintf(name + n, sizeof name - n, "; %s", ss_blas_describe());
     return name;
 }
 
-/* Best-of-`reps` oneDNN bf16 matmul rate (GFLOP/s) for the same layout (core/dnnl.h: bf16 A and
+/* Best-of-`reps` oneDNN bf16 matmul rate (GFLOP/s) for the same layout (nn/dnnl.h: bf16 A and
  * B, fp32 C), as the bf16 path runs it; *impl receives the implementation's name. */
-#include "core/dnnl.h"
+#include "nn/dnnl.h"
 static inline double bu_bf16_gflops(int M, int N, int K, int reps, const char **impl) {
     uint16_t *A = malloc(sizeof(uint16_t) * M * K), *B = malloc(sizeof(uint16_t) * N * K);
     float *C = malloc(sizeof(float) * M * N);

@@ -1,4 +1,4 @@
-/* libFuzzer target for AutoencoderKL folders (models/vae): the input is written as a VAE folder's
+/* libFuzzer target for AutoencoderKL folders (vae/vae): the input is written as a VAE folder's
  * config.json; an accepted config small enough to run (at most 4 blocks of at most 32 channels, 3
  * layers) gets random weights of the shapes it implies (every third run one tensor is dropped or
  * given a wrong shape), is loaded, decodes a small latent and encodes a small image.
@@ -15,7 +15,7 @@
 
 #include "core/err.h"
 #include "io/safetensors.h"
-#include "models/vae.h"
+#include "vae/vae.h"
 
 static char g_dir[64], g_cfg[128], g_w[128];
 

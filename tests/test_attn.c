@@ -12,7 +12,7 @@
 #include <string.h>
 
 #include "common.h"
-#include "core/attn.h"
+#include "nn/attn.h"
 #include "core/err.h"
 #include "sink/sink.h"
 

@@ -1,4 +1,4 @@
-/* The bf16 compute path (core/dnnl.h): the matmul against a double product of the same bf16
+/* The bf16 compute path (nn/dnnl.h): the matmul against a double product of the same bf16
  * operands (oneDNN and the portable fallback), bf16 attention against the materialized fp32
  * reference, every SD3/FLUX/PixArt reference fixture run in bf16 against diffusers' fp32 `sample`
  * (relative L2 printed, at most 2e-2), thread-count independence and the no-op guarantees in
@@ -16,8 +16,8 @@
 #include <string.h>
 
 #include "common.h"
-#include "core/attn.h"
-#include "core/dnnl.h"
+#include "nn/attn.h"
+#include "nn/dnnl.h"
 #include "core/err.h"
 #include "io/safetensors.h"
 #include "models/binder.h"

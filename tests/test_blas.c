@@ -1,4 +1,4 @@
-/* blas: the guard against OpenBLAS's generic kernels (core/blas.h).
+/* blas: the guard against OpenBLAS's generic kernels (nn/blas.h).
  *
  * A CPU OpenBLAS does not know cannot be had on demand, so the program re-executes itself with
  * OPENBLAS_CORETYPE=Prescott, which makes OpenBLAS load its generic kernels exactly as it does on
@@ -15,8 +15,8 @@
 #include <string.h>
 #include <unistd.h>
 
-#include "core/blas.h"
-#include "core/ops.h"
+#include "nn/blas.h"
+#include "nn/ops.h"
 
 static int g_avx2_fma, g_avx512;
 

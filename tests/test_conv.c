@@ -1,4 +1,4 @@
-/* Tests for src/core/conv: conv2d (im2col + sgemm) against a direct double-precision loop over
+/* Tests for src/nn/conv: conv2d (im2col + sgemm) against a direct double-precision loop over
  * several kernel sizes, strides and paddings (AlexNet's among them), max-pool and ReLU against
  * direct loops, and results bit-identical at 1 and 2 threads. */
 #include <stdarg.h>
@@ -13,7 +13,7 @@
 #include <string.h>
 
 #include "common.h"
-#include "core/conv.h"
+#include "nn/conv.h"
 
 static void conv_ref(double *y, const float *x, const ss_conv2d *c, int H, int W) {
     int Ho = conv_out_size(H, c->kh, c->stride, c->pad), Wo = conv_out_size(W, c->kw, c->stride, c->pad);

@@ -1,5 +1,5 @@
-/* Tests for src/core/dnnl_conv (oneDNN's f32 direct convolution in row bands): against the
- * existing im2col convolution (core/conv.h op_conv2d_tiled) and a direct double loop, over kernel
+/* Tests for src/nn/dnnl_conv (oneDNN's f32 direct convolution in row bands): against the
+ * existing im2col convolution (nn/conv.h op_conv2d_tiled) and a direct double loop, over kernel
  * sizes 1 and 3, strides 1 and 2, padding 0 and 1, Downsample2D's end pad, channel counts that are
  * and are not multiples of oneDNN's 16-channel blocks, odd sizes, with and without bias, one band
  * and many; results bit-identical at 1, 2 and 3 threads; the switch-off and the weight cache. */
@@ -15,8 +15,8 @@
 #include <string.h>
 
 #include "common.h"
-#include "core/conv.h"
-#include "core/dnnl_conv.h"
+#include "nn/conv.h"
+#include "nn/dnnl_conv.h"
 
 typedef struct {
     int cin, cout, k, s, p, pe, H, W, bias;

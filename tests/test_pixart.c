@@ -19,7 +19,7 @@
 
 #include "common.h"
 #include "damage.h"
-#include "core/attn.h"
+#include "nn/attn.h"
 #include "core/err.h"
 #include "io/safetensors.h"
 #include "models/family.h"

@@ -21,8 +21,8 @@
 
 #include "common.h"
 #include "core/err.h"
-#include "core/fastmath.h"
-#include "core/ops.h"
+#include "nn/fastmath.h"
+#include "nn/ops.h"
 #include "io/safetensors.h"
 #include "models/sd3.h"
 #include "sample/pipeline.h"

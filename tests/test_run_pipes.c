@@ -18,7 +18,7 @@
 #include <unistd.h>
 
 #include "common.h"
-#include "core/dnnl.h"
+#include "nn/dnnl.h"
 #include "core/err.h"
 #include "exp/runner.h"
 #include "io/png.h"

@@ -22,7 +22,7 @@
 #include <unistd.h>
 
 #include "common.h"
-#include "core/dnnl.h"
+#include "nn/dnnl.h"
 #include "core/err.h"
 #include "eval/shapeworld.h"
 #include "exp/runner.h"

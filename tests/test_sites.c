@@ -14,7 +14,7 @@
 #include <string.h>
 
 #include "common.h"
-#include "core/attn.h"
+#include "nn/attn.h"
 #include "core/err.h"
 #include "io/safetensors.h"
 #include "models/sd3.h"

@@ -1,5 +1,5 @@
-/* Trainer gradients: finite-difference checks of every backward op (core/ops_bwd.h, against the
- * forward ops of core/ops.h and attn_materialized_probs) and of the whole model; the training
+/* Trainer gradients: finite-difference checks of every backward op (nn/ops_bwd.h, against the
+ * forward ops of nn/ops.h and attn_materialized_probs) and of the whole model; the training
  * forward (the model's own, sd3_forward_cache) against the inference forward (sd3_forward, before
  * and after a save/load round trip) and diffusers' fixture; no allocation per training step; the
  * parameter view bound through the loader's name table.
@@ -28,9 +28,9 @@
 #include <unistd.h>
 
 #include "core/err.h"
-#include "core/attn.h"
-#include "core/ops.h"
-#include "core/ops_bwd.h"
+#include "nn/attn.h"
+#include "nn/ops.h"
+#include "nn/ops_bwd.h"
 #include "core/rng.h"
 #include "common.h"
 #include "models/sd3.h"

@@ -1,4 +1,4 @@
-/* Tests for src/models/vae (AutoencoderKL) and `sinkscope vae`: every expected tensor of the
+/* Tests for src/vae (AutoencoderKL) and `sinkscope vae`: every expected tensor of the
  * reference set's vae-tiny-16ch / vae-tiny-4ch and of our diffusers-made variants
  * (tests/fixtures/vae-variants: 1 and 3 blocks, 1-3 layers, 1/2/4/8 groups, no mid attention,
  * batch 1-3, non-square latents, odd image sizes, F16/BF16 weights), stage outputs included, at
@@ -18,11 +18,11 @@
 #include <string.h>
 
 #include "common.h"
-#include "core/conv.h"
-#include "core/dnnl_conv.h"
+#include "nn/conv.h"
+#include "nn/dnnl_conv.h"
 #include "core/err.h"
 #include "io/safetensors.h"
-#include "models/vae.h"
+#include "vae/vae.h"
 
 #define TOL 1e-5
 
@@ -144,7 +144,7 @@ static void run_folder(const char *folder, int with_stages, float **raw_out, flo
     vae_free(m);
 }
 
-/* Every folder through oneDNN's convolution (core/dnnl_conv.h) and through the im2col path. */
+/* Every folder through oneDNN's convolution (nn/dnnl_conv.h) and through the im2col path. */
 static void test_fixtures(void **state) {
     (void)state;
     const ss_conv2d c3 = {.cin = 32, .cout = 32, .kh = 3, .kw = 3, .stride = 1, .pad = 1};

@@ -8,7 +8,7 @@
 #include <string.h>
 #include <unistd.h>
 
-#include "core/dnnl.h"
+#include "nn/dnnl.h"
 #include "core/err.h"
 #include "models/binder.h"
 

@@ -39,7 +39,7 @@ int cli_int_list(const char *cmd, const char *opt, const char *s, int *dst, int 
 int cli_dims(const char *cmd, const char *opt, const char *s, long lo, long hi, long *h, long *w);
 
 /* --precision f32|bf16 (NULL: f32): sets the precision the command's later model loads use
- * (ss_bind_set_precision, core/dnnl.h). Prints "sinkscope CMD: --precision: ..." and returns -1
+ * (ss_bind_set_precision, nn/dnnl.h). Prints "sinkscope CMD: --precision: ..." and returns -1
  * on a bad value. */
 int cli_precision(const char *cmd, const char *s);
 #define CLI_PRECISION_HELP \

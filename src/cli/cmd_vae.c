@@ -8,10 +8,10 @@
 #include "cli/args.h"
 #include "cli/commands.h"
 #include "core/err.h"
-#include "core/ops.h"
+#include "nn/ops.h"
 #include "io/pathcheck.h"
 #include "io/safetensors.h"
-#include "models/vae.h"
+#include "vae/vae.h"
 
 static const char USAGE[] =
     "usage: sinkscope vae --model DIR --inputs IN.safetensors --out OUT.safetensors [--stages] [--threads N]\n"

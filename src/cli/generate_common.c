@@ -9,7 +9,7 @@
 #include <string.h>
 #include <strings.h>
 
-#include "core/dnnl.h"
+#include "nn/dnnl.h"
 #include "core/err.h"
 #include "io/fsutil.h"
 #include "io/pathcheck.h"

@@ -6,7 +6,7 @@
 
 #include "cli/generate_common.h"
 #include "cli/generate_flux.h"
-#include "core/dnnl.h"
+#include "nn/dnnl.h"
 #include "core/err.h"
 #include "models/binder.h"
 #include "sample/fluxpipe.h"

@@ -7,7 +7,7 @@
 
 #include "cli/generate_common.h"
 #include "cli/generate_pixart.h"
-#include "core/dnnl.h"
+#include "nn/dnnl.h"
 #include "core/err.h"
 #include "models/binder.h"
 #include "sample/pixartpipe.h"

@@ -6,7 +6,7 @@
 
 #include "cli/generate_common.h"
 #include "cli/generate_sd3.h"
-#include "core/dnnl.h"
+#include "nn/dnnl.h"
 #include "core/err.h"
 #include "models/binder.h"
 #include "sample/sd3pipe.h"

@@ -15,7 +15,7 @@
 #include <time.h>
 #include <unistd.h>
 
-#include "core/dnnl.h"
+#include "nn/dnnl.h"
 #include "core/err.h"
 #include "eval/geneval.h"
 #include "exp/digest.h"

@@ -67,7 +67,7 @@ typedef struct {
                                     the empty prompt); recorded in experiment.json ("negative_prompt") when given */
     int max_sequence_length;     /* T5 tokens (SD3, FLUX, PixArt; 0: the pipeline's default); experiment.json's
                                     text_tokens follows it */
-    int precision;               /* SS_PREC_F32 (0, the default) or SS_PREC_BF16 (core/dnnl.h): the model is loaded
+    int precision;               /* SS_PREC_F32 (0, the default) or SS_PREC_BF16 (nn/dnnl.h): the model is loaded
                                     in it (ss_bind_set_precision). Recorded in experiment.json ("precision") only
                                     when not f32, so f32 experiments keep their file; a resume in another precision
                                     is refused naming the field. */

@@ -17,7 +17,7 @@
  *
  * Weights: the state dict of pt_inception-2015-12-05-6726825d.pth (torchvision's Inception3 names:
  * Conv2d_1a_3x3.conv.weight, Mixed_5b.branch1x1.bn.running_var, ...); fc.* and
- * num_batches_tracked are not used. Convolutions go through core/conv (fixed sgemm blocks), so
+ * num_batches_tracked are not used. Convolutions go through nn/conv (fixed sgemm blocks), so
  * the features do not depend on the thread count.
  */
 #ifndef SS_INCEPTION_H

@@ -5,7 +5,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "core/conv.h"
+#include "nn/conv.h"
 #include "core/err.h"
 #include "io/pth.h"
 

@@ -9,7 +9,7 @@
  *   distance = sum over the five taps.
  *
  * Inputs are 8-bit RGB images at full resolution mapped as lpips' im2tensor does: x/127.5 - 1
- * computed in double, then rounded to float32. The networks run in fp32 (core/conv); the
+ * computed in double, then rounded to float32. The networks run in fp32 (nn/conv); the
  * normalisation, heads and means in double.
  *
  * Weights as users have them: torchvision's AlexNet state dict (features.{0,3,6,8,10}.weight/

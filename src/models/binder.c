@@ -8,8 +8,8 @@
 #include <unistd.h>
 
 #include "core/err.h"
-#include "core/dnnl.h"
-#include "core/ops.h"
+#include "nn/dnnl.h"
+#include "nn/ops.h"
 
 /* Drop the mapped file pages lying wholly inside a converted tensor from our resident set, so
  * that loading a BF16 checkpoint peaks near its fp32 size rather than fp32 + bf16. The mapping

@@ -10,7 +10,7 @@
  * Mapped pages of a converted tensor are dropped at once, so a BF16 checkpoint loads near its
  * fp32 size. Errors name the file and the tensor.
  *
- * Precision (core/dnnl.h): a load in SS_PREC_BF16 stores every Linear weight bound through
+ * Precision (nn/dnnl.h): a load in SS_PREC_BF16 stores every Linear weight bound through
  * ss_bind_linear as bf16 (ss_linear.wb; exact for BF16 checkpoints, rounded to nearest even from
  * F32/F16) and every other tensor as fp32, all converted (nothing used in place), so the file
  * is unmapped and the model holds about half its fp32 size. No fp32 copy of a Linear is kept. */
@@ -20,7 +20,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#include "core/ops.h"
+#include "nn/ops.h"
 #include "io/safetensors.h"
 
 typedef struct {

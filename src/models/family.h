@@ -15,7 +15,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#include "core/attn.h"
+#include "nn/attn.h"
 #include "io/safetensors.h"
 #include "models/site.h"
 

@@ -18,8 +18,8 @@
 
 #include <stdint.h>
 
-#include "core/attn.h"
-#include "core/ops.h"
+#include "nn/attn.h"
+#include "nn/ops.h"
 #include "models/site.h"
 
 #define FLUX_MAX_LAYERS SS_SITE_MAX_BLOCKS /* double and single blocks each */
@@ -59,7 +59,7 @@ typedef struct flux_model {
     flux_single *sgl;
     void *files;  /* st_set *, kept while F32 weights point into it */
     float *arena; /* converted weights */
-    int precision; /* SS_PREC_F32 or SS_PREC_BF16 (core/dnnl.h): the load's; attention runs in it too */
+    int precision; /* SS_PREC_F32 or SS_PREC_BF16 (nn/dnnl.h): the load's; attention runs in it too */
 } flux_model;
 
 /* Parse a diffusers config.json (_class_name FluxTransformer2DModel); errors name the file and

@@ -24,8 +24,8 @@
 
 #include <stdint.h>
 
-#include "core/attn.h"
-#include "core/ops.h"
+#include "nn/attn.h"
+#include "nn/ops.h"
 #include "models/site.h"
 
 #define PIXART_MAX_LAYERS SS_SITE_MAX_BLOCKS
@@ -64,7 +64,7 @@ typedef struct pixart_model {
     pixart_block *blocks;
     void *files;  /* st_set *, kept while F32 weights point into it */
     float *arena; /* converted weights */
-    int precision; /* SS_PREC_F32 or SS_PREC_BF16 (core/dnnl.h): the load's; attention runs in it too */
+    int precision; /* SS_PREC_F32 or SS_PREC_BF16 (nn/dnnl.h): the load's; attention runs in it too */
 } pixart_model;
 
 /* Parse a diffusers config.json (_class_name PixArtTransformer2DModel); absent fields take the

@@ -21,8 +21,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#include "core/attn.h"
-#include "core/ops.h"
+#include "nn/attn.h"
+#include "nn/ops.h"
 #include "models/site.h"
 
 #define SD3_MAX_LAYERS 256
@@ -56,7 +56,7 @@ typedef struct sd3_model {
     /* storage */
     void *files;  /* st_set *, kept while F32 weights point into it */
     float *arena; /* converted weights */
-    int precision; /* SS_PREC_F32 or SS_PREC_BF16 (core/dnnl.h): the load's; attention runs in it too */
+    int precision; /* SS_PREC_F32 or SS_PREC_BF16 (nn/dnnl.h): the load's; attention runs in it too */
 } sd3_model;
 
 /* Parse a diffusers config.json; errors name the file and field. */

@@ -1,4 +1,4 @@
-/* sd3_bwd: the backward pass of sd3.c's forward (sd3_bwd.h), with core/ops_bwd.h's ops. */
+/* sd3_bwd: the backward pass of sd3.c's forward (sd3_bwd.h), with nn/ops_bwd.h's ops. */
 #include "models/sd3_bwd.h"
 
 #include <math.h>
@@ -6,7 +6,7 @@
 #include <string.h>
 
 #include "core/err.h"
-#include "core/ops_bwd.h"
+#include "nn/ops_bwd.h"
 
 #define LN_EPS 1e-6f /* the model's LayerNorm and RMSNorm eps (sd3.c) */
 

@@ -1,6 +1,6 @@
 /* sd3_bwd: the backward pass of SD3Transformer2DModel's forward (models/sd3.c), through the
  * activations sd3_forward_cache records (sd3.h: sd3_cache), block by block in reverse, with
- * core/ops_bwd.h's ops (llm.c's way: one forward, its backward beside it).
+ * nn/ops_bwd.h's ops (llm.c's way: one forward, its backward beside it).
  *
  *   sd3_cache *c;  sd3_cache_new(&c, m, B, Hl, Wl, S);
  *   sd3_bwd_ws *w; sd3_bwd_ws_new(&w, m, B, Hl, Wl, S);
@@ -15,7 +15,7 @@
  * batch element) arrays of the cache are split into the image rows [B*N, D] and text rows
  * [B*S, D] of all batch elements first. Dual-attention (SD3.5 attn2) blocks are covered.
  *
- * Deterministic: the ops' reductions have a fixed order (core/ops_bwd.h), so the gradients are
+ * Deterministic: the ops' reductions have a fixed order (nn/ops_bwd.h), so the gradients are
  * bit-reproducible for a thread count and do not depend on it.
  */
 #ifndef SS_SD3_BWD_H

@@ -34,7 +34,7 @@
 #include <stdint.h>
 
 #include "models/flux.h"
-#include "models/vae.h"
+#include "vae/vae.h"
 #include "sample/flowmatch.h"
 #include "sink/sink.h"
 #include "text/txenc.h"

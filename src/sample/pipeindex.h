@@ -7,7 +7,7 @@
 #ifndef SS_PIPEINDEX_H
 #define SS_PIPEINDEX_H
 
-#include "models/vae.h"
+#include "vae/vae.h"
 #include "sample/flowmatch.h"
 #include "text/txenc.h"
 #include "text/txtok.h"

@@ -130,7 +130,7 @@ typedef struct {
 } ss_pipe;
 
 /* Detects and loads DIR with the transformer's Linear weights in `precision` (SS_PREC_F32 or
- * SS_PREC_BF16, core/dnnl.h; the caller thread's binder setting is restored after); flags are the
+ * SS_PREC_BF16, nn/dnnl.h; the caller thread's binder setting is restored after); flags are the
  * kind's load flags. */
 int ss_pipe_open(ss_pipe **out, const char *dir, int precision, int flags);
 void ss_pipe_close(ss_pipe *p);

@@ -8,7 +8,7 @@
 #include <string.h>
 
 #include "core/err.h"
-#include "core/ops.h"
+#include "nn/ops.h"
 #include "core/rng.h"
 #include "io/jsonfile.h"
 #include "sample/pipeindex.h"

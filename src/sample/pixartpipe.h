@@ -50,7 +50,7 @@
 #include <stdint.h>
 
 #include "models/pixart.h"
-#include "models/vae.h"
+#include "vae/vae.h"
 #include "sink/sink.h"
 #include "text/txenc.h"
 #include "text/txtok.h"

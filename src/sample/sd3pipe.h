@@ -33,7 +33,7 @@
 #include <stdint.h>
 
 #include "models/sd3.h"
-#include "models/vae.h"
+#include "vae/vae.h"
 #include "sample/flowmatch.h"
 #include "sink/sink.h"
 #include "text/txenc.h"

@@ -7,7 +7,7 @@
 #ifndef SS_QKMEAN_H
 #define SS_QKMEAN_H
 
-#include "core/attn.h"
+#include "nn/attn.h"
 
 /* out [B, H, Tk]. Returns 0, SS_EARG for an empty or out-of-range row range, SS_ENOMEM. */
 int ss_qk_mean(float *out, const attn_args *a, int r0, int r1);

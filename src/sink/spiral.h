@@ -20,7 +20,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#include "core/attn.h"
+#include "nn/attn.h"
 #include "models/site.h"
 
 /* Field groups. Key Importance (mu, the sink, x uniform, x random image key, the top keys) is

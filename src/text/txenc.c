@@ -8,9 +8,9 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "core/attn.h"
+#include "nn/attn.h"
 #include "core/err.h"
-#include "core/ops.h"
+#include "nn/ops.h"
 #include "io/jsonfile.h"
 #include "io/safetensors.h"
 

@@ -22,7 +22,7 @@
  * position tables, projection) and F32 checkpoints are held in fp32. So T5-XXL's encoder (4.7B)
  * needs ~9.5 GB stored in BF16/F16 plus a 168 MB scratch (19 GB from an F32 checkpoint); on a 24
  * GB machine it still encodes the prompts and is freed (txenc_free) before the DiT is loaded; the
- * outputs are a few MB. Attention is written here (src/core/attn has no causal mask or additive bias): one
+ * outputs are a few MB. Attention is written here (src/nn/attn.has no causal mask or additive bias): one
  * [L, L] score matrix per (batch, head) with BLAS, heads in parallel.
  *
  * Outputs go to a callback in order, named as the reference fixtures name them:

@@ -16,9 +16,9 @@
 #include "io/fsutil.h"
 #include "io/safetensors.h"
 #include "train/train.h"
-#include "core/blas.h"
+#include "nn/blas.h"
 
-SS_BLAS_GUARD /* links the OpenBLAS kernel check (core/blas.h) into every BLAS user */
+SS_BLAS_GUARD /* links the OpenBLAS kernel check (nn/blas.h) into every BLAS user */
 
 #define CKPT_FORMAT "sinkscope-train-1"
 #define CAPTION_MAX 512

@@ -1,4 +1,4 @@
-#include "core/blas.h"
+#include "nn/blas.h"
 
 #include <stdio.h>
 #include <stdlib.h>

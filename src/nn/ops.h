@@ -7,7 +7,7 @@
 #include <stdint.h>
 
 /* A Linear(in, out) layer as diffusers stores it: W [out, in] row-major, b [out] or NULL.
- * A model loaded in bf16 (core/dnnl.h) has wb, the same W in bf16, and w NULL. */
+ * A model loaded in bf16 (nn/dnnl.h) has wb, the same W in bf16, and w NULL. */
 typedef struct {
     const float *w, *b;
     int in, out;

@@ -1,15 +1,15 @@
-#include "core/conv.h"
+#include "nn/conv.h"
 
 #include <cblas.h>
 #include <math.h>
 #include <stdlib.h>
 
 #include "core/err.h"
-#include "core/blas.h"
+#include "nn/blas.h"
 
-SS_BLAS_GUARD /* links the OpenBLAS kernel check (core/blas.h) into every BLAS user */
+SS_BLAS_GUARD /* links the OpenBLAS kernel check (nn/blas.h) into every BLAS user */
 
-#define PAR_MIN 32768 /* as core/ops.c: below this a parallel region costs more than the loop */
+#define PAR_MIN 32768 /* as nn/ops.c: below this a parallel region costs more than the loop */
 #define CONV_NB 256   /* output columns per sgemm block */
 
 size_t op_conv2d_work(const ss_conv2d *c, int H, int W) {

@@ -1,6 +1,6 @@
-/* ops_bwd: backward kernels of core/ops.h and of the materialized attention (formulas in
+/* ops_bwd: backward kernels of nn/ops.h and of the materialized attention (formulas in
  * ops_bwd.h and below). */
-#include "core/ops_bwd.h"
+#include "nn/ops_bwd.h"
 
 #include <cblas.h>
 #include <math.h>
@@ -8,10 +8,10 @@
 #include <string.h>
 
 #include "core/err.h"
-#include "core/fastmath.h"
-#include "core/blas.h"
+#include "nn/fastmath.h"
+#include "nn/blas.h"
 
-SS_BLAS_GUARD /* links the OpenBLAS kernel check (core/blas.h) into every BLAS user */
+SS_BLAS_GUARD /* links the OpenBLAS kernel check (nn/blas.h) into every BLAS user */
 
 #define GELU_K 0.7978845608028654f /* sqrt(2/pi), as ss_gelu_tanh */
 #define GELU_C 0.044715f

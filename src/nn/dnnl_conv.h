@@ -1,6 +1,6 @@
 /* dnnl_conv: fp32 2-D convolution through oneDNN's direct convolution primitive (the VAE's convs).
  *
- * ss_dnnl_conv2d computes what core/conv.h's op_conv2d_tiled computes (same arguments: CHW
+ * ss_dnnl_conv2d computes what nn/conv.h's op_conv2d_tiled computes (same arguments: CHW
  * input, the input zero-padded by c->pad on every side and pad_end more on the bottom and right)
  * with oneDNN's f32 direct convolution (dnnl_convolution_direct; src, weights and dst in the
  * layouts oneDNN chooses).
@@ -30,7 +30,7 @@
 
 #include <stddef.h>
 
-#include "core/conv.h"
+#include "nn/conv.h"
 
 /* Output floats (and input floats) per band that the band height aims at. */
 #define SS_DNNL_CONV_BAND_FLOATS (1 << 20)

@@ -1,4 +1,4 @@
-#include "core/dnnl.h"
+#include "nn/dnnl.h"
 
 #include <oneapi/dnnl/dnnl.h>
 #include <oneapi/dnnl/dnnl_debug.h>
@@ -11,9 +11,9 @@
 #include <cblas.h>
 
 #include "core/err.h"
-#include "core/blas.h"
+#include "nn/blas.h"
 
-SS_BLAS_GUARD /* links the OpenBLAS kernel check (core/blas.h) into every BLAS user */
+SS_BLAS_GUARD /* links the OpenBLAS kernel check (nn/blas.h) into every BLAS user */
 
 int ss_precision_parse(const char *s, int *prec) {
     if (!strcmp(s, "f32") || !strcmp(s, "fp32")) *prec = SS_PREC_F32;

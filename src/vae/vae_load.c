@@ -6,12 +6,12 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "core/dnnl_conv.h"
+#include "nn/dnnl_conv.h"
 #include "core/err.h"
 #include "io/jsonfile.h"
 #include "io/safetensors.h"
 #include "models/binder.h"
-#include "models/vae.h"
+#include "vae/vae.h"
 
 #define PATH_LEN 4096
 
@@ -335,7 +335,7 @@ static void forget_resnet(const vae_resnet *r) {
     ss_dnnl_conv_forget(r->shortcut.w);
 }
 
-/* Drops oneDNN's reordered copies of every conv weight (core/dnnl_conv.h): keyed by pointer. */
+/* Drops oneDNN's reordered copies of every conv weight (nn/dnnl_conv.h): keyed by pointer. */
 static void forget_convs(const vae_model *m) {
     const ss_conv2d *top[] = {&m->enc_in, &m->enc_out, &m->quant, &m->dec_in, &m->dec_out, &m->post_quant};
     for (int i = 0; i < 6; i++) ss_dnnl_conv_forget(top[i]->w);

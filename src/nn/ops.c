@@ -1,16 +1,16 @@
-#include "core/ops.h"
+#include "nn/ops.h"
 
 #include <cblas.h>
 #include <math.h>
 #include <stdio.h>
 
-#include "core/dnnl.h"
+#include "nn/dnnl.h"
 #include "core/err.h"
 
-#include "core/fastmath.h"
-#include "core/blas.h"
+#include "nn/fastmath.h"
+#include "nn/blas.h"
 
-SS_BLAS_GUARD /* links the OpenBLAS kernel check (core/blas.h) into every BLAS user */
+SS_BLAS_GUARD /* links the OpenBLAS kernel check (nn/blas.h) into every BLAS user */
 
 /* Below this many elements a parallel region costs more than the loop (and under CPU
  * contention its barrier can stall for a whole time slice). */

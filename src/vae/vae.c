@@ -1,13 +1,13 @@
 /* AutoencoderKL forward passes (vae.h): one image at a time in CHW, three ping-pong buffers. */
-#include "models/vae.h"
+#include "vae/vae.h"
 
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
-#include "core/attn.h"
-#include "core/dnnl_conv.h"
+#include "nn/attn.h"
+#include "nn/dnnl_conv.h"
 #include "core/err.h"
 
 #define VAE_EPS 1e-6f
@@ -26,7 +26,7 @@ static void swap(float **p, float **q) {
     *q = t;
 }
 
-/* oneDNN's direct convolution (core/dnnl_conv.h) where it has one, else im2col tiles + sgemm. */
+/* oneDNN's direct convolution (nn/dnnl_conv.h) where it has one, else im2col tiles + sgemm. */
 static int conv(float *y, const float *x, const ss_conv2d *c, int H, int W, int pad_end) {
     if (ss_dnnl_conv2d(y, x, c, H, W, pad_end) == 0) return 0;
     return op_conv2d_tiled(y, x, c, H, W, pad_end);

@@ -1,5 +1,5 @@
-/* ops_bwd: the backward ops of core/ops.h's forward ops and of attn_materialized_probs
- * (core/attn.h), fp32, rows are tokens (row-major), llm.c style: each *_bwd is the adjoint of the
+/* ops_bwd: the backward ops of nn/ops.h's forward ops and of attn_materialized_probs
+ * (nn/attn.h), fp32, rows are tokens (row-major), llm.c style: each *_bwd is the adjoint of the
  * forward op of the same name and takes that op's inputs (what it needs of them, recomputed where
  * cheap: LayerNorm and RMSNorm statistics come from op_row_moments / the same sums, so they are
  * the forward's bits).
@@ -19,7 +19,7 @@
 
 #include <stddef.h>
 
-#include "core/ops.h"
+#include "nn/ops.h"
 
 /* op_linear: dW += dy^T x, db += column sums of dy (when l->b); dx = beta*dx + dy W when dx is
  * not NULL (beta 0 or 1). dw/db: the gradient slots of l->w / l->b. */

@@ -1,4 +1,4 @@
-#include "core/attn.h"
+#include "nn/attn.h"
 
 #include <cblas.h>
 #include <math.h>
@@ -9,12 +9,12 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "core/dnnl.h"
+#include "nn/dnnl.h"
 #include "core/err.h"
-#include "core/fastmath.h"
-#include "core/blas.h"
+#include "nn/fastmath.h"
+#include "nn/blas.h"
 
-SS_BLAS_GUARD /* links the OpenBLAS kernel check (core/blas.h) into every BLAS user */
+SS_BLAS_GUARD /* links the OpenBLAS kernel check (nn/blas.h) into every BLAS user */
 
 _Static_assert(ATTN_TQ % ATTN_BQ == 0 && ATTN_TQ >= ATTN_BQ, "bf16 tiles are whole probe blocks");
 

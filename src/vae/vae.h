@@ -14,10 +14,10 @@
  * ResnetBlock2D: x + conv2(silu(gn2(conv1(silu(gn1(x)))))) (conv_shortcut 1x1 on x when the
  * channels change), eps 1e-6, output_scale_factor 1. Mid-block attention: one head of dim C over
  * the H*W tokens, group norm (eps 1e-6) before to_q/to_k/to_v, to_out.0, residual added,
- * rescale_output_factor 1; it runs on the fused kernel (core/attn.h, attn_forward, dh = C).
- * Convolutions: core/dnnl_conv.h ss_dnnl_conv2d (oneDNN's f32 direct convolution in fixed row
+ * rescale_output_factor 1; it runs on the fused kernel (nn/attn.h, attn_forward, dh = C).
+ * Convolutions: nn/dnnl_conv.h ss_dnnl_conv2d (oneDNN's f32 direct convolution in fixed row
  * bands of one-thread primitives; weights reordered once per layer, dropped by vae_free), falling
- * back to core/conv.h op_conv2d_tiled (im2col per column tile + sgemm) where oneDNN has none;
+ * back to nn/conv.h op_conv2d_tiled (im2col per column tile + sgemm) where oneDNN has none;
  * both thread-count independent. Memory: three activation buffers of the largest C x H x W of
  * the pass plus the per-thread bands or tiles and the reordered weight copies (as large as the
  * conv weights); the attention needs 5 more [H*W, C] arrays at the latent resolution.
@@ -31,8 +31,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#include "core/conv.h"
-#include "core/ops.h"
+#include "nn/conv.h"
+#include "nn/ops.h"
 
 #define VAE_MAX_BLOCKS 8
 #define VAE_MAX_LAYERS 8

@@ -1,5 +1,5 @@
 /* dnnl_conv: fp32 convolution through oneDNN's direct convolution, in fixed row bands (dnnl_conv.h). */
-#include "core/dnnl_conv.h"
+#include "nn/dnnl_conv.h"
 
 #include <oneapi/dnnl/dnnl.h>
 #include <omp.h>

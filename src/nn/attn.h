@@ -58,7 +58,7 @@ typedef struct {
     int key_chunk;              /* keys per chunk; 0 (or below 1): ATTN_KC. Tests lower it to exercise
                                  * the online-softmax path; per call, so models and threads may differ */
     attn_scratch *scratch;      /* reused working memory; NULL: attn_forward allocates its own per call */
-    int precision;              /* SS_PREC_F32 (0) or SS_PREC_BF16 (core/dnnl.h): Q K^T and P V with
+    int precision;              /* SS_PREC_F32 (0) or SS_PREC_BF16 (nn/dnnl.h): Q K^T and P V with
                                  * bf16 operands (Q pre-scaled by 1/sqrt(dh) before rounding) through
                                  * oneDNN, fp32 accumulation; softmax, probe statistics, re-weighting
                                  * and the materialized reference stay fp32 */
@@ -129,7 +129,7 @@ int attn_apply_reweight(const attn_args *a, const attn_stats *st, const attn_rew
 int attn_materialized(float *out, const float *q, const float *k, const float *v, int L, int H, int dh, int ld, float scale,
                       const float *bias, int causal, const int64_t *keymask);
 /* attn_materialized that also keeps the probabilities P [H, L, L] (row i of head h: the softmax
- * over keys; 0 past i when causal), as a backward pass needs them (core/ops_bwd.h). Same bits. */
+ * over keys; 0 past i when causal), as a backward pass needs them (nn/ops_bwd.h). Same bits. */
 int attn_materialized_probs(float *out, float *P, const float *q, const float *k, const float *v, int L, int H, int dh,
                             int ld, float scale, const float *bias, int causal, const int64_t *keymask);
 

@@ -5,11 +5,11 @@
 #include <math.h>
 #include <stdlib.h>
 
-#include "core/attn.h"
+#include "nn/attn.h"
 #include "core/err.h"
-#include "core/blas.h"
+#include "nn/blas.h"
 
-SS_BLAS_GUARD /* links the OpenBLAS kernel check (core/blas.h) into every BLAS user */
+SS_BLAS_GUARD /* links the OpenBLAS kernel check (nn/blas.h) into every BLAS user */
 
 int attn_materialized(float *out, const float *q, const float *k, const float *v, int L, int H, int dh, int ld, float scale,
                       const float *bias, int causal, const int64_t *keymask) {

@@ -1,5 +1,5 @@
 /* conv: the convolution layers of image networks (LPIPS' AlexNet; VAE encoders and decoders),
- * fp32, one image at a time in CHW layout, output first and dimensions last (like core/ops.h).
+ * fp32, one image at a time in CHW layout, output first and dimensions last (like nn/ops.h).
  *
  * conv2d is im2col followed by BLAS sgemm (W[Cout, Cin*kh*kw] . col[Cin*kh*kw, Ho*Wo]), one
  * single-threaded sgemm per fixed block of 256 output columns, the blocks spread over the
@@ -36,7 +36,7 @@ void op_relu(float *x, size_t n);
 void op_maxpool2d(float *y, const float *x, int C, int H, int W, int k, int stride, int pad);
 
 
-/* The VAE's layers (models/vae.c), for large images: ----------------------------------------
+/* The VAE's layers (vae/vae.c), for large images: ----------------------------------------
  * y[cout, Ho, Wo] = conv(x[cin, H, W]) with the input first zero-padded by c->pad on every side
  * and by pad_end more on the bottom and the right (diffusers' Downsample2D: F.pad(x, (0, 1, 0, 1))
  * then a stride-2 unpadded conv, pad_end = 1); Ho = conv_out_size(H + pad_end, kh, stride, pad).
