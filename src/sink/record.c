@@ -218,15 +218,29 @@ void *sink_verif_entry_write_json(const sink_verif_entry *e) {
     return o;
 }
 
-void *sink_record_write_probe_json(const sink_ctx *s, int full, const sink_key_types *kt) {
+/* One record's entry for batch element b: a probe entry, or (verif) a verification entry. */
+static json_t *entry_json(const sink_record *r, int b, int full, const sink_key_types *kt, int verif) {
+    json_t *o = NULL;
+    if (verif) {
+        sink_verif_entry e;
+        if (sink_verif_entry_from_record(&e, r, b, full) >= 0) o = sink_verif_entry_write_json(&e);
+        sink_verif_entry_free(&e);
+    } else {
+        sink_probe_entry e;
+        if (sink_probe_entry_from_record(&e, r, b, full, kt) >= 0) o = sink_probe_entry_write_json(&e);
+        sink_probe_entry_free(&e);
+    }
+    return o;
+}
+
+/* The entries of every probed (or, verif, intervened) record, each batch element (full) or the last. */
+static void *write_entries(const sink_ctx *s, int full, const sink_key_types *kt, int verif) {
     json_t *arr = json_array();
     for (int i = 0; i < sink_ctx_record_count(s) && arr; i++) {
         const sink_record *r = sink_ctx_record(s, i);
-        if (!r->probed) continue;
+        if (!(verif ? r->intervened : r->probed)) continue;
         for (int b = full ? 0 : r->B - 1; b < r->B; b++) {
-            sink_probe_entry e;
-            json_t *o = sink_probe_entry_from_record(&e, r, b, full, kt) < 0 ? NULL : sink_probe_entry_write_json(&e);
-            sink_probe_entry_free(&e);
+            json_t *o = entry_json(r, b, full, kt, verif);
             if (!o || json_array_append_new(arr, o)) {
                 json_decref(arr);
                 arr = NULL;
@@ -238,25 +252,11 @@ void *sink_record_write_probe_json(const sink_ctx *s, int full, const sink_key_t
     return arr;
 }
 
-void *sink_record_write_verif_json(const sink_ctx *s, int full) {
-    json_t *arr = json_array();
-    for (int i = 0; i < sink_ctx_record_count(s) && arr; i++) {
-        const sink_record *r = sink_ctx_record(s, i);
-        if (!r->intervened) continue;
-        for (int b = full ? 0 : r->B - 1; b < r->B; b++) {
-            sink_verif_entry e;
-            json_t *o = sink_verif_entry_from_record(&e, r, b, full) < 0 ? NULL : sink_verif_entry_write_json(&e);
-            sink_verif_entry_free(&e);
-            if (!o || json_array_append_new(arr, o)) {
-                json_decref(arr);
-                arr = NULL;
-                ss_fail(SS_ENOMEM, "out of memory");
-                break;
-            }
-        }
-    }
-    return arr;
+void *sink_record_write_probe_json(const sink_ctx *s, int full, const sink_key_types *kt) {
+    return write_entries(s, full, kt, 0);
 }
+
+void *sink_record_write_verif_json(const sink_ctx *s, int full) { return write_entries(s, full, NULL, 1); }
 
 /* ---- reading ---- */
 
