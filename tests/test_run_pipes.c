@@ -187,6 +187,23 @@ static uint8_t *pixels(const char *path, int *w, int *h) {
     return px;
 }
 
+/* Remove the last line of EXP/records.jsonl (as a crash before its write completed would) and
+ * return that record, parsed. */
+static json_t *drop_last_record(const char *exp) {
+    const char *rp = tc_join(exp, "records.jsonl");
+    size_t len;
+    char *all = tc_read_all(rp, &len);
+    assert_non_null(all);
+    char *last = all + len - 1;
+    while (last > all && last[-1] != '\n') last--;
+    json_t *lost = json_loads(last, 0, NULL);
+    assert_non_null(lost);
+    *last = 0;
+    assert_int_equal(tc_write_text(rp, all), 0);
+    free(all);
+    return lost;
+}
+
 static json_t *read_records(const char *path, int *n) {
     char *b = tc_read_all(path, NULL);
     assert_non_null(b);
@@ -360,16 +377,8 @@ static void run_family(const family *fam) {
     free(types);
 
     /* resume after losing the last record line: exactly that item is made again */
+    json_t *lost = drop_last_record(exp);
     const char *rp = tc_join(exp, "records.jsonl");
-    size_t len;
-    char *all = tc_read_all(rp, &len);
-    assert_non_null(all);
-    char *last = all + len - 1;
-    while (last > all && last[-1] != '\n') last--;
-    json_t *lost = json_loads(last, 0, NULL);
-    assert_non_null(lost);
-    *last = 0;
-    assert_int_equal(tc_write_text(rp, all), 0);
     rc = tc_run(out, sizeof out, run_fmt, tc_bin(), exp, model, prompts, conds, fam->size, fam->probe);
     if (rc) fail_msg("resume: %s", out);
     assert_non_null(strstr(out, "(1 new, 7 already done)"));
@@ -381,7 +390,6 @@ static void run_family(const family *fam) {
     assert_string_equal(json_string_value(json_object_get(again, "image_sha256")),
                         json_string_value(json_object_get(lost, "image_sha256")));
     assert_true(json_equal(json_object_get(again, "probe"), json_object_get(lost, "probe")));
-    free(all);
     json_decref(lost);
     json_decref(recs);
 
@@ -533,17 +541,8 @@ static void test_text_embeddings(void **st) {
     const long file_bytes = bytes / 3;
     /* lose the last record and truncate every embeddings file: the resume encodes again exactly the
      * texts that work needs (that prompt and the negative prompt) and makes the same image */
+    json_t *lost = drop_last_record(exp);
     const char *rp = tc_join(exp, "records.jsonl");
-    size_t len;
-    char *all = tc_read_all(rp, &len);
-    assert_non_null(all);
-    char *last = all + len - 1;
-    while (last > all && last[-1] != '\n') last--;
-    json_t *lost = json_loads(last, 0, NULL);
-    assert_non_null(lost);
-    *last = 0;
-    assert_int_equal(tc_write_text(rp, all), 0);
-    free(all);
     snprintf(cmd, sizeof cmd, "for f in '%s'/*.f32; do truncate -s 1000 \"$f\"; done", emb);
     assert_int_equal(system(cmd), 0);
     rc = tc_run(out, sizeof out, fmt, tc_bin(), exp, model, prompts);
