@@ -3,7 +3,8 @@
  *     records' entries of tests/data/old-records (written by sinkscope before sink/record existed)
  *     and for forward / generate entries (every field: batch, heads, tokens, act_text, NaN);
  *   - the report of tests/data/old-records is identical (SHA-256 of every output) to the report
- *     made of them by sinkscope before the change (report-main.sha256, from main at 1d68c5c);
+ *     made of them by sinkscope before the change (report-main.sha256, made by dfa6c0b; the records
+ *     come from a run of 1d68c5c, their experiment.json holds relative paths, which the report only prints);
  *   - malformed entries are errors naming the file and line, in the reader and in the report.
  * The report goes through the CLI ($SINKSCOPE_BIN or ./sinkscope). Run from the repository root. */
 #include <math.h>
