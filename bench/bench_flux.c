@@ -41,18 +41,6 @@ static void cpu_name(char *buf, size_t cap) {
     if (f) fclose(f);
 }
 
-/* The forward's flops: every linear layer (M rows) and QK^T + PV of each block. */
-static double flux_flops(const flux_config *c, int N, int S) {
-    const double D = (double)c->num_heads * c->head_dim, T = N + S, pp = c->patch_size * c->patch_size * c->out_channels;
-    double f = 2 * N * D * c->in_channels + 2 * S * D * c->joint_attention_dim;
-    f += 2 * D * (256 * (c->guidance_embeds ? 2 : 1) + c->pooled_projection_dim) + 2 * D * D * (c->guidance_embeds ? 3 : 2);
-    for (int i = 0; i < c->num_layers; i++)
-        f += 2 * 2 * 6 * D * D + 2 * T * D * D * 4 + 2 * T * D * 4 * D * 2 + 4 * T * T * D;
-    for (int j = 0; j < c->num_single_layers; j++)
-        f += 2 * 3 * D * D + 2 * T * D * D * 3 + 2 * T * D * 4 * D + 2 * T * 5 * D * D + 4 * T * T * D;
-    return f + 2 * 2 * D * D + 2 * N * D * pp;
-}
-
 /* The attention variants, run inside the forward at the sites named in `want`. */
 typedef struct {
     int want[2];   /* site codes */
@@ -175,7 +163,7 @@ int main(void) {
         img_ids[i * 3 + 1] = (float)(i / side);
         img_ids[i * 3 + 2] = (float)(i % side);
     }
-    const double flops = flux_flops(&c, N, S);
+    const double flops = flux_forward_flops(&c, 1, N, S);
     double best = 1e30;
     for (int r = 0; r < 2; r++) {
         double t0 = bu_now();

@@ -15,7 +15,10 @@
 #include "core/err.h"
 #include "exp/digest.h"
 #include "io/safetensors.h"
+#include "models/family.h"
 #include "models/flux.h"
+#include "models/pixart.h"
+#include "models/sd3.h"
 
 static void file_sha(const char *path, char hex[DIGEST_HEX]) {
     size_t n;
@@ -135,11 +138,45 @@ static void test_bad_requests(void **st) {
     free(root);
 }
 
+/* The family table's flops entry: the family's own count for the fixture's inputs (forward's
+ * shapes), positive, and proportional to the batch. */
+static void test_family_flops(void **st) {
+    const char *fx[] = {"sd3-tiny-a", "sd35-tiny-b", "flux-tiny-a", "pixart-tiny-a"};
+    for (int i = 0; i < 4; i++) {
+        const char *dir = tc_path("fixtures/%s", fx[i]);
+        const ss_family *fam;
+        void *m;
+        if (ss_family_detect(dir, &fam) < 0 || fam->load(&m, dir) < 0) fail_msg("%s: %s", fx[i], ss_err());
+        st_file *in;
+        if (st_open(&in, tc_path("fixtures/%s/inputs.safetensors", fx[i])) < 0) fail_msg("%s", ss_err());
+        ss_fwd_inputs io;
+        if (fam->inputs(m, in, "inputs", &io) < 0) fail_msg("%s: %s", fx[i], ss_err());
+        const double f = fam->flops(m, &io);
+        double want;
+        if (!strcmp(fam->name, "flux"))
+            want = flux_forward_flops(&((const flux_model *)m)->cfg, io.B, io.N, io.S);
+        else if (!strcmp(fam->name, "pixart"))
+            want = pixart_forward_flops(&((const pixart_model *)m)->cfg, io.B, (int)io.out_shape[2], (int)io.out_shape[3], io.S);
+        else
+            want = sd3_forward_flops(&((const sd3_model *)m)->cfg, io.B, (int)io.out_shape[2], (int)io.out_shape[3], io.S);
+        assert_true(f > 0 && f == want);
+        const int B = io.B;
+        io.B = 2 * B;
+        assert_true(fabs(fam->flops(m, &io) - 2 * f) <= 1e-9 * f);
+        io.B = B;
+        print_message("%s (%s): %.3g flops for batch %d, %d image + %d text tokens\n", fx[i], fam->name, f, B, io.N, io.S);
+        ss_fwd_inputs_free(&io);
+        st_close(in);
+        fam->free(m);
+    }
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_pinned_bits),
         cmocka_unit_test(test_every_family_runs),
         cmocka_unit_test(test_bad_requests),
+        cmocka_unit_test(test_family_flops),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

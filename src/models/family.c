@@ -328,11 +328,26 @@ static int pixart_fam_forward(const void *model, float *out, const ss_fwd_inputs
 
 /* ---- the table ---- */
 
+static double sd3_fam_flops(const void *model, const ss_fwd_inputs *io) {
+    const sd3_model *m = model;
+    return sd3_forward_flops(&m->cfg, io->B, (int)io->out_shape[2], (int)io->out_shape[3], io->S);
+}
+static double flux_fam_flops(const void *model, const ss_fwd_inputs *io) {
+    const flux_model *m = model;
+    return flux_forward_flops(&m->cfg, io->B, io->N, io->S);
+}
+static double pixart_fam_flops(const void *model, const ss_fwd_inputs *io) {
+    const pixart_model *m = model;
+    return pixart_forward_flops(&m->cfg, io->B, (int)io->out_shape[2], (int)io->out_shape[3], io->S);
+}
+
 static const ss_family FAMILIES[] = {
-    {"SD3Transformer2DModel", "sd3", 0, sd3_fam_load, sd3_fam_free, sd3_fam_inputs, sd3_fam_sites, sd3_fam_forward},
-    {"FluxTransformer2DModel", "flux", 1, flux_fam_load, flux_fam_free, flux_fam_inputs, flux_fam_sites, flux_fam_forward},
+    {"SD3Transformer2DModel", "sd3", 0, sd3_fam_load, sd3_fam_free, sd3_fam_inputs, sd3_fam_sites, sd3_fam_forward,
+     sd3_fam_flops},
+    {"FluxTransformer2DModel", "flux", 1, flux_fam_load, flux_fam_free, flux_fam_inputs, flux_fam_sites, flux_fam_forward,
+     flux_fam_flops},
     {"PixArtTransformer2DModel", "pixart", 0, pixart_fam_load, pixart_fam_free, pixart_fam_inputs, pixart_fam_sites,
-     pixart_fam_forward},
+     pixart_fam_forward, pixart_fam_flops},
 };
 #define N_FAMILIES (sizeof FAMILIES / sizeof FAMILIES[0])
 

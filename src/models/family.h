@@ -58,6 +58,8 @@ typedef struct ss_family {
     /* Sites for N image and S text tokens (models/site.h), at most cap into out (may be NULL). */
     int (*sites)(const void *model, int N, int S, ss_site *out, int cap);
     int (*forward)(const void *model, float *out, const ss_fwd_inputs *io, const ss_model_hooks *hk);
+    /* The floating-point operations of that forward pass (matrix products and attention). */
+    double (*flops)(const void *model, const ss_fwd_inputs *io);
 } ss_family;
 
 /* The entry for a diffusers class name, or NULL. */

@@ -384,3 +384,15 @@ int flux_forward_t1000(const flux_model *m, float *out, const float *hs, const f
                        int N, int S, const flux_hooks *hooks) {
     return forward(m, out, hs, ctx, pooled, t1000, 1, guidance, img_ids, txt_ids, B, N, S, hooks);
 }
+
+/* Every linear layer (M rows) and QK^T + PV of each block, per batch element, times B. */
+double flux_forward_flops(const flux_config *c, int B, int N, int S) {
+    const double D = (double)c->num_heads * c->head_dim, T = N + S, pp = c->patch_size * c->patch_size * c->out_channels;
+    double f = 2 * N * D * c->in_channels + 2 * S * D * c->joint_attention_dim;
+    f += 2 * D * (256 * (c->guidance_embeds ? 2 : 1) + c->pooled_projection_dim) + 2 * D * D * (c->guidance_embeds ? 3 : 2);
+    for (int i = 0; i < c->num_layers; i++)
+        f += 2 * 2 * 6 * D * D + 2 * T * D * D * 4 + 2 * T * D * 4 * D * 2 + 4 * T * T * D;
+    for (int j = 0; j < c->num_single_layers; j++)
+        f += 2 * 3 * D * D + 2 * T * D * D * 3 + 2 * T * D * 4 * D + 2 * T * 5 * D * D + 4 * T * T * D;
+    return B * (f + 2 * 2 * D * D + 2 * N * D * pp);
+}

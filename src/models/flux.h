@@ -80,6 +80,8 @@ int flux_config_save(const flux_config *cfg, const char *path);
 /* A random-weight model folder (benchmarks, tests): config.json and one safetensors file with the
  * weights stored as dtype (ST_F32, ST_F16 or ST_BF16); fan-in scaled uniform weights, RMSNorm
  * gains near 1. Deterministic in seed. */
+/* The forward pass's floating-point operations for B x (N packed image + S text) tokens. */
+double flux_forward_flops(const flux_config *c, int B, int N, int S);
 int flux_init_random(const flux_config *cfg, const char *dir, uint64_t seed, int dtype);
 
 /* The sites: double.0 .. double.{L-1} (flat 0..L-1), then single.0 .. single.{Ls-1} (flat L..).
