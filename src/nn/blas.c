@@ -5,12 +5,13 @@
 #include <string.h>
 #include <strings.h>
 
-/* OpenBLAS's own entry points (exported by every DYNAMIC_ARCH build; not in cblas.h).
- * gotoblas_dynamic_quit/init re-run its kernel selection, which reads OPENBLAS_CORETYPE. */
+/* OpenBLAS's own entry points (not in cblas.h). gotoblas_dynamic_quit/init re-run its kernel
+ * selection, which reads OPENBLAS_CORETYPE; only DYNAMIC_ARCH builds (Debian's) have them, so they
+ * are weak: with another build they are NULL and the kernels are left as they are. */
 char *openblas_get_corename(void);
 char *openblas_get_config(void);
-void gotoblas_dynamic_init(void);
-void gotoblas_dynamic_quit(void);
+void gotoblas_dynamic_init(void) __attribute__((weak));
+void gotoblas_dynamic_quit(void) __attribute__((weak));
 
 const char ss_blas_guard = 1;
 
@@ -28,15 +29,20 @@ const char *ss_blas_better_core(const char *core, int avx2_fma, int avx512) {
 }
 
 static void cpu_features(int *avx2_fma, int *avx512) {
+#if defined(__x86_64__) || defined(__i386__)
     __builtin_cpu_init(); /* constructors may run before libgcc's own */
     *avx2_fma = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
     *avx512 = __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
               __builtin_cpu_supports("avx512dq") && __builtin_cpu_supports("avx512vl");
+#else
+    *avx2_fma = *avx512 = 0; /* the x86 kernel names mean nothing here */
+#endif
 }
 
 int ss_blas_apply_policy(const char *mode) {
     if (mode && !strcmp(mode, "keep")) return 0;
     if (!(mode && !strcmp(mode, "auto")) && getenv("OPENBLAS_CORETYPE")) return 0;
+    if (!gotoblas_dynamic_init || !gotoblas_dynamic_quit) return 0; /* not a DYNAMIC_ARCH OpenBLAS */
     int avx2_fma, avx512;
     cpu_features(&avx2_fma, &avx512);
     const char *core = openblas_get_corename();
