@@ -37,6 +37,20 @@ void ss_bf16_from_f32_rows(uint16_t *y, int ldy, const float *x, int ldx, int M,
     }
 }
 
+/* ---- the process's one CPU engine (matmul here, convolution in dnnl_conv.c) ---- */
+
+static dnnl_engine_t g_cpu_engine;
+static pthread_once_t g_engine_once = PTHREAD_ONCE_INIT;
+
+static void engine_create(void) {
+    if (dnnl_engine_create(&g_cpu_engine, dnnl_cpu, 0) != dnnl_success) g_cpu_engine = NULL;
+}
+
+void *ss_dnnl_engine(void) {
+    pthread_once(&g_engine_once, engine_create);
+    return g_cpu_engine;
+}
+
 /* ---- the primitive cache ---- */
 
 typedef struct {
@@ -53,7 +67,7 @@ typedef struct {
 } entry;
 
 static pthread_mutex_t g_lock = PTHREAD_MUTEX_INITIALIZER;
-static dnnl_engine_t g_engine;
+static dnnl_engine_t g_engine; /* ss_dnnl_engine(), once a primitive is made */
 static entry **g_cache; /* reachable for the process's lifetime: primitives are never freed */
 static int g_n, g_cap;
 
@@ -182,8 +196,7 @@ static int entry_create(entry *e, const key *k) {
         snprintf(e->impl, sizeof e->impl, "fallback:sgemm (forced)");
         return 0;
     }
-    if (!g_engine && (s = dnnl_engine_create(&g_engine, dnnl_cpu, 0)) != dnnl_success)
-        return dnnl_err(s, "creating the CPU engine", k);
+    if (!g_engine && !(g_engine = ss_dnnl_engine())) return dnnl_err(dnnl_runtime_error, "creating the CPU engine", k);
     if (md_2d(&e->a, k->M, k->K, k->lda, 1, dnnl_bf16) ||
         (k->flags & SS_DNNL_TRANS_B ? md_2d(&e->b, k->K, k->N, 1, k->ldb, dnnl_bf16)
                                     : md_2d(&e->b, k->K, k->N, k->ldb, 1, dnnl_bf16)) ||

@@ -70,6 +70,10 @@ static inline float ss_bf16_to_f32(uint16_t h) {
 /* y[i] = bf16(x[i]) over rows: y [M, ldy], x [M, ldx], N values per row (threaded when large). */
 void ss_bf16_from_f32_rows(uint16_t *y, int ldy, const float *x, int ldx, int M, int N);
 
+/* The process's one oneDNN CPU engine (a dnnl_engine_t), made on first use and kept; NULL when
+ * oneDNN cannot make one. Matmul (here) and convolution (dnnl_conv.h) share it. */
+void *ss_dnnl_engine(void);
+
 /* Flags of ss_dnnl_matmul. */
 #define SS_DNNL_TRANS_B 1 /* B is [N, K] row-major (a Linear's weight [out, in]); else [K, N] */
 #define SS_DNNL_SERIAL 2  /* run on the calling thread only (the caller parallelizes) */

@@ -1,6 +1,8 @@
 /* dnnl_conv: fp32 convolution through oneDNN's direct convolution, in fixed row bands (dnnl_conv.h). */
 #include "nn/dnnl_conv.h"
 
+#include "nn/dnnl.h"
+
 #include <oneapi/dnnl/dnnl.h>
 #include <omp.h>
 #include <pthread.h>
@@ -10,8 +12,7 @@
 #include <time.h>
 
 static pthread_mutex_t g_lock = PTHREAD_MUTEX_INITIALIZER;
-static dnnl_engine_t g_engine;
-static int g_engine_failed;
+static dnnl_engine_t g_engine; /* ss_dnnl_engine() (dnnl.h) */
 static int g_enabled = 1;
 
 /* One band shape: compared with memcmp (zeroed before filling). */
@@ -51,7 +52,7 @@ void ss_dnnl_conv_enable(int on) { g_enabled = on; }
 void ss_dnnl_conv_set_band_floats(long n) { g_band = n > 0 ? n : SS_DNNL_CONV_BAND_FLOATS; }
 
 static int engine(void) {
-    if (!g_engine && !g_engine_failed && dnnl_engine_create(&g_engine, dnnl_cpu, 0) != dnnl_success) g_engine_failed = 1;
+    if (!g_engine) g_engine = ss_dnnl_engine();
     return g_engine ? 0 : -1;
 }
 
