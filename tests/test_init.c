@@ -21,14 +21,7 @@
 #include "models/sd3.h"
 
 static void file_sha(const char *path, char hex[DIGEST_HEX]) {
-    size_t n;
-    char *b = tc_read_all(path, &n);
-    assert_non_null(b);
-    sha256_ctx c;
-    sha256_init(&c);
-    sha256_update(&c, b, n);
-    sha256_final_hex(&c, hex);
-    free(b);
+    if (digest_file(path, hex) < 0) fail_msg("%s", ss_err());
 }
 
 /* Pins: the SD3 writer's bytes (sd3-tiny-a's config, seed 3, BF16, with inputs) and FLUX's

@@ -105,6 +105,13 @@ static int hash_file_into(sha256_ctx *c, const char *path) {
     return bad ? ss_fail(SS_EIO, "%s: read error", path) : 0;
 }
 
+void digest_bytes(const void *data, size_t n, char hex[DIGEST_HEX]) {
+    sha256_ctx c;
+    sha256_init(&c);
+    sha256_update(&c, data, n);
+    sha256_final_hex(&c, hex);
+}
+
 int digest_file(const char *path, char hex[DIGEST_HEX]) {
     sha256_ctx c;
     sha256_init(&c);

@@ -23,6 +23,8 @@ void sha256_update(sha256_ctx *c, const void *data, size_t n);
 /* Writes 64 hex characters and a NUL to hex. */
 void sha256_final_hex(sha256_ctx *c, char hex[DIGEST_HEX]);
 
+/* SHA-256 of n bytes in memory. */
+void digest_bytes(const void *data, size_t n, char hex[DIGEST_HEX]);
 /* SHA-256 of a file's bytes. */
 int digest_file(const char *path, char hex[DIGEST_HEX]);
 

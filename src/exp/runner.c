@@ -361,10 +361,7 @@ static int emb_read(const runner *r, const char *name, float *emb, int check) {
     close(fd);
     if (!rc && check) {
         char hex[DIGEST_HEX];
-        sha256_ctx h;
-        sha256_init(&h);
-        sha256_update(&h, emb, bytes);
-        sha256_final_hex(&h, hex);
+        digest_bytes(emb, bytes, hex);
         if (memcmp(hex, hdr + 88, 64)) rc = ss_fail(SS_EFORMAT, "%s: its payload does not match its SHA-256", path);
     }
     return rc;
@@ -393,10 +390,7 @@ static int emb_ensure(runner *r, const char *text, float *emb, uint8_t *buf, int
     if (rc < 0) return rc;
     const size_t bytes = sizeof(float) * r->emb_n;
     char hex[DIGEST_HEX];
-    sha256_ctx h;
-    sha256_init(&h);
-    sha256_update(&h, emb, bytes);
-    sha256_final_hex(&h, hex);
+    digest_bytes(emb, bytes, hex);
     emb_header(r, name, hex, buf);
     memcpy(buf + EMB_HEADER, emb, bytes);
     return ss_write_atomic(path, buf, EMB_HEADER + bytes);
