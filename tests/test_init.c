@@ -10,6 +10,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "common.h"
 #include "core/err.h"
@@ -112,8 +113,14 @@ static void test_bad_requests(void **st) {
     /* FLUX packs 2x2: an odd latent is refused before anything is written */
     int rc = tc_run(buf, sizeof buf, "%s init --config %s --out %s --inputs %s --latent 5x4", tc_bin(),
                     tc_path("fixtures/flux-tiny-a/config.json"), tc_join(root, "f"), tc_join(root, "f.safetensors"));
-    assert_int_not_equal(rc, 0);
+    assert_int_equal(rc, 2);
     assert_non_null(strstr(buf, "must be even"));
+    assert_int_equal(access(tc_join(root, "f"), F_OK), -1); /* no model folder either */
+    rc = tc_run(buf, sizeof buf, "%s init --config %s --out %s --inputs %s --latent 6x7", tc_bin(),
+                tc_path("fixtures/pixart-tiny-a/config.json"), tc_join(root, "q"), tc_join(root, "q.safetensors"));
+    assert_int_equal(rc, 2);
+    assert_non_null(strstr(buf, "multiples of the patch size"));
+    assert_int_equal(access(tc_join(root, "q"), F_OK), -1);
     /* an unknown class names the file and the classes sinkscope runs */
     const char *cfg = tc_join(root, "bad.json");
     assert_int_equal(tc_write_text(cfg, "{\"_class_name\": \"UNet2DConditionModel\"}"), 0);

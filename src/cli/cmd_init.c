@@ -67,10 +67,9 @@ static int sd3_inputs(const sd3_config *c, inputs_file *f, int B, int Hl, int Wl
     return f->rc;
 }
 
-/* FLUX: the latent HxW packed 2x2 into (H/2)(W/2) tokens of in_channels; ids as FluxPipeline makes
+/* FLUX: the latent HxW (even: cmd_init checks) packed 2x2 into (H/2)(W/2) tokens of in_channels; ids as FluxPipeline makes
  * them (image: 0, row, col; text: zeros); guidance 3.5 (dev's default). */
 static int flux_inputs(const flux_config *c, inputs_file *f, int B, int Hl, int Wl, int S, uint64_t seed) {
-    if (Hl % 2 || Wl % 2) return ss_fail(SS_EARG, "init: --latent %dx%d: FLUX packs 2x2 latent pixels, so both sizes must be even", Hl, Wl);
     const int N = (Hl / 2) * (Wl / 2), A = c->n_axes;
     in_normal(f, "hidden_states", 3, (int64_t[]){B, N, c->in_channels}, seed, 1);
     in_normal(f, "encoder_hidden_states", 3, (int64_t[]){B, S, c->joint_attention_dim}, seed, 2);
@@ -91,11 +90,9 @@ static int flux_inputs(const flux_config *c, inputs_file *f, int B, int Hl, int 
     return f->rc;
 }
 
-/* PixArt: a text mask whose batch element b masks its last b tokens (at least one kept); the
+/* PixArt (the latent a multiple of the patch size: cmd_init checks): a text mask whose batch element b masks its last b tokens (at least one kept); the
  * additional conditions at the image's pixel size (latent x 8). */
 static int pixart_inputs(const pixart_config *c, inputs_file *f, int B, int Hl, int Wl, int S, uint64_t seed) {
-    if (Hl % c->patch_size || Wl % c->patch_size)
-        return ss_fail(SS_EARG, "init: --latent %dx%d: sizes must be multiples of the patch size %d", Hl, Wl, c->patch_size);
     const int J = c->caption_channels ? c->caption_channels : c->cross_attention_dim ? c->cross_attention_dim
                                                                                      : c->num_heads * c->head_dim;
     in_normal(f, "hidden_states", 4, (int64_t[]){B, c->in_channels, Hl, Wl}, seed, 1);
@@ -165,6 +162,16 @@ int cmd_init(int argc, char **argv) {
     }
     long Hl = kind == 1 ? 16 : kind == 2 ? c.pixart.sample_size : c.sd3.sample_size, Wl = Hl;
     if (latent_s && cli_dims("init", "latent", latent_s, 1, 4096, &Hl, &Wl) < 0) return 2;
+    /* inputs the model could not take are refused before anything is written */
+    if (inputs && kind == 1 && (Hl % 2 || Wl % 2)) {
+        fprintf(stderr, "sinkscope init: --latent %ldx%ld: FLUX packs 2x2 latent pixels, so both sizes must be even\n", Hl, Wl);
+        return 2;
+    }
+    if (inputs && kind == 2 && (Hl % c.pixart.patch_size || Wl % c.pixart.patch_size)) {
+        fprintf(stderr, "sinkscope init: --latent %ldx%ld: sizes must be multiples of the patch size %d\n", Hl, Wl,
+                c.pixart.patch_size);
+        return 2;
+    }
     /* neither output may be the config it reads, nor each other */
     char cfg_out[4200], w_out[4200];
     snprintf(cfg_out, sizeof cfg_out, "%s/config.json", out);
@@ -176,10 +183,9 @@ int cmd_init(int argc, char **argv) {
         fprintf(stderr, "sinkscope init: %s\n", ss_err());
         return 2;
     }
-    const int irc = kind == 1 ? flux_init_random(&c.flux, out, (uint64_t)seed, dt)
-                  : kind == 2 ? pixart_init_random(&c.pixart, out, (uint64_t)seed, dt)
-                              : sd3_init_random(&c.sd3, out, (uint64_t)seed, dt);
-    int rc = irc;
+    int rc = kind == 1 ? flux_init_random(&c.flux, out, (uint64_t)seed, dt)
+           : kind == 2 ? pixart_init_random(&c.pixart, out, (uint64_t)seed, dt)
+                       : sd3_init_random(&c.sd3, out, (uint64_t)seed, dt);
     if (!rc && inputs) {
         inputs_file f = {.w = st_writer_new(), .rc = 0};
         if (!f.w) f.rc = ss_fail(SS_ENOMEM, "init: out of memory for inputs");
