@@ -111,30 +111,49 @@ static long long first_nonfinite_bf16(const uint16_t *x, size_t n) {
     return -1;
 }
 
+/* bf16 elements a Linear's weight takes in the arena: packed (oneDNN's blocked layout) where this
+ * CPU has a brgemm bf16 matmul, else plain; rounded up to 64 bytes, so every weight starts aligned. */
+static size_t linear_elems(const ss_linear *l, int *packed) {
+    const size_t pk = ss_dnnl_packed_elems(l->out, l->in), n = pk ? pk : (size_t)l->out * l->in;
+    *packed = pk != 0;
+    return (n + 31) & ~(size_t)31;
+}
+
 int ss_bind_linear(ss_binder *bd, ss_linear *l, const char *name) {
     const int64_t want[2] = {l->out, l->in};
     if (bd->pass == 2 || bd->precision != SS_PREC_BF16) {
         l->wb = NULL;
+        l->packed = 0;
         return ss_bind(bd, &l->w, name, 2, want);
     }
     const st_tensor *t = NULL;
     int rc = find_checked(bd, name, 2, want, &t);
     if (rc < 0) return rc;
+    int packed;
+    const size_t slot = linear_elems(l, &packed);
     if (bd->pass == 0) {
-        bd->need16 += (size_t)t->numel;
+        bd->need16 += slot;
         return 0;
     }
     uint16_t *w = bd->arena16 + bd->used16;
-    if ((rc = to_bf16(w, t)) < 0) return rc;
-    const long long bad = first_nonfinite_bf16(w, (size_t)t->numel);
-    if (bad >= 0)
-        return ss_fail(SS_EFORMAT, "%s: tensor '%s' has a non-finite value (%s) at flat index %lld%s", t->file, name,
-                       (w[bad] & 0x7f) ? "NaN" : "infinity", bad,
-                       t->dtype == ST_F32 && !(w[bad] & 0x7f) ? " (beyond the bf16 range)" : "");
+    /* packed: the plain bf16 values first in a buffer of their own, then reordered into the slot */
+    uint16_t *plain = packed ? ss_malloc(sizeof(uint16_t) * (size_t)t->numel) : w;
+    if (!plain) return SS_ENOMEM;
+    if ((rc = to_bf16(plain, t)) >= 0) {
+        const long long bad = first_nonfinite_bf16(plain, (size_t)t->numel);
+        if (bad >= 0)
+            rc = ss_fail(SS_EFORMAT, "%s: tensor '%s' has a non-finite value (%s) at flat index %lld%s", t->file, name,
+                         (plain[bad] & 0x7f) ? "NaN" : "infinity", bad,
+                         t->dtype == ST_F32 && !(plain[bad] & 0x7f) ? " (beyond the bf16 range)" : "");
+    }
+    if (rc >= 0 && packed) rc = ss_dnnl_pack(w, plain, l->out, l->in);
+    if (packed) free(plain);
+    if (rc < 0) return rc;
     release_pages(t->data, t->nbytes);
-    bd->used16 += (size_t)t->numel;
+    bd->used16 += slot;
     l->w = NULL;
     l->wb = w;
+    l->packed = packed;
     return 0;
 }
 

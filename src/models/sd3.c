@@ -208,6 +208,14 @@ typedef struct {
 /* x += gate * FF(LN(x)(1+scale)+shift) for M rows of one batch element. */
 static void ff_residual(float *x, const float *shift, const float *scale, const float *gate,
                         const ss_linear *f1, const ss_linear *f2, const ff_out *o, int M, int D) {
+    if (f1->wb && f2->wb && o->g == o->h) { /* bf16 inference: bf16 LN output, GELU fused into f1 */
+        uint16_t *n16 = (uint16_t *)o->n, *g16 = (uint16_t *)o->h; /* each half its fp32 buffer */
+        op_ln_modulate_b16(n16, x, shift, scale, M, D, 1e-6f);
+        op_linear_gelu_b16(g16, n16, f1, M);
+        op_linear_b16(o->f, g16, f2, M);
+        op_add_gated(x, o->f, gate, M, D);
+        return;
+    }
     op_ln_modulate(o->n, x, shift, scale, M, D, 1e-6f);
     op_linear(o->h, o->n, f1, M);
     if (o->g != o->h) memcpy(o->g, o->h, sizeof(float) * M * f1->out);
@@ -283,6 +291,8 @@ static int block_forward(const sd3_model *m, int i, const work *ws_w, sd3_block_
     const int D = m->D, H = m->cfg.num_heads, dh = m->cfg.head_dim, T = N + S, F = bk->ff1.out;
     const int nmx = bk->dual ? 9 : 6, nmc = bk->last ? 2 : 6;
     work wl = *ws_w, *w = &wl;
+    /* bf16 inference (no cache): the modulated inputs go to the products as bf16 */
+    const int b16 = !bc && bk->q.wb && bk->add_q.wb;
     if (bc) {
         wl.modx = bc->modx, wl.modc = bc->modc, wl.nx = bc->nx, wl.nc = bc->nc;
         wl.Q = bc->q, wl.K = bc->k, wl.V = bc->v, wl.O = bc->o, wl.ax = bc->ax, wl.ac = bc->ac;
@@ -295,20 +305,30 @@ static int block_forward(const sd3_model *m, int i, const work *ws_w, sd3_block_
     for (int b = 0; b < B; b++) {
         const float *mx = w->modx + (size_t)b * nmx * D, *mc = w->modc + (size_t)b * nmc * D;
         const float *xb = w->X + (size_t)b * N * D, *cb = w->C + (size_t)b * S * D;
-        op_ln_modulate(w->nx + (size_t)b * N * D, xb, mx + 0 * D, mx + 1 * D, N, D, 1e-6f);
+        const float *csh = mc + (bk->last ? 1 : 0) * D, *csc = mc + (bk->last ? 0 : 1) * D; /* AdaLayerNormContinuous: scale rows first, then shift */
         if (bk->dual) op_ln_modulate(w->nx2 + (size_t)b * N * D, xb, mx + 6 * D, mx + 7 * D, N, D, 1e-6f);
-        if (bk->last) /* AdaLayerNormContinuous: scale rows first, then shift */
-            op_ln_modulate(w->nc + (size_t)b * S * D, cb, mc + 1 * D, mc + 0 * D, S, D, 1e-6f);
-        else
-            op_ln_modulate(w->nc + (size_t)b * S * D, cb, mc + 0 * D, mc + 1 * D, S, D, 1e-6f);
         /* Joint Q/K/V rows: image tokens first, then text, per batch element. */
         const size_t jo = (size_t)b * T * D, io = jo + (size_t)N * D;
-        op_linear(w->Q + jo, w->nx + (size_t)b * N * D, &bk->q, N);
-        op_linear(w->K + jo, w->nx + (size_t)b * N * D, &bk->k, N);
-        op_linear(w->V + jo, w->nx + (size_t)b * N * D, &bk->v, N);
-        op_linear(w->Q + io, w->nc + (size_t)b * S * D, &bk->add_q, S);
-        op_linear(w->K + io, w->nc + (size_t)b * S * D, &bk->add_k, S);
-        op_linear(w->V + io, w->nc + (size_t)b * S * D, &bk->add_v, S);
+        if (b16) { /* bf16 inference: the modulated inputs rounded once, in the first half of nx / nc */
+            uint16_t *nx16 = (uint16_t *)w->nx + (size_t)b * N * D, *nc16 = (uint16_t *)w->nc + (size_t)b * S * D;
+            op_ln_modulate_b16(nx16, xb, mx + 0 * D, mx + 1 * D, N, D, 1e-6f);
+            op_ln_modulate_b16(nc16, cb, csh, csc, S, D, 1e-6f);
+            op_linear_b16(w->Q + jo, nx16, &bk->q, N);
+            op_linear_b16(w->K + jo, nx16, &bk->k, N);
+            op_linear_b16(w->V + jo, nx16, &bk->v, N);
+            op_linear_b16(w->Q + io, nc16, &bk->add_q, S);
+            op_linear_b16(w->K + io, nc16, &bk->add_k, S);
+            op_linear_b16(w->V + io, nc16, &bk->add_v, S);
+        } else {
+            op_ln_modulate(w->nx + (size_t)b * N * D, xb, mx + 0 * D, mx + 1 * D, N, D, 1e-6f);
+            op_ln_modulate(w->nc + (size_t)b * S * D, cb, csh, csc, S, D, 1e-6f);
+            op_linear(w->Q + jo, w->nx + (size_t)b * N * D, &bk->q, N);
+            op_linear(w->K + jo, w->nx + (size_t)b * N * D, &bk->k, N);
+            op_linear(w->V + jo, w->nx + (size_t)b * N * D, &bk->v, N);
+            op_linear(w->Q + io, w->nc + (size_t)b * S * D, &bk->add_q, S);
+            op_linear(w->K + io, w->nc + (size_t)b * S * D, &bk->add_k, S);
+            op_linear(w->V + io, w->nc + (size_t)b * S * D, &bk->add_v, S);
+        }
         if (bc && bk->norm_q) { /* the norms' inputs, for their backward */
             memcpy(bc->qr + jo, w->Q + jo, sizeof(float) * T * D);
             memcpy(bc->kr + jo, w->K + jo, sizeof(float) * T * D);

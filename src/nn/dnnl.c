@@ -11,6 +11,7 @@
 #include <cblas.h>
 
 #include "core/err.h"
+#include "nn/fastmath.h"
 #include "nn/blas.h"
 
 SS_BLAS_GUARD /* links the OpenBLAS kernel check (nn/blas.h) into every BLAS user */
@@ -57,6 +58,11 @@ typedef struct {
     int M, N, K, lda, ldb, ldc, flags, bias, nthr;
 } key;
 
+/* Internal key flags, beside the public SS_DNNL_* ones. */
+#define K_PACKED (1 << 8)   /* B is a packed Linear weight (ss_dnnl_pack), the whole [N, K] */
+#define K_GELU16 (1 << 9)   /* C is bf16 = bf16(gelu_tanh(A B + bias)) (a oneDNN post-op) */
+#define K_FORCED (1 << 30)  /* ss_dnnl_use_fallback(1): the portable path */
+
 typedef struct {
     key k;
     dnnl_primitive_t prim;
@@ -89,6 +95,12 @@ typedef struct tstate {
     size_t a16_n;
     float *c32; /* a tile's output when C is strided */
     size_t c32_n;
+    float *g32; /* the fallback's fp32 sums before GELU */
+    size_t g32_n;
+    uint16_t *wplain; /* the fallback's unpacked copy of a packed weight */
+    size_t wplain_n;
+    const uint16_t *wplain_of; /* ... of this weight (N x K below) */
+    int wplain_N, wplain_K;
 } tstate;
 static tstate *g_states;
 static pthread_key_t g_key;
@@ -186,21 +198,134 @@ static int md_2d(dnnl_memory_desc_t *md, int rows, int cols, dnnl_dim_t s0, dnnl
     return dnnl_memory_desc_init_by_strides(md, 2, dims, dt, strides) == dnnl_success ? 0 : -1;
 }
 
+/* ---- packed Linear weights: oneDNN's blocked layout, one per (N, K) ----
+ * The layout is the one oneDNN's brgemm matmul picks (weights format `any`) for a one-thread
+ * SS_DNNL_TILE_M x N x K product. On AMX and AVX512-BF16 that choice depends on N and K only,
+ * and every other tile height accepts it (the primitives are created with it given, not `any`);
+ * a tile height that refused it would fail to create, and the product would take the portable
+ * path on an unpacked copy. */
+typedef struct {
+    int N, K, ok;
+    dnnl_memory_desc_t md;
+} wfmt;
+static pthread_mutex_t g_fmt_lock = PTHREAD_MUTEX_INITIALIZER;
+static wfmt *g_fmt;
+static int g_nfmt, g_capfmt;
+
+static int wfmt_create(wfmt *f) {
+    dnnl_engine_t eng = ss_dnnl_engine();
+    if (!eng) return 0;
+    dnnl_memory_desc_t a, b, c;
+    const dnnl_dims_t da = {SS_DNNL_TILE_M, f->K}, db = {f->K, f->N}, dc = {SS_DNNL_TILE_M, f->N};
+    if (dnnl_memory_desc_init_by_tag(&a, 2, da, dnnl_bf16, dnnl_ab) ||
+        dnnl_memory_desc_init_by_tag(&b, 2, db, dnnl_bf16, dnnl_format_tag_any) ||
+        dnnl_memory_desc_init_by_tag(&c, 2, dc, dnnl_f32, dnnl_ab))
+        return 0;
+    dnnl_matmul_desc_t d;
+    if (dnnl_matmul_desc_init(&d, &a, &b, NULL, &c) != dnnl_success) return 0;
+    const int saved = omp_get_max_threads();
+    omp_set_num_threads(1); /* as every tile's primitive is created */
+    dnnl_primitive_desc_t pd = NULL;
+    const dnnl_status_t s = dnnl_primitive_desc_create(&pd, &d, NULL, eng, NULL);
+    omp_set_num_threads(saved);
+    if (s != dnnl_success) return 0;
+    const char *impl = NULL;
+    int ok = dnnl_primitive_desc_query(pd, dnnl_query_impl_info_str, 0, &impl) == dnnl_success && impl &&
+             !strncmp(impl, "brg:", 4);
+    const dnnl_memory_desc_t *w = ok ? dnnl_primitive_desc_query_md(pd, dnnl_query_weights_md, 0) : NULL;
+    if (w) f->md = *w;
+    dnnl_primitive_desc_destroy(pd);
+    return w != NULL;
+}
+
+/* The packed layout of a [N, K] weight, NULL when there is none (no brgemm bf16 matmul here). */
+static const dnnl_memory_desc_t *packed_md(int N, int K) {
+    const dnnl_memory_desc_t *md = NULL;
+    pthread_mutex_lock(&g_fmt_lock);
+    int i = 0;
+    while (i < g_nfmt && !(g_fmt[i].N == N && g_fmt[i].K == K)) i++;
+    if (i == g_nfmt) { /* entries are kept: the array only grows (pointers into it are not kept) */
+        if (g_nfmt == g_capfmt) {
+            const int cap = g_capfmt ? 2 * g_capfmt : 32;
+            wfmt *f = realloc(g_fmt, sizeof *f * (size_t)cap);
+            if (!f) goto done;
+            g_fmt = f;
+            g_capfmt = cap;
+        }
+        g_fmt[i] = (wfmt){.N = N, .K = K};
+        g_fmt[i].ok = wfmt_create(&g_fmt[i]);
+        g_nfmt++;
+    }
+    if (g_fmt[i].ok) {
+        static _Thread_local dnnl_memory_desc_t copy; /* the array may move; callers copy at once */
+        copy = g_fmt[i].md;
+        md = &copy;
+    }
+done:
+    pthread_mutex_unlock(&g_fmt_lock);
+    return md;
+}
+
+size_t ss_dnnl_packed_elems(int N, int K) {
+    if (g_force_fallback || N <= 0 || K <= 0) return 0;
+    const dnnl_memory_desc_t *md = packed_md(N, K);
+    return md ? (dnnl_memory_desc_get_size(md) + 1) / 2 : 0;
+}
+
+/* Reorder between the plain [N, K] layout and the packed one (to_packed: plain -> packed). */
+static int repack(uint16_t *dst, const uint16_t *src, int N, int K, int to_packed) {
+    const dnnl_memory_desc_t *pm = packed_md(N, K);
+    dnnl_engine_t eng = ss_dnnl_engine();
+    if (!pm || !eng) return ss_fail(SS_EARG, "oneDNN: no packed layout for a %d x %d weight", N, K);
+    dnnl_memory_desc_t plain, packed = *pm;
+    md_2d(&plain, K, N, 1, K, dnnl_bf16); /* W [N, K] row-major is B [K, N] with strides (1, K) */
+    const dnnl_memory_desc_t *from = to_packed ? &plain : &packed, *to = to_packed ? &packed : &plain;
+    dnnl_primitive_desc_t rpd = NULL;
+    dnnl_primitive_t r = NULL;
+    dnnl_memory_t ms = NULL, md = NULL;
+    dnnl_stream_t st = NULL;
+    dnnl_status_t s = dnnl_reorder_primitive_desc_create(&rpd, from, eng, to, eng, NULL);
+    if (s == dnnl_success) s = dnnl_primitive_create(&r, rpd);
+    if (s == dnnl_success) s = dnnl_memory_create(&ms, from, eng, (void *)src);
+    if (s == dnnl_success) s = dnnl_memory_create(&md, to, eng, dst);
+    if (s == dnnl_success) s = dnnl_stream_create(&st, eng, dnnl_stream_default_flags);
+    if (s == dnnl_success) {
+        dnnl_exec_arg_t args[2] = {{DNNL_ARG_FROM, ms}, {DNNL_ARG_TO, md}};
+        s = dnnl_primitive_execute(r, st, 2, args);
+        if (s == dnnl_success) s = dnnl_stream_wait(st);
+    }
+    if (st) dnnl_stream_destroy(st);
+    if (md) dnnl_memory_destroy(md);
+    if (ms) dnnl_memory_destroy(ms);
+    if (r) dnnl_primitive_destroy(r);
+    if (rpd) dnnl_primitive_desc_destroy(rpd);
+    return s == dnnl_success ? 0
+                             : ss_fail(s == dnnl_out_of_memory ? SS_ENOMEM : SS_EARG,
+                                       "oneDNN: reordering a %d x %d weight failed (%s)", N, K, dnnl_status2str(s));
+}
+
+int ss_dnnl_pack(uint16_t *dst, const uint16_t *w, int N, int K) { return repack(dst, w, N, K, 1); }
+
 /* Create the primitive for k into e (the lock is held). */
 static int entry_create(entry *e, const key *k) {
     memset(e, 0, sizeof *e);
     e->k = *k;
     dnnl_status_t s;
-    if (k->flags & 1 << 30) {
+    if (k->flags & K_FORCED) {
         e->fallback = 1;
         snprintf(e->impl, sizeof e->impl, "fallback:sgemm (forced)");
         return 0;
     }
     if (!g_engine && !(g_engine = ss_dnnl_engine())) return dnnl_err(dnnl_runtime_error, "creating the CPU engine", k);
+    const dnnl_memory_desc_t *packed = NULL;
+    if ((k->flags & K_PACKED) && !(packed = packed_md(k->N, k->K)))
+        return dnnl_err(dnnl_invalid_arguments, "finding the packed weight layout", k);
     if (md_2d(&e->a, k->M, k->K, k->lda, 1, dnnl_bf16) ||
-        (k->flags & SS_DNNL_TRANS_B ? md_2d(&e->b, k->K, k->N, 1, k->ldb, dnnl_bf16)
-                                    : md_2d(&e->b, k->K, k->N, k->ldb, 1, dnnl_bf16)) ||
-        md_2d(&e->c, k->M, k->N, k->ldc, 1, dnnl_f32) || (k->bias && md_2d(&e->bias, 1, k->N, k->N, 1, dnnl_f32)))
+        (packed                      ? (e->b = *packed, 0)
+         : k->flags & SS_DNNL_TRANS_B ? md_2d(&e->b, k->K, k->N, 1, k->ldb, dnnl_bf16)
+                                      : md_2d(&e->b, k->K, k->N, k->ldb, 1, dnnl_bf16)) ||
+        md_2d(&e->c, k->M, k->N, k->ldc, 1, k->flags & K_GELU16 ? dnnl_bf16 : dnnl_f32) ||
+        (k->bias && md_2d(&e->bias, 1, k->N, k->N, 1, dnnl_f32)))
         return dnnl_err(dnnl_invalid_arguments, "describing the operands", k);
     dnnl_matmul_desc_t d;
     if ((s = dnnl_matmul_desc_init(&d, &e->a, &e->b, k->bias ? &e->bias : NULL, &e->c)) != dnnl_success)
@@ -208,6 +333,17 @@ static int entry_create(entry *e, const key *k) {
     dnnl_primitive_attr_t attr;
     if ((s = dnnl_primitive_attr_create(&attr)) != dnnl_success) return dnnl_err(s, "creating attributes", k);
     dnnl_primitive_attr_set_scratchpad_mode(attr, dnnl_scratchpad_mode_user);
+    if (k->flags & K_GELU16) { /* GELU (tanh form) on the fp32 sum, then the bf16 store */
+        dnnl_post_ops_t po = NULL;
+        if ((s = dnnl_post_ops_create(&po)) == dnnl_success &&
+            (s = dnnl_post_ops_append_eltwise(po, 1.0f, dnnl_eltwise_gelu_tanh, 0.0f, 0.0f)) == dnnl_success)
+            s = dnnl_primitive_attr_set_post_ops(attr, po);
+        if (po) dnnl_post_ops_destroy(po);
+        if (s != dnnl_success) {
+            dnnl_primitive_attr_destroy(attr);
+            return dnnl_err(s, "adding the GELU post-op", k);
+        }
+    }
     /* oneDNN sizes its blocking by omp_get_max_threads() at creation: one thread (k->nthr) */
     const int saved = omp_get_max_threads();
     omp_set_num_threads(k->nthr);
@@ -285,20 +421,56 @@ static key make_key(int M, int N, int K, int lda, int ldb, int ldc, int flags, i
     key k;
     memset(&k, 0, sizeof k); /* compared with memcmp */
     k.M = M, k.N = N, k.K = K, k.lda = lda, k.ldb = ldb, k.ldc = ldc, k.flags = flags, k.bias = bias;
-    if (g_force_fallback) k.flags |= 1 << 30;
+    if (g_force_fallback) k.flags |= K_FORCED;
     k.nthr = 1;
     return k;
 }
 
+/* The portable path for any key: a packed weight is unpacked first (into a buffer of the thread,
+ * kept for the next call with the same weight), and a GELU -> bf16 output is applied to the fp32
+ * sums (the same tanh form as oneDNN's gelu_tanh; not the same bits, as every fallback). */
+static int fallback_any(void *c, int ldc, const uint16_t *a, int lda, const uint16_t *b, int ldb, const float *bias,
+                        int M, int N, int K, int flags) {
+    tstate *ts = me();
+    if (!ts) return SS_ENOMEM;
+    int rc;
+    if (flags & K_PACKED) {
+        const size_t n = (size_t)N * K;
+        if (!(ts->wplain_of == b && ts->wplain_N == N && ts->wplain_K == K)) {
+            if (n > ts->wplain_n) {
+                free(ts->wplain);
+                ts->wplain = malloc(sizeof(uint16_t) * n);
+                ts->wplain_n = ts->wplain ? n : 0;
+                ts->wplain_of = NULL;
+                if (!ts->wplain) return ss_fail(SS_ENOMEM, "bf16 matmul: out of memory unpacking a %d x %d weight", N, K);
+            }
+            if ((rc = repack(ts->wplain, b, N, K, 0)) < 0) return rc;
+            ts->wplain_of = b, ts->wplain_N = N, ts->wplain_K = K;
+        }
+        b = ts->wplain, ldb = K, flags |= SS_DNNL_TRANS_B;
+    }
+    if (!(flags & K_GELU16)) return fallback_matmul(c, ldc, a, lda, b, ldb, bias, M, N, K, flags);
+    if ((rc = grow(&ts->g32, &ts->g32_n, (size_t)M * N)) < 0) return rc;
+    float *f = ts->g32;
+    if ((rc = fallback_matmul(f, N, a, lda, b, ldb, bias, M, N, K, flags)) < 0) return rc;
+    for (int i = 0; i < M; i++) {
+        uint16_t *ci = (uint16_t *)c + (size_t)i * ldc;
+        const float *fi = f + (size_t)i * N;
+#pragma omp simd
+        for (int j = 0; j < N; j++) ci[j] = ss_bf16_from_f32(ss_gelu_tanh(fi[j]));
+    }
+    return 0;
+}
+
 /* One product on the calling thread (a primitive created for one thread). */
-static int matmul_serial1(float *c, int ldc, const uint16_t *a, int lda, const uint16_t *b, int ldb, const float *bias,
-                         int M, int N, int K, int flags) {
+static int matmul_serial1(void *c, int ldc, const uint16_t *a, int lda, const uint16_t *b, int ldb, const float *bias,
+                          int M, int N, int K, int flags) {
     flags |= SS_DNNL_SERIAL;
     const key k = make_key(M, N, K, lda, ldb, ldc, flags, bias != NULL);
     const entry *ep;
     int rc = lookup(&k, &ep);
     if (rc < 0) return rc;
-    if (ep->fallback || g_force_fallback) return fallback_matmul(c, ldc, a, lda, b, ldb, bias, M, N, K, flags);
+    if (ep->fallback || g_force_fallback) return fallback_any(c, ldc, a, lda, b, ldb, bias, M, N, K, flags);
     dnnl_status_t s;
     tstate *ts = me();
     if (!ts) return SS_ENOMEM;
@@ -346,21 +518,23 @@ int ss_dnnl_tile_n(int K) {
 
 /* oneDNN also reads the thread count when it runs: with the same primitive, a strided B gave
  * other bits under 3 OpenMP threads than under 1. Every call runs as it was created, on one. */
-static int matmul_serial(float *c, int ldc, const uint16_t *a, int lda, const uint16_t *b, int ldb, const float *bias,
+static int matmul_serial(void *c, int ldc, const uint16_t *a, int lda, const uint16_t *b, int ldb, const float *bias,
                          int M, int N, int K, int flags) {
     const int saved = omp_get_max_threads();
     if (saved != 1) omp_set_num_threads(1);
+    const size_t es = flags & K_GELU16 ? sizeof(uint16_t) : sizeof(float);
     int rc;
     tstate *ts;
-    if (ldc == N) {
-        rc = matmul_serial1(c, ldc, a, lda, b, ldb, bias, M, N, K, flags);
+    if (ldc == N || M == 1) {
+        rc = matmul_serial1(c, ldc == N ? ldc : N, a, lda, b, ldb, bias, M, N, K, flags);
     } else if (!(ts = me()) || grow(&ts->c32, &ts->c32_n, (size_t)M * N) < 0) {
         rc = SS_ENOMEM;
     } else {
         /* oneDNN 2.6's brgemm matmul takes no strided output (it would pick gemm:jit): a dense
          * tile, then copied */
         rc = matmul_serial1(ts->c32, N, a, lda, b, ldb, bias, M, N, K, flags);
-        for (int i = 0; i < M && rc == 0; i++) memcpy(c + (size_t)i * ldc, ts->c32 + (size_t)i * N, sizeof(float) * N);
+        for (int i = 0; i < M && rc == 0; i++)
+            memcpy((char *)c + (size_t)i * ldc * es, (char *)ts->c32 + (size_t)i * N * es, es * N);
     }
     if (saved != 1) omp_set_num_threads(saved);
     return rc;
@@ -402,6 +576,45 @@ int ss_dnnl_matmul_f32a(float *c, int ldc, const float *a, int lda, const uint16
     }
     ss_bf16_from_f32_rows(ts->a16, K, a, lda, M, K);
     return ss_dnnl_matmul(c, ldc, ts->a16, K, b, ldb, bias, M, N, K, flags);
+}
+
+int ss_dnnl_linear_bands(int M, int *rows) {
+    const int nb = M > 0 ? (M + SS_DNNL_TILE_M - 1) / SS_DNNL_TILE_M : 0;
+    *rows = nb ? (M + nb - 1) / nb : 0;
+    return nb;
+}
+
+int ss_dnnl_linear(void *y, int ldy, const uint16_t *x16, const float *x32, int ldx, const uint16_t *w, int packed,
+                   const float *bias, int M, int N, int K, int flags) {
+    if (M <= 0 || N <= 0) return 0;
+    int rows;
+    const int nb = ss_dnnl_linear_bands(M, &rows);
+    const int f = (flags & SS_DNNL_GELU_BF16 ? K_GELU16 : 0) | (packed ? K_PACKED : SS_DNNL_TRANS_B);
+    const size_t es = flags & SS_DNNL_GELU_BF16 ? sizeof(uint16_t) : sizeof(float);
+    int rc = 0;
+#pragma omp parallel for schedule(dynamic, 1) if (nb > 1) reduction(min : rc)
+    for (int t = 0; t < nb; t++) {
+        const int i0 = t * rows, m = M - i0 < rows ? M - i0 : rows;
+        const uint16_t *a = x16 ? x16 + (size_t)i0 * ldx : NULL;
+        int lda = ldx, r = 0;
+        if (!a) { /* fp32 input: this band's rows rounded into the thread's buffer */
+            tstate *ts = me();
+            const size_t n = (size_t)m * K;
+            if (ts && n > ts->a16_n) {
+                free(ts->a16);
+                ts->a16 = malloc(sizeof(uint16_t) * n);
+                ts->a16_n = ts->a16 ? n : 0;
+            }
+            if (!ts || !ts->a16) r = SS_ENOMEM;
+            else {
+                ss_bf16_from_f32_rows(ts->a16, K, x32 + (size_t)i0 * ldx, ldx, m, K);
+                a = ts->a16, lda = K;
+            }
+        }
+        if (!r) r = matmul_serial((char *)y + (size_t)i0 * ldy * es, ldy, a, lda, w, K, bias, m, N, K, f);
+        if (r < rc) rc = r;
+    }
+    return rc < 0 ? ss_fail(rc, "oneDNN: a bf16 linear M=%d N=%d K=%d failed (out of memory)", M, N, K) : 0;
 }
 
 const char *ss_dnnl_impl(int M, int N, int K, int flags) {

@@ -88,6 +88,28 @@ int ss_dnnl_matmul(float *c, int ldc, const uint16_t *a, int lda, const uint16_t
 int ss_dnnl_matmul_f32a(float *c, int ldc, const float *a, int lda, const uint16_t *b, int ldb, const float *bias,
                         int M, int N, int K, int flags);
 
+/* ---- Linears on packed weights ----
+ * A bf16 Linear weight W [N, K] is packed once at load into oneDNN's blocked layout for its
+ * brgemm matmul (ss_dnnl_pack), so that no product reorders it again; the layout depends on N
+ * and K (not on the rows of a product) and replaces the plain copy. ss_dnnl_packed_elems gives
+ * the bf16 elements it takes (at least N*K: blocks are padded), or 0 where this CPU has no brgemm
+ * bf16 matmul (or the fallback is forced): the weight then stays plain. */
+size_t ss_dnnl_packed_elems(int N, int K);
+int ss_dnnl_pack(uint16_t *dst, const uint16_t *w, int N, int K);
+
+#define SS_DNNL_GELU_BF16 4 /* ss_dnnl_linear: y is bf16, bf16(gelu_tanh(x W^T + b)) */
+
+/* y[M, N] (row stride ldy, in elements) = x[M, K] . W^T + bias[N] (NULL: none), W packed
+ * (packed = 1, ss_dnnl_pack) or plain [N, K] (packed = 0). x is bf16 (x16, row stride ldx) or,
+ * when x16 is NULL, fp32 (x32) rounded to bf16 band by band. y is fp32, or bf16 after GELU with
+ * SS_DNNL_GELU_BF16 (oneDNN's gelu_tanh post-op on the fp32 sums). The rows are cut into
+ * ss_dnnl_linear_bands(M) bands of near-equal height (at most SS_DNNL_TILE_M; a function of M
+ * alone), each a one-thread product over all N columns: the bits do not depend on the threads. */
+int ss_dnnl_linear(void *y, int ldy, const uint16_t *x16, const float *x32, int ldx, const uint16_t *w, int packed,
+                   const float *bias, int M, int N, int K, int flags);
+/* How many bands ss_dnnl_linear cuts M rows into, and (*rows) the height of all but the last. */
+int ss_dnnl_linear_bands(int M, int *rows);
+
 /* The oneDNN implementation ss_dnnl_matmul uses for this shape and flags (e.g.
  * "brg:avx512_core_bf16"), creating the primitive if needed; a static string, "unavailable" when
  * it cannot be created. */

@@ -19,7 +19,7 @@ SS_BLAS_GUARD /* links the OpenBLAS kernel check (nn/blas.h) into every BLAS use
 void op_linear_ld(float *y, int ldy, const float *x, int ldx, const ss_linear *l, int M) {
     if (M <= 0) return;
     if (l->wb) {
-        if (ss_dnnl_matmul_f32a(y, ldy, x, ldx, l->wb, l->in, l->b, M, l->out, l->in, SS_DNNL_TRANS_B) < 0) {
+        if (ss_dnnl_linear(y, ldy, NULL, x, ldx, l->wb, l->packed, l->b, M, l->out, l->in, 0) < 0) {
             fprintf(stderr, "sinkscope: %s\n", ss_err());
             for (int i = 0; i < M; i++)
                 for (int o = 0; o < l->out; o++) y[(size_t)i * ldy + o] = NAN;
@@ -49,6 +49,23 @@ static void row_moments(const float *x, int D, float eps, float *mean, float *rs
     *rstd = (float)(1.0 / sqrt(ss / D + eps));
 }
 
+/* The bf16 path's products: a failure (out of memory) leaves NaN (bf16 0x7fc0) in y, as op_linear. */
+void op_linear_b16(float *y, const uint16_t *x, const ss_linear *l, int M) {
+    if (M <= 0) return;
+    if (ss_dnnl_linear(y, l->out, x, NULL, l->in, l->wb, l->packed, l->b, M, l->out, l->in, 0) < 0) {
+        fprintf(stderr, "sinkscope: %s\n", ss_err());
+        for (size_t i = 0; i < (size_t)M * l->out; i++) y[i] = NAN;
+    }
+}
+
+void op_linear_gelu_b16(uint16_t *y, const uint16_t *x, const ss_linear *l, int M) {
+    if (M <= 0) return;
+    if (ss_dnnl_linear(y, l->out, x, NULL, l->in, l->wb, l->packed, l->b, M, l->out, l->in, SS_DNNL_GELU_BF16) < 0) {
+        fprintf(stderr, "sinkscope: %s\n", ss_err());
+        for (size_t i = 0; i < (size_t)M * l->out; i++) y[i] = 0x7fc0;
+    }
+}
+
 void op_layernorm(float *y, const float *x, int M, int D, float eps) {
 #pragma omp parallel for schedule(static) if ((size_t)M * D > PAR_MIN)
     for (int i = 0; i < M; i++) {
@@ -67,6 +84,19 @@ void op_ln_modulate(float *y, const float *x, const float *shift, const float *s
         float *yi = y + (size_t)i * D, mu, rs;
         row_moments(xi, D, eps, &mu, &rs);
         for (int j = 0; j < D; j++) yi[j] = (xi[j] - mu) * rs * (1.0f + scale[j]) + shift[j];
+    }
+}
+
+void op_ln_modulate_b16(uint16_t *y, const float *x, const float *shift, const float *scale, int M, int D,
+                        float eps) {
+#pragma omp parallel for schedule(static) if ((size_t)M * D > PAR_MIN)
+    for (int i = 0; i < M; i++) {
+        const float *xi = x + (size_t)i * D;
+        uint16_t *yi = y + (size_t)i * D;
+        float mu, rs;
+        row_moments(xi, D, eps, &mu, &rs);
+#pragma omp simd
+        for (int j = 0; j < D; j++) yi[j] = ss_bf16_from_f32((xi[j] - mu) * rs * (1.0f + scale[j]) + shift[j]);
     }
 }
 

@@ -12,6 +12,7 @@ typedef struct {
     const float *w, *b;
     int in, out;
     const uint16_t *wb;
+    int packed; /* wb is in oneDNN's blocked layout (nn/dnnl.h ss_dnnl_pack), else plain [out, in] */
 } ss_linear;
 
 /* y[M,out] = x[M,in] . W^T + b, with row strides ldy/ldx (in floats). With wb (bf16 weights), x is
@@ -22,6 +23,11 @@ void op_linear_ld(float *y, int ldy, const float *x, int ldx, const ss_linear *l
 static inline void op_linear(float *y, const float *x, const ss_linear *l, int M) {
     op_linear_ld(y, l->out, x, l->in, l, M);
 }
+/* The bf16 compute path (weights wb, as op_linear): y = x W^T + b from a bf16 input x [M, in]
+ * (dense rows); op_linear_gelu_b16 writes bf16(gelu_tanh(x W^T + b)) [M, out], the input of the
+ * next product (oneDNN's GELU post-op). */
+void op_linear_b16(float *y, const uint16_t *x, const ss_linear *l, int M);
+void op_linear_gelu_b16(uint16_t *y, const uint16_t *x, const ss_linear *l, int M);
 /* LayerNorm over the last dim, no affine, biased variance: y = (x - mean)/sqrt(var + eps). */
 void op_layernorm(float *y, const float *x, int M, int D, float eps);
 /* op_layernorm then y * w + b per channel (torch's LayerNorm with elementwise affine). */
@@ -36,6 +42,9 @@ void op_row_moments(const float *x, int D, float eps, float *mean, float *rstd);
 /* y = LN(x) * (1 + scale) + shift for M rows sharing one scale/shift vector [D]. */
 void op_ln_modulate(float *y, const float *x, const float *shift, const float *scale, int M, int D,
                     float eps);
+/* op_ln_modulate rounded to bf16 (the input of a bf16 product). */
+void op_ln_modulate_b16(uint16_t *y, const float *x, const float *shift, const float *scale, int M, int D,
+                        float eps);
 /* x[M, H*dh] in place: RMSNorm over each head's dh values, times w[dh]. */
 void op_rmsnorm_heads(float *x, int ld, const float *w, int M, int H, int dh, float eps);
 void op_gelu_tanh(float *x, size_t n);
