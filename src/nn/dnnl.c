@@ -305,6 +305,7 @@ static int repack(uint16_t *dst, const uint16_t *src, int N, int K, int to_packe
 }
 
 int ss_dnnl_pack(uint16_t *dst, const uint16_t *w, int N, int K) { return repack(dst, w, N, K, 1); }
+int ss_dnnl_unpack(uint16_t *dst, const uint16_t *packed, int N, int K) { return repack(dst, packed, N, K, 0); }
 
 /* Create the primitive for k into e (the lock is held). */
 static int entry_create(entry *e, const key *k) {

@@ -96,6 +96,8 @@ int ss_dnnl_matmul_f32a(float *c, int ldc, const float *a, int lda, const uint16
  * bf16 matmul (or the fallback is forced): the weight then stays plain. */
 size_t ss_dnnl_packed_elems(int N, int K);
 int ss_dnnl_pack(uint16_t *dst, const uint16_t *w, int N, int K);
+/* The plain [N, K] values of a packed weight (tests; the fallback path). */
+int ss_dnnl_unpack(uint16_t *dst, const uint16_t *packed, int N, int K);
 
 #define SS_DNNL_GELU_BF16 4 /* ss_dnnl_linear: y is bf16, bf16(gelu_tanh(x W^T + b)) */
 
