@@ -37,7 +37,8 @@ static void layer_rates(int N, int S, int D, double *f32, double *bf16) {
     for (size_t i = 0; i < sizeof sh / sizeof sh[0]; i++) {
         const char *impl = "";
         const double g = bu_sgemm_gflops(sh[i].M, sh[i].N, sh[i].K, 2);
-        const double gb = bu_bf16_gflops(sh[i].M, sh[i].N, sh[i].K, 2, &impl);
+        double ours, lib;
+        const double gb = bu_bf16_gflops(sh[i].M, sh[i].N, sh[i].K, 2, &impl, &ours, &lib);
         const double f = 2.0 * sh[i].M * sh[i].N * sh[i].K * (sh[i].N == sh[i].K ? 4 : 1);
         fl += f;
         t += f / (g * 1e9);

@@ -87,6 +87,19 @@ void op_ln_modulate(float *y, const float *x, const float *shift, const float *s
     }
 }
 
+/* row_moments with the sums vectorized (lanes summed in the order the compiler fixes: the same
+ * bits for every thread count, not row_moments' bits; the bf16 path rounds far coarser). */
+static void row_moments_simd(const float *x, int D, float eps, float *mean, float *rstd) {
+    double s = 0, ss = 0;
+#pragma omp simd reduction(+ : s)
+    for (int j = 0; j < D; j++) s += x[j];
+    const double mu = s / D;
+#pragma omp simd reduction(+ : ss)
+    for (int j = 0; j < D; j++) ss += (x[j] - mu) * (x[j] - mu);
+    *mean = (float)mu;
+    *rstd = (float)(1.0 / sqrt(ss / D + eps));
+}
+
 void op_ln_modulate_b16(uint16_t *y, const float *x, const float *shift, const float *scale, int M, int D,
                         float eps) {
 #pragma omp parallel for schedule(static) if ((size_t)M * D > PAR_MIN)
@@ -94,7 +107,7 @@ void op_ln_modulate_b16(uint16_t *y, const float *x, const float *shift, const f
         const float *xi = x + (size_t)i * D;
         uint16_t *yi = y + (size_t)i * D;
         float mu, rs;
-        row_moments(xi, D, eps, &mu, &rs);
+        row_moments_simd(xi, D, eps, &mu, &rs);
 #pragma omp simd
         for (int j = 0; j < D; j++) yi[j] = ss_bf16_from_f32((xi[j] - mu) * rs * (1.0f + scale[j]) + shift[j]);
     }
