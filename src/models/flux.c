@@ -151,14 +151,6 @@ int flux_sites(const flux_config *c, int N, int S, ss_site *out, int cap) {
 
 /* ---- blocks ---- */
 
-static void ff_residual(float *x, const float *shift, const float *scale, const float *gate, const ss_linear *f1,
-                        const ss_linear *f2, float *tmp, float *hid, int M, int D) {
-    op_ln_modulate(tmp, x, shift, scale, M, D, 1e-6f);
-    op_linear(hid, tmp, f1, M);
-    op_gelu_tanh(hid, (size_t)M * f1->out);
-    op_linear(tmp, hid, f2, M);
-    op_add_gated(x, tmp, gate, M, D);
-}
 
 static attn_args site_args(const flux_model *m, work *w, int B, int N, int S) {
     const int T = N + S;
@@ -232,10 +224,10 @@ static int double_forward(const flux_model *m, int i, work *w, int B, int N, int
         const size_t o = (size_t)b * T * D, oi = o + (size_t)S * D;
         op_linear(w->tmp, w->O + oi, &bk->out, N);
         op_add_gated(w->Z + oi, w->tmp, mx + 2 * D, N, D);
-        ff_residual(w->Z + oi, mx + 3 * D, mx + 4 * D, mx + 5 * D, &bk->ff1, &bk->ff2, w->tmp, w->hid, N, D);
+        op_ff_residual(w->Z + oi, mx + 3 * D, mx + 4 * D, mx + 5 * D, &bk->ff1, &bk->ff2, w->tmp, w->hid, N, D);
         op_linear(w->tmp, w->O + o, &bk->add_out, S);
         op_add_gated(w->Z + o, w->tmp, mc + 2 * D, S, D);
-        ff_residual(w->Z + o, mc + 3 * D, mc + 4 * D, mc + 5 * D, &bk->cff1, &bk->cff2, w->tmp, w->hid, S, D);
+        op_ff_residual(w->Z + o, mc + 3 * D, mc + 4 * D, mc + 5 * D, &bk->cff1, &bk->cff2, w->tmp, w->hid, S, D);
     }
     char where[64];
     snprintf(where, sizeof where, "double block %d: output", i);

@@ -208,12 +208,8 @@ typedef struct {
 /* x += gate * FF(LN(x)(1+scale)+shift) for M rows of one batch element. */
 static void ff_residual(float *x, const float *shift, const float *scale, const float *gate,
                         const ss_linear *f1, const ss_linear *f2, const ff_out *o, int M, int D) {
-    if (f1->wb && f2->wb && o->g == o->h) { /* bf16 inference: bf16 LN output, GELU fused into f1 */
-        uint16_t *n16 = (uint16_t *)o->n, *g16 = (uint16_t *)o->h; /* each half its fp32 buffer */
-        op_ln_modulate_b16(n16, x, shift, scale, M, D, 1e-6f);
-        op_linear_gelu_b16(g16, n16, f1, M);
-        op_linear_b16(o->f, g16, f2, M);
-        op_add_gated(x, o->f, gate, M, D);
+    if (o->g == o->h && o->n == o->f) { /* inference: two buffers (and bf16 inputs with bf16 weights) */
+        op_ff_residual(x, shift, scale, gate, f1, f2, o->n, o->h, M, D);
         return;
     }
     op_ln_modulate(o->n, x, shift, scale, M, D, 1e-6f);

@@ -66,6 +66,22 @@ void op_linear_gelu_b16(uint16_t *y, const uint16_t *x, const ss_linear *l, int 
     }
 }
 
+void op_ff_residual(float *x, const float *shift, const float *scale, const float *gate, const ss_linear *f1,
+                    const ss_linear *f2, float *n, float *h, int M, int D) {
+    if (f1->wb && f2->wb) { /* bf16: the LN output and the GELU output rounded once, each in half its buffer */
+        uint16_t *n16 = (uint16_t *)n, *h16 = (uint16_t *)h;
+        op_ln_modulate_b16(n16, x, shift, scale, M, D, 1e-6f);
+        op_linear_gelu_b16(h16, n16, f1, M);
+        op_linear_b16(n, h16, f2, M);
+    } else {
+        op_ln_modulate(n, x, shift, scale, M, D, 1e-6f);
+        op_linear(h, n, f1, M);
+        op_gelu_tanh(h, (size_t)M * f1->out);
+        op_linear(n, h, f2, M);
+    }
+    op_add_gated(x, n, gate, M, D);
+}
+
 void op_layernorm(float *y, const float *x, int M, int D, float eps) {
 #pragma omp parallel for schedule(static) if ((size_t)M * D > PAR_MIN)
     for (int i = 0; i < M; i++) {

@@ -28,6 +28,11 @@ static inline void op_linear(float *y, const float *x, const ss_linear *l, int M
  * next product (oneDNN's GELU post-op). */
 void op_linear_b16(float *y, const uint16_t *x, const ss_linear *l, int M);
 void op_linear_gelu_b16(uint16_t *y, const uint16_t *x, const ss_linear *l, int M);
+/* The DiT feed-forward with its residual: x += gate * f2(gelu_tanh(f1(LN(x) (1 + scale) + shift)))
+ * over M rows of width D (LN eps 1e-6, no affine), n [M, D] and h [M, f1->out] work buffers. With
+ * bf16 weights the products take bf16 inputs (the GELU runs inside f1: op_linear_gelu_b16). */
+void op_ff_residual(float *x, const float *shift, const float *scale, const float *gate, const ss_linear *f1,
+                    const ss_linear *f2, float *n, float *h, int M, int D);
 /* LayerNorm over the last dim, no affine, biased variance: y = (x - mean)/sqrt(var + eps). */
 void op_layernorm(float *y, const float *x, int M, int D, float eps);
 /* op_layernorm then y * w + b per channel (torch's LayerNorm with elementwise affine). */
