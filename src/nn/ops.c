@@ -186,7 +186,7 @@ static int chunk_nonfinite(const float *x, size_t n) {
 long long op_first_nonfinite(const float *x, size_t n) {
     const long long nch = (long long)((n + NF_CHUNK - 1) / NF_CHUNK);
     int bad = 0;
-    if (n > 64 * PAR_MIN) {
+    if (n > 8 * PAR_MIN) { /* a stream of 1024 x 1536 is worth both cores (1.6 ms of a 0.23 s bf16 forward alone) */
 #pragma omp parallel for schedule(static) reduction(| : bad)
         for (long long c = 0; c < nch; c++) {
             const size_t i0 = (size_t)c * NF_CHUNK, len = n - i0 < NF_CHUNK ? n - i0 : NF_CHUNK;
