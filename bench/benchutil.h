@@ -82,6 +82,7 @@ static inline const char *bu_cpu_name(void) {
  * Returns the higher of the two (the reference the benchmarks' ratios use); *impl names
  * oneDNN's implementation (e.g. "brg:avx512_core_amx_bf16"). */
 #include <oneapi/dnnl/dnnl.h>
+#include "core/err.h"
 #include "nn/dnnl.h"
 static inline double bu_dnnl_alone(const uint16_t *A, const uint16_t *W, float *C, int M, int N, int K, int reps,
                                    const char **impl) {
@@ -137,12 +138,13 @@ out:
 }
 
 static inline double bu_bf16_gflops(int M, int N, int K, int reps, const char **impl, double *ours, double *lib) {
-    uint16_t *A = malloc(sizeof(uint16_t) * M * K), *B = malloc(sizeof(uint16_t) * N * K);
-    float *C = malloc(sizeof(float) * M * N);
+    /* 64-byte aligned, as the forward's operands (core/err.h: misaligned ones run at half the rate) */
+    uint16_t *A = ss_malloc_aligned(sizeof(uint16_t) * M * K), *B = ss_malloc_aligned(sizeof(uint16_t) * N * K);
+    float *C = ss_malloc_aligned(sizeof(float) * M * N);
     for (size_t i = 0; i < (size_t)M * K; i++) A[i] = ss_bf16_from_f32((float)((int)(i * 7 % 13) - 6) * 0.01f);
     for (size_t i = 0; i < (size_t)N * K; i++) B[i] = ss_bf16_from_f32((float)((int)(i * 5 % 11) - 5) * 0.01f);
     const size_t pe = ss_dnnl_packed_elems(N, K);
-    uint16_t *P = pe ? malloc(sizeof(uint16_t) * pe) : B;
+    uint16_t *P = pe ? ss_malloc_aligned(sizeof(uint16_t) * pe) : B;
     if (pe && ss_dnnl_pack(P, B, N, K) < 0) {
         free(P);
         P = B;

@@ -1,6 +1,7 @@
 #include "core/err.h"
 
 #include <stdarg.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -42,6 +43,13 @@ const char *ss_printable(const char *s, char *buf, size_t cap) {
 
 void *ss_malloc(size_t n) {
     void *p = malloc(n ? n : 1);
+    if (!p) ss_fail(SS_ENOMEM, "out of memory allocating %zu bytes", n);
+    return p;
+}
+
+void *ss_malloc_aligned(size_t n) {
+    const size_t r = n <= SIZE_MAX - 63 ? (n + 63) & ~(size_t)63 : 0; /* aligned_alloc wants a multiple */
+    void *p = r ? aligned_alloc(64, r) : NULL;
     if (!p) ss_fail(SS_ENOMEM, "out of memory allocating %zu bytes", n);
     return p;
 }

@@ -40,5 +40,10 @@ const char *ss_printable(const char *s, char *buf, size_t cap);
 /* malloc/calloc that set the error on failure. */
 void *ss_malloc(size_t n);
 void *ss_calloc(size_t count, size_t size);
+/* malloc for n bytes starting on a 64-byte boundary (released with free; NULL on failure, error
+ * set). The bf16 products' operands need it: on the AMX Xeon a 256 x 6144 x 1536 oneDNN product
+ * ran at 1108 GFLOP/s with 64-byte-aligned operands, 837 with A 16 bytes off, 626 with the
+ * weights 16 bytes off, 428 with all three off (glibc's large mallocs are 16 bytes past a page). */
+void *ss_malloc_aligned(size_t n);
 
 #endif

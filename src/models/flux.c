@@ -58,7 +58,7 @@ static int work_alloc(work *w, const flux_model *m, int B, int N, int S) {
     };
     for (size_t i = 0; i < sizeof plan / sizeof plan[0]; i++) {
         size_t bytes;
-        *plan[i].p = ss_mul_size(sizeof(float), plan[i].n ? plan[i].n : 1, &bytes) ? NULL : malloc(bytes);
+        *plan[i].p = ss_mul_size(sizeof(float), plan[i].n ? plan[i].n : 1, &bytes) ? NULL : ss_malloc_aligned(bytes);
         if (!*plan[i].p) {
             work_free(w);
             return ss_fail(SS_ENOMEM, "flux forward: out of memory (B=%d, N=%d, S=%d, D=%d)", B, N, S, D);

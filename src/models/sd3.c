@@ -92,7 +92,7 @@ static int ws_reserve(sd3_workspace *ws, const sd3_model *m, int B, int N, int S
         if (buf[i] && ws->cap[i] >= n[i]) continue;
         size_t bytes;
         free(buf[i]);
-        buf[i] = ss_mul_size(sizeof(float), n[i], &bytes) ? NULL : malloc(bytes);
+        buf[i] = ss_mul_size(sizeof(float), n[i], &bytes) ? NULL : ss_malloc_aligned(bytes); /* bf16 operands */
         ws->cap[i] = buf[i] ? n[i] : 0;
         if (!buf[i]) {
             work_free(&ws->w);

@@ -139,7 +139,7 @@ void ss_dnnl_use_fallback(int on) { g_force_fallback = on; }
 static int grow(float **p, size_t *have, size_t n) {
     if (n <= *have) return 0;
     free(*p);
-    *p = malloc(sizeof(float) * n);
+    *p = ss_malloc_aligned(sizeof(float) * n); /* 64-byte aligned: see core/err.h */
     *have = *p ? n : 0;
     return *p ? 0 : ss_fail(SS_ENOMEM, "bf16 matmul: out of memory for a %zu-float block", n);
 }
@@ -440,7 +440,7 @@ static int fallback_any(void *c, int ldc, const uint16_t *a, int lda, const uint
         if (!(ts->wplain_of == b && ts->wplain_N == N && ts->wplain_K == K)) {
             if (n > ts->wplain_n) {
                 free(ts->wplain);
-                ts->wplain = malloc(sizeof(uint16_t) * n);
+                ts->wplain = ss_malloc_aligned(sizeof(uint16_t) * n);
                 ts->wplain_n = ts->wplain ? n : 0;
                 ts->wplain_of = NULL;
                 if (!ts->wplain) return ss_fail(SS_ENOMEM, "bf16 matmul: out of memory unpacking a %d x %d weight", N, K);
@@ -479,7 +479,7 @@ static int matmul_serial1(void *c, int ldc, const uint16_t *a, int lda, const ui
         return dnnl_err(s, "creating a stream", &k);
     if (ep->scratch > ts->scratch_n) {
         free(ts->scratch);
-        ts->scratch = malloc(ep->scratch);
+        ts->scratch = ss_malloc_aligned(ep->scratch);
         ts->scratch_n = ts->scratch ? ep->scratch : 0;
         if (!ts->scratch) return ss_fail(SS_ENOMEM, "oneDNN: out of memory for a %zu-byte scratchpad", ep->scratch);
     }
@@ -571,7 +571,7 @@ int ss_dnnl_matmul_f32a(float *c, int ldc, const float *a, int lda, const uint16
     if (!ts) return SS_ENOMEM;
     if (n > ts->a16_n) {
         free(ts->a16);
-        ts->a16 = malloc(sizeof(uint16_t) * n);
+        ts->a16 = ss_malloc_aligned(sizeof(uint16_t) * n);
         ts->a16_n = ts->a16 ? n : 0;
         if (!ts->a16) return ss_fail(SS_ENOMEM, "bf16 matmul: out of memory rounding a %d x %d input", M, K);
     }
@@ -603,7 +603,7 @@ int ss_dnnl_linear(void *y, int ldy, const uint16_t *x16, const float *x32, int 
             const size_t n = (size_t)m * K;
             if (ts && n > ts->a16_n) {
                 free(ts->a16);
-                ts->a16 = malloc(sizeof(uint16_t) * n);
+                ts->a16 = ss_malloc_aligned(sizeof(uint16_t) * n);
                 ts->a16_n = ts->a16 ? n : 0;
             }
             if (!ts || !ts->a16) r = SS_ENOMEM;
