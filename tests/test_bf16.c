@@ -128,7 +128,7 @@ static void test_matmul_matches_double(void **state) {
 
 /* ss_dnnl_linear (the Linears of a bf16 model): packed and plain weights, bf16 and fp32 inputs,
  * fp32 output or GELU -> bf16, strided rows, band heights from 1 to several bands (333 = 2
- * bands of 167/166, 600 = 3 of 200); against a double product of the same bf16 operands (GELU
+ * bands of 167/166, 600 = 3 of 200), K chunked above 2048; against a double product of the same bf16 operands (GELU
  * in double, then one bf16 rounding step of slack); 1 and 3 threads bit-identical; the portable
  * path meets the same tolerance, also on a packed weight (unpacked on the fly). */
 static void linear_case(int M, int N, int K, int packed, int gelu, int f32in, int pad) {
@@ -153,6 +153,10 @@ static void linear_case(int M, int N, int K, int packed, int gelu, int f32in, in
         assert_int_equal(ss_dnnl_unpack(back, wp, N, K), 0);
         assert_memory_equal(back, w, sizeof(uint16_t) * nw);
         free(back);
+    }
+    if (packed) { /* a weight oneDNN packed is multiplied by oneDNN's brgemm, every chunk of it */
+        const char *impl = ss_dnnl_linear_impl(M, N, K, 1, gelu ? SS_DNNL_GELU_BF16 : 0);
+        if (strncmp(impl, "brg:", 4)) fail_msg("linear M=%d N=%d K=%d packed: runs %s, not brgemm", M, N, K, impl);
     }
     const size_t es = gelu ? 2 : 4;
     unsigned char *y[2][2];
@@ -216,7 +220,9 @@ static void test_linear_packed(void **state) {
     assert_int_equal(rows, 256);
     assert_int_equal(ss_dnnl_linear_bands(1, &rows), 1);
     assert_int_equal(rows, 1);
-    const int shapes[][3] = {{1, 24, 40}, {2, 100, 37}, {77, 96, 64}, {333, 160, 96}, {257, 64, 300}, {600, 48, 1100}};
+    /* the last two: K chunked (3000: 1536 + 1464 columns; 4100: 3 x 1408 - 124), GELU on the sum of the chunks */
+    const int shapes[][3] = {{1, 24, 40},     {2, 100, 37},   {77, 96, 64},   {333, 160, 96},
+                             {257, 64, 300},  {600, 48, 1100}, {70, 96, 3000}, {3, 40, 4100}};
     for (size_t s = 0; s < sizeof shapes / sizeof shapes[0]; s++)
         for (int v = 0; v < 4; v++)
             linear_case(shapes[s][0], shapes[s][1], shapes[s][2], v != 3, v == 1 || v == 3, v == 2, (int)(s + v) % 3);

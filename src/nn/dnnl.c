@@ -61,6 +61,7 @@ typedef struct {
 /* Internal key flags, beside the public SS_DNNL_* ones. */
 #define K_PACKED (1 << 8)   /* B is a packed Linear weight (ss_dnnl_pack), the whole [N, K] */
 #define K_GELU16 (1 << 9)   /* C is bf16 = bf16(gelu_tanh(A B + bias)) (a oneDNN post-op) */
+#define K_ACCUM (1 << 10)   /* C += A B (a oneDNN sum post-op): the later K chunks of a packed weight */
 #define K_FORCED (1 << 30)  /* ss_dnnl_use_fallback(1): the portable path */
 
 typedef struct {
@@ -93,6 +94,8 @@ typedef struct tstate {
     size_t fa_n, fb_n;
     uint16_t *a16;
     size_t a16_n;
+    uint16_t *ak; /* one K chunk of a band's input, dense */
+    size_t ak_n;
     float *c32; /* a tile's output when C is strided */
     size_t c32_n;
     float *g32; /* the fallback's fp32 sums before GELU */
@@ -180,9 +183,10 @@ static int fallback_matmul(float *c, int ldc, const uint16_t *a, int lda, const 
                 }
             }
             float *cb = c + (size_t)i0 * ldc + j0;
-            if (bias)
+            if (bias && !(flags & K_ACCUM))
                 for (int i = 0; i < m; i++) memcpy(cb + (size_t)i * ldc, bias + j0, sizeof(float) * n);
-            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, m, n, K, 1.0f, fa, K, fb, K, bias ? 1.0f : 0.0f, cb, ldc);
+            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, m, n, K, 1.0f, fa, K, fb, K,
+                        bias || (flags & K_ACCUM) ? 1.0f : 0.0f, cb, ldc);
         }
     }
     return 0;
@@ -266,27 +270,62 @@ done:
     return md;
 }
 
-size_t ss_dnnl_packed_elems(int N, int K) {
-    if (g_force_fallback || N <= 0 || K <= 0) return 0;
-    const dnnl_memory_desc_t *md = packed_md(N, K);
-    return md ? (dnnl_memory_desc_get_size(md) + 1) / 2 : 0;
+/* A packed weight with a long K is stored as chunks of at most SS_DNNL_KCHUNK columns of W, each
+ * packed on its own and multiplied in turn into the same fp32 output (the sum post-op): measured
+ * on the AMX Xeon (one thread, 256 x 1536 products, best of 7), K 1024 and 1536 ran at 920-980
+ * GFLOP/s, K 2048 and 3072 at 760-820 and K 6144 at 720-760. The chunking depends on K alone. */
+#define SS_DNNL_KCHUNK 1536
+#define SS_DNNL_KSPLIT_MIN 2048 /* K above this is chunked */
+static int kchunks(int K, int *kc) {
+    if (K <= SS_DNNL_KSPLIT_MIN) {
+        *kc = K;
+        return 1;
+    }
+    const int n = (K + SS_DNNL_KCHUNK - 1) / SS_DNNL_KCHUNK, c = ((K + n - 1) / n + 63) / 64 * 64;
+    *kc = c;
+    return (K + c - 1) / c;
 }
 
-/* Reorder between the plain [N, K] layout and the packed one (to_packed: plain -> packed). */
-static int repack(uint16_t *dst, const uint16_t *src, int N, int K, int to_packed) {
-    const dnnl_memory_desc_t *pm = packed_md(N, K);
+/* bf16 elements of chunk c's packed part (rounded up to 64 bytes; 0: no packed layout), and the
+ * chunk's first column and width. */
+static size_t chunk_elems(int N, int K, int c, int *k0, int *kn) {
+    int kc;
+    const int n = kchunks(K, &kc);
+    *k0 = c * kc;
+    *kn = c == n - 1 ? K - *k0 : kc;
+    const dnnl_memory_desc_t *md = packed_md(N, *kn);
+    return md ? ((dnnl_memory_desc_get_size(md) + 1) / 2 + 31) & ~(size_t)31 : 0;
+}
+
+size_t ss_dnnl_packed_elems(int N, int K) {
+    if (g_force_fallback || N <= 0 || K <= 0) return 0;
+    int kc, k0, kn;
+    const int n = kchunks(K, &kc);
+    size_t total = 0;
+    for (int c = 0; c < n; c++) {
+        const size_t e = chunk_elems(N, K, c, &k0, &kn);
+        if (!e) return 0;
+        total += e;
+    }
+    return total;
+}
+
+/* Reorder one chunk between W's plain columns (kn of them, row stride K) and its packed layout. */
+static int repack1(uint16_t *packed_p, uint16_t *plain_p, int N, int K, int kn, int to_packed) {
+    const dnnl_memory_desc_t *pm = packed_md(N, kn);
     dnnl_engine_t eng = ss_dnnl_engine();
-    if (!pm || !eng) return ss_fail(SS_EARG, "oneDNN: no packed layout for a %d x %d weight", N, K);
+    if (!pm || !eng) return ss_fail(SS_EARG, "oneDNN: no packed layout for a %d x %d weight", N, kn);
     dnnl_memory_desc_t plain, packed = *pm;
-    md_2d(&plain, K, N, 1, K, dnnl_bf16); /* W [N, K] row-major is B [K, N] with strides (1, K) */
+    md_2d(&plain, kn, N, 1, K, dnnl_bf16); /* W [N, K] row-major is B [K, N] with strides (1, K) */
     const dnnl_memory_desc_t *from = to_packed ? &plain : &packed, *to = to_packed ? &packed : &plain;
+    void *src = to_packed ? (void *)plain_p : (void *)packed_p, *dst = to_packed ? (void *)packed_p : (void *)plain_p;
     dnnl_primitive_desc_t rpd = NULL;
     dnnl_primitive_t r = NULL;
     dnnl_memory_t ms = NULL, md = NULL;
     dnnl_stream_t st = NULL;
     dnnl_status_t s = dnnl_reorder_primitive_desc_create(&rpd, from, eng, to, eng, NULL);
     if (s == dnnl_success) s = dnnl_primitive_create(&r, rpd);
-    if (s == dnnl_success) s = dnnl_memory_create(&ms, from, eng, (void *)src);
+    if (s == dnnl_success) s = dnnl_memory_create(&ms, from, eng, src);
     if (s == dnnl_success) s = dnnl_memory_create(&md, to, eng, dst);
     if (s == dnnl_success) s = dnnl_stream_create(&st, eng, dnnl_stream_default_flags);
     if (s == dnnl_success) {
@@ -301,7 +340,22 @@ static int repack(uint16_t *dst, const uint16_t *src, int N, int K, int to_packe
     if (rpd) dnnl_primitive_desc_destroy(rpd);
     return s == dnnl_success ? 0
                              : ss_fail(s == dnnl_out_of_memory ? SS_ENOMEM : SS_EARG,
-                                       "oneDNN: reordering a %d x %d weight failed (%s)", N, K, dnnl_status2str(s));
+                                       "oneDNN: reordering a %d x %d weight failed (%s)", N, kn, dnnl_status2str(s));
+}
+
+/* The whole weight, chunk by chunk (to_packed: plain src -> packed dst; else packed src -> plain dst). */
+static int repack(uint16_t *dst, const uint16_t *src, int N, int K, int to_packed) {
+    int kc, k0, kn, rc = 0;
+    const int n = kchunks(K, &kc);
+    size_t off = 0;
+    for (int c = 0; c < n && rc == 0; c++) {
+        const size_t e = chunk_elems(N, K, c, &k0, &kn);
+        if (!e) return ss_fail(SS_EARG, "oneDNN: no packed layout for a %d x %d weight", N, kn);
+        rc = to_packed ? repack1(dst + off, (uint16_t *)src + k0, N, K, kn, 1)
+                       : repack1((uint16_t *)src + off, dst + k0, N, K, kn, 0);
+        off += e;
+    }
+    return rc;
 }
 
 int ss_dnnl_pack(uint16_t *dst, const uint16_t *w, int N, int K) { return repack(dst, w, N, K, 1); }
@@ -334,6 +388,16 @@ static int entry_create(entry *e, const key *k) {
     dnnl_primitive_attr_t attr;
     if ((s = dnnl_primitive_attr_create(&attr)) != dnnl_success) return dnnl_err(s, "creating attributes", k);
     dnnl_primitive_attr_set_scratchpad_mode(attr, dnnl_scratchpad_mode_user);
+    if (k->flags & K_ACCUM) { /* C += A B */
+        dnnl_post_ops_t po = NULL;
+        if ((s = dnnl_post_ops_create(&po)) == dnnl_success && (s = dnnl_post_ops_append_sum(po, 1.0f)) == dnnl_success)
+            s = dnnl_primitive_attr_set_post_ops(attr, po);
+        if (po) dnnl_post_ops_destroy(po);
+        if (s != dnnl_success) {
+            dnnl_primitive_attr_destroy(attr);
+            return dnnl_err(s, "adding the sum post-op", k);
+        }
+    }
     if (k->flags & K_GELU16) { /* GELU (tanh form) on the fp32 sum, then the bf16 store */
         dnnl_post_ops_t po = NULL;
         if ((s = dnnl_post_ops_create(&po)) == dnnl_success &&
@@ -532,7 +596,10 @@ static int matmul_serial(void *c, int ldc, const uint16_t *a, int lda, const uin
         rc = SS_ENOMEM;
     } else {
         /* oneDNN 2.6's brgemm matmul takes no strided output (it would pick gemm:jit): a dense
-         * tile, then copied */
+         * tile (holding C's values first when the product adds to them), then copied */
+        if (flags & K_ACCUM)
+            for (int i = 0; i < M; i++)
+                memcpy((char *)ts->c32 + (size_t)i * N * es, (char *)c + (size_t)i * ldc * es, es * N);
         rc = matmul_serial1(ts->c32, N, a, lda, b, ldb, bias, M, N, K, flags);
         for (int i = 0; i < M && rc == 0; i++)
             memcpy((char *)c + (size_t)i * ldc * es, (char *)ts->c32 + (size_t)i * N * es, es * N);
@@ -585,6 +652,50 @@ int ss_dnnl_linear_bands(int M, int *rows) {
     return nb;
 }
 
+/* Rows [i0, i0 + m) of a Linear on the calling thread: one product, or with a K-chunked packed
+ * weight one product per chunk adding into the same fp32 rows (with GELU -> bf16, the chunks'
+ * fp32 sums first go to a buffer of the thread, then GELU and the bf16 store run here). */
+static int band(void *y, int ldy, size_t es, const uint16_t *a, int lda, const uint16_t *w, int packed,
+                const float *bias, int i0, int m, int N, int K, int f) {
+    int kc;
+    const int nk = packed ? kchunks(K, &kc) : 1;
+    char *yb = (char *)y + (size_t)i0 * ldy * es;
+    if (nk == 1) return matmul_serial(yb, ldy, a, lda, w, K, bias, m, N, K, f);
+    float *acc = (float *)yb;
+    int lacc = ldy, rc = 0;
+    if (f & K_GELU16) {
+        tstate *ts = me();
+        if (!ts || grow(&ts->g32, &ts->g32_n, (size_t)m * N) < 0) return SS_ENOMEM;
+        acc = ts->g32, lacc = N;
+    }
+    tstate *ts = me();
+    if (!ts) return SS_ENOMEM;
+    size_t off = 0;
+    for (int c = 0; c < nk && rc == 0; c++) {
+        int k0, kn;
+        const size_t e = chunk_elems(N, K, c, &k0, &kn);
+        /* the chunk's columns of A, dense: oneDNN 2.6's brgemm matmul takes no strided A either */
+        const size_t n = (size_t)m * kn;
+        if (n > ts->ak_n) {
+            free(ts->ak);
+            ts->ak = ss_malloc_aligned(sizeof(uint16_t) * n);
+            ts->ak_n = ts->ak ? n : 0;
+            if (!ts->ak) return SS_ENOMEM;
+        }
+        for (int i = 0; i < m; i++) memcpy(ts->ak + (size_t)i * kn, a + (size_t)i * lda + k0, sizeof(uint16_t) * kn);
+        rc = matmul_serial(acc, lacc, ts->ak, kn, w + off, kn, c ? NULL : bias, m, N, kn, (f & ~K_GELU16) | (c ? K_ACCUM : 0));
+        off += e;
+    }
+    if (rc == 0 && (f & K_GELU16))
+        for (int i = 0; i < m; i++) {
+            uint16_t *yi = (uint16_t *)yb + (size_t)i * ldy;
+            const float *ai = acc + (size_t)i * N;
+#pragma omp simd
+            for (int j = 0; j < N; j++) yi[j] = ss_bf16_from_f32(ss_gelu_tanh(ai[j]));
+        }
+    return rc;
+}
+
 int ss_dnnl_linear(void *y, int ldy, const uint16_t *x16, const float *x32, int ldx, const uint16_t *w, int packed,
                    const float *bias, int M, int N, int K, int flags) {
     if (M <= 0 || N <= 0) return 0;
@@ -612,10 +723,30 @@ int ss_dnnl_linear(void *y, int ldy, const uint16_t *x16, const float *x32, int 
                 a = ts->a16, lda = K;
             }
         }
-        if (!r) r = matmul_serial((char *)y + (size_t)i0 * ldy * es, ldy, a, lda, w, K, bias, m, N, K, f);
+        if (!r) r = band(y, ldy, es, a, lda, w, packed, bias, i0, m, N, K, f);
         if (r < rc) rc = r;
     }
     return rc < 0 ? ss_fail(rc, "oneDNN: a bf16 linear M=%d N=%d K=%d failed (out of memory)", M, N, K) : 0;
+}
+
+const char *ss_dnnl_linear_impl(int M, int N, int K, int packed, int flags) {
+    int rows, kc;
+    ss_dnnl_linear_bands(M, &rows);
+    const int nk = packed ? kchunks(K, &kc) : 1, f = (flags & SS_DNNL_GELU_BF16 ? K_GELU16 : 0) |
+                                                      (packed ? K_PACKED : SS_DNNL_TRANS_B) | SS_DNNL_SERIAL;
+    if (nk == 1) {
+        const key k = make_key(rows, N, K, K, K, N, f, 0);
+        const entry *e;
+        return lookup(&k, &e) < 0 ? "unavailable" : e->impl;
+    }
+    const char *impl = "unavailable";
+    for (int c = 0; c < 2; c++) { /* the first chunk and a later (adding) one: both must be what runs */
+        const key k = make_key(rows, N, kc, kc, kc, N, (f & ~K_GELU16) | (c ? K_ACCUM : 0), 0);
+        const entry *e;
+        if (lookup(&k, &e) < 0) return "unavailable";
+        if (c == 0 || strncmp(e->impl, "brg:", 4)) impl = e->impl;
+    }
+    return impl;
 }
 
 const char *ss_dnnl_impl(int M, int N, int K, int flags) {

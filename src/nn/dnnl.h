@@ -113,6 +113,10 @@ int ss_dnnl_unpack(uint16_t *dst, const uint16_t *packed, int N, int K);
  * alone), each a one-thread product over all N columns: the bits do not depend on the threads. */
 int ss_dnnl_linear(void *y, int ldy, const uint16_t *x16, const float *x32, int ldx, const uint16_t *w, int packed,
                    const float *bias, int M, int N, int K, int flags);
+/* The oneDNN implementation a Linear of M rows runs (its first band; with K chunks, the first
+ * chunk's, or the later chunks' when theirs is not a brgemm one), e.g. "brg:avx512_core_amx_bf16";
+ * "fallback:..." where the portable path runs. */
+const char *ss_dnnl_linear_impl(int M, int N, int K, int packed, int flags);
 /* How many bands ss_dnnl_linear cuts M rows into, and (*rows) the height of all but the last. */
 int ss_dnnl_linear_bands(int M, int *rows);
 
