@@ -222,11 +222,16 @@ static void test_linear_packed(void **state) {
     assert_int_equal(rows, 1);
     /* the last two: K chunked (3000: 1536 + 1464 columns; 4100: 3 x 1408 - 124), GELU on the sum of the chunks */
     const int shapes[][3] = {{1, 24, 40},     {2, 100, 37},   {77, 96, 64},   {333, 160, 96},
-                             {257, 64, 300},  {600, 48, 1100}, {70, 96, 3000}, {3, 40, 4100}};
+                             {257, 64, 300},  {600, 48, 1100}, {70, 96, 3000}, {3, 40, 4100},
+                             {1, 1600, 64},   {5, 1536, 3000}, {200, 2000, 100}}; /* the last three: column tiles */
     for (size_t s = 0; s < sizeof shapes / sizeof shapes[0]; s++)
         for (int v = 0; v < 4; v++)
             linear_case(shapes[s][0], shapes[s][1], shapes[s][2], v != 3, v == 1 || v == 3, v == 2, (int)(s + v) % 3);
     printf("  packed weights: %s\n", ss_dnnl_packed_elems(96, 64) ? "yes (brgemm bf16 matmul)" : "no (plain)");
+    /* one band of 1600 columns: 768 + 768 + 64 (packed where this CPU packs, and plain) */
+    assert_int_equal(ss_dnnl_linear_col_tiles(1, 1600, 64, 0), 3);
+    if (ss_dnnl_packed_elems(1600, 64)) assert_int_equal(ss_dnnl_linear_col_tiles(1, 1600, 64, 1), 3);
+    assert_int_equal(ss_dnnl_linear_col_tiles(300, 1600, 64, 0), 1); /* two bands already */
 }
 
 /* bf16 attention against the materialized fp32 reference: outputs and probe statistics close;

@@ -652,46 +652,105 @@ int ss_dnnl_linear_bands(int M, int *rows) {
     return nb;
 }
 
-/* Rows [i0, i0 + m) of a Linear on the calling thread: one product, or with a K-chunked packed
- * weight one product per chunk adding into the same fp32 rows (with GELU -> bf16, the chunks'
- * fp32 sums first go to a buffer of the thread, then GELU and the bf16 store run here). */
+/* Column tiles. A product of one band (M <= SS_DNNL_TILE_M rows: the modulation Linears at M =
+ * batch, short text streams) would run on one thread; its columns are cut into tiles of
+ * SS_DNNL_COL_TILE instead (a function of M and N alone). A packed weight is stored in blocks of
+ * columns (oneDNN's BA16a64b2a on AMX and AVX512-BF16: each block of 64 columns holds all of K),
+ * so a tile of whole blocks is a contiguous part of it, in the layout packed_md gives for the
+ * tile's width; col_offset checks that and says where the tile starts (-1: no such tiling). */
+#define SS_DNNL_COL_TILE 768
+static long col_offset(int N, int kn, int j0, int n) {
+    const dnnl_memory_desc_t *pf = packed_md(N, kn);
+    if (!pf) return -1;
+    const dnnl_memory_desc_t full = *pf, *pt = packed_md(n, kn);
+    if (!pt || full.format_kind != dnnl_blocked || pt->format_kind != dnnl_blocked) return -1;
+    const dnnl_blocking_desc_t *bf = &full.format_desc.blocking, *bt = &pt->format_desc.blocking;
+    int nblk = 1; /* the columns' inner block */
+    for (int i = 0; i < bf->inner_nblks; i++)
+        if (bf->inner_idxs[i] == 1) nblk *= (int)bf->inner_blks[i];
+    if (bf->inner_nblks != bt->inner_nblks || j0 % nblk || n % nblk || full.padded_dims[0] != pt->padded_dims[0] ||
+        bf->strides[0] != bt->strides[0] || bf->strides[1] != bt->strides[1] || bf->strides[1] < bf->strides[0] ||
+        full.offset0 || pt->offset0)
+        return -1;
+    for (int i = 0; i < bf->inner_nblks; i++)
+        if (bf->inner_blks[i] != bt->inner_blks[i] || bf->inner_idxs[i] != bt->inner_idxs[i]) return -1;
+    return (long)(j0 / nblk) * (long)bf->strides[1];
+}
+
+/* Column tiles of an M x N product on a weight (packed or not) with K columns: their count, and
+ * (*width) the width of all but the last. 1 when the product has several bands, or the tiling does
+ * not fit the packed layout. */
+static int col_tiles(int M, int N, int K, int packed, int *width) {
+    int rows;
+    *width = N;
+    if (ss_dnnl_linear_bands(M, &rows) > 1 || N < 2 * SS_DNNL_COL_TILE) return 1;
+    const int nt = (N + SS_DNNL_COL_TILE - 1) / SS_DNNL_COL_TILE;
+    if (packed) {
+        int kc, k0, kn;
+        const int nk = kchunks(K, &kc);
+        for (int c = 0; c < nk; c++) { /* every chunk: whole tiles and the last one */
+            chunk_elems(N, K, c, &k0, &kn);
+            if (col_offset(N, kn, SS_DNNL_COL_TILE, SS_DNNL_COL_TILE) < 0 ||
+                col_offset(N, kn, (nt - 1) * SS_DNNL_COL_TILE, N - (nt - 1) * SS_DNNL_COL_TILE) < 0)
+                return 1;
+        }
+    }
+    *width = SS_DNNL_COL_TILE;
+    return nt;
+}
+
+int ss_dnnl_linear_col_tiles(int M, int N, int K, int packed) {
+    int width;
+    return M > 0 && N > 0 && K > 0 ? col_tiles(M, N, K, packed, &width) : 0;
+}
+
+/* Rows [i0, i0 + m) and columns [j0, j0 + n) of a Linear on the calling thread: one product, or
+ * with a K-chunked packed weight one product per chunk adding into the same fp32 outputs (with
+ * GELU -> bf16, the chunks' fp32 sums first go to a buffer of the thread, then GELU and the bf16
+ * store run here). */
 static int band(void *y, int ldy, size_t es, const uint16_t *a, int lda, const uint16_t *w, int packed,
-                const float *bias, int i0, int m, int N, int K, int f) {
+                const float *bias, int i0, int m, int j0, int n, int N, int K, int f) {
     int kc;
     const int nk = packed ? kchunks(K, &kc) : 1;
-    char *yb = (char *)y + (size_t)i0 * ldy * es;
-    if (nk == 1) return matmul_serial(yb, ldy, a, lda, w, K, bias, m, N, K, f);
+    char *yb = (char *)y + ((size_t)i0 * ldy + j0) * es;
+    const float *bj = bias ? bias + j0 : NULL;
+    if (nk == 1) {
+        const long wo = packed ? (n == N ? 0 : col_offset(N, K, j0, n)) : (long)j0 * K;
+        return wo < 0 ? SS_EARG : matmul_serial(yb, ldy, a, lda, w + wo, K, bj, m, n, K, f);
+    }
     float *acc = (float *)yb;
     int lacc = ldy, rc = 0;
-    if (f & K_GELU16) {
-        tstate *ts = me();
-        if (!ts || grow(&ts->g32, &ts->g32_n, (size_t)m * N) < 0) return SS_ENOMEM;
-        acc = ts->g32, lacc = N;
-    }
     tstate *ts = me();
     if (!ts) return SS_ENOMEM;
+    if (f & K_GELU16) {
+        if (grow(&ts->g32, &ts->g32_n, (size_t)m * n) < 0) return SS_ENOMEM;
+        acc = ts->g32, lacc = n;
+    }
     size_t off = 0;
     for (int c = 0; c < nk && rc == 0; c++) {
         int k0, kn;
         const size_t e = chunk_elems(N, K, c, &k0, &kn);
+        const long wo = n == N ? 0 : col_offset(N, kn, j0, n);
+        if (wo < 0) return SS_EARG;
         /* the chunk's columns of A, dense: oneDNN 2.6's brgemm matmul takes no strided A either */
-        const size_t n = (size_t)m * kn;
-        if (n > ts->ak_n) {
+        const size_t na = (size_t)m * kn;
+        if (na > ts->ak_n) {
             free(ts->ak);
-            ts->ak = ss_malloc_aligned(sizeof(uint16_t) * n);
-            ts->ak_n = ts->ak ? n : 0;
+            ts->ak = ss_malloc_aligned(sizeof(uint16_t) * na);
+            ts->ak_n = ts->ak ? na : 0;
             if (!ts->ak) return SS_ENOMEM;
         }
         for (int i = 0; i < m; i++) memcpy(ts->ak + (size_t)i * kn, a + (size_t)i * lda + k0, sizeof(uint16_t) * kn);
-        rc = matmul_serial(acc, lacc, ts->ak, kn, w + off, kn, c ? NULL : bias, m, N, kn, (f & ~K_GELU16) | (c ? K_ACCUM : 0));
+        rc = matmul_serial(acc, lacc, ts->ak, kn, w + off + wo, kn, c ? NULL : bj, m, n, kn,
+                           (f & ~K_GELU16) | (c ? K_ACCUM : 0));
         off += e;
     }
     if (rc == 0 && (f & K_GELU16))
         for (int i = 0; i < m; i++) {
             uint16_t *yi = (uint16_t *)yb + (size_t)i * ldy;
-            const float *ai = acc + (size_t)i * N;
+            const float *ai = acc + (size_t)i * n;
 #pragma omp simd
-            for (int j = 0; j < N; j++) yi[j] = ss_bf16_from_f32(ss_gelu_tanh(ai[j]));
+            for (int jj = 0; jj < n; jj++) yi[jj] = ss_bf16_from_f32(ss_gelu_tanh(ai[jj]));
         }
     return rc;
 }
@@ -699,23 +758,37 @@ static int band(void *y, int ldy, size_t es, const uint16_t *a, int lda, const u
 int ss_dnnl_linear(void *y, int ldy, const uint16_t *x16, const float *x32, int ldx, const uint16_t *w, int packed,
                    const float *bias, int M, int N, int K, int flags) {
     if (M <= 0 || N <= 0) return 0;
-    int rows;
-    const int nb = ss_dnnl_linear_bands(M, &rows);
+    int rows, width;
+    const int nb = ss_dnnl_linear_bands(M, &rows), nt = col_tiles(M, N, K, packed, &width);
     const int f = (flags & SS_DNNL_GELU_BF16 ? K_GELU16 : 0) | (packed ? K_PACKED : SS_DNNL_TRANS_B);
     const size_t es = flags & SS_DNNL_GELU_BF16 ? sizeof(uint16_t) : sizeof(float);
+    const uint16_t *a1 = x16; /* one band's fp32 input, rounded once for all its column tiles */
     int rc = 0;
-#pragma omp parallel for schedule(dynamic, 1) if (nb > 1) reduction(min : rc)
-    for (int t = 0; t < nb; t++) {
-        const int i0 = t * rows, m = M - i0 < rows ? M - i0 : rows;
-        const uint16_t *a = x16 ? x16 + (size_t)i0 * ldx : NULL;
+    if (!x16 && nt > 1) {
+        tstate *ts = me();
+        const size_t n = (size_t)M * K;
+        if (ts && n > ts->a16_n) {
+            free(ts->a16);
+            ts->a16 = ss_malloc_aligned(sizeof(uint16_t) * n);
+            ts->a16_n = ts->a16 ? n : 0;
+        }
+        if (!ts || !ts->a16) return ss_fail(SS_ENOMEM, "bf16 matmul: out of memory rounding a %d x %d input", M, K);
+        ss_bf16_from_f32_rows(ts->a16, K, x32, ldx, M, K);
+        a1 = ts->a16, ldx = K;
+    }
+#pragma omp parallel for schedule(dynamic, 1) if (nb * nt > 1) reduction(min : rc)
+    for (int t = 0; t < nb * nt; t++) {
+        const int i0 = t / nt * rows, m = M - i0 < rows ? M - i0 : rows;
+        const int j0 = t % nt * width, n = N - j0 < width ? N - j0 : width;
+        const uint16_t *a = a1 ? a1 + (size_t)i0 * ldx : NULL;
         int lda = ldx, r = 0;
         if (!a) { /* fp32 input: this band's rows rounded into the thread's buffer */
             tstate *ts = me();
-            const size_t n = (size_t)m * K;
-            if (ts && n > ts->a16_n) {
+            const size_t n16 = (size_t)m * K;
+            if (ts && n16 > ts->a16_n) {
                 free(ts->a16);
-                ts->a16 = ss_malloc_aligned(sizeof(uint16_t) * n);
-                ts->a16_n = ts->a16 ? n : 0;
+                ts->a16 = ss_malloc_aligned(sizeof(uint16_t) * n16);
+                ts->a16_n = ts->a16 ? n16 : 0;
             }
             if (!ts || !ts->a16) r = SS_ENOMEM;
             else {
@@ -723,7 +796,7 @@ int ss_dnnl_linear(void *y, int ldy, const uint16_t *x16, const float *x32, int 
                 a = ts->a16, lda = K;
             }
         }
-        if (!r) r = band(y, ldy, es, a, lda, w, packed, bias, i0, m, N, K, f);
+        if (!r) r = band(y, ldy, es, a, lda, w, packed, bias, i0, m, j0, n, N, K, f);
         if (r < rc) rc = r;
     }
     return rc < 0 ? ss_fail(rc, "oneDNN: a bf16 linear M=%d N=%d K=%d failed (out of memory)", M, N, K) : 0;

@@ -110,13 +110,17 @@ int ss_dnnl_unpack(uint16_t *dst, const uint16_t *packed, int N, int K);
  * when x16 is NULL, fp32 (x32) rounded to bf16 band by band. y is fp32, or bf16 after GELU with
  * SS_DNNL_GELU_BF16 (oneDNN's gelu_tanh post-op on the fp32 sums). The rows are cut into
  * ss_dnnl_linear_bands(M) bands of near-equal height (at most SS_DNNL_TILE_M; a function of M
- * alone), each a one-thread product over all N columns: the bits do not depend on the threads. */
+ * alone), each a one-thread product over all N columns (a single band of N >= 1536 columns: tiles
+ * of 768 columns, ss_dnnl_linear_col_tiles): the bits do not depend on the threads. */
 int ss_dnnl_linear(void *y, int ldy, const uint16_t *x16, const float *x32, int ldx, const uint16_t *w, int packed,
                    const float *bias, int M, int N, int K, int flags);
 /* The oneDNN implementation a Linear of M rows runs (its first band; with K chunks, the first
  * chunk's, or the later chunks' when theirs is not a brgemm one), e.g. "brg:avx512_core_amx_bf16";
  * "fallback:..." where the portable path runs. */
 const char *ss_dnnl_linear_impl(int M, int N, int K, int packed, int flags);
+/* How many column tiles each band of an M x N x K Linear is cut into: 1 but where M fits one band
+ * and N >= 1536 (tiles of 768 columns, so both cores share the product; a function of M, N and K). */
+int ss_dnnl_linear_col_tiles(int M, int N, int K, int packed);
 /* How many bands ss_dnnl_linear cuts M rows into, and (*rows) the height of all but the last. */
 int ss_dnnl_linear_bands(int M, int *rows);
 
