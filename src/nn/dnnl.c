@@ -102,8 +102,6 @@ typedef struct tstate {
     size_t g32_n;
     uint16_t *wplain; /* the fallback's unpacked copy of a packed weight */
     size_t wplain_n;
-    const uint16_t *wplain_of; /* ... of this weight (N x K below) */
-    int wplain_N, wplain_K;
 } tstate;
 static tstate *g_states;
 static pthread_key_t g_key;
@@ -491,27 +489,23 @@ static key make_key(int M, int N, int K, int lda, int ldb, int ldc, int flags, i
     return k;
 }
 
-/* The portable path for any key: a packed weight is unpacked first (into a buffer of the thread,
- * kept for the next call with the same weight), and a GELU -> bf16 output is applied to the fp32
+/* The portable path for any key: a packed weight is unpacked first (into a buffer of the thread;
+ * only when the fallback is forced after a model was packed, or a tile shape has no brgemm), and a GELU -> bf16 output is applied to the fp32
  * sums (the same tanh form as oneDNN's gelu_tanh; not the same bits, as every fallback). */
 static int fallback_any(void *c, int ldc, const uint16_t *a, int lda, const uint16_t *b, int ldb, const float *bias,
                         int M, int N, int K, int flags) {
     tstate *ts = me();
     if (!ts) return SS_ENOMEM;
     int rc;
-    if (flags & K_PACKED) {
+    if (flags & K_PACKED) { /* unpacked at every call (a weight's address may be reused by another) */
         const size_t n = (size_t)N * K;
-        if (!(ts->wplain_of == b && ts->wplain_N == N && ts->wplain_K == K)) {
-            if (n > ts->wplain_n) {
-                free(ts->wplain);
-                ts->wplain = ss_malloc_aligned(sizeof(uint16_t) * n);
-                ts->wplain_n = ts->wplain ? n : 0;
-                ts->wplain_of = NULL;
-                if (!ts->wplain) return ss_fail(SS_ENOMEM, "bf16 matmul: out of memory unpacking a %d x %d weight", N, K);
-            }
-            if ((rc = repack(ts->wplain, b, N, K, 0)) < 0) return rc;
-            ts->wplain_of = b, ts->wplain_N = N, ts->wplain_K = K;
+        if (n > ts->wplain_n) {
+            free(ts->wplain);
+            ts->wplain = ss_malloc_aligned(sizeof(uint16_t) * n);
+            ts->wplain_n = ts->wplain ? n : 0;
+            if (!ts->wplain) return ss_fail(SS_ENOMEM, "bf16 matmul: out of memory unpacking a %d x %d weight", N, K);
         }
+        if ((rc = repack(ts->wplain, b, N, K, 0)) < 0) return rc;
         b = ts->wplain, ldb = K, flags |= SS_DNNL_TRANS_B;
     }
     if (!(flags & K_GELU16)) return fallback_matmul(c, ldc, a, lda, b, ldb, bias, M, N, K, flags);
