@@ -19,7 +19,7 @@ SS_BLAS_GUARD /* links the OpenBLAS kernel check (nn/blas.h) into every BLAS use
 _Static_assert(ATTN_TQ % ATTN_BQ == 0 && ATTN_TQ >= ATTN_BQ, "bf16 tiles are whole probe blocks");
 
 typedef struct {
-    float *S;    /* [ATTN_BQ, kc] logits, then exponentials (one block of a tile's rows) */
+    float *S;    /* [ATTN_BQ, kc] logits, then exponentials (one block of a tile's rows); bf16: b16_qk_rows */
     float *acc;  /* [tile rows (ATTN_BQ, or ATTN_TQ with bf16), dh] unnormalized P V */
     float *srow; /* [kc] copy of one row's logits (probe: entropy needs s - m) */
     float *col;  /* [ATTN_MAX_QSPAN, kc] column sums of one tile, per query span */
@@ -29,9 +29,11 @@ typedef struct {
     float *pv;     /* bf16: [ATTN_TQ, dh] one chunk's P V */
 } scratch;
 
-/* bf16: one (b, h)'s operands, rounded once per call: q pre-scaled [T, dh], k and v [Tk, dh]. */
+/* bf16: one (b, h)'s operands, rounded once per call for every head: q pre-scaled [T, ld], k and
+ * v [Tk, ld]; head h's columns start at h * dh (ld = H * dh). */
 typedef struct {
     const uint16_t *q, *k, *v;
+    int ld;
 } bf16_head;
 
 /* The query spans of one call, resolved from the legacy (n_img) or the general layout. */
@@ -436,22 +438,18 @@ static int own_ok(int kind, int bq, int kc, int dh) {
 /* One tile of bq query rows starting at row i0 of (b, h). gacc: [sp->n, Tk] this group's sums. */
 /* S = Q K^T / sqrt(dh) for rows [i0, i0 + bq) and keys [j0, j0 + kc) into w->S. kp: the keys in
  * panels (fp32), or NULL. */
-static int qk(const attn_args *a, const bf16_head *bh, const float *kp, scratch *w, const float *Q, const float *K,
-              int i0, int bq, int j0, int kc, float scale) {
-    if (bh)
-        return ss_dnnl_matmul(w->S, kc, bh->q + (size_t)i0 * a->dh, a->dh, bh->k + (size_t)j0 * a->dh, a->dh, NULL, bq,
-                              kc, a->dh, SS_DNNL_TRANS_B | SS_DNNL_SERIAL);
+static void qk(const attn_args *a, const float *kp, scratch *w, const float *Q, const float *K, int bq, int j0, int kc,
+               float scale) {
     if (kp && own_ok(0, bq, kc, a->dh)) {
         qk_own(w->S, Q, a->ld, kp + (size_t)j0 * a->dh, bq, kc, a->dh, scale);
-        return 0;
+        return;
     }
     cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, bq, kc, a->dh, scale, Q, a->ld, K + (size_t)j0 * a->ld, a->ld,
                 0.0f, w->S, kc);
-    return 0;
 }
 
-static int tile(const attn_args *a, const attn_stats *st, const spans *sp, const bf16_head *bh, const float *kp,
-                const float *vp, scratch *w, int b, int h, int i0, int bq, double *gacc) {
+static void tile(const attn_args *a, const attn_stats *st, const spans *sp, const float *kp, const float *vp, scratch *w,
+                 int b, int h, int i0, int bq, double *gacc) {
     const int Tk = sp->Tk, ld = a->ld, dh = a->dh, ng = sp->n;
     const size_t qbase = (size_t)b * a->T * ld + (size_t)h * dh, kbase = (size_t)b * Tk * ld + (size_t)h * dh;
     const float *Q = a->q + qbase + (size_t)i0 * ld, *K = a->k + kbase, *V = a->v + kbase;
@@ -460,8 +458,7 @@ static int tile(const attn_args *a, const attn_stats *st, const spans *sp, const
     const int KC = attn_key_chunk(a), nchunk = (Tk + KC - 1) / KC;
     const int want_cols = sp->want_cols;
     const int probe = st && (want_cols || st->row_entropy || st->row_top5);
-    float m[ATTN_TQ], l[ATTN_TQ];
-    int rc = 0;
+    float m[ATTN_BQ], l[ATTN_BQ];
     for (int r = 0; r < bq; r++) {
         m[r] = -INFINITY;
         l[r] = 0;
@@ -473,11 +470,9 @@ static int tile(const attn_args *a, const attn_stats *st, const spans *sp, const
         const uint8_t *kv = kvb ? kvb + j0 : NULL;
         const int cols1 = probe && nchunk == 1 && want_cols;
         if (cols1) memset(w->col, 0, sizeof(float) * kc * ng);
-        /* logits in blocks of ATTN_BQ rows (w->S holds one, in cache); with bf16 the block's
-         * exponentials go to w->p16 and P V runs once over the tile */
         for (int s0 = 0; s0 < bq; s0 += ATTN_BQ) {
             const int sb = bq - s0 < ATTN_BQ ? bq - s0 : ATTN_BQ;
-            if ((rc = qk(a, bh, kp, w, Q + (size_t)s0 * ld, K, i0 + s0, sb, j0, kc, scale)) < 0) return rc;
+            qk(a, kp, w, Q + (size_t)s0 * ld, K, sb, j0, kc, scale);
             for (int r = s0; r < s0 + sb; r++) {
                 float *row = w->S + (size_t)(r - s0) * kc;
                 if (kv) mask_logits(row, kv, kc);
@@ -486,7 +481,6 @@ static int tile(const attn_args *a, const attn_stats *st, const spans *sp, const
                 for (int j = 0; j < kc; j++) mx = row[j] > mx ? row[j] : mx;
                 if (mx == -INFINITY) { /* masked keys only, so far: nothing to add */
                     memset(row, 0, sizeof(float) * kc);
-                    if (bh) memset(w->p16 + (size_t)r * kc, 0, sizeof(uint16_t) * kc);
                     continue;
                 }
                 const float alpha = m[r] == -INFINITY ? 0.0f : expf(m[r] - mx);
@@ -504,27 +498,14 @@ static int tile(const attn_args *a, const attn_stats *st, const spans *sp, const
                 if (c > 0)
                     for (int d = 0; d < dh; d++) w->acc[(size_t)r * dh + d] *= alpha;
                 if (probe && nchunk == 1) probe_row(sp, w, r, i0 + r, row, w->srow, mx, 1.0f / l[r], kc);
-                if (bh) { /* P rounded to bf16 (while the row is in cache); l stays the fp32 sum */
-                    uint16_t *pr = w->p16 + (size_t)r * kc;
-#pragma omp simd
-                    for (int j = 0; j < kc; j++) pr[j] = ss_bf16_from_f32(row[j]);
-                }
             }
             if (cols1) col_flush(w, gacc, ng, Tk, j0, kc);
         }
-        if (bh) {
-            if ((rc = ss_dnnl_matmul(c > 0 ? w->pv : w->acc, dh, w->p16, kc, bh->v + (size_t)j0 * dh, dh, NULL, bq, dh,
-                                     kc, SS_DNNL_SERIAL)) < 0)
-                return rc;
-            if (c > 0)
-                for (size_t i = 0; i < (size_t)bq * dh; i++) w->acc[i] += w->pv[i];
-        } else {
-            if (vp && own_ok(1 + (c > 0), bq, kc, dh))
-                pv_own(w->acc, w->S, kc, vp + (size_t)j0 * 64, Tk, bq, dh, c > 0, g_pv_gq, g_pv_gu);
-            else
-                cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, bq, dh, kc, 1.0f, w->S, kc,
-                            V + (size_t)j0 * ld, ld, c > 0 ? 1.0f : 0.0f, w->acc, dh);
-        }
+        if (vp && own_ok(1 + (c > 0), bq, kc, dh))
+            pv_own(w->acc, w->S, kc, vp + (size_t)j0 * 64, Tk, bq, dh, c > 0, g_pv_gq, g_pv_gu);
+        else
+            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, bq, dh, kc, 1.0f, w->S, kc, V + (size_t)j0 * ld, ld,
+                        c > 0 ? 1.0f : 0.0f, w->acc, dh);
     }
     float *O = a->out + qbase + (size_t)i0 * ld;
     for (int r = 0; r < bq; r++) {
@@ -539,7 +520,7 @@ static int tile(const attn_args *a, const attn_stats *st, const spans *sp, const
             memset(w->col, 0, sizeof(float) * kc * ng);
             for (int s0 = 0; s0 < bq; s0 += ATTN_BQ) {
                 const int sb = bq - s0 < ATTN_BQ ? bq - s0 : ATTN_BQ;
-                if ((rc = qk(a, bh, kp, w, Q + (size_t)s0 * ld, K, i0 + s0, sb, j0, kc, scale)) < 0) return rc;
+                qk(a, kp, w, Q + (size_t)s0 * ld, K, sb, j0, kc, scale);
                 for (int r = s0; r < s0 + sb; r++) {
                     float *row = w->S + (size_t)(r - s0) * kc;
                     memcpy(w->srow, row, sizeof(float) * kc);
@@ -548,6 +529,240 @@ static int tile(const attn_args *a, const attn_stats *st, const spans *sp, const
                     probe_row(sp, w, r, i0 + r, row, w->srow, m[r], 1.0f / l[r], kc);
                 }
                 if (want_cols) col_flush(w, gacc, ng, Tk, j0, kc);
+            }
+        }
+    for (int r = 0; r < bq; r++) {
+        const size_t o = idx3(a, b, h, i0 + r);
+        if (st && st->row_m) st->row_m[o] = m[r];
+        if (st && st->row_l) st->row_l[o] = l[r];
+        if (st && st->row_entropy)
+            st->row_entropy[o] = (float)(log((double)l[r]) - w->ent[r] / l[r]);
+        if (st && st->row_top5) {
+            double s5 = 0;
+            for (int t = 0; t < 5; t++) s5 += w->top[r][t];
+            st->row_top5[o] = (float)(s5 / l[r]);
+        }
+    }
+}
+
+/* ---- the bf16 tile ----
+ * Per row of logits: the max, then one pass that exponentiates, sums (fp32) and rounds P to bf16,
+ * writing the fp32 exponentials back only when the probe reads them. On CPUs with AVX512-BF16
+ * (the ones whose oneDNN runs bf16 brgemm) both passes are AVX-512 kernels: four max
+ * accumulators (the max is exact, so their order does not matter), exp as ss_expf computes it
+ * (same clamp, reduction and degree-6 polynomial, with fused multiply-adds and 2^n by scalef) and
+ * vcvtneps2bf16 (round to nearest even, as ss_bf16_from_f32). The sum runs in 16 lanes reduced
+ * in a fixed order, the same code whether or not the probe is on, so the probe cannot change a
+ * bit of the output. Elsewhere the plain loops below do the same work in the same two-pass way
+ * (the exponentials always written back, so that the sums do not depend on the probe either). */
+#define B16_S_FLOATS (1 << 18) /* logits per Q K^T product (1 MiB): rows per product = this / keys */
+
+/* Query rows per Q K^T product for a chunk of kc keys: as many as B16_S_FLOATS holds, a multiple
+ * of 16 (AMX tiles), in [ATTN_BQ, ATTN_TQ]; a function of kc alone. */
+static inline int b16_qk_rows(int kc) {
+    int r = B16_S_FLOATS / (kc > 0 ? kc : 1) / 16 * 16;
+    return r < ATTN_BQ ? ATTN_BQ : r > ATTN_TQ ? ATTN_TQ : r;
+}
+
+#if defined(__x86_64__) && defined(__GNUC__)
+#define B16_AVX512 __attribute__((target("avx512f,avx512bw,avx512vl,avx512bf16")))
+static int b16_avx512_available(void) {
+    static int have = -1;
+    if (have < 0)
+        have = __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
+               __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512bf16");
+    return have;
+}
+
+static inline __mmask16 b16_tail(int n) { return n >= 16 ? (__mmask16)0xffff : (__mmask16)((1u << n) - 1u); }
+
+B16_AVX512 static float b16_row_max_avx512(const float *x, int n, float mx) {
+    __m512 a0 = _mm512_set1_ps(mx), a1 = a0, a2 = a0, a3 = a0;
+    int j = 0;
+    /* max_ps(x, a) keeps a where x is NaN, as the scalar "x > mx ? x : mx" does */
+    for (; j + 64 <= n; j += 64) {
+        a0 = _mm512_max_ps(_mm512_loadu_ps(x + j), a0);
+        a1 = _mm512_max_ps(_mm512_loadu_ps(x + j + 16), a1);
+        a2 = _mm512_max_ps(_mm512_loadu_ps(x + j + 32), a2);
+        a3 = _mm512_max_ps(_mm512_loadu_ps(x + j + 48), a3);
+    }
+    for (; j < n; j += 16) {
+        const __mmask16 k = b16_tail(n - j);
+        a0 = _mm512_mask_max_ps(a0, k, _mm512_maskz_loadu_ps(k, x + j), a0);
+    }
+    return _mm512_reduce_max_ps(_mm512_max_ps(_mm512_max_ps(a0, a1), _mm512_max_ps(a2, a3)));
+}
+
+/* ss_expf in 16 lanes (fused multiply-adds; 2^n by scalef). */
+B16_AVX512 static inline __m512 b16_exp16(__m512 x) {
+    x = _mm512_max_ps(_mm512_set1_ps(-87.0f), x); /* max/min(c, x) return x where x is NaN */
+    x = _mm512_min_ps(_mm512_set1_ps(88.0f), x);
+    const __m512 n = _mm512_roundscale_ps(_mm512_mul_ps(x, _mm512_set1_ps(1.44269504088896341f)),
+                                          _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+    __m512 r = _mm512_fnmadd_ps(n, _mm512_set1_ps(0.693359375f), x);
+    r = _mm512_fnmadd_ps(n, _mm512_set1_ps(-2.12194440e-4f), r);
+    __m512 p = _mm512_set1_ps(1.0f / 720.0f);
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f / 120.0f));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f / 24.0f));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f / 6.0f));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(0.5f));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f));
+    return _mm512_scalef_ps(p, n);
+}
+
+/* e = exp(row - mx) (0 for masked keys: kv[j] == 0), P = bf16(e) into p, e into row if keep;
+ * returns the sum of e. */
+B16_AVX512 static float b16_exp_row_avx512(float *row, uint16_t *p, const uint8_t *kv, float mx, int n, int keep) {
+    const __m512 vm = _mm512_set1_ps(mx);
+    __m512 acc = _mm512_setzero_ps();
+    for (int j = 0; j < n; j += 16) {
+        const __mmask16 k = b16_tail(n - j);
+        __mmask16 ke = k;
+        if (kv) {
+            const __m128i v8 = _mm_maskz_loadu_epi8(k, kv + j);
+            ke = _mm_mask_test_epi8_mask(k, v8, v8);
+        }
+        const __m512 e = _mm512_maskz_mov_ps(ke, b16_exp16(_mm512_sub_ps(_mm512_maskz_loadu_ps(k, row + j), vm)));
+        acc = _mm512_add_ps(acc, e);
+        if (keep) _mm512_mask_storeu_ps(row + j, k, e);
+        _mm256_mask_storeu_epi16(p + j, k, (__m256i)_mm512_cvtneps_pbh(e));
+    }
+    return _mm512_reduce_add_ps(acc);
+}
+
+/* y[j] = bf16(x[j] * scale), j < n */
+B16_AVX512 static void b16_round_avx512(uint16_t *y, const float *x, int n, float scale) {
+    const __m512 s = _mm512_set1_ps(scale);
+    for (int j = 0; j < n; j += 16) {
+        const __mmask16 k = b16_tail(n - j);
+        const __m512 v = _mm512_mul_ps(_mm512_maskz_loadu_ps(k, x + j), s);
+        _mm256_mask_storeu_epi16(y + j, k, (__m256i)_mm512_cvtneps_pbh(v));
+    }
+}
+#else
+static int b16_avx512_available(void) { return 0; }
+static float b16_row_max_avx512(const float *x, int n, float mx) { return (void)x, (void)n, mx; }
+static float b16_exp_row_avx512(float *row, uint16_t *p, const uint8_t *kv, float mx, int n, int keep) {
+    return (void)row, (void)p, (void)kv, (void)mx, (void)n, (void)keep, 0.0f;
+}
+static void b16_round_avx512(uint16_t *y, const float *x, int n, float scale) { (void)y, (void)x, (void)n, (void)scale; }
+#endif
+
+static float b16_row_max(const float *row, int kc, float mx, int fast) {
+    if (fast) return b16_row_max_avx512(row, kc, mx);
+#pragma omp simd reduction(max : mx)
+    for (int j = 0; j < kc; j++) mx = row[j] > mx ? row[j] : mx;
+    return mx;
+}
+
+static float b16_exp_row(float *row, uint16_t *p, const uint8_t *kv, float mx, int kc, int keep, int fast) {
+    if (fast) return b16_exp_row_avx512(row, p, kv, mx, kc, keep);
+    float sum = 0;
+#pragma omp simd reduction(+ : sum)
+    for (int j = 0; j < kc; j++) {
+        float e = ss_expf(row[j] - mx);
+        row[j] = e;
+        sum += e;
+    }
+    if (kv) sum = mask_exps(row, NULL, kv, kc, mx);
+#pragma omp simd
+    for (int j = 0; j < kc; j++) p[j] = ss_bf16_from_f32(row[j]);
+    return sum;
+}
+
+static void b16_round(uint16_t *y, const float *x, int n, float scale, int fast) {
+    if (fast) {
+        b16_round_avx512(y, x, n, scale);
+        return;
+    }
+#pragma omp simd
+    for (int j = 0; j < n; j++) y[j] = ss_bf16_from_f32(x[j] * scale);
+}
+
+/* One tile of bq <= ATTN_TQ query rows from row i0 of (b, h) with bf16 products: Q K^T in
+ * products of b16_qk_rows(kc) rows, P V once per key chunk over the tile. The probe's column sums
+ * are flushed every ATTN_BQ rows of the tile, as in the fp32 tile. */
+static int tile_bf16(const attn_args *a, const attn_stats *st, const spans *sp, const bf16_head *bh, scratch *w, int b,
+                     int h, int i0, int bq, double *gacc, int fast) {
+    const int Tk = sp->Tk, ld = a->ld, dh = a->dh, ng = sp->n, ld16 = bh->ld;
+    const size_t qbase = (size_t)b * a->T * ld + (size_t)h * dh;
+    const uint8_t *kvb = a->key_valid ? a->key_valid + (size_t)b * Tk : NULL;
+    const int KC = attn_key_chunk(a), nchunk = (Tk + KC - 1) / KC;
+    const int want_cols = sp->want_cols;
+    const int probe = st && (want_cols || st->row_entropy || st->row_top5);
+    const int probe1 = probe && nchunk == 1; /* statistics from the pass's own exponentials */
+    float m[ATTN_TQ], l[ATTN_TQ];
+    int rc = 0;
+    for (int r = 0; r < bq; r++) {
+        m[r] = -INFINITY;
+        l[r] = 0;
+        w->ent[r] = 0;
+        for (int t = 0; t < 5; t++) w->top[r][t] = 0;
+    }
+    for (int c = 0; c < nchunk; c++) {
+        const int j0 = c * KC, kc = Tk - j0 < KC ? Tk - j0 : KC, qr = b16_qk_rows(kc);
+        const uint8_t *kv = kvb ? kvb + j0 : NULL;
+        const int cols1 = probe1 && want_cols;
+        if (cols1) memset(w->col, 0, sizeof(float) * kc * ng);
+        for (int s0 = 0; s0 < bq; s0 += qr) {
+            const int sb = bq - s0 < qr ? bq - s0 : qr;
+            if ((rc = ss_dnnl_matmul(w->S, kc, bh->q + (size_t)(i0 + s0) * ld16, ld16, bh->k + (size_t)j0 * ld16, ld16,
+                                     NULL, sb, kc, dh, SS_DNNL_TRANS_B | SS_DNNL_SERIAL)) < 0)
+                return rc;
+            for (int r = s0; r < s0 + sb; r++) {
+                float *row = w->S + (size_t)(r - s0) * kc;
+                uint16_t *pr = w->p16 + (size_t)r * kc;
+                if (kv) mask_logits(row, kv, kc);
+                const float mx = b16_row_max(row, kc, m[r], fast);
+                if (mx == -INFINITY) { /* masked keys only, so far: nothing to add */
+                    memset(pr, 0, sizeof(uint16_t) * kc);
+                } else {
+                    const float alpha = m[r] == -INFINITY ? 0.0f : expf(m[r] - mx);
+                    if (probe1) memcpy(w->srow, row, sizeof(float) * kc);
+                    const float sum = b16_exp_row(row, pr, kv, mx, kc, probe1, fast);
+                    if (probe1 && kv)
+                        for (int j = 0; j < kc; j++)
+                            if (!kv[j]) w->srow[j] = mx; /* e (s - m) is 0 there, not 0 * -inf */
+                    l[r] = l[r] * alpha + sum;
+                    m[r] = mx;
+                    if (c > 0)
+                        for (int d = 0; d < dh; d++) w->acc[(size_t)r * dh + d] *= alpha;
+                    if (probe1) probe_row(sp, w, r, i0 + r, row, w->srow, mx, 1.0f / l[r], kc);
+                }
+                if (cols1 && ((r + 1) % ATTN_BQ == 0 || r + 1 == bq)) col_flush(w, gacc, ng, Tk, j0, kc);
+            }
+        }
+        if ((rc = ss_dnnl_matmul(c > 0 ? w->pv : w->acc, dh, w->p16, kc, bh->v + (size_t)j0 * ld16, ld16, NULL, bq, dh, kc,
+                                 SS_DNNL_SERIAL)) < 0)
+            return rc;
+        if (c > 0)
+            for (size_t i = 0; i < (size_t)bq * dh; i++) w->acc[i] += w->pv[i];
+    }
+    float *O = a->out + qbase + (size_t)i0 * ld;
+    for (int r = 0; r < bq; r++) {
+        const float inv = 1.0f / l[r];
+        for (int d = 0; d < dh; d++) O[(size_t)r * ld + d] = w->acc[(size_t)r * dh + d] * inv;
+    }
+    /* Keys spread over several chunks: the final max and sum are known only now. */
+    if (probe && nchunk > 1)
+        for (int c = 0; c < nchunk; c++) {
+            const int j0 = c * KC, kc = Tk - j0 < KC ? Tk - j0 : KC, qr = b16_qk_rows(kc);
+            const uint8_t *kv = kvb ? kvb + j0 : NULL;
+            memset(w->col, 0, sizeof(float) * kc * ng);
+            for (int s0 = 0; s0 < bq; s0 += qr) {
+                const int sb = bq - s0 < qr ? bq - s0 : qr;
+                if ((rc = ss_dnnl_matmul(w->S, kc, bh->q + (size_t)(i0 + s0) * ld16, ld16, bh->k + (size_t)j0 * ld16,
+                                         ld16, NULL, sb, kc, dh, SS_DNNL_TRANS_B | SS_DNNL_SERIAL)) < 0)
+                    return rc;
+                for (int r = s0; r < s0 + sb; r++) {
+                    float *row = w->S + (size_t)(r - s0) * kc;
+                    memcpy(w->srow, row, sizeof(float) * kc);
+                    for (int j = 0; j < kc; j++) row[j] = ss_expf(row[j] - m[r]);
+                    if (kv) mask_exps(row, w->srow, kv, kc, m[r]);
+                    probe_row(sp, w, r, i0 + r, row, w->srow, m[r], 1.0f / l[r], kc);
+                    if (want_cols && ((r + 1) % ATTN_BQ == 0 || r + 1 == bq)) col_flush(w, gacc, ng, Tk, j0, kc);
+                }
             }
         }
     for (int r = 0; r < bq; r++) {
@@ -583,7 +798,9 @@ static scratch *scratch_new(int n, int kc, int dh, int bf16) {
     if (!w) return NULL;
     for (int i = 0; i < n; i++) {
         const size_t rows = bf16 ? ATTN_TQ : ATTN_BQ;
-        w[i].S = malloc(sizeof(float) * ATTN_BQ * kc);
+        /* bf16: products of b16_qk_rows(kc') rows, at most max(ATTN_BQ x kc, B16_S_FLOATS) for kc' <= kc */
+        const size_t nS = (size_t)ATTN_BQ * kc;
+        w[i].S = malloc(sizeof(float) * (bf16 && nS < B16_S_FLOATS ? B16_S_FLOATS : nS));
         w[i].acc = malloc(sizeof(float) * rows * dh);
         w[i].srow = malloc(sizeof(float) * kc);
         w[i].col = malloc(sizeof(float) * ATTN_MAX_QSPAN * kc);
@@ -603,7 +820,7 @@ static scratch *scratch_new(int n, int kc, int dh, int bf16) {
 struct attn_scratch {
     scratch *w;       /* [n] per thread, each for kc keys and dh channels */
     int n, kc, dh, bf16;
-    uint16_t *q16, *kv16; /* bf16: one (b, h)'s q [T, dh], then k and v [Tk, dh] each */
+    uint16_t *q16, *kv16; /* bf16: one batch element's q [T, H dh], then k and v [Tk, H dh] each */
     size_t nq16, nkv16;
     float *kp, *vp;       /* fp32: one (b, h)'s keys in panels (qk_pack) and values (pv_pack) */
     size_t nkp, nvp;
@@ -664,7 +881,7 @@ int attn_scratch_reserve(attn_scratch *s, const attn_args *a, int probe_spans) {
         grew = 1;
     }
     if (bf16) {
-        const size_t nq = (size_t)a->T * a->dh, nkv = 2 * (size_t)Tk * a->dh;
+        const size_t nq = (size_t)a->T * a->H * a->dh, nkv = 2 * (size_t)Tk * a->H * a->dh;
         if (nq > s->nq16 || nkv > s->nkv16) {
             free(s->q16);
             free(s->kv16);
@@ -778,28 +995,29 @@ int attn_forward(const attn_args *a, const attn_stats *st) {
     const int bf16 = a->precision == SS_PREC_BF16;
     /* rows per tile: fp32 keeps ATTN_BQ (BLAS picks its kernels by shape, and the bits follow) */
     const int tq = bf16 ? ATTN_TQ : ATTN_BQ;
+    const int fast = bf16 && b16_avx512_available();
     int failed = 0;
-    for (int b = 0; b < a->B && !failed; b++)
+    for (int b = 0; b < a->B && !failed; b++) {
+        bf16_head bh = {0};
+        if (bf16) { /* every head's operands, rounded once: rows of H dh contiguous values */
+            const int D16 = a->H * a->dh, ld = a->ld, nt = T > Tk ? T : Tk;
+            const float scale = 1.0f / sqrtf((float)a->dh);
+            const float *q = a->q + (size_t)b * T * ld, *k = a->k + (size_t)b * Tk * ld, *v = a->v + (size_t)b * Tk * ld;
+            uint16_t *q16 = sc->q16, *k16 = sc->kv16, *v16 = sc->kv16 + (size_t)Tk * D16;
+#pragma omp parallel for schedule(static) if ((size_t)nt * D16 > 65536 && !omp_in_parallel())
+            for (int t = 0; t < nt; t++) {
+                if (t < T) b16_round(q16 + (size_t)t * D16, q + (size_t)t * ld, D16, scale, fast);
+                if (t < Tk) {
+                    b16_round(k16 + (size_t)t * D16, k + (size_t)t * ld, D16, 1.0f, fast);
+                    b16_round(v16 + (size_t)t * D16, v + (size_t)t * ld, D16, 1.0f, fast);
+                }
+            }
+            bh = (bf16_head){q16, k16, v16, D16};
+        }
         for (int h = 0; h < a->H && !failed; h++) {
             if (g) memset(g, 0, sizeof(double) * ATTN_NG * per_g);
-            bf16_head bh = {0};
-            if (bf16) {
-                const int dh = a->dh, ld = a->ld;
-                const float scale = 1.0f / sqrtf((float)dh);
-                const float *q = a->q + (size_t)b * T * ld + (size_t)h * dh;
-                const float *k = a->k + (size_t)b * Tk * ld + (size_t)h * dh, *v = a->v + (size_t)b * Tk * ld + (size_t)h * dh;
-                uint16_t *q16 = sc->q16, *k16 = sc->kv16, *v16 = sc->kv16 + (size_t)Tk * dh;
-#pragma omp parallel for schedule(static)
-                for (int t = 0; t < (T > Tk ? T : Tk); t++)
-                    for (int d = 0; d < dh; d++) {
-                        if (t < T) q16[(size_t)t * dh + d] = ss_bf16_from_f32(q[(size_t)t * ld + d] * scale);
-                        if (t < Tk) {
-                            k16[(size_t)t * dh + d] = ss_bf16_from_f32(k[(size_t)t * ld + d]);
-                            v16[(size_t)t * dh + d] = ss_bf16_from_f32(v[(size_t)t * ld + d]);
-                        }
-                    }
-                bh = (bf16_head){q16, k16, v16};
-            }
+            const size_t hc = (size_t)h * a->dh; /* head h's columns */
+            const bf16_head bhh = bf16 ? (bf16_head){bh.q + hc, bh.k + hc, bh.v + hc, bh.ld} : bh;
             const float *kp = NULL, *vp = NULL;
             if (!bf16 && sc->kp && qk_chunks_fit(Tk, attn_key_chunk(a))) {
                 qk_pack(sc->kp, a->k + (size_t)b * Tk * a->ld + (size_t)h * a->dh, a->ld, Tk, a->dh, attn_key_chunk(a));
@@ -815,8 +1033,11 @@ int attn_forward(const attn_args *a, const attn_stats *st) {
                 scratch *ws = &w[omp_get_thread_num()];
                 double *ga = g ? g + (size_t)gi * per_g : NULL;
                 const unsigned csr = attn_flush_subnormals();
-                for (int i0 = r0; i0 < r1 && !failed; i0 += tq)
-                    failed |= tile(a, st, &sp, bf16 ? &bh : NULL, kp, vp, ws, b, h, i0, r1 - i0 < tq ? r1 - i0 : tq, ga) < 0;
+                for (int i0 = r0; i0 < r1 && !failed; i0 += tq) {
+                    const int bq = r1 - i0 < tq ? r1 - i0 : tq;
+                    if (bf16) failed |= tile_bf16(a, st, &sp, &bhh, ws, b, h, i0, bq, ga, fast) < 0;
+                    else tile(a, st, &sp, kp, vp, ws, b, h, i0, bq, ga);
+                }
                 attn_restore_fp(csr);
             }
             if (!g) continue;
@@ -831,6 +1052,7 @@ int attn_forward(const attn_args *a, const attn_stats *st) {
                 }
             }
         }
+    }
     if (sc == &local) scratch_release(&local);
     if (failed) return ss_fail(SS_ENOMEM, "attention: the bf16 products failed (out of memory)");
     return 0;
