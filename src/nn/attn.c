@@ -19,7 +19,7 @@ SS_BLAS_GUARD /* links the OpenBLAS kernel check (nn/blas.h) into every BLAS use
 _Static_assert(ATTN_TQ % ATTN_BQ == 0 && ATTN_TQ >= ATTN_BQ, "bf16 tiles are whole probe blocks");
 
 typedef struct {
-    float *S;    /* [ATTN_BQ, kc] logits, then exponentials (one block of a tile's rows); bf16: b16_qk_rows */
+    float *S;    /* [ATTN_BQ, kc] logits, then exponentials (one block of a tile's rows) */
     float *acc;  /* [tile rows (ATTN_BQ, or ATTN_TQ with bf16), dh] unnormalized P V */
     float *srow; /* [kc] copy of one row's logits (probe: entropy needs s - m) */
     float *col;  /* [ATTN_MAX_QSPAN, kc] column sums of one tile, per query span */
@@ -29,11 +29,11 @@ typedef struct {
     float *pv;     /* bf16: [ATTN_TQ, dh] one chunk's P V */
 } scratch;
 
-/* bf16: one (b, h)'s operands, rounded once per call for every head: q pre-scaled [T, ld], k and
- * v [Tk, ld]; head h's columns start at h * dh (ld = H * dh). */
+/* bf16: one (b, h)'s operands, rounded once per call for every head: q pre-scaled [T, dh], k and
+ * v [Tk, dh], dense (oneDNN 2.6's brgemm matmul takes no strided B: with the heads' row stride
+ * it fell to the sgemm fallback, 4-9x slower per product). */
 typedef struct {
     const uint16_t *q, *k, *v;
-    int ld;
 } bf16_head;
 
 /* The query spans of one call, resolved from the legacy (n_img) or the general layout. */
@@ -555,15 +555,6 @@ static void tile(const attn_args *a, const attn_stats *st, const spans *sp, cons
  * in a fixed order, the same code whether or not the probe is on, so the probe cannot change a
  * bit of the output. Elsewhere the plain loops below do the same work in the same two-pass way
  * (the exponentials always written back, so that the sums do not depend on the probe either). */
-#define B16_S_FLOATS (1 << 18) /* logits per Q K^T product (1 MiB): rows per product = this / keys */
-
-/* Query rows per Q K^T product for a chunk of kc keys: as many as B16_S_FLOATS holds, a multiple
- * of 16 (AMX tiles), in [ATTN_BQ, ATTN_TQ]; a function of kc alone. */
-static inline int b16_qk_rows(int kc) {
-    int r = B16_S_FLOATS / (kc > 0 ? kc : 1) / 16 * 16;
-    return r < ATTN_BQ ? ATTN_BQ : r > ATTN_TQ ? ATTN_TQ : r;
-}
-
 #if defined(__x86_64__) && defined(__GNUC__)
 #define B16_AVX512 __attribute__((target("avx512f,avx512bw,avx512vl,avx512bf16")))
 static int b16_avx512_available(void) {
@@ -681,11 +672,11 @@ static void b16_round(uint16_t *y, const float *x, int n, float scale, int fast)
 }
 
 /* One tile of bq <= ATTN_TQ query rows from row i0 of (b, h) with bf16 products: Q K^T in
- * products of b16_qk_rows(kc) rows, P V once per key chunk over the tile. The probe's column sums
- * are flushed every ATTN_BQ rows of the tile, as in the fp32 tile. */
+ * blocks of ATTN_BQ rows (measured with oneDNN AMX at 1357 keys x 64: 20 us for 64 rows, 32 for
+ * 85, 97 for 256: larger products do not pay), P V once per key chunk over the tile. */
 static int tile_bf16(const attn_args *a, const attn_stats *st, const spans *sp, const bf16_head *bh, scratch *w, int b,
                      int h, int i0, int bq, double *gacc, int fast) {
-    const int Tk = sp->Tk, ld = a->ld, dh = a->dh, ng = sp->n, ld16 = bh->ld;
+    const int Tk = sp->Tk, ld = a->ld, dh = a->dh, ng = sp->n;
     const size_t qbase = (size_t)b * a->T * ld + (size_t)h * dh;
     const uint8_t *kvb = a->key_valid ? a->key_valid + (size_t)b * Tk : NULL;
     const int KC = attn_key_chunk(a), nchunk = (Tk + KC - 1) / KC;
@@ -701,13 +692,13 @@ static int tile_bf16(const attn_args *a, const attn_stats *st, const spans *sp, 
         for (int t = 0; t < 5; t++) w->top[r][t] = 0;
     }
     for (int c = 0; c < nchunk; c++) {
-        const int j0 = c * KC, kc = Tk - j0 < KC ? Tk - j0 : KC, qr = b16_qk_rows(kc);
+        const int j0 = c * KC, kc = Tk - j0 < KC ? Tk - j0 : KC;
         const uint8_t *kv = kvb ? kvb + j0 : NULL;
         const int cols1 = probe1 && want_cols;
         if (cols1) memset(w->col, 0, sizeof(float) * kc * ng);
-        for (int s0 = 0; s0 < bq; s0 += qr) {
-            const int sb = bq - s0 < qr ? bq - s0 : qr;
-            if ((rc = ss_dnnl_matmul(w->S, kc, bh->q + (size_t)(i0 + s0) * ld16, ld16, bh->k + (size_t)j0 * ld16, ld16,
+        for (int s0 = 0; s0 < bq; s0 += ATTN_BQ) {
+            const int sb = bq - s0 < ATTN_BQ ? bq - s0 : ATTN_BQ;
+            if ((rc = ss_dnnl_matmul(w->S, kc, bh->q + (size_t)(i0 + s0) * dh, dh, bh->k + (size_t)j0 * dh, dh,
                                      NULL, sb, kc, dh, SS_DNNL_TRANS_B | SS_DNNL_SERIAL)) < 0)
                 return rc;
             for (int r = s0; r < s0 + sb; r++) {
@@ -733,7 +724,7 @@ static int tile_bf16(const attn_args *a, const attn_stats *st, const spans *sp, 
                 if (cols1 && ((r + 1) % ATTN_BQ == 0 || r + 1 == bq)) col_flush(w, gacc, ng, Tk, j0, kc);
             }
         }
-        if ((rc = ss_dnnl_matmul(c > 0 ? w->pv : w->acc, dh, w->p16, kc, bh->v + (size_t)j0 * ld16, ld16, NULL, bq, dh, kc,
+        if ((rc = ss_dnnl_matmul(c > 0 ? w->pv : w->acc, dh, w->p16, kc, bh->v + (size_t)j0 * dh, dh, NULL, bq, dh, kc,
                                  SS_DNNL_SERIAL)) < 0)
             return rc;
         if (c > 0)
@@ -747,13 +738,13 @@ static int tile_bf16(const attn_args *a, const attn_stats *st, const spans *sp, 
     /* Keys spread over several chunks: the final max and sum are known only now. */
     if (probe && nchunk > 1)
         for (int c = 0; c < nchunk; c++) {
-            const int j0 = c * KC, kc = Tk - j0 < KC ? Tk - j0 : KC, qr = b16_qk_rows(kc);
+            const int j0 = c * KC, kc = Tk - j0 < KC ? Tk - j0 : KC;
             const uint8_t *kv = kvb ? kvb + j0 : NULL;
             memset(w->col, 0, sizeof(float) * kc * ng);
-            for (int s0 = 0; s0 < bq; s0 += qr) {
-                const int sb = bq - s0 < qr ? bq - s0 : qr;
-                if ((rc = ss_dnnl_matmul(w->S, kc, bh->q + (size_t)(i0 + s0) * ld16, ld16, bh->k + (size_t)j0 * ld16,
-                                         ld16, NULL, sb, kc, dh, SS_DNNL_TRANS_B | SS_DNNL_SERIAL)) < 0)
+            for (int s0 = 0; s0 < bq; s0 += ATTN_BQ) {
+                const int sb = bq - s0 < ATTN_BQ ? bq - s0 : ATTN_BQ;
+                if ((rc = ss_dnnl_matmul(w->S, kc, bh->q + (size_t)(i0 + s0) * dh, dh, bh->k + (size_t)j0 * dh,
+                                         dh, NULL, sb, kc, dh, SS_DNNL_TRANS_B | SS_DNNL_SERIAL)) < 0)
                     return rc;
                 for (int r = s0; r < s0 + sb; r++) {
                     float *row = w->S + (size_t)(r - s0) * kc;
@@ -798,9 +789,7 @@ static scratch *scratch_new(int n, int kc, int dh, int bf16) {
     if (!w) return NULL;
     for (int i = 0; i < n; i++) {
         const size_t rows = bf16 ? ATTN_TQ : ATTN_BQ;
-        /* bf16: products of b16_qk_rows(kc') rows, at most max(ATTN_BQ x kc, B16_S_FLOATS) for kc' <= kc */
-        const size_t nS = (size_t)ATTN_BQ * kc;
-        w[i].S = malloc(sizeof(float) * (bf16 && nS < B16_S_FLOATS ? B16_S_FLOATS : nS));
+        w[i].S = malloc(sizeof(float) * ATTN_BQ * kc);
         w[i].acc = malloc(sizeof(float) * rows * dh);
         w[i].srow = malloc(sizeof(float) * kc);
         w[i].col = malloc(sizeof(float) * ATTN_MAX_QSPAN * kc);
@@ -820,7 +809,7 @@ static scratch *scratch_new(int n, int kc, int dh, int bf16) {
 struct attn_scratch {
     scratch *w;       /* [n] per thread, each for kc keys and dh channels */
     int n, kc, dh, bf16;
-    uint16_t *q16, *kv16; /* bf16: one batch element's q [T, H dh], then k and v [Tk, H dh] each */
+    uint16_t *q16, *kv16; /* bf16: one batch element's q [H, T, dh], then k and v [H, Tk, dh] each */
     size_t nq16, nkv16;
     float *kp, *vp;       /* fp32: one (b, h)'s keys in panels (qk_pack) and values (pv_pack) */
     size_t nkp, nvp;
@@ -999,25 +988,27 @@ int attn_forward(const attn_args *a, const attn_stats *st) {
     int failed = 0;
     for (int b = 0; b < a->B && !failed; b++) {
         bf16_head bh = {0};
-        if (bf16) { /* every head's operands, rounded once: rows of H dh contiguous values */
-            const int D16 = a->H * a->dh, ld = a->ld, nt = T > Tk ? T : Tk;
-            const float scale = 1.0f / sqrtf((float)a->dh);
+        if (bf16) { /* every head's operands, rounded once, reading whole rows of q, k and v */
+            const int H = a->H, dh = a->dh, ld = a->ld, nt = T > Tk ? T : Tk;
+            const float scale = 1.0f / sqrtf((float)dh);
             const float *q = a->q + (size_t)b * T * ld, *k = a->k + (size_t)b * Tk * ld, *v = a->v + (size_t)b * Tk * ld;
-            uint16_t *q16 = sc->q16, *k16 = sc->kv16, *v16 = sc->kv16 + (size_t)Tk * D16;
-#pragma omp parallel for schedule(static) if ((size_t)nt * D16 > 65536 && !omp_in_parallel())
-            for (int t = 0; t < nt; t++) {
-                if (t < T) b16_round(q16 + (size_t)t * D16, q + (size_t)t * ld, D16, scale, fast);
-                if (t < Tk) {
-                    b16_round(k16 + (size_t)t * D16, k + (size_t)t * ld, D16, 1.0f, fast);
-                    b16_round(v16 + (size_t)t * D16, v + (size_t)t * ld, D16, 1.0f, fast);
+            uint16_t *q16 = sc->q16, *k16 = sc->kv16, *v16 = sc->kv16 + (size_t)H * Tk * dh;
+#pragma omp parallel for schedule(static) if ((size_t)nt * H * dh > 65536 && !omp_in_parallel())
+            for (int t = 0; t < nt; t++)
+                for (int hh = 0; hh < H; hh++) {
+                    const size_t x = (size_t)t * ld + (size_t)hh * dh;
+                    if (t < T) b16_round(q16 + ((size_t)hh * T + t) * dh, q + x, dh, scale, fast);
+                    if (t < Tk) {
+                        b16_round(k16 + ((size_t)hh * Tk + t) * dh, k + x, dh, 1.0f, fast);
+                        b16_round(v16 + ((size_t)hh * Tk + t) * dh, v + x, dh, 1.0f, fast);
+                    }
                 }
-            }
-            bh = (bf16_head){q16, k16, v16, D16};
+            bh = (bf16_head){q16, k16, v16};
         }
         for (int h = 0; h < a->H && !failed; h++) {
             if (g) memset(g, 0, sizeof(double) * ATTN_NG * per_g);
-            const size_t hc = (size_t)h * a->dh; /* head h's columns */
-            const bf16_head bhh = bf16 ? (bf16_head){bh.q + hc, bh.k + hc, bh.v + hc, bh.ld} : bh;
+            const size_t hq = (size_t)h * T * a->dh, hk = (size_t)h * Tk * a->dh; /* head h's operands */
+            const bf16_head bhh = bf16 ? (bf16_head){bh.q + hq, bh.k + hk, bh.v + hk} : bh;
             const float *kp = NULL, *vp = NULL;
             if (!bf16 && sc->kp && qk_chunks_fit(Tk, attn_key_chunk(a))) {
                 qk_pack(sc->kp, a->k + (size_t)b * Tk * a->ld + (size_t)h * a->dh, a->ld, Tk, a->dh, attn_key_chunk(a));
