@@ -25,13 +25,16 @@ typedef struct {
     float *col;  /* [ATTN_MAX_QSPAN, kc] column sums of one tile, per query span */
     float top[ATTN_TQ][5];
     double ent[ATTN_TQ];
-    uint16_t *p16; /* bf16: [ATTN_TQ, kc] the exponentials rounded for P V */
+    uint16_t *p16; /* bf16: [ATTN_TQ, B16_PAD(kc)] the exponentials rounded for P V (0 past kc) */
     float *pv;     /* bf16: [ATTN_TQ, dh] one chunk's P V */
 } scratch;
 
-/* bf16: one (b, h)'s operands, rounded once per call for every head: q pre-scaled [T, dh], k and
- * v [Tk, dh], dense (oneDNN 2.6's brgemm matmul takes no strided B: with the heads' row stride
- * it fell to the sgemm fallback, 4-9x slower per product). */
+/* bf16: one (b, h)'s operands, rounded once per call for every head: q pre-scaled [T, dh], k
+ * [Tk, dh] and v [B16_PAD(Tk), dh] (rows past Tk 0), dense (oneDNN 2.6's brgemm matmul takes no
+ * strided B: with the heads' row stride it fell to the sgemm fallback, 4-9x slower per product).
+ * P V's last key chunk runs over keys padded to a multiple of 32 (P and V zero there): measured
+ * with oneDNN AMX at 85 x 64, 1357 keys took 28-36 us per product, 1376 keys 20-24. */
+#define B16_PAD(n) (((n) + 31) / 32 * 32)
 typedef struct {
     const uint16_t *q, *k, *v;
 } bf16_head;
@@ -584,12 +587,13 @@ B16_AVX512 static float b16_row_max_avx512(const float *x, int n, float mx) {
     return _mm512_reduce_max_ps(_mm512_max_ps(_mm512_max_ps(a0, a1), _mm512_max_ps(a2, a3)));
 }
 
-/* ss_expf in 16 lanes (fused multiply-adds; 2^n by scalef). */
+/* ss_expf in 16 lanes for x <= 0 (x = s - max; fused multiply-adds, 2^n by scalef): the same
+ * clamp below (so -inf gives ~1e-38, and NaN stays NaN: max(c, x) returns x where x is NaN), the
+ * same round-to-nearest n (from one rounding of x log2(e) + 1.5 2^23), reduction and polynomial. */
 B16_AVX512 static inline __m512 b16_exp16(__m512 x) {
-    x = _mm512_max_ps(_mm512_set1_ps(-87.0f), x); /* max/min(c, x) return x where x is NaN */
-    x = _mm512_min_ps(_mm512_set1_ps(88.0f), x);
-    const __m512 n = _mm512_roundscale_ps(_mm512_mul_ps(x, _mm512_set1_ps(1.44269504088896341f)),
-                                          _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+    const __m512 magic = _mm512_set1_ps(12582912.0f);
+    x = _mm512_max_ps(_mm512_set1_ps(-87.0f), x);
+    const __m512 n = _mm512_sub_ps(_mm512_fmadd_ps(x, _mm512_set1_ps(1.44269504088896341f), magic), magic);
     __m512 r = _mm512_fnmadd_ps(n, _mm512_set1_ps(0.693359375f), x);
     r = _mm512_fnmadd_ps(n, _mm512_set1_ps(-2.12194440e-4f), r);
     __m512 p = _mm512_set1_ps(1.0f / 720.0f);
@@ -603,23 +607,30 @@ B16_AVX512 static inline __m512 b16_exp16(__m512 x) {
 }
 
 /* e = exp(row - mx) (0 for masked keys: kv[j] == 0), P = bf16(e) into p, e into row if keep;
- * returns the sum of e. */
+ * returns the sum of e: lanes j mod 32 (two accumulators), added in a fixed order. */
+B16_AVX512 static inline __m512 b16_exp_step(float *row, uint16_t *p, const uint8_t *kv, __m512 vm, int j, __mmask16 k,
+                                            int keep) {
+    __mmask16 ke = k;
+    if (kv) {
+        const __m128i v8 = _mm_maskz_loadu_epi8(k, kv + j);
+        ke = _mm_mask_test_epi8_mask(k, v8, v8);
+    }
+    const __m512 e = _mm512_maskz_mov_ps(ke, b16_exp16(_mm512_sub_ps(_mm512_maskz_loadu_ps(k, row + j), vm)));
+    if (keep) _mm512_mask_storeu_ps(row + j, k, e);
+    _mm256_mask_storeu_epi16(p + j, k, (__m256i)_mm512_cvtneps_pbh(e));
+    return e;
+}
+
 B16_AVX512 static float b16_exp_row_avx512(float *row, uint16_t *p, const uint8_t *kv, float mx, int n, int keep) {
     const __m512 vm = _mm512_set1_ps(mx);
-    __m512 acc = _mm512_setzero_ps();
-    for (int j = 0; j < n; j += 16) {
-        const __mmask16 k = b16_tail(n - j);
-        __mmask16 ke = k;
-        if (kv) {
-            const __m128i v8 = _mm_maskz_loadu_epi8(k, kv + j);
-            ke = _mm_mask_test_epi8_mask(k, v8, v8);
-        }
-        const __m512 e = _mm512_maskz_mov_ps(ke, b16_exp16(_mm512_sub_ps(_mm512_maskz_loadu_ps(k, row + j), vm)));
-        acc = _mm512_add_ps(acc, e);
-        if (keep) _mm512_mask_storeu_ps(row + j, k, e);
-        _mm256_mask_storeu_epi16(p + j, k, (__m256i)_mm512_cvtneps_pbh(e));
+    __m512 acc0 = _mm512_setzero_ps(), acc1 = acc0;
+    int j = 0;
+    for (; j + 32 <= n; j += 32) {
+        acc0 = _mm512_add_ps(acc0, b16_exp_step(row, p, kv, vm, j, 0xffff, keep));
+        acc1 = _mm512_add_ps(acc1, b16_exp_step(row, p, kv, vm, j + 16, 0xffff, keep));
     }
-    return _mm512_reduce_add_ps(acc);
+    for (; j < n; j += 16) acc0 = _mm512_add_ps(acc0, b16_exp_step(row, p, kv, vm, j, b16_tail(n - j), keep));
+    return _mm512_reduce_add_ps(_mm512_add_ps(acc0, acc1));
 }
 
 /* y[j] = bf16(x[j] * scale), j < n */
@@ -693,6 +704,8 @@ static int tile_bf16(const attn_args *a, const attn_stats *st, const spans *sp, 
     }
     for (int c = 0; c < nchunk; c++) {
         const int j0 = c * KC, kc = Tk - j0 < KC ? Tk - j0 : KC;
+        /* keys of P V: the last chunk's padded, within V's B16_PAD(Tk) rows (0 past Tk) */
+        const int kcp = c < nchunk - 1 ? kc : B16_PAD(kc) < B16_PAD(Tk) - j0 ? B16_PAD(kc) : B16_PAD(Tk) - j0;
         const uint8_t *kv = kvb ? kvb + j0 : NULL;
         const int cols1 = probe1 && want_cols;
         if (cols1) memset(w->col, 0, sizeof(float) * kc * ng);
@@ -703,7 +716,8 @@ static int tile_bf16(const attn_args *a, const attn_stats *st, const spans *sp, 
                 return rc;
             for (int r = s0; r < s0 + sb; r++) {
                 float *row = w->S + (size_t)(r - s0) * kc;
-                uint16_t *pr = w->p16 + (size_t)r * kc;
+                uint16_t *pr = w->p16 + (size_t)r * kcp;
+                if (kcp > kc) memset(pr + kc, 0, sizeof(uint16_t) * (kcp - kc));
                 if (kv) mask_logits(row, kv, kc);
                 const float mx = b16_row_max(row, kc, m[r], fast);
                 if (mx == -INFINITY) { /* masked keys only, so far: nothing to add */
@@ -724,7 +738,7 @@ static int tile_bf16(const attn_args *a, const attn_stats *st, const spans *sp, 
                 if (cols1 && ((r + 1) % ATTN_BQ == 0 || r + 1 == bq)) col_flush(w, gacc, ng, Tk, j0, kc);
             }
         }
-        if ((rc = ss_dnnl_matmul(c > 0 ? w->pv : w->acc, dh, w->p16, kc, bh->v + (size_t)j0 * dh, dh, NULL, bq, dh, kc,
+        if ((rc = ss_dnnl_matmul(c > 0 ? w->pv : w->acc, dh, w->p16, kcp, bh->v + (size_t)j0 * dh, dh, NULL, bq, dh, kcp,
                                  SS_DNNL_SERIAL)) < 0)
             return rc;
         if (c > 0)
@@ -794,7 +808,7 @@ static scratch *scratch_new(int n, int kc, int dh, int bf16) {
         w[i].srow = malloc(sizeof(float) * kc);
         w[i].col = malloc(sizeof(float) * ATTN_MAX_QSPAN * kc);
         if (bf16) {
-            w[i].p16 = malloc(sizeof(uint16_t) * ATTN_TQ * kc);
+            w[i].p16 = malloc(sizeof(uint16_t) * ATTN_TQ * B16_PAD(kc));
             w[i].pv = malloc(sizeof(float) * ATTN_TQ * dh);
         }
         if (!w[i].S || !w[i].acc || !w[i].srow || !w[i].col || (bf16 && (!w[i].p16 || !w[i].pv))) {
@@ -809,7 +823,7 @@ static scratch *scratch_new(int n, int kc, int dh, int bf16) {
 struct attn_scratch {
     scratch *w;       /* [n] per thread, each for kc keys and dh channels */
     int n, kc, dh, bf16;
-    uint16_t *q16, *kv16; /* bf16: one batch element's q [H, T, dh], then k and v [H, Tk, dh] each */
+    uint16_t *q16, *kv16; /* bf16: one batch element's q [H, T, dh], then k [H, Tk, dh], v [H, B16_PAD(Tk), dh] */
     size_t nq16, nkv16;
     float *kp, *vp;       /* fp32: one (b, h)'s keys in panels (qk_pack) and values (pv_pack) */
     size_t nkp, nvp;
@@ -870,7 +884,7 @@ int attn_scratch_reserve(attn_scratch *s, const attn_args *a, int probe_spans) {
         grew = 1;
     }
     if (bf16) {
-        const size_t nq = (size_t)a->T * a->H * a->dh, nkv = 2 * (size_t)Tk * a->H * a->dh;
+        const size_t nq = (size_t)a->T * a->H * a->dh, nkv = ((size_t)Tk + B16_PAD((size_t)Tk)) * a->H * a->dh;
         if (nq > s->nq16 || nkv > s->nkv16) {
             free(s->q16);
             free(s->kv16);
@@ -992,6 +1006,7 @@ int attn_forward(const attn_args *a, const attn_stats *st) {
             const int H = a->H, dh = a->dh, ld = a->ld, nt = T > Tk ? T : Tk;
             const float scale = 1.0f / sqrtf((float)dh);
             const float *q = a->q + (size_t)b * T * ld, *k = a->k + (size_t)b * Tk * ld, *v = a->v + (size_t)b * Tk * ld;
+            const int Tkp = B16_PAD(Tk);
             uint16_t *q16 = sc->q16, *k16 = sc->kv16, *v16 = sc->kv16 + (size_t)H * Tk * dh;
 #pragma omp parallel for schedule(static) if ((size_t)nt * H * dh > 65536 && !omp_in_parallel())
             for (int t = 0; t < nt; t++)
@@ -1000,15 +1015,16 @@ int attn_forward(const attn_args *a, const attn_stats *st) {
                     if (t < T) b16_round(q16 + ((size_t)hh * T + t) * dh, q + x, dh, scale, fast);
                     if (t < Tk) {
                         b16_round(k16 + ((size_t)hh * Tk + t) * dh, k + x, dh, 1.0f, fast);
-                        b16_round(v16 + ((size_t)hh * Tk + t) * dh, v + x, dh, 1.0f, fast);
+                        b16_round(v16 + ((size_t)hh * Tkp + t) * dh, v + x, dh, 1.0f, fast);
                     }
                 }
+            for (int hh = 0; hh < H; hh++) memset(v16 + ((size_t)hh * Tkp + Tk) * dh, 0, sizeof(uint16_t) * (Tkp - Tk) * dh);
             bh = (bf16_head){q16, k16, v16};
         }
         for (int h = 0; h < a->H && !failed; h++) {
             if (g) memset(g, 0, sizeof(double) * ATTN_NG * per_g);
-            const size_t hq = (size_t)h * T * a->dh, hk = (size_t)h * Tk * a->dh; /* head h's operands */
-            const bf16_head bhh = bf16 ? (bf16_head){bh.q + hq, bh.k + hk, bh.v + hk} : bh;
+            const size_t hq = (size_t)h * T * a->dh, hk = (size_t)h * Tk * a->dh, hv = (size_t)h * B16_PAD(Tk) * a->dh;
+            const bf16_head bhh = bf16 ? (bf16_head){bh.q + hq, bh.k + hk, bh.v + hv} : bh; /* head h's operands */
             const float *kp = NULL, *vp = NULL;
             if (!bf16 && sc->kp && qk_chunks_fit(Tk, attn_key_chunk(a))) {
                 qk_pack(sc->kp, a->k + (size_t)b * Tk * a->ld + (size_t)h * a->dh, a->ld, Tk, a->dh, attn_key_chunk(a));
