@@ -26,17 +26,18 @@ typedef struct {
     float top[ATTN_TQ][5];
     double ent[ATTN_TQ];
     uint16_t *p16; /* bf16: [ATTN_TQ, B16_PAD(kc)] the exponentials rounded for P V (0 past kc) */
+    uint16_t *q16; /* bf16: [ATTN_TQ, dh] the tile's queries, pre-scaled and rounded */
     float *pv;     /* bf16: [ATTN_TQ, dh] one chunk's P V */
 } scratch;
 
-/* bf16: one (b, h)'s operands, rounded once per call for every head: q pre-scaled [T, dh], k
- * [Tk, dh] and v [B16_PAD(Tk), dh] (rows past Tk 0), dense (oneDNN 2.6's brgemm matmul takes no
+/* bf16: one (b, h)'s keys and values, rounded once per call for every head: k [Tk, dh] and v
+ * [B16_PAD(Tk), dh] (rows past Tk 0), dense (each tile rounds its own queries) (oneDNN 2.6's brgemm matmul takes no
  * strided B: with the heads' row stride it fell to the sgemm fallback, 4-9x slower per product).
  * P V's last key chunk runs over keys padded to a multiple of 32 (P and V zero there): measured
  * with oneDNN AMX at 85 x 64, 1357 keys took 28-36 us per product, 1376 keys 20-24. */
 #define B16_PAD(n) (((n) + 31) / 32 * 32)
 typedef struct {
-    const uint16_t *q, *k, *v;
+    const uint16_t *k, *v;
 } bf16_head;
 
 /* The query spans of one call, resolved from the legacy (n_img) or the general layout. */
@@ -633,14 +634,15 @@ B16_AVX512 static float b16_exp_row_avx512(float *row, uint16_t *p, const uint8_
     return _mm512_reduce_add_ps(_mm512_add_ps(acc0, acc1));
 }
 
-/* y[j] = bf16(x[j] * scale), j < n */
-B16_AVX512 static void b16_round_avx512(uint16_t *y, const float *x, int n, float scale) {
+/* One token's row of every head: y[h * hs + j] = bf16(x[h * dh + j] * scale), h < H, j < dh. */
+B16_AVX512 static void b16_round_avx512(uint16_t *y, size_t hs, const float *x, int H, int dh, float scale) {
     const __m512 s = _mm512_set1_ps(scale);
-    for (int j = 0; j < n; j += 16) {
-        const __mmask16 k = b16_tail(n - j);
-        const __m512 v = _mm512_mul_ps(_mm512_maskz_loadu_ps(k, x + j), s);
-        _mm256_mask_storeu_epi16(y + j, k, (__m256i)_mm512_cvtneps_pbh(v));
-    }
+    for (int h = 0; h < H; h++, y += hs, x += dh)
+        for (int j = 0; j < dh; j += 16) {
+            const __mmask16 k = b16_tail(dh - j);
+            const __m512 v = _mm512_mul_ps(_mm512_maskz_loadu_ps(k, x + j), s);
+            _mm256_mask_storeu_epi16(y + j, k, (__m256i)_mm512_cvtneps_pbh(v));
+        }
 }
 #else
 static int b16_avx512_available(void) { return 0; }
@@ -648,7 +650,9 @@ static float b16_row_max_avx512(const float *x, int n, float mx) { return (void)
 static float b16_exp_row_avx512(float *row, uint16_t *p, const uint8_t *kv, float mx, int n, int keep) {
     return (void)row, (void)p, (void)kv, (void)mx, (void)n, (void)keep, 0.0f;
 }
-static void b16_round_avx512(uint16_t *y, const float *x, int n, float scale) { (void)y, (void)x, (void)n, (void)scale; }
+static void b16_round_avx512(uint16_t *y, size_t hs, const float *x, int H, int dh, float scale) {
+    (void)y, (void)hs, (void)x, (void)H, (void)dh, (void)scale;
+}
 #endif
 
 static float b16_row_max(const float *row, int kc, float mx, int fast) {
@@ -673,13 +677,14 @@ static float b16_exp_row(float *row, uint16_t *p, const uint8_t *kv, float mx, i
     return sum;
 }
 
-static void b16_round(uint16_t *y, const float *x, int n, float scale, int fast) {
+static void b16_round(uint16_t *y, size_t hs, const float *x, int H, int dh, float scale, int fast) {
     if (fast) {
-        b16_round_avx512(y, x, n, scale);
+        b16_round_avx512(y, hs, x, H, dh, scale);
         return;
     }
+    for (int h = 0; h < H; h++, y += hs, x += dh)
 #pragma omp simd
-    for (int j = 0; j < n; j++) y[j] = ss_bf16_from_f32(x[j] * scale);
+        for (int j = 0; j < dh; j++) y[j] = ss_bf16_from_f32(x[j] * scale);
 }
 
 /* One tile of bq <= ATTN_TQ query rows from row i0 of (b, h) with bf16 products: Q K^T in
@@ -696,11 +701,13 @@ static int tile_bf16(const attn_args *a, const attn_stats *st, const spans *sp, 
     const int probe1 = probe && nchunk == 1; /* statistics from the pass's own exponentials */
     float m[ATTN_TQ], l[ATTN_TQ];
     int rc = 0;
+    const float scale = 1.0f / sqrtf((float)dh);
     for (int r = 0; r < bq; r++) {
         m[r] = -INFINITY;
         l[r] = 0;
         w->ent[r] = 0;
         for (int t = 0; t < 5; t++) w->top[r][t] = 0;
+        b16_round(w->q16 + (size_t)r * dh, 0, a->q + qbase + (size_t)(i0 + r) * ld, 1, dh, scale, fast);
     }
     for (int c = 0; c < nchunk; c++) {
         const int j0 = c * KC, kc = Tk - j0 < KC ? Tk - j0 : KC;
@@ -711,7 +718,7 @@ static int tile_bf16(const attn_args *a, const attn_stats *st, const spans *sp, 
         if (cols1) memset(w->col, 0, sizeof(float) * kc * ng);
         for (int s0 = 0; s0 < bq; s0 += ATTN_BQ) {
             const int sb = bq - s0 < ATTN_BQ ? bq - s0 : ATTN_BQ;
-            if ((rc = ss_dnnl_matmul(w->S, kc, bh->q + (size_t)(i0 + s0) * dh, dh, bh->k + (size_t)j0 * dh, dh,
+            if ((rc = ss_dnnl_matmul(w->S, kc, w->q16 + (size_t)s0 * dh, dh, bh->k + (size_t)j0 * dh, dh,
                                      NULL, sb, kc, dh, SS_DNNL_TRANS_B | SS_DNNL_SERIAL)) < 0)
                 return rc;
             for (int r = s0; r < s0 + sb; r++) {
@@ -757,7 +764,7 @@ static int tile_bf16(const attn_args *a, const attn_stats *st, const spans *sp, 
             memset(w->col, 0, sizeof(float) * kc * ng);
             for (int s0 = 0; s0 < bq; s0 += ATTN_BQ) {
                 const int sb = bq - s0 < ATTN_BQ ? bq - s0 : ATTN_BQ;
-                if ((rc = ss_dnnl_matmul(w->S, kc, bh->q + (size_t)(i0 + s0) * dh, dh, bh->k + (size_t)j0 * dh,
+                if ((rc = ss_dnnl_matmul(w->S, kc, w->q16 + (size_t)s0 * dh, dh, bh->k + (size_t)j0 * dh,
                                          dh, NULL, sb, kc, dh, SS_DNNL_TRANS_B | SS_DNNL_SERIAL)) < 0)
                     return rc;
                 for (int r = s0; r < s0 + sb; r++) {
@@ -793,6 +800,7 @@ static void scratch_free(scratch *w, int n) {
         free(w[i].srow);
         free(w[i].col);
         free(w[i].p16);
+        free(w[i].q16);
         free(w[i].pv);
     }
     free(w);
@@ -809,9 +817,10 @@ static scratch *scratch_new(int n, int kc, int dh, int bf16) {
         w[i].col = malloc(sizeof(float) * ATTN_MAX_QSPAN * kc);
         if (bf16) {
             w[i].p16 = malloc(sizeof(uint16_t) * ATTN_TQ * B16_PAD(kc));
+            w[i].q16 = malloc(sizeof(uint16_t) * ATTN_TQ * dh);
             w[i].pv = malloc(sizeof(float) * ATTN_TQ * dh);
         }
-        if (!w[i].S || !w[i].acc || !w[i].srow || !w[i].col || (bf16 && (!w[i].p16 || !w[i].pv))) {
+        if (!w[i].S || !w[i].acc || !w[i].srow || !w[i].col || (bf16 && (!w[i].p16 || !w[i].q16 || !w[i].pv))) {
             scratch_free(w, n);
             ss_fail(SS_ENOMEM, "attention: out of memory for scratch buffers");
             return NULL;
@@ -823,8 +832,8 @@ static scratch *scratch_new(int n, int kc, int dh, int bf16) {
 struct attn_scratch {
     scratch *w;       /* [n] per thread, each for kc keys and dh channels */
     int n, kc, dh, bf16;
-    uint16_t *q16, *kv16; /* bf16: one batch element's q [H, T, dh], then k [H, Tk, dh], v [H, B16_PAD(Tk), dh] */
-    size_t nq16, nkv16;
+    uint16_t *kv16; /* bf16: one batch element's k [H, Tk, dh], then v [H, B16_PAD(Tk), dh] */
+    size_t nkv16;
     float *kp, *vp;       /* fp32: one (b, h)'s keys in panels (qk_pack) and values (pv_pack) */
     size_t nkp, nvp;
     double *g;        /* probe sums, ng doubles */
@@ -839,7 +848,6 @@ attn_scratch *attn_scratch_new(void) { return ss_calloc(1, sizeof(attn_scratch))
 static void scratch_release(attn_scratch *s) {
     scratch_free(s->w, s->n);
     free(s->g);
-    free(s->q16);
     free(s->kv16);
     free(s->kp);
     free(s->vp);
@@ -847,8 +855,8 @@ static void scratch_release(attn_scratch *s) {
     s->nkp = s->nvp = 0;
     s->w = NULL;
     s->g = NULL;
-    s->q16 = s->kv16 = NULL;
-    s->nq16 = s->nkv16 = 0;
+    s->kv16 = NULL;
+    s->nkv16 = 0;
     s->n = s->kc = s->dh = s->bf16 = 0;
     s->ng = 0;
 }
@@ -884,17 +892,14 @@ int attn_scratch_reserve(attn_scratch *s, const attn_args *a, int probe_spans) {
         grew = 1;
     }
     if (bf16) {
-        const size_t nq = (size_t)a->T * a->H * a->dh, nkv = ((size_t)Tk + B16_PAD((size_t)Tk)) * a->H * a->dh;
-        if (nq > s->nq16 || nkv > s->nkv16) {
-            free(s->q16);
+        const size_t nkv = ((size_t)Tk + B16_PAD((size_t)Tk)) * a->H * a->dh;
+        if (nkv > s->nkv16) {
             free(s->kv16);
-            s->q16 = malloc(sizeof(uint16_t) * nq);
             s->kv16 = malloc(sizeof(uint16_t) * nkv);
-            if (!s->q16 || !s->kv16) {
+            if (!s->kv16) {
                 scratch_release(s);
                 return ss_fail(SS_ENOMEM, "attention: out of memory for the bf16 operands (%d keys)", Tk);
             }
-            s->nq16 = nq;
             s->nkv16 = nkv;
             grew = 1;
         }
@@ -1002,29 +1007,22 @@ int attn_forward(const attn_args *a, const attn_stats *st) {
     int failed = 0;
     for (int b = 0; b < a->B && !failed; b++) {
         bf16_head bh = {0};
-        if (bf16) { /* every head's operands, rounded once, reading whole rows of q, k and v */
-            const int H = a->H, dh = a->dh, ld = a->ld, nt = T > Tk ? T : Tk;
-            const float scale = 1.0f / sqrtf((float)dh);
-            const float *q = a->q + (size_t)b * T * ld, *k = a->k + (size_t)b * Tk * ld, *v = a->v + (size_t)b * Tk * ld;
-            const int Tkp = B16_PAD(Tk);
-            uint16_t *q16 = sc->q16, *k16 = sc->kv16, *v16 = sc->kv16 + (size_t)H * Tk * dh;
-#pragma omp parallel for schedule(static) if ((size_t)nt * H * dh > 65536 && !omp_in_parallel())
-            for (int t = 0; t < nt; t++)
-                for (int hh = 0; hh < H; hh++) {
-                    const size_t x = (size_t)t * ld + (size_t)hh * dh;
-                    if (t < T) b16_round(q16 + ((size_t)hh * T + t) * dh, q + x, dh, scale, fast);
-                    if (t < Tk) {
-                        b16_round(k16 + ((size_t)hh * Tk + t) * dh, k + x, dh, 1.0f, fast);
-                        b16_round(v16 + ((size_t)hh * Tkp + t) * dh, v + x, dh, 1.0f, fast);
-                    }
-                }
+        if (bf16) { /* every head's keys and values, rounded once, reading whole rows of k and v */
+            const int H = a->H, dh = a->dh, ld = a->ld, Tkp = B16_PAD(Tk);
+            const float *k = a->k + (size_t)b * Tk * ld, *v = a->v + (size_t)b * Tk * ld;
+            uint16_t *k16 = sc->kv16, *v16 = sc->kv16 + (size_t)H * Tk * dh;
+#pragma omp parallel for schedule(static) if ((size_t)Tk * H * dh > 65536 && !omp_in_parallel())
+            for (int t = 0; t < Tk; t++) {
+                b16_round(k16 + (size_t)t * dh, (size_t)Tk * dh, k + (size_t)t * ld, H, dh, 1.0f, fast);
+                b16_round(v16 + (size_t)t * dh, (size_t)Tkp * dh, v + (size_t)t * ld, H, dh, 1.0f, fast);
+            }
             for (int hh = 0; hh < H; hh++) memset(v16 + ((size_t)hh * Tkp + Tk) * dh, 0, sizeof(uint16_t) * (Tkp - Tk) * dh);
-            bh = (bf16_head){q16, k16, v16};
+            bh = (bf16_head){k16, v16};
         }
         for (int h = 0; h < a->H && !failed; h++) {
             if (g) memset(g, 0, sizeof(double) * ATTN_NG * per_g);
-            const size_t hq = (size_t)h * T * a->dh, hk = (size_t)h * Tk * a->dh, hv = (size_t)h * B16_PAD(Tk) * a->dh;
-            const bf16_head bhh = bf16 ? (bf16_head){bh.q + hq, bh.k + hk, bh.v + hv} : bh; /* head h's operands */
+            const size_t hk = (size_t)h * Tk * a->dh, hv = (size_t)h * B16_PAD(Tk) * a->dh;
+            const bf16_head bhh = bf16 ? (bf16_head){bh.k + hk, bh.v + hv} : bh; /* head h's operands */
             const float *kp = NULL, *vp = NULL;
             if (!bf16 && sc->kp && qk_chunks_fit(Tk, attn_key_chunk(a))) {
                 qk_pack(sc->kp, a->k + (size_t)b * Tk * a->ld + (size_t)h * a->dh, a->ld, Tk, a->dh, attn_key_chunk(a));
