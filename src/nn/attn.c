@@ -30,9 +30,11 @@ typedef struct {
     float *pv;     /* bf16: [ATTN_TQ, dh] one chunk's P V */
 } scratch;
 
-/* bf16: one (b, h)'s keys and values, rounded once per call for every head: k [Tk, dh] and v
- * [B16_PAD(Tk), dh] (rows past Tk 0), dense (each tile rounds its own queries) (oneDNN 2.6's brgemm matmul takes no
- * strided B: with the heads' row stride it fell to the sgemm fallback, 4-9x slower per product).
+/* bf16: one (b, h)'s keys and values, rounded once per (b, h): k [Tk, dh] and v [B16_PAD(Tk), dh]
+ * (rows past Tk 0), dense: oneDNN 2.6's brgemm matmul takes no strided B (with the heads' row
+ * stride it fell to the sgemm fallback, 4-9x slower per product). Each tile rounds its own
+ * queries. Rounding all heads at once from whole rows was no faster (39-42 ms either way at
+ * T 1357, one thread) and took 2 x Tk x H x dh bf16 instead of 2 x Tk x dh.
  * P V's last key chunk runs over keys padded to a multiple of 32 (P and V zero there): measured
  * with oneDNN AMX at 85 x 64, 1357 keys took 28-36 us per product, 1376 keys 20-24. */
 #define B16_PAD(n) (((n) + 31) / 32 * 32)
@@ -634,15 +636,14 @@ B16_AVX512 static float b16_exp_row_avx512(float *row, uint16_t *p, const uint8_
     return _mm512_reduce_add_ps(_mm512_add_ps(acc0, acc1));
 }
 
-/* One token's row of every head: y[h * hs + j] = bf16(x[h * dh + j] * scale), h < H, j < dh. */
-B16_AVX512 static void b16_round_avx512(uint16_t *y, size_t hs, const float *x, int H, int dh, float scale) {
+/* y[j] = bf16(x[j] * scale), j < n */
+B16_AVX512 static void b16_round_avx512(uint16_t *y, const float *x, int n, float scale) {
     const __m512 s = _mm512_set1_ps(scale);
-    for (int h = 0; h < H; h++, y += hs, x += dh)
-        for (int j = 0; j < dh; j += 16) {
-            const __mmask16 k = b16_tail(dh - j);
-            const __m512 v = _mm512_mul_ps(_mm512_maskz_loadu_ps(k, x + j), s);
-            _mm256_mask_storeu_epi16(y + j, k, (__m256i)_mm512_cvtneps_pbh(v));
-        }
+    for (int j = 0; j < n; j += 16) {
+        const __mmask16 k = b16_tail(n - j);
+        const __m512 v = _mm512_mul_ps(_mm512_maskz_loadu_ps(k, x + j), s);
+        _mm256_mask_storeu_epi16(y + j, k, (__m256i)_mm512_cvtneps_pbh(v));
+    }
 }
 #else
 static int b16_avx512_available(void) { return 0; }
@@ -650,9 +651,7 @@ static float b16_row_max_avx512(const float *x, int n, float mx) { return (void)
 static float b16_exp_row_avx512(float *row, uint16_t *p, const uint8_t *kv, float mx, int n, int keep) {
     return (void)row, (void)p, (void)kv, (void)mx, (void)n, (void)keep, 0.0f;
 }
-static void b16_round_avx512(uint16_t *y, size_t hs, const float *x, int H, int dh, float scale) {
-    (void)y, (void)hs, (void)x, (void)H, (void)dh, (void)scale;
-}
+static void b16_round_avx512(uint16_t *y, const float *x, int n, float scale) { (void)y, (void)x, (void)n, (void)scale; }
 #endif
 
 static float b16_row_max(const float *row, int kc, float mx, int fast) {
@@ -677,14 +676,13 @@ static float b16_exp_row(float *row, uint16_t *p, const uint8_t *kv, float mx, i
     return sum;
 }
 
-static void b16_round(uint16_t *y, size_t hs, const float *x, int H, int dh, float scale, int fast) {
+static void b16_round(uint16_t *y, const float *x, int n, float scale, int fast) {
     if (fast) {
-        b16_round_avx512(y, hs, x, H, dh, scale);
+        b16_round_avx512(y, x, n, scale);
         return;
     }
-    for (int h = 0; h < H; h++, y += hs, x += dh)
 #pragma omp simd
-        for (int j = 0; j < dh; j++) y[j] = ss_bf16_from_f32(x[j] * scale);
+    for (int j = 0; j < n; j++) y[j] = ss_bf16_from_f32(x[j] * scale);
 }
 
 /* One tile of bq <= ATTN_TQ query rows from row i0 of (b, h) with bf16 products: Q K^T in
@@ -707,7 +705,7 @@ static int tile_bf16(const attn_args *a, const attn_stats *st, const spans *sp, 
         l[r] = 0;
         w->ent[r] = 0;
         for (int t = 0; t < 5; t++) w->top[r][t] = 0;
-        b16_round(w->q16 + (size_t)r * dh, 0, a->q + qbase + (size_t)(i0 + r) * ld, 1, dh, scale, fast);
+        b16_round(w->q16 + (size_t)r * dh, a->q + qbase + (size_t)(i0 + r) * ld, dh, scale, fast);
     }
     for (int c = 0; c < nchunk; c++) {
         const int j0 = c * KC, kc = Tk - j0 < KC ? Tk - j0 : KC;
@@ -832,7 +830,7 @@ static scratch *scratch_new(int n, int kc, int dh, int bf16) {
 struct attn_scratch {
     scratch *w;       /* [n] per thread, each for kc keys and dh channels */
     int n, kc, dh, bf16;
-    uint16_t *kv16; /* bf16: one batch element's k [H, Tk, dh], then v [H, B16_PAD(Tk), dh] */
+    uint16_t *kv16; /* bf16: one (b, h)'s k [Tk, dh], then v [B16_PAD(Tk), dh] */
     size_t nkv16;
     float *kp, *vp;       /* fp32: one (b, h)'s keys in panels (qk_pack) and values (pv_pack) */
     size_t nkp, nvp;
@@ -892,7 +890,7 @@ int attn_scratch_reserve(attn_scratch *s, const attn_args *a, int probe_spans) {
         grew = 1;
     }
     if (bf16) {
-        const size_t nkv = ((size_t)Tk + B16_PAD((size_t)Tk)) * a->H * a->dh;
+        const size_t nkv = ((size_t)Tk + B16_PAD((size_t)Tk)) * a->dh;
         if (nkv > s->nkv16) {
             free(s->kv16);
             s->kv16 = malloc(sizeof(uint16_t) * nkv);
@@ -1006,23 +1004,21 @@ int attn_forward(const attn_args *a, const attn_stats *st) {
     const int fast = bf16 && b16_avx512_available();
     int failed = 0;
     for (int b = 0; b < a->B && !failed; b++) {
-        bf16_head bh = {0};
-        if (bf16) { /* every head's keys and values, rounded once, reading whole rows of k and v */
-            const int H = a->H, dh = a->dh, ld = a->ld, Tkp = B16_PAD(Tk);
-            const float *k = a->k + (size_t)b * Tk * ld, *v = a->v + (size_t)b * Tk * ld;
-            uint16_t *k16 = sc->kv16, *v16 = sc->kv16 + (size_t)H * Tk * dh;
-#pragma omp parallel for schedule(static) if ((size_t)Tk * H * dh > 65536 && !omp_in_parallel())
-            for (int t = 0; t < Tk; t++) {
-                b16_round(k16 + (size_t)t * dh, (size_t)Tk * dh, k + (size_t)t * ld, H, dh, 1.0f, fast);
-                b16_round(v16 + (size_t)t * dh, (size_t)Tkp * dh, v + (size_t)t * ld, H, dh, 1.0f, fast);
-            }
-            for (int hh = 0; hh < H; hh++) memset(v16 + ((size_t)hh * Tkp + Tk) * dh, 0, sizeof(uint16_t) * (Tkp - Tk) * dh);
-            bh = (bf16_head){k16, v16};
-        }
         for (int h = 0; h < a->H && !failed; h++) {
             if (g) memset(g, 0, sizeof(double) * ATTN_NG * per_g);
-            const size_t hk = (size_t)h * Tk * a->dh, hv = (size_t)h * B16_PAD(Tk) * a->dh;
-            const bf16_head bhh = bf16 ? (bf16_head){bh.k + hk, bh.v + hv} : bh; /* head h's operands */
+            bf16_head bhh = {0};
+            if (bf16) { /* this head's keys and values */
+                const int dh = a->dh, ld = a->ld, Tkp = B16_PAD(Tk);
+                const float *k = a->k + (size_t)b * Tk * ld + (size_t)h * dh, *v = a->v + (size_t)b * Tk * ld + (size_t)h * dh;
+                uint16_t *k16 = sc->kv16, *v16 = sc->kv16 + (size_t)Tk * dh;
+#pragma omp parallel for schedule(static) if ((size_t)Tk * dh > 32768 && !omp_in_parallel())
+                for (int t = 0; t < Tk; t++) {
+                    b16_round(k16 + (size_t)t * dh, k + (size_t)t * ld, dh, 1.0f, fast);
+                    b16_round(v16 + (size_t)t * dh, v + (size_t)t * ld, dh, 1.0f, fast);
+                }
+                memset(v16 + (size_t)Tk * dh, 0, sizeof(uint16_t) * (Tkp - Tk) * dh);
+                bhh = (bf16_head){k16, v16};
+            }
             const float *kp = NULL, *vp = NULL;
             if (!bf16 && sc->kp && qk_chunks_fit(Tk, attn_key_chunk(a))) {
                 qk_pack(sc->kp, a->k + (size_t)b * Tk * a->ld + (size_t)h * a->dh, a->ld, Tk, a->dh, attn_key_chunk(a));
