@@ -149,6 +149,17 @@ static void col_flush(scratch *w, double *gacc, int ng, int Tk, int j0, int kc) 
     memset(w->col, 0, sizeof(float) * kc * ng);
 }
 
+/* col_flush with the key loop inner (contiguous); each sum gets the same single addition. */
+static void col_flush_b16(scratch *w, double *gacc, int ng, int Tk, int j0, int kc) {
+    for (int g = 0; g < ng; g++) {
+        double *d = gacc + (size_t)g * Tk + j0;
+        const float *c = w->col + (size_t)g * kc;
+#pragma omp simd
+        for (int j = 0; j < kc; j++) d[j] += c[j];
+    }
+    memset(w->col, 0, sizeof(float) * kc * ng);
+}
+
 /* ---- fp32 Q K^T without BLAS's per-call packing ----
  * BLAS's sgemm repacks all of a head's keys for every tile of query rows (a quarter of the
  * attention's time at head dim 128). Here the keys are laid out once per (b, h) in panels of
@@ -645,7 +656,46 @@ B16_AVX512 static void b16_round_avx512(uint16_t *y, const float *x, int n, floa
         _mm256_mask_storeu_epi16(y + j, k, (__m256i)_mm512_cvtneps_pbh(v));
     }
 }
+/* probe_row for the bf16 tile, in 16 lanes: the same statistics. The top-5 is the same list: the
+ * 16 lanes' maxima are 16 of the row's values, so the row's 5 largest are all >= the 5th largest
+ * lane maximum (th), and only values >= th are offered to top5_push (in key order; the list
+ * keeps the 5 largest whatever else it was offered). The entropy and column sums are summed in
+ * other orders than the 8-lane loops (within fp32). */
+B16_AVX512 static void probe_row_avx512(const spans *sp, scratch *w, int r, int i, const float *e, const float *s,
+                                        float m, float inv_l, int kc) {
+    const __m512 vm = _mm512_set1_ps(m);
+    __m512 ent = _mm512_setzero_ps(), mx = _mm512_setzero_ps(); /* e >= 0 */
+    for (int j = 0; j < kc; j += 16) {
+        const __mmask16 k = b16_tail(kc - j);
+        const __m512 ev = _mm512_maskz_loadu_ps(k, e + j);
+        ent = _mm512_fmadd_ps(ev, _mm512_sub_ps(_mm512_maskz_loadu_ps(k, s + j), vm), ent);
+        mx = _mm512_max_ps(ev, mx);
+    }
+    w->ent[r] += _mm512_reduce_add_ps(ent);
+    float lane[16], t16[5] = {0};
+    _mm512_storeu_ps(lane, mx);
+    for (int u = 0; u < 16; u++) top5_push(t16, lane[u]);
+    const __m512 th = _mm512_set1_ps(t16[4]);
+    float *t = w->top[r];
+    for (int j = 0; j < kc; j += 16) {
+        const __mmask16 k = b16_tail(kc - j);
+        for (unsigned c = _mm512_mask_cmp_ps_mask(k, _mm512_maskz_loadu_ps(k, e + j), th, _CMP_GE_OQ); c; c &= c - 1)
+            top5_push(t, e[j + __builtin_ctz(c)]);
+    }
+    if (!sp->want_cols) return;
+    float *col = w->col + (size_t)span_of_row(sp, i) * kc;
+    const __m512 vl = _mm512_set1_ps(inv_l);
+    for (int j = 0; j < kc; j += 16) {
+        const __mmask16 k = b16_tail(kc - j);
+        _mm512_mask_storeu_ps(col + j, k,
+                              _mm512_fmadd_ps(_mm512_maskz_loadu_ps(k, e + j), vl, _mm512_maskz_loadu_ps(k, col + j)));
+    }
+}
 #else
+static void probe_row_avx512(const spans *sp, scratch *w, int r, int i, const float *e, const float *s, float m,
+                             float inv_l, int kc) {
+    (void)sp, (void)w, (void)r, (void)i, (void)e, (void)s, (void)m, (void)inv_l, (void)kc;
+}
 static int b16_avx512_available(void) { return 0; }
 static float b16_row_max_avx512(const float *x, int n, float mx) { return (void)x, (void)n, mx; }
 static float b16_exp_row_avx512(float *row, uint16_t *p, const uint8_t *kv, float mx, int n, int keep) {
@@ -738,9 +788,9 @@ static int tile_bf16(const attn_args *a, const attn_stats *st, const spans *sp, 
                     m[r] = mx;
                     if (c > 0)
                         for (int d = 0; d < dh; d++) w->acc[(size_t)r * dh + d] *= alpha;
-                    if (probe1) probe_row(sp, w, r, i0 + r, row, w->srow, mx, 1.0f / l[r], kc);
+                    if (probe1) (fast ? probe_row_avx512 : probe_row)(sp, w, r, i0 + r, row, w->srow, mx, 1.0f / l[r], kc);
                 }
-                if (cols1 && ((r + 1) % ATTN_BQ == 0 || r + 1 == bq)) col_flush(w, gacc, ng, Tk, j0, kc);
+                if (cols1 && ((r + 1) % ATTN_BQ == 0 || r + 1 == bq)) col_flush_b16(w, gacc, ng, Tk, j0, kc);
             }
         }
         if ((rc = ss_dnnl_matmul(c > 0 ? w->pv : w->acc, dh, w->p16, kcp, bh->v + (size_t)j0 * dh, dh, NULL, bq, dh, kcp,
@@ -770,8 +820,8 @@ static int tile_bf16(const attn_args *a, const attn_stats *st, const spans *sp, 
                     memcpy(w->srow, row, sizeof(float) * kc);
                     for (int j = 0; j < kc; j++) row[j] = ss_expf(row[j] - m[r]);
                     if (kv) mask_exps(row, w->srow, kv, kc, m[r]);
-                    probe_row(sp, w, r, i0 + r, row, w->srow, m[r], 1.0f / l[r], kc);
-                    if (want_cols && ((r + 1) % ATTN_BQ == 0 || r + 1 == bq)) col_flush(w, gacc, ng, Tk, j0, kc);
+                    (fast ? probe_row_avx512 : probe_row)(sp, w, r, i0 + r, row, w->srow, m[r], 1.0f / l[r], kc);
+                    if (want_cols && ((r + 1) % ATTN_BQ == 0 || r + 1 == bq)) col_flush_b16(w, gacc, ng, Tk, j0, kc);
                 }
             }
         }
