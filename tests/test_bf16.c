@@ -252,20 +252,22 @@ static void test_attention(void **state) {
     for (int i = 0; i < B * T; i++) kv[i] = (i % 17) != 3;
     const size_t nm = (size_t)B * H * T;
     float *mi_ref = malloc(sizeof(float) * nm), *mi = malloc(sizeof(float) * nm), *ent_ref = malloc(sizeof(float) * nm),
-          *ent = malloc(sizeof(float) * nm);
-    for (int chunk = 0; chunk < 2; chunk++)
+          *ent = malloc(sizeof(float) * nm), *t5_ref = malloc(sizeof(float) * nm), *t5 = malloc(sizeof(float) * nm);
+    /* chunks of 100 keys: the last chunk's P V keys padded to 120, not 128 (V has 320 rows) */
+    static const int chunks[] = {0, 128, 100};
+    for (int chunk = 0; chunk < 3; chunk++)
         for (int mask = 0; mask < 2; mask++) {
             attn_args a = {.B = B, .H = H, .dh = dh, .T = T, .ld = H * dh, .n_img = 200, .q = q, .k = k, .v = v,
-                           .key_valid = mask ? kv : NULL, .key_chunk = chunk ? 128 : 0};
+                           .key_valid = mask ? kv : NULL, .key_chunk = chunks[chunk]};
             a.out = o_ref;
-            attn_stats sr = {.mass_img = mi_ref, .row_entropy = ent_ref};
+            attn_stats sr = {.mass_img = mi_ref, .row_entropy = ent_ref, .row_top5 = t5_ref};
             assert_int_equal(attn_reference(&a, &sr), 0);
             a.precision = SS_PREC_BF16;
             for (int r = 0; r < 4; r++) {
                 o[r] = malloc(sizeof(float) * n);
                 a.out = o[r];
                 omp_set_num_threads(r == 2 ? 1 : 3);
-                attn_stats st = {.mass_img = mi, .row_entropy = ent};
+                attn_stats st = {.mass_img = mi, .row_entropy = ent, .row_top5 = t5};
                 assert_int_equal(attn_forward(&a, r == 1 || r == 2 ? &st : NULL), 0);
             }
             omp_set_num_threads(2);
@@ -273,9 +275,10 @@ static void test_attention(void **state) {
             assert_memory_equal(o[1], o[2], sizeof(float) * n); /* 1 vs 3 threads */
             assert_memory_equal(o[0], o[3], sizeof(float) * n); /* repeatable */
             const double eo = tc_rel_l2(o[0], o_ref, n), em = tc_rel_l2(mi, mi_ref, nm), ee = tc_rel_l2(ent, ent_ref, nm);
-            printf("  attention bf16 (chunk %s, mask %s): output rel L2 %.2e, mass %.2e, entropy %.2e\n",
-                   chunk ? "128" : "all", mask ? "on" : "off", eo, em, ee);
-            assert_true(eo < 2e-2 && em < 2e-2 && ee < 2e-2);
+            const double e5 = tc_rel_l2(t5, t5_ref, nm);
+            printf("  attention bf16 (chunk %s, mask %s): output rel L2 %.2e, mass %.2e, entropy %.2e, top-5 %.2e\n",
+                   chunk == 0 ? "all" : chunk == 1 ? "128" : "100", mask ? "on" : "off", eo, em, ee, e5);
+            assert_true(eo < 2e-2 && em < 2e-2 && ee < 2e-2 && e5 < 2e-2);
             assert_true(eo > 0); /* it did run in bf16 */
             if (mask)
                 for (int b = 0; b < B; b++)
@@ -284,7 +287,7 @@ static void test_attention(void **state) {
                             if (!kv[(size_t)b * T + j]) assert_true(mi[((size_t)b * H + h) * T + j] == 0.0f);
             for (int r = 0; r < 4; r++) free(o[r]);
         }
-    free(q), free(k), free(v), free(o_ref), free(kv), free(mi_ref), free(mi), free(ent_ref), free(ent);
+    free(q), free(k), free(v), free(o_ref), free(kv), free(mi_ref), free(mi), free(ent_ref), free(ent), free(t5_ref), free(t5);
 }
 
 /* ---- whole models through the family interface ---- */

@@ -25,13 +25,21 @@ typedef struct {
     float *col;  /* [ATTN_MAX_QSPAN, kc] column sums of one tile, per query span */
     float top[ATTN_TQ][5];
     double ent[ATTN_TQ];
-    uint16_t *p16; /* bf16: [ATTN_TQ, kc] the exponentials rounded for P V */
+    uint16_t *p16; /* bf16: [ATTN_TQ, B16_PAD(kc)] the exponentials rounded for P V (0 past kc) */
+    uint16_t *q16; /* bf16: [ATTN_TQ, dh] the tile's queries, pre-scaled and rounded */
     float *pv;     /* bf16: [ATTN_TQ, dh] one chunk's P V */
 } scratch;
 
-/* bf16: one (b, h)'s operands, rounded once per call: q pre-scaled [T, dh], k and v [Tk, dh]. */
+/* bf16: one (b, h)'s keys and values, rounded once per (b, h): k [Tk, dh] and v [B16_PAD(Tk), dh]
+ * (rows past Tk 0), dense: oneDNN 2.6's brgemm matmul takes no strided B (with the heads' row
+ * stride it fell to the sgemm fallback, 4-9x slower per product). Each tile rounds its own
+ * queries. Rounding all heads at once from whole rows was no faster (39-42 ms either way at
+ * T 1357, one thread) and took 2 x Tk x H x dh bf16 instead of 2 x Tk x dh.
+ * P V's last key chunk runs over keys padded to a multiple of 32 (P and V zero there): measured
+ * with oneDNN AMX at 85 x 64, 1357 keys took 28-36 us per product, 1376 keys 20-24. */
+#define B16_PAD(n) (((n) + 31) / 32 * 32)
 typedef struct {
-    const uint16_t *q, *k, *v;
+    const uint16_t *k, *v;
 } bf16_head;
 
 /* The query spans of one call, resolved from the legacy (n_img) or the general layout. */
@@ -138,6 +146,17 @@ static inline float mask_exps(float *e, float *s, const uint8_t *kv, int kc, flo
 static void col_flush(scratch *w, double *gacc, int ng, int Tk, int j0, int kc) {
     for (int j = 0; j < kc; j++)
         for (int g = 0; g < ng; g++) gacc[(size_t)g * Tk + j0 + j] += w->col[(size_t)g * kc + j];
+    memset(w->col, 0, sizeof(float) * kc * ng);
+}
+
+/* col_flush with the key loop inner (contiguous); each sum gets the same single addition. */
+static void col_flush_b16(scratch *w, double *gacc, int ng, int Tk, int j0, int kc) {
+    for (int g = 0; g < ng; g++) {
+        double *d = gacc + (size_t)g * Tk + j0;
+        const float *c = w->col + (size_t)g * kc;
+#pragma omp simd
+        for (int j = 0; j < kc; j++) d[j] += c[j];
+    }
     memset(w->col, 0, sizeof(float) * kc * ng);
 }
 
@@ -436,22 +455,18 @@ static int own_ok(int kind, int bq, int kc, int dh) {
 /* One tile of bq query rows starting at row i0 of (b, h). gacc: [sp->n, Tk] this group's sums. */
 /* S = Q K^T / sqrt(dh) for rows [i0, i0 + bq) and keys [j0, j0 + kc) into w->S. kp: the keys in
  * panels (fp32), or NULL. */
-static int qk(const attn_args *a, const bf16_head *bh, const float *kp, scratch *w, const float *Q, const float *K,
-              int i0, int bq, int j0, int kc, float scale) {
-    if (bh)
-        return ss_dnnl_matmul(w->S, kc, bh->q + (size_t)i0 * a->dh, a->dh, bh->k + (size_t)j0 * a->dh, a->dh, NULL, bq,
-                              kc, a->dh, SS_DNNL_TRANS_B | SS_DNNL_SERIAL);
+static void qk(const attn_args *a, const float *kp, scratch *w, const float *Q, const float *K, int bq, int j0, int kc,
+               float scale) {
     if (kp && own_ok(0, bq, kc, a->dh)) {
         qk_own(w->S, Q, a->ld, kp + (size_t)j0 * a->dh, bq, kc, a->dh, scale);
-        return 0;
+        return;
     }
     cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, bq, kc, a->dh, scale, Q, a->ld, K + (size_t)j0 * a->ld, a->ld,
                 0.0f, w->S, kc);
-    return 0;
 }
 
-static int tile(const attn_args *a, const attn_stats *st, const spans *sp, const bf16_head *bh, const float *kp,
-                const float *vp, scratch *w, int b, int h, int i0, int bq, double *gacc) {
+static void tile(const attn_args *a, const attn_stats *st, const spans *sp, const float *kp, const float *vp, scratch *w,
+                 int b, int h, int i0, int bq, double *gacc) {
     const int Tk = sp->Tk, ld = a->ld, dh = a->dh, ng = sp->n;
     const size_t qbase = (size_t)b * a->T * ld + (size_t)h * dh, kbase = (size_t)b * Tk * ld + (size_t)h * dh;
     const float *Q = a->q + qbase + (size_t)i0 * ld, *K = a->k + kbase, *V = a->v + kbase;
@@ -460,8 +475,7 @@ static int tile(const attn_args *a, const attn_stats *st, const spans *sp, const
     const int KC = attn_key_chunk(a), nchunk = (Tk + KC - 1) / KC;
     const int want_cols = sp->want_cols;
     const int probe = st && (want_cols || st->row_entropy || st->row_top5);
-    float m[ATTN_TQ], l[ATTN_TQ];
-    int rc = 0;
+    float m[ATTN_BQ], l[ATTN_BQ];
     for (int r = 0; r < bq; r++) {
         m[r] = -INFINITY;
         l[r] = 0;
@@ -473,11 +487,9 @@ static int tile(const attn_args *a, const attn_stats *st, const spans *sp, const
         const uint8_t *kv = kvb ? kvb + j0 : NULL;
         const int cols1 = probe && nchunk == 1 && want_cols;
         if (cols1) memset(w->col, 0, sizeof(float) * kc * ng);
-        /* logits in blocks of ATTN_BQ rows (w->S holds one, in cache); with bf16 the block's
-         * exponentials go to w->p16 and P V runs once over the tile */
         for (int s0 = 0; s0 < bq; s0 += ATTN_BQ) {
             const int sb = bq - s0 < ATTN_BQ ? bq - s0 : ATTN_BQ;
-            if ((rc = qk(a, bh, kp, w, Q + (size_t)s0 * ld, K, i0 + s0, sb, j0, kc, scale)) < 0) return rc;
+            qk(a, kp, w, Q + (size_t)s0 * ld, K, sb, j0, kc, scale);
             for (int r = s0; r < s0 + sb; r++) {
                 float *row = w->S + (size_t)(r - s0) * kc;
                 if (kv) mask_logits(row, kv, kc);
@@ -486,7 +498,6 @@ static int tile(const attn_args *a, const attn_stats *st, const spans *sp, const
                 for (int j = 0; j < kc; j++) mx = row[j] > mx ? row[j] : mx;
                 if (mx == -INFINITY) { /* masked keys only, so far: nothing to add */
                     memset(row, 0, sizeof(float) * kc);
-                    if (bh) memset(w->p16 + (size_t)r * kc, 0, sizeof(uint16_t) * kc);
                     continue;
                 }
                 const float alpha = m[r] == -INFINITY ? 0.0f : expf(m[r] - mx);
@@ -504,27 +515,14 @@ static int tile(const attn_args *a, const attn_stats *st, const spans *sp, const
                 if (c > 0)
                     for (int d = 0; d < dh; d++) w->acc[(size_t)r * dh + d] *= alpha;
                 if (probe && nchunk == 1) probe_row(sp, w, r, i0 + r, row, w->srow, mx, 1.0f / l[r], kc);
-                if (bh) { /* P rounded to bf16 (while the row is in cache); l stays the fp32 sum */
-                    uint16_t *pr = w->p16 + (size_t)r * kc;
-#pragma omp simd
-                    for (int j = 0; j < kc; j++) pr[j] = ss_bf16_from_f32(row[j]);
-                }
             }
             if (cols1) col_flush(w, gacc, ng, Tk, j0, kc);
         }
-        if (bh) {
-            if ((rc = ss_dnnl_matmul(c > 0 ? w->pv : w->acc, dh, w->p16, kc, bh->v + (size_t)j0 * dh, dh, NULL, bq, dh,
-                                     kc, SS_DNNL_SERIAL)) < 0)
-                return rc;
-            if (c > 0)
-                for (size_t i = 0; i < (size_t)bq * dh; i++) w->acc[i] += w->pv[i];
-        } else {
-            if (vp && own_ok(1 + (c > 0), bq, kc, dh))
-                pv_own(w->acc, w->S, kc, vp + (size_t)j0 * 64, Tk, bq, dh, c > 0, g_pv_gq, g_pv_gu);
-            else
-                cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, bq, dh, kc, 1.0f, w->S, kc,
-                            V + (size_t)j0 * ld, ld, c > 0 ? 1.0f : 0.0f, w->acc, dh);
-        }
+        if (vp && own_ok(1 + (c > 0), bq, kc, dh))
+            pv_own(w->acc, w->S, kc, vp + (size_t)j0 * 64, Tk, bq, dh, c > 0, g_pv_gq, g_pv_gu);
+        else
+            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, bq, dh, kc, 1.0f, w->S, kc, V + (size_t)j0 * ld, ld,
+                        c > 0 ? 1.0f : 0.0f, w->acc, dh);
     }
     float *O = a->out + qbase + (size_t)i0 * ld;
     for (int r = 0; r < bq; r++) {
@@ -539,7 +537,7 @@ static int tile(const attn_args *a, const attn_stats *st, const spans *sp, const
             memset(w->col, 0, sizeof(float) * kc * ng);
             for (int s0 = 0; s0 < bq; s0 += ATTN_BQ) {
                 const int sb = bq - s0 < ATTN_BQ ? bq - s0 : ATTN_BQ;
-                if ((rc = qk(a, bh, kp, w, Q + (size_t)s0 * ld, K, i0 + s0, sb, j0, kc, scale)) < 0) return rc;
+                qk(a, kp, w, Q + (size_t)s0 * ld, K, sb, j0, kc, scale);
                 for (int r = s0; r < s0 + sb; r++) {
                     float *row = w->S + (size_t)(r - s0) * kc;
                     memcpy(w->srow, row, sizeof(float) * kc);
@@ -548,6 +546,287 @@ static int tile(const attn_args *a, const attn_stats *st, const spans *sp, const
                     probe_row(sp, w, r, i0 + r, row, w->srow, m[r], 1.0f / l[r], kc);
                 }
                 if (want_cols) col_flush(w, gacc, ng, Tk, j0, kc);
+            }
+        }
+    for (int r = 0; r < bq; r++) {
+        const size_t o = idx3(a, b, h, i0 + r);
+        if (st && st->row_m) st->row_m[o] = m[r];
+        if (st && st->row_l) st->row_l[o] = l[r];
+        if (st && st->row_entropy)
+            st->row_entropy[o] = (float)(log((double)l[r]) - w->ent[r] / l[r]);
+        if (st && st->row_top5) {
+            double s5 = 0;
+            for (int t = 0; t < 5; t++) s5 += w->top[r][t];
+            st->row_top5[o] = (float)(s5 / l[r]);
+        }
+    }
+}
+
+/* ---- the bf16 tile ----
+ * Per row of logits: the max, then one pass that exponentiates, sums (fp32) and rounds P to bf16,
+ * writing the fp32 exponentials back only when the probe reads them. On CPUs with AVX512-BF16
+ * (the ones whose oneDNN runs bf16 brgemm) both passes are AVX-512 kernels: four max
+ * accumulators (the max is exact, so their order does not matter), exp as ss_expf computes it
+ * (lower clamp, reduction and degree-6 polynomial, with fused multiply-adds and 2^n by scalef)
+ * and vcvtneps2bf16 (round to nearest even, as ss_bf16_from_f32). The sum runs in 32 lanes (two
+ * accumulators) reduced in a fixed order, the same code whether or not the probe is on, so the
+ * probe cannot change a bit of the output. Elsewhere the plain loops below do the same work in
+ * two passes (the exponentials always written back, so the sums do not depend on the probe
+ * either). Measured at T 1357, 24 x 64 heads, one thread (Intel Xeon, AMX): the row passes took
+ * ~60 of main's 90 ms per call in 8-lane loops; the whole call now takes ~40 ms, half of it in
+ * the oneDNN products. */
+#if defined(__x86_64__) && defined(__GNUC__)
+#define B16_AVX512 __attribute__((target("avx512f,avx512bw,avx512vl,avx512bf16")))
+static int b16_avx512_available(void) {
+    static int have = -1;
+    if (have < 0)
+        have = __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
+               __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512bf16");
+    return have;
+}
+
+static inline __mmask16 b16_tail(int n) { return n >= 16 ? (__mmask16)0xffff : (__mmask16)((1u << n) - 1u); }
+
+B16_AVX512 static float b16_row_max_avx512(const float *x, int n, float mx) {
+    __m512 a0 = _mm512_set1_ps(mx), a1 = a0, a2 = a0, a3 = a0;
+    int j = 0;
+    /* max_ps(x, a) keeps a where x is NaN, as the scalar "x > mx ? x : mx" does */
+    for (; j + 64 <= n; j += 64) {
+        a0 = _mm512_max_ps(_mm512_loadu_ps(x + j), a0);
+        a1 = _mm512_max_ps(_mm512_loadu_ps(x + j + 16), a1);
+        a2 = _mm512_max_ps(_mm512_loadu_ps(x + j + 32), a2);
+        a3 = _mm512_max_ps(_mm512_loadu_ps(x + j + 48), a3);
+    }
+    for (; j < n; j += 16) {
+        const __mmask16 k = b16_tail(n - j);
+        a0 = _mm512_mask_max_ps(a0, k, _mm512_maskz_loadu_ps(k, x + j), a0);
+    }
+    return _mm512_reduce_max_ps(_mm512_max_ps(_mm512_max_ps(a0, a1), _mm512_max_ps(a2, a3)));
+}
+
+/* ss_expf in 16 lanes for x <= 0 (x = s - max; fused multiply-adds, 2^n by scalef): the same
+ * clamp below (so -inf gives ~1e-38, and NaN stays NaN: max(c, x) returns x where x is NaN), the
+ * same round-to-nearest n (from one rounding of x log2(e) + 1.5 2^23), reduction and polynomial. */
+B16_AVX512 static inline __m512 b16_exp16(__m512 x) {
+    const __m512 magic = _mm512_set1_ps(12582912.0f);
+    x = _mm512_max_ps(_mm512_set1_ps(-87.0f), x);
+    const __m512 n = _mm512_sub_ps(_mm512_fmadd_ps(x, _mm512_set1_ps(1.44269504088896341f), magic), magic);
+    __m512 r = _mm512_fnmadd_ps(n, _mm512_set1_ps(0.693359375f), x);
+    r = _mm512_fnmadd_ps(n, _mm512_set1_ps(-2.12194440e-4f), r);
+    __m512 p = _mm512_set1_ps(1.0f / 720.0f);
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f / 120.0f));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f / 24.0f));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f / 6.0f));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(0.5f));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f));
+    return _mm512_scalef_ps(p, n);
+}
+
+/* e = exp(row - mx) (0 for masked keys: kv[j] == 0), P = bf16(e) into p, e into row if keep;
+ * returns the sum of e: lanes j mod 32 (two accumulators), added in a fixed order. */
+B16_AVX512 static inline __m512 b16_exp_step(float *row, uint16_t *p, const uint8_t *kv, __m512 vm, int j, __mmask16 k,
+                                            int keep) {
+    __mmask16 ke = k;
+    if (kv) {
+        const __m128i v8 = _mm_maskz_loadu_epi8(k, kv + j);
+        ke = _mm_mask_test_epi8_mask(k, v8, v8);
+    }
+    const __m512 e = _mm512_maskz_mov_ps(ke, b16_exp16(_mm512_sub_ps(_mm512_maskz_loadu_ps(k, row + j), vm)));
+    if (keep) _mm512_mask_storeu_ps(row + j, k, e);
+    _mm256_mask_storeu_epi16(p + j, k, (__m256i)_mm512_cvtneps_pbh(e));
+    return e;
+}
+
+B16_AVX512 static float b16_exp_row_avx512(float *row, uint16_t *p, const uint8_t *kv, float mx, int n, int keep) {
+    const __m512 vm = _mm512_set1_ps(mx);
+    __m512 acc0 = _mm512_setzero_ps(), acc1 = acc0;
+    int j = 0;
+    for (; j + 32 <= n; j += 32) {
+        acc0 = _mm512_add_ps(acc0, b16_exp_step(row, p, kv, vm, j, 0xffff, keep));
+        acc1 = _mm512_add_ps(acc1, b16_exp_step(row, p, kv, vm, j + 16, 0xffff, keep));
+    }
+    for (; j < n; j += 16) acc0 = _mm512_add_ps(acc0, b16_exp_step(row, p, kv, vm, j, b16_tail(n - j), keep));
+    return _mm512_reduce_add_ps(_mm512_add_ps(acc0, acc1));
+}
+
+/* y[j] = bf16(x[j] * scale), j < n */
+B16_AVX512 static void b16_round_avx512(uint16_t *y, const float *x, int n, float scale) {
+    const __m512 s = _mm512_set1_ps(scale);
+    for (int j = 0; j < n; j += 16) {
+        const __mmask16 k = b16_tail(n - j);
+        const __m512 v = _mm512_mul_ps(_mm512_maskz_loadu_ps(k, x + j), s);
+        _mm256_mask_storeu_epi16(y + j, k, (__m256i)_mm512_cvtneps_pbh(v));
+    }
+}
+
+/* probe_row for the bf16 tile, in 16 lanes: the same statistics. The top-5 is the same list: the
+ * 16 lanes' maxima are 16 of the row's values, so the row's 5 largest are all >= the 5th largest
+ * lane maximum (th), and only values >= th are offered to top5_push (in key order; the list
+ * keeps the 5 largest whatever else it was offered). The entropy and column sums are summed in
+ * other orders than the 8-lane loops (within fp32). */
+B16_AVX512 static void probe_row_avx512(const spans *sp, scratch *w, int r, int i, const float *e, const float *s,
+                                        float m, float inv_l, int kc) {
+    const __m512 vm = _mm512_set1_ps(m);
+    __m512 ent = _mm512_setzero_ps(), mx = _mm512_setzero_ps(); /* e >= 0 */
+    for (int j = 0; j < kc; j += 16) {
+        const __mmask16 k = b16_tail(kc - j);
+        const __m512 ev = _mm512_maskz_loadu_ps(k, e + j);
+        ent = _mm512_fmadd_ps(ev, _mm512_sub_ps(_mm512_maskz_loadu_ps(k, s + j), vm), ent);
+        mx = _mm512_max_ps(ev, mx);
+    }
+    w->ent[r] += _mm512_reduce_add_ps(ent);
+    float lane[16], t16[5] = {0};
+    _mm512_storeu_ps(lane, mx);
+    for (int u = 0; u < 16; u++) top5_push(t16, lane[u]);
+    const __m512 th = _mm512_set1_ps(t16[4]);
+    float *t = w->top[r];
+    for (int j = 0; j < kc; j += 16) {
+        const __mmask16 k = b16_tail(kc - j);
+        for (unsigned c = _mm512_mask_cmp_ps_mask(k, _mm512_maskz_loadu_ps(k, e + j), th, _CMP_GE_OQ); c; c &= c - 1)
+            top5_push(t, e[j + __builtin_ctz(c)]);
+    }
+    if (!sp->want_cols) return;
+    float *col = w->col + (size_t)span_of_row(sp, i) * kc;
+    const __m512 vl = _mm512_set1_ps(inv_l);
+    for (int j = 0; j < kc; j += 16) {
+        const __mmask16 k = b16_tail(kc - j);
+        _mm512_mask_storeu_ps(col + j, k,
+                              _mm512_fmadd_ps(_mm512_maskz_loadu_ps(k, e + j), vl, _mm512_maskz_loadu_ps(k, col + j)));
+    }
+}
+#else
+static void probe_row_avx512(const spans *sp, scratch *w, int r, int i, const float *e, const float *s, float m,
+                             float inv_l, int kc) {
+    (void)sp, (void)w, (void)r, (void)i, (void)e, (void)s, (void)m, (void)inv_l, (void)kc;
+}
+static int b16_avx512_available(void) { return 0; }
+static float b16_row_max_avx512(const float *x, int n, float mx) { return (void)x, (void)n, mx; }
+static float b16_exp_row_avx512(float *row, uint16_t *p, const uint8_t *kv, float mx, int n, int keep) {
+    return (void)row, (void)p, (void)kv, (void)mx, (void)n, (void)keep, 0.0f;
+}
+static void b16_round_avx512(uint16_t *y, const float *x, int n, float scale) { (void)y, (void)x, (void)n, (void)scale; }
+#endif
+
+static float b16_row_max(const float *row, int kc, float mx, int fast) {
+    if (fast) return b16_row_max_avx512(row, kc, mx);
+#pragma omp simd reduction(max : mx)
+    for (int j = 0; j < kc; j++) mx = row[j] > mx ? row[j] : mx;
+    return mx;
+}
+
+static float b16_exp_row(float *row, uint16_t *p, const uint8_t *kv, float mx, int kc, int keep, int fast) {
+    if (fast) return b16_exp_row_avx512(row, p, kv, mx, kc, keep);
+    float sum = 0;
+#pragma omp simd reduction(+ : sum)
+    for (int j = 0; j < kc; j++) {
+        float e = ss_expf(row[j] - mx);
+        row[j] = e;
+        sum += e;
+    }
+    if (kv) sum = mask_exps(row, NULL, kv, kc, mx);
+#pragma omp simd
+    for (int j = 0; j < kc; j++) p[j] = ss_bf16_from_f32(row[j]);
+    return sum;
+}
+
+static void b16_round(uint16_t *y, const float *x, int n, float scale, int fast) {
+    if (fast) {
+        b16_round_avx512(y, x, n, scale);
+        return;
+    }
+#pragma omp simd
+    for (int j = 0; j < n; j++) y[j] = ss_bf16_from_f32(x[j] * scale);
+}
+
+/* One tile of bq <= ATTN_TQ query rows from row i0 of (b, h) with bf16 products: Q K^T in
+ * blocks of ATTN_BQ rows (measured with oneDNN AMX at 1357 keys x 64: 20 us for 64 rows, 32 for
+ * 85, 97 for 256: larger products do not pay), P V once per key chunk over the tile. */
+static int tile_bf16(const attn_args *a, const attn_stats *st, const spans *sp, const bf16_head *bh, scratch *w, int b,
+                     int h, int i0, int bq, double *gacc, int fast) {
+    const int Tk = sp->Tk, ld = a->ld, dh = a->dh, ng = sp->n;
+    const size_t qbase = (size_t)b * a->T * ld + (size_t)h * dh;
+    const uint8_t *kvb = a->key_valid ? a->key_valid + (size_t)b * Tk : NULL;
+    const int KC = attn_key_chunk(a), nchunk = (Tk + KC - 1) / KC;
+    const int want_cols = sp->want_cols;
+    const int probe = st && (want_cols || st->row_entropy || st->row_top5);
+    const int probe1 = probe && nchunk == 1; /* statistics from the pass's own exponentials */
+    float m[ATTN_TQ], l[ATTN_TQ];
+    int rc = 0;
+    const float scale = 1.0f / sqrtf((float)dh);
+    for (int r = 0; r < bq; r++) {
+        m[r] = -INFINITY;
+        l[r] = 0;
+        w->ent[r] = 0;
+        for (int t = 0; t < 5; t++) w->top[r][t] = 0;
+        b16_round(w->q16 + (size_t)r * dh, a->q + qbase + (size_t)(i0 + r) * ld, dh, scale, fast);
+    }
+    for (int c = 0; c < nchunk; c++) {
+        const int j0 = c * KC, kc = Tk - j0 < KC ? Tk - j0 : KC;
+        /* keys of P V: the last chunk's padded, within V's B16_PAD(Tk) rows (0 past Tk) */
+        const int kcp = c < nchunk - 1 ? kc : B16_PAD(kc) < B16_PAD(Tk) - j0 ? B16_PAD(kc) : B16_PAD(Tk) - j0;
+        const uint8_t *kv = kvb ? kvb + j0 : NULL;
+        const int cols1 = probe1 && want_cols;
+        if (cols1) memset(w->col, 0, sizeof(float) * kc * ng);
+        for (int s0 = 0; s0 < bq; s0 += ATTN_BQ) {
+            const int sb = bq - s0 < ATTN_BQ ? bq - s0 : ATTN_BQ;
+            if ((rc = ss_dnnl_matmul(w->S, kc, w->q16 + (size_t)s0 * dh, dh, bh->k + (size_t)j0 * dh, dh,
+                                     NULL, sb, kc, dh, SS_DNNL_TRANS_B | SS_DNNL_SERIAL)) < 0)
+                return rc;
+            for (int r = s0; r < s0 + sb; r++) {
+                float *row = w->S + (size_t)(r - s0) * kc;
+                uint16_t *pr = w->p16 + (size_t)r * kcp;
+                if (kcp > kc) memset(pr + kc, 0, sizeof(uint16_t) * (kcp - kc));
+                if (kv) mask_logits(row, kv, kc);
+                const float mx = b16_row_max(row, kc, m[r], fast);
+                if (mx == -INFINITY) { /* masked keys only, so far: nothing to add */
+                    memset(pr, 0, sizeof(uint16_t) * kc);
+                } else {
+                    const float alpha = m[r] == -INFINITY ? 0.0f : expf(m[r] - mx);
+                    if (probe1) memcpy(w->srow, row, sizeof(float) * kc);
+                    const float sum = b16_exp_row(row, pr, kv, mx, kc, probe1, fast);
+                    if (probe1 && kv)
+                        for (int j = 0; j < kc; j++)
+                            if (!kv[j]) w->srow[j] = mx; /* e (s - m) is 0 there, not 0 * -inf */
+                    l[r] = l[r] * alpha + sum;
+                    m[r] = mx;
+                    if (c > 0)
+                        for (int d = 0; d < dh; d++) w->acc[(size_t)r * dh + d] *= alpha;
+                    if (probe1) (fast ? probe_row_avx512 : probe_row)(sp, w, r, i0 + r, row, w->srow, mx, 1.0f / l[r], kc);
+                }
+                if (cols1 && ((r + 1) % ATTN_BQ == 0 || r + 1 == bq)) col_flush_b16(w, gacc, ng, Tk, j0, kc);
+            }
+        }
+        if ((rc = ss_dnnl_matmul(c > 0 ? w->pv : w->acc, dh, w->p16, kcp, bh->v + (size_t)j0 * dh, dh, NULL, bq, dh, kcp,
+                                 SS_DNNL_SERIAL)) < 0)
+            return rc;
+        if (c > 0)
+            for (size_t i = 0; i < (size_t)bq * dh; i++) w->acc[i] += w->pv[i];
+    }
+    float *O = a->out + qbase + (size_t)i0 * ld;
+    for (int r = 0; r < bq; r++) {
+        const float inv = 1.0f / l[r];
+        for (int d = 0; d < dh; d++) O[(size_t)r * ld + d] = w->acc[(size_t)r * dh + d] * inv;
+    }
+    /* Keys spread over several chunks: the final max and sum are known only now. */
+    if (probe && nchunk > 1)
+        for (int c = 0; c < nchunk; c++) {
+            const int j0 = c * KC, kc = Tk - j0 < KC ? Tk - j0 : KC;
+            const uint8_t *kv = kvb ? kvb + j0 : NULL;
+            memset(w->col, 0, sizeof(float) * kc * ng);
+            for (int s0 = 0; s0 < bq; s0 += ATTN_BQ) {
+                const int sb = bq - s0 < ATTN_BQ ? bq - s0 : ATTN_BQ;
+                if ((rc = ss_dnnl_matmul(w->S, kc, w->q16 + (size_t)s0 * dh, dh, bh->k + (size_t)j0 * dh,
+                                         dh, NULL, sb, kc, dh, SS_DNNL_TRANS_B | SS_DNNL_SERIAL)) < 0)
+                    return rc;
+                for (int r = s0; r < s0 + sb; r++) {
+                    float *row = w->S + (size_t)(r - s0) * kc;
+                    memcpy(w->srow, row, sizeof(float) * kc);
+                    for (int j = 0; j < kc; j++) row[j] = ss_expf(row[j] - m[r]);
+                    if (kv) mask_exps(row, w->srow, kv, kc, m[r]);
+                    (fast ? probe_row_avx512 : probe_row)(sp, w, r, i0 + r, row, w->srow, m[r], 1.0f / l[r], kc);
+                    if (want_cols && ((r + 1) % ATTN_BQ == 0 || r + 1 == bq)) col_flush_b16(w, gacc, ng, Tk, j0, kc);
+                }
             }
         }
     for (int r = 0; r < bq; r++) {
@@ -573,6 +852,7 @@ static void scratch_free(scratch *w, int n) {
         free(w[i].srow);
         free(w[i].col);
         free(w[i].p16);
+        free(w[i].q16);
         free(w[i].pv);
     }
     free(w);
@@ -588,10 +868,11 @@ static scratch *scratch_new(int n, int kc, int dh, int bf16) {
         w[i].srow = malloc(sizeof(float) * kc);
         w[i].col = malloc(sizeof(float) * ATTN_MAX_QSPAN * kc);
         if (bf16) {
-            w[i].p16 = malloc(sizeof(uint16_t) * ATTN_TQ * kc);
+            w[i].p16 = malloc(sizeof(uint16_t) * ATTN_TQ * B16_PAD(kc));
+            w[i].q16 = malloc(sizeof(uint16_t) * ATTN_TQ * dh);
             w[i].pv = malloc(sizeof(float) * ATTN_TQ * dh);
         }
-        if (!w[i].S || !w[i].acc || !w[i].srow || !w[i].col || (bf16 && (!w[i].p16 || !w[i].pv))) {
+        if (!w[i].S || !w[i].acc || !w[i].srow || !w[i].col || (bf16 && (!w[i].p16 || !w[i].q16 || !w[i].pv))) {
             scratch_free(w, n);
             ss_fail(SS_ENOMEM, "attention: out of memory for scratch buffers");
             return NULL;
@@ -603,8 +884,8 @@ static scratch *scratch_new(int n, int kc, int dh, int bf16) {
 struct attn_scratch {
     scratch *w;       /* [n] per thread, each for kc keys and dh channels */
     int n, kc, dh, bf16;
-    uint16_t *q16, *kv16; /* bf16: one (b, h)'s q [T, dh], then k and v [Tk, dh] each */
-    size_t nq16, nkv16;
+    uint16_t *kv16; /* bf16: one (b, h)'s k [Tk, dh], then v [B16_PAD(Tk), dh] */
+    size_t nkv16;
     float *kp, *vp;       /* fp32: one (b, h)'s keys in panels (qk_pack) and values (pv_pack) */
     size_t nkp, nvp;
     double *g;        /* probe sums, ng doubles */
@@ -619,7 +900,6 @@ attn_scratch *attn_scratch_new(void) { return ss_calloc(1, sizeof(attn_scratch))
 static void scratch_release(attn_scratch *s) {
     scratch_free(s->w, s->n);
     free(s->g);
-    free(s->q16);
     free(s->kv16);
     free(s->kp);
     free(s->vp);
@@ -627,8 +907,8 @@ static void scratch_release(attn_scratch *s) {
     s->nkp = s->nvp = 0;
     s->w = NULL;
     s->g = NULL;
-    s->q16 = s->kv16 = NULL;
-    s->nq16 = s->nkv16 = 0;
+    s->kv16 = NULL;
+    s->nkv16 = 0;
     s->n = s->kc = s->dh = s->bf16 = 0;
     s->ng = 0;
 }
@@ -664,17 +944,14 @@ int attn_scratch_reserve(attn_scratch *s, const attn_args *a, int probe_spans) {
         grew = 1;
     }
     if (bf16) {
-        const size_t nq = (size_t)a->T * a->dh, nkv = 2 * (size_t)Tk * a->dh;
-        if (nq > s->nq16 || nkv > s->nkv16) {
-            free(s->q16);
+        const size_t nkv = ((size_t)Tk + B16_PAD((size_t)Tk)) * a->dh;
+        if (nkv > s->nkv16) {
             free(s->kv16);
-            s->q16 = malloc(sizeof(uint16_t) * nq);
             s->kv16 = malloc(sizeof(uint16_t) * nkv);
-            if (!s->q16 || !s->kv16) {
+            if (!s->kv16) {
                 scratch_release(s);
                 return ss_fail(SS_ENOMEM, "attention: out of memory for the bf16 operands (%d keys)", Tk);
             }
-            s->nq16 = nq;
             s->nkv16 = nkv;
             grew = 1;
         }
@@ -778,27 +1055,23 @@ int attn_forward(const attn_args *a, const attn_stats *st) {
     const int bf16 = a->precision == SS_PREC_BF16;
     /* rows per tile: fp32 keeps ATTN_BQ (BLAS picks its kernels by shape, and the bits follow) */
     const int tq = bf16 ? ATTN_TQ : ATTN_BQ;
+    const int fast = bf16 && b16_avx512_available();
     int failed = 0;
-    for (int b = 0; b < a->B && !failed; b++)
+    for (int b = 0; b < a->B && !failed; b++) {
         for (int h = 0; h < a->H && !failed; h++) {
             if (g) memset(g, 0, sizeof(double) * ATTN_NG * per_g);
-            bf16_head bh = {0};
-            if (bf16) {
-                const int dh = a->dh, ld = a->ld;
-                const float scale = 1.0f / sqrtf((float)dh);
-                const float *q = a->q + (size_t)b * T * ld + (size_t)h * dh;
+            bf16_head bhh = {0};
+            if (bf16) { /* this head's keys and values */
+                const int dh = a->dh, ld = a->ld, Tkp = B16_PAD(Tk);
                 const float *k = a->k + (size_t)b * Tk * ld + (size_t)h * dh, *v = a->v + (size_t)b * Tk * ld + (size_t)h * dh;
-                uint16_t *q16 = sc->q16, *k16 = sc->kv16, *v16 = sc->kv16 + (size_t)Tk * dh;
-#pragma omp parallel for schedule(static)
-                for (int t = 0; t < (T > Tk ? T : Tk); t++)
-                    for (int d = 0; d < dh; d++) {
-                        if (t < T) q16[(size_t)t * dh + d] = ss_bf16_from_f32(q[(size_t)t * ld + d] * scale);
-                        if (t < Tk) {
-                            k16[(size_t)t * dh + d] = ss_bf16_from_f32(k[(size_t)t * ld + d]);
-                            v16[(size_t)t * dh + d] = ss_bf16_from_f32(v[(size_t)t * ld + d]);
-                        }
-                    }
-                bh = (bf16_head){q16, k16, v16};
+                uint16_t *k16 = sc->kv16, *v16 = sc->kv16 + (size_t)Tk * dh;
+#pragma omp parallel for schedule(static) if ((size_t)Tk * dh > 32768 && !omp_in_parallel())
+                for (int t = 0; t < Tk; t++) {
+                    b16_round(k16 + (size_t)t * dh, k + (size_t)t * ld, dh, 1.0f, fast);
+                    b16_round(v16 + (size_t)t * dh, v + (size_t)t * ld, dh, 1.0f, fast);
+                }
+                memset(v16 + (size_t)Tk * dh, 0, sizeof(uint16_t) * (Tkp - Tk) * dh);
+                bhh = (bf16_head){k16, v16};
             }
             const float *kp = NULL, *vp = NULL;
             if (!bf16 && sc->kp && qk_chunks_fit(Tk, attn_key_chunk(a))) {
@@ -815,8 +1088,11 @@ int attn_forward(const attn_args *a, const attn_stats *st) {
                 scratch *ws = &w[omp_get_thread_num()];
                 double *ga = g ? g + (size_t)gi * per_g : NULL;
                 const unsigned csr = attn_flush_subnormals();
-                for (int i0 = r0; i0 < r1 && !failed; i0 += tq)
-                    failed |= tile(a, st, &sp, bf16 ? &bh : NULL, kp, vp, ws, b, h, i0, r1 - i0 < tq ? r1 - i0 : tq, ga) < 0;
+                for (int i0 = r0; i0 < r1 && !failed; i0 += tq) {
+                    const int bq = r1 - i0 < tq ? r1 - i0 : tq;
+                    if (bf16) failed |= tile_bf16(a, st, &sp, &bhh, ws, b, h, i0, bq, ga, fast) < 0;
+                    else tile(a, st, &sp, kp, vp, ws, b, h, i0, bq, ga);
+                }
                 attn_restore_fp(csr);
             }
             if (!g) continue;
@@ -831,6 +1107,7 @@ int attn_forward(const attn_args *a, const attn_stats *st) {
                 }
             }
         }
+    }
     if (sc == &local) scratch_release(&local);
     if (failed) return ss_fail(SS_ENOMEM, "attention: the bf16 products failed (out of memory)");
     return 0;

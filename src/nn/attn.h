@@ -19,8 +19,11 @@
  * (running-max) softmax, and accumulates P V. fp32 products: AVX-512 kernels on the head's keys
  * and values laid out once per (b, h), in the summation order of BLAS's sgemm and checked
  * against it once per shape (sgemm where the bits would differ, or without AVX-512); bf16:
- * oneDNN. Working memory per thread: ATTN_BQ x min(T, ATTN_KC) floats (and ATTN_TQ x that in
- * bf16 for the rounded P), and per call the packed keys and values, 2 x Tk x dh floats. When
+ * oneDNN, with the bf16 tile's own row passes (AVX-512 where the CPU has AVX512-BF16: the row
+ * max, then one pass that exponentiates, sums and rounds P; the probe's row statistics). Working
+ * memory per thread: ATTN_BQ x min(T, ATTN_KC) floats (and ATTN_TQ x that in bf16 for the
+ * rounded P, plus the tile's rounded queries), and per (b, h) the packed keys and values,
+ * 2 x Tk x dh floats (bf16: 2 x Tk x dh bf16, the values padded to 32 keys). When
  * every key fits one chunk (T <= 8192, e.g. SD3 at 1024^2 has 4429) the probe statistics come
  * from the same exponentials in the same pass; otherwise a second pass recomputes S once the
  * final row max and sum are known.
