@@ -868,9 +868,9 @@ static scratch *scratch_new(int n, int kc, int dh, int bf16) {
         w[i].srow = malloc(sizeof(float) * kc);
         w[i].col = malloc(sizeof(float) * ATTN_MAX_QSPAN * kc);
         if (bf16) {
-            w[i].p16 = malloc(sizeof(uint16_t) * ATTN_TQ * B16_PAD(kc));
-            w[i].q16 = malloc(sizeof(uint16_t) * ATTN_TQ * dh);
-            w[i].pv = malloc(sizeof(float) * ATTN_TQ * dh);
+            w[i].p16 = ss_malloc_aligned(sizeof(uint16_t) * ATTN_TQ * B16_PAD(kc)); /* oneDNN operands: 64-byte aligned (core/err.h) */
+            w[i].q16 = ss_malloc_aligned(sizeof(uint16_t) * ATTN_TQ * dh);
+            w[i].pv = ss_malloc_aligned(sizeof(float) * ATTN_TQ * dh);
         }
         if (!w[i].S || !w[i].acc || !w[i].srow || !w[i].col || (bf16 && (!w[i].p16 || !w[i].q16 || !w[i].pv))) {
             scratch_free(w, n);
@@ -947,7 +947,7 @@ int attn_scratch_reserve(attn_scratch *s, const attn_args *a, int probe_spans) {
         const size_t nkv = ((size_t)Tk + B16_PAD((size_t)Tk)) * a->dh;
         if (nkv > s->nkv16) {
             free(s->kv16);
-            s->kv16 = malloc(sizeof(uint16_t) * nkv);
+            s->kv16 = ss_malloc_aligned(sizeof(uint16_t) * nkv);
             if (!s->kv16) {
                 scratch_release(s);
                 return ss_fail(SS_ENOMEM, "attention: out of memory for the bf16 operands (%d keys)", Tk);
