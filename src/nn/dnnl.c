@@ -445,8 +445,25 @@ static int entry_create(entry *e, const key *k) {
 
 static int key_eq(const key *a, const key *b) { return !memcmp(a, b, sizeof *a); }
 
+static int lookup_locked(const key *k, const entry **out);
+
 /* The cache entry for k, created on first use. Entries are never freed or moved. */
 static int lookup(const key *k, const entry **out) {
+    /* the thread's last few entries first, without the lock (entries never change once made):
+     * attention runs hundreds of products of one shape in a row */
+    static _Thread_local const entry *recent[4];
+    static _Thread_local unsigned next;
+    for (int i = 0; i < 4; i++)
+        if (recent[i] && key_eq(&recent[i]->k, k)) {
+            *out = recent[i];
+            return 0;
+        }
+    int rc = lookup_locked(k, out);
+    if (rc == 0) recent[next++ % 4] = *out;
+    return rc;
+}
+
+static int lookup_locked(const key *k, const entry **out) {
     pthread_mutex_lock(&g_lock);
     int rc = 0;
     for (int i = 0; i < g_n; i++)
