@@ -452,6 +452,51 @@ static int own_ok(int kind, int bq, int kc, int dh) {
     return ok;
 }
 
+/* row = exp(row - mx) in place, returning the sum (fp32, in the vector order gcc fixes). */
+static inline float row_exps(float *row, int kc, float mx) {
+    float sum = 0;
+#pragma omp simd reduction(+ : sum)
+    for (int j = 0; j < kc; j++) {
+        float e = ss_expf(row[j] - mx);
+        row[j] = e;
+        sum += e;
+    }
+    return sum;
+}
+
+/* Keys over several chunks, probe pass: a row's logits (kept in srow) to its final exponentials
+ * exp(s - m) (0 for masked keys), m the row's final max. */
+static void row_final_exps(float *row, float *srow, const uint8_t *kv, int kc, float m) {
+    memcpy(srow, row, sizeof(float) * kc);
+    for (int j = 0; j < kc; j++) row[j] = ss_expf(row[j] - m);
+    if (kv) mask_exps(row, srow, kv, kc, m);
+}
+
+/* A tile's output rows: O = acc / l (acc [bq, dh] unnormalized P V, O with row stride ld). */
+static void tile_store(float *O, int ld, const float *acc, const float *l, int bq, int dh) {
+    for (int r = 0; r < bq; r++) {
+        const float inv = 1.0f / l[r];
+        for (int d = 0; d < dh; d++) O[(size_t)r * ld + d] = acc[(size_t)r * dh + d] * inv;
+    }
+}
+
+/* A tile's per-row statistics (the softmax max and sum, entropy, top-5 concentration) into st. */
+static void tile_row_stats(const attn_args *a, const attn_stats *st, const scratch *w, int b, int h, int i0, int bq,
+                           const float *m, const float *l) {
+    for (int r = 0; r < bq; r++) {
+        const size_t o = idx3(a, b, h, i0 + r);
+        if (st && st->row_m) st->row_m[o] = m[r];
+        if (st && st->row_l) st->row_l[o] = l[r];
+        if (st && st->row_entropy)
+            st->row_entropy[o] = (float)(log((double)l[r]) - w->ent[r] / l[r]);
+        if (st && st->row_top5) {
+            double s5 = 0;
+            for (int t = 0; t < 5; t++) s5 += w->top[r][t];
+            st->row_top5[o] = (float)(s5 / l[r]);
+        }
+    }
+}
+
 /* One tile of bq query rows starting at row i0 of (b, h). gacc: [sp->n, Tk] this group's sums. */
 /* S = Q K^T / sqrt(dh) for rows [i0, i0 + bq) and keys [j0, j0 + kc) into w->S. kp: the keys in
  * panels (fp32), or NULL. */
@@ -464,6 +509,10 @@ static void qk(const attn_args *a, const float *kp, scratch *w, const float *Q, 
     cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, bq, kc, a->dh, scale, Q, a->ld, K + (size_t)j0 * a->ld, a->ld,
                 0.0f, w->S, kc);
 }
+
+static int probe_chunks(const attn_args *a, const spans *sp, scratch *w, const float *kp, const bf16_head *bh,
+                        int fast, const float *Q, const float *K, const uint8_t *kvb, int i0, int bq, const float *m,
+                        const float *l, double *gacc);
 
 static void tile(const attn_args *a, const attn_stats *st, const spans *sp, const float *kp, const float *vp, scratch *w,
                  int b, int h, int i0, int bq, double *gacc) {
@@ -502,13 +551,7 @@ static void tile(const attn_args *a, const attn_stats *st, const spans *sp, cons
                 }
                 const float alpha = m[r] == -INFINITY ? 0.0f : expf(m[r] - mx);
                 if (probe && nchunk == 1) memcpy(w->srow, row, sizeof(float) * kc);
-                float sum = 0;
-#pragma omp simd reduction(+ : sum)
-                for (int j = 0; j < kc; j++) {
-                    float e = ss_expf(row[j] - mx);
-                    row[j] = e;
-                    sum += e;
-                }
+                float sum = row_exps(row, kc, mx);
                 if (kv) sum = mask_exps(row, probe && nchunk == 1 ? w->srow : NULL, kv, kc, mx);
                 l[r] = l[r] * alpha + sum;
                 m[r] = mx;
@@ -524,42 +567,10 @@ static void tile(const attn_args *a, const attn_stats *st, const spans *sp, cons
             cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, bq, dh, kc, 1.0f, w->S, kc, V + (size_t)j0 * ld, ld,
                         c > 0 ? 1.0f : 0.0f, w->acc, dh);
     }
-    float *O = a->out + qbase + (size_t)i0 * ld;
-    for (int r = 0; r < bq; r++) {
-        const float inv = 1.0f / l[r];
-        for (int d = 0; d < dh; d++) O[(size_t)r * ld + d] = w->acc[(size_t)r * dh + d] * inv;
-    }
+    tile_store(a->out + qbase + (size_t)i0 * ld, ld, w->acc, l, bq, dh);
     /* Keys spread over several chunks: the final max and sum are known only now. */
-    if (probe && nchunk > 1)
-        for (int c = 0; c < nchunk; c++) {
-            const int j0 = c * KC, kc = Tk - j0 < KC ? Tk - j0 : KC;
-            const uint8_t *kv = kvb ? kvb + j0 : NULL;
-            memset(w->col, 0, sizeof(float) * kc * ng);
-            for (int s0 = 0; s0 < bq; s0 += ATTN_BQ) {
-                const int sb = bq - s0 < ATTN_BQ ? bq - s0 : ATTN_BQ;
-                qk(a, kp, w, Q + (size_t)s0 * ld, K, sb, j0, kc, scale);
-                for (int r = s0; r < s0 + sb; r++) {
-                    float *row = w->S + (size_t)(r - s0) * kc;
-                    memcpy(w->srow, row, sizeof(float) * kc);
-                    for (int j = 0; j < kc; j++) row[j] = ss_expf(row[j] - m[r]);
-                    if (kv) mask_exps(row, w->srow, kv, kc, m[r]);
-                    probe_row(sp, w, r, i0 + r, row, w->srow, m[r], 1.0f / l[r], kc);
-                }
-                if (want_cols) col_flush(w, gacc, ng, Tk, j0, kc);
-            }
-        }
-    for (int r = 0; r < bq; r++) {
-        const size_t o = idx3(a, b, h, i0 + r);
-        if (st && st->row_m) st->row_m[o] = m[r];
-        if (st && st->row_l) st->row_l[o] = l[r];
-        if (st && st->row_entropy)
-            st->row_entropy[o] = (float)(log((double)l[r]) - w->ent[r] / l[r]);
-        if (st && st->row_top5) {
-            double s5 = 0;
-            for (int t = 0; t < 5; t++) s5 += w->top[r][t];
-            st->row_top5[o] = (float)(s5 / l[r]);
-        }
-    }
+    if (probe && nchunk > 1) probe_chunks(a, sp, w, kp, NULL, 0, Q, K, kvb, i0, bq, m, l, gacc);
+    tile_row_stats(a, st, w, b, h, i0, bq, m, l);
 }
 
 /* ---- the bf16 tile ----
@@ -717,13 +728,7 @@ static float b16_row_max(const float *row, int kc, float mx, int fast) {
 
 static float b16_exp_row(float *row, uint16_t *p, const uint8_t *kv, float mx, int kc, int keep, int fast) {
     if (fast) return b16_exp_row_avx512(row, p, kv, mx, kc, keep);
-    float sum = 0;
-#pragma omp simd reduction(+ : sum)
-    for (int j = 0; j < kc; j++) {
-        float e = ss_expf(row[j] - mx);
-        row[j] = e;
-        sum += e;
-    }
+    float sum = row_exps(row, kc, mx);
     if (kv) sum = mask_exps(row, NULL, kv, kc, mx);
 #pragma omp simd
     for (int j = 0; j < kc; j++) p[j] = ss_bf16_from_f32(row[j]);
@@ -742,6 +747,37 @@ static void b16_round(uint16_t *y, const float *x, int n, float scale, int fast)
 /* One tile of bq <= ATTN_TQ query rows from row i0 of (b, h) with bf16 products: Q K^T in
  * blocks of ATTN_BQ rows (measured with oneDNN AMX at 1357 keys x 64: 20 us for 64 rows, 32 for
  * 85, 97 for 256: larger products do not pay), P V once per key chunk over the tile. */
+/* The probe's pass over a tile whose keys span several chunks, once the rows' final max m and sum
+ * l are known: the logits again (fp32: qk on Q, K, kp; bf16: bh's keys and the tile's rounded
+ * queries w->q16, AVX-512 statistics when fast), their exponentials, the row statistics and the
+ * column sums, flushed after each block of ATTN_BQ rows. */
+static int probe_chunks(const attn_args *a, const spans *sp, scratch *w, const float *kp, const bf16_head *bh,
+                        int fast, const float *Q, const float *K, const uint8_t *kvb, int i0, int bq, const float *m,
+                        const float *l, double *gacc) {
+    const int Tk = sp->Tk, dh = a->dh, KC = attn_key_chunk(a), nchunk = (Tk + KC - 1) / KC;
+    const float scale = 1.0f / sqrtf((float)dh);
+    for (int c = 0; c < nchunk; c++) {
+        const int j0 = c * KC, kc = Tk - j0 < KC ? Tk - j0 : KC;
+        const uint8_t *kv = kvb ? kvb + j0 : NULL;
+        memset(w->col, 0, sizeof(float) * kc * sp->n);
+        for (int s0 = 0; s0 < bq; s0 += ATTN_BQ) {
+            const int sb = bq - s0 < ATTN_BQ ? bq - s0 : ATTN_BQ;
+            int rc;
+            if (!bh) qk(a, kp, w, Q + (size_t)s0 * a->ld, K, sb, j0, kc, scale);
+            else if ((rc = ss_dnnl_matmul(w->S, kc, w->q16 + (size_t)s0 * dh, dh, bh->k + (size_t)j0 * dh, dh, NULL, sb,
+                                          kc, dh, SS_DNNL_TRANS_B | SS_DNNL_SERIAL)) < 0)
+                return rc;
+            for (int r = s0; r < s0 + sb; r++) {
+                float *row = w->S + (size_t)(r - s0) * kc;
+                row_final_exps(row, w->srow, kv, kc, m[r]);
+                (fast ? probe_row_avx512 : probe_row)(sp, w, r, i0 + r, row, w->srow, m[r], 1.0f / l[r], kc);
+            }
+            if (sp->want_cols) (bh ? col_flush_b16 : col_flush)(w, gacc, sp->n, Tk, j0, kc);
+        }
+    }
+    return 0;
+}
+
 static int tile_bf16(const attn_args *a, const attn_stats *st, const spans *sp, const bf16_head *bh, scratch *w, int b,
                      int h, int i0, int bq, double *gacc, int fast) {
     const int Tk = sp->Tk, ld = a->ld, dh = a->dh, ng = sp->n;
@@ -803,44 +839,11 @@ static int tile_bf16(const attn_args *a, const attn_stats *st, const spans *sp, 
         if (c > 0)
             for (size_t i = 0; i < (size_t)bq * dh; i++) w->acc[i] += w->pv[i];
     }
-    float *O = a->out + qbase + (size_t)i0 * ld;
-    for (int r = 0; r < bq; r++) {
-        const float inv = 1.0f / l[r];
-        for (int d = 0; d < dh; d++) O[(size_t)r * ld + d] = w->acc[(size_t)r * dh + d] * inv;
-    }
+    tile_store(a->out + qbase + (size_t)i0 * ld, ld, w->acc, l, bq, dh);
     /* Keys spread over several chunks: the final max and sum are known only now. */
-    if (probe && nchunk > 1)
-        for (int c = 0; c < nchunk; c++) {
-            const int j0 = c * KC, kc = Tk - j0 < KC ? Tk - j0 : KC;
-            const uint8_t *kv = kvb ? kvb + j0 : NULL;
-            memset(w->col, 0, sizeof(float) * kc * ng);
-            for (int s0 = 0; s0 < bq; s0 += ATTN_BQ) {
-                const int sb = bq - s0 < ATTN_BQ ? bq - s0 : ATTN_BQ;
-                if ((rc = ss_dnnl_matmul(w->S, kc, w->q16 + (size_t)s0 * dh, dh, bh->k + (size_t)j0 * dh,
-                                         dh, NULL, sb, kc, dh, SS_DNNL_TRANS_B | SS_DNNL_SERIAL)) < 0)
-                    return rc;
-                for (int r = s0; r < s0 + sb; r++) {
-                    float *row = w->S + (size_t)(r - s0) * kc;
-                    memcpy(w->srow, row, sizeof(float) * kc);
-                    for (int j = 0; j < kc; j++) row[j] = ss_expf(row[j] - m[r]);
-                    if (kv) mask_exps(row, w->srow, kv, kc, m[r]);
-                    (fast ? probe_row_avx512 : probe_row)(sp, w, r, i0 + r, row, w->srow, m[r], 1.0f / l[r], kc);
-                    if (want_cols && ((r + 1) % ATTN_BQ == 0 || r + 1 == bq)) col_flush_b16(w, gacc, ng, Tk, j0, kc);
-                }
-            }
-        }
-    for (int r = 0; r < bq; r++) {
-        const size_t o = idx3(a, b, h, i0 + r);
-        if (st && st->row_m) st->row_m[o] = m[r];
-        if (st && st->row_l) st->row_l[o] = l[r];
-        if (st && st->row_entropy)
-            st->row_entropy[o] = (float)(log((double)l[r]) - w->ent[r] / l[r]);
-        if (st && st->row_top5) {
-            double s5 = 0;
-            for (int t = 0; t < 5; t++) s5 += w->top[r][t];
-            st->row_top5[o] = (float)(s5 / l[r]);
-        }
-    }
+    if (probe && nchunk > 1 && (rc = probe_chunks(a, sp, w, NULL, bh, fast, NULL, NULL, kvb, i0, bq, m, l, gacc)) < 0)
+        return rc;
+    tile_row_stats(a, st, w, b, h, i0, bq, m, l);
     return 0;
 }
 

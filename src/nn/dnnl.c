@@ -137,6 +137,15 @@ static tstate *me(void) {
 
 void ss_dnnl_use_fallback(int on) { g_force_fallback = on; }
 
+/* A thread buffer of at least n bf16 values, 64-byte aligned (kept between calls). */
+static int grow16(uint16_t **p, size_t *have, size_t n) {
+    if (n <= *have) return 0;
+    free(*p);
+    *p = ss_malloc_aligned(sizeof(uint16_t) * n);
+    *have = *p ? n : 0;
+    return *p ? 0 : ss_fail(SS_ENOMEM, "bf16 matmul: out of memory for a %zu-value bf16 block", n);
+}
+
 static int grow(float **p, size_t *have, size_t n) {
     if (n <= *have) return 0;
     free(*p);
@@ -515,13 +524,8 @@ static int fallback_any(void *c, int ldc, const uint16_t *a, int lda, const uint
     if (!ts) return SS_ENOMEM;
     int rc;
     if (flags & K_PACKED) { /* unpacked at every call (a weight's address may be reused by another) */
-        const size_t n = (size_t)N * K;
-        if (n > ts->wplain_n) {
-            free(ts->wplain);
-            ts->wplain = ss_malloc_aligned(sizeof(uint16_t) * n);
-            ts->wplain_n = ts->wplain ? n : 0;
-            if (!ts->wplain) return ss_fail(SS_ENOMEM, "bf16 matmul: out of memory unpacking a %d x %d weight", N, K);
-        }
+        if (grow16(&ts->wplain, &ts->wplain_n, (size_t)N * K) < 0)
+            return ss_fail(SS_ENOMEM, "bf16 matmul: out of memory unpacking a %d x %d weight", N, K);
         if ((rc = repack(ts->wplain, b, N, K, 0)) < 0) return rc;
         b = ts->wplain, ldb = K, flags |= SS_DNNL_TRANS_B;
     }
@@ -647,12 +651,8 @@ int ss_dnnl_matmul_f32a(float *c, int ldc, const float *a, int lda, const uint16
     const size_t n = (size_t)M * K;
     tstate *ts = me();
     if (!ts) return SS_ENOMEM;
-    if (n > ts->a16_n) {
-        free(ts->a16);
-        ts->a16 = ss_malloc_aligned(sizeof(uint16_t) * n);
-        ts->a16_n = ts->a16 ? n : 0;
-        if (!ts->a16) return ss_fail(SS_ENOMEM, "bf16 matmul: out of memory rounding a %d x %d input", M, K);
-    }
+    if (grow16(&ts->a16, &ts->a16_n, n) < 0)
+        return ss_fail(SS_ENOMEM, "bf16 matmul: out of memory rounding a %d x %d input", M, K);
     ss_bf16_from_f32_rows(ts->a16, K, a, lda, M, K);
     return ss_dnnl_matmul(c, ldc, ts->a16, K, b, ldb, bias, M, N, K, flags);
 }
@@ -744,13 +744,7 @@ static int band(void *y, int ldy, size_t es, const uint16_t *a, int lda, const u
         const long wo = n == N ? 0 : col_offset(N, kn, j0, n);
         if (wo < 0) return SS_EARG;
         /* the chunk's columns of A, dense: oneDNN 2.6's brgemm matmul takes no strided A either */
-        const size_t na = (size_t)m * kn;
-        if (na > ts->ak_n) {
-            free(ts->ak);
-            ts->ak = ss_malloc_aligned(sizeof(uint16_t) * na);
-            ts->ak_n = ts->ak ? na : 0;
-            if (!ts->ak) return SS_ENOMEM;
-        }
+        if (grow16(&ts->ak, &ts->ak_n, (size_t)m * kn) < 0) return SS_ENOMEM;
         for (int i = 0; i < m; i++) memcpy(ts->ak + (size_t)i * kn, a + (size_t)i * lda + k0, sizeof(uint16_t) * kn);
         rc = matmul_serial(acc, lacc, ts->ak, kn, w + off + wo, kn, c ? NULL : bj, m, n, kn,
                            (f & ~K_GELU16) | (c ? K_ACCUM : 0));
@@ -777,13 +771,8 @@ int ss_dnnl_linear(void *y, int ldy, const uint16_t *x16, const float *x32, int 
     int rc = 0;
     if (!x16 && nt > 1) {
         tstate *ts = me();
-        const size_t n = (size_t)M * K;
-        if (ts && n > ts->a16_n) {
-            free(ts->a16);
-            ts->a16 = ss_malloc_aligned(sizeof(uint16_t) * n);
-            ts->a16_n = ts->a16 ? n : 0;
-        }
-        if (!ts || !ts->a16) return ss_fail(SS_ENOMEM, "bf16 matmul: out of memory rounding a %d x %d input", M, K);
+        if (!ts || grow16(&ts->a16, &ts->a16_n, (size_t)M * K) < 0)
+            return ss_fail(SS_ENOMEM, "bf16 matmul: out of memory rounding a %d x %d input", M, K);
         ss_bf16_from_f32_rows(ts->a16, K, x32, ldx, M, K);
         a1 = ts->a16, ldx = K;
     }
@@ -795,13 +784,7 @@ int ss_dnnl_linear(void *y, int ldy, const uint16_t *x16, const float *x32, int 
         int lda = ldx, r = 0;
         if (!a) { /* fp32 input: this band's rows rounded into the thread's buffer */
             tstate *ts = me();
-            const size_t n16 = (size_t)m * K;
-            if (ts && n16 > ts->a16_n) {
-                free(ts->a16);
-                ts->a16 = ss_malloc_aligned(sizeof(uint16_t) * n16);
-                ts->a16_n = ts->a16 ? n16 : 0;
-            }
-            if (!ts || !ts->a16) r = SS_ENOMEM;
+            if (!ts || grow16(&ts->a16, &ts->a16_n, (size_t)m * K) < 0) r = SS_ENOMEM;
             else {
                 ss_bf16_from_f32_rows(ts->a16, K, x32 + (size_t)i0 * ldx, ldx, m, K);
                 a = ts->a16, lda = K;
