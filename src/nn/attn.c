@@ -661,6 +661,88 @@ B16_AVX512 static float b16_exp_row_avx512(float *row, uint16_t *p, const uint8_
     return _mm512_reduce_add_ps(_mm512_add_ps(acc0, acc1));
 }
 
+/* b16_exp_step that also feeds the probe: ent += e x (x = s - max, 0 at masked keys, where e is 0)
+ * and the lane maxima of e; e is written back (the top-5 and column passes read it). */
+B16_AVX512 static inline __m512 b16_exp_probe_step(float *row, uint16_t *p, const uint8_t *kv, __m512 vm, int j,
+                                                  __mmask16 k, __m512 *ent, __m512 *emax) {
+    __mmask16 ke = k;
+    if (kv) {
+        const __m128i v8 = _mm_maskz_loadu_epi8(k, kv + j);
+        ke = _mm_mask_test_epi8_mask(k, v8, v8);
+    }
+    const __m512 x = _mm512_maskz_sub_ps(ke, _mm512_maskz_loadu_ps(k, row + j), vm);
+    const __m512 e = _mm512_maskz_mov_ps(ke, b16_exp16(x));
+    _mm512_mask_storeu_ps(row + j, k, e);
+    _mm256_mask_storeu_epi16(p + j, k, (__m256i)_mm512_cvtneps_pbh(e));
+    *ent = _mm512_fmadd_ps(e, x, *ent);
+    *emax = _mm512_max_ps(e, *emax);
+    return e;
+}
+
+/* b16_exp_row_avx512 (keep) with the probe's row statistics in the same pass: the same sum, P and
+ * exponentials bit for bit (the same steps in the same order), and the entropy term and top-5
+ * list probe_row_avx512 gives from them (the same fused multiply-adds in the same key order, the
+ * same candidates), without the copy of the logits: x = s - max is at hand here. The top-5 takes
+ * a second, compare-only pass over e once the lane maxima are known. */
+B16_AVX512 static float b16_exp_probe_row_avx512(float *row, uint16_t *p, const uint8_t *kv, float mx, int n,
+                                                 double *ent_out, float *t) {
+    const __m512 vm = _mm512_set1_ps(mx);
+    __m512 acc0 = _mm512_setzero_ps(), acc1 = acc0, ent = acc0, emax = acc0; /* e >= 0 */
+    int j = 0;
+    for (; j + 32 <= n; j += 32) {
+        acc0 = _mm512_add_ps(acc0, b16_exp_probe_step(row, p, kv, vm, j, 0xffff, &ent, &emax));
+        acc1 = _mm512_add_ps(acc1, b16_exp_probe_step(row, p, kv, vm, j + 16, 0xffff, &ent, &emax));
+    }
+    for (; j < n; j += 16)
+        acc0 = _mm512_add_ps(acc0, b16_exp_probe_step(row, p, kv, vm, j, b16_tail(n - j), &ent, &emax));
+    *ent_out += _mm512_reduce_add_ps(ent);
+    float lane[16], t16[5] = {0};
+    _mm512_storeu_ps(lane, emax);
+    for (int u = 0; u < 16; u++) top5_push(t16, lane[u]);
+    const __m512 th = _mm512_set1_ps(t16[4]);
+    for (j = 0; j < n; j += 16) {
+        const __mmask16 k = b16_tail(n - j);
+        for (unsigned c = _mm512_mask_cmp_ps_mask(k, _mm512_maskz_loadu_ps(k, row + j), th, _CMP_GE_OQ); c; c &= c - 1)
+            top5_push(t, row[j + __builtin_ctz(c)]);
+    }
+    return _mm512_reduce_add_ps(_mm512_add_ps(acc0, acc1));
+}
+
+/* The column sums of rows rows[0..nr) of one block (each rows[u] kc exponentials, scaled by
+ * il[u] = 1 / l) added to the group's double sums d[0..kc): per key, a float sum from 0 of
+ * fused multiply-adds in row order, then one double addition, the bits col_flush_b16 gives from
+ * probe_row_avx512's per-row sums, in one pass over the block (4 columns of 16 keys at a time). */
+B16_AVX512 static void col_block_avx512(double *d, float *const *rows, const float *il, int nr, int kc) {
+    int j = 0;
+    for (; j + 64 <= kc; j += 64) {
+        __m512 c0 = _mm512_setzero_ps(), c1 = c0, c2 = c0, c3 = c0;
+        for (int u = 0; u < nr; u++) {
+            const float *e = rows[u] + j;
+            const __m512 v = _mm512_set1_ps(il[u]);
+            c0 = _mm512_fmadd_ps(_mm512_loadu_ps(e), v, c0);
+            c1 = _mm512_fmadd_ps(_mm512_loadu_ps(e + 16), v, c1);
+            c2 = _mm512_fmadd_ps(_mm512_loadu_ps(e + 32), v, c2);
+            c3 = _mm512_fmadd_ps(_mm512_loadu_ps(e + 48), v, c3);
+        }
+        const __m512 cs[4] = {c0, c1, c2, c3};
+        for (int t = 0; t < 4; t++) {
+            double *dd = d + j + 16 * t;
+            _mm512_storeu_pd(dd, _mm512_add_pd(_mm512_loadu_pd(dd), _mm512_cvtps_pd(_mm512_castps512_ps256(cs[t]))));
+            _mm512_storeu_pd(dd + 8, _mm512_add_pd(_mm512_loadu_pd(dd + 8), _mm512_cvtps_pd(_mm512_extractf32x8_ps(cs[t], 1))));
+        }
+    }
+    for (; j < kc; j += 16) {
+        const __mmask16 k = b16_tail(kc - j);
+        __m512 c = _mm512_setzero_ps();
+        for (int u = 0; u < nr; u++)
+            c = _mm512_fmadd_ps(_mm512_maskz_loadu_ps(k, rows[u] + j), _mm512_set1_ps(il[u]), c);
+        const __mmask8 k0 = (__mmask8)k, k1 = (__mmask8)(k >> 8);
+        _mm512_mask_storeu_pd(d + j, k0, _mm512_add_pd(_mm512_maskz_loadu_pd(k0, d + j), _mm512_cvtps_pd(_mm512_castps512_ps256(c))));
+        _mm512_mask_storeu_pd(d + j + 8, k1,
+                              _mm512_add_pd(_mm512_maskz_loadu_pd(k1, d + j + 8), _mm512_cvtps_pd(_mm512_extractf32x8_ps(c, 1))));
+    }
+}
+
 /* y[j] = bf16(x[j] * scale), j < n */
 B16_AVX512 static void b16_round_avx512(uint16_t *y, const float *x, int n, float scale) {
     const __m512 s = _mm512_set1_ps(scale);
@@ -715,6 +797,13 @@ static int b16_avx512_available(void) { return 0; }
 static float b16_row_max_avx512(const float *x, int n, float mx) { return (void)x, (void)n, mx; }
 static float b16_exp_row_avx512(float *row, uint16_t *p, const uint8_t *kv, float mx, int n, int keep) {
     return (void)row, (void)p, (void)kv, (void)mx, (void)n, (void)keep, 0.0f;
+}
+static float b16_exp_probe_row_avx512(float *row, uint16_t *p, const uint8_t *kv, float mx, int n, double *ent_out,
+                                      float *t) {
+    return (void)row, (void)p, (void)kv, (void)mx, (void)n, (void)ent_out, (void)t, 0.0f;
+}
+static void col_block_avx512(double *d, float *const *rows, const float *il, int nr, int kc) {
+    (void)d, (void)rows, (void)il, (void)nr, (void)kc;
 }
 static void b16_round_avx512(uint16_t *y, const float *x, int n, float scale) { (void)y, (void)x, (void)n, (void)scale; }
 #endif
@@ -788,6 +877,8 @@ static int tile_bf16(const attn_args *a, const attn_stats *st, const spans *sp, 
     const int probe = st && (want_cols || st->row_entropy || st->row_top5);
     const int probe1 = probe && nchunk == 1; /* statistics from the pass's own exponentials */
     float m[ATTN_TQ], l[ATTN_TQ];
+    float *crow[ATTN_MAX_QSPAN][ATTN_BQ], cil[ATTN_MAX_QSPAN][ATTN_BQ]; /* one block's rows per span, and 1 / l */
+    int ncrow[ATTN_MAX_QSPAN] = {0};
     int rc = 0;
     const float scale = 1.0f / sqrtf((float)dh);
     for (int r = 0; r < bq; r++) {
@@ -803,7 +894,7 @@ static int tile_bf16(const attn_args *a, const attn_stats *st, const spans *sp, 
         const int kcp = c < nchunk - 1 ? kc : B16_PAD(kc) < B16_PAD(Tk) - j0 ? B16_PAD(kc) : B16_PAD(Tk) - j0;
         const uint8_t *kv = kvb ? kvb + j0 : NULL;
         const int cols1 = probe1 && want_cols;
-        if (cols1) memset(w->col, 0, sizeof(float) * kc * ng);
+        if (cols1 && !fast) memset(w->col, 0, sizeof(float) * kc * ng);
         for (int s0 = 0; s0 < bq; s0 += ATTN_BQ) {
             const int sb = bq - s0 < ATTN_BQ ? bq - s0 : ATTN_BQ;
             if ((rc = ss_dnnl_matmul(w->S, kc, w->q16 + (size_t)s0 * dh, dh, bh->k + (size_t)j0 * dh, dh,
@@ -819,19 +910,36 @@ static int tile_bf16(const attn_args *a, const attn_stats *st, const spans *sp, 
                     memset(pr, 0, sizeof(uint16_t) * kc);
                 } else {
                     const float alpha = m[r] == -INFINITY ? 0.0f : expf(m[r] - mx);
-                    if (probe1) memcpy(w->srow, row, sizeof(float) * kc);
-                    const float sum = b16_exp_row(row, pr, kv, mx, kc, probe1, fast);
-                    if (probe1 && kv)
-                        for (int j = 0; j < kc; j++)
-                            if (!kv[j]) w->srow[j] = mx; /* e (s - m) is 0 there, not 0 * -inf */
+                    float sum;
+                    if (probe1 && fast) {
+                        sum = b16_exp_probe_row_avx512(row, pr, kv, mx, kc, &w->ent[r], w->top[r]);
+                    } else {
+                        if (probe1) memcpy(w->srow, row, sizeof(float) * kc);
+                        sum = b16_exp_row(row, pr, kv, mx, kc, probe1, fast);
+                        if (probe1 && kv)
+                            for (int j = 0; j < kc; j++)
+                                if (!kv[j]) w->srow[j] = mx; /* e (s - m) is 0 there, not 0 * -inf */
+                    }
                     l[r] = l[r] * alpha + sum;
                     m[r] = mx;
                     if (c > 0)
                         for (int d = 0; d < dh; d++) w->acc[(size_t)r * dh + d] *= alpha;
-                    if (probe1) (fast ? probe_row_avx512 : probe_row)(sp, w, r, i0 + r, row, w->srow, mx, 1.0f / l[r], kc);
+                    if (probe1 && fast && want_cols) {
+                        /* this block's column sums: one pass over its rows below */
+                        const int g = span_of_row(sp, i0 + r);
+                        crow[g][ncrow[g]] = row;
+                        cil[g][ncrow[g]++] = 1.0f / l[r];
+                    } else if (probe1) {
+                        (fast ? probe_row_avx512 : probe_row)(sp, w, r, i0 + r, row, w->srow, mx, 1.0f / l[r], kc);
+                    }
                 }
-                if (cols1 && ((r + 1) % ATTN_BQ == 0 || r + 1 == bq)) col_flush_b16(w, gacc, ng, Tk, j0, kc);
+                if (cols1 && !fast && ((r + 1) % ATTN_BQ == 0 || r + 1 == bq)) col_flush_b16(w, gacc, ng, Tk, j0, kc);
             }
+            if (cols1 && fast)
+                for (int g = 0; g < ng; g++) {
+                    if (ncrow[g]) col_block_avx512(gacc + (size_t)g * Tk + j0, crow[g], cil[g], ncrow[g], kc);
+                    ncrow[g] = 0;
+                }
         }
         if ((rc = ss_dnnl_matmul(c > 0 ? w->pv : w->acc, dh, w->p16, kcp, bh->v + (size_t)j0 * dh, dh, NULL, bq, dh, kcp,
                                  SS_DNNL_SERIAL)) < 0)
