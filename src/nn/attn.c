@@ -699,11 +699,34 @@ B16_AVX512 static float b16_exp_probe_row_avx512(float *row, uint16_t *p, const 
     float lane[16], t16[5] = {0};
     _mm512_storeu_ps(lane, emax);
     for (int u = 0; u < 16; u++) top5_push(t16, lane[u]);
-    const __m512 th = _mm512_set1_ps(t16[4]);
-    for (j = 0; j < n; j += 16) {
-        const __mmask16 k = b16_tail(n - j);
-        for (unsigned c = _mm512_mask_cmp_ps_mask(k, _mm512_maskz_loadu_ps(k, row + j), th, _CMP_GE_OQ); c; c &= c - 1)
-            top5_push(t, row[j + __builtin_ctz(c)]);
+    /* candidates: e >= th (the 5th largest lane maximum) and, once the list's smallest entry t[4]
+     * reaches th, e > t[4] (top5_push drops the others unchanged; ties of the maximum are many on
+     * periodic data) */
+    const float th = t16[4];
+    float cut = t[4] >= th ? t[4] : th; /* offered: e > cut, or e == cut while the list is below th */
+    int ge = t[4] < th;
+    __m512 vth = _mm512_set1_ps(cut);
+    j = 0;
+    /* 64 keys at a time: one compare of their maximum, the rare block that passes key by key */
+    for (; j + 64 <= n; j += 64) {
+        const __m512 e0 = _mm512_loadu_ps(row + j), e1 = _mm512_loadu_ps(row + j + 16);
+        const __m512 e2 = _mm512_loadu_ps(row + j + 32), e3 = _mm512_loadu_ps(row + j + 48);
+        const __m512 bm = _mm512_max_ps(_mm512_max_ps(e0, e1), _mm512_max_ps(e2, e3));
+        if (!(ge ? _mm512_cmp_ps_mask(bm, vth, _CMP_GE_OQ) : _mm512_cmp_ps_mask(bm, vth, _CMP_GT_OQ))) continue;
+        const __m512 ev[4] = {e0, e1, e2, e3};
+        for (int u = 0; u < 4; u++)
+            for (unsigned c = ge ? _mm512_cmp_ps_mask(ev[u], vth, _CMP_GE_OQ) : _mm512_cmp_ps_mask(ev[u], vth, _CMP_GT_OQ);
+                 c; c &= c - 1)
+                top5_push(t, row[j + 16 * u + __builtin_ctz(c)]);
+        if (t[4] >= th) {
+            cut = t[4];
+            ge = 0;
+            vth = _mm512_set1_ps(cut);
+        }
+    }
+    for (; j < n; j++) {
+        const float e = row[j];
+        if (e > cut || (ge && e == cut)) top5_push(t, e);
     }
     return _mm512_reduce_add_ps(_mm512_add_ps(acc0, acc1));
 }
