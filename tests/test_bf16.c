@@ -290,6 +290,54 @@ static void test_attention(void **state) {
     free(q), free(k), free(v), free(o_ref), free(kv), free(mi_ref), free(mi), free(ent_ref), free(ent), free(t5_ref), free(t5);
 }
 
+/* The bf16 probe with every key in one chunk: the row statistics are the same bits whether or not
+ * column mass is asked for (the top-5 candidates then come from the column pass, otherwise from
+ * their own pass), and mass, entropy and top-5 are the same bits at 1, 2 and 3 threads; three
+ * query spans whose ends fall inside 64-row blocks, with and without masked keys, and an output
+ * that the probe leaves unchanged. */
+static void test_attention_probe_paths(void **state) {
+    (void)state;
+    const int B = 2, H = 3, dh = 64, T = 300;
+    const size_t n = (size_t)B * T * H * dh, nm = (size_t)B * H * T;
+    float *q = malloc(sizeof(float) * n), *k = malloc(sizeof(float) * n), *v = malloc(sizeof(float) * n);
+    float *o0 = malloc(sizeof(float) * n), *o1 = malloc(sizeof(float) * n);
+    tc_fill(q, n, 11, 1.0f);
+    tc_fill(k, n, 12, 1.0f);
+    tc_fill(v, n, 13, 1.0f);
+    for (int c = 0; c < H * dh; c++) k[7 * H * dh + c] += 1.5f * (c % 2 ? 1 : -1); /* a sink, key 7 */
+    for (int j = 40; j < 48; j++) memcpy(k + (size_t)j * H * dh, k + (size_t)7 * H * dh, sizeof(float) * H * dh); /* ties */
+    uint8_t *kv = malloc((size_t)B * T);
+    for (int i = 0; i < B * T; i++) kv[i] = (i % 13) != 5;
+    float *st_m[4][3], *st_e[4], *st_t[4];
+    for (int mask = 0; mask < 2; mask++) {
+        attn_args a = {.B = B, .H = H, .dh = dh, .T = T, .ld = H * dh, .q = q, .k = k, .v = v, .out = o0,
+                       .key_valid = mask ? kv : NULL, .n_qspan = 3, .qend = {70, 201, T}, .precision = SS_PREC_BF16};
+        assert_int_equal(attn_forward(&a, NULL), 0);
+        a.out = o1;
+        for (int r = 0; r < 4; r++) { /* r 0-2: mass at 1, 2, 3 threads; 3: no mass, 2 threads */
+            for (int g = 0; g < 3; g++) st_m[r][g] = r < 3 ? malloc(sizeof(float) * nm) : NULL;
+            st_e[r] = malloc(sizeof(float) * nm);
+            st_t[r] = malloc(sizeof(float) * nm);
+            attn_stats st = {.row_entropy = st_e[r], .row_top5 = st_t[r], .mass = {st_m[r][0], st_m[r][1], st_m[r][2]}};
+            omp_set_num_threads(r < 3 ? r + 1 : 2);
+            assert_int_equal(attn_forward(&a, &st), 0);
+            assert_memory_equal(o0, o1, sizeof(float) * n);
+        }
+        omp_set_num_threads(2);
+        for (int r = 1; r < 4; r++) {
+            assert_memory_equal(st_e[0], st_e[r], sizeof(float) * nm);
+            assert_memory_equal(st_t[0], st_t[r], sizeof(float) * nm);
+            if (r < 3)
+                for (int g = 0; g < 3; g++) assert_memory_equal(st_m[0][g], st_m[r][g], sizeof(float) * nm);
+        }
+        for (int r = 0; r < 4; r++) {
+            for (int g = 0; g < 3; g++) free(st_m[r][g]);
+            free(st_e[r]), free(st_t[r]);
+        }
+    }
+    free(q), free(k), free(v), free(o0), free(o1), free(kv);
+}
+
 /* ---- whole models through the family interface ---- */
 
 typedef struct {
@@ -499,6 +547,7 @@ int main(void) {
         cmocka_unit_test(test_conversion),
         cmocka_unit_test(test_matmul_matches_double),
         cmocka_unit_test(test_attention),
+        cmocka_unit_test(test_attention_probe_paths),
         cmocka_unit_test(test_linear_packed),
         cmocka_unit_test(test_load_stores_bf16),
         cmocka_unit_test(test_fixtures_in_bf16),

@@ -685,7 +685,7 @@ B16_AVX512 static inline __m512 b16_exp_probe_step(float *row, uint16_t *p, cons
  * same candidates), without the copy of the logits: x = s - max is at hand here. The top-5 takes
  * a second, compare-only pass over e once the lane maxima are known. */
 B16_AVX512 static float b16_exp_probe_row_avx512(float *row, uint16_t *p, const uint8_t *kv, float mx, int n,
-                                                 double *ent_out, float *t) {
+                                                 double *ent_out, float *t, float *th_out) {
     const __m512 vm = _mm512_set1_ps(mx);
     __m512 acc0 = _mm512_setzero_ps(), acc1 = acc0, ent = acc0, emax = acc0; /* e >= 0 */
     int j = 0;
@@ -703,6 +703,10 @@ B16_AVX512 static float b16_exp_probe_row_avx512(float *row, uint16_t *p, const 
      * reaches th, e > t[4] (top5_push drops the others unchanged; ties of the maximum are many on
      * periodic data) */
     const float th = t16[4];
+    if (th_out) { /* the column pass offers the candidates (col_block_avx512) */
+        *th_out = th;
+        return _mm512_reduce_add_ps(_mm512_add_ps(acc0, acc1));
+    }
     float cut = t[4] >= th ? t[4] : th; /* offered: e > cut, or e == cut while the list is below th */
     int ge = t[4] < th;
     __m512 vth = _mm512_set1_ps(cut);
@@ -735,17 +739,33 @@ B16_AVX512 static float b16_exp_probe_row_avx512(float *row, uint16_t *p, const 
  * il[u] = 1 / l) added to the group's double sums d[0..kc): per key, a float sum from 0 of
  * fused multiply-adds in row order, then one double addition, the bits col_flush_b16 gives from
  * probe_row_avx512's per-row sums, in one pass over the block (4 columns of 16 keys at a time). */
-B16_AVX512 static void col_block_avx512(double *d, float *const *rows, const float *il, int nr, int kc) {
+B16_AVX512 static inline __mmask16 top5_cand(__m512 e, __m512 th, __m512 t4) {
+    return _mm512_mask_cmp_ps_mask(_mm512_cmp_ps_mask(e, th, _CMP_GE_OQ), e, t4, _CMP_GT_OQ);
+}
+
+B16_AVX512 static void col_block_avx512(double *d, float *const *rows, const float *il, int nr, int kc, float **tops,
+                                        const float *ths) {
     int j = 0;
     for (; j + 64 <= kc; j += 64) {
         __m512 c0 = _mm512_setzero_ps(), c1 = c0, c2 = c0, c3 = c0;
         for (int u = 0; u < nr; u++) {
             const float *e = rows[u] + j;
             const __m512 v = _mm512_set1_ps(il[u]);
-            c0 = _mm512_fmadd_ps(_mm512_loadu_ps(e), v, c0);
-            c1 = _mm512_fmadd_ps(_mm512_loadu_ps(e + 16), v, c1);
-            c2 = _mm512_fmadd_ps(_mm512_loadu_ps(e + 32), v, c2);
-            c3 = _mm512_fmadd_ps(_mm512_loadu_ps(e + 48), v, c3);
+            const __m512 e0 = _mm512_loadu_ps(e), e1 = _mm512_loadu_ps(e + 16);
+            const __m512 e2 = _mm512_loadu_ps(e + 32), e3 = _mm512_loadu_ps(e + 48);
+            c0 = _mm512_fmadd_ps(e0, v, c0);
+            c1 = _mm512_fmadd_ps(e1, v, c1);
+            c2 = _mm512_fmadd_ps(e2, v, c2);
+            c3 = _mm512_fmadd_ps(e3, v, c3);
+            /* the row's top-5 candidates (as in b16_exp_probe_row_avx512): e >= th and e > the list's smallest */
+            const __m512 th = _mm512_set1_ps(ths[u]);
+            float *t = tops[u];
+            if (top5_cand(_mm512_max_ps(_mm512_max_ps(e0, e1), _mm512_max_ps(e2, e3)), th, _mm512_set1_ps(t[4]))) {
+                const __m512 ev[4] = {e0, e1, e2, e3};
+                for (int q = 0; q < 4; q++)
+                    for (unsigned c = top5_cand(ev[q], th, _mm512_set1_ps(t[4])); c; c &= c - 1)
+                        top5_push(t, e[16 * q + __builtin_ctz(c)]);
+            }
         }
         const __m512 cs[4] = {c0, c1, c2, c3};
         for (int t = 0; t < 4; t++) {
@@ -757,8 +777,13 @@ B16_AVX512 static void col_block_avx512(double *d, float *const *rows, const flo
     for (; j < kc; j += 16) {
         const __mmask16 k = b16_tail(kc - j);
         __m512 c = _mm512_setzero_ps();
-        for (int u = 0; u < nr; u++)
-            c = _mm512_fmadd_ps(_mm512_maskz_loadu_ps(k, rows[u] + j), _mm512_set1_ps(il[u]), c);
+        for (int u = 0; u < nr; u++) {
+            const __m512 e = _mm512_maskz_loadu_ps(k, rows[u] + j); /* 0 past kc: never a candidate */
+            c = _mm512_fmadd_ps(e, _mm512_set1_ps(il[u]), c);
+            float *t = tops[u];
+            for (unsigned b = top5_cand(e, _mm512_set1_ps(ths[u]), _mm512_set1_ps(t[4])); b; b &= b - 1)
+                top5_push(t, rows[u][j + __builtin_ctz(b)]);
+        }
         const __mmask8 k0 = (__mmask8)k, k1 = (__mmask8)(k >> 8);
         _mm512_mask_storeu_pd(d + j, k0, _mm512_add_pd(_mm512_maskz_loadu_pd(k0, d + j), _mm512_cvtps_pd(_mm512_castps512_ps256(c))));
         _mm512_mask_storeu_pd(d + j + 8, k1,
@@ -822,11 +847,12 @@ static float b16_exp_row_avx512(float *row, uint16_t *p, const uint8_t *kv, floa
     return (void)row, (void)p, (void)kv, (void)mx, (void)n, (void)keep, 0.0f;
 }
 static float b16_exp_probe_row_avx512(float *row, uint16_t *p, const uint8_t *kv, float mx, int n, double *ent_out,
-                                      float *t) {
-    return (void)row, (void)p, (void)kv, (void)mx, (void)n, (void)ent_out, (void)t, 0.0f;
+                                      float *t, float *th_out) {
+    return (void)row, (void)p, (void)kv, (void)mx, (void)n, (void)ent_out, (void)t, (void)th_out, 0.0f;
 }
-static void col_block_avx512(double *d, float *const *rows, const float *il, int nr, int kc) {
-    (void)d, (void)rows, (void)il, (void)nr, (void)kc;
+static void col_block_avx512(double *d, float *const *rows, const float *il, int nr, int kc, float **tops,
+                             const float *ths) {
+    (void)d, (void)rows, (void)il, (void)nr, (void)kc, (void)tops, (void)ths;
 }
 static void b16_round_avx512(uint16_t *y, const float *x, int n, float scale) { (void)y, (void)x, (void)n, (void)scale; }
 #endif
@@ -900,7 +926,9 @@ static int tile_bf16(const attn_args *a, const attn_stats *st, const spans *sp, 
     const int probe = st && (want_cols || st->row_entropy || st->row_top5);
     const int probe1 = probe && nchunk == 1; /* statistics from the pass's own exponentials */
     float m[ATTN_TQ], l[ATTN_TQ];
-    float *crow[ATTN_MAX_QSPAN][ATTN_BQ], cil[ATTN_MAX_QSPAN][ATTN_BQ]; /* one block's rows per span, and 1 / l */
+    /* one block's rows per span, their 1 / l, top-5 lists and candidate thresholds */
+    float *crow[ATTN_MAX_QSPAN][ATTN_BQ], cil[ATTN_MAX_QSPAN][ATTN_BQ], *ctop[ATTN_MAX_QSPAN][ATTN_BQ];
+    float cth[ATTN_MAX_QSPAN][ATTN_BQ];
     int ncrow[ATTN_MAX_QSPAN] = {0};
     int rc = 0;
     const float scale = 1.0f / sqrtf((float)dh);
@@ -935,7 +963,8 @@ static int tile_bf16(const attn_args *a, const attn_stats *st, const spans *sp, 
                     const float alpha = m[r] == -INFINITY ? 0.0f : expf(m[r] - mx);
                     float sum;
                     if (probe1 && fast) {
-                        sum = b16_exp_probe_row_avx512(row, pr, kv, mx, kc, &w->ent[r], w->top[r]);
+                        sum = b16_exp_probe_row_avx512(row, pr, kv, mx, kc, &w->ent[r], w->top[r],
+                                                       want_cols ? &cth[span_of_row(sp, i0 + r)][ncrow[span_of_row(sp, i0 + r)]] : NULL);
                     } else {
                         if (probe1) memcpy(w->srow, row, sizeof(float) * kc);
                         sum = b16_exp_row(row, pr, kv, mx, kc, probe1, fast);
@@ -951,16 +980,17 @@ static int tile_bf16(const attn_args *a, const attn_stats *st, const spans *sp, 
                         /* this block's column sums: one pass over its rows below */
                         const int g = span_of_row(sp, i0 + r);
                         crow[g][ncrow[g]] = row;
+                        ctop[g][ncrow[g]] = w->top[r];
                         cil[g][ncrow[g]++] = 1.0f / l[r];
-                    } else if (probe1) {
-                        (fast ? probe_row_avx512 : probe_row)(sp, w, r, i0 + r, row, w->srow, mx, 1.0f / l[r], kc);
+                    } else if (probe1 && !fast) {
+                        probe_row(sp, w, r, i0 + r, row, w->srow, mx, 1.0f / l[r], kc);
                     }
                 }
                 if (cols1 && !fast && ((r + 1) % ATTN_BQ == 0 || r + 1 == bq)) col_flush_b16(w, gacc, ng, Tk, j0, kc);
             }
             if (cols1 && fast)
                 for (int g = 0; g < ng; g++) {
-                    if (ncrow[g]) col_block_avx512(gacc + (size_t)g * Tk + j0, crow[g], cil[g], ncrow[g], kc);
+                    if (ncrow[g]) col_block_avx512(gacc + (size_t)g * Tk + j0, crow[g], cil[g], ncrow[g], kc, ctop[g], cth[g]);
                     ncrow[g] = 0;
                 }
         }
