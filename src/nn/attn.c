@@ -739,6 +739,9 @@ B16_AVX512 static float b16_exp_probe_row_avx512(float *row, uint16_t *p, const 
  * il[u] = 1 / l) added to the group's double sums d[0..kc): per key, a float sum from 0 of
  * fused multiply-adds in row order, then one double addition, the bits col_flush_b16 gives from
  * probe_row_avx512's per-row sums, in one pass over the block (4 columns of 16 keys at a time). */
+/* the upper 8 floats of v (AVX512F only: extractf32x8 is AVX512DQ) */
+B16_AVX512 static inline __m256 b16_hi8(__m512 v) { return _mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(v), 1)); }
+
 B16_AVX512 static inline __mmask16 top5_cand(__m512 e, __m512 th, __m512 t4) {
     return _mm512_mask_cmp_ps_mask(_mm512_cmp_ps_mask(e, th, _CMP_GE_OQ), e, t4, _CMP_GT_OQ);
 }
@@ -771,7 +774,7 @@ B16_AVX512 static void col_block_avx512(double *d, float *const *rows, const flo
         for (int t = 0; t < 4; t++) {
             double *dd = d + j + 16 * t;
             _mm512_storeu_pd(dd, _mm512_add_pd(_mm512_loadu_pd(dd), _mm512_cvtps_pd(_mm512_castps512_ps256(cs[t]))));
-            _mm512_storeu_pd(dd + 8, _mm512_add_pd(_mm512_loadu_pd(dd + 8), _mm512_cvtps_pd(_mm512_extractf32x8_ps(cs[t], 1))));
+            _mm512_storeu_pd(dd + 8, _mm512_add_pd(_mm512_loadu_pd(dd + 8), _mm512_cvtps_pd(b16_hi8(cs[t]))));
         }
     }
     for (; j < kc; j += 16) {
@@ -787,7 +790,7 @@ B16_AVX512 static void col_block_avx512(double *d, float *const *rows, const flo
         const __mmask8 k0 = (__mmask8)k, k1 = (__mmask8)(k >> 8);
         _mm512_mask_storeu_pd(d + j, k0, _mm512_add_pd(_mm512_maskz_loadu_pd(k0, d + j), _mm512_cvtps_pd(_mm512_castps512_ps256(c))));
         _mm512_mask_storeu_pd(d + j + 8, k1,
-                              _mm512_add_pd(_mm512_maskz_loadu_pd(k1, d + j + 8), _mm512_cvtps_pd(_mm512_extractf32x8_ps(c, 1))));
+                              _mm512_add_pd(_mm512_maskz_loadu_pd(k1, d + j + 8), _mm512_cvtps_pd(b16_hi8(c))));
     }
 }
 
