@@ -585,7 +585,13 @@ static void tile(const attn_args *a, const attn_stats *st, const spans *sp, cons
  * two passes (the exponentials always written back, so the sums do not depend on the probe
  * either). Measured at T 1357, 24 x 64 heads, one thread (Intel Xeon, AMX): the row passes took
  * ~60 of main's 90 ms per call in 8-lane loops; the whole call now takes ~40 ms, half of it in
- * the oneDNN products. */
+ * the oneDNN products.
+ * The probe with every key in one chunk (AVX-512): the exp pass itself also sums the entropy
+ * terms e (s - m) and the lane maxima of e (no copy of the logits), and writes e back; then one
+ * pass per block of ATTN_BQ rows makes the column sums (straight into the group's double sums)
+ * and offers each row's top-5 candidates (a compare-only pass per row when no mass is asked for).
+ * The statistics are the bits of the earlier three per-row passes. Measured at SD3-medium 1024^2
+ * (4429 tokens, 24 x 64 heads, 2 threads, AMX Xeon, noisy): probe / plain 1.37-1.49 -> 1.10-1.21. */
 #if defined(__x86_64__) && defined(__GNUC__)
 #define B16_AVX512 __attribute__((target("avx512f,avx512bw,avx512vl,avx512bf16")))
 static int b16_avx512_available(void) {

@@ -20,7 +20,8 @@
  * and values laid out once per (b, h), in the summation order of BLAS's sgemm and checked
  * against it once per shape (sgemm where the bits would differ, or without AVX-512); bf16:
  * oneDNN, with the bf16 tile's own row passes (AVX-512 where the CPU has AVX512-BF16: the row
- * max, then one pass that exponentiates, sums and rounds P; the probe's row statistics). Working
+ * max, then one pass that exponentiates, sums and rounds P, and with the probe also sums the
+ * entropy terms; one pass per 64 rows for the column mass and top-5 candidates). Working
  * memory per thread: ATTN_BQ x min(T, ATTN_KC) floats (and ATTN_TQ x that in bf16 for the
  * rounded P, plus the tile's rounded queries), and per (b, h) the packed keys and values,
  * 2 x Tk x dh floats (bf16: 2 x Tk x dh bf16, the values padded to 32 keys). When
