@@ -301,7 +301,8 @@ static int block_forward(const sd3_model *m, int i, const work *ws_w, sd3_block_
     for (int b = 0; b < B; b++) {
         const float *mx = w->modx + (size_t)b * nmx * D, *mc = w->modc + (size_t)b * nmc * D;
         const float *xb = w->X + (size_t)b * N * D, *cb = w->C + (size_t)b * S * D;
-        const float *csh = mc + (bk->last ? 1 : 0) * D, *csc = mc + (bk->last ? 0 : 1) * D; /* AdaLayerNormContinuous: scale rows first, then shift */
+        /* the context's shift and scale; AdaLayerNormContinuous (last block) has scale rows first */
+        const float *csh = mc + (bk->last ? 1 : 0) * D, *csc = mc + (bk->last ? 0 : 1) * D;
         if (bk->dual) op_ln_modulate(w->nx2 + (size_t)b * N * D, xb, mx + 6 * D, mx + 7 * D, N, D, 1e-6f);
         /* Joint Q/K/V rows: image tokens first, then text, per batch element. */
         const size_t jo = (size_t)b * T * D, io = jo + (size_t)N * D;

@@ -591,6 +591,12 @@ static int matmul_serial1(void *c, int ldc, const uint16_t *a, int lda, const ui
     return s == dnnl_success ? 0 : dnnl_err(s, "executing the primitive", &k);
 }
 
+/* A tile failed on some thread: its reason (ss_err is per thread) into why, the first one only. */
+static void keep_reason(char *why, size_t cap, int rc) {
+#pragma omp critical(ss_dnnl_reason)
+    if (!why[0]) snprintf(why, cap, "%s", ss_err()[0] ? ss_err() : rc == SS_ENOMEM ? "out of memory" : "no reason given");
+}
+
 int ss_dnnl_tile_n(int K) {
     const int n = (int)(SS_DNNL_TILE_B_BYTES / (2 * (long)(K > 0 ? K : 1))) / 64 * 64;
     return n < 64 ? 64 : n > SS_DNNL_TILE_N ? SS_DNNL_TILE_N : n;
@@ -632,6 +638,7 @@ int ss_dnnl_matmul(float *c, int ldc, const uint16_t *a, int lda, const uint16_t
     const int trans = flags & SS_DNNL_TRANS_B, TN = ss_dnnl_tile_n(K);
     const int tm = (M + SS_DNNL_TILE_M - 1) / SS_DNNL_TILE_M, tn = (N + TN - 1) / TN;
     int rc = 0;
+    char why[256] = "";
 #pragma omp parallel for schedule(dynamic, 1) if (tm * tn > 1) reduction(min : rc)
     for (int t = 0; t < tm * tn; t++) {
         /* column tiles outer: consecutive tiles share their slice of B (kept in L2) */
@@ -639,9 +646,10 @@ int ss_dnnl_matmul(float *c, int ldc, const uint16_t *a, int lda, const uint16_t
         const int m = M - i0 < SS_DNNL_TILE_M ? M - i0 : SS_DNNL_TILE_M, n = N - j0 < TN ? N - j0 : TN;
         const int r = matmul_serial(c + (size_t)i0 * ldc + j0, ldc, a + (size_t)i0 * lda, lda,
                                     trans ? b + (size_t)j0 * ldb : b + j0, ldb, bias ? bias + j0 : NULL, m, n, K, flags);
+        if (r < 0) keep_reason(why, sizeof why, r);
         if (r < rc) rc = r;
     }
-    return rc < 0 ? ss_fail(rc, "oneDNN: a bf16 matmul M=%d N=%d K=%d failed (out of memory)", M, N, K) : 0;
+    return rc < 0 ? ss_fail(rc, "oneDNN: a bf16 matmul M=%d N=%d K=%d failed: %s", M, N, K, why) : 0;
 }
 
 
@@ -715,6 +723,11 @@ int ss_dnnl_linear_col_tiles(int M, int N, int K, int packed) {
     return M > 0 && N > 0 && K > 0 ? col_tiles(M, N, K, packed, &width) : 0;
 }
 
+static int tile_refused(int N, int K, int j0, int n) {
+    return ss_fail(SS_EARG, "oneDNN: columns [%d, %d) of a packed %d x %d weight are not a tile of its layout", j0, j0 + n,
+                   N, K);
+}
+
 /* Rows [i0, i0 + m) and columns [j0, j0 + n) of a Linear on the calling thread: one product, or
  * with a K-chunked packed weight one product per chunk adding into the same fp32 outputs (with
  * GELU -> bf16, the chunks' fp32 sums first go to a buffer of the thread, then GELU and the bf16
@@ -727,7 +740,7 @@ static int band(void *y, int ldy, size_t es, const uint16_t *a, int lda, const u
     const float *bj = bias ? bias + j0 : NULL;
     if (nk == 1) {
         const long wo = packed ? (n == N ? 0 : col_offset(N, K, j0, n)) : (long)j0 * K;
-        return wo < 0 ? SS_EARG : matmul_serial(yb, ldy, a, lda, w + wo, K, bj, m, n, K, f);
+        return wo < 0 ? tile_refused(N, K, j0, n) : matmul_serial(yb, ldy, a, lda, w + wo, K, bj, m, n, K, f);
     }
     float *acc = (float *)yb;
     int lacc = ldy, rc = 0;
@@ -742,7 +755,7 @@ static int band(void *y, int ldy, size_t es, const uint16_t *a, int lda, const u
         int k0, kn;
         const size_t e = chunk_elems(N, K, c, &k0, &kn);
         const long wo = n == N ? 0 : col_offset(N, kn, j0, n);
-        if (wo < 0) return SS_EARG;
+        if (wo < 0) return tile_refused(N, kn, j0, n);
         /* the chunk's columns of A, dense: oneDNN 2.6's brgemm matmul takes no strided A either */
         if (grow16(&ts->ak, &ts->ak_n, (size_t)m * kn) < 0) return SS_ENOMEM;
         for (int i = 0; i < m; i++) memcpy(ts->ak + (size_t)i * kn, a + (size_t)i * lda + k0, sizeof(uint16_t) * kn);
@@ -769,6 +782,7 @@ int ss_dnnl_linear(void *y, int ldy, const uint16_t *x16, const float *x32, int 
     const size_t es = flags & SS_DNNL_GELU_BF16 ? sizeof(uint16_t) : sizeof(float);
     const uint16_t *a1 = x16; /* one band's fp32 input, rounded once for all its column tiles */
     int rc = 0;
+    char why[256] = "";
     if (!x16 && nt > 1) {
         tstate *ts = me();
         if (!ts || grow16(&ts->a16, &ts->a16_n, (size_t)M * K) < 0)
@@ -791,9 +805,10 @@ int ss_dnnl_linear(void *y, int ldy, const uint16_t *x16, const float *x32, int 
             }
         }
         if (!r) r = band(y, ldy, es, a, lda, w, packed, bias, i0, m, j0, n, N, K, f);
+        if (r < 0) keep_reason(why, sizeof why, r);
         if (r < rc) rc = r;
     }
-    return rc < 0 ? ss_fail(rc, "oneDNN: a bf16 linear M=%d N=%d K=%d failed (out of memory)", M, N, K) : 0;
+    return rc < 0 ? ss_fail(rc, "oneDNN: a bf16 linear M=%d N=%d K=%d failed: %s", M, N, K, why) : 0;
 }
 
 const char *ss_dnnl_linear_impl(int M, int N, int K, int packed, int flags) {

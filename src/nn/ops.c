@@ -49,7 +49,8 @@ static void row_moments(const float *x, int D, float eps, float *mean, float *rs
     *rstd = (float)(1.0 / sqrt(ss / D + eps));
 }
 
-/* The bf16 path's products: a failure (out of memory) leaves NaN (bf16 0x7fc0) in y, as op_linear. */
+/* The bf16 path's products: a failure (out of memory) leaves NaN in y (bf16 0x7fc0 for the GELU
+ * output), as op_linear does, and the reason on stderr. */
 void op_linear_b16(float *y, const uint16_t *x, const ss_linear *l, int M) {
     if (M <= 0) return;
     if (ss_dnnl_linear(y, l->out, x, NULL, l->in, l->wb, l->packed, l->b, M, l->out, l->in, 0) < 0) {
